@@ -1,0 +1,1 @@
+//! hopline-balance: the load balancer core (being built).

@@ -1,0 +1,1 @@
+//! hopline-browser: the client hop (not yet built).

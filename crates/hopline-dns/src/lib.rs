@@ -1,0 +1,3 @@
+//! hopline-dns: the naming hop — resolver and authoritative server.
+
+pub mod config;
