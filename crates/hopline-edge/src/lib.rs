@@ -1,1 +1,27 @@
-//! hopline-edge
+//! hopline-edge: the nginx-class edge of hopline — listeners (TCP/TLS, HTTP/1.1,
+//! HTTP/2), routing by Host and path, static files, redirects and fixed responses,
+//! compression, limits and the access log. Later hops (proxy, load balancer, CDN cache,
+//! rate limits) plug into the same request path.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), hopline_edge::EdgeError> {
+//! let config = hopline_edge::config::Config::load(std::path::Path::new("site.toml"))?;
+//! let server = hopline_edge::Server::start(config).await?;
+//! println!("{:?}", server.bound());
+//! # Ok(()) }
+//! ```
+
+pub mod access_log;
+pub mod body;
+pub mod compress;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod router;
+pub mod server;
+pub mod tls;
+
+pub use body::Body;
+pub use config::{Config, ConfigError};
+pub use error::EdgeError;
+pub use server::{Server, Shutdown};

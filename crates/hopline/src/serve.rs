@@ -1,8 +1,88 @@
-//! `hopline serve`: run a config file's sites and DNS services.
+//! `hopline serve CONFIG.toml`: run every site (and DNS service) a config file defines,
+//! in the foreground. SIGHUP reloads the file (a bad file is refused, the old config
+//! keeps serving); SIGTERM or Ctrl-C drains in-flight requests and exits 0.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use hopline_edge::{Config, Server, Shutdown};
+
+/// Run the sites and DNS services of a config file.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = "\
+Signals: SIGHUP reloads CONFIG without dropping connections; SIGTERM / Ctrl-C drain and exit 0.
 
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("serve is being built")
+Example:
+  hopline serve examples/site/hopline.toml
+  curl -i http://127.0.0.1:8080/")]
+pub struct Args {
+    /// The config file (TOML). Relative paths in it resolve against its folder.
+    pub config: PathBuf,
+    /// Worker threads (default: `threads` in the file, else one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Check the config file and exit (0 = good), like `nginx -t`.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    if args.check {
+        eprintln!("hopline: {} is valid", args.config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::init_logging();
+    let threads = args
+        .threads
+        .or(config.threads)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let runtime = crate::runtime(threads)?;
+    runtime.block_on(serve(args.config, config, threads))
+}
+
+async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let shutdown_timeout = Duration::from_millis(config.limits.shutdown_timeout_ms);
+    let server = Server::start(config)
+        .await
+        .with_context(|| format!("starting {}", path.display()))?;
+    tracing::info!(
+        target: "hopline",
+        "serving {} with {threads} worker thread(s); SIGHUP reloads, SIGTERM/Ctrl-C stops",
+        path.display()
+    );
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match Config::load(&path) {
+                    Ok(new) => match server.reload(new).await {
+                        Ok(()) => tracing::info!(target: "hopline", "reloaded {}", path.display()),
+                        Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
+                    },
+                    Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(target: "hopline", "shutting down: draining in-flight requests");
+    match server.shutdown(shutdown_timeout).await {
+        Shutdown::Drained => tracing::info!(target: "hopline", "all requests finished; bye"),
+        Shutdown::TimedOut => {
+            tracing::warn!(target: "hopline", "shutdown timeout passed; closed the remaining connections")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,683 @@
+//! The config file: one TOML format for every part of hopline (`hopline serve FILE`).
+//!
+//! This module owns parsing and validation. A bad file is refused with the file, the
+//! line, the column and what was expected; nothing here touches a socket. The result is
+//! a [`Config`] whose relative paths are already resolved against the file's folder.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A config file refused at start (or at reload): where and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file that was read.
+    pub file: PathBuf,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column (in characters).
+    pub column: Option<usize>,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn render(&self) -> String {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("{}:{l}:{c}: {}", self.file.display(), self.message),
+            _ => format!("{}: {}", self.file.display(), self.message),
+        }
+    }
+
+    fn at(file: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        let (line, column) = match span {
+            Some(span) => {
+                let (l, c) = line_col(text, span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Worker threads (`--threads` overrides). Default: one per core.
+    pub threads: Option<usize>,
+    /// Where access log lines go: "stderr" (default), "off", or a file path.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Connection and request limits shared by every listener.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Open-file cache of the static file handler.
+    #[serde(default)]
+    pub file_cache: FileCacheConfig,
+    /// The sites: listeners, hosts, TLS and routes.
+    #[serde(default)]
+    pub site: Vec<Site>,
+    /// DNS services (resolvers, authoritative servers, pools).
+    #[serde(default)]
+    pub dns: hopline_dns::config::DnsConfig,
+    /// Folder of the config file; relative paths were resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Limits that protect the server; each breach gets the status a user expects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections at once (all listeners); new ones beyond are closed at accept.
+    pub max_connections: usize,
+    /// A request's header section must be complete within this (slowloris defence).
+    /// hyper measures it from the moment the server starts waiting for a request, so on a
+    /// keep-alive connection it also bounds the idle time between requests.
+    pub header_timeout_ms: u64,
+    /// Idle keep-alive connections are closed after this long without a request.
+    pub keepalive_timeout_ms: u64,
+    /// Requests served on one HTTP/1.1 connection before the server closes it.
+    pub keepalive_requests: u64,
+    /// Largest request header section accepted (HTTP/1.1 answers 431 above it).
+    pub max_header_bytes: ByteSize,
+    /// Default largest request body (a route may override it); 413 above it.
+    pub max_body: ByteSize,
+    /// How long shutdown waits for in-flight requests before closing them.
+    pub shutdown_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    pub h2_max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_timeout_ms: 30_000,
+            keepalive_timeout_ms: 30_000,
+            keepalive_requests: 10_000,
+            max_header_bytes: ByteSize(32 * 1024),
+            max_body: ByteSize(1024 * 1024),
+            shutdown_timeout_ms: 30_000,
+            h2_max_streams: 128,
+        }
+    }
+}
+
+/// The static file handler's cache of file metadata and small file contents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileCacheConfig {
+    /// How long a file's metadata is trusted before it is checked again (like nginx's
+    /// `open_file_cache_valid`). 0 checks on every request.
+    pub valid_ms: u64,
+    /// Files up to this size are kept in memory (with their compressed variants).
+    pub max_file: ByteSize,
+    /// Total memory for cached contents.
+    pub size: ByteSize,
+}
+
+impl Default for FileCacheConfig {
+    fn default() -> Self {
+        FileCacheConfig {
+            valid_ms: 1000,
+            max_file: ByteSize(1024 * 1024),
+            size: ByteSize(64 * 1024 * 1024),
+        }
+    }
+}
+
+/// One site: where it listens, which Host names it answers, TLS, and its routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// A name for logs and status (default: the first host or listen address).
+    pub name: Option<String>,
+    /// Addresses to listen on, e.g. "127.0.0.1:8080" or "[::1]:8443".
+    pub listen: Spanned<Vec<Spanned<String>>>,
+    /// Host names this site answers ("shop.test", "*.shop.test"); absent = any Host.
+    pub hosts: Option<Vec<Spanned<String>>>,
+    /// HTTPS: certificate chain and key (PEM). ALPN offers h2 and http/1.1; SNI picks the site.
+    pub tls: Option<Spanned<TlsFiles>>,
+    /// Routes, matched by longest path prefix.
+    #[serde(default)]
+    pub route: Vec<Route>,
+}
+
+/// TLS files of a site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<PathBuf>,
+}
+
+/// One route of a site: a path prefix and exactly one handler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Path prefix; the longest matching prefix wins.
+    pub path: Spanned<String>,
+    /// Serve files from this folder.
+    pub root: Option<Spanned<PathBuf>>,
+    /// Index files tried for a folder (default: ["index.html"]).
+    pub index: Option<Vec<String>>,
+    /// Redirect to this URL (the rest of the path is not appended).
+    pub redirect: Option<String>,
+    /// Status for `redirect` (301 default; 302, 303, 307, 308) .
+    pub status: Option<Spanned<u16>>,
+    /// Answer with a fixed response.
+    pub respond: Option<Respond>,
+    /// `Cache-Control` value set on this route's responses.
+    pub cache_control: Option<String>,
+    /// Largest request body for this route (413 above it).
+    pub max_body: Option<ByteSize>,
+    /// Compress responses by Accept-Encoding (default true).
+    pub compress: Option<bool>,
+    /// Extra response headers, e.g. { "X-Frame-Options" = "DENY" }.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// A fixed response.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    /// Status code (default 200).
+    #[serde(default = "default_status")]
+    pub status: Spanned<u16>,
+    /// Body text.
+    #[serde(default)]
+    pub body: String,
+    /// Content-Type (default "text/plain; charset=utf-8").
+    pub content_type: Option<String>,
+}
+
+fn default_status() -> Spanned<u16> {
+    Spanned::new(0..0, 200)
+}
+
+/// A size in bytes, written as a number or with a unit: "512", "64KiB", "1MiB", "4GiB", "10MB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parse "64KiB", "1 MiB", "1000", "2GB".
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let digits_end = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(digits_end);
+        let num: f64 = num
+            .parse()
+            .map_err(|_| format!("expected a size like \"64KiB\" or \"1MiB\", found {s:?}"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}: expected B, KB, KiB, MB, MiB, GB or GiB"
+                ));
+            }
+        };
+        Ok(ByteSize((num * mult as f64) as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Relative paths are resolved against the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_str_at(&text, path, &base)
+    }
+
+    /// Parse and validate config text as if read from `file`, resolving paths against `base`.
+    pub fn from_str_at(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim_end().to_string();
+            ConfigError::at(file, text, e.span(), msg)
+        })?;
+        config.base_dir = base.to_path_buf();
+        Validator { file, text, base }.validate(&mut config)?;
+        Ok(config)
+    }
+}
+
+/// Checks what serde cannot: addresses, files, handlers, conflicts.
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, span: Range<usize>, msg: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.file, self.text, Some(span), msg)
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn validate(&self, config: &mut Config) -> Result<(), ConfigError> {
+        if config.threads == Some(0) {
+            return Err(ConfigError::at(
+                self.file,
+                self.text,
+                None,
+                "threads must be at least 1",
+            ));
+        }
+        if let Some(log) = &config.access_log
+            && log != "stderr"
+            && log != "off"
+        {
+            config.access_log = Some(self.resolve(Path::new(log)).display().to_string());
+        }
+        if config.limits.max_header_bytes.0 < 8192 {
+            return Err(ConfigError::at(
+                self.file,
+                self.text,
+                None,
+                "limits.max_header_bytes must be at least 8KiB (8192)",
+            ));
+        }
+        // (listen address, host or "*") pairs already claimed, for conflict detection.
+        let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
+        for site in &mut config.site {
+            if site.listen.get_ref().is_empty() {
+                return Err(self.err(
+                    site.listen.span(),
+                    "a site needs at least one listen address",
+                ));
+            }
+            let mut addrs = Vec::new();
+            for l in site.listen.get_ref() {
+                let addr: SocketAddr = l.get_ref().parse().map_err(|_| {
+                    self.err(
+                        l.span(),
+                        format!(
+                            "bad listen address {:?}: expected IP:PORT such as \"127.0.0.1:8080\" or \"[::1]:8443\"",
+                            l.get_ref()
+                        ),
+                    )
+                })?;
+                addrs.push((addr, l.span()));
+            }
+            let hosts: Vec<(String, Range<usize>)> = match &site.hosts {
+                Some(h) => {
+                    let mut v = Vec::new();
+                    for host in h {
+                        let name = host.get_ref().trim().to_ascii_lowercase();
+                        if name.is_empty()
+                            || name.contains('/')
+                            || name.contains(' ')
+                            || (name.contains('*') && !name.starts_with("*."))
+                        {
+                            return Err(self.err(
+                                host.span(),
+                                format!(
+                                    "bad host {:?}: expected a name like \"shop.test\" or \"*.shop.test\"",
+                                    host.get_ref()
+                                ),
+                            ));
+                        }
+                        v.push((name, host.span()));
+                    }
+                    v
+                }
+                None => vec![("*".to_string(), site.listen.span())],
+            };
+            for (addr, _) in &addrs {
+                for (host, span) in &hosts {
+                    if let Some((_, _, first)) =
+                        claimed.iter().find(|(a, h, _)| a == addr && h == host)
+                    {
+                        let (l, _) = line_col(self.text, first.start);
+                        return Err(self.err(
+                            span.clone(),
+                            format!(
+                                "two sites claim listener {addr} for host {host:?} (the other is at line {l}); give each site distinct hosts or addresses"
+                            ),
+                        ));
+                    }
+                    claimed.push((*addr, host.clone(), span.clone()));
+                }
+            }
+            if let Some(tls) = &mut site.tls {
+                let span = tls.span();
+                let files = tls.get_mut();
+                for f in [&mut files.cert, &mut files.key] {
+                    let resolved = self.resolve(f.get_ref());
+                    if !resolved.is_file() {
+                        return Err(self.err(
+                            f.span(),
+                            format!("TLS file {} not found", resolved.display()),
+                        ));
+                    }
+                    *f = Spanned::new(f.span(), resolved);
+                }
+                let _ = span;
+            }
+            if site.route.is_empty() {
+                return Err(self.err(
+                    site.listen.span(),
+                    "a site needs at least one [[site.route]]",
+                ));
+            }
+            let mut paths: Vec<&str> = Vec::new();
+            for route in &mut site.route {
+                let p = route.path.get_ref();
+                if !p.starts_with('/') {
+                    return Err(self.err(
+                        route.path.span(),
+                        format!("route path {p:?} must start with '/'"),
+                    ));
+                }
+                let handlers = route.root.is_some() as u8
+                    + route.redirect.is_some() as u8
+                    + route.respond.is_some() as u8;
+                if handlers != 1 {
+                    return Err(self.err(
+                        route.path.span(),
+                        "a route needs exactly one handler: `root`, `redirect` or `respond`",
+                    ));
+                }
+                if let Some(status) = &route.status {
+                    if route.redirect.is_none() {
+                        return Err(self.err(status.span(), "`status` only applies to `redirect`"));
+                    }
+                    if ![301, 302, 303, 307, 308].contains(status.get_ref()) {
+                        return Err(self.err(
+                            status.span(),
+                            format!(
+                                "redirect status {} is not a redirect: expected 301, 302, 303, 307 or 308",
+                                status.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                if let Some(target) = &route.redirect
+                    && (target.is_empty() || http::HeaderValue::from_str(target).is_err())
+                {
+                    return Err(self.err(
+                        route.path.span(),
+                        format!("redirect target {target:?} is not a valid Location value"),
+                    ));
+                }
+                if let Some(respond) = &route.respond {
+                    let s = *respond.status.get_ref();
+                    if !(100..=999).contains(&s) || (100..200).contains(&s) {
+                        return Err(self.err(
+                            respond.status.span(),
+                            format!("respond status {s} is not a final HTTP status (200-999)"),
+                        ));
+                    }
+                }
+                if let Some(cc) = &route.cache_control
+                    && http::HeaderValue::from_str(cc).is_err()
+                {
+                    return Err(self.err(
+                        route.path.span(),
+                        format!("cache_control {cc:?} is not a valid header value"),
+                    ));
+                }
+                for (name, value) in &route.headers {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                        || http::HeaderValue::from_str(value).is_err()
+                    {
+                        return Err(self.err(
+                            route.path.span(),
+                            format!("header {name:?} = {value:?} is not a valid header"),
+                        ));
+                    }
+                }
+                if let Some(root) = &mut route.root {
+                    let resolved = self.resolve(root.get_ref());
+                    if !resolved.is_dir() {
+                        return Err(self.err(
+                            root.span(),
+                            format!("root folder {} not found", resolved.display()),
+                        ));
+                    }
+                    *root = Spanned::new(root.span(), resolved);
+                }
+                if paths.contains(&route.path.get_ref().as_str()) {
+                    return Err(self.err(
+                        route.path.span(),
+                        format!(
+                            "route path {:?} appears twice in this site",
+                            route.path.get_ref()
+                        ),
+                    ));
+                }
+                paths.push(route.path.get_ref().as_str());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every address a config listens on, deduplicated, in file order.
+pub fn listen_addrs(config: &Config) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for site in &config.site {
+        for l in site.listen.get_ref() {
+            if let Ok(a) = l.get_ref().parse::<SocketAddr>()
+                && !out.contains(&a)
+            {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir();
+        Config::from_str_at(text, Path::new("test.toml"), &dir)
+    }
+
+    #[test]
+    fn minimal_site_parses() {
+        let c = parse(
+            r#"
+[[site]]
+listen = ["127.0.0.1:8080"]
+  [[site.route]]
+  path = "/"
+  respond = { status = 200, body = "hello\n" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.site.len(), 1);
+        assert_eq!(
+            *c.site[0].route[0]
+                .respond
+                .as_ref()
+                .unwrap()
+                .status
+                .get_ref(),
+            200
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let e = parse("[[site]]\nlisten = [\"127.0.0.1:1\"]\nlisen = 3\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(e.column, Some(1), "{e}");
+        assert!(e.message.contains("lisen"), "{e}");
+        assert!(e.to_string().starts_with("test.toml:3:1:"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_is_refused_at_its_place() {
+        let e = parse(
+            "[[site]]\nlisten = [\"127.0.0.1:8080\", \"nonsense\"]\n[[site.route]]\npath = \"/\"\nrespond = {}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.column, Some(29));
+        assert!(e.message.contains("expected IP:PORT"), "{e}");
+    }
+
+    #[test]
+    fn two_sites_same_listener_and_host_conflict() {
+        let e = parse(
+            r#"
+[[site]]
+listen = ["127.0.0.1:8080"]
+hosts = ["a.test"]
+[[site.route]]
+path = "/"
+respond = {}
+[[site]]
+listen = ["127.0.0.1:8080"]
+hosts = ["b.test", "a.test"]
+[[site.route]]
+path = "/"
+respond = {}
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(e.message.contains("two sites claim"), "{e}");
+        // distinct hosts on one listener are fine
+        parse(
+            r#"
+[[site]]
+listen = ["127.0.0.1:8080"]
+hosts = ["a.test"]
+[[site.route]]
+path = "/"
+respond = {}
+[[site]]
+listen = ["127.0.0.1:8080"]
+[[site.route]]
+path = "/"
+respond = {}
+"#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn missing_root_and_tls_files_are_refused() {
+        let e = parse(
+            "[[site]]\nlisten = [\"127.0.0.1:1\"]\n[[site.route]]\npath = \"/\"\nroot = \"no-such-dir-xyz\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert!(e.message.contains("not found"), "{e}");
+        let e = parse(
+            "[[site]]\nlisten = [\"127.0.0.1:1\"]\ntls = { cert = \"nope.pem\", key = \"nope-key.pem\" }\n[[site.route]]\npath = \"/\"\nrespond = {}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("nope.pem"), "{e}");
+    }
+
+    #[test]
+    fn route_needs_one_handler_and_redirect_status() {
+        let e = parse("[[site]]\nlisten = [\"127.0.0.1:1\"]\n[[site.route]]\npath = \"/\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("exactly one handler"), "{e}");
+        let e = parse(
+            "[[site]]\nlisten = [\"127.0.0.1:1\"]\n[[site.route]]\npath = \"/\"\nredirect = \"https://x.test/\"\nstatus = 200\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(6));
+        assert!(e.message.contains("expected 301"), "{e}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("64KiB").unwrap().0, 65536);
+        assert_eq!(ByteSize::parse("1 MiB").unwrap().0, 1 << 20);
+        assert_eq!(ByteSize::parse("10MB").unwrap().0, 10_000_000);
+        assert_eq!(ByteSize::parse("512").unwrap().0, 512);
+        assert!(ByteSize::parse("12 parsecs").is_err());
+        let e = parse("[limits]\nmax_body = \"3 bananas\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+}

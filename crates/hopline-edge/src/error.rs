@@ -1,0 +1,41 @@
+//! The edge's error type: what failed while starting, reloading or serving.
+
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+
+/// Errors of the edge library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeError {
+    /// The config file was refused (file, line, column and what was expected).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address could not be bound (taken, not local, no permission).
+    #[error("cannot listen on {addr} ({role}): {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What would have listened there.
+        role: String,
+        /// Why the OS refused.
+        source: std::io::Error,
+    },
+    /// A certificate, key or TLS setting could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Two parts of a config that cannot work together on one listener.
+    #[error("{0}")]
+    Conflict(String),
+    /// An I/O error outside a request (e.g. opening the access log).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A DNS service (resolver or authoritative server) failed to start or reload.
+    #[error("DNS: {0}")]
+    Dns(String),
+}

@@ -1,0 +1,353 @@
+//! The router: a config compiled once (at start and at each reload) into the tables a
+//! request walks — listener → site by Host (exact, then `*.suffix`, then the default
+//! site) → route by longest path prefix → handler.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::compress::Variants;
+use crate::config::{Config, Site};
+use crate::error::EdgeError;
+use crate::files::StaticRoute;
+use crate::tls::{self, SniResolver};
+
+/// Everything a request needs, swapped whole on reload.
+#[derive(Debug)]
+pub struct Table {
+    /// Per configured listen address.
+    pub listeners: HashMap<SocketAddr, ListenerTable>,
+    /// Limits in force.
+    pub limits: crate::config::Limits,
+}
+
+/// The sites of one listener.
+#[derive(Debug)]
+pub struct ListenerTable {
+    /// rustls config when the listener speaks TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    exact: HashMap<String, Arc<SiteTable>>,
+    wildcard: Vec<(String, Arc<SiteTable>)>,
+    default: Arc<SiteTable>,
+}
+
+/// One site's routes, longest prefix first.
+#[derive(Debug)]
+pub struct SiteTable {
+    /// Name for logs.
+    pub name: Arc<str>,
+    /// Routes sorted by descending prefix length.
+    pub routes: Vec<Route>,
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Path prefix.
+    pub prefix: String,
+    /// What answers.
+    pub handler: Handler,
+    /// `Cache-Control` to set.
+    pub cache_control: Option<HeaderValue>,
+    /// Extra headers to set.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Largest request body.
+    pub max_body: u64,
+    /// Compress responses.
+    pub compress: bool,
+}
+
+/// The handler of a route.
+#[derive(Debug)]
+pub enum Handler {
+    /// Files from a folder.
+    Static(StaticRoute),
+    /// A redirect.
+    Redirect {
+        /// Target.
+        location: HeaderValue,
+        /// 301, 302, 303, 307 or 308.
+        status: StatusCode,
+    },
+    /// A fixed response.
+    Respond {
+        /// Status.
+        status: StatusCode,
+        /// Content-Type.
+        content_type: HeaderValue,
+        /// Body and its compressed variants.
+        body: Arc<Variants>,
+        /// Worth compressing.
+        compressible: bool,
+    },
+}
+
+impl ListenerTable {
+    /// The site for a Host (port stripped, lowercased by the caller or not).
+    pub fn site(&self, host: &str) -> &Arc<SiteTable> {
+        if !host.is_empty() {
+            if let Some(s) = self.exact.get(host) {
+                return s;
+            }
+            let lower;
+            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                lower = host.to_ascii_lowercase();
+                if let Some(s) = self.exact.get(&lower) {
+                    return s;
+                }
+                lower.as_str()
+            } else {
+                host
+            };
+            for (suffix, s) in &self.wildcard {
+                if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                    return s;
+                }
+            }
+        }
+        &self.default
+    }
+}
+
+impl SiteTable {
+    /// Longest prefix match.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}
+
+/// Strip the port from a Host header value (`shop.test:8080` → `shop.test`, `[::1]:80` → `[::1]`).
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+/// Compile a validated config.
+pub fn compile(config: &Config) -> Result<Table, EdgeError> {
+    struct Pending {
+        tls: Option<SniResolver>,
+        plain: bool,
+        exact: HashMap<String, Arc<SiteTable>>,
+        wildcard: Vec<(String, Arc<SiteTable>)>,
+        any: Option<Arc<SiteTable>>,
+        first: Option<Arc<SiteTable>>,
+    }
+    let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
+    let mut order: Vec<SocketAddr> = Vec::new();
+    for site in &config.site {
+        let table = Arc::new(compile_site(site, config)?);
+        let cert = match &site.tls {
+            Some(t) => Some(tls::load_certified_key(
+                t.get_ref().cert.get_ref(),
+                t.get_ref().key.get_ref(),
+            )?),
+            None => None,
+        };
+        let hosts: Option<Vec<String>> = site.hosts.as_ref().map(|h| {
+            h.iter()
+                .map(|s| s.get_ref().trim().to_ascii_lowercase())
+                .collect()
+        });
+        for l in site.listen.get_ref() {
+            let addr: SocketAddr = l.get_ref().parse().expect("validated");
+            let p = pending.entry(addr).or_insert_with(|| {
+                order.push(addr);
+                Pending {
+                    tls: None,
+                    plain: false,
+                    exact: HashMap::new(),
+                    wildcard: Vec::new(),
+                    any: None,
+                    first: None,
+                }
+            });
+            match &cert {
+                Some(ck) => p
+                    .tls
+                    .get_or_insert_with(SniResolver::default)
+                    .add(hosts.as_deref(), ck.clone()),
+                None => p.plain = true,
+            }
+            if p.tls.is_some() && p.plain {
+                return Err(EdgeError::Conflict(format!(
+                    "listener {addr} has sites with TLS and sites without: a listener is either HTTPS or plain HTTP"
+                )));
+            }
+            match &hosts {
+                None => p.any = Some(table.clone()),
+                Some(hs) => {
+                    for h in hs {
+                        if let Some(suffix) = h.strip_prefix("*.") {
+                            p.wildcard.push((format!(".{suffix}"), table.clone()));
+                        } else {
+                            p.exact.insert(h.clone(), table.clone());
+                        }
+                    }
+                }
+            }
+            if p.first.is_none() {
+                p.first = Some(table.clone());
+            }
+        }
+    }
+    let mut listeners = HashMap::new();
+    for addr in order {
+        let p = pending.remove(&addr).expect("present");
+        let tls = match p.tls {
+            Some(r) => Some(tls::server_config(r)?),
+            None => None,
+        };
+        // longer wildcard suffixes first, so the most specific wins
+        let mut wildcard = p.wildcard;
+        wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        listeners.insert(
+            addr,
+            ListenerTable {
+                tls,
+                exact: p.exact,
+                wildcard,
+                default: p.any.or(p.first).expect("a listener has a site"),
+            },
+        );
+    }
+    Ok(Table {
+        listeners,
+        limits: config.limits.clone(),
+    })
+}
+
+fn compile_site(site: &Site, config: &Config) -> Result<SiteTable, EdgeError> {
+    let name: Arc<str> = match (&site.name, &site.hosts) {
+        (Some(n), _) => n.as_str().into(),
+        (None, Some(h)) if !h.is_empty() => h[0].get_ref().as_str().into(),
+        _ => site.listen.get_ref()[0].get_ref().as_str().into(),
+    };
+    let mut routes = Vec::new();
+    for r in &site.route {
+        let compress = r.compress.unwrap_or(true);
+        let handler = if let Some(root) = &r.root {
+            let root = root.get_ref().clone();
+            let root_canon = std::fs::canonicalize(&root).map_err(|e| EdgeError::Io {
+                what: format!("root folder {}", root.display()),
+                source: e,
+            })?;
+            Handler::Static(StaticRoute {
+                root,
+                root_canon: Arc::new(root_canon),
+                index: r.index.clone().unwrap_or_else(|| vec!["index.html".into()]),
+                compress,
+            })
+        } else if let Some(target) = &r.redirect {
+            Handler::Redirect {
+                location: HeaderValue::from_str(target).expect("validated"),
+                status: StatusCode::from_u16(
+                    r.status.as_ref().map(|s| *s.get_ref()).unwrap_or(301),
+                )
+                .expect("validated"),
+            }
+        } else if let Some(resp) = &r.respond {
+            let ct = resp
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain; charset=utf-8".into());
+            let content_type = HeaderValue::from_str(&ct).map_err(|_| {
+                EdgeError::Conflict(format!("content_type {ct:?} is not a valid header value"))
+            })?;
+            Handler::Respond {
+                status: StatusCode::from_u16(*resp.status.get_ref()).expect("validated"),
+                compressible: crate::compress::compressible(&ct),
+                content_type,
+                body: Arc::new(Variants::new(Bytes::from(resp.body.clone()))),
+            }
+        } else {
+            unreachable!("validated: one handler per route")
+        };
+        routes.push(Route {
+            prefix: r.path.get_ref().clone(),
+            handler,
+            cache_control: r
+                .cache_control
+                .as_ref()
+                .map(|c| HeaderValue::from_str(c).expect("validated")),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        HeaderName::from_bytes(k.as_bytes()).expect("validated"),
+                        HeaderValue::from_str(v).expect("validated"),
+                    )
+                })
+                .collect(),
+            max_body: r.max_body.unwrap_or(config.limits.max_body).0,
+            compress,
+        });
+    }
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    Ok(SiteTable { name, routes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_stripping() {
+        assert_eq!(host_without_port("shop.test:8080"), "shop.test");
+        assert_eq!(host_without_port("shop.test"), "shop.test");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn sites_by_host_and_routes_by_longest_prefix() {
+        let text = r#"
+[[site]]
+name = "shop"
+listen = ["127.0.0.1:1"]
+hosts = ["shop.test", "*.shop.test"]
+  [[site.route]]
+  path = "/"
+  respond = { body = "root" }
+  [[site.route]]
+  path = "/api/"
+  respond = { body = "api" }
+  [[site.route]]
+  path = "/api/v2/"
+  respond = { body = "v2" }
+[[site]]
+name = "other"
+listen = ["127.0.0.1:1"]
+  [[site.route]]
+  path = "/"
+  respond = { body = "other" }
+"#;
+        let c = Config::from_str_at(
+            text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let t = compile(&c).unwrap();
+        let l = &t.listeners[&"127.0.0.1:1".parse().unwrap()];
+        assert_eq!(&*l.site("shop.test").name, "shop");
+        assert_eq!(&*l.site("WWW.Shop.Test").name, "shop");
+        assert_eq!(&*l.site("shop.test.evil").name, "other");
+        assert_eq!(&*l.site("").name, "other");
+        let shop = l.site("shop.test");
+        assert_eq!(shop.route("/api/v2/x").unwrap().prefix, "/api/v2/");
+        assert_eq!(shop.route("/api/x").unwrap().prefix, "/api/");
+        assert_eq!(shop.route("/index.html").unwrap().prefix, "/");
+    }
+}

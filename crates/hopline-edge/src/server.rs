@@ -1,0 +1,584 @@
+//! The listeners and the request path: accept (with a connection limit), TLS
+//! handshake, HTTP/1.1 or HTTP/2 (ALPN, or h2c prior knowledge on plain listeners),
+//! routing, handlers, response headers and the access log. Also reload (the compiled
+//! table is swapped whole; listeners added or removed) and graceful shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLog, LogRecord};
+use crate::body::Body;
+use crate::compress;
+use crate::config::{Config, Limits};
+use crate::error::EdgeError;
+use crate::files::{self, FileCache};
+use crate::router::{self, Handler, Route, Table};
+
+static SERVER: HeaderValue = HeaderValue::from_static("hopline");
+
+/// State shared by every connection.
+struct Shared {
+    table: ArcSwap<Table>,
+    http: ArcSwap<auto::Builder<TokioExecutor>>,
+    files: FileCache,
+    access_log: ArcSwapOption<AccessLog>,
+    open_connections: AtomicUsize,
+    /// Set to true when the server shuts down: connections finish their request and close.
+    closing: watch::Sender<bool>,
+    /// Woken when the last connection closes.
+    idle: tokio::sync::Notify,
+}
+
+struct ListenerHandle {
+    bound: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A running edge: its listeners and the table they serve.
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: parking_lot::Mutex<HashMap<SocketAddr, ListenerHandle>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listeners", &self.bound())
+            .finish()
+    }
+}
+
+/// What a finished shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Every in-flight request completed.
+    Drained,
+    /// The timeout passed; the remaining connections were closed.
+    TimedOut,
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    let header_timeout = Duration::from_millis(
+        limits
+            .header_timeout_ms
+            .min(limits.keepalive_timeout_ms)
+            .max(1),
+    );
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size((limits.max_header_bytes.0 as usize).max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(limits.max_header_bytes.0.min(u32::MAX as u64) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Bind a listening socket the way a server should (reuse address, deep backlog).
+pub fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
+    let make = || -> std::io::Result<std::net::TcpListener> {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(4096)?;
+        Ok(s.into())
+    };
+    let std_listener = make().map_err(|e| EdgeError::Bind {
+        addr,
+        role: role.to_string(),
+        source: e,
+    })?;
+    TcpListener::from_std(std_listener).map_err(|e| EdgeError::Bind {
+        addr,
+        role: role.to_string(),
+        source: e,
+    })
+}
+
+impl Server {
+    /// Bind every listener of `config` and start serving. Nothing stays bound on error.
+    pub async fn start(config: Config) -> Result<Server, EdgeError> {
+        crate::tls::install_crypto_provider();
+        let table = router::compile(&config)?;
+        let access_log = AccessLog::open(config.access_log.as_deref())?;
+        let mut bound = Vec::new();
+        for addr in crate::config::listen_addrs(&config) {
+            bound.push((addr, bind(addr, &role_of(&table, addr))?));
+        }
+        let shared = Arc::new(Shared {
+            http: ArcSwap::from_pointee(http_builder(&table.limits)),
+            table: ArcSwap::from_pointee(table),
+            files: FileCache::new(&config.file_cache),
+            access_log: ArcSwapOption::new(access_log),
+            open_connections: AtomicUsize::new(0),
+            closing: watch::channel(false).0,
+            idle: tokio::sync::Notify::new(),
+        });
+        let server = Server {
+            shared,
+            listeners: parking_lot::Mutex::new(HashMap::new()),
+        };
+        for (addr, l) in bound {
+            server.spawn_listener(addr, l);
+        }
+        Ok(server)
+    }
+
+    fn spawn_listener(&self, configured: SocketAddr, listener: TcpListener) {
+        let bound = listener.local_addr().unwrap_or(configured);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            configured,
+            self.shared.clone(),
+            stop_rx,
+        ));
+        let role = role_of(&self.shared.table.load(), configured);
+        tracing::info!(target: "hopline::edge", "listening on {bound} ({role})");
+        self.listeners
+            .lock()
+            .insert(configured, ListenerHandle { bound, stop, task });
+    }
+
+    /// (configured address, bound address) of every listener; they differ for port 0.
+    pub fn bound(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let mut v: Vec<_> = self
+            .listeners
+            .lock()
+            .iter()
+            .map(|(c, h)| (*c, h.bound))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The bound address of the listener configured as `configured`.
+    pub fn local_addr(&self, configured: SocketAddr) -> Option<SocketAddr> {
+        self.listeners.lock().get(&configured).map(|h| h.bound)
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Swap in a new config. A bad one is refused and the old one keeps serving; open
+    /// connections are never dropped (they pick up the new table on their next request).
+    pub async fn reload(&self, config: Config) -> Result<(), EdgeError> {
+        let table = router::compile(&config)?;
+        let access_log = AccessLog::open(config.access_log.as_deref())?;
+        let wanted = crate::config::listen_addrs(&config);
+        let existing: Vec<SocketAddr> = self.listeners.lock().keys().copied().collect();
+        let mut fresh = Vec::new();
+        for addr in &wanted {
+            if !existing.contains(addr) {
+                fresh.push((*addr, bind(*addr, &role_of(&table, *addr))?));
+            }
+        }
+        self.shared
+            .http
+            .store(Arc::new(http_builder(&table.limits)));
+        self.shared.table.store(Arc::new(table));
+        self.shared.access_log.store(access_log);
+        for (addr, l) in fresh {
+            self.spawn_listener(addr, l);
+        }
+        let removed: Vec<ListenerHandle> = {
+            let mut ls = self.listeners.lock();
+            existing
+                .iter()
+                .filter(|a| !wanted.contains(a))
+                .filter_map(|a| ls.remove(a))
+                .collect()
+        };
+        for h in removed {
+            tracing::info!(target: "hopline::edge", "stopped listening on {}", h.bound);
+            let _ = h.stop.send(true);
+        }
+        Ok(())
+    }
+
+    /// Stop accepting, let in-flight requests finish (up to `timeout`), then return.
+    pub async fn shutdown(self, timeout: Duration) -> Shutdown {
+        let handles: Vec<ListenerHandle> = self.listeners.lock().drain().map(|(_, h)| h).collect();
+        for h in &handles {
+            let _ = h.stop.send(true);
+        }
+        for h in handles {
+            let _ = h.task.await;
+        }
+        let _ = self.shared.closing.send(true);
+        let shared = self.shared.clone();
+        let drained = async move {
+            loop {
+                let notified = shared.idle.notified();
+                if shared.open_connections.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(timeout, drained).await {
+            Ok(()) => Shutdown::Drained,
+            Err(_) => Shutdown::TimedOut,
+        }
+    }
+}
+
+fn role_of(table: &Table, addr: SocketAddr) -> String {
+    match table.listeners.get(&addr) {
+        Some(l) if l.tls.is_some() => "edge https".into(),
+        _ => "edge http".into(),
+    }
+}
+
+/// Counts an open connection; uncounts it when dropped.
+struct ConnGuard(Arc<Shared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    configured: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(target: "hopline::edge", "accept on {configured}: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let max = shared.table.load().limits.max_connections;
+        if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
+            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(target: "hopline::edge", "connection limit {max} reached: closing {peer}");
+            drop(stream);
+            continue;
+        }
+        let guard = ConnGuard(shared.clone());
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, configured, shared).await;
+            drop(guard);
+        });
+    }
+}
+
+/// What a request knows of its connection.
+struct ConnInfo {
+    peer: SocketAddr,
+    listener: SocketAddr,
+    requests: AtomicU64,
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let tls = shared
+        .table
+        .load()
+        .listeners
+        .get(&listener)
+        .and_then(|l| l.tls.clone());
+    let http = shared.http.load_full();
+    let info = Arc::new(ConnInfo {
+        peer,
+        listener,
+        requests: AtomicU64::new(0),
+    });
+    let svc_shared = shared.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, &info, req).await) }
+    });
+    match tls {
+        None => {
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
+                tracing::debug!(target: "hopline::edge", "connection from {peer}: {e}");
+            }
+        }
+        Some(cfg) => {
+            let timeout =
+                Duration::from_millis(shared.table.load().limits.header_timeout_ms.max(1));
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "hopline::edge", "TLS handshake with {peer}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(target: "hopline::edge", "TLS handshake with {peer} timed out");
+                    return;
+                }
+            };
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
+                tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
+            }
+        }
+    }
+}
+
+/// Drive a connection; when the server starts closing, ask it to finish its in-flight
+/// requests and close (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
+async fn until_closing<C>(
+    conn: C,
+    mut closing: watch::Receiver<bool>,
+) -> Result<(), crate::body::BoxError>
+where
+    C: std::future::Future<Output = Result<(), crate::body::BoxError>> + GracefulConn,
+{
+    let mut conn = std::pin::pin!(conn);
+    if *closing.borrow() {
+        conn.as_mut().begin_close();
+    }
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = closing.wait_for(|c| *c) => conn.as_mut().begin_close(),
+    }
+    conn.await
+}
+
+/// A connection that can be asked to close gracefully.
+trait GracefulConn {
+    fn begin_close(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulConn for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn begin_close(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// One request, start to response head.
+async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let table = shared.table.load();
+    let limits = &table.limits;
+    let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let host = router::host_without_port(host);
+    let log = shared.access_log.load_full();
+
+    let (mut resp, site_name) = match table.listeners.get(&conn.listener) {
+        None => (
+            files::status_only(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this listener is closing\n",
+            ),
+            Arc::from("-"),
+        ),
+        Some(lt) => {
+            let site = lt.site(host);
+            let resp = match site.route(req.uri().path()) {
+                _ if !req.uri().path().starts_with('/') => {
+                    files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
+                }
+                None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
+                Some(route) => dispatch(shared, route, &req).await,
+            };
+            (resp, site.name.clone())
+        }
+    };
+
+    let h = resp.headers_mut();
+    h.insert(header::SERVER, SERVER.clone());
+    if req.version() == http::Version::HTTP_11 && n >= limits.keepalive_requests {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+
+    match log {
+        None => resp,
+        Some(log) => {
+            let record = Box::new(LogRecord {
+                log,
+                client: conn.peer,
+                method: req.method().clone(),
+                target: req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into()),
+                version: req.version(),
+                host: host.to_string(),
+                status: resp.status().as_u16(),
+                bytes: 0,
+                start,
+                user_agent: req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string(),
+                site: site_name,
+            });
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, body.with_log(record))
+        }
+    }
+}
+
+/// Route-level checks, then the handler, then the route's response headers.
+async fn dispatch(shared: &Shared, route: &Route, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > route.max_body
+    {
+        let mut r = files::status_only(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    let mut resp = match &route.handler {
+        Handler::Static(s) => {
+            files::serve(
+                req.method(),
+                req.headers(),
+                req.uri().path(),
+                req.uri().query(),
+                s,
+                &shared.files,
+            )
+            .await
+        }
+        Handler::Redirect { location, status } => {
+            let mut r = files::status_only(*status, "redirecting\n");
+            r.headers_mut().insert(header::LOCATION, location.clone());
+            r
+        }
+        Handler::Respond {
+            status,
+            content_type,
+            body,
+            compressible,
+        } => {
+            respond(
+                req,
+                *status,
+                content_type,
+                body,
+                *compressible && route.compress,
+            )
+            .await
+        }
+    };
+    let ok = resp.status().is_success();
+    let h = resp.headers_mut();
+    if let Some(cc) = &route.cache_control
+        && ok
+    {
+        h.insert(header::CACHE_CONTROL, cc.clone());
+    }
+    for (k, v) in &route.headers {
+        h.insert(k.clone(), v.clone());
+    }
+    resp
+}
+
+async fn respond(
+    req: &Request<Incoming>,
+    status: StatusCode,
+    content_type: &HeaderValue,
+    body: &Arc<compress::Variants>,
+    compressible: bool,
+) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type.clone());
+    let mut bytes: Bytes = body.raw.clone();
+    if compressible && bytes.len() as u64 >= compress::MIN_SIZE {
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        if let Some(enc) = compress::negotiate(req.headers().get(header::ACCEPT_ENCODING)) {
+            let variant = match body.ready(enc) {
+                Some(v) => v,
+                None => {
+                    let b = body.clone();
+                    tokio::task::spawn_blocking(move || b.get(enc))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            if let Some(v) = variant {
+                h.insert(header::CONTENT_ENCODING, enc.header());
+                bytes = v;
+            }
+        }
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    if req.method() != Method::HEAD {
+        *r.body_mut() = Body::full(bytes);
+    }
+    r
+}

@@ -1,0 +1,120 @@
+//! TLS for the edge's listeners: certificates from PEM files, SNI picks the site's
+//! certificate, ALPN offers h2 and http/1.1, and session tickets let clients resume.
+
+pub mod ca;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::EdgeError;
+
+/// Install hopline's one crypto provider (ring) as the process default. Safe to call
+/// more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Load a PEM certificate chain and private key into a rustls signing identity.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, EdgeError> {
+    let tls_err = |what: String| EdgeError::Tls(what);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| tls_err(format!("{}: cannot read certificates: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(format!("{}: bad PEM certificate: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(tls_err(format!(
+            "{}: no CERTIFICATE block found",
+            cert.display()
+        )));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| tls_err(format!("{}: cannot read a private key: {e}", key.display())))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| tls_err(format!("{}: unsupported private key: {e}", key.display())))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| {
+        tls_err(format!(
+            "{} does not belong to {}: {e}",
+            key.display(),
+            cert.display()
+        ))
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// Chooses a certificate by the client's SNI: exact names first, then `*.suffix`
+/// wildcards, then the listener's default (its first TLS site).
+#[derive(Debug, Default)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    /// Add a certificate for host patterns (`None` = any host).
+    pub fn add(&mut self, hosts: Option<&[String]>, key: Arc<CertifiedKey>) {
+        match hosts {
+            None => {
+                if self.default.is_none() {
+                    self.default = Some(key);
+                }
+            }
+            Some(hosts) => {
+                for h in hosts {
+                    if let Some(suffix) = h.strip_prefix("*.") {
+                        self.wildcard.push((format!(".{suffix}"), key.clone()));
+                    } else {
+                        self.exact.insert(h.clone(), key.clone());
+                    }
+                }
+                if self.default.is_none() {
+                    self.default = Some(key);
+                }
+            }
+        }
+    }
+
+    fn find(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = sni {
+            let name = name.to_ascii_lowercase();
+            if let Some(k) = self.exact.get(&name) {
+                return Some(k.clone());
+            }
+            if let Some((_, k)) = self
+                .wildcard
+                .iter()
+                .find(|(suffix, _)| name.ends_with(suffix.as_str()) && name.len() > suffix.len())
+            {
+                return Some(k.clone());
+            }
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.find(hello.server_name())
+    }
+}
+
+/// A listener's rustls config: SNI resolver, ALPN h2 + http/1.1, tickets for resumption.
+pub fn server_config(resolver: SniResolver) -> Result<Arc<ServerConfig>, EdgeError> {
+    install_crypto_provider();
+    let mut cfg = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| EdgeError::Tls(format!("cannot make a session ticketer: {e}")))?;
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    Ok(Arc::new(cfg))
+}
