@@ -240,8 +240,14 @@ mod tests {
             text.as_bytes()
         );
         // incompressible input yields no variant
-        let noise: Vec<u8> = (0..1000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let noise: Vec<u8> = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
             .collect();
         let v = Variants::new(Bytes::from(noise));
         assert!(v.get(Encoding::Gzip).is_none());

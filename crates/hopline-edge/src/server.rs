@@ -34,7 +34,7 @@ static SERVER: HeaderValue = HeaderValue::from_static("hopline");
 /// State shared by every connection.
 struct Shared {
     table: ArcSwap<Table>,
-    http: ArcSwap<auto::Builder<TokioExecutor>>,
+    http: ArcSwap<Builders>,
     files: FileCache,
     access_log: ArcSwapOption<AccessLog>,
     open_connections: AtomicUsize,
@@ -71,6 +71,23 @@ pub enum Shutdown {
     Drained,
     /// The timeout passed; the remaining connections were closed.
     TimedOut,
+}
+
+/// The HTTP engines, built once per config: detect h1/h2c on plain listeners, and a
+/// fixed protocol on TLS listeners where ALPN already chose.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+fn builders(limits: &Limits) -> Builders {
+    let auto = http_builder(limits);
+    Builders {
+        h1: auto.clone().http1_only(),
+        h2: auto.clone().http2_only(),
+        auto,
+    }
 }
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -132,7 +149,7 @@ impl Server {
             bound.push((addr, bind(addr, &role_of(&table, addr))?));
         }
         let shared = Arc::new(Shared {
-            http: ArcSwap::from_pointee(http_builder(&table.limits)),
+            http: ArcSwap::from_pointee(builders(&table.limits)),
             table: ArcSwap::from_pointee(table),
             files: FileCache::new(&config.file_cache),
             access_log: ArcSwapOption::new(access_log),
@@ -201,9 +218,7 @@ impl Server {
                 fresh.push((*addr, bind(*addr, &role_of(&table, *addr))?));
             }
         }
-        self.shared
-            .http
-            .store(Arc::new(http_builder(&table.limits)));
+        self.shared.http.store(Arc::new(builders(&table.limits)));
         self.shared.table.store(Arc::new(table));
         self.shared.access_log.store(access_log);
         for (addr, l) in fresh {
@@ -338,9 +353,19 @@ async fn serve_connection(
         let info = info.clone();
         async move { Ok::<_, Infallible>(handle(&shared, &info, req).await) }
     });
+    let header_timeout = Duration::from_millis(shared.table.load().limits.header_timeout_ms.max(1));
     match tls {
         None => {
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            // The protocol detection waits for the first bytes before hyper's own header
+            // timer runs: a client that sends nothing is cut off here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = http
+                .auto
+                .serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
                 tracing::debug!(target: "hopline::edge", "connection from {peer}: {e}");
             }
@@ -360,7 +385,9 @@ async fn serve_connection(
                     return;
                 }
             };
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = if h2 { &http.h2 } else { &http.h1 };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
             if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
                 tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
             }

@@ -207,6 +207,9 @@ mod tests {
         }
     }
 
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::pem::PemObject;
+
     #[test]
     fn leaf_is_signed_by_the_ca_and_loads_into_rustls() {
         let dir = tempfile::tempdir().unwrap();

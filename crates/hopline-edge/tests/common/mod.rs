@@ -1,0 +1,106 @@
+//! Shared helpers for the edge's integration tests: a real server on 127.0.0.1:0 and
+//! real clients (reqwest over hyper, raw TCP for malformed input).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hopline_edge::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct TestServer {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// Start a server from config text written into `dir` (relative paths resolve there).
+/// The first listen address of the config is the one returned in `addr`.
+pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> TestServer {
+    hopline_edge::tls::install_crypto_provider();
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+    let first: SocketAddr = hopline_edge::config::listen_addrs(&config)[0];
+    let server = Server::start(config).await.expect("server starts");
+    let addr = server.local_addr(first).unwrap();
+    TestServer { server, addr, dir }
+}
+
+pub async fn start(toml: &str) -> TestServer {
+    start_in(tempfile::tempdir().unwrap(), toml).await
+}
+
+/// A client that shows responses as they are (no decompression, no proxy).
+pub fn client() -> reqwest::Client {
+    hopline_edge::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A TLS client trusting only `ca_pem`, offering h2 and http/1.1.
+pub fn tls_client(ca_pem: &Path, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+    hopline_edge::tls::install_crypto_provider();
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(ca_pem).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(cfg);
+    for (name, addr) in resolve {
+        b = b.resolve(name, *addr);
+    }
+    b.build().unwrap()
+}
+
+/// Send raw bytes, read until the server closes or `wait` passes; return what came back.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(request).await.unwrap();
+    read_until_close(&mut s, wait).await
+}
+
+/// Read until EOF (true) or until `wait` passes (false).
+pub async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}
