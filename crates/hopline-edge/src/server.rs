@@ -208,10 +208,26 @@ impl Server {
     /// Swap in a new config. A bad one is refused and the old one keeps serving; open
     /// connections are never dropped (they pick up the new table on their next request).
     pub async fn reload(&self, config: Config) -> Result<(), EdgeError> {
-        let table = router::compile(&config)?;
+        let mut table = router::compile(&config)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
-        let wanted = crate::config::listen_addrs(&config);
-        let existing: Vec<SocketAddr> = self.listeners.lock().keys().copied().collect();
+        let existing: Vec<(SocketAddr, SocketAddr)> = self.bound();
+        // A listener started as port 0 and now named by its real port is the same one.
+        let mut wanted = Vec::new();
+        for addr in crate::config::listen_addrs(&config) {
+            let same = existing
+                .iter()
+                .find(|(c, b)| *c != addr && *b == addr && !existing.iter().any(|(c2, _)| *c2 == addr));
+            match same {
+                Some((configured, _)) => {
+                    if let Some(lt) = table.listeners.remove(&addr) {
+                        table.listeners.insert(*configured, lt);
+                    }
+                    wanted.push(*configured);
+                }
+                None => wanted.push(addr),
+            }
+        }
+        let existing: Vec<SocketAddr> = existing.into_iter().map(|(c, _)| c).collect();
         let mut fresh = Vec::new();
         for addr in &wanted {
             if !existing.contains(addr) {

@@ -50,6 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Handlers first: a signal that arrives while listeners start must not kill us.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let shutdown_timeout = Duration::from_millis(config.limits.shutdown_timeout_ms);
     let server = Server::start(config)
         .await
@@ -59,9 +63,6 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
         "serving {} with {threads} worker thread(s); SIGHUP reloads, SIGTERM/Ctrl-C stops",
         path.display()
     );
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {

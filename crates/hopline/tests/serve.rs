@@ -1,0 +1,235 @@
+//! `hopline serve` and `hopline cert` as a user runs them: the real binary, real
+//! signals, real clients (reqwest and curl as a second opinion).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hopline");
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<parking_lot_free::Lines>,
+}
+
+mod parking_lot_free {
+    /// Lines the server printed on stderr, collected by a thread.
+    #[derive(Default)]
+    pub struct Lines(pub std::sync::RwLock<Vec<String>>);
+    impl Lines {
+        pub fn text(&self) -> String {
+            self.0.read().unwrap().join("\n")
+        }
+    }
+}
+
+fn start(config: &Path) -> Running {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(parking_lot_free::Lines::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(addr);
+            }
+            log2.0.write().unwrap().push(line);
+        }
+    });
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("server did not start: {}", log.text()))
+        .parse()
+        .unwrap();
+    Running { child, addr, log }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY-free: kill(1) from the OS
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hopline did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn site(body: &str) -> String {
+    format!(
+        "threads = 1\naccess_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/\"\n  respond = {{ body = \"{body}\" }}\n"
+    )
+}
+
+#[test]
+fn bad_config_is_refused_with_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[site]]\nlisten = [\"127.0.0.1:0\"]\nroute = 5\n").unwrap();
+    let out = Command::new(BIN).arg("serve").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3:"), "{err}");
+    let out = Command::new(BIN).arg("serve").arg("--check").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::write(&path, site("ok")).unwrap();
+    let out = Command::new(BIN).arg("serve").arg("--check").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_under_load_without_failures_and_sigterm_exits_0() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(&path, site("one")).unwrap();
+    let mut run = start(&path);
+    let addr = run.addr;
+    // pin the port so the reload keeps the same listener
+    std::fs::write(&path, site("one").replace("127.0.0.1:0", &addr.to_string())).unwrap();
+    signal(&run.child, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let saw_two = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (ok, failed, saw_two, stop) = (ok.clone(), failed.clone(), saw_two.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder().no_proxy().build().unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+                match c.get(format!("http://{addr}/")).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let body = r.text().await.unwrap_or_default();
+                        if body == "two" {
+                            saw_two.fetch_add(1, Ordering::Relaxed);
+                        }
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // good reload
+    std::fs::write(&path, site("two").replace("127.0.0.1:0", &addr.to_string())).unwrap();
+    signal(&run.child, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // bad reload: refused, old config keeps serving
+    std::fs::write(&path, "this is not = = toml").unwrap();
+    signal(&run.child, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reload; log:\n{}", run.log.text());
+    assert!(ok.load(Ordering::Relaxed) > 100, "too little load: {}", ok.load(Ordering::Relaxed));
+    assert!(saw_two.load(Ordering::Relaxed) > 0, "reload never took effect");
+    let body = reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap();
+    assert_eq!(body, "two", "bad reload replaced the good config");
+    assert!(run.log.text().contains("reload refused"), "{}", run.log.text());
+
+    signal(&run.child, 15);
+    let status = wait_exit(&mut run.child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn cert_makes_a_ca_and_https_works_with_curl() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "curl is required in CI");
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(BIN)
+        .args(["cert", "--dir"])
+        .arg(&certs)
+        .args(["shop.test", "*.shop.test", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("made a new local CA"));
+    for f in ["ca.pem", "ca-key.pem", "shop.test.pem", "shop.test-key.pem"] {
+        assert!(certs.join(f).is_file(), "{f} missing");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca-key.pem", "shop.test-key.pem"] {
+        let mode = std::fs::metadata(certs.join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    // a second run reuses the CA
+    let out = Command::new(BIN)
+        .args(["cert", "--json", "--dir"])
+        .arg(&certs)
+        .arg("api.shop.test")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ca"]["created"], false);
+
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(
+        &path,
+        "threads = 1\naccess_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\ntls = { cert = \"certs/shop.test.pem\", key = \"certs/shop.test-key.pem\" }\n  [[site.route]]\n  path = \"/\"\n  respond = { body = \"secure\" }\n",
+    )
+    .unwrap();
+    let mut run = start(&path);
+    let port = run.addr.port();
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "-o", "-", "-w", "\n%{http_version} %{ssl_verify_result}", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .args(["--resolve", &format!("www.shop.test:{port}:127.0.0.1")])
+        .arg(format!("https://www.shop.test:{port}/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl: {} {}", text, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text, "secure\n2 0", "body, HTTP version, verify result");
+    // without the CA, curl refuses the certificate
+    let out = Command::new("curl")
+        .args(["-sS", "--resolve", &format!("www.shop.test:{port}:127.0.0.1")])
+        .arg(format!("https://www.shop.test:{port}/"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+}
