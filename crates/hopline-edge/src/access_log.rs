@@ -64,7 +64,7 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
-    pub(crate) fn finish(self: Box<Self>) {
+    pub(crate) fn finish(&self) {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let now = httpdate::fmt_http_date(std::time::SystemTime::now());
         let line = format!(

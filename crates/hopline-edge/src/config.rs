@@ -83,6 +83,11 @@ pub struct Config {
     /// The sites: listeners, hosts, TLS and routes.
     #[serde(default)]
     pub site: Vec<Site>,
+    /// Upstream pools the proxy balances over, by name.
+    #[serde(default)]
+    pub upstream: std::collections::BTreeMap<String, Upstream>,
+    /// The admin listener: `/.hopline/status` (JSON) and `/metrics` (Prometheus).
+    pub admin: Option<Admin>,
     /// DNS services (resolvers, authoritative servers, pools).
     #[serde(default)]
     pub dns: hopline_dns::config::DnsConfig,
@@ -153,6 +158,148 @@ impl Default for FileCacheConfig {
     }
 }
 
+/// A pool of origin servers behind the proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// round_robin | weighted_round_robin | dynamic_round_robin | fastest | least_connections
+    #[serde(default = "default_balance")]
+    pub balance: hopline_balance::Algorithm,
+    /// "IP:PORT", "host:port", or { addr, weight, backup }.
+    pub servers: Spanned<Vec<Spanned<ServerEntry>>>,
+    /// Active health checks.
+    pub health: Option<HealthConfig>,
+    /// Give up connecting to a server after this (then: next server, or 502).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Wait this long for the response head (then 504). Streams that have started are
+    /// never cut by it.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_ms: u64,
+    /// Extra attempts on another server after a failed connect (idempotent requests only).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Speak HTTP/2 to the servers (h2c prior knowledge) instead of HTTP/1.1.
+    #[serde(default)]
+    pub http2: bool,
+    /// Idle keep-alive connections kept per server.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_server: usize,
+    /// Idle upstream connections are closed after this.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Passive outlier detection: this many connect errors / 5xx in a row eject a server.
+    #[serde(default = "default_outlier_errors")]
+    pub max_fails: u32,
+    /// First ejection time of passive outlier detection (doubles each time, up to 30x).
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout_ms: u64,
+}
+
+fn default_balance() -> hopline_balance::Algorithm {
+    hopline_balance::Algorithm::RoundRobin
+}
+fn default_connect_timeout() -> u64 {
+    1000
+}
+fn default_read_timeout() -> u64 {
+    30_000
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_max_idle() -> usize {
+    256
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_outlier_errors() -> u32 {
+    3
+}
+fn default_fail_timeout() -> u64 {
+    10_000
+}
+
+/// One server of a pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ServerEntry {
+    /// Just an address.
+    Addr(String),
+    /// An address with options.
+    Full {
+        /// "IP:PORT" or "host:port".
+        addr: String,
+        /// Relative share of traffic (default 1).
+        #[serde(default = "one")]
+        weight: u32,
+        /// Used only when every primary server is down.
+        #[serde(default)]
+        backup: bool,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ServerEntry {
+    /// (address text, weight, backup)
+    pub fn parts(&self) -> (&str, u32, bool) {
+        match self {
+            ServerEntry::Addr(a) => (a, 1, false),
+            ServerEntry::Full {
+                addr,
+                weight,
+                backup,
+            } => (addr, *weight, *backup),
+        }
+    }
+}
+
+/// Active health checks of a pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Path asked with GET; 2xx/3xx = healthy.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between checks of one server.
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+    /// A check slower than this failed.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_ms: u64,
+    /// Failed checks in a row that take a server out.
+    #[serde(default = "default_two")]
+    pub fails: u32,
+    /// Passed checks in a row that bring it back.
+    #[serde(default = "default_two")]
+    pub passes: u32,
+}
+
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+fn default_health_interval() -> u64 {
+    1000
+}
+fn default_health_timeout() -> u64 {
+    500
+}
+fn default_two() -> u32 {
+    2
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address, e.g. "127.0.0.1:9900".
+    pub listen: Spanned<String>,
+}
+
 /// One site: where it listens, which Host names it answers, TLS, and its routes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +343,8 @@ pub struct Route {
     pub status: Option<Spanned<u16>>,
     /// Answer with a fixed response.
     pub respond: Option<Respond>,
+    /// Forward to the named `[upstream.NAME]` pool.
+    pub proxy: Option<Spanned<String>>,
     /// `Cache-Control` value set on this route's responses.
     pub cache_control: Option<String>,
     /// Largest request body for this route (413 above it).
@@ -357,6 +506,51 @@ impl Validator<'_> {
                 "limits.max_header_bytes must be at least 8KiB (8192)",
             ));
         }
+        let mut upstream_names: Vec<String> = Vec::new();
+        for (name, up) in &config.upstream {
+            upstream_names.push(name.clone());
+            if up.servers.get_ref().is_empty() {
+                return Err(self.err(
+                    up.servers.span(),
+                    format!("upstream {name} needs at least one server"),
+                ));
+            }
+            for server in up.servers.get_ref() {
+                let (addr, weight, _) = server.get_ref().parts();
+                if weight == 0 {
+                    return Err(self.err(server.span(), "weight must be at least 1"));
+                }
+                let ok = addr.parse::<SocketAddr>().is_ok()
+                    || addr
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !ok {
+                    return Err(self.err(
+                        server.span(),
+                        format!("bad server address {addr:?}: expected IP:PORT or host:port"),
+                    ));
+                }
+            }
+            if let Some(h) = &up.health
+                && (h.fails == 0 || h.passes == 0 || !h.path.starts_with('/'))
+            {
+                return Err(self.err(
+                    up.servers.span(),
+                    format!("upstream {name}: health needs fails >= 1, passes >= 1 and a path starting with '/'"),
+                ));
+            }
+        }
+        if let Some(admin) = &config.admin
+            && admin.listen.get_ref().parse::<SocketAddr>().is_err()
+        {
+            return Err(self.err(
+                admin.listen.span(),
+                format!(
+                    "bad admin listen address {:?}: expected IP:PORT",
+                    admin.listen.get_ref()
+                ),
+            ));
+        }
         // (listen address, host or "*") pairs already claimed, for conflict detection.
         let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
         for site in &mut config.site {
@@ -451,11 +645,28 @@ impl Validator<'_> {
                 }
                 let handlers = route.root.is_some() as u8
                     + route.redirect.is_some() as u8
-                    + route.respond.is_some() as u8;
+                    + route.respond.is_some() as u8
+                    + route.proxy.is_some() as u8;
                 if handlers != 1 {
                     return Err(self.err(
                         route.path.span(),
-                        "a route needs exactly one handler: `root`, `redirect` or `respond`",
+                        "a route needs exactly one handler: `root`, `redirect`, `respond` or `proxy`",
+                    ));
+                }
+                if let Some(p) = &route.proxy
+                    && !upstream_names.contains(p.get_ref())
+                {
+                    return Err(self.err(
+                        p.span(),
+                        format!(
+                            "no [upstream.{}] in this file (known: {})",
+                            p.get_ref(),
+                            if upstream_names.is_empty() {
+                                "none".to_string()
+                            } else {
+                                upstream_names.join(", ")
+                            }
+                        ),
                     ));
                 }
                 if let Some(status) = &route.status {

@@ -12,11 +12,13 @@
 //! ```
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod compress;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod tls;

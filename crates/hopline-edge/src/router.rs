@@ -22,6 +22,10 @@ pub struct Table {
     pub listeners: HashMap<SocketAddr, ListenerTable>,
     /// Limits in force.
     pub limits: crate::config::Limits,
+    /// Upstream pools by name.
+    pub upstreams: std::collections::BTreeMap<String, Arc<crate::proxy::UpstreamPool>>,
+    /// The admin listener's address, if any.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The sites of one listener.
@@ -72,6 +76,8 @@ pub enum Handler {
         /// 301, 302, 303, 307 or 308.
         status: StatusCode,
     },
+    /// Forward to an upstream pool.
+    Proxy(Arc<crate::proxy::UpstreamPool>),
     /// A fixed response.
     Respond {
         /// Status.
@@ -143,10 +149,14 @@ pub fn compile(config: &Config) -> Result<Table, EdgeError> {
         any: Option<Arc<SiteTable>>,
         first: Option<Arc<SiteTable>>,
     }
+    let mut upstreams = std::collections::BTreeMap::new();
+    for (name, up) in &config.upstream {
+        upstreams.insert(name.clone(), Arc::new(crate::proxy::build_pool(name, up)?));
+    }
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
     for site in &config.site {
-        let table = Arc::new(compile_site(site, config)?);
+        let table = Arc::new(compile_site(site, config, &upstreams)?);
         let cert = match &site.tls {
             Some(t) => Some(tls::load_certified_key(
                 t.get_ref().cert.get_ref(),
@@ -224,10 +234,19 @@ pub fn compile(config: &Config) -> Result<Table, EdgeError> {
     Ok(Table {
         listeners,
         limits: config.limits.clone(),
+        upstreams,
+        admin: config
+            .admin
+            .as_ref()
+            .map(|a| a.listen.get_ref().parse().expect("validated")),
     })
 }
 
-fn compile_site(site: &Site, config: &Config) -> Result<SiteTable, EdgeError> {
+fn compile_site(
+    site: &Site,
+    config: &Config,
+    upstreams: &std::collections::BTreeMap<String, Arc<crate::proxy::UpstreamPool>>,
+) -> Result<SiteTable, EdgeError> {
     let name: Arc<str> = match (&site.name, &site.hosts) {
         (Some(n), _) => n.as_str().into(),
         (None, Some(h)) if !h.is_empty() => h[0].get_ref().as_str().into(),
@@ -256,6 +275,8 @@ fn compile_site(site: &Site, config: &Config) -> Result<SiteTable, EdgeError> {
                 )
                 .expect("validated"),
             }
+        } else if let Some(name) = &r.proxy {
+            Handler::Proxy(upstreams.get(name.get_ref()).expect("validated").clone())
         } else if let Some(resp) = &r.respond {
             let ct = resp
                 .content_type

@@ -42,6 +42,19 @@ struct Shared {
     closing: watch::Sender<bool>,
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
+    metrics: crate::admin::Metrics,
+}
+
+impl crate::admin::AdminView for Shared {
+    fn table(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+    fn metrics(&self) -> &crate::admin::Metrics {
+        &self.metrics
+    }
+    fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
 }
 
 struct ListenerHandle {
@@ -54,6 +67,7 @@ struct ListenerHandle {
 pub struct Server {
     shared: Arc<Shared>,
     listeners: parking_lot::Mutex<HashMap<SocketAddr, ListenerHandle>>,
+    admin: parking_lot::Mutex<Option<(SocketAddr, ListenerHandle)>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -148,6 +162,13 @@ impl Server {
         for addr in crate::config::listen_addrs(&config) {
             bound.push((addr, bind(addr, &role_of(&table, addr))?));
         }
+        let admin = match table.admin {
+            Some(a) => Some((a, bind(a, "admin")?)),
+            None => None,
+        };
+        for up in table.upstreams.values() {
+            crate::proxy::spawn_health_checks(up);
+        }
         let shared = Arc::new(Shared {
             http: ArcSwap::from_pointee(builders(&table.limits)),
             table: ArcSwap::from_pointee(table),
@@ -156,13 +177,18 @@ impl Server {
             open_connections: AtomicUsize::new(0),
             closing: watch::channel(false).0,
             idle: tokio::sync::Notify::new(),
+            metrics: crate::admin::Metrics::default(),
         });
         let server = Server {
             shared,
             listeners: parking_lot::Mutex::new(HashMap::new()),
+            admin: parking_lot::Mutex::new(None),
         };
         for (addr, l) in bound {
             server.spawn_listener(addr, l);
+        }
+        if let Some((addr, l)) = admin {
+            server.spawn_admin(addr, l);
         }
         Ok(server)
     }
@@ -181,6 +207,26 @@ impl Server {
         self.listeners
             .lock()
             .insert(configured, ListenerHandle { bound, stop, task });
+    }
+
+    fn spawn_admin(&self, configured: SocketAddr, listener: TcpListener) {
+        let bound = listener.local_addr().unwrap_or(configured);
+        let (stop, stop_rx) = watch::channel(false);
+        let view: Arc<dyn crate::admin::AdminView> = self.shared.clone();
+        let task = tokio::spawn(crate::admin::run(listener, view, stop_rx));
+        tracing::info!(target: "hopline::edge", "listening on {bound} (admin: /.hopline/status, /metrics)");
+        if let Some((_, old)) = self
+            .admin
+            .lock()
+            .replace((configured, ListenerHandle { bound, stop, task }))
+        {
+            let _ = old.stop.send(true);
+        }
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.lock().as_ref().map(|(_, h)| h.bound)
     }
 
     /// (configured address, bound address) of every listener; they differ for port 0.
@@ -214,9 +260,9 @@ impl Server {
         // A listener started as port 0 and now named by its real port is the same one.
         let mut wanted = Vec::new();
         for addr in crate::config::listen_addrs(&config) {
-            let same = existing
-                .iter()
-                .find(|(c, b)| *c != addr && *b == addr && !existing.iter().any(|(c2, _)| *c2 == addr));
+            let same = existing.iter().find(|(c, b)| {
+                *c != addr && *b == addr && !existing.iter().any(|(c2, _)| *c2 == addr)
+            });
             match same {
                 Some((configured, _)) => {
                     if let Some(lt) = table.listeners.remove(&addr) {
@@ -234,8 +280,25 @@ impl Server {
                 fresh.push((*addr, bind(*addr, &role_of(&table, *addr))?));
             }
         }
+        let current_admin = self.admin.lock().as_ref().map(|(c, h)| (*c, h.bound));
+        let new_admin = match (table.admin, current_admin) {
+            (Some(a), Some((c, b))) if a == c || a == b => None,
+            (Some(a), _) => Some((a, bind(a, "admin")?)),
+            (None, _) => None,
+        };
+        if table.admin.is_none()
+            && let Some((_, old)) = self.admin.lock().take()
+        {
+            let _ = old.stop.send(true);
+        }
+        for up in table.upstreams.values() {
+            crate::proxy::spawn_health_checks(up);
+        }
         self.shared.http.store(Arc::new(builders(&table.limits)));
         self.shared.table.store(Arc::new(table));
+        if let Some((a, l)) = new_admin {
+            self.spawn_admin(a, l);
+        }
         self.shared.access_log.store(access_log);
         for (addr, l) in fresh {
             self.spawn_listener(addr, l);
@@ -257,7 +320,11 @@ impl Server {
 
     /// Stop accepting, let in-flight requests finish (up to `timeout`), then return.
     pub async fn shutdown(self, timeout: Duration) -> Shutdown {
-        let handles: Vec<ListenerHandle> = self.listeners.lock().drain().map(|(_, h)| h).collect();
+        let mut handles: Vec<ListenerHandle> =
+            self.listeners.lock().drain().map(|(_, h)| h).collect();
+        if let Some((_, admin)) = self.admin.lock().take() {
+            handles.push(admin);
+        }
         for h in &handles {
             let _ = h.stop.send(true);
         }
@@ -324,10 +391,18 @@ async fn accept_loop(
         let max = shared.table.load().limits.max_connections;
         if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "hopline::edge", "connection limit {max} reached: closing {peer}");
             drop(stream);
             continue;
         }
+        shared
+            .metrics
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
         let guard = ConnGuard(shared.clone());
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
@@ -342,6 +417,7 @@ async fn accept_loop(
 struct ConnInfo {
     peer: SocketAddr,
     listener: SocketAddr,
+    tls: bool,
     requests: AtomicU64,
 }
 
@@ -361,28 +437,30 @@ async fn serve_connection(
     let info = Arc::new(ConnInfo {
         peer,
         listener,
+        tls: tls.is_some(),
         requests: AtomicU64::new(0),
     });
     let svc_shared = shared.clone();
+    let svc_info = info.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
-        let info = info.clone();
+        let info = svc_info.clone();
         async move { Ok::<_, Infallible>(handle(&shared, &info, req).await) }
     });
     let header_timeout = Duration::from_millis(shared.table.load().limits.header_timeout_ms.max(1));
     match tls {
         None => {
-            // The protocol detection waits for the first bytes before hyper's own header
-            // timer runs: a client that sends nothing is cut off here.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
+            // The h1/h2c detection waits for the first bytes before hyper's own header
+            // timer runs: a client that sends no request at all is cut off here.
             let conn = http
                 .auto
                 .serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
+            let served = until_closing(conn, shared.closing.subscribe());
+            let result = tokio::select! {
+                r = served => r,
+                _ = first_request_deadline(&info, header_timeout) => return,
+            };
+            if let Err(e) = result {
                 tracing::debug!(target: "hopline::edge", "connection from {peer}: {e}");
             }
         }
@@ -408,6 +486,15 @@ async fn serve_connection(
                 tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
             }
         }
+    }
+}
+
+/// Resolves when `timeout` passes without a first request on the connection; never
+/// resolves once one has arrived (hyper's header timer takes over from there).
+async fn first_request_deadline(info: &ConnInfo, timeout: Duration) {
+    tokio::time::sleep(timeout).await;
+    if info.requests.load(Ordering::Relaxed) > 0 {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -454,10 +541,13 @@ where
 /// One request, start to response head.
 async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
-    let table = shared.table.load();
+    let table = shared.table.load_full();
     let limits = &table.limits;
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let host = req
+    let log = shared.access_log.load_full();
+    let version = req.version();
+
+    let raw_host = req
         .uri()
         .authority()
         .map(|a| a.as_str())
@@ -467,61 +557,66 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or("");
-    let host = router::host_without_port(host);
-    let log = shared.access_log.load_full();
+    let host = router::host_without_port(raw_host);
+    let record = log.map(|log| {
+        Box::new(LogRecord {
+            log,
+            client: conn.peer,
+            method: req.method().clone(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            version,
+            host: host.to_string(),
+            status: 0,
+            bytes: 0,
+            start,
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+            site: Arc::from("-"),
+        })
+    });
 
-    let (mut resp, site_name) = match table.listeners.get(&conn.listener) {
-        None => (
-            files::status_only(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this listener is closing\n",
-            ),
-            Arc::from("-"),
+    let mut site_name: Option<Arc<str>> = None;
+    let mut resp = match table.listeners.get(&conn.listener) {
+        None => files::status_only(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this listener is closing\n",
         ),
         Some(lt) => {
             let site = lt.site(host);
-            let resp = match site.route(req.uri().path()) {
-                _ if !req.uri().path().starts_with('/') => {
-                    files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
+            site_name = Some(site.name.clone());
+            if !req.uri().path().starts_with('/') {
+                files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
+            } else {
+                match site.route(req.uri().path()) {
+                    None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
+                    Some(route) => dispatch(shared, conn, route, req).await,
                 }
-                None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
-                Some(route) => dispatch(shared, route, &req).await,
-            };
-            (resp, site.name.clone())
+            }
         }
     };
 
     let h = resp.headers_mut();
     h.insert(header::SERVER, SERVER.clone());
-    if req.version() == http::Version::HTTP_11 && n >= limits.keepalive_requests {
+    if version == http::Version::HTTP_11 && n >= limits.keepalive_requests {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    shared.metrics.count(resp.status());
 
-    match log {
+    match record {
         None => resp,
-        Some(log) => {
-            let record = Box::new(LogRecord {
-                log,
-                client: conn.peer,
-                method: req.method().clone(),
-                target: req
-                    .uri()
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "/".into()),
-                version: req.version(),
-                host: host.to_string(),
-                status: resp.status().as_u16(),
-                bytes: 0,
-                start,
-                user_agent: req
-                    .headers()
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_string(),
-                site: site_name,
-            });
+        Some(mut record) => {
+            record.status = resp.status().as_u16();
+            if let Some(name) = site_name {
+                record.site = name;
+            }
             let (parts, body) = resp.into_parts();
             Response::from_parts(parts, body.with_log(record))
         }
@@ -529,7 +624,12 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
 }
 
 /// Route-level checks, then the handler, then the route's response headers.
-async fn dispatch(shared: &Shared, route: &Route, req: &Request<Incoming>) -> Response<Body> {
+async fn dispatch(
+    shared: &Shared,
+    conn: &ConnInfo,
+    route: &Route,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -566,11 +666,36 @@ async fn dispatch(shared: &Shared, route: &Route, req: &Request<Incoming>) -> Re
             compressible,
         } => {
             respond(
-                req,
+                &req,
                 *status,
                 content_type,
                 body,
                 *compressible && route.compress,
+            )
+            .await
+        }
+        Handler::Proxy(up) => {
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .or_else(|| {
+                    req.headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            let host = router::host_without_port(&authority).to_string();
+            crate::proxy::forward(
+                up,
+                req,
+                crate::proxy::Downstream {
+                    peer: conn.peer,
+                    tls: conn.tls,
+                    host: &host,
+                    authority: &authority,
+                },
             )
             .await
         }

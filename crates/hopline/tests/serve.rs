@@ -17,6 +17,14 @@ struct Running {
     log: Arc<parking_lot_free::Lines>,
 }
 
+impl Drop for Running {
+    fn drop(&mut self) {
+        // never leave a server behind, even when an assertion failed
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 mod parking_lot_free {
     /// Lines the server printed on stderr, collected by a thread.
     #[derive(Default)]
@@ -71,12 +79,12 @@ fn signal(child: &Child, sig: i32) {
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + within;
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        if std::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
             panic!("hopline did not exit within {within:?}");
         }
@@ -99,11 +107,25 @@ fn bad_config_is_refused_with_file_line_column() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:3:"), "{err}");
-    let out = Command::new(BIN).arg("serve").arg("--check").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     std::fs::write(&path, site("ok")).unwrap();
-    let out = Command::new(BIN).arg("serve").arg("--check").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +147,8 @@ async fn sighup_reloads_under_load_without_failures_and_sigterm_exits_0() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (ok, failed, saw_two, stop) = (ok.clone(), failed.clone(), saw_two.clone(), stop.clone());
+        let (ok, failed, saw_two, stop) =
+            (ok.clone(), failed.clone(), saw_two.clone(), stop.clone());
         load.push(tokio::spawn(async move {
             let c = reqwest::Client::builder().no_proxy().build().unwrap();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -158,12 +181,33 @@ async fn sighup_reloads_under_load_without_failures_and_sigterm_exits_0() {
     for l in load {
         l.await.unwrap();
     }
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reload; log:\n{}", run.log.text());
-    assert!(ok.load(Ordering::Relaxed) > 100, "too little load: {}", ok.load(Ordering::Relaxed));
-    assert!(saw_two.load(Ordering::Relaxed) > 0, "reload never took effect");
-    let body = reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reload; log:\n{}",
+        run.log.text()
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "too little load: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(
+        saw_two.load(Ordering::Relaxed) > 0,
+        "reload never took effect"
+    );
+    let body = reqwest::get(format!("http://{addr}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "two", "bad reload replaced the good config");
-    assert!(run.log.text().contains("reload refused"), "{}", run.log.text());
+    assert!(
+        run.log.text().contains("reload refused"),
+        "{}",
+        run.log.text()
+    );
 
     signal(&run.child, 15);
     let status = wait_exit(&mut run.child, Duration::from_secs(15));
@@ -185,14 +229,22 @@ fn cert_makes_a_ca_and_https_works_with_curl() {
         .args(["shop.test", "*.shop.test", "127.0.0.1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("made a new local CA"));
     for f in ["ca.pem", "ca-key.pem", "shop.test.pem", "shop.test-key.pem"] {
         assert!(certs.join(f).is_file(), "{f} missing");
     }
     use std::os::unix::fs::PermissionsExt;
     for key in ["ca-key.pem", "shop.test-key.pem"] {
-        let mode = std::fs::metadata(certs.join(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(certs.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
     // a second run reuses the CA
@@ -214,18 +266,35 @@ fn cert_makes_a_ca_and_https_works_with_curl() {
     let mut run = start(&path);
     let port = run.addr.port();
     let out = Command::new("curl")
-        .args(["-sS", "--http2", "-o", "-", "-w", "\n%{http_version} %{ssl_verify_result}", "--cacert"])
+        .args([
+            "-sS",
+            "--http2",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{ssl_verify_result}",
+            "--cacert",
+        ])
         .arg(certs.join("ca.pem"))
         .args(["--resolve", &format!("www.shop.test:{port}:127.0.0.1")])
         .arg(format!("https://www.shop.test:{port}/"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "curl: {} {}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl: {} {}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(text, "secure\n2 0", "body, HTTP version, verify result");
     // without the CA, curl refuses the certificate
     let out = Command::new("curl")
-        .args(["-sS", "--resolve", &format!("www.shop.test:{port}:127.0.0.1")])
+        .args([
+            "-sS",
+            "--resolve",
+            &format!("www.shop.test:{port}:127.0.0.1"),
+        ])
         .arg(format!("https://www.shop.test:{port}/"))
         .output()
         .unwrap();

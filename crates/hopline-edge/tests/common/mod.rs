@@ -2,6 +2,8 @@
 //! real clients (reqwest over hyper, raw TCP for malformed input).
 #![allow(dead_code)]
 
+pub mod origin;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Reverse proxy: nginx vs HAProxy vs hopline, each with ONE worker, proxying to the same
+# origin (a second nginx, 1 worker) serving 13 B, 1 KiB and 100 KiB files, loaded by wrk
+# with the same parameters; plus the direct-to-origin baseline. ROUNDS alternating rounds; prints medians, p50/p99, peak RSS and ratios,
+# then RSS with 10,000 idle keep-alive client connections.
+#
+# CPU placement on this 2-core machine: the proxy under test owns CPU 0; the origin nginx
+# and wrk share CPU 1 (the same for every contender, so the comparison stays fair).
+#   bench/edge-proxy.sh                  # ROUNDS=3 DURATION=10s CONNS=64
+source "$(dirname "$0")/lib.sh"
+need nginx haproxy wrk taskset python3
+ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; IDLE="${IDLE:-10000}"
+build_hopline
+work=$(mktemp -d /tmp/hopline-bench.XXXXXX); chmod 755 "$work"
+cleanup() { for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; sleep 0.2; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/public" "$work/origin" "$work/nginx"
+printf 'hello world\n\n' > "$work/public/small.txt"
+head -c 1024 /dev/urandom > "$work/public/1k.bin"
+head -c 102400 /dev/urandom > "$work/public/100k.bin"
+ORIGIN=127.0.0.1:18090
+
+cat > "$work/origin/nginx.conf" <<NGX
+worker_processes 1; pid $work/origin.nginxpid; error_log $work/origin/error.log warn;
+events { worker_connections 20000; }
+http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_requests 1000000;
+  types { text/plain txt; application/octet-stream bin; }
+  server { listen $ORIGIN backlog=4096; root $work/public; } }
+NGX
+cat > "$work/nginx/nginx.conf" <<NGX
+worker_processes 1; pid $work/proxy.nginxpid; error_log $work/nginx/error.log warn;
+worker_rlimit_nofile 30000;
+events { worker_connections 25000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream origin { server $ORIGIN; keepalive 256; }
+  server { listen 127.0.0.1:18091 backlog=4096;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffers 8 128k; proxy_buffer_size 128k; proxy_busy_buffers_size 256k; } } }
+NGX
+cat > "$work/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 30000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:18092
+  default_backend be
+backend be
+  server o1 $ORIGIN
+HAP
+cat > "$work/hopline.toml" <<HOP
+threads = 1
+access_log = "off"
+[limits]
+max_connections = 30000
+keepalive_requests = 1000000
+keepalive_timeout_ms = 300000
+header_timeout_ms = 300000
+[upstream.origin]
+servers = ["$ORIGIN"]
+max_idle_per_server = 256
+[[site]]
+listen = ["127.0.0.1:18093"]
+  [[site.route]]
+  path = "/"
+  proxy = "origin"
+HOP
+ulimit -n 65536 || true
+taskset -c "$LOAD_CPU" nginx -c "$work/origin/nginx.conf" -p "$work/origin" -g 'daemon off;' & echo $! > "$work/origin.pid"
+wait_port 127.0.0.1 18090
+
+start_direct() { echo 0 > "$work/server.pid"; }
+start_nginx() { taskset -c "$SERVER_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18091; }
+start_haproxy() { taskset -c "$SERVER_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18092; }
+start_hopline() { RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18093; }
+stop_server() { local p; p=$(cat "$work/server.pid"); if [ "$p" != 0 ]; then kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi; rm -f "$work/server.pid"; }
+port_of() { case $1 in direct) echo 18090;; nginx) echo 18091;; haproxy) echo 18092;; hopline) echo 18093;; esac; }
+
+declare -A R
+FILES="small.txt 1k.bin 100k.bin"
+echo "# edge proxy: wrk -t1 -c$CONNS -d$DURATION --latency, $ROUNDS rounds; proxy on CPU $SERVER_CPU, origin nginx + wrk on CPU $LOAD_CPU"
+printf '%-8s %-10s %-5s %10s %9s %9s %9s\n' proxy file round req/s p50_ms p99_ms rss_kib
+for round in $(seq 1 "$ROUNDS"); do
+  order="direct nginx haproxy hopline"; [ $((round % 2)) -eq 0 ] && order="hopline haproxy nginx direct"
+  for srv in $order; do
+    "start_$srv"; port=$(port_of "$srv")
+    for file in $FILES; do
+      res=$(wrk_run "http://127.0.0.1:$port/$file" -t1 "-c$CONNS" "-d$DURATION")
+      p=$(cat "$work/server.pid"); rss=0; [ "$p" != 0 ] && rss=$(peak_rss_kib "$p")
+      read -r rps p50 p99 _ <<<"$res"
+      R["$srv,$file,rps"]+="$rps "; R["$srv,$file,p50"]+="$p50 "; R["$srv,$file,p99"]+="$p99 "; R["$srv,rss"]="$rss"
+      printf '%-8s %-10s %-5s %10s %9s %9s %9s %s\n' "$srv" "$file" "$round" "$rps" "$p50" "$p99" "$rss" "$(cut -d' ' -f4- <<<"$res")"
+    done
+    stop_server
+  done
+done
+echo
+echo "# medians over $ROUNDS rounds (req/s; p99 ms)"
+printf '%-10s %9s %9s %9s %9s %8s %8s %8s %8s %8s\n' file direct nginx haproxy hopline h/nginx h/hapr p99_ngx p99_hap p99_hop
+for file in $FILES; do
+  d=$(median ${R["direct,$file,rps"]}); n=$(median ${R["nginx,$file,rps"]}); a=$(median ${R["haproxy,$file,rps"]}); h=$(median ${R["hopline,$file,rps"]})
+  printf '%-10s %9s %9s %9s %9s %8s %8s %8s %8s %8s\n' "$file" "$d" "$n" "$a" "$h" \
+    "$(python3 -c "print(f'{$h/$n:.2f}x')")" "$(python3 -c "print(f'{$h/$a:.2f}x')")" \
+    "$(median ${R["nginx,$file,p99"]})" "$(median ${R["haproxy,$file,p99"]})" "$(median ${R["hopline,$file,p99"]})"
+done
+echo "peak RSS under load (KiB, last round): nginx ${R[nginx,rss]}  haproxy ${R[haproxy,rss]}  hopline ${R[hopline,rss]}"
+
+# RSS holding IDLE idle keep-alive client connections (each made one request first)
+echo
+echo "# RSS with $IDLE idle keep-alive client connections"
+for srv in nginx haproxy hopline; do
+  "start_$srv"; port=$(port_of "$srv")
+  python3 - "$port" "$IDLE" "$(cat "$work/server.pid")" <<'PY'
+import socket, sys, time
+port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def rss(pid):
+    import subprocess
+    pids = [pid] + subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()
+    tot = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS"): tot += int(line.split()[1])
+        except FileNotFoundError: pass
+    return tot
+before = rss(pid)
+socks = []
+req = b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port)); s.sendall(req); socks.append(s)
+ok = 0
+for s in socks:
+    s.settimeout(5)
+    try:
+        if s.recv(4096).startswith(b"HTTP/1.1 200"): ok += 1
+    except Exception: pass
+time.sleep(1)
+print(f"{sys.argv[0] and ''}idle  port={port} connections={n} answered={ok} rss_before_kib={before} rss_idle_kib={rss(pid)}")
+for s in socks: s.close()
+PY
+  stop_server
+done

@@ -1,0 +1,245 @@
+//! The admin listener: `GET /.hopline/status` (JSON: every pool and server — up/down,
+//! in-flight, requests, errors, EWMA latency, effective weight) and `GET /metrics`
+//! (Prometheus text). Kept off the public listeners.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::router::Table;
+
+/// Counters of the request path, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Responses by status class: index 1..=5 for 1xx..5xx.
+    pub responses: [AtomicU64; 6],
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused at the connection limit.
+    pub connections_refused: AtomicU64,
+}
+
+impl Metrics {
+    /// Count a response.
+    pub fn count(&self, status: StatusCode) {
+        let class = (status.as_u16() / 100).min(5) as usize;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the admin endpoints read.
+pub trait AdminView: Send + Sync + 'static {
+    /// The table in force.
+    fn table(&self) -> Arc<Table>;
+    /// Counters.
+    fn metrics(&self) -> &Metrics;
+    /// Connections open now.
+    fn open_connections(&self) -> usize;
+}
+
+/// The JSON of `/.hopline/status`.
+pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
+    let table = view.table();
+    let mut pools = serde_json::Map::new();
+    for (name, up) in &table.upstreams {
+        let servers = up.pool.snapshot();
+        pools.insert(
+            name.clone(),
+            serde_json::json!({
+                "balance": up.algorithm,
+                "servers": servers,
+            }),
+        );
+    }
+    let m = view.metrics();
+    serde_json::json!({
+        "server": "hopline",
+        "version": env!("CARGO_PKG_VERSION"),
+        "connections": {
+            "open": view.open_connections(),
+            "accepted": m.connections_accepted.load(Ordering::Relaxed),
+            "refused": m.connections_refused.load(Ordering::Relaxed),
+        },
+        "responses": {
+            "1xx": m.responses[1].load(Ordering::Relaxed),
+            "2xx": m.responses[2].load(Ordering::Relaxed),
+            "3xx": m.responses[3].load(Ordering::Relaxed),
+            "4xx": m.responses[4].load(Ordering::Relaxed),
+            "5xx": m.responses[5].load(Ordering::Relaxed),
+        },
+        "upstreams": pools,
+    })
+}
+
+/// Prometheus text exposition of the same.
+pub fn metrics_text(view: &dyn AdminView) -> String {
+    let m = view.metrics();
+    let mut out = String::new();
+    out.push_str("# HELP hopline_connections_open Client connections open now.\n# TYPE hopline_connections_open gauge\n");
+    let _ = writeln!(out, "hopline_connections_open {}", view.open_connections());
+    out.push_str("# HELP hopline_connections_total Client connections accepted.\n# TYPE hopline_connections_total counter\n");
+    let _ = writeln!(
+        out,
+        "hopline_connections_total {}",
+        m.connections_accepted.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP hopline_connections_refused_total Connections closed at the connection limit.\n# TYPE hopline_connections_refused_total counter\n");
+    let _ = writeln!(
+        out,
+        "hopline_connections_refused_total {}",
+        m.connections_refused.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP hopline_responses_total Responses by status class.\n# TYPE hopline_responses_total counter\n");
+    for class in 1..=5 {
+        let _ = writeln!(
+            out,
+            "hopline_responses_total{{class=\"{class}xx\"}} {}",
+            m.responses[class].load(Ordering::Relaxed)
+        );
+    }
+    let table = view.table();
+    out.push_str("# HELP hopline_upstream_up Whether a server takes traffic (1) or is ejected (0).\n# TYPE hopline_upstream_up gauge\n");
+    let mut lines = [
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ];
+    for (name, up) in &table.upstreams {
+        for s in up.pool.snapshot() {
+            let v = serde_json::to_value(&s).unwrap_or_default();
+            let id = v["id"].as_str().unwrap_or("?").replace('"', "'");
+            let labels = format!("upstream=\"{name}\",server=\"{id}\"");
+            let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                out,
+                "hopline_upstream_up{{{labels}}} {}",
+                if v["up"].as_bool().unwrap_or(false) {
+                    1
+                } else {
+                    0
+                }
+            );
+            let _ = writeln!(
+                lines[0],
+                "hopline_upstream_in_flight{{{labels}}} {}",
+                num("in_flight")
+            );
+            let _ = writeln!(
+                lines[1],
+                "hopline_upstream_requests_total{{{labels}}} {}",
+                num("requests")
+            );
+            let _ = writeln!(
+                lines[2],
+                "hopline_upstream_errors_total{{{labels}}} {}",
+                num("errors")
+            );
+            let _ = writeln!(
+                lines[3],
+                "hopline_upstream_latency_ewma_ms{{{labels}}} {}",
+                num("ewma_ms")
+            );
+            let _ = writeln!(
+                lines[4],
+                "hopline_upstream_effective_weight{{{labels}}} {}",
+                num("effective_weight")
+            );
+        }
+    }
+    let heads = [
+        (
+            "hopline_upstream_in_flight",
+            "gauge",
+            "Requests in flight to a server.",
+        ),
+        (
+            "hopline_upstream_requests_total",
+            "counter",
+            "Requests sent to a server.",
+        ),
+        (
+            "hopline_upstream_errors_total",
+            "counter",
+            "Connect errors, timeouts and 5xx of a server.",
+        ),
+        (
+            "hopline_upstream_latency_ewma_ms",
+            "gauge",
+            "Decaying average response time of a server.",
+        ),
+        (
+            "hopline_upstream_effective_weight",
+            "gauge",
+            "Current effective weight of a server.",
+        ),
+    ];
+    for (i, (name, kind, help)) in heads.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        out.push_str(&lines[i]);
+    }
+    out
+}
+
+fn reply(status: StatusCode, ct: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::full(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("hopline"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn answer(view: Arc<dyn AdminView>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/.hopline/status") => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&status_json(&*view)).unwrap_or_default() + "\n",
+        ),
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics_text(&*view),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "admin endpoints: GET /.hopline/status, GET /metrics\n".into(),
+        ),
+    }
+}
+
+/// Serve the admin endpoints until `stop` turns true.
+pub async fn run(listener: TcpListener, view: Arc<dyn AdminView>, mut stop: watch::Receiver<bool>) {
+    let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let view = view.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let view = view.clone();
+                async move { Ok::<_, Infallible>(answer(view, req).await) }
+            });
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}

@@ -1,0 +1,640 @@
+//! The reverse proxy and load balancer: one entry point in front of a pool of origin
+//! servers. Picks a server with `hopline-balance`, forwards over pooled keep-alive
+//! connections (HTTP/1.1 or h2c), streams bodies both ways, passes WebSocket upgrades
+//! through as a raw tunnel, retries failed connects of idempotent requests on another
+//! server, and runs active health checks. Every failure is one classified
+//! [`ProxyError`], from which status, retry and log line are decided.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::config::{HealthConfig, Upstream};
+use crate::error::EdgeError;
+use hopline_balance::{Algorithm, Outcome, Pool, PoolOptions, ServerSpec};
+
+type ProxyBody = Either<Incoming, Empty<Bytes>>;
+
+/// One upstream server.
+#[derive(Debug, Clone)]
+pub struct ServerAddr {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// How it was written in the config (a hostname stays visible).
+    pub id: String,
+}
+
+/// A named pool with its balancer, connection pool and settings.
+pub struct UpstreamPool {
+    /// The `[upstream.NAME]` name.
+    pub name: String,
+    /// The balancer state.
+    pub pool: Pool,
+    /// Servers, index-aligned with the balancer's.
+    pub servers: Vec<ServerAddr>,
+    /// Algorithm (for status and Server-Timing).
+    pub algorithm: Algorithm,
+    client: Client<HttpConnector, ProxyBody>,
+    read_timeout: Duration,
+    connect_timeout: Duration,
+    retries: u32,
+    health: Option<HealthConfig>,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("name", &self.name)
+            .field("servers", &self.servers)
+            .finish()
+    }
+}
+
+/// Which side a failure belongs to (pingora's habit: decide from data, not strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Fault {
+    /// The origin server (or the network to it).
+    Upstream,
+    /// The client.
+    Downstream,
+    /// hopline itself.
+    Internal,
+}
+
+/// A classified proxy failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// No server of the pool is up.
+    NoServer {
+        /// Pool name.
+        pool: String,
+    },
+    /// The TCP connect failed or timed out; nothing was sent.
+    Connect {
+        /// Server.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// No response head within the read timeout.
+    Timeout {
+        /// Server.
+        server: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server closed or broke the connection after the request was (partly) sent.
+    Upstream {
+        /// Server.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whose fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NoServer { .. } => Fault::Internal,
+            _ => Fault::Upstream,
+        }
+    }
+
+    /// May another server be tried? Only when nothing reached the origin.
+    pub fn retryable(&self) -> bool {
+        matches!(self, ProxyError::Connect { .. })
+    }
+
+    /// The body the client reads: says which failure.
+    pub fn body(&self) -> String {
+        match self {
+            ProxyError::NoServer { pool } => {
+                format!(
+                    "503 no server of upstream {pool:?} is up (all failed their health checks)\n"
+                )
+            }
+            ProxyError::Connect { server, reason } => {
+                format!("502 could not connect to upstream server {server}: {reason}\n")
+            }
+            ProxyError::Timeout { server, after } => format!(
+                "504 upstream server {server} did not answer within {} ms\n",
+                after.as_millis()
+            ),
+            ProxyError::Upstream { server, reason } => {
+                format!("502 upstream server {server} failed: {reason}\n")
+            }
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        let text = self.body();
+        let mut r = Response::new(Body::full(text.clone()));
+        *r.status_mut() = self.status();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+        r
+    }
+}
+
+/// Build a pool from its config (hostnames resolved here, once).
+pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError> {
+    let mut servers = Vec::new();
+    let mut specs = Vec::new();
+    for entry in cfg.servers.get_ref() {
+        let (text, weight, backup) = entry.get_ref().parts();
+        let addrs: Vec<SocketAddr> = match text.parse::<SocketAddr>() {
+            Ok(a) => vec![a],
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(text)
+                .map_err(|e| {
+                    EdgeError::Conflict(format!("upstream {name}: cannot resolve {text}: {e}"))
+                })?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(EdgeError::Conflict(format!(
+                "upstream {name}: {text} has no addresses"
+            )));
+        }
+        for addr in addrs {
+            let id = if text.parse::<SocketAddr>().is_ok() {
+                addr.to_string()
+            } else {
+                format!("{text} ({addr})")
+            };
+            specs.push(ServerSpec {
+                id: id.clone(),
+                weight,
+                backup,
+            });
+            servers.push(ServerAddr { addr, id });
+        }
+    }
+    let mut opts = PoolOptions::default();
+    if let Some(h) = &cfg.health {
+        opts.fails = h.fails;
+        opts.passes = h.passes;
+    }
+    opts.outlier_consecutive_errors = cfg.max_fails.max(1);
+    opts.outlier_base_ejection = Duration::from_millis(cfg.fail_timeout_ms);
+    opts.outlier_max_ejection = Duration::from_millis(cfg.fail_timeout_ms.saturating_mul(30));
+    let pool = Pool::new(cfg.balance, specs, opts);
+
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(cfg.idle_timeout_ms))
+        .pool_max_idle_per_host(cfg.max_idle_per_server)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(cfg.http2)
+        .retry_canceled_requests(true)
+        .set_host(false)
+        .build(connector);
+    Ok(UpstreamPool {
+        name: name.to_string(),
+        pool,
+        servers,
+        algorithm: cfg.balance,
+        client,
+        read_timeout: Duration::from_millis(cfg.read_timeout_ms),
+        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        retries: cfg.retries,
+        health: cfg.health.clone(),
+    })
+}
+
+/// Run the pool's active health checks until the pool is dropped (reload replaces it).
+pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
+    let Some(h) = pool.health.clone() else {
+        return;
+    };
+    for (i, server) in pool.servers.iter().enumerate() {
+        let weak = Arc::downgrade(pool);
+        let server = server.clone();
+        let h = h.clone();
+        tokio::spawn(async move {
+            let interval = Duration::from_millis(h.interval_ms.max(10));
+            let timeout = Duration::from_millis(h.timeout_ms.max(1));
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                let ok = check_once(server.addr, &h.path, timeout).await;
+                tracing::trace!(target: "hopline::proxy", "health {} {}: {}", pool.name, server.id, ok);
+                pool.pool.report_health_check(i, ok);
+            }
+        });
+    }
+}
+
+/// One health check: a fresh connection, `GET path`, 2xx/3xx within the timeout.
+async fn check_once(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let _ = s.set_nodelay(true);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hopline-health\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = [0u8; 32];
+        let mut n = 0;
+        while n < 12 {
+            let k = s.read(&mut buf[n..]).await.ok()?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        let head = std::str::from_utf8(&buf[..n]).ok()?;
+        let code: u16 = head.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
+        Some((200..400).contains(&code))
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // names listed in Connection are hop-by-hop too
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        h.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        h.remove(name);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn append_header(h: &mut HeaderMap, name: HeaderName, add: &str) {
+    let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(old) if !old.is_empty() => format!("{old}, {add}"),
+        _ => add.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(name, v);
+    }
+}
+
+/// What the proxy knows of the client side.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream<'a> {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Client spoke TLS.
+    pub tls: bool,
+    /// Host (without port) the client asked for.
+    pub host: &'a str,
+    /// The Host / :authority exactly as sent (with its port), for the upstream's Host.
+    pub authority: &'a str,
+}
+
+fn forwarded_for(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+/// Forward one request to the pool; always returns a response (errors become 502/503/504).
+pub async fn forward(
+    up: &UpstreamPool,
+    mut req: Request<Incoming>,
+    down: Downstream<'_>,
+) -> Response<Body> {
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let via = if parts.version == http::Version::HTTP_2 {
+        "2 hopline"
+    } else {
+        "1.1 hopline"
+    };
+    {
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h, upgrade);
+        let proto = if down.tls { "https" } else { "http" };
+        append_header(
+            h,
+            HeaderName::from_static("x-forwarded-for"),
+            &down.peer.ip().to_string(),
+        );
+        h.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(if down.tls { "https" } else { "http" }),
+        );
+        if !down.host.is_empty()
+            && let Ok(v) = HeaderValue::from_str(down.host)
+        {
+            h.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+        if !h.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(down.authority)
+        {
+            h.insert(header::HOST, v);
+        }
+        let mut fwd = format!("for={};proto={proto}", forwarded_for(down.peer.ip()));
+        if !down.host.is_empty()
+            && down
+                .host
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+        {
+            fwd.push_str(";host=");
+            fwd.push_str(down.host);
+        }
+        append_header(h, header::FORWARDED, &fwd);
+        append_header(h, header::VIA, via);
+    }
+    // A request without a body can be sent again to another server.
+    let bodiless = body.is_end_stream_hint(&parts.headers);
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let retryable = bodiless && idempotent && !upgrade;
+    let mut body = Some(if bodiless {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(body)
+    });
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    parts.version = http::Version::HTTP_11;
+
+    let mut tried: Vec<usize> = Vec::new();
+    let attempts = if retryable { up.retries + 1 } else { 1 };
+    let mut last_err = ProxyError::NoServer {
+        pool: up.name.clone(),
+    };
+    for attempt in 0..attempts {
+        let Some(pick) = up.pool.pick(&tried) else {
+            if attempt == 0 {
+                last_err = ProxyError::NoServer {
+                    pool: up.name.clone(),
+                };
+            }
+            break;
+        };
+        let idx = pick.index();
+        tried.push(idx);
+        let server = &up.servers[idx];
+        let uri: Uri = match format!("http://{}{}", server.addr, path_and_query).parse() {
+            Ok(u) => u,
+            Err(_) => {
+                pick.finish(Outcome::Success {
+                    latency: Duration::ZERO,
+                });
+                let mut r =
+                    crate::files::status_only(StatusCode::BAD_REQUEST, "bad request target\n");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+        };
+        let mut out = Request::new(match body.take() {
+            Some(b) => b,
+            None => Either::Right(Empty::new()),
+        });
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.version_mut() = parts.version;
+        *out.headers_mut() = if retryable && attempt + 1 < attempts {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(up.read_timeout + up.connect_timeout, up.client.request(out))
+                .await;
+        let latency = started.elapsed();
+        match sent {
+            Ok(Ok(mut resp)) => {
+                let status = resp.status();
+                pick.finish(if status.is_server_error() {
+                    Outcome::ServerError { latency }
+                } else {
+                    Outcome::Success { latency }
+                });
+                let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+                if switching && let Some(client_upgrade) = client_upgrade {
+                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                    let server_id = server.id.clone();
+                    tokio::spawn(async move {
+                        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                            Ok((c, u)) => {
+                                let mut c = TokioIo::new(c);
+                                let mut u = TokioIo::new(u);
+                                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await
+                                {
+                                    tracing::debug!(target: "hopline::proxy", "tunnel to {server_id} ended: {e}");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::debug!(target: "hopline::proxy", "upgrade with {server_id} failed: {e}")
+                            }
+                        }
+                    });
+                }
+                let (mut rparts, rbody) = resp.into_parts();
+                strip_hop_by_hop(&mut rparts.headers, switching);
+                append_header(&mut rparts.headers, header::VIA, "1.1 hopline");
+                let timing = format!(
+                    "hopline-proxy;dur={:.3};desc=\"{} {} via {}\"",
+                    latency.as_secs_f64() * 1000.0,
+                    up.name,
+                    server.id,
+                    up.algorithm.as_str()
+                );
+                append_header(
+                    &mut rparts.headers,
+                    HeaderName::from_static("server-timing"),
+                    &timing,
+                );
+                let body = if switching {
+                    Body::empty()
+                } else {
+                    Body::stream(rbody)
+                };
+                return Response::from_parts(rparts, body);
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                pick.finish(Outcome::ConnectError);
+                let reason = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
+                last_err = ProxyError::Connect {
+                    server: server.id.clone(),
+                    reason,
+                };
+                continue;
+            }
+            Ok(Err(e)) => {
+                pick.finish(Outcome::ServerError { latency });
+                let reason = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
+                return ProxyError::Upstream {
+                    server: server.id.clone(),
+                    reason,
+                }
+                .response();
+            }
+            Err(_) => {
+                pick.finish(Outcome::Timeout);
+                tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
+                return ProxyError::Timeout {
+                    server: server.id.clone(),
+                    after: up.read_timeout,
+                }
+                .response();
+            }
+        }
+    }
+    last_err.response()
+}
+
+/// Does a request carry no body? Judged from its headers, as the body has not been read.
+trait BodyHint {
+    fn is_end_stream_hint(&self, headers: &HeaderMap) -> bool;
+}
+
+impl BodyHint for Incoming {
+    fn is_end_stream_hint(&self, headers: &HeaderMap) -> bool {
+        use http_body::Body as _;
+        if self.is_end_stream() {
+            return true;
+        }
+        let cl_zero = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0");
+        cl_zero && !headers.contains_key(header::TRANSFER_ENCODING)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        let mut a = h.clone();
+        strip_hop_by_hop(&mut a, false);
+        assert!(a.get("x-secret").is_none());
+        assert!(a.get("keep-alive").is_none());
+        assert!(a.get(header::CONNECTION).is_none());
+        assert!(a.get(header::UPGRADE).is_none());
+        assert_eq!(a["x-kept"], "yes");
+        let mut b = h.clone();
+        strip_hop_by_hop(&mut b, true);
+        assert_eq!(b[header::UPGRADE], "websocket");
+        assert_eq!(b[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn errors_say_what_and_whose() {
+        let e = ProxyError::Connect {
+            server: "127.0.0.1:9".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert!(e.retryable());
+        assert!(e.body().contains("could not connect"));
+        let e = ProxyError::Timeout {
+            server: "a".into(),
+            after: Duration::from_millis(50),
+        };
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(!e.retryable());
+        assert!(e.body().contains("did not answer within 50 ms"));
+        let e = ProxyError::NoServer { pool: "app".into() };
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.fault(), Fault::Internal);
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6() {
+        assert_eq!(forwarded_for("10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(forwarded_for("::1".parse().unwrap()), "\"[::1]\"");
+    }
+}

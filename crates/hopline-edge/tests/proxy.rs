@@ -1,0 +1,518 @@
+//! The reverse proxy and load balancer through real sockets: real origin servers on
+//! loopback (in-process hyper servers that can be slowed, failed and killed), the real
+//! proxy, real clients.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::origin::Origin;
+use common::{TestServer, client, raw, start};
+use reqwest::StatusCode;
+
+fn pool_toml(balance: &str, servers: &[String], extra: &str) -> String {
+    format!(
+        r#"
+access_log = "off"
+[admin]
+listen = "127.0.0.1:0"
+[upstream.app]
+balance = "{balance}"
+servers = [{}]
+connect_timeout_ms = 300
+read_timeout_ms = 1500
+{extra}
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  proxy = "app"
+"#,
+        servers.join(", ")
+    )
+}
+
+fn plain(o: &Origin) -> String {
+    format!("\"{}\"", o.addr)
+}
+
+async fn spread(t: &TestServer, n: usize, path: &str) -> HashMap<String, usize> {
+    let c = client();
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let r = c.get(t.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        *seen.entry(r.text().await.unwrap()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn round_robin_takes_each_server_in_turn() {
+    let (a, b, c) = (
+        Origin::start("a").await,
+        Origin::start("b").await,
+        Origin::start("c").await,
+    );
+    let t = start(&pool_toml(
+        "round_robin",
+        &[plain(&a), plain(&b), plain(&c)],
+        "",
+    ))
+    .await;
+    let seen = spread(&t, 300, "/").await;
+    assert_eq!(seen.get("a"), Some(&100), "{seen:?}");
+    assert_eq!(seen.get("b"), Some(&100), "{seen:?}");
+    assert_eq!(seen.get("c"), Some(&100), "{seen:?}");
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_weights() {
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    let servers = [
+        format!("{{ addr = \"{}\", weight = 3 }}", a.addr),
+        plain(&b),
+    ];
+    let t = start(&pool_toml("weighted_round_robin", &servers, "")).await;
+    let seen = spread(&t, 400, "/").await;
+    assert_eq!(seen.get("a"), Some(&300), "{seen:?}");
+    assert_eq!(seen.get("b"), Some(&100), "{seen:?}");
+}
+
+async fn concurrent_spread(t: &TestServer, n: usize, concurrency: usize) -> HashMap<String, usize> {
+    // closed-loop load: `concurrency` clients, each sending its next request when the
+    // previous one is answered (a fast server frees its clients sooner)
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let url = t.url("/");
+            tokio::spawn(async move {
+                let c = client();
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                for _ in 0..n / concurrency {
+                    let r = c.get(&url).send().await.unwrap();
+                    assert_eq!(r.status(), StatusCode::OK);
+                    *seen.entry(r.text().await.unwrap()).or_insert(0) += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = HashMap::new();
+    for w in workers {
+        for (k, v) in w.await.unwrap() {
+            *seen.entry(k).or_insert(0) += v;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn least_connections_and_fastest_avoid_the_slow_server() {
+    for balance in ["least_connections", "fastest", "dynamic_round_robin"] {
+        let (fast, slow) = (Origin::start("fast").await, Origin::start("slow").await);
+        slow.ctl.delay_ms.store(150, Ordering::Relaxed);
+        let t = start(&pool_toml(balance, &[plain(&fast), plain(&slow)], "")).await;
+        let seen = concurrent_spread(&t, 120, 8).await;
+        let f = *seen.get("fast").unwrap_or(&0);
+        let s = *seen.get("slow").unwrap_or(&0);
+        assert!(f > 3 * s, "{balance}: fast {f} vs slow {s}");
+        assert!(
+            s > 0 || balance == "least_connections",
+            "{balance}: slow server never tried ({seen:?})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_origin_costs_no_failed_get_and_is_marked_down() {
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    let mut c3 = Origin::start("c").await;
+    let t = start(&pool_toml(
+        "round_robin",
+        &[plain(&a), plain(&b), plain(&c3)],
+        "retries = 1\nmax_fails = 1",
+    ))
+    .await;
+    let cl = client();
+    let mut failed = 0;
+    for i in 0..300 {
+        if i == 60 {
+            c3.kill();
+        }
+        let r = cl.get(t.url("/")).send().await.unwrap();
+        if r.status() != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "GETs failed after an origin died");
+    let status: serde_json::Value = cl
+        .get(format!(
+            "http://{}/.hopline/status",
+            t.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let servers = status["upstreams"]["app"]["servers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let dead = servers
+        .iter()
+        .find(|s| s["id"] == c3.addr.to_string())
+        .unwrap();
+    assert_eq!(dead["up"], false, "{dead}");
+}
+
+#[tokio::test]
+async fn health_checks_eject_and_restore_and_backups_wait() {
+    let (a, b, backup) = (
+        Origin::start("a").await,
+        Origin::start("b").await,
+        Origin::start("backup").await,
+    );
+    let servers = [
+        plain(&a),
+        plain(&b),
+        format!("{{ addr = \"{}\", backup = true }}", backup.addr),
+    ];
+    let t = start(&pool_toml(
+        "round_robin",
+        &servers,
+        "health = { path = \"/healthz\", interval_ms = 50, timeout_ms = 200, fails = 2, passes = 2 }",
+    ))
+    .await;
+    let seen = spread(&t, 40, "/").await;
+    assert!(
+        !seen.contains_key("backup"),
+        "backup used while primaries are up: {seen:?}"
+    );
+    a.ctl.unhealthy.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let seen = spread(&t, 30, "/").await;
+    assert_eq!(seen.get("b"), Some(&30), "a should be ejected: {seen:?}");
+    b.ctl.unhealthy.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let seen = spread(&t, 10, "/").await;
+    assert_eq!(
+        seen.get("backup"),
+        Some(&10),
+        "backup should take over: {seen:?}"
+    );
+    a.ctl.unhealthy.store(false, Ordering::Relaxed);
+    b.ctl.unhealthy.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let seen = spread(&t, 20, "/").await;
+    assert_eq!(seen.get("a"), Some(&10), "a restored: {seen:?}");
+    assert_eq!(seen.get("b"), Some(&10), "b restored: {seen:?}");
+    assert!(a.ctl.health_hits.load(Ordering::Relaxed) >= 4);
+    // all down: 503 with a body that says so, at once
+    a.ctl.unhealthy.store(true, Ordering::Relaxed);
+    b.ctl.unhealthy.store(true, Ordering::Relaxed);
+    backup.ctl.unhealthy.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = tokio::time::Instant::now();
+    let r = client().get(t.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no server of upstream \"app\" is up")
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn gateway_errors_say_which() {
+    // refused: nothing listens there
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let t = start(&pool_toml(
+        "round_robin",
+        &[format!("\"{dead}\"")],
+        "retries = 0",
+    ))
+    .await;
+    let r = client().get(t.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.text().await.unwrap().contains("could not connect"));
+    // slow: 504 after the read timeout
+    let slow = Origin::start("slow").await;
+    slow.ctl.delay_ms.store(3000, Ordering::Relaxed);
+    let t = start(&pool_toml("round_robin", &[plain(&slow)], "")).await;
+    let started = tokio::time::Instant::now();
+    let r = client().get(t.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(r.text().await.unwrap().contains("did not answer within"));
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}
+
+#[tokio::test]
+async fn post_is_not_retried_but_get_is() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let a = Origin::start("a").await;
+    let t = start(&pool_toml(
+        "round_robin",
+        &[format!("\"{dead}\""), plain(&a)],
+        "retries = 1\nmax_fails = 100",
+    ))
+    .await;
+    let c = client();
+    let mut post_502 = 0;
+    for _ in 0..4 {
+        let r = c.get(t.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = c.post(t.url("/")).body("data").send().await.unwrap();
+        if r.status() == StatusCode::BAD_GATEWAY {
+            post_502 += 1;
+        }
+    }
+    assert!(
+        post_502 > 0,
+        "a POST with a body was retried on another server"
+    );
+}
+
+#[tokio::test]
+async fn forwarding_headers_and_hop_by_hop() {
+    let a = Origin::start("a").await;
+    let t = start(&pool_toml("round_robin", &[plain(&a)], "")).await;
+    let r = client()
+        .get(t.url("/echo"))
+        .header("Host", "shop.test:8080")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("Connection", "keep-alive, X-Private")
+        .header("X-Private", "secret")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("x-hop").is_none(),
+        "response hop-by-hop header leaked"
+    );
+    assert!(r.headers()["via"].to_str().unwrap().contains("hopline"));
+    assert!(
+        r.headers()["server-timing"]
+            .to_str()
+            .unwrap()
+            .contains("hopline-proxy;dur=")
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["host"], "shop.test:8080");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.test");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=shop.test");
+    assert_eq!(h["via"], "1.1 hopline");
+    assert_eq!(
+        h["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    assert!(
+        h.get("x-private").is_none(),
+        "a header named in Connection was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let a = Origin::start("a").await;
+    let t = start(&pool_toml("round_robin", &[plain(&a)], "").replace(
+        "access_log = \"off\"",
+        "access_log = \"off\"\n[limits]\nmax_body = \"64MiB\"",
+    ))
+    .await;
+    // upload 6 MB chunked
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..60)
+        .map(|i| Ok(vec![(i % 200) as u8; 100_000]))
+        .collect();
+    let all: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.as_ref().unwrap().clone())
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let v: serde_json::Value = client()
+        .post(t.url("/echo"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["body_len"], all.len());
+    use sha2::Digest;
+    assert_eq!(v["sha256"], format!("{:x}", sha2::Sha256::digest(&all)));
+    let big = client()
+        .get(t.url("/big"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(big.len(), 5_000_000);
+    assert!(big.iter().enumerate().all(|(i, b)| *b == (i % 241) as u8));
+}
+
+#[tokio::test]
+async fn server_sent_events_flow_as_they_are_sent() {
+    let a = Origin::start("a").await;
+    let t = start(
+        &pool_toml("round_robin", &[plain(&a)], "read_timeout_ms = 300")
+            .replace("read_timeout_ms = 1500\n", ""),
+    )
+    .await;
+    let mut r = client()
+        .get(t.url("/sse"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert!(r.headers().get("content-encoding").is_none());
+    let started = tokio::time::Instant::now();
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: event 0"));
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "first event held back"
+    );
+    let mut rest = String::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(rest.contains("data: event 2"), "{rest}");
+    // the stream lasted longer than the read timeout and was not cut
+    assert!(started.elapsed() >= Duration::from_millis(700));
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let a = Origin::start("a").await;
+    let t = start(&pool_toml("round_robin", &[plain(&a)], "")).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", t.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_data().as_ref(),
+        &[1u8, 2, 3]
+    );
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn smuggling_attempts_are_refused_or_neutralised() {
+    let a = Origin::start("a").await;
+    let t = start(&pool_toml("round_robin", &[plain(&a)], "")).await;
+    // Both framings: hyper drops Content-Length, reads the body as chunked and closes the
+    // connection after answering (RFC 9112 §6.3 — the "process, then close" choice):
+    // the smuggled second request is never read, let alone forwarded.
+    let req = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (resp, closed) = raw(t.addr, req, Duration::from_secs(3)).await;
+    assert!(closed, "connection kept open after a CL+TE request");
+    assert_eq!(
+        resp.matches("HTTP/1.1 ").count(),
+        1,
+        "the smuggled request was served: {resp}"
+    );
+    assert!(resp.contains("\"body_len\":0"), "{resp}");
+    assert!(
+        !resp.contains("content-length\":"),
+        "Content-Length was forwarded next to chunked: {resp}"
+    );
+    assert_eq!(a.hits(), 1);
+    // conflicting lengths: 400, nothing forwarded
+    let req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde";
+    let (resp, _) = raw(t.addr, req, Duration::from_secs(3)).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // a transfer coding that does not end in chunked: 400
+    let req =
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n";
+    let (resp, _) = raw(t.addr, req, Duration::from_secs(3)).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // Transfer-Encoding in HTTP/1.0: 400
+    let req = b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let (resp, _) = raw(t.addr, req, Duration::from_secs(3)).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.0 400"),
+        "{resp}"
+    );
+    assert_eq!(a.hits(), 1, "a malformed request reached the origin");
+}
+
+#[tokio::test]
+async fn admin_status_and_metrics() {
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    let t = start(&pool_toml("least_connections", &[plain(&a), plain(&b)], "")).await;
+    spread(&t, 10, "/").await;
+    let admin = t.server.admin_addr().unwrap();
+    let c = client();
+    let v: serde_json::Value = c
+        .get(format!("http://{admin}/.hopline/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let servers = v["upstreams"]["app"]["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2);
+    let total: u64 = servers
+        .iter()
+        .map(|s| s["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 10, "{v}");
+    assert!(
+        servers.iter().all(|s| s["up"] == true
+            && s.get("in_flight").is_some()
+            && s.get("ewma_ms").is_some()
+            && s.get("effective_weight").is_some()),
+        "{v}"
+    );
+    let m = c
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("hopline_responses_total{class=\"2xx\"} 10"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "hopline_upstream_up{{upstream=\"app\",server=\"{}\"}} 1",
+            a.addr
+        )),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE hopline_upstream_requests_total counter"));
+}
