@@ -9,7 +9,7 @@
 #   bench/edge-proxy.sh                  # ROUNDS=3 DURATION=10s CONNS=64
 source "$(dirname "$0")/lib.sh"
 need nginx haproxy wrk taskset python3
-ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; IDLE="${IDLE:-10000}"
+ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; IDLE="${IDLE:-9000}"
 build_hopline
 work=$(mktemp -d /tmp/hopline-bench.XXXXXX); chmod 755 "$work"
 cleanup() { for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; sleep 0.2; rm -rf "$work"; }
@@ -29,8 +29,8 @@ http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_req
 NGX
 cat > "$work/nginx/nginx.conf" <<NGX
 worker_processes 1; pid $work/proxy.nginxpid; error_log $work/nginx/error.log warn;
-worker_rlimit_nofile 30000;
-events { worker_connections 25000; }
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   upstream origin { server $ORIGIN; keepalive 256; }
   server { listen 127.0.0.1:18091 backlog=4096;
@@ -40,7 +40,7 @@ NGX
 cat > "$work/haproxy.cfg" <<HAP
 global
   nbthread 1
-  maxconn 30000
+  maxconn 9500
 defaults
   mode http
   timeout connect 2s
@@ -71,7 +71,7 @@ listen = ["127.0.0.1:18093"]
   path = "/"
   proxy = "origin"
 HOP
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # 20000 here: HAProxy maxconn and IDLE stay below it
 taskset -c "$LOAD_CPU" nginx -c "$work/origin/nginx.conf" -p "$work/origin" -g 'daemon off;' & echo $! > "$work/origin.pid"
 wait_port 127.0.0.1 18090
 

@@ -78,6 +78,24 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
             "5xx": m.responses[5].load(Ordering::Relaxed),
         },
         "upstreams": pools,
+        "caches": table.caches.iter().map(|(name, c)| (name.clone(), cache_json(c))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn cache_json(c: &crate::cache::HttpCache) -> serde_json::Value {
+    let st = &c.stats;
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    serde_json::json!({
+        "entries": c.entries(),
+        "hits": n(&st.hits),
+        "misses": n(&st.misses),
+        "stale": n(&st.stale),
+        "revalidated": n(&st.revalidated),
+        "stored": n(&st.stored),
+        "coalesced": n(&st.coalesced),
+        "disk_hits": n(&st.disk_hits),
+        "disk_corrupt": n(&st.disk_corrupt),
+        "purged": n(&st.purged),
     })
 }
 
@@ -189,6 +207,35 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         out.push_str(&lines[i]);
     }
+    out.push_str("# HELP hopline_cache_events_total Cache lookups and what came of them.\n# TYPE hopline_cache_events_total counter\n");
+    for (name, c) in &table.caches {
+        let v = cache_json(c);
+        for ev in [
+            "hits",
+            "misses",
+            "stale",
+            "revalidated",
+            "stored",
+            "coalesced",
+            "disk_hits",
+            "disk_corrupt",
+            "purged",
+        ] {
+            let _ = writeln!(
+                out,
+                "hopline_cache_events_total{{cache=\"{name}\",event=\"{ev}\"}} {}",
+                v[ev]
+            );
+        }
+    }
+    out.push_str("# HELP hopline_cache_entries Keys in a cache's memory tier.\n# TYPE hopline_cache_entries gauge\n");
+    for (name, c) in &table.caches {
+        let _ = writeln!(
+            out,
+            "hopline_cache_entries{{cache=\"{name}\"}} {}",
+            c.entries()
+        );
+    }
     out
 }
 
@@ -204,7 +251,53 @@ fn reply(status: StatusCode, ct: &'static str, body: String) -> Response<Body> {
     r
 }
 
+/// `PURGE /path` (Host header names the site) or `PURGE http://host/path`: drop that URL
+/// from every cache; a path ending in `*` drops every URL with that prefix.
+fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
+    let uri = req.uri();
+    let (host, target) = match uri.authority() {
+        Some(a) => (
+            a.host().to_string(),
+            uri.path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
+        ),
+        None => (
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| crate::router::host_without_port(h).to_string())
+                .unwrap_or_default(),
+            uri.path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
+        ),
+    };
+    let table = view.table();
+    let mut purged = 0;
+    for cache in table.caches.values() {
+        for tls in [false, true] {
+            let key = crate::cache::key(tls, &host, target.trim_end_matches('*'));
+            purged += if target.ends_with('*') {
+                cache.purge_prefix(&key)
+            } else {
+                cache.invalidate(&key)
+            };
+        }
+    }
+    reply(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({"purged": purged, "host": host, "target": target}).to_string() + "\n",
+    )
+}
+
 async fn answer(view: Arc<dyn AdminView>, req: Request<Incoming>) -> Response<Body> {
+    if req.method().as_str() == "PURGE" {
+        return purge(&*view, &req);
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/.hopline/status") => reply(
             StatusCode::OK,
@@ -219,7 +312,8 @@ async fn answer(view: Arc<dyn AdminView>, req: Request<Incoming>) -> Response<Bo
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "admin endpoints: GET /.hopline/status, GET /metrics\n".into(),
+            "admin endpoints: GET /.hopline/status, GET /metrics, PURGE /path (or /prefix*)\n"
+                .into(),
         ),
     }
 }

@@ -88,6 +88,12 @@ pub struct Config {
     pub upstream: std::collections::BTreeMap<String, Upstream>,
     /// The admin listener: `/.hopline/status` (JSON) and `/metrics` (Prometheus).
     pub admin: Option<Admin>,
+    /// HTTP caches (CDN points of presence), by name.
+    #[serde(default)]
+    pub cache: std::collections::BTreeMap<String, crate::cache::CacheConfig>,
+    /// Rate limits, by name.
+    #[serde(default)]
+    pub limit: std::collections::BTreeMap<String, crate::ratelimit::LimitConfig>,
     /// DNS services (resolvers, authoritative servers, pools).
     #[serde(default)]
     pub dns: hopline_dns::config::DnsConfig,
@@ -345,6 +351,10 @@ pub struct Route {
     pub respond: Option<Respond>,
     /// Forward to the named `[upstream.NAME]` pool.
     pub proxy: Option<Spanned<String>>,
+    /// Answer from the named `[cache.NAME]` where RFC 9111 allows (needs `proxy`).
+    pub cache: Option<Spanned<String>>,
+    /// Apply the named `[limit.NAME]` rate limit.
+    pub limit: Option<Spanned<String>>,
     /// `Cache-Control` value set on this route's responses.
     pub cache_control: Option<String>,
     /// Largest request body for this route (413 above it).
@@ -506,6 +516,23 @@ impl Validator<'_> {
                 "limits.max_header_bytes must be at least 8KiB (8192)",
             ));
         }
+        let config_caches: Vec<String> = config.cache.keys().cloned().collect();
+        let config_limits: Vec<String> = config.limit.keys().cloned().collect();
+        for (name, l) in &config.limit {
+            if let Err(e) = crate::ratelimit::Limiter::new(name, l) {
+                return Err(ConfigError::at(
+                    self.file,
+                    self.text,
+                    None,
+                    format!("[limit.{name}]: {e}"),
+                ));
+            }
+        }
+        for c in config.cache.values_mut() {
+            if let Some(d) = &mut c.disk {
+                d.path = self.resolve(&d.path);
+            }
+        }
         let mut upstream_names: Vec<String> = Vec::new();
         for (name, up) in &config.upstream {
             upstream_names.push(name.clone());
@@ -652,6 +679,26 @@ impl Validator<'_> {
                         route.path.span(),
                         "a route needs exactly one handler: `root`, `redirect`, `respond` or `proxy`",
                     ));
+                }
+                if let Some(c) = &route.cache {
+                    if route.proxy.is_none() {
+                        return Err(self.err(
+                            c.span(),
+                            "`cache` needs a `proxy` route (it caches what the origin answers)",
+                        ));
+                    }
+                    if !config_caches.contains(c.get_ref()) {
+                        return Err(
+                            self.err(c.span(), format!("no [cache.{}] in this file", c.get_ref()))
+                        );
+                    }
+                }
+                if let Some(l) = &route.limit
+                    && !config_limits.contains(l.get_ref())
+                {
+                    return Err(
+                        self.err(l.span(), format!("no [limit.{}] in this file", l.get_ref()))
+                    );
                 }
                 if let Some(p) = &route.proxy
                     && !upstream_names.contains(p.get_ref())

@@ -14,11 +14,14 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod cache;
 pub mod compress;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod pop;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod tls;

@@ -147,7 +147,8 @@ impl ProxyError {
         }
     }
 
-    fn response(&self) -> Response<Body> {
+    /// The response the client gets.
+    pub fn response(&self) -> Response<Body> {
         let text = self.body();
         let mut r = Response::new(Body::full(text.clone()));
         *r.status_mut() = self.status();
@@ -367,7 +368,34 @@ pub async fn forward(
 ) -> Response<Body> {
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    match send(up, parts, Some(body), down, client_upgrade).await {
+        Ok(resp) => {
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let (parts, body) = resp.into_parts();
+            let body = if switching {
+                Body::empty()
+            } else {
+                Body::stream(body)
+            };
+            Response::from_parts(parts, body)
+        }
+        Err(e) => e.response(),
+    }
+}
+
+/// Send a request (head + optional body) to a server of the pool, retrying failed
+/// connects of bodiless idempotent requests on another server. The response comes back
+/// with hop-by-hop headers stripped and `Via` / `Server-Timing` added; its body is the
+/// upstream's, unread.
+pub async fn send(
+    up: &UpstreamPool,
+    mut parts: http::request::Parts,
+    body: Option<Incoming>,
+    down: Downstream<'_>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let upgrade = client_upgrade.is_some();
     let via = if parts.version == http::Version::HTTP_2 {
         "2 hopline"
     } else {
@@ -410,16 +438,17 @@ pub async fn forward(
         append_header(h, header::VIA, via);
     }
     // A request without a body can be sent again to another server.
-    let bodiless = body.is_end_stream_hint(&parts.headers);
+    let bodiless = body
+        .as_ref()
+        .is_none_or(|b| b.is_end_stream_hint(&parts.headers));
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
     let retryable = bodiless && idempotent && !upgrade;
-    let mut body = Some(if bodiless {
-        Either::Right(Empty::new())
-    } else {
-        Either::Left(body)
+    let mut body = Some(match body {
+        Some(b) if !bodiless => Either::Left(b),
+        _ => Either::Right(Empty::new()),
     });
     let path_and_query = parts
         .uri
@@ -451,11 +480,10 @@ pub async fn forward(
                 pick.finish(Outcome::Success {
                     latency: Duration::ZERO,
                 });
-                let mut r =
-                    crate::files::status_only(StatusCode::BAD_REQUEST, "bad request target\n");
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return r;
+                return Err(ProxyError::Upstream {
+                    server: server.id.clone(),
+                    reason: "the request target cannot be forwarded".into(),
+                });
             }
         };
         let mut out = Request::new(match body.take() {
@@ -518,12 +546,7 @@ pub async fn forward(
                     HeaderName::from_static("server-timing"),
                     &timing,
                 );
-                let body = if switching {
-                    Body::empty()
-                } else {
-                    Body::stream(rbody)
-                };
-                return Response::from_parts(rparts, body);
+                return Ok(Response::from_parts(rparts, rbody));
             }
             Ok(Err(e)) if e.is_connect() => {
                 pick.finish(Outcome::ConnectError);
@@ -543,24 +566,22 @@ pub async fn forward(
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.to_string());
                 tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
-                return ProxyError::Upstream {
+                return Err(ProxyError::Upstream {
                     server: server.id.clone(),
                     reason,
-                }
-                .response();
+                });
             }
             Err(_) => {
                 pick.finish(Outcome::Timeout);
                 tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
-                return ProxyError::Timeout {
+                return Err(ProxyError::Timeout {
                     server: server.id.clone(),
                     after: up.read_timeout,
-                }
-                .response();
+                });
             }
         }
     }
-    last_err.response()
+    Err(last_err)
 }
 
 /// Does a request carry no body? Judged from its headers, as the body has not been read.

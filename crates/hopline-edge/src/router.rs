@@ -24,6 +24,10 @@ pub struct Table {
     pub limits: crate::config::Limits,
     /// Upstream pools by name.
     pub upstreams: std::collections::BTreeMap<String, Arc<crate::proxy::UpstreamPool>>,
+    /// Caches by name.
+    pub caches: std::collections::BTreeMap<String, Arc<crate::cache::HttpCache>>,
+    /// Rate limits by name.
+    pub limits_by_name: std::collections::BTreeMap<String, Arc<crate::ratelimit::Limiter>>,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
 }
@@ -62,6 +66,10 @@ pub struct Route {
     pub max_body: u64,
     /// Compress responses.
     pub compress: bool,
+    /// Cache in front of the proxy.
+    pub cache: Option<Arc<crate::cache::HttpCache>>,
+    /// Rate limit.
+    pub limit: Option<Arc<crate::ratelimit::Limiter>>,
 }
 
 /// The handler of a route.
@@ -139,8 +147,9 @@ pub fn host_without_port(host: &str) -> &str {
     }
 }
 
-/// Compile a validated config.
-pub fn compile(config: &Config) -> Result<Table, EdgeError> {
+/// Compile a validated config; caches of the `previous` table with the same name keep
+/// their contents.
+pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeError> {
     struct Pending {
         tls: Option<SniResolver>,
         plain: bool,
@@ -153,10 +162,37 @@ pub fn compile(config: &Config) -> Result<Table, EdgeError> {
     for (name, up) in &config.upstream {
         upstreams.insert(name.clone(), Arc::new(crate::proxy::build_pool(name, up)?));
     }
+    let mut caches = std::collections::BTreeMap::new();
+    for (name, c) in &config.cache {
+        let cache = match previous.and_then(|p| p.caches.get(name)) {
+            // keep a cache's contents across reloads
+            Some(old) => old.clone(),
+            None => Arc::new(
+                crate::cache::HttpCache::new(name, c).map_err(|e| EdgeError::Io {
+                    what: format!("cache {name}: disk tier"),
+                    source: e,
+                })?,
+            ),
+        };
+        caches.insert(name.clone(), cache);
+    }
+    let mut limits_by_name = std::collections::BTreeMap::new();
+    for (name, l) in &config.limit {
+        limits_by_name.insert(
+            name.clone(),
+            Arc::new(crate::ratelimit::Limiter::new(name, l).map_err(EdgeError::Conflict)?),
+        );
+    }
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
     for site in &config.site {
-        let table = Arc::new(compile_site(site, config, &upstreams)?);
+        let table = Arc::new(compile_site(
+            site,
+            config,
+            &upstreams,
+            &caches,
+            &limits_by_name,
+        )?);
         let cert = match &site.tls {
             Some(t) => Some(tls::load_certified_key(
                 t.get_ref().cert.get_ref(),
@@ -235,6 +271,8 @@ pub fn compile(config: &Config) -> Result<Table, EdgeError> {
         listeners,
         limits: config.limits.clone(),
         upstreams,
+        caches,
+        limits_by_name,
         admin: config
             .admin
             .as_ref()
@@ -246,6 +284,8 @@ fn compile_site(
     site: &Site,
     config: &Config,
     upstreams: &std::collections::BTreeMap<String, Arc<crate::proxy::UpstreamPool>>,
+    caches: &std::collections::BTreeMap<String, Arc<crate::cache::HttpCache>>,
+    limits: &std::collections::BTreeMap<String, Arc<crate::ratelimit::Limiter>>,
 ) -> Result<SiteTable, EdgeError> {
     let name: Arc<str> = match (&site.name, &site.hosts) {
         (Some(n), _) => n.as_str().into(),
@@ -313,6 +353,8 @@ fn compile_site(
                 .collect(),
             max_body: r.max_body.unwrap_or(config.limits.max_body).0,
             compress,
+            cache: r.cache.as_ref().map(|c| caches[c.get_ref()].clone()),
+            limit: r.limit.as_ref().map(|l| limits[l.get_ref()].clone()),
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -360,7 +402,7 @@ listen = ["127.0.0.1:1"]
             std::path::Path::new("."),
         )
         .unwrap();
-        let t = compile(&c).unwrap();
+        let t = compile(&c, None).unwrap();
         let l = &t.listeners[&"127.0.0.1:1".parse().unwrap()];
         assert_eq!(&*l.site("shop.test").name, "shop");
         assert_eq!(&*l.site("WWW.Shop.Test").name, "shop");

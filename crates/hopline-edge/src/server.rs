@@ -156,7 +156,7 @@ impl Server {
     /// Bind every listener of `config` and start serving. Nothing stays bound on error.
     pub async fn start(config: Config) -> Result<Server, EdgeError> {
         crate::tls::install_crypto_provider();
-        let table = router::compile(&config)?;
+        let table = router::compile(&config, None)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
         let mut bound = Vec::new();
         for addr in crate::config::listen_addrs(&config) {
@@ -254,7 +254,7 @@ impl Server {
     /// Swap in a new config. A bad one is refused and the old one keeps serving; open
     /// connections are never dropped (they pick up the new table on their next request).
     pub async fn reload(&self, config: Config) -> Result<(), EdgeError> {
-        let mut table = router::compile(&config)?;
+        let mut table = router::compile(&config, Some(&self.shared.table.load()))?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
         let existing: Vec<(SocketAddr, SocketAddr)> = self.bound();
         // A listener started as port 0 and now named by its real port is the same one.
@@ -642,6 +642,30 @@ async fn dispatch(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
+    let mut limited = None;
+    if let Some(limit) = &route.limit
+        && let Some(key) = limit.key_of(conn.peer.ip(), req.headers())
+    {
+        let d = limit.check(&key).await;
+        if !d.allowed {
+            let body = format!(
+                "429 rate limit {:?} exceeded; retry after {} s\n",
+                limit.name,
+                d.retry_after.as_secs_f64().ceil().max(1.0)
+            );
+            let mut r = Response::new(Body::full(body.clone()));
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            limit.headers(&d, r.headers_mut());
+            return r;
+        }
+        limited = Some((limit.clone(), d));
+    }
     let mut resp = match &route.handler {
         Handler::Static(s) => {
             files::serve(
@@ -686,18 +710,17 @@ async fn dispatch(
                         .map(str::to_string)
                 })
                 .unwrap_or_default();
-            let host = router::host_without_port(&authority).to_string();
-            crate::proxy::forward(
-                up,
-                req,
-                crate::proxy::Downstream {
-                    peer: conn.peer,
-                    tls: conn.tls,
-                    host: &host,
-                    authority: &authority,
-                },
-            )
-            .await
+            let host = router::host_without_port(&authority).to_ascii_lowercase();
+            let down = crate::proxy::Downstream {
+                peer: conn.peer,
+                tls: conn.tls,
+                host: &host,
+                authority: &authority,
+            };
+            match &route.cache {
+                Some(cache) => crate::pop::serve(cache, up, req, down).await,
+                None => crate::proxy::forward(up, req, down).await,
+            }
         }
     };
     let ok = resp.status().is_success();
@@ -709,6 +732,9 @@ async fn dispatch(
     }
     for (k, v) in &route.headers {
         h.insert(k.clone(), v.clone());
+    }
+    if let Some((limit, d)) = limited {
+        limit.headers(&d, h);
     }
     resp
 }

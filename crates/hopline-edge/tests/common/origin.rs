@@ -26,6 +26,14 @@ pub struct Controls {
     pub unhealthy: AtomicBool,
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
+    /// `/obj/...`: response headers the test controls
+    pub obj_headers: parking_lot::Mutex<Vec<(String, String)>>,
+    /// `/obj/...`: the body (its ETag is derived from it)
+    pub obj_body: parking_lot::Mutex<String>,
+    /// `/obj/...`: requests that carried If-None-Match and got 304
+    pub not_modified: AtomicU64,
+    /// `/obj/...`: the last request's headers
+    pub last_headers: parking_lot::Mutex<Vec<(String, String)>>,
 }
 
 pub struct Origin {
@@ -115,6 +123,63 @@ async fn serve(mut req: Request<Incoming>, ctl: &Controls, name: &str) -> Resp {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let resp = match path.as_str() {
+        p if p.starts_with("/obj") => {
+            *ctl.last_headers.lock() = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = ctl.obj_body.lock().clone();
+            let lang = req
+                .headers()
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = if body.contains("{lang}") {
+                body.replace("{lang}", &lang)
+            } else {
+                body
+            };
+            let etag = format!(
+                "\"{:x}\"",
+                body.len() * 31 + body.bytes().map(|b| b as usize).sum::<usize>()
+            );
+            let inm = req
+                .headers()
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.to_string());
+            if ctl.fail_500.load(Ordering::Relaxed) {
+                let mut r = Response::new(full("origin broken"));
+                *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            } else if inm.as_deref() == Some(etag.as_str()) {
+                ctl.not_modified.fetch_add(1, Ordering::Relaxed);
+                let mut r = Response::new(full(""));
+                *r.status_mut() = hyper::StatusCode::NOT_MODIFIED;
+                r.headers_mut().insert("etag", etag.parse().unwrap());
+                for (k, v) in ctl.obj_headers.lock().iter() {
+                    r.headers_mut().append(
+                        hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
+                }
+                r
+            } else {
+                let mut r = Response::new(full(body));
+                r.headers_mut().insert("etag", etag.parse().unwrap());
+                r.headers_mut()
+                    .insert("content-type", "text/plain".parse().unwrap());
+                for (k, v) in ctl.obj_headers.lock().iter() {
+                    r.headers_mut().append(
+                        hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
+                }
+                r
+            }
+        }
         "/echo" => {
             let mut headers = serde_json::Map::new();
             for (k, v) in req.headers() {

@@ -1,0 +1,1215 @@
+//! The CDN point of presence: a shared HTTP cache (RFC 9111) in front of a proxy route.
+//!
+//! Storability, freshness, `Age`, `Vary` matching and revalidation requests come from
+//! the `http-cache-semantics` crate (shared-cache mode); this module adds what a PoP
+//! needs around it: a memory tier with real eviction (moka, weighted by size), an
+//! optional disk tier that survives restarts and drops corrupted entries, request
+//! coalescing (N concurrent misses → one origin request), `stale-while-revalidate` and
+//! `stale-if-error`, invalidation by unsafe methods, purge, and the `Cache-Status`
+//! header (RFC 9211) telling the client what the PoP did.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::config::ByteSize;
+
+/// The `[cache.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory tier size.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Optional disk tier.
+    pub disk: Option<DiskConfig>,
+    /// Larger responses are passed through, not stored.
+    #[serde(default = "default_max_object")]
+    pub max_object: ByteSize,
+}
+
+/// The disk tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Folder (made if missing).
+    pub path: PathBuf,
+    /// Total size kept on disk.
+    #[serde(default = "default_disk")]
+    pub size: ByteSize,
+}
+
+fn default_memory() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_max_object() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_disk() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+/// One stored response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    /// The policy (request + response headers as stored, times).
+    pub policy: CachePolicy,
+    /// Status code.
+    pub status: u16,
+    /// The body.
+    #[serde(skip)]
+    pub body: Bytes,
+    /// `stale-while-revalidate` window.
+    pub swr: Duration,
+    /// `stale-if-error` window.
+    pub sie: Duration,
+    /// Values of the request headers named by Vary, to tell variants apart on disk.
+    pub variant: String,
+    /// The response headers as stored (for serving stale copies).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+fn header_list(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    h.iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+impl Stored {
+    fn header_map(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in &self.headers {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_bytes(v),
+            ) {
+                h.append(k, v);
+            }
+        }
+        h
+    }
+}
+
+/// Counters for `/metrics` and the status page.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Fresh hits.
+    pub hits: AtomicU64,
+    /// Misses (forwarded).
+    pub misses: AtomicU64,
+    /// Stale served (while revalidating, or on error).
+    pub stale: AtomicU64,
+    /// Revalidations answered 304.
+    pub revalidated: AtomicU64,
+    /// Responses stored.
+    pub stored: AtomicU64,
+    /// Requests that waited for another request's origin fetch.
+    pub coalesced: AtomicU64,
+    /// Entries loaded from the disk tier.
+    pub disk_hits: AtomicU64,
+    /// Corrupted disk entries detected and dropped.
+    pub disk_corrupt: AtomicU64,
+    /// Entries purged or invalidated.
+    pub purged: AtomicU64,
+}
+
+/// A named cache.
+pub struct HttpCache {
+    /// Name, for `Cache-Status` and metrics.
+    pub name: String,
+    mem: moka::sync::Cache<String, Arc<Vec<Arc<Stored>>>>,
+    disk: Option<Disk>,
+    max_object: u64,
+    inflight: parking_lot::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    revalidating: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Counters.
+    pub stats: CacheStats,
+}
+
+impl std::fmt::Debug for HttpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+fn opts() -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        ..Default::default()
+    }
+}
+
+/// The cache key: scheme, host and target. HEAD is answered from GET entries.
+pub fn key(tls: bool, host: &str, path_and_query: &str) -> String {
+    format!(
+        "{}://{}{}",
+        if tls { "https" } else { "http" },
+        host.to_ascii_lowercase(),
+        path_and_query
+    )
+}
+
+/// A `Cache-Control` directive's seconds, e.g. `stale-while-revalidate=30`.
+fn directive_secs(h: &HeaderMap, name: &str) -> Option<Duration> {
+    h.get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| d.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.trim().trim_matches('"').parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn variant_of(req: &HeaderMap, res: &HeaderMap) -> String {
+    let mut out = String::new();
+    for v in res
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for name in v.split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            out.push_str(&name);
+            out.push('=');
+            for val in req.get_all(name.as_str()).iter() {
+                out.push_str(val.to_str().unwrap_or(""));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// Serve this without asking the origin.
+    Fresh(Arc<Stored>, http::response::Parts),
+    /// Stale, may be served while one background refresh runs.
+    StaleWhileRevalidate(Arc<Stored>, http::response::Parts),
+    /// Stale: ask the origin with these (conditional) request headers.
+    Revalidate(Arc<Stored>, http::request::Parts),
+    /// Nothing usable.
+    Miss,
+}
+
+impl HttpCache {
+    /// A cache from its config (relative disk paths resolved by the caller).
+    pub fn new(name: &str, cfg: &CacheConfig) -> std::io::Result<HttpCache> {
+        let mem = moka::sync::Cache::builder()
+            .max_capacity(cfg.memory.0.max(1))
+            .weigher(|k: &String, v: &Arc<Vec<Arc<Stored>>>| -> u32 {
+                let size: usize = v.iter().map(|s| s.body.len() + 512).sum::<usize>() + k.len();
+                size.min(u32::MAX as usize) as u32
+            })
+            .build();
+        let disk = match &cfg.disk {
+            Some(d) => Some(Disk::open(&d.path, d.size.0)?),
+            None => None,
+        };
+        Ok(HttpCache {
+            name: name.to_string(),
+            mem,
+            disk,
+            max_object: cfg.max_object.0,
+            inflight: parking_lot::Mutex::new(HashMap::new()),
+            revalidating: parking_lot::Mutex::new(Default::default()),
+            stats: CacheStats::default(),
+        })
+    }
+
+    fn variants(&self, key: &str) -> Option<Arc<Vec<Arc<Stored>>>> {
+        if let Some(v) = self.mem.get(key) {
+            return Some(v);
+        }
+        let disk = self.disk.as_ref()?;
+        match disk.load(key) {
+            DiskRead::Found(stored) => {
+                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                let v = Arc::new(vec![Arc::new(*stored)]);
+                self.mem.insert(key.to_string(), v.clone());
+                Some(v)
+            }
+            DiskRead::Corrupt(why) => {
+                self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "hopline::cache", "cache {}: dropped a corrupted disk entry for {key}: {why}", self.name);
+                None
+            }
+            DiskRead::Missing => None,
+        }
+    }
+
+    /// Find a usable stored response for a GET/HEAD request.
+    pub fn lookup(&self, key: &str, req: &http::request::Parts) -> Lookup {
+        let Some(variants) = self.variants(key) else {
+            return Lookup::Miss;
+        };
+        let now = SystemTime::now();
+        for stored in variants.iter() {
+            match stored.policy.before_request(req, now) {
+                BeforeRequest::Fresh(parts) => return Lookup::Fresh(stored.clone(), parts),
+                BeforeRequest::Stale {
+                    request,
+                    matches: true,
+                } => {
+                    if !stored.swr.is_zero()
+                        && stale_for(stored, now) <= stored.swr
+                        && !request_forbids_stale(&req.headers)
+                        && !response_forbids_stale(stored)
+                    {
+                        let parts = stale_parts(stored, now);
+                        return Lookup::StaleWhileRevalidate(stored.clone(), parts);
+                    }
+                    return Lookup::Revalidate(stored.clone(), request);
+                }
+                BeforeRequest::Stale { matches: false, .. } => continue,
+            }
+        }
+        Lookup::Miss
+    }
+
+    /// May this stale entry be served because the origin failed (`stale-if-error`)?
+    pub fn usable_on_error(&self, stored: &Stored) -> Option<http::response::Parts> {
+        let now = SystemTime::now();
+        (!stored.sie.is_zero()
+            && stale_for(stored, now) <= stored.sie
+            && !response_forbids_stale(stored))
+        .then(|| stale_parts(stored, now))
+    }
+
+    /// Build the policy for an origin response; `None` when a shared cache must not store it.
+    pub fn storable(
+        &self,
+        req: &http::request::Parts,
+        res: &http::response::Parts,
+    ) -> Option<CachePolicy> {
+        if req.method != Method::GET {
+            return None;
+        }
+        if !matches!(
+            res.status.as_u16(),
+            200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        ) {
+            return None;
+        }
+        if res
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len > self.max_object)
+        {
+            return None;
+        }
+        if res
+            .headers
+            .get(header::VARY)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "*")
+        {
+            return None;
+        }
+        let now = SystemTime::now();
+        let policy = CachePolicy::new_options(req, res, now, opts());
+        // RFC 9111 lets a shared cache store a heuristically cacheable response even with
+        // no freshness and no validator, but such a copy can never be used: skip it.
+        let has_validator = res.headers.contains_key(header::ETAG)
+            || res.headers.contains_key(header::LAST_MODIFIED);
+        let useful = has_validator || !policy.time_to_live(now).is_zero();
+        (policy.is_storable() && useful).then_some(policy)
+    }
+
+    /// Store a complete response.
+    pub fn store(
+        &self,
+        key: &str,
+        req: &http::request::Parts,
+        res: &http::response::Parts,
+        policy: CachePolicy,
+        body: Bytes,
+    ) {
+        if body.len() as u64 > self.max_object {
+            return;
+        }
+        let stored = Arc::new(Stored {
+            swr: directive_secs(&res.headers, "stale-while-revalidate").unwrap_or_default(),
+            sie: directive_secs(&res.headers, "stale-if-error").unwrap_or_default(),
+            variant: variant_of(&req.headers, &res.headers),
+            headers: header_list(&res.headers),
+            status: res.status.as_u16(),
+            policy,
+            body,
+        });
+        let mut list: Vec<Arc<Stored>> = self
+            .mem
+            .get(key)
+            .map(|v| {
+                v.iter()
+                    .filter(|s| s.variant != stored.variant)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.push(stored.clone());
+        self.mem.insert(key.to_string(), Arc::new(list));
+        self.stats.stored.fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = &self.disk {
+            d.save(key, &stored);
+        }
+    }
+
+    /// A 304 answered a revalidation: take the new headers, keep the body.
+    pub fn refreshed(
+        &self,
+        key: &str,
+        old: &Stored,
+        req: &http::request::Parts,
+        res: &http::response::Parts,
+    ) -> Option<(Arc<Stored>, http::response::Parts)> {
+        match old.policy.after_response(req, res, SystemTime::now()) {
+            AfterResponse::NotModified(policy, new_head) => {
+                self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
+                let stored = Stored {
+                    policy,
+                    status: old.status,
+                    body: old.body.clone(),
+                    swr: directive_secs(&res.headers, "stale-while-revalidate").unwrap_or(old.swr),
+                    sie: directive_secs(&res.headers, "stale-if-error").unwrap_or(old.sie),
+                    variant: old.variant.clone(),
+                    headers: header_list(&new_head.headers),
+                };
+                let mut list: Vec<Arc<Stored>> = self
+                    .mem
+                    .get(key)
+                    .map(|v| {
+                        v.iter()
+                            .filter(|s| s.variant != stored.variant)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let stored = Arc::new(stored);
+                list.push(stored.clone());
+                self.mem.insert(key.to_string(), Arc::new(list));
+                if let Some(d) = &self.disk {
+                    d.save(key, &stored);
+                }
+                let parts = match stored.policy.before_request(req, SystemTime::now()) {
+                    BeforeRequest::Fresh(p) => p,
+                    _ => stale_parts(&stored, SystemTime::now()),
+                };
+                Some((stored, parts))
+            }
+            AfterResponse::Modified(..) => None,
+        }
+    }
+
+    /// Drop every variant of a key (both tiers). Returns how many keys went.
+    pub fn invalidate(&self, key: &str) -> u64 {
+        let mut n = 0;
+        if self.mem.remove(key).is_some() {
+            n = 1;
+        }
+        if let Some(d) = &self.disk
+            && d.remove(key)
+        {
+            n = 1;
+        }
+        self.stats.purged.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Drop every key starting with `prefix` (both tiers).
+    pub fn purge_prefix(&self, prefix: &str) -> u64 {
+        let keys: Vec<String> = self
+            .mem
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        let mut n = 0;
+        for k in &keys {
+            n += self.invalidate(k);
+        }
+        if let Some(d) = &self.disk {
+            n += d.purge_prefix(prefix, &keys);
+        }
+        n
+    }
+
+    /// Become the one request that fetches `key`, or get a receiver that fires when the
+    /// fetching request is done.
+    pub fn join_or_lead(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> Result<FetchLead, tokio::sync::watch::Receiver<bool>> {
+        let mut map = self.inflight.lock();
+        if let Some(rx) = map.get(key) {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return Err(rx.clone());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        map.insert(key.to_string(), rx);
+        Ok(FetchLead {
+            cache: self.clone(),
+            key: key.to_string(),
+            tx,
+        })
+    }
+
+    /// Start a background revalidation of `key` unless one runs already.
+    pub fn begin_background(&self, key: &str) -> bool {
+        self.revalidating.lock().insert(key.to_string())
+    }
+
+    /// A background revalidation of `key` ended.
+    pub fn end_background(&self, key: &str) {
+        self.revalidating.lock().remove(key);
+    }
+
+    /// Entries in the memory tier.
+    pub fn entries(&self) -> u64 {
+        self.mem.run_pending_tasks();
+        self.mem.entry_count()
+    }
+}
+
+/// The request that fetches a key for everyone waiting on it; dropping it wakes them.
+pub struct FetchLead {
+    cache: Arc<HttpCache>,
+    key: String,
+    tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for FetchLead {
+    fn drop(&mut self) {
+        self.cache.inflight.lock().remove(&self.key);
+        let _ = self.tx.send(true);
+    }
+}
+
+/// How long an entry has been stale (zero while fresh).
+fn stale_for(stored: &Stored, now: SystemTime) -> Duration {
+    if !stored.policy.time_to_live(now).is_zero() {
+        return Duration::ZERO;
+    }
+    stored
+        .policy
+        .age(now)
+        .saturating_sub(freshness_lifetime(stored))
+}
+
+fn freshness_lifetime(stored: &Stored) -> Duration {
+    // once stale the crate reports ttl 0, so recover the lifetime from the stored
+    // response's own headers
+    let h = &stored.header_map();
+    if let Some(s) = directive_secs(h, "s-maxage").or_else(|| directive_secs(h, "max-age")) {
+        return s;
+    }
+    if let (Some(exp), Some(date)) = (
+        h.get(header::EXPIRES)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+        h.get(header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+    ) {
+        return exp.duration_since(date).unwrap_or_default();
+    }
+    Duration::ZERO
+}
+
+fn request_forbids_stale(h: &HeaderMap) -> bool {
+    h.get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("no-cache") || v.contains("max-age=0"))
+}
+
+fn response_forbids_stale(s: &Stored) -> bool {
+    s.header_map()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.contains("must-revalidate")
+                || v.contains("proxy-revalidate")
+                || v.contains("no-cache")
+        })
+}
+
+/// The stored head for a stale copy, with its current `Age`.
+fn stale_parts(stored: &Stored, now: SystemTime) -> http::response::Parts {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.headers = stored.header_map();
+    parts.headers.insert(
+        header::AGE,
+        HeaderValue::from(stored.policy.age(now).as_secs()),
+    );
+    parts
+}
+
+impl Stored {
+    /// The stored response head (validators etc.).
+    pub fn head(&self) -> HeaderMap {
+        self.header_map()
+    }
+}
+
+/// The `Cache-Status` value (RFC 9211).
+pub fn cache_status(name: &str, what: &str, ttl: Option<i64>, detail: Option<&str>) -> HeaderValue {
+    let mut s = format!("{name}; {what}");
+    if let Some(t) = ttl {
+        s.push_str(&format!("; ttl={t}"));
+    }
+    if let Some(d) = detail {
+        s.push_str(&format!("; detail={d}"));
+    }
+    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("hopline"))
+}
+
+/// Remaining freshness in seconds (negative once stale).
+pub fn ttl_secs(stored: &Stored) -> i64 {
+    let now = SystemTime::now();
+    let ttl = stored.policy.time_to_live(now);
+    if ttl.is_zero() {
+        -(stale_for(stored, now).as_secs() as i64)
+    } else {
+        ttl.as_secs() as i64
+    }
+}
+
+/// Build the response head for a stored entry.
+pub fn response_head(stored: &Stored, mut parts: http::response::Parts) -> http::response::Parts {
+    parts.status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+}
+
+/// A response body streamed to the client and collected on the way; at its end the
+/// whole response is stored and the requests waiting on it are woken.
+pub struct TeeBody {
+    inner: hyper::body::Incoming,
+    buf: BytesMut,
+    store: Option<PendingStore>,
+}
+
+struct PendingStore {
+    cache: Arc<HttpCache>,
+    key: String,
+    req: http::request::Parts,
+    res: http::response::Parts,
+    policy: CachePolicy,
+    _lead: Option<FetchLead>,
+}
+
+impl TeeBody {
+    /// Stream `inner`, storing it under `key` at the end if it fits.
+    pub fn new(
+        inner: hyper::body::Incoming,
+        cache: Arc<HttpCache>,
+        key: String,
+        req: http::request::Parts,
+        res: http::response::Parts,
+        policy: CachePolicy,
+        lead: Option<FetchLead>,
+    ) -> TeeBody {
+        TeeBody {
+            inner,
+            buf: BytesMut::new(),
+            store: Some(PendingStore {
+                cache,
+                key,
+                req,
+                res,
+                policy,
+                _lead: lead,
+            }),
+        }
+    }
+}
+
+impl http_body::Body for TeeBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(st)) = (frame.data_ref(), &this.store) {
+                    if (this.buf.len() + data.len()) as u64 > st.cache.max_object {
+                        this.store = None; // too large: pass through, wake waiters
+                        this.buf = BytesMut::new();
+                    } else {
+                        this.buf.extend_from_slice(data);
+                    }
+                }
+                // hyper stops polling once the body says it has ended: store now
+                if this.inner.is_end_stream()
+                    && let Some(st) = this.store.take()
+                {
+                    let body = std::mem::take(&mut this.buf).freeze();
+                    st.cache.store(&st.key, &st.req, &st.res, st.policy, body);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(st) = this.store.take() {
+                    let body = std::mem::take(&mut this.buf).freeze();
+                    st.cache.store(&st.key, &st.req, &st.res, st.policy, body);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.store = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Disk tier: one file per key, `HOPC1\n` + u32 meta length + meta JSON + body +
+// SHA-256 of everything before it. A file whose length or digest is wrong is
+// corrupt: it is deleted and never served.
+
+enum DiskRead {
+    Found(Box<Stored>),
+    Missing,
+    Corrupt(String),
+}
+
+struct Disk {
+    dir: PathBuf,
+    limit: u64,
+    used: AtomicU64,
+}
+
+const MAGIC: &[u8] = b"HOPC1\n";
+
+impl Disk {
+    fn open(dir: &Path, limit: u64) -> std::io::Result<Disk> {
+        std::fs::create_dir_all(dir)?;
+        let mut used = 0;
+        for e in std::fs::read_dir(dir)?.flatten() {
+            used += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(Disk {
+            dir: dir.to_path_buf(),
+            limit,
+            used: AtomicU64::new(used),
+        })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir
+            .join(format!("{:x}", sha2::Sha256::digest(key.as_bytes())))
+    }
+
+    fn save(&self, key: &str, stored: &Stored) {
+        #[derive(Serialize)]
+        struct Meta<'a> {
+            key: &'a str,
+            stored: &'a Stored,
+        }
+        let Ok(meta) = serde_json::to_vec(&Meta { key, stored }) else {
+            return;
+        };
+        let mut data = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + stored.body.len() + 32);
+        data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+        data.extend_from_slice(&meta);
+        data.extend_from_slice(&stored.body);
+        let digest = sha2::Sha256::digest(&data);
+        data.extend_from_slice(&digest);
+        let path = self.path(key);
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        };
+        let old = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if write().is_ok() {
+            let used =
+                self.used.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64 - old;
+            self.used.fetch_sub(old, Ordering::Relaxed);
+            if used > self.limit {
+                self.evict();
+            }
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Remove the oldest files until under the limit.
+    fn evict(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((m.modified().ok()?, m.len(), e.path()))
+            })
+            .collect();
+        files.sort();
+        let mut used: u64 = files.iter().map(|f| f.1).sum();
+        for (_, len, p) in files {
+            if used <= self.limit * 9 / 10 {
+                break;
+            }
+            if std::fs::remove_file(&p).is_ok() {
+                used -= len;
+            }
+        }
+        self.used.store(used, Ordering::Relaxed);
+    }
+
+    fn load(&self, key: &str) -> DiskRead {
+        let path = self.path(key);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(_) => return DiskRead::Missing,
+        };
+        match Self::decode(key, &data) {
+            Ok(s) => DiskRead::Found(Box::new(s)),
+            Err(why) => {
+                let _ = std::fs::remove_file(&path);
+                self.used.fetch_sub(
+                    (data.len() as u64).min(self.used.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                DiskRead::Corrupt(why)
+            }
+        }
+    }
+
+    fn decode(key: &str, data: &[u8]) -> Result<Stored, String> {
+        #[derive(Deserialize)]
+        struct Meta {
+            key: String,
+            stored: Stored,
+        }
+        if data.len() < MAGIC.len() + 4 + 32 || !data.starts_with(MAGIC) {
+            return Err("truncated or not a cache file".into());
+        }
+        let (content, digest) = data.split_at(data.len() - 32);
+        if sha2::Sha256::digest(content).as_slice() != digest {
+            return Err("checksum mismatch (truncated or altered)".into());
+        }
+        let meta_len = u32::from_be_bytes(
+            content[MAGIC.len()..MAGIC.len() + 4]
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        let start = MAGIC.len() + 4;
+        if start + meta_len > content.len() {
+            return Err("metadata length out of range".into());
+        }
+        let meta: Meta = serde_json::from_slice(&content[start..start + meta_len])
+            .map_err(|e| format!("metadata: {e}"))?;
+        if meta.key != key {
+            return Err("key mismatch".into());
+        }
+        let mut stored = meta.stored;
+        stored.body = Bytes::copy_from_slice(&content[start + meta_len..]);
+        Ok(stored)
+    }
+
+    fn remove(&self, key: &str) -> bool {
+        let path = self.path(key);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let ok = std::fs::remove_file(path).is_ok();
+        if ok {
+            self.used.fetch_sub(
+                len.min(self.used.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+        ok
+    }
+
+    /// Prefix purge on disk: file names are digests, so read each file's key.
+    fn purge_prefix(&self, prefix: &str, already: &[String]) -> u64 {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in rd.flatten() {
+            let Ok(data) = std::fs::read(e.path()) else {
+                continue;
+            };
+            if data.len() < MAGIC.len() + 4 {
+                continue;
+            }
+            let meta_len =
+                u32::from_be_bytes(data[MAGIC.len()..MAGIC.len() + 4].try_into().expect("4"))
+                    as usize;
+            let start = MAGIC.len() + 4;
+            let Some(meta) = data.get(start..start + meta_len) else {
+                continue;
+            };
+            #[derive(Deserialize)]
+            struct KeyOnly {
+                key: String,
+            }
+            if let Ok(k) = serde_json::from_slice::<KeyOnly>(meta)
+                && k.key.starts_with(prefix)
+                && !already.contains(&k.key)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder()
+            .method("GET")
+            .uri(format!("http://shop.test{path}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn res(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
+        let mut b = http::Response::builder().status(status);
+        b = b.header("date", httpdate::fmt_http_date(SystemTime::now()));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn cache() -> HttpCache {
+        HttpCache::new(
+            "pop",
+            &CacheConfig {
+                memory: ByteSize(1 << 20),
+                disk: None,
+                max_object: ByteSize(1000),
+            },
+        )
+        .unwrap()
+    }
+
+    /// One case per RFC 9111 storability rule, as a shared cache.
+    #[test]
+    fn storability_table() {
+        let c = cache();
+        type Case<'a> = (
+            &'a str,
+            u16,
+            &'a [(&'a str, &'a str)],
+            &'a [(&'a str, &'a str)],
+            bool,
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                "max-age",
+                200,
+                &[],
+                &[("cache-control", "max-age=60")],
+                true,
+            ),
+            (
+                "s-maxage",
+                200,
+                &[],
+                &[("cache-control", "s-maxage=60")],
+                true,
+            ),
+            (
+                "no-store",
+                200,
+                &[],
+                &[("cache-control", "no-store, max-age=60")],
+                false,
+            ),
+            (
+                "private",
+                200,
+                &[],
+                &[("cache-control", "private, max-age=60")],
+                false,
+            ),
+            (
+                "public, no lifetime, no validator: useless",
+                200,
+                &[],
+                &[("cache-control", "public")],
+                false,
+            ),
+            (
+                "public with a validator",
+                200,
+                &[],
+                &[("cache-control", "public"), ("etag", "\"x\"")],
+                true,
+            ),
+            (
+                "expires",
+                200,
+                &[],
+                &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")],
+                true,
+            ),
+            (
+                "heuristic: last-modified on 200",
+                200,
+                &[],
+                &[("last-modified", "Thu, 01 Jan 2015 00:00:00 GMT")],
+                true,
+            ),
+            ("no lifetime, no validator", 200, &[], &[], false),
+            (
+                "uncacheable status 500",
+                500,
+                &[],
+                &[("cache-control", "max-age=60")],
+                false,
+            ),
+            (
+                "authorization without public",
+                200,
+                &[("authorization", "Bearer x")],
+                &[("cache-control", "max-age=60")],
+                false,
+            ),
+            (
+                "authorization with s-maxage",
+                200,
+                &[("authorization", "Bearer x")],
+                &[("cache-control", "s-maxage=60")],
+                true,
+            ),
+            (
+                "authorization with public",
+                200,
+                &[("authorization", "Bearer x")],
+                &[("cache-control", "public, max-age=60")],
+                true,
+            ),
+            (
+                "vary *",
+                200,
+                &[],
+                &[("cache-control", "max-age=60"), ("vary", "*")],
+                false,
+            ),
+            (
+                "too large",
+                200,
+                &[],
+                &[("cache-control", "max-age=60"), ("content-length", "5000")],
+                false,
+            ),
+            (
+                "404 with max-age",
+                404,
+                &[],
+                &[("cache-control", "max-age=60")],
+                true,
+            ),
+            (
+                "no-cache is storable (revalidated every time)",
+                200,
+                &[],
+                &[("cache-control", "no-cache"), ("etag", "\"a\"")],
+                true,
+            ),
+        ];
+        for (name, status, rq, rs, want) in cases {
+            let got = c.storable(&req("/a", rq), &res(*status, rs)).is_some();
+            assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn freshness_age_and_revalidation() {
+        let c = cache();
+        let rq = req("/a", &[]);
+        let rs = res(
+            200,
+            &[
+                ("cache-control", "max-age=100"),
+                ("etag", "\"v1\""),
+                ("age", "30"),
+            ],
+        );
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k", &rq, &rs, p, Bytes::from_static(b"body"));
+        match c.lookup("k", &rq) {
+            Lookup::Fresh(s, parts) => {
+                assert_eq!(&s.body[..], b"body");
+                let age: u64 = parts.headers["age"].to_str().unwrap().parse().unwrap();
+                assert!((30..=31).contains(&age), "Age {age}");
+            }
+            _ => panic!("expected fresh"),
+        }
+        // the client asks for a fresher copy than we have: revalidate with the validator
+        match c.lookup("k", &req("/a", &[("cache-control", "max-age=10")])) {
+            Lookup::Revalidate(_, r) => assert_eq!(r.headers["if-none-match"], "\"v1\""),
+            _ => panic!("expected revalidation"),
+        }
+        // no-cache responses are revalidated on every use
+        let rs = res(200, &[("cache-control", "no-cache"), ("etag", "\"v2\"")]);
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k2", &rq, &rs, p, Bytes::from_static(b"x"));
+        assert!(matches!(c.lookup("k2", &rq), Lookup::Revalidate(..)));
+    }
+
+    #[test]
+    fn vary_keeps_variants_apart() {
+        let c = cache();
+        for lang in ["en", "vi"] {
+            let rq = req("/a", &[("accept-language", lang)]);
+            let rs = res(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            );
+            let p = c.storable(&rq, &rs).unwrap();
+            c.store("k", &rq, &rs, p, Bytes::from(lang));
+        }
+        for lang in ["en", "vi"] {
+            match c.lookup("k", &req("/a", &[("accept-language", lang)])) {
+                Lookup::Fresh(s, _) => assert_eq!(&s.body[..], lang.as_bytes()),
+                _ => panic!("{lang}: expected its own variant"),
+            }
+        }
+        assert!(matches!(
+            c.lookup("k", &req("/a", &[("accept-language", "fr")])),
+            Lookup::Miss
+        ));
+    }
+
+    #[test]
+    fn stale_windows() {
+        let c = cache();
+        let rq = req("/a", &[]);
+        // an upstream cache already held it for 20 s: stale for 10 s
+        let rs = res(
+            200,
+            &[
+                (
+                    "cache-control",
+                    "max-age=10, stale-while-revalidate=30, stale-if-error=60",
+                ),
+                ("etag", "\"e\""),
+                ("age", "20"),
+            ],
+        );
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k", &rq, &rs, p, Bytes::from_static(b"old"));
+        match c.lookup("k", &rq) {
+            Lookup::StaleWhileRevalidate(s, _) => {
+                assert_eq!(ttl_secs(&s), -10);
+                assert!(c.usable_on_error(&s).is_some());
+            }
+            Lookup::Fresh(..) => panic!("expected stale-while-revalidate, got fresh"),
+            Lookup::Revalidate(s, _) => panic!(
+                "expected stale-while-revalidate, got revalidate: swr {:?} age {:?} ttl {:?} stale_for {:?}",
+                s.swr,
+                s.policy.age(SystemTime::now()),
+                s.policy.time_to_live(SystemTime::now()),
+                stale_for(&s, SystemTime::now())
+            ),
+            Lookup::Miss => panic!("expected stale-while-revalidate, got miss"),
+        }
+        // must-revalidate forbids serving stale
+        let rs = res(
+            200,
+            &[
+                (
+                    "cache-control",
+                    "max-age=10, must-revalidate, stale-while-revalidate=30, stale-if-error=60",
+                ),
+                ("etag", "\"e\""),
+                ("age", "20"),
+            ],
+        );
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k3", &rq, &rs, p, Bytes::from_static(b"old"));
+        match c.lookup("k3", &rq) {
+            Lookup::Revalidate(s, _) => assert!(c.usable_on_error(&s).is_none()),
+            _ => panic!("expected revalidation"),
+        }
+    }
+
+    #[test]
+    fn disk_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CacheConfig {
+            memory: ByteSize(1 << 20),
+            disk: Some(DiskConfig {
+                path: dir.path().to_path_buf(),
+                size: ByteSize(1 << 20),
+            }),
+            max_object: ByteSize(1 << 20),
+        };
+        let rq = req("/a", &[]);
+        let rs = res(200, &[("cache-control", "max-age=60")]);
+        {
+            let c = HttpCache::new("pop", &cfg).unwrap();
+            let p = c.storable(&rq, &rs).unwrap();
+            c.store("k", &rq, &rs, p, Bytes::from_static(b"persisted body"));
+        }
+        let c = HttpCache::new("pop", &cfg).unwrap();
+        match c.lookup("k", &rq) {
+            Lookup::Fresh(s, _) => assert_eq!(&s.body[..], b"persisted body"),
+            _ => panic!("disk entry not found after restart"),
+        }
+        assert_eq!(c.stats.disk_hits.load(Ordering::Relaxed), 1);
+        // truncate the file: detected, dropped, never served
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let data = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &data[..data.len() - 5]).unwrap();
+        let c = HttpCache::new("pop", &cfg).unwrap();
+        assert!(matches!(c.lookup("k", &rq), Lookup::Miss));
+        assert_eq!(c.stats.disk_corrupt.load(Ordering::Relaxed), 1);
+        assert!(!file.exists(), "corrupted file kept");
+    }
+}

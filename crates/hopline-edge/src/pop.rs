@@ -1,0 +1,412 @@
+//! A proxy route with a cache in front: the CDN point of presence's request path.
+//! GET/HEAD: fresh hit → answered here; stale → served while one background refresh
+//! runs (`stale-while-revalidate`), or revalidated with the origin, or served when the
+//! origin fails (`stale-if-error`); miss → one origin request for all concurrent misses
+//! of the key, its response streamed to the client while stored. Unsafe methods go to
+//! the origin and invalidate what they touch. Every answer carries `Cache-Status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::cache::{self, HttpCache, Lookup, Stored, TeeBody};
+use crate::files::{RangeOutcome, evaluate_range};
+use crate::proxy::{self, Downstream, UpstreamPool};
+
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Serve a request on a cached proxy route.
+pub async fn serve(
+    cache: &Arc<HttpCache>,
+    up: &Arc<UpstreamPool>,
+    req: Request<Incoming>,
+    down: Downstream<'_>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let key = cache::key(down.tls, down.host, &target);
+    if matches!(
+        method,
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    ) {
+        let resp = proxy::forward(up, req, down).await;
+        if resp.status().is_success() || resp.status().is_redirection() {
+            invalidate_after_unsafe(cache, &key, &resp, down);
+        }
+        return resp;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return proxy::forward(up, req, down).await;
+    }
+    let (parts, _body) = req.into_parts();
+    let mut as_get = parts.clone();
+    as_get.method = Method::GET;
+
+    for attempt in 0..2 {
+        match cache.lookup(&key, &as_get) {
+            Lookup::Fresh(stored, head) => {
+                cache
+                    .stats
+                    .hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let status =
+                    cache::cache_status(&cache.name, "hit", Some(cache::ttl_secs(&stored)), None);
+                return from_store(&parts, &stored, head, status);
+            }
+            Lookup::StaleWhileRevalidate(stored, head) => {
+                cache
+                    .stats
+                    .stale
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if cache.begin_background(&key) {
+                    spawn_refresh(cache.clone(), up.clone(), key.clone(), as_get.clone(), down);
+                }
+                let status = cache::cache_status(
+                    &cache.name,
+                    "hit",
+                    Some(cache::ttl_secs(&stored)),
+                    Some("stale-while-revalidate"),
+                );
+                return from_store(&parts, &stored, head, status);
+            }
+            Lookup::Revalidate(stored, conditional) => {
+                return revalidate(cache, up, &key, &parts, stored, conditional, down).await;
+            }
+            Lookup::Miss => {
+                let lead = match cache.join_or_lead(&key) {
+                    Ok(lead) => Some(lead),
+                    Err(mut done) if attempt == 0 => {
+                        // another request is fetching this key: wait for it, then look again
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(30), done.wait_for(|d| *d))
+                                .await;
+                        continue;
+                    }
+                    Err(_) => None,
+                };
+                cache
+                    .stats
+                    .misses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return fetch(cache, up, &key, parts, as_get, lead, "fwd=miss", down).await;
+            }
+        }
+    }
+    cache
+        .stats
+        .misses
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fetch(cache, up, &key, parts, as_get, None, "fwd=miss", down).await
+}
+
+/// Answer from a stored response: Range served from the full body; HEAD without body.
+fn from_store(
+    req: &http::request::Parts,
+    stored: &Stored,
+    head: http::response::Parts,
+    status: HeaderValue,
+) -> Response<Body> {
+    let mut head = cache::response_head(stored, head);
+    head.headers.insert(CACHE_STATUS.clone(), status);
+    let len = stored.body.len() as u64;
+    let mut body = Body::full(stored.body.clone());
+    if head.status == StatusCode::OK
+        && let Some(range) = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok())
+    {
+        head.headers
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        match evaluate_range(range, len) {
+            RangeOutcome::Partial(r) => {
+                head.status = StatusCode::PARTIAL_CONTENT;
+                head.headers.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes {}-{}/{len}", r.start, r.end - 1))
+                        .expect("ascii"),
+                );
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+                body = Body::full(stored.body.slice(r.start as usize..r.end as usize));
+            }
+            RangeOutcome::Unsatisfiable => {
+                head.status = StatusCode::RANGE_NOT_SATISFIABLE;
+                head.headers.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+                );
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                body = Body::empty();
+            }
+            RangeOutcome::Full => {}
+        }
+    }
+    if req.method == Method::HEAD {
+        body = Body::empty();
+    }
+    Response::from_parts(head, body)
+}
+
+/// Forward to the origin; store what may be stored while streaming it to the client.
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    cache: &Arc<HttpCache>,
+    up: &Arc<UpstreamPool>,
+    key: &str,
+    parts: http::request::Parts,
+    as_get: http::request::Parts,
+    lead: Option<cache::FetchLead>,
+    what: &str,
+    down: Downstream<'_>,
+) -> Response<Body> {
+    let head_only = parts.method == Method::HEAD;
+    // always fetch with GET so the body can be stored; HEAD gets the head only
+    let resp = match proxy::send(up, as_get.clone(), None, down, None).await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = e.response();
+            r.headers_mut().insert(
+                CACHE_STATUS.clone(),
+                cache::cache_status(&cache.name, what, None, Some("origin-error")),
+            );
+            return r;
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    let policy = cache.storable(&as_get, &rparts);
+    let stored = policy.is_some();
+    rparts.headers.insert(
+        CACHE_STATUS.clone(),
+        HeaderValue::from_str(&format!(
+            "{}; {what}; fwd-status={}{}",
+            cache.name,
+            rparts.status.as_u16(),
+            if stored { "; stored" } else { "" }
+        ))
+        .unwrap_or(HeaderValue::from_static("hopline")),
+    );
+    let body = match policy {
+        Some(policy) => {
+            use http_body::Body as _;
+            if rbody.is_end_stream() {
+                cache.store(key, &as_get, &rparts, policy, bytes::Bytes::new());
+                drop(lead);
+                Body::empty()
+            } else {
+                Body::stream(TeeBody::new(
+                    rbody,
+                    cache.clone(),
+                    key.to_string(),
+                    as_get,
+                    rparts.clone(),
+                    policy,
+                    lead,
+                ))
+            }
+        }
+        None => {
+            drop(lead);
+            Body::stream(rbody)
+        }
+    };
+    if head_only {
+        // the GET body still flows into the cache in the background
+        tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            let _ = body.collect().await;
+        });
+        return Response::from_parts(rparts, Body::empty());
+    }
+    Response::from_parts(rparts, body)
+}
+
+/// Revalidate a stale entry with the origin: 304 refreshes it, a new response replaces
+/// it, a failure serves it if `stale-if-error` allows.
+async fn revalidate(
+    cache: &Arc<HttpCache>,
+    up: &Arc<UpstreamPool>,
+    key: &str,
+    parts: &http::request::Parts,
+    stored: Arc<Stored>,
+    conditional: http::request::Parts,
+    down: Downstream<'_>,
+) -> Response<Body> {
+    let result = proxy::send(up, conditional.clone(), None, down, None).await;
+    let failed_status = match &result {
+        Ok(r) if r.status().is_server_error() => Some(r.status().as_u16()),
+        Ok(_) => None,
+        Err(e) => Some(e.status().as_u16()),
+    };
+    if let Some(code) = failed_status {
+        if let Some(head) = cache.usable_on_error(&stored) {
+            cache
+                .stats
+                .stale
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let status = HeaderValue::from_str(&format!(
+                "{}; fwd=stale; fwd-status={code}; ttl={}; detail=stale-if-error",
+                cache.name,
+                cache::ttl_secs(&stored)
+            ))
+            .unwrap_or(HeaderValue::from_static("hopline"));
+            return from_store(parts, &stored, head, status);
+        }
+        return match result {
+            Ok(r) => {
+                let (mut p, b) = r.into_parts();
+                p.headers.insert(
+                    CACHE_STATUS.clone(),
+                    HeaderValue::from_str(&format!("{}; fwd=stale; fwd-status={code}", cache.name))
+                        .unwrap_or(HeaderValue::from_static("hopline")),
+                );
+                Response::from_parts(p, Body::stream(b))
+            }
+            Err(e) => e.response(),
+        };
+    }
+    let resp = result.expect("not failed");
+    let (mut rparts, rbody) = resp.into_parts();
+    if rparts.status == StatusCode::NOT_MODIFIED
+        && let Some((fresh, head)) = cache.refreshed(key, &stored, &conditional, &rparts)
+    {
+        let status = HeaderValue::from_str(&format!(
+            "{}; fwd=stale; fwd-status=304; ttl={}",
+            cache.name,
+            cache::ttl_secs(&fresh)
+        ))
+        .unwrap_or(HeaderValue::from_static("hopline"));
+        return from_store(parts, &fresh, head, status);
+    }
+    // a new representation: store it like a miss would
+    cache
+        .stats
+        .misses
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut as_get = parts.clone();
+    as_get.method = Method::GET;
+    let policy = cache.storable(&as_get, &rparts);
+    rparts.headers.insert(
+        CACHE_STATUS.clone(),
+        HeaderValue::from_str(&format!(
+            "{}; fwd=stale; fwd-status={}{}",
+            cache.name,
+            rparts.status.as_u16(),
+            if policy.is_some() { "; stored" } else { "" }
+        ))
+        .unwrap_or(HeaderValue::from_static("hopline")),
+    );
+    let body = match policy {
+        Some(policy) => Body::stream(TeeBody::new(
+            rbody,
+            cache.clone(),
+            key.to_string(),
+            as_get,
+            rparts.clone(),
+            policy,
+            None,
+        )),
+        None => Body::stream(rbody),
+    };
+    if parts.method == Method::HEAD {
+        return Response::from_parts(rparts, Body::empty());
+    }
+    Response::from_parts(rparts, body)
+}
+
+/// One background refresh for a key served stale-while-revalidate.
+fn spawn_refresh(
+    cache: Arc<HttpCache>,
+    up: Arc<UpstreamPool>,
+    key: String,
+    as_get: http::request::Parts,
+    down: Downstream<'_>,
+) {
+    let peer = down.peer;
+    let tls = down.tls;
+    let host = down.host.to_string();
+    let authority = down.authority.to_string();
+    tokio::spawn(async move {
+        let down = Downstream {
+            peer,
+            tls,
+            host: &host,
+            authority: &authority,
+        };
+        // revalidate with the stored validators when there is an entry
+        let conditional = match cache.lookup(&key, &as_get) {
+            Lookup::StaleWhileRevalidate(stored, _) | Lookup::Revalidate(stored, _) => {
+                let mut c = as_get.clone();
+                let head = stored.head();
+                if let Some(etag) = head.get(header::ETAG) {
+                    c.headers.insert(header::IF_NONE_MATCH, etag.clone());
+                }
+                if let Some(lm) = head.get(header::LAST_MODIFIED) {
+                    c.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+                }
+                Some((stored, c))
+            }
+            _ => None,
+        };
+        match conditional {
+            Some((stored, c)) => {
+                let r = revalidate(&cache, &up, &key, &as_get, stored, c, down).await;
+                use http_body_util::BodyExt;
+                let _ = r.into_body().collect().await; // drive the store to its end
+            }
+            None => {
+                let r = fetch(
+                    &cache,
+                    &up,
+                    &key,
+                    as_get.clone(),
+                    as_get,
+                    None,
+                    "fwd=stale",
+                    down,
+                )
+                .await;
+                use http_body_util::BodyExt;
+                let _ = r.into_body().collect().await;
+            }
+        }
+        cache.end_background(&key);
+    });
+}
+
+/// After a successful unsafe request, drop the target and the same-origin URLs named in
+/// `Location` / `Content-Location` (RFC 9111 §4.4).
+fn invalidate_after_unsafe(
+    cache: &HttpCache,
+    key: &str,
+    resp: &Response<Body>,
+    down: Downstream<'_>,
+) {
+    cache.invalidate(key);
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(v) = resp.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let target = if v.starts_with('/') {
+            Some(v.to_string())
+        } else {
+            v.parse::<http::Uri>().ok().and_then(|u| {
+                let same = u.host().is_some_and(|h| h.eq_ignore_ascii_case(down.host));
+                same.then(|| {
+                    u.path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| "/".into())
+                })
+            })
+        };
+        if let Some(t) = target {
+            cache.invalidate(&cache::key(down.tls, down.host, &t));
+        }
+    }
+}

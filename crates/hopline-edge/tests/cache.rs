@@ -1,0 +1,332 @@
+//! The CDN point of presence through real sockets: an origin whose headers the test
+//! controls, the real edge with a cache in front of the proxy, a real client.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::origin::Origin;
+use common::{TestServer, client, start_in};
+use reqwest::StatusCode;
+
+fn pop_toml(origin: &Origin, extra_cache: &str) -> String {
+    format!(
+        r#"
+access_log = "off"
+[admin]
+listen = "127.0.0.1:0"
+[cache.pop]
+memory = "16MiB"
+{extra_cache}
+[upstream.app]
+servers = ["{}"]
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  proxy = "app"
+  cache = "pop"
+"#,
+        origin.addr
+    )
+}
+
+async fn setup(cc: &str, extra_cache: &str) -> (Origin, TestServer) {
+    let o = Origin::start("o").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("cache-control".into(), cc.into()));
+    *o.ctl.obj_body.lock() = "version 1".into();
+    let t = start_in(tempfile::tempdir().unwrap(), &pop_toml(&o, extra_cache)).await;
+    (o, t)
+}
+
+async fn get(
+    t: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, String, reqwest::header::HeaderMap) {
+    let mut rb = client().get(t.url(path));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status();
+    let cs = r
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let h = r.headers().clone();
+    (status, cs, r.text().await.unwrap(), h)
+}
+
+#[tokio::test]
+async fn miss_then_hit_with_age() {
+    let (o, t) = setup("public, max-age=60", "").await;
+    let (s, cs, body, _) = get(&t, "/obj/a", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, "version 1");
+    assert!(cs.contains("fwd=miss") && cs.contains("stored"), "{cs}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, cs, body, h) = get(&t, "/obj/a", &[]).await;
+    assert_eq!(body, "version 1");
+    assert!(cs.starts_with("pop; hit; ttl="), "{cs}");
+    let age: u64 = h["age"].to_str().unwrap().parse().unwrap();
+    assert!(age >= 1, "Age {age}");
+    assert_eq!(o.hits(), 1, "the hit reached the origin");
+    // HEAD is answered from the GET entry
+    let r = client().head(t.url("/obj/a")).send().await.unwrap();
+    assert!(
+        r.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("hit")
+    );
+    assert_eq!(r.headers()["content-length"], "9");
+    assert_eq!(o.hits(), 1);
+}
+
+#[tokio::test]
+async fn what_a_shared_cache_must_not_store() {
+    for cc in ["no-store", "private, max-age=60"] {
+        let (o, t) = setup(cc, "").await;
+        get(&t, "/obj/a", &[]).await;
+        let (_, cs, _, _) = get(&t, "/obj/a", &[]).await;
+        assert!(
+            cs.contains("fwd=miss") && !cs.contains("stored"),
+            "{cc}: {cs}"
+        );
+        assert_eq!(o.hits(), 2, "{cc}: stored anyway");
+    }
+    // Authorization without public/s-maxage: not stored
+    let (o, t) = setup("max-age=60", "").await;
+    get(&t, "/obj/a", &[("authorization", "Bearer x")]).await;
+    get(&t, "/obj/a", &[("authorization", "Bearer x")]).await;
+    assert_eq!(o.hits(), 2);
+}
+
+#[tokio::test]
+async fn stale_entries_are_revalidated_with_304() {
+    let (o, t) = setup("max-age=1", "").await;
+    get(&t, "/obj/a", &[]).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, cs, body, _) = get(&t, "/obj/a", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, "version 1");
+    assert!(
+        cs.contains("fwd=stale") && cs.contains("fwd-status=304"),
+        "{cs}"
+    );
+    assert_eq!(o.ctl.not_modified.load(Ordering::Relaxed), 1);
+    let inm = o
+        .ctl
+        .last_headers
+        .lock()
+        .iter()
+        .find(|(k, _)| k == "if-none-match")
+        .cloned();
+    assert!(inm.is_some(), "revalidation without If-None-Match");
+    // refreshed: fresh again
+    let (_, cs, _, _) = get(&t, "/obj/a", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    // changed at the origin: the new body replaces the old
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    *o.ctl.obj_body.lock() = "version 2".into();
+    let (_, cs, body, _) = get(&t, "/obj/a", &[]).await;
+    assert_eq!(body, "version 2");
+    assert!(cs.contains("fwd-status=200"), "{cs}");
+    let (_, cs, body, _) = get(&t, "/obj/a", &[]).await;
+    assert_eq!(body, "version 2");
+    assert!(cs.contains("hit"), "{cs}");
+}
+
+#[tokio::test]
+async fn vary_keeps_separate_variants() {
+    let o = Origin::start("o").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("cache-control".into(), "max-age=60".into()));
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("vary".into(), "Accept-Language".into()));
+    *o.ctl.obj_body.lock() = "hello in {lang}".into();
+    let t = start_in(tempfile::tempdir().unwrap(), &pop_toml(&o, "")).await;
+    for lang in ["en", "vi", "en", "vi"] {
+        let (_, _, body, _) = get(&t, "/obj/v", &[("accept-language", lang)]).await;
+        assert_eq!(body, format!("hello in {lang}"));
+    }
+    assert_eq!(o.hits(), 2, "one origin request per variant");
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_origin_request() {
+    let (o, t) = setup("max-age=60", "").await;
+    o.ctl.delay_ms.store(300, Ordering::Relaxed);
+    let c = client();
+    let futs: Vec<_> = (0..10).map(|_| c.get(t.url("/obj/c")).send()).collect();
+    let mut coalesced = 0;
+    for r in futures::future::join_all(futs).await {
+        let r = r.unwrap();
+        let cs = r.headers()["cache-status"].to_str().unwrap().to_string();
+        if cs.contains("hit") {
+            coalesced += 1;
+        }
+        assert_eq!(r.text().await.unwrap(), "version 1");
+    }
+    assert_eq!(o.hits(), 1, "coalescing failed");
+    assert_eq!(coalesced, 9);
+}
+
+#[tokio::test]
+async fn purge_and_invalidation() {
+    let (o, t) = setup("max-age=60", "").await;
+    for p in ["/obj/a", "/obj/b", "/obj/c"] {
+        get(&t, p, &[]).await;
+    }
+    assert_eq!(o.hits(), 3);
+    let admin = t.server.admin_addr().unwrap();
+    let host = t.addr.to_string();
+    let r = client()
+        .request(
+            reqwest::Method::from_bytes(b"PURGE").unwrap(),
+            format!("http://{admin}/obj/a"),
+        )
+        .header("host", host.clone())
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["purged"], 1, "{v}");
+    get(&t, "/obj/a", &[]).await;
+    get(&t, "/obj/b", &[]).await;
+    assert_eq!(o.hits(), 4, "purge of /obj/a only");
+    // prefix purge
+    let r = client()
+        .request(
+            reqwest::Method::from_bytes(b"PURGE").unwrap(),
+            format!("http://{admin}/obj/*"),
+        )
+        .header("host", host.clone())
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["purged"], 3, "{v}");
+    get(&t, "/obj/b", &[]).await;
+    assert_eq!(o.hits(), 5);
+    // a POST to the URL invalidates it
+    let r = client()
+        .post(t.url("/obj/b"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, cs, _, _) = get(&t, "/obj/b", &[]).await;
+    assert!(cs.contains("fwd=miss"), "POST did not invalidate: {cs}");
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_and_stale_if_error() {
+    let (o, t) = setup("max-age=1, stale-while-revalidate=30", "").await;
+    get(&t, "/obj/s", &[]).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    *o.ctl.obj_body.lock() = "version 2".into();
+    let started = tokio::time::Instant::now();
+    let (_, cs, body, _) = get(&t, "/obj/s", &[]).await;
+    assert_eq!(body, "version 1", "stale copy expected while revalidating");
+    assert!(cs.contains("stale-while-revalidate"), "{cs}");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, cs, body, _) = get(&t, "/obj/s", &[]).await;
+    assert_eq!(body, "version 2", "background refresh did not land");
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(o.hits(), 2);
+
+    let (o, t) = setup("max-age=1, stale-if-error=60", "").await;
+    get(&t, "/obj/e", &[]).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    o.ctl.fail_500.store(true, Ordering::Relaxed);
+    let (s, cs, body, _) = get(&t, "/obj/e", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, "version 1");
+    assert!(
+        cs.contains("stale-if-error") && cs.contains("fwd-status=500"),
+        "{cs}"
+    );
+}
+
+#[tokio::test]
+async fn ranges_from_a_cached_full_response() {
+    let (o, t) = setup("max-age=60", "").await;
+    get(&t, "/obj/r", &[]).await;
+    let (s, cs, body, h) = get(&t, "/obj/r", &[("range", "bytes=0-6")]).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, "version");
+    assert_eq!(h["content-range"], "bytes 0-6/9");
+    assert!(cs.contains("hit"));
+    assert_eq!(o.hits(), 1);
+}
+
+#[tokio::test]
+async fn disk_tier_survives_restart_and_drops_corruption() {
+    let o = Origin::start("o").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("cache-control".into(), "max-age=300".into()));
+    *o.ctl.obj_body.lock() = "kept on disk".into();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let toml = pop_toml(
+        &o,
+        &format!(
+            "disk = {{ path = \"{}\", size = \"10MiB\" }}",
+            disk.display()
+        ),
+    );
+    let t = start_in(tempfile::tempdir().unwrap(), &toml).await;
+    get(&t, "/obj/d", &[]).await;
+    assert_eq!(o.hits(), 1);
+    // restarts listen on the same port (the stored request's Host must match)
+    let toml = toml.replace("[\"127.0.0.1:0\"]", &format!("[\"{}\"]", t.addr));
+    t.server.shutdown(Duration::from_secs(5)).await;
+    // a new process-like start with the same disk
+    let t = start_in(tempfile::tempdir().unwrap(), &toml).await;
+    let (_, cs, body, _) = get(&t, "/obj/d", &[]).await;
+    assert_eq!(body, "kept on disk");
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(o.hits(), 1, "restart lost the disk entry");
+    t.server.shutdown(Duration::from_secs(5)).await;
+    // truncate the file: detected and dropped, never served
+    let file = std::fs::read_dir(&disk)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let data = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &data[..data.len() / 2]).unwrap();
+    let t = start_in(tempfile::tempdir().unwrap(), &toml).await;
+    let (_, cs, body, _) = get(&t, "/obj/d", &[]).await;
+    assert_eq!(body, "kept on disk");
+    assert!(cs.contains("fwd=miss"), "{cs}");
+    assert_eq!(o.hits(), 2);
+    let m = client()
+        .get(format!("http://{}/metrics", t.server.admin_addr().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("hopline_cache_events_total{cache=\"pop\",event=\"disk_corrupt\"} 1"),
+        "{m}"
+    );
+}
