@@ -1,8 +1,130 @@
-//! The `[dns]` part of hopline's config file.
+//! The `[dns]` part of hopline's config file: resolver services, authoritative servers
+//! and load-balanced pools.
 
 use serde::Deserialize;
 
-/// DNS services run by `hopline serve` (resolvers, authoritative servers, pools).
+/// DNS services run by `hopline serve`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DnsConfig {}
+pub struct DnsConfig {
+    /// Caching resolvers answering stub clients.
+    #[serde(default)]
+    pub resolver: Vec<ResolverService>,
+    /// Authoritative servers.
+    #[serde(default)]
+    pub authoritative: Vec<AuthoritativeService>,
+    /// Names answered from a health-checked pool of addresses.
+    #[serde(default)]
+    pub pool: Vec<PoolConfig>,
+}
+
+/// `[[dns.resolver]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverService {
+    /// UDP and TCP address, e.g. "127.0.0.1:5300".
+    pub listen: String,
+    /// named.root-format hints (default: the real root servers).
+    pub root_hints: Option<std::path::PathBuf>,
+    /// Forward to these resolvers instead of iterating from the root.
+    #[serde(default)]
+    pub forward: Vec<String>,
+    /// Hosts file consulted first ("" to disable; default /etc/hosts).
+    pub hosts_file: Option<std::path::PathBuf>,
+    /// Cached answers kept at most.
+    #[serde(default = "default_cache")]
+    pub cache_entries: u64,
+    /// Send every iterative query to this port instead of 53 (for test hierarchies on
+    /// loopback without root).
+    pub query_port: Option<u16>,
+}
+
+fn default_cache() -> u64 {
+    100_000
+}
+
+/// `[[dns.authoritative]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritativeService {
+    /// UDP and TCP address, e.g. "127.0.0.1:5353".
+    pub listen: String,
+    /// RFC 1035 master files.
+    pub zones: Vec<std::path::PathBuf>,
+}
+
+/// `[[dns.pool]]`: a name answered from a pool of addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The name, e.g. "www.shop.test.".
+    pub name: String,
+    /// "round_robin" (rotate the whole set) or "weighted" (smooth weighted order).
+    #[serde(default = "default_balance")]
+    pub balance: String,
+    /// Addresses: "127.0.0.2" or { addr = "127.0.0.3", weight = 2 }.
+    pub addresses: Vec<PoolAddress>,
+    /// TTL of pooled answers (short, so clients come back for the current set).
+    #[serde(default = "default_pool_ttl")]
+    pub ttl: u32,
+    /// HTTP health check of each address.
+    pub health: Option<PoolHealth>,
+}
+
+fn default_balance() -> String {
+    "round_robin".into()
+}
+fn default_pool_ttl() -> u32 {
+    5
+}
+
+/// One pooled address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PoolAddress {
+    /// Just the address.
+    Addr(String),
+    /// With a weight.
+    Weighted {
+        /// The address.
+        addr: String,
+        /// Relative share.
+        weight: u32,
+    },
+}
+
+/// Health check of pooled addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolHealth {
+    /// Path asked with GET.
+    pub http: String,
+    /// Port of the HTTP check (default 80).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Time between checks.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// A check slower than this failed.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Failures in a row that take an address out.
+    #[serde(default = "default_two")]
+    pub fails: u32,
+    /// Successes in a row that bring it back.
+    #[serde(default = "default_two")]
+    pub passes: u32,
+}
+
+fn default_port() -> u16 {
+    80
+}
+fn default_interval() -> u64 {
+    1000
+}
+fn default_timeout() -> u64 {
+    500
+}
+fn default_two() -> u32 {
+    2
+}

@@ -1,3 +1,50 @@
-//! hopline-dns: the naming hop — resolver and authoritative server.
+//! hopline-dns: the naming hop of a request. A caching resolver (hosts file, cache,
+//! forwarding or iterative resolution from the root with a hop-by-hop trace) that the
+//! browser and the proxy use as a library, and an authoritative server (RFC 1035 zones,
+//! referrals, negative answers, DNS-based load balancing over health-checked pools),
+//! both servable over UDP and TCP by `hopline serve`.
 
+pub mod authority;
 pub mod config;
+pub mod hints;
+pub mod resolver;
+pub mod service;
+pub mod wire;
+pub mod zone;
+
+use std::path::PathBuf;
+
+pub use hickory_proto::rr::RecordType;
+pub use hints::RootHints;
+pub use resolver::{
+    Answered, Lookup, RecordView, ResolveError, Resolver, ResolverBuilder, TraceStep,
+};
+
+/// Errors of the DNS services (configuration, zones, sockets).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DnsError {
+    /// A zone file could not be used.
+    #[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Zone {
+        /// The zone file.
+        file: PathBuf,
+        /// 1-based line of the first problem, when known.
+        line: Option<usize>,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({role}): {source}")]
+    Bind {
+        /// Address asked for.
+        addr: std::net::SocketAddr,
+        /// DNS resolver or authoritative server.
+        role: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Something in the `[dns]` config is inconsistent.
+    #[error("{0}")]
+    Config(String),
+}

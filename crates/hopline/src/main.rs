@@ -2,6 +2,7 @@
 //! owns no networking of its own.
 
 mod cert;
+mod resolve;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ enum Command {
     Serve(serve::Args),
     /// Make (or reuse) a local certificate authority and a leaf certificate for names.
     Cert(cert::Args),
+    /// Resolve a name: hosts file, cache, then a resolver or the root (with --trace).
+    Resolve(resolve::Args),
 }
 
 /// Log to stderr; `RUST_LOG` (e.g. `hopline=debug`) picks what is shown.
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Cert(args) => cert::run(args),
+        Command::Resolve(args) => resolve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -55,6 +55,10 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown_timeout = Duration::from_millis(config.limits.shutdown_timeout_ms);
+    let base = config.base_dir.clone();
+    let dns = hopline_dns::service::DnsServices::start(&config.dns, &base)
+        .await
+        .with_context(|| format!("starting the DNS services of {}", path.display()))?;
     let server = Server::start(config)
         .await
         .with_context(|| format!("starting {}", path.display()))?;
@@ -67,10 +71,12 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
         tokio::select! {
             _ = hup.recv() => {
                 match Config::load(&path) {
-                    Ok(new) => match server.reload(new).await {
+                    Ok(new) => match dns.reload(&new.dns, &new.base_dir).map_err(|e| e.to_string()) {
+                        Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
+                        Ok(()) => match server.reload(new).await {
                         Ok(()) => tracing::info!(target: "hopline", "reloaded {}", path.display()),
                         Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
-                    },
+                    }},
                     Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
                 }
             }
@@ -79,6 +85,7 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
         }
     }
     tracing::info!(target: "hopline", "shutting down: draining in-flight requests");
+    dns.shutdown().await;
     match server.shutdown(shutdown_timeout).await {
         Shutdown::Drained => tracing::info!(target: "hopline", "all requests finished; bye"),
         Shutdown::TimedOut => {

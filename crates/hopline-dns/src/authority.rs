@@ -1,0 +1,231 @@
+//! The authoritative server's brain: which zone a question belongs to, DNS load
+//! balancing for pooled names (rotation or weights over addresses that pass their
+//! health checks), and the response message. No sockets here.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::DnsError;
+use crate::config::{PoolAddress, PoolConfig};
+use crate::zone::Zone;
+
+/// A pooled name.
+pub struct DnsPool {
+    /// The name.
+    pub name: LowerName,
+    ttl: u32,
+    addrs: Vec<IpAddr>,
+    balance: Arc<hopline_balance::Pool>,
+    /// Health-check settings (the service runs them).
+    pub health: Option<crate::config::PoolHealth>,
+}
+
+impl std::fmt::Debug for DnsPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsPool").field("name", &self.name).finish()
+    }
+}
+
+impl DnsPool {
+    /// Build from config.
+    pub fn new(cfg: &PoolConfig) -> Result<DnsPool, DnsError> {
+        let name: Name = cfg
+            .name
+            .parse()
+            .map_err(|e| DnsError::Config(format!("pool name {:?}: {e}", cfg.name)))?;
+        let mut addrs = Vec::new();
+        let mut specs = Vec::new();
+        for a in &cfg.addresses {
+            let (text, weight) = match a {
+                PoolAddress::Addr(s) => (s.as_str(), 1),
+                PoolAddress::Weighted { addr, weight } => (addr.as_str(), *weight),
+            };
+            let ip: IpAddr = text.parse().map_err(|_| {
+                DnsError::Config(format!("pool {}: {text:?} is not an IP address", cfg.name))
+            })?;
+            addrs.push(ip);
+            specs.push(hopline_balance::ServerSpec {
+                id: ip.to_string(),
+                weight,
+                backup: false,
+            });
+        }
+        if addrs.is_empty() {
+            return Err(DnsError::Config(format!(
+                "pool {} has no addresses",
+                cfg.name
+            )));
+        }
+        let algorithm = match cfg.balance.as_str() {
+            "round_robin" => hopline_balance::Algorithm::RoundRobin,
+            "weighted" => hopline_balance::Algorithm::WeightedRoundRobin,
+            other => {
+                return Err(DnsError::Config(format!(
+                    "pool {}: balance {other:?} unknown: expected \"round_robin\" or \"weighted\"",
+                    cfg.name
+                )));
+            }
+        };
+        let mut opts = hopline_balance::PoolOptions::default();
+        if let Some(h) = &cfg.health {
+            opts.fails = h.fails;
+            opts.passes = h.passes;
+        }
+        Ok(DnsPool {
+            name: LowerName::new(&name.to_lowercase()),
+            ttl: cfg.ttl,
+            addrs,
+            balance: Arc::new(hopline_balance::Pool::new(algorithm, specs, opts)),
+            health: cfg.health.clone(),
+        })
+    }
+
+    /// Addresses currently answered, in this answer's order: the balancer's pick first,
+    /// then the other healthy addresses in pool order from there.
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Vec<Record> {
+        let Some(first) = self.balance.pick(&[]) else {
+            return Vec::new();
+        };
+        let start = first.index();
+        drop(first);
+        let up: Vec<bool> = self.balance.snapshot().iter().map(|s| s.up).collect();
+        let n = self.addrs.len();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| up[i])
+            .filter_map(|i| match (self.addrs[i], qtype) {
+                (IpAddr::V4(v4), RecordType::A) => {
+                    Some(Record::from_rdata(qname.clone(), self.ttl, RData::A(A(v4))))
+                }
+                (IpAddr::V6(v6), RecordType::AAAA) => Some(Record::from_rdata(
+                    qname.clone(),
+                    self.ttl,
+                    RData::AAAA(AAAA(v6)),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Run the HTTP health checks until the pool is dropped.
+    pub fn spawn_health(self: &Arc<Self>) {
+        let Some(h) = self.health.clone() else { return };
+        for (i, ip) in self.addrs.iter().enumerate() {
+            let weak = Arc::downgrade(self);
+            let ip = *ip;
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(h.interval_ms.max(10)));
+                loop {
+                    tick.tick().await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    let ok = http_check(
+                        std::net::SocketAddr::new(ip, h.port),
+                        &h.http,
+                        Duration::from_millis(h.timeout_ms),
+                    )
+                    .await;
+                    pool.balance.report_health_check(i, ok);
+                }
+            });
+        }
+    }
+
+    /// (address, up) for status output.
+    pub fn status(&self) -> Vec<(IpAddr, bool)> {
+        self.balance
+            .snapshot()
+            .iter()
+            .zip(&self.addrs)
+            .map(|(s, a)| (*a, s.up))
+            .collect()
+    }
+}
+
+/// `GET path` over a fresh TCP connection; 2xx/3xx within the timeout = healthy.
+pub async fn http_check(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hopline-dns-health\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = [0u8; 16];
+        let mut n = 0;
+        while n < 12 {
+            let k = s.read(&mut buf[n..]).await.ok()?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        let head = std::str::from_utf8(&buf[..n]).ok()?;
+        let code: u16 = head.get(9..12)?.parse().ok()?;
+        Some((200..400).contains(&code))
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+/// Zones and pools served by one authoritative listener.
+#[derive(Debug, Default)]
+pub struct Authority {
+    zones: Vec<Zone>,
+    pools: Vec<Arc<DnsPool>>,
+}
+
+impl Authority {
+    /// Load zone files (every one must load) and attach the pools.
+    pub fn load(
+        files: &[impl AsRef<Path>],
+        pools: Vec<Arc<DnsPool>>,
+    ) -> Result<Authority, DnsError> {
+        let mut zones = Vec::new();
+        for f in files {
+            zones.push(Zone::load(f.as_ref(), None)?);
+        }
+        // longest origin first, so the most specific zone answers
+        zones.sort_by_key(|z| std::cmp::Reverse(z.origin.num_labels()));
+        Ok(Authority { zones, pools })
+    }
+
+    /// Zones loaded.
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// Answer one decoded query.
+    pub fn answer(&self, q: &Message) -> Message {
+        let query = &q.queries[0];
+        let qname = query.name.clone();
+        let lq = LowerName::new(&qname);
+        let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(&lq)) else {
+            return crate::wire::response_for(q, ResponseCode::Refused);
+        };
+        let mut r = crate::wire::response_for(q, ResponseCode::NoError);
+        if let Some(pool) = self.pools.iter().find(|p| p.name == lq) {
+            r.metadata.authoritative = true;
+            let answers = pool.answer(&qname, query.query_type);
+            if answers.is_empty() {
+                r.authorities.push(zone.negative_soa());
+            }
+            r.answers = answers;
+            return r;
+        }
+        let a = zone.answer(&qname, query.query_type);
+        r.metadata.authoritative = a.authoritative;
+        if a.nxdomain {
+            r.metadata.response_code = ResponseCode::NXDomain;
+        }
+        r.answers = a.answers;
+        r.authorities = a.authorities;
+        r.additionals = a.additionals;
+        r
+    }
+}

@@ -1,0 +1,1264 @@
+//! The resolver: hosts file → cache → a forwarder (stub mode) or the hierarchy itself
+//! (iterative from the root hints), recording every step for `--trace`.
+//!
+//! Caching as a real resolver caches: positive answers until their smallest TTL,
+//! negative answers (NXDOMAIN, NODATA) for min(SOA TTL, SOA MINIMUM) per RFC 2308, CNAME
+//! chains per link, delegations (NS + glue) so later questions start at the closest
+//! known zone; bounded in memory. Safety: random query IDs and source ports, responses
+//! must match the question, records outside the asked server's bailiwick are ignored,
+//! truncated UDP answers are retried over TCP, servers are tried fastest-first by
+//! measured RTT, referral chains and CNAME loops are cut off with a clear error.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::hints::RootHints;
+
+/// Why a name could not be resolved — named after the hop that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// The name does not exist (NXDOMAIN).
+    #[error("DNS NXDOMAIN: {name} does not exist")]
+    NxDomain {
+        /// The name asked.
+        name: String,
+    },
+    /// The name exists but has no record of that type (NODATA).
+    #[error("DNS NODATA: {name} has no {rtype} record")]
+    NoData {
+        /// The name asked.
+        name: String,
+        /// The type asked.
+        rtype: String,
+    },
+    /// No server answered in time.
+    #[error("DNS timeout: {server} did not answer")]
+    Timeout {
+        /// The server(s) asked.
+        server: String,
+    },
+    /// A server refused the question.
+    #[error("DNS REFUSED by {server}")]
+    Refused {
+        /// The server.
+        server: String,
+    },
+    /// A server failed (SERVFAIL, lame delegation, nonsense answer).
+    #[error("DNS SERVFAIL for {name}: {reason}")]
+    ServFail {
+        /// The name asked.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A CNAME chain or referral chain went on too long (a loop).
+    #[error("DNS loop: {0}")]
+    Loop(String),
+    /// The name itself is not a valid DNS name.
+    #[error("not a valid DNS name: {0}")]
+    BadName(String),
+    /// Resolver configuration problem (hints file, hosts file).
+    #[error("resolver configuration: {0}")]
+    Config(String),
+    /// Socket error.
+    #[error("network error: {0}")]
+    Io(String),
+}
+
+/// Which layer answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "layer", content = "server", rename_all = "snake_case")]
+pub enum Answered {
+    /// The resolver's cache.
+    Cache,
+    /// The hosts file.
+    HostsFile,
+    /// A forwarding resolver.
+    Forwarder(SocketAddr),
+    /// Iteration from the root.
+    Recursive,
+}
+
+/// One record, printable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordView {
+    /// Owner name.
+    pub name: String,
+    /// Type, e.g. "A".
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// Remaining TTL, seconds.
+    pub ttl: u32,
+    /// RDATA in presentation format.
+    pub data: String,
+}
+
+impl From<&Record> for RecordView {
+    fn from(r: &Record) -> Self {
+        RecordView {
+            name: r.name.to_string(),
+            rtype: r.record_type().to_string(),
+            ttl: r.ttl,
+            data: r.data.to_string(),
+        }
+    }
+}
+
+/// One server asked during a resolution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceStep {
+    /// Server asked (or "cache" / "hosts").
+    pub server: String,
+    /// The zone it serves (as far as we know).
+    pub zone: String,
+    /// The question, e.g. "www.shop.test. A".
+    pub question: String,
+    /// referral | answer | cname | nxdomain | nodata | timeout | error | cache | hosts
+    pub kind: String,
+    /// What it said, briefly.
+    pub detail: String,
+    /// Round trip, ms.
+    pub rtt_ms: f64,
+    /// The TTL learned.
+    pub ttl: Option<u32>,
+    /// Over TCP (after a truncated UDP answer)?
+    pub tcp: bool,
+}
+
+/// The result of a lookup.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lookup {
+    /// The name asked.
+    pub name: String,
+    /// Addresses (A/AAAA lookups).
+    pub addrs: Vec<IpAddr>,
+    /// Every answer record (CNAMEs included).
+    pub records: Vec<RecordView>,
+    /// Smallest TTL of the answer.
+    #[serde(serialize_with = "ser_secs")]
+    pub ttl: Duration,
+    /// Which layer answered.
+    pub answered_by: Answered,
+    /// Every step taken.
+    pub steps: Vec<TraceStep>,
+    /// Total time.
+    #[serde(serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    Forward(Vec<SocketAddr>),
+    Recursive(RootHints),
+}
+
+/// A cached answer for (name, type).
+#[derive(Debug)]
+struct Entry {
+    records: Vec<Record>,
+    rcode: ResponseCode,
+    soa: Option<Record>,
+    stored: Instant,
+    ttl: u32,
+}
+
+impl Entry {
+    fn remaining(&self, now: Instant) -> Option<u32> {
+        let age = now.saturating_duration_since(self.stored).as_secs() as u32;
+        (age < self.ttl).then(|| self.ttl - age)
+    }
+    fn records_now(&self, now: Instant) -> Vec<Record> {
+        let age = now.saturating_duration_since(self.stored).as_secs() as u32;
+        self.records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.ttl = r.ttl.saturating_sub(age);
+                r
+            })
+            .collect()
+    }
+}
+
+/// A known delegation: the zone and its servers' addresses.
+#[derive(Debug)]
+struct Delegation {
+    zone: Name,
+    servers: Vec<(String, IpAddr)>,
+}
+
+/// Builds a [`Resolver`].
+#[derive(Debug)]
+pub struct ResolverBuilder {
+    hosts: Option<PathBuf>,
+    mode: Mode,
+    cache_entries: u64,
+    query_port: u16,
+    timeout: Duration,
+}
+
+impl ResolverBuilder {
+    /// Consult this hosts file first (default `/etc/hosts`).
+    pub fn hosts_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.hosts = Some(path.into());
+        self
+    }
+    /// No hosts file.
+    pub fn no_hosts_file(mut self) -> Self {
+        self.hosts = None;
+        self
+    }
+    /// Forward to these resolvers (stub mode).
+    pub fn forward(mut self, servers: Vec<SocketAddr>) -> Self {
+        self.mode = Mode::Forward(servers);
+        self
+    }
+    /// Forward to the nameservers of `/etc/resolv.conf` (the default).
+    pub fn system(mut self) -> Self {
+        self.mode = Mode::Forward(system_nameservers());
+        self
+    }
+    /// Iterate from these root hints.
+    pub fn recursive(mut self, hints: RootHints) -> Self {
+        self.mode = Mode::Recursive(hints);
+        self
+    }
+    /// Cache size in entries.
+    pub fn cache_entries(mut self, n: u64) -> Self {
+        self.cache_entries = n;
+        self
+    }
+    /// Send iterative queries to this port instead of 53 (test hierarchies).
+    pub fn query_port(mut self, port: u16) -> Self {
+        self.query_port = port;
+        self
+    }
+    /// Per-query timeout (default 1.5 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Build.
+    pub fn build(self) -> Result<Resolver, ResolveError> {
+        let hosts = match &self.hosts {
+            Some(p) if p.as_os_str().is_empty() => HashMap::new(),
+            Some(p) => read_hosts(p)?,
+            None => HashMap::new(),
+        };
+        if let Mode::Forward(s) = &self.mode
+            && s.is_empty()
+        {
+            return Err(ResolveError::Config("no nameserver to forward to".into()));
+        }
+        Ok(Resolver {
+            inner: Arc::new(Inner {
+                mode: self.mode,
+                hosts,
+                cache: moka::sync::Cache::builder()
+                    .max_capacity(self.cache_entries.max(16))
+                    .build(),
+                delegations: moka::sync::Cache::builder()
+                    .max_capacity((self.cache_entries / 4).max(16))
+                    .time_to_live(Duration::from_secs(3600))
+                    .build(),
+                rtt: parking_lot::Mutex::new(HashMap::new()),
+                query_port: self.query_port,
+                timeout: self.timeout,
+            }),
+        })
+    }
+}
+
+fn system_nameservers() -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let v: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect();
+    if v.is_empty() {
+        vec![SocketAddr::from(([127, 0, 0, 1], 53))]
+    } else {
+        v
+    }
+}
+
+fn read_hosts(path: &Path) -> Result<HashMap<String, Vec<IpAddr>>, ResolveError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new("/etc/hosts") => {
+            String::new()
+        }
+        Err(e) => {
+            return Err(ResolveError::Config(format!(
+                "hosts file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut f = line.split_whitespace();
+        let Some(ip) = f.next().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        for name in f {
+            let e = map
+                .entry(name.trim_end_matches('.').to_ascii_lowercase())
+                .or_default();
+            if !e.contains(&ip) {
+                e.push(ip);
+            }
+        }
+    }
+    Ok(map)
+}
+
+struct Inner {
+    mode: Mode,
+    hosts: HashMap<String, Vec<IpAddr>>,
+    cache: moka::sync::Cache<(LowerName, RecordType), Arc<Entry>>,
+    delegations: moka::sync::Cache<LowerName, Arc<Delegation>>,
+    rtt: parking_lot::Mutex<HashMap<IpAddr, f64>>,
+    query_port: u16,
+    timeout: Duration,
+}
+
+/// The resolver. Cheap to clone; share it.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("mode", &self.inner.mode)
+            .finish()
+    }
+}
+
+/// An internal outcome: records or a negative answer, from some layer.
+struct Resolved {
+    records: Vec<Record>,
+    rcode: ResponseCode,
+    soa: Option<Record>,
+    answered_by: Answered,
+}
+
+impl Resolver {
+    /// Start building: defaults are `/etc/hosts`, forwarding to `/etc/resolv.conf`'s
+    /// nameservers, 100,000 cache entries.
+    pub fn builder() -> ResolverBuilder {
+        ResolverBuilder {
+            hosts: Some(PathBuf::from("/etc/hosts")),
+            mode: Mode::Forward(system_nameservers()),
+            cache_entries: 100_000,
+            query_port: 53,
+            timeout: Duration::from_millis(1500),
+        }
+    }
+
+    /// A and AAAA of a host.
+    pub async fn lookup_ip(&self, host: &str) -> Result<Lookup, ResolveError> {
+        let started = Instant::now();
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return Ok(Lookup {
+                name: host.into(),
+                addrs: vec![ip],
+                records: vec![],
+                ttl: Duration::ZERO,
+                answered_by: Answered::HostsFile,
+                steps: vec![],
+                elapsed: started.elapsed(),
+            });
+        }
+        let (a, aaaa) = tokio::join!(
+            self.lookup(host, RecordType::A),
+            self.lookup(host, RecordType::AAAA)
+        );
+        match (a, aaaa) {
+            (Ok(mut a), Ok(b)) => {
+                a.addrs.extend(b.addrs);
+                a.records.extend(b.records);
+                a.steps.extend(b.steps);
+                a.ttl = a.ttl.min(b.ttl);
+                a.elapsed = started.elapsed();
+                Ok(a)
+            }
+            (Ok(mut a), Err(_)) | (Err(_), Ok(mut a)) => {
+                a.elapsed = started.elapsed();
+                Ok(a)
+            }
+            (Err(e), Err(ResolveError::NoData { .. })) => Err(e),
+            (Err(ResolveError::NoData { .. }), Err(e)) => Err(e),
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    /// One record type of a name.
+    pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Lookup, ResolveError> {
+        let started = Instant::now();
+        let qname = parse_name(name)?;
+        let mut steps = Vec::new();
+        let r = self.resolve(&qname, rtype, &mut steps).await?;
+        let display = qname.to_string();
+        match r.rcode {
+            ResponseCode::NXDomain => Err(ResolveError::NxDomain { name: display }),
+            ResponseCode::NoError
+                if r.records.iter().all(|x| x.record_type() != rtype)
+                    && rtype != RecordType::CNAME =>
+            {
+                if r.records.is_empty() {
+                    Err(ResolveError::NoData {
+                        name: display,
+                        rtype: rtype.to_string(),
+                    })
+                } else {
+                    // a CNAME chain that ends without the type
+                    Err(ResolveError::NoData {
+                        name: display,
+                        rtype: rtype.to_string(),
+                    })
+                }
+            }
+            ResponseCode::NoError => {
+                let addrs = r
+                    .records
+                    .iter()
+                    .filter_map(|x| match &x.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    })
+                    .collect();
+                let ttl = r.records.iter().map(|x| x.ttl).min().unwrap_or(0);
+                Ok(Lookup {
+                    name: display,
+                    addrs,
+                    records: r.records.iter().map(RecordView::from).collect(),
+                    ttl: Duration::from_secs(ttl as u64),
+                    answered_by: r.answered_by,
+                    steps,
+                    elapsed: started.elapsed(),
+                })
+            }
+            other => Err(ResolveError::ServFail {
+                name: display,
+                reason: format!("rcode {other}"),
+            }),
+        }
+    }
+
+    /// Answer a stub client's query message (the resolver service).
+    pub async fn answer(&self, q: &Message) -> Message {
+        if let Some(m) = self.answer_cached(q) {
+            return m;
+        }
+        let query = &q.queries[0];
+        let mut steps = Vec::new();
+        let mut r = crate::wire::response_for(q, ResponseCode::NoError);
+        r.metadata.recursion_available = true;
+        match self
+            .resolve(&query.name, query.query_type, &mut steps)
+            .await
+        {
+            Ok(res) => {
+                r.metadata.response_code = res.rcode;
+                r.answers = res.records;
+                if let Some(soa) = res.soa {
+                    r.authorities.push(soa);
+                }
+            }
+            Err(ResolveError::NxDomain { .. }) => r.metadata.response_code = ResponseCode::NXDomain,
+            Err(ResolveError::Refused { .. }) => r.metadata.response_code = ResponseCode::Refused,
+            Err(_) => r.metadata.response_code = ResponseCode::ServFail,
+        }
+        r
+    }
+
+    /// The fast path of the service: a complete answer from the cache, or `None`.
+    pub fn answer_cached(&self, q: &Message) -> Option<Message> {
+        let query = q.queries.first()?;
+        let now = Instant::now();
+        let key = (LowerName::new(&query.name), query.query_type);
+        let e = self.inner.cache.get(&key)?;
+        e.remaining(now)?;
+        // a cached CNAME alone is not a complete answer to another type
+        if e.rcode == ResponseCode::NoError
+            && query.query_type != RecordType::CNAME
+            && !e
+                .records
+                .iter()
+                .any(|r| r.record_type() == query.query_type)
+            && !e.records.is_empty()
+        {
+            return None;
+        }
+        let mut r = crate::wire::response_for(q, e.rcode);
+        r.metadata.recursion_available = true;
+        r.answers = e.records_now(now);
+        if let Some(soa) = &e.soa {
+            r.authorities.push(soa.clone());
+        }
+        Some(r)
+    }
+
+    async fn resolve(
+        &self,
+        qname: &Name,
+        rtype: RecordType,
+        steps: &mut Vec<TraceStep>,
+    ) -> Result<Resolved, ResolveError> {
+        let question = format!("{qname} {rtype}");
+        // 1. hosts file
+        if matches!(rtype, RecordType::A | RecordType::AAAA) {
+            let key = qname.to_string().trim_end_matches('.').to_ascii_lowercase();
+            if let Some(ips) = self.inner.hosts.get(&key) {
+                let records: Vec<Record> = ips
+                    .iter()
+                    .filter_map(|ip| match (ip, rtype) {
+                        (IpAddr::V4(v4), RecordType::A) => {
+                            Some(Record::from_rdata(qname.clone(), 0, RData::A((*v4).into())))
+                        }
+                        (IpAddr::V6(v6), RecordType::AAAA) => Some(Record::from_rdata(
+                            qname.clone(),
+                            0,
+                            RData::AAAA((*v6).into()),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                steps.push(step(
+                    "hosts",
+                    "",
+                    &question,
+                    "hosts",
+                    format!("{} address(es) from the hosts file", records.len()),
+                    0.0,
+                    None,
+                    false,
+                ));
+                return Ok(Resolved {
+                    records,
+                    rcode: ResponseCode::NoError,
+                    soa: None,
+                    answered_by: Answered::HostsFile,
+                });
+            }
+        }
+        // 2. cache (whole answer, following cached CNAME links)
+        if let Some(r) = self.cached_chain(qname, rtype, steps, &question) {
+            return Ok(r);
+        }
+        // 3. forwarder or the hierarchy
+        match &self.inner.mode {
+            Mode::Forward(servers) => self.forward(servers, qname, rtype, steps).await,
+            Mode::Recursive(hints) => {
+                let r = Box::pin(self.iterate(hints, qname.clone(), rtype, steps, 0)).await?;
+                Ok(r)
+            }
+        }
+    }
+
+    fn cached_chain(
+        &self,
+        qname: &Name,
+        rtype: RecordType,
+        steps: &mut Vec<TraceStep>,
+        question: &str,
+    ) -> Option<Resolved> {
+        let now = Instant::now();
+        let mut chain = Vec::new();
+        let mut name = qname.clone();
+        for _ in 0..10 {
+            if let Some(e) = self.inner.cache.get(&(LowerName::new(&name), rtype))
+                && let Some(left) = e.remaining(now)
+            {
+                chain.extend(e.records_now(now));
+                let kind = match e.rcode {
+                    ResponseCode::NXDomain => "nxdomain",
+                    _ if e.records.is_empty() => "nodata",
+                    _ => "answer",
+                };
+                steps.push(step(
+                    "cache",
+                    "",
+                    question,
+                    "cache",
+                    format!("{kind} from the cache, {left} s left"),
+                    0.0,
+                    Some(left),
+                    false,
+                ));
+                return Some(Resolved {
+                    records: chain,
+                    rcode: e.rcode,
+                    soa: e.soa.clone(),
+                    answered_by: Answered::Cache,
+                });
+            }
+            if rtype == RecordType::CNAME {
+                return None;
+            }
+            let e = self
+                .inner
+                .cache
+                .get(&(LowerName::new(&name), RecordType::CNAME))?;
+            e.remaining(now)?;
+            let c = e.records_now(now).into_iter().next()?;
+            let RData::CNAME(target) = &c.data else {
+                return None;
+            };
+            name = target.0.clone();
+            chain.push(c);
+        }
+        None
+    }
+
+    fn store(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        records: Vec<Record>,
+        rcode: ResponseCode,
+        soa: Option<Record>,
+    ) {
+        let ttl = match (&soa, records.iter().map(|r| r.ttl).min()) {
+            (_, Some(t)) if rcode == ResponseCode::NoError => t,
+            (Some(s), _) => match &s.data {
+                RData::SOA(x) => s.ttl.min(x.minimum),
+                _ => s.ttl,
+            },
+            _ => 0,
+        };
+        if ttl == 0 {
+            return;
+        }
+        self.inner.cache.insert(
+            (LowerName::new(name), rtype),
+            Arc::new(Entry {
+                records,
+                rcode,
+                soa,
+                stored: Instant::now(),
+                ttl,
+            }),
+        );
+    }
+
+    async fn forward(
+        &self,
+        servers: &[SocketAddr],
+        qname: &Name,
+        rtype: RecordType,
+        steps: &mut Vec<TraceStep>,
+    ) -> Result<Resolved, ResolveError> {
+        let (server, resp) = self.ask(servers, qname, rtype, true, "", steps).await?;
+        let rcode = resp.metadata.response_code;
+        let soa = resp
+            .authorities
+            .iter()
+            .find(|r| r.record_type() == RecordType::SOA)
+            .cloned();
+        match rcode {
+            ResponseCode::NoError | ResponseCode::NXDomain => {
+                let records = resp.answers.clone();
+                // cache each CNAME link and the final records
+                self.cache_answer_section(qname, rtype, &records);
+                if records.is_empty() || rcode == ResponseCode::NXDomain {
+                    self.store(qname, rtype, vec![], rcode, soa.clone());
+                }
+                Ok(Resolved {
+                    records,
+                    rcode,
+                    soa,
+                    answered_by: Answered::Forwarder(server),
+                })
+            }
+            ResponseCode::Refused => Err(ResolveError::Refused {
+                server: server.to_string(),
+            }),
+            other => Err(ResolveError::ServFail {
+                name: qname.to_string(),
+                reason: format!("{server} answered {other}"),
+            }),
+        }
+    }
+
+    /// Cache an answer section: CNAME links individually, the final RRset under its owner.
+    fn cache_answer_section(&self, qname: &Name, rtype: RecordType, records: &[Record]) {
+        let mut cur = qname.clone();
+        for _ in 0..10 {
+            let lc = LowerName::new(&cur);
+            let finals: Vec<Record> = records
+                .iter()
+                .filter(|r| LowerName::new(&r.name) == lc && r.record_type() == rtype)
+                .cloned()
+                .collect();
+            if !finals.is_empty() {
+                self.store(&cur, rtype, finals, ResponseCode::NoError, None);
+                return;
+            }
+            let Some(c) = records
+                .iter()
+                .find(|r| LowerName::new(&r.name) == lc && r.record_type() == RecordType::CNAME)
+            else {
+                return;
+            };
+            self.store(
+                &cur,
+                RecordType::CNAME,
+                vec![c.clone()],
+                ResponseCode::NoError,
+                None,
+            );
+            let RData::CNAME(t) = &c.data else { return };
+            cur = t.0.clone();
+        }
+    }
+
+    /// The closest enclosing zone we know servers for.
+    fn closest(&self, hints: &RootHints, name: &Name) -> (Name, Vec<(String, IpAddr)>) {
+        let mut n = name.clone();
+        loop {
+            if let Some(d) = self.inner.delegations.get(&LowerName::new(&n)) {
+                return (d.zone.clone(), d.servers.clone());
+            }
+            if n.is_root() {
+                break;
+            }
+            n = n.base_name();
+        }
+        (Name::root(), hints.servers.clone())
+    }
+
+    async fn iterate(
+        &self,
+        hints: &RootHints,
+        qname: Name,
+        rtype: RecordType,
+        steps: &mut Vec<TraceStep>,
+        depth: u8,
+    ) -> Result<Resolved, ResolveError> {
+        if depth > 4 {
+            return Err(ResolveError::Loop(format!(
+                "resolving the name servers of {qname} needs more than 4 nested lookups"
+            )));
+        }
+        let mut chain: Vec<Record> = Vec::new();
+        let mut name = qname.clone();
+        for _hop in 0..10 {
+            let question = format!("{name} {rtype}");
+            if name != qname
+                && let Some(r) = self.cached_chain(&name, rtype, steps, &question)
+            {
+                chain.extend(r.records);
+                return Ok(Resolved {
+                    records: chain,
+                    rcode: r.rcode,
+                    soa: r.soa,
+                    answered_by: Answered::Recursive,
+                });
+            }
+            let (mut zone, mut servers) = self.closest(hints, &name);
+            let mut next_name = None;
+            for _ in 0..20 {
+                let addrs: Vec<SocketAddr> = servers
+                    .iter()
+                    .map(|(_, ip)| SocketAddr::new(*ip, self.inner.query_port))
+                    .collect();
+                let (server, resp) = self
+                    .ask(&addrs, &name, rtype, false, &zone.to_string(), steps)
+                    .await?;
+                let lz = LowerName::new(&zone);
+                let in_bailiwick = |r: &Record| lz.zone_of(&LowerName::new(&r.name));
+                let rcode = resp.metadata.response_code;
+                let soa = resp
+                    .authorities
+                    .iter()
+                    .find(|r| r.record_type() == RecordType::SOA && in_bailiwick(r))
+                    .cloned();
+                let ln = LowerName::new(&name);
+                let answers: Vec<Record> = resp
+                    .answers
+                    .iter()
+                    .filter(|r| in_bailiwick(r))
+                    .cloned()
+                    .collect();
+                let last = steps.len() - 1;
+                if rcode == ResponseCode::NXDomain {
+                    self.store(&name, rtype, vec![], rcode, soa.clone());
+                    steps[last].kind = "nxdomain".into();
+                    steps[last].detail = format!("{name} does not exist");
+                    steps[last].ttl = soa.as_ref().map(neg_ttl);
+                    return Ok(Resolved {
+                        records: chain,
+                        rcode,
+                        soa,
+                        answered_by: Answered::Recursive,
+                    });
+                }
+                if rcode != ResponseCode::NoError {
+                    steps[last].kind = "error".into();
+                    steps[last].detail = format!("answered {rcode}");
+                    if rcode == ResponseCode::Refused {
+                        return Err(ResolveError::Refused {
+                            server: server.to_string(),
+                        });
+                    }
+                    return Err(ResolveError::ServFail {
+                        name: name.to_string(),
+                        reason: format!("{server} answered {rcode}"),
+                    });
+                }
+                if !answers.is_empty() {
+                    self.cache_answer_section(&name, rtype, &answers);
+                    // walk the chain inside this answer
+                    let mut cur = ln.clone();
+                    for _ in 0..10 {
+                        let finals: Vec<Record> = answers
+                            .iter()
+                            .filter(|r| LowerName::new(&r.name) == cur && r.record_type() == rtype)
+                            .cloned()
+                            .collect();
+                        if !finals.is_empty() {
+                            let ttl = finals.iter().map(|r| r.ttl).min();
+                            steps[last].kind = "answer".into();
+                            steps[last].detail = finals
+                                .iter()
+                                .map(|r| r.data.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            steps[last].ttl = ttl;
+                            chain.extend(
+                                answers
+                                    .iter()
+                                    .filter(|r| r.record_type() == RecordType::CNAME)
+                                    .cloned(),
+                            );
+                            chain.extend(finals);
+                            return Ok(Resolved {
+                                records: chain,
+                                rcode,
+                                soa: None,
+                                answered_by: Answered::Recursive,
+                            });
+                        }
+                        match answers.iter().find(|r| {
+                            LowerName::new(&r.name) == cur && r.record_type() == RecordType::CNAME
+                        }) {
+                            Some(c) => {
+                                let RData::CNAME(t) = &c.data else { break };
+                                cur = LowerName::new(&t.0);
+                                next_name = Some((c.clone(), t.0.clone()));
+                                if rtype == RecordType::CNAME {
+                                    break;
+                                }
+                            }
+                            None => break,
+                        }
+                    }
+                    if let Some((c, _)) = &next_name {
+                        if rtype == RecordType::CNAME {
+                            chain.push(c.clone());
+                            return Ok(Resolved {
+                                records: chain,
+                                rcode,
+                                soa: None,
+                                answered_by: Answered::Recursive,
+                            });
+                        }
+                        steps[last].kind = "cname".into();
+                        steps[last].detail = format!("{} is an alias for {}", c.name, c.data);
+                        steps[last].ttl = Some(c.ttl);
+                        // keep every CNAME of this answer in the chain
+                        chain.extend(
+                            answers
+                                .iter()
+                                .filter(|r| r.record_type() == RecordType::CNAME)
+                                .cloned(),
+                        );
+                        break;
+                    }
+                }
+                // referral?
+                let ns: Vec<&Record> = resp
+                    .authorities
+                    .iter()
+                    .filter(|r| r.record_type() == RecordType::NS)
+                    .collect();
+                if let Some(first) = ns.first() {
+                    let child = first.name.clone();
+                    let lchild = LowerName::new(&child);
+                    if lchild == lz || !lz.zone_of(&lchild) || !lchild.zone_of(&ln) {
+                        steps[last].kind = "error".into();
+                        steps[last].detail = format!(
+                            "bogus referral to {child} (not below {zone}, or not above {name})"
+                        );
+                        return Err(ResolveError::ServFail {
+                            name: name.to_string(),
+                            reason: format!(
+                                "{server} sent a referral to {child}, which is not below {zone}"
+                            ),
+                        });
+                    }
+                    let mut new_servers = Vec::new();
+                    let mut names = Vec::new();
+                    for r in &ns {
+                        if let RData::NS(t) = &r.data {
+                            let tn = LowerName::new(&t.0);
+                            names.push(t.0.clone());
+                            for g in resp
+                                .additionals
+                                .iter()
+                                .filter(|g| LowerName::new(&g.name) == tn && lz.zone_of(&tn))
+                            {
+                                match &g.data {
+                                    RData::A(a) => {
+                                        new_servers.push((t.0.to_string(), IpAddr::V4(a.0)))
+                                    }
+                                    RData::AAAA(a) => {
+                                        new_servers.push((t.0.to_string(), IpAddr::V6(a.0)))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                    if new_servers.is_empty() {
+                        // no (usable) glue: resolve the servers' names first
+                        for n in names.iter().take(3) {
+                            if let Ok(r) = Box::pin(self.iterate(
+                                hints,
+                                n.clone(),
+                                RecordType::A,
+                                steps,
+                                depth + 1,
+                            ))
+                            .await
+                            {
+                                for rec in r.records {
+                                    if let RData::A(a) = rec.data {
+                                        new_servers.push((n.to_string(), IpAddr::V4(a.0)));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let last = steps.len().min(last + 1) - 1;
+                    let ttl = first.ttl;
+                    steps[last].kind = "referral".into();
+                    steps[last].ttl = Some(ttl);
+                    steps[last].detail = format!(
+                        "{child} NS {} (glue {})",
+                        names
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        new_servers
+                            .iter()
+                            .map(|(_, ip)| ip.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                    if new_servers.is_empty() {
+                        return Err(ResolveError::ServFail {
+                            name: name.to_string(),
+                            reason: format!("no address for any server of {child}"),
+                        });
+                    }
+                    self.inner.delegations.insert(
+                        lchild.clone(),
+                        Arc::new(Delegation {
+                            zone: child.clone(),
+                            servers: new_servers.clone(),
+                        }),
+                    );
+                    zone = child;
+                    servers = new_servers;
+                    continue;
+                }
+                // NODATA
+                if answers.is_empty() {
+                    self.store(&name, rtype, vec![], ResponseCode::NoError, soa.clone());
+                    steps[last].kind = "nodata".into();
+                    steps[last].detail = format!("{name} has no {rtype} record");
+                    steps[last].ttl = soa.as_ref().map(neg_ttl);
+                    return Ok(Resolved {
+                        records: chain,
+                        rcode: ResponseCode::NoError,
+                        soa,
+                        answered_by: Answered::Recursive,
+                    });
+                }
+                return Err(ResolveError::ServFail {
+                    name: name.to_string(),
+                    reason: format!("{server} sent an answer out of its bailiwick"),
+                });
+            }
+            match next_name {
+                Some((_, target)) => name = target,
+                None => {
+                    return Err(ResolveError::Loop(format!(
+                        "more than 20 referrals resolving {name}"
+                    )));
+                }
+            }
+        }
+        Err(ResolveError::Loop(format!(
+            "CNAME chain from {qname} longer than 10 links"
+        )))
+    }
+
+    /// Ask the servers (fastest first) until one answers; UDP, then TCP if truncated.
+    async fn ask(
+        &self,
+        servers: &[SocketAddr],
+        name: &Name,
+        rtype: RecordType,
+        rd: bool,
+        zone: &str,
+        steps: &mut Vec<TraceStep>,
+    ) -> Result<(SocketAddr, Message), ResolveError> {
+        let mut order: Vec<SocketAddr> = servers.to_vec();
+        {
+            let rtt = self.inner.rtt.lock();
+            order.sort_by(|a, b| {
+                let ra = rtt.get(&a.ip()).copied().unwrap_or(20.0);
+                let rb = rtt.get(&b.ip()).copied().unwrap_or(20.0);
+                ra.total_cmp(&rb)
+            });
+        }
+        let question = format!("{name} {rtype}");
+        let mut last_err = ResolveError::Timeout {
+            server: "no server".into(),
+        };
+        for server in order.iter().take(4) {
+            let started = Instant::now();
+            let result = self.exchange(*server, name, rtype, rd).await;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok((msg, tcp)) => {
+                    let mut rtt = self.inner.rtt.lock();
+                    let e = rtt.entry(server.ip()).or_insert(ms);
+                    *e = *e * 0.7 + ms * 0.3;
+                    steps.push(step(
+                        &server.to_string(),
+                        zone,
+                        &question,
+                        "answer",
+                        String::new(),
+                        ms,
+                        None,
+                        tcp,
+                    ));
+                    return Ok((*server, msg));
+                }
+                Err(e) => {
+                    self.inner.rtt.lock().insert(server.ip(), 5000.0);
+                    let kind = if matches!(e, ResolveError::Timeout { .. }) {
+                        "timeout"
+                    } else {
+                        "error"
+                    };
+                    steps.push(step(
+                        &server.to_string(),
+                        zone,
+                        &question,
+                        kind,
+                        e.to_string(),
+                        ms,
+                        None,
+                        false,
+                    ));
+                    last_err = e;
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        rtype: RecordType,
+        rd: bool,
+    ) -> Result<(Message, bool), ResolveError> {
+        let mut q = Message::query(); // random ID
+        q.metadata.recursion_desired = rd;
+        q.add_query(Query::query(name.clone(), rtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(crate::wire::EDNS_PAYLOAD);
+        q.set_edns(edns);
+        let id = q.metadata.id;
+        let bytes = q.to_vec().map_err(|e| ResolveError::Io(e.to_string()))?;
+        let timeout = self.inner.timeout;
+        let bind: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0".parse().expect("addr")
+        } else {
+            "[::]:0".parse().expect("addr")
+        };
+        // a fresh socket per query: the OS picks a random source port
+        let sock = tokio::net::UdpSocket::bind(bind)
+            .await
+            .map_err(|e| ResolveError::Io(e.to_string()))?;
+        sock.send_to(&bytes, server)
+            .await
+            .map_err(|e| ResolveError::Io(e.to_string()))?;
+        let mut buf = vec![0u8; 4096];
+        let deadline = Instant::now() + timeout;
+        let msg = loop {
+            let (n, from) = match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await
+            {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return Err(ResolveError::Io(format!("{server}: {e}"))),
+                Err(_) => {
+                    return Err(ResolveError::Timeout {
+                        server: server.to_string(),
+                    });
+                }
+            };
+            if from != server {
+                continue; // not from the server we asked: ignore
+            }
+            let Ok(m) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if m.metadata.id != id || !same_question(&m, name, rtype) {
+                continue; // spoofed or stale
+            }
+            break m;
+        };
+        if !msg.metadata.truncation {
+            return Ok((msg, false));
+        }
+        // truncated: ask again over TCP
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = async {
+            let mut s = tokio::net::TcpStream::connect(server).await?;
+            let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            s.write_all(&framed).await?;
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await?;
+            let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(body)
+        };
+        let body = tokio::time::timeout(timeout, tcp)
+            .await
+            .map_err(|_| ResolveError::Timeout {
+                server: format!("{server} (TCP)"),
+            })?
+            .map_err(|e| ResolveError::Io(format!("{server} (TCP): {e}")))?;
+        let m = Message::from_vec(&body).map_err(|e| ResolveError::ServFail {
+            name: name.to_string(),
+            reason: format!("bad TCP answer from {server}: {e}"),
+        })?;
+        if m.metadata.id != id || !same_question(&m, name, rtype) {
+            return Err(ResolveError::ServFail {
+                name: name.to_string(),
+                reason: format!("{server} answered another question over TCP"),
+            });
+        }
+        Ok((m, true))
+    }
+}
+
+fn neg_ttl(soa: &Record) -> u32 {
+    match &soa.data {
+        RData::SOA(s) => soa.ttl.min(s.minimum),
+        _ => soa.ttl,
+    }
+}
+
+fn same_question(m: &Message, name: &Name, rtype: RecordType) -> bool {
+    m.queries
+        .first()
+        .is_some_and(|q| q.query_type == rtype && LowerName::new(&q.name) == LowerName::new(name))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step(
+    server: &str,
+    zone: &str,
+    question: &str,
+    kind: &str,
+    detail: String,
+    rtt_ms: f64,
+    ttl: Option<u32>,
+    tcp: bool,
+) -> TraceStep {
+    TraceStep {
+        server: server.into(),
+        zone: zone.into(),
+        question: question.into(),
+        kind: kind.into(),
+        detail,
+        rtt_ms,
+        ttl,
+        tcp,
+    }
+}
+
+/// Parse a user-given name (trailing dot optional; IDNA labels as given).
+pub fn parse_name(name: &str) -> Result<Name, ResolveError> {
+    let mut n =
+        Name::from_str(name.trim()).map_err(|e| ResolveError::BadName(format!("{name:?}: {e}")))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hosts_file_answers_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(
+            &hosts,
+            "127.0.0.1 localhost\n10.1.2.3 shop.test www.shop.test # comment\n::1 v6.test\n",
+        )
+        .unwrap();
+        let r = Resolver::builder()
+            .hosts_file(&hosts)
+            .forward(vec!["127.0.0.1:9".parse().unwrap()])
+            .build()
+            .unwrap();
+        let l = r.lookup_ip("WWW.shop.test").await.unwrap();
+        assert_eq!(l.addrs, vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(l.answered_by, Answered::HostsFile);
+        let l = r.lookup("v6.test.", RecordType::AAAA).await.unwrap();
+        assert_eq!(l.addrs, vec!["::1".parse::<IpAddr>().unwrap()]);
+        // an IP literal needs no lookup
+        assert_eq!(r.lookup_ip("192.0.2.7").await.unwrap().addrs.len(), 1);
+        assert!(matches!(
+            r.lookup("bad..name", RecordType::A).await,
+            Err(ResolveError::BadName(_))
+        ));
+    }
+}

@@ -1,0 +1,307 @@
+//! DNS on the network: UDP and TCP listeners for the authoritative servers and the
+//! resolver services of a config, reload (zones swapped whole; a bad zone is refused and
+//! the old ones keep serving) and shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+use crate::DnsError;
+use crate::authority::{Authority, DnsPool};
+use crate::config::DnsConfig;
+use crate::resolver::Resolver;
+use crate::wire::{self, Decoded};
+
+/// What answers on a listener.
+#[derive(Clone)]
+enum Answerer {
+    Authority(Arc<ArcSwap<Authority>>),
+    Resolver(Resolver),
+}
+
+impl Answerer {
+    async fn answer(&self, q: &Message) -> Message {
+        match self {
+            Answerer::Authority(a) => a.load().answer(q),
+            Answerer::Resolver(r) => r.answer(q).await,
+        }
+    }
+}
+
+/// Running DNS services.
+pub struct DnsServices {
+    authorities: Vec<Arc<ArcSwap<Authority>>>,
+    bound: Vec<(String, SocketAddr)>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DnsServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServices")
+            .field("bound", &self.bound)
+            .finish()
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn pools(cfg: &DnsConfig) -> Result<Vec<Arc<DnsPool>>, DnsError> {
+    cfg.pool
+        .iter()
+        .map(|p| DnsPool::new(p).map(Arc::new))
+        .collect()
+}
+
+fn authority_for(
+    cfg: &crate::config::AuthoritativeService,
+    base: &Path,
+    pools: &[Arc<DnsPool>],
+) -> Result<Authority, DnsError> {
+    let files: Vec<std::path::PathBuf> = cfg.zones.iter().map(|z| resolve(base, z)).collect();
+    Authority::load(&files, pools.to_vec())
+}
+
+fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<Resolver, DnsError> {
+    let mut b = Resolver::builder().cache_entries(cfg.cache_entries);
+    b = match &cfg.hosts_file {
+        Some(p) if p.as_os_str().is_empty() => b.no_hosts_file(),
+        Some(p) => b.hosts_file(resolve(base, p)),
+        None => b,
+    };
+    if !cfg.forward.is_empty() {
+        let mut servers = Vec::new();
+        for f in &cfg.forward {
+            let addr: SocketAddr = f
+                .parse()
+                .or_else(|_| {
+                    f.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    DnsError::Config(format!("forward address {f:?}: expected IP or IP:PORT"))
+                })?;
+            servers.push(addr);
+        }
+        b = b.forward(servers);
+    } else {
+        let hints = match &cfg.root_hints {
+            Some(p) => crate::RootHints::from_file(&resolve(base, p))
+                .map_err(|e| DnsError::Config(e.to_string()))?,
+            None => crate::RootHints::builtin(),
+        };
+        b = b.recursive(hints);
+    }
+    if let Some(port) = cfg.query_port {
+        b = b.query_port(port);
+    }
+    b.build().map_err(|e| DnsError::Config(e.to_string()))
+}
+
+async fn bind_pair(
+    listen: &str,
+    role: &str,
+) -> Result<(Arc<UdpSocket>, TcpListener, SocketAddr), DnsError> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| DnsError::Config(format!("{role} listen {listen:?}: expected IP:PORT")))?;
+    let err = |e| DnsError::Bind {
+        addr,
+        role: role.into(),
+        source: e,
+    };
+    let udp = UdpSocket::bind(addr).await.map_err(err)?;
+    let bound = udp.local_addr().map_err(err)?;
+    // TCP on the same port as UDP (also when the port was 0)
+    let tcp = TcpListener::bind(bound).await.map_err(|e| DnsError::Bind {
+        addr: bound,
+        role: role.into(),
+        source: e,
+    })?;
+    Ok((Arc::new(udp), tcp, bound))
+}
+
+impl DnsServices {
+    /// Load every zone and bind every listener; on any error nothing keeps running.
+    pub async fn start(cfg: &DnsConfig, base_dir: &Path) -> Result<DnsServices, DnsError> {
+        let pools = pools(cfg)?;
+        let mut plan = Vec::new();
+        let mut authorities = Vec::new();
+        for a in &cfg.authoritative {
+            let auth = Arc::new(ArcSwap::from_pointee(authority_for(a, base_dir, &pools)?));
+            authorities.push(auth.clone());
+            plan.push((
+                a.listen.clone(),
+                "DNS authoritative",
+                Answerer::Authority(auth),
+            ));
+        }
+        for r in &cfg.resolver {
+            plan.push((
+                r.listen.clone(),
+                "DNS resolver",
+                Answerer::Resolver(build_resolver(r, base_dir)?),
+            ));
+        }
+        let mut sockets = Vec::new();
+        for (listen, role, answerer) in plan {
+            let (udp, tcp, bound) = bind_pair(&listen, role).await?;
+            sockets.push((udp, tcp, bound, role, answerer));
+        }
+        for p in &pools {
+            p.spawn_health();
+        }
+        let (stop, _) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut bound_list = Vec::new();
+        for (udp, tcp, bound, role, answerer) in sockets {
+            tracing::info!(target: "hopline::dns", "listening on {bound} ({role}, UDP and TCP)");
+            bound_list.push((role.to_string(), bound));
+            tasks.push(tokio::spawn(udp_loop(
+                udp,
+                answerer.clone(),
+                stop.subscribe(),
+            )));
+            tasks.push(tokio::spawn(tcp_loop(tcp, answerer, stop.subscribe())));
+        }
+        // keep the pools' health checks alive with the services
+        let keep = pools.clone();
+        let mut stop_rx = stop.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+            drop(keep);
+        }));
+        Ok(DnsServices {
+            authorities,
+            bound: bound_list,
+            stop,
+            tasks,
+        })
+    }
+
+    /// (role, bound address) of every listener.
+    pub fn bound(&self) -> &[(String, SocketAddr)] {
+        &self.bound
+    }
+
+    /// Reload zones (and pools). A bad zone is refused; the old zones keep serving.
+    /// Listeners are not moved: changed `listen` addresses need a restart.
+    pub fn reload(&self, cfg: &DnsConfig, base_dir: &Path) -> Result<(), DnsError> {
+        let pools = pools(cfg)?;
+        let mut fresh = Vec::new();
+        for a in &cfg.authoritative {
+            fresh.push(authority_for(a, base_dir, &pools)?);
+        }
+        if fresh.len() != self.authorities.len() {
+            return Err(DnsError::Config(
+                "the number of [[dns.authoritative]] servers changed: restart to apply".into(),
+            ));
+        }
+        for p in &pools {
+            p.spawn_health();
+        }
+        for (slot, auth) in self.authorities.iter().zip(fresh) {
+            slot.store(Arc::new(auth));
+        }
+        Ok(())
+    }
+
+    /// Stop every listener.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            r = sock.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let q = match wire::decode_query(&buf[..n]) {
+            Decoded::Query(q) => q,
+            Decoded::FormErr(id) => {
+                let _ = sock.send_to(&wire::formerr(id), peer).await;
+                continue;
+            }
+            Decoded::Drop => continue,
+        };
+        match &answerer {
+            Answerer::Authority(a) => {
+                let mut r = a.load().answer(&q);
+                let out = wire::encode_udp(&mut r, &q);
+                let _ = sock.send_to(&out, peer).await;
+            }
+            Answerer::Resolver(res) => {
+                if let Some(mut r) = res.answer_cached(&q) {
+                    let out = wire::encode_udp(&mut r, &q);
+                    let _ = sock.send_to(&out, peer).await;
+                    continue;
+                }
+                // a miss may take many round trips: answer it off the receive loop
+                let (sock, res) = (sock.clone(), res.clone());
+                tokio::spawn(async move {
+                    let mut r = res.answer(&q).await;
+                    let out = wire::encode_udp(&mut r, &q);
+                    let _ = sock.send_to(&out, peer).await;
+                });
+            }
+        }
+    }
+}
+
+async fn tcp_loop(listener: TcpListener, answerer: Answerer, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let answerer = answerer.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            loop {
+                let mut len = [0u8; 2];
+                match tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut len))
+                    .await
+                {
+                    Ok(Ok(_)) => {}
+                    _ => return,
+                }
+                let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+                if tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut body))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let out = match wire::decode_query(&body) {
+                    Decoded::Query(q) => answerer.answer(&q).await.to_vec().unwrap_or_default(),
+                    Decoded::FormErr(id) => wire::formerr(id),
+                    Decoded::Drop => return,
+                };
+                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&out);
+                if stream.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,329 @@
+//! Zones: RFC 1035 master files loaded with hickory's zone parser, and the
+//! authoritative answer for one question — answer with AA, CNAME chasing inside the
+//! zone, referral with glue at a delegation, NODATA / NXDOMAIN with the SOA.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::Parser;
+
+use crate::DnsError;
+
+/// One loaded zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// The apex, e.g. `test.`.
+    pub origin: LowerName,
+    /// The file it came from.
+    pub file: PathBuf,
+    records: HashMap<(LowerName, RecordType), Vec<Record>>,
+    /// Every owner name and every ancestor of one inside the zone (empty non-terminals).
+    names: HashSet<LowerName>,
+    /// Delegation points below the apex.
+    cuts: HashSet<LowerName>,
+    soa: Record,
+}
+
+/// The authoritative outcome for one question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneAnswer {
+    /// AA bit.
+    pub authoritative: bool,
+    /// NXDOMAIN?
+    pub nxdomain: bool,
+    /// Answer section.
+    pub answers: Vec<Record>,
+    /// Authority section (NS of a referral, or the SOA of a negative answer).
+    pub authorities: Vec<Record>,
+    /// Additional section (glue).
+    pub additionals: Vec<Record>,
+}
+
+impl Zone {
+    /// Load a master file. Errors name the file, the line and what was wrong.
+    pub fn load(path: &Path, origin: Option<Name>) -> Result<Zone, DnsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DnsError::Zone {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path, origin)
+    }
+
+    /// Parse master-file text as if read from `path`.
+    pub fn parse(text: &str, path: &Path, origin: Option<Name>) -> Result<Zone, DnsError> {
+        let parsed = Parser::new(text, Some(path.to_path_buf()), origin.clone()).parse();
+        let (apex, sets) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                // hickory's error has no position: find the first line that fails
+                let lines: Vec<&str> = text.lines().collect();
+                let mut line = None;
+                for n in 1..=lines.len() {
+                    let prefix = lines[..n].join("\n");
+                    if Parser::new(prefix.as_str(), Some(path.to_path_buf()), origin.clone())
+                        .parse()
+                        .is_err()
+                    {
+                        line = Some(n);
+                        break;
+                    }
+                }
+                return Err(DnsError::Zone {
+                    file: path.to_path_buf(),
+                    line,
+                    message: format!(
+                        "{e} (expected an RFC 1035 record: NAME [TTL] [CLASS] TYPE RDATA)"
+                    ),
+                });
+            }
+        };
+        let origin = LowerName::new(&apex);
+        let mut records: HashMap<(LowerName, RecordType), Vec<Record>> = HashMap::new();
+        let mut names = HashSet::new();
+        let mut cuts = HashSet::new();
+        let mut soa = None;
+        for (key, set) in sets {
+            let owner = key.name.clone();
+            if !origin.zone_of(&owner) {
+                return Err(DnsError::Zone {
+                    file: path.to_path_buf(),
+                    line: None,
+                    message: format!("record {owner} is outside the zone {origin}"),
+                });
+            }
+            let recs: Vec<Record> = set.records_without_rrsigs().cloned().collect();
+            if key.record_type == RecordType::SOA && owner == origin {
+                soa = recs.first().cloned();
+            }
+            if key.record_type == RecordType::NS && owner != origin {
+                cuts.insert(owner.clone());
+            }
+            let mut n: Name = Name::from(&owner);
+            loop {
+                names.insert(LowerName::new(&n));
+                if LowerName::new(&n) == origin || n.is_root() {
+                    break;
+                }
+                n = n.base_name();
+            }
+            records.insert((owner, key.record_type), recs);
+        }
+        let soa = soa.ok_or_else(|| DnsError::Zone {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("zone {origin} has no SOA record at its apex"),
+        })?;
+        Ok(Zone {
+            origin,
+            file: path.to_path_buf(),
+            records,
+            names,
+            cuts,
+            soa,
+        })
+    }
+
+    /// The SOA to put in the authority section of a negative answer (TTL = min(SOA TTL, MINIMUM)).
+    pub fn negative_soa(&self) -> Record {
+        let mut soa = self.soa.clone();
+        if let RData::SOA(s) = &soa.data {
+            soa.ttl = soa.ttl.min(s.minimum);
+        }
+        soa
+    }
+
+    /// Records of one name and type.
+    pub fn get(&self, name: &LowerName, rtype: RecordType) -> Option<&Vec<Record>> {
+        self.records.get(&(name.clone(), rtype))
+    }
+
+    /// Does the zone hold this name (or something below it)?
+    pub fn contains(&self, name: &LowerName) -> bool {
+        self.names.contains(name)
+    }
+
+    /// The delegation point at or above `qname`, strictly below the apex.
+    fn cut_for(&self, qname: &Name) -> Option<LowerName> {
+        let mut n = qname.clone();
+        let mut found = None;
+        while LowerName::new(&n) != self.origin && !n.is_root() {
+            let ln = LowerName::new(&n);
+            if self.cuts.contains(&ln) {
+                found = Some(ln); // keep walking up: the highest cut wins
+            }
+            n = n.base_name();
+        }
+        found
+    }
+
+    fn glue(&self, ns: &[Record]) -> Vec<Record> {
+        let mut out = Vec::new();
+        for r in ns {
+            if let RData::NS(target) = &r.data {
+                let t = LowerName::new(&target.0);
+                for rt in [RecordType::A, RecordType::AAAA] {
+                    if let Some(rs) = self.get(&t, rt) {
+                        out.extend(rs.iter().cloned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Answer a question for a name inside this zone.
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> ZoneAnswer {
+        let mut out = ZoneAnswer {
+            authoritative: true,
+            nxdomain: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+        };
+        if let Some(cut) = self.cut_for(qname) {
+            let ns = self.get(&cut, RecordType::NS).cloned().unwrap_or_default();
+            out.authoritative = false;
+            out.additionals = self.glue(&ns);
+            out.authorities = ns;
+            return out;
+        }
+        let mut name = qname.clone();
+        for _ in 0..8 {
+            let ln = LowerName::new(&name);
+            if let Some(rs) = self.get(&ln, qtype) {
+                out.answers.extend(rs.iter().map(|r| with_name(r, &name)));
+                if qtype == RecordType::NS && ln == self.origin {
+                    out.additionals = self.glue(rs);
+                }
+                return out;
+            }
+            if qtype != RecordType::CNAME
+                && let Some(cname) = self.get(&ln, RecordType::CNAME).and_then(|v| v.first())
+            {
+                out.answers.push(with_name(cname, &name));
+                let RData::CNAME(target) = &cname.data else {
+                    break;
+                };
+                let t = LowerName::new(&target.0);
+                if !self.origin.zone_of(&t) || self.cut_for(&target.0).is_some() {
+                    return out; // the chain leaves the zone: the resolver follows it
+                }
+                if !self.contains(&t) {
+                    out.nxdomain = true;
+                    out.authorities.push(self.negative_soa());
+                    return out;
+                }
+                name = target.0.clone();
+                continue;
+            }
+            if self.contains(&ln) {
+                // NODATA
+                out.authorities.push(self.negative_soa());
+            } else {
+                out.nxdomain = true;
+                out.authorities.push(self.negative_soa());
+            }
+            return out;
+        }
+        out
+    }
+}
+
+fn with_name(r: &Record, name: &Name) -> Record {
+    let mut r = r.clone();
+    r.name = name.clone();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const ZONE: &str = "$ORIGIN test.\n$TTL 300\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\n@ IN NS ns1.test.\nns1 IN A 127.0.0.12\nwww IN A 10.0.0.1\nwww IN A 10.0.0.2\nalias IN CNAME www\nout IN CNAME www.example.\nmail IN MX 10 www.test.\ntxt IN TXT \"hello world\"\n_http._tcp IN SRV 0 5 80 www\n@ IN CAA 0 issue \"letsencrypt.org\"\nv6 IN AAAA ::1\nshop IN NS ns1.shop.test.\nns1.shop IN A 127.0.0.13\na.b.deep IN A 10.0.0.9\n";
+
+    fn zone() -> Zone {
+        Zone::parse(ZONE, Path::new("test.zone"), None).unwrap()
+    }
+
+    fn n(s: &str) -> Name {
+        Name::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn answers_aa_records() {
+        let z = zone();
+        let a = z.answer(&n("www.test."), RecordType::A);
+        assert!(a.authoritative && !a.nxdomain);
+        assert_eq!(a.answers.len(), 2);
+        for (name, t) in [
+            ("mail.test.", RecordType::MX),
+            ("txt.test.", RecordType::TXT),
+            ("_http._tcp.test.", RecordType::SRV),
+            ("test.", RecordType::CAA),
+            ("v6.test.", RecordType::AAAA),
+        ] {
+            assert_eq!(z.answer(&n(name), t).answers.len(), 1, "{name} {t}");
+        }
+    }
+
+    #[test]
+    fn cname_chased_inside_the_zone_only() {
+        let z = zone();
+        let a = z.answer(&n("alias.test."), RecordType::A);
+        assert_eq!(a.answers.len(), 3, "CNAME + 2 A");
+        assert_eq!(a.answers[0].record_type(), RecordType::CNAME);
+        let a = z.answer(&n("out.test."), RecordType::A);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(
+            z.answer(&n("alias.test."), RecordType::CNAME).answers.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa() {
+        let z = zone();
+        let a = z.answer(&n("nope.test."), RecordType::A);
+        assert!(a.nxdomain && a.authoritative);
+        assert_eq!(a.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(
+            a.authorities[0].ttl, 60,
+            "negative TTL = min(SOA TTL, MINIMUM)"
+        );
+        let a = z.answer(&n("www.test."), RecordType::AAAA);
+        assert!(!a.nxdomain && a.answers.is_empty(), "NODATA");
+        // empty non-terminal: NODATA, not NXDOMAIN
+        let a = z.answer(&n("b.deep.test."), RecordType::A);
+        assert!(!a.nxdomain && a.answers.is_empty());
+    }
+
+    #[test]
+    fn referrals_with_glue() {
+        let z = zone();
+        for q in ["shop.test.", "www.shop.test.", "x.y.shop.test."] {
+            let a = z.answer(&n(q), RecordType::A);
+            assert!(!a.authoritative, "{q}");
+            assert_eq!(a.authorities.len(), 1);
+            assert_eq!(a.authorities[0].record_type(), RecordType::NS);
+            assert_eq!(a.additionals.len(), 1, "glue for ns1.shop.test");
+        }
+    }
+
+    #[test]
+    fn bad_zone_names_file_and_line() {
+        let bad = "$ORIGIN test.\n$TTL 300\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\nwww IN A not-an-address\n";
+        let e = Zone::parse(bad, Path::new("bad.zone"), None).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("bad.zone:4:"), "{msg}");
+        let e = Zone::parse(
+            "$ORIGIN test.\n$TTL 300\nwww IN A 10.0.0.1\n",
+            Path::new("nosoa.zone"),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no SOA"), "{e}");
+    }
+}

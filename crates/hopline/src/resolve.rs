@@ -1,0 +1,153 @@
+//! `hopline resolve NAME`: the naming hop, step by step — hosts file, cache, then a
+//! resolver (`--server`) or the hierarchy itself from the root (`--trace` shows every
+//! server asked, what it answered, how long it took and the TTL learned).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use hopline_dns::{Answered, RecordType, ResolveError, Resolver, RootHints};
+
+/// Resolve a name: hosts file, cache, then a resolver or the root (with --trace).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Without --server the name is resolved iteratively from the root hints (the real root
+servers by default; --root-hints FILE for a private hierarchy in named.root format).
+
+Examples:
+  hopline resolve example.com --trace
+  hopline resolve www.shop.test --server 127.0.0.1:5300
+  hopline resolve www.shop.test --root-hints test/root.hints --trace --json")]
+pub struct Args {
+    /// The name to resolve.
+    pub name: String,
+    /// Record type: A, AAAA, CNAME, MX, NS, TXT, SOA, SRV, CAA, …
+    #[arg(long = "type", short = 't', default_value = "A")]
+    pub rtype: String,
+    /// Ask this resolver (stub mode) instead of iterating from the root.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Root hints file (named.root format).
+    #[arg(long)]
+    pub root_hints: Option<PathBuf>,
+    /// Send iterative queries to this port instead of 53.
+    #[arg(long)]
+    pub query_port: Option<u16>,
+    /// Hosts file to consult first (default /etc/hosts; "" for none).
+    #[arg(long)]
+    pub hosts_file: Option<PathBuf>,
+    /// Print every step, like `dig +trace`.
+    #[arg(long)]
+    pub trace: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_server(s: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: std::net::IpAddr = s
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--server {s:?}: expected IP or IP:PORT"))?;
+    Ok(SocketAddr::new(ip, 53))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rtype = RecordType::from_str(&args.rtype.to_ascii_uppercase())
+        .map_err(|_| anyhow::anyhow!("unknown record type {:?}", args.rtype))?;
+    let mut b = Resolver::builder();
+    b = match &args.hosts_file {
+        Some(p) if p.as_os_str().is_empty() => b.no_hosts_file(),
+        Some(p) => b.hosts_file(p),
+        None => b,
+    };
+    b = match &args.server {
+        Some(s) => b.forward(vec![parse_server(s)?]),
+        None => b.recursive(match &args.root_hints {
+            Some(p) => RootHints::from_file(p)?,
+            None => RootHints::builtin(),
+        }),
+    };
+    if let Some(p) = args.query_port {
+        b = b.query_port(p);
+    }
+    let resolver = b.build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(resolver.lookup(&args.name, rtype));
+    match result {
+        Ok(l) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if args.trace {
+                print_steps(&l.steps);
+            }
+            for r in &l.records {
+                println!("{:<32} {:>6}  IN  {:<6} {}", r.name, r.ttl, r.rtype, r.data);
+            }
+            let by = match &l.answered_by {
+                Answered::Cache => "the resolver cache".to_string(),
+                Answered::HostsFile => "the hosts file".to_string(),
+                Answered::Forwarder(a) => format!("resolver {a}"),
+                Answered::Recursive => "iteration from the root".to_string(),
+            };
+            println!(
+                ";; answered by {by} in {:.1} ms, TTL {} s",
+                l.elapsed.as_secs_f64() * 1000.0,
+                l.ttl.as_secs()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": args.name, "type": args.rtype, "error": e.to_string(), "kind": kind(&e)})
+                );
+            } else {
+                eprintln!("hopline: {e}");
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn kind(e: &ResolveError) -> &'static str {
+    match e {
+        ResolveError::NxDomain { .. } => "nxdomain",
+        ResolveError::NoData { .. } => "nodata",
+        ResolveError::Timeout { .. } => "timeout",
+        ResolveError::Refused { .. } => "refused",
+        ResolveError::ServFail { .. } => "servfail",
+        ResolveError::Loop(_) => "loop",
+        ResolveError::BadName(_) => "bad_name",
+        _ => "error",
+    }
+}
+
+fn print_steps(steps: &[hopline_dns::TraceStep]) {
+    for (i, s) in steps.iter().enumerate() {
+        let ttl = s.ttl.map(|t| format!(" ttl={t}s")).unwrap_or_default();
+        let zone = if s.zone.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", s.zone)
+        };
+        println!(
+            ";; {:>2}. {:<22}{zone} {} -> {:<8} {:>7.2} ms{ttl}{}  {}",
+            i + 1,
+            s.server,
+            s.question,
+            s.kind,
+            s.rtt_ms,
+            if s.tcp { " (TCP)" } else { "" },
+            s.detail
+        );
+    }
+}
