@@ -195,6 +195,12 @@ impl Authority {
         Ok(Authority { zones, pools })
     }
 
+    /// Is this name answered from a pool (answers change from query to query)?
+    pub fn is_pooled(&self, name: &Name) -> bool {
+        let ln = LowerName::new(name);
+        self.pools.iter().any(|p| p.name == ln)
+    }
+
     /// Zones loaded.
     pub fn zones(&self) -> &[Zone] {
         &self.zones

@@ -228,13 +228,74 @@ impl DnsServices {
     }
 }
 
+/// Encoded answers by query bytes (everything after the ID): a repeated question is
+/// answered by patching the ID into the stored bytes, without decoding or encoding.
+/// Authoritative answers stay valid until the next reload (the authority is replaced);
+/// resolver answers for one second (their TTLs count down).
+type Replayed = (Arc<[u8]>, tokio::time::Instant);
+
+struct Replay {
+    cache: moka::sync::Cache<Box<[u8]>, Replayed>,
+    valid: Duration,
+}
+
+impl Replay {
+    fn new(valid: Duration) -> Replay {
+        Replay {
+            cache: moka::sync::Cache::new(100_000),
+            valid,
+        }
+    }
+
+    fn get(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let (bytes, at) = self.cache.get(&packet[2..])?;
+        if at.elapsed() >= self.valid {
+            return None;
+        }
+        let mut out = bytes.to_vec();
+        out[..2].copy_from_slice(&packet[..2]);
+        Some(out)
+    }
+
+    fn put(&self, packet: &[u8], answer: &[u8]) {
+        if packet.len() > 2 && answer.len() > 2 {
+            self.cache.insert(
+                packet[2..].into(),
+                (answer.into(), tokio::time::Instant::now()),
+            );
+        }
+    }
+}
+
 async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 4096];
+    let replay = Replay::new(match answerer {
+        Answerer::Authority(_) => Duration::from_secs(u32::MAX as u64),
+        Answerer::Resolver(_) => Duration::from_secs(1),
+    });
+    // an authority swapped by reload invalidates what was replayed
+    let mut generation = match &answerer {
+        Answerer::Authority(a) => Arc::as_ptr(&a.load_full()) as usize,
+        Answerer::Resolver(_) => 0,
+    };
     loop {
         let (n, peer) = tokio::select! {
             _ = stop.changed() => return,
             r = sock.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
         };
+        if let Answerer::Authority(a) = &answerer {
+            let now = Arc::as_ptr(&a.load_full()) as usize;
+            if now != generation {
+                replay.cache.invalidate_all();
+                generation = now;
+            }
+        }
+        if n > 12
+            && let Some(out) = replay.get(&buf[..n])
+        {
+            let _ = sock.send_to(&out, peer).await;
+            continue;
+        }
         let q = match wire::decode_query(&buf[..n]) {
             Decoded::Query(q) => q,
             Decoded::FormErr(id) => {
@@ -245,13 +306,18 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
         };
         match &answerer {
             Answerer::Authority(a) => {
-                let mut r = a.load().answer(&q);
+                let auth = a.load();
+                let mut r = auth.answer(&q);
                 let out = wire::encode_udp(&mut r, &q);
+                if !auth.is_pooled(&q.queries[0].name) {
+                    replay.put(&buf[..n], &out);
+                }
                 let _ = sock.send_to(&out, peer).await;
             }
             Answerer::Resolver(res) => {
                 if let Some(mut r) = res.answer_cached(&q) {
                     let out = wire::encode_udp(&mut r, &q);
+                    replay.put(&buf[..n], &out);
                     let _ = sock.send_to(&out, peer).await;
                     continue;
                 }

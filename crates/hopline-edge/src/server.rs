@@ -717,9 +717,11 @@ async fn dispatch(
                 host: &host,
                 authority: &authority,
             };
+            // Boxed: the proxy/cache state machines are large; keeping them out of the
+            // service future keeps the static-file path's future small.
             match &route.cache {
-                Some(cache) => crate::pop::serve(cache, up, req, down).await,
-                None => crate::proxy::forward(up, req, down).await,
+                Some(cache) => Box::pin(crate::pop::serve(cache, up, req, down)).await,
+                None => Box::pin(crate::proxy::forward(up, req, down)).await,
             }
         }
     };

@@ -4,6 +4,7 @@
 mod cert;
 mod resolve;
 mod serve;
+mod visit;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Command {
     Cert(cert::Args),
     /// Resolve a name: hosts file, cache, then a resolver or the root (with --trace).
     Resolve(resolve::Args),
+    /// Load a URL the way a browser does and show every hop as a waterfall.
+    Visit(visit::Args),
 }
 
 /// Log to stderr; `RUST_LOG` (e.g. `hopline=debug`) picks what is shown.
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Cert(args) => cert::run(args),
         Command::Resolve(args) => resolve::run(args),
+        Command::Visit(args) => visit::run(args),
     };
     match result {
         Ok(code) => code,

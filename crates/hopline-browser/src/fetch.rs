@@ -1,0 +1,608 @@
+//! One request the way a browser's network stack makes it, timed phase by phase: DNS
+//! with hopline's resolver, TCP connect, TLS (rustls; version, cipher, ALPN, certificate,
+//! resumption), then HTTP/1.1 or HTTP/2 over hyper's connection API so every phase is
+//! visible. Connections are pooled per origin: up to N HTTP/1.1 connections (the
+//! browser's per-host limit), or one multiplexed HTTP/2 connection.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::timeline::{DnsInfo, Entry, Phases, TlsInfo, parse_server_timing};
+
+/// Which HTTP version to insist on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Force {
+    /// Whatever ALPN picks.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only (TLS with ALPN h2, or h2c prior knowledge on http://).
+    Http2,
+}
+
+/// Client settings.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// The resolver for host names.
+    pub resolver: hopline_dns::Resolver,
+    /// Extra trusted CA (PEM), e.g. hopline's local CA.
+    pub extra_ca: Option<std::path::PathBuf>,
+    /// HTTP/1.1 connections per host.
+    pub max_per_host: usize,
+    /// Protocol choice.
+    pub force: Force,
+    /// Per-phase timeout.
+    pub timeout: Duration,
+    /// W3C trace id for `traceparent` (32 hex digits).
+    pub trace_id: String,
+}
+
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+struct Conn {
+    id: usize,
+    server: SocketAddr,
+    sender: Sender,
+}
+
+/// The origin's multiplexed HTTP/2 connection: (connection id, server, sender).
+type SharedH2 = (usize, SocketAddr, http2::SendRequest<Empty<Bytes>>);
+
+/// Sees the decoded body as it arrives.
+pub type ChunkSink<'a> = Option<&'a mut (dyn FnMut(&[u8]) + Send)>;
+
+#[derive(Default)]
+struct OriginPool {
+    idle: parking_lot::Mutex<Vec<Conn>>,
+    h2: parking_lot::Mutex<Option<SharedH2>>,
+    known: AtomicBool,
+    first: tokio::sync::Mutex<()>,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// The page loader's HTTP client.
+pub struct Client {
+    opts: ClientOptions,
+    tls: Arc<rustls::ClientConfig>,
+    pools: parking_lot::Mutex<HashMap<String, Arc<OriginPool>>>,
+    next_conn: AtomicUsize,
+    /// Time zero of the timeline.
+    pub epoch: Instant,
+    next_span: AtomicUsize,
+}
+
+/// A finished request: its timeline entry and decoded body.
+pub struct Fetched {
+    /// The entry.
+    pub entry: Entry,
+    /// Decoded body (empty on error).
+    pub body: Bytes,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Client {
+    /// Build a client (rustls with the web PKI roots plus `extra_ca`; session resumption on).
+    pub fn new(opts: ClientOptions) -> Result<Client, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &opts.extra_ca {
+            use rustls_pki_types::pem::PemObject;
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            }
+        }
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = match opts.force {
+            Force::Http1 => vec![b"http/1.1".to_vec()],
+            Force::Http2 => vec![b"h2".to_vec()],
+            Force::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
+        cfg.resumption = rustls::client::Resumption::in_memory_sessions(256);
+        Ok(Client {
+            opts,
+            tls: Arc::new(cfg),
+            pools: parking_lot::Mutex::new(HashMap::new()),
+            next_conn: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            next_span: AtomicUsize::new(1),
+        })
+    }
+
+    /// Connections opened so far.
+    pub fn connections(&self) -> usize {
+        self.next_conn.load(Ordering::Relaxed)
+    }
+
+    fn pool(&self, origin: &str) -> Arc<OriginPool> {
+        self.pools
+            .lock()
+            .entry(origin.to_string())
+            .or_insert_with(|| {
+                Arc::new(OriginPool {
+                    slots: Some(Arc::new(tokio::sync::Semaphore::new(
+                        self.opts.max_per_host.max(1),
+                    ))),
+                    ..Default::default()
+                })
+            })
+            .clone()
+    }
+
+    /// GET a URL; `on_chunk` sees the decoded body as it arrives (for streaming HTML).
+    pub async fn get(
+        &self,
+        id: usize,
+        url: &Url,
+        kind: &str,
+        initiator: Option<usize>,
+        mut on_chunk: ChunkSink<'_>,
+    ) -> Fetched {
+        let start = Instant::now();
+        let mut entry = Entry {
+            id,
+            url: url.to_string(),
+            method: "GET".into(),
+            kind: kind.into(),
+            initiator,
+            status: 0,
+            http_version: String::new(),
+            server: None,
+            connection: None,
+            reused: false,
+            start: ms(start - self.epoch),
+            phases: Phases::default(),
+            dns: None,
+            tls: None,
+            server_timing: vec![],
+            cache_status: None,
+            content_type: None,
+            content_encoding: None,
+            transfer_bytes: 0,
+            body_bytes: 0,
+            redirect_to: None,
+            response_headers: vec![],
+            request_headers: vec![],
+            error: None,
+        };
+        match self.get_inner(url, &mut entry, start, &mut on_chunk).await {
+            Ok(body) => Fetched { entry, body },
+            Err(e) => {
+                entry.error = Some(e);
+                Fetched {
+                    entry,
+                    body: Bytes::new(),
+                }
+            }
+        }
+    }
+
+    async fn get_inner(
+        &self,
+        url: &Url,
+        entry: &mut Entry,
+        start: Instant,
+        on_chunk: &mut ChunkSink<'_>,
+    ) -> Result<Bytes, String> {
+        let host = url.host_str().ok_or("URL has no host")?.to_string();
+        let port = url.port_or_known_default().ok_or("URL has no port")?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            s => return Err(format!("unsupported scheme {s}")),
+        };
+        let origin = format!("{}://{}:{port}", url.scheme(), host);
+        let pool = self.pool(&origin);
+        // the first request to an origin opens the connection alone, so HTTP/2 is
+        // known before others dial (one multiplexed connection)
+        let first_guard = if pool.known.load(Ordering::Acquire) {
+            None
+        } else {
+            Some(pool.first.lock().await)
+        };
+        // an HTTP/1.1 connection slot, held until this request's body is read
+        let mut _slot: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let conn = if let Some((cid, server, send)) = pool.h2.lock().clone() {
+            entry.reused = true;
+            Conn {
+                id: cid,
+                server,
+                sender: Sender::H2(send),
+            }
+        } else {
+            let permit = pool
+                .slots
+                .as_ref()
+                .expect("slots")
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            entry.phases.blocked = ms(start.elapsed());
+            let idle = {
+                let mut idle = pool.idle.lock();
+                let mut found = None;
+                while let Some(c) = idle.pop() {
+                    if let Sender::H1(s) = &c.sender
+                        && !s.is_closed()
+                    {
+                        found = Some(c);
+                        break;
+                    }
+                }
+                found
+            };
+            let c = match idle {
+                Some(c) => {
+                    entry.reused = true;
+                    c
+                }
+                None => self.dial(&host, port, tls, entry).await?,
+            };
+            if let Sender::H2(s) = &c.sender {
+                *pool.h2.lock() = Some((c.id, c.server, s.clone()));
+                drop(permit);
+            } else {
+                _slot = Some(permit);
+            }
+            c
+        };
+        pool.known.store(true, Ordering::Release);
+        drop(first_guard);
+        entry.connection = Some(conn.id);
+        entry.server = Some(conn.server.to_string());
+
+        let span = self.next_span.fetch_add(1, Ordering::Relaxed);
+        let traceparent = format!(
+            "00-{}-{:016x}-01",
+            self.opts.trace_id,
+            span as u64 | 0x1000_0000_0000_0000
+        );
+        let path = url[url::Position::BeforePath..url::Position::AfterQuery].to_string();
+        let authority = if url.port().is_some() {
+            format!("{host}:{port}")
+        } else {
+            host.clone()
+        };
+        let is_h2 = matches!(conn.sender, Sender::H2(_));
+        let uri = if is_h2 { url.to_string() } else { path };
+        let mut req = hyper::Request::get(uri)
+            .header("host", authority)
+            .header(
+                "user-agent",
+                concat!("hopline-visit/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("accept", "*/*")
+            .header("accept-encoding", "gzip, br, zstd")
+            .header("traceparent", traceparent)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        if is_h2 {
+            req.headers_mut().remove("host");
+        }
+        entry.request_headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let sent = Instant::now();
+        let resp = match conn.sender {
+            Sender::H1(mut s) => {
+                entry.http_version = "HTTP/1.1".into();
+                let r = tokio::time::timeout(self.opts.timeout, s.send_request(req)).await;
+                let r = r.map_err(|_| {
+                    format!(
+                        "timeout: no response from {} within {:?}",
+                        conn.server, self.opts.timeout
+                    )
+                })?;
+                let r = r.map_err(|e| format!("HTTP: {e}"))?;
+                // back to the pool once the body is read (done below)
+                (r, Some((conn.id, conn.server, s)))
+            }
+            Sender::H2(mut s) => {
+                entry.http_version = "HTTP/2".into();
+                let r = tokio::time::timeout(self.opts.timeout, s.send_request(req)).await;
+                let r = r.map_err(|_| {
+                    format!(
+                        "timeout: no response from {} within {:?}",
+                        conn.server, self.opts.timeout
+                    )
+                })?;
+                (r.map_err(|e| format!("HTTP/2: {e}"))?, None)
+            }
+        };
+        let (resp, h1_back) = resp;
+        let head = Instant::now();
+        entry.phases.send = 0.0;
+        entry.phases.wait = ms(head - sent);
+        entry.status = resp.status().as_u16();
+        let h = resp.headers();
+        let get = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.to_string())
+        };
+        entry.content_type = get("content-type");
+        entry.content_encoding = get("content-encoding");
+        entry.cache_status = get("cache-status");
+        entry.server_timing = h
+            .get_all("server-timing")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_server_timing)
+            .collect();
+        if resp.status().is_redirection()
+            && let Some(loc) = get("location")
+        {
+            entry.redirect_to = url.join(&loc).ok().map(|u| u.to_string());
+        }
+        entry.response_headers = h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let mut decoder = Decoder::new(entry.content_encoding.as_deref());
+        let mut body = resp.into_body();
+        let mut decoded = Vec::new();
+        loop {
+            let frame = match tokio::time::timeout(self.opts.timeout, body.frame()).await {
+                Err(_) => return Err("timeout while receiving the body".into()),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(format!("body: {e}")),
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(data) = frame.into_data() {
+                entry.transfer_bytes += data.len() as u64;
+                let chunk = decoder.feed(&data)?;
+                if let Some(cb) = on_chunk.as_mut() {
+                    cb(&chunk);
+                }
+                decoded.extend_from_slice(&chunk);
+            }
+        }
+        let tail = decoder.finish()?;
+        if let Some(cb) = on_chunk.as_mut()
+            && !tail.is_empty()
+        {
+            cb(&tail);
+        }
+        decoded.extend_from_slice(&tail);
+        entry.phases.receive = ms(head.elapsed());
+        entry.body_bytes = decoded.len() as u64;
+        if let Some((id, server, s)) = h1_back
+            && !s.is_closed()
+        {
+            {
+                pool.idle.lock().push(Conn {
+                    id,
+                    server,
+                    sender: Sender::H1(s),
+                });
+            }
+        }
+        Ok(Bytes::from(decoded))
+    }
+
+    /// DNS, TCP, TLS and the HTTP handshake of a new connection.
+    async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+        entry: &mut Entry,
+    ) -> Result<Conn, String> {
+        let t0 = Instant::now();
+        let addrs: Vec<IpAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => {
+                entry.dns = Some(DnsInfo {
+                    answered_by: "literal".into(),
+                    addrs: vec![ip.to_string()],
+                    ttl: 0,
+                    steps: 0,
+                });
+                vec![ip]
+            }
+            Err(_) => {
+                let l = self
+                    .opts
+                    .resolver
+                    .lookup_ip(host)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                entry.dns = Some(DnsInfo {
+                    answered_by: match &l.answered_by {
+                        hopline_dns::Answered::Cache => "cache".into(),
+                        hopline_dns::Answered::HostsFile => "hosts_file".into(),
+                        hopline_dns::Answered::Forwarder(a) => format!("resolver {a}"),
+                        hopline_dns::Answered::Recursive => "recursive".into(),
+                    },
+                    addrs: l.addrs.iter().map(|a| a.to_string()).collect(),
+                    ttl: l.ttl.as_secs(),
+                    steps: l.steps.len(),
+                });
+                l.addrs
+            }
+        };
+        entry.phases.dns = Some(ms(t0.elapsed()));
+        let t1 = Instant::now();
+        let mut last = String::from("no address");
+        let mut stream = None;
+        for ip in &addrs {
+            let sa = SocketAddr::new(*ip, port);
+            match tokio::time::timeout(self.opts.timeout, TcpStream::connect(sa)).await {
+                Ok(Ok(s)) => {
+                    stream = Some((s, sa));
+                    break;
+                }
+                Ok(Err(e)) => last = format!("connect: {e} ({sa})"),
+                Err(_) => last = format!("connect: timeout ({sa})"),
+            }
+        }
+        let (stream, server) = stream.ok_or(last)?;
+        let _ = stream.set_nodelay(true);
+        entry.phases.connect = Some(ms(t1.elapsed()));
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        if tls {
+            let t2 = Instant::now();
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| format!("TLS: {e}"))?;
+            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+            let s = tokio::time::timeout(self.opts.timeout, connector.connect(name, stream))
+                .await
+                .map_err(|_| "TLS: handshake timeout".to_string())?
+                .map_err(|e| format!("TLS: {e}"))?;
+            entry.phases.tls = Some(ms(t2.elapsed()));
+            let c = s.get_ref().1;
+            let alpn = c
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            let (subject, issuer) = c
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+                .map(|(_, cert)| (cert.subject().to_string(), cert.issuer().to_string()))
+                .unwrap_or_default();
+            entry.tls = Some(TlsInfo {
+                version: c
+                    .protocol_version()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default(),
+                cipher: c
+                    .negotiated_cipher_suite()
+                    .map(|s| format!("{:?}", s.suite()))
+                    .unwrap_or_default(),
+                alpn: alpn.clone(),
+                subject,
+                issuer,
+                resumed: matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+            });
+            let h2 = alpn.as_deref() == Some("h2");
+            self.handshake(TokioIo::new(s), h2, id, server).await
+        } else {
+            self.handshake(
+                TokioIo::new(stream),
+                self.opts.force == Force::Http2,
+                id,
+                server,
+            )
+            .await
+        }
+    }
+
+    async fn handshake<I>(
+        &self,
+        io: I,
+        h2: bool,
+        id: usize,
+        server: SocketAddr,
+    ) -> Result<Conn, String>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        if h2 {
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Conn {
+                id,
+                server,
+                sender: Sender::H2(send),
+            })
+        } else {
+            let (send, conn) = http1::handshake(io)
+                .await
+                .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Conn {
+                id,
+                server,
+                sender: Sender::H1(send),
+            })
+        }
+    }
+}
+
+/// Streaming content decoding (gzip, br, zstd, identity).
+enum Decoder {
+    Identity,
+    Gzip(flate2::write::GzDecoder<Vec<u8>>),
+    Br(Box<brotli::DecompressorWriter<Vec<u8>>>),
+    Zstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
+}
+
+impl Decoder {
+    fn new(enc: Option<&str>) -> Decoder {
+        match enc.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+            Some("gzip") | Some("x-gzip") => {
+                Decoder::Gzip(flate2::write::GzDecoder::new(Vec::new()))
+            }
+            Some("br") => Decoder::Br(Box::new(brotli::DecompressorWriter::new(Vec::new(), 8192))),
+            Some("zstd") => zstd::stream::write::Decoder::new(Vec::new())
+                .map(Decoder::Zstd)
+                .unwrap_or(Decoder::Identity),
+            _ => Decoder::Identity,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Result<Vec<u8>, String> {
+        use std::io::Write;
+        let err = |e: std::io::Error| format!("content decoding: {e}");
+        match self {
+            Decoder::Identity => Ok(data.to_vec()),
+            Decoder::Gzip(d) => {
+                d.write_all(data).map_err(err)?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+            Decoder::Br(d) => {
+                d.write_all(data).map_err(err)?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+            Decoder::Zstd(d) => {
+                d.write_all(data).map_err(err)?;
+                d.flush().map_err(err)?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+        }
+    }
+
+    fn finish(self) -> Result<Vec<u8>, String> {
+        let err = |e: std::io::Error| format!("content decoding: {e}");
+        match self {
+            Decoder::Identity => Ok(Vec::new()),
+            Decoder::Gzip(d) => d.finish().map_err(err),
+            Decoder::Br(d) => d
+                .into_inner()
+                .map_err(|_| "content decoding: brotli stream incomplete".to_string()),
+            Decoder::Zstd(mut d) => {
+                use std::io::Write;
+                d.flush().map_err(err)?;
+                Ok(d.into_inner())
+            }
+        }
+    }
+}

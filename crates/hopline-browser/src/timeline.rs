@@ -1,0 +1,220 @@
+//! The timeline of one navigation: plain data (serde) that the waterfall, the HAR file
+//! and the JSON output all read. Times are milliseconds since the navigation started;
+//! phases follow W3C Navigation/Resource Timing: blocked, dns, connect, tls, send,
+//! wait (time to first byte), receive.
+
+use serde::Serialize;
+
+/// One request's phases, ms (`None` = not part of this request, e.g. a reused connection).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Phases {
+    /// Waiting for a connection slot (per-host limit).
+    pub blocked: f64,
+    /// Name lookup.
+    pub dns: Option<f64>,
+    /// TCP handshake.
+    pub connect: Option<f64>,
+    /// TLS handshake.
+    pub tls: Option<f64>,
+    /// Writing the request.
+    pub send: f64,
+    /// Request sent → first response byte (TTFB).
+    pub wait: f64,
+    /// First → last response byte.
+    pub receive: f64,
+}
+
+impl Phases {
+    /// Sum of all phases.
+    pub fn total(&self) -> f64 {
+        self.blocked
+            + self.dns.unwrap_or(0.0)
+            + self.connect.unwrap_or(0.0)
+            + self.tls.unwrap_or(0.0)
+            + self.send
+            + self.wait
+            + self.receive
+    }
+}
+
+/// The DNS step of a request.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DnsInfo {
+    /// Which layer answered: cache, hosts_file, forwarder, recursive, literal.
+    pub answered_by: String,
+    /// Addresses.
+    pub addrs: Vec<String>,
+    /// TTL, s.
+    pub ttl: u64,
+    /// Servers asked (recursive/forwarded lookups).
+    pub steps: usize,
+}
+
+/// The TLS step of a connection.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TlsInfo {
+    /// e.g. "TLSv1_3".
+    pub version: String,
+    /// Cipher suite.
+    pub cipher: String,
+    /// Negotiated protocol ("h2", "http/1.1").
+    pub alpn: Option<String>,
+    /// Certificate subject.
+    pub subject: String,
+    /// Certificate issuer.
+    pub issuer: String,
+    /// Session resumed (no full handshake).
+    pub resumed: bool,
+}
+
+/// A server's own account of a hop, from `Server-Timing`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServerTiming {
+    /// Metric name.
+    pub name: String,
+    /// Duration, ms.
+    pub dur: Option<f64>,
+    /// Description.
+    pub desc: Option<String>,
+}
+
+/// One request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// Position in the timeline.
+    pub id: usize,
+    /// URL.
+    pub url: String,
+    /// Method.
+    pub method: String,
+    /// What it is: document, stylesheet, script, image, font, icon, other.
+    pub kind: String,
+    /// Who asked for it (the id of the document or stylesheet), if anyone.
+    pub initiator: Option<usize>,
+    /// Status code (0 when it failed before a response).
+    pub status: u16,
+    /// "HTTP/1.1" or "HTTP/2".
+    pub http_version: String,
+    /// Server address connected to.
+    pub server: Option<String>,
+    /// Connection number (same number = same connection).
+    pub connection: Option<usize>,
+    /// Whether the connection was reused from an earlier request.
+    pub reused: bool,
+    /// Start, ms since the navigation started.
+    pub start: f64,
+    /// Phases.
+    pub phases: Phases,
+    /// DNS detail when this request looked a name up.
+    pub dns: Option<DnsInfo>,
+    /// TLS detail when this request opened a TLS connection.
+    pub tls: Option<TlsInfo>,
+    /// `Server-Timing` entries of the response.
+    pub server_timing: Vec<ServerTiming>,
+    /// `Cache-Status` of the response.
+    pub cache_status: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// Bytes on the wire (body, encoded).
+    pub transfer_bytes: u64,
+    /// Bytes after decoding.
+    pub body_bytes: u64,
+    /// Where a redirect pointed.
+    pub redirect_to: Option<String>,
+    /// Response headers (name, value).
+    pub response_headers: Vec<(String, String)>,
+    /// Request headers (name, value).
+    pub request_headers: Vec<(String, String)>,
+    /// The hop where it failed, with the reason.
+    pub error: Option<String>,
+}
+
+/// Page-level figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PageTimings {
+    /// DNS of the document, ms.
+    pub dns: f64,
+    /// TCP connect of the document, ms.
+    pub connect: f64,
+    /// TLS of the document, ms.
+    pub tls: f64,
+    /// Time to first byte of the (final) document, ms since start.
+    pub ttfb: f64,
+    /// HTML parsed (DOMContentLoaded-equivalent), ms since start.
+    pub dom_content_loaded: f64,
+    /// Every subresource done, ms since start.
+    pub load: f64,
+    /// Requests made.
+    pub requests: usize,
+    /// Bytes on the wire.
+    pub transfer_bytes: u64,
+    /// Connections opened.
+    pub connections: usize,
+    /// Requests that reused a connection.
+    pub reused: usize,
+    /// Requests that failed.
+    pub failed: usize,
+}
+
+/// A navigation: the document, its redirects and subresources.
+#[derive(Debug, Clone, Serialize)]
+pub struct Navigation {
+    /// URL typed.
+    pub url: String,
+    /// Final URL after redirects.
+    pub final_url: String,
+    /// Wall-clock start (RFC 3339).
+    pub started: String,
+    /// Every request in start order.
+    pub entries: Vec<Entry>,
+    /// Page figures.
+    pub page: PageTimings,
+}
+
+/// Parse a `Server-Timing` header value.
+pub fn parse_server_timing(v: &str) -> Vec<ServerTiming> {
+    v.split(',')
+        .filter_map(|metric| {
+            let mut parts = metric.split(';');
+            let name = parts.next()?.trim().to_string();
+            if name.is_empty() {
+                return None;
+            }
+            let mut st = ServerTiming {
+                name,
+                dur: None,
+                desc: None,
+            };
+            for p in parts {
+                let (k, val) = p.trim().split_once('=')?;
+                match k.trim() {
+                    "dur" => st.dur = val.trim().parse().ok(),
+                    "desc" => st.desc = Some(val.trim().trim_matches('"').to_string()),
+                    _ => {}
+                }
+            }
+            Some(st)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_parses() {
+        let v = parse_server_timing(
+            "hopline-proxy;dur=3.2;desc=\"app 127.0.0.1:9001 via least_connections\", db;dur=1, miss",
+        );
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].dur, Some(3.2));
+        assert_eq!(
+            v[0].desc.as_deref(),
+            Some("app 127.0.0.1:9001 via least_connections")
+        );
+        assert_eq!(v[2].name, "miss");
+    }
+}

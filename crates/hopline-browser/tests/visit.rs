@@ -1,0 +1,455 @@
+//! `visit` against real servers on loopback: hopline's own edge serving a page with
+//! stylesheets (and an @import), a script, images (src and srcset), an icon and a font;
+//! redirects and loops; TLS with a test CA (HTTP/2 by ALPN: one connection) and with a
+//! wrong-host certificate; DNS through hopline's authoritative server; a HAR file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hopline_browser::{Client, ClientOptions, Force, Navigation, VisitOptions, navigate};
+use hopline_edge::{Config, Server};
+
+fn site(dir: &std::path::Path) {
+    let p = dir.join("public");
+    std::fs::create_dir_all(p.join("css")).unwrap();
+    std::fs::create_dir_all(p.join("img")).unwrap();
+    std::fs::write(
+        p.join("index.html"),
+        r#"<!doctype html><html><head><link rel="stylesheet" href="/css/site.css"><link rel="icon" href="/favicon.ico"><script src="/app.js" defer></script></head>
+<body><h1>shop</h1><img src="/img/a.png" srcset="/img/a2.png 2x"><img src="/img/b.png"></body></html>"#,
+    )
+    .unwrap();
+    std::fs::write(p.join("css/site.css"), "@import \"reset.css\";\nbody{background:url(/img/bg.png)}\n@font-face{font-family:x;src:url(/fonts/x.woff2)}\n".repeat(20)).unwrap();
+    std::fs::write(p.join("css/reset.css"), "*{margin:0}\n").unwrap();
+    std::fs::write(p.join("app.js"), "console.log('hi');\n".repeat(50)).unwrap();
+    std::fs::create_dir_all(p.join("fonts")).unwrap();
+    std::fs::write(p.join("fonts/x.woff2"), vec![7u8; 3000]).unwrap();
+    for f in ["a.png", "a2.png", "b.png", "bg.png"] {
+        std::fs::write(p.join("img").join(f), vec![1u8; 2000]).unwrap();
+    }
+    std::fs::write(p.join("favicon.ico"), vec![2u8; 300]).unwrap();
+}
+
+async fn edge(dir: &std::path::Path, tls: Option<(&str, &str)>) -> (Server, std::net::SocketAddr) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls_line = tls
+        .map(|(c, k)| format!("tls = {{ cert = \"{c}\", key = \"{k}\" }}\n"))
+        .unwrap_or_default();
+    let toml = format!(
+        "access_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n{tls_line}  [[site.route]]\n  path = \"/\"\n  root = \"public\"\n  [[site.route]]\n  path = \"/old\"\n  redirect = \"/\"\n  [[site.route]]\n  path = \"/loop-a\"\n  redirect = \"/loop-b\"\n  status = 302\n  [[site.route]]\n  path = \"/loop-b\"\n  redirect = \"/loop-a\"\n  status = 307\n"
+    );
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, toml).unwrap();
+    let server = Server::start(Config::load(&path).unwrap()).await.unwrap();
+    let addr = server.bound()[0].1;
+    (server, addr)
+}
+
+fn client(
+    resolver: hopline_dns::Resolver,
+    ca: Option<std::path::PathBuf>,
+    force: Force,
+) -> Arc<Client> {
+    Arc::new(
+        Client::new(ClientOptions {
+            resolver,
+            extra_ca: ca,
+            max_per_host: 6,
+            force,
+            timeout: Duration::from_secs(5),
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+        })
+        .unwrap(),
+    )
+}
+
+fn no_dns() -> hopline_dns::Resolver {
+    hopline_dns::Resolver::builder()
+        .no_hosts_file()
+        .forward(vec!["127.0.0.1:9".parse().unwrap()])
+        .build()
+        .unwrap()
+}
+
+fn check_phases(nav: &Navigation) {
+    for e in &nav.entries {
+        let p = &e.phases;
+        for v in [
+            p.blocked,
+            p.dns.unwrap_or(0.0),
+            p.connect.unwrap_or(0.0),
+            p.tls.unwrap_or(0.0),
+            p.send,
+            p.wait,
+            p.receive,
+        ] {
+            assert!(v >= 0.0, "negative phase in {e:?}");
+        }
+        assert!(e.start >= 0.0);
+        assert!(
+            e.start + p.total() <= nav.page.load + 0.5,
+            "entry ends after load: {} + {} > {}",
+            e.start,
+            p.total(),
+            nav.page.load
+        );
+    }
+    assert!(
+        nav.page.ttfb <= nav.page.dom_content_loaded
+            && nav.page.dom_content_loaded <= nav.page.load + 0.001
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_and_every_subresource_over_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let (_s, addr) = edge(dir.path(), None).await;
+    let c = client(no_dns(), None, Force::Auto);
+    let url = url::Url::parse(&format!("http://{addr}/")).unwrap();
+    let nav = navigate(c.clone(), url, VisitOptions::default()).await;
+    let mut kinds: Vec<(String, String, u16)> = nav
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.url.replace(&format!("http://{addr}"), ""),
+                e.kind.clone(),
+                e.status,
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("/".into(), "document".into(), 200),
+            ("/app.js".into(), "script".into(), 200),
+            ("/css/reset.css".into(), "stylesheet".into(), 200),
+            ("/css/site.css".into(), "stylesheet".into(), 200),
+            ("/favicon.ico".into(), "icon".into(), 200),
+            ("/fonts/x.woff2".into(), "font".into(), 200),
+            ("/img/a.png".into(), "image".into(), 200),
+            ("/img/a2.png".into(), "image".into(), 200),
+            ("/img/b.png".into(), "image".into(), 200),
+            ("/img/bg.png".into(), "image".into(), 200),
+        ]
+    );
+    assert!(nav.entries.iter().all(|e| e.http_version == "HTTP/1.1"));
+    assert!(
+        nav.page.connections <= 6,
+        "{} connections",
+        nav.page.connections
+    );
+    assert!(
+        nav.page.reused > 0,
+        "keep-alive connections were not reused"
+    );
+    let css = nav
+        .entries
+        .iter()
+        .find(|e| e.url.ends_with("site.css"))
+        .unwrap();
+    assert_eq!(
+        css.content_encoding.as_deref(),
+        Some("br"),
+        "compressed CSS expected"
+    );
+    assert!(
+        css.body_bytes > css.transfer_bytes,
+        "decoded size should exceed the wire size"
+    );
+    let font = nav.entries.iter().find(|e| e.kind == "font").unwrap();
+    assert_eq!(
+        font.initiator,
+        Some(css.id),
+        "the font was found in the stylesheet"
+    );
+    check_phases(&nav);
+    // the waterfall and the HAR read the same timeline
+    let text = hopline_browser::waterfall::render(&nav, false);
+    assert!(
+        text.contains("page: dns") && text.contains("/fonts/x.woff2"),
+        "{text}"
+    );
+    let har = hopline_browser::har::har(&nav);
+    assert_eq!(har["log"]["version"], "1.2");
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 10);
+    for e in entries {
+        for k in [
+            "blocked", "dns", "connect", "ssl", "send", "wait", "receive",
+        ] {
+            assert!(e["timings"][k].is_number(), "{k} missing: {e}");
+        }
+        assert!(e["startedDateTime"].as_str().unwrap().contains('T'));
+        assert!(
+            e["request"]["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["name"] == "traceparent")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_rows_and_loops_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let (_s, addr) = edge(dir.path(), None).await;
+    let c = client(no_dns(), None, Force::Auto);
+    let nav = navigate(
+        c.clone(),
+        url::Url::parse(&format!("http://{addr}/old")).unwrap(),
+        VisitOptions {
+            subresources: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(nav.entries.len(), 2);
+    assert_eq!(nav.entries[0].status, 301);
+    assert_eq!(
+        nav.entries[0].redirect_to.as_deref(),
+        Some(format!("http://{addr}/").as_str())
+    );
+    assert_eq!(nav.entries[1].status, 200);
+    assert_eq!(nav.final_url, format!("http://{addr}/"));
+    let nav = navigate(
+        c,
+        url::Url::parse(&format!("http://{addr}/loop-a")).unwrap(),
+        VisitOptions::default(),
+    )
+    .await;
+    let last = nav.entries.last().unwrap();
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("redirect loop"),
+        "{:?}",
+        nav.entries
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_test_ca_http2_on_one_connection_and_a_wrong_host() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let certs = dir.path().join("certs");
+    hopline_edge::tls::ca::issue(&certs, &["shop.test".into()]).unwrap();
+    let (_s, addr) = edge(
+        dir.path(),
+        Some(("certs/shop.test.pem", "certs/shop.test-key.pem")),
+    )
+    .await;
+    // shop.test resolves to 127.0.0.1 through a hosts file
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 shop.test other.test\n").unwrap();
+    let resolver = hopline_dns::Resolver::builder()
+        .hosts_file(&hosts)
+        .forward(vec!["127.0.0.1:9".parse().unwrap()])
+        .build()
+        .unwrap();
+    let c = client(resolver.clone(), Some(certs.join("ca.pem")), Force::Auto);
+    let nav = navigate(
+        c.clone(),
+        url::Url::parse(&format!("https://shop.test:{}/", addr.port())).unwrap(),
+        VisitOptions::default(),
+    )
+    .await;
+    assert_eq!(
+        nav.page.failed,
+        0,
+        "{:#?}",
+        nav.entries
+            .iter()
+            .filter_map(|e| e.error.clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(nav.entries.iter().all(|e| e.http_version == "HTTP/2"));
+    assert_eq!(
+        nav.page.connections, 1,
+        "HTTP/2 should multiplex on one connection"
+    );
+    let doc = &nav.entries[0];
+    let tls = doc.tls.as_ref().unwrap();
+    assert_eq!(tls.alpn.as_deref(), Some("h2"));
+    assert!(tls.version.contains("TLSv1_3"), "{tls:?}");
+    assert!(
+        tls.subject.contains("shop.test") && tls.issuer.contains("hopline local CA"),
+        "{tls:?}"
+    );
+    assert_eq!(doc.dns.as_ref().unwrap().answered_by, "hosts_file");
+    assert!(doc.phases.tls.unwrap() > 0.0 && doc.phases.connect.unwrap() > 0.0);
+    check_phases(&nav);
+    // a second client session resumes TLS
+    let nav2 = navigate(
+        Arc::new(
+            Client::new(ClientOptions {
+                resolver: resolver.clone(),
+                extra_ca: Some(certs.join("ca.pem")),
+                max_per_host: 6,
+                force: Force::Http1,
+                timeout: Duration::from_secs(5),
+                trace_id: "1".repeat(32),
+            })
+            .unwrap(),
+        ),
+        url::Url::parse(&format!("https://shop.test:{}/", addr.port())).unwrap(),
+        VisitOptions {
+            subresources: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(nav2.entries[0].http_version, "HTTP/1.1");
+    // wrong host: the certificate does not cover other.test
+    let nav = navigate(
+        c,
+        url::Url::parse(&format!("https://other.test:{}/", addr.port())).unwrap(),
+        VisitOptions::default(),
+    )
+    .await;
+    let err = nav.entries[0].error.clone().unwrap_or_default();
+    assert!(
+        err.starts_with("TLS:") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolve_through_hopline_dns_and_failures_name_their_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let (_s, addr) = edge(dir.path(), None).await;
+    std::fs::write(dir.path().join("shop.zone"), "$ORIGIN shop.test.\n$TTL 60\n@ IN SOA ns admin 1 3600 600 86400 30\n@ IN NS ns\nns IN A 127.0.0.1\nwww IN A 127.0.0.1\n").unwrap();
+    let dns_cfg = hopline_dns::config::DnsConfig {
+        authoritative: vec![hopline_dns::config::AuthoritativeService {
+            listen: "127.0.0.1:0".into(),
+            zones: vec!["shop.zone".into()],
+        }],
+        ..Default::default()
+    };
+    let dns = hopline_dns::service::DnsServices::start(&dns_cfg, dir.path())
+        .await
+        .unwrap();
+    let dns_addr = dns.bound()[0].1;
+    let resolver = hopline_dns::Resolver::builder()
+        .no_hosts_file()
+        .forward(vec![dns_addr])
+        .build()
+        .unwrap();
+    let c = client(resolver, None, Force::Auto);
+    let url = url::Url::parse(&format!("http://www.shop.test:{}/", addr.port())).unwrap();
+    let nav = navigate(
+        c.clone(),
+        url.clone(),
+        VisitOptions {
+            subresources: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let d = nav.entries[0].dns.as_ref().unwrap();
+    assert_eq!(d.answered_by, format!("resolver {dns_addr}"));
+    assert_eq!(d.addrs, vec!["127.0.0.1".to_string()]);
+    assert_eq!(nav.entries[0].status, 200);
+    let nav = navigate(
+        c.clone(),
+        url::Url::parse(&format!("http://nope.shop.test:{}/", addr.port())).unwrap(),
+        VisitOptions::default(),
+    )
+    .await;
+    assert!(
+        nav.entries[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("NXDOMAIN"),
+        "{:?}",
+        nav.entries[0].error
+    );
+    // connection refused is named as a connect failure
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nav = navigate(
+        c,
+        url::Url::parse(&format!("http://{dead}/")).unwrap(),
+        VisitOptions::default(),
+    )
+    .await;
+    assert!(
+        nav.entries[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("connect:"),
+        "{:?}",
+        nav.entries[0].error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_agree_with_curl() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var("CI").is_err(), "curl is required in CI");
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let (_s, addr) = edge(dir.path(), None).await;
+    let url = format!("http://{addr}/app.js");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_connect} %{time_starttransfer} %{time_total} %{http_code}",
+                &url,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(v[3], 200.0);
+    let c = client(no_dns(), None, Force::Http1);
+    let nav = navigate(
+        c,
+        url::Url::parse(&format!("http://{addr}/app.js")).unwrap(),
+        VisitOptions {
+            subresources: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = &nav.entries[0];
+    // on loopback both see sub-10 ms connects and first bytes
+    assert!(
+        v[0] * 1000.0 < 10.0 && e.phases.connect.unwrap() < 10.0,
+        "curl {text} vs {:?}",
+        e.phases
+    );
+    assert!(
+        v[1] * 1000.0 < 50.0 && e.phases.wait < 50.0,
+        "curl {text} vs {:?}",
+        e.phases
+    );
+    assert!(e.phases.connect.unwrap() <= e.phases.total());
+}

@@ -1,0 +1,180 @@
+//! `hopline visit URL`: load a page the way a browser does and show every hop as a
+//! waterfall (or JSON, or a HAR file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hopline_browser::{Client, ClientOptions, Force, VisitOptions};
+
+/// Load a URL the way a browser does and show every hop as a waterfall.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  hopline visit http://127.0.0.1:8080/
+  hopline visit https://shop.test:8443/ --resolver 127.0.0.1:5300 --ca certs/ca.pem --repeat 2
+  hopline visit https://example.com/ --recursive --har page.har
+  hopline visit http://127.0.0.1:8080/ --json | jq .page")]
+pub struct Args {
+    /// The URL (http or https; IDNA host names are converted).
+    pub url: String,
+    /// Resolve names with this resolver (IP or IP:PORT) instead of /etc/resolv.conf's.
+    #[arg(long, conflicts_with = "recursive")]
+    pub resolver: Option<String>,
+    /// Resolve names iteratively from the root.
+    #[arg(long)]
+    pub recursive: bool,
+    /// Root hints for --recursive (named.root format).
+    #[arg(long, requires = "recursive")]
+    pub root_hints: Option<PathBuf>,
+    /// Trust this CA (PEM) too, e.g. hopline's local CA.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Write the timeline as HAR 1.2 to this file.
+    #[arg(long)]
+    pub har: Option<PathBuf>,
+    /// Print the timeline as JSON instead of the waterfall.
+    #[arg(long)]
+    pub json: bool,
+    /// Load the page N times with the same client (DNS cache, connection and TLS reuse show).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Load only the document.
+    #[arg(long)]
+    pub no_subresources: bool,
+    /// HTTP/1.1 connections per host.
+    #[arg(long, default_value_t = 6)]
+    pub max_connections_per_host: usize,
+    /// Speak only HTTP/1.1.
+    #[arg(long, conflicts_with = "http2")]
+    pub http1: bool,
+    /// Speak only HTTP/2 (h2 by ALPN, or h2c prior knowledge on http://).
+    #[arg(long)]
+    pub http2: bool,
+    /// Per-phase timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let url = url::Url::parse(&args.url).map_err(|e| {
+        anyhow::anyhow!(
+            "bad URL {:?}: {e} (expected e.g. https://shop.test/)",
+            args.url
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        anyhow::bail!(
+            "bad URL {:?}: only http:// and https:// can be visited",
+            args.url
+        );
+    }
+    if url.host_str().is_none_or(|h| h.is_empty()) {
+        anyhow::bail!("bad URL {:?}: no host", args.url);
+    }
+    let mut b = hopline_dns::Resolver::builder();
+    if let Some(r) = &args.resolver {
+        let addr: SocketAddr = r
+            .parse()
+            .or_else(|_| {
+                r.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| anyhow::anyhow!("--resolver {r:?}: expected IP or IP:PORT"))?;
+        b = b.forward(vec![addr]);
+    } else if args.recursive {
+        b = b.recursive(match &args.root_hints {
+            Some(p) => hopline_dns::RootHints::from_file(p)?,
+            None => hopline_dns::RootHints::builtin(),
+        });
+    }
+    let resolver = b.build()?;
+    let trace_id = format!("{:032x}", rand::random::<u128>());
+    let client = Arc::new(
+        Client::new(ClientOptions {
+            resolver,
+            extra_ca: args.ca.clone(),
+            max_per_host: args.max_connections_per_host,
+            force: if args.http1 {
+                Force::Http1
+            } else if args.http2 {
+                Force::Http2
+            } else {
+                Force::Auto
+            },
+            timeout: Duration::from_secs(args.timeout.max(1)),
+            trace_id,
+        })
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let opts = VisitOptions {
+        subresources: !args.no_subresources,
+        ..Default::default()
+    };
+    let mut navs = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        navs.push(rt.block_on(hopline_browser::navigate(
+            client.clone(),
+            url.clone(),
+            opts.clone(),
+        )));
+    }
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    if args.json {
+        let v = if navs.len() == 1 {
+            serde_json::to_value(&navs[0])?
+        } else {
+            serde_json::to_value(&navs)?
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (i, n) in navs.iter().enumerate() {
+            if navs.len() > 1 {
+                println!("── visit {} of {} ──", i + 1, navs.len());
+            }
+            print!("{}", hopline_browser::waterfall::render(n, color));
+        }
+    }
+    if let Some(path) = &args.har {
+        let last = navs.last().expect("at least one visit");
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&hopline_browser::har::har(last))?,
+        )?;
+        if !args.json {
+            println!("HAR written to {}", path.display());
+        }
+    }
+    let last = navs.last().expect("at least one visit");
+    let doc_failed = last
+        .entries
+        .iter()
+        .filter(|e| e.kind == "document")
+        .any(|e| e.error.is_some() || e.status >= 400);
+    if doc_failed {
+        if let Some(e) = last
+            .entries
+            .iter()
+            .find(|e| e.kind == "document" && e.error.is_some())
+        {
+            eprintln!(
+                "hopline: {} failed: {}",
+                e.url,
+                e.error.as_deref().unwrap_or("")
+            );
+        }
+        return Ok(ExitCode::from(2));
+    }
+    Ok(if last.page.failed > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
