@@ -61,6 +61,8 @@ pub struct LogRecord {
     pub(crate) start: Instant,
     pub(crate) user_agent: String,
     pub(crate) site: std::sync::Arc<str>,
+    /// The W3C trace id of the request's `traceparent`, if it had one.
+    pub(crate) trace: Option<String>,
 }
 
 impl LogRecord {
@@ -68,7 +70,7 @@ impl LogRecord {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let now = httpdate::fmt_http_date(std::time::SystemTime::now());
         let line = format!(
-            "{} [{}] \"{} {} {:?}\" {} {} {:.3}ms host={} site={} ua={:?}\n",
+            "{} [{}] \"{} {} {:?}\" {} {} {:.3}ms host={} site={} trace={} ua={:?}\n",
             self.client.ip(),
             now,
             self.method,
@@ -83,6 +85,7 @@ impl LogRecord {
                 &self.host
             },
             self.site,
+            self.trace.as_deref().unwrap_or("-"),
             self.user_agent,
         );
         let mut w = self.log.writer.clone();

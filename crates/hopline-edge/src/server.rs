@@ -580,6 +580,13 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
                 .unwrap_or("-")
                 .to_string(),
             site: Arc::from("-"),
+            trace: req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split('-').nth(1))
+                .filter(|id| id.len() == 32)
+                .map(str::to_string),
         })
     });
 

@@ -4,6 +4,7 @@
 mod cert;
 mod resolve;
 mod serve;
+mod up;
 mod visit;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the whole small internet (DNS, CDN PoPs, load balancer, origins) and visit it.
+    Up(up::Args),
     /// Run every site and DNS service a config file defines, in the foreground.
     Serve(serve::Args),
     /// Make (or reuse) a local certificate authority and a leaf certificate for names.
@@ -61,6 +64,7 @@ pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => up::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Cert(args) => cert::run(args),
         Command::Resolve(args) => resolve::run(args),

@@ -75,7 +75,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("bad URL {:?}: no host", args.url);
     }
     let mut b = hopline_dns::Resolver::builder();
-    if let Some(r) = &args.resolver {
+    // a running `hopline up` lends its resolver and CA to names under .test
+    let mut ca = args.ca.clone();
+    let mut resolver_flag = args.resolver.clone();
+    if resolver_flag.is_none()
+        && !args.recursive
+        && url.host_str().is_some_and(|h| h.ends_with(".test"))
+        && let Some(state) = crate::up::running_state()
+    {
+        eprintln!(
+            "hopline: using the resolver {} and CA of the running `hopline up`",
+            state.resolver
+        );
+        resolver_flag = Some(state.resolver);
+        if ca.is_none() {
+            ca = Some(state.ca);
+        }
+    }
+    if let Some(r) = &resolver_flag {
         let addr: SocketAddr = r
             .parse()
             .or_else(|_| {
@@ -95,7 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Arc::new(
         Client::new(ClientOptions {
             resolver,
-            extra_ca: args.ca.clone(),
+            extra_ca: ca,
             max_per_host: args.max_connections_per_host,
             force: if args.http1 {
                 Force::Http1

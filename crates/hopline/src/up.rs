@@ -1,0 +1,295 @@
+//! `hopline up`: the whole small internet of the seeds in one process — DNS
+//! (authoritative + resolver, DNS load balancing over two PoPs), two HTTPS CDN points of
+//! presence with caches, a load balancer, three origins with a demo shop and an API,
+//! and an admin listener — then one visit of `https://www.shop.test:8443/` shown as a
+//! waterfall, then serving until Ctrl-C (`--once` exits after the visit).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hopline_edge::{Config, Server};
+
+/// Start the whole topology and visit it.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Everything listens on loopback: DNS resolver 127.0.0.1:5300 (authoritative 127.0.0.1:5354),
+PoPs 127.0.0.2:8443 and 127.0.0.3:8443, load balancer 127.0.0.4:8080, origins
+127.0.0.5-7:8080, admin 127.0.0.1:9900. The local CA lives in the user's data folder.
+
+While it runs, from another terminal:
+  hopline visit https://www.shop.test:8443/        # finds the resolver and CA by itself
+  curl -s http://127.0.0.1:9900/.hopline/status
+
+Examples:
+  hopline up
+  hopline up --once
+  hopline up --print-config > my.toml && hopline up --config my.toml")]
+pub struct Args {
+    /// A topology file (same format as `hopline serve`); default: the built-in one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Exit after the first visit (status 0 when the page loaded), for scripts and CI.
+    #[arg(long)]
+    pub once: bool,
+    /// Print the built-in topology and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Folder for the CA, the demo site and the state file (default: the user's data folder).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+const TOPOLOGY: &str = include_str!("../../../examples/up/topology.toml");
+
+const FILES: &[(&str, &[u8])] = &[
+    (
+        "zones/shop.test.zone",
+        include_bytes!("../../../examples/up/shop.test.zone"),
+    ),
+    (
+        "demo/shop/index.html",
+        include_bytes!("../../../examples/up/demo/shop/index.html"),
+    ),
+    (
+        "demo/shop/css/shop.css",
+        include_bytes!("../../../examples/up/demo/shop/css/shop.css"),
+    ),
+    (
+        "demo/shop/css/base.css",
+        include_bytes!("../../../examples/up/demo/shop/css/base.css"),
+    ),
+    (
+        "demo/shop/js/shop.js",
+        include_bytes!("../../../examples/up/demo/shop/js/shop.js"),
+    ),
+    (
+        "demo/shop/img/logo.svg",
+        include_bytes!("../../../examples/up/demo/shop/img/logo.svg"),
+    ),
+    (
+        "demo/shop/img/lantern.svg",
+        include_bytes!("../../../examples/up/demo/shop/img/lantern.svg"),
+    ),
+    (
+        "demo/shop/img/kettle.svg",
+        include_bytes!("../../../examples/up/demo/shop/img/kettle.svg"),
+    ),
+    (
+        "demo/shop/fonts/shop.woff2",
+        include_bytes!("../../../examples/up/demo/shop/fonts/shop.woff2"),
+    ),
+];
+
+/// What `up` leaves for `visit` in another terminal.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// The topology's resolver.
+    pub resolver: String,
+    /// Its CA.
+    pub ca: PathBuf,
+    /// The pid of the `up` process.
+    pub pid: u32,
+}
+
+/// Where the state file lives.
+pub fn state_file() -> PathBuf {
+    let base = dirs::runtime_dir()
+        .or_else(dirs::data_dir)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("hopline").join("up.json")
+}
+
+/// The running topology's state, if an `up` process is alive.
+pub fn running_state() -> Option<State> {
+    let s: State = serde_json::from_slice(&std::fs::read(state_file()).ok()?).ok()?;
+    Path::new(&format!("/proc/{}", s.pid)).exists().then_some(s)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.print_config {
+        print!("{TOPOLOGY}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let data = args
+        .data_dir
+        .clone()
+        .or_else(|| dirs::data_dir().map(|d| d.join("hopline")))
+        .unwrap_or_else(|| std::env::temp_dir().join("hopline"));
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    for (rel, bytes) in FILES {
+        let p = data.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let leaf = hopline_edge::tls::ca::issue(
+        &data.join("certs"),
+        &[
+            "www.shop.test".into(),
+            "shop.test".into(),
+            "*.shop.test".into(),
+        ],
+    )?;
+    let config_path = match &args.config {
+        Some(p) => p.clone(),
+        None => {
+            let p = data.join("topology.toml");
+            std::fs::write(&p, TOPOLOGY)?;
+            p
+        }
+    };
+    let config = Config::load(&config_path)?;
+    crate::init_logging();
+    let rt = crate::runtime(config.threads.unwrap_or(2).max(1))?;
+    rt.block_on(up(config, config_path, leaf.ca.ca_cert, args.once))
+}
+
+async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let base = config.base_dir.clone();
+    let dns = hopline_dns::service::DnsServices::start(&config.dns, &base)
+        .await
+        .with_context(|| format!("starting the DNS of {}", path.display()))?;
+    let resolver_addr = dns
+        .bound()
+        .iter()
+        .find(|(role, _)| role == "DNS resolver")
+        .map(|(_, a)| *a)
+        .context("the topology has no [[dns.resolver]]")?;
+    let roles: Vec<(String, String, String)> = describe(&config);
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            dns.shutdown().await;
+            return Err(anyhow::anyhow!(e).context(format!("starting {}", path.display())));
+        }
+    };
+    println!("hopline up — the small internet of the seeds, on loopback\n");
+    println!("{:<14} {:<22} what it does", "role", "address");
+    for (role, addr, what) in &roles {
+        println!("{role:<14} {addr:<22} {what}");
+    }
+    for (role, addr) in dns.bound() {
+        println!(
+            "{:<14} {:<22} {}",
+            if role.contains("resolver") {
+                "resolver"
+            } else {
+                "dns"
+            },
+            addr.to_string(),
+            role
+        );
+    }
+    println!(
+        "{:<14} {:<22} local CA (trust it to browse)",
+        "ca",
+        ca.display()
+    );
+    let state = State {
+        resolver: resolver_addr.to_string(),
+        ca: ca.clone(),
+        pid: std::process::id(),
+    };
+    let sf = state_file();
+    if let Some(p) = sf.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    let _ = std::fs::write(&sf, serde_json::to_vec_pretty(&state)?);
+    println!();
+
+    // give the health checks a moment to see the origins
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = Arc::new(
+        hopline_browser::Client::new(hopline_browser::ClientOptions {
+            resolver: hopline_dns::Resolver::builder()
+                .no_hosts_file()
+                .forward(vec![resolver_addr])
+                .build()?,
+            extra_ca: Some(ca),
+            max_per_host: 6,
+            force: hopline_browser::Force::Auto,
+            timeout: Duration::from_secs(10),
+            trace_id: format!("{:032x}", rand::random::<u128>()),
+        })
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let url = url::Url::parse("https://www.shop.test:8443/")?;
+    let nav = hopline_browser::navigate(client, url, Default::default()).await;
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    print!("{}", hopline_browser::waterfall::render(&nav, color));
+    let ok = nav.page.failed == 0
+        && nav
+            .entries
+            .iter()
+            .any(|e| e.kind == "document" && e.status == 200);
+    if !once {
+        println!(
+            "\nserving until Ctrl-C; from another terminal: hopline visit https://www.shop.test:8443/"
+        );
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    let _ = std::fs::remove_file(&sf);
+    dns.shutdown().await;
+    server.shutdown(Duration::from_secs(5)).await;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn describe(config: &Config) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    if let Some(a) = &config.admin {
+        out.push((
+            "admin".into(),
+            a.listen.get_ref().clone(),
+            "/.hopline/status and /metrics for every part".into(),
+        ));
+    }
+    for site in &config.site {
+        let name = site.name.clone().unwrap_or_default();
+        let addr = site
+            .listen
+            .get_ref()
+            .first()
+            .map(|l| l.get_ref().clone())
+            .unwrap_or_default();
+        let route = site.route.iter().find(|r| r.path.get_ref() == "/");
+        let what = match route {
+            Some(r) if r.cache.is_some() => format!(
+                "CDN PoP (HTTPS, cache {}) → upstream {}",
+                r.cache.as_ref().map(|c| c.get_ref().as_str()).unwrap_or(""),
+                r.proxy.as_ref().map(|p| p.get_ref().as_str()).unwrap_or("")
+            ),
+            Some(r) if r.proxy.is_some() => {
+                let up = r
+                    .proxy
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_default();
+                let alg = config
+                    .upstream
+                    .get(&up)
+                    .map(|u| u.balance.as_str())
+                    .unwrap_or("");
+                format!("load balancer ({alg}) → upstream {up}")
+            }
+            Some(r) if r.root.is_some() => "origin web server: demo shop + /api/".into(),
+            _ => "site".into(),
+        };
+        out.push((name, addr, what));
+    }
+    out
+}

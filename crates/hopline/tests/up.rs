@@ -1,0 +1,146 @@
+//! `hopline up`: the whole topology in one process, visited by `hopline visit` from
+//! outside; the CDN answers a repeat visit, and one trace id crosses every hop's log.
+//! Uses the topology's fixed loopback addresses (127.0.0.1:5300/5354/9900,
+//! 127.0.0.2-7), so it is the only test that starts `up`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hopline");
+
+#[test]
+fn up_once_exits_0_with_every_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--once", "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for hop in [
+        "pop-1",
+        "pop-2",
+        "lb",
+        "origin-1",
+        "origin-2",
+        "origin-3",
+        "DNS resolver",
+        "DNS authoritative",
+        "admin",
+    ] {
+        assert!(text.contains(hop), "{hop} missing:\n{text}");
+    }
+    assert!(text.contains("dns: resolver 127.0.0.1:5300"), "{text}");
+    assert!(text.contains("alpn=h2"), "{text}");
+    assert!(text.contains("cache-status: pop"), "{text}");
+    assert!(text.contains("via least_connections"), "{text}");
+    assert!(text.contains("0 failed"), "{text}");
+
+    // the running topology, visited from outside
+    let mut up = Command::new(BIN)
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(RwLock::new(String::new()));
+    let l2 = log.clone();
+    let stderr = up.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            l2.write().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("serving until Ctrl-C") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("up is serving");
+    let mut hits = 0;
+    let mut trace = String::new();
+    for _ in 0..2 {
+        let out = Command::new(BIN)
+            .args(["visit", "https://www.shop.test:8443/", "--json"])
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = &v["entries"][0];
+        assert_eq!(doc["status"], 200);
+        if doc["cache_status"].as_str().unwrap_or("").contains("hit") {
+            hits += 1;
+        }
+        let tp = doc["request_headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == "traceparent")
+            .unwrap()[1]
+            .as_str()
+            .unwrap()
+            .to_string();
+        trace = tp.split('-').nth(1).unwrap().to_string();
+    }
+    assert!(hits >= 1, "a repeat visit never hit a PoP cache");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill").arg(up.id().to_string()).status();
+    let _ = up.wait();
+    let log = log.read().unwrap().clone();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("trace={trace}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("site=pop-")),
+        "edge: {lines:?}"
+    );
+    // the last visit may be a cache hit: then only the edge saw it; look at any visit's trace
+    let all_traces: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("site=origin-") && !l.contains("trace=-"))
+        .collect();
+    assert!(!all_traces.is_empty());
+    let some = all_traces
+        .iter()
+        .find_map(|l| l.split("trace=").nth(1))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let crossing: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("trace={some}")))
+        .collect();
+    assert!(
+        crossing.iter().any(|l| l.contains("site=lb")),
+        "lb: {crossing:?}"
+    );
+    assert!(
+        crossing.iter().any(|l| l.contains("site=pop-")),
+        "edge: {crossing:?}"
+    );
+}
