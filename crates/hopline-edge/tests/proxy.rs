@@ -516,3 +516,30 @@ async fn admin_status_and_metrics() {
     );
     assert!(m.contains("# TYPE hopline_upstream_requests_total counter"));
 }
+
+#[tokio::test]
+async fn http2_upstreams() {
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    let t = start(&pool_toml(
+        "round_robin",
+        &[plain(&a), plain(&b)],
+        "http2 = true",
+    ))
+    .await;
+    let seen = spread(&t, 20, "/").await;
+    assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
+    let v: serde_json::Value = client()
+        .get(t.url("/echo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["method"], "GET");
+    assert_eq!(
+        v["version"], "HTTP/2.0",
+        "the proxy should speak h2c to the origin"
+    );
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http");
+}

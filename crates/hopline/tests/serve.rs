@@ -302,3 +302,63 @@ fn cert_makes_a_ca_and_https_works_with_curl() {
     let _ = run.child.kill();
     let _ = run.child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_zones_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("shop.zone");
+    let zone_text = |ip: &str| {
+        format!(
+            "$ORIGIN shop.test.\n$TTL 60\n@ IN SOA ns admin 1 3600 600 86400 30\n@ IN NS ns\nns IN A 127.0.0.1\nwww IN A {ip}\n"
+        )
+    };
+    std::fs::write(&zone, zone_text("10.0.0.1")).unwrap();
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(
+        &path,
+        "threads = 1\n[[dns.authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = [\"shop.zone\"]\n",
+    )
+    .unwrap();
+    let mut run = start(&path);
+    let ask = |addr: SocketAddr| async move {
+        let r = hopline_dns::Resolver::builder()
+            .no_hosts_file()
+            .forward(vec![addr])
+            .build()
+            .unwrap();
+        r.lookup_ip("www.shop.test").await.map(|l| l.addrs)
+    };
+    assert_eq!(
+        ask(run.addr).await.unwrap(),
+        vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    std::fs::write(&zone, zone_text("10.0.0.2")).unwrap();
+    signal(&run.child, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        ask(run.addr).await.unwrap(),
+        vec!["10.0.0.2".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // a bad zone: refused with file and line, the old zone keeps answering
+    std::fs::write(
+        &zone,
+        "$ORIGIN shop.test.\n$TTL 60\n@ IN SOA ns admin 1 3600 600 86400 30\nwww IN A 999.1.1.1\n",
+    )
+    .unwrap();
+    signal(&run.child, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        ask(run.addr).await.unwrap(),
+        vec!["10.0.0.2".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let log = run.log.text();
+    assert!(
+        log.contains("reload refused") && log.contains("shop.zone:4"),
+        "{log}"
+    );
+    signal(&run.child, 15);
+    assert_eq!(
+        wait_exit(&mut run.child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}

@@ -189,6 +189,7 @@ async fn serve(mut req: Request<Incoming>, ctl: &Controls, name: &str) -> Resp {
                 );
             }
             let method = req.method().to_string();
+            let version = format!("{:?}", req.version());
             let body = req
                 .into_body()
                 .collect()
@@ -199,7 +200,7 @@ async fn serve(mut req: Request<Incoming>, ctl: &Controls, name: &str) -> Resp {
                 use sha2::Digest;
                 format!("{:x}", sha2::Sha256::digest(&body))
             };
-            let v = serde_json::json!({"origin": name, "method": method, "headers": headers, "body_len": body.len(), "sha256": digest});
+            let v = serde_json::json!({"origin": name, "method": method, "version": version, "headers": headers, "body_len": body.len(), "sha256": digest});
             let mut r = Response::new(full(v.to_string()));
             r.headers_mut()
                 .insert("content-type", "application/json".parse().unwrap());
