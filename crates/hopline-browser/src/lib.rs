@@ -4,6 +4,7 @@
 //! loader, not a renderer. The timeline is plain data read by the waterfall, HAR and
 //! JSON outputs.
 
+pub mod cache;
 pub mod discover;
 pub mod fetch;
 pub mod har;

@@ -123,6 +123,8 @@ pub struct Entry {
     pub body_bytes: u64,
     /// Where a redirect pointed.
     pub redirect_to: Option<String>,
+    /// Served by the browser cache: "hit" (no network) or "revalidated" (304).
+    pub from_cache: Option<String>,
     /// Response headers (name, value).
     pub response_headers: Vec<(String, String)>,
     /// Request headers (name, value).

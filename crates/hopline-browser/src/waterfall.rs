@@ -82,7 +82,12 @@ pub fn render(nav: &Navigation, color: bool) -> String {
             e.transfer_bytes,
             e.phases.total(),
             e.url,
-            if e.reused { "  (reused)" } else { "" }
+            match (e.from_cache.as_deref(), e.reused) {
+                (Some("hit"), _) => "  (from cache)",
+                (Some(_), _) => "  (revalidated: 304, body from cache)",
+                (None, true) => "  (reused)",
+                (None, false) => "",
+            }
         );
         if let Some(err) = &e.error {
             let _ = writeln!(out, "      ✗ {err}");

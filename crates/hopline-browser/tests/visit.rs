@@ -36,7 +36,7 @@ async fn edge(dir: &std::path::Path, tls: Option<(&str, &str)>) -> (Server, std:
         .map(|(c, k)| format!("tls = {{ cert = \"{c}\", key = \"{k}\" }}\n"))
         .unwrap_or_default();
     let toml = format!(
-        "access_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n{tls_line}  [[site.route]]\n  path = \"/\"\n  root = \"public\"\n  [[site.route]]\n  path = \"/old\"\n  redirect = \"/\"\n  [[site.route]]\n  path = \"/loop-a\"\n  redirect = \"/loop-b\"\n  status = 302\n  [[site.route]]\n  path = \"/loop-b\"\n  redirect = \"/loop-a\"\n  status = 307\n"
+        "access_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n{tls_line}  [[site.route]]\n  path = \"/\"\n  root = \"public\"\n  [[site.route]]\n  path = \"/img/\"\n  root = \"public\"\n  cache_control = \"max-age=60\"\n  [[site.route]]\n  path = \"/old\"\n  redirect = \"/\"\n  [[site.route]]\n  path = \"/loop-a\"\n  redirect = \"/loop-b\"\n  status = 302\n  [[site.route]]\n  path = \"/loop-b\"\n  redirect = \"/loop-a\"\n  status = 307\n"
     );
     let path = dir.join("edge.toml");
     std::fs::write(&path, toml).unwrap();
@@ -58,6 +58,7 @@ fn client(
             force,
             timeout: Duration::from_secs(5),
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            cache: None,
         })
         .unwrap(),
     )
@@ -294,6 +295,7 @@ async fn tls_with_a_test_ca_http2_on_one_connection_and_a_wrong_host() {
                 force: Force::Http1,
                 timeout: Duration::from_secs(5),
                 trace_id: "1".repeat(32),
+                cache: None,
             })
             .unwrap(),
         ),
@@ -452,4 +454,52 @@ async fn phases_agree_with_curl() {
         e.phases
     );
     assert!(e.phases.connect.unwrap() <= e.phases.total());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_cache_serves_fresh_entries_and_revalidates_stale_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let (_s, addr) = edge(dir.path(), None).await;
+    let cache_dir = dir.path().join("browser-cache");
+    let mk = || {
+        Arc::new(
+            Client::new(ClientOptions {
+                resolver: no_dns(),
+                extra_ca: None,
+                max_per_host: 6,
+                force: Force::Auto,
+                timeout: Duration::from_secs(5),
+                trace_id: "2".repeat(32),
+                cache: Some(hopline_browser::cache::DiskCache::open(&cache_dir).unwrap()),
+            })
+            .unwrap(),
+        )
+    };
+    let url = url::Url::parse(&format!("http://{addr}/")).unwrap();
+    let first = navigate(mk(), url.clone(), VisitOptions::default()).await;
+    assert!(first.entries.iter().all(|e| e.from_cache.is_none()));
+    // a second, separate visit: images (max-age=60) come from the cache without the
+    // network; the document (no lifetime, a validator) is revalidated: 304
+    let second = navigate(mk(), url, VisitOptions::default()).await;
+    for e in &second.entries {
+        if e.url.contains("/img/") {
+            assert_eq!(e.from_cache.as_deref(), Some("hit"), "{}", e.url);
+            assert!(
+                e.connection.is_none(),
+                "a fresh hit must not touch the network"
+            );
+        }
+    }
+    let doc = &second.entries[0];
+    assert_eq!(doc.from_cache.as_deref(), Some("revalidated"), "{doc:?}");
+    assert_eq!(doc.status, 304);
+    assert!(
+        doc.request_headers
+            .iter()
+            .any(|(k, _)| k == "if-none-match")
+    );
+    // the page is complete: the stylesheet found in the cached HTML was loaded too
+    assert!(second.entries.iter().any(|e| e.url.ends_with("site.css")));
+    assert_eq!(second.page.failed, 0);
 }

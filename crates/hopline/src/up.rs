@@ -217,6 +217,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
             force: hopline_browser::Force::Auto,
             timeout: Duration::from_secs(10),
             trace_id: format!("{:032x}", rand::random::<u128>()),
+            cache: None,
         })
         .map_err(|e| anyhow::anyhow!(e))?,
     );

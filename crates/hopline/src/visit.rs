@@ -53,6 +53,12 @@ pub struct Args {
     /// Speak only HTTP/2 (h2 by ALPN, or h2c prior knowledge on http://).
     #[arg(long)]
     pub http2: bool,
+    /// The browser cache's folder (default: the user's cache folder, hopline/http).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use the browser cache.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Per-phase timeout in seconds.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
@@ -123,6 +129,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
             timeout: Duration::from_secs(args.timeout.max(1)),
             trace_id,
+            cache: if args.no_cache {
+                None
+            } else {
+                let dir = args
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(hopline_browser::cache::DiskCache::default_dir);
+                Some(
+                    hopline_browser::cache::DiskCache::open(&dir)
+                        .map_err(|e| anyhow::anyhow!("cache folder {}: {e}", dir.display()))?,
+                )
+            },
         })
         .map_err(|e| anyhow::anyhow!(e))?,
     );
