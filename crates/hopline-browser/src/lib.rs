@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod discover;
+pub mod explain;
 pub mod fetch;
 pub mod har;
 pub mod navigation;

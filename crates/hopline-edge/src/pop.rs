@@ -19,8 +19,43 @@ use crate::proxy::{self, Downstream, UpstreamPool};
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// Serve a request on a cached proxy route.
+/// Serve a request on a cached proxy route; the answer carries the PoP's own
+/// `Server-Timing` entry (what the cache did, and how long the PoP took).
 pub async fn serve(
+    cache: &Arc<HttpCache>,
+    up: &Arc<UpstreamPool>,
+    req: Request<Incoming>,
+    down: Downstream<'_>,
+) -> Response<Body> {
+    let started = tokio::time::Instant::now();
+    let mut resp = serve_inner(cache, up, req, down).await;
+    let what = resp
+        .headers()
+        .get(&CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .map(|cs| {
+            if cs.contains("; hit") {
+                "hit"
+            } else if cs.contains("fwd=stale") {
+                "stale"
+            } else {
+                "miss"
+            }
+        })
+        .unwrap_or("bypass");
+    let entry = format!(
+        "hopline-cache;dur={:.3};desc=\"{} {what}\"",
+        started.elapsed().as_secs_f64() * 1000.0,
+        cache.name
+    );
+    if let Ok(v) = HeaderValue::from_str(&entry) {
+        resp.headers_mut()
+            .append(HeaderName::from_static("server-timing"), v);
+    }
+    resp
+}
+
+async fn serve_inner(
     cache: &Arc<HttpCache>,
     up: &Arc<UpstreamPool>,
     req: Request<Incoming>,

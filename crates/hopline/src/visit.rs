@@ -38,6 +38,9 @@ pub struct Args {
     /// Print the timeline as JSON instead of the waterfall.
     #[arg(long)]
     pub json: bool,
+    /// Also tell the document's journey as numbered steps in plain words.
+    #[arg(long)]
+    pub explain: bool,
     /// Load the page N times with the same client (DNS cache, connection and TLS reuse show).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
@@ -175,6 +178,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("── visit {} of {} ──", i + 1, navs.len());
             }
             print!("{}", hopline_browser::waterfall::render(n, color));
+            if args.explain {
+                println!("\nthe journey:");
+                print!("{}", hopline_browser::explain::explain(n));
+            }
         }
     }
     if let Some(path) = &args.har {

@@ -78,7 +78,12 @@ fn up_once_exits_0_with_every_hop() {
     let mut trace = String::new();
     for _ in 0..2 {
         let out = Command::new(BIN)
-            .args(["visit", "https://www.shop.test:8443/", "--json"])
+            .args([
+                "visit",
+                "https://www.shop.test:8443/",
+                "--json",
+                "--no-cache",
+            ])
             .env("XDG_RUNTIME_DIR", dir.path())
             .output()
             .unwrap();
@@ -105,6 +110,30 @@ fn up_once_exits_0_with_every_hop() {
         trace = tp.split('-').nth(1).unwrap().to_string();
     }
     assert!(hits >= 1, "a repeat visit never hit a PoP cache");
+    // the journey in plain words
+    let out = Command::new(BIN)
+        .args([
+            "visit",
+            "https://www.shop.test:8443/",
+            "--explain",
+            "--no-cache",
+        ])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for step in [
+        "looked up www.shop.test: resolver 127.0.0.1:5300",
+        "connected to 127.0.0.",
+        "TLSv1.3 handshake",
+        "edge PoP (pop",
+        "edge PoP took",
+        "sent GET / over HTTP/2",
+        "answered 200",
+    ] {
+        assert!(text.contains(step), "{step:?} missing from:\n{text}");
+    }
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill").arg(up.id().to_string()).status();
     let _ = up.wait();
