@@ -52,7 +52,7 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
     let table = view.table();
     let mut pools = serde_json::Map::new();
     for (name, up) in &table.upstreams {
-        let servers = up.pool.snapshot();
+        let servers = up.members().pool.snapshot();
         pools.insert(
             name.clone(),
             serde_json::json!({
@@ -135,7 +135,7 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
         String::new(),
     ];
     for (name, up) in &table.upstreams {
-        for s in up.pool.snapshot() {
+        for s in up.members().pool.snapshot() {
             let v = serde_json::to_value(&s).unwrap_or_default();
             let id = v["id"].as_str().unwrap_or("?").replace('"', "'");
             let labels = format!("upstream=\"{name}\",server=\"{id}\"");

@@ -35,14 +35,22 @@ pub struct ServerAddr {
     pub id: String,
 }
 
-/// A named pool with its balancer, connection pool and settings.
-pub struct UpstreamPool {
-    /// The `[upstream.NAME]` name.
-    pub name: String,
+/// The servers of a pool right now and their balancer (replaced whole when a server
+/// name resolves to other addresses).
+pub struct Members {
     /// The balancer state.
     pub pool: Pool,
     /// Servers, index-aligned with the balancer's.
     pub servers: Vec<ServerAddr>,
+}
+
+/// A named pool with its balancer, connection pool and settings.
+pub struct UpstreamPool {
+    /// The `[upstream.NAME]` name.
+    pub name: String,
+    members: arc_swap::ArcSwap<Members>,
+    entries: Vec<(String, u32, bool)>,
+    opts: PoolOptions,
     /// Algorithm (for status and Server-Timing).
     pub algorithm: Algorithm,
     client: Client<HttpConnector, ProxyBody>,
@@ -56,7 +64,7 @@ impl std::fmt::Debug for UpstreamPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamPool")
             .field("name", &self.name)
-            .field("servers", &self.servers)
+            .field("servers", &self.members.load().servers)
             .finish()
     }
 }
@@ -162,15 +170,58 @@ impl ProxyError {
     }
 }
 
-/// Build a pool from its config (hostnames resolved here, once).
-pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError> {
+/// Is this server entry a name (to be resolved) rather than an address?
+fn is_name(text: &str) -> bool {
+    text.parse::<SocketAddr>().is_err()
+}
+
+/// The pool's members for a set of resolved addresses per entry.
+fn members_of(
+    algorithm: Algorithm,
+    entries: &[(String, u32, bool)],
+    resolved: &[Vec<SocketAddr>],
+    opts: &PoolOptions,
+) -> Members {
     let mut servers = Vec::new();
     let mut specs = Vec::new();
-    for entry in cfg.servers.get_ref() {
-        let (text, weight, backup) = entry.get_ref().parts();
+    for ((text, weight, backup), addrs) in entries.iter().zip(resolved) {
+        for addr in addrs {
+            let id = if is_name(text) {
+                format!("{text} ({addr})")
+            } else {
+                addr.to_string()
+            };
+            specs.push(ServerSpec {
+                id: id.clone(),
+                weight: *weight,
+                backup: *backup,
+            });
+            servers.push(ServerAddr { addr: *addr, id });
+        }
+    }
+    Members {
+        pool: Pool::new(algorithm, specs, opts.clone()),
+        servers,
+    }
+}
+
+/// Build a pool from its config. Host names are resolved now; [`spawn_resolution`]
+/// keeps them current, respecting the answers' TTL.
+pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError> {
+    let entries: Vec<(String, u32, bool)> = cfg
+        .servers
+        .get_ref()
+        .iter()
+        .map(|e| {
+            let (t, w, b) = e.get_ref().parts();
+            (t.to_string(), w, b)
+        })
+        .collect();
+    let mut resolved = Vec::new();
+    for (text, _, _) in &entries {
         let addrs: Vec<SocketAddr> = match text.parse::<SocketAddr>() {
             Ok(a) => vec![a],
-            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(text)
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
                 .map_err(|e| {
                     EdgeError::Conflict(format!("upstream {name}: cannot resolve {text}: {e}"))
                 })?
@@ -181,19 +232,7 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
                 "upstream {name}: {text} has no addresses"
             )));
         }
-        for addr in addrs {
-            let id = if text.parse::<SocketAddr>().is_ok() {
-                addr.to_string()
-            } else {
-                format!("{text} ({addr})")
-            };
-            specs.push(ServerSpec {
-                id: id.clone(),
-                weight,
-                backup,
-            });
-            servers.push(ServerAddr { addr, id });
-        }
+        resolved.push(addrs);
     }
     let mut opts = PoolOptions::default();
     if let Some(h) = &cfg.health {
@@ -203,7 +242,7 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
     opts.outlier_consecutive_errors = cfg.max_fails.max(1);
     opts.outlier_base_ejection = Duration::from_millis(cfg.fail_timeout_ms);
     opts.outlier_max_ejection = Duration::from_millis(cfg.fail_timeout_ms.saturating_mul(30));
-    let pool = Pool::new(cfg.balance, specs, opts);
+    let members = members_of(cfg.balance, &entries, &resolved, &opts);
 
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
@@ -220,8 +259,9 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
         .build(connector);
     Ok(UpstreamPool {
         name: name.to_string(),
-        pool,
-        servers,
+        members: arc_swap::ArcSwap::from_pointee(members),
+        entries,
+        opts,
         algorithm: cfg.balance,
         client,
         read_timeout: Duration::from_millis(cfg.read_timeout_ms),
@@ -231,29 +271,102 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
     })
 }
 
-/// Run the pool's active health checks until the pool is dropped (reload replaces it).
+impl UpstreamPool {
+    /// The current members (servers and balancer).
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+}
+
+/// Run the pool's active health checks until the pool is dropped (reload replaces it):
+/// every interval, every current server at once.
 pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
     let Some(h) = pool.health.clone() else {
         return;
     };
-    for (i, server) in pool.servers.iter().enumerate() {
-        let weak = Arc::downgrade(pool);
-        let server = server.clone();
-        let h = h.clone();
-        tokio::spawn(async move {
-            let interval = Duration::from_millis(h.interval_ms.max(10));
-            let timeout = Duration::from_millis(h.timeout_ms.max(1));
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(pool) = weak.upgrade() else { return };
-                let ok = check_once(server.addr, &h.path, timeout).await;
-                tracing::trace!(target: "hopline::proxy", "health {} {}: {}", pool.name, server.id, ok);
-                pool.pool.report_health_check(i, ok);
+    let weak = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let interval = Duration::from_millis(h.interval_ms.max(10));
+        let timeout = Duration::from_millis(h.timeout_ms.max(1));
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            let members = pool.members();
+            drop(pool);
+            let checks = members
+                .servers
+                .iter()
+                .map(|s| check_once(s.addr, &h.path, timeout));
+            let results = futures_util::future::join_all(checks).await;
+            for (i, ok) in results.into_iter().enumerate() {
+                members.pool.report_health_check(i, ok);
             }
-        });
+        }
+    });
+}
+
+/// Keep host-name servers current: re-resolve each name when its answer's TTL runs
+/// out (at least every second, at most every 5 minutes) with hopline's resolver; when
+/// the addresses change, the pool's members are replaced.
+pub fn spawn_resolution(pool: &Arc<UpstreamPool>) {
+    if !pool.entries.iter().any(|(t, _, _)| is_name(t)) {
+        return;
     }
+    let weak = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let resolver = match hopline_dns::Resolver::builder().build() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(target: "hopline::proxy", "no resolver for upstream names: {e}");
+                return;
+            }
+        };
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(pool) = weak.upgrade() else { return };
+            let mut resolved = Vec::new();
+            let mut ttl = Duration::from_secs(300);
+            let mut failed = false;
+            for (text, _, _) in &pool.entries {
+                if !is_name(text) {
+                    resolved.push(vec![text.parse::<SocketAddr>().expect("an address")]);
+                    continue;
+                }
+                let (host, port) = text.rsplit_once(':').expect("validated host:port");
+                let port: u16 = port.parse().expect("validated port");
+                match resolver.lookup_ip(host.trim_matches(['[', ']'])).await {
+                    Ok(l) => {
+                        ttl = ttl.min(l.ttl);
+                        resolved.push(
+                            l.addrs
+                                .iter()
+                                .map(|ip| SocketAddr::new(*ip, port))
+                                .collect(),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "hopline::proxy", "{}: cannot resolve {text}: {e}; keeping the current servers", pool.name);
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            wait = ttl.clamp(Duration::from_secs(1), Duration::from_secs(300));
+            if failed {
+                continue;
+            }
+            let current: Vec<SocketAddr> = pool.members().servers.iter().map(|s| s.addr).collect();
+            let fresh: Vec<SocketAddr> = resolved.iter().flatten().copied().collect();
+            if current != fresh && !fresh.is_empty() {
+                tracing::info!(target: "hopline::proxy", "{}: servers now {:?} (were {:?})", pool.name, fresh, current);
+                let m = members_of(pool.algorithm, &pool.entries, &resolved, &pool.opts);
+                pool.members.store(Arc::new(m));
+            }
+        }
+    });
 }
 
 /// One health check: a fresh connection, `GET path`, 2xx/3xx within the timeout.
@@ -457,13 +570,14 @@ pub async fn send(
         .unwrap_or_else(|| "/".into());
     parts.version = http::Version::HTTP_11;
 
+    let members = up.members();
     let mut tried: Vec<usize> = Vec::new();
     let attempts = if retryable { up.retries + 1 } else { 1 };
     let mut last_err = ProxyError::NoServer {
         pool: up.name.clone(),
     };
     for attempt in 0..attempts {
-        let Some(pick) = up.pool.pick(&tried) else {
+        let Some(pick) = members.pool.pick(&tried) else {
             if attempt == 0 {
                 last_err = ProxyError::NoServer {
                     pool: up.name.clone(),
@@ -473,7 +587,7 @@ pub async fn send(
         };
         let idx = pick.index();
         tried.push(idx);
-        let server = &up.servers[idx];
+        let server = &members.servers[idx];
         let uri: Uri = match format!("http://{}{}", server.addr, path_and_query).parse() {
             Ok(u) => u,
             Err(_) => {

@@ -168,6 +168,7 @@ impl Server {
         };
         for up in table.upstreams.values() {
             crate::proxy::spawn_health_checks(up);
+            crate::proxy::spawn_resolution(up);
         }
         let shared = Arc::new(Shared {
             http: ArcSwap::from_pointee(builders(&table.limits)),
@@ -293,6 +294,7 @@ impl Server {
         }
         for up in table.upstreams.values() {
             crate::proxy::spawn_health_checks(up);
+            crate::proxy::spawn_resolution(up);
         }
         self.shared.http.store(Arc::new(builders(&table.limits)));
         self.shared.table.store(Arc::new(table));

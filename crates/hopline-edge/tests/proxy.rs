@@ -543,3 +543,38 @@ async fn http2_upstreams() {
     );
     assert_eq!(v["headers"]["x-forwarded-proto"], "http");
 }
+
+#[tokio::test]
+async fn a_server_may_be_a_host_name() {
+    let a = Origin::start("a").await;
+    let t = start(&pool_toml(
+        "round_robin",
+        &[format!("\"localhost:{}\"", a.addr.port())],
+        "retries = 2",
+    ))
+    .await;
+    let seen = spread(&t, 10, "/").await;
+    assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
+    let v: serde_json::Value = client()
+        .get(format!(
+            "http://{}/.hopline/status",
+            t.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<String> = v["upstreams"]["app"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter()
+            .any(|id| id == &format!("localhost:{} (127.0.0.1:{})", a.addr.port(), a.addr.port())),
+        "{ids:?}"
+    );
+}
