@@ -8,6 +8,38 @@ use crate::timeline::Navigation;
 
 const WIDTH: usize = 50;
 
+/// The wait bar with the server side drawn inside it, from the hops' `Server-Timing`:
+/// `w` = the edge itself (and the network to it), `u` = time the edge waited on what is
+/// behind it (its upstream), `o` = the innermost hop's share (e.g. the origin behind a
+/// load balancer). Proportional to the reported durations; plain `w` without them.
+fn wait_segment(e: &crate::timeline::Entry, n: usize) -> String {
+    let wait = e.phases.wait;
+    let mut proxies: Vec<f64> = e
+        .server_timing
+        .iter()
+        .filter(|s| s.name == "hopline-proxy")
+        .filter_map(|s| s.dur)
+        .collect();
+    proxies.sort_by(|a, b| b.total_cmp(a)); // outermost (largest) first
+    if wait <= 0.0
+        || proxies.is_empty()
+        || e.cache_status
+            .as_deref()
+            .is_some_and(|c| c.contains("; hit"))
+    {
+        return "w".repeat(n);
+    }
+    let behind = (proxies[0] / wait).clamp(0.0, 1.0);
+    let inner = proxies
+        .get(1)
+        .map(|d| (d / wait).clamp(0.0, behind))
+        .unwrap_or(0.0);
+    let u = ((behind - inner) * n as f64).round() as usize;
+    let o = (inner * n as f64).round() as usize;
+    let w = n.saturating_sub(u + o);
+    format!("{}{}{}", "w".repeat(w), "u".repeat(u), "o".repeat(o))
+}
+
 /// Render the waterfall; `color` adds ANSI colours.
 pub fn render(nav: &Navigation, color: bool) -> String {
     let mut out = String::new();
@@ -57,7 +89,11 @@ pub fn render(nav: &Navigation, color: bool) -> String {
             if n == 0 {
                 continue;
             }
-            let seg: String = std::iter::repeat_n(phases[i].2, n).collect();
+            let seg: String = if i == 5 {
+                wait_segment(e, n)
+            } else {
+                std::iter::repeat_n(phases[i].2, n).collect()
+            };
             if color {
                 let _ = write!(bar, "{}{seg}\x1b[0m", phases[i].1);
             } else {

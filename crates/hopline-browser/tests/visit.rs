@@ -300,13 +300,18 @@ async fn tls_with_a_test_ca_http2_on_one_connection_and_a_wrong_host() {
             .unwrap(),
         ),
         url::Url::parse(&format!("https://shop.test:{}/", addr.port())).unwrap(),
-        VisitOptions {
-            subresources: false,
-            ..Default::default()
-        },
+        VisitOptions::default(),
     )
     .await;
     assert_eq!(nav2.entries[0].http_version, "HTTP/1.1");
+    // HTTP/1.1 opens several connections to the host: the later ones resume TLS
+    let tls_rows: Vec<_> = nav2.entries.iter().filter_map(|e| e.tls.as_ref()).collect();
+    assert!(tls_rows.len() >= 2, "expected several HTTP/1.1 connections");
+    assert!(!tls_rows[0].resumed);
+    assert!(
+        tls_rows.iter().skip(1).any(|t| t.resumed),
+        "no later connection resumed its TLS session: {tls_rows:?}"
+    );
     // wrong host: the certificate does not cover other.test
     let nav = navigate(
         c,

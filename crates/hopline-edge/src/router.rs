@@ -19,7 +19,7 @@ use crate::tls::{self, SniResolver};
 #[derive(Debug)]
 pub struct Table {
     /// Per configured listen address.
-    pub listeners: HashMap<SocketAddr, ListenerTable>,
+    pub listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
     /// Limits in force.
     pub limits: crate::config::Limits,
     /// Upstream pools by name.
@@ -259,12 +259,12 @@ pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeE
         wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         listeners.insert(
             addr,
-            ListenerTable {
+            Arc::new(ListenerTable {
                 tls,
                 exact: p.exact,
                 wildcard,
                 default: p.any.or(p.first).expect("a listener has a site"),
-            },
+            }),
         );
     }
     Ok(Table {

@@ -421,6 +421,9 @@ struct ConnInfo {
     listener: SocketAddr,
     tls: bool,
     requests: AtomicU64,
+    /// The listener's sites when the connection opened: a connection whose listener a
+    /// reload removed finishes its requests with them, then closes.
+    initial: Arc<router::ListenerTable>,
 }
 
 async fn serve_connection(
@@ -429,17 +432,16 @@ async fn serve_connection(
     listener: SocketAddr,
     shared: Arc<Shared>,
 ) {
-    let tls = shared
-        .table
-        .load()
-        .listeners
-        .get(&listener)
-        .and_then(|l| l.tls.clone());
+    let Some(initial) = shared.table.load().listeners.get(&listener).cloned() else {
+        return;
+    };
+    let tls = initial.tls.clone();
     let http = shared.http.load_full();
     let info = Arc::new(ConnInfo {
         peer,
         listener,
         tls: tls.is_some(),
+        initial,
         requests: AtomicU64::new(0),
     });
     let svc_shared = shared.clone();
@@ -592,29 +594,22 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         })
     });
 
-    let mut site_name: Option<Arc<str>> = None;
-    let mut resp = match table.listeners.get(&conn.listener) {
-        None => files::status_only(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this listener is closing\n",
-        ),
-        Some(lt) => {
-            let site = lt.site(host);
-            site_name = Some(site.name.clone());
-            if !req.uri().path().starts_with('/') {
-                files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
-            } else {
-                match site.route(req.uri().path()) {
-                    None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
-                    Some(route) => dispatch(shared, conn, route, req).await,
-                }
-            }
+    let current = table.listeners.get(&conn.listener);
+    let removed = current.is_none();
+    let site = current.unwrap_or(&conn.initial).site(host).clone();
+    let site_name: Option<Arc<str>> = Some(site.name.clone());
+    let mut resp = if !req.uri().path().starts_with('/') {
+        files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
+    } else {
+        match site.route(req.uri().path()) {
+            None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
+            Some(route) => dispatch(shared, conn, route, req).await,
         }
     };
 
     let h = resp.headers_mut();
     h.insert(header::SERVER, SERVER.clone());
-    if version == http::Version::HTTP_11 && n >= limits.keepalive_requests {
+    if version == http::Version::HTTP_11 && (n >= limits.keepalive_requests || removed) {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     shared.metrics.count(resp.status());

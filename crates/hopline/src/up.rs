@@ -152,6 +152,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let base = config.base_dir.clone();
     let dns = hopline_dns::service::DnsServices::start(&config.dns, &base)
         .await
@@ -235,9 +236,25 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         println!(
             "\nserving until Ctrl-C; from another terminal: hopline visit https://www.shop.test:8443/"
         );
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match Config::load(&path) {
+                    // the topology file changed: apply it (sites and zones; DNS listeners stay)
+                    Ok(new) => {
+                        let r = match dns.reload(&new.dns, &new.base_dir) {
+                            Ok(()) => server.reload(new).await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        match r {
+                            Ok(()) => tracing::info!(target: "hopline", "reloaded {}", path.display()),
+                            Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old topology: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old topology: {e}"),
+                },
+            }
         }
     }
     let _ = std::fs::remove_file(&sf);

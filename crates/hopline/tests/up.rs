@@ -134,6 +134,40 @@ fn up_once_exits_0_with_every_hop() {
     ] {
         assert!(text.contains(step), "{step:?} missing from:\n{text}");
     }
+    // kill one origin: a reload of the topology without origin-1 closes its listener
+    let topo = dir.path().join("topology.toml");
+    let text = std::fs::read_to_string(&topo).unwrap();
+    let start = text.find("[[site]]\nname = \"origin-1\"").unwrap();
+    let end = start + text[start..].find("[[site]]\nname = \"origin-2\"").unwrap();
+    std::fs::write(&topo, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &up.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..6 {
+        let out = Command::new(BIN)
+            .args([
+                "visit",
+                "https://www.shop.test:8443/api/products",
+                "--json",
+                "--no-cache",
+                "--no-subresources",
+            ])
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = &v["entries"][0];
+        assert_eq!(
+            doc["status"], 200,
+            "the site must still load with one origin gone: {doc}"
+        );
+        let timing = doc["server_timing"].to_string();
+        assert!(
+            !timing.contains("origin-1"),
+            "answered by the removed origin: {timing}"
+        );
+    }
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill").arg(up.id().to_string()).status();
     let _ = up.wait();
