@@ -353,8 +353,12 @@ impl Server {
 
 fn role_of(table: &Table, addr: SocketAddr) -> String {
     match table.listeners.get(&addr) {
-        Some(l) if l.tls.is_some() => "edge https".into(),
-        _ => "edge http".into(),
+        Some(l) => format!(
+            "edge {}, site {}",
+            if l.tls.is_some() { "https" } else { "http" },
+            l.site("").name
+        ),
+        None => "edge".into(),
     }
 }
 

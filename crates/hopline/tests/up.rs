@@ -13,6 +13,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_hopline");
 #[test]
 fn up_once_exits_0_with_every_hop() {
     let dir = tempfile::tempdir().unwrap();
+    // a taken port: a clear error naming the address and the role, nothing left running
+    {
+        let _taken = std::net::TcpListener::bind("127.0.0.4:8080").unwrap();
+        let out = Command::new(BIN)
+            .args(["up", "--once", "--data-dir"])
+            .arg(dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("127.0.0.4:8080") && err.contains("edge http, site lb"),
+            "{err}"
+        );
+    }
     let out = Command::new(BIN)
         .args(["up", "--once", "--data-dir"])
         .arg(dir.path())
