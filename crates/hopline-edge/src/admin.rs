@@ -45,6 +45,73 @@ pub trait AdminView: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// Connections open now.
     fn open_connections(&self) -> usize;
+    /// The hops this edge served for a W3C trace id.
+    fn trace(&self, id: &str) -> Vec<TraceHop>;
+}
+
+/// One hop of a traced request, as this edge saw it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceHop {
+    /// The site (hop) that answered.
+    pub site: String,
+    /// Method and target.
+    pub request: String,
+    /// Response status.
+    pub status: u16,
+    /// Time to the response head, ms.
+    pub ms: f64,
+    /// When it arrived (µs since the Unix epoch).
+    pub at_us: u128,
+    /// The span id of the incoming `traceparent`.
+    pub span: String,
+    /// `Cache-Status` of the response, if any.
+    pub cache_status: Option<String>,
+    /// `Server-Timing` of the response, if any.
+    pub server_timing: Option<String>,
+}
+
+/// Recent traced requests, bounded (10,000 traces, 10 minutes).
+pub struct TraceLog {
+    hops: moka::sync::Cache<String, Arc<parking_lot::Mutex<Vec<TraceHop>>>>,
+}
+
+impl std::fmt::Debug for TraceLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TraceLog")
+    }
+}
+
+impl Default for TraceLog {
+    fn default() -> Self {
+        TraceLog {
+            hops: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(600))
+                .build(),
+        }
+    }
+}
+
+impl TraceLog {
+    /// Remember a hop.
+    pub fn record(&self, trace: &str, hop: TraceHop) {
+        self.hops
+            .get_with_by_ref(trace, || Arc::new(parking_lot::Mutex::new(Vec::new())))
+            .lock()
+            .push(hop);
+    }
+
+    /// The hops of a trace, in arrival order.
+    pub fn get(&self, trace: &str) -> Vec<TraceHop> {
+        let mut v = self
+            .hops
+            .get(trace)
+            .map(|h| h.lock().clone())
+            .unwrap_or_default();
+        // arrival order; on a tie the outer hop (which took longer) first
+        v.sort_by(|a, b| a.at_us.cmp(&b.at_us).then(b.ms.total_cmp(&a.ms)));
+        v
+    }
 }
 
 /// The JSON of `/.hopline/status`.
@@ -298,6 +365,20 @@ async fn answer(view: Arc<dyn AdminView>, req: Request<Incoming>) -> Response<Bo
     if req.method().as_str() == "PURGE" {
         return purge(&*view, &req);
     }
+    if req.method() == Method::GET
+        && let Some(id) = req.uri().path().strip_prefix("/.hopline/trace/")
+    {
+        let hops = view.trace(id);
+        return reply(
+            if hops.is_empty() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            },
+            "application/json",
+            serde_json::json!({"trace": id, "hops": hops}).to_string() + "\n",
+        );
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/.hopline/status") => reply(
             StatusCode::OK,
@@ -312,7 +393,7 @@ async fn answer(view: Arc<dyn AdminView>, req: Request<Incoming>) -> Response<Bo
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "admin endpoints: GET /.hopline/status, GET /metrics, PURGE /path (or /prefix*)\n"
+            "admin endpoints: GET /.hopline/status, GET /metrics, GET /.hopline/trace/TRACE_ID, PURGE /path (or /prefix*)\n"
                 .into(),
         ),
     }

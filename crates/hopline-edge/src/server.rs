@@ -43,9 +43,13 @@ struct Shared {
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
     metrics: crate::admin::Metrics,
+    traces: crate::admin::TraceLog,
 }
 
 impl crate::admin::AdminView for Shared {
+    fn trace(&self, id: &str) -> Vec<crate::admin::TraceHop> {
+        self.traces.get(id)
+    }
     fn table(&self) -> Arc<Table> {
         self.table.load_full()
     }
@@ -179,6 +183,7 @@ impl Server {
             closing: watch::channel(false).0,
             idle: tokio::sync::Notify::new(),
             metrics: crate::admin::Metrics::default(),
+            traces: crate::admin::TraceLog::default(),
         });
         let server = Server {
             shared,
@@ -598,6 +603,22 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         })
     });
 
+    // a traced request is remembered for `hopline trace` (admin /.hopline/trace/ID)
+    let traced: Option<(String, String, String)> = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let mut parts = v.split('-');
+            let _version = parts.next()?;
+            let id = parts.next().filter(|id| id.len() == 32)?;
+            let span = parts.next()?;
+            Some((
+                id.to_string(),
+                span.to_string(),
+                format!("{} {}", req.method(), req.uri().path()),
+            ))
+        });
     let current = table.listeners.get(&conn.listener);
     let removed = current.is_none();
     let site = current.unwrap_or(&conn.initial).site(host).clone();
@@ -617,6 +638,34 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     shared.metrics.count(resp.status());
+    if let Some((id, span, request)) = traced {
+        let get = |n: &str| {
+            let all: Vec<&str> = resp
+                .headers()
+                .get_all(n)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!all.is_empty()).then(|| all.join(", "))
+        };
+        shared.traces.record(
+            &id,
+            crate::admin::TraceHop {
+                site: site_name.as_deref().unwrap_or("-").to_string(),
+                request,
+                status: resp.status().as_u16(),
+                ms: start.elapsed().as_secs_f64() * 1000.0,
+                at_us: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros())
+                    .unwrap_or(0)
+                    .saturating_sub(start.elapsed().as_micros()),
+                span,
+                cache_status: get("cache-status"),
+                server_timing: get("server-timing"),
+            },
+        );
+    }
 
     match record {
         None => resp,

@@ -4,6 +4,7 @@
 mod cert;
 mod resolve;
 mod serve;
+mod trace;
 mod up;
 mod visit;
 
@@ -30,6 +31,8 @@ enum Command {
     Resolve(resolve::Args),
     /// Load a URL the way a browser does and show every hop as a waterfall.
     Visit(visit::Args),
+    /// Show the hops one traced request took (from an edge's admin listener).
+    Trace(trace::Args),
 }
 
 /// Log to stderr; `RUST_LOG` (e.g. `hopline=debug`) picks what is shown.
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Resolve(args) => resolve::run(args),
         Command::Visit(args) => visit::run(args),
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(code) => code,

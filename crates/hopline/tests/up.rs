@@ -126,6 +126,19 @@ fn up_once_exits_0_with_every_hop() {
         trace = tp.split('-').nth(1).unwrap().to_string();
     }
     assert!(hits >= 1, "a repeat visit never hit a PoP cache");
+    // `hopline trace` tells the last visit's journey across the hops
+    let out = Command::new(BIN)
+        .args(["trace", &trace, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let sites: Vec<&str> = v["hops"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|x| x["site"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(sites.first().is_some_and(|s| s.starts_with("pop-")), "{v}");
+    let out = Command::new(BIN).args(["trace", &trace]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("trace {trace}")));
     // the journey in plain words
     let out = Command::new(BIN)
         .args([

@@ -1,0 +1,89 @@
+//! `hopline trace TRACE_ID`: one request's journey across the hops of an edge process,
+//! from its admin listener (`/.hopline/trace/ID`), each hop with its status, time, cache
+//! decision and server timing.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+/// Show the hops one traced request took (from an edge's admin listener).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+The trace id is the second field of a W3C traceparent (`hopline visit --json` shows the
+request headers; every access-log line has `trace=ID`).
+
+Example:
+  hopline trace 2dc1c01c724949430b5822c07ceae8a2
+  hopline trace 2dc1c01c724949430b5822c07ceae8a2 --admin 127.0.0.1:9900 --json")]
+pub struct Args {
+    /// The 32-hex-digit trace id.
+    pub trace_id: String,
+    /// The admin listener to ask (default: the one of `hopline up`).
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    pub admin: String,
+    /// Print the hops as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.trace_id.len() != 32 || !args.trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!(
+            "{:?} is not a trace id: expected 32 hex digits",
+            args.trace_id
+        );
+    }
+    let mut s = std::net::TcpStream::connect(&args.admin)
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin listener {}: {e}", args.admin))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /.hopline/trace/{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        args.trace_id, args.admin
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body.trim())
+        .map_err(|e| anyhow::anyhow!("unexpected answer from {}: {e}", args.admin))?;
+    let hops = v["hops"].as_array().cloned().unwrap_or_default();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(if hops.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    if hops.is_empty() {
+        eprintln!(
+            "hopline: no hop of {} saw trace {} (traces are kept 10 minutes)",
+            args.admin, args.trace_id
+        );
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "trace {} — {} hop(s) seen by the edge at {}",
+        args.trace_id,
+        hops.len(),
+        args.admin
+    );
+    for (i, h) in hops.iter().enumerate() {
+        println!(
+            "{:>2}. {:<10} {} → {} in {:.2} ms (span {})",
+            i + 1,
+            h["site"].as_str().unwrap_or("-"),
+            h["request"].as_str().unwrap_or(""),
+            h["status"],
+            h["ms"].as_f64().unwrap_or(0.0),
+            h["span"].as_str().unwrap_or("-")
+        );
+        if let Some(cs) = h["cache_status"].as_str() {
+            println!("      cache-status: {cs}");
+        }
+        if let Some(st) = h["server_timing"].as_str() {
+            println!("      server-timing: {st}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
