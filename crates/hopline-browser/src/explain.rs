@@ -42,6 +42,10 @@ fn hop_lines(e: &Entry, out: &mut Vec<String>) {
         }
         let dur = st.dur.map(|d| format!(" in {d:.2} ms")).unwrap_or_default();
         match (st.name.as_str(), &st.desc) {
+            ("hopline", Some(desc)) => out.push(format!(
+                "{desc} answered; its own account: {}",
+                dur.trim_start()
+            )),
             ("hopline-proxy", Some(desc)) => {
                 let (pool_server, algo) = desc.split_once(" via ").unwrap_or((desc.as_str(), "?"));
                 let (pool, server) = pool_server.split_once(' ').unwrap_or((pool_server, "?"));

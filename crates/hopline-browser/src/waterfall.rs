@@ -91,6 +91,17 @@ pub fn render(nav: &Navigation, color: bool) -> String {
             }
             let seg: String = if i == 5 {
                 wait_segment(e, n)
+            } else if i == 1 {
+                // which layer answered, drawn in the DNS bar: h hosts file, k resolver
+                // cache, f a forwarding resolver, R iteration from the root
+                let ch = match e.dns.as_ref().map(|d| d.answered_by.as_str()) {
+                    Some("hosts_file") => 'h',
+                    Some("cache") => 'k',
+                    Some("recursive") => 'R',
+                    Some(a) if a.starts_with("resolver") => 'f',
+                    _ => 'd',
+                };
+                std::iter::repeat_n(ch, n).collect()
             } else {
                 std::iter::repeat_n(phases[i].2, n).collect()
             };

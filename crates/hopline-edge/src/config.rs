@@ -321,6 +321,9 @@ pub struct Site {
     /// Routes, matched by longest path prefix.
     #[serde(default)]
     pub route: Vec<Route>,
+    /// Add this hop's own `Server-Timing: hopline;dur=…;desc="SITE"` to every response.
+    #[serde(default)]
+    pub server_timing: bool,
 }
 
 /// TLS files of a site.

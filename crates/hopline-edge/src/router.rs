@@ -47,6 +47,8 @@ pub struct ListenerTable {
 pub struct SiteTable {
     /// Name for logs.
     pub name: Arc<str>,
+    /// Add this hop's `Server-Timing` entry to responses.
+    pub server_timing: bool,
     /// Routes sorted by descending prefix length.
     pub routes: Vec<Route>,
 }
@@ -358,7 +360,11 @@ fn compile_site(
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    Ok(SiteTable { name, routes })
+    Ok(SiteTable {
+        name,
+        routes,
+        server_timing: site.server_timing,
+    })
 }
 
 #[cfg(test)]

@@ -632,6 +632,17 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         }
     };
 
+    if site.server_timing {
+        let entry = format!(
+            "hopline;dur={:.3};desc=\"{}\"",
+            start.elapsed().as_secs_f64() * 1000.0,
+            site.name
+        );
+        if let Ok(v) = HeaderValue::from_str(&entry) {
+            resp.headers_mut()
+                .append(http::header::HeaderName::from_static("server-timing"), v);
+        }
+    }
     let h = resp.headers_mut();
     h.insert(header::SERVER, SERVER.clone());
     if version == http::Version::HTTP_11 && (n >= limits.keepalive_requests || removed) {
