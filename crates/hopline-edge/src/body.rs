@@ -3,9 +3,12 @@
 //! It also carries the request's access-log record, written when the body ends.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use std::future::Future;
+
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 
@@ -18,7 +21,28 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(BoxBody<Bytes, BoxError>),
+    /// A byte range of an open file: sent by `sendfile` on plain HTTP/1.1, else from
+    /// the bytes in memory when the file cache holds them, else read in chunks.
+    File {
+        range: FileRange,
+        mem: Option<Bytes>,
+        reading: Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+    },
 }
+
+/// A byte range of an open file.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    /// The open file (shared with the open-file cache).
+    pub file: Arc<std::fs::File>,
+    /// First byte.
+    pub start: u64,
+    /// Bytes to send.
+    pub len: u64,
+}
+
+/// Chunk size when a file body is read rather than sent by `sendfile`.
+const FILE_CHUNK: u64 = 64 * 1024;
 
 /// A response body.
 pub struct Body {
@@ -67,6 +91,42 @@ impl Body {
         }
     }
 
+    /// `len` bytes of `file` from `start`; `mem` is the same bytes when already in memory.
+    pub fn file(file: Arc<std::fs::File>, start: u64, len: u64, mem: Option<Bytes>) -> Body {
+        Body {
+            kind: if len == 0 {
+                Kind::Empty
+            } else {
+                Kind::File {
+                    range: FileRange { file, start, len },
+                    mem,
+                    reading: None,
+                }
+            },
+            log: None,
+        }
+    }
+
+    /// A file body of at least `min` bytes, taken out to be sent by `sendfile` (counted
+    /// in the access log as sent); the body is empty afterwards.
+    pub(crate) fn take_sendfile(&mut self, min: u64) -> Option<FileRange> {
+        match &self.kind {
+            Kind::File {
+                range,
+                reading: None,
+                ..
+            } if range.len >= min => {}
+            _ => return None,
+        }
+        let Kind::File { range, .. } = std::mem::replace(&mut self.kind, Kind::Empty) else {
+            return None;
+        };
+        if let Some(log) = &mut self.log {
+            log.bytes += range.len;
+        }
+        Some(range)
+    }
+
     /// Attach the access-log record, written when the body is done (or dropped).
     pub(crate) fn with_log(mut self, log: Box<LogRecord>) -> Body {
         self.log = Some(log);
@@ -95,6 +155,11 @@ impl HttpBody for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(s) => Pin::new(s).poll_frame(cx),
+            Kind::File {
+                range,
+                mem,
+                reading,
+            } => poll_file(range, mem, reading, cx),
         };
         if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (&mut this.log, &polled)
             && let Some(d) = frame.data_ref()
@@ -109,6 +174,7 @@ impl HttpBody for Body {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Stream(s) => s.is_end_stream(),
+            Kind::File { range, .. } => range.len == 0,
         }
     }
 
@@ -118,6 +184,111 @@ impl HttpBody for Body {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Stream(s) => s.size_hint(),
+            Kind::File { range, .. } => SizeHint::with_exact(range.len),
+        }
+    }
+}
+
+fn poll_file(
+    range: &mut FileRange,
+    mem: &mut Option<Bytes>,
+    reading: &mut Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if range.len == 0 {
+        return Poll::Ready(None);
+    }
+    if let Some(b) = mem.take() {
+        range.len = 0;
+        return Poll::Ready(Some(Ok(Frame::data(b))));
+    }
+    let task = reading.get_or_insert_with(|| {
+        let file = range.file.clone();
+        let (at, n) = (range.start, range.len.min(FILE_CHUNK) as usize);
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut v = vec![0u8; n];
+            let mut got = 0;
+            while got < n {
+                match file.read_at(&mut v[got..], at + got as u64)? {
+                    0 => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the file shrank while it was read",
+                        ));
+                    }
+                    k => got += k,
+                }
+            }
+            Ok(Bytes::from(v))
+        })
+    });
+    let res = match Pin::new(task).poll(cx) {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(r) => r,
+    };
+    *reading = None;
+    match res {
+        Ok(Ok(b)) => {
+            range.start += b.len() as u64;
+            range.len -= b.len() as u64;
+            Poll::Ready(Some(Ok(Frame::data(b))))
+        }
+        Ok(Err(e)) => {
+            range.len = 0;
+            Poll::Ready(Some(Err(Box::new(e))))
+        }
+        Err(e) => {
+            range.len = 0;
+            Poll::Ready(Some(Err(Box::new(e))))
+        }
+    }
+}
+
+/// A request body: read by hopline's HTTP/1.1 engine, or by hyper (HTTP/2).
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// An HTTP/2 stream's body.
+    Hyper(hyper::body::Incoming),
+    /// An HTTP/1.1 body, read by the connection as the handler asks.
+    H1(crate::h1::H1Body),
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestBody")
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::H1(b) => b.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::H1(b) => b.size_hint(),
         }
     }
 }

@@ -82,6 +82,25 @@ pub struct FileMeta {
     compressible: bool,
     /// The bytes, for files up to the cache's `max_file`.
     body: Option<Arc<Variants>>,
+    /// The open file, for files large enough to leave by `sendfile` (nginx's
+    /// `open_file_cache` keeps descriptors the same way).
+    file: Option<Arc<std::fs::File>>,
+}
+
+impl FileMeta {
+    /// The body for `start..start+len`: the open file (sent by `sendfile` where the
+    /// connection allows), with the cached bytes alongside when there are any.
+    fn body(&self, start: u64, len: u64) -> Option<Body> {
+        let mem = self
+            .body
+            .as_ref()
+            .map(|v| v.raw.slice(start as usize..(start + len) as usize));
+        match (&self.file, mem) {
+            (Some(f), mem) => Some(Body::file(f.clone(), start, len, mem)),
+            (None, Some(mem)) => Some(Body::full(mem)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The open-file cache.
@@ -105,8 +124,12 @@ impl FileCache {
         let entries = moka::sync::Cache::builder()
             .max_capacity(cfg.size.0.max(1))
             .weigher(|k: &PathBuf, v: &Arc<Cached>| -> u32 {
+                // an open descriptor weighs 16 KiB, which bounds how many stay open
                 let body = match &v.kind {
-                    Kind::File(m) => m.body.as_ref().map(|b| b.raw.len()).unwrap_or(0),
+                    Kind::File(m) => {
+                        m.body.as_ref().map(|b| b.raw.len()).unwrap_or(0)
+                            + if m.file.is_some() { 16 * 1024 } else { 0 }
+                    }
                     _ => 0,
                 };
                 (body + k.as_os_str().len() + 256).min(u32::MAX as usize) as u32
@@ -190,6 +213,7 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
                 content_type: m.content_type.clone(),
                 compressible: m.compressible,
                 body: m.body.clone(),
+                file: m.file.clone(),
             }),
             checked: now,
         });
@@ -218,17 +242,21 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
     let compressible = compress::compressible(&ct_string);
     let content_type = HeaderValue::from_str(&ct_string)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let Ok(mut opened) = std::fs::File::open(path) else {
+        return missing();
+    };
     let body = if len <= max_file {
-        match std::fs::read(path) {
-            Ok(bytes) if bytes.len() as u64 == len => {
-                Some(Arc::new(Variants::new(Bytes::from(bytes))))
-            }
+        use std::io::Read;
+        let mut bytes = Vec::with_capacity(len as usize);
+        match opened.read_to_end(&mut bytes) {
+            Ok(_) if bytes.len() as u64 == len => Some(Arc::new(Variants::new(Bytes::from(bytes)))),
             Ok(_) => return missing(), // changed while read: look again next time
             Err(_) => return missing(),
         }
     } else {
         None
     };
+    let file = (len >= crate::h1::SENDFILE_MIN).then(|| Arc::new(opened));
     Arc::new(Cached {
         kind: Kind::File(FileMeta {
             path: path.to_path_buf(),
@@ -239,6 +267,7 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
             content_type,
             compressible,
             body,
+            file,
         }),
         checked: now,
     })
@@ -495,8 +524,8 @@ async fn send_file(
             if method == Method::HEAD {
                 return r;
             }
-            *r.body_mut() = match &meta.body {
-                Some(v) => Body::full(v.raw.slice(br.start as usize..br.end as usize)),
+            *r.body_mut() = match meta.body(br.start, br.end - br.start) {
+                Some(b) => b,
                 None => match stream_file(&meta.path, br.start, br.end - br.start, None).await {
                     Some(b) => b,
                     None => return status_only(StatusCode::NOT_FOUND, "not found\n"),
@@ -536,7 +565,9 @@ async fn send_file(
                             r.headers_mut()
                                 .insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len));
                             if method != Method::HEAD {
-                                *r.body_mut() = Body::full(v.raw.clone());
+                                *r.body_mut() = meta
+                                    .body(0, meta.len)
+                                    .unwrap_or_else(|| Body::full(v.raw.clone()));
                             }
                         }
                     }
@@ -546,7 +577,9 @@ async fn send_file(
                     r.headers_mut()
                         .insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len));
                     if method != Method::HEAD {
-                        *r.body_mut() = Body::full(v.raw.clone());
+                        *r.body_mut() = meta
+                            .body(0, meta.len)
+                            .unwrap_or_else(|| Body::full(v.raw.clone()));
                     }
                     r
                 }
@@ -560,6 +593,12 @@ async fn send_file(
                             .insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len));
                     }
                     if method == Method::HEAD {
+                        return r;
+                    }
+                    if enc.is_none()
+                        && let Some(b) = meta.body(0, meta.len)
+                    {
+                        *r.body_mut() = b;
                         return r;
                     }
                     match stream_file(&meta.path, 0, meta.len, enc).await {

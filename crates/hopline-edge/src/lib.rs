@@ -19,6 +19,7 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod h1;
 pub mod pop;
 pub mod proxy;
 pub mod ratelimit;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::cache::{self, HttpCache, Lookup, Stored, TeeBody};
@@ -24,7 +23,7 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 pub async fn serve(
     cache: &Arc<HttpCache>,
     up: &Arc<UpstreamPool>,
-    req: Request<Incoming>,
+    req: Request<crate::body::RequestBody>,
     down: Downstream<'_>,
 ) -> Response<Body> {
     let started = tokio::time::Instant::now();
@@ -58,7 +57,7 @@ pub async fn serve(
 async fn serve_inner(
     cache: &Arc<HttpCache>,
     up: &Arc<UpstreamPool>,
-    req: Request<Incoming>,
+    req: Request<crate::body::RequestBody>,
     down: Downstream<'_>,
 ) -> Response<Body> {
     let method = req.method().clone();

@@ -19,12 +19,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::config::{HealthConfig, Upstream};
 use crate::error::EdgeError;
 use hopline_balance::{Algorithm, Outcome, Pool, PoolOptions, ServerSpec};
 
-type ProxyBody = Either<Incoming, Empty<Bytes>>;
+type ProxyBody = Either<RequestBody, Empty<Bytes>>;
 
 /// One upstream server.
 #[derive(Debug, Clone)]
@@ -476,11 +476,15 @@ fn forwarded_for(ip: IpAddr) -> String {
 /// Forward one request to the pool; always returns a response (errors become 502/503/504).
 pub async fn forward(
     up: &UpstreamPool,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     down: Downstream<'_>,
 ) -> Response<Body> {
     let upgrade = is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = if upgrade {
+        crate::h1::on_upgrade(&mut req)
+    } else {
+        None
+    };
     let (parts, body) = req.into_parts();
     match send(up, parts, Some(body), down, client_upgrade).await {
         Ok(resp) => {
@@ -504,9 +508,9 @@ pub async fn forward(
 pub async fn send(
     up: &UpstreamPool,
     mut parts: http::request::Parts,
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     down: Downstream<'_>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<crate::h1::OnUpgrade>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let upgrade = client_upgrade.is_some();
     let via = if parts.version == http::Version::HTTP_2 {
@@ -630,9 +634,10 @@ pub async fn send(
                     let upstream_upgrade = hyper::upgrade::on(&mut resp);
                     let server_id = server.id.clone();
                     tokio::spawn(async move {
+                        let upstream_upgrade =
+                            async move { upstream_upgrade.await.map_err(std::io::Error::other) };
                         match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                            Ok((c, u)) => {
-                                let mut c = TokioIo::new(c);
+                            Ok((mut c, u)) => {
                                 let mut u = TokioIo::new(u);
                                 if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await
                                 {
@@ -703,7 +708,7 @@ trait BodyHint {
     fn is_end_stream_hint(&self, headers: &HeaderMap) -> bool;
 }
 
-impl BodyHint for Incoming {
+impl BodyHint for RequestBody {
     fn is_end_stream_hint(&self, headers: &HeaderMap) -> bool {
         use http_body::Body as _;
         if self.is_end_stream() {

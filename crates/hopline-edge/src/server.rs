@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, LogRecord};
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::compress;
 use crate::config::{Config, Limits};
 use crate::error::EdgeError;
@@ -91,43 +91,29 @@ pub enum Shutdown {
     TimedOut,
 }
 
-/// The HTTP engines, built once per config: detect h1/h2c on plain listeners, and a
-/// fixed protocol on TLS listeners where ALPN already chose.
+/// The HTTP/2 engine (hyper), built once per config; HTTP/1.1 is hopline's own
+/// ([`crate::h1`]).
 struct Builders {
-    auto: auto::Builder<TokioExecutor>,
-    h1: auto::Builder<TokioExecutor>,
     h2: auto::Builder<TokioExecutor>,
+    h1: crate::h1::Options,
 }
 
 fn builders(limits: &Limits) -> Builders {
-    let auto = http_builder(limits);
-    Builders {
-        h1: auto.clone().http1_only(),
-        h2: auto.clone().http2_only(),
-        auto,
-    }
-}
-
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    let header_timeout = Duration::from_millis(
-        limits
-            .header_timeout_ms
-            .min(limits.keepalive_timeout_ms)
-            .max(1),
-    );
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size((limits.max_header_bytes.0 as usize).max(8192))
-        .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_streams)
         .max_header_list_size(limits.max_header_bytes.0.min(u32::MAX as u64) as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    b
+    Builders {
+        h2: b.http2_only(),
+        h1: crate::h1::Options {
+            header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
+            keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
+            max_header_bytes: (limits.max_header_bytes.0 as usize).max(1024),
+        },
+    }
 }
 
 /// Bind a listening socket the way a server should (reuse address, deep backlog).
@@ -435,6 +421,21 @@ struct ConnInfo {
     initial: Arc<router::ListenerTable>,
 }
 
+/// The edge's request path, as the HTTP/1.1 engine calls it.
+struct EdgeService {
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+}
+
+impl crate::h1::Service for EdgeService {
+    fn call(
+        &self,
+        req: Request<RequestBody>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + '_ {
+        handle(&self.shared, &self.info, req)
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -453,33 +454,35 @@ async fn serve_connection(
         initial,
         requests: AtomicU64::new(0),
     });
-    let svc_shared = shared.clone();
-    let svc_info = info.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let shared = svc_shared.clone();
-        let info = svc_info.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &info, req).await) }
-    });
-    let header_timeout = Duration::from_millis(shared.table.load().limits.header_timeout_ms.max(1));
+    let svc = EdgeService {
+        shared: shared.clone(),
+        info: info.clone(),
+    };
+    let hyper_service = move |shared: Arc<Shared>, info: Arc<ConnInfo>| {
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(handle(&shared, &info, req.map(RequestBody::Hyper)).await) }
+        })
+    };
     match tls {
         None => {
-            // The h1/h2c detection waits for the first bytes before hyper's own header
-            // timer runs: a client that sends no request at all is cut off here.
-            let conn = http
-                .auto
-                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let served = until_closing(conn, shared.closing.subscribe());
-            let result = tokio::select! {
-                r = served => r,
-                _ = first_request_deadline(&info, header_timeout) => return,
-            };
-            if let Err(e) = result {
-                tracing::debug!(target: "hopline::edge", "connection from {peer}: {e}");
+            let closing = shared.closing.subscribe();
+            match crate::h1::serve(stream, http.h1, &svc, closing).await {
+                crate::h1::Outcome::Closed => {}
+                crate::h1::Outcome::Http2(io) => {
+                    let conn = http.h2.serve_connection_with_upgrades(
+                        TokioIo::new(io),
+                        hyper_service(shared.clone(), info),
+                    );
+                    if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
+                        tracing::debug!(target: "hopline::edge", "h2c connection from {peer}: {e}");
+                    }
+                }
             }
         }
         Some(cfg) => {
-            let timeout =
-                Duration::from_millis(shared.table.load().limits.header_timeout_ms.max(1));
+            let timeout = http.h1.header_timeout;
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
             let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -493,21 +496,30 @@ async fn serve_connection(
                 }
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let builder = if h2 { &http.h2 } else { &http.h1 };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-            if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
-                tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
+            if h2 {
+                let conn = http.h2.serve_connection_with_upgrades(
+                    TokioIo::new(tls_stream),
+                    hyper_service(shared.clone(), info),
+                );
+                if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
+                    tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
+                }
+            } else {
+                let closing = shared.closing.subscribe();
+                match crate::h1::serve(tls_stream, http.h1, &svc, closing).await {
+                    crate::h1::Outcome::Closed => {}
+                    crate::h1::Outcome::Http2(io) => {
+                        let conn = http.h2.serve_connection_with_upgrades(
+                            TokioIo::new(io),
+                            hyper_service(shared.clone(), info),
+                        );
+                        if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
+                            tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
+                        }
+                    }
+                }
             }
         }
-    }
-}
-
-/// Resolves when `timeout` passes without a first request on the connection; never
-/// resolves once one has arrived (hyper's header timer takes over from there).
-async fn first_request_deadline(info: &ConnInfo, timeout: Duration) {
-    tokio::time::sleep(timeout).await;
-    if info.requests.load(Ordering::Relaxed) > 0 {
-        std::future::pending::<()>().await;
     }
 }
 
@@ -552,7 +564,7 @@ where
 }
 
 /// One request, start to response head.
-async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> Response<Body> {
     let start = Instant::now();
     let table = shared.table.load_full();
     let limits = &table.limits;
@@ -696,7 +708,7 @@ async fn dispatch(
     shared: &Shared,
     conn: &ConnInfo,
     route: &Route,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<Body> {
     if let Some(len) = req
         .headers()
@@ -810,7 +822,7 @@ async fn dispatch(
 }
 
 async fn respond(
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     status: StatusCode,
     content_type: &HeaderValue,
     body: &Arc<compress::Variants>,

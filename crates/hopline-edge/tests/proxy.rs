@@ -430,23 +430,18 @@ async fn websocket_echo_through_the_proxy() {
 async fn smuggling_attempts_are_refused_or_neutralised() {
     let a = Origin::start("a").await;
     let t = start(&pool_toml("round_robin", &[plain(&a)], "")).await;
-    // Both framings: hyper drops Content-Length, reads the body as chunked and closes the
-    // connection after answering (RFC 9112 §6.3 — the "process, then close" choice):
+    // Both framings (RFC 9112 §6.3): refused with 400 and the connection closed, so
     // the smuggled second request is never read, let alone forwarded.
     let req = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
     let (resp, closed) = raw(t.addr, req, Duration::from_secs(3)).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(closed, "connection kept open after a CL+TE request");
     assert_eq!(
         resp.matches("HTTP/1.1 ").count(),
         1,
         "the smuggled request was served: {resp}"
     );
-    assert!(resp.contains("\"body_len\":0"), "{resp}");
-    assert!(
-        !resp.contains("content-length\":"),
-        "Content-Length was forwarded next to chunked: {resp}"
-    );
-    assert_eq!(a.hits(), 1);
+    assert_eq!(a.hits(), 0, "a CL+TE request reached the origin");
     // conflicting lengths: 400, nothing forwarded
     let req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde";
     let (resp, _) = raw(t.addr, req, Duration::from_secs(3)).await;
@@ -463,7 +458,16 @@ async fn smuggling_attempts_are_refused_or_neutralised() {
         resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.0 400"),
         "{resp}"
     );
-    assert_eq!(a.hits(), 1, "a malformed request reached the origin");
+    assert_eq!(a.hits(), 0, "a malformed request reached the origin");
+    // a chunked body that breaks its framing never reaches the origin whole, and the
+    // bytes after it are not read as a request
+    let req = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXX\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (resp, closed) = raw(t.addr, req, Duration::from_secs(3)).await;
+    assert!(closed, "connection kept open after a broken chunked body");
+    assert!(
+        resp.matches("HTTP/1.1 ").count() <= 1 && !resp.contains("/admin"),
+        "the smuggled request was served: {resp}"
+    );
 }
 
 #[tokio::test]

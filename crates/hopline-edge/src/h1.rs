@@ -1,0 +1,1445 @@
+//! The HTTP/1.1 connection: hopline's own, because the edge's speed and memory are
+//! decided here. One task per connection reads request heads (httparse), hands each
+//! request to the edge's service, and writes the response:
+//!
+//! - **idle connections hold no buffers**: between requests a plain TCP connection
+//!   waits for readability with nothing allocated (nginx frees its header buffer the same
+//!   way), so ten thousand idle keep-alive clients cost little memory;
+//! - **files leave by `sendfile`** on plain TCP (head sent with `MSG_MORE`, body from the
+//!   page cache, no copy through user space); small bodies go out with the head in one
+//!   write;
+//! - **strict framing** (RFC 9112 §6): `Transfer-Encoding` with `Content-Length`,
+//!   differing `Content-Length`s, a coding list not ending in `chunked`, or
+//!   `Transfer-Encoding` in HTTP/1.0 are answered 400 and the connection closed — a
+//!   smuggled request is never read;
+//! - request bodies stream to the handler through a small channel, read only once the
+//!   handler asks (`Expect: 100-continue` answered then); a body the handler did not
+//!   read closes the connection after the response, with a lingering read so the
+//!   client still sees the answer;
+//! - timeouts: the header section must complete within `header_timeout` of its first
+//!   byte (of the accept for a first request), an idle keep-alive connection closes
+//!   after `keepalive_timeout`; graceful shutdown closes idle connections at once and
+//!   busy ones after their response;
+//! - `Upgrade` (WebSocket): after a 101 the raw connection (with any bytes already
+//!   read) is handed to whoever asked through [`on_upgrade`];
+//! - HTTP/2 prior knowledge on a plain listener is recognised by its preface and handed
+//!   to hyper, which serves HTTP/2 (and HTTPS with ALPN `h2`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::body::{Body, BoxError, RequestBody};
+
+/// The HTTP/2 connection preface a prior-knowledge client starts with.
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Most header fields in one request head.
+const MAX_HEADERS: usize = 128;
+/// Bodies at least this large leave by `sendfile` when the connection is plain TCP.
+pub(crate) const SENDFILE_MIN: u64 = 16 * 1024;
+/// A first body chunk up to this size is written together with the head.
+const COALESCE_MAX: usize = 64 * 1024;
+/// Longest wait between two reads of a request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// After an unread request body, how long and how much the connection keeps reading
+/// (and discarding) after the response, so the client reads the answer before the close.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// A connection the HTTP/1.1 engine can run on.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath, when there is nothing between it and HTTP
+    /// (enables buffer-free idle waits, `sendfile` and `MSG_MORE`).
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// What the engine serves each request with.
+pub(crate) trait Service: Send + Sync {
+    /// Answer one request.
+    fn call(&self, req: Request<RequestBody>) -> impl Future<Output = Response<Body>> + Send + '_;
+}
+
+/// The engine's settings (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// How a connection's HTTP/1.1 life ended.
+pub(crate) enum Outcome<T> {
+    /// Closed (by either side, a timeout, an error or shutdown).
+    Closed,
+    /// The client spoke HTTP/2 prior knowledge: serve it with these bytes first.
+    Http2(Rewind<T>),
+}
+
+// ---------------------------------------------------------------------------------
+// request bodies
+
+/// The receiving end of a request body read by the connection task.
+pub struct H1Body {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    want: Option<oneshot::Sender<()>>,
+    remaining: Option<u64>,
+    done: bool,
+}
+
+impl H1Body {
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(want) = self.want.take() {
+            let _ = want.send(());
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                if let Some(r) = &mut self.remaining {
+                    *r = r.saturating_sub(b.len() as u64);
+                }
+                Poll::Ready(Some(Ok(http_body::Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.done || self.remaining == Some(0)
+    }
+
+    pub(crate) fn size_hint(&self) -> http_body::SizeHint {
+        match self.remaining {
+            Some(n) => http_body::SizeHint::with_exact(n),
+            None => http_body::SizeHint::default(),
+        }
+    }
+}
+
+/// How a request body is framed on the wire, and how much of it is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoder {
+    /// `Content-Length`: this many bytes left.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(Chunk),
+    /// The body is complete.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data: this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+/// A request body that breaks its framing.
+#[derive(Debug, PartialEq, Eq)]
+struct BadChunk(&'static str);
+
+/// Longest chunk-size line (with extensions) or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer bytes accepted.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+impl Decoder {
+    /// Take the next piece of body from `buf`: `Ok(Some(bytes))` data, `Ok(None)` need
+    /// more input (or done: see `self`). Consumes framing bytes as it goes.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BadChunk> {
+        loop {
+            match *self {
+                Decoder::Done => return Ok(None),
+                Decoder::Length(0) => {
+                    *self = Decoder::Done;
+                    return Ok(None);
+                }
+                Decoder::Length(n) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (n.min(buf.len() as u64)) as usize;
+                    *self = Decoder::Length(n - take as u64);
+                    return Ok(Some(buf.split_to(take).freeze()));
+                }
+                Decoder::Chunked(Chunk::Size) => {
+                    let Some(eol) = find_crlf(buf) else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            return Err(BadChunk("chunk-size line too long"));
+                        }
+                        return Ok(None);
+                    };
+                    let line = buf.split_to(eol + 2);
+                    let line = &line[..eol];
+                    let size_part = match line.iter().position(|&b| b == b';') {
+                        Some(i) => &line[..i],
+                        None => line,
+                    };
+                    let size_part = trim_ows(size_part);
+                    if size_part.is_empty() || size_part.len() > 16 {
+                        return Err(BadChunk("bad chunk size"));
+                    }
+                    let mut size: u64 = 0;
+                    for &b in size_part {
+                        let d = (b as char).to_digit(16).ok_or(BadChunk("bad chunk size"))?;
+                        size = size
+                            .checked_mul(16)
+                            .and_then(|s| s.checked_add(d as u64))
+                            .ok_or(BadChunk("chunk size overflows"))?;
+                    }
+                    *self = if size == 0 {
+                        Decoder::Chunked(Chunk::Trailers)
+                    } else {
+                        Decoder::Chunked(Chunk::Data(size))
+                    };
+                }
+                Decoder::Chunked(Chunk::Data(n)) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (n.min(buf.len() as u64)) as usize;
+                    let left = n - take as u64;
+                    *self = if left == 0 {
+                        Decoder::Chunked(Chunk::DataEnd)
+                    } else {
+                        Decoder::Chunked(Chunk::Data(left))
+                    };
+                    return Ok(Some(buf.split_to(take).freeze()));
+                }
+                Decoder::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(BadChunk("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Decoder::Chunked(Chunk::Size);
+                }
+                Decoder::Chunked(Chunk::Trailers) => {
+                    // Trailer fields are read and dropped; the section ends with an empty line.
+                    let Some(eol) = find_crlf(buf) else {
+                        if buf.len() > MAX_TRAILERS {
+                            return Err(BadChunk("trailer section too long"));
+                        }
+                        return Ok(None);
+                    };
+                    buf.advance(eol + 2);
+                    if eol == 0 {
+                        *self = Decoder::Done;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, Decoder::Done | Decoder::Length(0))
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+// ---------------------------------------------------------------------------------
+// upgrades
+
+/// The client side of an upgraded connection (after `101 Switching Protocols`): the raw
+/// connection, with any bytes the server had already read in front.
+pub struct Upgraded {
+    inner: Rewind<Box<dyn Io>>,
+}
+
+/// A boxed duplex byte stream.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upgraded")
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Stored in a request's extensions when it asks for an upgrade; resolves to the raw
+/// connection once a 101 answer has been written (an error for any other answer).
+#[derive(Debug)]
+pub struct OnUpgrade(oneshot::Receiver<Upgraded>);
+
+impl Future for OnUpgrade {
+    type Output = io::Result<Upgraded>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.map_err(|_| io::Error::other("the connection was not upgraded (no 101 answer)"))
+        })
+    }
+}
+
+/// What a request's extensions carry (extensions must be `Clone`; the receiver is
+/// taken out once).
+#[derive(Clone)]
+struct UpgradeSlot(Arc<parking_lot::Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+/// Take the upgrade handle of a request that asked for one.
+pub fn on_upgrade<B>(req: &mut Request<B>) -> Option<OnUpgrade> {
+    let slot = req.extensions_mut().remove::<UpgradeSlot>()?;
+    let rx = slot.0.lock().take()?;
+    Some(OnUpgrade(rx))
+}
+
+/// A stream with some bytes already read from it put back in front.
+pub struct Rewind<T> {
+    pre: Option<Bytes>,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    pub(crate) fn new(pre: Bytes, inner: T) -> Rewind<T> {
+        Rewind {
+            pre: (!pre.is_empty()).then_some(pre),
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(mut pre) = self.pre.take() {
+            let n = pre.len().min(buf.remaining());
+            buf.put_slice(&pre[..n]);
+            pre.advance(n);
+            if !pre.is_empty() {
+                self.pre = Some(pre);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// the connection
+
+/// A request head that cannot be served, and the status that says why.
+struct Reject(StatusCode, &'static str);
+
+/// What a parsed head tells the connection.
+struct Head {
+    req: Request<()>,
+    decoder: Decoder,
+    keep_alive: bool,
+    expect_continue: bool,
+    upgrade: bool,
+}
+
+/// Serve HTTP/1.1 on `io` until the connection ends.
+pub(crate) async fn serve<T: Transport, S: Service>(
+    mut io: T,
+    opts: Options,
+    service: &S,
+    mut closing: watch::Receiver<bool>,
+) -> Outcome<T> {
+    let mut buf = BytesMut::new();
+    let mut first = true;
+    // one timer for the connection's whole life, moved forward as it goes
+    let sleep = tokio::time::sleep(opts.header_timeout);
+    tokio::pin!(sleep);
+    loop {
+        // ---- wait for a request head
+        if buf.is_empty() {
+            // idle: hold no buffer while waiting
+            buf = BytesMut::new();
+            if !first {
+                sleep
+                    .as_mut()
+                    .reset(Instant::now() + opts.keepalive_timeout);
+            }
+            let ready = tokio::select! {
+                biased;
+                r = wait_readable(&mut io, &mut buf) => r,
+                _ = &mut sleep => return Outcome::Closed,
+                _ = closing.wait_for(|c| *c) => return Outcome::Closed,
+            };
+            match ready {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            }
+            if !first {
+                sleep.as_mut().reset(Instant::now() + opts.header_timeout);
+            }
+        }
+        if first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            // could be HTTP/2 prior knowledge: read until we know
+            while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+                let n = tokio::select! {
+                    r = read_more(&mut io, &mut buf, 64) => r,
+                    _ = &mut sleep => return Outcome::Closed,
+                };
+                if !matches!(n, Ok(n) if n > 0) {
+                    return Outcome::Closed;
+                }
+            }
+        }
+        if first && buf.starts_with(H2_PREFACE) {
+            return Outcome::Http2(Rewind::new(buf.freeze(), io));
+        }
+        first = false;
+        let parsed = loop {
+            match parse_head(&mut buf, opts.max_header_bytes) {
+                Ok(Some(h)) => break Ok(h),
+                Ok(None) => {}
+                Err(r) => break Err(r),
+            }
+            let n = tokio::select! {
+                r = read_more(&mut io, &mut buf, 4096) => r,
+                _ = &mut sleep => return Outcome::Closed,
+            };
+            match n {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            }
+        };
+        let head = match parsed {
+            Ok(h) => h,
+            Err(Reject(status, why)) => {
+                let _ = write_error(&mut io, status, why).await;
+                linger(&mut io).await;
+                return Outcome::Closed;
+            }
+        };
+
+        // ---- the request
+        let Head {
+            req,
+            mut decoder,
+            mut keep_alive,
+            expect_continue,
+            upgrade,
+        } = head;
+        let is_head = req.method() == Method::HEAD;
+        let version = req.version();
+        let (mut parts, ()) = req.into_parts();
+        let mut upgrade_tx = None;
+        if upgrade {
+            let (tx, rx) = oneshot::channel();
+            parts
+                .extensions
+                .insert(UpgradeSlot(Arc::new(parking_lot::Mutex::new(Some(rx)))));
+            upgrade_tx = Some(tx);
+        }
+        let mut pump = None;
+        let body = if decoder.is_done() {
+            RequestBody::Empty
+        } else {
+            let (tx, rx) = mpsc::channel(2);
+            let (want_tx, want_rx) = oneshot::channel();
+            pump = Some((tx, want_rx));
+            RequestBody::H1(H1Body {
+                rx,
+                want: Some(want_tx),
+                remaining: match decoder {
+                    Decoder::Length(n) => Some(n),
+                    _ => None,
+                },
+                done: false,
+            })
+        };
+        let fut = service.call(Request::from_parts(parts, body));
+        tokio::pin!(fut);
+        let mut body_error = false;
+        let resp = match pump {
+            None => fut.await,
+            Some((tx, want_rx)) => {
+                let pumping = pump_body(
+                    &mut io,
+                    &mut buf,
+                    &mut decoder,
+                    tx,
+                    want_rx,
+                    expect_continue,
+                );
+                tokio::pin!(pumping);
+                let mut pumping_done = false;
+                loop {
+                    tokio::select! {
+                        r = &mut fut => break r,
+                        ok = &mut pumping, if !pumping_done => {
+                            pumping_done = true;
+                            body_error = !ok;
+                        }
+                    }
+                }
+            }
+        };
+        if body_error || !decoder.is_done() {
+            keep_alive = false;
+        }
+        if *closing.borrow() {
+            keep_alive = false;
+        }
+
+        // ---- the response
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(tx) = upgrade_tx.take()
+        {
+            let (parts, _) = resp.into_parts();
+            let mut head = Vec::with_capacity(256);
+            encode_head(&mut head, &parts, Framing::None, Connection::Upgrade);
+            if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
+                return Outcome::Closed;
+            }
+            let pre = buf.split().freeze();
+            let _ = tx.send(Upgraded {
+                inner: Rewind::new(pre, Box::new(io)),
+            });
+            return Outcome::Closed;
+        }
+        drop(upgrade_tx);
+        let written = write_response(&mut io, resp, version, is_head, &mut keep_alive).await;
+        if written.is_err() {
+            return Outcome::Closed;
+        }
+        if !keep_alive {
+            let _ = io.shutdown().await;
+            if !decoder.is_done() {
+                linger(&mut io).await;
+            }
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// Wait until the connection has bytes (or EOF), then read them into `buf`. On plain
+/// TCP nothing is allocated until the bytes are there.
+async fn wait_readable<T: Transport>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
+    if let Some(tcp) = io.tcp() {
+        loop {
+            tcp.readable().await?;
+            buf.reserve(4096);
+            match tcp.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    read_more(io, buf, 4096).await
+}
+
+async fn read_more<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    at_least: usize,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < at_least {
+        buf.reserve(at_least.max(4096));
+    }
+    io.read_buf(buf).await
+}
+
+/// Parse a complete head at the front of `buf` (consuming it), `Ok(None)` if more bytes
+/// are needed.
+fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head>, Reject> {
+    // RFC 9112 §2.2: ignore empty lines before a request line
+    while buf.starts_with(b"\r\n") {
+        buf.advance(2);
+    }
+    while buf.starts_with(b"\n") {
+        buf.advance(1);
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > max_header_bytes {
+                return Err(Reject(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request header section too large\n",
+                ));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many request header fields\n",
+            ));
+        }
+        Err(_) => return Err(Reject(StatusCode::BAD_REQUEST, "malformed request\n")),
+    };
+    if len > max_header_bytes {
+        return Err(Reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request header section too large\n",
+        ));
+    }
+    let bad = |why| Reject(StatusCode::BAD_REQUEST, why);
+    let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
+        .map_err(|_| bad("bad method\n"))?;
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Err(bad("unsupported HTTP version\n")),
+    };
+    let path = parsed.path.unwrap_or("");
+    // Offsets into the head, so the values can share its bytes.
+    let base = buf.as_ptr() as usize;
+    let path_at = path.as_ptr() as usize - base;
+    let path_len = path.len();
+    let mut fields: [(usize, usize, usize, usize); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
+    let n = parsed.headers.len();
+    for (i, h) in parsed.headers.iter().enumerate() {
+        fields[i] = (
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = http::Uri::from_maybe_shared(head.slice(path_at..path_at + path_len))
+        .map_err(|_| bad("bad request target\n"))?;
+    let mut map = HeaderMap::with_capacity(n);
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_te = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut conn_upgrade = false;
+    let mut has_upgrade = false;
+    let mut expect_continue = false;
+    for &(na, nl, va, vl) in &fields[..n] {
+        let name =
+            HeaderName::from_bytes(&head[na..na + nl]).map_err(|_| bad("bad header name\n"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(va..va + vl))
+            .map_err(|_| bad("bad header value\n"))?;
+        if name == header::CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let part = trim_ows(part);
+                if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
+                    return Err(bad("bad Content-Length\n"));
+                }
+                let v: u64 = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("bad Content-Length\n"))?;
+                match content_length {
+                    Some(prev) if prev != v => return Err(bad("conflicting Content-Length\n")),
+                    _ => content_length = Some(v),
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            has_te = true;
+            // the last coding must be chunked (RFC 9112 §6.3 rule 4)
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .map(trim_ows)
+                .find(|c| !c.is_empty());
+            chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for t in value.as_bytes().split(|&b| b == b',').map(trim_ows) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    conn_upgrade = true;
+                }
+            }
+        } else if name == header::UPGRADE {
+            has_upgrade = true;
+        } else if name == header::EXPECT {
+            expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        }
+        map.append(name, value);
+    }
+    let decoder = if has_te {
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding is not allowed in HTTP/1.0\n"));
+        }
+        if content_length.is_some() {
+            return Err(bad(
+                "both Transfer-Encoding and Content-Length: refused (request smuggling)\n",
+            ));
+        }
+        if !chunked {
+            return Err(bad("the last transfer coding must be chunked\n"));
+        }
+        Decoder::Chunked(Chunk::Size)
+    } else {
+        match content_length {
+            Some(0) | None => Decoder::Done,
+            Some(n) => Decoder::Length(n),
+        }
+    };
+    let keep_alive = match version {
+        Version::HTTP_11 => !conn_close,
+        _ => conn_keep_alive && !conn_close,
+    };
+    if method == Method::CONNECT {
+        return Err(Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported\n",
+        ));
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = map;
+    Ok(Some(Head {
+        req,
+        decoder,
+        keep_alive,
+        expect_continue: expect_continue && version == Version::HTTP_11,
+        upgrade: conn_upgrade && has_upgrade && version == Version::HTTP_11,
+    }))
+}
+
+/// Read the request body into the handler's channel, once the handler asks for it.
+/// Returns false when the body broke its framing or the client went away.
+async fn pump_body<T: Transport>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    decoder: &mut Decoder,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    want: oneshot::Receiver<()>,
+    expect_continue: bool,
+) -> bool {
+    if want.await.is_err() {
+        // the handler dropped the body unread
+        std::future::pending::<()>().await;
+    }
+    if expect_continue
+        && buf.is_empty()
+        && io
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(chunk)) => {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            }
+            Ok(None) if decoder.is_done() => return true,
+            Ok(None) => {}
+            Err(BadChunk(why)) => {
+                let _ = tx
+                    .send(Err(io::Error::new(io::ErrorKind::InvalidData, why)))
+                    .await;
+                return false;
+            }
+        }
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, read_more(io, buf, 16 * 1024)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => {
+                let _ = tx
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the client closed the connection before the end of the body",
+                    )))
+                    .await;
+                return false;
+            }
+            Ok(Err(e)) => {
+                let _ = tx.send(Err(e)).await;
+                return false;
+            }
+            Err(_) => {
+                let _ = tx
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request body read timed out",
+                    )))
+                    .await;
+                return false;
+            }
+        }
+    }
+}
+
+/// After a response that left request bytes unread: read and drop what the client still
+/// sends (bounded), so the close does not reset the connection under the answer.
+async fn linger<T: Transport>(io: &mut T) {
+    let _ = io.shutdown().await;
+    let mut scratch = [0u8; 4096];
+    let mut total = 0;
+    let deadline = Instant::now() + LINGER_TIME;
+    while total < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, io.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body may follow (HEAD, 1xx, 204, 304) or it has a `Content-Length`.
+    None,
+    Length,
+    Chunked,
+    /// HTTP/1.0 without a length: the close ends it.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    Close,
+    KeepAlive10,
+    Default,
+    Upgrade,
+}
+
+async fn write_error<T: Transport>(
+    io: &mut T,
+    status: StatusCode,
+    why: &'static str,
+) -> io::Result<()> {
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::SERVER, HeaderValue::from_static("hopline"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(why.len()));
+    let (parts, ()) = resp.into_parts();
+    let mut out = Vec::with_capacity(256);
+    encode_head(&mut out, &parts, Framing::Length, Connection::Close);
+    out.extend_from_slice(why.as_bytes());
+    io.write_all(&out).await?;
+    io.flush().await
+}
+
+async fn write_response<T: Transport>(
+    io: &mut T,
+    resp: Response<Body>,
+    version: Version,
+    is_head: bool,
+    keep_alive: &mut bool,
+) -> io::Result<()> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let bodiless_status = (100..200).contains(&status) || status == 204 || status == 304;
+    if parts
+        .headers
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    {
+        *keep_alive = false;
+    }
+    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let mut add_length = None;
+    let framing = if bodiless_status {
+        Framing::None
+    } else if has_length {
+        Framing::Length
+    } else if let Some(n) = body.size_hint().exact() {
+        if !is_head {
+            add_length = Some(n);
+        }
+        Framing::Length
+    } else if is_head {
+        Framing::None
+    } else if version == Version::HTTP_11 {
+        Framing::Chunked
+    } else {
+        *keep_alive = false;
+        Framing::Close
+    };
+    let conn = if !*keep_alive {
+        Connection::Close
+    } else if version == Version::HTTP_10 {
+        Connection::KeepAlive10
+    } else {
+        Connection::Default
+    };
+    let mut head = Vec::with_capacity(256);
+    encode_head_with(&mut head, &parts, framing, conn, add_length);
+    let no_body = is_head || bodiless_status;
+    if no_body || body.is_end_stream() {
+        if framing == Framing::Chunked && !no_body {
+            head.extend_from_slice(b"0\r\n\r\n");
+        }
+        return io.write_all(&head).await;
+    }
+
+    // A file on plain TCP: head with MSG_MORE, then sendfile from the page cache.
+    if framing == Framing::Length
+        && let Some(tcp) = io.tcp()
+        && let Some(file) = body.take_sendfile(SENDFILE_MIN)
+    {
+        send_more(tcp, &head).await?;
+        return sendfile_all(tcp, &file.file, file.start, file.len).await;
+    }
+
+    // Coalesce the first chunk with the head when it is already there.
+    use futures_util::FutureExt;
+    let mut pending_head = Some(head);
+    let mut first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).now_or_never();
+    loop {
+        let frame = match first.take() {
+            Some(f) => f,
+            None => {
+                if let Some(h) = pending_head.take() {
+                    io.write_all(&h).await?;
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => {
+                // end of body
+                let tail: &[u8] = if framing == Framing::Chunked {
+                    b"0\r\n\r\n"
+                } else {
+                    b""
+                };
+                match pending_head.take() {
+                    Some(mut h) => {
+                        h.extend_from_slice(tail);
+                        io.write_all(&h).await?;
+                    }
+                    None => {
+                        if !tail.is_empty() {
+                            io.write_all(tail).await?;
+                        }
+                    }
+                }
+                return io.flush().await;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(target: "hopline::edge", "response body failed: {e}");
+                *keep_alive = false;
+                return Err(io::Error::other(e));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers are not sent on HTTP/1.1
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let end = body.is_end_stream();
+        let mut size_line = [0u8; 20];
+        let size_line: &[u8] = if framing == Framing::Chunked {
+            let s = chunk_size_line(&mut size_line, data.len());
+            &size_line[..s]
+        } else {
+            &[]
+        };
+        let tail: &[u8] = match (framing == Framing::Chunked, end) {
+            (true, true) => b"\r\n0\r\n\r\n",
+            (true, false) => b"\r\n",
+            _ => b"",
+        };
+        match pending_head.take() {
+            Some(mut h) if data.len() <= COALESCE_MAX => {
+                h.extend_from_slice(size_line);
+                h.extend_from_slice(&data);
+                h.extend_from_slice(tail);
+                io.write_all(&h).await?;
+            }
+            h => {
+                let h = h.unwrap_or_default();
+                write_all_vectored(io, &[&h, size_line, &data, tail]).await?;
+            }
+        }
+        if end {
+            return io.flush().await;
+        }
+    }
+}
+
+/// `{n:x}\r\n` into `out`, without allocating; returns its length.
+fn chunk_size_line(out: &mut [u8; 20], n: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = ((usize::BITS - n.leading_zeros()).div_ceil(4)).max(1) as usize;
+    for i in 0..digits {
+        out[digits - 1 - i] = HEX[(n >> (4 * i)) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+async fn write_all_vectored<T: AsyncWrite + Unpin>(io: &mut T, parts: &[&[u8]]) -> io::Result<()> {
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < parts.len() {
+        if parts[idx].len() == off {
+            idx += 1;
+            off = 0;
+            continue;
+        }
+        let mut slices: [io::IoSlice<'_>; 4] = [
+            io::IoSlice::new(&[]),
+            io::IoSlice::new(&[]),
+            io::IoSlice::new(&[]),
+            io::IoSlice::new(&[]),
+        ];
+        let mut k = 0;
+        for (j, p) in parts[idx..].iter().enumerate() {
+            let p = if j == 0 { &p[off..] } else { p };
+            if !p.is_empty() && k < slices.len() {
+                slices[k] = io::IoSlice::new(p);
+                k += 1;
+            }
+        }
+        let mut n = io.write_vectored(&slices[..k]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && idx < parts.len() {
+            let left = parts[idx].len() - off;
+            if n >= left {
+                n -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `buf` with `MSG_MORE`: the kernel holds it for the data that follows.
+async fn send_more(tcp: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        tcp.writable().await?;
+        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::net::send(tcp, buf, rustix::net::SendFlags::MORE).map_err(io::Error::from)
+        }) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn sendfile_all(
+    tcp: &TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut offset = start;
+    let end = start + len;
+    while offset < end {
+        let want = ((end - offset).min(1 << 30)) as usize;
+        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(tcp, file, Some(&mut offset), want).map_err(io::Error::from)
+        }) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was sent",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    framing: Framing,
+    conn: Connection,
+) {
+    encode_head_with(out, parts, framing, conn, None)
+}
+
+fn encode_head_with(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    framing: Framing,
+    conn: Connection,
+    add_length: Option<u64>,
+) {
+    let status = parts.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            continue; // decided here
+        }
+        if name == header::DATE {
+            has_date = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = add_length {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    match conn {
+        Connection::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Connection::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Connection::Upgrade => {
+            if let Some(v) = parts.headers.get(header::CONNECTION) {
+                out.extend_from_slice(b"connection: ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        Connection::Default => {}
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        date::with(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` header value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+
+    pub(super) fn with(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        CACHED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs {
+                let s = httpdate::fmt_http_date(now);
+                let b = s.as_bytes();
+                if b.len() == 29 {
+                    c.1.copy_from_slice(b);
+                    c.0 = secs;
+                }
+            }
+            f(&c.1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn decode_all(input: &[u8]) -> Result<(Vec<u8>, Decoder, usize), BadChunk> {
+        let mut d = Decoder::Chunked(Chunk::Size);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        // feed one byte at a time: framing must survive any split
+        for &b in input {
+            buf.put_u8(b);
+            while let Some(chunk) = d.decode(&mut buf)? {
+                out.extend_from_slice(&chunk);
+            }
+        }
+        Ok((out, d, buf.len()))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let (out, d, left) =
+            decode_all(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nGET").unwrap();
+        assert_eq!(out, b"hello world");
+        assert_eq!(d, Decoder::Done);
+        assert_eq!(left, 3, "bytes after the body stay for the next request");
+        let (out, d, _) = decode_all(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!(out, b"0123456789");
+        assert_eq!(d, Decoder::Done);
+    }
+
+    #[test]
+    fn broken_chunked_framing_is_refused() {
+        assert!(decode_all(b"zz\r\nhello\r\n").is_err());
+        assert!(decode_all(b"5\r\nhelloXX0\r\n\r\n").is_err());
+        assert!(decode_all(b"fffffffffffffffff\r\n").is_err());
+        assert!(decode_all(b"\r\n").is_err());
+        let long = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert!(decode_all(&long).is_err());
+    }
+
+    fn head(raw: &[u8]) -> Result<Option<Head>, Reject> {
+        let mut b = BytesMut::from(raw);
+        parse_head(&mut b, 32 * 1024)
+    }
+
+    fn status(raw: &[u8]) -> Option<StatusCode> {
+        match head(raw) {
+            Err(Reject(s, _)) => Some(s),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn heads_parse_with_framing_and_connection() {
+        let h = head(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(h.req.uri().path(), "/a");
+        assert_eq!(h.req.uri().query(), Some("b=1"));
+        assert_eq!(h.req.headers().get_all("x-a").iter().count(), 2);
+        assert!(h.keep_alive);
+        assert_eq!(h.decoder, Decoder::Done);
+        let h = head(b"POST / HTTP/1.0\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(h.keep_alive);
+        assert_eq!(h.decoder, Decoder::Length(5));
+        let h = head(b"GET / HTTP/1.0\r\n\r\n").ok().flatten().unwrap();
+        assert!(!h.keep_alive);
+        let h = head(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(h.upgrade);
+        assert!(
+            head(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .ok()
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn smuggling_shapes_are_400() {
+        let bad = StatusCode::BAD_REQUEST;
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(bad)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"),
+            Some(bad)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 4, 5\r\n\r\n"),
+            Some(bad)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: +4\r\n\r\n"),
+            Some(bad)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
+            Some(bad)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(bad)
+        );
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost a\r\n\r\n"), Some(bad));
+        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), Some(bad));
+        // the same length twice is one length
+        let h = head(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(h.decoder, Decoder::Length(4));
+    }
+
+    #[test]
+    fn oversized_heads_are_431() {
+        let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 40_000));
+        assert_eq!(
+            status(&big),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..200 {
+            many.extend_from_slice(format!("X-{i}: a\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            status(&many),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+    }
+
+    #[test]
+    fn chunk_size_lines_are_hex() {
+        for n in [
+            0usize,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            4096,
+            65535,
+            1 << 40,
+            usize::MAX,
+        ] {
+            let mut b = [0u8; 20];
+            let k = chunk_size_line(&mut b, n);
+            assert_eq!(&b[..k], format!("{n:x}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn heads_encode_with_date_and_framing() {
+        let mut r = Response::new(());
+        r.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static("hopline"));
+        let (parts, ()) = r.into_parts();
+        let mut out = Vec::new();
+        encode_head_with(
+            &mut out,
+            &parts,
+            Framing::Length,
+            Connection::Close,
+            Some(13),
+        );
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\nserver: hopline\r\ncontent-length: 13\r\nconnection: close\r\ndate: "), "{s}");
+        assert!(s.ends_with(" GMT\r\n\r\n"), "{s}");
+    }
+}
