@@ -30,21 +30,31 @@ wait_port() { # host port
   echo "bench: nothing listens on $1:$2" >&2; return 1
 }
 
-# peak RSS (VmHWM, KiB) of a pid and its children
-peak_rss_kib() {
+# sum_tree PID AWK-PROGRAM FILE: a number read from /proc/PID/FILE (by the awk program),
+# summed over the pid and its children
+sum_tree() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" || true); do
-    local v; v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    local v; v=$(awk "$2" "/proc/$p/$3" 2>/dev/null || echo 0)
     total=$((total + ${v:-0}))
   done
   echo "$total"
 }
+# peak RSS (VmHWM, KiB) of a pid and its children
+peak_rss_kib() { sum_tree "$1" '/VmHWM/ {print $2}' status; }
+# CPU time (user+system, in clock ticks) used so far by a pid and its children
+cpu_ticks() { sum_tree "$1" '{print $14 + $15}' stat; }
 
-# wrk_run URL [extra wrk args...] -> prints "rps p50_ms p99_ms"
+# wrk_run URL [extra wrk args...] -> prints "rps p50_ms p99_ms [cpu_us_per_req] [notes]"
+# With WRK_PID set, also the server's CPU time per request (µs), from /proc.
 wrk_run() {
   local url="$1"; shift
-  local out
+  local out t0=0 t1=0
+  [ -n "${WRK_PID:-}" ] && [ "$WRK_PID" != 0 ] && t0=$(cpu_ticks "$WRK_PID")
   out=$(taskset -c "$LOAD_CPU" wrk "$@" --latency "$url" 2>&1)
+  [ -n "${WRK_PID:-}" ] && [ "$WRK_PID" != 0 ] && t1=$(cpu_ticks "$WRK_PID")
+  out="$out
+CPU_TICKS: $((t1 - t0)) $(getconf CLK_TCK)"
   python3 - "$out" <<'PY'
 import re, sys
 out = sys.argv[1]
@@ -57,9 +67,14 @@ p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
 p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 sock = re.search(r"Socket errors: (.*)", out)
+reqs = re.search(r"(\d+) requests in", out)
+ticks = re.search(r"CPU_TICKS: (\d+) (\d+)", out)
 if not rps:
-    print("0 0 0 wrk-failed"); sys.exit()
-print(f"{float(rps.group(1)):.0f} {ms(p50.group(1)):.3f} {ms(p99.group(1)):.3f} {'non2xx=' + errs.group(1) if errs else ''}{(' sock:' + sock.group(1).replace(' ', '')) if sock else ''}")
+    print("0 0 0 0 wrk-failed"); sys.exit()
+cpu = "0"
+if ticks and reqs and int(ticks.group(1)) > 0:
+    cpu = f"{int(ticks.group(1)) / int(ticks.group(2)) * 1e6 / int(reqs.group(1)):.2f}"
+print(f"{float(rps.group(1)):.0f} {ms(p50.group(1)):.3f} {ms(p99.group(1)):.3f} {cpu} {'non2xx=' + errs.group(1) if errs else ''}{(' sock:' + sock.group(1).replace(' ', '')) if sock else ''}")
 PY
 }
 

@@ -453,6 +453,7 @@ async fn send_file(
     route: &StaticRoute,
 ) -> Response<Body> {
     let mut r = Response::new(Body::empty());
+    *r.headers_mut() = HeaderMap::with_capacity(12);
     let h = r.headers_mut();
     h.insert(header::ETAG, meta.etag.clone());
     h.insert(header::LAST_MODIFIED, meta.last_modified.clone());

@@ -38,7 +38,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::body::{Body, BoxError, RequestBody};
@@ -46,7 +46,7 @@ use crate::body::{Body, BoxError, RequestBody};
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Most header fields in one request head.
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 /// Bodies at least this large leave by `sendfile` when the connection is plain TCP.
 pub(crate) const SENDFILE_MIN: u64 = 16 * 1024;
 /// A first body chunk up to this size is written together with the head.
@@ -87,6 +87,27 @@ pub(crate) struct Options {
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_header_bytes: usize,
+}
+
+/// The server's "finish up and close" signal, as connections watch it: a flag to read
+/// and a notification to wait on (one registration per connection, no per-request cost).
+#[derive(Debug, Default)]
+pub(crate) struct Closing {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Closing {
+    /// Ask every connection to finish its request and close; idle ones close at once.
+    pub(crate) fn start(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Closing has started.
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// How a connection's HTTP/1.1 life ended.
@@ -441,12 +462,18 @@ struct Head {
 /// Serve HTTP/1.1 on `io` until the connection ends.
 pub(crate) async fn serve<T: Transport, S: Service>(
     mut io: T,
-    opts: Options,
+    opts: &Options,
     service: &S,
-    mut closing: watch::Receiver<bool>,
+    closing: &Closing,
 ) -> Outcome<T> {
     let mut buf = BytesMut::new();
     let mut first = true;
+    // registered once for the connection's life, not once per request
+    let closed = closing.notify.notified();
+    tokio::pin!(closed);
+    if closing.is_set() {
+        return Outcome::Closed;
+    }
     // one timer for the connection's whole life, moved forward as it goes
     let sleep = tokio::time::sleep(opts.header_timeout);
     tokio::pin!(sleep);
@@ -464,7 +491,7 @@ pub(crate) async fn serve<T: Transport, S: Service>(
                 biased;
                 r = wait_readable(&mut io, &mut buf) => r,
                 _ = &mut sleep => return Outcome::Closed,
-                _ = closing.wait_for(|c| *c) => return Outcome::Closed,
+                _ = &mut closed => return Outcome::Closed,
             };
             match ready {
                 Ok(0) | Err(_) => return Outcome::Closed,
@@ -490,157 +517,223 @@ pub(crate) async fn serve<T: Transport, S: Service>(
             return Outcome::Http2(Rewind::new(buf.freeze(), io));
         }
         first = false;
-        let parsed = loop {
-            match parse_head(&mut buf, opts.max_header_bytes) {
-                Ok(Some(h)) => break Ok(h),
-                Ok(None) => {}
-                Err(r) => break Err(r),
-            }
-            let n = tokio::select! {
-                r = read_more(&mut io, &mut buf, 4096) => r,
-                _ = &mut sleep => return Outcome::Closed,
-            };
-            match n {
-                Ok(0) | Err(_) => return Outcome::Closed,
-                Ok(_) => {}
-            }
-        };
-        let head = match parsed {
-            Ok(h) => h,
-            Err(Reject(status, why)) => {
-                let _ = write_error(&mut io, status, why).await;
-                linger(&mut io).await;
+        // ---- the request and its response, in one boxed future: a connection waiting
+        // for its next request then holds only the small state above
+        let next = Box::pin(cycle(
+            &mut io,
+            &mut buf,
+            opts,
+            service,
+            closing,
+            sleep.as_mut(),
+        ))
+        .await;
+        match next {
+            Next::KeepAlive => {}
+            Next::Close => return Outcome::Closed,
+            Next::Upgrade(tx) => {
+                let pre = buf.split().freeze();
+                let _ = tx.send(Upgraded {
+                    inner: Rewind::new(pre, Box::new(io)),
+                });
                 return Outcome::Closed;
             }
-        };
-
-        // ---- the request
-        let Head {
-            req,
-            mut decoder,
-            mut keep_alive,
-            expect_continue,
-            upgrade,
-        } = head;
-        let is_head = req.method() == Method::HEAD;
-        let version = req.version();
-        let (mut parts, ()) = req.into_parts();
-        let mut upgrade_tx = None;
-        if upgrade {
-            let (tx, rx) = oneshot::channel();
-            parts
-                .extensions
-                .insert(UpgradeSlot(Arc::new(parking_lot::Mutex::new(Some(rx)))));
-            upgrade_tx = Some(tx);
         }
-        let mut pump = None;
-        let body = if decoder.is_done() {
-            RequestBody::Empty
-        } else {
-            let (tx, rx) = mpsc::channel(2);
-            let (want_tx, want_rx) = oneshot::channel();
-            pump = Some((tx, want_rx));
-            RequestBody::H1(H1Body {
-                rx,
-                want: Some(want_tx),
-                remaining: match decoder {
-                    Decoder::Length(n) => Some(n),
-                    _ => None,
-                },
-                done: false,
-            })
+    }
+}
+
+/// What the connection does after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    /// A 101 went out: hand the connection over.
+    Upgrade(oneshot::Sender<Upgraded>),
+}
+
+/// Read the rest of a request head (within the header timeout), then serve it.
+async fn cycle<T: Transport, S: Service>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    opts: &Options,
+    service: &S,
+    closing: &Closing,
+    mut sleep: Pin<&mut tokio::time::Sleep>,
+) -> Next {
+    let parsed = loop {
+        match parse_head(buf, opts.max_header_bytes) {
+            Ok(Some(h)) => break Ok(h),
+            Ok(None) => {}
+            Err(r) => break Err(r),
+        }
+        let n = tokio::select! {
+            r = read_more(io, buf, 4096) => r,
+            _ = &mut sleep => return Next::Close,
         };
-        let fut = service.call(Request::from_parts(parts, body));
-        tokio::pin!(fut);
-        let mut body_error = false;
-        let resp = match pump {
-            None => fut.await,
-            Some((tx, want_rx)) => {
-                let pumping = pump_body(
-                    &mut io,
-                    &mut buf,
-                    &mut decoder,
-                    tx,
-                    want_rx,
-                    expect_continue,
-                );
-                tokio::pin!(pumping);
-                let mut pumping_done = false;
-                loop {
-                    tokio::select! {
-                        r = &mut fut => break r,
-                        ok = &mut pumping, if !pumping_done => {
-                            pumping_done = true;
-                            body_error = !ok;
-                        }
+        match n {
+            Ok(0) | Err(_) => return Next::Close,
+            Ok(_) => {}
+        }
+    };
+    match parsed {
+        Ok(head) => exchange(io, buf, head, service, closing).await,
+        Err(Reject(status, why)) => {
+            let _ = write_error(io, status, why).await;
+            linger(io).await;
+            Next::Close
+        }
+    }
+}
+
+/// One request: call the service (reading the body as it asks), write the response.
+async fn exchange<T: Transport, S: Service>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    head: Head,
+    service: &S,
+    closing: &Closing,
+) -> Next {
+    let Head {
+        req,
+        mut decoder,
+        mut keep_alive,
+        expect_continue,
+        upgrade,
+    } = head;
+    let is_head = req.method() == Method::HEAD;
+    let version = req.version();
+    let (mut parts, ()) = req.into_parts();
+    let mut upgrade_tx = None;
+    if upgrade {
+        let (tx, rx) = oneshot::channel();
+        parts
+            .extensions
+            .insert(UpgradeSlot(Arc::new(parking_lot::Mutex::new(Some(rx)))));
+        upgrade_tx = Some(tx);
+    }
+    let mut pump = None;
+    let body = if decoder.is_done() {
+        RequestBody::Empty
+    } else {
+        let (tx, rx) = mpsc::channel(2);
+        let (want_tx, want_rx) = oneshot::channel();
+        pump = Some((tx, want_rx));
+        RequestBody::H1(H1Body {
+            rx,
+            want: Some(want_tx),
+            remaining: match decoder {
+                Decoder::Length(n) => Some(n),
+                _ => None,
+            },
+            done: false,
+        })
+    };
+    let fut = service.call(Request::from_parts(parts, body));
+    tokio::pin!(fut);
+    let mut body_error = false;
+    let resp = match pump {
+        None => fut.await,
+        Some((tx, want_rx)) => {
+            let pumping = pump_body(io, buf, &mut decoder, tx, want_rx, expect_continue);
+            tokio::pin!(pumping);
+            let mut pumping_done = false;
+            loop {
+                tokio::select! {
+                    r = &mut fut => break r,
+                    ok = &mut pumping, if !pumping_done => {
+                        pumping_done = true;
+                        body_error = !ok;
                     }
                 }
             }
-        };
-        if body_error || !decoder.is_done() {
-            keep_alive = false;
         }
-        if *closing.borrow() {
-            keep_alive = false;
-        }
-
-        // ---- the response
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(tx) = upgrade_tx.take()
-        {
-            let (parts, _) = resp.into_parts();
-            let mut head = Vec::with_capacity(256);
-            encode_head(&mut head, &parts, Framing::None, Connection::Upgrade);
-            if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
-                return Outcome::Closed;
-            }
-            let pre = buf.split().freeze();
-            let _ = tx.send(Upgraded {
-                inner: Rewind::new(pre, Box::new(io)),
-            });
-            return Outcome::Closed;
-        }
-        drop(upgrade_tx);
-        let written = write_response(&mut io, resp, version, is_head, &mut keep_alive).await;
-        if written.is_err() {
-            return Outcome::Closed;
-        }
-        if !keep_alive {
-            let _ = io.shutdown().await;
-            if !decoder.is_done() {
-                linger(&mut io).await;
-            }
-            return Outcome::Closed;
-        }
+    };
+    if body_error || !decoder.is_done() || closing.is_set() {
+        keep_alive = false;
     }
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(tx) = upgrade_tx.take()
+    {
+        let (parts, _) = resp.into_parts();
+        let mut head = Vec::with_capacity(256);
+        encode_head(&mut head, &parts, Framing::None, Connection::Upgrade);
+        if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
+            return Next::Close;
+        }
+        return Next::Upgrade(tx);
+    }
+    drop(upgrade_tx);
+    if write_response(io, resp, version, is_head, &mut keep_alive)
+        .await
+        .is_err()
+    {
+        return Next::Close;
+    }
+    if !keep_alive {
+        let _ = io.shutdown().await;
+        if !decoder.is_done() {
+            linger(io).await;
+        }
+        return Next::Close;
+    }
+    Next::KeepAlive
 }
 
 /// Wait until the connection has bytes (or EOF), then read them into `buf`. On plain
 /// TCP nothing is allocated until the bytes are there.
 async fn wait_readable<T: Transport>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
-    if let Some(tcp) = io.tcp() {
-        loop {
-            tcp.readable().await?;
-            buf.reserve(4096);
-            match tcp.try_read_buf(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
     read_more(io, buf, 4096).await
 }
 
-async fn read_more<T: AsyncRead + Unpin>(
+async fn read_more<T: Transport>(
     io: &mut T,
     buf: &mut BytesMut,
     at_least: usize,
 ) -> io::Result<usize> {
+    if let Some(tcp) = io.tcp() {
+        loop {
+            tcp.readable().await?;
+            match read_tcp(tcp, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
     if buf.capacity() - buf.len() < at_least {
         buf.reserve(at_least.max(4096));
     }
     io.read_buf(buf).await
+}
+
+thread_local! {
+    /// Where plain-TCP reads land before the bytes are copied to the connection's own
+    /// (exactly sized) buffer: an idle or small-request connection holds no 4 KiB block.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
+}
+
+/// One read from a plain TCP socket. A short read drained the socket, so the socket is
+/// marked not-readable at once (what nginx does with `rev->ready = 0`): the next wait
+/// goes straight to epoll instead of costing a `recv` that returns `EAGAIN`. Data that
+/// arrives later raises a new edge, so nothing is missed.
+fn read_tcp(tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let mut got = None;
+    let r = tcp.try_io(tokio::io::Interest::READABLE, || {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (n, _) = rustix::net::recv(tcp, &mut s[..], rustix::net::RecvFlags::empty())
+                .map_err(io::Error::from)?;
+            buf.extend_from_slice(&s[..n]);
+            if n > 0 && n < s.len() {
+                got = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        })
+    });
+    match (r, got) {
+        (_, Some(n)) => Ok(n),
+        (r, None) => r,
+    }
 }
 
 /// Parse a complete head at the front of `buf` (consuming it), `Ok(None)` if more bytes
@@ -656,9 +749,10 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > max_header_bytes {
@@ -696,14 +790,15 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
     let base = buf.as_ptr() as usize;
     let path_at = path.as_ptr() as usize - base;
     let path_len = path.len();
-    let mut fields: [(usize, usize, usize, usize); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
+    // (offsets fit u32: the head is at most max_header_bytes, itself far below 4 GiB)
+    let mut fields: [(u32, u32, u32, u32); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let n = parsed.headers.len();
     for (i, h) in parsed.headers.iter().enumerate() {
         fields[i] = (
-            h.name.as_ptr() as usize - base,
-            h.name.len(),
-            h.value.as_ptr() as usize - base,
-            h.value.len(),
+            (h.name.as_ptr() as usize - base) as u32,
+            h.name.len() as u32,
+            (h.value.as_ptr() as usize - base) as u32,
+            h.value.len() as u32,
         );
     }
     let head = buf.split_to(len).freeze();
@@ -719,6 +814,7 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
     let mut has_upgrade = false;
     let mut expect_continue = false;
     for &(na, nl, va, vl) in &fields[..n] {
+        let (na, nl, va, vl) = (na as usize, nl as usize, va as usize, vl as usize);
         let name =
             HeaderName::from_bytes(&head[na..na + nl]).map_err(|_| bad("bad header name\n"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(va..va + vl))
@@ -880,7 +976,7 @@ async fn pump_body<T: Transport>(
 /// sends (bounded), so the close does not reset the connection under the answer.
 async fn linger<T: Transport>(io: &mut T) {
     let _ = io.shutdown().await;
-    let mut scratch = [0u8; 4096];
+    let mut scratch = vec![0u8; 4096];
     let mut total = 0;
     let deadline = Instant::now() + LINGER_TIME;
     while total < LINGER_BYTES {

@@ -40,6 +40,8 @@ struct Shared {
     open_connections: AtomicUsize,
     /// Set to true when the server shuts down: connections finish their request and close.
     closing: watch::Sender<bool>,
+    /// The same signal as HTTP/1.1 connections watch it.
+    closing_h1: crate::h1::Closing,
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
     metrics: crate::admin::Metrics,
@@ -111,7 +113,7 @@ fn builders(limits: &Limits) -> Builders {
         h1: crate::h1::Options {
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
-            max_header_bytes: (limits.max_header_bytes.0 as usize).max(1024),
+            max_header_bytes: (limits.max_header_bytes.0 as usize).clamp(1024, 1 << 30),
         },
     }
 }
@@ -167,6 +169,7 @@ impl Server {
             access_log: ArcSwapOption::new(access_log),
             open_connections: AtomicUsize::new(0),
             closing: watch::channel(false).0,
+            closing_h1: crate::h1::Closing::default(),
             idle: tokio::sync::Notify::new(),
             metrics: crate::admin::Metrics::default(),
             traces: crate::admin::TraceLog::default(),
@@ -325,6 +328,7 @@ impl Server {
             let _ = h.task.await;
         }
         let _ = self.shared.closing.send(true);
+        self.shared.closing_h1.start();
         let shared = self.shared.clone();
         let drained = async move {
             loop {
@@ -402,11 +406,10 @@ async fn accept_loop(
             .fetch_add(1, Ordering::Relaxed);
         let guard = ConnGuard(shared.clone());
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, configured, shared).await;
-            drop(guard);
-        });
+        // spawned directly: wrapping it in another async block would store it twice
+        if let Some(conn) = connection(stream, peer, configured, shared.clone(), guard) {
+            tokio::spawn(conn);
+        }
     }
 }
 
@@ -425,6 +428,8 @@ struct ConnInfo {
 struct EdgeService {
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
+    /// Counts the connection as open while it lives.
+    _guard: ConnGuard,
 }
 
 impl crate::h1::Service for EdgeService {
@@ -436,15 +441,34 @@ impl crate::h1::Service for EdgeService {
     }
 }
 
-async fn serve_connection(
+/// The edge's request path as hyper's HTTP/2 engine calls it.
+fn hyper_service(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let shared = shared.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, &info, req.map(RequestBody::Hyper)).await) }
+    })
+}
+
+/// Everything a connection needs, set up before its task starts; the task's future
+/// holds only what the connection uses while it lives (an idle HTTP/1.1 connection
+/// costs its task, its socket registration and its `ConnInfo`: about 1.3 KiB).
+fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
     shared: Arc<Shared>,
-) {
-    let Some(initial) = shared.table.load().listeners.get(&listener).cloned() else {
-        return;
-    };
+    guard: ConnGuard,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let initial = shared.table.load().listeners.get(&listener).cloned()?;
     let tls = initial.tls.clone();
     let http = shared.http.load_full();
     let info = Arc::new(ConnInfo {
@@ -455,71 +479,66 @@ async fn serve_connection(
         requests: AtomicU64::new(0),
     });
     let svc = EdgeService {
-        shared: shared.clone(),
-        info: info.clone(),
+        shared,
+        info,
+        _guard: guard,
     };
-    let hyper_service = move |shared: Arc<Shared>, info: Arc<ConnInfo>| {
-        hyper::service::service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(handle(&shared, &info, req.map(RequestBody::Hyper)).await) }
-        })
-    };
-    match tls {
-        None => {
-            let closing = shared.closing.subscribe();
-            match crate::h1::serve(stream, http.h1, &svc, closing).await {
-                crate::h1::Outcome::Closed => {}
-                crate::h1::Outcome::Http2(io) => {
-                    let conn = http.h2.serve_connection_with_upgrades(
-                        TokioIo::new(io),
-                        hyper_service(shared.clone(), info),
-                    );
-                    if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
-                        tracing::debug!(target: "hopline::edge", "h2c connection from {peer}: {e}");
-                    }
+    Some(async move {
+        match tls {
+            None => {
+                let served = crate::h1::serve(stream, &http.h1, &svc, &svc.shared.closing_h1).await;
+                if let crate::h1::Outcome::Http2(io) = served {
+                    // boxed: HTTP/2 state stays out of every HTTP/1.1 connection's task
+                    Box::pin(serve_h2(io, &http, &svc)).await
                 }
             }
+            // boxed: TLS state lives only in TLS connections' tasks
+            Some(cfg) => Box::pin(serve_tls(stream, cfg, &http, &svc)).await,
         }
-        Some(cfg) => {
-            let timeout = http.h1.header_timeout;
-            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls_stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(target: "hopline::edge", "TLS handshake with {peer}: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(target: "hopline::edge", "TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 {
-                let conn = http.h2.serve_connection_with_upgrades(
-                    TokioIo::new(tls_stream),
-                    hyper_service(shared.clone(), info),
-                );
-                if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
-                    tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
-                }
-            } else {
-                let closing = shared.closing.subscribe();
-                match crate::h1::serve(tls_stream, http.h1, &svc, closing).await {
-                    crate::h1::Outcome::Closed => {}
-                    crate::h1::Outcome::Http2(io) => {
-                        let conn = http.h2.serve_connection_with_upgrades(
-                            TokioIo::new(io),
-                            hyper_service(shared.clone(), info),
-                        );
-                        if let Err(e) = until_closing(conn, shared.closing.subscribe()).await {
-                            tracing::debug!(target: "hopline::edge", "TLS connection from {peer}: {e}");
-                        }
-                    }
-                }
+    })
+}
+
+async fn serve_h2<I>(io: I, http: &Builders, svc: &EdgeService)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http.h2.serve_connection_with_upgrades(
+        TokioIo::new(io),
+        hyper_service(svc.shared.clone(), svc.info.clone()),
+    );
+    if let Err(e) = until_closing(conn, svc.shared.closing.subscribe()).await {
+        let peer = svc.info.peer;
+        tracing::debug!(target: "hopline::edge", "HTTP/2 connection from {peer}: {e}");
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    http: &Builders,
+    svc: &EdgeService,
+) {
+    let peer = svc.info.peer;
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let tls_stream =
+        match tokio::time::timeout(http.h1.header_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(target: "hopline::edge", "TLS handshake with {peer}: {e}");
+                return;
             }
-        }
+            Err(_) => {
+                tracing::debug!(target: "hopline::edge", "TLS handshake with {peer} timed out");
+                return;
+            }
+        };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        return serve_h2(tls_stream, http, svc).await;
+    }
+    match crate::h1::serve(tls_stream, &http.h1, svc, &svc.shared.closing_h1).await {
+        crate::h1::Outcome::Closed => {}
+        crate::h1::Outcome::Http2(io) => Box::pin(serve_h2(io, http, svc)).await,
     }
 }
 
