@@ -9,7 +9,7 @@
 #   bench/edge-proxy.sh                  # ROUNDS=3 DURATION=10s CONNS=64
 source "$(dirname "$0")/lib.sh"
 need nginx haproxy wrk taskset python3
-ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; IDLE="${IDLE:-9000}"
+ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; IDLE="${IDLE:-10000}"
 build_hopline
 work=$(mktemp -d /tmp/hopline-bench.XXXXXX); chmod 755 "$work"
 cleanup() { for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; sleep 0.2; rm -rf "$work"; }
@@ -40,7 +40,7 @@ NGX
 cat > "$work/haproxy.cfg" <<HAP
 global
   nbthread 1
-  maxconn 9500
+  maxconn 9900
 defaults
   mode http
   timeout connect 2s
@@ -71,7 +71,7 @@ listen = ["127.0.0.1:18093"]
   path = "/"
   proxy = "origin"
 HOP
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # 20000 here: HAProxy maxconn and IDLE stay below it
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # 20000 here: each process stays below it
 taskset -c "$LOAD_CPU" nginx -c "$work/origin/nginx.conf" -p "$work/origin" -g 'daemon off;' & echo $! > "$work/origin.pid"
 wait_port 127.0.0.1 18090
 
@@ -85,17 +85,19 @@ port_of() { case $1 in direct) echo 18090;; nginx) echo 18091;; haproxy) echo 18
 declare -A R
 FILES="small.txt 1k.bin 100k.bin"
 echo "# edge proxy: wrk -t1 -c$CONNS -d$DURATION --latency, $ROUNDS rounds; proxy on CPU $SERVER_CPU, origin nginx + wrk on CPU $LOAD_CPU"
-printf '%-8s %-10s %-5s %10s %9s %9s %9s\n' proxy file round req/s p50_ms p99_ms rss_kib
+printf '%-8s %-10s %-5s %10s %9s %9s %8s %9s\n' proxy file round req/s p50_ms p99_ms cpu_us rss_kib
 for round in $(seq 1 "$ROUNDS"); do
   order="direct nginx haproxy hopline"; [ $((round % 2)) -eq 0 ] && order="hopline haproxy nginx direct"
   for srv in $order; do
     "start_$srv"; port=$(port_of "$srv")
+    export WRK_PID; WRK_PID=$(cat "$work/server.pid")
+    [ "$srv" != direct ] && taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNS" -d1s "http://127.0.0.1:$port/small.txt" >/dev/null 2>&1   # warm-up
     for file in $FILES; do
       res=$(wrk_run "http://127.0.0.1:$port/$file" -t1 "-c$CONNS" "-d$DURATION")
       p=$(cat "$work/server.pid"); rss=0; [ "$p" != 0 ] && rss=$(peak_rss_kib "$p")
-      read -r rps p50 p99 _ <<<"$res"
-      R["$srv,$file,rps"]+="$rps "; R["$srv,$file,p50"]+="$p50 "; R["$srv,$file,p99"]+="$p99 "; R["$srv,rss"]="$rss"
-      printf '%-8s %-10s %-5s %10s %9s %9s %9s %s\n' "$srv" "$file" "$round" "$rps" "$p50" "$p99" "$rss" "$(cut -d' ' -f4- <<<"$res")"
+      read -r rps p50 p99 cpu _ <<<"$res"
+      R["$srv,$file,rps"]+="$rps "; R["$srv,$file,p50"]+="$p50 "; R["$srv,$file,p99"]+="$p99 "; R["$srv,$file,cpu"]+="$cpu "; R["$srv,rss"]="$rss"
+      printf '%-8s %-10s %-5s %10s %9s %9s %8s %9s %s\n' "$srv" "$file" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$(cut -d' ' -f5- <<<"$res")"
     done
     stop_server
   done
@@ -109,40 +111,53 @@ for file in $FILES; do
     "$(python3 -c "print(f'{$h/$n:.2f}x')")" "$(python3 -c "print(f'{$h/$a:.2f}x')")" \
     "$(median ${R["nginx,$file,p99"]})" "$(median ${R["haproxy,$file,p99"]})" "$(median ${R["hopline,$file,p99"]})"
 done
+echo
+echo "# proxy CPU time per request (µs, medians): what each proxy costs whatever the ceiling"
+printf '%-10s %9s %9s %9s %9s %9s\n' file nginx haproxy hopline h/nginx h/hapr
+for file in $FILES; do
+  n=$(median ${R["nginx,$file,cpu"]}); a=$(median ${R["haproxy,$file,cpu"]}); h=$(median ${R["hopline,$file,cpu"]})
+  printf '%-10s %9s %9s %9s %9s %9s\n' "$file" "$n" "$a" "$h" "$(python3 -c "print(f'{$h/$n:.2f}x' if $n else 'n/a')")" "$(python3 -c "print(f'{$h/$a:.2f}x' if $a else 'n/a')")"
+done
 echo "peak RSS under load (KiB, last round): nginx ${R[nginx,rss]}  haproxy ${R[haproxy,rss]}  hopline ${R[hopline,rss]}"
 
-# RSS holding IDLE idle keep-alive client connections (each made one request first)
+# RSS holding IDLE idle keep-alive client connections, each of which made one request
+# (HAProxy refuses a maxconn above 9,900 under the 20,000-descriptor limit: it reserves two
+# per connection, so it holds at most 9,900 and the rest wait unanswered)
+# first (one at a time, so every proxy needs only a few upstream connections). The
+# clients are two processes of IDLE/2 sockets each: this machine's hard limit is 20,000
+# descriptors per process.
 echo
-echo "# RSS with $IDLE idle keep-alive client connections"
-for srv in nginx haproxy hopline; do
-  "start_$srv"; port=$(port_of "$srv")
-  python3 - "$port" "$IDLE" "$(cat "$work/server.pid")" <<'PY'
-import socket, sys, time
-port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-def rss(pid):
-    import subprocess
-    pids = [pid] + subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()
-    tot = 0
-    for p in pids:
-        try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS"): tot += int(line.split()[1])
-        except FileNotFoundError: pass
-    return tot
-before = rss(pid)
-socks = []
+echo "# RSS with $IDLE idle keep-alive client connections (each answered one request)"
+idle_client() { # port count -> prints answered=N, then holds the sockets until stdin closes
+  python3 - "$1" "$2" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks, ok = [], 0
 req = b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"
 for i in range(n):
-    s = socket.create_connection(("127.0.0.1", port)); s.sendall(req); socks.append(s)
-ok = 0
-for s in socks:
-    s.settimeout(5)
+    s = socket.create_connection(("127.0.0.1", port)); s.sendall(req); s.settimeout(5)
     try:
         if s.recv(4096).startswith(b"HTTP/1.1 200"): ok += 1
     except Exception: pass
-time.sleep(1)
-print(f"{sys.argv[0] and ''}idle  port={port} connections={n} answered={ok} rss_before_kib={before} rss_idle_kib={rss(pid)}")
-for s in socks: s.close()
+    socks.append(s)
+print(f"answered={ok}", flush=True)
+sys.stdin.readline()
 PY
+}
+rss_now() { sum_tree "$1" '/VmRSS/ {print $2}' status; }
+for srv in nginx haproxy hopline; do
+  "start_$srv"; port=$(port_of "$srv"); pid=$(cat "$work/server.pid")
+  before=$(rss_now "$pid")
+  rm -f "$work/hold1" "$work/hold2"; mkfifo "$work/hold1" "$work/hold2"
+  idle_client "$port" $((IDLE / 2)) < "$work/hold1" > "$work/idle1.out" & c1=$!
+  idle_client "$port" $((IDLE / 2)) < "$work/hold2" > "$work/idle2.out" & c2=$!
+  exec 7>"$work/hold1" 8>"$work/hold2"
+  for _ in $(seq 1 600); do
+    [ -s "$work/idle1.out" ] && [ -s "$work/idle2.out" ] && break; sleep 0.1
+  done
+  sleep 1
+  idle=$(rss_now "$pid")
+  echo "idle  $srv connections=$IDLE $(cat "$work/idle1.out") $(cat "$work/idle2.out") rss_before_kib=$before rss_idle_kib=$idle"
+  exec 7>&- 8>&-; wait "$c1" "$c2"
   stop_server
 done

@@ -604,7 +604,7 @@ pub fn response_head(stored: &Stored, mut parts: http::response::Parts) -> http:
 /// A response body streamed to the client and collected on the way; at its end the
 /// whole response is stored and the requests waiting on it are woken.
 pub struct TeeBody {
-    inner: hyper::body::Incoming,
+    inner: crate::upstream::UpstreamBody,
     buf: BytesMut,
     store: Option<PendingStore>,
 }
@@ -621,7 +621,7 @@ struct PendingStore {
 impl TeeBody {
     /// Stream `inner`, storing it under `key` at the end if it fits.
     pub fn new(
-        inner: hyper::body::Incoming,
+        inner: crate::upstream::UpstreamBody,
         cache: Arc<HttpCache>,
         key: String,
         req: http::request::Parts,
@@ -646,12 +646,12 @@ impl TeeBody {
 
 impl http_body::Body for TeeBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>> {
         use std::task::Poll;
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);

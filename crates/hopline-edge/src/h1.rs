@@ -171,19 +171,21 @@ impl H1Body {
     }
 }
 
-/// How a request body is framed on the wire, and how much of it is left.
+/// How a message body is framed on the wire, and how much of it is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decoder {
+pub(crate) enum Decoder {
     /// `Content-Length`: this many bytes left.
     Length(u64),
     /// Chunked, in this state.
     Chunked(Chunk),
+    /// Everything until the connection closes (responses without a length only).
+    UntilClose,
     /// The body is complete.
     Done,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside chunk data: this many bytes left.
@@ -194,9 +196,9 @@ enum Chunk {
     Trailers,
 }
 
-/// A request body that breaks its framing.
+/// A body that breaks its framing.
 #[derive(Debug, PartialEq, Eq)]
-struct BadChunk(&'static str);
+pub(crate) struct BadChunk(pub(crate) &'static str);
 
 /// Longest chunk-size line (with extensions) or trailer line accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -204,12 +206,23 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 
 impl Decoder {
+    /// A chunked body, before its first chunk.
+    pub(crate) fn chunked() -> Decoder {
+        Decoder::Chunked(Chunk::Size)
+    }
+
     /// Take the next piece of body from `buf`: `Ok(Some(bytes))` data, `Ok(None)` need
     /// more input (or done: see `self`). Consumes framing bytes as it goes.
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BadChunk> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BadChunk> {
         loop {
             match *self {
                 Decoder::Done => return Ok(None),
+                Decoder::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(buf.split().freeze()));
+                }
                 Decoder::Length(0) => {
                     *self = Decoder::Done;
                     return Ok(None);
@@ -294,7 +307,7 @@ impl Decoder {
         }
     }
 
-    fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self, Decoder::Done | Decoder::Length(0))
     }
 }

@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 
 pub use body::Body;
 pub use config::{Config, ConfigError};

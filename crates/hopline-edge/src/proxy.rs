@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,6 +21,7 @@ use tokio::time::Instant;
 use crate::body::{Body, RequestBody};
 use crate::config::{HealthConfig, Upstream};
 use crate::error::EdgeError;
+use crate::upstream::UpstreamBody;
 use hopline_balance::{Algorithm, Outcome, Pool, PoolOptions, ServerSpec};
 
 type ProxyBody = Either<RequestBody, Empty<Bytes>>;
@@ -33,6 +33,8 @@ pub struct ServerAddr {
     pub addr: SocketAddr,
     /// How it was written in the config (a hostname stays visible).
     pub id: String,
+    /// Idle keep-alive connections of hopline's own HTTP/1.1 client to it.
+    pub idle: Arc<crate::upstream::IdlePool>,
 }
 
 /// The servers of a pool right now and their balancer (replaced whole when a server
@@ -58,6 +60,10 @@ pub struct UpstreamPool {
     connect_timeout: Duration,
     retries: u32,
     health: Option<HealthConfig>,
+    /// Speaks HTTP/2 to its servers (hyper's client does all of its requests).
+    http2: bool,
+    /// Idle connections per server, and how long they stay.
+    idle: (usize, Duration),
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -181,6 +187,7 @@ fn members_of(
     entries: &[(String, u32, bool)],
     resolved: &[Vec<SocketAddr>],
     opts: &PoolOptions,
+    idle: (usize, Duration),
 ) -> Members {
     let mut servers = Vec::new();
     let mut specs = Vec::new();
@@ -196,7 +203,11 @@ fn members_of(
                 weight: *weight,
                 backup: *backup,
             });
-            servers.push(ServerAddr { addr: *addr, id });
+            servers.push(ServerAddr {
+                addr: *addr,
+                id,
+                idle: Arc::new(crate::upstream::IdlePool::new(idle.0, idle.1)),
+            });
         }
     }
     Members {
@@ -242,7 +253,11 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
     opts.outlier_consecutive_errors = cfg.max_fails.max(1);
     opts.outlier_base_ejection = Duration::from_millis(cfg.fail_timeout_ms);
     opts.outlier_max_ejection = Duration::from_millis(cfg.fail_timeout_ms.saturating_mul(30));
-    let members = members_of(cfg.balance, &entries, &resolved, &opts);
+    let idle = (
+        cfg.max_idle_per_server,
+        Duration::from_millis(cfg.idle_timeout_ms),
+    );
+    let members = members_of(cfg.balance, &entries, &resolved, &opts, idle);
 
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
@@ -268,6 +283,8 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         retries: cfg.retries,
         health: cfg.health.clone(),
+        http2: cfg.http2,
+        idle,
     })
 }
 
@@ -362,7 +379,13 @@ pub fn spawn_resolution(pool: &Arc<UpstreamPool>) {
             let fresh: Vec<SocketAddr> = resolved.iter().flatten().copied().collect();
             if current != fresh && !fresh.is_empty() {
                 tracing::info!(target: "hopline::proxy", "{}: servers now {:?} (were {:?})", pool.name, fresh, current);
-                let m = members_of(pool.algorithm, &pool.entries, &resolved, &pool.opts);
+                let m = members_of(
+                    pool.algorithm,
+                    &pool.entries,
+                    &resolved,
+                    &pool.opts,
+                    pool.idle,
+                );
                 pool.members.store(Arc::new(m));
             }
         }
@@ -511,7 +534,7 @@ pub async fn send(
     body: Option<RequestBody>,
     down: Downstream<'_>,
     client_upgrade: Option<crate::h1::OnUpgrade>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let upgrade = client_upgrade.is_some();
     let via = if parts.version == http::Version::HTTP_2 {
         "2 hopline"
@@ -574,6 +597,12 @@ pub async fn send(
         .unwrap_or_else(|| "/".into());
     parts.version = http::Version::HTTP_11;
 
+    // hopline's own HTTP/1.1 client takes the bodiless idempotent requests
+    let fast = !up.http2
+        && bodiless
+        && !upgrade
+        && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut fast_head: Option<Vec<u8>> = None;
     let members = up.members();
     let mut tried: Vec<usize> = Vec::new();
     let attempts = if retryable { up.retries + 1 } else { 1 };
@@ -604,6 +633,69 @@ pub async fn send(
                 });
             }
         };
+        if fast {
+            let head = fast_head.get_or_insert_with(|| request_head(&parts, &path_and_query));
+            let started = Instant::now();
+            let sent = crate::upstream::exchange(
+                &server.idle,
+                server.addr,
+                head,
+                parts.method == Method::HEAD,
+                up.connect_timeout,
+                up.read_timeout,
+            )
+            .await;
+            let latency = started.elapsed();
+            match sent {
+                Ok(resp) => {
+                    pick.finish(if resp.status().is_server_error() {
+                        Outcome::ServerError { latency }
+                    } else {
+                        Outcome::Success { latency }
+                    });
+                    let (mut rparts, rbody) = resp.into_parts();
+                    response_headers(&mut rparts.headers, false, up, server, latency);
+                    return Ok(Response::from_parts(rparts, UpstreamBody::H1(rbody)));
+                }
+                Err(crate::upstream::ExchangeError::Connect(e)) => {
+                    pick.finish(Outcome::ConnectError);
+                    tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {e}", up.name, server.id);
+                    last_err = ProxyError::Connect {
+                        server: server.id.clone(),
+                        reason: e.to_string(),
+                    };
+                    continue;
+                }
+                Err(crate::upstream::ExchangeError::ConnectTimeout) => {
+                    pick.finish(Outcome::ConnectError);
+                    tracing::warn!(target: "hopline::proxy", "{}: connect to {} timed out", up.name, server.id);
+                    last_err = ProxyError::Connect {
+                        server: server.id.clone(),
+                        reason: format!(
+                            "no connection within {} ms",
+                            up.connect_timeout.as_millis()
+                        ),
+                    };
+                    continue;
+                }
+                Err(crate::upstream::ExchangeError::Timeout) => {
+                    pick.finish(Outcome::Timeout);
+                    tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
+                    return Err(ProxyError::Timeout {
+                        server: server.id.clone(),
+                        after: up.read_timeout,
+                    });
+                }
+                Err(crate::upstream::ExchangeError::Broken(reason)) => {
+                    pick.finish(Outcome::ServerError { latency });
+                    tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
+                    return Err(ProxyError::Upstream {
+                        server: server.id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
         let mut out = Request::new(match body.take() {
             Some(b) => b,
             None => Either::Right(Empty::new()),
@@ -651,21 +743,8 @@ pub async fn send(
                     });
                 }
                 let (mut rparts, rbody) = resp.into_parts();
-                strip_hop_by_hop(&mut rparts.headers, switching);
-                append_header(&mut rparts.headers, header::VIA, "1.1 hopline");
-                let timing = format!(
-                    "hopline-proxy;dur={:.3};desc=\"{} {} via {}\"",
-                    latency.as_secs_f64() * 1000.0,
-                    up.name,
-                    server.id,
-                    up.algorithm.as_str()
-                );
-                append_header(
-                    &mut rparts.headers,
-                    HeaderName::from_static("server-timing"),
-                    &timing,
-                );
-                return Ok(Response::from_parts(rparts, rbody));
+                response_headers(&mut rparts.headers, switching, up, server, latency);
+                return Ok(Response::from_parts(rparts, UpstreamBody::Hyper(rbody)));
             }
             Ok(Err(e)) if e.is_connect() => {
                 pick.finish(Outcome::ConnectError);
@@ -701,6 +780,47 @@ pub async fn send(
         }
     }
     Err(last_err)
+}
+
+/// What the proxy does to every response head: hop-by-hop headers out, `Via` and its
+/// `Server-Timing` entry in.
+fn response_headers(
+    h: &mut HeaderMap,
+    switching: bool,
+    up: &UpstreamPool,
+    server: &ServerAddr,
+    latency: Duration,
+) {
+    strip_hop_by_hop(h, switching);
+    append_header(h, header::VIA, "1.1 hopline");
+    let timing = format!(
+        "hopline-proxy;dur={:.3};desc=\"{} {} via {}\"",
+        latency.as_secs_f64() * 1000.0,
+        up.name,
+        server.id,
+        up.algorithm.as_str()
+    );
+    append_header(h, HeaderName::from_static("server-timing"), &timing);
+}
+
+/// An HTTP/1.1 request head for hopline's own client (the request has no body).
+fn request_head(parts: &http::request::Parts, path_and_query: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// Does a request carry no body? Judged from its headers, as the body has not been read.

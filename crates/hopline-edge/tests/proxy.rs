@@ -582,3 +582,122 @@ async fn a_server_may_be_a_host_name() {
         "{ids:?}"
     );
 }
+
+/// A hand-written origin: each connection gets `answers` in turn (one per request read),
+/// then the origin closes it after `linger`. Counts the connections it accepted.
+async fn scripted_origin(
+    answers: Vec<&'static [u8]>,
+    linger: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for a in answers {
+                    // read one request head
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    if s.write_all(a).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn pooled_connections_the_origin_closed_are_replaced_unseen() {
+    // every origin connection answers once with keep-alive, then closes after 20 ms:
+    // the proxy's pooled connection is dead when the next request comes
+    let (addr, accepted) = scripted_origin(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        Duration::from_millis(20),
+    )
+    .await;
+    let t = start(&pool_toml(
+        "round_robin",
+        &[format!("\"{addr}\"")],
+        "retries = 0",
+    ))
+    .await;
+    let c = client();
+    for i in 0..5 {
+        let r = c.get(t.url("/x")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        5,
+        "one fresh connection per request"
+    );
+}
+
+#[tokio::test]
+async fn origin_connections_are_reused_and_every_framing_is_relayed() {
+    let (addr, accepted) = scripted_origin(
+        vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3;x=1\r\nond\r\n0\r\nT: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the close",
+        ],
+        Duration::from_millis(10),
+    )
+    .await;
+    let t = start(&pool_toml(
+        "round_robin",
+        &[format!("\"{addr}\"")],
+        "retries = 0",
+    ))
+    .await;
+    let c = client();
+    let r = c.get(t.url("/1")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "first");
+    let r = c.get(t.url("/2")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "second");
+    let r = c.get(t.url("/3")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c.get(t.url("/4")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "until the close");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the four requests shared one origin connection"
+    );
+    // an origin answering garbage: 502 that says so, never a hang
+    let (bad, _) = scripted_origin(vec![b"SSH-2.0-OpenSSH_9.2\r\n\r\n"], Duration::ZERO).await;
+    let t = start(&pool_toml(
+        "round_robin",
+        &[format!("\"{bad}\"")],
+        "retries = 0",
+    ))
+    .await;
+    let r = c.get(t.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.text().await.unwrap().contains("not valid HTTP"));
+}
