@@ -213,11 +213,12 @@ async fn attempt(
     }
 }
 
+/// A parsed response head, how its body is framed, and whether the connection can be
+/// used again after it.
+type ParsedHead = (Response<()>, Decoder, bool);
+
 /// Parse a response head at the front of `buf` (consuming it).
-fn parse_response(
-    buf: &mut BytesMut,
-    is_head: bool,
-) -> Result<Option<(Response<()>, Decoder, bool)>, &'static str> {
+fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ParsedHead>, &'static str> {
     if buf.is_empty() {
         return Ok(None);
     }
