@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static files: hopline vs nginx, each with ONE worker on CPU 0, wrk on CPU 1.
-# nginx runs in the three configurations a user would pick from, and hopline is compared
-# with the BEST of them for each case (none of them wins everywhere):
+# nginx runs in the three configurations a user would pick from, each with
+# `open_file_cache` (hopline's open-file cache is on by default, so nginx gets its own),
+# and hopline is compared with the BEST of them for each case (none wins everywhere):
 #   nginx-sf-nopush   sendfile on;  tcp_nopush on    (Debian's default nginx.conf)
 #   nginx-sf          sendfile on;  tcp_nopush off
 #   nginx-nosf        sendfile off
@@ -30,6 +31,7 @@ events { worker_connections 20000; }
 http {
   access_log off;
   $2 tcp_nodelay on;
+  open_file_cache max=10000 inactive=60s; open_file_cache_valid 1s;
   keepalive_requests 1000000; keepalive_timeout 75s;
   types { text/plain txt; application/octet-stream bin; }
   server { listen 127.0.0.1:18081 backlog=4096; root $work/public; }

@@ -431,6 +431,14 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // the common case — none of them present — costs one pass, no hashing
+    if !keep_upgrade
+        && !h
+            .keys()
+            .any(|k| k == header::CONNECTION || k == header::UPGRADE || HOP_BY_HOP.contains(k))
+    {
+        return;
+    }
     // names listed in Connection are hop-by-hop too
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
