@@ -108,9 +108,8 @@ pub struct Config {
 pub struct Limits {
     /// Open connections at once (all listeners); new ones beyond are closed at accept.
     pub max_connections: usize,
-    /// A request's header section must be complete within this (slowloris defence).
-    /// hyper measures it from the moment the server starts waiting for a request, so on a
-    /// keep-alive connection it also bounds the idle time between requests.
+    /// A request's header section must be complete within this (slowloris defence),
+    /// counted from its first byte (from the accept for a connection's first request).
     pub header_timeout_ms: u64,
     /// Idle keep-alive connections are closed after this long without a request.
     pub keepalive_timeout_ms: u64,

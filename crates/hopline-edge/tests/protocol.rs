@@ -457,3 +457,68 @@ listen = ["127.0.0.1:0"]
     assert_eq!(&all[header_len..], &big[..], "the in-flight body was cut");
     assert_eq!(shutdown.await.unwrap(), hopline_edge::Shutdown::Drained);
 }
+
+#[tokio::test]
+async fn header_and_keep_alive_timeouts_are_separate_limits() {
+    // long idle allowed, short header time: a connection idle for 1 s still serves, but a
+    // request head that dribbles in is cut at the header timeout
+    let t = start(
+        &HELLO
+            .replace(
+                "header_timeout_ms = 700",
+                "header_timeout_ms = 400\nkeepalive_timeout_ms = 5000",
+            )
+            .replace("max_connections = 3", "max_connections = 10"),
+    )
+    .await;
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "idle 1 s under a 5 s keep-alive timeout: the connection must still serve"
+    );
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let (_, closed) = read_until_close(&mut s, Duration::from_secs(3)).await;
+    assert!(closed, "an unfinished head was not cut");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // short idle allowed: an idle keep-alive connection closes at the keep-alive timeout
+    let t = start(
+        &HELLO
+            .replace(
+                "header_timeout_ms = 700",
+                "header_timeout_ms = 5000\nkeepalive_timeout_ms = 300",
+            )
+            .replace("max_connections = 3", "max_connections = 10"),
+    )
+    .await;
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = tokio::time::Instant::now();
+    let (_, closed) = read_until_close(&mut s, Duration::from_secs(3)).await;
+    assert!(closed, "idle connection not closed");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
