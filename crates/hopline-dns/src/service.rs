@@ -123,15 +123,24 @@ async fn bind_pair(
         role: role.into(),
         source: e,
     };
-    let udp = UdpSocket::bind(addr).await.map_err(err)?;
-    let bound = udp.local_addr().map_err(err)?;
-    // TCP on the same port as UDP (also when the port was 0)
-    let tcp = TcpListener::bind(bound).await.map_err(|e| DnsError::Bind {
-        addr: bound,
-        role: role.into(),
-        source: e,
-    })?;
-    Ok((Arc::new(udp), tcp, bound))
+    // TCP on the same port as UDP (also when the port was 0). With port 0 the port the
+    // kernel gave UDP may be taken for TCP (another socket's ephemeral port): pick again.
+    let mut tries = if addr.port() == 0 { 20 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(addr).await.map_err(err)?;
+        let bound = udp.local_addr().map_err(err)?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((Arc::new(udp), tcp, bound)),
+            Err(e) if tries > 1 && e.kind() == std::io::ErrorKind::AddrInUse => tries -= 1,
+            Err(e) => {
+                return Err(DnsError::Bind {
+                    addr: bound,
+                    role: role.into(),
+                    source: e,
+                });
+            }
+        }
+    }
 }
 
 impl DnsServices {

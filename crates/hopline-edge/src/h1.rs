@@ -513,6 +513,9 @@ pub(crate) async fn serve<T: Transport, S: Service>(
             if !first {
                 sleep.as_mut().reset(Instant::now() + opts.header_timeout);
             }
+        } else if !first {
+            // a pipelined request already here: its own header time starts now
+            sleep.as_mut().reset(Instant::now() + opts.header_timeout);
         }
         if first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             // could be HTTP/2 prior knowledge: read until we know

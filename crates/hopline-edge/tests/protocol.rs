@@ -522,3 +522,25 @@ async fn header_and_keep_alive_timeouts_are_separate_limits() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let t = start(&HELLO.replace("max_connections = 3", "max_connections = 10")).await;
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    // three requests in one write, the last one closing the connection
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /upload/x HTTP/1.1\r\nHost: a\r\n\r\nHEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (resp, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 3, "{resp}");
+    let hello = resp.find("hello\n").unwrap();
+    let ok = resp.find("ok\n").unwrap();
+    assert!(hello < ok, "answers out of order: {resp}");
+    assert!(
+        resp.ends_with("\r\n\r\n"),
+        "the HEAD answer carries no body: {resp}"
+    );
+}
