@@ -46,7 +46,7 @@ use crate::body::{Body, BoxError, RequestBody};
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Most header fields in one request head.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Bodies at least this large leave by `sendfile` when the connection is plain TCP.
 pub(crate) const SENDFILE_MIN: u64 = 16 * 1024;
 /// A first body chunk up to this size is written together with the head.
@@ -107,6 +107,15 @@ impl Closing {
     /// Closing has started.
     pub(crate) fn is_set(&self) -> bool {
         self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once closing has started (at once if it already has).
+    pub(crate) async fn started(&self) {
+        let notified = self.notify.notified();
+        if self.is_set() {
+            return;
+        }
+        notified.await
     }
 }
 
@@ -482,11 +491,8 @@ pub(crate) async fn serve<T: Transport, S: Service>(
     let mut buf = BytesMut::new();
     let mut first = true;
     // registered once for the connection's life, not once per request
-    let closed = closing.notify.notified();
+    let closed = closing.started();
     tokio::pin!(closed);
-    if closing.is_set() {
-        return Outcome::Closed;
-    }
     // one timer for the connection's whole life, moved forward as it goes
     let sleep = tokio::time::sleep(opts.header_timeout);
     tokio::pin!(sleep);
@@ -502,7 +508,7 @@ pub(crate) async fn serve<T: Transport, S: Service>(
             }
             let ready = tokio::select! {
                 biased;
-                r = wait_readable(&mut io, &mut buf) => r,
+                r = read_more(&mut io, &mut buf, 4096) => r,
                 _ = &mut sleep => return Outcome::Closed,
                 _ = &mut closed => return Outcome::Closed,
             };
@@ -672,7 +678,7 @@ async fn exchange<T: Transport, S: Service>(
     {
         let (parts, _) = resp.into_parts();
         let mut head = Vec::with_capacity(256);
-        encode_head(&mut head, &parts, Framing::None, Connection::Upgrade);
+        encode_head_with(&mut head, &parts, Framing::None, Connection::Upgrade, None);
         if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
             return Next::Close;
         }
@@ -695,12 +701,8 @@ async fn exchange<T: Transport, S: Service>(
     Next::KeepAlive
 }
 
-/// Wait until the connection has bytes (or EOF), then read them into `buf`. On plain
-/// TCP nothing is allocated until the bytes are there.
-async fn wait_readable<T: Transport>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
-    read_more(io, buf, 4096).await
-}
-
+/// Read what the connection has into `buf` (waiting for it). On plain TCP the bytes
+/// land in a per-thread scratch buffer first, so nothing is allocated while waiting.
 async fn read_more<T: Transport>(
     io: &mut T,
     buf: &mut BytesMut,
@@ -749,6 +751,53 @@ fn read_tcp(tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     match (r, got) {
         (_, Some(n)) => Ok(n),
         (r, None) => r,
+    }
+}
+
+/// Where each header field's name and value sit in a parsed head, so that once the head
+/// is frozen into `Bytes` the values share its bytes instead of being copied. Used for
+/// request heads here and response heads by [`crate::upstream`].
+pub(crate) struct FieldOffsets {
+    // (offsets fit u32: a head is at most max_header_bytes, itself far below 4 GiB)
+    at: [(u32, u32, u32, u32); MAX_HEADERS],
+    n: usize,
+}
+
+impl FieldOffsets {
+    /// The fields httparse found in `buf` (at most [`MAX_HEADERS`]).
+    pub(crate) fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> FieldOffsets {
+        let base = buf.as_ptr() as usize;
+        let mut at = [(0, 0, 0, 0); MAX_HEADERS];
+        for (slot, h) in at.iter_mut().zip(headers) {
+            *slot = (
+                (h.name.as_ptr() as usize - base) as u32,
+                h.name.len() as u32,
+                (h.value.as_ptr() as usize - base) as u32,
+                h.value.len() as u32,
+            );
+        }
+        FieldOffsets {
+            at,
+            n: headers.len().min(MAX_HEADERS),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Field `i`, its value sharing `head` (the same bytes `of` saw, frozen).
+    pub(crate) fn field(
+        &self,
+        head: &Bytes,
+        i: usize,
+    ) -> Result<(HeaderName, HeaderValue), &'static str> {
+        let (na, nl, va, vl) = self.at[i];
+        let (na, nl, va, vl) = (na as usize, nl as usize, va as usize, vl as usize);
+        let name = HeaderName::from_bytes(&head[na..na + nl]).map_err(|_| "bad header name\n")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(va..va + vl))
+            .map_err(|_| "bad header value\n")?;
+        Ok((name, value))
     }
 }
 
@@ -802,25 +851,13 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
         _ => return Err(bad("unsupported HTTP version\n")),
     };
     let path = parsed.path.unwrap_or("");
-    // Offsets into the head, so the values can share its bytes.
-    let base = buf.as_ptr() as usize;
-    let path_at = path.as_ptr() as usize - base;
+    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
     let path_len = path.len();
-    // (offsets fit u32: the head is at most max_header_bytes, itself far below 4 GiB)
-    let mut fields: [(u32, u32, u32, u32); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
-    let n = parsed.headers.len();
-    for (i, h) in parsed.headers.iter().enumerate() {
-        fields[i] = (
-            (h.name.as_ptr() as usize - base) as u32,
-            h.name.len() as u32,
-            (h.value.as_ptr() as usize - base) as u32,
-            h.value.len() as u32,
-        );
-    }
+    let fields = FieldOffsets::of(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
     let uri = http::Uri::from_maybe_shared(head.slice(path_at..path_at + path_len))
         .map_err(|_| bad("bad request target\n"))?;
-    let mut map = HeaderMap::with_capacity(n);
+    let mut map = HeaderMap::with_capacity(fields.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut has_te = false;
@@ -829,12 +866,8 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
     let mut conn_upgrade = false;
     let mut has_upgrade = false;
     let mut expect_continue = false;
-    for &(na, nl, va, vl) in &fields[..n] {
-        let (na, nl, va, vl) = (na as usize, nl as usize, va as usize, vl as usize);
-        let name =
-            HeaderName::from_bytes(&head[na..na + nl]).map_err(|_| bad("bad header name\n"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(va..va + vl))
-            .map_err(|_| bad("bad header value\n"))?;
+    for i in 0..fields.len() {
+        let (name, value) = fields.field(&head, i).map_err(bad)?;
         if name == header::CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {
                 let part = trim_ows(part);
@@ -960,31 +993,17 @@ async fn pump_body<T: Transport>(
             }
         }
         let read = tokio::time::timeout(BODY_READ_TIMEOUT, read_more(io, buf, 16 * 1024)).await;
-        match read {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(Ok(_)) => {
-                let _ = tx
-                    .send(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the client closed the connection before the end of the body",
-                    )))
-                    .await;
-                return false;
-            }
-            Ok(Err(e)) => {
-                let _ = tx.send(Err(e)).await;
-                return false;
-            }
-            Err(_) => {
-                let _ = tx
-                    .send(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "request body read timed out",
-                    )))
-                    .await;
-                return false;
-            }
-        }
+        let failure = match read {
+            Ok(Ok(n)) if n > 0 => continue,
+            Ok(Ok(_)) => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client closed the connection before the end of the body",
+            ),
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, "request body read timed out"),
+        };
+        let _ = tx.send(Err(failure)).await;
+        return false;
     }
 }
 
@@ -1038,7 +1057,7 @@ async fn write_error<T: Transport>(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(why.len()));
     let (parts, ()) = resp.into_parts();
     let mut out = Vec::with_capacity(256);
-    encode_head(&mut out, &parts, Framing::Length, Connection::Close);
+    encode_head_with(&mut out, &parts, Framing::Length, Connection::Close, None);
     out.extend_from_slice(why.as_bytes());
     io.write_all(&out).await?;
     io.flush().await
@@ -1279,15 +1298,6 @@ async fn sendfile_all(
         }
     }
     Ok(())
-}
-
-fn encode_head(
-    out: &mut Vec<u8>,
-    parts: &http::response::Parts,
-    framing: Framing,
-    conn: Connection,
-) {
-    encode_head_with(out, parts, framing, conn, None)
 }
 
 fn encode_head_with(

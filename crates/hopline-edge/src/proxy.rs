@@ -663,26 +663,14 @@ pub async fn send(
                     });
                     let (mut rparts, rbody) = resp.into_parts();
                     response_headers(&mut rparts.headers, false, up, server, latency);
-                    return Ok(Response::from_parts(rparts, UpstreamBody::H1(rbody)));
+                    return Ok(Response::from_parts(rparts, Either::Right(rbody)));
                 }
-                Err(crate::upstream::ExchangeError::Connect(e)) => {
+                Err(crate::upstream::ExchangeError::Connect(reason)) => {
                     pick.finish(Outcome::ConnectError);
-                    tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {e}", up.name, server.id);
+                    tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
                     last_err = ProxyError::Connect {
                         server: server.id.clone(),
-                        reason: e.to_string(),
-                    };
-                    continue;
-                }
-                Err(crate::upstream::ExchangeError::ConnectTimeout) => {
-                    pick.finish(Outcome::ConnectError);
-                    tracing::warn!(target: "hopline::proxy", "{}: connect to {} timed out", up.name, server.id);
-                    last_err = ProxyError::Connect {
-                        server: server.id.clone(),
-                        reason: format!(
-                            "no connection within {} ms",
-                            up.connect_timeout.as_millis()
-                        ),
+                        reason,
                     };
                     continue;
                 }
@@ -752,7 +740,7 @@ pub async fn send(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 response_headers(&mut rparts.headers, switching, up, server, latency);
-                return Ok(Response::from_parts(rparts, UpstreamBody::Hyper(rbody)));
+                return Ok(Response::from_parts(rparts, Either::Left(rbody)));
             }
             Ok(Err(e)) if e.is_connect() => {
                 pick.finish(Outcome::ConnectError);

@@ -39,9 +39,7 @@ struct Shared {
     access_log: ArcSwapOption<AccessLog>,
     open_connections: AtomicUsize,
     /// Set to true when the server shuts down: connections finish their request and close.
-    closing: watch::Sender<bool>,
-    /// The same signal as HTTP/1.1 connections watch it.
-    closing_h1: crate::h1::Closing,
+    closing: crate::h1::Closing,
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
     metrics: crate::admin::Metrics,
@@ -168,8 +166,7 @@ impl Server {
             files: FileCache::new(&config.file_cache),
             access_log: ArcSwapOption::new(access_log),
             open_connections: AtomicUsize::new(0),
-            closing: watch::channel(false).0,
-            closing_h1: crate::h1::Closing::default(),
+            closing: crate::h1::Closing::default(),
             idle: tokio::sync::Notify::new(),
             metrics: crate::admin::Metrics::default(),
             traces: crate::admin::TraceLog::default(),
@@ -327,8 +324,7 @@ impl Server {
         for h in handles {
             let _ = h.task.await;
         }
-        let _ = self.shared.closing.send(true);
-        self.shared.closing_h1.start();
+        self.shared.closing.start();
         let shared = self.shared.clone();
         let drained = async move {
             loop {
@@ -486,7 +482,7 @@ fn connection(
     Some(async move {
         match tls {
             None => {
-                let served = crate::h1::serve(stream, &http.h1, &svc, &svc.shared.closing_h1).await;
+                let served = crate::h1::serve(stream, &http.h1, &svc, &svc.shared.closing).await;
                 if let crate::h1::Outcome::Http2(io) = served {
                     // boxed: HTTP/2 state stays out of every HTTP/1.1 connection's task
                     Box::pin(serve_h2(io, &http, &svc)).await
@@ -506,7 +502,7 @@ where
         TokioIo::new(io),
         hyper_service(svc.shared.clone(), svc.info.clone()),
     );
-    if let Err(e) = until_closing(conn, svc.shared.closing.subscribe()).await {
+    if let Err(e) = until_closing(conn, &svc.shared.closing).await {
         let peer = svc.info.peer;
         tracing::debug!(target: "hopline::edge", "HTTP/2 connection from {peer}: {e}");
     }
@@ -536,7 +532,7 @@ async fn serve_tls(
     if h2 {
         return serve_h2(tls_stream, http, svc).await;
     }
-    match crate::h1::serve(tls_stream, &http.h1, svc, &svc.shared.closing_h1).await {
+    match crate::h1::serve(tls_stream, &http.h1, svc, &svc.shared.closing).await {
         crate::h1::Outcome::Closed => {}
         crate::h1::Outcome::Http2(io) => Box::pin(serve_h2(io, http, svc)).await,
     }
@@ -546,18 +542,15 @@ async fn serve_tls(
 /// requests and close (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
 async fn until_closing<C>(
     conn: C,
-    mut closing: watch::Receiver<bool>,
+    closing: &crate::h1::Closing,
 ) -> Result<(), crate::body::BoxError>
 where
     C: std::future::Future<Output = Result<(), crate::body::BoxError>> + GracefulConn,
 {
     let mut conn = std::pin::pin!(conn);
-    if *closing.borrow() {
-        conn.as_mut().begin_close();
-    }
     tokio::select! {
         r = conn.as_mut() => return r,
-        _ = closing.wait_for(|c| *c) => conn.as_mut().begin_close(),
+        _ = closing.started() => conn.as_mut().begin_close(),
     }
     conn.await
 }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -25,10 +25,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::BoxError;
-use crate::h1::Decoder;
+use crate::h1::{Decoder, FieldOffsets};
 
-/// Most header fields in a response head.
+/// Most header fields in a response head (within the request side's limit, so
+/// [`FieldOffsets`] holds them all).
 const MAX_HEADERS: usize = 64;
+const _: () = assert!(MAX_HEADERS <= crate::h1::MAX_HEADERS);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Read size for response bodies.
@@ -71,20 +73,13 @@ impl IdlePool {
             conns.push((c, Instant::now()));
         }
     }
-
-    /// Idle connections held now.
-    pub fn idle(&self) -> usize {
-        self.conns.lock().len()
-    }
 }
 
 /// Why an exchange failed; the proxy turns it into a [`crate::proxy::ProxyError`].
 #[derive(Debug)]
 pub enum ExchangeError {
-    /// The TCP connect failed: nothing was sent.
-    Connect(io::Error),
-    /// The TCP connect did not finish in time: nothing was sent.
-    ConnectTimeout,
+    /// The TCP connect failed or did not finish in time (why): nothing was sent.
+    Connect(String),
     /// No response head in time.
     Timeout,
     /// The connection broke or the answer was not HTTP.
@@ -113,8 +108,13 @@ pub async fn exchange(
     }
     let conn = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(ExchangeError::Connect(e)),
-        Err(_) => return Err(ExchangeError::ConnectTimeout),
+        Ok(Err(e)) => return Err(ExchangeError::Connect(e.to_string())),
+        Err(_) => {
+            return Err(ExchangeError::Connect(format!(
+                "no connection within {} ms",
+                connect_timeout.as_millis()
+            )));
+        }
     };
     let _ = conn.set_nodelay(true);
     match attempt(conn, head, is_head, deadline).await {
@@ -136,19 +136,12 @@ fn finish(
     reusable: bool,
     pool: &std::sync::Arc<IdlePool>,
 ) -> Response<H1Body> {
-    let remaining = match decoder {
-        Decoder::Length(n) => Some(n),
-        Decoder::Done => Some(0),
-        _ => None,
-    };
     let mut body = H1Body {
         conn: Some(conn),
         buf,
         decoder,
         reusable,
         pool: pool.clone(),
-        remaining,
-        until_close: false,
     };
     if matches!(body.decoder, Decoder::Done) {
         body.release();
@@ -236,28 +229,16 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ParsedHead
     } else {
         Version::HTTP_11
     };
-    let base = buf.as_ptr() as usize;
-    let mut fields: [(u32, u32, u32, u32); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
-    let n = parsed.headers.len();
-    for (i, h) in parsed.headers.iter().enumerate() {
-        fields[i] = (
-            (h.name.as_ptr() as usize - base) as u32,
-            h.name.len() as u32,
-            (h.value.as_ptr() as usize - base) as u32,
-            h.value.len() as u32,
-        );
-    }
+    let fields = FieldOffsets::of(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(n);
+    let mut map = HeaderMap::with_capacity(fields.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut close = version == Version::HTTP_10;
-    for &(na, nl, va, vl) in &fields[..n] {
-        let (na, nl, va, vl) = (na as usize, nl as usize, va as usize, vl as usize);
-        let name = HeaderName::from_bytes(&head[na..na + nl])
-            .map_err(|_| "the server sent an invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(va..va + vl))
-            .map_err(|_| "the server sent an invalid header value")?;
+    for i in 0..fields.len() {
+        let (name, value) = fields
+            .field(&head, i)
+            .map_err(|_| "the server sent an invalid header field")?;
         if name == header::CONTENT_LENGTH {
             let v: u64 = value
                 .to_str()
@@ -316,8 +297,6 @@ pub struct H1Body {
     decoder: Decoder,
     reusable: bool,
     pool: std::sync::Arc<IdlePool>,
-    remaining: Option<u64>,
-    until_close: bool,
 }
 
 impl std::fmt::Debug for H1Body {
@@ -352,14 +331,8 @@ impl http_body::Body for H1Body {
                 this.release();
                 return Poll::Ready(None);
             }
-            if this.until_close {
-                return Poll::Ready(None);
-            }
             match this.decoder.decode(&mut this.buf) {
                 Ok(Some(chunk)) => {
-                    if let Some(r) = &mut this.remaining {
-                        *r = r.saturating_sub(chunk.len() as u64);
-                    }
                     if this.decoder.is_done() {
                         this.decoder = Decoder::Done;
                         this.release();
@@ -399,7 +372,7 @@ impl http_body::Body for H1Body {
             if n == 0 {
                 this.conn = None;
                 if matches!(this.decoder, Decoder::UntilClose) {
-                    this.until_close = true;
+                    this.decoder = Decoder::Done; // the close was the end
                     return Poll::Ready(None);
                 }
                 return Poll::Ready(Some(Err(io::Error::new(
@@ -412,12 +385,13 @@ impl http_body::Body for H1Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.decoder, Decoder::Done) || self.until_close
+        matches!(self.decoder, Decoder::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.remaining {
-            Some(n) if !matches!(self.decoder, Decoder::UntilClose) => SizeHint::with_exact(n),
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            Decoder::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
     }
@@ -431,48 +405,9 @@ fn poll_read_buf(
     tokio_util::io::poll_read_buf(Pin::new(conn), cx, buf)
 }
 
-/// A proxied response body: from hopline's own HTTP/1.1 client or from hyper's.
-pub enum UpstreamBody {
-    /// hyper's client (bodies sent upstream, upgrades, HTTP/2).
-    Hyper(hyper::body::Incoming),
-    /// hopline's HTTP/1.1 client.
-    H1(H1Body),
-}
-
-impl std::fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UpstreamBody")
-    }
-}
-
-impl http_body::Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Hyper(b) => b.is_end_stream(),
-            UpstreamBody::H1(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Hyper(b) => b.size_hint(),
-            UpstreamBody::H1(b) => b.size_hint(),
-        }
-    }
-}
+/// A proxied response body: hyper's client (left) or hopline's own HTTP/1.1 client
+/// (right).
+pub type UpstreamBody = http_body_util::Either<hyper::body::Incoming, H1Body>;
 
 #[cfg(test)]
 mod tests {

@@ -235,12 +235,7 @@ async fn gateway_errors_say_which() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let t = start(&pool_toml(
-        "round_robin",
-        &[format!("\"{dead}\"")],
-        "retries = 0",
-    ))
-    .await;
+    let t = proxy_to(dead).await;
     let r = client().get(t.url("/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(r.text().await.unwrap().contains("could not connect"));
@@ -628,6 +623,16 @@ async fn scripted_origin(
     (addr, accepted)
 }
 
+/// A proxy in front of one scripted origin, without retries.
+async fn proxy_to(origin: std::net::SocketAddr) -> TestServer {
+    start(&pool_toml(
+        "round_robin",
+        &[format!("\"{origin}\"")],
+        "retries = 0",
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn pooled_connections_the_origin_closed_are_replaced_unseen() {
     // every origin connection answers once with keep-alive, then closes after 20 ms:
@@ -637,12 +642,7 @@ async fn pooled_connections_the_origin_closed_are_replaced_unseen() {
         Duration::from_millis(20),
     )
     .await;
-    let t = start(&pool_toml(
-        "round_robin",
-        &[format!("\"{addr}\"")],
-        "retries = 0",
-    ))
-    .await;
+    let t = proxy_to(addr).await;
     let c = client();
     for i in 0..5 {
         let r = c.get(t.url("/x")).send().await.unwrap();
@@ -669,12 +669,7 @@ async fn origin_connections_are_reused_and_every_framing_is_relayed() {
         Duration::from_millis(10),
     )
     .await;
-    let t = start(&pool_toml(
-        "round_robin",
-        &[format!("\"{addr}\"")],
-        "retries = 0",
-    ))
-    .await;
+    let t = proxy_to(addr).await;
     let c = client();
     let r = c.get(t.url("/1")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "first");
@@ -691,12 +686,7 @@ async fn origin_connections_are_reused_and_every_framing_is_relayed() {
     );
     // an origin answering garbage: 502 that says so, never a hang
     let (bad, _) = scripted_origin(vec![b"SSH-2.0-OpenSSH_9.2\r\n\r\n"], Duration::ZERO).await;
-    let t = start(&pool_toml(
-        "round_robin",
-        &[format!("\"{bad}\"")],
-        "retries = 0",
-    ))
-    .await;
+    let t = proxy_to(bad).await;
     let r = c.get(t.url("/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(r.text().await.unwrap().contains("not valid HTTP"));
