@@ -48,6 +48,10 @@ const FILE_CHUNK: u64 = 64 * 1024;
 pub struct Body {
     kind: Kind,
     log: Option<Box<LogRecord>>,
+    /// Header lines already encoded for HTTP/1.1 (`name: value\r\n`, a `content-length`
+    /// among them), written after the response's own fields: a static file's fixed
+    /// headers, made once per file instead of once per request.
+    lines: Option<Bytes>,
 }
 
 impl std::fmt::Debug for Body {
@@ -62,6 +66,7 @@ impl Body {
         Body {
             kind: Kind::Empty,
             log: None,
+            lines: None,
         }
     }
 
@@ -75,6 +80,7 @@ impl Body {
                 Kind::Full(Some(b))
             },
             log: None,
+            lines: None,
         }
     }
 
@@ -88,6 +94,7 @@ impl Body {
         Body {
             kind: Kind::Stream(body.map_err(Into::into).boxed()),
             log: None,
+            lines: None,
         }
     }
 
@@ -104,7 +111,13 @@ impl Body {
                 }
             },
             log: None,
+            lines: None,
         }
+    }
+
+    /// Whether this is a byte range of an open file (a `sendfile` candidate).
+    pub(crate) fn is_file(&self) -> bool {
+        matches!(self.kind, Kind::File { .. })
     }
 
     /// A file body of at least `min` bytes, taken out to be sent by `sendfile` (counted
@@ -127,10 +140,42 @@ impl Body {
         Some(range)
     }
 
+    /// Attach header lines encoded for HTTP/1.1; they must include `content-length`.
+    pub(crate) fn with_lines(mut self, lines: Bytes) -> Body {
+        self.lines = Some(lines);
+        self
+    }
+
+    /// Take the encoded header lines, if any.
+    pub(crate) fn take_lines(&mut self) -> Option<Bytes> {
+        self.lines.take()
+    }
+
     /// Attach the access-log record, written when the body is done (or dropped).
     pub(crate) fn with_log(mut self, log: Box<LogRecord>) -> Body {
         self.log = Some(log);
         self
+    }
+}
+
+/// Move a response's encoded header lines into its header map (for HTTP/2, or before
+/// anything edits the headers).
+pub(crate) fn expand_lines(resp: &mut http::Response<Body>) {
+    let Some(lines) = resp.body_mut().take_lines() else {
+        return;
+    };
+    for line in lines.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            resp.headers_mut().append(n, v);
+        }
     }
 }
 

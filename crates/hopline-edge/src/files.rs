@@ -16,9 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::time::Instant;
 
 use crate::body::Body;
 use crate::compress::{self, Encoding, Variants};
@@ -53,6 +52,8 @@ pub fn resolve_path(root: &Path, url_path: &str) -> Result<(PathBuf, bool), Path
 
 /// What the cache knows of one path.
 #[derive(Debug)]
+// every Kind lives in an `Arc<Cached>`: boxing the large variant would only add a hop
+#[allow(clippy::large_enum_variant)]
 pub enum Kind {
     /// A regular file inside the root.
     File(FileMeta),
@@ -67,7 +68,8 @@ pub enum Kind {
 pub struct Cached {
     /// What is there.
     pub kind: Kind,
-    checked: Instant,
+    /// When, in [`crate::clock::mono_ms`].
+    checked: u64,
 }
 
 /// A file's metadata and ready-made header values.
@@ -79,6 +81,9 @@ pub struct FileMeta {
     etag: HeaderValue,
     last_modified: HeaderValue,
     content_type: HeaderValue,
+    /// The fixed header lines of a whole-file 200, encoded once for HTTP/1.1; the second
+    /// with `vary: Accept-Encoding`.
+    lines: [Bytes; 2],
     compressible: bool,
     /// The bytes, for files up to the cache's `max_file`.
     body: Option<Arc<Variants>>,
@@ -146,19 +151,29 @@ impl FileCache {
     pub async fn lookup(&self, path: PathBuf, root_canon: &Arc<PathBuf>) -> Arc<Cached> {
         let prev = self.entries.get(&path);
         if let Some(c) = &prev
-            && c.checked.elapsed() < self.valid
+            && u128::from(crate::clock::mono_ms().saturating_sub(c.checked))
+                < self.valid.as_millis()
         {
             return c.clone();
         }
+        // boxed: the disk path is the rare one, and keeps its state out of every request's
+        Box::pin(self.refresh(path, root_canon.clone(), prev)).await
+    }
+
+    async fn refresh(
+        &self,
+        path: PathBuf,
+        root: Arc<PathBuf>,
+        prev: Option<Arc<Cached>>,
+    ) -> Arc<Cached> {
         let max_file = self.max_file;
-        let root = root_canon.clone();
         let key = path.clone();
         let fresh = tokio::task::spawn_blocking(move || stat(&path, &root, max_file, prev))
             .await
             .unwrap_or_else(|_| {
                 Arc::new(Cached {
                     kind: Kind::Missing,
-                    checked: Instant::now(),
+                    checked: crate::clock::mono_ms(),
                 })
             });
         if !self.valid.is_zero() {
@@ -171,7 +186,7 @@ impl FileCache {
 /// Look at the disk (blocking). Reuses the previous entry's bytes when the file did not
 /// change, so a revalidation costs one `stat`.
 fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>) -> Arc<Cached> {
-    let now = Instant::now();
+    let now = crate::clock::mono_ms();
     let missing = || {
         Arc::new(Cached {
             kind: Kind::Missing,
@@ -211,6 +226,7 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
                 etag: m.etag.clone(),
                 last_modified: m.last_modified.clone(),
                 content_type: m.content_type.clone(),
+                lines: m.lines.clone(),
                 compressible: m.compressible,
                 body: m.body.clone(),
                 file: m.file.clone(),
@@ -257,6 +273,26 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
         None
     };
     let file = (len >= crate::h1::SENDFILE_MIN).then(|| Arc::new(opened));
+    let lines = |vary: bool| {
+        let mut l = Vec::with_capacity(192);
+        for (name, value) in [
+            ("etag", etag.as_bytes()),
+            ("last-modified", last_modified.as_bytes()),
+            ("content-type", content_type.as_bytes()),
+            ("accept-ranges", b"bytes"),
+            ("content-length", itoa::Buffer::new().format(len).as_bytes()),
+        ] {
+            l.extend_from_slice(name.as_bytes());
+            l.extend_from_slice(b": ");
+            l.extend_from_slice(value);
+            l.extend_from_slice(b"\r\n");
+        }
+        if vary {
+            l.extend_from_slice(b"vary: Accept-Encoding\r\n");
+        }
+        Bytes::from(l)
+    };
+    let lines = [lines(false), lines(true)];
     Arc::new(Cached {
         kind: Kind::File(FileMeta {
             path: path.to_path_buf(),
@@ -265,6 +301,7 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
             etag,
             last_modified,
             content_type,
+            lines,
             compressible,
             body,
             file,
@@ -372,6 +409,8 @@ fn if_range_matches(if_range: &str, meta: &FileMeta) -> bool {
 /// What a static route needs at request time.
 #[derive(Debug)]
 pub struct StaticRoute {
+    /// Unique among all routes this process ever built (keys the per-thread front cache).
+    pub uid: u64,
     /// The root folder as configured (resolved against the config file).
     pub root: PathBuf,
     /// Its canonical form, for the symlink-escape check.
@@ -384,6 +423,7 @@ pub struct StaticRoute {
 
 /// Serve `url_path` (percent-encoded, no query) from a static route.
 pub async fn serve(
+    version: Version,
     method: &Method,
     headers: &HeaderMap,
     url_path: &str,
@@ -397,6 +437,12 @@ pub async fn serve(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if let Some(hit) = front::get(route.uid, url_path, cache.valid) {
+        let Kind::File(meta) = &hit.kind else {
+            unreachable!("only files are in the front cache")
+        };
+        return send_file(version, method, headers, meta, route).await;
+    }
     let (path, trailing) = match resolve_path(&route.root, url_path) {
         Ok(p) => p,
         Err(PathError::BadRequest) => {
@@ -405,7 +451,10 @@ pub async fn serve(
     };
     let found = cache.lookup(path.clone(), &route.root_canon).await;
     match &found.kind {
-        Kind::File(meta) if !trailing => send_file(method, headers, meta, route).await,
+        Kind::File(meta) if !trailing => {
+            front::put(route.uid, url_path, &found, cache.valid);
+            send_file(version, method, headers, meta, route).await
+        }
         Kind::File(_) => status_only(StatusCode::NOT_FOUND, "not found\n"),
         Kind::Dir => {
             if !trailing {
@@ -420,17 +469,89 @@ pub async fn serve(
                 }
                 return r;
             }
-            for name in &route.index {
-                let candidate = path.join(name);
-                let c = cache.lookup(candidate, &route.root_canon).await;
-                if let Kind::File(meta) = &c.kind {
-                    return send_file(method, headers, meta, route).await;
-                }
-            }
-            status_only(StatusCode::FORBIDDEN, "directory listing is not enabled\n")
+            Box::pin(serve_index(version, method, headers, &path, route, cache)).await
         }
         Kind::Missing => status_only(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// A small per-thread map in front of the shared cache, from a route and the URL path
+/// as it came (a path that passed `resolve_path` when it was put here) to the file's
+/// entry: a hit costs one short hash, no decoding, no allocation, no shared state.
+/// Entries expire with their cache entry's validity; only small files are kept, and
+/// the map is emptied when it fills, so it holds little memory the shared cache does
+/// not already account for.
+mod front {
+    use super::{Cached, Kind};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Entries per thread.
+    const ENTRIES: usize = 64;
+    /// Largest cached body kept here.
+    const MAX_BODY: usize = 16 * 1024;
+
+    type Paths = HashMap<Box<str>, Arc<Cached>, foldhash::fast::RandomState>;
+
+    thread_local! {
+        static FRONT: RefCell<(usize, HashMap<u64, Paths, foldhash::fast::RandomState>)> =
+            RefCell::new((0, HashMap::default()));
+    }
+
+    fn fresh(c: &Cached, valid: Duration) -> bool {
+        u128::from(crate::clock::mono_ms().saturating_sub(c.checked)) < valid.as_millis()
+    }
+
+    pub(super) fn get(route: u64, url_path: &str, valid: Duration) -> Option<Arc<Cached>> {
+        FRONT.with(|f| {
+            let f = f.borrow();
+            let c = f.1.get(&route)?.get(url_path)?;
+            fresh(c, valid).then(|| c.clone())
+        })
+    }
+
+    pub(super) fn put(route: u64, url_path: &str, c: &Arc<Cached>, valid: Duration) {
+        let Kind::File(meta) = &c.kind else { return };
+        if meta.body.as_ref().is_none_or(|b| b.raw.len() > MAX_BODY) || !fresh(c, valid) {
+            return;
+        }
+        FRONT.with(|f| {
+            let mut f = f.borrow_mut();
+            let (count, map) = &mut *f;
+            if *count >= ENTRIES {
+                map.clear();
+                *count = 0;
+            }
+            let old = map
+                .entry(route)
+                .or_default()
+                .insert(url_path.into(), c.clone());
+            if old.is_none() {
+                *count += 1;
+            }
+        })
+    }
+}
+
+/// A folder's index file, if it has one.
+async fn serve_index(
+    version: Version,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &Path,
+    route: &StaticRoute,
+    cache: &FileCache,
+) -> Response<Body> {
+    for name in &route.index {
+        let candidate = path.join(name);
+        let c = cache.lookup(candidate, &route.root_canon).await;
+        if let Kind::File(meta) = &c.kind {
+            return send_file(version, method, headers, meta, route).await;
+        }
+    }
+    status_only(StatusCode::FORBIDDEN, "directory listing is not enabled\n")
 }
 
 /// A short plain-text response.
@@ -447,17 +568,33 @@ pub fn status_only(status: StatusCode, text: &'static str) -> Response<Body> {
 }
 
 async fn send_file(
+    version: Version,
     method: &Method,
     headers: &HeaderMap,
     meta: &FileMeta,
     route: &StaticRoute,
 ) -> Response<Body> {
+    let vary = route.compress && meta.compressible && meta.len >= compress::MIN_SIZE;
+    // The common case, a whole file to HTTP/1.1 with nothing to negotiate: the fixed
+    // header lines made once for the file, an empty header map.
+    if version < Version::HTTP_2
+        && !headers.contains_key(header::IF_NONE_MATCH)
+        && !headers.contains_key(header::IF_MODIFIED_SINCE)
+        && !headers.contains_key(header::RANGE)
+        && (!vary || compress::negotiate(headers.get(header::ACCEPT_ENCODING)).is_none())
+        && let Some(body) = if method == Method::HEAD {
+            Some(Body::empty())
+        } else {
+            meta.body(0, meta.len)
+        }
+    {
+        return Response::new(body.with_lines(meta.lines[usize::from(vary)].clone()));
+    }
     let mut r = Response::new(Body::empty());
     *r.headers_mut() = HeaderMap::with_capacity(12);
     let h = r.headers_mut();
     h.insert(header::ETAG, meta.etag.clone());
     h.insert(header::LAST_MODIFIED, meta.last_modified.clone());
-    let vary = route.compress && meta.compressible && meta.len >= compress::MIN_SIZE;
     if vary {
         h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
@@ -527,7 +664,9 @@ async fn send_file(
             }
             *r.body_mut() = match meta.body(br.start, br.end - br.start) {
                 Some(b) => b,
-                None => match stream_file(&meta.path, br.start, br.end - br.start, None).await {
+                None => match Box::pin(stream_file(&meta.path, br.start, br.end - br.start, None))
+                    .await
+                {
                     Some(b) => b,
                     None => return status_only(StatusCode::NOT_FOUND, "not found\n"),
                 },
@@ -546,7 +685,7 @@ async fn send_file(
                         Some(ready) => ready,
                         None => {
                             let v = v.clone();
-                            tokio::task::spawn_blocking(move || v.get(enc))
+                            Box::pin(tokio::task::spawn_blocking(move || v.get(enc)))
                                 .await
                                 .ok()
                                 .flatten()
@@ -602,7 +741,7 @@ async fn send_file(
                         *r.body_mut() = b;
                         return r;
                     }
-                    match stream_file(&meta.path, 0, meta.len, enc).await {
+                    match Box::pin(stream_file(&meta.path, 0, meta.len, enc)).await {
                         Some(b) => {
                             *r.body_mut() = b;
                             r

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::body::{Body, BoxError, RequestBody};
+use crate::clock;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -493,42 +494,35 @@ pub(crate) async fn serve<T: Transport, S: Service>(
     // registered once for the connection's life, not once per request
     let closed = closing.started();
     tokio::pin!(closed);
-    // one timer for the connection's whole life, moved forward as it goes
+    // one timer for the connection's whole life, moved lazily as it goes
     let sleep = tokio::time::sleep(opts.header_timeout);
     tokio::pin!(sleep);
+    let mut timer = Timer::new(sleep.as_mut(), opts.header_timeout);
     loop {
         // ---- wait for a request head
         if buf.is_empty() {
             // idle: hold no buffer while waiting
             buf = BytesMut::new();
             if !first {
-                sleep
-                    .as_mut()
-                    .reset(Instant::now() + opts.keepalive_timeout);
+                timer.set(opts.keepalive_timeout);
             }
             let ready = tokio::select! {
                 biased;
                 r = read_more(&mut io, &mut buf, 4096) => r,
-                _ = &mut sleep => return Outcome::Closed,
+                _ = timer.expired() => return Outcome::Closed,
                 _ = &mut closed => return Outcome::Closed,
             };
             match ready {
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(_) => {}
             }
-            if !first {
-                sleep.as_mut().reset(Instant::now() + opts.header_timeout);
-            }
-        } else if !first {
-            // a pipelined request already here: its own header time starts now
-            sleep.as_mut().reset(Instant::now() + opts.header_timeout);
         }
         if first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             // could be HTTP/2 prior knowledge: read until we know
             while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
                 let n = tokio::select! {
                     r = read_more(&mut io, &mut buf, 64) => r,
-                    _ = &mut sleep => return Outcome::Closed,
+                    _ = timer.expired() => return Outcome::Closed,
                 };
                 if !matches!(n, Ok(n) if n > 0) {
                     return Outcome::Closed;
@@ -538,6 +532,9 @@ pub(crate) async fn serve<T: Transport, S: Service>(
         if first && buf.starts_with(H2_PREFACE) {
             return Outcome::Http2(Rewind::new(buf.freeze(), io));
         }
+        // the first request's header time runs from the accept; a later one's from
+        // when its head turns out not to be complete yet (in `cycle`)
+        let header_time_running = first;
         first = false;
         // ---- the request and its response, in one boxed future: a connection waiting
         // for its next request then holds only the small state above
@@ -547,7 +544,8 @@ pub(crate) async fn serve<T: Transport, S: Service>(
             opts,
             service,
             closing,
-            sleep.as_mut(),
+            &mut timer,
+            header_time_running,
         ))
         .await;
         match next {
@@ -560,6 +558,53 @@ pub(crate) async fn serve<T: Transport, S: Service>(
                 });
                 return Outcome::Closed;
             }
+        }
+    }
+}
+
+/// The connection's one timer, moved lazily: a request only notes its new deadline (a
+/// coarse clock read); the tokio timer is re-armed only when it fires before that
+/// deadline, or when a deadline comes sooner than the one it is armed for.
+struct Timer<'a> {
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+    /// When the connection times out, in [`clock::mono_ms`].
+    at: u64,
+    /// When `sleep` is armed to fire, in [`clock::mono_ms`].
+    armed: u64,
+}
+
+impl<'a> Timer<'a> {
+    /// `sleep` must be armed for `after` from now.
+    fn new(sleep: Pin<&'a mut tokio::time::Sleep>, after: Duration) -> Timer<'a> {
+        let at = clock::mono_ms() + after.as_millis() as u64;
+        Timer {
+            sleep,
+            at,
+            armed: at,
+        }
+    }
+
+    /// Time out `after` from now (replacing the deadline before).
+    fn set(&mut self, after: Duration) {
+        self.at = clock::mono_ms() + after.as_millis() as u64;
+        if self.at < self.armed {
+            self.sleep.as_mut().reset(Instant::now() + after);
+            self.armed = self.at;
+        }
+    }
+
+    /// Completes when the deadline has passed.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let now = clock::mono_ms();
+            if now >= self.at {
+                return;
+            }
+            self.sleep
+                .as_mut()
+                .reset(Instant::now() + Duration::from_millis(self.at - now));
+            self.armed = self.at;
         }
     }
 }
@@ -579,7 +624,8 @@ async fn cycle<T: Transport, S: Service>(
     opts: &Options,
     service: &S,
     closing: &Closing,
-    mut sleep: Pin<&mut tokio::time::Sleep>,
+    timer: &mut Timer<'_>,
+    mut header_time_running: bool,
 ) -> Next {
     let parsed = loop {
         match parse_head(buf, opts.max_header_bytes) {
@@ -587,9 +633,13 @@ async fn cycle<T: Transport, S: Service>(
             Ok(None) => {}
             Err(r) => break Err(r),
         }
+        if !header_time_running {
+            timer.set(opts.header_timeout);
+            header_time_running = true;
+        }
         let n = tokio::select! {
             r = read_more(io, buf, 4096) => r,
-            _ = &mut sleep => return Next::Close,
+            _ = timer.expired() => return Next::Close,
         };
         match n {
             Ok(0) | Err(_) => return Next::Close,
@@ -649,25 +699,30 @@ async fn exchange<T: Transport, S: Service>(
             done: false,
         })
     };
-    let fut = service.call(Request::from_parts(parts, body));
-    tokio::pin!(fut);
-    let mut body_error = false;
-    let resp = match pump {
-        None => fut.await,
-        Some((tx, want_rx)) => {
-            let pumping = pump_body(io, buf, &mut decoder, tx, want_rx, expect_continue);
-            tokio::pin!(pumping);
-            let mut pumping_done = false;
-            loop {
-                tokio::select! {
-                    r = &mut fut => break r,
-                    ok = &mut pumping, if !pumping_done => {
-                        pumping_done = true;
-                        body_error = !ok;
+    // the service's future and the body pump end before the response is written, so
+    // their storage is shared with the writer's in this future
+    let (resp, body_error) = {
+        let fut = service.call(Request::from_parts(parts, body));
+        tokio::pin!(fut);
+        let mut body_error = false;
+        let resp = match pump {
+            None => fut.await,
+            Some((tx, want_rx)) => {
+                let pumping = pump_body(io, buf, &mut decoder, tx, want_rx, expect_continue);
+                tokio::pin!(pumping);
+                let mut pumping_done = false;
+                loop {
+                    tokio::select! {
+                        r = &mut fut => break r,
+                        ok = &mut pumping, if !pumping_done => {
+                            pumping_done = true;
+                            body_error = !ok;
+                        }
                     }
                 }
             }
-        }
+        };
+        (resp, body_error)
     };
     if body_error || !decoder.is_done() || closing.is_set() {
         keep_alive = false;
@@ -678,7 +733,14 @@ async fn exchange<T: Transport, S: Service>(
     {
         let (parts, _) = resp.into_parts();
         let mut head = Vec::with_capacity(256);
-        encode_head_with(&mut head, &parts, Framing::None, Connection::Upgrade, None);
+        encode_head_with(
+            &mut head,
+            &parts,
+            None,
+            Framing::None,
+            Connection::Upgrade,
+            None,
+        );
         if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
             return Next::Close;
         }
@@ -1057,12 +1119,22 @@ async fn write_error<T: Transport>(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(why.len()));
     let (parts, ()) = resp.into_parts();
     let mut out = Vec::with_capacity(256);
-    encode_head_with(&mut out, &parts, Framing::Length, Connection::Close, None);
+    encode_head_with(
+        &mut out,
+        &parts,
+        None,
+        Framing::Length,
+        Connection::Close,
+        None,
+    );
     out.extend_from_slice(why.as_bytes());
     io.write_all(&out).await?;
     io.flush().await
 }
 
+/// Write a response. The common cases (no body, or a body already in memory) are
+/// encoded here in one buffer and leave in one write; files and streamed bodies take
+/// the boxed path, so the per-request future stays small.
 async fn write_response<T: Transport>(
     io: &mut T,
     resp: Response<Body>,
@@ -1070,6 +1142,38 @@ async fn write_response<T: Transport>(
     is_head: bool,
     keep_alive: &mut bool,
 ) -> io::Result<()> {
+    match start_response(resp, version, is_head, keep_alive) {
+        Started::Done(out) => {
+            io.write_all(&out).await?;
+            io.flush().await
+        }
+        Started::More(rest) => Box::pin(write_rest(io, *rest, keep_alive)).await,
+    }
+}
+
+/// What [`start_response`] could not finish by itself.
+struct Rest {
+    head: Vec<u8>,
+    body: Body,
+    framing: Framing,
+    /// A frame already taken from the body (polled once while starting).
+    first: Option<Option<Result<http_body::Frame<Bytes>, BoxError>>>,
+}
+
+enum Started {
+    /// Everything to send, head and body.
+    Done(Vec<u8>),
+    /// The head, and a body still to send.
+    More(Box<Rest>),
+}
+
+/// Encode the head and, when the body is already in memory, the body with it.
+fn start_response(
+    resp: Response<Body>,
+    version: Version,
+    is_head: bool,
+    keep_alive: &mut bool,
+) -> Started {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status.as_u16();
     let bodiless_status = (100..200).contains(&status) || status == 204 || status == 304;
@@ -1080,7 +1184,9 @@ async fn write_response<T: Transport>(
     {
         *keep_alive = false;
     }
-    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    // encoded lines always carry the length
+    let lines = body.take_lines();
+    let has_length = lines.is_some() || parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut add_length = None;
     let framing = if bodiless_status {
         Framing::None
@@ -1107,15 +1213,80 @@ async fn write_response<T: Transport>(
         Connection::Default
     };
     let mut head = Vec::with_capacity(256);
-    encode_head_with(&mut head, &parts, framing, conn, add_length);
+    encode_head_with(
+        &mut head,
+        &parts,
+        lines.as_deref(),
+        framing,
+        conn,
+        add_length,
+    );
+    drop(parts);
     let no_body = is_head || bodiless_status;
     if no_body || body.is_end_stream() {
         if framing == Framing::Chunked && !no_body {
             head.extend_from_slice(b"0\r\n\r\n");
         }
-        return io.write_all(&head).await;
+        return Started::Done(head);
     }
+    if framing == Framing::Length && body.is_file() {
+        return Started::More(Box::new(Rest {
+            head,
+            body,
+            framing,
+            first: None,
+        }));
+    }
+    // a body already in memory goes out with the head
+    use futures_util::FutureExt;
+    let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).now_or_never();
+    match first {
+        Some(None) => {
+            if framing == Framing::Chunked {
+                head.extend_from_slice(b"0\r\n\r\n");
+            }
+            Started::Done(head)
+        }
+        Some(Some(Ok(frame)))
+            if body.is_end_stream()
+                && frame.data_ref().is_some_and(|d| d.len() <= COALESCE_MAX) =>
+        {
+            let data = frame.into_data().unwrap_or_default();
+            if data.is_empty() {
+                if framing == Framing::Chunked {
+                    head.extend_from_slice(b"0\r\n\r\n");
+                }
+                return Started::Done(head);
+            }
+            head.reserve(data.len() + 32);
+            if framing == Framing::Chunked {
+                let mut size_line = [0u8; 20];
+                let n = chunk_size_line(&mut size_line, data.len());
+                head.extend_from_slice(&size_line[..n]);
+                head.extend_from_slice(&data);
+                head.extend_from_slice(b"\r\n0\r\n\r\n");
+            } else {
+                head.extend_from_slice(&data);
+            }
+            Started::Done(head)
+        }
+        first => Started::More(Box::new(Rest {
+            head,
+            body,
+            framing,
+            first,
+        })),
+    }
+}
 
+/// Send the head and a body that is a file or still arriving.
+async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool) -> io::Result<()> {
+    let Rest {
+        head,
+        mut body,
+        framing,
+        mut first,
+    } = rest;
     // A file on plain TCP: head with MSG_MORE, then sendfile from the page cache.
     if framing == Framing::Length
         && let Some(tcp) = io.tcp()
@@ -1124,11 +1295,12 @@ async fn write_response<T: Transport>(
         send_more(tcp, &head).await?;
         return sendfile_all(tcp, &file.file, file.start, file.len).await;
     }
-
     // Coalesce the first chunk with the head when it is already there.
     use futures_util::FutureExt;
+    if first.is_none() {
+        first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).now_or_never();
+    }
     let mut pending_head = Some(head);
-    let mut first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).now_or_never();
     loop {
         let frame = match first.take() {
             Some(f) => f,
@@ -1303,6 +1475,7 @@ async fn sendfile_all(
 fn encode_head_with(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
+    lines: Option<&[u8]>,
     framing: Framing,
     conn: Connection,
     add_length: Option<u64>,
@@ -1313,18 +1486,26 @@ fn encode_head_with(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut has_date = false;
+    let (mut has_date, mut has_server) = (false, false);
     for (name, value) in &parts.headers {
         if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
             continue; // decided here
         }
         if name == header::DATE {
             has_date = true;
+        } else if name == header::SERVER {
+            has_server = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(lines) = lines {
+        out.extend_from_slice(lines);
+    }
+    if !has_server {
+        out.extend_from_slice(b"server: hopline\r\n");
     }
     if let Some(n) = add_length {
         out.extend_from_slice(b"content-length: ");
@@ -1357,22 +1538,18 @@ fn encode_head_with(
 /// The `Date` header value, formatted once a second per thread.
 mod date {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, UNIX_EPOCH};
 
     thread_local! {
         static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
     }
 
     pub(super) fn with(f: impl FnOnce(&[u8])) {
-        let now = SystemTime::now();
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = crate::clock::unix_secs();
         CACHED.with(|c| {
             let mut c = c.borrow_mut();
             if c.0 != secs {
-                let s = httpdate::fmt_http_date(now);
+                let s = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
                 let b = s.as_bytes();
                 if b.len() == 29 {
                     c.1.copy_from_slice(b);
@@ -1556,6 +1733,7 @@ mod tests {
         encode_head_with(
             &mut out,
             &parts,
+            None,
             Framing::Length,
             Connection::Close,
             Some(13),
@@ -1563,5 +1741,28 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 200 OK\r\nserver: hopline\r\ncontent-length: 13\r\nconnection: close\r\ndate: "), "{s}");
         assert!(s.ends_with(" GMT\r\n\r\n"), "{s}");
+
+        // encoded lines follow the map's fields; a missing Server is added once
+        let mut r = Response::new(());
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        let (parts, ()) = r.into_parts();
+        let mut out = Vec::new();
+        encode_head_with(
+            &mut out,
+            &parts,
+            Some(b"etag: \"1-d\"\r\ncontent-length: 13\r\n"),
+            Framing::Length,
+            Connection::Default,
+            None,
+        );
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.starts_with("HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\netag: \"1-d\"\r\ncontent-length: 13\r\nserver: hopline\r\ndate: "),
+            "{s}"
+        );
+        assert_eq!(s.matches("server:").count(), 1, "{s}");
     }
 }

@@ -15,6 +15,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod cache;
+pub mod clock;
 pub mod compress;
 pub mod config;
 pub mod error;

@@ -263,7 +263,7 @@ impl Limiter {
     /// Decide one request for `key`.
     pub async fn check(&self, key: &str) -> Decision {
         if let Some(r) = &self.redis
-            && let Some(d) = self.check_redis(r, key).await
+            && let Some(d) = Box::pin(self.check_redis(r, key)).await
         {
             return d;
         }

@@ -303,7 +303,9 @@ fn compile_site(
                 what: format!("root folder {}", root.display()),
                 source: e,
             })?;
+            static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             Handler::Static(StaticRoute {
+                uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 root,
                 root_canon: Arc::new(root_canon),
                 index: r.index.clone().unwrap_or_else(|| vec!["index.html".into()]),

@@ -450,7 +450,12 @@ fn hyper_service(
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &info, req.map(RequestBody::Hyper)).await) }
+        async move {
+            let mut resp = handle(&shared, &info, req.map(RequestBody::Hyper)).await;
+            // HTTP/2 has no use for lines encoded for HTTP/1.1
+            crate::body::expand_lines(&mut resp);
+            Ok::<_, Infallible>(resp)
+        }
     })
 }
 
@@ -577,12 +582,14 @@ where
 
 /// One request, start to response head.
 async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> Response<Body> {
-    let start = Instant::now();
     let table = shared.table.load_full();
     let limits = &table.limits;
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let log = shared.access_log.load_full();
     let version = req.version();
+    // the precise clock is read only when something reports a duration
+    let mut start = (log.is_some() || req.headers().contains_key("traceparent")).then(Instant::now);
+    let started = |start: Option<Instant>| start.unwrap_or_else(Instant::now);
 
     let raw_host = req
         .uri()
@@ -609,7 +616,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
             host: host.to_string(),
             status: 0,
             bytes: 0,
-            start,
+            start: started(start),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
@@ -647,6 +654,9 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
     let removed = current.is_none();
     let site = current.unwrap_or(&conn.initial).site(host).clone();
     let site_name: Option<Arc<str>> = Some(site.name.clone());
+    if site.server_timing && start.is_none() {
+        start = Some(Instant::now());
+    }
     let mut resp = if !req.uri().path().starts_with('/') {
         files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
     } else {
@@ -659,7 +669,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
     if site.server_timing {
         let entry = format!(
             "hopline;dur={:.3};desc=\"{}\"",
-            start.elapsed().as_secs_f64() * 1000.0,
+            started(start).elapsed().as_secs_f64() * 1000.0,
             site.name
         );
         if let Ok(v) = HeaderValue::from_str(&entry) {
@@ -668,7 +678,11 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
         }
     }
     let h = resp.headers_mut();
-    h.insert(header::SERVER, SERVER.clone());
+    // HTTP/1.1's writer adds `server: hopline` itself when the map has none; an
+    // origin's own `Server` is replaced, as nginx does
+    if version >= http::Version::HTTP_2 || h.contains_key(header::SERVER) {
+        h.insert(header::SERVER, SERVER.clone());
+    }
     if version == http::Version::HTTP_11 && (n >= limits.keepalive_requests || removed) {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -689,12 +703,12 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
                 site: site_name.as_deref().unwrap_or("-").to_string(),
                 request,
                 status: resp.status().as_u16(),
-                ms: start.elapsed().as_secs_f64() * 1000.0,
+                ms: started(start).elapsed().as_secs_f64() * 1000.0,
                 at_us: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_micros())
                     .unwrap_or(0)
-                    .saturating_sub(start.elapsed().as_micros()),
+                    .saturating_sub(started(start).elapsed().as_micros()),
                 span,
                 cache_status: get("cache-status"),
                 server_timing: get("server-timing"),
@@ -738,7 +752,7 @@ async fn dispatch(
     if let Some(limit) = &route.limit
         && let Some(key) = limit.key_of(conn.peer.ip(), req.headers())
     {
-        let d = limit.check(&key).await;
+        let d = Box::pin(limit.check(&key)).await;
         if !d.allowed {
             let body = format!(
                 "429 rate limit {:?} exceeded; retry after {} s\n",
@@ -761,6 +775,7 @@ async fn dispatch(
     let mut resp = match &route.handler {
         Handler::Static(s) => {
             files::serve(
+                req.version(),
                 req.method(),
                 req.headers(),
                 req.uri().path(),
@@ -817,6 +832,10 @@ async fn dispatch(
             }
         }
     };
+    if !route.headers.is_empty() {
+        // the route's headers may replace fixed ones
+        crate::body::expand_lines(&mut resp);
+    }
     let ok = resp.status().is_success();
     let h = resp.headers_mut();
     if let Some(cc) = &route.cache_control
@@ -852,7 +871,7 @@ async fn respond(
                 Some(v) => v,
                 None => {
                     let b = body.clone();
-                    tokio::task::spawn_blocking(move || b.get(enc))
+                    Box::pin(tokio::task::spawn_blocking(move || b.get(enc)))
                         .await
                         .ok()
                         .flatten()

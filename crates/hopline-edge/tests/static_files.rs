@@ -397,3 +397,125 @@ async fn large_files_stream_from_disk() {
     assert!(body.len() < text.len() / 10);
     assert_eq!(decode("gzip", &body), text.as_bytes());
 }
+
+/// A whole file over HTTP/1.1 leaves with header lines encoded once per file; the same
+/// file over HTTP/2, or on a route whose own headers replace some, must carry the same
+/// fields, each once. The per-thread front cache (on with a nonzero `valid_ms`) must keep
+/// routes apart and notice a changed file once its validity ends.
+#[tokio::test]
+async fn fixed_file_headers_are_the_same_everywhere_and_follow_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    // as in nginx, a route's root is joined with the whole URL path
+    for (file, text) in [
+        ("a/f.txt", "from a\n"),
+        ("a/typed/f.txt", "from a\n"),
+        ("b/b/f.txt", "from b, longer\n"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let toml = r#"
+access_log = "off"
+file_cache = { valid_ms = 300 }
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  root = "a"
+  [[site.route]]
+  path = "/b/"
+  root = "b"
+  [[site.route]]
+  path = "/typed/"
+  root = "a"
+  cache_control = "no-cache"
+  headers = { "Content-Type" = "text/x-special", "X-Extra" = "1" }
+"#;
+    let t = start_in(dir, toml).await;
+    let h1 = client();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let fields = |r: &reqwest::Response| {
+        let mut names: Vec<String> = r.headers().keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    };
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        // twice over HTTP/1.1 (the second from the front cache), then HTTP/2
+        for c in [&h1, &h1, &h2] {
+            let r = c.get(t.url("/f.txt")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let h = r.headers();
+            assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+            assert_eq!(h["content-length"], "7");
+            assert_eq!(h["accept-ranges"], "bytes");
+            assert_eq!(h["server"], "hopline");
+            assert!(h.contains_key("etag") && h.contains_key("last-modified"));
+            assert!(h.contains_key("date"));
+            for name in ["content-type", "content-length", "server", "etag", "date"] {
+                assert_eq!(
+                    h.get_all(name).iter().count(),
+                    1,
+                    "{name} once (round {round})"
+                );
+            }
+            let mut names = fields(&r);
+            names.retain(|n| n != "connection");
+            seen.push(names);
+            assert_eq!(r.text().await.unwrap(), "from a\n");
+        }
+        // another route, same URL tail, another root
+        let r = h1.get(t.url("/b/f.txt")).send().await.unwrap();
+        assert_eq!(r.headers()["content-length"], "15");
+        assert_eq!(r.text().await.unwrap(), "from b, longer\n");
+        // a route's own headers replace the fixed ones, never duplicate them
+        let r = h1.get(t.url("/typed/f.txt")).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(
+            h.get_all("content-type").iter().collect::<Vec<_>>(),
+            ["text/x-special"]
+        );
+        assert_eq!(h["cache-control"], "no-cache");
+        assert_eq!(h["x-extra"], "1");
+        assert_eq!(h.get_all("content-length").iter().count(), 1);
+        // HEAD: the length of the file, no body
+        let r = h1.head(t.url("/f.txt")).send().await.unwrap();
+        assert_eq!(r.headers()["content-length"], "7");
+        assert_eq!(r.bytes().await.unwrap().len(), 0);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+
+    // a reload that points "/" at another root serves from it at once: the same URL
+    // on the new route is another front-cache key
+    std::fs::write(t.dir.path().join("b/f.txt"), "b at the top\n").unwrap();
+    let reloaded = hopline_edge::Config::from_str_at(
+        &toml.replace(
+            "root = \"a\"\n  [[site.route]]\n  path = \"/b/\"",
+            "root = \"b\"\n  [[site.route]]\n  path = \"/b/\"",
+        ),
+        &t.dir.path().join("hopline.toml"),
+        t.dir.path(),
+    )
+    .unwrap();
+    t.server.reload(reloaded).await.unwrap();
+    let r = h1.get(t.url("/f.txt")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "b at the top\n");
+    let reloaded =
+        hopline_edge::Config::from_str_at(toml, &t.dir.path().join("hopline.toml"), t.dir.path())
+            .unwrap();
+    t.server.reload(reloaded).await.unwrap();
+
+    // a change shows once the cached entry's validity (300 ms) is over
+    std::fs::write(t.dir.path().join("a/f.txt"), "changed, and longer\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    for _ in 0..2 {
+        let r = h1.get(t.url("/f.txt")).send().await.unwrap();
+        assert_eq!(r.headers()["content-length"], "20");
+        assert_eq!(r.text().await.unwrap(), "changed, and longer\n");
+    }
+}
