@@ -35,6 +35,8 @@ pub struct ServerAddr {
     pub id: String,
     /// Idle keep-alive connections of hopline's own HTTP/1.1 client to it.
     pub idle: Arc<crate::upstream::IdlePool>,
+    /// `;desc="POOL SERVER via ALGORITHM"` of its `Server-Timing` entry, made once.
+    timing_desc: Box<str>,
 }
 
 /// The servers of a pool right now and their balancer (replaced whole when a server
@@ -183,6 +185,7 @@ fn is_name(text: &str) -> bool {
 
 /// The pool's members for a set of resolved addresses per entry.
 fn members_of(
+    pool_name: &str,
     algorithm: Algorithm,
     entries: &[(String, u32, bool)],
     resolved: &[Vec<SocketAddr>],
@@ -205,6 +208,8 @@ fn members_of(
             });
             servers.push(ServerAddr {
                 addr: *addr,
+                timing_desc: format!(";desc=\"{pool_name} {id} via {}\"", algorithm.as_str())
+                    .into(),
                 id,
                 idle: Arc::new(crate::upstream::IdlePool::new(idle.0, idle.1)),
             });
@@ -257,7 +262,7 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
         cfg.max_idle_per_server,
         Duration::from_millis(cfg.idle_timeout_ms),
     );
-    let members = members_of(cfg.balance, &entries, &resolved, &opts, idle);
+    let members = members_of(name, cfg.balance, &entries, &resolved, &opts, idle);
 
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
@@ -380,6 +385,7 @@ pub fn spawn_resolution(pool: &Arc<UpstreamPool>) {
             if current != fresh && !fresh.is_empty() {
                 tracing::info!(target: "hopline::proxy", "{}: servers now {:?} (were {:?})", pool.name, fresh, current);
                 let m = members_of(
+                    &pool.name,
                     pool.algorithm,
                     &pool.entries,
                     &resolved,
@@ -504,6 +510,140 @@ fn forwarded_for(ip: IpAddr) -> String {
     }
 }
 
+/// The fields the proxy adds to a forwarded request, described once and either applied
+/// to a header map (for hyper's client) or written straight into a request head (for
+/// hopline's own), so both paths send the same thing.
+struct Forwarding<'a> {
+    /// Appended to `X-Forwarded-For`.
+    client: String,
+    /// Set as `X-Forwarded-Proto`.
+    proto: &'static str,
+    /// Set as `X-Forwarded-Host` (when usable as a value).
+    host: Option<&'a str>,
+    /// `Host` when the request has none.
+    authority: &'a str,
+    /// Appended to `Forwarded`.
+    forwarded: String,
+    /// Appended to `Via`.
+    via: &'static str,
+}
+
+impl<'a> Forwarding<'a> {
+    fn new(down: &Downstream<'a>, via: &'static str) -> Forwarding<'a> {
+        let proto = if down.tls { "https" } else { "http" };
+        let mut forwarded = String::with_capacity(64);
+        forwarded.push_str("for=");
+        forwarded.push_str(&forwarded_for(down.peer.ip()));
+        forwarded.push_str(";proto=");
+        forwarded.push_str(proto);
+        if !down.host.is_empty()
+            && down
+                .host
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+        {
+            forwarded.push_str(";host=");
+            forwarded.push_str(down.host);
+        }
+        Forwarding {
+            client: down.peer.ip().to_string(),
+            proto,
+            host: (!down.host.is_empty() && HeaderValue::from_str(down.host).is_ok())
+                .then_some(down.host),
+            authority: down.authority,
+            forwarded,
+            via,
+        }
+    }
+
+    fn apply(&self, h: &mut HeaderMap) {
+        append_header(h, HeaderName::from_static("x-forwarded-for"), &self.client);
+        h.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(self.proto),
+        );
+        if let Some(host) = self.host
+            && let Ok(v) = HeaderValue::from_str(host)
+        {
+            h.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+        if !h.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(self.authority)
+        {
+            h.insert(header::HOST, v);
+        }
+        append_header(h, header::FORWARDED, &self.forwarded);
+        append_header(h, header::VIA, self.via);
+    }
+
+    /// The request head for hopline's own client: the request's fields (hop-by-hop ones
+    /// already gone) with these added, as [`Forwarding::apply`] would have.
+    fn head(&self, parts: &http::request::Parts, path_and_query: &str) -> Vec<u8> {
+        fn line(out: &mut Vec<u8>, name: &[u8], old: Option<&[u8]>, add: &[u8]) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            if let Some(old) = old.filter(|o| !o.is_empty()) {
+                out.extend_from_slice(old);
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(add);
+            out.extend_from_slice(b"\r\n");
+        }
+        let h = &parts.headers;
+        let mut out = Vec::with_capacity(384 + h.len() * 32);
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(path_and_query.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let (mut xff, mut fwd, mut via) = (None, None, None);
+        for (name, value) in h {
+            let n = name.as_str();
+            match n {
+                "content-length" | "transfer-encoding" | "x-forwarded-proto"
+                | "x-forwarded-host" => continue,
+                // appended to below: the first value of each is the one extended
+                "x-forwarded-for" => {
+                    xff.get_or_insert(value);
+                    continue;
+                }
+                "forwarded" => {
+                    fwd.get_or_insert(value);
+                    continue;
+                }
+                "via" => {
+                    via.get_or_insert(value);
+                    continue;
+                }
+                _ => {}
+            }
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        fn old(v: Option<&HeaderValue>) -> Option<&[u8]> {
+            v.filter(|v| v.to_str().is_ok()).map(|v| v.as_bytes())
+        }
+        line(
+            &mut out,
+            b"x-forwarded-for",
+            old(xff),
+            self.client.as_bytes(),
+        );
+        line(&mut out, b"x-forwarded-proto", None, self.proto.as_bytes());
+        if let Some(host) = self.host {
+            line(&mut out, b"x-forwarded-host", None, host.as_bytes());
+        }
+        if !h.contains_key(header::HOST) && HeaderValue::from_str(self.authority).is_ok() {
+            line(&mut out, b"host", None, self.authority.as_bytes());
+        }
+        line(&mut out, b"forwarded", old(fwd), self.forwarded.as_bytes());
+        line(&mut out, b"via", old(via), self.via.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
+
 /// Forward one request to the pool; always returns a response (errors become 502/503/504).
 pub async fn forward(
     up: &UpstreamPool,
@@ -549,42 +689,8 @@ pub async fn send(
     } else {
         "1.1 hopline"
     };
-    {
-        let h = &mut parts.headers;
-        strip_hop_by_hop(h, upgrade);
-        let proto = if down.tls { "https" } else { "http" };
-        append_header(
-            h,
-            HeaderName::from_static("x-forwarded-for"),
-            &down.peer.ip().to_string(),
-        );
-        h.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(if down.tls { "https" } else { "http" }),
-        );
-        if !down.host.is_empty()
-            && let Ok(v) = HeaderValue::from_str(down.host)
-        {
-            h.insert(HeaderName::from_static("x-forwarded-host"), v);
-        }
-        if !h.contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(down.authority)
-        {
-            h.insert(header::HOST, v);
-        }
-        let mut fwd = format!("for={};proto={proto}", forwarded_for(down.peer.ip()));
-        if !down.host.is_empty()
-            && down
-                .host
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
-        {
-            fwd.push_str(";host=");
-            fwd.push_str(down.host);
-        }
-        append_header(h, header::FORWARDED, &fwd);
-        append_header(h, header::VIA, via);
-    }
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    let forwarding = Forwarding::new(&down, via);
     // A request without a body can be sent again to another server.
     let bodiless = body
         .as_ref()
@@ -605,11 +711,15 @@ pub async fn send(
         .unwrap_or_else(|| "/".into());
     parts.version = http::Version::HTTP_11;
 
-    // hopline's own HTTP/1.1 client takes the bodiless idempotent requests
+    // hopline's own HTTP/1.1 client takes the bodiless idempotent requests; hyper's
+    // gets the forwarding fields in its header map
     let fast = !up.http2
         && bodiless
         && !upgrade
         && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !fast {
+        forwarding.apply(&mut parts.headers);
+    }
     let mut fast_head: Option<Vec<u8>> = None;
     let members = up.members();
     let mut tried: Vec<usize> = Vec::new();
@@ -629,20 +739,8 @@ pub async fn send(
         let idx = pick.index();
         tried.push(idx);
         let server = &members.servers[idx];
-        let uri: Uri = match format!("http://{}{}", server.addr, path_and_query).parse() {
-            Ok(u) => u,
-            Err(_) => {
-                pick.finish(Outcome::Success {
-                    latency: Duration::ZERO,
-                });
-                return Err(ProxyError::Upstream {
-                    server: server.id.clone(),
-                    reason: "the request target cannot be forwarded".into(),
-                });
-            }
-        };
         if fast {
-            let head = fast_head.get_or_insert_with(|| request_head(&parts, &path_and_query));
+            let head = fast_head.get_or_insert_with(|| forwarding.head(&parts, &path_and_query));
             let started = Instant::now();
             let sent = crate::upstream::exchange(
                 &server.idle,
@@ -662,7 +760,7 @@ pub async fn send(
                         Outcome::Success { latency }
                     });
                     let (mut rparts, rbody) = resp.into_parts();
-                    response_headers(&mut rparts.headers, false, up, server, latency);
+                    response_headers(&mut rparts.headers, false, server, latency);
                     return Ok(Response::from_parts(rparts, Either::Right(rbody)));
                 }
                 Err(crate::upstream::ExchangeError::Connect(reason)) => {
@@ -692,6 +790,18 @@ pub async fn send(
                 }
             }
         }
+        let uri: Uri = match format!("http://{}{}", server.addr, path_and_query).parse() {
+            Ok(u) => u,
+            Err(_) => {
+                pick.finish(Outcome::Success {
+                    latency: Duration::ZERO,
+                });
+                return Err(ProxyError::Upstream {
+                    server: server.id.clone(),
+                    reason: "the request target cannot be forwarded".into(),
+                });
+            }
+        };
         let mut out = Request::new(match body.take() {
             Some(b) => b,
             None => Either::Right(Empty::new()),
@@ -739,7 +849,7 @@ pub async fn send(
                     });
                 }
                 let (mut rparts, rbody) = resp.into_parts();
-                response_headers(&mut rparts.headers, switching, up, server, latency);
+                response_headers(&mut rparts.headers, switching, server, latency);
                 return Ok(Response::from_parts(rparts, Either::Left(rbody)));
             }
             Ok(Err(e)) if e.is_connect() => {
@@ -780,43 +890,34 @@ pub async fn send(
 
 /// What the proxy does to every response head: hop-by-hop headers out, `Via` and its
 /// `Server-Timing` entry in.
-fn response_headers(
-    h: &mut HeaderMap,
-    switching: bool,
-    up: &UpstreamPool,
-    server: &ServerAddr,
-    latency: Duration,
-) {
+fn response_headers(h: &mut HeaderMap, switching: bool, server: &ServerAddr, latency: Duration) {
     strip_hop_by_hop(h, switching);
-    append_header(h, header::VIA, "1.1 hopline");
-    let timing = format!(
-        "hopline-proxy;dur={:.3};desc=\"{} {} via {}\"",
-        latency.as_secs_f64() * 1000.0,
-        up.name,
-        server.id,
-        up.algorithm.as_str()
-    );
+    match h.entry(header::VIA) {
+        http::header::Entry::Vacant(v) => {
+            v.insert(HeaderValue::from_static("1.1 hopline"));
+        }
+        http::header::Entry::Occupied(_) => append_header(h, header::VIA, "1.1 hopline"),
+    }
+    let mut timing = String::with_capacity(40 + server.timing_desc.len());
+    timing.push_str("hopline-proxy;dur=");
+    push_millis(&mut timing, latency);
+    timing.push_str(&server.timing_desc);
     append_header(h, HeaderName::from_static("server-timing"), &timing);
 }
 
-/// An HTTP/1.1 request head for hopline's own client (the request has no body).
-fn request_head(parts: &http::request::Parts, path_and_query: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path_and_query.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+/// `d` in milliseconds with three decimals (`{:.3}` of the float, without formatting one).
+fn push_millis(out: &mut String, d: Duration) {
+    let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    out.push_str(itoa::Buffer::new().format(us / 1000));
+    out.push('.');
+    let frac = us % 1000;
+    if frac < 100 {
+        out.push('0');
     }
-    out.extend_from_slice(b"\r\n");
-    out
+    if frac < 10 {
+        out.push('0');
+    }
+    out.push_str(itoa::Buffer::new().format(frac));
 }
 
 /// Does a request carry no body? Judged from its headers, as the body has not been read.
@@ -841,6 +942,91 @@ impl BodyHint for RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_have_three_decimals() {
+        for (us, text) in [
+            (0, "0.000"),
+            (7, "0.007"),
+            (45, "0.045"),
+            (999, "0.999"),
+            (1000, "1.000"),
+            (12_345, "12.345"),
+            (3_600_000_001, "3600000.001"),
+        ] {
+            let mut s = String::new();
+            push_millis(&mut s, Duration::from_micros(us));
+            assert_eq!(s, text);
+            assert_eq!(s, format!("{:.3}", us as f64 / 1000.0));
+        }
+    }
+
+    /// Both ways of adding the forwarding fields (to hyper's header map, into the own
+    /// client's head) must send the same fields with the same values.
+    #[test]
+    fn forwarding_fields_are_the_same_on_both_client_paths() {
+        let req = Request::get("/a?b=1")
+            .header("host", "shop.test:8080")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-for", "198.51.100.1")
+            .header("forwarded", "for=203.0.113.9")
+            .header("x-forwarded-proto", "gopher")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        for (peer, tls, host) in [
+            ("127.0.0.1:5000", false, "shop.test"),
+            ("[::1]:5000", true, ""),
+        ] {
+            let down = Downstream {
+                peer: peer.parse().unwrap(),
+                tls,
+                host,
+                authority: "shop.test:8080",
+            };
+            let f = Forwarding::new(&down, "1.1 hopline");
+            let mut map = parts.headers.clone();
+            f.apply(&mut map);
+            let head = f.head(&parts, "/a?b=1");
+            let head = String::from_utf8(head).unwrap();
+            assert!(head.starts_with("GET /a?b=1 HTTP/1.1\r\n"), "{head}");
+            assert!(head.ends_with("\r\n\r\n"), "{head}");
+            let mut from_head: Vec<(String, String)> = head
+                .lines()
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let (n, v) = l.split_once(": ").unwrap();
+                    (n.to_string(), v.to_string())
+                })
+                .collect();
+            let mut from_map: Vec<(String, String)> = map
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            from_head.sort();
+            from_map.sort();
+            assert_eq!(from_head, from_map);
+            let get = |n: &str| {
+                from_map
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.as_str())
+            };
+            let client = if tls { "::1" } else { "127.0.0.1" };
+            assert_eq!(
+                get("x-forwarded-for"),
+                Some(&*format!("203.0.113.9, {client}"))
+            );
+            assert_eq!(
+                get("x-forwarded-proto"),
+                Some(if tls { "https" } else { "http" })
+            );
+            assert_eq!(get("via"), Some("1.1 hopline"));
+            assert_eq!(get("host"), Some("shop.test:8080"));
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_stripped() {
