@@ -122,6 +122,8 @@ pub fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
         let domain = socket2::Domain::for_address(addr);
         let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         s.set_reuse_address(true)?;
+        // accepted sockets inherit it on Linux: no setsockopt per connection
+        s.set_tcp_nodelay(true)?;
         if addr.is_ipv6() {
             s.set_only_v6(true)?;
         }
@@ -401,7 +403,8 @@ async fn accept_loop(
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
         let guard = ConnGuard(shared.clone());
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY comes from the listening socket (see `bind`)
+        debug_assert!(stream.nodelay().unwrap_or(true));
         // spawned directly: wrapping it in another async block would store it twice
         if let Some(conn) = connection(stream, peer, configured, shared.clone(), guard) {
             tokio::spawn(conn);
