@@ -5,6 +5,7 @@
 # hierarchy the resolvers walk once to fill their caches).
 #   bench/dns.sh                          # ROUNDS=3 DURATION=10 CLIENTS=8
 source "$(dirname "$0")/lib.sh"
+ports_free 15301 15302 15303 15304
 need dnsperf unbound nsd taskset python3 dig
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CLIENTS="${CLIENTS:-8}"
 build_hopline

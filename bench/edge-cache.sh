@@ -5,6 +5,7 @@
 # wrk; every measured request is a hit (checked: the origin's request count must not grow).
 #   bench/edge-cache.sh                  # ROUNDS=3 DURATION=10s CONNS=64
 source "$(dirname "$0")/lib.sh"
+ports_free 18190 18191 18192
 need nginx wrk taskset python3 curl
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
 build_hopline

@@ -8,6 +8,7 @@
 # and wrk share CPU 1 (the same for every contender, so the comparison stays fair).
 #   bench/edge-proxy.sh                  # ROUNDS=3 DURATION=10s CONNS=64
 source "$(dirname "$0")/lib.sh"
+ports_free 18090 18091 18092 18093
 need nginx haproxy wrk taskset python3
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; IDLE="${IDLE:-10000}"
 build_hopline

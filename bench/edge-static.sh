@@ -12,6 +12,7 @@
 #   bench/edge-static.sh                 # defaults: ROUNDS=3 DURATION=10s CONNS=64
 #   ROUNDS=1 DURATION=3s bench/edge-static.sh
 source "$(dirname "$0")/lib.sh"
+ports_free 18081 18082
 need nginx wrk taskset python3
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
 NGINXES="nginx-sf-nopush nginx-sf nginx-nosf"

@@ -22,6 +22,17 @@ build_hopline() {
   fi
 }
 
+# ports_free PORT...: refuse to run when something already listens on a bench port (a
+# stray server there would answer in place of the contender, and no error would show)
+ports_free() {
+  local p
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "bench: something already listens on 127.0.0.1:$p — stop it first" >&2; exit 2
+    fi
+  done
+}
+
 wait_port() { # host port
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi

@@ -5,6 +5,7 @@
 # Prints the median wall time of RUNS loads per client and the ratios.
 #   bench/visit.sh                          # RUNS=30
 source "$(dirname "$0")/lib.sh"
+ports_free 18390
 need nginx curl taskset python3
 RUNS="${RUNS:-30}"
 build_hopline
