@@ -111,9 +111,15 @@ impl FileMeta {
 /// The open-file cache.
 pub struct FileCache {
     entries: moka::sync::Cache<PathBuf, Arc<Cached>>,
+    /// Disk lookups under way: concurrent misses of one path share one (a cold start
+    /// under load would otherwise take a blocking thread per waiting request).
+    inflight: parking_lot::Mutex<std::collections::HashMap<PathBuf, Lookup>>,
     valid: Duration,
     max_file: u64,
 }
+
+/// A disk lookup that several requests may wait for.
+type Lookup = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Arc<Cached>>>;
 
 impl std::fmt::Debug for FileCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +148,7 @@ impl FileCache {
             .build();
         FileCache {
             entries,
+            inflight: Default::default(),
             valid: Duration::from_millis(cfg.valid_ms),
             max_file: cfg.max_file.0,
         }
@@ -166,18 +173,39 @@ impl FileCache {
         root: Arc<PathBuf>,
         prev: Option<Arc<Cached>>,
     ) -> Arc<Cached> {
+        use futures_util::FutureExt;
         let max_file = self.max_file;
-        let key = path.clone();
-        let fresh = tokio::task::spawn_blocking(move || stat(&path, &root, max_file, prev))
-            .await
-            .unwrap_or_else(|_| {
-                Arc::new(Cached {
-                    kind: Kind::Missing,
-                    checked: crate::clock::mono_ms(),
-                })
-            });
-        if !self.valid.is_zero() {
-            self.entries.insert(key, fresh.clone());
+        let lookup = {
+            let mut inflight = self.inflight.lock();
+            match inflight.get(&path) {
+                Some(l) => l.clone(),
+                None => {
+                    let p = path.clone();
+                    let blocking =
+                        tokio::task::spawn_blocking(move || stat(&p, &root, max_file, prev));
+                    let l = async move {
+                        blocking.await.unwrap_or_else(|_| {
+                            Arc::new(Cached {
+                                kind: Kind::Missing,
+                                checked: crate::clock::mono_ms(),
+                            })
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(path.clone(), l.clone());
+                    l
+                }
+            }
+        };
+        let fresh = lookup.clone().await;
+        // the first waiter to finish files the result (later ones find it gone)
+        let mut inflight = self.inflight.lock();
+        if inflight.get(&path).is_some_and(|l| l.ptr_eq(&lookup)) {
+            inflight.remove(&path);
+            if !self.valid.is_zero() {
+                self.entries.insert(path, fresh.clone());
+            }
         }
         fresh
     }
@@ -795,6 +823,29 @@ async fn stream_file(path: &Path, start: u64, len: u64, enc: Option<Encoding>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concurrent misses of one path share one disk lookup: with caching off
+    /// (`valid_ms = 0`), only that sharing can hand every waiter the same entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_disk_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.txt"), "hello").unwrap();
+        let root = Arc::new(std::fs::canonicalize(dir.path()).unwrap());
+        let cache = FileCache::new(&FileCacheConfig {
+            valid_ms: 0,
+            ..Default::default()
+        });
+        let path = root.join("f.txt");
+        let got =
+            futures_util::future::join_all((0..32).map(|_| cache.lookup(path.clone(), &root)))
+                .await;
+        assert!(matches!(got[0].kind, Kind::File(_)));
+        assert!(got.iter().all(|c| Arc::ptr_eq(c, &got[0])));
+        assert!(cache.inflight.lock().is_empty());
+        // later lookups go to the disk again (nothing is cached with valid_ms = 0)
+        let again = cache.lookup(path, &root).await;
+        assert!(!Arc::ptr_eq(&again, &got[0]));
+    }
 
     #[test]
     fn paths_never_escape_the_root() {

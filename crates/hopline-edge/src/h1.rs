@@ -754,9 +754,14 @@ async fn exchange<T: Transport, S: Service>(
         return Next::Close;
     }
     if !keep_alive {
-        let _ = io.shutdown().await;
-        if !decoder.is_done() {
-            linger(io).await;
+        // Plain TCP with nothing left unread: closing the socket sends the FIN after the
+        // response (no `shutdown` call, as nginx). TLS sends its close_notify; a body
+        // left unread is drained for a while, so the close does not reset the response.
+        if io.tcp().is_none() || !decoder.is_done() || !buf.is_empty() {
+            let _ = io.shutdown().await;
+            if !decoder.is_done() {
+                linger(io).await;
+            }
         }
         return Next::Close;
     }
