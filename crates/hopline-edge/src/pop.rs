@@ -363,12 +363,14 @@ fn spawn_refresh(
     down: Downstream<'_>,
 ) {
     let peer = down.peer;
+    let client = down.client.to_string();
     let tls = down.tls;
     let host = down.host.to_string();
     let authority = down.authority.to_string();
     tokio::spawn(async move {
         let down = Downstream {
             peer,
+            client: &client,
             tls,
             host: &host,
             authority: &authority,

@@ -495,6 +495,8 @@ fn append_header(h: &mut HeaderMap, name: HeaderName, add: &str) {
 pub struct Downstream<'a> {
     /// Client address.
     pub peer: SocketAddr,
+    /// The client's IP address as text (made once per connection).
+    pub client: &'a str,
     /// Client spoke TLS.
     pub tls: bool,
     /// Host (without port) the client asked for.
@@ -515,7 +517,7 @@ fn forwarded_for(ip: IpAddr) -> String {
 /// hopline's own), so both paths send the same thing.
 struct Forwarding<'a> {
     /// Appended to `X-Forwarded-For`.
-    client: String,
+    client: &'a str,
     /// Set as `X-Forwarded-Proto`.
     proto: &'static str,
     /// Set as `X-Forwarded-Host` (when usable as a value).
@@ -533,7 +535,11 @@ impl<'a> Forwarding<'a> {
         let proto = if down.tls { "https" } else { "http" };
         let mut forwarded = String::with_capacity(64);
         forwarded.push_str("for=");
-        forwarded.push_str(&forwarded_for(down.peer.ip()));
+        if down.peer.is_ipv6() {
+            forwarded.push_str(&forwarded_for(down.peer.ip()));
+        } else {
+            forwarded.push_str(down.client);
+        }
         forwarded.push_str(";proto=");
         forwarded.push_str(proto);
         if !down.host.is_empty()
@@ -546,7 +552,7 @@ impl<'a> Forwarding<'a> {
             forwarded.push_str(down.host);
         }
         Forwarding {
-            client: down.peer.ip().to_string(),
+            client: down.client,
             proto,
             host: (!down.host.is_empty() && HeaderValue::from_str(down.host).is_ok())
                 .then_some(down.host),
@@ -557,7 +563,7 @@ impl<'a> Forwarding<'a> {
     }
 
     fn apply(&self, h: &mut HeaderMap) {
-        append_header(h, HeaderName::from_static("x-forwarded-for"), &self.client);
+        append_header(h, HeaderName::from_static("x-forwarded-for"), self.client);
         h.insert(
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static(self.proto),
@@ -979,8 +985,11 @@ mod tests {
             ("127.0.0.1:5000", false, "shop.test"),
             ("[::1]:5000", true, ""),
         ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let client = peer.ip().to_string();
             let down = Downstream {
-                peer: peer.parse().unwrap(),
+                peer,
+                client: &client,
                 tls,
                 host,
                 authority: "shop.test:8080",

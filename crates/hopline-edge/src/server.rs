@@ -415,6 +415,8 @@ async fn accept_loop(
 /// What a request knows of its connection.
 struct ConnInfo {
     peer: SocketAddr,
+    /// The peer's IP address as text, made by the first forwarded request.
+    client: std::sync::OnceLock<Box<str>>,
     listener: SocketAddr,
     tls: bool,
     requests: AtomicU64,
@@ -477,6 +479,7 @@ fn connection(
     let http = shared.http.load_full();
     let info = Arc::new(ConnInfo {
         peer,
+        client: std::sync::OnceLock::new(),
         listener,
         tls: tls.is_some(),
         initial,
@@ -823,6 +826,9 @@ async fn dispatch(
             let host = router::host_without_port(&authority).to_ascii_lowercase();
             let down = crate::proxy::Downstream {
                 peer: conn.peer,
+                client: conn
+                    .client
+                    .get_or_init(|| conn.peer.ip().to_string().into()),
                 tls: conn.tls,
                 host: &host,
                 authority: &authority,
