@@ -3,6 +3,9 @@
 //! site) → route by longest path prefix → handler.
 
 use std::collections::HashMap;
+
+/// Maps looked up on every request: a fast hasher (keys are configured names and addresses).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use crate::tls::{self, SniResolver};
 #[derive(Debug)]
 pub struct Table {
     /// Per configured listen address.
-    pub listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
+    pub listeners: FastMap<SocketAddr, Arc<ListenerTable>>,
     /// Limits in force.
     pub limits: crate::config::Limits,
     /// Upstream pools by name.
@@ -37,7 +40,7 @@ pub struct Table {
 pub struct ListenerTable {
     /// rustls config when the listener speaks TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    exact: HashMap<String, Arc<SiteTable>>,
+    exact: FastMap<String, Arc<SiteTable>>,
     wildcard: Vec<(String, Arc<SiteTable>)>,
     default: Arc<SiteTable>,
 }
@@ -155,7 +158,7 @@ pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeE
     struct Pending {
         tls: Option<SniResolver>,
         plain: bool,
-        exact: HashMap<String, Arc<SiteTable>>,
+        exact: FastMap<String, Arc<SiteTable>>,
         wildcard: Vec<(String, Arc<SiteTable>)>,
         any: Option<Arc<SiteTable>>,
         first: Option<Arc<SiteTable>>,
@@ -214,7 +217,7 @@ pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeE
                 Pending {
                     tls: None,
                     plain: false,
-                    exact: HashMap::new(),
+                    exact: FastMap::default(),
                     wildcard: Vec::new(),
                     any: None,
                     first: None,
@@ -249,7 +252,7 @@ pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeE
             }
         }
     }
-    let mut listeners = HashMap::new();
+    let mut listeners = FastMap::default();
     for addr in order {
         let p = pending.remove(&addr).expect("present");
         let tls = match p.tls {
