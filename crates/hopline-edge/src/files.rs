@@ -72,6 +72,13 @@ pub struct Cached {
     checked: u64,
 }
 
+impl Cached {
+    /// Still within its validity (`valid` from when it was checked)?
+    fn fresh(&self, valid: Duration) -> bool {
+        u128::from(crate::clock::mono_ms().saturating_sub(self.checked)) < valid.as_millis()
+    }
+}
+
 /// A file's metadata and ready-made header values.
 #[derive(Debug)]
 pub struct FileMeta {
@@ -158,8 +165,7 @@ impl FileCache {
     pub async fn lookup(&self, path: PathBuf, root_canon: &Arc<PathBuf>) -> Arc<Cached> {
         let prev = self.entries.get(&path);
         if let Some(c) = &prev
-            && u128::from(crate::clock::mono_ms().saturating_sub(c.checked))
-                < self.valid.as_millis()
+            && c.fresh(self.valid)
         {
             return c.clone();
         }
@@ -528,21 +534,17 @@ mod front {
             RefCell::new((0, HashMap::default()));
     }
 
-    fn fresh(c: &Cached, valid: Duration) -> bool {
-        u128::from(crate::clock::mono_ms().saturating_sub(c.checked)) < valid.as_millis()
-    }
-
     pub(super) fn get(route: u64, url_path: &str, valid: Duration) -> Option<Arc<Cached>> {
         FRONT.with(|f| {
             let f = f.borrow();
             let c = f.1.get(&route)?.get(url_path)?;
-            fresh(c, valid).then(|| c.clone())
+            c.fresh(valid).then(|| c.clone())
         })
     }
 
     pub(super) fn put(route: u64, url_path: &str, c: &Arc<Cached>, valid: Duration) {
         let Kind::File(meta) = &c.kind else { return };
-        if meta.body.as_ref().is_none_or(|b| b.raw.len() > MAX_BODY) || !fresh(c, valid) {
+        if meta.body.as_ref().is_none_or(|b| b.raw.len() > MAX_BODY) || !c.fresh(valid) {
             return;
         }
         FRONT.with(|f| {

@@ -341,45 +341,11 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
 
 /// The client side of an upgraded connection (after `101 Switching Protocols`): the raw
 /// connection, with any bytes the server had already read in front.
-pub struct Upgraded {
-    inner: Rewind<Box<dyn Io>>,
-}
+pub type Upgraded = Rewind<Box<dyn Io>>;
 
 /// A boxed duplex byte stream.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-impl std::fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Upgraded")
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// Stored in a request's extensions when it asks for an upgrade; resolves to the raw
 /// connection once a 101 answer has been written (an error for any other answer).
@@ -411,6 +377,14 @@ pub fn on_upgrade<B>(req: &mut Request<B>) -> Option<OnUpgrade> {
 pub struct Rewind<T> {
     pre: Option<Bytes>,
     inner: T,
+}
+
+impl<T> std::fmt::Debug for Rewind<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rewind")
+            .field("pre", &self.pre.as_ref().map(Bytes::len))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Rewind<T> {
@@ -553,9 +527,7 @@ pub(crate) async fn serve<T: Transport, S: Service>(
             Next::Close => return Outcome::Closed,
             Next::Upgrade(tx) => {
                 let pre = buf.split().freeze();
-                let _ = tx.send(Upgraded {
-                    inner: Rewind::new(pre, Box::new(io)),
-                });
+                let _ = tx.send(Rewind::new(pre, Box::new(io) as Box<dyn Io>));
                 return Outcome::Closed;
             }
         }
@@ -1229,8 +1201,8 @@ fn start_response(
     drop(parts);
     let no_body = is_head || bodiless_status;
     if no_body || body.is_end_stream() {
-        if framing == Framing::Chunked && !no_body {
-            head.extend_from_slice(b"0\r\n\r\n");
+        if !no_body {
+            push_chunk(&mut head, framing, &[], true);
         }
         return Started::Done(head);
     }
@@ -1247,9 +1219,7 @@ fn start_response(
     let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).now_or_never();
     match first {
         Some(None) => {
-            if framing == Framing::Chunked {
-                head.extend_from_slice(b"0\r\n\r\n");
-            }
+            push_chunk(&mut head, framing, &[], true);
             Started::Done(head)
         }
         Some(Some(Ok(frame)))
@@ -1257,22 +1227,7 @@ fn start_response(
                 && frame.data_ref().is_some_and(|d| d.len() <= COALESCE_MAX) =>
         {
             let data = frame.into_data().unwrap_or_default();
-            if data.is_empty() {
-                if framing == Framing::Chunked {
-                    head.extend_from_slice(b"0\r\n\r\n");
-                }
-                return Started::Done(head);
-            }
-            head.reserve(data.len() + 32);
-            if framing == Framing::Chunked {
-                let mut size_line = [0u8; 20];
-                let n = chunk_size_line(&mut size_line, data.len());
-                head.extend_from_slice(&size_line[..n]);
-                head.extend_from_slice(&data);
-                head.extend_from_slice(b"\r\n0\r\n\r\n");
-            } else {
-                head.extend_from_slice(&data);
-            }
+            push_chunk(&mut head, framing, &data, true);
             Started::Done(head)
         }
         first => Started::More(Box::new(Rest {
@@ -1319,21 +1274,10 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
         let data = match frame {
             None => {
                 // end of body
-                let tail: &[u8] = if framing == Framing::Chunked {
-                    b"0\r\n\r\n"
-                } else {
-                    b""
-                };
-                match pending_head.take() {
-                    Some(mut h) => {
-                        h.extend_from_slice(tail);
-                        io.write_all(&h).await?;
-                    }
-                    None => {
-                        if !tail.is_empty() {
-                            io.write_all(tail).await?;
-                        }
-                    }
+                let mut out = pending_head.take().unwrap_or_default();
+                push_chunk(&mut out, framing, &[], true);
+                if !out.is_empty() {
+                    io.write_all(&out).await?;
                 }
                 return io.flush().await;
             }
@@ -1351,33 +1295,50 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
             continue;
         }
         let end = body.is_end_stream();
-        let mut size_line = [0u8; 20];
-        let size_line: &[u8] = if framing == Framing::Chunked {
-            let s = chunk_size_line(&mut size_line, data.len());
-            &size_line[..s]
-        } else {
-            &[]
-        };
-        let tail: &[u8] = match (framing == Framing::Chunked, end) {
-            (true, true) => b"\r\n0\r\n\r\n",
-            (true, false) => b"\r\n",
-            _ => b"",
-        };
         match pending_head.take() {
             Some(mut h) if data.len() <= COALESCE_MAX => {
-                h.extend_from_slice(size_line);
-                h.extend_from_slice(&data);
-                h.extend_from_slice(tail);
+                push_chunk(&mut h, framing, &data, end);
                 io.write_all(&h).await?;
             }
             h => {
                 let h = h.unwrap_or_default();
+                let mut size_line = [0u8; 20];
+                let size_line: &[u8] = if framing == Framing::Chunked {
+                    let s = chunk_size_line(&mut size_line, data.len());
+                    &size_line[..s]
+                } else {
+                    &[]
+                };
+                let tail: &[u8] = match (framing == Framing::Chunked, end) {
+                    (true, true) => b"\r\n0\r\n\r\n",
+                    (true, false) => b"\r\n",
+                    _ => b"",
+                };
                 write_all_vectored(io, &[&h, size_line, &data, tail]).await?;
             }
         }
         if end {
             return io.flush().await;
         }
+    }
+}
+
+/// Append `data` framed for `framing` (a chunk when chunked); with `end`, the chunked
+/// body's terminator too.
+fn push_chunk(out: &mut Vec<u8>, framing: Framing, data: &[u8], end: bool) {
+    if framing != Framing::Chunked {
+        out.extend_from_slice(data);
+        return;
+    }
+    if !data.is_empty() {
+        let mut size_line = [0u8; 20];
+        let n = chunk_size_line(&mut size_line, data.len());
+        out.extend_from_slice(&size_line[..n]);
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    if end {
+        out.extend_from_slice(b"0\r\n\r\n");
     }
 }
 

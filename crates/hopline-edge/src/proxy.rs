@@ -482,10 +482,10 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 
 fn append_header(h: &mut HeaderMap, name: HeaderName, add: &str) {
     let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(old) if !old.is_empty() => format!("{old}, {add}"),
-        _ => add.to_string(),
+        Some(old) if !old.is_empty() => HeaderValue::from_str(&format!("{old}, {add}")),
+        _ => HeaderValue::from_str(add),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Ok(v) = value {
         h.insert(name, v);
     }
 }
@@ -898,12 +898,7 @@ pub async fn send(
 /// `Server-Timing` entry in.
 fn response_headers(h: &mut HeaderMap, switching: bool, server: &ServerAddr, latency: Duration) {
     strip_hop_by_hop(h, switching);
-    match h.entry(header::VIA) {
-        http::header::Entry::Vacant(v) => {
-            v.insert(HeaderValue::from_static("1.1 hopline"));
-        }
-        http::header::Entry::Occupied(_) => append_header(h, header::VIA, "1.1 hopline"),
-    }
+    append_header(h, header::VIA, "1.1 hopline");
     let mut timing = String::with_capacity(40 + server.timing_desc.len());
     timing.push_str("hopline-proxy;dur=");
     push_millis(&mut timing, latency);

@@ -595,10 +595,6 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let log = shared.access_log.load_full();
     let version = req.version();
-    // the precise clock is read only when something reports a duration
-    let mut start = (log.is_some() || req.headers().contains_key(&TRACEPARENT)).then(Instant::now);
-    let started = |start: Option<Instant>| start.unwrap_or_else(Instant::now);
-
     let raw_host = req
         .uri()
         .authority()
@@ -610,38 +606,6 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
         })
         .unwrap_or("");
     let host = router::host_without_port(raw_host);
-    let record = log.map(|log| {
-        Box::new(LogRecord {
-            log,
-            client: conn.peer,
-            method: req.method().clone(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into()),
-            version,
-            host: host.to_string(),
-            status: 0,
-            bytes: 0,
-            start: started(start),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
-            site: Arc::from("-"),
-            trace: req
-                .headers()
-                .get(&TRACEPARENT)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split('-').nth(1))
-                .filter(|id| id.len() == 32)
-                .map(str::to_string),
-        })
-    });
-
     // a traced request is remembered for `hopline trace` (admin /.hopline/trace/ID)
     let traced: Option<(String, String, String)> = req
         .headers()
@@ -662,9 +626,41 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
     let removed = current.is_none();
     let site = current.unwrap_or(&conn.initial).site(host).clone();
     let site_name: Option<Arc<str>> = Some(site.name.clone());
-    if site.server_timing && start.is_none() {
-        start = Some(Instant::now());
-    }
+    // the precise clock is read only when something reports a duration
+    let start = (log.is_some() || traced.is_some() || site.server_timing).then(Instant::now);
+    let started = || start.unwrap_or_else(Instant::now);
+    let record = log.map(|log| {
+        Box::new(LogRecord {
+            log,
+            client: conn.peer,
+            method: req.method().clone(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            version,
+            host: host.to_string(),
+            status: 0,
+            bytes: 0,
+            start: started(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+            site: Arc::from("-"),
+            trace: req
+                .headers()
+                .get(&TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split('-').nth(1))
+                .filter(|id| id.len() == 32)
+                .map(str::to_string),
+        })
+    });
+
     let mut resp = if !req.uri().path().starts_with('/') {
         files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
     } else {
@@ -677,7 +673,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
     if site.server_timing {
         let entry = format!(
             "hopline;dur={:.3};desc=\"{}\"",
-            started(start).elapsed().as_secs_f64() * 1000.0,
+            started().elapsed().as_secs_f64() * 1000.0,
             site.name
         );
         if let Ok(v) = HeaderValue::from_str(&entry) {
@@ -711,12 +707,12 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
                 site: site_name.as_deref().unwrap_or("-").to_string(),
                 request,
                 status: resp.status().as_u16(),
-                ms: started(start).elapsed().as_secs_f64() * 1000.0,
+                ms: started().elapsed().as_secs_f64() * 1000.0,
                 at_us: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_micros())
                     .unwrap_or(0)
-                    .saturating_sub(started(start).elapsed().as_micros()),
+                    .saturating_sub(started().elapsed().as_micros()),
                 span,
                 cache_status: get("cache-status"),
                 server_timing: get("server-timing"),
