@@ -6,17 +6,27 @@
 #   nginx-sf-nopush   sendfile on;  tcp_nopush on    (Debian's default nginx.conf)
 #   nginx-sf          sendfile on;  tcp_nopush off
 #   nginx-nosf        sendfile off
+# Two reference servers run the 13-byte cases too (they are not counted as contenders):
+#   hyper-const       a bare hyper HTTP/1.1 server answering a constant
+#   raw-const         no HTTP parsing: a fixed response per `\r\n\r\n` (the floor of a
+#                     tokio server, and wrk's own ceiling when it is not CPU-bound)
+# (crates/hopline-edge/examples/bench_floor.rs). Set REFS="" to leave them out.
 # Files: 13 bytes and 100 KiB; keep-alive and `Connection: close`; ROUNDS alternating
 # rounds of DURATION each, after a 1 s warm-up per server; prints per-round figures,
 # medians, the server's CPU time per request (µs, from /proc), peak RSS and ratios.
 #   bench/edge-static.sh                 # defaults: ROUNDS=3 DURATION=10s CONNS=64
 #   ROUNDS=1 DURATION=3s bench/edge-static.sh
 source "$(dirname "$0")/lib.sh"
-ports_free 18081 18082
+ports_free 18081 18082 18083 18084
 need nginx wrk taskset python3
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
 NGINXES="nginx-sf-nopush nginx-sf nginx-nosf"
+REFS="${REFS-hyper-const raw-const}"
+FLOOR="$ROOT/target/release/examples/bench_floor"
 build_hopline
+if [ -n "$REFS" ] && [ -z "${SKIP_BUILD:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p hopline-edge --example bench_floor >&2)
+fi
 work=$(mktemp -d /tmp/hopline-bench.XXXXXX)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 chmod 755 "$work"; mkdir -p "$work/public" "$work/nginx/logs"
@@ -58,6 +68,8 @@ HOP
 start() {
   case $1 in
     hopline) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18082;;
+    hyper-const) taskset -c "$SERVER_CPU" "$FLOOR" hyper 18083 & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18083;;
+    raw-const) taskset -c "$SERVER_CPU" "$FLOOR" raw 18084 & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18084;;
     *) taskset -c "$SERVER_CPU" nginx -c "$work/nginx/$1.conf" -p "$work/nginx" -g 'daemon off;' 2>>"$work/nginx/error.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18081;;
   esac
 }
@@ -66,15 +78,16 @@ stop_server() { local p; p=$(cat "$work/server.pid"); kill -TERM "$p" 2>/dev/nul
 declare -A R
 echo "# edge static: wrk -t1 -c$CONNS -d$DURATION --latency, $ROUNDS rounds, 1 server worker on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU"
 printf '%-16s %-10s %-10s %-5s %10s %9s %9s %8s %9s\n' server file mode round req/s p50_ms p99_ms cpu_us rss_kib
-ALL="$NGINXES hopline"
+ALL="$NGINXES hopline${REFS:+ $REFS}"
 for round in $(seq 1 "$ROUNDS"); do
   order="$ALL"; [ $((round % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$ALL" | tac | tr '\n' ' ')
   for srv in $order; do
-    port=18081; [ "$srv" = hopline ] && port=18082
+    case $srv in hopline) port=18082;; hyper-const) port=18083;; raw-const) port=18084;; *) port=18081;; esac
+    files="small.txt 100k.bin"; case $srv in *-const) files=small.txt;; esac
     start "$srv"
     export WRK_PID; WRK_PID=$(cat "$work/server.pid")
     taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNS" -d1s "http://127.0.0.1:$port/small.txt" >/dev/null 2>&1   # warm-up
-    for file in small.txt 100k.bin; do
+    for file in $files; do
       for mode in keepalive close; do
         args=(-t1 "-c$CONNS" "-d$DURATION")
         [ "$mode" = close ] && args+=(-H "Connection: close")
@@ -97,8 +110,10 @@ for file in small.txt 100k.bin; do
     printf '%-10s %-10s' "$file" "$mode"
     best=""; bestv=0
     for s in $ALL; do
+      if [ -z "${R["$s,$file,$mode,rps"]:-}" ]; then printf ' %16s' -; continue; fi
       v=$(median ${R["$s,$file,$mode,rps"]})
       printf ' %16s' "$v/$(median ${R["$s,$file,$mode,p99"]})/$(median ${R["$s,$file,$mode,cpu"]})"
+      case $s in nginx*) ;; *) continue;; esac
       if [ "$s" != hopline ] && python3 -c "import sys; sys.exit(0 if $v > $bestv else 1)"; then best=$s; bestv=$v; fi
     done
     h=$(median ${R["hopline,$file,$mode,rps"]})

@@ -1,0 +1,127 @@
+//! Reference servers for `bench/edge-static.sh`: how fast can anything answer here?
+//!
+//! They are not hopline. They answer every request with the same 13-byte body, so a
+//! benchmark can show, in the same run as nginx and hopline, where this machine's
+//! ceiling is for small keep-alive responses:
+//!
+//! - `hyper PORT`: a bare hyper 1.x HTTP/1.1 server answering a constant (the issue's
+//!   "bare hyper server answering a constant"), one thread, no routing, no files.
+//! - `raw PORT`: no HTTP parsing at all — it counts `\r\n\r\n` and writes a fixed
+//!   response per request (closing after it when the request asked `Connection: close`).
+//!   What is left of its CPU time is the kernel's and tokio's: the floor under any server
+//!   built on tokio, and the load generator's ceiling when this one is not saturated.
+//!
+//! ```text
+//! cargo build --release -p hopline-edge --example bench_floor
+//! target/release/examples/bench_floor hyper 18083
+//! ```
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BODY: &[u8] = b"hello world\n\n";
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mode, port) = match (args.next(), args.next().map(|p| p.parse::<u16>())) {
+        (Some(m), Some(Ok(p))) if m == "hyper" || m == "raw" => (m, p),
+        _ => {
+            eprintln!("usage: bench_floor hyper|raw PORT   (serves 127.0.0.1:PORT until killed)");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("bench_floor: cannot listen on 127.0.0.1:{port}: {e}");
+                std::process::exit(1);
+            });
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            if mode == "hyper" {
+                tokio::spawn(serve_hyper(tcp));
+            } else {
+                tokio::spawn(serve_raw(tcp));
+            }
+        }
+    });
+}
+
+async fn serve_hyper(tcp: TcpStream) {
+    let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+        let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain"),
+        );
+        Ok::<_, Infallible>(resp)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), service)
+        .await;
+}
+
+/// The head nginx and hopline send for the 13-byte file, with a fixed date.
+const RAW_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nServer: raw\r\nDate: Mon, 23 Nov 2026 10:00:00 GMT\r\n\
+Content-Type: text/plain\r\nContent-Length: 13\r\nLast-Modified: Mon, 23 Nov 2026 10:00:00 GMT\r\n\
+ETag: \"6563a0a0-d\"\r\nAccept-Ranges: bytes\r\n";
+
+async fn serve_raw(mut tcp: TcpStream) {
+    let mut buf = vec![0u8; 8192];
+    let mut have = 0;
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        if have == buf.len() {
+            return; // a head this large is not what the benchmark sends
+        }
+        let n = match tcp.read(&mut buf[have..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        have += n;
+        let mut start = 0;
+        let mut close = false;
+        while let Some(end) = buf[start..have].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = &buf[start..start + end];
+            close = head
+                .windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+            out.extend_from_slice(RAW_HEAD);
+            if close {
+                out.extend_from_slice(b"Connection: close\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(BODY);
+            start += end + 4;
+            if close {
+                break;
+            }
+        }
+        buf.copy_within(start..have, 0);
+        have -= start;
+        if !out.is_empty() {
+            if tcp.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            return;
+        }
+    }
+}
