@@ -6,11 +6,12 @@
 #   nginx-sf-nopush   sendfile on;  tcp_nopush on    (Debian's default nginx.conf)
 #   nginx-sf          sendfile on;  tcp_nopush off
 #   nginx-nosf        sendfile off
-# Two reference servers run the 13-byte cases too (they are not counted as contenders):
-#   hyper-const       a bare hyper HTTP/1.1 server answering a constant
-#   raw-const         no HTTP parsing: a fixed response per `\r\n\r\n` (the floor of a
-#                     tokio server, and wrk's own ceiling when it is not CPU-bound)
-# (crates/hopline-edge/examples/bench_floor.rs). Set REFS="" to leave them out.
+# Reference servers run too (not contenders; crates/hopline-edge/examples/bench_floor.rs):
+#   hyper-const       13 B: a bare hyper HTTP/1.1 server answering a constant
+#   raw-const         13 B: no HTTP parsing, a fixed response per `\r\n\r\n`
+#   raw-file          100 KiB: no HTTP parsing, a fixed head then `sendfile` of the file
+# The raw ones are the floor of a tokio server, and show wrk's own ceiling when they are
+# not CPU-bound. Set REFS="" to leave them out.
 # Files: 13 bytes and 100 KiB; keep-alive and `Connection: close`; ROUNDS alternating
 # rounds of DURATION each, after a 1 s warm-up per server; prints per-round figures,
 # medians, the server's CPU time per request (µs, from /proc), peak RSS and ratios.
@@ -21,7 +22,7 @@ ports_free 18081 18082 18083 18084
 need nginx wrk taskset python3
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
 NGINXES="nginx-sf-nopush nginx-sf nginx-nosf"
-REFS="${REFS-hyper-const raw-const}"
+REFS="${REFS-hyper-const raw-const raw-file}"
 FLOOR="$ROOT/target/release/examples/bench_floor"
 build_hopline
 if [ -n "$REFS" ] && [ -z "${SKIP_BUILD:-}" ]; then
@@ -70,6 +71,7 @@ start() {
     hopline) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18082;;
     hyper-const) taskset -c "$SERVER_CPU" "$FLOOR" hyper 18083 & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18083;;
     raw-const) taskset -c "$SERVER_CPU" "$FLOOR" raw 18084 & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18084;;
+    raw-file) taskset -c "$SERVER_CPU" "$FLOOR" raw 18084 "$work/public/100k.bin" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18084;;
     *) taskset -c "$SERVER_CPU" nginx -c "$work/nginx/$1.conf" -p "$work/nginx" -g 'daemon off;' 2>>"$work/nginx/error.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18081;;
   esac
 }
@@ -82,8 +84,8 @@ ALL="$NGINXES hopline${REFS:+ $REFS}"
 for round in $(seq 1 "$ROUNDS"); do
   order="$ALL"; [ $((round % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$ALL" | tac | tr '\n' ' ')
   for srv in $order; do
-    case $srv in hopline) port=18082;; hyper-const) port=18083;; raw-const) port=18084;; *) port=18081;; esac
-    files="small.txt 100k.bin"; case $srv in *-const) files=small.txt;; esac
+    case $srv in hopline) port=18082;; hyper-const) port=18083;; raw-*) port=18084;; *) port=18081;; esac
+    files="small.txt 100k.bin"; case $srv in *-const) files=small.txt;; raw-file) files=100k.bin;; esac
     start "$srv"
     export WRK_PID; WRK_PID=$(cat "$work/server.pid")
     taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNS" -d1s "http://127.0.0.1:$port/small.txt" >/dev/null 2>&1   # warm-up

@@ -10,6 +10,9 @@
 //!   response per request (closing after it when the request asked `Connection: close`).
 //!   What is left of its CPU time is the kernel's and tokio's: the floor under any server
 //!   built on tokio, and the load generator's ceiling when this one is not saturated.
+//! - `raw PORT FILE`: the same with FILE as the body, sent the way hopline and nginx
+//!   (`sendfile on; tcp_nopush off`) send a file: the head, then `sendfile` from the page
+//!   cache (`RAW_MORE=1`: the head is held back with `MSG_MORE` to leave with the body).
 //!
 //! ```text
 //! cargo build --release -p hopline-edge --example bench_floor
@@ -32,10 +35,20 @@ fn main() {
     let (mode, port) = match (args.next(), args.next().map(|p| p.parse::<u16>())) {
         (Some(m), Some(Ok(p))) if m == "hyper" || m == "raw" => (m, p),
         _ => {
-            eprintln!("usage: bench_floor hyper|raw PORT   (serves 127.0.0.1:PORT until killed)");
+            eprintln!(
+                "usage: bench_floor hyper|raw PORT [FILE]   (serves 127.0.0.1:PORT until killed)"
+            );
             std::process::exit(2);
         }
     };
+    let file: Option<&'static std::fs::File> = args.next().map(|path| {
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| {
+            eprintln!("bench_floor: cannot open {path}: {e}");
+            std::process::exit(1);
+        });
+        &*Box::leak(Box::new(f))
+    });
+    let more = std::env::var_os("RAW_MORE").is_some();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -54,6 +67,8 @@ fn main() {
             let _ = tcp.set_nodelay(true);
             if mode == "hyper" {
                 tokio::spawn(serve_hyper(tcp));
+            } else if let Some(file) = file {
+                tokio::spawn(serve_raw_file(tcp, file, more));
             } else {
                 tokio::spawn(serve_raw(tcp));
             }
@@ -124,4 +139,96 @@ async fn serve_raw(mut tcp: TcpStream) {
             return;
         }
     }
+}
+
+/// Like [`serve_raw`], with a file as the body: head (with `MSG_MORE` when `more`), then
+/// `sendfile`.
+async fn serve_raw_file(tcp: TcpStream, file: &'static std::fs::File, more: bool) {
+    let len = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(_) => return,
+    };
+    let mut buf = vec![0u8; 8192];
+    let mut have = 0;
+    loop {
+        if have == buf.len() {
+            return;
+        }
+        if tcp.readable().await.is_err() {
+            return;
+        }
+        let n = match tcp.try_read(&mut buf[have..]) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        have += n;
+        let mut start = 0;
+        while let Some(end) = buf[start..have].windows(4).position(|w| w == b"\r\n\r\n") {
+            let close = buf[start..start + end]
+                .windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+            start += end + 4;
+            let mut head = Vec::with_capacity(320);
+            head.extend_from_slice(
+                b"HTTP/1.1 200 OK\r\nServer: raw\r\nDate: Mon, 23 Nov 2026 10:00:00 GMT\r\n\
+Content-Type: application/octet-stream\r\nLast-Modified: Mon, 23 Nov 2026 10:00:00 GMT\r\n\
+ETag: \"6563a0a0-19000\"\r\nAccept-Ranges: bytes\r\nContent-Length: ",
+            );
+            head.extend_from_slice(len.to_string().as_bytes());
+            head.extend_from_slice(if close {
+                b"\r\nConnection: close\r\n\r\n".as_slice()
+            } else {
+                b"\r\n\r\n".as_slice()
+            });
+            let flags = if more {
+                rustix::net::SendFlags::MORE
+            } else {
+                rustix::net::SendFlags::empty()
+            };
+            if send_all(&tcp, &head, flags).await.is_err()
+                || sendfile_all(&tcp, file, len).await.is_err()
+                || close
+            {
+                return;
+            }
+        }
+        buf.copy_within(start..have, 0);
+        have -= start;
+    }
+}
+
+async fn send_all(
+    tcp: &TcpStream,
+    mut buf: &[u8],
+    flags: rustix::net::SendFlags,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        tcp.writable().await?;
+        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::net::send(tcp, buf, flags).map_err(std::io::Error::from)
+        }) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn sendfile_all(tcp: &TcpStream, file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    let mut offset = 0u64;
+    while offset < len {
+        let want = (len - offset) as usize;
+        match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(tcp, file, Some(&mut offset), want).map_err(std::io::Error::from)
+        }) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => tcp.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
