@@ -436,13 +436,26 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether `name` is one of [`HOP_BY_HOP`] or `Upgrade` (a length switch and one
+/// compare, not eight).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // the common case — none of them present — costs one pass, no hashing
-    if !keep_upgrade
-        && !h
-            .keys()
-            .any(|k| k == header::CONNECTION || k == header::UPGRADE || HOP_BY_HOP.contains(k))
-    {
+    if !keep_upgrade && !h.keys().any(is_hop_by_hop) {
         return;
     }
     // names listed in Connection are hop-by-hop too
@@ -710,11 +723,7 @@ pub async fn send(
         Some(b) if !bodiless => Either::Left(b),
         _ => Either::Right(Empty::new()),
     });
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.version = http::Version::HTTP_11;
 
     // hopline's own HTTP/1.1 client takes the bodiless idempotent requests; hyper's
@@ -746,7 +755,7 @@ pub async fn send(
         tried.push(idx);
         let server = &members.servers[idx];
         if fast {
-            let head = fast_head.get_or_insert_with(|| forwarding.head(&parts, &path_and_query));
+            let head = fast_head.get_or_insert_with(|| forwarding.head(&parts, path_and_query));
             let started = Instant::now();
             let sent = crate::upstream::exchange(
                 &server.idle,
@@ -754,7 +763,7 @@ pub async fn send(
                 head,
                 parts.method == Method::HEAD,
                 up.connect_timeout,
-                up.read_timeout,
+                started + up.read_timeout,
             )
             .await;
             let latency = started.elapsed();
@@ -766,7 +775,8 @@ pub async fn send(
                         Outcome::Success { latency }
                     });
                     let (mut rparts, rbody) = resp.into_parts();
-                    response_headers(&mut rparts.headers, false, server, latency);
+                    // (the client left the hop-by-hop fields out already)
+                    annotate_response(&mut rparts.headers, server, latency);
                     return Ok(Response::from_parts(rparts, Either::Right(rbody)));
                 }
                 Err(crate::upstream::ExchangeError::Connect(reason)) => {
@@ -898,6 +908,11 @@ pub async fn send(
 /// `Server-Timing` entry in.
 fn response_headers(h: &mut HeaderMap, switching: bool, server: &ServerAddr, latency: Duration) {
     strip_hop_by_hop(h, switching);
+    annotate_response(h, server, latency);
+}
+
+/// `Via` and the proxy's `Server-Timing` entry.
+fn annotate_response(h: &mut HeaderMap, server: &ServerAddr, latency: Duration) {
     append_header(h, header::VIA, "1.1 hopline");
     let mut timing = String::with_capacity(40 + server.timing_desc.len());
     timing.push_str("hopline-proxy;dur=");
@@ -1029,6 +1044,21 @@ mod tests {
             );
             assert_eq!(get("via"), Some("1.1 hopline"));
             assert_eq!(get("host"), Some("shop.test:8080"));
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_the_list_and_upgrade() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            header::CONTENT_LENGTH,
+            header::VIA,
+            header::SERVER,
+            header::TRAILER,
+        ] {
+            assert_eq!(is_hop_by_hop(&name), name == header::TRAILER, "{name}");
         }
     }
 

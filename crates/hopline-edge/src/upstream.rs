@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -36,12 +36,13 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Read size for response bodies.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// One server's idle keep-alive connections (most recently used first out).
+/// One server's idle keep-alive connections (most recently used first out), each with
+/// when it went idle (coarse clock, ms).
 #[derive(Debug)]
 pub struct IdlePool {
-    conns: parking_lot::Mutex<Vec<(TcpStream, Instant)>>,
+    conns: parking_lot::Mutex<Vec<(TcpStream, u64)>>,
     max: usize,
-    idle_timeout: Duration,
+    idle_timeout_ms: u64,
 }
 
 impl IdlePool {
@@ -50,15 +51,15 @@ impl IdlePool {
         IdlePool {
             conns: parking_lot::Mutex::new(Vec::new()),
             max,
-            idle_timeout,
+            idle_timeout_ms: idle_timeout.as_millis().try_into().unwrap_or(u64::MAX),
         }
     }
 
     fn take(&self) -> Option<TcpStream> {
-        let now = Instant::now();
+        let now = crate::clock::mono_ms();
         let mut conns = self.conns.lock();
         while let Some((c, since)) = conns.pop() {
-            if now.duration_since(since) < self.idle_timeout {
+            if now.saturating_sub(since) < self.idle_timeout_ms {
                 return Some(c);
             }
             // too old: the origin may be about to close it; the rest are older still
@@ -70,7 +71,7 @@ impl IdlePool {
     fn put(&self, c: TcpStream) {
         let mut conns = self.conns.lock();
         if conns.len() < self.max {
-            conns.push((c, Instant::now()));
+            conns.push((c, crate::clock::mono_ms()));
         }
     }
 }
@@ -86,16 +87,17 @@ pub enum ExchangeError {
     Broken(String),
 }
 
-/// Send `head` (a complete, bodiless request head) to `addr` and read the response head.
+/// Send `head` (a complete, bodiless request head) to `addr` and read the response head
+/// by `deadline`. The response comes without hop-by-hop fields (RFC 9110 §7.6.1: those
+/// [`crate::proxy::is_hop_by_hop`] names, and the names its `Connection` lists).
 pub async fn exchange(
     pool: &std::sync::Arc<IdlePool>,
     addr: SocketAddr,
     head: &[u8],
     is_head: bool,
     connect_timeout: Duration,
-    read_timeout: Duration,
+    deadline: Instant,
 ) -> Result<Response<H1Body>, ExchangeError> {
-    let deadline = Instant::now() + read_timeout;
     // a pooled connection first; if it turns out dead before any answer, a fresh one
     if let Some(conn) = pool.take() {
         match attempt(conn, head, is_head, deadline).await {
@@ -235,6 +237,8 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ParsedHead
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut close = version == Version::HTTP_10;
+    // names a Connection field lists besides close / keep-alive: hop-by-hop too (rare)
+    let mut listed: Vec<HeaderName> = Vec::new();
     for i in 0..fields.len() {
         let (name, value) = fields
             .field(&head, i)
@@ -264,12 +268,22 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ParsedHead
             {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else if let Ok(n) = HeaderName::from_bytes(t) {
+                    listed.push(n);
                 }
             }
         }
+        if crate::proxy::is_hop_by_hop(&name) {
+            continue; // the framing above is all they say to this hop
+        }
         map.append(name, value);
+    }
+    for name in &listed {
+        map.remove(name);
     }
     let code = status.as_u16();
     let decoder = if is_head || code == 204 || code == 304 || status.is_informational() {
@@ -457,5 +471,30 @@ mod tests {
         assert!(parse_response(&mut b, false).is_err());
         let mut b = BytesMut::from(&b"SSH-2.0-OpenSSH\r\n\r\n"[..]);
         assert!(parse_response(&mut b, false).is_err());
+    }
+
+    #[test]
+    fn response_heads_lose_their_hop_by_hop_fields() {
+        let (r, d, keep, _) = parse(
+            b"HTTP/1.1 200 OK\r\nServer: o\r\nConnection: keep-alive, X-Hop\r\n\
+Keep-Alive: timeout=5\r\nX-Hop: 1\r\nX-End: 2\r\nTransfer-Encoding: chunked\r\n\
+Trailer: X-T\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTE: trailers\r\nVary: Accept\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(d, Decoder::chunked(), "framing is still read from them");
+        assert!(keep);
+        let mut names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["server", "vary", "x-end"]);
+        // close is read, and leaves too
+        let (r, _, keep, _) = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!keep);
+        assert_eq!(r.headers().len(), 1);
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "0");
     }
 }
