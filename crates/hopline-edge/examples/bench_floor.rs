@@ -96,6 +96,16 @@ const RAW_HEAD: &[u8] =
 Content-Type: text/plain\r\nContent-Length: 13\r\nLast-Modified: Mon, 23 Nov 2026 10:00:00 GMT\r\n\
 ETag: \"6563a0a0-d\"\r\nAccept-Ranges: bytes\r\n";
 
+/// The end of the first complete request head in `buf` (just past its `\r\n\r\n`), and
+/// whether it asks for `Connection: close`.
+fn next_request(buf: &[u8]) -> Option<(usize, bool)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let close = buf[..end]
+        .windows(17)
+        .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+    Some((end + 4, close))
+}
+
 async fn serve_raw(mut tcp: TcpStream) {
     let mut buf = vec![0u8; 8192];
     let mut have = 0;
@@ -111,18 +121,15 @@ async fn serve_raw(mut tcp: TcpStream) {
         have += n;
         let mut start = 0;
         let mut close = false;
-        while let Some(end) = buf[start..have].windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = &buf[start..start + end];
-            close = head
-                .windows(17)
-                .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+        while let Some((end, asks_close)) = next_request(&buf[start..have]) {
+            close = asks_close;
             out.extend_from_slice(RAW_HEAD);
             if close {
                 out.extend_from_slice(b"Connection: close\r\n");
             }
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(BODY);
-            start += end + 4;
+            start += end;
             if close {
                 break;
             }
@@ -165,11 +172,8 @@ async fn serve_raw_file(tcp: TcpStream, file: &'static std::fs::File, more: bool
         };
         have += n;
         let mut start = 0;
-        while let Some(end) = buf[start..have].windows(4).position(|w| w == b"\r\n\r\n") {
-            let close = buf[start..start + end]
-                .windows(17)
-                .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
-            start += end + 4;
+        while let Some((end, close)) = next_request(&buf[start..have]) {
+            start += end;
             let mut head = Vec::with_capacity(320);
             head.extend_from_slice(
                 b"HTTP/1.1 200 OK\r\nServer: raw\r\nDate: Mon, 23 Nov 2026 10:00:00 GMT\r\n\

@@ -708,14 +708,7 @@ async fn exchange<T: Transport, S: Service>(
     {
         let (parts, _) = resp.into_parts();
         let mut head = Vec::with_capacity(256);
-        encode_head_with(
-            &mut head,
-            &parts,
-            None,
-            Framing::None,
-            Connection::Upgrade,
-            None,
-        );
+        encode_head(&mut head, &parts, Framing::None, Connection::Upgrade);
         if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
             return Next::Close;
         }
@@ -1099,14 +1092,7 @@ async fn write_error<T: Transport>(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(why.len()));
     let (parts, ()) = resp.into_parts();
     let mut out = Vec::with_capacity(256);
-    encode_head_with(
-        &mut out,
-        &parts,
-        None,
-        Framing::Length,
-        Connection::Close,
-        None,
-    );
+    encode_head(&mut out, &parts, Framing::Length, Connection::Close);
     out.extend_from_slice(why.as_bytes());
     io.write_all(&out).await?;
     io.flush().await
@@ -1306,17 +1292,7 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
             h => {
                 let h = h.unwrap_or_default();
                 let mut size_line = [0u8; 20];
-                let size_line: &[u8] = if framing == Framing::Chunked {
-                    let s = chunk_size_line(&mut size_line, data.len());
-                    &size_line[..s]
-                } else {
-                    &[]
-                };
-                let tail: &[u8] = match (framing == Framing::Chunked, end) {
-                    (true, true) => b"\r\n0\r\n\r\n",
-                    (true, false) => b"\r\n",
-                    _ => b"",
-                };
+                let (size_line, tail) = chunk_frame(&mut size_line, framing, data.len(), end);
                 write_all_vectored(io, &[&h, size_line, &data, tail]).await?;
             }
         }
@@ -1329,20 +1305,30 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
 /// Append `data` framed for `framing` (a chunk when chunked); with `end`, the chunked
 /// body's terminator too.
 fn push_chunk(out: &mut Vec<u8>, framing: Framing, data: &[u8], end: bool) {
+    let mut size_line = [0u8; 20];
+    let (size_line, tail) = chunk_frame(&mut size_line, framing, data.len(), end);
+    out.extend_from_slice(size_line);
+    out.extend_from_slice(data);
+    out.extend_from_slice(tail);
+}
+
+/// What goes before and after `len` bytes of body under `framing`: for chunked, the
+/// chunk's size line (written into `scratch`) and its CRLF (with `end`, the terminating
+/// chunk too; an empty chunk is only the terminator); for other framings, nothing.
+fn chunk_frame(
+    scratch: &mut [u8; 20],
+    framing: Framing,
+    len: usize,
+    end: bool,
+) -> (&[u8], &'static [u8]) {
     if framing != Framing::Chunked {
-        out.extend_from_slice(data);
-        return;
+        return (&[], &[]);
     }
-    if !data.is_empty() {
-        let mut size_line = [0u8; 20];
-        let n = chunk_size_line(&mut size_line, data.len());
-        out.extend_from_slice(&size_line[..n]);
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
+    if len == 0 {
+        return (&[], if end { b"0\r\n\r\n" } else { b"" });
     }
-    if end {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
+    let n = chunk_size_line(scratch, len);
+    (&scratch[..n], if end { b"\r\n0\r\n\r\n" } else { b"\r\n" })
 }
 
 /// `{n:x}\r\n` into `out`, without allocating; returns its length.
@@ -1437,6 +1423,16 @@ async fn sendfile_all(
         }
     }
     Ok(())
+}
+
+/// A head with no pre-encoded lines and no added length.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    framing: Framing,
+    conn: Connection,
+) {
+    encode_head_with(out, parts, None, framing, conn, None)
 }
 
 fn encode_head_with(

@@ -3,9 +3,6 @@
 //! site) → route by longest path prefix → handler.
 
 use std::collections::HashMap;
-
-/// Maps looked up on every request: a fast hasher (keys are configured names and addresses).
-pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,6 +14,9 @@ use crate::config::{Config, Site};
 use crate::error::EdgeError;
 use crate::files::StaticRoute;
 use crate::tls::{self, SniResolver};
+
+/// Maps looked up on every request: a fast hasher (keys are configured names and addresses).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Everything a request needs, swapped whole on reload.
 #[derive(Debug)]

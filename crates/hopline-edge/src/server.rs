@@ -607,7 +607,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
         .unwrap_or("");
     let host = router::host_without_port(raw_host);
     // a traced request is remembered for `hopline trace` (admin /.hopline/trace/ID)
-    let traced: Option<(String, String, String)> = req
+    // `VERSION-TRACEID-SPAN-FLAGS`: the trace id (logged) and the span after it
+    let trace_parts: Option<(&str, Option<&str>)> = req
         .headers()
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
@@ -615,13 +616,15 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
             let mut parts = v.split('-');
             let _version = parts.next()?;
             let id = parts.next().filter(|id| id.len() == 32)?;
-            let span = parts.next()?;
-            Some((
-                id.to_string(),
-                span.to_string(),
-                format!("{} {}", req.method(), req.uri().path()),
-            ))
+            Some((id, parts.next()))
         });
+    let traced: Option<(String, String, String)> = trace_parts.and_then(|(id, span)| {
+        Some((
+            id.to_string(),
+            span?.to_string(),
+            format!("{} {}", req.method(), req.uri().path()),
+        ))
+    });
     let current = table.listeners.get(&conn.listener);
     let removed = current.is_none();
     let site = current.unwrap_or(&conn.initial).site(host).clone();
@@ -651,13 +654,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
                 .unwrap_or("-")
                 .to_string(),
             site: Arc::from("-"),
-            trace: req
-                .headers()
-                .get(&TRACEPARENT)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split('-').nth(1))
-                .filter(|id| id.len() == 32)
-                .map(str::to_string),
+            trace: trace_parts.map(|(id, _)| id.to_string()),
         })
     });
 
