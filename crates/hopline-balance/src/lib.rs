@@ -40,6 +40,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 /// A balancing algorithm.
@@ -286,7 +287,8 @@ impl Pool {
     pub fn pick(&self, exclude: &[usize]) -> Option<Pick<'_>> {
         let now = Instant::now();
         let mut states = self.states.lock();
-        let mut candidates: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        // (on the stack for pools of up to 16 servers: a pick allocates nothing)
+        let mut candidates: [SmallVec<[usize; 16]>; 2] = [SmallVec::new(), SmallVec::new()];
         for (i, s) in self.servers.iter().enumerate() {
             if !exclude.contains(&i) && Self::eligible(&states[i], now) {
                 candidates[s.spec.backup as usize].push(i);
@@ -305,14 +307,14 @@ impl Pool {
                 set[n % set.len()]
             }
             Algorithm::WeightedRoundRobin => {
-                let weights: Vec<i64> = set
+                let weights: SmallVec<[i64; 16]> = set
                     .iter()
                     .map(|&i| self.servers[i].spec.weight as i64 * 1000)
                     .collect();
                 smooth_pick(&mut states, set, &weights)
             }
             Algorithm::DynamicRoundRobin => {
-                let weights: Vec<i64> = set
+                let weights: SmallVec<[i64; 16]> = set
                     .iter()
                     .map(|&i| {
                         (self.dynamic_weight(&states, set, i, now) * 1000.0)

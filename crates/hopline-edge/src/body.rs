@@ -21,6 +21,9 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(BoxBody<Bytes, BoxError>),
+    /// An origin's response body read by hopline's own HTTP/1.1 client (not boxed: the
+    /// proxy's hot path).
+    Origin(crate::upstream::H1Body),
     /// A byte range of an open file: sent by `sendfile` on plain HTTP/1.1, else from
     /// the bytes in memory when the file cache holds them, else read in chunks.
     File {
@@ -48,10 +51,22 @@ const FILE_CHUNK: u64 = 64 * 1024;
 pub struct Body {
     kind: Kind,
     log: Option<Box<LogRecord>>,
-    /// Header lines already encoded for HTTP/1.1 (`name: value\r\n`, a `content-length`
-    /// among them), written after the response's own fields: a static file's fixed
-    /// headers, made once per file instead of once per request.
-    lines: Option<Bytes>,
+    /// Header lines already encoded for HTTP/1.1, written after the response's own
+    /// fields: a static file's fixed headers (made once per file, not once per request)
+    /// or an origin's response fields relayed as they came.
+    lines: Option<Lines>,
+}
+
+/// Header lines encoded for HTTP/1.1 (`name: value\r\n` each): a response's framing is
+/// in them (its `content-length`, unless the response has no body).
+#[derive(Debug, Clone)]
+pub(crate) struct Lines {
+    pub(crate) bytes: Bytes,
+    /// An origin's fields relayed by the proxy: any name may be among them (a static
+    /// file's are a fixed, known set), so whoever edits the head expands them first.
+    pub(crate) relayed: bool,
+    /// A `Date` is among them (the writer then adds none).
+    pub(crate) has_date: bool,
 }
 
 impl std::fmt::Debug for Body {
@@ -93,6 +108,15 @@ impl Body {
         use http_body_util::BodyExt;
         Body {
             kind: Kind::Stream(body.map_err(Into::into).boxed()),
+            log: None,
+            lines: None,
+        }
+    }
+
+    /// An origin's response body, read as the client connection asks for it.
+    pub(crate) fn origin(body: crate::upstream::H1Body) -> Body {
+        Body {
+            kind: Kind::Origin(body),
             log: None,
             lines: None,
         }
@@ -140,14 +164,35 @@ impl Body {
         Some(range)
     }
 
-    /// Attach header lines encoded for HTTP/1.1; they must include `content-length`.
+    /// Attach a static file's header lines encoded for HTTP/1.1; they must include
+    /// `content-length`, and no `Date`.
     pub(crate) fn with_lines(mut self, lines: Bytes) -> Body {
-        self.lines = Some(lines);
+        self.lines = Some(Lines {
+            bytes: lines,
+            relayed: false,
+            has_date: false,
+        });
         self
     }
 
+    /// Attach an origin's relayed header lines.
+    pub(crate) fn with_relayed_lines(mut self, lines: Bytes, has_date: bool) -> Body {
+        self.lines = Some(Lines {
+            bytes: lines,
+            relayed: true,
+            has_date,
+        });
+        self
+    }
+
+    /// Whether the head is partly in relayed origin lines (edit it only after
+    /// [`expand_lines`]).
+    pub(crate) fn has_relayed_lines(&self) -> bool {
+        self.lines.as_ref().is_some_and(|l| l.relayed)
+    }
+
     /// Take the encoded header lines, if any.
-    pub(crate) fn take_lines(&mut self) -> Option<Bytes> {
+    pub(crate) fn take_lines(&mut self) -> Option<Lines> {
         self.lines.take()
     }
 
@@ -164,7 +209,7 @@ pub(crate) fn expand_lines(resp: &mut http::Response<Body>) {
     let Some(lines) = resp.body_mut().take_lines() else {
         return;
     };
-    for line in lines.split(|&b| b == b'\n') {
+    for line in lines.bytes.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
@@ -172,7 +217,7 @@ pub(crate) fn expand_lines(resp: &mut http::Response<Body>) {
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if let (Ok(n), Ok(v)) = (
             http::HeaderName::from_bytes(name),
-            http::HeaderValue::from_bytes(value),
+            http::HeaderValue::from_maybe_shared(lines.bytes.slice_ref(value)),
         ) {
             resp.headers_mut().append(n, v);
         }
@@ -200,6 +245,7 @@ impl HttpBody for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(s) => Pin::new(s).poll_frame(cx),
+            Kind::Origin(o) => Pin::new(o).poll_frame(cx),
             Kind::File {
                 range,
                 mem,
@@ -219,6 +265,7 @@ impl HttpBody for Body {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Stream(s) => s.is_end_stream(),
+            Kind::Origin(o) => o.is_end_stream(),
             Kind::File { range, .. } => range.len == 0,
         }
     }
@@ -229,6 +276,7 @@ impl HttpBody for Body {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Stream(s) => s.size_hint(),
+            Kind::Origin(o) => o.size_hint(),
             Kind::File { range, .. } => SizeHint::with_exact(range.len),
         }
     }

@@ -800,6 +800,8 @@ pub(crate) struct FieldOffsets {
 
 impl FieldOffsets {
     /// The fields httparse found in `buf` (at most [`MAX_HEADERS`]).
+    // (inlined: built in its caller's frame, not copied out of this one)
+    #[inline(always)]
     pub(crate) fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> FieldOffsets {
         let base = buf.as_ptr() as usize;
         let mut at = [(0, 0, 0, 0); MAX_HEADERS];
@@ -1178,15 +1180,8 @@ fn start_response(
     } else {
         Connection::Default
     };
-    let mut head = Vec::with_capacity(256);
-    encode_head_with(
-        &mut head,
-        &parts,
-        lines.as_deref(),
-        framing,
-        conn,
-        add_length,
-    );
+    let mut head = Vec::with_capacity(256 + lines.as_ref().map_or(0, |l| l.bytes.len()));
+    encode_head_with(&mut head, &parts, lines.as_ref(), framing, conn, add_length);
     drop(parts);
     let no_body = is_head || bodiless_status;
     if no_body || body.is_end_stream() {
@@ -1438,7 +1433,7 @@ fn encode_head(
 fn encode_head_with(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
-    lines: Option<&[u8]>,
+    lines: Option<&crate::body::Lines>,
     framing: Framing,
     conn: Connection,
     add_length: Option<u64>,
@@ -1449,7 +1444,7 @@ fn encode_head_with(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let (mut has_date, mut has_server) = (false, false);
+    let (mut has_date, mut has_server) = (lines.is_some_and(|l| l.has_date), false);
     for (name, value) in &parts.headers {
         if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
             continue; // decided here
@@ -1465,7 +1460,7 @@ fn encode_head_with(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(lines) = lines {
-        out.extend_from_slice(lines);
+        out.extend_from_slice(&lines.bytes);
     }
     if !has_server {
         out.extend_from_slice(b"server: hopline\r\n");
@@ -1716,7 +1711,11 @@ mod tests {
         encode_head_with(
             &mut out,
             &parts,
-            Some(b"etag: \"1-d\"\r\ncontent-length: 13\r\n"),
+            Some(&crate::body::Lines {
+                bytes: Bytes::from_static(b"etag: \"1-d\"\r\ncontent-length: 13\r\n"),
+                relayed: false,
+                has_date: false,
+            }),
             Framing::Length,
             Connection::Default,
             None,
@@ -1727,5 +1726,28 @@ mod tests {
             "{s}"
         );
         assert_eq!(s.matches("server:").count(), 1, "{s}");
+
+        // an origin's relayed lines keep its Date: the writer adds none
+        let (parts, ()) = Response::new(()).into_parts();
+        let mut out = Vec::new();
+        encode_head_with(
+            &mut out,
+            &parts,
+            Some(&crate::body::Lines {
+                bytes: Bytes::from_static(
+                    b"Date: Mon, 23 Nov 2026 23:00:00 GMT\r\nContent-Length: 2\r\n",
+                ),
+                relayed: true,
+                has_date: true,
+            }),
+            Framing::Length,
+            Connection::Default,
+            None,
+        );
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "HTTP/1.1 200 OK\r\nDate: Mon, 23 Nov 2026 23:00:00 GMT\r\nContent-Length: 2\r\nserver: hopline\r\n\r\n"
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::body::Body;
 use crate::cache::{self, HttpCache, Lookup, Stored, TeeBody};
 use crate::files::{RangeOutcome, evaluate_range};
 use crate::proxy::{self, Downstream, UpstreamPool};
+use crate::upstream::HeadForm;
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -202,7 +203,7 @@ async fn fetch(
 ) -> Response<Body> {
     let head_only = parts.method == Method::HEAD;
     // always fetch with GET so the body can be stored; HEAD gets the head only
-    let resp = match proxy::send(up, as_get.clone(), None, down, None).await {
+    let resp = match proxy::send(up, as_get.clone(), None, down, None, HeadForm::Map).await {
         Ok(r) => r,
         Err(e) => {
             let mut r = e.response();
@@ -272,7 +273,7 @@ async fn revalidate(
     conditional: http::request::Parts,
     down: Downstream<'_>,
 ) -> Response<Body> {
-    let result = proxy::send(up, conditional.clone(), None, down, None).await;
+    let result = proxy::send(up, conditional.clone(), None, down, None, HeadForm::Map).await;
     let failed_status = match &result {
         Ok(r) if r.status().is_server_error() => Some(r.status().as_u16()),
         Ok(_) => None,

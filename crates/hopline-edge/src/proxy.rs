@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::body::{Body, RequestBody};
 use crate::config::{HealthConfig, Upstream};
 use crate::error::EdgeError;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{HeadForm, UpstreamBody};
 use hopline_balance::{Algorithm, Outcome, Pool, PoolOptions, ServerSpec};
 
 type ProxyBody = Either<RequestBody, Empty<Bytes>>;
@@ -208,8 +208,7 @@ fn members_of(
             });
             servers.push(ServerAddr {
                 addr: *addr,
-                timing_desc: format!(";desc=\"{pool_name} {id} via {}\"", algorithm.as_str())
-                    .into(),
+                timing_desc: format!(";desc=\"{}\"", timing_text(pool_name, &id, algorithm)).into(),
                 id,
                 idle: Arc::new(crate::upstream::IdlePool::new(idle.0, idle.1)),
             });
@@ -453,6 +452,24 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// [`is_hop_by_hop`] for a name as it came on the wire (any case).
+pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    NAMES
+        .iter()
+        .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // the common case — none of them present — costs one pass, no hashing
     if !keep_upgrade && !h.keys().any(is_hop_by_hop) {
@@ -493,14 +510,38 @@ fn is_upgrade(h: &HeaderMap) -> bool {
             })
 }
 
+/// Add `add` to the list field `name`, as one field line holding every earlier line's
+/// items and then `add` (some readers look at the first line only).
 fn append_header(h: &mut HeaderMap, name: HeaderName, add: &str) {
-    let value = match h.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(old) if !old.is_empty() => HeaderValue::from_str(&format!("{old}, {add}")),
-        _ => HeaderValue::from_str(add),
+    let mut joined = String::new();
+    for old in h.get_all(&name).iter().filter_map(|v| v.to_str().ok()) {
+        if !old.trim().is_empty() {
+            joined.push_str(old);
+            joined.push_str(", ");
+        }
+    }
+    let value = if joined.is_empty() {
+        HeaderValue::from_str(add)
+    } else {
+        joined.push_str(add);
+        HeaderValue::from_str(&joined)
     };
     if let Ok(v) = value {
         h.insert(name, v);
     }
+}
+
+/// A server's `Server-Timing` description: it goes into response heads as it is, so
+/// only printable ASCII, no quote or backslash (a pool's name may hold anything).
+fn timing_text(pool: &str, id: &str, algorithm: Algorithm) -> String {
+    format!("{pool} {id} via {}", algorithm.as_str())
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 /// What the proxy knows of the client side.
@@ -598,12 +639,23 @@ impl<'a> Forwarding<'a> {
     /// The request head for hopline's own client: the request's fields (hop-by-hop ones
     /// already gone) with these added, as [`Forwarding::apply`] would have.
     fn head(&self, parts: &http::request::Parts, path_and_query: &str) -> Vec<u8> {
-        fn line(out: &mut Vec<u8>, name: &[u8], old: Option<&[u8]>, add: &[u8]) {
+        /// `name: value` of a field the proxy sets
+        fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");
-            if let Some(old) = old.filter(|o| !o.is_empty()) {
-                out.extend_from_slice(old);
-                out.extend_from_slice(b", ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        /// a list field the proxy extends: every earlier line's items, then `add` (as
+        /// [`append_header`] does)
+        fn extend(out: &mut Vec<u8>, h: &HeaderMap, name: HeaderName, add: &[u8]) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            for old in h.get_all(&name).iter().filter(|v| v.to_str().is_ok()) {
+                if !old.as_bytes().trim_ascii().is_empty() {
+                    out.extend_from_slice(old.as_bytes());
+                    out.extend_from_slice(b", ");
+                }
             }
             out.extend_from_slice(add);
             out.extend_from_slice(b"\r\n");
@@ -614,50 +666,38 @@ impl<'a> Forwarding<'a> {
         out.push(b' ');
         out.extend_from_slice(path_and_query.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let (mut xff, mut fwd, mut via) = (None, None, None);
+        let mut extended = false;
         for (name, value) in h {
             let n = name.as_str();
             match n {
                 "content-length" | "transfer-encoding" | "x-forwarded-proto"
                 | "x-forwarded-host" => continue,
-                // appended to below: the first value of each is the one extended
-                "x-forwarded-for" => {
-                    xff.get_or_insert(value);
-                    continue;
-                }
-                "forwarded" => {
-                    fwd.get_or_insert(value);
-                    continue;
-                }
-                "via" => {
-                    via.get_or_insert(value);
+                // extended below
+                "x-forwarded-for" | "forwarded" | "via" => {
+                    extended = true;
                     continue;
                 }
                 _ => {}
             }
-            out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            line(&mut out, n.as_bytes(), value.as_bytes());
         }
-        fn old(v: Option<&HeaderValue>) -> Option<&[u8]> {
-            v.filter(|v| v.to_str().is_ok()).map(|v| v.as_bytes())
-        }
-        line(
+        // (a request that came straight from a client has none of them: no lookups)
+        let map = if extended { h } else { &HeaderMap::new() };
+        extend(
             &mut out,
-            b"x-forwarded-for",
-            old(xff),
+            map,
+            HeaderName::from_static("x-forwarded-for"),
             self.client.as_bytes(),
         );
-        line(&mut out, b"x-forwarded-proto", None, self.proto.as_bytes());
+        line(&mut out, b"x-forwarded-proto", self.proto.as_bytes());
         if let Some(host) = self.host {
-            line(&mut out, b"x-forwarded-host", None, host.as_bytes());
+            line(&mut out, b"x-forwarded-host", host.as_bytes());
         }
         if !h.contains_key(header::HOST) && HeaderValue::from_str(self.authority).is_ok() {
-            line(&mut out, b"host", None, self.authority.as_bytes());
+            line(&mut out, b"host", self.authority.as_bytes());
         }
-        line(&mut out, b"forwarded", old(fwd), self.forwarded.as_bytes());
-        line(&mut out, b"via", old(via), self.via.as_bytes());
+        extend(&mut out, map, header::FORWARDED, self.forwarded.as_bytes());
+        extend(&mut out, map, header::VIA, self.via.as_bytes());
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -676,14 +716,18 @@ pub async fn forward(
         None
     };
     let (parts, body) = req.into_parts();
-    match send(up, parts, Some(body), down, client_upgrade).await {
+    match send(up, parts, Some(body), down, client_upgrade, HeadForm::Lines).await {
         Ok(resp) => {
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let (parts, body) = resp.into_parts();
-            let body = if switching {
-                Body::empty()
-            } else {
-                Body::stream(body)
+            let body = match body {
+                _ if switching => Body::empty(),
+                Either::Left(hyper_body) => Body::stream(hyper_body),
+                // hopline's own client: the body unboxed, the fields as the origin's lines
+                Either::Right(mut own) => match own.take_relayed() {
+                    Some(r) => Body::origin(own).with_relayed_lines(r.lines.freeze(), r.has_date),
+                    None => Body::origin(own),
+                },
             };
             Response::from_parts(parts, body)
         }
@@ -694,13 +738,16 @@ pub async fn forward(
 /// Send a request (head + optional body) to a server of the pool, retrying failed
 /// connects of bodiless idempotent requests on another server. The response comes back
 /// with hop-by-hop headers stripped and `Via` / `Server-Timing` added; its body is the
-/// upstream's, unread.
+/// upstream's, unread. With [`HeadForm::Lines`], a response of hopline's own client may
+/// carry its fields as the origin's lines in its body (see [`UpstreamBody`]) rather
+/// than in its header map.
 pub async fn send(
     up: &UpstreamPool,
     mut parts: http::request::Parts,
     body: Option<RequestBody>,
     down: Downstream<'_>,
     client_upgrade: Option<crate::h1::OnUpgrade>,
+    form: HeadForm,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let upgrade = client_upgrade.is_some();
     let via = if parts.version == http::Version::HTTP_2 {
@@ -737,7 +784,7 @@ pub async fn send(
     }
     let mut fast_head: Option<Vec<u8>> = None;
     let members = up.members();
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let attempts = if retryable { up.retries + 1 } else { 1 };
     let mut last_err = ProxyError::NoServer {
         pool: up.name.clone(),
@@ -762,6 +809,7 @@ pub async fn send(
                 server.addr,
                 head,
                 parts.method == Method::HEAD,
+                form,
                 up.connect_timeout,
                 started + up.read_timeout,
             )
@@ -774,9 +822,12 @@ pub async fn send(
                     } else {
                         Outcome::Success { latency }
                     });
-                    let (mut rparts, rbody) = resp.into_parts();
+                    let (mut rparts, mut rbody) = resp.into_parts();
                     // (the client left the hop-by-hop fields out already)
-                    annotate_response(&mut rparts.headers, server, latency);
+                    match rbody.relayed_mut() {
+                        Some(relayed) => annotate_lines(&mut relayed.lines, server, latency),
+                        None => annotate_response(&mut rparts.headers, server, latency),
+                    }
                     return Ok(Response::from_parts(rparts, Either::Right(rbody)));
                 }
                 Err(crate::upstream::ExchangeError::Connect(reason)) => {
@@ -921,19 +972,31 @@ fn annotate_response(h: &mut HeaderMap, server: &ServerAddr, latency: Duration) 
     append_header(h, HeaderName::from_static("server-timing"), &timing);
 }
 
+/// [`annotate_response`] for relayed lines: the same two fields, as lines of their own
+/// (a list field may come in several lines, RFC 9110 §5.3).
+fn annotate_lines(lines: &mut bytes::BytesMut, server: &ServerAddr, latency: Duration) {
+    lines.extend_from_slice(b"via: 1.1 hopline\r\nserver-timing: hopline-proxy;dur=");
+    push_millis(lines, latency);
+    lines.extend_from_slice(server.timing_desc.as_bytes());
+    lines.extend_from_slice(b"\r\n");
+}
+
 /// `d` in milliseconds with three decimals (`{:.3}` of the float, without formatting one).
-fn push_millis(out: &mut String, d: Duration) {
+fn push_millis(out: &mut impl std::fmt::Write, d: Duration) {
     let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-    out.push_str(itoa::Buffer::new().format(us / 1000));
-    out.push('.');
     let frac = us % 1000;
-    if frac < 100 {
-        out.push('0');
-    }
-    if frac < 10 {
-        out.push('0');
-    }
-    out.push_str(itoa::Buffer::new().format(frac));
+    let pad = if frac < 10 {
+        "00"
+    } else if frac < 100 {
+        "0"
+    } else {
+        ""
+    };
+    // (writing into a String or a BytesMut cannot fail)
+    let _ = out.write_str(itoa::Buffer::new().format(us / 1000));
+    let _ = out.write_str(".");
+    let _ = out.write_str(pad);
+    let _ = out.write_str(itoa::Buffer::new().format(frac));
 }
 
 /// Does a request carry no body? Judged from its headers, as the body has not been read.
@@ -958,6 +1021,18 @@ impl BodyHint for RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_fields_keep_every_earlier_line() {
+        let mut h = HeaderMap::new();
+        append_header(&mut h, header::VIA, "1.1 hopline");
+        assert_eq!(h[header::VIA], "1.1 hopline");
+        h.append(header::VIA, HeaderValue::from_static("1.1 other"));
+        h.append(header::VIA, HeaderValue::from_static(""));
+        append_header(&mut h, header::VIA, "2 last");
+        let all: Vec<_> = h.get_all(header::VIA).iter().collect();
+        assert_eq!(all, ["1.1 hopline, 1.1 other, 2 last"]);
+    }
 
     #[test]
     fn millis_have_three_decimals() {
@@ -1034,9 +1109,10 @@ mod tests {
                     .map(|(_, v)| v.as_str())
             };
             let client = if tls { "::1" } else { "127.0.0.1" };
+            // every earlier line's addresses, in order, then the client's
             assert_eq!(
                 get("x-forwarded-for"),
-                Some(&*format!("203.0.113.9, {client}"))
+                Some(&*format!("203.0.113.9, 198.51.100.1, {client}"))
             );
             assert_eq!(
                 get("x-forwarded-proto"),

@@ -667,6 +667,10 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
         }
     };
 
+    if traced.is_some() {
+        // the hop's record reads fields an origin's relayed lines may hold
+        crate::body::expand_lines(&mut resp);
+    }
     if site.server_timing {
         let entry = format!(
             "hopline;dur={:.3};desc=\"{}\"",
@@ -807,18 +811,22 @@ async fn dispatch(
             .await
         }
         Handler::Proxy(up) => {
-            let authority = req
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_string())
-                .or_else(|| {
-                    req.headers()
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
-            let host = router::host_without_port(&authority).to_ascii_lowercase();
+            // the request moves into the proxy: its Host is kept by a shared handle (no
+            // copy on HTTP/1.1), lowercased only when it is not already
+            let authority_value = match req.uri().authority() {
+                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+                None => req.headers().get(header::HOST).cloned(),
+            };
+            let authority = authority_value
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let host = router::host_without_port(authority);
+            let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                host.to_ascii_lowercase().into()
+            } else {
+                host.into()
+            };
             let down = crate::proxy::Downstream {
                 peer: conn.peer,
                 client: conn
@@ -826,7 +834,7 @@ async fn dispatch(
                     .get_or_init(|| conn.peer.ip().to_string().into()),
                 tls: conn.tls,
                 host: &host,
-                authority: &authority,
+                authority,
             };
             // Boxed: the proxy/cache state machines are large; keeping them out of the
             // service future keeps the static-file path's future small.
@@ -836,11 +844,15 @@ async fn dispatch(
             }
         }
     };
-    if !route.headers.is_empty() {
-        // the route's headers may replace fixed ones
+    let ok = resp.status().is_success();
+    // the route's headers may replace fixed ones; an origin's relayed lines may hold
+    // any field, so they are expanded before the route or the limiter sets one
+    if !route.headers.is_empty()
+        || (resp.body().has_relayed_lines()
+            && ((ok && route.cache_control.is_some()) || limited.is_some()))
+    {
         crate::body::expand_lines(&mut resp);
     }
-    let ok = resp.status().is_success();
     let h = resp.headers_mut();
     if let Some(cc) = &route.cache_control
         && ok

@@ -16,8 +16,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::HeaderMap;
 use http::{Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -35,12 +35,17 @@ const _: () = assert!(MAX_HEADERS <= crate::h1::MAX_HEADERS);
 const MAX_HEAD: usize = 64 * 1024;
 /// Read size for response bodies.
 const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer for a response head (and a small body after it).
+const HEAD_BUFFER: usize = 8 * 1024;
+/// Largest read buffer an idle connection keeps.
+const KEEP_BUFFER: usize = 16 * 1024;
 
 /// One server's idle keep-alive connections (most recently used first out), each with
-/// when it went idle (coarse clock, ms).
+/// when it went idle (coarse clock, ms) and its read buffer when that is small (the next
+/// exchange reads into it: no allocation per request).
 #[derive(Debug)]
 pub struct IdlePool {
-    conns: parking_lot::Mutex<Vec<(TcpStream, u64)>>,
+    conns: parking_lot::Mutex<Vec<(TcpStream, u64, BytesMut)>>,
     max: usize,
     idle_timeout_ms: u64,
 }
@@ -55,12 +60,12 @@ impl IdlePool {
         }
     }
 
-    fn take(&self) -> Option<TcpStream> {
+    fn take(&self) -> Option<(TcpStream, BytesMut)> {
         let now = crate::clock::mono_ms();
         let mut conns = self.conns.lock();
-        while let Some((c, since)) = conns.pop() {
+        while let Some((c, since, buf)) = conns.pop() {
             if now.saturating_sub(since) < self.idle_timeout_ms {
-                return Some(c);
+                return Some((c, buf));
             }
             // too old: the origin may be about to close it; the rest are older still
             conns.clear();
@@ -68,10 +73,17 @@ impl IdlePool {
         None
     }
 
-    fn put(&self, c: TcpStream) {
+    /// Keep `c` (whose last answer was read to its end: `buf` is empty).
+    fn put(&self, c: TcpStream, buf: BytesMut) {
+        // a buffer grown for a large body is not held while idle
+        let buf = if buf.capacity() <= KEEP_BUFFER {
+            buf
+        } else {
+            BytesMut::new()
+        };
         let mut conns = self.conns.lock();
         if conns.len() < self.max {
-            conns.push((c, crate::clock::mono_ms()));
+            conns.push((c, crate::clock::mono_ms(), buf));
         }
     }
 }
@@ -87,6 +99,27 @@ pub enum ExchangeError {
     Broken(String),
 }
 
+/// How [`exchange`] hands over the response's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadForm {
+    /// In the response's header map.
+    Map,
+    /// As the origin's lines ([`Relayed`], taken from the body) when its framing allows
+    /// (a `Content-Length`, or no body); else in the map.
+    Lines,
+}
+
+/// An origin's end-to-end response fields as HTTP/1.1 lines (`name: value\r\n`), as it
+/// sent them: no header map is built and none encoded again. Its `Server` is left out
+/// (the edge names itself, as nginx does).
+#[derive(Debug)]
+pub struct Relayed {
+    /// The lines (with room for the proxy's own few).
+    pub lines: BytesMut,
+    /// A `Date` is among them.
+    pub has_date: bool,
+}
+
 /// Send `head` (a complete, bodiless request head) to `addr` and read the response head
 /// by `deadline`. The response comes without hop-by-hop fields (RFC 9110 §7.6.1: those
 /// [`crate::proxy::is_hop_by_hop`] names, and the names its `Connection` lists).
@@ -95,15 +128,14 @@ pub async fn exchange(
     addr: SocketAddr,
     head: &[u8],
     is_head: bool,
+    form: HeadForm,
     connect_timeout: Duration,
     deadline: Instant,
 ) -> Result<Response<H1Body>, ExchangeError> {
     // a pooled connection first; if it turns out dead before any answer, a fresh one
-    if let Some(conn) = pool.take() {
-        match attempt(conn, head, is_head, deadline).await {
-            Ok((resp, conn, buf, decoder, reusable)) => {
-                return Ok(finish(resp, conn, buf, decoder, reusable, pool));
-            }
+    if let Some((conn, buf)) = pool.take() {
+        match attempt(conn, buf, head, is_head, form, deadline).await {
+            Ok(answer) => return Ok(finish(answer, pool)),
             Err(Attempt::Stale) => {}
             Err(Attempt::Failed(e)) => return Err(e),
         }
@@ -119,10 +151,8 @@ pub async fn exchange(
         }
     };
     let _ = conn.set_nodelay(true);
-    match attempt(conn, head, is_head, deadline).await {
-        Ok((resp, conn, buf, decoder, reusable)) => {
-            Ok(finish(resp, conn, buf, decoder, reusable, pool))
-        }
+    match attempt(conn, BytesMut::new(), head, is_head, form, deadline).await {
+        Ok(answer) => Ok(finish(answer, pool)),
         Err(Attempt::Stale) => Err(ExchangeError::Broken(
             "the server closed the connection without an answer".into(),
         )),
@@ -130,20 +160,19 @@ pub async fn exchange(
     }
 }
 
-fn finish(
-    resp: Response<()>,
-    conn: TcpStream,
-    buf: BytesMut,
-    decoder: Decoder,
-    reusable: bool,
-    pool: &std::sync::Arc<IdlePool>,
-) -> Response<H1Body> {
+fn finish(answer: Answer, pool: &std::sync::Arc<IdlePool>) -> Response<H1Body> {
+    let Answer {
+        head: (resp, decoder, reusable, relayed),
+        conn,
+        buf,
+    } = answer;
     let mut body = H1Body {
         conn: Some(conn),
         buf,
         decoder,
         reusable,
         pool: pool.clone(),
+        relayed,
     };
     if matches!(body.decoder, Decoder::Done) {
         body.release();
@@ -157,26 +186,39 @@ enum Attempt {
     Failed(ExchangeError),
 }
 
-type Answer = (Response<()>, TcpStream, BytesMut, Decoder, bool);
+/// A response head read from `conn`, and what follows it in `buf`.
+struct Answer {
+    head: ParsedHead,
+    conn: TcpStream,
+    buf: BytesMut,
+}
 
 async fn attempt(
     mut conn: TcpStream,
+    mut buf: BytesMut,
     head: &[u8],
     is_head: bool,
+    form: HeadForm,
     deadline: Instant,
 ) -> Result<Answer, Attempt> {
     if conn.write_all(head).await.is_err() {
         return Err(Attempt::Stale);
     }
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    if buf.capacity() < 4096 {
+        buf.reserve(HEAD_BUFFER);
+    }
     let mut got_any = false;
     loop {
-        match parse_response(&mut buf, is_head) {
-            Ok(Some((resp, decoder, reusable))) => {
-                if resp.status().is_informational() {
+        match parse_response(&mut buf, is_head, form) {
+            Ok(Some(parsed)) => {
+                if parsed.0.status().is_informational() {
                     continue; // 100 Continue and friends: the real answer follows
                 }
-                return Ok((resp, conn, buf, decoder, reusable));
+                return Ok(Answer {
+                    head: parsed,
+                    conn,
+                    buf,
+                });
             }
             Ok(None) => {}
             Err(why) => return Err(Attempt::Failed(ExchangeError::Broken(why.into()))),
@@ -187,7 +229,7 @@ async fn attempt(
             )));
         }
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8 * 1024);
+            buf.reserve(HEAD_BUFFER);
         }
         let read = tokio::time::timeout_at(
             deadline,
@@ -208,18 +250,27 @@ async fn attempt(
     }
 }
 
-/// A parsed response head, how its body is framed, and whether the connection can be
-/// used again after it.
-type ParsedHead = (Response<()>, Decoder, bool);
+/// A parsed response head, how its body is framed, whether the connection can be used
+/// again after it, and its fields as lines when they were relayed.
+type ParsedHead = (Response<()>, Decoder, bool, Option<Relayed>);
 
 /// Parse a response head at the front of `buf` (consuming it).
-fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ParsedHead>, &'static str> {
+fn parse_response(
+    buf: &mut BytesMut,
+    is_head: bool,
+    form: HeadForm,
+) -> Result<Option<ParsedHead>, &'static str> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err("the server's answer is not valid HTTP/1.1"),
@@ -231,59 +282,41 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ParsedHead
     } else {
         Version::HTTP_11
     };
-    let fields = FieldOffsets::of(buf, parsed.headers);
-    let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(fields.len());
+    // what the fields say to this hop: the body's framing, and whether to keep the
+    // connection
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut close = version == Version::HTTP_10;
     // names a Connection field lists besides close / keep-alive: hop-by-hop too (rare)
-    let mut listed: Vec<HeaderName> = Vec::new();
-    for i in 0..fields.len() {
-        let (name, value) = fields
-            .field(&head, i)
-            .map_err(|_| "the server sent an invalid header field")?;
-        if name == header::CONTENT_LENGTH {
-            let v: u64 = value
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or("the server sent an invalid Content-Length")?;
+    let mut listed: Vec<&[u8]> = Vec::new();
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let v = content_length(h.value).ok_or("the server sent an invalid Content-Length")?;
             if length.is_some_and(|l| l != v) {
                 return Err("the server sent conflicting Content-Lengths");
             }
             length = Some(v);
-        } else if name == header::TRANSFER_ENCODING {
-            chunked = value
-                .as_bytes()
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = h
+                .value
                 .rsplit(|&b| b == b',')
                 .map(|c| c.trim_ascii())
                 .find(|c| !c.is_empty())
                 .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            for t in value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .map(|t| t.trim_ascii())
-            {
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
                     if version == Version::HTTP_10 {
                         close = false;
                     }
-                } else if let Ok(n) = HeaderName::from_bytes(t) {
-                    listed.push(n);
+                } else if !t.is_empty() {
+                    listed.push(t);
                 }
             }
         }
-        if crate::proxy::is_hop_by_hop(&name) {
-            continue; // the framing above is all they say to this hop
-        }
-        map.append(name, value);
-    }
-    for name in &listed {
-        map.remove(name);
     }
     let code = status.as_u16();
     let decoder = if is_head || code == 204 || code == 304 || status.is_informational() {
@@ -297,11 +330,65 @@ fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<ParsedHead
         close = true;
         Decoder::UntilClose
     };
+    let end_to_end = |name: &[u8]| {
+        !crate::proxy::is_hop_by_hop_name(name)
+            && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    };
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = version;
+    // relayed lines carry the framing only as a Content-Length (or when there is no body)
+    if form == HeadForm::Lines && matches!(decoder, Decoder::Length(_) | Decoder::Done) {
+        let mut lines = BytesMut::with_capacity(len + 128);
+        let mut has_date = false;
+        for h in parsed.headers.iter() {
+            let name = h.name.as_bytes();
+            if !end_to_end(name) || name.eq_ignore_ascii_case(b"server") {
+                continue;
+            }
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            lines.extend_from_slice(name);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(h.value);
+            lines.extend_from_slice(b"\r\n");
+        }
+        buf.advance(len);
+        return Ok(Some((
+            resp,
+            decoder,
+            !close,
+            Some(Relayed { lines, has_date }),
+        )));
+    }
+    let fields = FieldOffsets::of(buf, parsed.headers);
+    let keep: [bool; MAX_HEADERS] = std::array::from_fn(|i| {
+        parsed
+            .headers
+            .get(i)
+            .is_some_and(|h| end_to_end(h.name.as_bytes()))
+    });
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for (i, keep) in keep.iter().enumerate().take(fields.len()) {
+        if !keep {
+            continue; // the framing above is all they say to this hop
+        }
+        let (name, value) = fields
+            .field(&head, i)
+            .map_err(|_| "the server sent an invalid header field")?;
+        map.append(name, value);
+    }
     *resp.headers_mut() = map;
-    Ok(Some((resp, decoder, !close)))
+    Ok(Some((resp, decoder, !close, None)))
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6), within u64.
+fn content_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// A response body read from an origin connection by whoever polls it.
@@ -311,6 +398,8 @@ pub struct H1Body {
     decoder: Decoder,
     reusable: bool,
     pool: std::sync::Arc<IdlePool>,
+    /// The response's fields, when [`HeadForm::Lines`] relayed them.
+    relayed: Option<Relayed>,
 }
 
 impl std::fmt::Debug for H1Body {
@@ -320,13 +409,23 @@ impl std::fmt::Debug for H1Body {
 }
 
 impl H1Body {
+    /// The response's fields as relayed lines, if they came that way.
+    pub fn relayed_mut(&mut self) -> Option<&mut Relayed> {
+        self.relayed.as_mut()
+    }
+
+    /// Take the relayed lines out (the body then carries only the bytes).
+    pub fn take_relayed(&mut self) -> Option<Relayed> {
+        self.relayed.take()
+    }
+
     /// The body ended cleanly: the connection goes back to the pool if it can.
     fn release(&mut self) {
         if let Some(conn) = self.conn.take()
             && self.reusable
             && self.buf.is_empty()
         {
-            self.pool.put(conn);
+            self.pool.put(conn, std::mem::take(&mut self.buf));
         }
     }
 }
@@ -429,7 +528,8 @@ mod tests {
 
     fn parse(raw: &[u8], is_head: bool) -> Option<(Response<()>, Decoder, bool, usize)> {
         let mut b = BytesMut::from(raw);
-        let (r, d, k) = parse_response(&mut b, is_head).ok()??;
+        let (r, d, k, relayed) = parse_response(&mut b, is_head, HeadForm::Map).ok()??;
+        assert!(relayed.is_none());
         Some((r, d, k, b.len()))
     }
 
@@ -468,9 +568,9 @@ mod tests {
         let mut b = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
         );
-        assert!(parse_response(&mut b, false).is_err());
+        assert!(parse_response(&mut b, false, HeadForm::Map).is_err());
         let mut b = BytesMut::from(&b"SSH-2.0-OpenSSH\r\n\r\n"[..]);
-        assert!(parse_response(&mut b, false).is_err());
+        assert!(parse_response(&mut b, false, HeadForm::Map).is_err());
     }
 
     #[test]
@@ -495,6 +595,60 @@ Trailer: X-T\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTE: trailers\r\nVary: Acc
         .unwrap();
         assert!(!keep);
         assert_eq!(r.headers().len(), 1);
-        assert_eq!(r.headers()[header::CONTENT_LENGTH], "0");
+        assert_eq!(r.headers()[http::header::CONTENT_LENGTH], "0");
+    }
+
+    fn relay(raw: &[u8], is_head: bool) -> (Response<()>, Decoder, bool, Option<Relayed>) {
+        let mut b = BytesMut::from(raw);
+        parse_response(&mut b, is_head, HeadForm::Lines)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn relayed_heads_keep_the_origins_end_to_end_lines() {
+        let (r, d, keep, relayed) = relay(
+            b"HTTP/1.1 200 OK\r\nServer: o\r\nDate: Mon, 23 Nov 2026 23:00:00 GMT\r\n\
+Connection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nETag: \"a\"\r\n\
+x-lower:  spaced \r\nContent-Length: 5\r\nVia: 1.0 cdn\r\n\r\nhello",
+            false,
+        );
+        assert_eq!(d, Decoder::Length(5));
+        assert!(keep);
+        assert!(r.headers().is_empty(), "no header map is built");
+        let relayed = relayed.expect("a Content-Length body is relayed as lines");
+        assert!(relayed.has_date);
+        assert_eq!(
+            &relayed.lines[..],
+            &b"Date: Mon, 23 Nov 2026 23:00:00 GMT\r\nETag: \"a\"\r\nx-lower: spaced\r\n\
+Content-Length: 5\r\nVia: 1.0 cdn\r\n"[..],
+            "hop-by-hop fields, the named ones and Server left out; the rest as sent"
+        );
+        // no body: lines too, with what framing they have
+        let (_, d, _, relayed) = relay(b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n", false);
+        assert_eq!(d, Decoder::Done);
+        let relayed = relayed.unwrap();
+        assert!(!relayed.has_date);
+        assert_eq!(&relayed.lines[..], b"ETag: \"a\"\r\n");
+        let (_, d, _, relayed) = relay(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true);
+        assert_eq!(d, Decoder::Done);
+        assert_eq!(&relayed.unwrap().lines[..], b"Content-Length: 9\r\n");
+        // chunked and close-delimited bodies: the writer frames them, from the map
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"[..],
+            &b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n"[..],
+        ] {
+            let (r, _, _, relayed) = relay(raw, false);
+            assert!(relayed.is_none());
+            assert_eq!(r.headers()["x-a"], "1");
+            assert!(r.headers().get(http::header::TRANSFER_ENCODING).is_none());
+        }
+        // the checks of the map form hold here too
+        let mut b = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+        );
+        assert!(parse_response(&mut b, false, HeadForm::Lines).is_err());
+        let mut b = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n"[..]);
+        assert!(parse_response(&mut b, false, HeadForm::Lines).is_err());
     }
 }

@@ -691,3 +691,101 @@ async fn origin_connections_are_reused_and_every_framing_is_relayed() {
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(r.text().await.unwrap().contains("not valid HTTP"));
 }
+
+#[tokio::test]
+async fn origin_fields_are_relayed_once_each_on_every_client_path() {
+    // the origin's head: its own Server and Date, hop-by-hop fields (one only named in
+    // Connection), an end-to-end field, and a Via of an earlier hop
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nServer: origin/1.0\r\n\
+Date: Mon, 23 Nov 2026 23:00:00 GMT\r\nConnection: keep-alive, X-Hop\r\n\
+Keep-Alive: timeout=5\r\nX-Hop: 1\r\nX-Custom: kept\r\nVia: 1.0 cdn\r\n\
+Cache-Control: max-age=5\r\nContent-Length: 2\r\n\r\nok";
+    let (addr, _) = scripted_origin(vec![HEAD; 8], Duration::from_millis(10)).await;
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+servers = ["{addr}"]
+retries = 0
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/plain"
+  proxy = "app"
+  [[site.route]]
+  path = "/cc"
+  proxy = "app"
+  cache_control = "no-store"
+  [[site.route]]
+  path = "/hdr"
+  proxy = "app"
+  headers = {{ "x-custom" = "replaced" }}
+"#
+    ))
+    .await;
+    let check = |r: &reqwest::Response, what: &str| {
+        let h = r.headers();
+        let all = |n: &str| -> Vec<String> {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(r.status(), StatusCode::OK, "{what}");
+        assert_eq!(
+            all("server"),
+            ["hopline"],
+            "{what}: the edge names itself once"
+        );
+        assert_eq!(
+            all("date"),
+            ["Mon, 23 Nov 2026 23:00:00 GMT"],
+            "{what}: the origin's Date, once"
+        );
+        assert!(
+            h.get("x-hop").is_none(),
+            "{what}: a field named in Connection leaked"
+        );
+        assert!(h.get("keep-alive").is_none(), "{what}: Keep-Alive leaked");
+        let via = all("via").join(", ");
+        assert_eq!(via, "1.0 cdn, 1.1 hopline", "{what}");
+        let timing = all("server-timing").join(", ");
+        assert!(timing.contains("hopline-proxy;dur="), "{what}: {timing}");
+        assert_eq!(all("content-length"), ["2"], "{what}");
+    };
+    let h1 = client();
+    let r = h1.get(t.url("/plain")).send().await.unwrap();
+    check(&r, "HTTP/1.1");
+    assert_eq!(r.headers()["x-custom"], "kept");
+    assert_eq!(r.headers()["cache-control"], "max-age=5");
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    let r = h1.get(t.url("/cc")).send().await.unwrap();
+    check(&r, "route cache_control");
+    let cc: Vec<_> = r.headers().get_all("cache-control").iter().collect();
+    assert_eq!(
+        cc,
+        ["no-store"],
+        "the route's Cache-Control replaces the origin's"
+    );
+
+    let r = h1.get(t.url("/hdr")).send().await.unwrap();
+    check(&r, "route headers");
+    let custom: Vec<_> = r.headers().get_all("x-custom").iter().collect();
+    assert_eq!(custom, ["replaced"]);
+
+    // a HEAD: the origin's length, no body
+    let r = h1.head(t.url("/plain")).send().await.unwrap();
+    assert_eq!(r.headers()["content-length"], "2");
+
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(t.url("/plain")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    check(&r, "HTTP/2");
+    assert_eq!(r.headers()["x-custom"], "kept");
+    assert_eq!(r.text().await.unwrap(), "ok");
+}
