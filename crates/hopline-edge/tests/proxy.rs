@@ -789,3 +789,65 @@ listen = ["127.0.0.1:0"]
     assert_eq!(r.headers()["x-custom"], "kept");
     assert_eq!(r.text().await.unwrap(), "ok");
 }
+
+#[tokio::test]
+async fn a_known_length_body_is_relayed_as_it_arrives() {
+    // the origin sends the head and half the body, then waits before the rest: the
+    // client must get the first half before the origin sends the second
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        let first = vec![b'a'; 20_000];
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 40000\r\n\r\n")
+            .await
+            .unwrap();
+        s.write_all(&first).await.unwrap();
+        let _ = go_rx.await; // the rest only once the client has seen the first half
+        s.write_all(&vec![b'b'; 20_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let t = proxy_to(addr).await;
+    let mut c = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    c.write_all(b"GET /piece HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let body_start = loop {
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .expect("the first half came without the second")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+        if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && got.len() - (p + 4) >= 20_000
+        {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..body_start]).to_lowercase();
+    assert!(head.contains("content-length: 40000"), "{head}");
+    go_tx.send(()).unwrap();
+    while got.len() - body_start < 40_000 {
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the body ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let body = &got[body_start..];
+    assert_eq!(body.len(), 40_000);
+    assert!(body[..20_000].iter().all(|&b| b == b'a'));
+    assert!(body[20_000..].iter().all(|&b| b == b'b'));
+}
