@@ -56,16 +56,25 @@ peak_rss_kib() { sum_tree "$1" '/VmHWM/ {print $2}' status; }
 # CPU time (user+system, in clock ticks) used so far by a pid and its children
 cpu_ticks() { sum_tree "$1" '{print $14 + $15}' stat; }
 
+# the per-core counters of /proc/stat for the server's and the load generator's cores, on
+# one line ("cpuN user nice system idle iowait irq softirq steal; ...")
+cpu_lines() { awk -v a="cpu$SERVER_CPU" -v b="cpu$LOAD_CPU" '$1 == a || $1 == b {printf "%s; ", $0}' /proc/stat; }
+
 # wrk_run URL [extra wrk args...] -> prints "rps p50_ms p99_ms [cpu_us_per_req] [notes]"
 # With WRK_PID set, also the server's CPU time per request (µs), from /proc.
 wrk_run() {
   local url="$1"; shift
   local out t0=0 t1=0
+  local s0 s1
   [ -n "${WRK_PID:-}" ] && [ "$WRK_PID" != 0 ] && t0=$(cpu_ticks "$WRK_PID")
+  s0=$(cpu_lines)
   out=$(taskset -c "$LOAD_CPU" wrk "$@" --latency "$url" 2>&1)
+  s1=$(cpu_lines)
   [ -n "${WRK_PID:-}" ] && [ "$WRK_PID" != 0 ] && t1=$(cpu_ticks "$WRK_PID")
   out="$out
-CPU_TICKS: $((t1 - t0)) $(getconf CLK_TCK)"
+CPU_TICKS: $((t1 - t0)) $(getconf CLK_TCK)
+CPU_BEFORE: $s0
+CPU_AFTER: $s1"
   python3 - "$out" <<'PY'
 import re, sys
 out = sys.argv[1]
@@ -85,7 +94,20 @@ if not rps:
 cpu = "0"
 if ticks and reqs and int(ticks.group(1)) > 0:
     cpu = f"{int(ticks.group(1)) / int(ticks.group(2)) * 1e6 / int(reqs.group(1)):.2f}"
-print(f"{float(rps.group(1)):.0f} {ms(p50.group(1)):.3f} {ms(p99.group(1)):.3f} {cpu} {'non2xx=' + errs.group(1) if errs else ''}{(' sock:' + sock.group(1).replace(' ', '')) if sock else ''}")
+# how busy each core was during the run (100 - idle %): which side is the ceiling
+busy = ""
+b0 = re.search(r"CPU_BEFORE: (.*)", out); b1 = re.search(r"CPU_AFTER: (.*)", out)
+if b0 and b1:
+    def cores(text):
+        return {c.split()[0]: [int(x) for x in c.split()[1:9]] for c in text.split(";") if c.strip()}
+    x, y = cores(b0.group(1)), cores(b1.group(1))
+    parts = []
+    for name in sorted(x):
+        d = [j - i for i, j in zip(x[name], y[name])]
+        if sum(d):
+            parts.append(f"{name}={100 - 100 * (d[3] + d[4]) / sum(d):.0f}%")
+    busy = "busy:" + ",".join(parts)
+print(f"{float(rps.group(1)):.0f} {ms(p50.group(1)):.3f} {ms(p99.group(1)):.3f} {cpu} {busy} {'non2xx=' + errs.group(1) if errs else ''}{(' sock:' + sock.group(1).replace(' ', '')) if sock else ''}")
 PY
 }
 

@@ -800,8 +800,6 @@ pub(crate) struct FieldOffsets {
 
 impl FieldOffsets {
     /// The fields httparse found in `buf` (at most [`MAX_HEADERS`]).
-    // (inlined: built in its caller's frame, not copied out of this one)
-    #[inline(always)]
     pub(crate) fn of(buf: &[u8], headers: &[httparse::Header<'_>]) -> FieldOffsets {
         let base = buf.as_ptr() as usize;
         let mut at = [(0, 0, 0, 0); MAX_HEADERS];
