@@ -687,4 +687,67 @@ Content-Length: 5\r\nVia: 1.0 cdn\r\n"[..],
         let mut b = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n"[..]);
         assert!(parse_response(&mut b, false, HeadForm::Lines).is_err());
     }
+
+    proptest::proptest! {
+        /// The two forms of a response head say the same: the relayed lines, read back
+        /// the way the edge expands them, are the map's fields (less `Server`), with the
+        /// same framing and reuse.
+        #[test]
+        fn relayed_lines_and_the_map_agree(
+            fields in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "Server", "Date", "ETag", "X-A", "x-b", "Vary", "Connection",
+                        "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade",
+                        "X-Hop", "via", "Server-Timing",
+                    ]),
+                    proptest::sample::select(vec![
+                        "1", "a b", "keep-alive, X-Hop", "close", "x-a", "X-B, te",
+                        "", "W/\"x\"", "gzip;q=1",
+                    ]),
+                ),
+                0..12,
+            ),
+            version in proptest::sample::select(vec!["1.0", "1.1"]),
+        ) {
+            let mut raw = format!("HTTP/{version} 200 OK\r\n");
+            for (n, v) in &fields {
+                raw.push_str(&format!("{n}: {v}\r\n"));
+            }
+            raw.push_str("Content-Length: 3\r\n\r\nabc");
+            let mut a = BytesMut::from(raw.as_bytes());
+            let (map_resp, map_dec, map_keep, none) =
+                parse_response(&mut a, false, HeadForm::Map).unwrap().unwrap();
+            proptest::prop_assert!(none.is_none());
+            let mut b = BytesMut::from(raw.as_bytes());
+            let (_, dec, keep, relayed) =
+                parse_response(&mut b, false, HeadForm::Lines).unwrap().unwrap();
+            proptest::prop_assert_eq!(&a[..], &b[..], "the same bytes are left for the body");
+            proptest::prop_assert_eq!(map_dec, dec);
+            proptest::prop_assert_eq!(map_keep, keep);
+            let relayed = relayed.unwrap();
+            let text = std::str::from_utf8(&relayed.lines).unwrap();
+            let mut from_lines: Vec<(String, String)> = text
+                .split("\r\n")
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let (n, v) = l.split_once(':').unwrap();
+                    (n.to_ascii_lowercase(), v.trim().to_string())
+                })
+                .collect();
+            let mut from_map: Vec<(String, String)> = map_resp
+                .headers()
+                .iter()
+                .filter(|(n, _)| *n != http::header::SERVER)
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            from_lines.sort_by(|x, y| x.0.cmp(&y.0));
+            from_map.sort_by(|x, y| x.0.cmp(&y.0));
+            proptest::prop_assert_eq!(&from_lines, &from_map);
+            proptest::prop_assert_eq!(
+                relayed.has_date,
+                from_map.iter().any(|(n, _)| n == "date")
+            );
+        }
+    }
 }
