@@ -21,9 +21,10 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(BoxBody<Bytes, BoxError>),
-    /// An origin's response body read by hopline's own HTTP/1.1 client (not boxed: the
-    /// proxy's hot path).
-    Origin(crate::upstream::H1Body),
+    /// An origin's response body read by hopline's own HTTP/1.1 client (boxed, but not
+    /// as a trait object: every response of the edge moves this enum, so it stays the
+    /// size of a file range).
+    Origin(Box<crate::upstream::H1Body>),
     /// A byte range of an open file: sent by `sendfile` on plain HTTP/1.1, else from
     /// the bytes in memory when the file cache holds them, else read in chunks.
     File {
@@ -116,7 +117,7 @@ impl Body {
     /// An origin's response body, read as the client connection asks for it.
     pub(crate) fn origin(body: crate::upstream::H1Body) -> Body {
         Body {
-            kind: Kind::Origin(body),
+            kind: Kind::Origin(Box::new(body)),
             log: None,
             lines: None,
         }
@@ -245,7 +246,7 @@ impl HttpBody for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(s) => Pin::new(s).poll_frame(cx),
-            Kind::Origin(o) => Pin::new(o).poll_frame(cx),
+            Kind::Origin(o) => Pin::new(&mut **o).poll_frame(cx),
             Kind::File {
                 range,
                 mem,
