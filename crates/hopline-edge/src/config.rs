@@ -193,6 +193,11 @@ pub struct Upstream {
     /// Idle upstream connections are closed after this.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_ms: u64,
+    /// Read buffers the idle connections of one server may keep, in all (each keeps at
+    /// most 128 KiB): the next answer is then read whole, into memory already there.
+    /// 0 keeps none.
+    #[serde(default = "default_idle_buffers")]
+    pub idle_buffers: ByteSize,
     /// Passive outlier detection: this many connect errors / 5xx in a row eject a server.
     #[serde(default = "default_outlier_errors")]
     pub max_fails: u32,
@@ -218,6 +223,9 @@ fn default_max_idle() -> usize {
 }
 fn default_idle_timeout() -> u64 {
     60_000
+}
+fn default_idle_buffers() -> ByteSize {
+    ByteSize(8 * 1024 * 1024)
 }
 fn default_outlier_errors() -> u32 {
     3

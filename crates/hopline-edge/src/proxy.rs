@@ -65,7 +65,7 @@ pub struct UpstreamPool {
     /// Speaks HTTP/2 to its servers (hyper's client does all of its requests).
     http2: bool,
     /// Idle connections per server, and how long they stay.
-    idle: (usize, Duration),
+    idle: IdleLimits,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -183,6 +183,17 @@ fn is_name(text: &str) -> bool {
     text.parse::<SocketAddr>().is_err()
 }
 
+/// What each server's idle pool may keep (the same for every server of a pool).
+#[derive(Debug, Clone, Copy)]
+struct IdleLimits {
+    /// Connections.
+    max: usize,
+    /// How long one stays.
+    timeout: Duration,
+    /// Read buffer bytes, in all.
+    buffers: usize,
+}
+
 /// The pool's members for a set of resolved addresses per entry.
 fn members_of(
     pool_name: &str,
@@ -190,7 +201,7 @@ fn members_of(
     entries: &[(String, u32, bool)],
     resolved: &[Vec<SocketAddr>],
     opts: &PoolOptions,
-    idle: (usize, Duration),
+    idle: IdleLimits,
 ) -> Members {
     let mut servers = Vec::new();
     let mut specs = Vec::new();
@@ -210,7 +221,11 @@ fn members_of(
                 addr: *addr,
                 timing_desc: format!(";desc=\"{}\"", timing_text(pool_name, &id, algorithm)).into(),
                 id,
-                idle: Arc::new(crate::upstream::IdlePool::new(idle.0, idle.1)),
+                idle: Arc::new(crate::upstream::IdlePool::new(
+                    idle.max,
+                    idle.timeout,
+                    idle.buffers,
+                )),
             });
         }
     }
@@ -257,10 +272,11 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
     opts.outlier_consecutive_errors = cfg.max_fails.max(1);
     opts.outlier_base_ejection = Duration::from_millis(cfg.fail_timeout_ms);
     opts.outlier_max_ejection = Duration::from_millis(cfg.fail_timeout_ms.saturating_mul(30));
-    let idle = (
-        cfg.max_idle_per_server,
-        Duration::from_millis(cfg.idle_timeout_ms),
-    );
+    let idle = IdleLimits {
+        max: cfg.max_idle_per_server,
+        timeout: Duration::from_millis(cfg.idle_timeout_ms),
+        buffers: usize::try_from(cfg.idle_buffers.0).unwrap_or(usize::MAX),
+    };
     let members = members_of(name, cfg.balance, &entries, &resolved, &opts, idle);
 
     let mut connector = HttpConnector::new();

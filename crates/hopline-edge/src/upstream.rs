@@ -42,55 +42,79 @@ const HEAD_BUFFER: usize = 8 * 1024;
 /// Largest read buffer an idle connection keeps: the next answer of up to about this
 /// size is then read whole in one call, into memory already there (nginx reads its
 /// upstream answers into per-request buffers of the size configured; this is the same
-/// work without the allocation).
+/// work without the allocation). All of a server's kept buffers stay within its pool's
+/// `idle_buffers`.
 const KEEP_BUFFER: usize = 128 * 1024;
 
 /// One server's idle keep-alive connections (most recently used first out), each with
-/// when it went idle (coarse clock, ms) and its read buffer when that is small (the next
-/// exchange reads into it: no allocation per request).
+/// when it went idle (coarse clock, ms) and its read buffer (the next exchange reads into
+/// it: no allocation per request), within a byte budget for all the buffers kept.
 #[derive(Debug)]
 pub struct IdlePool {
-    conns: parking_lot::Mutex<Vec<(TcpStream, u64, BytesMut)>>,
+    idle: parking_lot::Mutex<Idle>,
     max: usize,
     idle_timeout_ms: u64,
+    buffer_budget: usize,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    /// (connection, idle since, its buffer, the bytes that buffer may hold)
+    conns: Vec<(TcpStream, u64, BytesMut, usize)>,
+    /// The sum of those bytes.
+    buffered: usize,
 }
 
 impl IdlePool {
-    /// A pool keeping at most `max` idle connections for at most `idle_timeout`.
-    pub fn new(max: usize, idle_timeout: Duration) -> IdlePool {
+    /// A pool keeping at most `max` idle connections for at most `idle_timeout`, and
+    /// read buffers of at most `buffer_budget` bytes in all.
+    pub fn new(max: usize, idle_timeout: Duration, buffer_budget: usize) -> IdlePool {
         IdlePool {
-            conns: parking_lot::Mutex::new(Vec::new()),
+            idle: parking_lot::Mutex::new(Idle::default()),
             max,
             idle_timeout_ms: idle_timeout.as_millis().try_into().unwrap_or(u64::MAX),
+            buffer_budget,
         }
     }
 
     fn take(&self) -> Option<(TcpStream, BytesMut)> {
         let now = crate::clock::mono_ms();
-        let mut conns = self.conns.lock();
-        while let Some((c, since, buf)) = conns.pop() {
+        let mut idle = self.idle.lock();
+        while let Some((c, since, buf, size)) = idle.conns.pop() {
+            idle.buffered -= size;
             if now.saturating_sub(since) < self.idle_timeout_ms {
                 return Some((c, buf));
             }
             // too old: the origin may be about to close it; the rest are older still
-            conns.clear();
+            idle.conns.clear();
+            idle.buffered = 0;
         }
         None
     }
 
     /// Keep `c` (whose last answer was read to its end: `buf` is empty). `reserved` is
-    /// the most `buf` was grown to for it: a buffer grown past [`KEEP_BUFFER`] is
-    /// dropped, so an idle connection holds at most that much.
+    /// the most `buf` was grown to for it: the buffer stays with the connection when it
+    /// is at most [`KEEP_BUFFER`] and the pool's budget has room for it.
     fn put(&self, c: TcpStream, buf: BytesMut, reserved: usize) {
-        let buf = if reserved <= KEEP_BUFFER {
-            buf
-        } else {
-            BytesMut::new()
-        };
-        let mut conns = self.conns.lock();
-        if conns.len() < self.max {
-            conns.push((c, crate::clock::mono_ms(), buf));
+        let mut idle = self.idle.lock();
+        if idle.conns.len() >= self.max {
+            return;
         }
+        let (buf, size) =
+            if reserved <= KEEP_BUFFER && idle.buffered + reserved <= self.buffer_budget {
+                (buf, reserved)
+            } else {
+                (BytesMut::new(), 0)
+            };
+        idle.buffered += size;
+        idle.conns.push((c, crate::clock::mono_ms(), buf, size));
+    }
+
+    /// Idle connections, and the bytes their buffers may hold.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let idle = self.idle.lock();
+        (idle.conns.len(), idle.buffered)
     }
 }
 
@@ -632,6 +656,46 @@ Trailer: X-T\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTE: trailers\r\nVary: Acc
         assert!(!keep);
         assert_eq!(r.headers().len(), 1);
         assert_eq!(r.headers()[http::header::CONTENT_LENGTH], "0");
+    }
+
+    #[tokio::test]
+    async fn idle_buffers_stay_within_the_budget() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conn = || TcpStream::connect(addr);
+        let pool = IdlePool::new(8, Duration::from_secs(60), 200 * 1024);
+        pool.put(
+            conn().await.unwrap(),
+            BytesMut::with_capacity(100 * 1024),
+            100 * 1024,
+        );
+        pool.put(
+            conn().await.unwrap(),
+            BytesMut::with_capacity(90 * 1024),
+            90 * 1024,
+        );
+        assert_eq!(pool.held(), (2, 190 * 1024));
+        // over the budget: the connection stays, its buffer goes
+        pool.put(
+            conn().await.unwrap(),
+            BytesMut::with_capacity(20 * 1024),
+            20 * 1024,
+        );
+        assert_eq!(pool.held(), (3, 190 * 1024));
+        // over the size one connection may keep
+        pool.put(conn().await.unwrap(), BytesMut::new(), KEEP_BUFFER + 1);
+        assert_eq!(pool.held(), (4, 190 * 1024));
+        // taking a connection gives its buffer's share back
+        let (_, buf) = pool.take().unwrap();
+        assert_eq!(buf.capacity(), 0);
+        let _ = pool.take().unwrap();
+        let (_, buf) = pool.take().unwrap();
+        assert!(buf.capacity() >= 90 * 1024);
+        assert_eq!(pool.held(), (1, 100 * 1024));
+        // no budget: no buffers
+        let none = IdlePool::new(8, Duration::from_secs(60), 0);
+        none.put(conn().await.unwrap(), BytesMut::with_capacity(4096), 4096);
+        assert_eq!(none.held(), (1, 0));
     }
 
     fn relay(raw: &[u8], is_head: bool) -> (Response<()>, Decoder, bool, Option<Relayed>) {
