@@ -594,42 +594,56 @@ struct Forwarding<'a> {
     host: Option<&'a str>,
     /// `Host` when the request has none.
     authority: &'a str,
-    /// Appended to `Forwarded`.
-    forwarded: String,
+    /// The client's address as `Forwarded` writes it, when it is IPv6 (quoted, bracketed);
+    /// IPv4 is `client` as it is.
+    for_v6: Option<String>,
+    /// `Host` as `Forwarded` may carry it (a token-safe value), if so.
+    forwarded_host: Option<&'a str>,
     /// Appended to `Via`.
     via: &'static str,
+}
+
+/// Whether `s` can be a field value as it is (what `HeaderValue::from_str` accepts),
+/// checked without making one.
+fn is_field_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
 impl<'a> Forwarding<'a> {
     fn new(down: &Downstream<'a>, via: &'static str) -> Forwarding<'a> {
         let proto = if down.tls { "https" } else { "http" };
-        let mut forwarded = String::with_capacity(64);
-        forwarded.push_str("for=");
-        if down.peer.is_ipv6() {
-            forwarded.push_str(&forwarded_for(down.peer.ip()));
-        } else {
-            forwarded.push_str(down.client);
-        }
-        forwarded.push_str(";proto=");
-        forwarded.push_str(proto);
-        if !down.host.is_empty()
-            && down
-                .host
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
-        {
-            forwarded.push_str(";host=");
-            forwarded.push_str(down.host);
-        }
+        let host_ok = !down.host.is_empty();
         Forwarding {
             client: down.client,
             proto,
-            host: (!down.host.is_empty() && HeaderValue::from_str(down.host).is_ok())
-                .then_some(down.host),
+            host: (host_ok && is_field_value(down.host)).then_some(down.host),
             authority: down.authority,
-            forwarded,
+            for_v6: down.peer.is_ipv6().then(|| forwarded_for(down.peer.ip())),
+            forwarded_host: (host_ok
+                && down
+                    .host
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b','))
+            .then_some(down.host),
             via,
         }
+    }
+
+    /// The element appended to `Forwarded` (RFC 7239), in pieces:
+    /// `for=CLIENT;proto=PROTO[;host=HOST]`.
+    fn forwarded(&self) -> [&str; 6] {
+        let (sep, host) = match self.forwarded_host {
+            Some(h) => (";host=", h),
+            None => ("", ""),
+        };
+        [
+            "for=",
+            self.for_v6.as_deref().unwrap_or(self.client),
+            ";proto=",
+            self.proto,
+            sep,
+            host,
+        ]
     }
 
     fn apply(&self, h: &mut HeaderMap) {
@@ -648,7 +662,7 @@ impl<'a> Forwarding<'a> {
         {
             h.insert(header::HOST, v);
         }
-        append_header(h, header::FORWARDED, &self.forwarded);
+        append_header(h, header::FORWARDED, &self.forwarded().concat());
         append_header(h, header::VIA, self.via);
     }
 
@@ -663,8 +677,8 @@ impl<'a> Forwarding<'a> {
             out.extend_from_slice(b"\r\n");
         }
         /// a list field the proxy extends: every earlier line's items, then `add` (as
-        /// [`append_header`] does)
-        fn extend(out: &mut Vec<u8>, h: &HeaderMap, name: HeaderName, add: &[u8]) {
+        /// [`append_header`] does), given in pieces
+        fn extend(out: &mut Vec<u8>, h: &HeaderMap, name: HeaderName, add: &[&str]) {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             for old in h.get_all(&name).iter().filter(|v| v.to_str().is_ok()) {
@@ -673,7 +687,9 @@ impl<'a> Forwarding<'a> {
                     out.extend_from_slice(b", ");
                 }
             }
-            out.extend_from_slice(add);
+            for piece in add {
+                out.extend_from_slice(piece.as_bytes());
+            }
             out.extend_from_slice(b"\r\n");
         }
         let h = &parts.headers;
@@ -703,17 +719,17 @@ impl<'a> Forwarding<'a> {
             &mut out,
             map,
             HeaderName::from_static("x-forwarded-for"),
-            self.client.as_bytes(),
+            &[self.client],
         );
         line(&mut out, b"x-forwarded-proto", self.proto.as_bytes());
         if let Some(host) = self.host {
             line(&mut out, b"x-forwarded-host", host.as_bytes());
         }
-        if !h.contains_key(header::HOST) && HeaderValue::from_str(self.authority).is_ok() {
+        if !h.contains_key(header::HOST) && is_field_value(self.authority) {
             line(&mut out, b"host", self.authority.as_bytes());
         }
-        extend(&mut out, map, header::FORWARDED, self.forwarded.as_bytes());
-        extend(&mut out, map, header::VIA, self.via.as_bytes());
+        extend(&mut out, map, header::FORWARDED, &self.forwarded());
+        extend(&mut out, map, header::VIA, &[self.via]);
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -802,17 +818,11 @@ pub async fn send(
     let members = up.members();
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let attempts = if retryable { up.retries + 1 } else { 1 };
-    let mut last_err = ProxyError::NoServer {
-        pool: up.name.clone(),
-    };
+    // (the error made only when there is one: a request that succeeds allocates none)
+    let mut last_err: Option<ProxyError> = None;
     for attempt in 0..attempts {
         let Some(pick) = members.pool.pick(&tried) else {
-            if attempt == 0 {
-                last_err = ProxyError::NoServer {
-                    pool: up.name.clone(),
-                };
-            }
-            break;
+            break; // none at all (NoServer below), or none left to retry on
         };
         let idx = pick.index();
         tried.push(idx);
@@ -849,10 +859,10 @@ pub async fn send(
                 Err(crate::upstream::ExchangeError::Connect(reason)) => {
                     pick.finish(Outcome::ConnectError);
                     tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
-                    last_err = ProxyError::Connect {
+                    last_err = Some(ProxyError::Connect {
                         server: server.id.clone(),
                         reason,
-                    };
+                    });
                     continue;
                 }
                 Err(crate::upstream::ExchangeError::Timeout) => {
@@ -941,10 +951,10 @@ pub async fn send(
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.to_string());
                 tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
-                last_err = ProxyError::Connect {
+                last_err = Some(ProxyError::Connect {
                     server: server.id.clone(),
                     reason,
-                };
+                });
                 continue;
             }
             Ok(Err(e)) => {
@@ -968,7 +978,9 @@ pub async fn send(
             }
         }
     }
-    Err(last_err)
+    Err(last_err.unwrap_or_else(|| ProxyError::NoServer {
+        pool: up.name.clone(),
+    }))
 }
 
 /// What the proxy does to every response head: hop-by-hop headers out, `Via` and its
