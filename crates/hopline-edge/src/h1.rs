@@ -789,6 +789,15 @@ fn read_tcp(tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     }
 }
 
+/// A `Content-Length` value (or one item of a list of them): digits only (RFC 9110
+/// §8.6), within u64. Shared by the request parser and the proxy's response parser.
+pub(crate) fn length_digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// Where each header field's name and value sit in a parsed head, so that once the head
 /// is frozen into `Bytes` the values share its bytes instead of being copied. Used for
 /// request heads here and response heads by [`crate::upstream`].
@@ -905,14 +914,7 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
         let (name, value) = fields.field(&head, i).map_err(bad)?;
         if name == header::CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {
-                let part = trim_ows(part);
-                if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
-                    return Err(bad("bad Content-Length\n"));
-                }
-                let v: u64 = std::str::from_utf8(part)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad("bad Content-Length\n"))?;
+                let v = length_digits(trim_ows(part)).ok_or_else(|| bad("bad Content-Length\n"))?;
                 match content_length {
                     Some(prev) if prev != v => return Err(bad("conflicting Content-Length\n")),
                     _ => content_length = Some(v),

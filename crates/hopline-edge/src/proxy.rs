@@ -451,24 +451,13 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Whether `name` is one of [`HOP_BY_HOP`] or `Upgrade` (a length switch and one
-/// compare, not eight).
+/// Whether `name` is one of [`HOP_BY_HOP`] or `Upgrade`.
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
-/// [`is_hop_by_hop`] for a name as it came on the wire (any case).
+/// [`is_hop_by_hop`] for a name as it came on the wire (any case): a length compare
+/// first, so most names are ruled out without looking at their bytes.
 pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
     const NAMES: [&[u8]; 9] = [
         b"connection",

@@ -323,7 +323,8 @@ fn parse_response(
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let v = content_length(h.value).ok_or("the server sent an invalid Content-Length")?;
+            let v = crate::h1::length_digits(h.value.trim_ascii())
+                .ok_or("the server sent an invalid Content-Length")?;
             if length.is_some_and(|l| l != v) {
                 return Err("the server sent conflicting Content-Lengths");
             }
@@ -411,15 +412,6 @@ fn parse_response(
     }
     *resp.headers_mut() = map;
     Ok(Some((resp, decoder, !close, None)))
-}
-
-/// A `Content-Length` value: digits only (RFC 9110 §8.6), within u64.
-fn content_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// A response body read from an origin connection by whoever polls it.
