@@ -194,11 +194,7 @@ async fn redirects_fixed_responses_and_route_headers() {
 #[tokio::test]
 async fn h2c_prior_knowledge_on_plain_listeners() {
     let t = start(HELLO).await;
-    let c = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let c = common::h2c_client();
     let r = c.get(t.url("/")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert!(r.headers().contains_key("date"));

@@ -778,11 +778,7 @@ listen = ["127.0.0.1:0"]
     let r = h1.head(t.url("/plain")).send().await.unwrap();
     assert_eq!(r.headers()["content-length"], "2");
 
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     let r = h2.get(t.url("/plain")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     check(&r, "HTTP/2");

@@ -434,11 +434,7 @@ listen = ["127.0.0.1:0"]
 "#;
     let t = start_in(dir, toml).await;
     let h1 = client();
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     let fields = |r: &reqwest::Response| {
         let mut names: Vec<String> = r.headers().keys().map(|k| k.to_string()).collect();
         names.sort();

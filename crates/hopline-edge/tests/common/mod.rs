@@ -56,6 +56,15 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A client speaking HTTP/2 without TLS from the first byte (h2c prior knowledge).
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
 /// A TLS client trusting only `ca_pem`, offering h2 and http/1.1.
 pub fn tls_client(ca_pem: &Path, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
     hopline_edge::tls::install_crypto_provider();
