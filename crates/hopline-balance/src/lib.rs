@@ -29,10 +29,27 @@
 //! # Availability
 //! A server is *eligible* when its active health checks pass (`fails` failures in a row
 //! take it out, `passes` successes bring it back) and it is not ejected by passive outlier
-//! detection (`outlier_consecutive_errors` failed outcomes in a row eject it for
-//! `outlier_base_ejection`, doubling with each ejection up to `outlier_max_ejection`;
-//! after that it is tried again, and one success clears its record). Backup servers are
-//! picked only when no primary server is eligible.
+//! detection:
+//! - `outlier_consecutive_errors` failed outcomes in a row eject it for
+//!   `outlier_base_ejection`. Failures are counted once per server, not per request in
+//!   flight: a request picked before the server's last ejection (say one of 200 upgrades
+//!   that all hit a full listen backlog at once) neither counts toward the next ejection
+//!   nor extends the current one.
+//! - When the window ends the server is *probed*: exactly one live request goes to it
+//!   (the others still go elsewhere). A success brings it back at once; a failure ejects
+//!   it again for the base window (as nginx's `fail_timeout`), so a dead server costs one
+//!   request per window and a revived one is used again within one base window, never
+//!   after a doubled one.
+//! - A server that flaps (ejected again by fresh errors less than `outlier_max_ejection`
+//!   after it came back) is ejected for twice as long each time, up to
+//!   `outlier_max_ejection`; once it stays good that long, its record is clean.
+//!
+//! Backup servers are picked only when no primary server is eligible. When no server at
+//! all is eligible the pool *panics* (Envoy's panic threshold; nginx never marks its only
+//! server down): it picks among every server not yet tried by this request, primaries
+//! first, rather than answering 503 — a pool whose servers are all ejected or failing
+//! their checks may still have one that answers. [`Pool::panicking`] and
+//! [`Pool::panic_picks`] say so for status pages and metrics.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -107,7 +124,7 @@ impl Default for PoolOptions {
             passes: 2,
             outlier_consecutive_errors: 3,
             outlier_base_ejection: Duration::from_secs(10),
-            outlier_max_ejection: Duration::from_secs(300),
+            outlier_max_ejection: Duration::from_secs(60),
             decay: Duration::from_secs(5),
         }
     }
@@ -169,6 +186,12 @@ struct State {
     consecutive_errors: u32,
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// When the last ejection began: failures of requests picked before it are old news.
+    ejected_at: Option<Instant>,
+    /// The single live request sent to probe an ejected server is in flight.
+    probing: bool,
+    /// When its last probe succeeded (flapping within `outlier_max_ejection` doubles).
+    restored_at: Option<Instant>,
     ewma_ns: f64,
     error_rate: f64,
     observed_at: Option<Instant>,
@@ -191,6 +214,7 @@ pub struct Pool {
     states: Mutex<Vec<State>>,
     next: AtomicUsize,
     opts: PoolOptions,
+    panic_picks: AtomicU64,
 }
 
 /// A picked server; finish it with the outcome (dropping it unfinished counts as a
@@ -200,6 +224,10 @@ pub struct Pick<'a> {
     pool: &'a Pool,
     index: usize,
     done: bool,
+    /// When it was picked (failures of picks older than an ejection do not count).
+    at: Instant,
+    /// This request probes an ejected server whose window ended.
+    probe: bool,
 }
 
 impl Pick<'_> {
@@ -211,7 +239,12 @@ impl Pick<'_> {
     /// Record the outcome: latency (EWMA), errors (dynamic weights, outlier detection).
     pub fn finish(mut self, outcome: Outcome) {
         self.done = true;
-        self.pool.finish(self.index, outcome);
+        self.pool.finish(self.index, outcome, self.at, self.probe);
+    }
+
+    /// Is this request the single probe of an ejected server whose window ended?
+    pub fn is_probe(&self) -> bool {
+        self.probe
     }
 }
 
@@ -221,6 +254,10 @@ impl Drop for Pick<'_> {
             self.pool.servers[self.index]
                 .in_flight
                 .fetch_sub(1, Ordering::AcqRel);
+            if self.probe {
+                // a cancelled probe proves nothing: the next request probes again
+                self.pool.states.lock()[self.index].probing = false;
+            }
         }
     }
 }
@@ -241,6 +278,9 @@ impl Pool {
                 consecutive_errors: 0,
                 ejections: 0,
                 ejected_until: None,
+                ejected_at: None,
+                probing: false,
+                restored_at: None,
                 ewma_ns: 0.0,
                 error_rate: 0.0,
                 observed_at: None,
@@ -264,6 +304,7 @@ impl Pool {
             states: Mutex::new(states),
             next: AtomicUsize::new(0),
             opts,
+            panic_picks: AtomicU64::new(0),
         }
     }
 
@@ -277,13 +318,28 @@ impl Pool {
         self.algorithm
     }
 
+    /// Takes traffic now: healthy, and not ejected (or its window ended and no probe is
+    /// in flight).
     fn eligible(st: &State, now: Instant) -> bool {
-        st.healthy && st.ejected_until.is_none_or(|t| t <= now)
+        st.healthy && st.ejected_until.is_none_or(|t| t <= now && !st.probing)
+    }
+
+    /// No server of the pool is eligible: picks go to all of them anyway.
+    pub fn panicking(&self) -> bool {
+        let now = Instant::now();
+        let states = self.states.lock();
+        !states.iter().any(|st| Self::eligible(st, now))
+    }
+
+    /// Picks made in panic since the pool was built.
+    pub fn panic_picks(&self) -> u64 {
+        self.panic_picks.load(Ordering::Relaxed)
     }
 
     /// Pick a server for the next request, skipping `exclude` (servers this request
-    /// already tried). Primaries first; backups only when no primary is eligible.
-    /// `None` when no server is eligible.
+    /// already tried). Primaries first; backups only when no primary is eligible; when
+    /// no server is eligible at all, any server not excluded (panic, primaries first).
+    /// `None` only when every server was excluded.
     pub fn pick(&self, exclude: &[usize]) -> Option<Pick<'_>> {
         let now = Instant::now();
         let mut states = self.states.lock();
@@ -293,6 +349,16 @@ impl Pool {
             if !exclude.contains(&i) && Self::eligible(&states[i], now) {
                 candidates[s.spec.backup as usize].push(i);
             }
+        }
+        let mut panic = false;
+        if candidates[0].is_empty() && candidates[1].is_empty() {
+            // panic: nothing is eligible, but a 503 wall helps nobody
+            for (i, s) in self.servers.iter().enumerate() {
+                if !exclude.contains(&i) {
+                    candidates[s.spec.backup as usize].push(i);
+                }
+            }
+            panic = true;
         }
         let set = if !candidates[0].is_empty() {
             &candidates[0]
@@ -374,7 +440,16 @@ impl Pool {
                 best
             }
         };
+        // an ejected server whose window ended gets this one request as its probe
+        let st = &mut states[index];
+        let probe = !panic && st.ejected_until.is_some_and(|t| t <= now);
+        if probe {
+            st.probing = true;
+        }
         drop(states);
+        if panic {
+            self.panic_picks.fetch_add(1, Ordering::Relaxed);
+        }
         let s = &self.servers[index];
         s.in_flight.fetch_add(1, Ordering::AcqRel);
         s.requests.fetch_add(1, Ordering::Relaxed);
@@ -382,6 +457,8 @@ impl Pool {
             pool: self,
             index,
             done: false,
+            at: now,
+            probe,
         })
     }
 
@@ -422,7 +499,7 @@ impl Pool {
         self.servers[i].spec.weight as f64 * speed * health
     }
 
-    fn finish(&self, index: usize, outcome: Outcome) {
+    fn finish(&self, index: usize, outcome: Outcome, picked_at: Instant, probe: bool) {
         let server = &self.servers[index];
         server.in_flight.fetch_sub(1, Ordering::AcqRel);
         let now = Instant::now();
@@ -456,28 +533,52 @@ impl Pool {
         let sample = if failed { 1.0 } else { 0.0 };
         st.error_rate = st.error_rate * w + sample * (1.0 - w);
         st.observed_at = Some(now);
+        if probe {
+            st.probing = false;
+        }
         if failed {
-            st.consecutive_errors += 1;
-            if st.consecutive_errors >= self.opts.outlier_consecutive_errors.max(1) {
-                st.ejections += 1;
-                let factor = 1u32
-                    .checked_shl(st.ejections.saturating_sub(1).min(16))
-                    .unwrap_or(u32::MAX);
-                let t = self
-                    .opts
-                    .outlier_base_ejection
-                    .saturating_mul(factor)
-                    .min(self.opts.outlier_max_ejection);
-                st.ejected_until = Some(now + t);
-                st.consecutive_errors = 0;
+            let stale = st.ejected_at.is_some_and(|at| picked_at < at);
+            let ejected_now = st.ejected_until.is_some_and(|t| t > now);
+            if probe {
+                // the probe failed: out again for the base window
+                st.ejected_until = Some(now + self.opts.outlier_base_ejection);
+                st.ejected_at = Some(now);
+            } else if !stale && !ejected_now {
+                st.consecutive_errors += 1;
+                if st.consecutive_errors >= self.opts.outlier_consecutive_errors.max(1) {
+                    self.eject(st, now);
+                }
             }
         } else {
             st.consecutive_errors = 0;
-            if st.ejected_until.is_some_and(|t| t <= now) {
+            if probe || st.ejected_until.is_some_and(|t| t <= now) {
                 st.ejected_until = None;
-                st.ejections = 0;
+                st.restored_at = Some(now);
             }
         }
+    }
+
+    /// Eject a server for its next window (base, doubling per ejection, capped).
+    fn eject(&self, st: &mut State, now: Instant) {
+        if st
+            .restored_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= self.opts.outlier_max_ejection)
+        {
+            // good for long enough since it came back: a clean record
+            st.ejections = 0;
+        }
+        st.ejections += 1;
+        let factor = 1u32
+            .checked_shl(st.ejections.saturating_sub(1).min(16))
+            .unwrap_or(u32::MAX);
+        let t = self
+            .opts
+            .outlier_base_ejection
+            .saturating_mul(factor)
+            .min(self.opts.outlier_max_ejection);
+        st.ejected_until = Some(now + t);
+        st.ejected_at = Some(now);
+        st.consecutive_errors = 0;
     }
 
     /// Feed one active health check result: `fails` failures in a row take the server
@@ -495,6 +596,7 @@ impl Pool {
                 st.ejected_until = None;
                 st.ejections = 0;
                 st.consecutive_errors = 0;
+                st.probing = false;
             }
         } else {
             st.check_passes = 0;
@@ -774,7 +876,21 @@ mod tests {
         p.report_health_check(0, false);
         p.report_health_check(2, false);
         p.report_health_check(2, false);
-        assert!(p.pick(&[]).is_none());
+        // every server is out: panic, primaries first, rather than a 503 wall
+        assert!(p.panicking());
+        assert_eq!(p.panic_picks(), 0);
+        let picked = count(&p, 10);
+        assert_eq!(picked[2], 0, "panic picks primaries first: {picked:?}");
+        assert_eq!(picked[0] + picked[1], 10);
+        assert_eq!(p.panic_picks(), 10);
+        assert!(
+            p.pick(&[0, 1, 2]).is_none(),
+            "a request never retries a server it tried"
+        );
+        for _ in 0..3 {
+            p.report_health_check(1, true);
+        }
+        assert!(!p.panicking());
     }
 
     #[tokio::test(start_paused = true)]
@@ -798,18 +914,24 @@ mod tests {
         assert_eq!(count(&p, 4), vec![0, 4]);
         tokio::time::advance(Duration::from_millis(1001)).await;
         assert!(p.snapshot()[0].up, "ejection must end");
-        // fails again twice: ejected for twice as long
-        for _ in 0..2 {
-            p.pick(&[1]).unwrap().finish(Outcome::Timeout);
-        }
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        assert!(!p.snapshot()[0].up, "second ejection should last 2 s");
-        tokio::time::advance(Duration::from_millis(600)).await;
-        assert!(p.snapshot()[0].up);
-        // a success clears the record
-        p.pick(&[1]).unwrap().finish(Outcome::Success {
+        // the window ended: one live request probes it, the others go elsewhere
+        let probe = p.pick(&[1]).unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(count(&p, 4), vec![0, 4], "only one probe at a time");
+        // the probe fails: ejected again at once, for the base window (not doubled)
+        probe.finish(Outcome::Timeout);
+        assert!(!p.snapshot()[0].up);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(p.snapshot()[0].up, "a failed probe waits one base window");
+        // a cancelled probe proves nothing: the next request probes again
+        drop(p.pick(&[1]).unwrap());
+        let probe = p.pick(&[1]).unwrap();
+        assert!(probe.is_probe());
+        // the probe succeeds: back at once
+        probe.finish(Outcome::Success {
             latency: Duration::from_millis(1),
         });
+        assert_eq!(count(&p, 4), vec![2, 2]);
         p.pick(&[1]).unwrap().finish(Outcome::ServerError {
             latency: Duration::from_millis(1),
         });
@@ -817,7 +939,72 @@ mod tests {
             p.snapshot()[0].up,
             "one error after a success must not eject"
         );
-        assert_eq!(p.snapshot()[0].errors, 5);
+        assert_eq!(p.snapshot()[0].errors, 4);
+        // flapping (ejected again soon after it came back): twice as long
+        p.pick(&[1]).unwrap().finish(Outcome::ConnectError);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(
+            !p.snapshot()[0].up,
+            "a flapping server's second ejection lasts 2 s"
+        );
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let probe = p.pick(&[1]).unwrap();
+        assert!(probe.is_probe());
+        probe.finish(Outcome::Success {
+            latency: Duration::from_millis(1),
+        });
+        // good for longer than the cap: a clean record, the base window again
+        tokio::time::advance(Duration::from_secs(4)).await;
+        for _ in 0..2 {
+            p.pick(&[1]).unwrap().finish(Outcome::ConnectError);
+        }
+        assert!(!p.snapshot()[0].up);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(
+            p.snapshot()[0].up,
+            "a clean record starts from the base window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_in_flight_count_once() {
+        // 200 requests in flight at once all fail (a full listen backlog): the server is
+        // ejected once, for the base window, not extended by each failure
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            specs(&[(1, false)]),
+            PoolOptions {
+                outlier_consecutive_errors: 3,
+                outlier_base_ejection: Duration::from_secs(10),
+                outlier_max_ejection: Duration::from_secs(60),
+                ..Default::default()
+            },
+        );
+        let picks: Vec<_> = (0..200).map(|_| p.pick(&[]).unwrap()).collect();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        for pick in picks {
+            pick.finish(Outcome::ConnectError);
+        }
+        let s = &p.snapshot()[0];
+        assert!(!s.up);
+        assert_eq!(s.errors, 200);
+        assert!(
+            s.ejected_for_ms.unwrap() <= 10_000,
+            "ejection extended by in-flight failures: {:?}",
+            s.ejected_for_ms
+        );
+        // the only server is ejected, yet requests still reach it (panic), and their
+        // failures do not extend the window either
+        let pick = p.pick(&[]).expect("panic pick");
+        pick.finish(Outcome::ConnectError);
+        assert!(p.snapshot()[0].ejected_for_ms.unwrap() <= 10_000);
+        tokio::time::advance(Duration::from_millis(10_001)).await;
+        let probe = p.pick(&[]).unwrap();
+        assert!(probe.is_probe());
+        probe.finish(Outcome::Success {
+            latency: Duration::from_millis(1),
+        });
+        assert!(p.snapshot()[0].up && !p.panicking());
     }
 
     #[tokio::test(start_paused = true)]

@@ -119,11 +119,15 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
     let table = view.table();
     let mut pools = serde_json::Map::new();
     for (name, up) in &table.upstreams {
-        let servers = up.members().pool.snapshot();
+        let members = up.members();
+        let servers = members.pool.snapshot();
         pools.insert(
             name.clone(),
             serde_json::json!({
                 "balance": up.algorithm,
+                // no server is eligible: requests go to all of them anyway
+                "panic": members.pool.panicking(),
+                "panic_picks": members.pool.panic_picks(),
                 "servers": servers,
             }),
         );
@@ -193,7 +197,6 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
         );
     }
     let table = view.table();
-    out.push_str("# HELP hopline_upstream_up Whether a server takes traffic (1) or is ejected (0).\n# TYPE hopline_upstream_up gauge\n");
     let mut lines = [
         String::new(),
         String::new(),
@@ -201,6 +204,23 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
         String::new(),
         String::new(),
     ];
+    out.push_str("# HELP hopline_upstream_panic Whether no server of a pool is eligible, so requests go to all of them anyway (1).\n# TYPE hopline_upstream_panic gauge\n");
+    for (name, up) in &table.upstreams {
+        let _ = writeln!(
+            out,
+            "hopline_upstream_panic{{upstream=\"{name}\"}} {}",
+            u8::from(up.members().pool.panicking())
+        );
+    }
+    out.push_str("# HELP hopline_upstream_panic_picks_total Picks made while no server of the pool was eligible.\n# TYPE hopline_upstream_panic_picks_total counter\n");
+    for (name, up) in &table.upstreams {
+        let _ = writeln!(
+            out,
+            "hopline_upstream_panic_picks_total{{upstream=\"{name}\"}} {}",
+            up.members().pool.panic_picks()
+        );
+    }
+    out.push_str("# HELP hopline_upstream_up Whether a server takes traffic (1) or is ejected (0).\n# TYPE hopline_upstream_up gauge\n");
     for (name, up) in &table.upstreams {
         for s in up.members().pool.snapshot() {
             let v = serde_json::to_value(&s).unwrap_or_default();

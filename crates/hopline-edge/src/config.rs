@@ -201,7 +201,8 @@ pub struct Upstream {
     /// Passive outlier detection: this many connect errors / 5xx in a row eject a server.
     #[serde(default = "default_outlier_errors")]
     pub max_fails: u32,
-    /// First ejection time of passive outlier detection (doubles each time, up to 30x).
+    /// Ejection time of passive outlier detection; a server whose probe fails after it is
+    /// ejected again for twice as long, up to 6x.
     #[serde(default = "default_fail_timeout")]
     pub fail_timeout_ms: u64,
 }

@@ -24,7 +24,39 @@ use crate::error::EdgeError;
 use crate::upstream::{HeadForm, UpstreamBody};
 use hopline_balance::{Algorithm, Outcome, Pool, PoolOptions, ServerSpec};
 
-type ProxyBody = Either<RequestBody, Empty<Bytes>>;
+type ProxyBody = Either<ClientBody, Empty<Bytes>>;
+
+/// The client's request body on its way to the origin, watched: when it breaks (bad
+/// chunk framing, the client closing early, a client too slow), the failure is the
+/// client's — it is answered 400/408/499 and never counted against the server.
+struct ClientBody {
+    inner: RequestBody,
+    failed: Arc<std::sync::OnceLock<ProxyError>>,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(e))) = &polled {
+            let _ = self.failed.set(ProxyError::client_body(e.as_ref()));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// One upstream server.
 #[derive(Debug, Clone)]
@@ -117,6 +149,14 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// The client's request body failed on the way (bad framing: 400; too slow: 408;
+    /// the client closed before its end: 499, as nginx logs it). Not the server's fault.
+    Client {
+        /// The status the client gets (and the log shows).
+        status: StatusCode,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ProxyError {
@@ -126,6 +166,7 @@ impl ProxyError {
             ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Client { status, .. } => *status,
         }
     }
 
@@ -133,7 +174,26 @@ impl ProxyError {
     pub fn fault(&self) -> Fault {
         match self {
             ProxyError::NoServer { .. } => Fault::Internal,
+            ProxyError::Client { .. } => Fault::Downstream,
             _ => Fault::Upstream,
+        }
+    }
+
+    /// The failure of a client's request body, classified by its I/O error kind.
+    fn client_body(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ProxyError {
+        let kind = e
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .unwrap_or(std::io::ErrorKind::Other);
+        let status = match kind {
+            std::io::ErrorKind::InvalidData => StatusCode::BAD_REQUEST,
+            std::io::ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            // 499: nginx's "client closed request"; the client is gone, the log shows it
+            _ => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        };
+        ProxyError::Client {
+            status,
+            reason: e.to_string(),
         }
     }
 
@@ -159,6 +219,9 @@ impl ProxyError {
             ),
             ProxyError::Upstream { server, reason } => {
                 format!("502 upstream server {server} failed: {reason}\n")
+            }
+            ProxyError::Client { status, reason } => {
+                format!("{} bad request body: {reason}\n", status.as_u16())
             }
         }
     }
@@ -271,7 +334,7 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError>
     }
     opts.outlier_consecutive_errors = cfg.max_fails.max(1);
     opts.outlier_base_ejection = Duration::from_millis(cfg.fail_timeout_ms);
-    opts.outlier_max_ejection = Duration::from_millis(cfg.fail_timeout_ms.saturating_mul(30));
+    opts.outlier_max_ejection = Duration::from_millis(cfg.fail_timeout_ms.saturating_mul(6));
     let idle = IdleLimits {
         max: cfg.max_idle_per_server,
         timeout: Duration::from_millis(cfg.idle_timeout_ms),
@@ -787,8 +850,13 @@ pub async fn send(
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
     let retryable = bodiless && idempotent && !upgrade;
+    // (made only for a request with a body: a bodiless GET allocates nothing for it)
+    let mut client_failed: Option<Arc<std::sync::OnceLock<ProxyError>>> = None;
     let mut body = Some(match body {
-        Some(b) if !bodiless => Either::Left(b),
+        Some(inner) if !bodiless => Either::Left(ClientBody {
+            inner,
+            failed: client_failed.insert(Arc::default()).clone(),
+        }),
         _ => Either::Right(Empty::new()),
     });
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -901,6 +969,15 @@ pub async fn send(
             tokio::time::timeout(up.read_timeout + up.connect_timeout, up.client.request(out))
                 .await;
         let latency = started.elapsed();
+        if !matches!(sent, Ok(Ok(_)))
+            && let Some(e) = client_failed.as_ref().and_then(|f| f.get())
+        {
+            // the client's body broke: its error, not the server's (the pick is
+            // dropped unfinished: nothing learned about the server)
+            tracing::debug!(target: "hopline::proxy", "{}: request body from the client failed: {e:?}", up.name);
+            drop(pick);
+            return Err(e.clone());
+        }
         match sent {
             Ok(Ok(mut resp)) => {
                 let status = resp.status();

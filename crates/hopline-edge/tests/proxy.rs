@@ -211,21 +211,162 @@ async fn health_checks_eject_and_restore_and_backups_wait() {
     assert_eq!(seen.get("a"), Some(&10), "a restored: {seen:?}");
     assert_eq!(seen.get("b"), Some(&10), "b restored: {seen:?}");
     assert!(a.ctl.health_hits.load(Ordering::Relaxed) >= 4);
-    // all down: 503 with a body that says so, at once
+    // all down: no 503 wall — the pool panics and tries them anyway, and says so
     a.ctl.unhealthy.store(true, Ordering::Relaxed);
     b.ctl.unhealthy.store(true, Ordering::Relaxed);
     backup.ctl.unhealthy.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let started = tokio::time::Instant::now();
-    let r = client().get(t.url("/")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let seen = spread(&t, 10, "/").await;
     assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("no server of upstream \"app\" is up")
+        !seen.contains_key("backup"),
+        "panic picks primaries first: {seen:?}"
     );
-    assert!(started.elapsed() < Duration::from_millis(500));
+    let admin = t.server.admin_addr().unwrap();
+    let status: serde_json::Value = client()
+        .get(format!("http://{admin}/.hopline/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["upstreams"]["app"]["panic"], true, "{status}");
+    assert!(status["upstreams"]["app"]["panic_picks"].as_u64().unwrap() >= 10);
+    let metrics = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hopline_upstream_panic{upstream=\"app\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A chunked body that breaks its framing, in each of the ways a hostile client can.
+const BAD_CHUNKS: [&[u8]; 3] = [
+    b"5\nhello\r\n0\r\n\r\n",                    // bare LF after the size
+    b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n", // 18 hex digits
+    b"10000000000000000\r\nx\r\n0\r\n\r\n",      // overflows u64
+];
+
+#[tokio::test]
+async fn a_clients_bad_body_is_a_400_and_never_ejects_the_origin() {
+    let a = Origin::start("a").await;
+    // the defaults: three failures in a row would eject the only server
+    let t = start(&pool_toml("round_robin", &[plain(&a)], "")).await;
+    for round in 0..3 {
+        for bad in BAD_CHUNKS {
+            let mut req = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+            req.extend_from_slice(bad);
+            let (answer, _) = raw(t.addr, &req, Duration::from_secs(3)).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400"),
+                "round {round}, {:?}: {answer}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+    let r = client().get(t.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the origin was blamed");
+    let status: serde_json::Value = client()
+        .get(format!(
+            "http://{}/.hopline/status",
+            t.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let server = &status["upstreams"]["app"]["servers"][0];
+    assert_eq!(server["up"], true, "{status}");
+    assert_eq!(
+        server["errors"], 0,
+        "client errors counted against the server: {status}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_cut_short_by_the_client_is_logged_as_the_clients() {
+    let a = Origin::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let toml = pool_toml("round_robin", &[plain(&a)], "").replace(
+        "access_log = \"off\"",
+        &format!("access_log = {:?}", log.display().to_string()),
+    );
+    let t = common::start_in(dir, &toml).await;
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    let mut line = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if line.contains("/echo") {
+            break;
+        }
+    }
+    assert!(line.contains("\" 499 "), "{line}");
+    let status: serde_json::Value = client()
+        .get(format!(
+            "http://{}/.hopline/status",
+            t.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["upstreams"]["app"]["servers"][0]["errors"], 0,
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_revived_origin_is_probed_back_within_one_window() {
+    let b = Origin::start("b").await;
+    let mut a = Origin::start("a").await;
+    let a_addr = a.addr;
+    let t = start(&pool_toml(
+        "round_robin",
+        &[plain(&a), plain(&b)],
+        "max_fails = 1\nfail_timeout_ms = 400\nretries = 1",
+    ))
+    .await;
+    a.kill();
+    // dead for three windows: every GET is still answered (retried on b)
+    let cl = client();
+    let dead_until = tokio::time::Instant::now() + Duration::from_millis(1300);
+    while tokio::time::Instant::now() < dead_until {
+        let r = cl.get(t.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _a = Origin::start_on(a_addr, "a").await;
+    let revived = tokio::time::Instant::now();
+    loop {
+        let r = cl.get(t.url("/")).send().await.unwrap();
+        if r.text().await.unwrap() == "a" {
+            break;
+        }
+        assert!(
+            revived.elapsed() < Duration::from_millis(1000),
+            "a revived origin was not used again within one window (400 ms) and a bit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
