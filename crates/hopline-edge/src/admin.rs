@@ -150,6 +150,7 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
         },
         "upstreams": pools,
         "caches": table.caches.iter().map(|(name, c)| (name.clone(), cache_json(c))).collect::<serde_json::Map<_, _>>(),
+        "services": table.services.iter().map(|(kind, name, s)| (format!("{kind}.{name}"), s.status())).collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -322,6 +323,9 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
             "hopline_cache_entries{{cache=\"{name}\"}} {}",
             c.entries()
         );
+    }
+    for (_, _, service) in table.services.iter() {
+        service.metrics(&mut out);
     }
     out
 }

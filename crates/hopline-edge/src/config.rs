@@ -97,6 +97,13 @@ pub struct Config {
     /// DNS services (resolvers, authoritative servers, pools).
     #[serde(default)]
     pub dns: hopline_dns::config::DnsConfig,
+    /// Real-time channel hubs, by name: `hopline-realtime` reads these sections; the
+    /// edge keeps them raw, to check that a route's `realtime = "NAME"` exists.
+    #[serde(default)]
+    pub realtime: std::collections::BTreeMap<String, toml::Value>,
+    /// Notification services, by name (read by `hopline-notify`, kept raw here).
+    #[serde(default)]
+    pub notify: std::collections::BTreeMap<String, toml::Value>,
     /// Folder of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -362,6 +369,10 @@ pub struct Route {
     pub respond: Option<Respond>,
     /// Forward to the named `[upstream.NAME]` pool.
     pub proxy: Option<Spanned<String>>,
+    /// Serve the real-time channels of `[realtime.NAME]` (`PREFIX/CHANNEL`).
+    pub realtime: Option<Spanned<String>>,
+    /// Serve the notification API of `[notify.NAME]`.
+    pub notify: Option<Spanned<String>>,
     /// Answer from the named `[cache.NAME]` where RFC 9111 allows (needs `proxy`).
     pub cache: Option<Spanned<String>>,
     /// Apply the named `[limit.NAME]` rate limit.
@@ -591,6 +602,10 @@ impl Validator<'_> {
         }
         // (listen address, host or "*") pairs already claimed, for conflict detection.
         let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
+        let service_names: [Vec<String>; 2] = [
+            config.realtime.keys().cloned().collect(),
+            config.notify.keys().cloned().collect(),
+        ];
         for site in &mut config.site {
             if site.listen.get_ref().is_empty() {
                 return Err(self.err(
@@ -684,12 +699,36 @@ impl Validator<'_> {
                 let handlers = route.root.is_some() as u8
                     + route.redirect.is_some() as u8
                     + route.respond.is_some() as u8
-                    + route.proxy.is_some() as u8;
+                    + route.proxy.is_some() as u8
+                    + route.realtime.is_some() as u8
+                    + route.notify.is_some() as u8;
                 if handlers != 1 {
                     return Err(self.err(
                         route.path.span(),
-                        "a route needs exactly one handler: `root`, `redirect`, `respond` or `proxy`",
+                        "a route needs exactly one handler: `root`, `redirect`, `respond`, `proxy`, `realtime` or `notify`",
                     ));
+                }
+                for (kind, named, known) in [
+                    ("realtime", &route.realtime, &service_names[0]),
+                    ("notify", &route.notify, &service_names[1]),
+                ] {
+                    if let Some(n) = named
+                        && !known.contains(n.get_ref())
+                    {
+                        let names: Vec<&str> = known.iter().map(String::as_str).collect();
+                        return Err(self.err(
+                            n.span(),
+                            format!(
+                                "no [{kind}.{}] in this file (known: {})",
+                                n.get_ref(),
+                                if names.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    names.join(", ")
+                                }
+                            ),
+                        ));
+                    }
                 }
                 if let Some(c) = &route.cache {
                     if route.proxy.is_none() {

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod tls;
 pub mod upstream;
 
@@ -33,3 +34,4 @@ pub use body::Body;
 pub use config::{Config, ConfigError};
 pub use error::EdgeError;
 pub use server::{Server, Shutdown};
+pub use service::{RouteService, ServiceContext, Services};

@@ -33,6 +33,8 @@ pub struct Table {
     pub limits_by_name: std::collections::BTreeMap<String, Arc<crate::ratelimit::Limiter>>,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
+    /// Route services (realtime, notify, …) the config's routes may name.
+    pub services: crate::service::Services,
 }
 
 /// The sites of one listener.
@@ -91,6 +93,15 @@ pub enum Handler {
     },
     /// Forward to an upstream pool.
     Proxy(Arc<crate::proxy::UpstreamPool>),
+    /// A product's route service (realtime channels, notifications, …).
+    Service {
+        /// `(kind, name)`, e.g. `("realtime", "live")`, for status and logs.
+        kind: &'static str,
+        /// The service.
+        service: Arc<dyn crate::service::RouteService>,
+        /// The route's prefix, handed to the service.
+        prefix: Arc<str>,
+    },
     /// A fixed response.
     Respond {
         /// Status.
@@ -155,7 +166,11 @@ pub fn host_without_port(host: &str) -> &str {
 
 /// Compile a validated config; caches of the `previous` table with the same name keep
 /// their contents.
-pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeError> {
+pub fn compile(
+    config: &Config,
+    previous: Option<&Table>,
+    services: &crate::service::Services,
+) -> Result<Table, EdgeError> {
     struct Pending {
         tls: Option<SniResolver>,
         plain: bool,
@@ -198,6 +213,7 @@ pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeE
             &upstreams,
             &caches,
             &limits_by_name,
+            services,
         )?);
         let cert = match &site.tls {
             Some(t) => Some(tls::load_certified_key(
@@ -283,6 +299,7 @@ pub fn compile(config: &Config, previous: Option<&Table>) -> Result<Table, EdgeE
             .admin
             .as_ref()
             .map(|a| a.listen.get_ref().parse().expect("validated")),
+        services: services.clone(),
     })
 }
 
@@ -292,6 +309,7 @@ fn compile_site(
     upstreams: &std::collections::BTreeMap<String, Arc<crate::proxy::UpstreamPool>>,
     caches: &std::collections::BTreeMap<String, Arc<crate::cache::HttpCache>>,
     limits: &std::collections::BTreeMap<String, Arc<crate::ratelimit::Limiter>>,
+    services: &crate::service::Services,
 ) -> Result<SiteTable, EdgeError> {
     let name: Arc<str> = match (&site.name, &site.hosts) {
         (Some(n), _) => n.as_str().into(),
@@ -325,6 +343,24 @@ fn compile_site(
             }
         } else if let Some(name) = &r.proxy {
             Handler::Proxy(upstreams.get(name.get_ref()).expect("validated").clone())
+        } else if let Some((kind, name)) = r
+            .realtime
+            .as_ref()
+            .map(|n| ("realtime", n))
+            .or_else(|| r.notify.as_ref().map(|n| ("notify", n)))
+        {
+            let service = services.get(kind, name.get_ref()).ok_or_else(|| {
+                EdgeError::Conflict(format!(
+                    "route {}: no {kind} service {:?} was started (this program does not serve [{kind}.*] sections)",
+                    r.path.get_ref(),
+                    name.get_ref()
+                ))
+            })?;
+            Handler::Service {
+                kind,
+                service: service.clone(),
+                prefix: r.path.get_ref().as_str().into(),
+            }
         } else if let Some(resp) = &r.respond {
             let ct = resp
                 .content_type
@@ -414,7 +450,7 @@ listen = ["127.0.0.1:1"]
             std::path::Path::new("."),
         )
         .unwrap();
-        let t = compile(&c, None).unwrap();
+        let t = compile(&c, None, &crate::service::Services::new()).unwrap();
         let l = &t.listeners[&"127.0.0.1:1".parse().unwrap()];
         assert_eq!(&*l.site("shop.test").name, "shop");
         assert_eq!(&*l.site("WWW.Shop.Test").name, "shop");

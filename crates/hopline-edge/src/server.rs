@@ -149,8 +149,17 @@ pub fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
 impl Server {
     /// Bind every listener of `config` and start serving. Nothing stays bound on error.
     pub async fn start(config: Config) -> Result<Server, EdgeError> {
+        Self::start_with(config, crate::service::Services::new()).await
+    }
+
+    /// [`Server::start`] with route services (realtime, notify, …) the config's routes
+    /// may name.
+    pub async fn start_with(
+        config: Config,
+        services: crate::service::Services,
+    ) -> Result<Server, EdgeError> {
         crate::tls::install_crypto_provider();
-        let table = router::compile(&config, None)?;
+        let table = router::compile(&config, None, &services)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
         let mut bound = Vec::new();
         for addr in crate::config::listen_addrs(&config) {
@@ -250,7 +259,17 @@ impl Server {
     /// Swap in a new config. A bad one is refused and the old one keeps serving; open
     /// connections are never dropped (they pick up the new table on their next request).
     pub async fn reload(&self, config: Config) -> Result<(), EdgeError> {
-        let mut table = router::compile(&config, Some(&self.shared.table.load()))?;
+        let services = self.shared.table.load().services.clone();
+        self.reload_with(config, services).await
+    }
+
+    /// [`Server::reload`] with the route services of the new config.
+    pub async fn reload_with(
+        &self,
+        config: Config,
+        services: crate::service::Services,
+    ) -> Result<(), EdgeError> {
+        let mut table = router::compile(&config, Some(&self.shared.table.load()), &services)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
         let existing: Vec<(SocketAddr, SocketAddr)> = self.bound();
         // A listener started as port 0 and now named by its real port is the same one.
@@ -329,6 +348,9 @@ impl Server {
             let _ = h.task.await;
         }
         self.shared.closing.start();
+        for (_, _, service) in self.shared.table.load().services.iter() {
+            service.shutdown();
+        }
         let shared = self.shared.clone();
         let drained = async move {
             loop {
@@ -809,6 +831,16 @@ async fn dispatch(
                 *compressible && route.compress,
             )
             .await
+        }
+        Handler::Service {
+            service, prefix, ..
+        } => {
+            let ctx = crate::service::ServiceContext {
+                peer: conn.peer,
+                tls: conn.tls,
+                prefix: prefix.clone(),
+            };
+            service.call(req, ctx).await
         }
         Handler::Proxy(up) => {
             // the request moves into the proxy: its Host is kept by a shared handle (no

@@ -1,0 +1,128 @@
+//! The route-service seam: how a product (real-time channels, the notification service,
+//! what comes after) answers a route through the edge — its listeners, TLS, HTTP/1.1 and
+//! HTTP/2 engines, upgrades, limits, access log, metrics and reload — without the edge
+//! depending on the product.
+//!
+//! A product implements [`RouteService`]; the `hopline` binary reads its config section
+//! (`[realtime.NAME]`, `[notify.NAME]`), builds the service, and hands it to the edge in
+//! [`Services`] under `(kind, name)`. A route `realtime = "live"` is then answered by the
+//! service registered as `("realtime", "live")`. The edge keeps only the raw TOML of those
+//! sections (to accept the file and check that a route names one that exists); the product
+//! parses it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{Request, Response};
+
+use crate::body::{Body, RequestBody};
+
+/// A boxed, sendable future: what a service's `call` returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a service knows of the request's connection and route.
+#[derive(Debug, Clone)]
+pub struct ServiceContext {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The route's path prefix (e.g. `/live/`): the service reads the rest of the path.
+    pub prefix: Arc<str>,
+}
+
+/// A product served on a route. The future it returns must not borrow the service: a
+/// long poll or a stream may outlive a reload that replaced it.
+pub trait RouteService: Send + Sync + 'static {
+    /// Answer one request. A streaming body (SSE) is a [`Body::stream`]; an upgrade
+    /// (WebSocket) is taken with [`on_upgrade`] before answering 101.
+    fn call(&self, req: Request<RequestBody>, ctx: ServiceContext) -> BoxFuture<Response<Body>>;
+
+    /// The service's part of `/.hopline/status` (JSON).
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// The service's part of `/metrics` (Prometheus text, appended as is).
+    fn metrics(&self, _out: &mut String) {}
+
+    /// The server is shutting down: end long-lived connections politely (WebSocket
+    /// close 1001, streams ended) so that draining can finish.
+    fn shutdown(&self) {}
+}
+
+impl std::fmt::Debug for dyn RouteService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteService")
+    }
+}
+
+/// The services a config's routes may name, by `(kind, name)`, e.g. `("realtime", "live")`.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    map: BTreeMap<(String, String), Arc<dyn RouteService>>,
+}
+
+impl Services {
+    /// No services.
+    pub fn new() -> Services {
+        Services::default()
+    }
+
+    /// Register `service` as `kind`/`name` (replaces an earlier one).
+    pub fn insert(&mut self, kind: &str, name: &str, service: Arc<dyn RouteService>) {
+        self.map.insert((kind.to_string(), name.to_string()), service);
+    }
+
+    /// The service registered as `kind`/`name`.
+    pub fn get(&self, kind: &str, name: &str) -> Option<&Arc<dyn RouteService>> {
+        self.map.get(&(kind.to_string(), name.to_string()))
+    }
+
+    /// Every service with its kind and name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &Arc<dyn RouteService>)> {
+        self.map
+            .iter()
+            .map(|((k, n), s)| (k.as_str(), n.as_str(), s))
+    }
+}
+
+/// A duplex byte stream: the raw connection after an upgrade.
+pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpgradedIo for T {}
+
+/// The raw connection of a request that is being upgraded, once its 101 (HTTP/1.1) or
+/// 200 to an extended CONNECT (HTTP/2, RFC 8441) has been sent.
+pub type Upgraded = Box<dyn UpgradedIo>;
+
+/// Take the upgrade handle of a request: HTTP/1.1 `Upgrade` (hopline's own engine) or an
+/// HTTP/2 extended CONNECT (hyper). Resolves to the raw stream once the service's
+/// 101 / 200 answer went out; `None` when the request cannot be upgraded.
+pub fn on_upgrade(
+    req: &mut Request<RequestBody>,
+) -> Option<BoxFuture<std::io::Result<Upgraded>>> {
+    if let Some(h1) = crate::h1::on_upgrade(req) {
+        return Some(Box::pin(async move {
+            let io = h1.await?;
+            Ok(Box::new(io) as Upgraded)
+        }));
+    }
+    if req.version() == http::Version::HTTP_2 && req.method() == http::Method::CONNECT {
+        let on = hyper::upgrade::on(req);
+        return Some(Box::pin(async move {
+            let up = on.await.map_err(std::io::Error::other)?;
+            Ok(Box::new(hyper_util::rt::TokioIo::new(up)) as Upgraded)
+        }));
+    }
+    None
+}
+
+/// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), e.g. `websocket`.
+pub fn connect_protocol<B>(req: &Request<B>) -> Option<&str> {
+    req.extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str())
+}
