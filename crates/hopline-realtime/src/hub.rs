@@ -1,0 +1,359 @@
+//! The hub: the channels of one `[realtime.NAME]`, each a [`ChannelLog`] with a wake-up
+//! signal, and the engine that orders publications — in this process (`memory`) or in
+//! Redis Streams shared by several nodes (`redis://…`, see [`crate::redis_engine`]).
+//!
+//! Subscribers hold no queue of their own: they hold a position in the channel's log and
+//! are woken (a `watch` per channel, one registration per subscriber) when it grows; the
+//! bytes between their position and the head are their backlog. Each event's frames
+//! (WebSocket, SSE, JSON) are encoded once and shared by every subscriber.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::RealtimeConfig;
+use crate::log::{ChannelLog, Position, Read, Retention};
+
+/// Settings a hub runs with (replaced on reload).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// History bounds.
+    pub retention: Retention,
+    /// Largest publication.
+    pub max_message: usize,
+    /// How long a long poll is held.
+    pub long_poll: Duration,
+    /// Keep-alive interval (SSE comment, WebSocket ping).
+    pub ping: Duration,
+    /// Backlog in bytes past which a subscriber is cut.
+    pub client_queue: u64,
+    /// Channels per WebSocket connection.
+    pub max_subscriptions: usize,
+    /// SSE `retry:` in ms.
+    pub sse_retry_ms: u64,
+    /// The config as written.
+    pub config: RealtimeConfig,
+}
+
+impl Settings {
+    /// Settings from a config section.
+    pub fn from_config(c: &RealtimeConfig) -> Settings {
+        Settings {
+            retention: Retention {
+                history: c.history,
+                ttl: c.history_ttl.0,
+            },
+            max_message: c.max_message.0 as usize,
+            long_poll: Duration::from_millis(c.long_poll_ms.max(1)),
+            ping: Duration::from_millis(c.ping_ms.max(100)),
+            client_queue: c.client_queue.0,
+            max_subscriptions: c.max_subscriptions.max(1),
+            sse_retry_ms: c.sse_retry_ms,
+            config: c.clone(),
+        }
+    }
+}
+
+/// Counters for `/metrics` and the status page.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub ws_open: AtomicU64,
+    /// Open SSE streams.
+    pub sse_open: AtomicU64,
+    /// Long polls held now.
+    pub long_polls_held: AtomicU64,
+    /// Short polls answered.
+    pub polls: AtomicU64,
+    /// Long polls answered.
+    pub long_polls: AtomicU64,
+    /// Publications accepted.
+    pub publications: AtomicU64,
+    /// Events delivered to subscribers (every transport).
+    pub deliveries: AtomicU64,
+    /// Reads that could not recover (position lost): the subscriber was told.
+    pub drops: AtomicU64,
+    /// Subscribers cut because they fell behind (slow consumers).
+    pub slow_consumers: AtomicU64,
+    /// WebSocket connections closed for a protocol violation.
+    pub ws_violations: AtomicU64,
+}
+
+/// Why a publication or a subscription failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The shared engine (Redis) cannot be reached: publish answers 503.
+    #[error("the channel engine is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One channel: its log and its wake-up signal.
+#[derive(Debug)]
+pub struct Channel {
+    /// The channel's name.
+    pub name: Arc<str>,
+    log: Mutex<ChannelLog>,
+    /// The last offset, sent each time the log grows.
+    tick: watch::Sender<u64>,
+}
+
+impl Channel {
+    fn new(name: &str, log: ChannelLog) -> Channel {
+        let last = log.position().offset;
+        Channel {
+            name: name.into(),
+            log: Mutex::new(log),
+            tick: watch::channel(last).0,
+        }
+    }
+
+    /// Read from a position (`None`: from now).
+    pub fn read(&self, since: Option<&Position>, max: usize) -> Read {
+        self.log.lock().read(since, Instant::now(), max)
+    }
+
+    /// The current position.
+    pub fn position(&self) -> Position {
+        self.log.lock().position()
+    }
+
+    /// Bytes a subscriber at `offset` is behind the head.
+    pub fn backlog(&self, offset: u64) -> u64 {
+        let log = self.log.lock();
+        log.total_bytes() - log.bytes_at(offset)
+    }
+
+    /// A wake-up receiver: `changed()` resolves when the log grows.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+
+    /// Subscribers waiting on this channel now.
+    pub fn subscribers(&self) -> usize {
+        self.tick.receiver_count()
+    }
+
+    /// Append with the next local offset (memory engine).
+    pub(crate) fn publish_local(&self, data: Bytes) -> Position {
+        let mut log = self.log.lock();
+        let e = log.publish(data, Instant::now(), now_ms());
+        let p = Position {
+            epoch: log.epoch().clone(),
+            offset: e.offset,
+        };
+        drop(log);
+        self.tick.send_replace(p.offset);
+        p
+    }
+
+    /// Append a publication ordered elsewhere (shared engine). A different epoch
+    /// replaces the local history (the shared one was lost and restarted).
+    pub(crate) fn append_shared(&self, epoch: &str, offset: u64, data: Bytes, published_ms: u64) {
+        let mut log = self.log.lock();
+        if &**log.epoch() != epoch {
+            let retention = log.retention();
+            *log = ChannelLog::with_epoch(epoch.into(), offset.saturating_sub(1), retention);
+        }
+        if log
+            .append_at(offset, data, Instant::now(), published_ms)
+            .is_some()
+        {
+            drop(log);
+            self.tick.send_replace(offset);
+        }
+    }
+
+    /// Wake every subscriber without a publication (e.g. the engine came back, or the
+    /// hub is shutting down).
+    pub(crate) fn wake(&self) {
+        self.tick.send_modify(|_| {});
+    }
+
+    pub(crate) fn retention(&self) -> Retention {
+        self.log.lock().retention()
+    }
+
+    pub(crate) fn set_retention(&self, r: Retention) {
+        self.log.lock().set_retention(r);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.log.lock().len()
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Which engine orders publications.
+#[derive(Debug)]
+pub(crate) enum Engine {
+    /// In this process.
+    Memory,
+    /// Redis Streams, shared by every node on the same Redis.
+    Redis(Arc<crate::redis_engine::RedisEngine>),
+}
+
+/// The channels of one `[realtime.NAME]`.
+#[derive(Debug)]
+pub struct Hub {
+    /// The section's name.
+    pub name: String,
+    settings: RwLock<Arc<Settings>>,
+    channels: RwLock<HashMap<Arc<str>, Arc<Channel>, foldhash::fast::RandomState>>,
+    /// Counters.
+    pub metrics: Metrics,
+    pub(crate) engine: Engine,
+    /// Set when the server shuts down: long-lived subscribers end.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl Hub {
+    /// A hub for `config` (a Redis engine connects lazily and reconnects by itself).
+    pub fn new(name: &str, config: &RealtimeConfig) -> Result<Arc<Hub>, EngineError> {
+        let engine = if config.engine == "memory" {
+            Engine::Memory
+        } else {
+            Engine::Redis(crate::redis_engine::RedisEngine::new(&config.engine, name)?)
+        };
+        let hub = Arc::new(Hub {
+            name: name.to_string(),
+            settings: RwLock::new(Arc::new(Settings::from_config(config))),
+            channels: RwLock::new(HashMap::default()),
+            metrics: Metrics::default(),
+            engine,
+            closing: watch::channel(false).0,
+        });
+        if let Engine::Redis(r) = &hub.engine {
+            r.start(Arc::downgrade(&hub));
+        }
+        Ok(hub)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().clone()
+    }
+
+    /// Apply a reloaded section (history bounds, limits, auth); channels and their
+    /// subscribers stay. The engine is not changed by a reload.
+    pub fn reconfigure(&self, config: &RealtimeConfig) {
+        let s = Arc::new(Settings::from_config(config));
+        for ch in self.channels.read().values() {
+            ch.set_retention(s.retention);
+        }
+        *self.settings.write() = s;
+    }
+
+    /// The channel `name`, made on first use (with the shared engine: its history is
+    /// loaded from Redis first).
+    pub async fn channel(&self, name: &str) -> Result<Arc<Channel>, EngineError> {
+        if let Some(c) = self.channels.read().get(name) {
+            return Ok(c.clone());
+        }
+        let log = match &self.engine {
+            Engine::Memory => ChannelLog::new(self.settings().retention),
+            Engine::Redis(r) => r.load(name, self.settings().retention).await?,
+        };
+        let mut map = self.channels.write();
+        let ch = map
+            .entry(Arc::from(name))
+            .or_insert_with(|| Arc::new(Channel::new(name, log)))
+            .clone();
+        drop(map);
+        if let Engine::Redis(r) = &self.engine {
+            r.follow(&ch);
+        }
+        Ok(ch)
+    }
+
+    /// A channel if it exists.
+    pub fn existing(&self, name: &str) -> Option<Arc<Channel>> {
+        self.channels.read().get(name).cloned()
+    }
+
+    /// Every channel (for the engine's follower and the status page).
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.channels.read().values().cloned().collect()
+    }
+
+    /// Publish `data` on `channel`; the answer is its position.
+    pub async fn publish(&self, channel: &str, data: Bytes) -> Result<Position, EngineError> {
+        let ch = self.channel(channel).await?;
+        let p = match &self.engine {
+            Engine::Memory => ch.publish_local(data),
+            Engine::Redis(r) => r.publish(&ch, data).await?,
+        };
+        self.metrics.publications.fetch_add(1, Ordering::Relaxed);
+        Ok(p)
+    }
+
+    /// The shared engine is reachable (always true in memory).
+    pub fn engine_up(&self) -> bool {
+        match &self.engine {
+            Engine::Memory => true,
+            Engine::Redis(r) => r.is_up(),
+        }
+    }
+
+    /// A receiver that turns true when the server shuts down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// End long-lived subscribers (server shutdown).
+    pub fn shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Drop channels nobody listens to whose history is empty (called periodically).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut map = self.channels.write();
+        map.retain(|_, ch| {
+            ch.log.lock().trim(now);
+            ch.subscribers() > 0 || ch.len() > 0
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn publications_wake_subscribers_and_read_in_order() {
+        let hub = Hub::new("t", &RealtimeConfig::default()).unwrap();
+        let ch = hub.channel("orders").await.unwrap();
+        let start = ch.position();
+        let mut rx = ch.subscribe();
+        let p = hub.publish("orders", Bytes::from_static(b"one")).await.unwrap();
+        assert_eq!(p.offset, 1);
+        tokio::time::timeout(Duration::from_secs(1), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        hub.publish("orders", Bytes::from_static(b"two")).await.unwrap();
+        let r = ch.read(Some(&start), 100);
+        assert_eq!(
+            r.events.iter().map(|e| &e.data[..]).collect::<Vec<_>>(),
+            [&b"one"[..], b"two"]
+        );
+        assert_eq!(ch.backlog(start.offset), 6);
+        assert_eq!(ch.backlog(2), 0);
+        drop(rx);
+        hub.sweep();
+        assert!(hub.existing("orders").is_some(), "history keeps it");
+    }
+}

@@ -1,0 +1,417 @@
+//! The shared engine: channels whose order and history live in Redis Streams, so that
+//! several `hopline serve` nodes on one Redis serve the same channels — a subscriber on
+//! node A receives what was published on node B, and a client that reconnects to another
+//! node resumes from its position without loss.
+//!
+//! Per channel `C` of hub `H`, three keys in one cluster slot (`{H:C}`):
+//! - `hopline:rt:{H:C}:s` — the stream; entry ID `0-OFFSET`, fields `d` (data), `t`
+//!   (publication time, ms) and `e` (epoch); trimmed with `MAXLEN ~ history`;
+//! - `hopline:rt:{H:C}:e` — the epoch, made by the first node that needs it;
+//! - `hopline:rt:{H:C}:n` — the last offset (`INCR` orders publications).
+//! A publication is one Lua script (epoch, `INCR`, `XADD`), so offsets are gapless and
+//! shared. Each node follows its channels with one `XREAD BLOCK` over all of them and
+//! appends what it reads to its local log, from which every transport serves.
+//!
+//! Faults: every Redis call has a timeout; when Redis is unreachable, publish answers 503,
+//! subscribers are told (SSE comment, WebSocket close 1011), and following resumes from
+//! the last offsets read once Redis is back — nothing hangs, nothing is skipped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+
+use crate::hub::{Channel, EngineError, Hub};
+use crate::log::{ChannelLog, Position, Retention, new_epoch};
+
+const PUBLISH: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+local offset = redis.call('INCR', KEYS[3])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. offset, 'd', ARGV[3], 't', ARGV[4], 'e', epoch)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return {epoch, offset}
+"#;
+
+const LOAD: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch, 'PX', ARGV[2])
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+return {epoch, last}
+"#;
+
+/// How long a Redis call may take before the engine counts as unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one `XREAD` blocks (channels followed since are included at the next round).
+const BLOCK_MS: u64 = 500;
+
+/// The Redis engine of one hub.
+pub struct RedisEngine {
+    client: redis::Client,
+    hub: String,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
+    /// Channels followed and the offset read up to.
+    followed: parking_lot::Mutex<HashMap<Arc<str>, u64>>,
+    publish: redis::Script,
+    load: redis::Script,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("hub", &self.hub)
+            .field("up", &self.up)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}
+
+impl RedisEngine {
+    /// An engine for `url`; connects on first use.
+    pub fn new(url: &str, hub: &str) -> Result<Arc<RedisEngine>, EngineError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        Ok(Arc::new(RedisEngine {
+            client,
+            hub: hub.to_string(),
+            conn: tokio::sync::Mutex::new(None),
+            up: AtomicBool::new(true),
+            followed: parking_lot::Mutex::new(HashMap::new()),
+            publish: redis::Script::new(PUBLISH),
+            load: redis::Script::new(LOAD),
+        }))
+    }
+
+    fn keys(&self, channel: &str) -> [String; 3] {
+        let tag = format!("hopline:rt:{{{}:{}}}", self.hub, channel);
+        [format!("{tag}:s"), format!("{tag}:e"), format!("{tag}:n")]
+    }
+
+    async fn connect(&self, response_timeout: Duration) -> Result<MultiplexedConnection, EngineError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(CALL_TIMEOUT)
+            .set_response_timeout(response_timeout);
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn conn(&self) -> Result<MultiplexedConnection, EngineError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.connect(CALL_TIMEOUT).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn failed(&self, e: impl std::fmt::Display) -> EngineError {
+        *self.conn.lock().await = None;
+        self.up.store(false, Ordering::Release);
+        unavailable(e)
+    }
+
+    /// Redis answered the last call.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn expiry_ms(retention: Retention) -> u64 {
+        (retention.ttl.as_millis() as u64).saturating_mul(2) + 60_000
+    }
+
+    /// The channel's history as Redis has it.
+    pub(crate) async fn load(
+        &self,
+        channel: &str,
+        retention: Retention,
+    ) -> Result<ChannelLog, EngineError> {
+        let keys = self.keys(channel);
+        let mut c = self.conn().await?;
+        let answer: Result<(String, u64), _> = self
+            .load
+            .key(&keys[0])
+            .key(&keys[1])
+            .key(&keys[2])
+            .arg(&*new_epoch())
+            .arg(Self::expiry_ms(retention))
+            .invoke_async(&mut c)
+            .await;
+        let (epoch, last) = match answer {
+            Ok(a) => a,
+            Err(e) => return Err(self.failed(e).await),
+        };
+        let entries: Result<Value, _> = redis::cmd("XREVRANGE")
+            .arg(&keys[0])
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(retention.history)
+            .query_async(&mut c)
+            .await;
+        let entries = match entries {
+            Ok(v) => parse_entries(&v),
+            Err(e) => return Err(self.failed(e).await),
+        };
+        self.up.store(true, Ordering::Release);
+        let first = entries.last().map_or(last + 1, |e| e.offset);
+        let mut log = ChannelLog::with_epoch(epoch.as_str().into(), first - 1, retention);
+        for e in entries.into_iter().rev() {
+            if e.epoch.as_deref().is_none_or(|ep| ep == epoch) {
+                log.append_at(e.offset, e.data, tokio::time::Instant::now(), e.published_ms);
+            }
+        }
+        if log.position().offset < last {
+            // (an entry trimmed between the two calls: the offset still moves on)
+            let mut l2 = ChannelLog::with_epoch(epoch.as_str().into(), last, retention);
+            std::mem::swap(&mut log, &mut l2);
+        }
+        Ok(log)
+    }
+
+    /// Publish through Redis; the local log learns of it from the follower (or here, at
+    /// once, so that the publisher's own node does not wait a round trip more).
+    pub(crate) async fn publish(&self, ch: &Channel, data: Bytes) -> Result<Position, EngineError> {
+        let keys = self.keys(&ch.name);
+        let retention = ch_retention(ch);
+        let published_ms = crate::hub::now_ms();
+        let mut c = self.conn().await?;
+        let answer: Result<(String, u64), _> = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.publish
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(&*new_epoch())
+                .arg(retention.history)
+                .arg(&data[..])
+                .arg(published_ms)
+                .arg(Self::expiry_ms(retention))
+                .invoke_async(&mut c),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "timed out",
+            )))
+        });
+        let (epoch, offset) = match answer {
+            Ok(a) => a,
+            Err(e) => return Err(self.failed(e).await),
+        };
+        self.up.store(true, Ordering::Release);
+        ch.append_shared(&epoch, offset, data, published_ms);
+        Ok(Position {
+            epoch: epoch.as_str().into(),
+            offset,
+        })
+    }
+
+    /// Follow `ch` from its current offset.
+    pub(crate) fn follow(&self, ch: &Arc<Channel>) {
+        let offset = ch.position().offset;
+        self.followed
+            .lock()
+            .entry(ch.name.clone())
+            .or_insert(offset);
+    }
+
+    /// Start the follower task (it ends when the hub is dropped).
+    pub(crate) fn start(self: &Arc<Self>, hub: Weak<Hub>) {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.run(hub).await });
+    }
+
+    async fn run(self: Arc<Self>, hub: Weak<Hub>) {
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(h) = hub.upgrade() else { return };
+            if *h.closing.borrow() {
+                return;
+            }
+            drop(h);
+            let followed: Vec<(Arc<str>, u64)> = self
+                .followed
+                .lock()
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            if followed.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match self
+                    .connect(Duration::from_millis(BLOCK_MS) + CALL_TIMEOUT)
+                    .await
+                {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        self.set_down(&hub, &e.to_string());
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+            };
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT").arg(1000).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS");
+            for (name, _) in &followed {
+                cmd.arg(&self.keys(name)[0]);
+            }
+            for (_, offset) in &followed {
+                cmd.arg(format!("0-{offset}"));
+            }
+            let reply: Result<Value, _> = cmd.query_async(c).await;
+            match reply {
+                Ok(v) => {
+                    backoff = Duration::from_millis(100);
+                    let was_down = !self.up.swap(true, Ordering::AcqRel);
+                    let Some(h) = hub.upgrade() else { return };
+                    for (key, entries) in parse_streams(&v) {
+                        let Some((name, _)) = followed.iter().find(|(n, _)| self.keys(n)[0] == key)
+                        else {
+                            continue;
+                        };
+                        let Some(ch) = h.existing(name) else { continue };
+                        let mut last = None;
+                        for e in entries {
+                            let epoch = e.epoch.clone().unwrap_or_else(|| ch.position().epoch.to_string());
+                            ch.append_shared(&epoch, e.offset, e.data, e.published_ms);
+                            last = Some(e.offset);
+                        }
+                        if let Some(last) = last
+                            && let Some(o) = self.followed.lock().get_mut(name)
+                        {
+                            *o = (*o).max(last);
+                        }
+                    }
+                    if was_down {
+                        // subscribers waiting for the engine to come back
+                        for ch in h.channels() {
+                            ch.wake();
+                        }
+                    }
+                }
+                Err(e) => {
+                    conn = None;
+                    self.set_down(&hub, &e.to_string());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    fn set_down(&self, hub: &Weak<Hub>, why: &str) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(target: "hopline::realtime", "hub {}: Redis unavailable: {why}", self.hub);
+            if let Some(h) = hub.upgrade() {
+                for ch in h.channels() {
+                    ch.wake();
+                }
+            }
+        }
+    }
+}
+
+fn ch_retention(ch: &Channel) -> Retention {
+    ch.retention()
+}
+
+struct Entry {
+    offset: u64,
+    data: Bytes,
+    published_ms: u64,
+    epoch: Option<String>,
+}
+
+fn as_items(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().collect(),
+        Value::Map(pairs) => pairs.iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn as_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Entries of an `XRANGE`/`XREVRANGE` reply.
+fn parse_entries(v: &Value) -> Vec<Entry> {
+    as_items(v)
+        .into_iter()
+        .filter_map(|entry| {
+            let parts = as_items(entry);
+            let id = std::str::from_utf8(as_bytes(parts.first()?)?).ok()?;
+            let offset: u64 = id.strip_prefix("0-")?.parse().ok()?;
+            let fields = as_items(parts.get(1)?);
+            let mut e = Entry {
+                offset,
+                data: Bytes::new(),
+                published_ms: 0,
+                epoch: None,
+            };
+            for kv in fields.chunks(2) {
+                let (Some(k), Some(v)) = (kv.first().and_then(|k| as_bytes(k)), kv.get(1).and_then(|v| as_bytes(v))) else {
+                    continue;
+                };
+                match k {
+                    b"d" => e.data = Bytes::copy_from_slice(v),
+                    b"t" => {
+                        e.published_ms = std::str::from_utf8(v).ok().and_then(|t| t.parse().ok()).unwrap_or(0)
+                    }
+                    b"e" => e.epoch = std::str::from_utf8(v).ok().map(str::to_string),
+                    _ => {}
+                }
+            }
+            Some(e)
+        })
+        .collect()
+}
+
+/// `(stream key, entries)` of an `XREAD` reply (RESP2 arrays or RESP3 maps).
+fn parse_streams(v: &Value) -> Vec<(String, Vec<Entry>)> {
+    let items = as_items(v);
+    let mut out = Vec::new();
+    if matches!(v, Value::Map(_)) {
+        for kv in items.chunks(2) {
+            if let (Some(k), Some(entries)) = (kv.first().and_then(|k| as_bytes(k)), kv.get(1)) {
+                out.push((String::from_utf8_lossy(k).into_owned(), parse_entries(entries)));
+            }
+        }
+    } else {
+        for stream in items {
+            let parts = as_items(stream);
+            if let (Some(k), Some(entries)) = (parts.first().and_then(|k| as_bytes(k)), parts.get(1)) {
+                out.push((String::from_utf8_lossy(k).into_owned(), parse_entries(entries)));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,621 @@
+//! The HTTP face of a hub, as a route service of the edge: on `PREFIX/CHANNEL`,
+//! - `GET ?since=EPOCH:OFFSET` — short poll: the events after the position, at once;
+//! - `GET ?since=…&wait=1` — long poll: held until an event arrives or `long_poll_ms`;
+//! - `GET` with `Accept: text/event-stream` — Server-Sent Events, resumable by
+//!   `Last-Event-ID`;
+//! - `GET` with `Upgrade: websocket` (HTTP/1.1) or an extended CONNECT (HTTP/2) — a
+//!   WebSocket subscribed to the channel (see [`crate::session`]);
+//! - `POST` — publish the body.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Frame;
+use hopline_edge::body::{Body, RequestBody};
+use hopline_edge::service::{BoxFuture, RouteService, ServiceContext};
+use tokio::sync::watch;
+use tokio_util::sync::ReusableBoxFuture;
+
+use crate::config::Access;
+use crate::hub::{Channel, Hub};
+use crate::log::{Event, Position};
+use crate::token::{self, Claims, TokenError};
+
+/// Longest channel name.
+pub const MAX_CHANNEL: usize = 128;
+/// Most events in one poll answer (the reply's offset says where to continue).
+const MAX_EVENTS_PER_ANSWER: usize = 1000;
+
+/// Is `name` a channel name: 1–128 bytes of `A-Z a-z 0-9 _ - . :`?
+pub fn valid_channel(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// JSON string literal of possibly binary data (lossy UTF-8).
+fn json_string(data: &[u8]) -> String {
+    serde_json::to_string(&String::from_utf8_lossy(data)).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The event as a WebSocket message's JSON.
+pub(crate) fn ws_json(channel: &str, epoch: &str, e: &Event) -> String {
+    format!(
+        "{{\"channel\":{},\"offset\":{},\"epoch\":{},\"data\":{}}}",
+        json_string(channel.as_bytes()),
+        e.offset,
+        json_string(epoch.as_bytes()),
+        json_string(&e.data)
+    )
+}
+
+/// The event's shared WebSocket text frame.
+pub(crate) fn ws_frame(channel: &str, epoch: &str, e: &Event) -> Bytes {
+    e.frames
+        .ws
+        .get_or_init(|| crate::ws::frame(crate::ws::Opcode::Text, ws_json(channel, epoch, e).as_bytes()))
+        .clone()
+}
+
+/// The event's shared SSE block.
+fn sse_frame(epoch: &str, e: &Event) -> Bytes {
+    e.frames
+        .sse
+        .get_or_init(|| {
+            let text = String::from_utf8_lossy(&e.data);
+            let mut s = String::with_capacity(text.len() + 48);
+            s.push_str("id: ");
+            s.push_str(epoch);
+            s.push(':');
+            s.push_str(itoa::Buffer::new().format(e.offset));
+            s.push('\n');
+            // every line of the data is a data: line (CR, LF and CRLF end lines)
+            for line in text.split('\n') {
+                s.push_str("data: ");
+                s.push_str(line.strip_suffix('\r').unwrap_or(line));
+                s.push('\n');
+            }
+            s.push('\n');
+            Bytes::from(s)
+        })
+        .clone()
+}
+
+/// The event's shared JSON of poll answers.
+fn poll_json(e: &Event) -> Bytes {
+    e.frames
+        .json
+        .get_or_init(|| {
+            Bytes::from(format!(
+                "{{\"offset\":{},\"data\":{}}}",
+                e.offset,
+                json_string(&e.data)
+            ))
+        })
+        .clone()
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let body = body.into();
+    let mut r = Response::new(Body::full(body.clone()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    r
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    let len = body.len();
+    let mut r = Response::new(Body::full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    r
+}
+
+/// The query parameters a channel request reads.
+#[derive(Debug, Default)]
+pub(crate) struct Query {
+    pub since: Option<String>,
+    pub wait: bool,
+    pub token: Option<String>,
+}
+
+pub(crate) fn parse_query(q: Option<&str>) -> Result<Query, String> {
+    let mut out = Query::default();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .map_err(|_| format!("query parameter {k:?} is not UTF-8"))?
+            .into_owned();
+        match k {
+            "since" => out.since = Some(v),
+            "wait" => out.wait = matches!(v.as_str(), "1" | "true" | "yes"),
+            "token" => out.token = Some(v),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A token from `Authorization: Bearer …` or `?token=`.
+pub(crate) fn bearer<'a>(headers: &'a http::HeaderMap, query: &'a Query) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .or(query.token.as_deref())
+}
+
+/// Check `access` for `channel` with `token`: `Ok(claims)` (None when open), or the
+/// status and message to answer.
+pub(crate) fn authorize(
+    access: &Access,
+    token: Option<&str>,
+    channel: &str,
+    what: &str,
+) -> Result<Option<Claims>, (StatusCode, String)> {
+    match access {
+        Access::Open => Ok(None),
+        Access::Closed => Err((
+            StatusCode::FORBIDDEN,
+            format!("{what} is not enabled on this hub (set {what} = \"open\" or {{ jwt_secret = \"…\" }})"),
+        )),
+        Access::Jwt { secret } => {
+            let t = token.ok_or((StatusCode::UNAUTHORIZED, TokenError::Missing.to_string()))?;
+            let claims = token::verify(t, secret)
+                .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+            if !claims.allows(channel) {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!("the token does not allow channel {channel:?}"),
+                ));
+            }
+            Ok(Some(claims))
+        }
+    }
+}
+
+fn unauthorized(status: StatusCode, message: String) -> Response<Body> {
+    let mut r = text(status, format!("{} {message}\n", status.as_u16()));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"hopline\""),
+        );
+    }
+    r
+}
+
+/// The route service of one hub.
+#[derive(Debug, Clone)]
+pub struct RealtimeService {
+    hub: Arc<Hub>,
+}
+
+impl RealtimeService {
+    /// Serve `hub`.
+    pub fn new(hub: Arc<Hub>) -> RealtimeService {
+        RealtimeService { hub }
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl RouteService for RealtimeService {
+    fn call(&self, req: Request<RequestBody>, ctx: ServiceContext) -> BoxFuture<Response<Body>> {
+        let hub = self.hub.clone();
+        Box::pin(async move { handle(hub, req, ctx).await })
+    }
+
+    fn status(&self) -> serde_json::Value {
+        crate::metrics::status(&self.hub)
+    }
+
+    fn metrics(&self, out: &mut String) {
+        crate::metrics::prometheus(&self.hub, out);
+    }
+
+    fn shutdown(&self) {
+        self.hub.shutdown();
+    }
+}
+
+fn is_websocket(req: &Request<RequestBody>) -> bool {
+    let h = req.headers();
+    let upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")));
+    upgrade || hopline_edge::service::connect_protocol(req).is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
+}
+
+async fn handle(hub: Arc<Hub>, mut req: Request<RequestBody>, ctx: ServiceContext) -> Response<Body> {
+    let path = req.uri().path();
+    let channel = path.strip_prefix(&*ctx.prefix).unwrap_or("").to_string();
+    let query = match parse_query(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("400 {e}\n")),
+    };
+    let settings = hub.settings();
+    if is_websocket(&req) {
+        if !channel.is_empty() && !valid_channel(&channel) {
+            return text(StatusCode::BAD_REQUEST, bad_channel(&channel));
+        }
+        return crate::session::upgrade(hub, &mut req, channel, query, settings);
+    }
+    if !valid_channel(&channel) {
+        return text(StatusCode::BAD_REQUEST, bad_channel(&channel));
+    }
+    match *req.method() {
+        Method::POST => publish(hub, req, channel, query).await,
+        Method::GET | Method::HEAD => {
+            let token = bearer(req.headers(), &query);
+            if let Err((s, m)) = authorize(&settings.config.subscribe, token, &channel, "subscribe") {
+                return unauthorized(s, m);
+            }
+            let wants_sse = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+            // Last-Event-ID (what browsers send when they reconnect) before ?since=
+            let since_text = req
+                .headers()
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .filter(|_| wants_sse)
+                .or(query.since.clone());
+            let since = match since_text.as_deref() {
+                None | Some("") => None,
+                Some(t) => match Position::parse(t) {
+                    Some(p) => Some(p),
+                    None => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            format!("400 bad position {t:?}: expected EPOCH:OFFSET as given by an earlier answer\n"),
+                        );
+                    }
+                },
+            };
+            let ch = match hub.channel(&channel).await {
+                Ok(c) => c,
+                Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),
+            };
+            if wants_sse {
+                sse(hub, ch, since)
+            } else if query.wait {
+                long_poll(hub, ch, since).await
+            } else {
+                hub.metrics.polls.fetch_add(1, Ordering::Relaxed);
+                poll_answer(&hub, &ch, since.as_ref())
+            }
+        }
+        _ => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405 use GET to subscribe, POST to publish\n");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            r
+        }
+    }
+}
+
+fn bad_channel(name: &str) -> String {
+    format!(
+        "400 bad channel name {:?}: 1 to {MAX_CHANNEL} characters of A-Z a-z 0-9 _ - . :\n",
+        name.chars().take(MAX_CHANNEL + 8).collect::<String>()
+    )
+}
+
+/// The JSON answer of a poll.
+fn poll_answer(hub: &Hub, ch: &Channel, since: Option<&Position>) -> Response<Body> {
+    let read = ch.read(since, MAX_EVENTS_PER_ANSWER);
+    if !read.recovered {
+        hub.metrics.drops.fetch_add(1, Ordering::Relaxed);
+    }
+    hub.metrics
+        .deliveries
+        .fetch_add(read.events.len() as u64, Ordering::Relaxed);
+    let mut out = BytesMut::with_capacity(96 + read.events.len() * 64);
+    out.extend_from_slice(b"{\"epoch\":");
+    out.extend_from_slice(json_string(read.position.epoch.as_bytes()).as_bytes());
+    out.extend_from_slice(b",\"offset\":");
+    out.extend_from_slice(itoa::Buffer::new().format(read.position.offset).as_bytes());
+    out.extend_from_slice(b",\"position\":\"");
+    out.extend_from_slice(read.position.to_string().as_bytes());
+    out.extend_from_slice(if read.recovered {
+        b"\",\"recovered\":true,\"events\":["
+    } else {
+        b"\",\"recovered\":false,\"events\":["
+    });
+    for (i, e) in read.events.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",");
+        }
+        out.extend_from_slice(&poll_json(e));
+    }
+    out.extend_from_slice(b"]}");
+    json(StatusCode::OK, out.freeze())
+}
+
+async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Body> {
+    let settings = hub.settings();
+    // no position: wait for the next publication
+    let since = since.unwrap_or_else(|| ch.position());
+    let mut rx = ch.subscribe();
+    let mut closing = hub.closing();
+    struct Held<'a>(&'a Hub);
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.metrics.long_polls_held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    hub.metrics.long_polls_held.fetch_add(1, Ordering::Relaxed);
+    let held = Held(&hub);
+    let deadline = tokio::time::Instant::now() + settings.long_poll;
+    loop {
+        rx.borrow_and_update();
+        let read_has = {
+            let r = ch.read(Some(&since), 1);
+            !r.events.is_empty() || !r.recovered
+        };
+        if read_has || *closing.borrow() {
+            break;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = closing.changed() => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    drop(held);
+    hub.metrics.long_polls.fetch_add(1, Ordering::Relaxed);
+    poll_answer(&hub, &ch, Some(&since))
+}
+
+fn sse(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Body> {
+    let settings = hub.settings();
+    let read = ch.read(since.as_ref(), 0);
+    let mut first = format!("retry: {}\n", settings.sse_retry_ms);
+    let pos = if since.is_some() && !read.recovered {
+        // the position could not be recovered: say so, then go on from what is there
+        hub.metrics.drops.fetch_add(1, Ordering::Relaxed);
+        let p = read.position.clone();
+        first.push_str(&format!(
+            "event: gap\nid: {p}\ndata: {{\"recovered\":false,\"epoch\":{},\"offset\":{}}}\n\n",
+            json_string(p.epoch.as_bytes()),
+            p.offset
+        ));
+        p
+    } else {
+        since.unwrap_or(read.position)
+    };
+    first.push_str(": ok\n\n");
+    hub.metrics.sse_open.fetch_add(1, Ordering::Relaxed);
+    let rx = ch.subscribe();
+    let closing = hub.closing();
+    let body = SseBody {
+        first: Some(Bytes::from(first)),
+        pos,
+        wait: ReusableBoxFuture::new(changed(rx.clone())),
+        closing: ReusableBoxFuture::new(closed(closing)),
+        ping: Box::pin(tokio::time::sleep(settings.ping)),
+        ping_every: settings.ping,
+        client_queue: settings.client_queue,
+        ended: false,
+        ch,
+        hub,
+        was_up: true,
+    };
+    let mut r = Response::new(Body::stream(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    // tells reverse proxies (nginx) not to buffer the stream
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+async fn changed(mut rx: watch::Receiver<u64>) -> (watch::Receiver<u64>, bool) {
+    let ok = rx.changed().await.is_ok();
+    (rx, ok)
+}
+
+async fn closed(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A Server-Sent Events stream: no queue of its own, a position in the channel's log.
+struct SseBody {
+    first: Option<Bytes>,
+    ch: Arc<Channel>,
+    hub: Arc<Hub>,
+    pos: Position,
+    wait: ReusableBoxFuture<'static, (watch::Receiver<u64>, bool)>,
+    closing: ReusableBoxFuture<'static, ()>,
+    ping: Pin<Box<tokio::time::Sleep>>,
+    ping_every: std::time::Duration,
+    client_queue: u64,
+    ended: bool,
+    was_up: bool,
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        self.hub.metrics.sse_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.closing.poll(cx).is_ready() {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
+        loop {
+            // what is there to send?
+            if this.ch.backlog(this.pos.offset) > this.client_queue {
+                // a slow consumer: cut, never slowing the channel down
+                this.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            let read = this.ch.read(Some(&this.pos), 256);
+            if !read.recovered {
+                // fell out of history while the client was slow: cut (it resumes from
+                // its Last-Event-ID and is told of the gap)
+                this.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            if !read.events.is_empty() {
+                let mut out = BytesMut::new();
+                for e in &read.events {
+                    out.extend_from_slice(&sse_frame(&read.position.epoch, e));
+                }
+                this.hub
+                    .metrics
+                    .deliveries
+                    .fetch_add(read.events.len() as u64, Ordering::Relaxed);
+                this.pos = read.position;
+                let deadline = tokio::time::Instant::now() + this.ping_every;
+                this.ping.as_mut().reset(deadline);
+                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            }
+            let up = this.hub.engine_up();
+            if up != this.was_up {
+                this.was_up = up;
+                let note: &'static [u8] = if up {
+                    b": engine back\n\n"
+                } else {
+                    b": engine unavailable; events resume when it is back\n\n"
+                };
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(note)))));
+            }
+            match this.wait.poll(cx) {
+                Poll::Ready((rx, ok)) => {
+                    if !ok {
+                        this.ended = true;
+                        return Poll::Ready(None);
+                    }
+                    this.wait.set(changed(rx));
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            if this.ping.as_mut().poll(cx).is_ready() {
+                let deadline = tokio::time::Instant::now() + this.ping_every;
+                this.ping.as_mut().reset(deadline);
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b": ping\n\n")))));
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+async fn publish(hub: Arc<Hub>, req: Request<RequestBody>, channel: String, query: Query) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let settings = hub.settings();
+    let token = bearer(req.headers(), &query).map(str::to_string);
+    if let Err((s, m)) = authorize(&settings.config.publish, token.as_deref(), &channel, "publish") {
+        return unauthorized(s, m);
+    }
+    let max = settings.max_message;
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("413 a publication is at most {max} bytes (max_message)\n"),
+        );
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), max);
+    let data = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("413 a publication is at most {max} bytes (max_message)\n"),
+            );
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("400 request body: {e}\n")),
+    };
+    match hub.publish(&channel, data).await {
+        Ok(p) => json(
+            StatusCode::OK,
+            Bytes::from(format!(
+                "{{\"channel\":{},\"epoch\":{},\"offset\":{},\"position\":\"{p}\"}}",
+                json_string(channel.as_bytes()),
+                json_string(p.epoch.as_bytes()),
+                p.offset
+            )),
+        ),
+        Err(e) => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_and_queries() {
+        assert!(valid_channel("orders"));
+        assert!(valid_channel("a.b-c_d:1"));
+        for bad in ["", "a b", "a/b", "é", "a%20b", &"x".repeat(129)] {
+            assert!(!valid_channel(bad), "{bad:?}");
+        }
+        let q = parse_query(Some("since=ab%3A5&wait=1&token=t.k.n")).unwrap();
+        assert_eq!(q.since.as_deref(), Some("ab:5"));
+        assert!(q.wait);
+        assert_eq!(q.token.as_deref(), Some("t.k.n"));
+        assert!(parse_query(Some("since=%ff")).is_err());
+    }
+}

@@ -1,0 +1,451 @@
+//! One WebSocket connection to a hub: the opening handshake (HTTP/1.1 `Upgrade` or an
+//! HTTP/2 extended CONNECT), then a loop that reads client frames strictly
+//! ([`crate::ws::Decoder`]), writes each channel's new events (shared pre-encoded frames,
+//! or compressed per connection with permessage-deflate), pings, and closes with the
+//! right code. The connection holds positions, not queues: a subscriber further behind
+//! than `client_queue` bytes is cut (close 4008) and never slows the channel.
+//!
+//! Client → server JSON messages:
+//! `{"type":"subscribe","channel":"C","since":"EPOCH:OFFSET"?}`,
+//! `{"type":"unsubscribe","channel":"C"}`,
+//! `{"type":"publish","channel":"C","data":"…"}`, `{"type":"ping"}`.
+//! Server → client: events `{"channel","offset","epoch","data"}`, and
+//! `{"type":"subscribed"|"unsubscribed"|"published"|"pong"|"error",…}`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hopline_edge::body::{Body, RequestBody};
+use hopline_edge::service::Upgraded;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::hub::{Channel, Hub, Settings};
+use crate::log::Position;
+use crate::service::{Query, authorize, bearer, valid_channel};
+use crate::ws::{self, Decoder, Deflate, Deflater, Message, Opcode, code};
+
+fn refuse(status: StatusCode, message: &str) -> Response<Body> {
+    let body = format!("{} {message}\n", status.as_u16());
+    let mut r = Response::new(Body::full(body.clone()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    r
+}
+
+/// Check the handshake, answer 101 (or 200 to an HTTP/2 extended CONNECT) and start the
+/// connection's task once the edge hands the raw stream over.
+pub(crate) fn upgrade(
+    hub: Arc<Hub>,
+    req: &mut Request<RequestBody>,
+    channel: String,
+    query: Query,
+    settings: Arc<Settings>,
+) -> Response<Body> {
+    let h2 = req.version() == http::Version::HTTP_2;
+    let headers = req.headers();
+    if !h2 && req.method() != http::Method::GET {
+        return refuse(StatusCode::BAD_REQUEST, "a WebSocket handshake is a GET");
+    }
+    if !h2
+        && !headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    {
+        return refuse(StatusCode::BAD_REQUEST, "Connection: Upgrade is missing");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        != Some("13")
+    {
+        let mut r = refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "Sec-WebSocket-Version 13 is required",
+        );
+        r.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return r;
+    }
+    let accept = if h2 {
+        None
+    } else {
+        match headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(k) if ws::valid_key(k) => Some(ws::accept_key(k)),
+            _ => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "Sec-WebSocket-Key must be 16 bytes in base64",
+                );
+            }
+        }
+    };
+    let token = bearer(headers, &query).map(str::to_string);
+    let since = match query.since.as_deref() {
+        None | Some("") => None,
+        Some(t) => match Position::parse(t) {
+            Some(p) => Some(p),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad position {t:?}: expected EPOCH:OFFSET"),
+                );
+            }
+        },
+    };
+    if !channel.is_empty()
+        && let Err((s, m)) =
+            authorize(&settings.config.subscribe, token.as_deref(), &channel, "subscribe")
+    {
+        return refuse(s, &m);
+    }
+    let deflate = ws::negotiate_deflate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let Some(on_upgrade) = hopline_edge::service::on_upgrade(req) else {
+        return refuse(StatusCode::BAD_REQUEST, "this connection cannot be upgraded");
+    };
+    let first = (!channel.is_empty()).then_some((channel, since));
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(io) => run(io, hub, settings, deflate, token, first).await,
+            Err(e) => tracing::debug!(target: "hopline::realtime", "WebSocket upgrade failed: {e}"),
+        }
+    });
+    // HTTP/2 extended CONNECT: 200; HTTP/1.1: 101 with the accept key
+    let mut r = Response::new(Body::empty());
+    if let Some(accept) = accept {
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+    }
+    if let Some(d) = deflate
+        && let Ok(v) = HeaderValue::from_str(&d.response())
+    {
+        r.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+    }
+    r
+}
+
+struct Sub {
+    ch: Arc<Channel>,
+    pos: Position,
+    rx: watch::Receiver<u64>,
+}
+
+/// Why a connection ends.
+enum End {
+    /// The peer closed or vanished.
+    Gone,
+    /// Send this close frame, then close.
+    Close(u16, String),
+}
+
+struct Conn {
+    hub: Arc<Hub>,
+    settings: Arc<Settings>,
+    token: Option<String>,
+    subs: Vec<Sub>,
+    deflater: Option<Deflater>,
+    out: BytesMut,
+}
+
+impl Conn {
+    fn reply(&mut self, value: serde_json::Value) {
+        let text = value.to_string();
+        self.send_text(text.as_bytes());
+    }
+
+    fn send_text(&mut self, payload: &[u8]) {
+        match self.deflater.as_mut() {
+            Some(d) => d.encode(&mut self.out, Opcode::Text, payload),
+            None => ws::encode_frame(&mut self.out, true, false, Opcode::Text, payload),
+        }
+    }
+
+    async fn subscribe(&mut self, channel: &str, since: Option<Position>) -> Result<(), End> {
+        if self.subs.iter().any(|s| &*s.ch.name == channel) {
+            self.reply(serde_json::json!({"type": "error", "channel": channel, "message": "already subscribed"}));
+            return Ok(());
+        }
+        if self.subs.len() >= self.settings.max_subscriptions {
+            self.reply(serde_json::json!({"type": "error", "channel": channel,
+                "message": format!("at most {} subscriptions per connection", self.settings.max_subscriptions)}));
+            return Ok(());
+        }
+        let ch = self.hub.channel(channel).await.map_err(|e| End::Close(code::INTERNAL, e.to_string()))?;
+        let rx = ch.subscribe();
+        let read = ch.read(since.as_ref(), 0);
+        let recovered = since.is_none() || read.recovered;
+        if !recovered {
+            self.hub.metrics.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        let pos = match since {
+            Some(p) if read.recovered => p,
+            _ => read.position,
+        };
+        self.reply(serde_json::json!({"type": "subscribed", "channel": channel,
+            "epoch": &*pos.epoch, "offset": pos.offset, "recovered": recovered}));
+        self.subs.push(Sub { ch, pos, rx });
+        Ok(())
+    }
+
+    /// Queue every subscription's new events; cut a slow consumer.
+    fn deliver(&mut self) -> Result<(), End> {
+        for i in 0..self.subs.len() {
+            loop {
+                let sub = &mut self.subs[i];
+                sub.rx.borrow_and_update();
+                if sub.ch.backlog(sub.pos.offset) > self.settings.client_queue {
+                    self.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    return Err(End::Close(code::SLOW_CONSUMER, "slow consumer: send queue full".into()));
+                }
+                let read = sub.ch.read(Some(&sub.pos), 256);
+                if !read.recovered {
+                    self.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    return Err(End::Close(code::SLOW_CONSUMER, "slow consumer: fell out of history".into()));
+                }
+                if read.events.is_empty() {
+                    break;
+                }
+                let n = read.events.len();
+                let name = sub.ch.name.clone();
+                sub.pos = read.position.clone();
+                for e in &read.events {
+                    let frame = crate::service::ws_frame(&name, &read.position.epoch, e);
+                    match self.deflater.as_mut() {
+                        None => self.out.extend_from_slice(&frame),
+                        Some(d) => d.encode(&mut self.out, Opcode::Text, frame_payload(&frame)),
+                    }
+                }
+                self.hub.metrics.deliveries.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn command(&mut self, text: &[u8]) -> Result<(), End> {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(text) else {
+            self.reply(serde_json::json!({"type": "error", "message": "expected a JSON object with a \"type\""}));
+            return Ok(());
+        };
+        let kind = v["type"].as_str().unwrap_or("");
+        let channel = v["channel"].as_str().unwrap_or("").to_string();
+        let needs_channel = matches!(kind, "subscribe" | "unsubscribe" | "publish");
+        if needs_channel && !valid_channel(&channel) {
+            self.reply(serde_json::json!({"type": "error", "message": "bad or missing channel name"}));
+            return Ok(());
+        }
+        match kind {
+            "ping" => self.reply(serde_json::json!({"type": "pong"})),
+            "subscribe" => {
+                if let Err((_, m)) = authorize(&self.settings.config.subscribe, self.token.as_deref(), &channel, "subscribe") {
+                    self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
+                    return Ok(());
+                }
+                let since = match v.get("since").and_then(|s| s.as_str()) {
+                    None | Some("") => None,
+                    Some(t) => match Position::parse(t) {
+                        Some(p) => Some(p),
+                        None => {
+                            self.reply(serde_json::json!({"type": "error", "channel": channel, "message": "bad position: expected EPOCH:OFFSET"}));
+                            return Ok(());
+                        }
+                    },
+                };
+                self.subscribe(&channel, since).await?;
+            }
+            "unsubscribe" => {
+                self.subs.retain(|s| *s.ch.name != *channel);
+                self.reply(serde_json::json!({"type": "unsubscribed", "channel": channel}));
+            }
+            "publish" => {
+                if let Err((_, m)) = authorize(&self.settings.config.publish, self.token.as_deref(), &channel, "publish") {
+                    self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
+                    return Ok(());
+                }
+                let data = match &v["data"] {
+                    serde_json::Value::String(s) => Bytes::from(s.clone()),
+                    serde_json::Value::Null => Bytes::new(),
+                    other => Bytes::from(other.to_string()),
+                };
+                if data.len() > self.settings.max_message {
+                    return Err(End::Close(code::TOO_BIG, "publication over max_message".into()));
+                }
+                match self.hub.publish(&channel, data).await {
+                    Ok(p) => self.reply(serde_json::json!({"type": "published", "channel": channel, "epoch": &*p.epoch, "offset": p.offset})),
+                    Err(e) => self.reply(serde_json::json!({"type": "error", "channel": channel, "message": e.to_string()})),
+                }
+            }
+            _ => self.reply(serde_json::json!({"type": "error", "message": "unknown type (subscribe, unsubscribe, publish, ping)"})),
+        }
+        Ok(())
+    }
+}
+
+/// The payload of an unmasked server frame made by [`ws::frame`].
+fn frame_payload(frame: &[u8]) -> &[u8] {
+    let at = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(at..).unwrap_or(&[])
+}
+
+/// Resolves when any subscription's channel grew (never when there are none).
+async fn any_changed(subs: &mut [Sub]) {
+    match subs {
+        [] => std::future::pending().await,
+        [one] => {
+            if one.rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        many => {
+            let waits = many
+                .iter_mut()
+                .map(|s| Box::pin(async move { s.rx.changed().await }));
+            let _ = futures_util::future::select_all(waits).await;
+        }
+    }
+}
+
+async fn run(
+    io: Upgraded,
+    hub: Arc<Hub>,
+    settings: Arc<Settings>,
+    deflate: Option<Deflate>,
+    token: Option<String>,
+    first: Option<(String, Option<Position>)>,
+) {
+    hub.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut conn = Conn {
+        hub: hub.clone(),
+        settings: settings.clone(),
+        token,
+        subs: Vec::new(),
+        deflater: deflate.map(Deflater::new),
+        out: BytesMut::new(),
+    };
+    let mut decoder = Decoder::new(settings.max_message, deflate);
+    let mut inbuf = BytesMut::new();
+    let mut closing = hub.closing();
+    let write_timeout = settings.ping.max(Duration::from_secs(5));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + settings.ping, settings.ping);
+    let mut pings_unanswered = 0u32;
+    let mut was_up = hub.engine_up();
+
+    let mut end: End = 'session: {
+        if let Some((channel, since)) = first
+            && let Err(e) = conn.subscribe(&channel, since).await
+        {
+            break 'session e;
+        }
+        loop {
+            if let Err(e) = conn.deliver() {
+                break 'session e;
+            }
+            if !conn.out.is_empty() {
+                let out = conn.out.split();
+                match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break 'session End::Gone,
+                    Err(_) => {
+                        hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        break 'session End::Gone;
+                    }
+                }
+                if conn.out.capacity() > 64 * 1024 {
+                    conn.out = BytesMut::new();
+                }
+            }
+            let up = hub.engine_up();
+            if was_up && !up && !conn.subs.is_empty() {
+                break 'session End::Close(code::INTERNAL, "channel engine unavailable; reconnect with your position".into());
+            }
+            was_up = up;
+            tokio::select! {
+                r = rd.read_buf(&mut inbuf) => {
+                    match r {
+                        Ok(0) | Err(_) => break 'session End::Gone,
+                        Ok(_) => {}
+                    }
+                    loop {
+                        match decoder.decode(&mut inbuf) {
+                            Ok(None) => break,
+                            Ok(Some(Message::Text(t))) => {
+                                if let Err(e) = conn.command(&t).await {
+                                    break 'session e;
+                                }
+                            }
+                            Ok(Some(Message::Binary(_))) => {
+                                conn.reply(serde_json::json!({"type": "error", "message": "binary messages are not understood; send JSON text"}));
+                            }
+                            Ok(Some(Message::Ping(p))) => {
+                                ws::encode_frame(&mut conn.out, true, false, Opcode::Pong, &p);
+                            }
+                            Ok(Some(Message::Pong(_))) => pings_unanswered = 0,
+                            Ok(Some(Message::Close(c))) => {
+                                // echo the peer's code (RFC 6455 §5.5.1)
+                                let code = c.map_or(code::NORMAL, |(code, _)| code);
+                                break 'session End::Close(code, String::new());
+                            }
+                            Err(v) => {
+                                hub.metrics.ws_violations.fetch_add(1, Ordering::Relaxed);
+                                break 'session End::Close(v.code, v.reason.into());
+                            }
+                        }
+                    }
+                    if inbuf.is_empty() && inbuf.capacity() > 64 * 1024 {
+                        inbuf = BytesMut::new();
+                    }
+                }
+                _ = any_changed(&mut conn.subs) => {}
+                _ = ping.tick() => {
+                    if pings_unanswered >= 2 {
+                        break 'session End::Close(code::POLICY, "no pong to two pings".into());
+                    }
+                    pings_unanswered += 1;
+                    ws::encode_frame(&mut conn.out, true, false, Opcode::Ping, b"");
+                }
+                _ = closing.changed() => {
+                    break 'session End::Close(code::GOING_AWAY, "server shutting down".into());
+                }
+            }
+        }
+    };
+    if let End::Close(code, reason) = &mut end {
+        let mut out = std::mem::take(&mut conn.out);
+        out.extend_from_slice(&ws::close_frame(*code, reason));
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            wr.write_all(&out).await?;
+            wr.flush().await?;
+            wr.shutdown().await
+        })
+        .await;
+    }
+    hub.metrics.ws_open.fetch_sub(1, Ordering::Relaxed);
+}
