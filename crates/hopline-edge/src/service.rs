@@ -74,7 +74,8 @@ impl Services {
 
     /// Register `service` as `kind`/`name` (replaces an earlier one).
     pub fn insert(&mut self, kind: &str, name: &str, service: Arc<dyn RouteService>) {
-        self.map.insert((kind.to_string(), name.to_string()), service);
+        self.map
+            .insert((kind.to_string(), name.to_string()), service);
     }
 
     /// The service registered as `kind`/`name`.
@@ -101,9 +102,7 @@ pub type Upgraded = Box<dyn UpgradedIo>;
 /// Take the upgrade handle of a request: HTTP/1.1 `Upgrade` (hopline's own engine) or an
 /// HTTP/2 extended CONNECT (hyper). Resolves to the raw stream once the service's
 /// 101 / 200 answer went out; `None` when the request cannot be upgraded.
-pub fn on_upgrade(
-    req: &mut Request<RequestBody>,
-) -> Option<BoxFuture<std::io::Result<Upgraded>>> {
+pub fn on_upgrade(req: &mut Request<RequestBody>) -> Option<BoxFuture<std::io::Result<Upgraded>>> {
     if let Some(h1) = crate::h1::on_upgrade(req) {
         return Some(Box::pin(async move {
             let io = h1.await?;

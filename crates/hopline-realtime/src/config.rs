@@ -219,9 +219,7 @@ pub fn load(text: &str, file: &Path) -> Result<BTreeMap<String, RealtimeConfig>,
             return Err(bad("max_message must be between 1 byte and 64MiB".into()));
         }
         if c.client_queue.0 < c.max_message.0 {
-            return Err(bad(
-                "client_queue must hold at least one max_message".into(),
-            ));
+            return Err(bad("client_queue must hold at least one max_message".into()));
         }
         if c.engine != "memory" && !c.engine.starts_with("redis://") {
             return Err(bad(format!(
@@ -263,7 +261,11 @@ listen = ["127.0.0.1:0"]
         assert!(e.message.contains("unknown duration unit"), "{e}");
         let e = load("[realtime.live]\nhistroy = 5\n", Path::new("t.toml")).unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
-        let e = load("[realtime.live]\npublish = \"everyone\"\n", Path::new("t.toml")).unwrap_err();
+        let e = load(
+            "[realtime.live]\npublish = \"everyone\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
         assert!(e.message.contains("open"), "{e}");
         // publishing is closed unless the section says
         let m = load("[realtime.live]\n", Path::new("t.toml")).unwrap();

@@ -338,13 +338,18 @@ mod tests {
         let ch = hub.channel("orders").await.unwrap();
         let start = ch.position();
         let mut rx = ch.subscribe();
-        let p = hub.publish("orders", Bytes::from_static(b"one")).await.unwrap();
+        let p = hub
+            .publish("orders", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
         assert_eq!(p.offset, 1);
         tokio::time::timeout(Duration::from_secs(1), rx.changed())
             .await
             .unwrap()
             .unwrap();
-        hub.publish("orders", Bytes::from_static(b"two")).await.unwrap();
+        hub.publish("orders", Bytes::from_static(b"two"))
+            .await
+            .unwrap();
         let r = ch.read(Some(&start), 100);
         assert_eq!(
             r.events.iter().map(|e| &e.data[..]).collect::<Vec<_>>(),

@@ -68,7 +68,11 @@ impl Hubs {
                 }
                 _ => Hub::new(name, cfg)?,
             };
-            services.insert("realtime", name, Arc::new(RealtimeService::new(hub.clone())));
+            services.insert(
+                "realtime",
+                name,
+                Arc::new(RealtimeService::new(hub.clone())),
+            );
             next.insert(name.clone(), hub);
         }
         for (name, old) in hubs.iter() {

@@ -411,7 +411,15 @@ mod tests {
             })
         );
         for bad in [
-            "", ":", "abc", "abc:", ":5", "a b:1", "abc:-1", "abc:1x", "abc:99999999999999999999",
+            "",
+            ":",
+            "abc",
+            "abc:",
+            ":5",
+            "a b:1",
+            "abc:-1",
+            "abc:1x",
+            "abc:99999999999999999999",
         ] {
             assert_eq!(Position::parse(bad), None, "{bad:?}");
         }

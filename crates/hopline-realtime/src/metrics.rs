@@ -42,20 +42,53 @@ pub fn prometheus(hub: &Hub, out: &mut String) {
         ("sse", n(&m.sse_open)),
         ("long_poll", n(&m.long_polls_held)),
     ] {
-        let _ = writeln!(out, "hopline_realtime_connections{{hub=\"{h}\",transport=\"{t}\"}} {v}");
+        let _ = writeln!(
+            out,
+            "hopline_realtime_connections{{hub=\"{h}\",transport=\"{t}\"}} {v}"
+        );
     }
     for (name, help, v) in [
         ("polls_total", "Short polls answered.", n(&m.polls)),
         ("long_polls_total", "Long polls answered.", n(&m.long_polls)),
-        ("publications_total", "Publications accepted.", n(&m.publications)),
-        ("deliveries_total", "Events delivered to subscribers.", n(&m.deliveries)),
-        ("drops_total", "Reads whose position could not be recovered (the subscriber was told).", n(&m.drops)),
-        ("slow_consumers_total", "Subscribers cut for falling behind.", n(&m.slow_consumers)),
-        ("websocket_violations_total", "WebSocket connections closed for a protocol violation.", n(&m.ws_violations)),
+        (
+            "publications_total",
+            "Publications accepted.",
+            n(&m.publications),
+        ),
+        (
+            "deliveries_total",
+            "Events delivered to subscribers.",
+            n(&m.deliveries),
+        ),
+        (
+            "drops_total",
+            "Reads whose position could not be recovered (the subscriber was told).",
+            n(&m.drops),
+        ),
+        (
+            "slow_consumers_total",
+            "Subscribers cut for falling behind.",
+            n(&m.slow_consumers),
+        ),
+        (
+            "websocket_violations_total",
+            "WebSocket connections closed for a protocol violation.",
+            n(&m.ws_violations),
+        ),
     ] {
-        let _ = writeln!(out, "# HELP hopline_realtime_{name} {help}\n# TYPE hopline_realtime_{name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP hopline_realtime_{name} {help}\n# TYPE hopline_realtime_{name} counter"
+        );
         let _ = writeln!(out, "hopline_realtime_{name}{{hub=\"{h}\"}} {v}");
     }
-    let _ = writeln!(out, "# HELP hopline_realtime_engine_up Whether the hub's engine answers (1).\n# TYPE hopline_realtime_engine_up gauge");
-    let _ = writeln!(out, "hopline_realtime_engine_up{{hub=\"{h}\"}} {}", u8::from(hub.engine_up()));
+    let _ = writeln!(
+        out,
+        "# HELP hopline_realtime_engine_up Whether the hub's engine answers (1).\n# TYPE hopline_realtime_engine_up gauge"
+    );
+    let _ = writeln!(
+        out,
+        "hopline_realtime_engine_up{{hub=\"{h}\"}} {}",
+        u8::from(hub.engine_up())
+    );
 }

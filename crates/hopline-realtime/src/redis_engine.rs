@@ -8,6 +8,7 @@
 //!   (publication time, ms) and `e` (epoch); trimmed with `MAXLEN ~ history`;
 //! - `hopline:rt:{H:C}:e` — the epoch, made by the first node that needs it;
 //! - `hopline:rt:{H:C}:n` — the last offset (`INCR` orders publications).
+//!
 //! A publication is one Lua script (epoch, `INCR`, `XADD`), so offsets are gapless and
 //! shared. Each node follows its channels with one `XREAD BLOCK` over all of them and
 //! appends what it reads to its local log, from which every transport serves.
@@ -102,7 +103,10 @@ impl RedisEngine {
         [format!("{tag}:s"), format!("{tag}:e"), format!("{tag}:n")]
     }
 
-    async fn connect(&self, response_timeout: Duration) -> Result<MultiplexedConnection, EngineError> {
+    async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, EngineError> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(CALL_TIMEOUT)
             .set_response_timeout(response_timeout);
@@ -175,7 +179,12 @@ impl RedisEngine {
         let mut log = ChannelLog::with_epoch(epoch.as_str().into(), first - 1, retention);
         for e in entries.into_iter().rev() {
             if e.epoch.as_deref().is_none_or(|ep| ep == epoch) {
-                log.append_at(e.offset, e.data, tokio::time::Instant::now(), e.published_ms);
+                log.append_at(
+                    e.offset,
+                    e.data,
+                    tokio::time::Instant::now(),
+                    e.published_ms,
+                );
             }
         }
         if log.position().offset < last {
@@ -275,7 +284,11 @@ impl RedisEngine {
                 },
             };
             let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT").arg(1000).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS");
+            cmd.arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(BLOCK_MS)
+                .arg("STREAMS");
             for (name, _) in &followed {
                 cmd.arg(&self.keys(name)[0]);
             }
@@ -296,7 +309,10 @@ impl RedisEngine {
                         let Some(ch) = h.existing(name) else { continue };
                         let mut last = None;
                         for e in entries {
-                            let epoch = e.epoch.clone().unwrap_or_else(|| ch.position().epoch.to_string());
+                            let epoch = e
+                                .epoch
+                                .clone()
+                                .unwrap_or_else(|| ch.position().epoch.to_string());
                             ch.append_shared(&epoch, e.offset, e.data, e.published_ms);
                             last = Some(e.offset);
                         }
@@ -378,13 +394,19 @@ fn parse_entries(v: &Value) -> Vec<Entry> {
                 epoch: None,
             };
             for kv in fields.chunks(2) {
-                let (Some(k), Some(v)) = (kv.first().and_then(|k| as_bytes(k)), kv.get(1).and_then(|v| as_bytes(v))) else {
+                let (Some(k), Some(v)) = (
+                    kv.first().and_then(|k| as_bytes(k)),
+                    kv.get(1).and_then(|v| as_bytes(v)),
+                ) else {
                     continue;
                 };
                 match k {
                     b"d" => e.data = Bytes::copy_from_slice(v),
                     b"t" => {
-                        e.published_ms = std::str::from_utf8(v).ok().and_then(|t| t.parse().ok()).unwrap_or(0)
+                        e.published_ms = std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(0)
                     }
                     b"e" => e.epoch = std::str::from_utf8(v).ok().map(str::to_string),
                     _ => {}
@@ -402,14 +424,22 @@ fn parse_streams(v: &Value) -> Vec<(String, Vec<Entry>)> {
     if matches!(v, Value::Map(_)) {
         for kv in items.chunks(2) {
             if let (Some(k), Some(entries)) = (kv.first().and_then(|k| as_bytes(k)), kv.get(1)) {
-                out.push((String::from_utf8_lossy(k).into_owned(), parse_entries(entries)));
+                out.push((
+                    String::from_utf8_lossy(k).into_owned(),
+                    parse_entries(entries),
+                ));
             }
         }
     } else {
         for stream in items {
             let parts = as_items(stream);
-            if let (Some(k), Some(entries)) = (parts.first().and_then(|k| as_bytes(k)), parts.get(1)) {
-                out.push((String::from_utf8_lossy(k).into_owned(), parse_entries(entries)));
+            if let (Some(k), Some(entries)) =
+                (parts.first().and_then(|k| as_bytes(k)), parts.get(1))
+            {
+                out.push((
+                    String::from_utf8_lossy(k).into_owned(),
+                    parse_entries(entries),
+                ));
             }
         }
     }

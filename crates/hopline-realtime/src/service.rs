@@ -13,11 +13,11 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use hopline_edge::body::{Body, RequestBody};
+use hopline_edge::service::{BoxFuture, RouteService, ServiceContext};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
-use hopline_edge::body::{Body, RequestBody};
-use hopline_edge::service::{BoxFuture, RouteService, ServiceContext};
 use tokio::sync::watch;
 use tokio_util::sync::ReusableBoxFuture;
 
@@ -60,7 +60,12 @@ pub(crate) fn ws_json(channel: &str, epoch: &str, e: &Event) -> String {
 pub(crate) fn ws_frame(channel: &str, epoch: &str, e: &Event) -> Bytes {
     e.frames
         .ws
-        .get_or_init(|| crate::ws::frame(crate::ws::Opcode::Text, ws_json(channel, epoch, e).as_bytes()))
+        .get_or_init(|| {
+            crate::ws::frame(
+                crate::ws::Opcode::Text,
+                ws_json(channel, epoch, e).as_bytes(),
+            )
+        })
         .clone()
 }
 
@@ -107,7 +112,10 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Body::full(body.clone()));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     r
 }
@@ -117,10 +125,16 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     r
 }
 
@@ -175,12 +189,14 @@ pub(crate) fn authorize(
         Access::Open => Ok(None),
         Access::Closed => Err((
             StatusCode::FORBIDDEN,
-            format!("{what} is not enabled on this hub (set {what} = \"open\" or {{ jwt_secret = \"…\" }})"),
+            format!(
+                "{what} is not enabled on this hub (set {what} = \"open\" or {{ jwt_secret = \"…\" }})"
+            ),
         )),
         Access::Jwt { secret } => {
             let t = token.ok_or((StatusCode::UNAUTHORIZED, TokenError::Missing.to_string()))?;
-            let claims = token::verify(t, secret)
-                .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+            let claims =
+                token::verify(t, secret).map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
             if !claims.allows(channel) {
                 return Err((
                     StatusCode::FORBIDDEN,
@@ -245,11 +261,20 @@ fn is_websocket(req: &Request<RequestBody>) -> bool {
     let upgrade = h
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")));
-    upgrade || hopline_edge::service::connect_protocol(req).is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        });
+    upgrade
+        || hopline_edge::service::connect_protocol(req)
+            .is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
 }
 
-async fn handle(hub: Arc<Hub>, mut req: Request<RequestBody>, ctx: ServiceContext) -> Response<Body> {
+async fn handle(
+    hub: Arc<Hub>,
+    mut req: Request<RequestBody>,
+    ctx: ServiceContext,
+) -> Response<Body> {
     let path = req.uri().path();
     let channel = path.strip_prefix(&*ctx.prefix).unwrap_or("").to_string();
     let query = match parse_query(req.uri().query()) {
@@ -270,7 +295,8 @@ async fn handle(hub: Arc<Hub>, mut req: Request<RequestBody>, ctx: ServiceContex
         Method::POST => publish(hub, req, channel, query).await,
         Method::GET | Method::HEAD => {
             let token = bearer(req.headers(), &query);
-            if let Err((s, m)) = authorize(&settings.config.subscribe, token, &channel, "subscribe") {
+            if let Err((s, m)) = authorize(&settings.config.subscribe, token, &channel, "subscribe")
+            {
                 return unauthorized(s, m);
             }
             let wants_sse = req
@@ -293,7 +319,9 @@ async fn handle(hub: Arc<Hub>, mut req: Request<RequestBody>, ctx: ServiceContex
                     None => {
                         return text(
                             StatusCode::BAD_REQUEST,
-                            format!("400 bad position {t:?}: expected EPOCH:OFFSET as given by an earlier answer\n"),
+                            format!(
+                                "400 bad position {t:?}: expected EPOCH:OFFSET as given by an earlier answer\n"
+                            ),
                         );
                     }
                 },
@@ -312,7 +340,10 @@ async fn handle(hub: Arc<Hub>, mut req: Request<RequestBody>, ctx: ServiceContex
             }
         }
         _ => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405 use GET to subscribe, POST to publish\n");
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "405 use GET to subscribe, POST to publish\n",
+            );
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
             r
@@ -367,7 +398,10 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
     struct Held<'a>(&'a Hub);
     impl Drop for Held<'_> {
         fn drop(&mut self) {
-            self.0.metrics.long_polls_held.fetch_sub(1, Ordering::Relaxed);
+            self.0
+                .metrics
+                .long_polls_held
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
     hub.metrics.long_polls_held.fetch_add(1, Ordering::Relaxed);
@@ -429,9 +463,15 @@ fn sse(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Bod
     };
     let mut r = Response::new(Body::stream(body));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     // tells reverse proxies (nginx) not to buffer the stream
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
@@ -494,7 +534,10 @@ impl http_body::Body for SseBody {
             // what is there to send?
             if this.ch.backlog(this.pos.offset) > this.client_queue {
                 // a slow consumer: cut, never slowing the channel down
-                this.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                this.hub
+                    .metrics
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
                 this.ended = true;
                 return Poll::Ready(None);
             }
@@ -502,7 +545,10 @@ impl http_body::Body for SseBody {
             if !read.recovered {
                 // fell out of history while the client was slow: cut (it resumes from
                 // its Last-Event-ID and is told of the gap)
-                this.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                this.hub
+                    .metrics
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
                 this.ended = true;
                 return Poll::Ready(None);
             }
@@ -551,11 +597,21 @@ impl http_body::Body for SseBody {
     }
 }
 
-async fn publish(hub: Arc<Hub>, req: Request<RequestBody>, channel: String, query: Query) -> Response<Body> {
+async fn publish(
+    hub: Arc<Hub>,
+    req: Request<RequestBody>,
+    channel: String,
+    query: Query,
+) -> Response<Body> {
     use http_body_util::BodyExt;
     let settings = hub.settings();
     let token = bearer(req.headers(), &query).map(str::to_string);
-    if let Err((s, m)) = authorize(&settings.config.publish, token.as_deref(), &channel, "publish") {
+    if let Err((s, m)) = authorize(
+        &settings.config.publish,
+        token.as_deref(),
+        &channel,
+        "publish",
+    ) {
         return unauthorized(s, m);
     }
     let max = settings.max_message;
@@ -574,7 +630,10 @@ async fn publish(hub: Arc<Hub>, req: Request<RequestBody>, channel: String, quer
     let limited = http_body_util::Limited::new(req.into_body(), max);
     let data = match limited.collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("413 a publication is at most {max} bytes (max_message)\n"),

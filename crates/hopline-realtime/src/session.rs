@@ -17,10 +17,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
 use hopline_edge::body::{Body, RequestBody};
 use hopline_edge::service::Upgraded;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -60,7 +60,10 @@ pub(crate) fn upgrade(
         && !headers
             .get(header::CONNECTION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
     {
         return refuse(StatusCode::BAD_REQUEST, "Connection: Upgrade is missing");
     }
@@ -74,8 +77,10 @@ pub(crate) fn upgrade(
             StatusCode::UPGRADE_REQUIRED,
             "Sec-WebSocket-Version 13 is required",
         );
-        r.headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return r;
     }
     let accept = if h2 {
@@ -108,8 +113,12 @@ pub(crate) fn upgrade(
         },
     };
     if !channel.is_empty()
-        && let Err((s, m)) =
-            authorize(&settings.config.subscribe, token.as_deref(), &channel, "subscribe")
+        && let Err((s, m)) = authorize(
+            &settings.config.subscribe,
+            token.as_deref(),
+            &channel,
+            "subscribe",
+        )
     {
         return refuse(s, &m);
     }
@@ -120,7 +129,10 @@ pub(crate) fn upgrade(
             .filter_map(|v| v.to_str().ok()),
     );
     let Some(on_upgrade) = hopline_edge::service::on_upgrade(req) else {
-        return refuse(StatusCode::BAD_REQUEST, "this connection cannot be upgraded");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded",
+        );
     };
     let first = (!channel.is_empty()).then_some((channel, since));
     tokio::spawn(async move {
@@ -194,7 +206,11 @@ impl Conn {
                 "message": format!("at most {} subscriptions per connection", self.settings.max_subscriptions)}));
             return Ok(());
         }
-        let ch = self.hub.channel(channel).await.map_err(|e| End::Close(code::INTERNAL, e.to_string()))?;
+        let ch = self
+            .hub
+            .channel(channel)
+            .await
+            .map_err(|e| End::Close(code::INTERNAL, e.to_string()))?;
         let rx = ch.subscribe();
         let read = ch.read(since.as_ref(), 0);
         let recovered = since.is_none() || read.recovered;
@@ -218,13 +234,25 @@ impl Conn {
                 let sub = &mut self.subs[i];
                 sub.rx.borrow_and_update();
                 if sub.ch.backlog(sub.pos.offset) > self.settings.client_queue {
-                    self.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    return Err(End::Close(code::SLOW_CONSUMER, "slow consumer: send queue full".into()));
+                    self.hub
+                        .metrics
+                        .slow_consumers
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(End::Close(
+                        code::SLOW_CONSUMER,
+                        "slow consumer: send queue full".into(),
+                    ));
                 }
                 let read = sub.ch.read(Some(&sub.pos), 256);
                 if !read.recovered {
-                    self.hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    return Err(End::Close(code::SLOW_CONSUMER, "slow consumer: fell out of history".into()));
+                    self.hub
+                        .metrics
+                        .slow_consumers
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(End::Close(
+                        code::SLOW_CONSUMER,
+                        "slow consumer: fell out of history".into(),
+                    ));
                 }
                 if read.events.is_empty() {
                     break;
@@ -239,7 +267,10 @@ impl Conn {
                         Some(d) => d.encode(&mut self.out, Opcode::Text, frame_payload(&frame)),
                     }
                 }
-                self.hub.metrics.deliveries.fetch_add(n as u64, Ordering::Relaxed);
+                self.hub
+                    .metrics
+                    .deliveries
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -254,7 +285,9 @@ impl Conn {
         let channel = v["channel"].as_str().unwrap_or("").to_string();
         let needs_channel = matches!(kind, "subscribe" | "unsubscribe" | "publish");
         if needs_channel && !valid_channel(&channel) {
-            self.reply(serde_json::json!({"type": "error", "message": "bad or missing channel name"}));
+            self.reply(
+                serde_json::json!({"type": "error", "message": "bad or missing channel name"}),
+            );
             return Ok(());
         }
         match kind {
@@ -354,7 +387,8 @@ async fn run(
     let mut inbuf = BytesMut::new();
     let mut closing = hub.closing();
     let write_timeout = settings.ping.max(Duration::from_secs(5));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + settings.ping, settings.ping);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + settings.ping, settings.ping);
     let mut pings_unanswered = 0u32;
     let mut was_up = hub.engine_up();
 
@@ -370,12 +404,28 @@ async fn run(
             }
             if !conn.out.is_empty() {
                 let out = conn.out.split();
-                match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break 'session End::Gone,
-                    Err(_) => {
-                        hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                        break 'session End::Gone;
+                // write, but keep watching the channels: a client that does not read
+                // is cut once what it has not taken passes client_queue
+                let mut written = 0;
+                let deadline = tokio::time::Instant::now() + write_timeout;
+                while written < out.len() {
+                    tokio::select! {
+                        r = wr.write(&out[written..]) => match r {
+                            Ok(0) | Err(_) => break 'session End::Gone,
+                            Ok(n) => written += n,
+                        },
+                        _ = any_changed(&mut conn.subs) => {
+                            let unsent = (out.len() - written) as u64;
+                            let behind = conn.subs.iter().map(|s| s.ch.backlog(s.pos.offset)).max().unwrap_or(0);
+                            if unsent + behind > settings.client_queue {
+                                hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                                break 'session End::Gone;
+                            }
+                        }
+                        _ = tokio::time::sleep_until(deadline) => {
+                            hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                            break 'session End::Gone;
+                        }
                     }
                 }
                 if conn.out.capacity() > 64 * 1024 {
@@ -384,7 +434,10 @@ async fn run(
             }
             let up = hub.engine_up();
             if was_up && !up && !conn.subs.is_empty() {
-                break 'session End::Close(code::INTERNAL, "channel engine unavailable; reconnect with your position".into());
+                break 'session End::Close(
+                    code::INTERNAL,
+                    "channel engine unavailable; reconnect with your position".into(),
+                );
             }
             was_up = up;
             tokio::select! {

@@ -545,7 +545,10 @@ fn parse_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
             b.copy_from_slice(&buf[2..10]);
             let len = u64::from_be_bytes(b);
             if len >> 63 != 0 {
-                return Err(violation(code::PROTOCOL, "64-bit length with the top bit set"));
+                return Err(violation(
+                    code::PROTOCOL,
+                    "64-bit length with the top bit set",
+                ));
             }
             (len, 10)
         }
@@ -593,7 +596,13 @@ fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, Violation> {
 }
 
 /// A client frame (masked), for tests and the fuzz target.
-pub fn client_frame(fin: bool, rsv1: bool, opcode_bits: u8, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+pub fn client_frame(
+    fin: bool,
+    rsv1: bool,
+    opcode_bits: u8,
+    mask: [u8; 4],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = BytesMut::new();
     out.put_u8((u8::from(fin) << 7) | (u8::from(rsv1) << 6) | (opcode_bits & 0x0f));
     let len = payload.len();
@@ -676,7 +685,10 @@ mod tests {
         // RSV1 without deflate
         assert_eq!(err(&client_frame(true, true, 1, M, b"a")), code::PROTOCOL);
         // control frame over 125 bytes, fragmented control
-        assert_eq!(err(&client_frame(true, false, 9, M, &[0; 126])), code::PROTOCOL);
+        assert_eq!(
+            err(&client_frame(true, false, 9, M, &[0; 126])),
+            code::PROTOCOL
+        );
         assert_eq!(err(&client_frame(false, false, 9, M, b"")), code::PROTOCOL);
         // continuation without a message; a new message inside one
         assert_eq!(err(&client_frame(true, false, 0, M, b"a")), code::PROTOCOL);
@@ -684,7 +696,10 @@ mod tests {
         b.extend(client_frame(true, false, 1, M, b"b"));
         assert_eq!(err(&b), code::PROTOCOL);
         // invalid UTF-8, also when the bad byte comes in a later fragment
-        assert_eq!(err(&client_frame(true, false, 1, M, &[0xff])), code::INVALID_DATA);
+        assert_eq!(
+            err(&client_frame(true, false, 1, M, &[0xff])),
+            code::INVALID_DATA
+        );
         let mut b = client_frame(false, false, 1, M, b"ok");
         b.extend(client_frame(false, false, 0, M, &[0xc3]));
         b.extend(client_frame(true, false, 0, M, &[0x28]));
@@ -701,11 +716,20 @@ mod tests {
         );
         // close: one byte, 1005 and 999 are not sendable, bad reason
         assert_eq!(err(&client_frame(true, false, 8, M, &[3])), code::PROTOCOL);
-        assert_eq!(err(&client_frame(true, false, 8, M, &1005u16.to_be_bytes())), code::PROTOCOL);
-        assert_eq!(err(&client_frame(true, false, 8, M, &999u16.to_be_bytes())), code::PROTOCOL);
+        assert_eq!(
+            err(&client_frame(true, false, 8, M, &1005u16.to_be_bytes())),
+            code::PROTOCOL
+        );
+        assert_eq!(
+            err(&client_frame(true, false, 8, M, &999u16.to_be_bytes())),
+            code::PROTOCOL
+        );
         let mut c = 1000u16.to_be_bytes().to_vec();
         c.push(0xff);
-        assert_eq!(err(&client_frame(true, false, 8, M, &c)), code::INVALID_DATA);
+        assert_eq!(
+            err(&client_frame(true, false, 8, M, &c)),
+            code::INVALID_DATA
+        );
         // 64-bit length with the top bit set
         let mut b = vec![0x82, 0x80 | 127];
         b.extend_from_slice(&(1u64 << 63).to_be_bytes());
@@ -726,7 +750,9 @@ mod tests {
         let mut b = client_frame(false, false, 2, M, &[0; 600]);
         b.extend(client_frame(true, false, 0, M, &[0; 600]));
         assert_eq!(
-            decode_all(&mut Decoder::new(1000, None), &b).unwrap_err().code,
+            decode_all(&mut Decoder::new(1000, None), &b)
+                .unwrap_err()
+                .code,
             code::TOO_BIG
         );
     }
@@ -741,11 +767,23 @@ mod tests {
         )
         .unwrap();
         assert!(d.server_no_context_takeover);
-        assert_eq!(d.response(), "permessage-deflate; server_no_context_takeover");
-        assert_eq!(negotiate_deflate(["x-webkit-deflate-frame"].into_iter()), None);
-        assert_eq!(negotiate_deflate(["permessage-deflate; bogus"].into_iter()), None);
         assert_eq!(
-            negotiate_deflate(["permessage-deflate; server_no_context_takeover; server_no_context_takeover"].into_iter()),
+            d.response(),
+            "permessage-deflate; server_no_context_takeover"
+        );
+        assert_eq!(
+            negotiate_deflate(["x-webkit-deflate-frame"].into_iter()),
+            None
+        );
+        assert_eq!(
+            negotiate_deflate(["permessage-deflate; bogus"].into_iter()),
+            None
+        );
+        assert_eq!(
+            negotiate_deflate(
+                ["permessage-deflate; server_no_context_takeover; server_no_context_takeover"]
+                    .into_iter()
+            ),
             None
         );
     }
@@ -806,7 +844,9 @@ mod tests {
         assert!(z.len() < 4096);
         let mut d = Decoder::new(64 * 1024, Some(Deflate::default()));
         assert_eq!(
-            decode_all(&mut d, &client_frame(true, true, 2, M, &z)).unwrap_err().code,
+            decode_all(&mut d, &client_frame(true, true, 2, M, &z))
+                .unwrap_err()
+                .code,
             code::TOO_BIG
         );
     }

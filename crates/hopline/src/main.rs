@@ -2,6 +2,7 @@
 //! owns no networking of its own.
 
 mod cert;
+mod products;
 mod resolve;
 mod serve;
 mod trace;

@@ -30,6 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    crate::products::check(&args.config)?;
     if args.check {
         eprintln!("hopline: {} is valid", args.config.display());
         return Ok(ExitCode::SUCCESS);
@@ -59,7 +60,9 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
     let dns = hopline_dns::service::DnsServices::start(&config.dns, &base)
         .await
         .with_context(|| format!("starting the DNS services of {}", path.display()))?;
-    let server = Server::start(config)
+    let products = crate::products::Products::new();
+    let services = products.load(&path)?;
+    let server = Server::start_with(config, services)
         .await
         .with_context(|| format!("starting {}", path.display()))?;
     tracing::info!(
@@ -73,7 +76,10 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
                 match Config::load(&path) {
                     Ok(new) => match dns.reload(&new.dns, &new.base_dir).map_err(|e| e.to_string()) {
                         Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
-                        Ok(()) => match server.reload(new).await {
+                        Ok(()) => match async {
+                            let services = products.load(&path).map_err(|e| format!("{e:#}"))?;
+                            server.reload_with(new, services).await.map_err(|e| e.to_string())
+                        }.await {
                         Ok(()) => tracing::info!(target: "hopline", "reloaded {}", path.display()),
                         Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
                     }},

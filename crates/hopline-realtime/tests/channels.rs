@@ -1,0 +1,784 @@
+//! Real-time channels through the real edge on loopback: every transport reads one log;
+//! tokens, limits, bad input; WebSocket checked with tungstenite as an independent peer
+//! and with raw frames for what a well-behaved client never sends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next(ws: &mut Ws) -> serde_json::Value {
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    serde_json::from_str::<serde_json::Value>(m.to_text().unwrap()).unwrap()
+}
+
+fn offsets(v: &serde_json::Value) -> Vec<u64> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect()
+}
+
+/// Read SSE events (id, data) from a streaming response until `n` arrived.
+async fn sse_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String)> {
+    let mut text = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .expect("an SSE chunk in time")
+            .unwrap()
+            .expect("stream open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(i) = text.find("\n\n") {
+            let block: String = text[..i].to_string();
+            text.drain(..i + 2);
+            let mut id = None;
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_string());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push(v.to_string());
+                }
+            }
+            if let Some(id) = id
+                && !block.contains("event: gap")
+            {
+                out.push((id, data.join("\n")));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_transport_reads_the_same_log() {
+    let edge = start(&hub_toml("")).await;
+    let c = client();
+    // positions before anything is published
+    let start_pos: serde_json::Value = c
+        .get(edge.url("/live/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(start_pos["recovered"], true);
+    assert_eq!(start_pos["offset"], 0);
+    let since = start_pos["position"].as_str().unwrap().to_string();
+    let epoch = start_pos["epoch"].as_str().unwrap().to_string();
+
+    // SSE, WebSocket and a long poll subscribe first
+    let mut sse = c
+        .get(edge.url("/live/orders"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/live/orders", edge.addr))
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 101);
+    let subscribed = ws.next().await.unwrap().unwrap();
+    let subscribed: serde_json::Value =
+        serde_json::from_str(subscribed.to_text().unwrap()).unwrap();
+    assert_eq!(subscribed["type"], "subscribed");
+    let long_poll = tokio::spawn({
+        let url = edge.url(&format!("/live/orders?since={since}&wait=1"));
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for i in 1..=5 {
+        let p = publish(&edge, "orders", &format!("order {i}\nline two")).await;
+        assert_eq!(p["offset"], i);
+        assert_eq!(p["epoch"].as_str().unwrap(), epoch);
+    }
+    // the long poll was answered by the first publication (at least)
+    let lp = long_poll.await.unwrap();
+    assert!(!offsets(&lp).is_empty());
+    assert_eq!(offsets(&lp)[0], 1);
+    // the short poll from the start: all five, in order
+    let poll: serde_json::Value = c
+        .get(edge.url(&format!("/live/orders?since={since}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(offsets(&poll), [1, 2, 3, 4, 5]);
+    assert_eq!(poll["events"][2]["data"], "order 3\nline two");
+    assert_eq!(poll["offset"], 5);
+    // SSE: ids EPOCH:OFFSET, multi-line data as data: lines
+    let events = sse_events(&mut sse, 5).await;
+    let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        ids,
+        (1..=5).map(|i| format!("{epoch}:{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(events[0].1, "order 1\nline two");
+    // WebSocket: the same offsets and data
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        assert_eq!(v["channel"], "orders");
+        assert_eq!(v["epoch"].as_str().unwrap(), epoch);
+        got.push((
+            v["offset"].as_u64().unwrap(),
+            v["data"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(got[4].1, "order 5\nline two");
+    ws.close(None).await.unwrap();
+
+    // the admin listener counts them
+    let status: serde_json::Value = c
+        .get(format!(
+            "http://{}/.hopline/status",
+            edge.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hub = &status["services"]["realtime.live"];
+    assert_eq!(hub["publications"], 5, "{status}");
+    assert!(hub["deliveries"].as_u64().unwrap() >= 15, "{status}");
+    let metrics = c
+        .get(format!(
+            "http://{}/metrics",
+            edge.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hopline_realtime_publications_total{hub=\"live\"} 5"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sse_resumes_from_last_event_id_and_says_when_it_cannot() {
+    let edge = start(&hub_toml("")).await;
+    for i in 1..=3 {
+        publish(&edge, "news", &format!("n{i}")).await;
+    }
+    let epoch = publish(&edge, "news", "n4").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // a browser reconnecting after event 2
+    let mut sse = client()
+        .get(edge.url("/live/news"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", format!("{epoch}:2"))
+        .send()
+        .await
+        .unwrap();
+    let got = sse_events(&mut sse, 2).await;
+    assert_eq!(
+        got,
+        vec![
+            (format!("{epoch}:3"), "n3".into()),
+            (format!("{epoch}:4"), "n4".into())
+        ]
+    );
+    // another epoch (e.g. a restarted memory engine): a gap event says so
+    let mut sse = client()
+        .get(edge.url("/live/news"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "OtherEpoch:2")
+        .send()
+        .await
+        .unwrap();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), sse.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.contains("retry: "), "{text}");
+    assert!(
+        text.contains("event: gap") && text.contains("\"recovered\":false"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn many_sse_streams_share_one_http2_connection() {
+    let edge = start(&hub_toml("")).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let r = h2
+            .get(edge.url("/live/h2"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        streams.push(r);
+    }
+    assert_eq!(
+        edge.server.open_connections(),
+        1,
+        "one connection for twenty streams"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&edge, "h2", "hello").await;
+    for s in &mut streams {
+        let got = sse_events(s, 1).await;
+        assert_eq!(got[0].1, "hello");
+    }
+}
+
+#[tokio::test]
+async fn long_polls_are_held_then_answered_empty() {
+    let edge = start(&hub_toml("")).await;
+    let started = tokio::time::Instant::now();
+    let r: serde_json::Value = client()
+        .get(edge.url("/live/quiet?wait=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(1400),
+        "held {held:?} (long_poll_ms = 1500)"
+    );
+    assert!(held < Duration::from_millis(3000), "held {held:?}");
+    assert_eq!(offsets(&r), Vec::<u64>::new());
+    assert_eq!(r["recovered"], true);
+    // many held polls, then one publication answers them all
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        let url = edge.url("/live/crowd?wait=1");
+        held.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder().no_proxy().build().unwrap();
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    publish(&edge, "crowd", "now").await;
+    for h in held {
+        let v = h.await.unwrap();
+        // a poll that arrived after the publication waited for the next one and timed
+        // out empty; every other one got the event
+        if let Some(e) = v["events"].as_array().unwrap().first() {
+            assert_eq!(e["data"], "now");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_limits_and_bad_input() {
+    let edge = start(&hub_toml("max_message = \"1KiB\"\nclient_queue = \"4KiB\"")).await;
+    let c = client();
+    let url = edge.url("/live/orders");
+    // publishing needs a token that allows the channel
+    assert_eq!(c.post(&url).body("x").send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.post(&url)
+            .bearer_auth("not.a.token")
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.post(&url)
+            .bearer_auth(token(&["news.*"]))
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        c.post(&url)
+            .bearer_auth(token(&["orders"]))
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let other = hopline_realtime::token::sign(
+        &hopline_realtime::token::Claims {
+            channels: vec!["*".into()],
+            exp: None,
+            sub: None,
+        },
+        "another-secret-entirely-here",
+    );
+    assert_eq!(
+        c.post(&url)
+            .bearer_auth(other)
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // ?token= works for clients that cannot set headers
+    let r = c
+        .post(format!("{url}?token={}", token(&["orders"])))
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // too big
+    assert_eq!(
+        c.post(&url)
+            .bearer_auth(token(&["*"]))
+            .body(vec![b'a'; 1025])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    // bad positions and names
+    assert_eq!(
+        c.get(format!("{url}?since=garbage"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        c.get(format!("{url}?since=abc:-1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    for bad in ["/live/", "/live/a%20b", "/live/a/b", "/live/%ff%fe"] {
+        let r = raw(
+            edge.addr,
+            format!("GET {bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(
+            String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&r)
+        );
+    }
+    let long = format!("/live/{}", "x".repeat(200));
+    assert_eq!(c.get(edge.url(&long)).send().await.unwrap().status(), 400);
+    assert_eq!(c.delete(&url).send().await.unwrap().status(), 405);
+}
+
+#[tokio::test]
+async fn subscribing_can_require_a_token() {
+    let edge = start(&hub_toml(&format!(
+        "subscribe = {{ jwt_secret = \"{SECRET}\" }}"
+    )))
+    .await;
+    let c = client();
+    assert_eq!(
+        c.get(edge.url("/live/private"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(edge.url("/live/private"))
+            .bearer_auth(token(&["public"]))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let t = token(&["private"]);
+    assert_eq!(
+        c.get(edge.url(&format!("/live/private?token={t}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // WebSocket: refused at the handshake without one
+    let (_, head, _) = ws_raw(edge.addr, "/live/private", "").await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (_, head, _) = ws_raw(edge.addr, &format!("/live/private?token={t}"), "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+#[tokio::test]
+async fn websocket_commands_subscribe_publish_and_resume() {
+    let edge = start(&hub_toml("max_subscriptions = 3")).await;
+    for i in 1..=3 {
+        publish(&edge, "b", &format!("b{i}")).await;
+    }
+    let epoch = publish(&edge, "b", "b4").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = token(&["*"]);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/live/a?token={t}", edge.addr))
+            .await
+            .unwrap();
+    assert_eq!(next(&mut ws).await["type"], "subscribed");
+    // subscribe to b from offset 2: gets 3 and 4 from history
+    ws.send(WsMessage::text(format!(
+        r#"{{"type":"subscribe","channel":"b","since":"{epoch}:2"}}"#
+    )))
+    .await
+    .unwrap();
+    let sub = next(&mut ws).await;
+    assert_eq!(sub["type"], "subscribed");
+    assert_eq!(sub["recovered"], true);
+    assert_eq!(next(&mut ws).await["data"], "b3");
+    assert_eq!(next(&mut ws).await["data"], "b4");
+    // publish through the socket; it comes back as an event of a
+    ws.send(WsMessage::text(
+        r#"{"type":"publish","channel":"a","data":"via ws"}"#,
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(next(&mut ws).await);
+    }
+    assert!(
+        seen.iter()
+            .any(|v| v["type"] == "published" && v["offset"] == 1),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|v| v["channel"] == "a" && v["data"] == "via ws"),
+        "{seen:?}"
+    );
+    // ping (JSON and protocol), unknown commands, garbage
+    ws.send(WsMessage::text(r#"{"type":"ping"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await["type"], "pong");
+    ws.send(WsMessage::text("not json")).await.unwrap();
+    assert_eq!(next(&mut ws).await["type"], "error");
+    ws.send(WsMessage::Ping(b"hi".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, WsMessage::Pong(b"hi".to_vec().into()));
+    // the subscription limit holds
+    for ch in ["c", "d"] {
+        ws.send(WsMessage::text(format!(
+            r#"{{"type":"subscribe","channel":"{ch}"}}"#
+        )))
+        .await
+        .unwrap();
+        let v = next(&mut ws).await;
+        if ch == "c" {
+            assert_eq!(v["type"], "subscribed");
+        } else {
+            assert_eq!(v["type"], "error", "{v}");
+        }
+    }
+    // the close handshake: our code echoed
+    ws.send(WsMessage::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        },
+    )))
+    .await
+    .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(WsMessage::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 1000);
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn close_code_for(edge: &Edge, frames: &[u8]) -> u16 {
+    let (mut s, head, mut rest) = ws_raw(edge.addr, "/live/bad", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(frames).await.unwrap();
+    loop {
+        let Some((b0, payload)) = read_frame(&mut s, &mut rest).await else {
+            panic!("closed without a close frame");
+        };
+        if b0 & 0x0f == 8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_frames_close_with_the_right_code() {
+    let edge = start(&hub_toml("max_message = \"64KiB\"")).await;
+    // reserved bits, bad opcode, unmasked, control > 125, bad UTF-8, close 1005 / 999
+    assert_eq!(close_code_for(&edge, &[0xb1, 0x80, 1, 2, 3, 4]).await, 1002);
+    assert_eq!(
+        close_code_for(&edge, &client_frame(true, false, 0x3, b"")).await,
+        1002
+    );
+    assert_eq!(close_code_for(&edge, &[0x81, 0x01, b'a']).await, 1002);
+    assert_eq!(
+        close_code_for(&edge, &client_frame(true, false, 0x9, &[0; 126])).await,
+        1002
+    );
+    assert_eq!(
+        close_code_for(&edge, &client_frame(true, false, 0x1, &[0xc3, 0x28])).await,
+        1007
+    );
+    assert_eq!(
+        close_code_for(
+            &edge,
+            &client_frame(true, false, 0x8, &1005u16.to_be_bytes())
+        )
+        .await,
+        1002
+    );
+    assert_eq!(
+        close_code_for(
+            &edge,
+            &client_frame(true, false, 0x8, &999u16.to_be_bytes())
+        )
+        .await,
+        1002
+    );
+    // a 127-bit length with the top bit set; a 1 GiB announcement: 1009, nothing buffered
+    let mut top = vec![0x82, 0xff];
+    top.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    top.extend_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(close_code_for(&edge, &top).await, 1002);
+    let mut gib = vec![0x82, 0xff];
+    gib.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    gib.extend_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(close_code_for(&edge, &gib).await, 1009);
+    // a valid close is echoed
+    let mut bye = 1001u16.to_be_bytes().to_vec();
+    bye.extend_from_slice(b"leaving");
+    assert_eq!(
+        close_code_for(&edge, &client_frame(true, false, 0x8, &bye)).await,
+        1001
+    );
+    // handshake errors: wrong version 426, bad key 400
+    let r = raw(edge.addr, b"GET /live/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", Duration::from_secs(2)).await;
+    let r = String::from_utf8_lossy(&r);
+    assert!(
+        r.starts_with("HTTP/1.1 426")
+            && r.to_ascii_lowercase().contains("sec-websocket-version: 13"),
+        "{r}"
+    );
+    let r = raw(edge.addr, b"GET /live/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"));
+    let status: serde_json::Value = client()
+        .get(format!(
+            "http://{}/.hopline/status",
+            edge.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["services"]["realtime.live"]["websocket_violations"]
+            .as_u64()
+            .unwrap()
+            >= 9,
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn permessage_deflate_both_ways() {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    let edge = start(&hub_toml("")).await;
+    let (mut s, head, mut rest) = ws_raw(
+        edge.addr,
+        "/live/z",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+    )
+    .await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-extensions: permessage-deflate"),
+        "{head}"
+    );
+    let mut inflate = Decompress::new(false);
+    let mut read_text = async |s: &mut tokio::net::TcpStream, rest: &mut Vec<u8>| -> String {
+        let (b0, payload) = read_frame(s, rest).await.unwrap();
+        assert_eq!(b0, 0xc1, "FIN + RSV1 + text");
+        let mut z = payload;
+        z.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(4096);
+        inflate
+            .decompress_vec(&z, &mut out, FlushDecompress::Sync)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let first = read_text(&mut s, &mut rest).await;
+    assert!(first.contains("\"subscribed\""), "{first}");
+    // a compressed command from the client (context kept across messages)
+    let mut deflate = Compress::new(Compression::default(), false);
+    for _ in 0..2 {
+        let mut z = Vec::with_capacity(256);
+        deflate
+            .compress_vec(br#"{"type":"ping"}"#, &mut z, FlushCompress::Sync)
+            .unwrap();
+        z.truncate(z.len() - 4);
+        s.write_all(&client_frame(true, true, 1, &z)).await.unwrap();
+        assert_eq!(read_text(&mut s, &mut rest).await, r#"{"type":"pong"}"#);
+    }
+    // events arrive compressed, decodable with one inflater kept across messages
+    for i in 0..3 {
+        publish(
+            &edge,
+            "z",
+            &format!("compressed event {i} {}", "padding ".repeat(20)),
+        )
+        .await;
+        let e = read_text(&mut s, &mut rest).await;
+        assert!(e.contains(&format!("compressed event {i}")), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_and_never_slows_the_channel() {
+    let edge = start(&hub_toml(
+        "max_message = \"32KiB\"\nclient_queue = \"64KiB\"",
+    ))
+    .await;
+    // a subscriber that never reads
+    let (stuck, head, _) = ws_raw(edge.addr, "/live/firehose", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"));
+    // a healthy one
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/firehose", edge.addr))
+        .await
+        .unwrap();
+    ws.next().await.unwrap().unwrap(); // subscribed
+    // (more than the kernel's socket buffers on loopback hold: several MiB)
+    let big = "x".repeat(16000);
+    let c = client();
+    let t = token(&["*"]);
+    let started = tokio::time::Instant::now();
+    let mut received = 0;
+    for _ in 0..1000 {
+        let r = c
+            .post(edge.url("/live/firehose"))
+            .bearer_auth(&t)
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // the healthy subscriber keeps up
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_millis(1), ws.next()).await
+        {
+            received += 1;
+        }
+    }
+    while received < 1000 {
+        tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        received += 1;
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let status: serde_json::Value = c
+        .get(format!(
+            "http://{}/.hopline/status",
+            edge.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["services"]["realtime.live"]["slow_consumers_cut"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{status}"
+    );
+    drop(stuck);
+}

@@ -1,0 +1,200 @@
+//! A real edge on 127.0.0.1:0 with realtime hubs mounted, and small clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hopline_edge::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const SECRET: &str = "a-test-secret-of-enough-length";
+
+pub struct Edge {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub hubs: hopline_realtime::Hubs,
+    pub dir: tempfile::TempDir,
+}
+
+impl Edge {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// Start an edge whose file is `toml` (its site listens on 127.0.0.1:0).
+pub async fn start(toml: &str) -> Edge {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = Config::from_str_at(toml, &path, dir.path()).unwrap();
+    let sections = hopline_realtime::config::load(toml, Path::new("hopline.toml")).unwrap();
+    let hubs = hopline_realtime::Hubs::new();
+    let mut services = hopline_edge::Services::new();
+    hubs.apply(&sections, &mut services).unwrap();
+    let server = Server::start_with(config, services).await.unwrap();
+    let addr = server.bound()[0].1;
+    Edge {
+        server,
+        addr,
+        hubs,
+        dir,
+    }
+}
+
+/// A hub section plus a site mounting it at /live/.
+pub fn hub_toml(extra: &str) -> String {
+    format!(
+        r#"
+access_log = "off"
+[admin]
+listen = "127.0.0.1:0"
+[realtime.live]
+history = 100
+long_poll_ms = 1500
+ping_ms = 20000
+publish = {{ jwt_secret = "{SECRET}" }}
+{extra}
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/live/"
+  realtime = "live"
+"#
+    )
+}
+
+pub fn token(channels: &[&str]) -> String {
+    hopline_realtime::token::sign(
+        &hopline_realtime::token::Claims {
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            exp: None,
+            sub: None,
+        },
+        SECRET,
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+pub async fn publish(edge: &Edge, channel: &str, data: &str) -> serde_json::Value {
+    let r = client()
+        .post(edge.url(&format!("/live/{channel}")))
+        .bearer_auth(token(&["*"]))
+        .body(data.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "publish");
+    r.json().await.unwrap()
+}
+
+/// Raw bytes in, everything until close (or `wait`) out.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A raw WebSocket handshake on `path`; returns the stream after the 101 head and
+/// whatever followed the head in the same read.
+pub async fn ws_raw(
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (TcpStream, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("handshake answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed during the handshake: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..i + 4]).into_owned();
+            let rest = got[i + 4..].to_vec();
+            return (s, head, rest);
+        }
+    }
+}
+
+/// Read one server frame (unmasked) from `s` with `pending` bytes already read.
+pub async fn read_frame(s: &mut TcpStream, pending: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    let mut buf = [0u8; 8192];
+    loop {
+        if pending.len() >= 2 {
+            let (len, at) = match pending[1] & 0x7f {
+                126 if pending.len() >= 4 => {
+                    (u16::from_be_bytes([pending[2], pending[3]]) as usize, 4)
+                }
+                127 if pending.len() >= 10 => (
+                    u64::from_be_bytes(pending[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => (usize::MAX, 0),
+                n => (n as usize, 2),
+            };
+            if len != usize::MAX && pending.len() >= at + len {
+                let b0 = pending[0];
+                let payload = pending[at..at + len].to_vec();
+                pending.drain(..at + len);
+                return Some((b0, payload));
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    hopline_realtime::ws::client_frame(fin, rsv1, opcode, [1, 2, 3, 4], payload)
+}
+
+/// Is `program` on PATH? Outside CI a missing peer skips loudly; in CI it fails.
+pub fn peer(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()));
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{program} is required in CI (apt-get install it; .ci/run does)");
+        }
+        eprintln!("\n!!! SKIPPED: {program} is not installed; this test needs it !!!\n");
+    }
+    found
+}

@@ -1,0 +1,38 @@
+//! The composition root of the products served on edge routes: reads their sections of
+//! the config file (`[realtime.NAME]`, later `[notify.NAME]`), builds or updates them,
+//! and hands the edge the route services its routes name. The edge crate depends on none
+//! of them.
+
+use std::path::Path;
+
+use hopline_edge::Services;
+
+/// The products of a running server, kept across reloads.
+#[derive(Debug, Default)]
+pub struct Products {
+    realtime: hopline_realtime::Hubs,
+}
+
+/// Check the product sections of a config file without starting anything.
+pub fn check(path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    hopline_realtime::config::load(&text, path)?;
+    Ok(())
+}
+
+impl Products {
+    /// Nothing built yet.
+    pub fn new() -> Products {
+        Products::default()
+    }
+
+    /// Read the product sections of `path`, build or update each product, and return
+    /// the route services for the edge. A bad section is refused with file and line.
+    pub fn load(&self, path: &Path) -> anyhow::Result<Services> {
+        let text = std::fs::read_to_string(path)?;
+        let realtime = hopline_realtime::config::load(&text, path)?;
+        let mut services = Services::new();
+        self.realtime.apply(&realtime, &mut services)?;
+        Ok(services)
+    }
+}
