@@ -57,6 +57,8 @@ return {epoch, last}
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one `XREAD` blocks (channels followed since are included at the next round).
 const BLOCK_MS: u64 = 500;
+/// How often a follower checks that the epochs it follows are still Redis's.
+const EPOCH_CHECK: Duration = Duration::from_secs(2);
 
 /// The Redis engine of one hub.
 pub struct RedisEngine {
@@ -227,6 +229,23 @@ impl RedisEngine {
             Err(e) => return Err(self.failed(e).await),
         };
         self.up.store(true, Ordering::Release);
+        let here = ch.position();
+        if *here.epoch == *epoch && here.offset + 1 < offset {
+            // publications of other nodes this one has not read yet come first: fetch
+            // them now rather than leave a gap (the follower would bring them later)
+            let missing: Result<Value, _> = redis::cmd("XRANGE")
+                .arg(&keys[0])
+                .arg(format!("0-{}", here.offset + 1))
+                .arg(format!("0-{}", offset - 1))
+                .query_async(&mut c)
+                .await;
+            if let Ok(v) = missing {
+                for e in parse_entries(&v) {
+                    let ep = e.epoch.clone().unwrap_or_else(|| epoch.clone());
+                    ch.append_shared(&ep, e.offset, e.data, e.published_ms);
+                }
+            }
+        }
         ch.append_shared(&epoch, offset, data, published_ms);
         Ok(Position {
             epoch: epoch.as_str().into(),
@@ -252,6 +271,8 @@ impl RedisEngine {
     async fn run(self: Arc<Self>, hub: Weak<Hub>) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut backoff = Duration::from_millis(100);
+        let mut epochs_checked = tokio::time::Instant::now();
+        let mut check_epochs = false;
         loop {
             let Some(h) = hub.upgrade() else { return };
             if *h.closing.borrow() {
@@ -274,7 +295,10 @@ impl RedisEngine {
                     .connect(Duration::from_millis(BLOCK_MS) + CALL_TIMEOUT)
                     .await
                 {
-                    Ok(c) => conn.insert(c),
+                    Ok(c) => {
+                        check_epochs = true;
+                        conn.insert(c)
+                    }
                     Err(e) => {
                         self.set_down(&hub, &e.to_string());
                         tokio::time::sleep(backoff).await;
@@ -283,6 +307,30 @@ impl RedisEngine {
                     }
                 },
             };
+            if check_epochs || epochs_checked.elapsed() > EPOCH_CHECK {
+                // a history lost in Redis (restarted empty, keys expired) starts again at
+                // offset 1 under a new epoch: follow it from the start
+                check_epochs = false;
+                epochs_checked = tokio::time::Instant::now();
+                let mut mget = redis::cmd("MGET");
+                for (name, _) in &followed {
+                    mget.arg(&self.keys(name)[1]);
+                }
+                let epochs: Result<Vec<Option<String>>, _> = mget.query_async(c).await;
+                if let (Ok(epochs), Some(h)) = (epochs, hub.upgrade()) {
+                    for ((name, _), epoch) in followed.iter().zip(epochs) {
+                        let (Some(epoch), Some(ch)) = (epoch, h.existing(name)) else {
+                            continue;
+                        };
+                        if *ch.position().epoch != *epoch
+                            && let Some(o) = self.followed.lock().get_mut(name)
+                        {
+                            *o = 0;
+                        }
+                    }
+                }
+                continue;
+            }
             let mut cmd = redis::cmd("XREAD");
             cmd.arg("COUNT")
                 .arg(1000)
@@ -300,6 +348,7 @@ impl RedisEngine {
                 Ok(v) => {
                     backoff = Duration::from_millis(100);
                     let was_down = !self.up.swap(true, Ordering::AcqRel);
+                    check_epochs |= was_down;
                     let Some(h) = hub.upgrade() else { return };
                     for (key, entries) in parse_streams(&v) {
                         let Some((name, _)) = followed.iter().find(|(n, _)| self.keys(n)[0] == key)
