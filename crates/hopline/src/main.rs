@@ -2,6 +2,7 @@
 //! owns no networking of its own.
 
 mod cert;
+mod listen;
 mod products;
 mod resolve;
 mod serve;
@@ -34,6 +35,10 @@ enum Command {
     Visit(visit::Args),
     /// Show the hops one traced request took (from an edge's admin listener).
     Trace(trace::Args),
+    /// Publish an event on a real-time channel.
+    Publish(listen::PublishArgs),
+    /// Subscribe to a real-time channel (poll, long-poll, SSE, WebSocket), or compare them.
+    Listen(listen::ListenArgs),
 }
 
 /// Log to stderr; `RUST_LOG` (e.g. `hopline=debug`) picks what is shown.
@@ -79,6 +84,8 @@ fn main() -> std::process::ExitCode {
         Command::Resolve(args) => resolve::run(args),
         Command::Visit(args) => visit::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Publish(args) => listen::run_publish(args),
+        Command::Listen(args) => listen::run_listen(args),
     };
     match result {
         Ok(code) => code,
