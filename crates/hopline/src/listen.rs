@@ -798,12 +798,13 @@ async fn compare(args: &ListenArgs, dialer: Dialer) -> anyhow::Result<ExitCode> 
     let kinds = [Via::Poll, Via::LongPoll, Via::Sse, Via::Ws];
     let total = ((args.duration.as_secs_f64() * args.rate).round() as u64).max(1);
     type Samples = Arc<parking_lot::Mutex<Vec<(u64, f64)>>>;
-    let mut subs: Vec<(
+    type Subscriber = (
         Via,
         Arc<Wire>,
         Samples,
         tokio::task::JoinHandle<anyhow::Result<()>>,
-    )> = Vec::new();
+    );
+    let mut subs: Vec<Subscriber> = Vec::new();
     for via in kinds {
         let wire = Arc::new(Wire::default());
         let samples: Samples = Arc::default();
