@@ -567,7 +567,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn is_upgrade(h: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION)
             .iter()

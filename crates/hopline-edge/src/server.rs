@@ -871,8 +871,11 @@ async fn dispatch(
             // Boxed: the proxy/cache state machines are large; keeping them out of the
             // service future keeps the static-file path's future small.
             match &route.cache {
-                Some(cache) => Box::pin(crate::pop::serve(cache, up, req, down)).await,
-                None => Box::pin(crate::proxy::forward(up, req, down)).await,
+                // an upgrade (WebSocket) is a tunnel, never a cacheable exchange
+                Some(cache) if !crate::proxy::is_upgrade(req.headers()) => {
+                    Box::pin(crate::pop::serve(cache, up, req, down)).await
+                }
+                _ => Box::pin(crate::proxy::forward(up, req, down)).await,
             }
         }
     };

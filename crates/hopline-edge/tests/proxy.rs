@@ -541,10 +541,18 @@ async fn server_sent_events_flow_as_they_are_sent() {
 
 #[tokio::test]
 async fn websocket_echo_through_the_proxy() {
+    let a = Origin::start("a").await;
+    websocket_echo(&start(&pool_toml("round_robin", &[plain(&a)], "")).await).await;
+    // also where the route has a cache (a CDN PoP): an upgrade is a tunnel, not a lookup
+    let cached = pool_toml("round_robin", &[plain(&a)], "")
+        .replace("proxy = \"app\"", "proxy = \"app\"\n  cache = \"pop\"")
+        + "[cache.pop]\nmemory = \"1MiB\"\n";
+    websocket_echo(&start(&cached).await).await;
+}
+
+async fn websocket_echo(t: &TestServer) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let a = Origin::start("a").await;
-    let t = start(&pool_toml("round_robin", &[plain(&a)], "")).await;
     let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", t.addr))
         .await
         .unwrap();

@@ -26,6 +26,11 @@ impl Products {
         Products::default()
     }
 
+    /// The realtime hub named `name`, once loaded.
+    pub fn realtime_hub(&self, name: &str) -> Option<std::sync::Arc<hopline_realtime::Hub>> {
+        self.realtime.get(name)
+    }
+
     /// Read the product sections of `path`, build or update each product, and return
     /// the route services for the edge. A bad section is refused with file and line.
     pub fn load(&self, path: &Path) -> anyhow::Result<Services> {

@@ -164,7 +164,21 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         .map(|(_, a)| *a)
         .context("the topology has no [[dns.resolver]]")?;
     let roles: Vec<(String, String, String)> = describe(&config);
-    let server = match Server::start(config).await {
+    let products = crate::products::Products::new();
+    let services = match products.load(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            dns.shutdown().await;
+            return Err(e.context(format!("starting {}", path.display())));
+        }
+    };
+    let demo_secret = hopline_realtime::config::load(&std::fs::read_to_string(&path)?, &path)?
+        .get("live")
+        .and_then(|c| match &c.publish {
+            hopline_realtime::config::Access::Jwt { secret } => Some(secret.clone()),
+            _ => None,
+        });
+    let server = match Server::start_with(config, services).await {
         Ok(s) => s,
         Err(e) => {
             dns.shutdown().await;
@@ -232,10 +246,35 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
             .entries
             .iter()
             .any(|e| e.kind == "document" && e.status == 200);
+    // the demo shop announces its orders on the live channel
+    let shop = products.realtime_hub("live").map(|hub| {
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                n += 1;
+                let event = format!(
+                    "{{\"order\":{n},\"item\":\"{}\",\"status\":\"paid\"}}",
+                    ["lantern", "kettle"][(n % 2) as usize]
+                );
+                let _ = hub.publish("orders", bytes::Bytes::from(event)).await;
+            }
+        })
+    });
     if !once {
         println!(
             "\nserving until Ctrl-C; from another terminal: hopline visit https://www.shop.test:8443/"
         );
+        if shop.is_some() {
+            println!(
+                "live orders (every 3 s):   hopline listen https://www.shop.test:8443/live/orders --via sse"
+            );
+            if let Some(secret) = &demo_secret {
+                println!(
+                    "compare the four ways:    hopline listen https://www.shop.test:8443/live/orders --compare --rate 10/s --for 10s --secret {secret}"
+                );
+            }
+        }
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -243,9 +282,10 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
                 _ = hup.recv() => match Config::load(&path) {
                     // the topology file changed: apply it (sites and zones; DNS listeners stay)
                     Ok(new) => {
-                        let r = match dns.reload(&new.dns, &new.base_dir) {
-                            Ok(()) => server.reload(new).await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
+                        let r = match (dns.reload(&new.dns, &new.base_dir), products.load(&path)) {
+                            (Ok(()), Ok(services)) => server.reload_with(new, services).await.map_err(|e| e.to_string()),
+                            (Err(e), _) => Err(e.to_string()),
+                            (_, Err(e)) => Err(format!("{e:#}")),
                         };
                         match r {
                             Ok(()) => tracing::info!(target: "hopline", "reloaded {}", path.display()),
@@ -256,6 +296,9 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
                 },
             }
         }
+    }
+    if let Some(shop) = shop {
+        shop.abort();
     }
     let _ = std::fs::remove_file(&sf);
     dns.shutdown().await;
@@ -304,7 +347,13 @@ fn describe(config: &Config) -> Vec<(String, String, String)> {
                     .unwrap_or("");
                 format!("load balancer ({alg}) → upstream {up}")
             }
-            Some(r) if r.root.is_some() => "origin web server: demo shop + /api/".into(),
+            Some(r) if r.root.is_some() => {
+                if site.route.iter().any(|r| r.realtime.is_some()) {
+                    "origin web server: demo shop + /api/ + /live/ channels".into()
+                } else {
+                    "origin web server: demo shop + /api/".into()
+                }
+            }
             _ => "site".into(),
         };
         out.push((name, addr, what));

@@ -71,6 +71,14 @@ fn up_once_exits_0_with_every_hop() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // a failing assertion must not leave the topology running (its ports are fixed)
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _guard = KillOnDrop(up.id());
     let log = Arc::new(RwLock::new(String::new()));
     let l2 = log.clone();
     let stderr = up.stderr.take().unwrap();
@@ -83,13 +91,67 @@ fn up_once_exits_0_with_every_hop() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("serving until Ctrl-C") {
-                let _ = tx.send(());
+            if line.contains("--compare") {
+                let _ = tx.send(line);
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("up is serving");
+    let compare_line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("up is serving and prints a compare command");
+    // the printed command works against the running topology: every kind through
+    // PoP → balancer → origin hub, nothing missed (shortened to a few seconds)
+    let cmd = compare_line
+        .split("hopline listen ")
+        .nth(1)
+        .expect("a hopline listen command");
+    let mut args: Vec<String> = vec!["listen".into()];
+    args.extend(cmd.split_whitespace().map(str::to_string));
+    for (flag, value) in [("--for", "2s"), ("--rate", "10/s")] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args[i + 1] = value.into();
+        }
+    }
+    args.extend(["--interval".into(), "500ms".into(), "--json".into()]);
+    let out = Command::new(BIN)
+        .args(&args)
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds = v["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), 4, "{v}");
+    for k in kinds {
+        assert_eq!(k["missed"], 0, "{v}");
+        assert_eq!(k["events"], 20, "{v}");
+    }
+    // the demo shop's own orders arrive by SSE through the whole path
+    let out = Command::new(BIN)
+        .args([
+            "listen",
+            "https://www.shop.test:8443/live/orders",
+            "--via",
+            "sse",
+            "--count",
+            "1",
+            "--json",
+        ])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(e["data"].as_str().unwrap().contains("\"order\""), "{e}");
     let mut hits = 0;
     let mut trace = String::new();
     for _ in 0..2 {
