@@ -107,7 +107,9 @@ fn builders(limits: &Limits) -> Builders {
         .max_concurrent_streams(limits.h2_max_streams)
         .max_header_list_size(limits.max_header_bytes.0.min(u32::MAX as u64) as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(Duration::from_secs(20))
+        // RFC 8441: WebSocket (and other protocols) over an HTTP/2 stream
+        .enable_connect_protocol();
     Builders {
         h2: b.http2_only(),
         h1: crate::h1::Options {

@@ -782,3 +782,101 @@ async fn a_slow_consumer_is_cut_and_never_slows_the_channel() {
     );
     drop(stuck);
 }
+
+#[tokio::test]
+async fn websocket_over_http2_extended_connect() {
+    let edge = start(&hub_toml("")).await;
+    let tcp = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{}/live/h2ws", edge.addr))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200, "extended CONNECT accepted");
+    let mut recv = resp.into_body();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut next_frame = async || -> (u8, Vec<u8>) {
+        loop {
+            if pending.len() >= 2 {
+                let len = (pending[1] & 0x7f) as usize;
+                assert!(len < 126, "small frames in this test");
+                if pending.len() >= 2 + len {
+                    let b0 = pending[0];
+                    let payload = pending[2..2 + len].to_vec();
+                    pending.drain(..2 + len);
+                    return (b0, payload);
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), recv.data())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            pending.extend_from_slice(&chunk);
+        }
+    };
+    let (_, sub) = next_frame().await;
+    assert!(String::from_utf8_lossy(&sub).contains("\"subscribed\""));
+    publish(&edge, "h2ws", "over h2").await;
+    let (b0, event) = next_frame().await;
+    assert_eq!(b0, 0x81);
+    let v: serde_json::Value = serde_json::from_slice(&event).unwrap();
+    assert_eq!(v["data"], "over h2");
+    // a masked ping from the client, answered with a pong
+    send.send_data(bytes::Bytes::from(client_frame(true, false, 0x9, b"p")), false)
+        .unwrap();
+    let (b0, payload) = next_frame().await;
+    assert_eq!((b0, payload.as_slice()), (0x8a, &b"p"[..]));
+}
+
+#[tokio::test]
+async fn reload_keeps_subscribers_and_route_limits_apply() {
+    let toml = hub_toml("");
+    let edge = start(&toml).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/kept", edge.addr))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await["type"], "subscribed");
+    // SIGHUP's path: the file again, the same hub, its subscribers kept
+    let path = edge.dir.path().join("hopline.toml");
+    let limited = toml.replace(
+        "  realtime = \"live\"",
+        "  realtime = \"live\"\n  limit = \"pub\"",
+    ) + "[limit.pub]\nrate = \"5/s\"\nburst = 5\nkey = \"client_ip\"\n";
+    std::fs::write(&path, &limited).unwrap();
+    let config = hopline_edge::Config::from_str_at(&limited, &path, edge.dir.path()).unwrap();
+    let sections = hopline_realtime::config::load(&limited, &path).unwrap();
+    let mut services = hopline_edge::Services::new();
+    edge.hubs.apply(&sections, &mut services).unwrap();
+    edge.server.reload_with(config, services).await.unwrap();
+    publish(&edge, "kept", "after reload").await;
+    assert_eq!(next(&mut ws).await["data"], "after reload");
+    // a publisher flooding the route meets its rate limit
+    let c = client();
+    let t = token(&["*"]);
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(
+            c.post(edge.url("/live/kept"))
+                .bearer_auth(&t)
+                .body("flood")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
