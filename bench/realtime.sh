@@ -92,6 +92,23 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+# 4. the Redis engine: two hopline nodes on one Redis, subscribers on node B, the publisher
+#    on node A (every event crosses Redis), beside one node with the memory engine
+if command -v redis-server >/dev/null 2>&1; then
+  taskset -c "$LOAD_CPU" redis-server --port 18102 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & echo $! > "$work/redis.pid"
+  wait_port 127.0.0.1 18102
+  for n in 3 4; do
+    sed -e "s/127.0.0.1:18101/127.0.0.1:1810$n/" -e 's|^publish = "open"|publish = "open"\nengine = "redis://127.0.0.1:18102"|' "$work/hopline.toml" > "$work/node$n.toml"
+    taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/node$n.toml" 2>>"$work/hopline.log" & echo $! > "$work/node$n.pid"
+    wait_port 127.0.0.1 "1810$n"
+  done
+  out=$(taskset -c "$LOAD_CPU" "$LOAD" --addr 127.0.0.1:18104 --publish-addr 127.0.0.1:18103 --path /live/fan --via ws --subscribers "$FANOUT" --rate "$RATE" --seconds "$SECS" --size "$SIZE" --cpu-pid "$(cat "$work/node4.pid")" 2>/dev/null)
+  echo "ws redis-2-nodes $out"
+  R[redis]="$out"
+  kill "$(cat "$work/node3.pid")" "$(cat "$work/node4.pid")" "$(cat "$work/redis.pid")" 2>/dev/null || true
+  rm -f "$work/node3.pid" "$work/node4.pid" "$work/redis.pid"
+fi
+
 echo
 echo "# medians over $ROUNDS round(s): idle=$IDLE ws subscribers; fan-out=$FANOUT subscribers, $RATE msg/s x ${SECS}s of $SIZE B; long-poll=$FANOUT held polls, 1 msg/s"
 python3 - "${R[nchan,idle]}" "${R[hopline,idle]}" "${R[nchan,ws]}" "${R[hopline,ws]}" "${R[nchan,sse]}" "${R[hopline,sse]}" "${R[nchan,long-poll]}" "${R[hopline,long-poll]}" <<'PY'
@@ -109,3 +126,11 @@ for i, mode in enumerate(["ws", "sse", "long-poll"]):
     print(f"{mode:9} hopline: delivered {m(h,'deliveries'):.0f}/{m(h,'expected'):.0f}  p50 {m(h,'p50_ms'):.2f} ms  p99 {m(h,'p99_ms'):.2f} ms  cpu/delivery {m(h,'cpu_us_per_delivery'):.2f} us"
           f"  (cpu ratio hopline/nchan {m(h,'cpu_us_per_delivery') / max(m(n,'cpu_us_per_delivery'), 1e-9):.2f}, p99 ratio {m(h,'p99_ms') / max(m(n,'p99_ms'), 1e-9):.2f})")
 PY
+if [ -n "${R[redis]:-}" ]; then
+  python3 - "${R[redis]}" "${R[hopline,ws]}" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1]); m = [json.loads(x) for x in sys.argv[2].split("|") if x.strip()][-1]
+print(f"ws via Redis (publish on node A, {r['connected']} subscribers on node B): delivered {r['deliveries']}/{r['expected']}  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  node B cpu/delivery {r['cpu_us_per_delivery']:.2f} us"
+      f"  (added by the engine vs one memory node: p50 +{r['p50_ms'] - m['p50_ms']:.2f} ms)")
+PY
+fi

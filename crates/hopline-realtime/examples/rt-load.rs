@@ -43,6 +43,8 @@ struct Opts {
     hold: bool,
     /// The server's pid: its CPU time during the publishing phase is reported.
     cpu_pid: Option<u32>,
+    /// Publish to this server instead (another node sharing the channel, e.g. via Redis).
+    publish_addr: Option<SocketAddr>,
 }
 
 fn opts() -> Opts {
@@ -57,6 +59,7 @@ fn opts() -> Opts {
         nchan: false,
         hold: false,
         cpu_pid: None,
+        publish_addr: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -79,6 +82,7 @@ fn opts() -> Opts {
             "--size" => o.size = v.parse().expect("--size BYTES"),
             "--flavor" => o.nchan = v == "nchan",
             "--cpu-pid" => o.cpu_pid = Some(v.parse().expect("--cpu-pid PID")),
+            "--publish-addr" => o.publish_addr = Some(v.parse().expect("--publish-addr IP:PORT")),
             "--hold" => {
                 o.hold = true;
                 i += 1;
@@ -315,7 +319,7 @@ async fn long_poll_subscriber(
 }
 
 async fn publisher(o: Arc<Opts>) -> u64 {
-    let mut s = connect(o.addr).await;
+    let mut s = connect(o.publish_addr.unwrap_or(o.addr)).await;
     let total = (o.rate * o.seconds).round() as u64;
     let every = Duration::from_secs_f64(1.0 / o.rate);
     let start = tokio::time::Instant::now();

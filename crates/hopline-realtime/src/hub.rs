@@ -124,6 +124,22 @@ impl Channel {
         self.log.lock().position()
     }
 
+    /// The next events for a subscriber at `pos` (one lock; see [`ChannelLog::next_batch`]).
+    /// An epoch other than the channel's counts as lost.
+    pub fn next_batch(
+        &self,
+        pos: &Position,
+        max: usize,
+        queue: u64,
+        out: &mut smallvec::SmallVec<[Arc<crate::log::Event>; 4]>,
+    ) -> Result<(), crate::log::Behind> {
+        let log = self.log.lock();
+        if *log.epoch() != pos.epoch {
+            return Err(crate::log::Behind::Lost);
+        }
+        log.next_batch(pos.offset, max, queue, out)
+    }
+
     /// Bytes a subscriber at `offset` is behind the head.
     pub fn backlog(&self, offset: u64) -> u64 {
         let log = self.log.lock();

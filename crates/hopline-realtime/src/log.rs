@@ -102,6 +102,15 @@ pub struct Read {
     pub position: Position,
 }
 
+/// Why a subscriber cannot simply go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behind {
+    /// Publications after its position fell out of history.
+    Lost,
+    /// More than its queue allows waits for it (a slow consumer).
+    Queue,
+}
+
 /// An append-only channel log.
 #[derive(Debug)]
 pub struct ChannelLog {
@@ -266,6 +275,31 @@ impl ChannelLog {
             events,
             position,
         }
+    }
+
+    /// What a subscriber at `offset` (of this epoch) gets next, in one pass and without
+    /// allocating for up to four events: `Err(Behind::Lost)` when publications after it
+    /// fell out of history, `Err(Behind::Queue)` when more than `queue` bytes wait for it.
+    pub fn next_batch(
+        &self,
+        offset: u64,
+        max: usize,
+        queue: u64,
+        out: &mut smallvec::SmallVec<[Arc<Event>; 4]>,
+    ) -> Result<(), Behind> {
+        if offset >= self.last {
+            return Ok(());
+        }
+        let first = self.first_kept();
+        if offset + 1 < first {
+            return Err(Behind::Lost);
+        }
+        if self.total_bytes - self.bytes_at(offset) > queue {
+            return Err(Behind::Queue);
+        }
+        let skip = (offset + 1 - first) as usize;
+        out.extend(self.history.iter().skip(skip).take(max).cloned());
+        Ok(())
     }
 
     /// The events after `offset` still in history, at most `max`.

@@ -834,8 +834,11 @@ async fn websocket_over_http2_extended_connect() {
     let v: serde_json::Value = serde_json::from_slice(&event).unwrap();
     assert_eq!(v["data"], "over h2");
     // a masked ping from the client, answered with a pong
-    send.send_data(bytes::Bytes::from(client_frame(true, false, 0x9, b"p")), false)
-        .unwrap();
+    send.send_data(
+        bytes::Bytes::from(client_frame(true, false, 0x9, b"p")),
+        false,
+    )
+    .unwrap();
     let (b0, payload) = next_frame().await;
     assert_eq!((b0, payload.as_slice()), (0x8a, &b"p"[..]));
 }
