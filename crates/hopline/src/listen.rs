@@ -169,7 +169,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// Bytes that crossed one kind's sockets.
 #[derive(Debug, Default)]
-struct Wire {
+pub(crate) struct Wire {
     up: AtomicU64,
     down: AtomicU64,
     connections: AtomicU64,
@@ -222,7 +222,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// How to open connections to a URL's server.
 #[derive(Clone)]
-struct Dialer {
+pub(crate) struct Dialer {
     url: url::Url,
     addr: SocketAddr,
     tls: Option<(
@@ -233,7 +233,7 @@ struct Dialer {
 }
 
 impl Dialer {
-    async fn new(url_text: &str, reach: &Reach) -> anyhow::Result<Dialer> {
+    pub(crate) async fn new(url_text: &str, reach: &Reach) -> anyhow::Result<Dialer> {
         let url = url::Url::parse(url_text).map_err(|e| {
             anyhow!("bad URL {url_text:?}: {e} (expected e.g. http://127.0.0.1:8080/live/orders)")
         })?;
@@ -353,14 +353,14 @@ impl Dialer {
 }
 
 /// One keep-alive HTTP/1.1 connection that reopens itself when the server closes it.
-struct Http {
+pub(crate) struct Http {
     dialer: Dialer,
     wire: Arc<Wire>,
     sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
 }
 
 impl Http {
-    fn new(dialer: Dialer, wire: Arc<Wire>) -> Http {
+    pub(crate) fn new(dialer: Dialer, wire: Arc<Wire>) -> Http {
         Http {
             dialer,
             wire,
@@ -368,7 +368,7 @@ impl Http {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: http::Method,
         path: &str,

@@ -3,6 +3,7 @@
 
 mod cert;
 mod listen;
+mod notify;
 mod products;
 mod resolve;
 mod serve;
@@ -39,6 +40,8 @@ enum Command {
     Publish(listen::PublishArgs),
     /// Subscribe to a real-time channel (poll, long-poll, SSE, WebSocket), or compare them.
     Listen(listen::ListenArgs),
+    /// The notification service: apps, signed sends, message status.
+    Notify(notify::Args),
 }
 
 /// Log to stderr; `RUST_LOG` (e.g. `hopline=debug`) picks what is shown.
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
         Command::Trace(args) => trace::run(args),
         Command::Publish(args) => listen::run_publish(args),
         Command::Listen(args) => listen::run_listen(args),
+        Command::Notify(args) => notify::run(args),
     };
     match result {
         Ok(code) => code,

@@ -11,12 +11,22 @@ use hopline_edge::Services;
 #[derive(Debug, Default)]
 pub struct Products {
     realtime: hopline_realtime::Hubs,
+    notify: hopline_notify::Services,
+}
+
+/// The folder relative paths of a config file resolve against.
+pub fn base_of(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
 }
 
 /// Check the product sections of a config file without starting anything.
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
     hopline_realtime::config::load(&text, path)?;
+    hopline_notify::config::load(&text, path, &base_of(path))?;
     Ok(())
 }
 
@@ -36,8 +46,10 @@ impl Products {
     pub fn load(&self, path: &Path) -> anyhow::Result<Services> {
         let text = std::fs::read_to_string(path)?;
         let realtime = hopline_realtime::config::load(&text, path)?;
+        let notify = hopline_notify::config::load(&text, path, &base_of(path))?;
         let mut services = Services::new();
         self.realtime.apply(&realtime, &mut services)?;
+        self.notify.apply(&notify, &mut services)?;
         Ok(services)
     }
 }

@@ -1,0 +1,562 @@
+//! The API, as a route service of the edge (TLS, limits, logs and metrics come from
+//! there). Every request is signed by an app:
+//! `X-App-Key`, `X-Timestamp` (Unix seconds, within ±300 s), `X-Nonce` (never twice in the
+//! window), and `X-Signature = hex(hmac_sha256(secret, canonical))` with
+//! `canonical = METHOD \n PATH \n QUERY_SORTED \n X-Timestamp \n X-Nonce \n hex(sha256(body))`.
+//! Every error is JSON `{"error": {"code", "message"}}` with the right status.
+//!
+//! - `POST /v1/messages` → 202 `{id, status: "queued"}` once the message is durable
+//!   (`Idempotency-Key`: the same key and body answer the first response again, another
+//!   body 422);
+//! - `GET /v1/messages/{id}` → the message, its attempts and its status changes;
+//! - `GET /v1/messages?status=&channel=&since=&before=&limit=` → a page, newest first;
+//! - `POST /v1/messages/{id}/retry` → a dead, failed or expired message queued again;
+//! - `DELETE /v1/messages/{id}` → a queued (e.g. scheduled) message cancelled;
+//! - `GET /v1/analytics?from=&to=` → per channel and status: counts, latency percentiles.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use hopline_edge::body::{Body, RequestBody};
+use hopline_edge::service::{BoxFuture, RouteService, ServiceContext};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::Service;
+use crate::model::{SendRequest, canonical, hex, validate, verify};
+use crate::store::{Accepted, StoreError};
+
+/// Allowed clock difference of a signed request, seconds.
+pub const SKEW_S: u64 = 300;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Messages accepted (202).
+    pub accepted: AtomicU64,
+    /// Idempotent repeats answered with the first response.
+    pub repeats: AtomicU64,
+    /// Requests refused for authentication (401/403).
+    pub unauthorized: AtomicU64,
+    /// Requests refused as invalid (400/413/422).
+    pub invalid: AtomicU64,
+    /// Accepts that failed because the store could not write (503).
+    pub unavailable: AtomicU64,
+}
+
+/// The API of one service.
+#[derive(Debug, Clone)]
+pub struct NotifyApi {
+    svc: Arc<Service>,
+}
+
+impl NotifyApi {
+    /// Serve `svc`.
+    pub fn new(svc: Arc<Service>) -> NotifyApi {
+        NotifyApi { svc }
+    }
+}
+
+/// A JSON error answer.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message.into()}}),
+    )
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let text = v.to_string();
+    let mut r = Response::new(Body::full(text.clone()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+impl RouteService for NotifyApi {
+    fn call(&self, req: Request<RequestBody>, ctx: ServiceContext) -> BoxFuture<Response<Body>> {
+        let svc = self.svc.clone();
+        Box::pin(async move { handle(svc, req, ctx).await })
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let m = &self.svc.metrics;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "kind": "notify",
+            "engine": self.svc.config.read().engine,
+            "accepted": n(&m.accepted),
+            "repeats": n(&m.repeats),
+            "unauthorized": n(&m.unauthorized),
+            "invalid": n(&m.invalid),
+            "unavailable": n(&m.unavailable),
+        })
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let m = &self.svc.metrics;
+        let name = self.svc.name.replace('"', "'");
+        let _ = writeln!(
+            out,
+            "# HELP hopline_notify_requests_total API requests by outcome.\n# TYPE hopline_notify_requests_total counter"
+        );
+        for (outcome, a) in [
+            ("accepted", &m.accepted),
+            ("repeat", &m.repeats),
+            ("unauthorized", &m.unauthorized),
+            ("invalid", &m.invalid),
+            ("unavailable", &m.unavailable),
+        ] {
+            let _ = writeln!(
+                out,
+                "hopline_notify_requests_total{{service=\"{name}\",outcome=\"{outcome}\"}} {}",
+                a.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// Who is calling, once the signature checked out.
+struct Caller {
+    app: crate::store::App,
+}
+
+async fn authenticate(
+    svc: &Service,
+    req: &http::request::Parts,
+    body: &[u8],
+) -> Result<Caller, Response<Body>> {
+    let h = &req.headers;
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let (Some(key), Some(ts), Some(nonce), Some(sig)) = (
+        get("x-app-key"),
+        get("x-timestamp"),
+        get("x-nonce"),
+        get("x-signature"),
+    ) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign the request: X-App-Key, X-Timestamp, X-Nonce and X-Signature are required",
+        ));
+    };
+    let now_s = crate::now_ms() / 1000;
+    let Ok(t) = ts.parse::<u64>() else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "X-Timestamp must be Unix seconds",
+        ));
+    };
+    if t.abs_diff(now_s) > SKEW_S {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "X-Timestamp is {} s away from the server's clock (at most {SKEW_S})",
+                t.abs_diff(now_s)
+            ),
+        ));
+    }
+    if nonce.is_empty() || nonce.len() > 128 {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "X-Nonce must be 1 to 128 characters",
+        ));
+    }
+    let app = match svc.apps.get(key) {
+        Some(a) => a,
+        None => {
+            let a = svc.store.app(key).await.map_err(|e| {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            })?;
+            svc.apps.insert(key.to_string(), a.clone());
+            a
+        }
+    };
+    let Some(app) = app else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown app key",
+        ));
+    };
+    let c = canonical(
+        req.method.as_str(),
+        req.uri.path(),
+        req.uri.query(),
+        ts,
+        nonce,
+        body,
+    );
+    if !app.secrets.iter().any(|s| verify(s, &c, sig)) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "bad signature",
+        ));
+    }
+    // a nonce counts only once its request proved genuine
+    let seen = (app.key.clone(), nonce.to_string());
+    if svc.nonces.contains_key(&seen) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "replayed",
+            "this X-Nonce was already used",
+        ));
+    }
+    svc.nonces.insert(seen, ());
+    Ok(Caller { app })
+}
+
+async fn handle(
+    svc: Arc<Service>,
+    req: Request<RequestBody>,
+    ctx: ServiceContext,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let base = ctx.prefix.trim_end_matches('/');
+    let rel = req
+        .uri()
+        .path()
+        .strip_prefix(base)
+        .unwrap_or("")
+        .to_string();
+    let max = svc.config.read().max_body.0 as usize;
+    let (parts, body) = req.into_parts();
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is at most {max} bytes"),
+        )
+    };
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+    {
+        svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
+        return too_big();
+    }
+    let body = match http_body_util::Limited::new(body, max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
+            return too_big();
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+    };
+    let segments: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
+    let known = matches!(
+        segments.as_slice(),
+        ["v1", "messages"]
+            | ["v1", "messages", _]
+            | ["v1", "messages", _, "retry"]
+            | ["v1", "analytics"]
+    );
+    if !known {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint {rel:?}"),
+        );
+    }
+    let caller = match authenticate(&svc, &parts, &body).await {
+        Ok(c) => c,
+        Err(r) => {
+            svc.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+            return r;
+        }
+    };
+    let app = caller.app.key.clone();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::POST, ["v1", "messages"]) => send(&svc, &caller, &parts, body).await,
+        (&Method::GET, ["v1", "messages"]) => list(&svc, &app, parts.uri.query()).await,
+        (&Method::GET, ["v1", "messages", id]) => match svc.store.get(&app, id).await {
+            Ok((m, attempts, changes)) => json(
+                StatusCode::OK,
+                &serde_json::json!({"message": m, "attempts": attempts, "timeline": changes}),
+            ),
+            Err(e) => store_error(e),
+        },
+        (&Method::POST, ["v1", "messages", id, "retry"]) => {
+            match svc.store.replay(&app, id, crate::now_ms()).await {
+                Ok(()) => {
+                    svc.wake.notify_one();
+                    json(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({"id": id, "status": "queued"}),
+                    )
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (&Method::DELETE, ["v1", "messages", id]) => {
+            match svc.store.cancel(&app, id, crate::now_ms()).await {
+                Ok(()) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({"id": id, "status": "cancelled"}),
+                ),
+                Err(e) => store_error(e),
+            }
+        }
+        (&Method::GET, ["v1", "analytics"]) => analytics(&svc, &app, parts.uri.query()).await,
+        _ => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed here", parts.method),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            r
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> Response<Body> {
+    match e {
+        StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such message"),
+        StoreError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", m),
+        StoreError::IdempotencyMismatch => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_mismatch",
+            e.to_string(),
+        ),
+        e => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+async fn send(
+    svc: &Service,
+    caller: &Caller,
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Response<Body> {
+    let req: SendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
+            let code = if e.is_data() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return error(code, "invalid_json", e.to_string());
+        }
+    };
+    let max = svc.config.read().max_body.0 as usize;
+    let now = crate::now_ms();
+    let msg = match validate(req, now, max) {
+        Ok(m) => m,
+        Err(e) => {
+            svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
+            let status = if e.field == "channel" && !e.message.starts_with("unknown") {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let mut r = error(status, "invalid", e.to_string());
+            if let Ok(v) = HeaderValue::from_str(e.field) {
+                r.headers_mut().insert("x-invalid-field", v);
+            }
+            return r;
+        }
+    };
+    if let Some(allowed) = &caller.app.channels
+        && !allowed.iter().any(|c| c == msg.channel.as_str())
+    {
+        svc.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this app may not use channel {}", msg.channel.as_str()),
+        );
+    }
+    if msg.channel != crate::model::Channel::Webhook {
+        svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_provider",
+            format!(
+                "channel {} has no provider in this build yet (webhook has)",
+                msg.channel.as_str()
+            ),
+        );
+    }
+    let idempotency = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+            Some((k.to_string(), hex(digest.as_ref())))
+        }
+        Some(_) => {
+            svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible characters",
+            );
+        }
+    };
+    match svc
+        .store
+        .accept(&caller.app.key, msg, idempotency, now)
+        .await
+    {
+        Ok(Accepted::New(id)) => {
+            svc.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+            svc.wake.notify_one();
+            json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"id": id, "status": "queued"}),
+            )
+        }
+        Ok(Accepted::Again(id)) => {
+            svc.metrics.repeats.fetch_add(1, Ordering::Relaxed);
+            let mut r = json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"id": id, "status": "queued"}),
+            );
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            r
+        }
+        Err(e) => {
+            if matches!(e, StoreError::Unavailable(_)) {
+                svc.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+            }
+            store_error(e)
+        }
+    }
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn time_param(v: &str) -> Option<u64> {
+    v.parse::<u64>()
+        .ok()
+        .map(|s| s * 1000)
+        .or_else(|| crate::model::parse_rfc3339_ms(v))
+}
+
+async fn list(svc: &Service, app: &str, query: Option<&str>) -> Response<Body> {
+    let (mut status, mut channel, mut since, mut before, mut limit) =
+        (None, None, None, None, 50usize);
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "status" => status = Some(v),
+            "channel" => channel = Some(v),
+            "since" => match time_param(&v) {
+                Some(t) => since = Some(t),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_query",
+                        "since: Unix seconds or RFC 3339",
+                    );
+                }
+            },
+            "before" => before = Some(v),
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=500).contains(&n) => limit = n,
+                _ => return error(StatusCode::BAD_REQUEST, "bad_query", "limit: 1 to 500"),
+            },
+            _ => {}
+        }
+    }
+    match svc
+        .store
+        .list(app, status, channel, since, before, limit)
+        .await
+    {
+        Ok(ms) => {
+            let next = (ms.len() == limit)
+                .then(|| ms.last().map(|m| m.id.clone()))
+                .flatten();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"messages": ms, "next_before": next}),
+            )
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[((v.len() - 1) as f64 * p).round() as usize])
+}
+
+async fn analytics(svc: &Service, app: &str, query: Option<&str>) -> Response<Body> {
+    let now = crate::now_ms();
+    let (mut from, mut to) = (now.saturating_sub(86_400_000), now + 1);
+    for (k, v) in query_pairs(query) {
+        match (k.as_str(), time_param(&v)) {
+            ("from", Some(t)) => from = t,
+            ("to", Some(t)) => to = t,
+            ("from" | "to", None) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!("{k}: Unix seconds or RFC 3339"),
+                );
+            }
+            _ => {}
+        }
+    }
+    match svc.store.analytics(app, from, to).await {
+        Ok(groups) => {
+            let rows: Vec<serde_json::Value> = groups
+                .into_iter()
+                .map(|(channel, status, count, mut sent, mut delivered)| {
+                    serde_json::json!({
+                        "channel": channel, "status": status, "count": count,
+                        "accepted_to_sent_ms": {"p50": percentile(&mut sent, 0.5), "p99": percentile(&mut sent, 0.99)},
+                        "sent_to_delivered_ms": {"p50": percentile(&mut delivered, 0.5), "p99": percentile(&mut delivered, 0.99)},
+                    })
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"from": from / 1000, "to": to / 1000, "groups": rows}),
+            )
+        }
+        Err(e) => store_error(e),
+    }
+}

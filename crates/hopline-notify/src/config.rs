@@ -1,0 +1,184 @@
+//! `[notify.NAME]` sections of the config file (the edge keeps them raw; read here and
+//! refused with file, line and column like every other section).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hopline_edge::config::{ByteSize, ConfigError};
+use serde::Deserialize;
+
+/// One notification service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// "sqlite" (embedded, the default).
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    /// The SQLite file (relative to the config file).
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+    /// Delays before each attempt ("0s", "5s", "5m", …).
+    #[serde(default = "default_retry")]
+    pub retry: Vec<String>,
+    /// Let webhooks reach loopback and private addresses (the SSRF guard is on by default).
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// Largest API request body (413 above it).
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// A webhook attempt's timeout.
+    #[serde(default = "default_webhook_timeout")]
+    pub webhook_timeout_ms: u64,
+    /// Attempts in flight per channel.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_engine() -> String {
+    "sqlite".into()
+}
+fn default_database() -> PathBuf {
+    PathBuf::from("notify.db")
+}
+fn default_retry() -> Vec<String> {
+    ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn default_max_body() -> ByteSize {
+    ByteSize(256 * 1024)
+}
+fn default_webhook_timeout() -> u64 {
+    15_000
+}
+fn default_concurrency() -> usize {
+    64
+}
+
+/// "0s", "500ms", "5m", "2h", "1d".
+pub fn parse_delay(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(end);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected a delay like \"5s\" or \"30m\", found {s:?}"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        u => return Err(format!("unknown unit {u:?} in {s:?} (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+impl NotifyConfig {
+    /// The retry schedule.
+    pub fn schedule(&self) -> crate::model::Schedule {
+        crate::model::Schedule {
+            delays: self
+                .retry
+                .iter()
+                .filter_map(|d| parse_delay(d).ok())
+                .collect(),
+        }
+    }
+}
+
+/// Read every `[notify.NAME]` section of a config file's text; `database` paths are
+/// resolved against `base`.
+pub fn load(
+    text: &str,
+    file: &Path,
+    base: &Path,
+) -> Result<BTreeMap<String, NotifyConfig>, ConfigError> {
+    #[derive(Deserialize)]
+    struct Sections {
+        #[serde(default)]
+        notify: BTreeMap<String, NotifyConfig>,
+    }
+    let sections: Sections = toml::from_str(text).map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                (
+                    Some(before.matches('\n').count() + 1),
+                    Some(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1),
+                )
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: format!("[notify]: {}", e.message()),
+        }
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, mut c) in sections.notify {
+        let bad = |message: String| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("[notify.{name}]: {message}"),
+        };
+        if c.engine != "sqlite" {
+            return Err(bad(format!(
+                "engine {:?}: only \"sqlite\" is built so far (the Redis Streams engine is not)",
+                c.engine
+            )));
+        }
+        if c.retry.is_empty() {
+            return Err(bad(
+                "retry needs at least one delay (the first attempt's, e.g. \"0s\")".into(),
+            ));
+        }
+        for d in &c.retry {
+            parse_delay(d).map_err(|e| bad(format!("retry: {e}")))?;
+        }
+        if c.database.is_relative() {
+            c.database = base.join(&c.database);
+        }
+        out.insert(name, c);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_and_errors() {
+        let m = load(
+            "[notify.main]\nretry = [\"0s\", \"1s\"]\n",
+            Path::new("t.toml"),
+            Path::new("/srv"),
+        )
+        .unwrap();
+        assert_eq!(m["main"].database, Path::new("/srv/notify.db"));
+        assert_eq!(
+            m["main"].schedule().delays,
+            vec![Duration::ZERO, Duration::from_secs(1)]
+        );
+        let e = load(
+            "[notify.main]\nretry = [\"0s\", \"soon\"]\n",
+            Path::new("t.toml"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("retry"), "{e}");
+        let e = load(
+            "[notify.main]\nretyr = []\n",
+            Path::new("t.toml"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(2));
+    }
+}

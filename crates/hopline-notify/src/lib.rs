@@ -1,0 +1,142 @@
+//! hopline-notify: the notification service of the seed notes — a signed JSON API (app
+//! key and secret), idempotency, durable per-channel queues with priorities, scheduling
+//! and expiry (embedded SQLite), workers with retries and a dead-letter state, webhook
+//! delivery signed per Standard Webhooks, and message status with its timeline and
+//! analytics. Mounted on the edge as a route service (`notify = "NAME"`).
+//!
+//! - [`model`]: validation, statuses, retry schedule, signatures — no I/O;
+//! - [`store`]: SQLite with one group-committing writer;
+//! - [`worker`]: the dispatcher and the webhook provider;
+//! - [`api`]: the HTTP API as an edge [`hopline_edge::RouteService`].
+
+pub mod api;
+pub mod config;
+pub mod model;
+pub mod store;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use config::NotifyConfig;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An HTTP date (`Retry-After`) as Unix ms.
+pub fn http_date_ms(s: &str) -> Option<u64> {
+    let t = httpdate::parse_http_date(s).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+/// One running service: its store, its workers and its API.
+#[derive(Debug)]
+pub struct Service {
+    /// The section's name.
+    pub name: String,
+    /// The store.
+    pub store: Arc<store::Store>,
+    /// The config it runs with (the database and engine are fixed at start).
+    pub config: parking_lot::RwLock<NotifyConfig>,
+    /// Woken when a message is accepted.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Counters.
+    pub metrics: api::Metrics,
+    nonces: moka::sync::Cache<(String, String), ()>,
+    apps: moka::sync::Cache<String, Option<store::App>>,
+    _workers: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// Open the store and start the workers.
+    pub fn start(name: &str, config: &NotifyConfig) -> Result<Arc<Service>, store::StoreError> {
+        if let Some(dir) = config.database.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let store = Arc::new(store::Store::open(&config.database)?);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let workers = worker::spawn(
+            store.clone(),
+            worker::WorkerSettings {
+                schedule: config.schedule(),
+                allow_private_targets: config.allow_private_targets,
+                webhook_timeout: std::time::Duration::from_millis(
+                    config.webhook_timeout_ms.max(100),
+                ),
+                concurrency: config.concurrency.max(1),
+            },
+            wake.clone(),
+        );
+        Ok(Arc::new(Service {
+            name: name.to_string(),
+            store,
+            config: parking_lot::RwLock::new(config.clone()),
+            wake,
+            metrics: api::Metrics::default(),
+            nonces: moka::sync::Cache::builder()
+                .time_to_live(std::time::Duration::from_secs(api::SKEW_S * 2 + 60))
+                .max_capacity(1_000_000)
+                .build(),
+            apps: moka::sync::Cache::builder()
+                .time_to_live(std::time::Duration::from_secs(5))
+                .max_capacity(10_000)
+                .build(),
+            _workers: workers,
+        }))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self._workers.abort();
+    }
+}
+
+/// The services of a config, kept across reloads (a section still there keeps its store
+/// and workers; its limits are re-read).
+#[derive(Debug, Default)]
+pub struct Services {
+    running: parking_lot::Mutex<BTreeMap<String, Arc<Service>>>,
+}
+
+impl Services {
+    /// None yet.
+    pub fn new() -> Services {
+        Services::default()
+    }
+
+    /// Start (or update) a service per section and register each as a `notify` route
+    /// service.
+    pub fn apply(
+        &self,
+        sections: &BTreeMap<String, NotifyConfig>,
+        services: &mut hopline_edge::Services,
+    ) -> Result<(), store::StoreError> {
+        let mut running = self.running.lock();
+        let mut next = BTreeMap::new();
+        for (name, cfg) in sections {
+            let svc = match running.get(name) {
+                Some(s) if s.config.read().database == cfg.database => {
+                    *s.config.write() = cfg.clone();
+                    s.clone()
+                }
+                _ => Service::start(name, cfg)?,
+            };
+            services.insert("notify", name, Arc::new(api::NotifyApi::new(svc.clone())));
+            next.insert(name.clone(), svc);
+        }
+        *running = next;
+        Ok(())
+    }
+
+    /// The service named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Service>> {
+        self.running.lock().get(name).cloned()
+    }
+}

@@ -1,0 +1,962 @@
+//! The embedded store: SQLite in WAL mode. One writer thread owns the only writing
+//! connection and commits whatever arrived meanwhile in one transaction (group commit:
+//! many concurrent POSTs share one fsync); a message's 202 is sent only after the commit
+//! that holds it (`synchronous = FULL`), so it survives kill -9 and power loss from then
+//! on. Readers use their own connections and never block the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::model::{Channel, NewMessage, Priority, Status, message_id, random_token};
+
+/// Why the store could not do something.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be written (disk full, read-only, …): nothing was accepted.
+    #[error("the message store cannot write: {0}")]
+    Unavailable(String),
+    /// No such message (for this app).
+    #[error("no such message")]
+    NotFound,
+    /// The message is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// The same Idempotency-Key was used with another request.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyMismatch,
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// An app: its key, its active secrets (at most two, for rotation without downtime),
+/// the `whsec_` secret its webhooks are signed with, and the channels it may use.
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    /// Public key (`X-App-Key`).
+    pub key: String,
+    /// Name.
+    pub name: String,
+    /// Active secrets, newest first.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
+    /// Signs this app's webhooks.
+    #[serde(skip)]
+    pub webhook_secret: String,
+    /// Channels allowed (`None`: all).
+    pub channels: Option<Vec<String>>,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// Id.
+    pub id: String,
+    /// The app's key.
+    pub app: String,
+    /// Channel.
+    pub channel: String,
+    /// Recipient.
+    pub to: String,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Text.
+    pub body: String,
+    /// Priority.
+    pub priority: String,
+    /// Status now.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Next attempt (Unix ms) while queued.
+    pub next_ms: u64,
+    /// Give up after (Unix ms).
+    pub expires_ms: Option<u64>,
+    /// Accepted (Unix ms).
+    pub created_ms: u64,
+    /// Sent (Unix ms).
+    pub sent_ms: Option<u64>,
+    /// Delivered (Unix ms).
+    pub delivered_ms: Option<u64>,
+    /// Free JSON.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// One attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// 1-based.
+    pub n: u32,
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// Provider.
+    pub provider: String,
+    /// delivered | retry | failed | gone
+    pub result: String,
+    /// HTTP status, if an answer came.
+    pub http_status: Option<u16>,
+    /// Time to the answer.
+    pub latency_ms: f64,
+    /// Error text, if any.
+    pub error: Option<String>,
+}
+
+/// A status change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// The status entered.
+    pub status: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+/// What accepting a message gave.
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// Stored now, with this id.
+    New(String),
+    /// The Idempotency-Key was seen with the same request: the first message's id.
+    Again(String),
+}
+
+/// A message handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The message.
+    pub message: Message,
+    /// The attempt this is (1-based).
+    pub attempt: u32,
+    /// The app's webhook secret.
+    pub webhook_secret: String,
+}
+
+/// The result of an attempt, to record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The message's next status.
+    pub status: Status,
+    /// Next attempt (Unix ms) when queued again.
+    pub next_ms: Option<u64>,
+    /// Disable this webhook endpoint (410).
+    pub disable_endpoint: Option<String>,
+}
+
+enum Op {
+    Accept {
+        app: String,
+        msg: NewMessage,
+        idempotency: Option<(String, String)>,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<Accepted, StoreError>>,
+    },
+    Claim {
+        now_ms: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
+    },
+    Record {
+        id: String,
+        outcome: Outcome,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Replay {
+        app: String,
+        id: String,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Cancel {
+        app: String,
+        id: String,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS apps (
+  key TEXT PRIMARY KEY, name TEXT NOT NULL, secrets TEXT NOT NULL, webhook_secret TEXT NOT NULL,
+  channels TEXT, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY, app TEXT NOT NULL, channel TEXT NOT NULL, recipient TEXT NOT NULL,
+  subject TEXT, body TEXT NOT NULL, priority INTEGER NOT NULL, status TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_ms INTEGER NOT NULL, expires_ms INTEGER,
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, sent_ms INTEGER, delivered_ms INTEGER,
+  metadata TEXT);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(status, priority, next_ms);
+CREATE INDEX IF NOT EXISTS messages_app ON messages(app, created_ms);
+CREATE TABLE IF NOT EXISTS attempts (
+  message TEXT NOT NULL, n INTEGER NOT NULL, at_ms INTEGER NOT NULL, provider TEXT NOT NULL,
+  result TEXT NOT NULL, http_status INTEGER, latency_ms REAL NOT NULL, error TEXT,
+  PRIMARY KEY (message, n));
+CREATE TABLE IF NOT EXISTS history (message TEXT NOT NULL, status TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS history_message ON history(message);
+CREATE TABLE IF NOT EXISTS idempotency (
+  app TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL, message TEXT NOT NULL,
+  created_ms INTEGER NOT NULL, PRIMARY KEY (app, key));
+CREATE TABLE IF NOT EXISTS disabled_endpoints (url TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+"#;
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    Ok(c)
+}
+
+/// The store of one notification service.
+pub struct Store {
+    path: PathBuf,
+    tx: mpsc::SyncSender<Op>,
+    readers: parking_lot::Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or make) the database at `path`. Messages a crashed process left `sending`
+    /// go back to `queued` (at-least-once: they are sent again, with the same id).
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let w = open(path).map_err(sql_err)?;
+        w.execute_batch(SCHEMA).map_err(sql_err)?;
+        w.execute(
+            "UPDATE messages SET status = 'queued' WHERE status = 'sending'",
+            [],
+        )
+        .map_err(sql_err)?;
+        let (tx, rx) = mpsc::sync_channel::<Op>(65_536);
+        std::thread::Builder::new()
+            .name("notify-writer".into())
+            .spawn(move || writer(w, rx))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            tx,
+            readers: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Run `f` on a reader connection (off the async threads).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => open(&self.path).map_err(sql_err)?,
+        };
+        let (conn, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut pool = self.readers.lock();
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        r.map_err(sql_err)
+    }
+
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(op(reply))
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+    }
+
+    /// Store a validated message durably (the answer comes after its commit).
+    pub async fn accept(
+        &self,
+        app: &str,
+        msg: NewMessage,
+        idempotency: Option<(String, String)>,
+        now_ms: u64,
+    ) -> Result<Accepted, StoreError> {
+        let app = app.to_string();
+        self.call(|reply| Op::Accept {
+            app,
+            msg,
+            idempotency,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Hand up to `limit` due messages to workers (status `sending`), high priority
+    /// first but with a share for each priority so that low is never starved; messages
+    /// past their ttl become `expired`.
+    pub async fn claim(&self, now_ms: u64, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        self.call(|reply| Op::Claim {
+            now_ms,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Record an attempt and the message's next status.
+    pub async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.call(|reply| Op::Record {
+            id,
+            outcome,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Queue a dead (or failed) message again.
+    pub async fn replay(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let (app, id) = (app.to_string(), id.to_string());
+        self.call(|reply| Op::Replay {
+            app,
+            id,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Cancel a message not sent yet.
+    pub async fn cancel(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let (app, id) = (app.to_string(), id.to_string());
+        self.call(|reply| Op::Cancel {
+            app,
+            id,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// A message of `app` with its attempts and status changes.
+    pub async fn get(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<(Message, Vec<Attempt>, Vec<Change>), StoreError> {
+        let (app, id) = (app.to_string(), id.to_string());
+        let found = self
+            .read(move |c| {
+                let m = c
+                    .query_row(
+                        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND app = ?2"),
+                        params![id, app],
+                        message_row,
+                    )
+                    .optional()?;
+                let Some(m) = m else { return Ok(None) };
+                let mut st = c.prepare("SELECT n, at_ms, provider, result, http_status, latency_ms, error FROM attempts WHERE message = ?1 ORDER BY n")?;
+                let attempts = st
+                    .query_map(params![m.id], |r| {
+                        Ok(Attempt {
+                            n: r.get(0)?,
+                            at_ms: r.get::<_, i64>(1)? as u64,
+                            provider: r.get(2)?,
+                            result: r.get(3)?,
+                            http_status: r.get::<_, Option<i64>>(4)?.map(|s| s as u16),
+                            latency_ms: r.get(5)?,
+                            error: r.get(6)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut st = c.prepare("SELECT status, at_ms FROM history WHERE message = ?1 ORDER BY rowid")?;
+                let changes = st
+                    .query_map(params![m.id], |r| {
+                        Ok(Change {
+                            status: r.get(0)?,
+                            at_ms: r.get::<_, i64>(1)? as u64,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Some((m, attempts, changes)))
+            })
+            .await?;
+        found.ok_or(StoreError::NotFound)
+    }
+
+    /// A page of `app`'s messages, newest first.
+    pub async fn list(
+        &self,
+        app: &str,
+        status: Option<String>,
+        channel: Option<String>,
+        since_ms: Option<u64>,
+        before: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let app = app.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE app = ?1 \
+                 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR channel = ?3) \
+                 AND (?4 IS NULL OR created_ms >= ?4) AND (?5 IS NULL OR id < ?5) \
+                 ORDER BY id DESC LIMIT ?6"
+            ))?;
+            st.query_map(
+                params![
+                    app,
+                    status,
+                    channel,
+                    since_ms.map(|s| s as i64),
+                    before,
+                    limit as i64
+                ],
+                message_row,
+            )?
+            .collect()
+        })
+        .await
+    }
+
+    /// Per channel and status: counts, and latencies accepted→sent and sent→delivered
+    /// (ms, as lists for percentiles), of `app`'s messages accepted in `[from, to)`.
+    pub async fn analytics(
+        &self,
+        app: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<(String, String, u64, Vec<f64>, Vec<f64>)>, StoreError> {
+        let app = app.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT channel, status, created_ms, sent_ms, delivered_ms FROM messages \
+                 WHERE app = ?1 AND created_ms >= ?2 AND created_ms < ?3",
+            )?;
+            let mut groups: Groups = Default::default();
+            let rows = st.query_map(params![app, from_ms as i64, to_ms as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })?;
+            for row in rows {
+                let (ch, status, created, sent, delivered) = row?;
+                let g = groups.entry((ch, status)).or_default();
+                g.0 += 1;
+                if let Some(s) = sent {
+                    g.1.push((s - created) as f64);
+                    if let Some(d) = delivered {
+                        g.2.push((d - s) as f64);
+                    }
+                }
+            }
+            Ok(groups
+                .into_iter()
+                .map(|((c, s), (n, a, b))| (c, s, n, a, b))
+                .collect())
+        })
+        .await
+    }
+
+    /// The app with this key.
+    pub async fn app(&self, key: &str) -> Result<Option<App>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| app_by_key(c, &key)).await
+    }
+
+    /// The earliest time a queued message is due (Unix ms).
+    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MIN(next_ms) FROM messages WHERE status = 'queued'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(|v| v.max(0) as u64))
+        })
+        .await
+    }
+}
+
+fn app_by_key(c: &Connection, key: &str) -> rusqlite::Result<Option<App>> {
+    c.query_row(
+        "SELECT key, name, secrets, webhook_secret, channels, created_ms FROM apps WHERE key = ?1",
+        params![key],
+        |r| {
+            let secrets: String = r.get(2)?;
+            let channels: Option<String> = r.get(4)?;
+            Ok(App {
+                key: r.get(0)?,
+                name: r.get(1)?,
+                secrets: serde_json::from_str(&secrets).unwrap_or_default(),
+                webhook_secret: r.get(3)?,
+                channels: channels.and_then(|c| serde_json::from_str(&c).ok()),
+                created_ms: r.get::<_, i64>(5)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+/// What `hopline notify app create` prints once.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewApp {
+    /// The app's key.
+    pub key: String,
+    /// Its first secret (shown once).
+    pub secret: String,
+    /// The `whsec_` secret its webhooks are signed with.
+    pub webhook_secret: String,
+}
+
+/// Apps, managed directly in the database file (also while a server runs: WAL).
+pub mod apps {
+    use super::*;
+
+    /// Make an app.
+    pub fn create(
+        db: &Path,
+        name: &str,
+        channels: Option<Vec<String>>,
+    ) -> Result<NewApp, StoreError> {
+        use base64::Engine;
+        let c = open(db).map_err(sql_err)?;
+        c.execute_batch(SCHEMA).map_err(sql_err)?;
+        let key = format!("app_{}", random_token(12));
+        let secret = format!("sk_{}", random_token(32));
+        let mut raw = [0u8; 24];
+        rand::Rng::fill(&mut rand::rng(), &mut raw[..]);
+        let webhook_secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        );
+        c.execute(
+            "INSERT INTO apps (key, name, secrets, webhook_secret, channels, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                key,
+                name,
+                serde_json::to_string(&[&secret]).unwrap_or_default(),
+                webhook_secret,
+                channels.map(|c| serde_json::to_string(&c).unwrap_or_default()),
+                crate::now_ms() as i64
+            ],
+        )
+        .map_err(sql_err)?;
+        Ok(NewApp {
+            key,
+            secret,
+            webhook_secret,
+        })
+    }
+
+    /// Every app.
+    pub fn list(db: &Path) -> Result<Vec<App>, StoreError> {
+        let c = open(db).map_err(sql_err)?;
+        c.execute_batch(SCHEMA).map_err(sql_err)?;
+        let mut st = c
+            .prepare("SELECT key FROM apps ORDER BY created_ms")
+            .map_err(sql_err)?;
+        let keys: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .map_err(sql_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql_err)?;
+        keys.iter()
+            .filter_map(|k| app_by_key(&c, k).transpose())
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql_err)
+    }
+
+    /// A new secret for the app; the newest two stay active (the older one is dropped).
+    pub fn rotate(db: &Path, key: &str) -> Result<String, StoreError> {
+        let c = open(db).map_err(sql_err)?;
+        let app = app_by_key(&c, key)
+            .map_err(sql_err)?
+            .ok_or(StoreError::NotFound)?;
+        let secret = format!("sk_{}", random_token(32));
+        let mut secrets = vec![secret.clone()];
+        secrets.extend(app.secrets.into_iter().take(1));
+        c.execute(
+            "UPDATE apps SET secrets = ?1 WHERE key = ?2",
+            params![serde_json::to_string(&secrets).unwrap_or_default(), key],
+        )
+        .map_err(sql_err)?;
+        Ok(secret)
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "id, app, channel, recipient, subject, body, priority, status, attempts, next_ms, expires_ms, created_ms, sent_ms, delivered_ms, metadata";
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let metadata: Option<String> = r.get(14)?;
+    Ok(Message {
+        id: r.get(0)?,
+        app: r.get(1)?,
+        channel: r.get(2)?,
+        to: r.get(3)?,
+        subject: r.get(4)?,
+        body: r.get(5)?,
+        priority: Priority::from_i64(r.get(6)?).as_str().to_string(),
+        status: r.get(7)?,
+        attempts: r.get(8)?,
+        next_ms: r.get::<_, i64>(9)? as u64,
+        expires_ms: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        created_ms: r.get::<_, i64>(11)? as u64,
+        sent_ms: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+        delivered_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+    })
+}
+
+fn history(tx: &Connection, id: &str, status: Status, at_ms: u64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO history (message, status, at_ms) VALUES (?1, ?2, ?3)",
+        params![id, status.as_str(), at_ms as i64],
+    )
+    .map(|_| ())
+}
+
+/// Sends an operation's answer once its batch's commit is known (the commit's error, if
+/// it failed, replaces the answer).
+type Answer = Box<dyn FnOnce(Option<&StoreError>)>;
+
+/// Per (channel, status): count, accepted→sent ms, sent→delivered ms.
+type Groups = std::collections::BTreeMap<(String, String), (u64, Vec<f64>, Vec<f64>)>;
+
+/// The writer thread: batches of operations, one transaction each.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < 1024 {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut replies: Vec<Answer> = Vec::with_capacity(ops.len());
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = sql_err(e);
+                for op in ops {
+                    fail(op, &e);
+                }
+                continue;
+            }
+        };
+        for op in ops {
+            replies.push(apply(&tx, op));
+        }
+        let committed = tx.commit().map_err(sql_err);
+        for r in replies {
+            r(committed.as_ref().err());
+        }
+    }
+}
+
+fn fail(op: Op, e: &StoreError) {
+    match op {
+        Op::Accept { reply, .. } => drop(reply.send(Err(e.clone()))),
+        Op::Claim { reply, .. } => drop(reply.send(Err(e.clone()))),
+        Op::Record { reply, .. } | Op::Replay { reply, .. } | Op::Cancel { reply, .. } => {
+            drop(reply.send(Err(e.clone())))
+        }
+    }
+}
+
+/// Apply one operation inside the batch's transaction; the returned closure answers
+/// once the commit is known (an answer before the commit would promise too much).
+fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
+    fn answer<T: Send + 'static>(
+        reply: oneshot::Sender<Result<T, StoreError>>,
+        r: Result<T, StoreError>,
+    ) -> Answer {
+        Box::new(move |commit_error| {
+            let _ = reply.send(match commit_error {
+                Some(e) => Err(e.clone()),
+                None => r,
+            });
+        })
+    }
+    match op {
+        Op::Accept {
+            app,
+            msg,
+            idempotency,
+            now_ms,
+            reply,
+        } => {
+            // (a savepoint: a failed accept leaves nothing behind in the batch)
+            let _ = tx.execute_batch("SAVEPOINT accept");
+            let r = (|| -> Result<Accepted, StoreError> {
+                let sp: &Connection = tx;
+                if let Some((key, hash)) = &idempotency {
+                    let seen: Option<(String, String)> = sp
+                        .query_row(
+                            "SELECT request_hash, message FROM idempotency WHERE app = ?1 AND key = ?2 AND created_ms > ?3",
+                            params![app, key, now_ms as i64 - 86_400_000],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()
+                        .map_err(sql_err)?;
+                    if let Some((h, id)) = seen {
+                        return if &h == hash {
+                            Ok(Accepted::Again(id))
+                        } else {
+                            Err(StoreError::IdempotencyMismatch)
+                        };
+                    }
+                }
+                let id = message_id(now_ms);
+                sp.execute(
+                    "INSERT INTO messages (id, app, channel, recipient, subject, body, priority, status, attempts, next_ms, expires_ms, created_ms, updated_ms, metadata) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?9, ?10, ?10, ?11)",
+                    params![
+                        id,
+                        app,
+                        msg.channel.as_str(),
+                        msg.to,
+                        msg.subject,
+                        msg.body,
+                        msg.priority as i64,
+                        msg.send_at_ms as i64,
+                        msg.expires_ms.map(|e| e as i64),
+                        now_ms as i64,
+                        msg.metadata.as_ref().map(|m| m.to_string()),
+                    ],
+                )
+                .map_err(sql_err)?;
+                history(sp, &id, Status::Queued, now_ms).map_err(sql_err)?;
+                if let Some((key, hash)) = &idempotency {
+                    sp.execute(
+                        "INSERT OR REPLACE INTO idempotency (app, key, request_hash, message, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![app, key, hash, id, now_ms as i64],
+                    )
+                    .map_err(sql_err)?;
+                }
+                Ok(Accepted::New(id))
+            })();
+            if r.is_err() {
+                let _ = tx.execute_batch("ROLLBACK TO accept");
+            }
+            let _ = tx.execute_batch("RELEASE accept");
+            answer(reply, r)
+        }
+        Op::Claim {
+            now_ms,
+            limit,
+            reply,
+        } => {
+            let r = (|| -> Result<Vec<Claimed>, StoreError> {
+                let now = now_ms as i64;
+                // past their ttl: expired, never sent
+                let mut st = tx
+                    .prepare_cached("UPDATE messages SET status = 'expired', updated_ms = ?1 WHERE status = 'queued' AND expires_ms IS NOT NULL AND expires_ms < ?1 RETURNING id")
+                    .map_err(sql_err)?;
+                let expired: Vec<String> = st
+                    .query_map(params![now], |r| r.get(0))
+                    .map_err(sql_err)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(sql_err)?;
+                for id in expired {
+                    history(tx, &id, Status::Expired, now_ms).map_err(sql_err)?;
+                }
+                // shares per priority (6:3:1), then whatever is left in priority order
+                let shares = [limit * 6 / 10, limit * 3 / 10, (limit / 10).max(1)];
+                let mut out = Vec::new();
+                let take = |prio: Option<i64>,
+                            n: usize,
+                            out: &mut Vec<Claimed>|
+                 -> Result<(), StoreError> {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let mut st = tx
+                        .prepare_cached(&format!(
+                            "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_ms = ?1 \
+                             WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND next_ms <= ?1 \
+                             AND (?2 IS NULL OR priority = ?2) ORDER BY priority, next_ms LIMIT ?3) \
+                             RETURNING {MESSAGE_COLUMNS}"
+                        ))
+                        .map_err(sql_err)?;
+                    let rows: Vec<Message> = st
+                        .query_map(params![now, prio, n as i64], message_row)
+                        .map_err(sql_err)?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(sql_err)?;
+                    for m in rows {
+                        history(tx, &m.id, Status::Sending, now_ms).map_err(sql_err)?;
+                        let webhook_secret: String = tx
+                            .query_row(
+                                "SELECT webhook_secret FROM apps WHERE key = ?1",
+                                params![m.app],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                            .map_err(sql_err)?
+                            .unwrap_or_default();
+                        out.push(Claimed {
+                            attempt: m.attempts,
+                            message: m,
+                            webhook_secret,
+                        });
+                    }
+                    Ok(())
+                };
+                for (p, n) in shares.iter().enumerate() {
+                    take(Some(p as i64), *n, &mut out)?;
+                }
+                let left = limit.saturating_sub(out.len());
+                take(None, left, &mut out)?;
+                Ok(out)
+            })();
+            answer(reply, r)
+        }
+        Op::Record {
+            id,
+            outcome,
+            now_ms,
+            reply,
+        } => {
+            let r = (|| -> Result<(), StoreError> {
+                let a = &outcome.attempt;
+                tx.execute(
+                    "INSERT OR REPLACE INTO attempts (message, n, at_ms, provider, result, http_status, latency_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![id, a.n, a.at_ms as i64, a.provider, a.result, a.http_status.map(i64::from), a.latency_ms, a.error],
+                )
+                .map_err(sql_err)?;
+                let delivered = outcome.status == Status::Delivered;
+                tx.execute(
+                    "UPDATE messages SET status = ?2, next_ms = COALESCE(?3, next_ms), updated_ms = ?4, \
+                     sent_ms = CASE WHEN ?5 THEN COALESCE(sent_ms, ?6) ELSE sent_ms END, \
+                     delivered_ms = CASE WHEN ?5 THEN ?4 ELSE delivered_ms END WHERE id = ?1",
+                    params![id, outcome.status.as_str(), outcome.next_ms.map(|n| n as i64), now_ms as i64, delivered, a.at_ms as i64],
+                )
+                .map_err(sql_err)?;
+                if delivered {
+                    history(tx, &id, Status::Sent, a.at_ms).map_err(sql_err)?;
+                }
+                history(tx, &id, outcome.status, now_ms).map_err(sql_err)?;
+                if let Some(url) = &outcome.disable_endpoint {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO disabled_endpoints (url, at_ms) VALUES (?1, ?2)",
+                        params![url, now_ms as i64],
+                    )
+                    .map_err(sql_err)?;
+                }
+                Ok(())
+            })();
+            answer(reply, r)
+        }
+        Op::Replay {
+            app,
+            id,
+            now_ms,
+            reply,
+        } => {
+            let r = (|| -> Result<(), StoreError> {
+                let status: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
+                        params![id, app],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_err)?;
+                match status.as_deref() {
+                    None => Err(StoreError::NotFound),
+                    Some("dead" | "failed" | "expired") => {
+                        tx.execute(
+                            "UPDATE messages SET status = 'queued', attempts = 0, next_ms = ?2, expires_ms = NULL, updated_ms = ?2 WHERE id = ?1",
+                            params![id, now_ms as i64],
+                        )
+                        .map_err(sql_err)?;
+                        history(tx, &id, Status::Queued, now_ms).map_err(sql_err)?;
+                        Ok(())
+                    }
+                    Some(s) => Err(StoreError::Conflict(format!(
+                        "a {s} message cannot be replayed (only dead, failed or expired ones)"
+                    ))),
+                }
+            })();
+            answer(reply, r)
+        }
+        Op::Cancel {
+            app,
+            id,
+            now_ms,
+            reply,
+        } => {
+            let r = (|| -> Result<(), StoreError> {
+                let status: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
+                        params![id, app],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_err)?;
+                match status.as_deref() {
+                    None => Err(StoreError::NotFound),
+                    Some("queued") => {
+                        tx.execute(
+                            "UPDATE messages SET status = 'cancelled', updated_ms = ?2 WHERE id = ?1",
+                            params![id, now_ms as i64],
+                        )
+                        .map_err(sql_err)?;
+                        history(tx, &id, Status::Cancelled, now_ms).map_err(sql_err)?;
+                        Ok(())
+                    }
+                    Some(s) => Err(StoreError::Conflict(format!(
+                        "a {s} message cannot be cancelled (only queued ones)"
+                    ))),
+                }
+            })();
+            answer(reply, r)
+        }
+    }
+}
+
+/// Is `url` a disabled webhook endpoint (it answered 410)?
+pub fn endpoint_disabled(c: &Connection, url: &str) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT 1 FROM disabled_endpoints WHERE url = ?1",
+        params![url],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+}
+
+impl Store {
+    /// Is `url` a disabled webhook endpoint?
+    pub async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
+        let url = url.to_string();
+        self.read(move |c| endpoint_disabled(c, &url)).await
+    }
+}
+
+/// Channels as stored names (for filters).
+pub fn channel_name(c: Channel) -> &'static str {
+    c.as_str()
+}

@@ -1,0 +1,373 @@
+//! Workers: a dispatcher claims due messages from the store (woken at once by a new
+//! message, or when the next retry is due), and hands each to its channel's provider
+//! under a per-channel concurrency limit; the answer decides the next status (delivered,
+//! a retry on the schedule — never before a `Retry-After` —, failed, or dead after the
+//! last attempt). Delivery is at-least-once: a message in flight when the process dies is
+//! sent again after a restart, with the same id, so receivers can drop duplicates.
+//!
+//! The webhook provider POSTs the message, signed per Standard Webhooks (`webhook-id` is
+//! the message id on every attempt), with a 15 s timeout, no redirects followed, and — unless
+//! `allow_private_targets` — never to a loopback, private, link-local or otherwise
+//! non-public address (checked on the resolved address it then connects to, so DNS cannot
+//! swap it afterwards).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::model::{Schedule, Status, Verdict, judge, next_step, webhook_signature};
+use crate::store::{Attempt, Claimed, Outcome, Store};
+
+/// What the workers run with.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Retry delays.
+    pub schedule: Schedule,
+    /// Webhooks to loopback/private addresses allowed (tests, local setups).
+    pub allow_private_targets: bool,
+    /// A webhook attempt's timeout.
+    pub webhook_timeout: Duration,
+    /// Attempts in flight per channel.
+    pub concurrency: usize,
+}
+
+/// Is `ip` an address a webhook may reach from the public side?
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+/// Run the dispatcher until the process ends.
+pub fn spawn(
+    store: Arc<Store>,
+    settings: WorkerSettings,
+    wake: Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(settings.concurrency.max(1) * 4));
+        let settings = Arc::new(settings);
+        let tls = tls_config();
+        loop {
+            let free = slots.available_permits();
+            let claimed = if free > 0 {
+                match store.claim(crate::now_ms(), free.min(512)).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(target: "hopline::notify", "claiming messages failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let got = claimed.len();
+            for c in claimed {
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
+                let (store, settings, tls, wake) =
+                    (store.clone(), settings.clone(), tls.clone(), wake.clone());
+                tokio::spawn(async move {
+                    attempt(&store, &settings, &tls, c).await;
+                    drop(permit);
+                    // a finished attempt may leave a retry due, and frees a slot
+                    wake.notify_one();
+                });
+            }
+            if got > 0 && slots.available_permits() > 0 {
+                continue; // there may be more due right now
+            }
+            // sleep until something is due, a new message arrives, or a slot frees up
+            let wait = match store.next_due().await {
+                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(crate::now_ms()))
+                    .min(Duration::from_secs(1)),
+                _ => Duration::from_secs(1),
+            };
+            if wait.is_zero() && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+            }
+        }
+    })
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// One attempt of one message, recorded.
+async fn attempt(
+    store: &Store,
+    settings: &WorkerSettings,
+    tls: &Arc<rustls::ClientConfig>,
+    c: Claimed,
+) {
+    let m = &c.message;
+    let started = tokio::time::Instant::now();
+    let at_ms = crate::now_ms();
+    let (status, retry_after, error, disable) = match m.channel.as_str() {
+        "webhook" => match store.disabled(&m.to).await {
+            Ok(true) => (
+                None,
+                None,
+                Some("endpoint disabled (it answered 410 Gone)".to_string()),
+                None,
+            ),
+            _ => {
+                let r = webhook(settings, tls, &c).await;
+                match r {
+                    Ok((s, ra)) => (Some(s), ra, None, (s == 410).then(|| m.to.clone())),
+                    Err(Refused::Retry(e)) => (None, None, Some(e), None),
+                    Err(Refused::Never(e)) => (Some(0), None, Some(e), None),
+                }
+            }
+        },
+        other => (
+            Some(0),
+            None,
+            Some(format!("no provider for channel {other} in this build")),
+            None,
+        ),
+    };
+    let verdict = match (status, &error) {
+        // (0: refused before sending, for good)
+        (Some(0), _) => Verdict::Failed,
+        (None, Some(e)) if e.starts_with("endpoint disabled") => Verdict::Failed,
+        _ => judge(status, retry_after),
+    };
+    let jitter: f64 = rand::random::<f64>() * 2.0 - 1.0;
+    let now = crate::now_ms();
+    let (next, next_ms) = next_step(&settings.schedule, c.attempt, verdict, now, jitter);
+    let result = match verdict {
+        Verdict::Delivered => "delivered",
+        Verdict::Retry { .. } if next == Status::Dead => "dead",
+        Verdict::Retry { .. } => "retry",
+        Verdict::Failed => "failed",
+        Verdict::Gone => "gone",
+    };
+    let outcome = Outcome {
+        attempt: Attempt {
+            n: c.attempt,
+            at_ms,
+            provider: m.channel.clone(),
+            result: result.into(),
+            http_status: status.filter(|s| *s != 0),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error,
+        },
+        status: next,
+        next_ms,
+        disable_endpoint: disable,
+    };
+    if let Err(e) = store.record(&m.id, outcome, now).await {
+        tracing::error!(target: "hopline::notify", "recording attempt {} of {} failed: {e}", c.attempt, m.id);
+    }
+}
+
+enum Refused {
+    /// Try again later (network error, timeout).
+    Retry(String),
+    /// Never send (a private address without allow_private_targets, a bad URL).
+    Never(String),
+}
+
+/// POST the message to its URL; the status and any `Retry-After`.
+async fn webhook(
+    settings: &WorkerSettings,
+    tls: &Arc<rustls::ClientConfig>,
+    c: &Claimed,
+) -> Result<(u16, Option<Duration>), Refused> {
+    let m = &c.message;
+    let url = url::Url::parse(&m.to).map_err(|e| Refused::Never(format!("bad URL: {e}")))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| Refused::Never("no host".into()))?
+        .to_string();
+    let https = url.scheme() == "https";
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
+    let lookup_host = host.trim_matches(['[', ']']).to_string();
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(
+        settings.webhook_timeout,
+        tokio::net::lookup_host((lookup_host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| Refused::Retry(format!("resolving {host} timed out")))?
+    .map_err(|e| Refused::Retry(format!("resolving {host}: {e}")))?
+    .collect();
+    let addr = addrs
+        .iter()
+        .copied()
+        .find(|a| settings.allow_private_targets || is_public(a.ip()))
+        .ok_or_else(|| {
+            if addrs.is_empty() {
+                Refused::Retry(format!("{host} has no address"))
+            } else {
+                Refused::Never(format!(
+                    "{host} resolves to a non-public address ({}); set allow_private_targets = true to allow it",
+                    addrs[0].ip()
+                ))
+            }
+        })?;
+    let body = serde_json::json!({
+        "type": "notification",
+        "id": m.id,
+        "subject": m.subject,
+        "body": m.body,
+        "metadata": m.metadata,
+        "created_at": m.created_ms / 1000,
+        "attempt": c.attempt,
+    })
+    .to_string();
+    let ts = crate::now_ms() / 1000;
+    let signature = webhook_signature(&c.webhook_secret, &m.id, ts, body.as_bytes())
+        .ok_or_else(|| Refused::Never("the app has no valid webhook secret".into()))?;
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    let req = http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("hopline-notify/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("webhook-id", &m.id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| Refused::Never(e.to_string()))?;
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| Refused::Retry(format!("connect to {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let resp = if https {
+            let name = rustls_pki_types::ServerName::try_from(lookup_host.clone())
+                .map_err(|e| Refused::Never(e.to_string()))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Refused::Retry(format!("TLS with {host}: {e}")))?;
+            send(stream, req).await?
+        } else {
+            send(tcp, req).await?
+        };
+        Ok::<_, Refused>(resp)
+    };
+    tokio::time::timeout(settings.webhook_timeout, exchange)
+        .await
+        .map_err(|_| {
+            Refused::Retry(format!(
+                "no answer within {} s",
+                settings.webhook_timeout.as_secs()
+            ))
+        })?
+}
+
+async fn send<S>(io: S, req: http::Request<Full<Bytes>>) -> Result<(u16, Option<Duration>), Refused>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Refused::Retry(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Refused::Retry(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .ok()
+                .or_else(|| {
+                    let at = crate::http_date_ms(v.trim())?;
+                    Some(Duration::from_millis(at.saturating_sub(crate::now_ms())))
+                })
+        });
+    // read (and drop) a little of the body so the exchange completes cleanly
+    let _ = tokio::time::timeout(Duration::from_secs(1), resp.into_body().collect()).await;
+    Ok((status, retry_after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The notification service through the real edge on loopback: signed API calls, a
+//! local webhook sink (a real HTTP server the test controls), retries, dead letters,
+//! idempotency and every refusal.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hopline_edge::{Config, Server};
+use hopline_notify::model;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+struct Delivery {
+    headers: http::HeaderMap,
+    body: String,
+    at: tokio::time::Instant,
+}
+
+#[derive(Default)]
+struct Sink {
+    got: parking_lot::Mutex<Vec<Delivery>>,
+    /// (status, retry-after) answers to give, in order; then 200.
+    script: parking_lot::Mutex<VecDeque<(u16, Option<&'static str>)>>,
+}
+
+async fn sink() -> (SocketAddr, Arc<Sink>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let s = Arc::new(Sink::default());
+    let s2 = s.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                continue;
+            };
+            let s = s2.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let s = s.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            s.got.lock().push(Delivery {
+                                headers: parts.headers,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                                at: tokio::time::Instant::now(),
+                            });
+                            let (status, ra) = s.script.lock().pop_front().unwrap_or((200, None));
+                            let mut r = http::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            if let Some(ra) = ra {
+                                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+                            }
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, s)
+}
+
+struct Api {
+    _server: Server,
+    addr: SocketAddr,
+    key: String,
+    secret: String,
+    whsec: String,
+    _services: hopline_notify::Services,
+    dir: tempfile::TempDir,
+}
+
+async fn start(extra: &str) -> Api {
+    start_with(extra, true).await
+}
+
+async fn start_with(extra: &str, allow_private: bool) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+access_log = "off"
+[notify.main]
+database = "notify.db"
+retry = ["0s", "300ms", "300ms"]
+allow_private_targets = {allow_private}
+max_body = "8KiB"
+{extra}
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  notify = "main"
+"#
+    );
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let config = Config::from_str_at(&toml, &path, dir.path()).unwrap();
+    let sections = hopline_notify::config::load(&toml, &path, dir.path()).unwrap();
+    let app =
+        hopline_notify::store::apps::create(&sections["main"].database, "shop", None).unwrap();
+    let services = hopline_notify::Services::new();
+    let mut routes = hopline_edge::Services::new();
+    services.apply(&sections, &mut routes).unwrap();
+    let server = Server::start_with(config, routes).await.unwrap();
+    let addr = server.bound()[0].1;
+    Api {
+        _server: server,
+        addr,
+        key: app.key,
+        secret: app.secret,
+        whsec: app.webhook_secret,
+        _services: services,
+        dir,
+    }
+}
+
+/// A signed request; `tweak` may spoil it.
+async fn call_with(
+    api: &Api,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Vec<(String, String)>),
+) -> (u16, serde_json::Value) {
+    let ts = (hopline_notify::now_ms() / 1000).to_string();
+    let nonce = model::random_token(9);
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let c = model::canonical(method, path, query, &ts, &nonce, body.as_bytes());
+    let mut headers = vec![
+        ("x-app-key".to_string(), api.key.clone()),
+        ("x-timestamp".to_string(), ts),
+        ("x-nonce".to_string(), nonce),
+        ("x-signature".to_string(), model::sign(&api.secret, &c)),
+    ];
+    for (k, v) in extra {
+        headers.push((k.to_string(), v.to_string()));
+    }
+    tweak(&mut headers);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut r = client.request(
+        method.parse().unwrap(),
+        format!("http://{}{}", api.addr, path_and_query),
+    );
+    for (k, v) in &headers {
+        r = r.header(k, v);
+    }
+    let resp = r.body(body.to_string()).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, v)
+}
+
+async fn call(api: &Api, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    call_with(api, method, path, body, &[], |_| {}).await
+}
+
+async fn wait_status(api: &Api, id: &str, want: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        let (s, v) = call(api, "GET", &format!("/v1/messages/{id}"), "").await;
+        assert_eq!(s, 200, "{v}");
+        if v["message"]["status"] == want {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} never became {want}");
+}
+
+fn webhook(to: &str, body: &str) -> String {
+    serde_json::json!({"channel": "webhook", "to": to, "body": body}).to_string()
+}
+
+#[tokio::test]
+async fn a_message_is_accepted_delivered_signed_and_traced() {
+    let (sink_addr, sink) = sink().await;
+    let api = start("").await;
+    let (s, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        &webhook(&format!("http://{sink_addr}/hook"), "order 42 paid"),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], "queued");
+    let id = v["id"].as_str().unwrap().to_string();
+    let v = wait_status(&api, &id, "delivered").await;
+    assert_eq!(v["message"]["attempts"], 1);
+    let timeline: Vec<&str> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, ["queued", "sending", "sent", "delivered"]);
+    assert_eq!(v["attempts"][0]["http_status"], 200);
+    // what the sink got: Standard Webhooks headers, a signature that verifies
+    {
+        let got = sink.got.lock();
+        assert_eq!(got.len(), 1);
+        let d = &got[0];
+        assert_eq!(d.headers["webhook-id"], id.as_str());
+        let ts: u64 = d.headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expect = model::webhook_signature(&api.whsec, &id, ts, d.body.as_bytes()).unwrap();
+        assert_eq!(d.headers["webhook-signature"], expect.as_str());
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["body"], "order 42 paid");
+        assert_eq!(body["id"], id.as_str());
+    }
+    // the list and the analytics see it
+    let (s, v) = call(
+        &api,
+        "GET",
+        "/v1/messages?status=delivered&channel=webhook",
+        "",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["messages"][0]["id"], id.as_str());
+    let (s, v) = call(&api, "GET", "/v1/analytics", "").await;
+    assert_eq!(s, 200);
+    let g = &v["groups"][0];
+    assert_eq!(
+        (
+            g["channel"].as_str(),
+            g["status"].as_str(),
+            g["count"].as_u64()
+        ),
+        (Some("webhook"), Some("delivered"), Some(1))
+    );
+    assert!(
+        g["accepted_to_sent_ms"]["p50"].as_f64().unwrap() < 1000.0,
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn requests_must_be_signed_fresh_and_once() {
+    let api = start("").await;
+    let body = webhook("http://127.0.0.1:9/x", "x");
+    let (s, v) = call_with(&api, "POST", "/v1/messages", &body, &[], |h| {
+        h.retain(|(k, _)| k != "x-signature")
+    })
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (s, _) = call_with(&api, "POST", "/v1/messages", &body, &[], |h| {
+        for (k, v) in h.iter_mut() {
+            if k == "x-signature" {
+                v.replace_range(0..2, "00");
+            }
+        }
+    })
+    .await;
+    assert_eq!(s, 401);
+    let (s, _) = call_with(&api, "POST", "/v1/messages", &body, &[], |h| {
+        for (k, v) in h.iter_mut() {
+            if k == "x-app-key" {
+                *v = "app_unknown".into();
+            }
+        }
+    })
+    .await;
+    assert_eq!(s, 401);
+    // a timestamp outside ±300 s (signed correctly with it)
+    let old = (hopline_notify::now_ms() / 1000 - 400).to_string();
+    let c = model::canonical("POST", "/v1/messages", None, &old, "n-old", body.as_bytes());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .post(format!("http://{}/v1/messages", api.addr))
+        .header("x-app-key", &api.key)
+        .header("x-timestamp", &old)
+        .header("x-nonce", "n-old")
+        .header("x-signature", model::sign(&api.secret, &c))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // the same nonce twice: the second is a replay
+    let ts = (hopline_notify::now_ms() / 1000).to_string();
+    let c = model::canonical("POST", "/v1/messages", None, &ts, "n-1", body.as_bytes());
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let r = client
+            .post(format!("http://{}/v1/messages", api.addr))
+            .header("x-app-key", &api.key)
+            .header("x-timestamp", &ts)
+            .header("x-nonce", "n-1")
+            .header("x-signature", model::sign(&api.secret, &c))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [202, 401]);
+    // an app limited to some channels
+    let db = api.dir.path().join("notify.db");
+    let limited =
+        hopline_notify::store::apps::create(&db, "sms-only", Some(vec!["sms".into()])).unwrap();
+    let mut api = api;
+    api.key = limited.key;
+    api.secret = limited.secret;
+    let (s, v) = call(&api, "POST", "/v1/messages", &body).await;
+    assert_eq!(s, 403, "{v}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_bad_input() {
+    let (sink_addr, sink) = sink().await;
+    let api = start("").await;
+    let to = format!("http://{sink_addr}/hook");
+    let body = webhook(&to, "once");
+    let k = [("idempotency-key", "order-42")];
+    let (s1, v1) = call_with(&api, "POST", "/v1/messages", &body, &k, |_| {}).await;
+    let (s2, v2) = call_with(&api, "POST", "/v1/messages", &body, &k, |_| {}).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(
+        v1["id"], v2["id"],
+        "the same key and body: the first answer again"
+    );
+    let (s3, v3) = call_with(
+        &api,
+        "POST",
+        "/v1/messages",
+        &webhook(&to, "other"),
+        &k,
+        |_| {},
+    )
+    .await;
+    assert_eq!(s3, 422, "{v3}");
+    wait_status(&api, v1["id"].as_str().unwrap(), "delivered").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.got.lock().len(), 1, "one message, not two");
+    // bad input: each a clear 4xx naming the field
+    for (body, status, field) in [
+        ("{not json", 400, ""),
+        (r#"{"channel":"fax","to":"x","body":"b"}"#, 422, "channel"),
+        (
+            r#"{"channel":"webhook","to":"not a url","body":"b"}"#,
+            422,
+            "to",
+        ),
+        (
+            r#"{"channel":"email","to":"a@b.example","subject":"hi\r\nBcc: x@y.example","body":"b"}"#,
+            422,
+            "subject",
+        ),
+        (
+            r#"{"channel":"webhook","to":"http://x.example/","template":"{{a}}","data":[1]}"#,
+            422,
+            "data",
+        ),
+        (
+            r#"{"channel":"webhook","to":"http://x.example/","body":"b","extra":1}"#,
+            422,
+            "",
+        ),
+    ] {
+        let (s, v) = call(&api, "POST", "/v1/messages", body).await;
+        assert_eq!(s, status, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
+    }
+    let huge = webhook(&to, &"x".repeat(10_000));
+    let (s, _) = call(&api, "POST", "/v1/messages", &huge).await;
+    assert_eq!(s, 413);
+    let (s, _) = call(&api, "GET", "/v1/nothing", "").await;
+    assert_eq!(s, 404);
+    let (s, _) = call(&api, "GET", "/v1/messages/msg_none", "").await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn retries_honour_retry_after_then_dead_letter_and_replay() {
+    let (sink_addr, sink) = sink().await;
+    let api = start("").await;
+    let to = format!("http://{sink_addr}/hook");
+    // 500, then 429 with Retry-After: 1, then 200
+    sink.script.lock().extend([(500, None), (429, Some("1"))]);
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "retry me")).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let v = wait_status(&api, &id, "delivered").await;
+    assert_eq!(v["message"]["attempts"], 3, "{v}");
+    let results: Vec<&str> = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["retry", "retry", "delivered"]);
+    {
+        let got = sink.got.lock();
+        let gap = got[2].at - got[1].at;
+        assert!(
+            gap >= Duration::from_millis(950),
+            "Retry-After: 1 not honoured ({gap:?})"
+        );
+        assert!(
+            got.iter().all(|d| d.headers["webhook-id"] == id.as_str()),
+            "the same id on every attempt"
+        );
+    }
+    // always 500: dead after the schedule's three attempts, then replayed by hand
+    sink.script
+        .lock()
+        .extend([(500, None), (500, None), (500, None)]);
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "doomed")).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let v = wait_status(&api, &id, "dead").await;
+    assert_eq!(v["message"]["attempts"], 3);
+    let (s, _) = call(&api, "POST", &format!("/v1/messages/{id}/retry"), "").await;
+    assert_eq!(s, 202);
+    wait_status(&api, &id, "delivered").await;
+    // a 4xx is final at once; a 410 also disables the endpoint
+    sink.script.lock().extend([(404, None), (410, None)]);
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "404")).await;
+    let v = wait_status(&api, v["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(v["message"]["attempts"], 1);
+    let gone = format!("http://{sink_addr}/gone");
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&gone, "410")).await;
+    wait_status(&api, v["id"].as_str().unwrap(), "failed").await;
+    let before = sink.got.lock().len();
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&gone, "after 410")).await;
+    let v = wait_status(&api, v["id"].as_str().unwrap(), "failed").await;
+    assert!(
+        v["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("disabled"),
+        "{v}"
+    );
+    assert_eq!(
+        sink.got.lock().len(),
+        before,
+        "a disabled endpoint gets nothing"
+    );
+}
+
+#[tokio::test]
+async fn scheduled_messages_wait_and_can_be_cancelled() {
+    let (sink_addr, sink) = sink().await;
+    let api = start("").await;
+    let to = format!("http://{sink_addr}/hook");
+    let at = hopline_notify::now_ms() / 1000 + 3600;
+    let body = serde_json::json!({"channel": "webhook", "to": to, "body": "later", "send_at": at})
+        .to_string();
+    let (s, v) = call(&api, "POST", "/v1/messages", &body).await;
+    assert_eq!(s, 202);
+    let id = v["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.got.lock().is_empty(), "sent before its time");
+    let (s, v) = call(&api, "DELETE", &format!("/v1/messages/{id}"), "").await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("cancelled")));
+    let (s, _) = call(&api, "DELETE", &format!("/v1/messages/{id}"), "").await;
+    assert_eq!(s, 409, "cancelled twice");
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let (sink_addr, sink) = sink().await;
+    let api = start_guarded().await;
+    let (s, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        &webhook(&format!("http://{sink_addr}/hook"), "ssrf?"),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let v = wait_status(&api, v["id"].as_str().unwrap(), "failed").await;
+    assert!(
+        v["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("non-public"),
+        "{v}"
+    );
+    assert!(sink.got.lock().is_empty());
+}
+
+async fn start_guarded() -> Api {
+    start_with("", false).await
+}

@@ -1,0 +1,345 @@
+//! `hopline notify`: apps of a notification service (made in its database, also while it
+//! runs), and a signed client for its API (`send`, `status`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::listen::{Dialer, Http, Reach};
+
+/// The notification service: apps, sending, status.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Apps that may call the API (key, secrets, webhook secret).
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Send a message through the API, signed with an app's key and secret.
+    Send(SendArgs),
+    /// A message's status and the timeline of its attempts.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AppCommand {
+    /// Make an app; prints its key, secret and webhook secret once.
+    #[command(
+        after_help = "Example:\n  hopline notify app create shop --config hopline.toml --json"
+    )]
+    Create {
+        /// The app's name.
+        name: String,
+        #[command(flatten)]
+        at: Where,
+        /// Channels the app may use (default: all), e.g. webhook,email.
+        #[arg(long, value_delimiter = ',')]
+        channels: Option<Vec<String>>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the apps.
+    List {
+        #[command(flatten)]
+        at: Where,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new secret for an app; the previous one stays valid until the next rotation.
+    Rotate {
+        /// The app's key.
+        key: String,
+        #[command(flatten)]
+        at: Where,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which service's database.
+#[derive(Debug, clap::Args)]
+struct Where {
+    /// The config file with the [notify.NAME] section.
+    #[arg(long)]
+    config: PathBuf,
+    /// The section's NAME (default: the only one).
+    #[arg(long)]
+    service: Option<String>,
+}
+
+/// How to call the API.
+#[derive(Debug, clap::Args)]
+struct Api {
+    /// The service's base URL, e.g. http://127.0.0.1:8080
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The app's key.
+    #[arg(long, env = "HOPLINE_APP_KEY")]
+    app: String,
+    /// The app's secret.
+    #[arg(long, env = "HOPLINE_APP_SECRET", hide_env_values = true)]
+    secret: String,
+    #[command(flatten)]
+    reach: Reach,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  hopline notify send --app $KEY --secret $SECRET --channel webhook --to https://example.com/hook --body 'order 42 paid'"
+)]
+struct SendArgs {
+    #[command(flatten)]
+    api: Api,
+    /// webhook | email | sms | push
+    #[arg(long, default_value = "webhook")]
+    channel: String,
+    /// The recipient.
+    #[arg(long)]
+    to: String,
+    /// The text.
+    #[arg(long)]
+    body: String,
+    /// Email subject.
+    #[arg(long)]
+    subject: Option<String>,
+    /// high | normal | low
+    #[arg(long)]
+    priority: Option<String>,
+    /// Sends again with the same key answer the first response (no second message).
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The message id.
+    id: String,
+    #[command(flatten)]
+    api: Api,
+    /// Ask again every second until the message reaches a final status.
+    #[arg(long)]
+    follow: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn database(at: &Where) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(&at.config)
+        .with_context(|| format!("reading {}", at.config.display()))?;
+    let sections =
+        hopline_notify::config::load(&text, &at.config, &crate::products::base_of(&at.config))?;
+    let section = match &at.service {
+        Some(n) => sections
+            .get(n)
+            .ok_or_else(|| anyhow!("{} has no [notify.{n}]", at.config.display()))?,
+        None if sections.len() == 1 => sections.values().next().expect("one"),
+        None if sections.is_empty() => {
+            bail!("{} has no [notify.NAME] section", at.config.display())
+        }
+        None => bail!(
+            "{} has several [notify.*] sections: name one with --service",
+            at.config.display()
+        ),
+    };
+    Ok(section.database.clone())
+}
+
+/// A signed request to the API.
+async fn call(
+    api: &Api,
+    method: http::Method,
+    path_and_query: &str,
+    body: Bytes,
+    extra: &[(&str, String)],
+) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
+    let base = api.url.trim_end_matches('/');
+    let dialer = Dialer::new(&format!("{base}{path_and_query}"), &api.reach).await?;
+    let url = url::Url::parse(&format!("{base}{path_and_query}"))?;
+    let ts = (hopline_notify::now_ms() / 1000).to_string();
+    let nonce = hopline_notify::model::random_token(12);
+    let canonical = hopline_notify::model::canonical(
+        method.as_str(),
+        url.path(),
+        url.query(),
+        &ts,
+        &nonce,
+        &body,
+    );
+    let mut headers: Vec<(&str, String)> = vec![
+        ("x-app-key", api.app.clone()),
+        ("x-timestamp", ts),
+        ("x-nonce", nonce),
+        (
+            "x-signature",
+            hopline_notify::model::sign(&api.secret, &canonical),
+        ),
+        ("content-type", "application/json".into()),
+    ];
+    headers.extend(extra.iter().cloned());
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let mut http = Http::new(dialer, Arc::default());
+    let (status, body) = http
+        .send(method, &path, &headers, body, Duration::from_secs(20))
+        .await?;
+    let body = body.collect().await?.to_bytes();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(&body)}));
+    Ok((status, v))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::App { command } => match command {
+            AppCommand::Create {
+                name,
+                at,
+                channels,
+                json,
+            } => {
+                let a = hopline_notify::store::apps::create(&database(&at)?, &name, channels)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&a)?);
+                } else {
+                    println!("app {name} made; keep the secrets now, they are not shown again:");
+                    println!("  key             {}", a.key);
+                    println!("  secret          {}", a.secret);
+                    println!(
+                        "  webhook secret  {}   (verifies the webhooks it sends)",
+                        a.webhook_secret
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            AppCommand::List { at, json } => {
+                let apps = hopline_notify::store::apps::list(&database(&at)?)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&apps)?);
+                } else {
+                    for a in apps {
+                        println!(
+                            "{}  {}  channels: {}",
+                            a.key,
+                            a.name,
+                            a.channels
+                                .map(|c| c.join(","))
+                                .unwrap_or_else(|| "all".into())
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            AppCommand::Rotate { key, at, json } => {
+                let s = hopline_notify::store::apps::rotate(&database(&at)?, &key)?;
+                if json {
+                    println!("{}", serde_json::json!({"key": key, "secret": s}));
+                } else {
+                    println!(
+                        "new secret for {key}: {s}\n(the previous secret stays valid until the next rotation)"
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Send(a) => crate::runtime(1)?.block_on(async move {
+            let body = serde_json::json!({
+                "channel": a.channel, "to": a.to, "body": a.body,
+                "subject": a.subject, "priority": a.priority,
+            });
+            let extra: Vec<(&str, String)> = a
+                .idempotency_key
+                .iter()
+                .map(|k| ("idempotency-key", k.clone()))
+                .collect();
+            let (status, v) = call(
+                &a.api,
+                http::Method::POST,
+                "/v1/messages",
+                Bytes::from(body.to_string()),
+                &extra,
+            )
+            .await?;
+            if a.json {
+                println!("{v}");
+            } else if status.is_success() {
+                println!(
+                    "{} {}",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["status"].as_str().unwrap_or("?")
+                );
+            }
+            if !status.is_success() {
+                bail!(
+                    "{status}: {}",
+                    v["error"]["message"].as_str().unwrap_or(&v.to_string())
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Status(a) => crate::runtime(1)?.block_on(async move {
+            loop {
+                let (status, v) = call(
+                    &a.api,
+                    http::Method::GET,
+                    &format!("/v1/messages/{}", a.id),
+                    Bytes::new(),
+                    &[],
+                )
+                .await?;
+                if !status.is_success() {
+                    bail!(
+                        "{status}: {}",
+                        v["error"]["message"].as_str().unwrap_or(&v.to_string())
+                    );
+                }
+                let st = v["message"]["status"].as_str().unwrap_or("?").to_string();
+                if a.json {
+                    println!("{v}");
+                } else {
+                    println!(
+                        "{} {} → {} ({} attempt(s))",
+                        a.id,
+                        v["message"]["channel"].as_str().unwrap_or(""),
+                        st,
+                        v["message"]["attempts"]
+                    );
+                    for t in v["attempts"].as_array().into_iter().flatten() {
+                        println!(
+                            "  attempt {}: {} {} in {:.1} ms {}",
+                            t["n"],
+                            t["result"].as_str().unwrap_or(""),
+                            t["http_status"],
+                            t["latency_ms"].as_f64().unwrap_or(0.0),
+                            t["error"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                let done = hopline_notify::model::Status::parse(&st).is_some_and(|s| s.is_final());
+                if !a.follow || done {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }),
+    }
+}
