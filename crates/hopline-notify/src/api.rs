@@ -228,13 +228,16 @@ async fn handle(
     ctx: ServiceContext,
 ) -> Response<Body> {
     use http_body_util::BodyExt;
+    // the API's paths start at /v1/, wherever the route is mounted (`/`, `/notify/`,
+    // or `/v1/` itself)
     let base = ctx.prefix.trim_end_matches('/');
-    let rel = req
-        .uri()
-        .path()
-        .strip_prefix(base)
-        .unwrap_or("")
-        .to_string();
+    let path = req.uri().path();
+    let rel = match path.strip_prefix(base) {
+        Some(r) if r.starts_with("/v1/") => r.to_string(),
+        _ if path.starts_with("/v1/") => path.to_string(),
+        Some(r) => r.to_string(),
+        None => String::new(),
+    };
     let max = svc.config.read().max_body.0 as usize;
     let (parts, body) = req.into_parts();
     let too_big = || {

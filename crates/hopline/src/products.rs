@@ -41,6 +41,11 @@ impl Products {
         self.realtime.get(name)
     }
 
+    /// The notification service named `name`, once loaded.
+    pub fn notify_service(&self, name: &str) -> Option<std::sync::Arc<hopline_notify::Service>> {
+        self.notify.get(name)
+    }
+
     /// Read the product sections of `path`, build or update each product, and return
     /// the route services for the edge. A bad section is refused with file and line.
     pub fn load(&self, path: &Path) -> anyhow::Result<Services> {

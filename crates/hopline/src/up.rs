@@ -246,6 +246,40 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
             .entries
             .iter()
             .any(|e| e.kind == "document" && e.status == 200);
+    // the demo shop has an app of the notification service and confirms its first order
+    // by webhook (to the sink on origin-1, through the service's queue and worker)
+    let mut notify_demo = None;
+    if let Some(svc) = products.notify_service("main") {
+        let app =
+            hopline_notify::store::apps::create(&svc.config.read().database, "demo-shop", None)?;
+        let msg = hopline_notify::model::validate(
+            hopline_notify::model::SendRequest {
+                channel: "webhook".into(),
+                to: "http://127.0.0.5:8080/hooks/orders".into(),
+                subject: None,
+                body: Some("{\"order\":1,\"status\":\"confirmed\"}".into()),
+                template: None,
+                data: None,
+                priority: Some("high".into()),
+                send_at: None,
+                ttl: None,
+                metadata: Some(serde_json::json!({"order": 1})),
+            },
+            hopline_notify::now_ms(),
+            64 * 1024,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = match svc
+            .store
+            .accept(&app.key, msg, None, hopline_notify::now_ms())
+            .await?
+        {
+            hopline_notify::store::Accepted::New(id)
+            | hopline_notify::store::Accepted::Again(id) => id,
+        };
+        svc.wake.notify_one();
+        notify_demo = Some((app, id));
+    }
     // the demo shop announces its orders on the live channel
     let shop = products.realtime_hub("live").map(|hub| {
         tokio::spawn(async move {
@@ -265,6 +299,16 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         println!(
             "\nserving until Ctrl-C; from another terminal: hopline visit https://www.shop.test:8443/"
         );
+        if let Some((app, id)) = &notify_demo {
+            println!(
+                "order confirmation:       hopline notify status {id} --url https://www.shop.test:8443 --app {} --secret {} --follow",
+                app.key, app.secret
+            );
+            println!(
+                "send one yourself:        hopline notify send --url https://www.shop.test:8443 --app {} --secret {} --to http://127.0.0.5:8080/hooks/orders --body 'hello'",
+                app.key, app.secret
+            );
+        }
         if shop.is_some() {
             println!(
                 "live orders (every 3 s):   hopline listen https://www.shop.test:8443/live/orders --via sse"
@@ -348,7 +392,9 @@ fn describe(config: &Config) -> Vec<(String, String, String)> {
                 format!("load balancer ({alg}) → upstream {up}")
             }
             Some(r) if r.root.is_some() => {
-                if site.route.iter().any(|r| r.realtime.is_some()) {
+                if site.route.iter().any(|r| r.notify.is_some()) {
+                    "origin web server: demo shop + /api/ + /live/ channels + /v1/ notify".into()
+                } else if site.route.iter().any(|r| r.realtime.is_some()) {
                     "origin web server: demo shop + /api/ + /live/ channels".into()
                 } else {
                     "origin web server: demo shop + /api/".into()

@@ -91,14 +91,75 @@ fn up_once_exits_0_with_every_hop() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("--compare") {
+            if line.contains("--compare") || line.contains("hopline notify status") {
                 let _ = tx.send(line);
             }
         }
     });
-    let compare_line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("up is serving and prints a compare command");
+    let (mut compare_line, mut status_line) = (String::new(), String::new());
+    while compare_line.is_empty() || status_line.is_empty() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("up is serving and prints a compare and a notify status command");
+        if line.contains("--compare") {
+            compare_line = line;
+        } else {
+            status_line = line;
+        }
+    }
+    // the shop's order confirmation, followed through PoP → balancer → origin's notify
+    // API, is delivered to the webhook sink on origin-1
+    let cmd = status_line
+        .split("hopline ")
+        .nth(1)
+        .expect("a hopline command");
+    let mut args: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+    args.push("--json".into());
+    let out = Command::new(BIN)
+        .args(&args)
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["message"]["status"], "delivered", "{v}");
+    assert_eq!(v["attempts"][0]["http_status"], 200, "{v}");
+    // and one sent by hand through the same path
+    let send: Vec<String> = args
+        .iter()
+        .skip(3) // notify status ID
+        .take_while(|a| *a != "--follow")
+        .cloned()
+        .collect();
+    let out = Command::new(BIN)
+        .args(["notify", "send"])
+        .args(&send)
+        .args([
+            "--to",
+            "http://127.0.0.5:8080/hooks/orders",
+            "--body",
+            "by hand",
+            "--json",
+        ])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "queued", "{v}");
     // the printed command works against the running topology: every kind through
     // PoP → balancer → origin hub, nothing missed (shortened to a few seconds)
     let cmd = compare_line
