@@ -162,7 +162,7 @@ enum Op {
     Claim {
         now_ms: u64,
         limit: usize,
-        reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
+        reply: oneshot::Sender<Result<(Vec<Claimed>, Option<u64>), StoreError>>,
     },
     Record {
         id: String,
@@ -213,6 +213,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     c.busy_timeout(std::time::Duration::from_secs(5))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
+    c.set_prepared_statement_cache_capacity(64);
     Ok(c)
 }
 
@@ -310,7 +311,13 @@ impl Store {
     /// Hand up to `limit` due messages to workers (status `sending`), high priority
     /// first but with a share for each priority so that low is never starved; messages
     /// past their ttl become `expired`.
-    pub async fn claim(&self, now_ms: u64, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    /// The answer also says when the next queued message is due (Unix ms), so the
+    /// dispatcher knows how long it may sleep without asking again.
+    pub async fn claim(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Claimed>, Option<u64>), StoreError> {
         self.call(|reply| Op::Claim {
             now_ms,
             limit,
@@ -628,8 +635,23 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
+/// Run a statement through the connection's statement cache (parsed once, not per row).
+fn exec(c: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
+}
+
+fn query_row<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn history(tx: &Connection, id: &str, status: Status, at_ms: u64) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO history (message, status, at_ms) VALUES (?1, ?2, ?3)",
         params![id, status.as_str(), at_ms as i64],
     )
@@ -711,8 +733,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             let r = (|| -> Result<Accepted, StoreError> {
                 let sp: &Connection = tx;
                 if let Some((key, hash)) = &idempotency {
-                    let seen: Option<(String, String)> = sp
-                        .query_row(
+                    let seen: Option<(String, String)> = query_row(sp, 
                             "SELECT request_hash, message FROM idempotency WHERE app = ?1 AND key = ?2 AND created_ms > ?3",
                             params![app, key, now_ms as i64 - 86_400_000],
                             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -728,7 +749,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                     }
                 }
                 let id = message_id(now_ms);
-                sp.execute(
+                exec(sp, 
                     "INSERT INTO messages (id, app, channel, recipient, subject, body, priority, status, attempts, next_ms, expires_ms, created_ms, updated_ms, metadata) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?9, ?10, ?10, ?11)",
                     params![
@@ -748,7 +769,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 .map_err(sql_err)?;
                 history(sp, &id, Status::Queued, now_ms).map_err(sql_err)?;
                 if let Some((key, hash)) = &idempotency {
-                    sp.execute(
+                    exec(sp, 
                         "INSERT OR REPLACE INTO idempotency (app, key, request_hash, message, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![app, key, hash, id, now_ms as i64],
                     )
@@ -767,7 +788,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             limit,
             reply,
         } => {
-            let r = (|| -> Result<Vec<Claimed>, StoreError> {
+            let r = (|| -> Result<(Vec<Claimed>, Option<u64>), StoreError> {
                 let now = now_ms as i64;
                 // past their ttl: expired, never sent
                 let mut st = tx
@@ -806,15 +827,15 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                         .map_err(sql_err)?;
                     for m in rows {
                         history(tx, &m.id, Status::Sending, now_ms).map_err(sql_err)?;
-                        let webhook_secret: String = tx
-                            .query_row(
-                                "SELECT webhook_secret FROM apps WHERE key = ?1",
-                                params![m.app],
-                                |r| r.get(0),
-                            )
-                            .optional()
-                            .map_err(sql_err)?
-                            .unwrap_or_default();
+                        let webhook_secret: String = query_row(
+                            tx,
+                            "SELECT webhook_secret FROM apps WHERE key = ?1",
+                            params![m.app],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(sql_err)?
+                        .unwrap_or_default();
                         out.push(Claimed {
                             attempt: m.attempts,
                             message: m,
@@ -828,7 +849,14 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 }
                 let left = limit.saturating_sub(out.len());
                 take(None, left, &mut out)?;
-                Ok(out)
+                let next: Option<i64> = query_row(
+                    tx,
+                    "SELECT MIN(next_ms) FROM messages WHERE status = 'queued'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
+                Ok((out, next.map(|n| n.max(0) as u64)))
             })();
             answer(reply, r)
         }
@@ -840,13 +868,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
         } => {
             let r = (|| -> Result<(), StoreError> {
                 let a = &outcome.attempt;
-                tx.execute(
+                exec(tx, 
                     "INSERT OR REPLACE INTO attempts (message, n, at_ms, provider, result, http_status, latency_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![id, a.n, a.at_ms as i64, a.provider, a.result, a.http_status.map(i64::from), a.latency_ms, a.error],
                 )
                 .map_err(sql_err)?;
                 let delivered = outcome.status == Status::Delivered;
-                tx.execute(
+                exec(tx, 
                     "UPDATE messages SET status = ?2, next_ms = COALESCE(?3, next_ms), updated_ms = ?4, \
                      sent_ms = CASE WHEN ?5 THEN COALESCE(sent_ms, ?6) ELSE sent_ms END, \
                      delivered_ms = CASE WHEN ?5 THEN ?4 ELSE delivered_ms END WHERE id = ?1",
@@ -858,7 +886,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 }
                 history(tx, &id, outcome.status, now_ms).map_err(sql_err)?;
                 if let Some(url) = &outcome.disable_endpoint {
-                    tx.execute(
+                    exec(
+                        tx,
                         "INSERT OR REPLACE INTO disabled_endpoints (url, at_ms) VALUES (?1, ?2)",
                         params![url, now_ms as i64],
                     )
@@ -875,18 +904,18 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             reply,
         } => {
             let r = (|| -> Result<(), StoreError> {
-                let status: Option<String> = tx
-                    .query_row(
-                        "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
-                        params![id, app],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(sql_err)?;
+                let status: Option<String> = query_row(
+                    tx,
+                    "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
+                    params![id, app],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?;
                 match status.as_deref() {
                     None => Err(StoreError::NotFound),
                     Some("dead" | "failed" | "expired") => {
-                        tx.execute(
+                        exec(tx, 
                             "UPDATE messages SET status = 'queued', attempts = 0, next_ms = ?2, expires_ms = NULL, updated_ms = ?2 WHERE id = ?1",
                             params![id, now_ms as i64],
                         )
@@ -908,18 +937,18 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             reply,
         } => {
             let r = (|| -> Result<(), StoreError> {
-                let status: Option<String> = tx
-                    .query_row(
-                        "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
-                        params![id, app],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(sql_err)?;
+                let status: Option<String> = query_row(
+                    tx,
+                    "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
+                    params![id, app],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?;
                 match status.as_deref() {
                     None => Err(StoreError::NotFound),
                     Some("queued") => {
-                        tx.execute(
+                        exec(tx, 
                             "UPDATE messages SET status = 'cancelled', updated_ms = ?2 WHERE id = ?1",
                             params![id, now_ms as i64],
                         )
