@@ -127,6 +127,9 @@ pub enum Accepted {
     Again(String),
 }
 
+/// What a claim gives: the messages, and when the next queued one is due (Unix ms).
+pub type ClaimAnswer = (Vec<Claimed>, Option<u64>);
+
 /// A message handed to a worker.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -162,7 +165,7 @@ enum Op {
     Claim {
         now_ms: u64,
         limit: usize,
-        reply: oneshot::Sender<Result<(Vec<Claimed>, Option<u64>), StoreError>>,
+        reply: oneshot::Sender<Result<ClaimAnswer, StoreError>>,
     },
     Record {
         id: String,
@@ -313,11 +316,7 @@ impl Store {
     /// past their ttl become `expired`.
     /// The answer also says when the next queued message is due (Unix ms), so the
     /// dispatcher knows how long it may sleep without asking again.
-    pub async fn claim(
-        &self,
-        now_ms: u64,
-        limit: usize,
-    ) -> Result<(Vec<Claimed>, Option<u64>), StoreError> {
+    pub async fn claim(&self, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
         self.call(|reply| Op::Claim {
             now_ms,
             limit,
@@ -733,7 +732,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             let r = (|| -> Result<Accepted, StoreError> {
                 let sp: &Connection = tx;
                 if let Some((key, hash)) = &idempotency {
-                    let seen: Option<(String, String)> = query_row(sp, 
+                    let seen: Option<(String, String)> = query_row(sp,
                             "SELECT request_hash, message FROM idempotency WHERE app = ?1 AND key = ?2 AND created_ms > ?3",
                             params![app, key, now_ms as i64 - 86_400_000],
                             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -749,7 +748,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                     }
                 }
                 let id = message_id(now_ms);
-                exec(sp, 
+                exec(sp,
                     "INSERT INTO messages (id, app, channel, recipient, subject, body, priority, status, attempts, next_ms, expires_ms, created_ms, updated_ms, metadata) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?9, ?10, ?10, ?11)",
                     params![
@@ -769,7 +768,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 .map_err(sql_err)?;
                 history(sp, &id, Status::Queued, now_ms).map_err(sql_err)?;
                 if let Some((key, hash)) = &idempotency {
-                    exec(sp, 
+                    exec(sp,
                         "INSERT OR REPLACE INTO idempotency (app, key, request_hash, message, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![app, key, hash, id, now_ms as i64],
                     )
@@ -788,7 +787,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             limit,
             reply,
         } => {
-            let r = (|| -> Result<(Vec<Claimed>, Option<u64>), StoreError> {
+            let r = (|| -> Result<ClaimAnswer, StoreError> {
                 let now = now_ms as i64;
                 // past their ttl: expired, never sent
                 let mut st = tx
@@ -868,13 +867,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
         } => {
             let r = (|| -> Result<(), StoreError> {
                 let a = &outcome.attempt;
-                exec(tx, 
+                exec(tx,
                     "INSERT OR REPLACE INTO attempts (message, n, at_ms, provider, result, http_status, latency_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![id, a.n, a.at_ms as i64, a.provider, a.result, a.http_status.map(i64::from), a.latency_ms, a.error],
                 )
                 .map_err(sql_err)?;
                 let delivered = outcome.status == Status::Delivered;
-                exec(tx, 
+                exec(tx,
                     "UPDATE messages SET status = ?2, next_ms = COALESCE(?3, next_ms), updated_ms = ?4, \
                      sent_ms = CASE WHEN ?5 THEN COALESCE(sent_ms, ?6) ELSE sent_ms END, \
                      delivered_ms = CASE WHEN ?5 THEN ?4 ELSE delivered_ms END WHERE id = ?1",
@@ -915,7 +914,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 match status.as_deref() {
                     None => Err(StoreError::NotFound),
                     Some("dead" | "failed" | "expired") => {
-                        exec(tx, 
+                        exec(tx,
                             "UPDATE messages SET status = 'queued', attempts = 0, next_ms = ?2, expires_ms = NULL, updated_ms = ?2 WHERE id = ?1",
                             params![id, now_ms as i64],
                         )
@@ -948,7 +947,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 match status.as_deref() {
                     None => Err(StoreError::NotFound),
                     Some("queued") => {
-                        exec(tx, 
+                        exec(tx,
                             "UPDATE messages SET status = 'cancelled', updated_ms = ?2 WHERE id = ?1",
                             params![id, now_ms as i64],
                         )

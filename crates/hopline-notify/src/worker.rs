@@ -346,12 +346,14 @@ async fn webhook(
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// (address, TLS name)
+type PoolKey = (SocketAddr, Option<String>);
 
 /// Idle webhook connections, by (address, TLS name): a busy endpoint is not connected to
 /// again for every message.
 #[derive(Default)]
 pub struct ConnPool {
-    idle: parking_lot::Mutex<std::collections::HashMap<(SocketAddr, Option<String>), Vec<Sender>>>,
+    idle: parking_lot::Mutex<std::collections::HashMap<PoolKey, Vec<Sender>>>,
 }
 
 impl std::fmt::Debug for ConnPool {
