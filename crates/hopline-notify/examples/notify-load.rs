@@ -82,14 +82,14 @@ fn baseline(args: &[String]) {
         .unwrap();
     };
     let single = rows.min(5_000);
-    let t = std::time::Instant::now();
+    let t = tokio::time::Instant::now();
     for i in 0..single {
         c.execute_batch("BEGIN").unwrap();
         insert(&c, i);
         c.execute_batch("COMMIT").unwrap();
     }
     let single_rate = single as f64 / t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
+    let t = tokio::time::Instant::now();
     for chunk in 0..rows.div_ceil(1000) {
         c.execute_batch("BEGIN").unwrap();
         for i in 0..1000 {
@@ -164,7 +164,7 @@ async fn send(args: &[String]) {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let cpu0 = cpu_pid.map(cpu_us);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (accepted, stop, errors, key, secret, sink_addr) = (
@@ -224,13 +224,13 @@ async fn send(args: &[String]) {
     let cpu_accept = cpu_pid.map(cpu_us).zip(cpu0).map(|(b, a)| b - a);
     let accepted = accepted.lock().clone();
     // wait for every accepted message to reach the sink
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let done = {
             let seen = first_seen.lock();
             accepted.iter().all(|(id, _)| seen.contains_key(id))
         };
-        if done || std::time::Instant::now() > deadline {
+        if done || tokio::time::Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
