@@ -43,6 +43,8 @@ pub struct Metrics {
     pub invalid: AtomicU64,
     /// Accepts that failed because the store could not write (503).
     pub unavailable: AtomicU64,
+    /// Requests refused by the app or recipient rate limit (429).
+    pub limited: AtomicU64,
 }
 
 /// The API of one service.
@@ -97,6 +99,7 @@ impl RouteService for NotifyApi {
             "unauthorized": n(&m.unauthorized),
             "invalid": n(&m.invalid),
             "unavailable": n(&m.unavailable),
+            "rate_limited": n(&m.limited),
         })
     }
 
@@ -114,6 +117,7 @@ impl RouteService for NotifyApi {
             ("unauthorized", &m.unauthorized),
             ("invalid", &m.invalid),
             ("unavailable", &m.unavailable),
+            ("rate_limited", &m.limited),
         ] {
             let _ = writeln!(
                 out,
@@ -269,13 +273,14 @@ async fn handle(
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
     };
     let segments: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
-    let known = matches!(
-        segments.as_slice(),
-        ["v1", "messages"]
-            | ["v1", "messages", _]
-            | ["v1", "messages", _, "retry"]
-            | ["v1", "analytics"]
-    );
+    let known = rel == "/v1/events"
+        || matches!(
+            segments.as_slice(),
+            ["v1", "messages"]
+                | ["v1", "messages", _]
+                | ["v1", "messages", _, "retry"]
+                | ["v1", "analytics"]
+        );
     if !known {
         return error(
             StatusCode::NOT_FOUND,
@@ -323,6 +328,7 @@ async fn handle(
             }
         }
         (&Method::GET, ["v1", "analytics"]) => analytics(&svc, &app, parts.uri.query()).await,
+        (&Method::GET, ["v1", "events"]) => events(&svc, app),
         _ => {
             let mut r = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -333,6 +339,66 @@ async fn handle(
                 .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
             r
         }
+    }
+}
+
+/// `GET /v1/events`: Server-Sent Events of the app's status changes, as they happen
+/// (`event: status`, `data: {"id","status","attempt","at_ms"}`), with a comment every 15 s.
+fn events(svc: &Service, app: String) -> Response<Body> {
+    let mut feed = svc.events.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    tokio::spawn(async move {
+        let _ = tx.send(Bytes::from_static(b"retry: 2000\n: ok\n\n")).await;
+        let mut ping = tokio::time::interval(std::time::Duration::from_secs(15));
+        ping.tick().await;
+        loop {
+            let frame = tokio::select! {
+                e = feed.recv() => match e {
+                    Ok(e) if e.app == app => Bytes::from(format!(
+                        "event: status\ndata: {}\n\n",
+                        serde_json::to_string(&*e).unwrap_or_default()
+                    )),
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        Bytes::from(format!(": {n} changes skipped (the client was slow); GET /v1/messages has them\n\n"))
+                    }
+                    Err(_) => return,
+                },
+                _ = ping.tick() => Bytes::from_static(b": ping\n\n"),
+                _ = tx.closed() => return,
+            };
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(Body::stream(Feed { rx }));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// The event feed's body: frames as the feed's task makes them.
+struct Feed {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for Feed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|f| f.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
 
@@ -415,6 +481,37 @@ async fn send(
             ),
         );
     }
+    // the app's and the recipient's rate limits (GCRA; shared through Redis if so set)
+    let keys = [
+        caller.app.key.clone(),
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            caller.app.key,
+            msg.channel.as_str(),
+            msg.to
+        ),
+    ];
+    for (limiter, (key, what)) in svc
+        .limits
+        .iter()
+        .zip(keys.iter().zip(["this app", "this recipient"]))
+    {
+        if let Some(l) = limiter {
+            let d = l.check(key).await;
+            if !d.allowed {
+                svc.metrics.limited.fetch_add(1, Ordering::Relaxed);
+                let secs = d.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many messages for {what}; retry after {secs} s"),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return r;
+            }
+        }
+    }
     let idempotency = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => {
@@ -438,6 +535,13 @@ async fn send(
         Ok(Accepted::New(id)) => {
             svc.metrics.accepted.fetch_add(1, Ordering::Relaxed);
             svc.wake.notify_one();
+            let _ = svc.events.send(Arc::new(crate::StatusChange {
+                app: caller.app.key.clone(),
+                id: id.clone(),
+                status: "queued",
+                attempt: 0,
+                at_ms: now,
+            }));
             json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"id": id, "status": "queued"}),

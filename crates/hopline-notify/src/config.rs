@@ -33,6 +33,16 @@ pub struct NotifyConfig {
     /// Attempts in flight per channel.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Messages one app may send, e.g. "100/s" (GCRA, the edge's limiter); 429 above it.
+    pub app_rate: Option<String>,
+    /// Burst of `app_rate` (default: one period's worth).
+    pub app_burst: Option<u32>,
+    /// Messages to one recipient (per app and channel), e.g. "5/h" for SMS; 429 above it.
+    pub recipient_rate: Option<String>,
+    /// Burst of `recipient_rate`.
+    pub recipient_burst: Option<u32>,
+    /// "redis://HOST:PORT" to share the limits between nodes (default: this process).
+    pub limit_store: Option<String>,
 }
 
 fn default_engine() -> String {
@@ -140,6 +150,10 @@ pub fn load(
         }
         for d in &c.retry {
             parse_delay(d).map_err(|e| bad(format!("retry: {e}")))?;
+        }
+        for rate in [&c.app_rate, &c.recipient_rate].into_iter().flatten() {
+            hopline_edge::ratelimit::Rate::parse(rate)
+                .map_err(|e| bad(format!("rate {rate:?}: {e}")))?;
         }
         if c.database.is_relative() {
             c.database = base.join(&c.database);

@@ -35,6 +35,25 @@ pub fn http_date_ms(s: &str) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
+/// A message's status changed (fed to `GET /v1/events`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusChange {
+    /// The app's key (the feed shows an app its own messages only).
+    #[serde(skip)]
+    pub app: String,
+    /// The message.
+    pub id: String,
+    /// Its new status.
+    pub status: &'static str,
+    /// The attempt that led to it (0: not an attempt, e.g. accepted).
+    pub attempt: u32,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+/// A shared status change.
+pub type StatusEvent = Arc<StatusChange>;
+
 /// One running service: its store, its workers and its API.
 #[derive(Debug)]
 pub struct Service {
@@ -46,9 +65,13 @@ pub struct Service {
     pub config: parking_lot::RwLock<NotifyConfig>,
     /// Woken when a message is accepted.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Status changes as they happen.
+    pub events: tokio::sync::broadcast::Sender<StatusEvent>,
     /// Counters.
     pub metrics: api::Metrics,
     nonces: moka::sync::Cache<(String, String), ()>,
+    /// Per-app and per-recipient limits (GCRA).
+    pub(crate) limits: [Option<hopline_edge::ratelimit::Limiter>; 2],
     apps: moka::sync::Cache<String, Option<store::App>>,
     _workers: tokio::task::JoinHandle<()>,
 }
@@ -61,6 +84,7 @@ impl Service {
         }
         let store = Arc::new(store::Store::open(&config.database)?);
         let wake = Arc::new(tokio::sync::Notify::new());
+        let events = tokio::sync::broadcast::channel(4096).0;
         let workers = worker::spawn(
             store.clone(),
             worker::WorkerSettings {
@@ -70,14 +94,41 @@ impl Service {
                     config.webhook_timeout_ms.max(100),
                 ),
                 concurrency: config.concurrency.max(1),
+                events: events.clone(),
             },
             wake.clone(),
         );
+        let limiter = |name: &str, rate: &Option<String>, burst: Option<u32>| {
+            rate.as_ref().map(|r| {
+                hopline_edge::ratelimit::Limiter::new(
+                    name,
+                    &hopline_edge::ratelimit::LimitConfig {
+                        key: "header:x-app-key".into(),
+                        rate: r.clone(),
+                        burst,
+                        store: config.limit_store.clone(),
+                        max_keys: 1_000_000,
+                    },
+                )
+            })
+        };
+        let app_limit = limiter(&format!("{name}-app"), &config.app_rate, config.app_burst)
+            .transpose()
+            .map_err(store::StoreError::Unavailable)?;
+        let recipient_limit = limiter(
+            &format!("{name}-recipient"),
+            &config.recipient_rate,
+            config.recipient_burst,
+        )
+        .transpose()
+        .map_err(store::StoreError::Unavailable)?;
         Ok(Arc::new(Service {
+            limits: [app_limit, recipient_limit],
             name: name.to_string(),
             store,
             config: parking_lot::RwLock::new(config.clone()),
             wake,
+            events,
             metrics: api::Metrics::default(),
             nonces: moka::sync::Cache::builder()
                 .time_to_live(std::time::Duration::from_secs(api::SKEW_S * 2 + 60))

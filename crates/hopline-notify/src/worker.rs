@@ -34,6 +34,8 @@ pub struct WorkerSettings {
     pub webhook_timeout: Duration,
     /// Attempts in flight per channel.
     pub concurrency: usize,
+    /// Status changes, for the `GET /v1/events` feed.
+    pub events: tokio::sync::broadcast::Sender<crate::StatusEvent>,
 }
 
 /// Is `ip` an address a webhook may reach from the public side?
@@ -214,8 +216,19 @@ async fn attempt(
         next_ms,
         disable_endpoint: disable,
     };
+    let status = outcome.status;
     if let Err(e) = store.record(&m.id, outcome, now).await {
         tracing::error!(target: "hopline::notify", "recording attempt {} of {} failed: {e}", c.attempt, m.id);
+    } else {
+        let _ = settings
+            .events
+            .send(std::sync::Arc::new(crate::StatusChange {
+                app: m.app.clone(),
+                id: m.id.clone(),
+                status: status.as_str(),
+                attempt: c.attempt,
+                at_ms: now,
+            }));
     }
 }
 

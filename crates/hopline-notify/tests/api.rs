@@ -507,3 +507,99 @@ async fn private_targets_are_refused_unless_allowed() {
 async fn start_guarded() -> Api {
     start_with("", false).await
 }
+
+#[tokio::test]
+async fn apps_and_recipients_are_rate_limited() {
+    let (sink_addr, _sink) = sink().await;
+    let api =
+        start("app_rate = \"5/m\"\napp_burst = 5\nrecipient_rate = \"2/h\"\nrecipient_burst = 2")
+            .await;
+    let one = format!("http://{sink_addr}/same");
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..3 {
+        let (s, v) = call(&api, "POST", "/v1/messages", &webhook(&one, "again")).await;
+        if s == 429 {
+            assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("recipient"),
+                "{v}"
+            );
+            retry_after = Some(v);
+        }
+        statuses.push(s);
+    }
+    assert_eq!(statuses, [202, 202, 429], "two per recipient per hour");
+    assert!(retry_after.is_some());
+    // the app's own limit: 5 in all (the refused one counted against the app too)
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let (s, v) = call(
+            &api,
+            "POST",
+            "/v1/messages",
+            &webhook(&format!("http://{sink_addr}/r{i}"), "x"),
+        )
+        .await;
+        if s == 429 {
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("app"),
+                "{v}"
+            );
+        }
+        statuses.push(s);
+    }
+    assert_eq!(statuses, [202, 202, 429]);
+}
+
+#[tokio::test]
+async fn status_changes_stream_as_server_sent_events() {
+    let (sink_addr, _sink) = sink().await;
+    let api = start("").await;
+    // a signed GET of the feed
+    let ts = (hopline_notify::now_ms() / 1000).to_string();
+    let c = model::canonical("GET", "/v1/events", None, &ts, "feed-1", b"");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut feed = client
+        .get(format!("http://{}/v1/events", api.addr))
+        .header("x-app-key", &api.key)
+        .header("x-timestamp", &ts)
+        .header("x-nonce", "feed-1")
+        .header("x-signature", model::sign(&api.secret, &c))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    assert_eq!(feed.headers()["content-type"], "text/event-stream");
+    let (_, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        &webhook(&format!("http://{sink_addr}/hook"), "watched"),
+    )
+    .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let mut text = String::new();
+    let mut statuses = Vec::new();
+    while !statuses.contains(&"delivered".to_string()) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), feed.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = text.find("\n\n") {
+            let block = text[..i].to_string();
+            text.drain(..i + 2);
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let e: serde_json::Value = serde_json::from_str(data).unwrap();
+                assert_eq!(e["id"], id.as_str());
+                statuses.push(e["status"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(statuses, ["queued", "delivered"]);
+}
