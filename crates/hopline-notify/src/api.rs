@@ -273,6 +273,10 @@ async fn handle(
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
     };
     let segments: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
+    // provider callbacks are signed by the provider, not by an app
+    if let ["v1", "callbacks", provider] = segments.as_slice() {
+        return callback(&svc, &parts, provider, &body).await;
+    }
     let known = rel == "/v1/events"
         || matches!(
             segments.as_slice(),
@@ -402,6 +406,104 @@ impl http_body::Body for Feed {
     }
 }
 
+/// `POST /v1/callbacks/{sms|push}`: a provider's delivery report
+/// `{"id": "msg_…", "status": "delivered" | "failed" | "bounced"}`, signed by the provider
+/// with `X-Signature: hex(hmac_sha256(callback_secret, body))`. Unknown providers and
+/// unsigned or badly signed reports → 401, nothing changed.
+async fn callback(
+    svc: &Service,
+    parts: &http::request::Parts,
+    provider: &str,
+    body: &[u8],
+) -> Response<Body> {
+    if parts.method != Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "callbacks are POSTed",
+        );
+    }
+    let secret = {
+        let cfg = svc.config.read();
+        match provider {
+            "sms" => cfg.sms.as_ref().map(|p| p.callback_secret.clone()),
+            "push" => cfg.push.as_ref().map(|p| p.callback_secret.clone()),
+            _ => None,
+        }
+    };
+    let Some(secret) = secret else {
+        svc.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("no provider {provider:?} takes callbacks here"),
+        );
+    };
+    let signature = parts
+        .headers
+        .get("x-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let valid = (0..signature.len())
+        .step_by(2)
+        .map(|i| {
+            signature
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .is_some_and(|raw| ring::hmac::verify(&key, body, &raw).is_ok());
+    if !valid {
+        svc.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or bad X-Signature",
+        );
+    }
+    let v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+    };
+    let (Some(id), Some(status)) = (v["id"].as_str(), v["status"].as_str()) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "id and status are required",
+        );
+    };
+    let status = match status {
+        "delivered" => crate::model::Status::Delivered,
+        "failed" => crate::model::Status::Failed,
+        "bounced" => crate::model::Status::Bounced,
+        s => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("status {s:?}: delivered, failed or bounced"),
+            );
+        }
+    };
+    let now = crate::now_ms();
+    match svc.store.callback(id, provider, status, now).await {
+        Ok(app) => {
+            let _ = svc.events.send(Arc::new(crate::StatusChange {
+                app,
+                id: id.to_string(),
+                status: status.as_str(),
+                attempt: 0,
+                at_ms: now,
+            }));
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id, "status": status.as_str()}),
+            )
+        }
+        Err(e) => store_error(e),
+    }
+}
+
 fn store_error(e: StoreError) -> Response<Body> {
     match e {
         StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such message"),
@@ -470,14 +572,28 @@ async fn send(
             format!("this app may not use channel {}", msg.channel.as_str()),
         );
     }
-    if msg.channel != crate::model::Channel::Webhook {
+    let provided = {
+        let cfg = svc.config.read();
+        match msg.channel {
+            crate::model::Channel::Webhook => true,
+            crate::model::Channel::Sms => cfg.sms.is_some(),
+            crate::model::Channel::Push => cfg.push.is_some(),
+            crate::model::Channel::Email => false,
+        }
+    };
+    if !provided {
         svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no_provider",
             format!(
-                "channel {} has no provider in this build yet (webhook has)",
-                msg.channel.as_str()
+                "channel {} has no provider here ({})",
+                msg.channel.as_str(),
+                if msg.channel == crate::model::Channel::Email {
+                    "email is not built yet"
+                } else {
+                    "configure [notify.NAME.sms] / [notify.NAME.push]"
+                }
             ),
         );
     }

@@ -43,6 +43,38 @@ pub struct NotifyConfig {
     pub recipient_burst: Option<u32>,
     /// "redis://HOST:PORT" to share the limits between nodes (default: this process).
     pub limit_store: Option<String>,
+    /// The SMS gateway (`channel = "sms"`).
+    pub sms: Option<SmsProvider>,
+    /// The push provider (`channel = "push"`).
+    pub push: Option<PushProvider>,
+}
+
+/// An SMS gateway that takes a form-encoded POST with basic auth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsProvider {
+    /// The endpoint, e.g. "https://sms.example/v1/send".
+    pub url: String,
+    /// Basic auth user (account).
+    pub user: String,
+    /// Basic auth password (token).
+    pub password: String,
+    /// The sender number or name.
+    pub from: String,
+    /// Its delivery callbacks (`POST /v1/callbacks/sms`) are signed with this.
+    pub callback_secret: String,
+}
+
+/// A push provider that takes a JSON POST with a bearer token (FCM HTTP v1's shape).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushProvider {
+    /// The endpoint.
+    pub url: String,
+    /// The bearer token.
+    pub token: String,
+    /// Its delivery callbacks (`POST /v1/callbacks/push`) are signed with this.
+    pub callback_secret: String,
 }
 
 fn default_engine() -> String {

@@ -95,6 +95,8 @@ impl Service {
                 ),
                 concurrency: config.concurrency.max(1),
                 events: events.clone(),
+                sms: config.sms.clone(),
+                push: config.push.clone(),
             },
             wake.clone(),
         );

@@ -185,6 +185,13 @@ enum Op {
         now_ms: u64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    Callback {
+        id: String,
+        channel: String,
+        status: Status,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<String, StoreError>>,
+    },
 }
 
 const SCHEMA: &str = r#"
@@ -355,6 +362,26 @@ impl Store {
         self.call(|reply| Op::Cancel {
             app,
             id,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// A provider's delivery report for a message of `channel` it was sent through:
+    /// `delivered`, `failed` or `bounced`. Answers the message's app.
+    pub async fn callback(
+        &self,
+        id: &str,
+        channel: &str,
+        status: Status,
+        now_ms: u64,
+    ) -> Result<String, StoreError> {
+        let (id, channel) = (id.to_string(), channel.to_string());
+        self.call(|reply| Op::Callback {
+            id,
+            channel,
+            status,
             now_ms,
             reply,
         })
@@ -702,6 +729,7 @@ fn fail(op: Op, e: &StoreError) {
         Op::Record { reply, .. } | Op::Replay { reply, .. } | Op::Cancel { reply, .. } => {
             drop(reply.send(Err(e.clone())))
         }
+        Op::Callback { reply, .. } => drop(reply.send(Err(e.clone()))),
     }
 }
 
@@ -873,11 +901,21 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 )
                 .map_err(sql_err)?;
                 let delivered = outcome.status == Status::Delivered;
-                exec(tx,
+                let sent = delivered || outcome.status == Status::Sent;
+                exec(
+                    tx,
                     "UPDATE messages SET status = ?2, next_ms = COALESCE(?3, next_ms), updated_ms = ?4, \
                      sent_ms = CASE WHEN ?5 THEN COALESCE(sent_ms, ?6) ELSE sent_ms END, \
-                     delivered_ms = CASE WHEN ?5 THEN ?4 ELSE delivered_ms END WHERE id = ?1",
-                    params![id, outcome.status.as_str(), outcome.next_ms.map(|n| n as i64), now_ms as i64, delivered, a.at_ms as i64],
+                     delivered_ms = CASE WHEN ?7 THEN ?4 ELSE delivered_ms END WHERE id = ?1",
+                    params![
+                        id,
+                        outcome.status.as_str(),
+                        outcome.next_ms.map(|n| n as i64),
+                        now_ms as i64,
+                        sent,
+                        a.at_ms as i64,
+                        delivered
+                    ],
                 )
                 .map_err(sql_err)?;
                 if delivered {
@@ -959,6 +997,50 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                         "a {s} message cannot be cancelled (only queued ones)"
                     ))),
                 }
+            })();
+            answer(reply, r)
+        }
+        Op::Callback {
+            id,
+            channel,
+            status,
+            now_ms,
+            reply,
+        } => {
+            let r = (|| -> Result<String, StoreError> {
+                let found: Option<(String, String, String)> = query_row(
+                    tx,
+                    "SELECT app, status, channel FROM messages WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(sql_err)?;
+                let Some((app, current, ch)) = found else {
+                    return Err(StoreError::NotFound);
+                };
+                if ch != channel {
+                    return Err(StoreError::NotFound);
+                }
+                if !matches!(current.as_str(), "sent" | "sending" | "delivered") {
+                    return Err(StoreError::Conflict(format!(
+                        "a {current} message takes no delivery report"
+                    )));
+                }
+                exec(
+                    tx,
+                    "UPDATE messages SET status = ?2, updated_ms = ?3, \
+                     delivered_ms = CASE WHEN ?4 THEN ?3 ELSE delivered_ms END WHERE id = ?1",
+                    params![
+                        id,
+                        status.as_str(),
+                        now_ms as i64,
+                        status == Status::Delivered
+                    ],
+                )
+                .map_err(sql_err)?;
+                history(tx, &id, status, now_ms).map_err(sql_err)?;
+                Ok(app)
             })();
             answer(reply, r)
         }

@@ -36,6 +36,10 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Status changes, for the `GET /v1/events` feed.
     pub events: tokio::sync::broadcast::Sender<crate::StatusEvent>,
+    /// The SMS gateway, if configured.
+    pub sms: Option<crate::config::SmsProvider>,
+    /// The push provider, if configured.
+    pub push: Option<crate::config::PushProvider>,
 }
 
 /// Is `ip` an address a webhook may reach from the public side?
@@ -179,12 +183,24 @@ async fn attempt(
                 }
             }
         },
-        other => (
-            Some(0),
-            None,
-            Some(format!("no provider for channel {other} in this build")),
-            None,
-        ),
+        channel => {
+            let r = match (channel, &settings.sms, &settings.push) {
+                ("sms", Some(p), _) => Some(sms(settings, tls, pool, p, &c).await),
+                ("push", _, Some(p)) => Some(push(settings, tls, pool, p, &c).await),
+                _ => None,
+            };
+            match r {
+                Some(Ok((s, ra))) => (Some(s), ra, None, None),
+                Some(Err(Refused::Retry(e))) => (None, None, Some(e), None),
+                Some(Err(Refused::Never(e))) => (Some(0), None, Some(e), None),
+                None => (
+                    Some(0),
+                    None,
+                    Some(format!("no provider configured for channel {channel}")),
+                    None,
+                ),
+            }
+        }
     };
     let verdict = match (status, &error) {
         // (0: refused before sending, for good)
@@ -194,8 +210,13 @@ async fn attempt(
     };
     let jitter: f64 = rand::random::<f64>() * 2.0 - 1.0;
     let now = crate::now_ms();
-    let (next, next_ms) = next_step(&settings.schedule, c.attempt, verdict, now, jitter);
+    let (mut next, next_ms) = next_step(&settings.schedule, c.attempt, verdict, now, jitter);
+    if next == Status::Delivered && m.channel != "webhook" {
+        // a provider that took it has sent it; delivery is what its callback reports
+        next = Status::Sent;
+    }
     let result = match verdict {
+        Verdict::Delivered if next == Status::Sent => "sent",
         Verdict::Delivered => "delivered",
         Verdict::Retry { .. } if next == Status::Dead => "dead",
         Verdict::Retry { .. } => "retry",
@@ -239,15 +260,21 @@ enum Refused {
     Never(String),
 }
 
-/// POST the message to its URL; the status and any `Retry-After`.
-async fn webhook(
+/// POST `body` to `url` (over a kept-alive connection when there is one); the status and
+/// any `Retry-After`. With `guard`, a non-public address is refused unless
+/// `allow_private_targets` (recipients' URLs; a configured provider's URL is trusted).
+#[allow(clippy::too_many_arguments)]
+async fn post(
     settings: &WorkerSettings,
     tls: &Arc<rustls::ClientConfig>,
     pool: &ConnPool,
-    c: &Claimed,
+    url: &str,
+    guard: bool,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
 ) -> Result<(u16, Option<Duration>), Refused> {
-    let m = &c.message;
-    let url = url::Url::parse(&m.to).map_err(|e| Refused::Never(format!("bad URL: {e}")))?;
+    let url = url::Url::parse(url).map_err(|e| Refused::Never(format!("bad URL: {e}")))?;
     let host = url
         .host_str()
         .ok_or_else(|| Refused::Never("no host".into()))?
@@ -268,7 +295,7 @@ async fn webhook(
     let addr = addrs
         .iter()
         .copied()
-        .find(|a| settings.allow_private_targets || is_public(a.ip()))
+        .find(|a| !guard || settings.allow_private_targets || is_public(a.ip()))
         .ok_or_else(|| {
             if addrs.is_empty() {
                 Refused::Retry(format!("{host} has no address"))
@@ -279,19 +306,6 @@ async fn webhook(
                 ))
             }
         })?;
-    let body = serde_json::json!({
-        "type": "notification",
-        "id": m.id,
-        "subject": m.subject,
-        "body": m.body,
-        "metadata": m.metadata,
-        "created_at": m.created_ms / 1000,
-        "attempt": c.attempt,
-    })
-    .to_string();
-    let ts = crate::now_ms() / 1000;
-    let signature = webhook_signature(&c.webhook_secret, &m.id, ts, body.as_bytes())
-        .ok_or_else(|| Refused::Never("the app has no valid webhook secret".into()))?;
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
@@ -300,17 +314,18 @@ async fn webhook(
         Some(p) => format!("{host}:{p}"),
         None => host.clone(),
     };
-    let req = http::Request::post(path)
+    let mut req = http::Request::post(path)
         .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, content_type)
         .header(
             http::header::USER_AGENT,
             concat!("hopline-notify/", env!("CARGO_PKG_VERSION")),
-        )
-        .header("webhook-id", &m.id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", signature)
-        .body(Full::new(Bytes::from(body)))
+        );
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let req = req
+        .body(Full::new(body))
         .map_err(|e| Refused::Never(e.to_string()))?;
     let key = (addr, https.then(|| lookup_host.clone()));
     let exchange = async {
@@ -356,6 +371,113 @@ async fn webhook(
                 settings.webhook_timeout.as_secs()
             ))
         })?
+}
+
+/// The message to its URL, signed per Standard Webhooks.
+async fn webhook(
+    settings: &WorkerSettings,
+    tls: &Arc<rustls::ClientConfig>,
+    pool: &ConnPool,
+    c: &Claimed,
+) -> Result<(u16, Option<Duration>), Refused> {
+    let m = &c.message;
+    let body = serde_json::json!({
+        "type": "notification",
+        "id": m.id,
+        "subject": m.subject,
+        "body": m.body,
+        "metadata": m.metadata,
+        "created_at": m.created_ms / 1000,
+        "attempt": c.attempt,
+    })
+    .to_string();
+    let ts = crate::now_ms() / 1000;
+    let signature = webhook_signature(&c.webhook_secret, &m.id, ts, body.as_bytes())
+        .ok_or_else(|| Refused::Never("the app has no valid webhook secret".into()))?;
+    let headers = vec![
+        ("webhook-id", m.id.clone()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", signature),
+    ];
+    post(
+        settings,
+        tls,
+        pool,
+        &m.to,
+        true,
+        "application/json",
+        headers,
+        Bytes::from(body),
+    )
+    .await
+}
+
+/// An SMS through the configured gateway: a form-encoded POST with basic auth, as common
+/// SMS gateways take it (`To`, `From`, `Body`, `Reference` = the message id).
+async fn sms(
+    settings: &WorkerSettings,
+    tls: &Arc<rustls::ClientConfig>,
+    pool: &ConnPool,
+    p: &crate::config::SmsProvider,
+    c: &Claimed,
+) -> Result<(u16, Option<Duration>), Refused> {
+    use base64::Engine;
+    let m = &c.message;
+    let form: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("To", &m.to)
+        .append_pair("From", &p.from)
+        .append_pair("Body", &m.body)
+        .append_pair("Reference", &m.id)
+        .finish();
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", p.user, p.password));
+    let headers = vec![
+        ("authorization", format!("Basic {auth}")),
+        ("idempotency-key", m.id.clone()),
+    ];
+    post(
+        settings,
+        tls,
+        pool,
+        &p.url,
+        false,
+        "application/x-www-form-urlencoded",
+        headers,
+        Bytes::from(form),
+    )
+    .await
+}
+
+/// A push notification through the configured provider: a JSON POST with a bearer
+/// token, shaped like FCM HTTP v1 (`message.token`, `notification`, `data.id`).
+async fn push(
+    settings: &WorkerSettings,
+    tls: &Arc<rustls::ClientConfig>,
+    pool: &ConnPool,
+    p: &crate::config::PushProvider,
+    c: &Claimed,
+) -> Result<(u16, Option<Duration>), Refused> {
+    let m = &c.message;
+    let body = serde_json::json!({
+        "message": {
+            "token": m.to,
+            "notification": {"title": m.subject, "body": m.body},
+            "data": {"id": m.id},
+        }
+    })
+    .to_string();
+    let headers = vec![("authorization", format!("Bearer {}", p.token))];
+    post(
+        settings,
+        tls,
+        pool,
+        &p.url,
+        false,
+        "application/json",
+        headers,
+        Bytes::from(body),
+    )
+    .await
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;

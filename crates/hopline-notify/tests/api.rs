@@ -603,3 +603,157 @@ async fn status_changes_stream_as_server_sent_events() {
     }
     assert_eq!(statuses, ["queued", "delivered"]);
 }
+
+#[tokio::test]
+async fn sms_and_push_through_providers_with_signed_callbacks() {
+    let (provider, stub) = sink().await;
+    let api = start(&format!(
+        "[notify.main.sms]\nurl = \"http://{provider}/sms\"\nuser = \"acct\"\npassword = \"pw\"\nfrom = \"+15550100\"\ncallback_secret = \"sms-callback-secret\"\n\
+         [notify.main.push]\nurl = \"http://{provider}/push\"\ntoken = \"push-token\"\ncallback_secret = \"push-callback-secret\"\n"
+    ))
+    .await;
+    // SMS: a form POST with basic auth; the provider took it → sent (not yet delivered)
+    let (s, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        r#"{"channel":"sms","to":"+4915112345678","body":"your code is 1234"}"#,
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let sms_id = v["id"].as_str().unwrap().to_string();
+    wait_status(&api, &sms_id, "sent").await;
+    {
+        let got = stub.got.lock();
+        let d = &got[0];
+        assert_eq!(
+            d.headers["content-type"],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(d.headers["authorization"], "Basic YWNjdDpwdw==");
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(d.body.as_bytes())
+            .into_owned()
+            .collect();
+        assert!(
+            form.contains(&("To".into(), "+4915112345678".into())),
+            "{form:?}"
+        );
+        assert!(
+            form.contains(&("Reference".into(), sms_id.clone())),
+            "{form:?}"
+        );
+    }
+    // its delivery report: unsigned or badly signed → 401, nothing changed
+    let report = format!(r#"{{"id":"{sms_id}","status":"delivered"}}"#);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let post = |path: &str, sig: Option<String>, body: String| {
+        let mut r = client.post(format!("http://{}{path}", api.addr)).body(body);
+        if let Some(s) = sig {
+            r = r.header("x-signature", s);
+        }
+        r.send()
+    };
+    let sign = |secret: &str, body: &str| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        model::hex(ring::hmac::sign(&key, body.as_bytes()).as_ref())
+    };
+    assert_eq!(
+        post("/v1/callbacks/sms", None, report.clone())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(
+            "/v1/callbacks/sms",
+            Some(sign("wrong", &report)),
+            report.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+    assert_eq!(
+        post(
+            "/v1/callbacks/fax",
+            Some(sign("sms-callback-secret", &report)),
+            report.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+    let (_, v) = call(&api, "GET", &format!("/v1/messages/{sms_id}"), "").await;
+    assert_eq!(v["message"]["status"], "sent", "nothing changed");
+    let r = post(
+        "/v1/callbacks/sms",
+        Some(sign("sms-callback-secret", &report)),
+        report.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = wait_status(&api, &sms_id, "delivered").await;
+    let timeline: Vec<&str> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, ["queued", "sending", "sent", "delivered"]);
+    // push: a JSON POST with a bearer token, retried after a 500; then a bounce report
+    stub.script.lock().push_back((500, None));
+    let (s, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        r#"{"channel":"push","to":"device-token-abc","subject":"Hi","body":"Your order shipped"}"#,
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let push_id = v["id"].as_str().unwrap().to_string();
+    let v = wait_status(&api, &push_id, "sent").await;
+    assert_eq!(v["message"]["attempts"], 2);
+    {
+        let got = stub.got.lock();
+        let d = got.last().unwrap();
+        assert_eq!(d.headers["authorization"], "Bearer push-token");
+        let b: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(b["message"]["token"], "device-token-abc");
+        assert_eq!(b["message"]["data"]["id"], push_id.as_str());
+    }
+    let bounce = format!(r#"{{"id":"{push_id}","status":"bounced"}}"#);
+    // the SMS provider's secret does not sign push reports
+    assert_eq!(
+        post(
+            "/v1/callbacks/push",
+            Some(sign("sms-callback-secret", &bounce)),
+            bounce.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+    let r = post(
+        "/v1/callbacks/push",
+        Some(sign("push-callback-secret", &bounce)),
+        bounce,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_status(&api, &push_id, "bounced").await;
+    // email has no provider yet: refused, not queued
+    let (s, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        r#"{"channel":"email","to":"a@b.example","subject":"s","body":"b"}"#,
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("no_provider")));
+}
