@@ -428,6 +428,7 @@ async fn callback(
         match provider {
             "sms" => cfg.sms.as_ref().map(|p| p.callback_secret.clone()),
             "push" => cfg.push.as_ref().map(|p| p.callback_secret.clone()),
+            "email" => cfg.email.as_ref().map(|p| p.callback_secret.clone()),
             _ => None,
         }
     };
@@ -578,7 +579,7 @@ async fn send(
             crate::model::Channel::Webhook => true,
             crate::model::Channel::Sms => cfg.sms.is_some(),
             crate::model::Channel::Push => cfg.push.is_some(),
-            crate::model::Channel::Email => false,
+            crate::model::Channel::Email => cfg.email.is_some(),
         }
     };
     if !provided {
@@ -589,11 +590,7 @@ async fn send(
             format!(
                 "channel {} has no provider here ({})",
                 msg.channel.as_str(),
-                if msg.channel == crate::model::Channel::Email {
-                    "email is not built yet"
-                } else {
-                    "configure [notify.NAME.sms] / [notify.NAME.push]"
-                }
+                "configure [notify.NAME.email], [notify.NAME.sms] or [notify.NAME.push]"
             ),
         );
     }

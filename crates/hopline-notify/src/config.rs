@@ -47,6 +47,33 @@ pub struct NotifyConfig {
     pub sms: Option<SmsProvider>,
     /// The push provider (`channel = "push"`).
     pub push: Option<PushProvider>,
+    /// The SMTP relay (`channel = "email"`).
+    pub email: Option<EmailProvider>,
+}
+
+/// An SMTP relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailProvider {
+    /// The relay's host name (checked against its certificate with TLS).
+    pub host: String,
+    /// Its port (default: 587 with starttls, 465 with tls, 25 without).
+    pub port: Option<u16>,
+    /// "starttls" (default), "tls" (implicit, port 465) or "none" (local relays only).
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    /// AUTH user, if the relay wants one.
+    pub user: Option<String>,
+    /// AUTH password.
+    pub password: Option<String>,
+    /// The From address, e.g. "Shop <shop@example.com>".
+    pub from: String,
+    /// Bounce reports (`POST /v1/callbacks/email`) are signed with this.
+    pub callback_secret: String,
+}
+
+fn default_smtp_tls() -> String {
+    "starttls".into()
 }
 
 /// An SMS gateway that takes a form-encoded POST with basic auth.
@@ -182,6 +209,17 @@ pub fn load(
         }
         for d in &c.retry {
             parse_delay(d).map_err(|e| bad(format!("retry: {e}")))?;
+        }
+        if let Some(e) = &c.email {
+            if !matches!(e.tls.as_str(), "starttls" | "tls" | "none") {
+                return Err(bad(format!(
+                    "email.tls {:?}: \"starttls\", \"tls\" or \"none\"",
+                    e.tls
+                )));
+            }
+            if e.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(bad(format!("email.from {:?} is not a mailbox", e.from)));
+            }
         }
         for rate in [&c.app_rate, &c.recipient_rate].into_iter().flatten() {
             hopline_edge::ratelimit::Rate::parse(rate)

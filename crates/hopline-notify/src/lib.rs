@@ -97,6 +97,16 @@ impl Service {
                 events: events.clone(),
                 sms: config.sms.clone(),
                 push: config.push.clone(),
+                email: match &config.email {
+                    Some(e) => Some(Arc::new(
+                        worker::Mailer::new(
+                            e,
+                            std::time::Duration::from_millis(config.webhook_timeout_ms.max(100)),
+                        )
+                        .map_err(store::StoreError::Unavailable)?,
+                    )),
+                    None => None,
+                },
             },
             wake.clone(),
         );

@@ -40,6 +40,74 @@ pub struct WorkerSettings {
     pub sms: Option<crate::config::SmsProvider>,
     /// The push provider, if configured.
     pub push: Option<crate::config::PushProvider>,
+    /// The SMTP relay, if configured (a pooled transport, built once).
+    pub email: Option<Arc<Mailer>>,
+}
+
+/// The SMTP relay: its transport (connections pooled) and From address.
+pub struct Mailer {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// A mailer for the configured relay.
+    pub fn new(p: &crate::config::EmailProvider, timeout: Duration) -> Result<Mailer, String> {
+        use lettre::AsyncSmtpTransport as T;
+        let builder = match p.tls.as_str() {
+            "tls" => T::<lettre::Tokio1Executor>::relay(&p.host)
+                .map_err(|e| e.to_string())?
+                .port(p.port.unwrap_or(465)),
+            "none" => {
+                T::<lettre::Tokio1Executor>::builder_dangerous(&p.host).port(p.port.unwrap_or(25))
+            }
+            _ => T::<lettre::Tokio1Executor>::starttls_relay(&p.host)
+                .map_err(|e| e.to_string())?
+                .port(p.port.unwrap_or(587)),
+        };
+        let builder = match (&p.user, &p.password) {
+            (Some(u), Some(pw)) => builder.credentials(
+                lettre::transport::smtp::authentication::Credentials::new(u.clone(), pw.clone()),
+            ),
+            _ => builder,
+        };
+        Ok(Mailer {
+            transport: builder.timeout(Some(timeout)).build(),
+            from: p.from.parse().map_err(|e| format!("from: {e}"))?,
+        })
+    }
+}
+
+/// An email through the relay. A 2xx from the relay: sent; a 4xx (transient): retry; a
+/// 5xx (permanent): failed.
+async fn email(mailer: &Mailer, c: &Claimed) -> Result<(u16, Option<Duration>), Refused> {
+    use lettre::AsyncTransport;
+    let m = &c.message;
+    let to: lettre::message::Mailbox =
+        m.to.parse()
+            .map_err(|e| Refused::Never(format!("to: {e}")))?;
+    let domain = mailer.from.email.domain().to_string();
+    let message = lettre::Message::builder()
+        .from(mailer.from.clone())
+        .to(to)
+        .subject(m.subject.clone().unwrap_or_default())
+        .message_id(Some(format!("<{}@{domain}>", m.id)))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(m.body.clone())
+        .map_err(|e| Refused::Never(e.to_string()))?;
+    match mailer.transport.send(message).await {
+        Ok(r) => Ok((if r.is_positive() { 200 } else { 500 }, None)),
+        Err(e) if e.is_permanent() => Ok((400, None)),
+        Err(e) => Err(Refused::Retry(format!("SMTP: {e}"))),
+    }
 }
 
 /// Is `ip` an address a webhook may reach from the public side?
@@ -184,9 +252,10 @@ async fn attempt(
             }
         },
         channel => {
-            let r = match (channel, &settings.sms, &settings.push) {
-                ("sms", Some(p), _) => Some(sms(settings, tls, pool, p, &c).await),
-                ("push", _, Some(p)) => Some(push(settings, tls, pool, p, &c).await),
+            let r = match (channel, &settings.sms, &settings.push, &settings.email) {
+                ("sms", Some(p), _, _) => Some(sms(settings, tls, pool, p, &c).await),
+                ("push", _, Some(p), _) => Some(push(settings, tls, pool, p, &c).await),
+                ("email", _, _, Some(mailer)) => Some(email(mailer, &c).await),
                 _ => None,
             };
             match r {
