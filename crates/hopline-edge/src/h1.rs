@@ -910,9 +910,16 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
     let mut conn_upgrade = false;
     let mut has_upgrade = false;
     let mut expect_continue = false;
+    let mut hosts = 0u32;
     for i in 0..fields.len() {
         let (name, value) = fields.field(&head, i).map_err(bad)?;
-        if name == header::CONTENT_LENGTH {
+        if name == header::HOST {
+            hosts += 1;
+            if hosts > 1 {
+                // RFC 9112 §3.2: more than one Host is a bad request
+                return Err(bad("more than one Host field\n"));
+            }
+        } else if name == header::CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {
                 let v = length_digits(trim_ows(part)).ok_or_else(|| bad("bad Content-Length\n"))?;
                 match content_length {
@@ -974,6 +981,19 @@ fn parse_head(buf: &mut BytesMut, max_header_bytes: usize) -> Result<Option<Head
             StatusCode::METHOD_NOT_ALLOWED,
             "CONNECT is not supported\n",
         ));
+    }
+    if let Some(authority) = uri.authority() {
+        // absolute form (RFC 9112 §3.2.2): the target's authority replaces any Host
+        let v =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| bad("bad request target\n"))?;
+        map.insert(header::HOST, v);
+    } else if version == Version::HTTP_11
+        && map
+            .get(header::HOST)
+            .is_none_or(|h| h.as_bytes().trim_ascii().is_empty())
+    {
+        // RFC 9112 §3.2: an HTTP/1.1 request without a (non-empty) Host is a bad request
+        return Err(bad("an HTTP/1.1 request needs a Host field\n"));
     }
     let mut req = Request::new(());
     *req.method_mut() = method;
@@ -1573,6 +1593,41 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_once_and_the_absolute_form_wins() {
+        let bad = Some(StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\n\r\n"),
+            bad,
+            "no Host in HTTP/1.1"
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost:\r\n\r\n"),
+            bad,
+            "empty Host"
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            bad,
+            "two Host fields"
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+            bad,
+            "two Host fields, even equal"
+        );
+        // HTTP/1.0 may leave it out
+        assert!(head(b"GET / HTTP/1.0\r\n\r\n").is_ok_and(|h| h.is_some()));
+        // absolute form: the target's authority replaces Host (RFC 9112 §3.2.2)
+        let h = head(b"GET http://other.example:8080/p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(h.req.headers()[header::HOST], "other.example:8080");
+        assert_eq!(h.req.headers().get_all(header::HOST).iter().count(), 1);
+        assert_eq!(h.req.uri().path(), "/p");
+    }
+
+    #[test]
     fn heads_parse_with_framing_and_connection() {
         let h = head(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n\r\n")
             .ok()
@@ -1591,10 +1646,11 @@ mod tests {
         assert_eq!(h.decoder, Decoder::Length(5));
         let h = head(b"GET / HTTP/1.0\r\n\r\n").ok().flatten().unwrap();
         assert!(!h.keep_alive);
-        let h = head(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            .ok()
-            .flatten()
-            .unwrap();
+        let h =
+            head(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .ok()
+                .flatten()
+                .unwrap();
         assert!(h.upgrade);
         assert!(
             head(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -1634,10 +1690,11 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost a\r\n\r\n"), Some(bad));
         assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), Some(bad));
         // the same length twice is one length
-        let h = head(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n")
-            .ok()
-            .flatten()
-            .unwrap();
+        let h =
+            head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n")
+                .ok()
+                .flatten()
+                .unwrap();
         assert_eq!(h.decoder, Decoder::Length(4));
     }
 

@@ -840,6 +840,13 @@ pub async fn send(
         "1.1 hopline"
     };
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&up.name)
+    {
+        // (an HTTP/1.0 client may send none; HTTP/1.1 to the origin needs one: the
+        // pool's name, as nginx sends $proxy_host)
+        parts.headers.insert(header::HOST, v);
+    }
     let forwarding = Forwarding::new(&down, via);
     // A request without a body can be sent again to another server.
     let bodiless = body

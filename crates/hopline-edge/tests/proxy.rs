@@ -996,3 +996,50 @@ async fn a_known_length_body_is_relayed_as_it_arrives() {
     assert!(body[..20_000].iter().all(|&b| b == b'a'));
     assert!(body[20_000..].iter().all(|&b| b == b'b'));
 }
+
+#[tokio::test]
+async fn host_is_checked_and_the_absolute_form_reaches_the_origin() {
+    let a = Origin::start("a").await;
+    let t = start(&pool_toml("round_robin", &[plain(&a)], "")).await;
+    for bad in [
+        &b"GET /obj/h HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET /obj/h HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    ] {
+        let (answer, _) = raw(t.addr, bad, Duration::from_secs(2)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_eq!(a.hits(), 0, "a bad Host reached the origin");
+    let (answer, _) = raw(
+        t.addr,
+        b"GET http://shop.example/obj/h HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = a.ctl.last_headers.lock().clone();
+    let get = |n: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(get("host"), ["shop.example"], "{seen:?}");
+    assert_eq!(get("x-forwarded-host"), ["shop.example"], "{seen:?}");
+    // HTTP/1.0 without Host: the origin still gets one (the pool's name, as nginx)
+    let (answer, _) = raw(
+        t.addr,
+        b"GET /obj/h HTTP/1.0\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        a.ctl
+            .last_headers
+            .lock()
+            .iter()
+            .filter(|(k, _)| k == "host")
+            .count(),
+        1
+    );
+}
