@@ -34,6 +34,17 @@ impl ConfigError {
         }
     }
 
+    /// A TOML error of `text` (read from `file`) at its place, its message prefixed with
+    /// `section` (e.g. "[realtime]"): for the product crates that read their own sections.
+    pub fn from_toml(file: &Path, text: &str, section: &str, e: &toml::de::Error) -> Self {
+        Self::at(
+            file,
+            text,
+            e.span(),
+            format!("{section}: {}", e.message().trim_end()),
+        )
+    }
+
     fn at(file: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let (line, column) = match span {
             Some(span) => {

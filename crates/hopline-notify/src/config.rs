@@ -170,24 +170,8 @@ pub fn load(
         #[serde(default)]
         notify: BTreeMap<String, NotifyConfig>,
     }
-    let sections: Sections = toml::from_str(text).map_err(|e| {
-        let (line, column) = match e.span() {
-            Some(span) => {
-                let before = &text[..span.start.min(text.len())];
-                (
-                    Some(before.matches('\n').count() + 1),
-                    Some(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1),
-                )
-            }
-            None => (None, None),
-        };
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: format!("[notify]: {}", e.message()),
-        }
-    })?;
+    let sections: Sections =
+        toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, "[notify]", &e))?;
     let mut out = BTreeMap::new();
     for (name, mut c) in sections.notify {
         let bad = |message: String| ConfigError {

@@ -940,31 +940,14 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             now_ms,
             reply,
         } => {
-            let r = (|| -> Result<(), StoreError> {
-                let status: Option<String> = query_row(
-                    tx,
-                    "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
-                    params![id, app],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql_err)?;
-                match status.as_deref() {
-                    None => Err(StoreError::NotFound),
-                    Some("dead" | "failed" | "expired") => {
-                        exec(tx,
-                            "UPDATE messages SET status = 'queued', attempts = 0, next_ms = ?2, expires_ms = NULL, updated_ms = ?2 WHERE id = ?1",
-                            params![id, now_ms as i64],
-                        )
-                        .map_err(sql_err)?;
-                        history(tx, &id, Status::Queued, now_ms).map_err(sql_err)?;
-                        Ok(())
-                    }
-                    Some(s) => Err(StoreError::Conflict(format!(
-                        "a {s} message cannot be replayed (only dead, failed or expired ones)"
-                    ))),
-                }
-            })();
+            let r = change_status(
+                tx,
+                (&app, &id, now_ms),
+                &["dead", "failed", "expired"],
+                Status::Queued,
+                "UPDATE messages SET status = 'queued', attempts = 0, next_ms = ?2, expires_ms = NULL, updated_ms = ?2 WHERE id = ?1",
+                "replayed (only dead, failed or expired ones)",
+            );
             answer(reply, r)
         }
         Op::Cancel {
@@ -973,31 +956,14 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             now_ms,
             reply,
         } => {
-            let r = (|| -> Result<(), StoreError> {
-                let status: Option<String> = query_row(
-                    tx,
-                    "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
-                    params![id, app],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql_err)?;
-                match status.as_deref() {
-                    None => Err(StoreError::NotFound),
-                    Some("queued") => {
-                        exec(tx,
-                            "UPDATE messages SET status = 'cancelled', updated_ms = ?2 WHERE id = ?1",
-                            params![id, now_ms as i64],
-                        )
-                        .map_err(sql_err)?;
-                        history(tx, &id, Status::Cancelled, now_ms).map_err(sql_err)?;
-                        Ok(())
-                    }
-                    Some(s) => Err(StoreError::Conflict(format!(
-                        "a {s} message cannot be cancelled (only queued ones)"
-                    ))),
-                }
-            })();
+            let r = change_status(
+                tx,
+                (&app, &id, now_ms),
+                &["queued"],
+                Status::Cancelled,
+                "UPDATE messages SET status = 'cancelled', updated_ms = ?2 WHERE id = ?1",
+                "cancelled (only queued ones)",
+            );
             answer(reply, r)
         }
         Op::Callback {
@@ -1044,6 +1010,37 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             })();
             answer(reply, r)
         }
+    }
+}
+
+/// Move an app's message from one of the `from` statuses to `to` with `update` (`?1` the
+/// id, `?2` the time); `NotFound` or a `Conflict` saying what `cannot_be` otherwise.
+fn change_status(
+    tx: &Connection,
+    (app, id, now_ms): (&str, &str, u64),
+    from: &[&str],
+    to: Status,
+    update: &str,
+    cannot_be: &str,
+) -> Result<(), StoreError> {
+    let status: Option<String> = query_row(
+        tx,
+        "SELECT status FROM messages WHERE id = ?1 AND app = ?2",
+        params![id, app],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql_err)?;
+    match status.as_deref() {
+        None => Err(StoreError::NotFound),
+        Some(s) if from.contains(&s) => {
+            exec(tx, update, params![id, now_ms as i64]).map_err(sql_err)?;
+            history(tx, id, to, now_ms).map_err(sql_err)?;
+            Ok(())
+        }
+        Some(s) => Err(StoreError::Conflict(format!(
+            "a {s} message cannot be {cannot_be}"
+        ))),
     }
 }
 

@@ -188,23 +188,8 @@ pub fn load(text: &str, file: &Path) -> Result<BTreeMap<String, RealtimeConfig>,
         #[serde(default)]
         realtime: BTreeMap<String, RealtimeConfig>,
     }
-    let sections: Sections = toml::from_str(text).map_err(|e| {
-        let (line, column) = match e.span() {
-            Some(span) => {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                (Some(line), Some(column))
-            }
-            None => (None, None),
-        };
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: format!("[realtime]: {}", e.message()),
-        }
-    })?;
+    let sections: Sections =
+        toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, "[realtime]", &e))?;
     for (name, c) in &sections.realtime {
         let bad = |message: String| ConfigError {
             file: file.to_path_buf(),
