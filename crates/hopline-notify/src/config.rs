@@ -24,6 +24,10 @@ pub struct NotifyConfig {
     /// Let webhooks reach loopback and private addresses (the SSRF guard is on by default).
     #[serde(default)]
     pub allow_private_targets: bool,
+    /// Largest size of the database (a quota that keeps the disk from filling): past it,
+    /// new messages are refused with 503 — as when the disk itself is full — and nothing
+    /// is accepted that is not durable. Default: no limit but the disk's.
+    pub max_database_size: Option<ByteSize>,
     /// Largest API request body (413 above it).
     #[serde(default = "default_max_body")]
     pub max_body: ByteSize,

@@ -82,7 +82,10 @@ impl Service {
         if let Some(dir) = config.database.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let store = Arc::new(store::Store::open(&config.database)?);
+        let store = Arc::new(store::Store::open_with(
+            &config.database,
+            config.max_database_size.map(|s| s.0),
+        )?);
         let wake = Arc::new(tokio::sync::Notify::new());
         let events = tokio::sync::broadcast::channel(4096).0;
         let workers = worker::spawn(

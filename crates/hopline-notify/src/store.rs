@@ -246,8 +246,20 @@ impl Store {
     /// Open (or make) the database at `path`. Messages a crashed process left `sending`
     /// go back to `queued` (at-least-once: they are sent again, with the same id).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// [`Store::open`] with a size quota in bytes (SQLite's `max_page_count`).
+    pub fn open_with(path: &Path, max_size: Option<u64>) -> Result<Store, StoreError> {
         let w = open(path).map_err(sql_err)?;
         w.execute_batch(SCHEMA).map_err(sql_err)?;
+        if let Some(max) = max_size {
+            let page: i64 = w
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(sql_err)?;
+            w.pragma_update(None, "max_page_count", (max as i64 / page.max(512)).max(16))
+                .map_err(sql_err)?;
+        }
         w.execute(
             "UPDATE messages SET status = 'queued' WHERE status = 'sending'",
             [],

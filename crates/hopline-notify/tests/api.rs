@@ -856,3 +856,38 @@ async fn email_through_a_real_smtp_server_then_a_bounce_report() {
     wait_status(&api, &id, "bounced").await;
     let _ = smtpd.kill().await;
 }
+
+#[tokio::test]
+async fn a_full_database_refuses_with_503_and_loses_nothing_it_accepted() {
+    let (sink_addr, _sink) = sink().await;
+    // a quota of a few pages stands for a full disk: SQLite answers SQLITE_FULL
+    let api = start("max_database_size = \"160KiB\"").await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..400 {
+        let body = webhook(&format!("http://{sink_addr}/h{i}"), &"x".repeat(1500));
+        let (s, v) = call(&api, "POST", "/v1/messages", &body).await;
+        match s {
+            202 => accepted.push(v["id"].as_str().unwrap().to_string()),
+            503 => {
+                assert_eq!(v["error"]["code"], "unavailable", "{v}");
+                refused += 1;
+                if refused >= 3 {
+                    break;
+                }
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert!(
+        refused >= 3,
+        "the quota was never reached ({} accepted)",
+        accepted.len()
+    );
+    assert!(!accepted.is_empty());
+    // everything that got a 202 is there
+    for id in &accepted {
+        let (s, v) = call(&api, "GET", &format!("/v1/messages/{id}"), "").await;
+        assert_eq!(s, 200, "{id} was accepted but is gone: {v}");
+    }
+}
