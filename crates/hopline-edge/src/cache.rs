@@ -598,6 +598,22 @@ pub fn response_head(stored: &Stored, mut parts: http::response::Parts) -> http:
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
     parts.headers.remove(header::TRANSFER_ENCODING);
+    // a cache adds Age; it does not re-date (RFC 9111 §5.1, RFC 9110 §6.6.1): the origin's
+    // Date as stored (http-cache-semantics writes its own, and not as an IMF-fixdate);
+    // without one, the writer adds the current Date in the right form
+    match stored.headers.iter().find(|(k, _)| k == "date") {
+        Some((_, v)) => match HeaderValue::from_bytes(v) {
+            Ok(v) => {
+                parts.headers.insert(header::DATE, v);
+            }
+            Err(_) => {
+                parts.headers.remove(header::DATE);
+            }
+        },
+        None => {
+            parts.headers.remove(header::DATE);
+        }
+    }
     parts
 }
 
@@ -1067,11 +1083,13 @@ mod tests {
     fn freshness_age_and_revalidation() {
         let c = cache();
         let rq = req("/a", &[]);
+        let origin_date = httpdate::fmt_http_date(SystemTime::now());
         let rs = res(
             200,
             &[
                 ("cache-control", "max-age=100"),
                 ("etag", "\"v1\""),
+                ("date", &origin_date),
                 ("age", "30"),
             ],
         );
@@ -1082,6 +1100,16 @@ mod tests {
                 assert_eq!(&s.body[..], b"body");
                 let age: u64 = parts.headers["age"].to_str().unwrap().parse().unwrap();
                 assert!((30..=31).contains(&age), "Age {age}");
+                // the origin's Date is kept, in IMF-fixdate form
+                let date = s
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "date")
+                    .map(|(_, v)| v.clone());
+                let head = response_head(&s, parts);
+                assert_eq!(date.as_deref(), Some(origin_date.as_bytes()));
+                assert_eq!(head.headers["date"], origin_date.as_str());
+                assert!(origin_date.ends_with(" GMT"));
             }
             _ => panic!("expected fresh"),
         }
