@@ -550,6 +550,11 @@ fn response_forbids_stale(s: &Stored) -> bool {
         })
 }
 
+/// The stored head of an entry served as it is (its current `Age` added).
+pub fn stale_head(stored: &Stored) -> http::response::Parts {
+    stale_parts(stored, SystemTime::now())
+}
+
 /// The stored head for a stale copy, with its current `Age`.
 fn stale_parts(stored: &Stored, now: SystemTime) -> http::response::Parts {
     let (mut parts, ()) = http::Response::new(()).into_parts();

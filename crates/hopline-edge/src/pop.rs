@@ -319,6 +319,45 @@ async fn revalidate(
         .unwrap_or(HeaderValue::from_static("hopline"));
         return from_store(parts, &fresh, head, status);
     }
+    if rparts.status == StatusCode::NOT_MODIFIED {
+        // a 304 to our own conditional request that http-cache-semantics does not match
+        // (e.g. a bare one, with no validator): RFC 9111 §4.3.4 selects the one stored
+        // response we revalidated. Its fields are updated from the 304 (§3.2) and it is
+        // stored again (fresh from now), and the client — who asked no condition of its
+        // own — gets the stored response, never the 304.
+        let mut as_get = parts.clone();
+        as_get.method = Method::GET;
+        let mut merged = stored.head();
+        for (name, value) in &rparts.headers {
+            if !matches!(
+                name.as_str(),
+                "content-length" | "transfer-encoding" | "content-encoding" | "content-range"
+            ) {
+                merged.insert(name.clone(), value.clone());
+            }
+        }
+        let (mut updated, ()) = http::Response::new(()).into_parts();
+        updated.status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+        updated.headers = merged;
+        if let Some(policy) = cache.storable(&as_get, &updated) {
+            cache.store(key, &as_get, &updated, policy, stored.body.clone());
+            if let cache::Lookup::Fresh(fresh, head) = cache.lookup(key, parts) {
+                let status = HeaderValue::from_str(&format!(
+                    "{}; fwd=stale; fwd-status=304; ttl={}",
+                    cache.name,
+                    cache::ttl_secs(&fresh)
+                ))
+                .unwrap_or(HeaderValue::from_static("hopline"));
+                return from_store(parts, &fresh, head, status);
+            }
+        }
+        let status = HeaderValue::from_str(&format!("{}; fwd=stale; fwd-status=304", cache.name))
+            .unwrap_or(HeaderValue::from_static("hopline"));
+        let head = cache
+            .usable_on_error(&stored)
+            .unwrap_or_else(|| cache::stale_head(&stored));
+        return from_store(parts, &stored, head, status);
+    }
     // a new representation: store it like a miss would
     cache
         .stats

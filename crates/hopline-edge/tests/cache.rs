@@ -330,3 +330,74 @@ async fn disk_tier_survives_restart_and_drops_corruption() {
         "{m}"
     );
 }
+
+/// An origin that answers the first request with a cacheable 200 (an ETag, one second of
+/// freshness) and every conditional request with a bare 304 (no ETag, no Cache-Control).
+async fn bare_304_origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let h2 = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let hits = h2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                        buf.drain(..i + 4);
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let answer: &[u8] = if head.contains("if-none-match") {
+                            b"HTTP/1.1 304 Not Modified\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nCache-Control: max-age=1\r\nContent-Length: 2\r\n\r\nv1"
+                        };
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn a_bare_304_refreshes_the_entry_and_the_client_gets_the_stored_200() {
+    let (addr, hits) = bare_304_origin().await;
+    let toml = format!(
+        "access_log = \"off\"\n[cache.pop]\nmemory = \"1MiB\"\n[upstream.app]\nservers = [\"{addr}\"]\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/\"\n  proxy = \"app\"\n  cache = \"pop\"\n"
+    );
+    let t = start_in(tempfile::tempdir().unwrap(), &toml).await;
+    let (s, _, body, _) = get(&t, "/doc", &[]).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "v1"));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // stale: the PoP revalidates, the origin answers a bare 304; this client asked no
+    // condition of its own, so it gets the stored 200, not an empty 304
+    let (s, cs, body, _) = get(&t, "/doc", &[]).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "v1"), "{cs}");
+    assert!(cs.contains("fwd-status=304"), "{cs}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // and the entry was refreshed: the next request is a hit, the origin is not asked
+    let (s, cs, body, _) = get(&t, "/doc", &[]).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "v1"));
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
