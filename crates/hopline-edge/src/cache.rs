@@ -573,6 +573,81 @@ impl Stored {
     }
 }
 
+/// Put what RFC 9111 says a cache must read leniently into the one form the freshness
+/// rules read (in place, before a request or a response meets them):
+/// - `Cache-Control` (and `CDN-Cache-Control`) directive names are case-insensitive:
+///   `No-CaChE` is `no-cache`, `Max-Age=60` is `max-age=60` (values are kept);
+/// - an `Expires` that is not a valid HTTP date (any of the three forms of RFC 9110
+///   §5.6.7) means "already expired" (§5.3): it becomes the epoch;
+/// - `Age` as a list uses its first member; an invalid one is ignored (§5.1).
+pub fn normalize(h: &mut HeaderMap) {
+    for name in [
+        header::CACHE_CONTROL,
+        header::HeaderName::from_static("cdn-cache-control"),
+    ] {
+        if !h.contains_key(&name) {
+            continue;
+        }
+        let values: Vec<HeaderValue> = h
+            .get_all(&name)
+            .iter()
+            .map(|v| {
+                let Ok(text) = v.to_str() else {
+                    return v.clone();
+                };
+                if !text.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return v.clone();
+                }
+                let lowered: Vec<String> = text
+                    .split(',')
+                    .map(|d| match d.split_once('=') {
+                        Some((n, val)) => format!("{}={val}", n.to_ascii_lowercase()),
+                        None => d.to_ascii_lowercase(),
+                    })
+                    .collect();
+                HeaderValue::from_str(&lowered.join(",")).unwrap_or_else(|_| v.clone())
+            })
+            .collect();
+        h.remove(&name);
+        for v in values {
+            h.append(name.clone(), v);
+        }
+    }
+    if let Some(e) = h.get(header::EXPIRES)
+        && e.to_str()
+            .ok()
+            .and_then(|t| httpdate::parse_http_date(t).ok())
+            .is_none()
+    {
+        h.insert(
+            header::EXPIRES,
+            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
+    }
+    if let Some(a) = h.get(header::AGE) {
+        let first = a
+            .to_str()
+            .ok()
+            .and_then(|t| t.split(',').next())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && t.len() <= 10)
+            .map(str::to_string);
+        match first {
+            Some(n)
+                if h.get_all(header::AGE).iter().count() == 1 && a.as_bytes() == n.as_bytes() => {}
+            Some(n) => {
+                h.insert(
+                    header::AGE,
+                    HeaderValue::from_str(&n).unwrap_or(HeaderValue::from_static("0")),
+                );
+            }
+            None => {
+                h.remove(header::AGE);
+            }
+        }
+    }
+}
+
 /// The `Cache-Status` value (RFC 9211).
 pub fn cache_status(name: &str, what: &str, ttl: Option<i64>, detail: Option<&str>) -> HeaderValue {
     let mut s = format!("{name}; {what}");
@@ -1082,6 +1157,56 @@ mod tests {
             let got = c.storable(&req("/a", rq), &res(*status, rs)).is_some();
             assert_eq!(got, *want, "{name}");
         }
+    }
+
+    #[test]
+    fn lenient_fields_are_read_as_rfc_9111_says() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cache-control",
+            HeaderValue::from_static("Public, Max-Age=60, No-CaChE"),
+        );
+        h.insert(
+            "expires",
+            HeaderValue::from_static("Thu,  01 Dec 2094 16:00:00 GMT"),
+        );
+        h.insert("age", HeaderValue::from_static("7200, 0"));
+        normalize(&mut h);
+        assert_eq!(h["cache-control"], "public, max-age=60, no-cache");
+        assert_eq!(
+            h["expires"], "Thu, 01 Jan 1970 00:00:00 GMT",
+            "invalid Expires: expired"
+        );
+        assert_eq!(h["age"], "7200");
+        let mut h = HeaderMap::new();
+        h.insert("age", HeaderValue::from_static("soon"));
+        // the obsolete date forms are dates: RFC 850 and asctime
+        h.insert(
+            "expires",
+            HeaderValue::from_static("Sunday, 06-Nov-94 08:49:37 GMT"),
+        );
+        normalize(&mut h);
+        assert!(h.get("age").is_none(), "an invalid Age is ignored");
+        assert_eq!(h["expires"], "Sunday, 06-Nov-94 08:49:37 GMT");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "expires",
+            HeaderValue::from_static("Sun Nov  6 08:49:37 1994"),
+        );
+        normalize(&mut h);
+        assert_eq!(h["expires"], "Sun Nov  6 08:49:37 1994");
+        // and the rules then read them: No-Store is no-store
+        let c = cache();
+        let rq = req("/n", &[]);
+        let mut rs = res(200, &[("cache-control", "max-age=60, No-Store")]);
+        normalize(&mut rs.headers);
+        assert!(c.storable(&rq, &rs).is_none());
+        let mut rs = res(200, &[("cache-control", "Max-Age=60")]);
+        normalize(&mut rs.headers);
+        let p = c
+            .storable(&rq, &rs)
+            .expect("Max-Age=60 is fresh for a minute");
+        assert!(p.time_to_live(SystemTime::now()) > Duration::from_secs(50));
     }
 
     #[test]

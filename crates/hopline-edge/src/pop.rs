@@ -68,9 +68,11 @@ async fn serve_inner(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let key = cache::key(down.tls, down.host, &target);
-    if matches!(
+    // every method but the safe ones — unknown ones too (M-SEARCH, PURGE-like
+    // extensions) — may change the target: it is invalidated (RFC 9111 §4.4)
+    if !matches!(
         method,
-        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     ) {
         let resp = proxy::forward(up, req, down).await;
         if resp.status().is_success() || resp.status().is_redirection() {
@@ -81,7 +83,8 @@ async fn serve_inner(
     if method != Method::GET && method != Method::HEAD {
         return proxy::forward(up, req, down).await;
     }
-    let (parts, _body) = req.into_parts();
+    let (mut parts, _body) = req.into_parts();
+    cache::normalize(&mut parts.headers);
     let mut as_get = parts.clone();
     as_get.method = Method::GET;
 
@@ -215,6 +218,7 @@ async fn fetch(
         }
     };
     let (mut rparts, rbody) = resp.into_parts();
+    cache::normalize(&mut rparts.headers);
     let policy = cache.storable(&as_get, &rparts);
     let stored = policy.is_some();
     rparts.headers.insert(
@@ -308,6 +312,7 @@ async fn revalidate(
     }
     let resp = result.expect("not failed");
     let (mut rparts, rbody) = resp.into_parts();
+    cache::normalize(&mut rparts.headers);
     if rparts.status == StatusCode::NOT_MODIFIED
         && let Some((fresh, head)) = cache.refreshed(key, &stored, &conditional, &rparts)
     {

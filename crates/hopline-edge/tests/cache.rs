@@ -229,6 +229,34 @@ async fn purge_and_invalidation() {
     assert_eq!(r.status(), StatusCode::OK);
     let (_, cs, _, _) = get(&t, "/obj/b", &[]).await;
     assert!(cs.contains("fwd=miss"), "POST did not invalidate: {cs}");
+    // so does any method that is not safe, an unknown one too
+    let (_, cs, _, _) = get(&t, "/obj/b", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    let r = client()
+        .request(
+            reqwest::Method::from_bytes(b"M-SEARCH").unwrap(),
+            t.url("/obj/b"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, cs, _, _) = get(&t, "/obj/b", &[]).await;
+    assert!(cs.contains("fwd=miss"), "M-SEARCH did not invalidate: {cs}");
+}
+
+#[tokio::test]
+async fn directive_names_are_case_insensitive() {
+    // Max-Age=60 is fresh for a minute; No-Store is not stored
+    let (o, t) = setup("Public, Max-Age=60", "").await;
+    get(&t, "/obj/a", &[]).await;
+    let (_, cs, _, _) = get(&t, "/obj/a", &[]).await;
+    assert!(cs.contains("hit"), "Max-Age ignored: {cs}");
+    assert_eq!(o.hits(), 1);
+    let (o, t) = setup("max-age=60, No-Store", "").await;
+    get(&t, "/obj/a", &[]).await;
+    get(&t, "/obj/a", &[]).await;
+    assert_eq!(o.hits(), 2, "No-Store was stored");
 }
 
 #[tokio::test]
