@@ -154,6 +154,21 @@ fn from_store(
 ) -> Response<Body> {
     let mut head = cache::response_head(stored, head);
     head.headers.insert(CACHE_STATUS.clone(), status);
+    if head.status == StatusCode::OK && client_condition_met(req, &head.headers) {
+        // RFC 9111 §4.3.2: a cache answers a client's own conditional request from a
+        // stored response — 304 with the stored validators, no body
+        head.status = StatusCode::NOT_MODIFIED;
+        for name in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+        ] {
+            head.headers.remove(name);
+        }
+        return Response::from_parts(head, Body::empty());
+    }
     let len = stored.body.len() as u64;
     let mut body = Body::full(stored.body.clone());
     if head.status == StatusCode::OK
@@ -190,6 +205,40 @@ fn from_store(
         body = Body::empty();
     }
     Response::from_parts(head, body)
+}
+
+/// Does the client's own condition say it has this response already? `If-None-Match`
+/// (weak comparison, `*` for any) first; `If-Modified-Since` only without it (RFC 9110
+/// §13.2.2), against the stored `Last-Modified`.
+fn client_condition_met(req: &http::request::Parts, stored: &http::HeaderMap) -> bool {
+    if !matches!(req.method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    if let Some(inm) = req
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return inm.trim() == "*";
+        };
+        let etag = weak(etag);
+        return inm.split(',').any(|t| t.trim() == "*" || weak(t) == etag);
+    }
+    let (Some(ims), Some(lm)) = (
+        req.headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+        stored
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+    ) else {
+        return false;
+    };
+    lm <= ims
 }
 
 /// Forward to the origin; store what may be stored while streaming it to the client.

@@ -429,3 +429,26 @@ async fn a_bare_304_refreshes_the_entry_and_the_client_gets_the_stored_200() {
     assert!(cs.contains("hit"), "{cs}");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_clients_own_conditions_are_answered_from_the_store() {
+    let (o, t) = setup("max-age=60", "").await;
+    let (_, _, _, h) = get(&t, "/obj/c", &[]).await;
+    let etag = h["etag"].to_str().unwrap().to_string();
+    // If-None-Match, weak comparison: 304 with the validators, from the store
+    for inm in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+        "*".into(),
+    ] {
+        let (s, cs, body, h) = get(&t, "/obj/c", &[("if-none-match", &inm)]).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED, "{inm}: {cs}");
+        assert!(body.is_empty());
+        assert_eq!(h["etag"].to_str().unwrap(), etag);
+        assert!(cs.contains("hit"), "{cs}");
+    }
+    let (s, _, body, _) = get(&t, "/obj/c", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "version 1"));
+    assert_eq!(o.hits(), 1, "all answered by the PoP");
+}
