@@ -298,10 +298,22 @@ impl HttpCache {
         if req.method != Method::GET {
             return None;
         }
-        if !matches!(
-            res.status.as_u16(),
+        // heuristically cacheable statuses (RFC 9110 §15.1) may be stored without explicit
+        // freshness; any other final status needs it (RFC 9111 §3: 302, 307, 500, 503, …
+        // with max-age are stored); partial and interim responses never are
+        let explicit = res.headers.contains_key(header::EXPIRES)
+            || res
+                .headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("max-age") || v.contains("s-maxage"));
+        let code = res.status.as_u16();
+        let by_default = matches!(
+            code,
             200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-        ) {
+        );
+        if !(by_default || (explicit && (200..600).contains(&code) && code != 206 && code != 304)) {
             return None;
         }
         if res
@@ -322,6 +334,23 @@ impl HttpCache {
             return None;
         }
         let now = SystemTime::now();
+        // http-cache-semantics refuses statuses it does not list (5xx, unknown codes) even
+        // with explicit freshness; for those the policy is computed as for a 200 (explicit
+        // freshness is all that decides), while the entry keeps its real status
+        let understood = matches!(
+            code,
+            200 | 203 | 204 | 300..=303 | 307 | 308 | 404 | 405 | 410 | 414 | 501
+        );
+        let as_understood;
+        let res = if understood {
+            res
+        } else {
+            let (mut p, ()) = http::Response::new(()).into_parts();
+            p.status = StatusCode::OK;
+            p.headers = res.headers.clone();
+            as_understood = p;
+            &as_understood
+        };
         let policy = CachePolicy::new_options(req, res, now, opts());
         // RFC 9111 lets a shared cache store a heuristically cacheable response even with
         // no freshness and no validator, but such a copy can never be used: skip it.
@@ -1097,11 +1126,11 @@ mod tests {
             ),
             ("no lifetime, no validator", 200, &[], &[], false),
             (
-                "uncacheable status 500",
+                "500 with max-age is stored (explicit freshness, RFC 9111 §3)",
                 500,
                 &[],
                 &[("cache-control", "max-age=60")],
-                false,
+                true,
             ),
             (
                 "authorization without public",
@@ -1146,6 +1175,35 @@ mod tests {
                 true,
             ),
             (
+                "302 with max-age",
+                302,
+                &[],
+                &[("cache-control", "max-age=60")],
+                true,
+            ),
+            (
+                "503 with max-age",
+                503,
+                &[],
+                &[("cache-control", "max-age=5")],
+                true,
+            ),
+            (
+                "599 (unknown) with s-maxage",
+                599,
+                &[],
+                &[("cache-control", "s-maxage=5")],
+                true,
+            ),
+            ("302 without freshness", 302, &[], &[], false),
+            (
+                "206 never",
+                206,
+                &[],
+                &[("cache-control", "max-age=60")],
+                false,
+            ),
+            (
                 "no-cache is storable (revalidated every time)",
                 200,
                 &[],
@@ -1156,6 +1214,21 @@ mod tests {
         for (name, status, rq, rs, want) in cases {
             let got = c.storable(&req("/a", rq), &res(*status, rs)).is_some();
             assert_eq!(got, *want, "{name}");
+        }
+        // a stored 503 is reused as a 503 while fresh
+        let rq = req("/down", &[]);
+        let rs = res(503, &[("cache-control", "max-age=30")]);
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("down", &rq, &rs, p, Bytes::from_static(b"maintenance"));
+        match c.lookup("down", &rq) {
+            Lookup::Fresh(s, parts) => {
+                assert_eq!(
+                    response_head(&s, parts).status,
+                    StatusCode::SERVICE_UNAVAILABLE
+                );
+                assert_eq!(&s.body[..], b"maintenance");
+            }
+            _ => panic!("a fresh 503 must be a hit"),
         }
     }
 
