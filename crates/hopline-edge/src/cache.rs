@@ -36,6 +36,10 @@ pub struct CacheConfig {
     /// Larger responses are passed through, not stored.
     #[serde(default = "default_max_object")]
     pub max_object: ByteSize,
+    /// A cache-control field targeted at this cache only (RFC 9213), e.g.
+    /// "Hopline-Cache-Control": it takes precedence over `CDN-Cache-Control`, which takes
+    /// precedence over `Cache-Control`, for this cache's decisions; it is not forwarded.
+    pub targeted_field: Option<String>,
 }
 
 /// The disk tier.
@@ -130,6 +134,8 @@ pub struct HttpCache {
     mem: moka::sync::Cache<String, Arc<Vec<Arc<Stored>>>>,
     disk: Option<Disk>,
     max_object: u64,
+    /// Targeted cache-control fields, most specific first (RFC 9213).
+    targeted: Vec<header::HeaderName>,
     inflight: parking_lot::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     revalidating: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Counters.
@@ -224,6 +230,12 @@ impl HttpCache {
             mem,
             disk,
             max_object: cfg.max_object.0,
+            targeted: cfg
+                .targeted_field
+                .iter()
+                .filter_map(|f| header::HeaderName::from_bytes(f.trim().as_bytes()).ok())
+                .chain([header::HeaderName::from_static("cdn-cache-control")])
+                .collect(),
             inflight: parking_lot::Mutex::new(HashMap::new()),
             revalidating: parking_lot::Mutex::new(Default::default()),
             stats: CacheStats::default(),
@@ -287,6 +299,43 @@ impl HttpCache {
             && stale_for(stored, now) <= stored.sie
             && !response_forbids_stale(stored))
         .then(|| stale_parts(stored, now))
+    }
+
+    /// The response as this cache judges it (RFC 9213): when a field targeted at it
+    /// (its `targeted_field`, else `CDN-Cache-Control`) is present, its directives stand
+    /// in for `Cache-Control` and `Expires`, whose own values are kept aside in the stored
+    /// entry so that clients are served them unchanged. `None`: no targeted field.
+    pub fn targeted(&self, res: &http::response::Parts) -> Option<http::response::Parts> {
+        for name in &self.targeted {
+            let values: Vec<HeaderValue> = res.headers.get_all(name).iter().cloned().collect();
+            if values.is_empty() {
+                continue;
+            }
+            let mut p = res.clone();
+            for v in res.headers.get_all(header::CACHE_CONTROL) {
+                p.headers.append(CLIENT_CACHE_CONTROL.clone(), v.clone());
+            }
+            if let Some(e) = res.headers.get(header::EXPIRES) {
+                p.headers.insert(CLIENT_EXPIRES.clone(), e.clone());
+            }
+            p.headers.remove(header::CACHE_CONTROL);
+            p.headers.remove(header::EXPIRES);
+            for v in values {
+                p.headers.append(header::CACHE_CONTROL, v);
+            }
+            normalize(&mut p.headers);
+            // (the field for this cache alone is not stored: hits never show it)
+            self.strip_own_targeted(&mut p.headers);
+            return Some(p);
+        }
+        None
+    }
+
+    /// Drop the field targeted at this cache alone from what goes downstream.
+    pub fn strip_own_targeted(&self, h: &mut HeaderMap) {
+        if self.targeted.len() > 1 {
+            h.remove(&self.targeted[0]);
+        }
     }
 
     /// Build the policy for an origin response; `None` when a shared cache must not store it.
@@ -579,6 +628,13 @@ fn response_forbids_stale(s: &Stored) -> bool {
         })
 }
 
+/// Where an entry keeps the `Cache-Control` and `Expires` clients are served when a
+/// targeted field (RFC 9213) decided for the cache.
+static CLIENT_CACHE_CONTROL: header::HeaderName =
+    header::HeaderName::from_static("x-hopline-client-cache-control");
+static CLIENT_EXPIRES: header::HeaderName =
+    header::HeaderName::from_static("x-hopline-client-expires");
+
 /// The stored head of an entry served as it is (its current `Age` added).
 pub fn stale_head(stored: &Stored) -> http::response::Parts {
     stale_parts(stored, SystemTime::now())
@@ -722,6 +778,27 @@ pub fn response_head(stored: &Stored, mut parts: http::response::Parts) -> http:
         None => {
             parts.headers.remove(header::DATE);
         }
+    }
+    // a targeted field decided for the cache: clients get the origin's own fields back
+    if stored
+        .headers
+        .iter()
+        .any(|(k, _)| k == CLIENT_CACHE_CONTROL.as_str() || k == CLIENT_EXPIRES.as_str())
+    {
+        parts.headers.remove(header::CACHE_CONTROL);
+        parts.headers.remove(header::EXPIRES);
+        for (k, v) in &stored.headers {
+            let Ok(v) = HeaderValue::from_bytes(v) else {
+                continue;
+            };
+            if k == CLIENT_CACHE_CONTROL.as_str() {
+                parts.headers.append(header::CACHE_CONTROL, v);
+            } else if k == CLIENT_EXPIRES.as_str() {
+                parts.headers.insert(header::EXPIRES, v);
+            }
+        }
+        parts.headers.remove(&CLIENT_CACHE_CONTROL);
+        parts.headers.remove(&CLIENT_EXPIRES);
     }
     parts
 }
@@ -1051,6 +1128,7 @@ mod tests {
                 memory: ByteSize(1 << 20),
                 disk: None,
                 max_object: ByteSize(1000),
+                targeted_field: None,
             },
         )
         .unwrap()
@@ -1415,6 +1493,7 @@ mod tests {
                 size: ByteSize(1 << 20),
             }),
             max_object: ByteSize(1 << 20),
+            targeted_field: None,
         };
         let rq = req("/a", &[]);
         let rs = res(200, &[("cache-control", "max-age=60")]);

@@ -268,7 +268,12 @@ async fn fetch(
     };
     let (mut rparts, rbody) = resp.into_parts();
     cache::normalize(&mut rparts.headers);
-    let policy = cache.storable(&as_get, &rparts);
+    // (a field targeted at this cache decides for it; clients see the origin's own)
+    let judged = cache.targeted(&rparts);
+    cache.strip_own_targeted(&mut rparts.headers);
+    let for_cache = judged.as_ref().unwrap_or(&rparts);
+    let policy = cache.storable(&as_get, for_cache);
+    let stored_parts = for_cache.clone();
     let stored = policy.is_some();
     rparts.headers.insert(
         CACHE_STATUS.clone(),
@@ -293,7 +298,7 @@ async fn fetch(
                     cache.clone(),
                     key.to_string(),
                     as_get,
-                    rparts.clone(),
+                    stored_parts,
                     policy,
                     lead,
                 ))
@@ -362,6 +367,8 @@ async fn revalidate(
     let resp = result.expect("not failed");
     let (mut rparts, rbody) = resp.into_parts();
     cache::normalize(&mut rparts.headers);
+    let judged = cache.targeted(&rparts);
+    cache.strip_own_targeted(&mut rparts.headers);
     if rparts.status == StatusCode::NOT_MODIFIED
         && let Some((fresh, head)) = cache.refreshed(key, &stored, &conditional, &rparts)
     {
@@ -419,7 +426,9 @@ async fn revalidate(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut as_get = parts.clone();
     as_get.method = Method::GET;
-    let policy = cache.storable(&as_get, &rparts);
+    let for_cache = judged.as_ref().unwrap_or(&rparts);
+    let policy = cache.storable(&as_get, for_cache);
+    let stored_parts = for_cache.clone();
     rparts.headers.insert(
         CACHE_STATUS.clone(),
         HeaderValue::from_str(&format!(
@@ -436,7 +445,7 @@ async fn revalidate(
             cache.clone(),
             key.to_string(),
             as_get,
-            rparts.clone(),
+            stored_parts,
             policy,
             None,
         )),

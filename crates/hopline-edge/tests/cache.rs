@@ -452,3 +452,36 @@ async fn a_clients_own_conditions_are_answered_from_the_store() {
     assert_eq!((s, body.as_str()), (StatusCode::OK, "version 1"));
     assert_eq!(o.hits(), 1, "all answered by the PoP");
 }
+
+#[tokio::test]
+async fn targeted_cache_control_decides_for_the_pop_only() {
+    // CDN-Cache-Control (RFC 9213) over Cache-Control, for the PoP; clients see the origin's
+    let (o, t) = setup("no-store", "").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("cdn-cache-control".into(), "max-age=60".into()));
+    get(&t, "/obj/t", &[]).await;
+    let (_, cs, _, h) = get(&t, "/obj/t", &[]).await;
+    assert!(cs.contains("hit"), "CDN-Cache-Control ignored: {cs}");
+    assert_eq!(
+        h["cache-control"], "no-store",
+        "clients must get the origin's Cache-Control"
+    );
+    assert_eq!(o.hits(), 1);
+    // a field targeted at this cache alone wins over CDN-Cache-Control and is not forwarded
+    let (o, t) = setup("no-store", "targeted_field = \"Hopline-Cache-Control\"").await;
+    {
+        let mut h = o.ctl.obj_headers.lock();
+        h.push(("cdn-cache-control".into(), "no-store".into()));
+        h.push(("hopline-cache-control".into(), "max-age=60".into()));
+    }
+    let (_, _, _, h) = get(&t, "/obj/t", &[]).await;
+    assert!(h.get("hopline-cache-control").is_none(), "{h:?}");
+    let (_, cs, _, h) = get(&t, "/obj/t", &[]).await;
+    assert!(cs.contains("hit"), "the targeted field was ignored: {cs}");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(h.get("hopline-cache-control").is_none());
+    assert!(h.get("x-hopline-client-cache-control").is_none());
+    assert_eq!(o.hits(), 1);
+}
