@@ -30,6 +30,21 @@ enum Command {
     Send(SendArgs),
     /// A message's status and the timeline of its attempts.
     Status(StatusArgs),
+    /// Counts and latencies per channel and status (GET /v1/analytics).
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  hopline notify stats --app $KEY --secret $SECRET --since 1h")]
+struct StatsArgs {
+    #[command(flatten)]
+    api: Api,
+    /// How far back, e.g. 15m, 1h, 24h.
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -139,6 +154,22 @@ struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// "15m", "1h", "2d", "90s" → seconds.
+fn parse_since(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| anyhow!("--since {s:?}: expected e.g. 15m, 1h or 2d"))?;
+    Ok(match unit {
+        "s" => n,
+        "m" | "" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--since {s:?}: unit s, m, h or d"),
+    })
 }
 
 fn database(at: &Where) -> anyhow::Result<PathBuf> {
@@ -292,6 +323,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 bail!(
                     "{status}: {}",
                     v["error"]["message"].as_str().unwrap_or(&v.to_string())
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Stats(a) => crate::runtime(1)?.block_on(async move {
+            let secs = parse_since(&a.since)?;
+            let from = hopline_notify::now_ms() / 1000 - secs;
+            let (status, v) = call(
+                &a.api,
+                http::Method::GET,
+                &format!("/v1/analytics?from={from}"),
+                Bytes::new(),
+                &[],
+            )
+            .await?;
+            if !status.is_success() {
+                bail!(
+                    "{status}: {}",
+                    v["error"]["message"].as_str().unwrap_or(&v.to_string())
+                );
+            }
+            if a.json {
+                println!("{v}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("messages accepted in the last {}:\n", a.since);
+            println!(
+                "{:<9} {:<10} {:>8} {:>16} {:>16} {:>18} {:>18}",
+                "channel",
+                "status",
+                "count",
+                "accept→sent p50",
+                "accept→sent p99",
+                "sent→delivered p50",
+                "sent→delivered p99"
+            );
+            let ms = |x: &serde_json::Value| {
+                x.as_f64().map_or("-".to_string(), |v| format!("{v:.0} ms"))
+            };
+            for g in v["groups"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<9} {:<10} {:>8} {:>16} {:>16} {:>18} {:>18}",
+                    g["channel"].as_str().unwrap_or(""),
+                    g["status"].as_str().unwrap_or(""),
+                    g["count"],
+                    ms(&g["accepted_to_sent_ms"]["p50"]),
+                    ms(&g["accepted_to_sent_ms"]["p99"]),
+                    ms(&g["sent_to_delivered_ms"]["p50"]),
+                    ms(&g["sent_to_delivered_ms"]["p99"]),
                 );
             }
             Ok(ExitCode::SUCCESS)

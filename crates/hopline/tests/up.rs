@@ -160,6 +160,28 @@ fn up_once_exits_0_with_every_hop() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "queued", "{v}");
+    // and the statistics see the delivered confirmation
+    let out = Command::new(BIN)
+        .args(["notify", "stats"])
+        .args(&send)
+        .args(["--since", "1h", "--json"])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["channel"] == "webhook" && g["status"] == "delivered"),
+        "{v}"
+    );
     // the printed command works against the running topology: every kind through
     // PoP → balancer → origin hub, nothing missed (shortened to a few seconds)
     let cmd = compare_line
