@@ -248,9 +248,9 @@ impl HttpCache {
         }
         let disk = self.disk.as_ref()?;
         match disk.load(key) {
-            DiskRead::Found(stored) => {
+            DiskRead::Found(variants) => {
                 self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-                let v = Arc::new(vec![Arc::new(*stored)]);
+                let v = Arc::new(variants.into_iter().map(Arc::new).collect::<Vec<_>>());
                 self.mem.insert(key.to_string(), v.clone());
                 Some(v)
             }
@@ -441,11 +441,11 @@ impl HttpCache {
             })
             .unwrap_or_default();
         list.push(stored.clone());
+        if let Some(d) = &self.disk {
+            d.save(key, &list);
+        }
         self.mem.insert(key.to_string(), Arc::new(list));
         self.stats.stored.fetch_add(1, Ordering::Relaxed);
-        if let Some(d) = &self.disk {
-            d.save(key, &stored);
-        }
     }
 
     /// A 304 answered a revalidation: take the new headers, keep the body.
@@ -480,10 +480,10 @@ impl HttpCache {
                     .unwrap_or_default();
                 let stored = Arc::new(stored);
                 list.push(stored.clone());
-                self.mem.insert(key.to_string(), Arc::new(list));
                 if let Some(d) = &self.disk {
-                    d.save(key, &stored);
+                    d.save(key, &list);
                 }
+                self.mem.insert(key.to_string(), Arc::new(list));
                 let parts = match stored.policy.before_request(req, SystemTime::now()) {
                     BeforeRequest::Fresh(p) => p,
                     _ => stale_parts(&stored, SystemTime::now()),
@@ -899,12 +899,13 @@ impl http_body::Body for TeeBody {
 }
 
 // ---------------------------------------------------------------------------
-// Disk tier: one file per key, `HOPC1\n` + u32 meta length + meta JSON + body +
-// SHA-256 of everything before it. A file whose length or digest is wrong is
+// Disk tier: one file per key holding every variant (`Vary`) of it: `HOPC2\n` + u32
+// meta length + meta JSON (the key, each variant's metadata and body length) + the
+// bodies + SHA-256 of everything before it. A file whose length or digest is wrong is
 // corrupt: it is deleted and never served.
 
 enum DiskRead {
-    Found(Box<Stored>),
+    Found(Vec<Stored>),
     Missing,
     Corrupt(String),
 }
@@ -915,7 +916,7 @@ struct Disk {
     used: AtomicU64,
 }
 
-const MAGIC: &[u8] = b"HOPC1\n";
+const MAGIC: &[u8] = b"HOPC2\n";
 
 impl Disk {
     fn open(dir: &Path, limit: u64) -> std::io::Result<Disk> {
@@ -936,20 +937,29 @@ impl Disk {
             .join(format!("{:x}", sha2::Sha256::digest(key.as_bytes())))
     }
 
-    fn save(&self, key: &str, stored: &Stored) {
+    fn save(&self, key: &str, variants: &[Arc<Stored>]) {
         #[derive(Serialize)]
         struct Meta<'a> {
             key: &'a str,
-            stored: &'a Stored,
+            stored: Vec<&'a Stored>,
+            lens: Vec<usize>,
         }
-        let Ok(meta) = serde_json::to_vec(&Meta { key, stored }) else {
+        let meta = Meta {
+            key,
+            stored: variants.iter().map(|s| &**s).collect(),
+            lens: variants.iter().map(|s| s.body.len()).collect(),
+        };
+        let Ok(meta) = serde_json::to_vec(&meta) else {
             return;
         };
-        let mut data = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + stored.body.len() + 32);
+        let bodies: usize = variants.iter().map(|s| s.body.len()).sum();
+        let mut data = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + bodies + 32);
         data.extend_from_slice(MAGIC);
         data.extend_from_slice(&(meta.len() as u32).to_be_bytes());
         data.extend_from_slice(&meta);
-        data.extend_from_slice(&stored.body);
+        for v in variants {
+            data.extend_from_slice(&v.body);
+        }
         let digest = sha2::Sha256::digest(&data);
         data.extend_from_slice(&digest);
         let path = self.path(key);
@@ -1005,7 +1015,7 @@ impl Disk {
             Err(_) => return DiskRead::Missing,
         };
         match Self::decode(key, &data) {
-            Ok(s) => DiskRead::Found(Box::new(s)),
+            Ok(s) => DiskRead::Found(s),
             Err(why) => {
                 let _ = std::fs::remove_file(&path);
                 self.used.fetch_sub(
@@ -1017,11 +1027,12 @@ impl Disk {
         }
     }
 
-    fn decode(key: &str, data: &[u8]) -> Result<Stored, String> {
+    fn decode(key: &str, data: &[u8]) -> Result<Vec<Stored>, String> {
         #[derive(Deserialize)]
         struct Meta {
             key: String,
-            stored: Stored,
+            stored: Vec<Stored>,
+            lens: Vec<usize>,
         }
         if data.len() < MAGIC.len() + 4 + 32 || !data.starts_with(MAGIC) {
             return Err("truncated or not a cache file".into());
@@ -1044,9 +1055,19 @@ impl Disk {
         if meta.key != key {
             return Err("key mismatch".into());
         }
-        let mut stored = meta.stored;
-        stored.body = Bytes::copy_from_slice(&content[start + meta_len..]);
-        Ok(stored)
+        if meta.lens.len() != meta.stored.len()
+            || meta.lens.iter().sum::<usize>() != content.len() - start - meta_len
+        {
+            return Err("body lengths do not add up".into());
+        }
+        let mut at = start + meta_len;
+        let mut out = Vec::with_capacity(meta.stored.len());
+        for (mut stored, len) in meta.stored.into_iter().zip(meta.lens) {
+            stored.body = Bytes::copy_from_slice(&content[at..at + len]);
+            at += len;
+            out.push(stored);
+        }
+        Ok(out)
     }
 
     fn remove(&self, key: &str) -> bool {
@@ -1508,6 +1529,32 @@ mod tests {
             _ => panic!("disk entry not found after restart"),
         }
         assert_eq!(c.stats.disk_hits.load(Ordering::Relaxed), 1);
+        // every Vary variant of a key survives a restart, not only the latest
+        let vary = |lang: &'static str| {
+            (
+                req("/v", &[("accept-language", lang)]),
+                res(
+                    200,
+                    &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+                ),
+            )
+        };
+        {
+            let c = HttpCache::new("pop", &cfg).unwrap();
+            for (lang, body) in [("en", "hello"), ("fr", "bonjour"), ("de", "hallo")] {
+                let (rq, rs) = vary(lang);
+                let p = c.storable(&rq, &rs).unwrap();
+                c.store("v", &rq, &rs, p, Bytes::from_static(body.as_bytes()));
+            }
+        }
+        let c = HttpCache::new("pop", &cfg).unwrap();
+        for (lang, body) in [("en", "hello"), ("fr", "bonjour"), ("de", "hallo")] {
+            match c.lookup("v", &vary(lang).0) {
+                Lookup::Fresh(s, _) => assert_eq!(&s.body[..], body.as_bytes(), "{lang}"),
+                _ => panic!("variant {lang} lost on restart"),
+            }
+        }
+        std::fs::remove_file(c.disk.as_ref().unwrap().path("v")).unwrap();
         // truncate the file: detected, dropped, never served
         let file = std::fs::read_dir(dir.path())
             .unwrap()
