@@ -331,6 +331,23 @@ impl HttpCache {
         None
     }
 
+    /// The response as this cache stores it, when that differs from what the client
+    /// gets: a targeted field's decisions (see [`HttpCache::targeted`]), and no
+    /// `Set-Cookie` — a response with explicit freshness is stored although it sets a
+    /// cookie, but the stored copy never replays a cookie meant for one client to others
+    /// (store and strip: the client that caused the miss gets its cookie from the origin's
+    /// answer; Varnish and nginx by default pass such responses uncached instead).
+    pub fn for_storage(&self, res: &http::response::Parts) -> Option<http::response::Parts> {
+        let mut judged = self.targeted(res);
+        let base = judged.as_ref().unwrap_or(res);
+        if base.headers.contains_key(header::SET_COOKIE) && explicitly_fresh(&base.headers) {
+            let mut p = judged.take().unwrap_or_else(|| res.clone());
+            p.headers.remove(header::SET_COOKIE);
+            judged = Some(p);
+        }
+        judged
+    }
+
     /// Drop the field targeted at this cache alone from what goes downstream.
     pub fn strip_own_targeted(&self, h: &mut HeaderMap) {
         if self.targeted.len() > 1 {
@@ -350,13 +367,7 @@ impl HttpCache {
         // heuristically cacheable statuses (RFC 9110 §15.1) may be stored without explicit
         // freshness; any other final status needs it (RFC 9111 §3: 302, 307, 500, 503, …
         // with max-age are stored); partial and interim responses never are
-        let explicit = res.headers.contains_key(header::EXPIRES)
-            || res
-                .headers
-                .get_all(header::CACHE_CONTROL)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.contains("max-age") || v.contains("s-maxage"));
+        let explicit = explicitly_fresh(&res.headers);
         let code = res.status.as_u16();
         let by_default = matches!(
             code,
@@ -626,6 +637,15 @@ fn response_forbids_stale(s: &Stored) -> bool {
                 || v.contains("proxy-revalidate")
                 || v.contains("no-cache")
         })
+}
+
+/// Does a response say how long it is fresh (`max-age`, `s-maxage` or `Expires`)?
+fn explicitly_fresh(h: &HeaderMap) -> bool {
+    h.contains_key(header::EXPIRES)
+        || h.get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("max-age") || v.contains("s-maxage"))
 }
 
 /// Where an entry keeps the `Cache-Control` and `Expires` clients are served when a
@@ -1274,6 +1294,16 @@ mod tests {
                 true,
             ),
             (
+                "Set-Cookie with explicit freshness",
+                200,
+                &[],
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("set-cookie", "session=abc"),
+                ],
+                true,
+            ),
+            (
                 "302 with max-age",
                 302,
                 &[],
@@ -1311,7 +1341,9 @@ mod tests {
             ),
         ];
         for (name, status, rq, rs, want) in cases {
-            let got = c.storable(&req("/a", rq), &res(*status, rs)).is_some();
+            let rs = res(*status, rs);
+            let rs = c.for_storage(&rs).unwrap_or(rs);
+            let got = c.storable(&req("/a", rq), &rs).is_some();
             assert_eq!(got, *want, "{name}");
         }
         // a stored 503 is reused as a 503 while fresh

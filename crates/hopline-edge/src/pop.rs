@@ -269,7 +269,7 @@ async fn fetch(
     let (mut rparts, rbody) = resp.into_parts();
     cache::normalize(&mut rparts.headers);
     // (a field targeted at this cache decides for it; clients see the origin's own)
-    let judged = cache.targeted(&rparts);
+    let judged = cache.for_storage(&rparts);
     cache.strip_own_targeted(&mut rparts.headers);
     let for_cache = judged.as_ref().unwrap_or(&rparts);
     let policy = cache.storable(&as_get, for_cache);
@@ -367,7 +367,7 @@ async fn revalidate(
     let resp = result.expect("not failed");
     let (mut rparts, rbody) = resp.into_parts();
     cache::normalize(&mut rparts.headers);
-    let judged = cache.targeted(&rparts);
+    let judged = cache.for_storage(&rparts);
     cache.strip_own_targeted(&mut rparts.headers);
     if rparts.status == StatusCode::NOT_MODIFIED
         && let Some((fresh, head)) = cache.refreshed(key, &stored, &conditional, &rparts)

@@ -485,3 +485,26 @@ async fn targeted_cache_control_decides_for_the_pop_only() {
     assert!(h.get("x-hopline-client-cache-control").is_none());
     assert_eq!(o.hits(), 1);
 }
+
+#[tokio::test]
+async fn set_cookie_responses_are_stored_without_the_cookie() {
+    let (o, t) = setup("max-age=60", "").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("set-cookie".into(), "session=for-the-first-client".into()));
+    let (_, cs, _, h) = get(&t, "/obj/s", &[]).await;
+    assert!(cs.contains("stored"), "{cs}");
+    assert_eq!(
+        h["set-cookie"], "session=for-the-first-client",
+        "the miss keeps its cookie"
+    );
+    let (_, cs, body, h) = get(&t, "/obj/s", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(body, "version 1");
+    assert!(
+        h.get("set-cookie").is_none(),
+        "a cookie replayed to another client"
+    );
+    assert_eq!(o.hits(), 1);
+}
