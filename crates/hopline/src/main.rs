@@ -14,7 +14,8 @@ mod visit;
 use clap::{Parser, Subcommand};
 
 /// Every hop of a web request: DNS, edge (web server, reverse proxy, load balancer,
-/// CDN cache, rate limits) and a browser-like page loader.
+/// CDN cache, rate limits), real-time channels, notifications and a browser-like page
+/// loader.
 #[derive(Debug, Parser)]
 #[command(name = "hopline", version, about, long_about = None, propagate_version = true)]
 struct Cli {
