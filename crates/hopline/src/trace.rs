@@ -15,7 +15,7 @@ Example:
   hopline trace 2dc1c01c724949430b5822c07ceae8a2
   hopline trace 2dc1c01c724949430b5822c07ceae8a2 --admin 127.0.0.1:9900 --json")]
 pub struct Args {
-    /// The 32-hex-digit trace id.
+    /// The 32-hex-digit trace id, or a whole `traceparent` (`00-TRACEID-SPAN-01`).
     pub trace_id: String,
     /// The admin listener to ask (default: the one of `hopline up`).
     #[arg(long, default_value = "127.0.0.1:9900")]
@@ -25,13 +25,23 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.trace_id.len() != 32 || !args.trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        anyhow::bail!(
-            "{:?} is not a trace id: expected 32 hex digits",
+/// The trace id of `text`: 32 hex digits, or the second field of a W3C traceparent.
+pub fn trace_id_of(text: &str) -> Option<String> {
+    let text = text.trim();
+    let id = match text.split('-').collect::<Vec<_>>().as_slice() {
+        [_version, id, span, _flags] if span.len() == 16 => *id,
+        _ => text,
+    };
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    args.trace_id = trace_id_of(&args.trace_id).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{:?} is not a trace id: expected 32 hex digits or a traceparent (00-<32 hex>-<16 hex>-01)",
             args.trace_id
-        );
-    }
+        )
+    })?;
     let mut s = std::net::TcpStream::connect(&args.admin)
         .map_err(|e| anyhow::anyhow!("cannot reach the admin listener {}: {e}", args.admin))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
@@ -86,4 +96,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_id_or_a_whole_traceparent() {
+        let id = "2dc1c01c724949430b5822c07ceae8a2";
+        assert_eq!(trace_id_of(id).as_deref(), Some(id));
+        assert_eq!(
+            trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(trace_id_of(&id.to_uppercase()).as_deref(), Some(id));
+        for bad in ["", "xyz", &id[..31], "00-abc-00f067aa0ba902b7-01"] {
+            assert_eq!(trace_id_of(bad), None, "{bad:?}");
+        }
+    }
 }

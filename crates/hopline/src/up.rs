@@ -209,7 +209,8 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
     );
     let state = State {
         resolver: resolver_addr.to_string(),
-        ca: ca.clone(),
+        // absolute: a later `hopline visit` from another folder must find it
+        ca: std::fs::canonicalize(&ca).unwrap_or_else(|_| ca.clone()),
         pid: std::process::id(),
     };
     let sf = state_file();
