@@ -72,6 +72,8 @@ pub struct Service {
     nonces: moka::sync::Cache<(String, String), ()>,
     /// Per-app and per-recipient limits (GCRA).
     pub(crate) limits: [Option<hopline_edge::ratelimit::Limiter>; 2],
+    /// What the workers run with now (replaced on reload).
+    live: worker::LiveSettings,
     apps: moka::sync::Cache<String, Option<store::App>>,
     _workers: tokio::task::JoinHandle<()>,
 }
@@ -88,31 +90,10 @@ impl Service {
         )?);
         let wake = Arc::new(tokio::sync::Notify::new());
         let events = tokio::sync::broadcast::channel(4096).0;
-        let workers = worker::spawn(
-            store.clone(),
-            worker::WorkerSettings {
-                schedule: config.schedule(),
-                allow_private_targets: config.allow_private_targets,
-                webhook_timeout: std::time::Duration::from_millis(
-                    config.webhook_timeout_ms.max(100),
-                ),
-                concurrency: config.concurrency.max(1),
-                events: events.clone(),
-                sms: config.sms.clone(),
-                push: config.push.clone(),
-                email: match &config.email {
-                    Some(e) => Some(Arc::new(
-                        worker::Mailer::new(
-                            e,
-                            std::time::Duration::from_millis(config.webhook_timeout_ms.max(100)),
-                        )
-                        .map_err(store::StoreError::Unavailable)?,
-                    )),
-                    None => None,
-                },
-            },
-            wake.clone(),
-        );
+        let live: worker::LiveSettings = Arc::new(parking_lot::RwLock::new(Arc::new(
+            worker_settings(config, &events)?,
+        )));
+        let workers = worker::spawn(store.clone(), live.clone(), wake.clone());
         let limiter = |name: &str, rate: &Option<String>, burst: Option<u32>| {
             rate.as_ref().map(|r| {
                 hopline_edge::ratelimit::Limiter::new(
@@ -139,6 +120,7 @@ impl Service {
         .map_err(store::StoreError::Unavailable)?;
         Ok(Arc::new(Service {
             limits: [app_limit, recipient_limit],
+            live,
             name: name.to_string(),
             store,
             config: parking_lot::RwLock::new(config.clone()),
@@ -162,6 +144,29 @@ impl Drop for Service {
     fn drop(&mut self) {
         self._workers.abort();
     }
+}
+
+/// The workers' settings for a section.
+fn worker_settings(
+    config: &NotifyConfig,
+    events: &tokio::sync::broadcast::Sender<StatusEvent>,
+) -> Result<worker::WorkerSettings, store::StoreError> {
+    let timeout = std::time::Duration::from_millis(config.webhook_timeout_ms.max(100));
+    Ok(worker::WorkerSettings {
+        schedule: config.schedule(),
+        allow_private_targets: config.allow_private_targets,
+        webhook_timeout: timeout,
+        concurrency: config.concurrency.max(1),
+        events: events.clone(),
+        sms: config.sms.clone(),
+        push: config.push.clone(),
+        email: match &config.email {
+            Some(e) => Some(Arc::new(
+                worker::Mailer::new(e, timeout).map_err(store::StoreError::Unavailable)?,
+            )),
+            None => None,
+        },
+    })
 }
 
 /// The services of a config, kept across reloads (a section still there keeps its store
@@ -189,6 +194,8 @@ impl Services {
         for (name, cfg) in sections {
             let svc = match running.get(name) {
                 Some(s) if s.config.read().database == cfg.database => {
+                    // retry schedule, providers and the SSRF guard apply to the next attempt
+                    *s.live.write() = Arc::new(worker_settings(cfg, &s.events)?);
                     *s.config.write() = cfg.clone();
                     s.clone()
                 }

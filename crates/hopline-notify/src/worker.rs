@@ -142,15 +142,18 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The workers' settings, replaced whole on reload (each attempt reads the current ones).
+pub type LiveSettings = Arc<parking_lot::RwLock<Arc<WorkerSettings>>>;
+
 /// Run the dispatcher until the process ends.
 pub fn spawn(
     store: Arc<Store>,
-    settings: WorkerSettings,
+    live: LiveSettings,
     wake: Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(settings.concurrency.max(1) * 4));
-        let settings = Arc::new(settings);
+        // (the number of attempts in flight is fixed at start)
+        let slots = Arc::new(Semaphore::new(live.read().concurrency.max(1) * 4));
         let tls = tls_config();
         let pool: Arc<ConnPool> = Arc::default();
         loop {
@@ -172,7 +175,7 @@ pub fn spawn(
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
                 let (store, settings, tls, wake, pool) = (
                     store.clone(),
-                    settings.clone(),
+                    live.read().clone(),
                     tls.clone(),
                     wake.clone(),
                     pool.clone(),

@@ -891,3 +891,24 @@ async fn a_full_database_refuses_with_503_and_loses_nothing_it_accepted() {
         assert_eq!(s, 200, "{id} was accepted but is gone: {v}");
     }
 }
+
+#[tokio::test]
+async fn a_reload_reaches_the_running_workers() {
+    let (sink_addr, sink) = sink().await;
+    let api = start_guarded().await;
+    let to = format!("http://{sink_addr}/hook");
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "before")).await;
+    wait_status(&api, v["id"].as_str().unwrap(), "failed").await;
+    // the same section, now allowing private targets: the next attempt follows it
+    let path = api.dir.path().join("hopline.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "allow_private_targets = false",
+        "allow_private_targets = true",
+    );
+    let sections = hopline_notify::config::load(&text, &path, api.dir.path()).unwrap();
+    let mut routes = hopline_edge::Services::new();
+    api._services.apply(&sections, &mut routes).unwrap();
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "after")).await;
+    wait_status(&api, v["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(sink.got.lock().len(), 1);
+}
