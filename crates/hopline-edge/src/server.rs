@@ -363,10 +363,26 @@ impl Server {
                 notified.await;
             }
         };
-        match tokio::time::timeout(timeout, drained).await {
+        let outcome = match tokio::time::timeout(timeout, drained).await {
             Ok(()) => Shutdown::Drained,
             Err(_) => Shutdown::TimedOut,
+        };
+        // every buffered access-log line reaches the file before the process ends
+        if let Some(log) = self.shared.access_log.load_full() {
+            log.flush();
         }
+        outcome
+    }
+
+    /// Open the access log file again (logrotate; `hopline serve` does it on SIGUSR1).
+    pub fn reopen_logs(&self) -> Result<(), EdgeError> {
+        if let Some(log) = self.shared.access_log.load_full() {
+            log.reopen().map_err(|e| EdgeError::Io {
+                what: "reopening the access log".into(),
+                source: e,
+            })?;
+        }
+        Ok(())
     }
 }
 

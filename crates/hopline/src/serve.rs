@@ -12,7 +12,8 @@ use hopline_edge::{Config, Server, Shutdown};
 /// Run the sites and DNS services of a config file.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Signals: SIGHUP reloads CONFIG without dropping connections; SIGTERM / Ctrl-C drain and exit 0.
+Signals: SIGHUP reloads CONFIG without dropping connections; SIGUSR1 reopens the access log
+(logrotate); SIGTERM / Ctrl-C drain, write every buffered log line and exit 0.
 
 Example:
   hopline serve examples/site/hopline.toml
@@ -55,6 +56,7 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let shutdown_timeout = Duration::from_millis(config.limits.shutdown_timeout_ms);
     let base = config.base_dir.clone();
     let dns = hopline_dns::service::DnsServices::start(&config.dns, &base)
@@ -86,6 +88,10 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
                     Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
                 }
             }
+            _ = usr1.recv() => match server.reopen_logs() {
+                Ok(()) => tracing::info!(target: "hopline", "reopened the access log"),
+                Err(e) => tracing::error!(target: "hopline", "{e}"),
+            },
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
