@@ -7,6 +7,7 @@
 # CPU placement on this 2-core machine: the proxy under test owns CPU 0; the origin nginx
 # and wrk share CPU 1 (the same for every contender, so the comparison stays fair).
 #   bench/edge-proxy.sh                  # ROUNDS=3 DURATION=10s CONNS=64
+#   ONLY_LOG=1 bench/edge-proxy.sh       # only the access-log-on rows
 source "$(dirname "$0")/lib.sh"
 ports_free 18090 18091 18092 18093
 need nginx haproxy wrk taskset python3
@@ -88,6 +89,7 @@ FILES="small.txt 1k.bin 100k.bin"
 echo "# edge proxy: wrk -t1 -c$CONNS -d$DURATION --latency, $ROUNDS rounds; proxy on CPU $SERVER_CPU, origin nginx + wrk on CPU $LOAD_CPU"
 printf '%-8s %-10s %-5s %10s %9s %9s %8s %9s\n' proxy file round req/s p50_ms p99_ms cpu_us rss_kib
 for round in $(seq 1 "$ROUNDS"); do
+  [ "${ONLY_LOG:-0}" = 1 ] && break
   order="direct nginx haproxy hopline"; [ $((round % 2)) -eq 0 ] && order="hopline haproxy nginx direct"
   for srv in $order; do
     "start_$srv"; port=$(port_of "$srv")
@@ -103,6 +105,7 @@ for round in $(seq 1 "$ROUNDS"); do
     stop_server
   done
 done
+if [ "${ONLY_LOG:-0}" != 1 ]; then
 echo
 echo "# medians over $ROUNDS rounds (req/s; p99 ms)"
 printf '%-10s %9s %9s %9s %9s %8s %8s %8s %8s %8s\n' file direct nginx haproxy hopline h/nginx h/hapr p99_ngx p99_hap p99_hop
@@ -120,6 +123,35 @@ for file in $FILES; do
   printf '%-10s %9s %9s %9s %9s %9s\n' "$file" "$n" "$a" "$h" "$(python3 -c "print(f'{$h/$n:.2f}x' if $n else 'n/a')")" "$(python3 -c "print(f'{$h/$a:.2f}x' if $a else 'n/a')")"
 done
 echo "peak RSS under load (KiB, last round): nginx ${R[nginx,rss]}  haproxy ${R[haproxy,rss]}  hopline ${R[hopline,rss]}"
+fi
+
+# The same proxies with their access logs ON, to a file (nginx: `access_log FILE combined
+# buffer=64k`, hopline: `access_log = "FILE"`, buffered 64 KiB per thread the same way);
+# 1 KiB file, ROUNDS rounds. LOG_ROW=0 skips it. HAProxy logs only through syslog: left out.
+if [ "${LOG_ROW:-1}" = 1 ]; then
+  sed -e "s#access_log off;#access_log $work/nginx/access.log combined buffer=64k;#" "$work/nginx/nginx.conf" > "$work/nginx/nginx-log.conf"
+  sed -e "s#^access_log = \"off\"#access_log = \"$work/hopline-access.log\"#" "$work/hopline.toml" > "$work/hopline-log.toml"
+  start_nginx_log() { taskset -c "$SERVER_CPU" nginx -c "$work/nginx/nginx-log.conf" -p "$work/nginx" -g 'daemon off;' & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18091; }
+  start_hopline_log() { RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline-log.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18093; }
+  echo
+  echo "# access log on (to a file, 64 KiB buffers): wrk -t1 -c$CONNS -d$DURATION, 1k.bin, $ROUNDS rounds"
+  printf '%-12s %-5s %10s %9s %9s %8s %10s\n' proxy round req/s p50_ms p99_ms cpu_us log_lines
+  for round in $(seq 1 "$ROUNDS"); do
+    for srv in nginx_log hopline_log; do
+      rm -f "$work/nginx/access.log" "$work/hopline-access.log"
+      "start_$srv"; port=18091; [ "$srv" = hopline_log ] && port=18093
+      export WRK_PID; WRK_PID=$(cat "$work/server.pid")
+      res=$(wrk_run "http://127.0.0.1:$port/1k.bin" -t1 "-c$CONNS" "-d$DURATION")
+      stop_server
+      lines=0; for f in "$work/nginx/access.log" "$work/hopline-access.log"; do [ -f "$f" ] && lines=$(wc -l < "$f"); done
+      read -r rps p50 p99 cpu _ <<<"$res"
+      R["$srv,rps"]+="$rps "; R["$srv,cpu"]+="$cpu "
+      printf '%-12s %-5s %10s %9s %9s %8s %10s\n' "$srv" "$round" "$rps" "$p50" "$p99" "$cpu" "$lines"
+    done
+  done
+  n=$(median ${R[nginx_log,rps]}); h=$(median ${R[hopline_log,rps]}); nc=$(median ${R[nginx_log,cpu]}); hc=$(median ${R[hopline_log,cpu]})
+  echo "medians with log: nginx $n req/s ${nc} µs/req  hopline $h req/s ${hc} µs/req  (h/nginx req/s $(python3 -c "print(f'{$h/$n:.2f}x')"), cpu hop/ngx $(python3 -c "print(f'{$hc/$nc:.2f}x' if $nc else 'n/a')"))"
+fi
 
 # RSS holding IDLE idle keep-alive client connections, each of which made one request
 # (HAProxy refuses a maxconn above 9,900 under the 20,000-descriptor limit: it reserves two
@@ -146,6 +178,7 @@ sys.stdin.readline()
 PY
 }
 rss_now() { sum_tree "$1" '/VmRSS/ {print $2}' status; }
+[ "${ONLY_LOG:-0}" = 1 ] && exit 0
 for srv in nginx haproxy hopline; do
   "start_$srv"; port=$(port_of "$srv"); pid=$(cat "$work/server.pid")
   before=$(rss_now "$pid")
