@@ -215,7 +215,20 @@ async fn authenticate(
     }
     // a nonce counts only once its request proved genuine
     let seen = (app.key.clone(), nonce.to_string());
-    if svc.nonces.contains_key(&seen) {
+    // (nodes sharing a Redis engine share the nonces too: a replay to another node fails)
+    let shared = svc
+        .store
+        .nonce_seen(&app.key, nonce, SKEW_S * 2 + 60)
+        .await
+        .transpose()
+        .map_err(|e| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+    if shared == Some(true) || svc.nonces.contains_key(&seen) {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "replayed",

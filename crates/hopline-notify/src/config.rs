@@ -12,7 +12,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
-    /// "sqlite" (embedded, the default).
+    /// "sqlite" (embedded, the default) or "redis://HOST:PORT" (Redis Streams: several
+    /// nodes share the service).
     #[serde(default = "default_engine")]
     pub engine: String,
     /// The SQLite file (relative to the config file).
@@ -47,6 +48,10 @@ pub struct NotifyConfig {
     pub recipient_burst: Option<u32>,
     /// "redis://HOST:PORT" to share the limits between nodes (default: this process).
     pub limit_store: Option<String>,
+    /// Redis engine: a message a node took and did not finish within this time (the
+    /// node died) is taken over by another node. Default: 60 s, and at least twice
+    /// `webhook_timeout_ms` (a live node's slow attempt is not taken from it).
+    pub claim_idle_ms: Option<u64>,
     /// The SMS gateway (`channel = "sms"`).
     pub sms: Option<SmsProvider>,
     /// The push provider (`channel = "push"`).
@@ -150,6 +155,14 @@ pub fn parse_delay(s: &str) -> Result<Duration, String> {
 }
 
 impl NotifyConfig {
+    /// Redis engine: how long a taken message may stay unfinished before another node
+    /// takes it over.
+    pub fn claim_idle_ms(&self) -> u64 {
+        self.claim_idle_ms
+            .unwrap_or(60_000)
+            .max(self.webhook_timeout_ms.saturating_mul(2))
+    }
+
     /// The retry schedule.
     pub fn schedule(&self) -> crate::model::Schedule {
         crate::model::Schedule {
@@ -185,10 +198,14 @@ pub fn load(
             message: format!("[notify.{name}]: {message}"),
         };
         if c.engine != "sqlite" {
-            return Err(bad(format!(
-                "engine {:?}: only \"sqlite\" is built so far (the Redis Streams engine is not)",
-                c.engine
-            )));
+            let ok =
+                c.engine.starts_with("redis://") && redis::Client::open(c.engine.as_str()).is_ok();
+            if !ok {
+                return Err(bad(format!(
+                    "engine {:?}: expected \"sqlite\" or \"redis://HOST:PORT\"",
+                    c.engine
+                )));
+            }
         }
         if c.retry.is_empty() {
             return Err(bad(

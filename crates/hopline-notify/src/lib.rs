@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 pub mod model;
+pub mod redis_store;
 pub mod store;
 pub mod worker;
 
@@ -81,13 +82,21 @@ pub struct Service {
 impl Service {
     /// Open the store and start the workers.
     pub fn start(name: &str, config: &NotifyConfig) -> Result<Arc<Service>, store::StoreError> {
-        if let Some(dir) = config.database.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let store = Arc::new(store::Store::open_with(
-            &config.database,
-            config.max_database_size.map(|s| s.0),
-        )?);
+        let store = if config.engine.starts_with("redis://") {
+            Arc::new(store::Store::redis(
+                &config.engine,
+                name,
+                config.claim_idle_ms(),
+            )?)
+        } else {
+            if let Some(dir) = config.database.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            Arc::new(store::Store::sqlite(
+                &config.database,
+                config.max_database_size.map(|s| s.0),
+            )?)
+        };
         let wake = Arc::new(tokio::sync::Notify::new());
         let events = tokio::sync::broadcast::channel(4096).0;
         let live: worker::LiveSettings = Arc::new(parking_lot::RwLock::new(Arc::new(
@@ -193,7 +202,10 @@ impl Services {
         let mut next = BTreeMap::new();
         for (name, cfg) in sections {
             let svc = match running.get(name) {
-                Some(s) if s.config.read().database == cfg.database => {
+                Some(s)
+                    if s.config.read().database == cfg.database
+                        && s.config.read().engine == cfg.engine =>
+                {
                     // retry schedule, providers and the SSRF guard apply to the next attempt
                     *s.live.write() = Arc::new(worker_settings(cfg, &s.events)?);
                     *s.config.write() = cfg.clone();

@@ -617,6 +617,11 @@ pub fn random_token(bytes: usize) -> String {
 }
 
 /// A message id: `msg_` + 13 base32 characters of time (ms) + 10 random: sortable by time.
+/// How many leading characters of a message id are its time (`msg_` and 13 base-32
+/// digits of the Unix ms): ids sort by time.
+pub const ID_TIME_LEN: usize = 17;
+
+/// A new message id: `msg_`, the time, then randomness.
 pub fn message_id(now_ms: u64) -> String {
     const A: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     let mut s = String::from("msg_");

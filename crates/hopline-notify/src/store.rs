@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::model::{Channel, NewMessage, Priority, Status, message_id, random_token};
@@ -91,7 +91,7 @@ pub struct Message {
 }
 
 /// One attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     /// 1-based.
     pub n: u32,
@@ -227,30 +227,30 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
-/// The store of one notification service.
-pub struct Store {
+/// The embedded SQLite store.
+pub struct SqliteStore {
     path: PathBuf,
     tx: mpsc::SyncSender<Op>,
     readers: parking_lot::Mutex<Vec<Connection>>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Open (or make) the database at `path`. Messages a crashed process left `sending`
     /// go back to `queued` (at-least-once: they are sent again, with the same id).
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         Self::open_with(path, None)
     }
 
     /// [`Store::open`] with a size quota in bytes (SQLite's `max_page_count`).
-    pub fn open_with(path: &Path, max_size: Option<u64>) -> Result<Store, StoreError> {
+    pub fn open_with(path: &Path, max_size: Option<u64>) -> Result<SqliteStore, StoreError> {
         let w = open(path).map_err(sql_err)?;
         w.execute_batch(SCHEMA).map_err(sql_err)?;
         if let Some(max) = max_size {
@@ -270,7 +270,7 @@ impl Store {
             .name("notify-writer".into())
             .spawn(move || writer(w, rx))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Store {
+        Ok(SqliteStore {
             path: path.to_path_buf(),
             tx,
             readers: parking_lot::Mutex::new(Vec::new()),
@@ -574,6 +574,21 @@ pub struct NewApp {
     pub webhook_secret: String,
 }
 
+/// A new app's key, first secret and `whsec_` webhook secret.
+pub fn new_app_secrets() -> NewApp {
+    use base64::Engine;
+    let mut raw = [0u8; 24];
+    rand::Rng::fill(&mut rand::rng(), &mut raw[..]);
+    NewApp {
+        key: format!("app_{}", random_token(12)),
+        secret: format!("sk_{}", random_token(32)),
+        webhook_secret: format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        ),
+    }
+}
+
 /// Apps, managed directly in the database file (also while a server runs: WAL).
 pub mod apps {
     use super::*;
@@ -584,17 +599,13 @@ pub mod apps {
         name: &str,
         channels: Option<Vec<String>>,
     ) -> Result<NewApp, StoreError> {
-        use base64::Engine;
         let c = open(db).map_err(sql_err)?;
         c.execute_batch(SCHEMA).map_err(sql_err)?;
-        let key = format!("app_{}", random_token(12));
-        let secret = format!("sk_{}", random_token(32));
-        let mut raw = [0u8; 24];
-        rand::Rng::fill(&mut rand::rng(), &mut raw[..]);
-        let webhook_secret = format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        );
+        let NewApp {
+            key,
+            secret,
+            webhook_secret,
+        } = new_app_secrets();
         c.execute(
             "INSERT INTO apps (key, name, secrets, webhook_secret, channels, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -1067,7 +1078,7 @@ pub fn endpoint_disabled(c: &Connection, url: &str) -> rusqlite::Result<bool> {
     .map(|o| o.is_some())
 }
 
-impl Store {
+impl SqliteStore {
     /// Is `url` a disabled webhook endpoint?
     pub async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
         let url = url.to_string();
@@ -1078,4 +1089,162 @@ impl Store {
 /// Channels as stored names (for filters).
 pub fn channel_name(c: Channel) -> &'static str {
     c.as_str()
+}
+
+/// The store of one notification service: the embedded SQLite file, or Redis shared by
+/// several nodes.
+pub struct Store {
+    engine: Engine,
+}
+
+enum Engine {
+    Sqlite(SqliteStore),
+    Redis(Box<crate::redis_store::RedisStore>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.engine {
+            Engine::Sqlite(s) => s.fmt(f),
+            Engine::Redis(s) => s.fmt(f),
+        }
+    }
+}
+
+/// The same call on whichever engine runs.
+macro_rules! on_engine {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &$self.engine {
+            Engine::Sqlite($s) => $e,
+            Engine::Redis($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// The embedded store in the file `path`.
+    pub fn sqlite(path: &Path, max_size: Option<u64>) -> Result<Store, StoreError> {
+        Ok(Store {
+            engine: Engine::Sqlite(SqliteStore::open_with(path, max_size)?),
+        })
+    }
+
+    /// The store of service `name` in Redis at `url`.
+    pub fn redis(url: &str, name: &str, claim_idle_ms: u64) -> Result<Store, StoreError> {
+        Ok(Store {
+            engine: Engine::Redis(Box::new(crate::redis_store::RedisStore::open(
+                url,
+                name,
+                claim_idle_ms,
+            )?)),
+        })
+    }
+
+    /// Several nodes share it (replay protection must then be shared too).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.engine, Engine::Redis(_))
+    }
+
+    /// See [`SqliteStore::accept`].
+    pub async fn accept(
+        &self,
+        app: &str,
+        msg: NewMessage,
+        idempotency: Option<(String, String)>,
+        now_ms: u64,
+    ) -> Result<Accepted, StoreError> {
+        on_engine!(self, s => s.accept(app, msg, idempotency, now_ms).await)
+    }
+
+    /// See [`SqliteStore::claim`].
+    pub async fn claim(&self, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
+        on_engine!(self, s => s.claim(now_ms, limit).await)
+    }
+
+    /// See [`SqliteStore::record`].
+    pub async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
+        on_engine!(self, s => s.record(id, outcome, now_ms).await)
+    }
+
+    /// See [`SqliteStore::replay`].
+    pub async fn replay(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        on_engine!(self, s => s.replay(app, id, now_ms).await)
+    }
+
+    /// See [`SqliteStore::cancel`].
+    pub async fn cancel(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        on_engine!(self, s => s.cancel(app, id, now_ms).await)
+    }
+
+    /// See [`SqliteStore::callback`].
+    pub async fn callback(
+        &self,
+        id: &str,
+        channel: &str,
+        status: Status,
+        now_ms: u64,
+    ) -> Result<String, StoreError> {
+        on_engine!(self, s => s.callback(id, channel, status, now_ms).await)
+    }
+
+    /// See [`SqliteStore::get`].
+    pub async fn get(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<(Message, Vec<Attempt>, Vec<Change>), StoreError> {
+        on_engine!(self, s => s.get(app, id).await)
+    }
+
+    /// See [`SqliteStore::list`].
+    pub async fn list(
+        &self,
+        app: &str,
+        status: Option<String>,
+        channel: Option<String>,
+        since_ms: Option<u64>,
+        before: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        on_engine!(self, s => s.list(app, status, channel, since_ms, before, limit).await)
+    }
+
+    /// See [`SqliteStore::analytics`].
+    pub async fn analytics(
+        &self,
+        app: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<(String, String, u64, Vec<f64>, Vec<f64>)>, StoreError> {
+        on_engine!(self, s => s.analytics(app, from_ms, to_ms).await)
+    }
+
+    /// See [`SqliteStore::app`].
+    pub async fn app(&self, key: &str) -> Result<Option<App>, StoreError> {
+        on_engine!(self, s => s.app(key).await)
+    }
+
+    /// See [`SqliteStore::next_due`].
+    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        on_engine!(self, s => s.next_due().await)
+    }
+
+    /// See [`SqliteStore::disabled`].
+    pub async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
+        on_engine!(self, s => s.disabled(url).await)
+    }
+
+    /// With a shared engine: was this nonce seen by any node (and remember it)? `None`
+    /// when the store does not keep nonces (the node's own cache does).
+    pub async fn nonce_seen(
+        &self,
+        app: &str,
+        nonce: &str,
+        ttl_s: u64,
+    ) -> Option<Result<bool, StoreError>> {
+        match &self.engine {
+            Engine::Redis(s) => Some(s.nonce_seen(app, nonce, ttl_s).await),
+            Engine::Sqlite(_) => None,
+        }
+    }
 }

@@ -82,16 +82,32 @@ struct Api {
     dir: tempfile::TempDir,
 }
 
+/// Which engine a test runs on.
+#[derive(Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Redis(u16),
+}
+
 async fn start(extra: &str) -> Api {
     start_with(extra, true).await
 }
 
 async fn start_with(extra: &str, allow_private: bool) -> Api {
+    start_on(Engine::Sqlite, extra, allow_private).await
+}
+
+async fn start_on(engine: Engine, extra: &str, allow_private: bool) -> Api {
     let dir = tempfile::tempdir().unwrap();
+    let engine_line = match engine {
+        Engine::Sqlite => "engine = \"sqlite\"".to_string(),
+        Engine::Redis(port) => format!("engine = \"redis://127.0.0.1:{port}\""),
+    };
     let toml = format!(
         r#"
 access_log = "off"
 [notify.main]
+{engine_line}
 database = "notify.db"
 retry = ["0s", "300ms", "300ms"]
 allow_private_targets = {allow_private}
@@ -108,8 +124,18 @@ listen = ["127.0.0.1:0"]
     std::fs::write(&path, &toml).unwrap();
     let config = Config::from_str_at(&toml, &path, dir.path()).unwrap();
     let sections = hopline_notify::config::load(&toml, &path, dir.path()).unwrap();
-    let app =
-        hopline_notify::store::apps::create(&sections["main"].database, "shop", None).unwrap();
+    let app = match engine {
+        Engine::Sqlite => {
+            hopline_notify::store::apps::create(&sections["main"].database, "shop", None)
+        }
+        Engine::Redis(port) => hopline_notify::redis_store::apps::create(
+            &format!("redis://127.0.0.1:{port}"),
+            "main",
+            "shop",
+            None,
+        ),
+    }
+    .unwrap();
     let services = hopline_notify::Services::new();
     let mut routes = hopline_edge::Services::new();
     services.apply(&sections, &mut routes).unwrap();
@@ -188,8 +214,20 @@ fn webhook(to: &str, body: &str) -> String {
 
 #[tokio::test]
 async fn a_message_is_accepted_delivered_signed_and_traced() {
+    a_message_is_accepted_delivered_signed_and_traced_on(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_message_is_accepted_delivered_signed_and_traced_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    a_message_is_accepted_delivered_signed_and_traced_on(Engine::Redis(r.port)).await;
+}
+
+async fn a_message_is_accepted_delivered_signed_and_traced_on(engine: Engine) {
     let (sink_addr, sink) = sink().await;
-    let api = start("").await;
+    let api = start_on(engine, "", true).await;
     let (s, v) = call(
         &api,
         "POST",
@@ -330,8 +368,20 @@ async fn requests_must_be_signed_fresh_and_once() {
 
 #[tokio::test]
 async fn idempotency_keys_and_bad_input() {
+    idempotency_keys_and_bad_input_on(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_bad_input_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    idempotency_keys_and_bad_input_on(Engine::Redis(r.port)).await;
+}
+
+async fn idempotency_keys_and_bad_input_on(engine: Engine) {
     let (sink_addr, sink) = sink().await;
-    let api = start("").await;
+    let api = start_on(engine, "", true).await;
     let to = format!("http://{sink_addr}/hook");
     let body = webhook(&to, "once");
     let k = [("idempotency-key", "order-42")];
@@ -398,8 +448,20 @@ async fn idempotency_keys_and_bad_input() {
 
 #[tokio::test]
 async fn retries_honour_retry_after_then_dead_letter_and_replay() {
+    retries_honour_retry_after_then_dead_letter_and_replay_on(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn retries_honour_retry_after_then_dead_letter_and_replay_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    retries_honour_retry_after_then_dead_letter_and_replay_on(Engine::Redis(r.port)).await;
+}
+
+async fn retries_honour_retry_after_then_dead_letter_and_replay_on(engine: Engine) {
     let (sink_addr, sink) = sink().await;
-    let api = start("").await;
+    let api = start_on(engine, "", true).await;
     let to = format!("http://{sink_addr}/hook");
     // 500, then 429 with Retry-After: 1, then 200
     sink.script.lock().extend([(500, None), (429, Some("1"))]);
@@ -464,8 +526,20 @@ async fn retries_honour_retry_after_then_dead_letter_and_replay() {
 
 #[tokio::test]
 async fn scheduled_messages_wait_and_can_be_cancelled() {
+    scheduled_messages_wait_and_can_be_cancelled_on(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn scheduled_messages_wait_and_can_be_cancelled_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    scheduled_messages_wait_and_can_be_cancelled_on(Engine::Redis(r.port)).await;
+}
+
+async fn scheduled_messages_wait_and_can_be_cancelled_on(engine: Engine) {
     let (sink_addr, sink) = sink().await;
-    let api = start("").await;
+    let api = start_on(engine, "", true).await;
     let to = format!("http://{sink_addr}/hook");
     let at = hopline_notify::now_ms() / 1000 + 3600;
     let body = serde_json::json!({"channel": "webhook", "to": to, "body": "later", "send_at": at})
@@ -606,11 +680,23 @@ async fn status_changes_stream_as_server_sent_events() {
 
 #[tokio::test]
 async fn sms_and_push_through_providers_with_signed_callbacks() {
+    sms_and_push_on(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn sms_and_push_through_providers_with_signed_callbacks_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    sms_and_push_on(Engine::Redis(r.port)).await;
+}
+
+async fn sms_and_push_on(engine: Engine) {
     let (provider, stub) = sink().await;
-    let api = start(&format!(
+    let api = start_on(engine, &format!(
         "[notify.main.sms]\nurl = \"http://{provider}/sms\"\nuser = \"acct\"\npassword = \"pw\"\nfrom = \"+15550100\"\ncallback_secret = \"sms-callback-secret\"\n\
          [notify.main.push]\nurl = \"http://{provider}/push\"\ntoken = \"push-token\"\ncallback_secret = \"push-callback-secret\"\n"
-    ))
+    ), true)
     .await;
     // SMS: a form POST with basic auth; the provider took it → sent (not yet delivered)
     let (s, v) = call(

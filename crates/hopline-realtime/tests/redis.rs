@@ -4,66 +4,11 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Redis { child, port };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start on {port}");
-    }
-
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use hopline_testkit::Redis;
 
 async fn node(redis: &Redis) -> Edge {
     start(&hub_toml(&format!(
@@ -86,10 +31,9 @@ async fn poll(edge: &Edge, channel: &str, since: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn two_nodes_share_channels_through_redis() {
-    if !peer("redis-server") {
+    let Some(mut redis) = Redis::start() else {
         return;
-    }
-    let mut redis = Redis::start();
+    };
     let (a, b) = (node(&redis).await, node(&redis).await);
     // a WebSocket subscriber on B
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/orders", b.addr))

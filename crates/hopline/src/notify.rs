@@ -172,16 +172,55 @@ fn parse_since(s: &str) -> anyhow::Result<u64> {
     })
 }
 
-fn database(at: &Where) -> anyhow::Result<PathBuf> {
+/// Where a service's apps live: its SQLite file, or (service name, Redis URL).
+enum AppStore {
+    Sqlite(PathBuf),
+    Redis { service: String, url: String },
+}
+
+impl AppStore {
+    fn create(
+        &self,
+        name: &str,
+        channels: Option<Vec<String>>,
+    ) -> Result<hopline_notify::store::NewApp, hopline_notify::store::StoreError> {
+        match self {
+            AppStore::Sqlite(db) => hopline_notify::store::apps::create(db, name, channels),
+            AppStore::Redis { service, url } => {
+                hopline_notify::redis_store::apps::create(url, service, name, channels)
+            }
+        }
+    }
+
+    fn list(&self) -> Result<Vec<hopline_notify::store::App>, hopline_notify::store::StoreError> {
+        match self {
+            AppStore::Sqlite(db) => hopline_notify::store::apps::list(db),
+            AppStore::Redis { service, url } => {
+                hopline_notify::redis_store::apps::list(url, service)
+            }
+        }
+    }
+
+    fn rotate(&self, key: &str) -> Result<String, hopline_notify::store::StoreError> {
+        match self {
+            AppStore::Sqlite(db) => hopline_notify::store::apps::rotate(db, key),
+            AppStore::Redis { service, url } => {
+                hopline_notify::redis_store::apps::rotate(url, service, key)
+            }
+        }
+    }
+}
+
+fn database(at: &Where) -> anyhow::Result<AppStore> {
     let text = std::fs::read_to_string(&at.config)
         .with_context(|| format!("reading {}", at.config.display()))?;
     let sections =
         hopline_notify::config::load(&text, &at.config, &crate::products::base_of(&at.config))?;
-    let section = match &at.service {
+    let (name, section) = match &at.service {
         Some(n) => sections
-            .get(n)
+            .get_key_value(n)
             .ok_or_else(|| anyhow!("{} has no [notify.{n}]", at.config.display()))?,
-        None if sections.len() == 1 => sections.values().next().expect("one"),
+        None if sections.len() == 1 => sections.iter().next().expect("one"),
         None if sections.is_empty() => {
             bail!("{} has no [notify.NAME] section", at.config.display())
         }
@@ -190,7 +229,14 @@ fn database(at: &Where) -> anyhow::Result<PathBuf> {
             at.config.display()
         ),
     };
-    Ok(section.database.clone())
+    Ok(if section.engine.starts_with("redis://") {
+        AppStore::Redis {
+            service: name.clone(),
+            url: section.engine.clone(),
+        }
+    } else {
+        AppStore::Sqlite(section.database.clone())
+    })
 }
 
 /// A signed request to the API.
@@ -248,7 +294,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 channels,
                 json,
             } => {
-                let a = hopline_notify::store::apps::create(&database(&at)?, &name, channels)?;
+                let a = database(&at)?.create(&name, channels)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&a)?);
                 } else {
@@ -263,7 +309,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             AppCommand::List { at, json } => {
-                let apps = hopline_notify::store::apps::list(&database(&at)?)?;
+                let apps = database(&at)?.list()?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&apps)?);
                 } else {
@@ -281,7 +327,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             AppCommand::Rotate { key, at, json } => {
-                let s = hopline_notify::store::apps::rotate(&database(&at)?, &key)?;
+                let s = database(&at)?.rotate(&key)?;
                 if json {
                     println!("{}", serde_json::json!({"key": key, "secret": s}));
                 } else {

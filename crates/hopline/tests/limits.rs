@@ -4,66 +4,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hopline");
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn redis_server() -> Option<(Proc, u16)> {
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").is_err(),
-            "redis-server is required in CI (apt-get install redis-server)"
-        );
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-        return None;
-    }
-    let port = free_port();
-    let child = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((child, port));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("redis-server did not start");
-}
+use hopline_testkit::{Proc, Redis};
 
 fn edge(
     dir: &std::path::Path,
@@ -123,9 +69,10 @@ fn status(addr: SocketAddr) -> u16 {
 
 #[test]
 fn two_processes_share_one_limit_through_redis_and_fall_back_without_it() {
-    let Some((mut redis, port)) = redis_server() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
+    let port = redis.port;
     let dir = tempfile::tempdir().unwrap();
     let (_a, a, _) = edge(dir.path(), "a", port);
     let (_b, b, b_log) = edge(dir.path(), "b", port);
@@ -139,8 +86,7 @@ fn two_processes_share_one_limit_through_redis_and_fall_back_without_it() {
     }
     assert_eq!(ok, 10, "the two edges did not share one limit");
     // Redis goes away: local limits take over, requests are answered (not 5xx)
-    let _ = redis.0.kill();
-    let _ = redis.0.wait();
+    redis.kill();
     let mut codes = Vec::new();
     for _ in 0..3 {
         codes.push(status(b));
