@@ -345,7 +345,7 @@ async fn handle(
             }
         }
         (&Method::GET, ["v1", "analytics"]) => analytics(&svc, &app, parts.uri.query()).await,
-        (&Method::GET, ["v1", "events"]) => events(&svc, app),
+        (&Method::GET, ["v1", "events"]) => events(&svc, app).await,
         _ => {
             let mut r = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -361,8 +361,8 @@ async fn handle(
 
 /// `GET /v1/events`: Server-Sent Events of the app's status changes, as they happen
 /// (`event: status`, `data: {"id","status","attempt","at_ms"}`), with a comment every 15 s.
-fn events(svc: &Service, app: String) -> Response<Body> {
-    let mut feed = svc.events.subscribe();
+async fn events(svc: &Service, app: String) -> Response<Body> {
+    let mut feed = svc.events.subscribe().await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
         let _ = tx.send(Bytes::from_static(b"retry: 2000\n: ok\n\n")).await;
@@ -502,13 +502,13 @@ async fn callback(
     let now = crate::now_ms();
     match svc.store.callback(id, provider, status, now).await {
         Ok(app) => {
-            let _ = svc.events.send(Arc::new(crate::StatusChange {
+            svc.events.send(crate::StatusChange {
                 app,
                 id: id.to_string(),
                 status: status.as_str(),
                 attempt: 0,
                 at_ms: now,
-            }));
+            });
             json(
                 StatusCode::OK,
                 &serde_json::json!({"id": id, "status": status.as_str()}),
@@ -661,13 +661,13 @@ async fn send(
         Ok(Accepted::New(id)) => {
             svc.metrics.accepted.fetch_add(1, Ordering::Relaxed);
             svc.wake.notify_one();
-            let _ = svc.events.send(Arc::new(crate::StatusChange {
+            svc.events.send(crate::StatusChange {
                 app: caller.app.key.clone(),
                 id: id.clone(),
                 status: "queued",
                 attempt: 0,
                 at_ms: now,
-            }));
+            });
             json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"id": id, "status": "queued"}),

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod events;
 pub mod model;
 pub mod redis_store;
 pub mod store;
@@ -67,7 +68,7 @@ pub struct Service {
     /// Woken when a message is accepted.
     pub wake: Arc<tokio::sync::Notify>,
     /// Status changes as they happen.
-    pub events: tokio::sync::broadcast::Sender<StatusEvent>,
+    pub events: events::Events,
     /// Counters.
     pub metrics: api::Metrics,
     nonces: moka::sync::Cache<(String, String), ()>,
@@ -77,6 +78,7 @@ pub struct Service {
     live: worker::LiveSettings,
     apps: moka::sync::Cache<String, Option<store::App>>,
     _workers: tokio::task::JoinHandle<()>,
+    _event_tasks: events::EventTasks,
 }
 
 impl Service {
@@ -98,7 +100,7 @@ impl Service {
             )?)
         };
         let wake = Arc::new(tokio::sync::Notify::new());
-        let events = tokio::sync::broadcast::channel(4096).0;
+        let (events, event_tasks) = store.events();
         let live: worker::LiveSettings = Arc::new(parking_lot::RwLock::new(Arc::new(
             worker_settings(config, &events)?,
         )));
@@ -135,6 +137,7 @@ impl Service {
             config: parking_lot::RwLock::new(config.clone()),
             wake,
             events,
+            _event_tasks: event_tasks,
             metrics: api::Metrics::default(),
             nonces: moka::sync::Cache::builder()
                 .time_to_live(std::time::Duration::from_secs(api::SKEW_S * 2 + 60))
@@ -158,7 +161,7 @@ impl Drop for Service {
 /// The workers' settings for a section.
 fn worker_settings(
     config: &NotifyConfig,
-    events: &tokio::sync::broadcast::Sender<StatusEvent>,
+    events: &events::Events,
 ) -> Result<worker::WorkerSettings, store::StoreError> {
     let timeout = std::time::Duration::from_millis(config.webhook_timeout_ms.max(100));
     Ok(worker::WorkerSettings {

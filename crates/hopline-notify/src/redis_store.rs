@@ -243,6 +243,12 @@ impl RedisStore {
         })
     }
 
+    /// The feed of status changes shared by every node, on the pub/sub channel
+    /// `hopline:notify:{NAME}:events`.
+    pub fn events(&self) -> (crate::events::Events, crate::events::EventTasks) {
+        crate::events::Events::redis(self.client.clone(), format!("{}:events", self.prefix))
+    }
+
     /// This node's consumer name.
     pub fn consumer(&self) -> &str {
         &self.consumer

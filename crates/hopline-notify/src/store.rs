@@ -1196,6 +1196,15 @@ impl Store {
         on_engine!(self, s => s.get(app, id).await)
     }
 
+    /// The feed of status changes: within this process for SQLite, through Redis pub/sub
+    /// (shared by every node) for Redis.
+    pub fn events(&self) -> (crate::events::Events, crate::events::EventTasks) {
+        match &self.engine {
+            Engine::Sqlite(_) => (crate::events::Events::local(), Default::default()),
+            Engine::Redis(s) => s.events(),
+        }
+    }
+
     /// See [`SqliteStore::list`].
     pub async fn list(
         &self,

@@ -35,7 +35,7 @@ pub struct WorkerSettings {
     /// Attempts in flight per channel.
     pub concurrency: usize,
     /// Status changes, for the `GET /v1/events` feed.
-    pub events: tokio::sync::broadcast::Sender<crate::StatusEvent>,
+    pub events: crate::events::Events,
     /// The SMS gateway, if configured.
     pub sms: Option<crate::config::SmsProvider>,
     /// The push provider, if configured.
@@ -313,15 +313,13 @@ async fn attempt(
     if let Err(e) = store.record(&m.id, outcome, now).await {
         tracing::error!(target: "hopline::notify", "recording attempt {} of {} failed: {e}", c.attempt, m.id);
     } else {
-        let _ = settings
-            .events
-            .send(std::sync::Arc::new(crate::StatusChange {
-                app: m.app.clone(),
-                id: m.id.clone(),
-                status: status.as_str(),
-                attempt: c.attempt,
-                at_ms: now,
-            }));
+        settings.events.send(crate::StatusChange {
+            app: m.app.clone(),
+            id: m.id.clone(),
+            status: status.as_str(),
+            attempt: c.attempt,
+            at_ms: now,
+        });
     }
 }
 

@@ -631,8 +631,26 @@ async fn apps_and_recipients_are_rate_limited() {
 
 #[tokio::test]
 async fn status_changes_stream_as_server_sent_events() {
-    let (sink_addr, _sink) = sink().await;
     let api = start("").await;
+    status_changes_stream(&api, &api).await;
+}
+
+/// With the Redis engine the feed is shared: a client watching node B sees the changes
+/// of a message sent through node A.
+#[tokio::test]
+async fn status_changes_stream_as_server_sent_events_redis_across_nodes() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    let a = start_on(Engine::Redis(r.port), "", true).await;
+    let mut b = start_on(Engine::Redis(r.port), "", true).await;
+    (b.key, b.secret, b.whsec) = (a.key.clone(), a.secret.clone(), a.whsec.clone());
+    status_changes_stream(&b, &a).await;
+}
+
+async fn status_changes_stream(watch: &Api, send: &Api) {
+    let (sink_addr, _sink) = sink().await;
+    let api = watch;
     // a signed GET of the feed
     let ts = (hopline_notify::now_ms() / 1000).to_string();
     let c = model::canonical("GET", "/v1/events", None, &ts, "feed-1", b"");
@@ -649,7 +667,7 @@ async fn status_changes_stream_as_server_sent_events() {
     assert_eq!(feed.status(), 200);
     assert_eq!(feed.headers()["content-type"], "text/event-stream");
     let (_, v) = call(
-        &api,
+        send,
         "POST",
         "/v1/messages",
         &webhook(&format!("http://{sink_addr}/hook"), "watched"),
