@@ -5,16 +5,23 @@
 # attempt; beside the physical floor of this disk: the same rows inserted into SQLite
 # (WAL, synchronous=FULL) one transaction each, and in batches of 1,000.
 # hopline has ONE worker thread on CPU 0; the load client and its sink run on CPU 1.
-#   bench/notify.sh            # CLIENTS=64 SECS=10
+# Then the Redis Streams engine: the same hopline with engine = "redis://…" and
+# redis-server (appendonly yes; appendfsync everysec, then always) both on CPU 0, so the
+# server side still has one core; its CPU per message sums hopline's and Redis's.
+#   bench/notify.sh            # CLIENTS=64 SECS=10; NO_REDIS=1 skips the Redis rows
 source "$(dirname "$0")/lib.sh"
-ports_free 18110 18111
+ports_free 18110 18111 18112
 need taskset python3
+[ -n "${NO_REDIS:-}" ] || need redis-server
 CLIENTS="${CLIENTS:-64}"; SECS="${SECS:-10}"
 build_hopline
 if [ -z "${SKIP_BUILD:-}" ]; then (cd "$ROOT" && cargo build --release -p hopline-notify --example notify-load >&2); fi
 LOAD="$ROOT/target/release/examples/notify-load"
 work=$(mktemp -d /tmp/hopline-bench.XXXXXX); chmod 755 "$work"
-cleanup() { [ -f "$work/server.pid" ] && kill "$(cat "$work/server.pid")" 2>/dev/null; sleep 0.3; rm -rf "$work"; }
+cleanup() {
+  for f in server.pid redis.pid; do [ -f "$work/$f" ] && kill "$(cat "$work/$f")" 2>/dev/null; done
+  sleep 0.3; rm -rf "$work"
+}
 trap cleanup EXIT
 cat > "$work/hopline.toml" <<TOML
 threads = 1
@@ -46,3 +53,28 @@ print(f"accepted/s {h['accepted_per_s']} = {h['accepted_per_s'] / b['batched_100
       f"{h['accepted_per_s'] / b['single_row_tx_per_s']:.1f}x one transaction per row ({b['single_row_tx_per_s']}/s); "
       f"delivered/s {h['delivered_per_s']}; 202 -> first attempt p50 {h['accept_to_first_attempt_p50_ms']} ms p99 {h['accept_to_first_attempt_p99_ms']} ms")
 PY
+
+[ -n "${NO_REDIS:-}" ] && exit 0
+for fsync in everysec always; do
+  rm -rf "$work/redis"; mkdir -p "$work/redis"
+  taskset -c "$SERVER_CPU" redis-server --port 18112 --bind 127.0.0.1 --dir "$work/redis" --save "" \
+    --appendonly yes --appendfsync "$fsync" --logfile "$work/redis.log" & echo $! > "$work/redis.pid"
+  wait_port 127.0.0.1 18112
+  sed -e 's|^database = "notify.db"|engine = "redis://127.0.0.1:18112"|' "$work/hopline.toml" > "$work/hopline-redis.toml"
+  app=$("$HOPLINE" notify app create bench --config "$work/hopline-redis.toml" --json)
+  key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$app")
+  secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$app")
+  taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline-redis.toml" 2>"$work/hopline.log" & echo $! > "$work/server.pid"
+  wait_port 127.0.0.1 18110
+  r=$(taskset -c "$LOAD_CPU" "$LOAD" send --url http://127.0.0.1:18110 --key "$key" --secret "$secret" --clients "$CLIENTS" --seconds "$SECS" --sink 127.0.0.1:18111 --cpu-pid "$(cat "$work/server.pid"),$(cat "$work/redis.pid")")
+  echo "hopline redis engine (appendfsync $fsync): $r"
+  python3 - "$r" "$out" <<'PY'
+import json, sys
+r, h = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"  accepted/s {r['accepted_per_s']} = {r['accepted_per_s'] / h['accepted_per_s']:.2f}x embedded; delivered/s {r['delivered_per_s']}; "
+      f"202 -> first attempt p50 {r['accept_to_first_attempt_p50_ms']} ms p99 {r['accept_to_first_attempt_p99_ms']} ms; "
+      f"server CPU (hopline + redis) {r['server_cpu_us_per_accept']} us/message (hopline, redis: {r['server_cpu_us_per_accept_by_pid']}) vs {h['server_cpu_us_per_accept']} embedded")
+PY
+  kill "$(cat "$work/server.pid")"; rm -f "$work/server.pid"; sleep 0.3
+  kill "$(cat "$work/redis.pid")"; rm -f "$work/redis.pid"; sleep 0.3
+done

@@ -56,7 +56,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: notify-load send --url URL --key K --secret S [--clients 64] [--seconds 10] [--sink ADDR] [--cpu-pid PID]\n       notify-load baseline --db FILE [--rows 20000]"
+                "usage: notify-load send --url URL --key K --secret S [--clients 64] [--seconds 10] [--sink ADDR] [--cpu-pid PID[,PID…]]\n       notify-load baseline --db FILE [--rows 20000]"
             );
             std::process::exit(2);
         }
@@ -110,7 +110,11 @@ async fn send(args: &[String]) {
     let clients: usize = arg(args, "--clients").map_or(64, |v| v.parse().unwrap());
     let seconds: f64 = arg(args, "--seconds").map_or(10.0, |v| v.parse().unwrap());
     let sink_addr = arg(args, "--sink").unwrap_or_else(|| "127.0.0.1:18111".into());
-    let cpu_pid: Option<u32> = arg(args, "--cpu-pid").map(|v| v.parse().unwrap());
+    // the server's processes (e.g. hopline,redis-server): their CPU is summed
+    let cpu_pids: Option<Vec<u32>> =
+        arg(args, "--cpu-pid").map(|v| v.split(',').map(|p| p.parse().unwrap()).collect());
+    let cpu_pid = cpu_pids.as_ref();
+    let cpu_sum = |pids: &Vec<u32>| pids.iter().map(|p| cpu_us(*p)).sum::<u64>();
     let target: std::net::SocketAddr = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -163,7 +167,8 @@ async fn send(args: &[String]) {
     let accepted: Arc<parking_lot::Mutex<Vec<(String, u64)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
-    let cpu0 = cpu_pid.map(cpu_us);
+    let cpu0 = cpu_pid.map(cpu_sum);
+    let each0: Vec<u64> = cpu_pid.map_or(Vec::new(), |p| p.iter().map(|p| cpu_us(*p)).collect());
     let started = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -221,7 +226,19 @@ async fn send(args: &[String]) {
         let _ = t.await;
     }
     let accept_secs = started.elapsed().as_secs_f64();
-    let cpu_accept = cpu_pid.map(cpu_us).zip(cpu0).map(|(b, a)| b - a);
+    let cpu_accept = cpu_pid.map(cpu_sum).zip(cpu0).map(|(b, a)| b - a);
+    // per process, as a JSON list (e.g. [hopline, redis-server])
+    let each: Vec<String> = cpu_pid
+        .map_or(Vec::new(), |p| p.iter().map(|p| cpu_us(*p)).collect())
+        .iter()
+        .zip(&each0)
+        .map(|(b, a)| {
+            format!(
+                "{:.1}",
+                (b - a) as f64 / accepted.lock().len().max(1) as f64
+            )
+        })
+        .collect();
     let accepted = accepted.lock().clone();
     // wait for every accepted message to reach the sink
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -251,7 +268,7 @@ async fn send(args: &[String]) {
         }
     };
     println!(
-        "{{\"clients\":{clients},\"accepted\":{},\"errors\":{},\"accepted_per_s\":{:.0},\"delivered\":{delivered},\"delivered_per_s\":{:.0},\"accept_to_first_attempt_p50_ms\":{:.2},\"accept_to_first_attempt_p99_ms\":{:.2},\"server_cpu_us_per_accept\":{:.1}}}",
+        "{{\"clients\":{clients},\"accepted\":{},\"errors\":{},\"accepted_per_s\":{:.0},\"delivered\":{delivered},\"delivered_per_s\":{:.0},\"accept_to_first_attempt_p50_ms\":{:.2},\"accept_to_first_attempt_p99_ms\":{:.2},\"server_cpu_us_per_accept\":{:.1},\"server_cpu_us_per_accept_by_pid\":[{}]}}",
         accepted.len(),
         errors.load(Ordering::Relaxed),
         accepted.len() as f64 / accept_secs,
@@ -259,5 +276,6 @@ async fn send(args: &[String]) {
         pct(0.5),
         pct(0.99),
         cpu_accept.map_or(0.0, |c| c as f64 / accepted.len().max(1) as f64),
+        each.join(","),
     );
 }

@@ -82,22 +82,33 @@ return false
 "#;
 
 const TAKE: &str = r#"
--- KEYS: 1 message, 2 history; ARGV: 1 now, 2 key prefix
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {'gone'} end
-if st ~= 'queued' and st ~= 'sending' then return {'skip'} end
-local exp = redis.call('HGET', KEYS[1], 'expires_ms')
-if exp and tonumber(exp) < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'status', 'expired', 'updated_ms', ARGV[1])
-  redis.call('RPUSH', KEYS[2], 'expired ' .. ARGV[1])
-  return {'expired'}
+-- KEYS: message and history of each message, in pairs; ARGV: 1 now, 2 key prefix
+-- Answers one reply per message: {'take', webhook secret, message fields} or {what else}.
+local out = {}
+for i = 1, #KEYS, 2 do
+  local m, h = KEYS[i], KEYS[i + 1]
+  local st = redis.call('HGET', m, 'status')
+  if not st then
+    out[#out + 1] = {'gone'}
+  elseif st ~= 'queued' and st ~= 'sending' then
+    out[#out + 1] = {'skip'}
+  else
+    local exp = redis.call('HGET', m, 'expires_ms')
+    if exp and tonumber(exp) < tonumber(ARGV[1]) then
+      redis.call('HSET', m, 'status', 'expired', 'updated_ms', ARGV[1])
+      redis.call('RPUSH', h, 'expired ' .. ARGV[1])
+      out[#out + 1] = {'expired'}
+    else
+      redis.call('HSET', m, 'status', 'sending', 'updated_ms', ARGV[1])
+      redis.call('HINCRBY', m, 'attempts', 1)
+      redis.call('RPUSH', h, 'sending ' .. ARGV[1])
+      local app = redis.call('HGET', m, 'app')
+      local secret = redis.call('HGET', ARGV[2] .. ':app:' .. app, 'webhook_secret') or ''
+      out[#out + 1] = {'take', secret, redis.call('HGETALL', m)}
+    end
+  end
 end
-redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_ms', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('RPUSH', KEYS[2], 'sending ' .. ARGV[1])
-local app = redis.call('HGET', KEYS[1], 'app')
-local secret = redis.call('HGET', ARGV[2] .. ':app:' .. app, 'webhook_secret') or ''
-return {'take', secret, redis.call('HGETALL', KEYS[1])}
+return out
 "#;
 
 const RECORD: &str = r#"
@@ -432,7 +443,7 @@ impl RedisStore {
                 .arg(GROUP)
                 .arg(&self.consumer)
                 .arg("COUNT")
-                .arg((limit / 4).max(1))
+                .arg(limit.max(1))
                 .arg("BLOCK")
                 .arg(block)
                 .arg("STREAMS")
@@ -457,11 +468,15 @@ impl RedisStore {
         }
         let mut out = Vec::with_capacity(entries.len());
         let mut done: Vec<(String, String)> = Vec::new();
-        for (stream, entry, id) in entries {
-            let r: redis::Value = match self
-                .take
-                .key(self.key("m", &id))
-                .key(self.key("h", &id))
+        // one round trip takes them all
+        let replies: Vec<redis::Value> = if entries.is_empty() {
+            Vec::new()
+        } else {
+            let mut take = self.take.prepare_invoke();
+            for (_, _, id) in &entries {
+                take.key(self.key("m", id)).key(self.key("h", id));
+            }
+            match take
                 .arg(now_ms)
                 .arg(&self.prefix)
                 .invoke_async(&mut c)
@@ -469,7 +484,9 @@ impl RedisStore {
             {
                 Ok(r) => r,
                 Err(e) => return Err(self.failed(e).await),
-            };
+            }
+        };
+        for ((stream, entry, id), r) in entries.into_iter().zip(replies) {
             let redis::Value::Array(parts) = r else {
                 continue;
             };
@@ -493,19 +510,13 @@ impl RedisStore {
                 webhook_secret,
             });
         }
-        for (stream, entry) in done {
-            let _: redis::RedisResult<()> = redis::pipe()
-                .cmd("XACK")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg(&entry)
-                .ignore()
-                .cmd("XDEL")
-                .arg(&stream)
-                .arg(&entry)
-                .ignore()
-                .query_async(&mut c)
-                .await;
+        if !done.is_empty() {
+            let mut pipe = redis::pipe();
+            for (stream, entry) in &done {
+                pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entry).ignore();
+                pipe.cmd("XDEL").arg(stream).arg(entry).ignore();
+            }
+            let _: redis::RedisResult<()> = pipe.query_async(&mut c).await;
         }
         out.sort_by_key(|c| match c.message.priority.as_str() {
             "high" => 0,
