@@ -506,7 +506,9 @@ pub(crate) async fn serve<T: Transport, S: Service>(
                 }
             }
         }
-        if first && buf.starts_with(H2_PREFACE) {
+        // the preface's first line announces HTTP/2: what follows is HTTP/2's to judge (a
+        // bad rest of the preface gets GOAWAY(PROTOCOL_ERROR), not an HTTP/1.1 page)
+        if first && buf.starts_with(&H2_PREFACE[..16]) {
             return Outcome::Http2(Rewind::new(buf.freeze(), io));
         }
         // the first request's header time runs from the accept; a later one's from

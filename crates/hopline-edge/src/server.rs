@@ -16,7 +16,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -94,16 +93,17 @@ pub enum Shutdown {
 }
 
 /// The HTTP/2 engine (hyper), built once per config; HTTP/1.1 is hopline's own
-/// ([`crate::h1`]).
+/// ([`crate::h1`]). HTTP/2 only: a connection that chose h2 (ALPN or the prior-knowledge
+/// preface) that then does not start with the preface gets GOAWAY(PROTOCOL_ERROR), never
+/// an HTTP/1.1 answer.
 struct Builders {
-    h2: auto::Builder<TokioExecutor>,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     h1: crate::h1::Options,
 }
 
 fn builders(limits: &Limits) -> Builders {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http2()
-        .timer(TokioTimer::new())
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_streams)
         .max_header_list_size(limits.max_header_bytes.0.min(u32::MAX as u64) as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -111,7 +111,7 @@ fn builders(limits: &Limits) -> Builders {
         // RFC 8441: WebSocket (and other protocols) over an HTTP/2 stream
         .enable_connect_protocol();
     Builders {
-        h2: b.http2_only(),
+        h2: b,
         h1: crate::h1::Options {
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
@@ -551,7 +551,11 @@ async fn serve_h2<I>(io: I, http: &Builders, svc: &EdgeService)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = http.h2.serve_connection_with_upgrades(
+    let Some(io) = h2_preface(io, http.h1.header_timeout).await else {
+        return;
+    };
+    // (extended CONNECT upgrades, RFC 8441, need no HTTP/1.1-style upgrade support)
+    let conn = http.h2.serve_connection(
         TokioIo::new(io),
         hyper_service(svc.shared.clone(), svc.info.clone()),
     );
@@ -559,6 +563,47 @@ where
         let peer = svc.info.peer;
         tracing::debug!(target: "hopline::edge", "HTTP/2 connection from {peer}: {e}");
     }
+}
+
+/// Reads the client's connection preface (RFC 9113 §3.4) before hyper does: a client
+/// that chose HTTP/2 and then sends something else gets the server's SETTINGS and
+/// GOAWAY(PROTOCOL_ERROR), as the RFC asks, instead of a silent close.
+async fn h2_preface<I>(mut io: I, timeout: Duration) -> Option<crate::h1::Rewind<I>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let want = crate::h1::H2_PREFACE;
+    let mut got = Vec::with_capacity(want.len());
+    let read = async {
+        while got.len() < want.len() && want.starts_with(&got) {
+            let mut chunk = [0u8; 24];
+            let n = io.read(&mut chunk[..want.len() - got.len()]).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(timeout, read).await.ok()??;
+    if got == want {
+        return Some(crate::h1::Rewind::new(Bytes::from(got), io));
+    }
+    // an empty SETTINGS, then GOAWAY(last stream 0, PROTOCOL_ERROR, "invalid preface")
+    let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    let debug = b"invalid connection preface";
+    out.extend_from_slice(&((8 + debug.len()) as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.extend_from_slice(debug);
+    let _ = tokio::time::timeout(timeout, async {
+        io.write_all(&out).await?;
+        io.shutdown().await
+    })
+    .await;
+    None
 }
 
 async fn serve_tls(
@@ -593,12 +638,9 @@ async fn serve_tls(
 
 /// Drive a connection; when the server starts closing, ask it to finish its in-flight
 /// requests and close (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
-async fn until_closing<C>(
-    conn: C,
-    closing: &crate::h1::Closing,
-) -> Result<(), crate::body::BoxError>
+async fn until_closing<C, E>(conn: C, closing: &crate::h1::Closing) -> Result<(), E>
 where
-    C: std::future::Future<Output = Result<(), crate::body::BoxError>> + GracefulConn,
+    C: std::future::Future<Output = Result<(), E>> + GracefulConn,
 {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -613,12 +655,11 @@ trait GracefulConn {
     fn begin_close(self: std::pin::Pin<&mut Self>);
 }
 
-impl<I, S, E, B> GracefulConn for auto::UpgradeableConnection<'_, I, S, E>
+impl<I, S, E, B> GracefulConn for hyper::server::conn::http2::Connection<I, S, E>
 where
     S: hyper::service::HttpService<Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
     B: http_body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
