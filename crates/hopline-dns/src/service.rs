@@ -121,7 +121,7 @@ async fn bind_pair(
     let err = |e| DnsError::Bind {
         addr,
         role: role.into(),
-        source: e,
+        reason: e,
     };
     // TCP on the same port as UDP (also when the port was 0). With port 0 the port the
     // kernel gave UDP may be taken for TCP (another socket's ephemeral port): pick again.
@@ -136,7 +136,7 @@ async fn bind_pair(
                 return Err(DnsError::Bind {
                     addr: bound,
                     role: role.into(),
-                    source: e,
+                    reason: e,
                 });
             }
         }

@@ -12,14 +12,14 @@ pub enum EdgeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listen address could not be bound (taken, not local, no permission).
-    #[error("cannot listen on {addr} ({role}): {source}")]
+    #[error("cannot listen on {addr} ({role}): {}", hopline_dns::bind_reason(reason, addr, ""))]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
         /// What would have listened there.
         role: String,
-        /// Why the OS refused.
-        source: std::io::Error,
+        /// Why the OS refused (said once, with what to do; not repeated as a source).
+        reason: std::io::Error,
     },
     /// A certificate, key or TLS setting could not be used.
     #[error("TLS: {0}")]

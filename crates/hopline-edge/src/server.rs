@@ -139,12 +139,12 @@ pub fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
     let std_listener = make().map_err(|e| EdgeError::Bind {
         addr,
         role: role.to_string(),
-        source: e,
+        reason: e,
     })?;
     TcpListener::from_std(std_listener).map_err(|e| EdgeError::Bind {
         addr,
         role: role.to_string(),
-        source: e,
+        reason: e,
     })
 }
 

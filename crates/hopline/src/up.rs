@@ -17,7 +17,9 @@ use hopline_edge::{Config, Server};
 #[command(after_help = "\
 Everything listens on loopback: DNS resolver 127.0.0.1:5300 (authoritative 127.0.0.1:5354),
 PoPs 127.0.0.2:8443 and 127.0.0.3:8443, load balancer 127.0.0.4:8080, origins
-127.0.0.5-7:8080, admin 127.0.0.1:9900. The local CA lives in the user's data folder.
+127.0.0.5-7:8080, admin 127.0.0.1:9900. When one of these is taken by another program, the
+built-in topology moves all its ports by 10000 (15300, 18443, …; then 20000, …) and says
+so; --port-offset N picks the shift. The local CA lives in the user's data folder.
 
 While it runs, from another terminal:
   hopline visit https://www.shop.test:8443/        # finds the resolver and CA by itself
@@ -26,6 +28,7 @@ While it runs, from another terminal:
 Examples:
   hopline up
   hopline up --once
+  hopline up --port-offset 20000           # every port + 20000: PoPs on 28443, …
   hopline up --print-config > my.toml && hopline up --config my.toml")]
 pub struct Args {
     /// A topology file (same format as `hopline serve`); default: the built-in one.
@@ -34,9 +37,14 @@ pub struct Args {
     /// Exit after the first visit (status 0 when the page loaded), for scripts and CI.
     #[arg(long)]
     pub once: bool,
-    /// Print the built-in topology and exit.
+    /// Print the built-in topology and exit (with absolute paths into the data folder,
+    /// which it fills, so the printed file runs wherever it is saved).
     #[arg(long)]
     pub print_config: bool,
+    /// Shift every port of the built-in topology by N (default: 0, or the first of
+    /// 10000, 20000, 30000, 40000 whose ports are all free).
+    #[arg(long, value_name = "N")]
+    pub port_offset: Option<u16>,
     /// Folder for the CA, the demo site and the state file (default: the user's data folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -108,11 +116,85 @@ pub fn running_state() -> Option<State> {
     Path::new(&format!("/proc/{}", s.pid)).exists().then_some(s)
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.print_config {
-        print!("{TOPOLOGY}");
-        return Ok(ExitCode::SUCCESS);
+/// The ports of the built-in topology (each also the base of its shifted versions).
+const PORTS: [u16; 5] = [5300, 5354, 8080, 8443, 9900];
+
+/// The topology with every port shifted by `offset`.
+fn with_ports(topology: &str, offset: u16) -> String {
+    let mut t = topology.to_string();
+    for p in PORTS {
+        t = t.replace(&format!(":{p}\""), &format!(":{}\"", p + offset));
     }
+    t
+}
+
+/// The addresses a topology listens on (`listen = …` lines).
+fn listen_addrs(topology: &str) -> Vec<std::net::SocketAddr> {
+    topology
+        .lines()
+        .filter(|l| l.trim_start().starts_with("listen"))
+        .flat_map(|l| l.split('"').skip(1).step_by(2))
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// Which listen addresses of `topology` are taken now (TCP; and UDP for the DNS ports).
+fn taken(topology: &str) -> Vec<std::net::SocketAddr> {
+    listen_addrs(topology)
+        .into_iter()
+        .filter(|a| {
+            std::net::TcpListener::bind(a).is_err()
+                || ([5300, 5354].iter().any(|p| a.port() % 10000 == p % 10000)
+                    && std::net::UdpSocket::bind(a).is_err())
+        })
+        .collect()
+}
+
+/// The port shift to run the built-in topology with: the one asked for, else 0, else the
+/// first of 10000…40000 whose ports are all free (said on stderr).
+fn choose_offset(asked: Option<u16>) -> anyhow::Result<u16> {
+    if let Some(o) = asked {
+        anyhow::ensure!(
+            PORTS.iter().all(|p| (*p as u32 + o as u32) < 65536),
+            "--port-offset {o}: the ports would pass 65535 (largest: {})",
+            65535 - PORTS.iter().max().copied().unwrap_or(0)
+        );
+        return Ok(o);
+    }
+    let busy = taken(TOPOLOGY);
+    if busy.is_empty() {
+        return Ok(0);
+    }
+    for o in [10000, 20000, 30000, 40000] {
+        if taken(&with_ports(TOPOLOGY, o)).is_empty() {
+            let list: Vec<String> = busy.iter().map(|a| a.to_string()).collect();
+            eprintln!(
+                "hopline up: {} taken by another program; moving every port by {o} (PoPs on {}, resolver on {}); --port-offset N chooses",
+                list.join(", "),
+                8443 + o,
+                5300 + o
+            );
+            return Ok(o);
+        }
+    }
+    let list: Vec<String> = busy.iter().map(|a| a.to_string()).collect();
+    anyhow::bail!(
+        "{} taken, and so are their shifts by 10000-40000: free one, or pass --port-offset N",
+        list.join(", ")
+    )
+}
+
+/// The topology made runnable from anywhere: its relative paths point into `data`.
+fn absolute_paths(topology: &str, data: &Path) -> String {
+    let d = data.display().to_string();
+    let mut t = topology.to_string();
+    for rel in ["zones/", "certs/", "demo/"] {
+        t = t.replace(&format!("\"{rel}"), &format!("\"{d}/{rel}"));
+    }
+    t.replace("\"notify.db\"", &format!("\"{d}/notify.db\""))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data = args
         .data_dir
         .clone()
@@ -134,11 +216,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "*.shop.test".into(),
         ],
     )?;
+    let data = std::fs::canonicalize(&data).unwrap_or(data);
+    if args.print_config {
+        let t = with_ports(TOPOLOGY, choose_offset(Some(args.port_offset.unwrap_or(0)))?);
+        print!("{}", absolute_paths(&t, &data));
+        return Ok(ExitCode::SUCCESS);
+    }
     let config_path = match &args.config {
         Some(p) => p.clone(),
         None => {
             let p = data.join("topology.toml");
-            std::fs::write(&p, TOPOLOGY)?;
+            std::fs::write(&p, with_ports(TOPOLOGY, choose_offset(args.port_offset)?))?;
             p
         }
     };
@@ -164,6 +252,24 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         .map(|(_, a)| *a)
         .context("the topology has no [[dns.resolver]]")?;
     let roles: Vec<(String, String, String)> = describe(&config);
+    // the front door (the first HTTPS site: a PoP) and origin-1's webhook sink, on the
+    // ports this topology really uses
+    let pop_port = config
+        .site
+        .iter()
+        .filter(|s| s.tls.is_some())
+        .flat_map(|s| s.listen.get_ref().first())
+        .find_map(|l| l.get_ref().parse::<std::net::SocketAddr>().ok())
+        .map_or(8443, |a| a.port());
+    let front = format!("https://www.shop.test:{pop_port}");
+    let sink = config
+        .site
+        .iter()
+        .flat_map(|s| s.listen.get_ref().iter())
+        .map(|l| l.get_ref())
+        .find(|l| l.starts_with("127.0.0.5:"))
+        .map_or("127.0.0.5:8080", |l| l.as_str());
+    let sink = format!("http://{sink}/hooks/orders");
     let products = crate::products::Products::new();
     let services = match products.load(&path) {
         Ok(s) => s,
@@ -237,7 +343,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         })
         .map_err(|e| anyhow::anyhow!(e))?,
     );
-    let url = url::Url::parse("https://www.shop.test:8443/")?;
+    let url = url::Url::parse(&format!("{front}/"))?;
     let nav = hopline_browser::navigate(client, url, Default::default()).await;
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
@@ -256,7 +362,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         let msg = hopline_notify::model::validate(
             hopline_notify::model::SendRequest {
                 channel: "webhook".into(),
-                to: "http://127.0.0.5:8080/hooks/orders".into(),
+                to: sink.clone(),
                 subject: None,
                 body: Some("{\"order\":1,\"status\":\"confirmed\"}".into()),
                 template: None,
@@ -298,25 +404,25 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
     });
     if !once {
         println!(
-            "\nserving until Ctrl-C; from another terminal: hopline visit https://www.shop.test:8443/"
+            "\nserving until Ctrl-C; from another terminal: hopline visit {front}/"
         );
         if let Some((app, id)) = &notify_demo {
             println!(
-                "order confirmation:       hopline notify status {id} --url https://www.shop.test:8443 --app {} --secret {} --follow",
+                "order confirmation:       hopline notify status {id} --url {front} --app {} --secret {} --follow",
                 app.key, app.secret
             );
             println!(
-                "send one yourself:        hopline notify send --url https://www.shop.test:8443 --app {} --secret {} --to http://127.0.0.5:8080/hooks/orders --body 'hello'",
+                "send one yourself:        hopline notify send --url {front} --app {} --secret {} --to {sink} --body 'hello'",
                 app.key, app.secret
             );
         }
         if shop.is_some() {
             println!(
-                "live orders (every 3 s):   hopline listen https://www.shop.test:8443/live/orders --via sse"
+                "live orders (every 3 s):   hopline listen {front}/live/orders --via sse"
             );
             if let Some(secret) = &demo_secret {
                 println!(
-                    "compare the four ways:    hopline listen https://www.shop.test:8443/live/orders --compare --rate 10/s --for 10s --secret {secret}"
+                    "compare the four ways:    hopline listen {front}/live/orders --compare --rate 10/s --for 10s --secret {secret}"
                 );
             }
         }

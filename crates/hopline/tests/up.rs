@@ -13,22 +13,79 @@ const BIN: &str = env!("CARGO_BIN_EXE_hopline");
 #[test]
 fn up_once_exits_0_with_every_hop() {
     let dir = tempfile::tempdir().unwrap();
-    // a taken port: a clear error naming the address and the role, nothing left running
+    // a taken port (another program on 127.0.0.4:8080): the built-in topology moves every
+    // port by 10000, says so, and works
     {
         let _taken = std::net::TcpListener::bind("127.0.0.4:8080").unwrap();
         let out = Command::new(BIN)
             .args(["up", "--once", "--data-dir"])
             .arg(dir.path())
+            .env("NO_COLOR", "1")
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .output()
+            .unwrap();
+        let (text, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{text}\n{err}");
+        assert!(
+            err.contains("127.0.0.4:8080") && err.contains("moving every port by 10000"),
+            "{err}"
+        );
+        assert!(text.contains("dns: resolver 127.0.0.1:15300"), "{text}");
+        assert!(text.contains("https://www.shop.test:18443/"), "{text}");
+        // a file of the user's own is not rewritten: the error names the address and the
+        // role once, and says how to find who holds the port
+        let mine = dir.path().join("mine");
+        std::fs::create_dir_all(&mine).unwrap();
+        let printed = Command::new(BIN)
+            .args(["up", "--print-config", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(printed.status.success());
+        std::fs::write(mine.join("my.toml"), &printed.stdout).unwrap();
+        let out = Command::new(BIN)
+            .args(["up", "--once", "--config", "my.toml", "--data-dir"])
+            .arg(dir.path())
+            .current_dir(&mine)
             .env("XDG_RUNTIME_DIR", dir.path())
             .output()
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("127.0.0.4:8080") && err.contains("edge http, site lb"),
+            err.contains("127.0.0.4:8080")
+                && err.contains("edge http, site lb")
+                && err.contains("ss -l")
+                && err.matches("already in use").count() == 0,
             "{err}"
         );
     }
+    // what --print-config prints runs where it is saved (paths into the data folder)
+    let mine = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&mine).unwrap();
+    let printed = Command::new(BIN)
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    std::fs::write(mine.join("my.toml"), &printed.stdout).unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--once", "--config", "my.toml", "--data-dir"])
+        .arg(dir.path())
+        .current_dir(&mine)
+        .env("NO_COLOR", "1")
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(BIN)
         .args(["up", "--once", "--data-dir"])
         .arg(dir.path())
