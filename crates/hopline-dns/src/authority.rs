@@ -232,6 +232,35 @@ impl Authority {
         r.answers = a.answers;
         r.authorities = a.authorities;
         r.additionals = a.additionals;
+        self.follow_into_pool(&mut r, query.query_type);
         r
+    }
+
+    /// A CNAME chain that ends at a pooled name (`api CNAME www` where `www` is a pool)
+    /// goes on into the pool's answer, as it would into any record of the zone: the zone
+    /// alone does not know the name, and would say NXDOMAIN.
+    fn follow_into_pool(&self, r: &mut Message, qtype: RecordType) {
+        if qtype == RecordType::CNAME {
+            return;
+        }
+        let Some(target) = r.answers.last().and_then(|rr| match &rr.data {
+            RData::CNAME(c) => Some(c.0.clone()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let lt = LowerName::new(&target);
+        let Some(pool) = self.pools.iter().find(|p| p.name == lt) else {
+            return;
+        };
+        let answers = pool.answer(&target, qtype);
+        r.metadata.response_code = ResponseCode::NoError;
+        r.authorities.clear();
+        if answers.is_empty() {
+            if let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(&lt)) {
+                r.authorities.push(zone.negative_soa());
+            }
+        }
+        r.answers.extend(answers);
     }
 }

@@ -506,7 +506,7 @@ async fn pools_rotate_follow_weights_and_drop_unhealthy_addresses() {
     health(ok, "200 OK");
     let sick_task = health(sick, "200 OK");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("shop.zone"), "$ORIGIN shop.test.\n@ 300 IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.66.53\n").unwrap();
+    std::fs::write(dir.path().join("shop.zone"), "$ORIGIN shop.test.\n@ 300 IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.66.53\napi IN CNAME www.shop.test.\n").unwrap();
     let toml = format!(
         "[[authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = [\"shop.zone\"]\n[[pool]]\nname = \"www.shop.test.\"\naddresses = [\"127.0.66.1\", \"127.0.66.2\"]\nttl = 5\nhealth = {{ http = \"/healthz\", port = {port}, interval_ms = 50, fails = 1, passes = 1 }}\n[[pool]]\nname = \"w.shop.test.\"\nbalance = \"weighted\"\naddresses = [{{ addr = \"10.9.0.1\", weight = 3 }}, \"10.9.0.2\"]\n"
     );
@@ -541,6 +541,35 @@ async fn pools_rotate_follow_weights_and_drop_unhealthy_addresses() {
         firsts.push(ans[0].split_whitespace().last().unwrap().to_string());
     }
     assert_ne!(firsts[0], firsts[1], "answers do not rotate: {firsts:?}");
+    // a CNAME in the zone to the pooled name goes on into the pool's answer (not NXDOMAIN)
+    let out = dig(&[
+        &format!("@{}", addr.ip()),
+        "-p",
+        &addr.port().to_string(),
+        "api.shop.test",
+        "A",
+        "+norec",
+    ])
+    .unwrap();
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(out.contains("\tCNAME\twww.shop.test."), "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| !l.starts_with(';') && l.contains("\tA\t"))
+            .count(),
+        2,
+        "{out}"
+    );
+    // (a stub of its own: the shared one's cache must not keep www's answer for later)
+    let via_stub = Resolver::builder()
+        .no_hosts_file()
+        .forward(vec![addr])
+        .build()
+        .unwrap()
+        .lookup_ip("api.shop.test")
+        .await
+        .expect("api.shop.test resolves through the CNAME into the pool");
+    assert_eq!(via_stub.addrs.len(), 2, "{via_stub:?}");
     // weights 3:1 for the first address of w.shop.test
     let mut count = 0;
     for _ in 0..40 {
