@@ -145,6 +145,19 @@ async fn bind_pair(
 
 impl DnsServices {
     /// Load every zone and bind every listener; on any error nothing keeps running.
+    /// Load everything [`DnsServices::start`] would — pools, zone files, resolvers and
+    /// their root hints — without binding or serving (`hopline serve --check`).
+    pub fn check(cfg: &DnsConfig, base_dir: &Path) -> Result<(), DnsError> {
+        let pools = pools(cfg)?;
+        for a in &cfg.authoritative {
+            authority_for(a, base_dir, &pools)?;
+        }
+        for r in &cfg.resolver {
+            build_resolver(r, base_dir)?;
+        }
+        Ok(())
+    }
+
     pub async fn start(cfg: &DnsConfig, base_dir: &Path) -> Result<DnsServices, DnsError> {
         let pools = pools(cfg)?;
         let mut plan = Vec::new();

@@ -12,7 +12,10 @@ pub enum EdgeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listen address could not be bound (taken, not local, no permission).
-    #[error("cannot listen on {addr} ({role}): {}", hopline_dns::bind_reason(reason, addr, ""))]
+    #[error(
+        "cannot listen on {addr} ({role}): {}",
+        hopline_dns::bind_reason(reason, addr, "")
+    )]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

@@ -156,6 +156,13 @@ impl Server {
 
     /// [`Server::start`] with route services (realtime, notify, …) the config's routes
     /// may name.
+    /// Build everything [`Server::start_with`] would — routes, TLS certificates and keys,
+    /// upstreams, caches — without binding (`hopline serve --check`, like `nginx -t`).
+    pub fn check(config: &Config, services: &crate::service::Services) -> Result<(), EdgeError> {
+        crate::tls::install_crypto_provider();
+        router::compile(config, None, services).map(drop)
+    }
+
     pub async fn start_with(
         config: Config,
         services: crate::service::Services,

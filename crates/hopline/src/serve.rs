@@ -33,6 +33,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     crate::products::check(&args.config)?;
     if args.check {
+        // load everything `serve` loads (zones, certificates, roots, products), bind nothing
+        hopline_dns::service::DnsServices::check(&config.dns, &config.base_dir)
+            .with_context(|| format!("{}", args.config.display()))?;
+        crate::runtime(1)?.block_on(async {
+            let products = crate::products::Products::new();
+            let services = products.load(&args.config)?;
+            hopline_edge::Server::check(&config, &services)
+                .with_context(|| format!("{}", args.config.display()))
+        })?;
         eprintln!("hopline: {} is valid", args.config.display());
         return Ok(ExitCode::SUCCESS);
     }

@@ -218,7 +218,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let data = std::fs::canonicalize(&data).unwrap_or(data);
     if args.print_config {
-        let t = with_ports(TOPOLOGY, choose_offset(Some(args.port_offset.unwrap_or(0)))?);
+        let t = with_ports(
+            TOPOLOGY,
+            choose_offset(Some(args.port_offset.unwrap_or(0)))?,
+        );
         print!("{}", absolute_paths(&t, &data));
         return Ok(ExitCode::SUCCESS);
     }
@@ -403,9 +406,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         })
     });
     if !once {
-        println!(
-            "\nserving until Ctrl-C; from another terminal: hopline visit {front}/"
-        );
+        println!("\nserving until Ctrl-C; from another terminal: hopline visit {front}/");
         if let Some((app, id)) = &notify_demo {
             println!(
                 "order confirmation:       hopline notify status {id} --url {front} --app {} --secret {} --follow",
@@ -417,9 +418,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
             );
         }
         if shop.is_some() {
-            println!(
-                "live orders (every 3 s):   hopline listen {front}/live/orders --via sse"
-            );
+            println!("live orders (every 3 s):   hopline listen {front}/live/orders --via sse");
             if let Some(secret) = &demo_secret {
                 println!(
                     "compare the four ways:    hopline listen {front}/live/orders --compare --rate 10/s --for 10s --secret {secret}"

@@ -114,6 +114,29 @@ fn bad_config_is_refused_with_file_line_column() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // --check loads what serve loads: a zone file with a bad address is refused by both
+    std::fs::write(
+        dir.path().join("z.zone"),
+        "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.300\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[[dns.authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = [\"z.zone\"]\n",
+            site("ok")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("z.zone:5"), "{err}");
     std::fs::write(&path, site("ok")).unwrap();
     let out = Command::new(BIN)
         .arg("serve")
