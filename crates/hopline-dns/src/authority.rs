@@ -256,10 +256,10 @@ impl Authority {
         let answers = pool.answer(&target, qtype);
         r.metadata.response_code = ResponseCode::NoError;
         r.authorities.clear();
-        if answers.is_empty() {
-            if let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(&lt)) {
-                r.authorities.push(zone.negative_soa());
-            }
+        if answers.is_empty()
+            && let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(&lt))
+        {
+            r.authorities.push(zone.negative_soa());
         }
         r.answers.extend(answers);
     }
