@@ -18,7 +18,8 @@ servers by default; --root-hints FILE for a private hierarchy in named.root form
 Examples:
   hopline resolve example.com --trace
   hopline resolve www.shop.test --server 127.0.0.1:5300
-  hopline resolve www.shop.test --root-hints test/root.hints --trace --json")]
+  hopline resolve www.shop.test --root-hints examples/dns/up.root.hints --query-port 5354 --trace
+    (a private root: the authoritative server of a running `hopline up`)")]
 pub struct Args {
     /// The name to resolve.
     pub name: String,

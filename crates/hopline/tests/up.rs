@@ -292,6 +292,32 @@ fn up_once_exits_0_with_every_hop() {
     );
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(e["data"].as_str().unwrap().contains("\"order\""), "{e}");
+    // README's DNS commands: iteration from the shipped private root hints (the "root" is
+    // up's authoritative server), and api.shop.test, a CNAME to the pooled www
+    let hints = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/dns/up.root.hints"
+    );
+    for args in [
+        vec![
+            "resolve",
+            "www.shop.test",
+            "--root-hints",
+            hints,
+            "--query-port",
+            "5354",
+            "--trace",
+        ],
+        vec!["resolve", "api.shop.test", "--server", "127.0.0.1:5300"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("127.0.0.2") && text.contains("127.0.0.3"),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let mut hits = 0;
     let mut trace = String::new();
     for _ in 0..2 {
