@@ -37,6 +37,10 @@ pub struct ResolverService {
     /// Send every iterative query to this port instead of 53 (for test hierarchies on
     /// loopback without root).
     pub query_port: Option<u16>,
+    /// Client networks served, e.g. `["127.0.0.0/8", "::1/128", "10.0.0.0/8"]`; others get
+    /// REFUSED. Default: loopback, and the listen address's own network (/24, /64) when it
+    /// is a specific address — never an open resolver.
+    pub allow: Option<Vec<String>>,
 }
 
 fn default_cache() -> u64 {

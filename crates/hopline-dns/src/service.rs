@@ -23,14 +23,79 @@ use crate::wire::{self, Decoded};
 #[derive(Clone)]
 enum Answerer {
     Authority(Arc<ArcSwap<Authority>>),
-    Resolver(Resolver),
+    Resolver(Resolver, Arc<Allow>),
+}
+
+/// The client networks a resolver serves.
+#[derive(Debug)]
+struct Allow(Vec<ipnet::IpNet>);
+
+impl Allow {
+    fn new(cfg: &crate::config::ResolverService) -> Result<Allow, DnsError> {
+        let nets = match &cfg.allow {
+            Some(list) => list
+                .iter()
+                .map(|n| {
+                    n.parse::<ipnet::IpNet>()
+                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            DnsError::Config(format!(
+                                "resolver {} allow {n:?}: expected a network like \"10.0.0.0/8\" or an address",
+                                cfg.listen
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                let mut nets: Vec<ipnet::IpNet> = vec![
+                    "127.0.0.0/8".parse().expect("a network"),
+                    "::1/128".parse().expect("a network"),
+                ];
+                if let Ok(a) = cfg.listen.parse::<SocketAddr>()
+                    && !a.ip().is_unspecified()
+                    && !a.ip().is_loopback()
+                {
+                    let prefix = if a.is_ipv4() { 24 } else { 64 };
+                    if let Ok(n) = ipnet::IpNet::new(a.ip(), prefix) {
+                        nets.push(n.trunc());
+                    }
+                }
+                nets
+            }
+        };
+        Ok(Allow(nets))
+    }
+
+    fn permits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|n| n.contains(&ip))
+    }
 }
 
 impl Answerer {
-    async fn answer(&self, q: &Message) -> Message {
+    /// The answer to `q` from `peer`: the policy first (opcode, class, EDNS version,
+    /// transfers over UDP; a resolver's allowed clients and RD=0), then the lookup.
+    async fn answer(&self, q: &Message, peer: std::net::IpAddr, udp: bool) -> Message {
+        if let Answerer::Resolver(_, allow) = self
+            && !allow.permits(peer)
+        {
+            return wire::response_for(q, hickory_proto::op::ResponseCode::Refused);
+        }
+        if let Some(r) = wire::refusal(q, udp) {
+            return r;
+        }
         match self {
             Answerer::Authority(a) => a.load().answer(q),
-            Answerer::Resolver(r) => r.answer(q).await,
+            // RD=0 asks for what the resolver already knows: its cache, or REFUSED
+            Answerer::Resolver(r, _) if !q.metadata.recursion_desired => r
+                .answer_cached(q)
+                .unwrap_or_else(|| wire::response_for(q, hickory_proto::op::ResponseCode::Refused)),
+            Answerer::Resolver(r, _) => r.answer(q).await,
         }
     }
 }
@@ -154,6 +219,7 @@ impl DnsServices {
         }
         for r in &cfg.resolver {
             build_resolver(r, base_dir)?;
+            Allow::new(r)?;
         }
         Ok(())
     }
@@ -175,7 +241,7 @@ impl DnsServices {
             plan.push((
                 r.listen.clone(),
                 "DNS resolver",
-                Answerer::Resolver(build_resolver(r, base_dir)?),
+                Answerer::Resolver(build_resolver(r, base_dir)?, Arc::new(Allow::new(r)?)),
             ));
         }
         let mut sockets = Vec::new();
@@ -293,12 +359,12 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
     let mut buf = vec![0u8; 4096];
     let replay = Replay::new(match answerer {
         Answerer::Authority(_) => Duration::from_secs(u32::MAX as u64),
-        Answerer::Resolver(_) => Duration::from_secs(1),
+        Answerer::Resolver(..) => Duration::from_secs(1),
     });
     // an authority swapped by reload invalidates what was replayed
     let mut generation = match &answerer {
         Answerer::Authority(a) => Arc::as_ptr(&a.load_full()) as usize,
-        Answerer::Resolver(_) => 0,
+        Answerer::Resolver(..) => 0,
     };
     loop {
         let (n, peer) = tokio::select! {
@@ -312,7 +378,12 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
                 generation = now;
             }
         }
-        if n > 12
+        let allowed = match &answerer {
+            Answerer::Resolver(_, allow) => allow.permits(peer.ip()),
+            Answerer::Authority(_) => true,
+        };
+        if allowed
+            && n > 12
             && let Some(out) = replay.get(&buf[..n])
         {
             let _ = sock.send_to(&out, peer).await;
@@ -326,6 +397,18 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             }
             Decoded::Drop => continue,
         };
+        let refused = if allowed {
+            wire::refusal(&q, true)
+        } else {
+            Some(wire::response_for(
+                &q,
+                hickory_proto::op::ResponseCode::Refused,
+            ))
+        };
+        if let Some(mut r) = refused {
+            let _ = sock.send_to(&wire::encode_udp(&mut r, &q), peer).await;
+            continue;
+        }
         match &answerer {
             Answerer::Authority(a) => {
                 let auth = a.load();
@@ -336,11 +419,17 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
                 }
                 let _ = sock.send_to(&out, peer).await;
             }
-            Answerer::Resolver(res) => {
+            Answerer::Resolver(res, _) => {
                 if let Some(mut r) = res.answer_cached(&q) {
                     let out = wire::encode_udp(&mut r, &q);
                     replay.put(&buf[..n], &out);
                     let _ = sock.send_to(&out, peer).await;
+                    continue;
+                }
+                if !q.metadata.recursion_desired {
+                    // RD=0: only what the cache knows
+                    let mut r = wire::response_for(&q, hickory_proto::op::ResponseCode::Refused);
+                    let _ = sock.send_to(&wire::encode_udp(&mut r, &q), peer).await;
                     continue;
                 }
                 // a miss may take many round trips: answer it off the receive loop
@@ -357,7 +446,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
 
 async fn tcp_loop(listener: TcpListener, answerer: Answerer, mut stop: watch::Receiver<bool>) {
     loop {
-        let (mut stream, _) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = stop.changed() => return,
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
         };
@@ -380,7 +469,11 @@ async fn tcp_loop(listener: TcpListener, answerer: Answerer, mut stop: watch::Re
                     return;
                 }
                 let out = match wire::decode_query(&body) {
-                    Decoded::Query(q) => answerer.answer(&q).await.to_vec().unwrap_or_default(),
+                    Decoded::Query(q) => answerer
+                        .answer(&q, peer.ip(), false)
+                        .await
+                        .to_vec()
+                        .unwrap_or_default(),
                     Decoded::FormErr(id) => wire::formerr(id),
                     Decoded::Drop => return,
                 };

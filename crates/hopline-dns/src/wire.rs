@@ -48,6 +48,28 @@ pub fn response_for(q: &Message, rcode: ResponseCode) -> Message {
     r
 }
 
+/// What none of our servers answers as asked, checked before any lookup (RFC 1035 §4.1.1,
+/// RFC 6891 §6.1.3, RFC 5936 §4.2): another opcode (UPDATE, NOTIFY, IQUERY, STATUS…) →
+/// NOTIMP, never a NOERROR an UPDATE client would take for success; an EDNS version above
+/// 0 → BADVERS; a class other than IN → REFUSED; a zone transfer over UDP → FORMERR.
+pub fn refusal(q: &Message, udp: bool) -> Option<Message> {
+    use hickory_proto::rr::{DNSClass, RecordType};
+    if q.metadata.op_code != OpCode::Query {
+        return Some(response_for(q, ResponseCode::NotImp));
+    }
+    if q.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return Some(response_for(q, ResponseCode::BADVERS));
+    }
+    let question = &q.queries[0];
+    if question.query_class != DNSClass::IN {
+        return Some(response_for(q, ResponseCode::Refused));
+    }
+    if udp && matches!(question.query_type, RecordType::AXFR | RecordType::IXFR) {
+        return Some(response_for(q, ResponseCode::FormErr));
+    }
+    None
+}
+
 /// A FORMERR for a packet we could not parse.
 pub fn formerr(id: u16) -> Vec<u8> {
     Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)

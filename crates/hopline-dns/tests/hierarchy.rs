@@ -188,6 +188,7 @@ async fn resolver_service_answers_stub_clients_over_udp_and_tcp() {
             hosts_file: Some("".into()),
             cache_entries: 1000,
             query_port: None,
+            allow: None,
         }],
         authoritative: vec![],
         pool: vec![],

@@ -1,0 +1,187 @@
+//! What the DNS servers refuse before any lookup, as the RFCs say — other opcodes
+//! (UPDATE, NOTIFY, STATUS) → NOTIMP, EDNS version 1 → BADVERS, class CH → REFUSED, AXFR
+//! over UDP → FORMERR — and who a resolver serves: loopback and its own network by
+//! default, or its `allow` list; RD=0 gets only what the cache knows. Raw packets over
+//! UDP and TCP from chosen loopback source addresses (block 127.0.71.0/24).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hopline_dns::config::DnsConfig;
+use hopline_dns::service::DnsServices;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn query(name: &str, rtype: RecordType) -> Message {
+    let mut m = Message::query();
+    m.metadata.id = rand::random();
+    m.metadata.message_type = MessageType::Query;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    m
+}
+
+/// Send over UDP from `from` and return the decoded answer.
+async fn udp(server: SocketAddr, from: &str, m: &Message) -> Message {
+    let sock = tokio::net::UdpSocket::bind(format!("{from}:0"))
+        .await
+        .unwrap();
+    sock.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer within 3 s")
+        .unwrap();
+    let r = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(r.metadata.id, m.metadata.id);
+    r
+}
+
+/// Send over TCP from `from` (bound source address) and return the decoded answer.
+async fn tcp(server: SocketAddr, from: &str, m: &Message) -> Message {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut c = s.connect(server).await.unwrap();
+    let body = m.to_vec().unwrap();
+    let mut framed = (body.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    c.write_all(&framed).await.unwrap();
+    let mut len = [0u8; 2];
+    c.read_exact(&mut len).await.unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    c.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+async fn services(
+    extra_resolver: &str,
+) -> (DnsServices, SocketAddr, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shop.zone"),
+        "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.71.53\nwww IN A 127.0.71.80\n",
+    )
+    .unwrap();
+    // the authoritative server first, on a port of its own: the resolver forwards to it
+    let auth_cfg: DnsConfig =
+        toml::from_str("[[authoritative]]\nlisten = \"127.0.71.1:0\"\nzones = [\"shop.zone\"]\n")
+            .unwrap();
+    let auth = DnsServices::start(&auth_cfg, dir.path()).await.unwrap();
+    let auth_addr = auth.bound()[0].1;
+    let cfg: DnsConfig = toml::from_str(&format!(
+        "[[authoritative]]\nlisten = \"127.0.71.2:0\"\nzones = [\"shop.zone\"]\n[[resolver]]\nlisten = \"127.0.71.3:0\"\nforward = [\"{auth_addr}\"]\nhosts_file = \"\"\n{extra_resolver}"
+    ))
+    .unwrap();
+    let svc = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    std::mem::forget(auth); // serves for the rest of the test process
+    let a = svc.bound()[0].1;
+    let r = svc.bound()[1].1;
+    (svc, a, r, dir)
+}
+
+#[tokio::test]
+async fn what_no_server_answers_as_asked() {
+    let (_svc, auth, resolver, _dir) = services("").await;
+    for server in [auth, resolver] {
+        // a normal query works
+        let r = udp(server, "127.0.0.1", &query("www.shop.test.", RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{server}");
+        assert_eq!(r.answers.len(), 1, "{server}: {r:?}");
+        // UPDATE, NOTIFY, STATUS: NOTIMP with no data (never a NOERROR an UPDATE client
+        // would take for success)
+        for op in [OpCode::Update, OpCode::Notify, OpCode::Status] {
+            let mut m = query("shop.test.", RecordType::SOA);
+            m.metadata.op_code = op;
+            for r in [
+                udp(server, "127.0.0.1", &m).await,
+                tcp(server, "127.0.0.1", &m).await,
+            ] {
+                assert_eq!(
+                    r.metadata.response_code,
+                    ResponseCode::NotImp,
+                    "{server} {op:?}"
+                );
+                assert!(r.answers.is_empty());
+            }
+        }
+        // EDNS version 1: BADVERS (an extended rcode, carried in the OPT record)
+        let mut m = query("www.shop.test.", RecordType::A);
+        let mut e = Edns::new();
+        e.set_version(1);
+        m.set_edns(e);
+        let r = udp(server, "127.0.0.1", &m).await;
+        // (16 on the wire: hickory reads it back as BADSIG, the same number)
+        assert_eq!(u16::from(r.metadata.response_code), 16, "{server}: {r:?}");
+        assert_eq!(r.edns.as_ref().map(|e| e.version()), Some(0));
+        assert!(r.answers.is_empty());
+        // class CH (version.bind and friends are not configured): REFUSED
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.metadata.recursion_desired = true;
+        let mut q = Query::query(Name::from_ascii("version.bind.").unwrap(), RecordType::TXT);
+        q.set_query_class(DNSClass::CH);
+        m.add_query(q);
+        let r = udp(server, "127.0.0.1", &m).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{server}");
+        // AXFR over UDP: FORMERR
+        let r = udp(server, "127.0.0.1", &query("shop.test.", RecordType::AXFR)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::FormErr, "{server}");
+    }
+}
+
+#[tokio::test]
+async fn a_resolver_serves_only_its_clients_and_rd0_only_from_cache() {
+    // default: loopback (any 127/8 source) is served
+    let (_svc, _, resolver, _dir) = services("").await;
+    let r = udp(
+        resolver,
+        "127.0.71.200",
+        &query("www.shop.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    // RD=0 for a name not in the cache: REFUSED, no recursion; after an RD=1 lookup the
+    // cached answer is given
+    let mut m = query("ns1.shop.test.", RecordType::A);
+    m.metadata.recursion_desired = false;
+    let r = udp(resolver, "127.0.0.1", &m).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{r:?}");
+    let r = tcp(resolver, "127.0.0.1", &m).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{r:?}");
+    udp(
+        resolver,
+        "127.0.0.1",
+        &query("ns1.shop.test.", RecordType::A),
+    )
+    .await;
+    let mut m = query("ns1.shop.test.", RecordType::A);
+    m.metadata.recursion_desired = false;
+    let r = udp(resolver, "127.0.0.1", &m).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{r:?}");
+    assert_eq!(r.answers.len(), 1);
+
+    // an allow list: only 127.0.71.9 is a client; others get REFUSED over UDP and TCP,
+    // also for a name another client has just put in the cache
+    let (_svc, _, resolver, _dir) = services("allow = [\"127.0.71.9/32\"]\n").await;
+    let q = query("www.shop.test.", RecordType::A);
+    let r = udp(resolver, "127.0.71.9", &q).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
+    for from in ["127.0.0.1", "127.0.71.10"] {
+        let r = udp(resolver, from, &q).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{from}");
+        assert!(r.answers.is_empty());
+        let r = tcp(resolver, from, &q).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{from}");
+    }
+    // a bad allow entry is a config error naming it
+    let cfg: DnsConfig = toml::from_str(
+        "[[resolver]]\nlisten = \"127.0.71.4:0\"\nforward = [\"127.0.0.1:9\"]\nallow = [\"10.0.0.0/33\"]\n",
+    )
+    .unwrap();
+    let e = DnsServices::start(&cfg, std::path::Path::new("."))
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
+}
