@@ -123,7 +123,7 @@ pub struct TraceStep {
     pub zone: String,
     /// The question, e.g. "www.shop.test. A".
     pub question: String,
-    /// referral | answer | cname | nxdomain | nodata | timeout | error | cache | hosts
+    /// referral | answer | cname | nxdomain | nodata | timeout | error | lame | cache | hosts
     pub kind: String,
     /// What it said, briefly.
     pub detail: String,
@@ -279,6 +279,10 @@ impl ResolverBuilder {
                     .time_to_live(Duration::from_secs(3600))
                     .build(),
                 rtt: parking_lot::Mutex::new(HashMap::new()),
+                lame: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(Duration::from_secs(900))
+                    .build(),
                 query_port: self.query_port,
                 timeout: self.timeout,
             }),
@@ -339,6 +343,10 @@ struct Inner {
     cache: moka::sync::Cache<(LowerName, RecordType), Arc<Entry>>,
     delegations: moka::sync::Cache<LowerName, Arc<Delegation>>,
     rtt: parking_lot::Mutex<HashMap<IpAddr, f64>>,
+    /// (server, zone) pairs found lame — a server that answered REFUSED, SERVFAIL, NOTIMP
+    /// or FORMERR for a zone delegated to it — kept 15 minutes like Unbound's infra cache;
+    /// asked last while the zone has other servers.
+    lame: moka::sync::Cache<(IpAddr, String), ()>,
     query_port: u16,
     timeout: Duration,
 }
@@ -1042,27 +1050,65 @@ impl Resolver {
         steps: &mut Vec<TraceStep>,
     ) -> Result<(SocketAddr, Message), ResolveError> {
         let mut order: Vec<SocketAddr> = servers.to_vec();
+        // iterative queries: servers known lame for this zone go last, then by RTT
+        let lame =
+            |a: &SocketAddr| !rd && self.inner.lame.contains_key(&(a.ip(), zone.to_string()));
         {
             let rtt = self.inner.rtt.lock();
             order.sort_by(|a, b| {
                 let ra = rtt.get(&a.ip()).copied().unwrap_or(20.0);
                 let rb = rtt.get(&b.ip()).copied().unwrap_or(20.0);
-                ra.total_cmp(&rb)
+                lame(a).cmp(&lame(b)).then(ra.total_cmp(&rb))
             });
         }
         let question = format!("{name} {rtype}");
         let mut last_err = ResolveError::Timeout {
             server: "no server".into(),
         };
-        for server in order.iter().take(4) {
+        for server in order.iter().take(6) {
             let started = Instant::now();
             let result = self.exchange(*server, name, rtype, rd).await;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             match result {
                 Ok((msg, tcp)) => {
-                    let mut rtt = self.inner.rtt.lock();
-                    let e = rtt.entry(server.ip()).or_insert(ms);
-                    *e = *e * 0.7 + ms * 0.3;
+                    {
+                        let mut rtt = self.inner.rtt.lock();
+                        let e = rtt.entry(server.ip()).or_insert(ms);
+                        *e = *e * 0.7 + ms * 0.3;
+                    }
+                    let rcode = msg.metadata.response_code;
+                    if !rd
+                        && matches!(
+                            rcode,
+                            ResponseCode::Refused
+                                | ResponseCode::ServFail
+                                | ResponseCode::NotImp
+                                | ResponseCode::FormErr
+                        )
+                    {
+                        // lame for this zone: remember it, try the zone's other servers;
+                        // the client never gets this server's REFUSED
+                        self.inner.lame.insert((server.ip(), zone.to_string()), ());
+                        steps.push(step(
+                            &server.to_string(),
+                            zone,
+                            &question,
+                            "lame",
+                            format!(
+                                "answered {rcode}: lame for {zone}, trying the zone's other servers"
+                            ),
+                            ms,
+                            None,
+                            tcp,
+                        ));
+                        last_err = ResolveError::ServFail {
+                            name: name.to_string(),
+                            reason: format!(
+                                "every server of {zone} failed (last: {server} answered {rcode})"
+                            ),
+                        };
+                        continue;
+                    }
                     steps.push(step(
                         &server.to_string(),
                         zone,

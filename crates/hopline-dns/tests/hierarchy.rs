@@ -598,3 +598,128 @@ async fn pools_rotate_follow_weights_and_drop_unhealthy_addresses() {
     let l = stub.lookup("www.shop.test", RecordType::A).await.unwrap();
     assert_eq!(l.addrs, vec!["127.0.66.1".parse::<IpAddr>().unwrap()]);
 }
+
+/// A half-lame zone (RFC-style "lame delegation"): `test.` is delegated to three
+/// servers — NSD answering REFUSED (it does not serve `test.`), a dead address, and one
+/// good hopline server. Fresh names under `test.` all resolve; the client never sees the
+/// lame server's REFUSED; and lameness is remembered: the lame server is asked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_lame_and_dead_servers_are_skipped_and_remembered() {
+    if !have("nsd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ip = |h: u8| format!("127.0.67.{h}");
+    std::fs::write(
+        d.join("root.zone"),
+        format!(
+            "$ORIGIN .\n$TTL 86400\n@ IN SOA a.root. admin.root. 1 3600 600 86400 300\n@ IN NS a.root.\na.root. IN A {}\ntest. 172800 IN NS ns2.test.\ntest. 172800 IN NS ns3.test.\ntest. 172800 IN NS ns1.test.\nns1.test. 172800 IN A {}\nns2.test. 172800 IN A {}\nns3.test. 172800 IN A {}\n",
+            ip(11),
+            ip(12),
+            ip(14),
+            ip(15)
+        ),
+    )
+    .unwrap();
+    let mut names = String::new();
+    for i in 0..21 {
+        names.push_str(&format!("h{i} IN A 10.1.0.{i}\n"));
+    }
+    std::fs::write(
+        d.join("test.zone"),
+        format!(
+            "$ORIGIN test.\n$TTL 3600\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\n@ IN NS ns2.test.\n@ IN NS ns3.test.\n@ IN NS ns1.test.\nns1 IN A {}\nns2 IN A {}\nns3 IN A {}\n{names}",
+            ip(12),
+            ip(14),
+            ip(15)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("other.zone"),
+        "$ORIGIN other.\n$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 30\n@ IN NS ns\nns IN A 127.0.67.14\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("root.hints"),
+        format!(". 3600000 NS a.root.\na.root. 3600000 A {}\n", ip(11)),
+    )
+    .unwrap();
+    let cfg = DnsConfig {
+        resolver: vec![],
+        authoritative: vec![
+            AuthoritativeService {
+                listen: format!("{}:53", ip(11)),
+                zones: vec!["root.zone".into()],
+            },
+            AuthoritativeService {
+                listen: format!("{}:53", ip(12)),
+                zones: vec!["test.zone".into()],
+            },
+        ],
+        pool: vec![],
+    };
+    let _dns = DnsServices::start(&cfg, d)
+        .await
+        .expect("authoritative servers start (needs root for port 53)");
+    // the lame server: NSD serving only `other.`
+    let sub = d.join("nsd14");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("nsd.conf"),
+        format!(
+            "server:\n  ip-address: {}\n  port: 53\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{d}\"\n  rrl-ratelimit: 0\n  server-count: 1\n  verbosity: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"other.\"\n  zonefile: \"other.zone\"\n",
+            ip(14),
+            s = sub.display(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let _nsd = Proc(
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(sub.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_udp(format!("{}:53", ip(14)).parse().unwrap());
+    let r = resolver(d);
+    let mut lame_steps = 0;
+    for i in 0..21 {
+        let l = r
+            .lookup(&format!("h{i}.test"), RecordType::A)
+            .await
+            .unwrap_or_else(|e| panic!("h{i}.test: {e}"));
+        assert_eq!(
+            l.addrs,
+            vec![format!("10.1.0.{i}").parse::<IpAddr>().unwrap()]
+        );
+        lame_steps += l
+            .steps
+            .iter()
+            .filter(|s| s.kind == "lame" && s.server.starts_with(&ip(14)))
+            .count();
+        if i == 0 {
+            assert!(
+                l.steps.iter().any(|s| s.kind == "lame"),
+                "the lame server is tried first (listed first): {:#?}",
+                l.steps
+            );
+        }
+    }
+    assert_eq!(lame_steps, 1, "lameness is remembered per (server, zone)");
+    // a zone whose every server is lame: SERVFAIL to the client, never REFUSED
+    let stub_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        stub_dir.path().join("root.hints"),
+        format!(". 3600000 NS a.root.\na.root. 3600000 A {}\n", ip(14)),
+    )
+    .unwrap();
+    let all_lame = resolver(stub_dir.path());
+    let e = all_lame.lookup("h1.test", RecordType::A).await.unwrap_err();
+    assert!(matches!(e, ResolveError::ServFail { .. }), "{e}");
+}
