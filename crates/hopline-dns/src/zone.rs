@@ -210,24 +210,64 @@ impl Zone {
                 if !self.origin.zone_of(&t) || self.cut_for(&target.0).is_some() {
                     return out; // the chain leaves the zone: the resolver follows it
                 }
-                if !self.contains(&t) {
-                    out.nxdomain = true;
-                    out.authorities.push(self.negative_soa());
-                    return out;
-                }
+                // (a target the zone lacks ends at NXDOMAIN below, the CNAME kept)
                 name = target.0.clone();
                 continue;
             }
             if self.contains(&ln) {
-                // NODATA
+                // NODATA (also for an empty non-terminal: it exists, with no records)
                 out.authorities.push(self.negative_soa());
-            } else {
-                out.nxdomain = true;
-                out.authorities.push(self.negative_soa());
+                return out;
             }
+            // RFC 4592: a name the zone lacks is answered from the wildcard at its closest
+            // encloser (`*.<closest existing ancestor>`), if there is one
+            if let Some(wild) = self.wildcard_for(&name) {
+                if let Some(rs) = self.get(&wild, qtype) {
+                    out.answers.extend(rs.iter().map(|r| with_name(r, &name)));
+                    return out;
+                }
+                if qtype != RecordType::CNAME
+                    && let Some(cname) = self.get(&wild, RecordType::CNAME).and_then(|v| v.first())
+                {
+                    out.answers.push(with_name(cname, &name));
+                    let RData::CNAME(target) = &cname.data else {
+                        break;
+                    };
+                    let t = LowerName::new(&target.0);
+                    if !self.origin.zone_of(&t) || self.cut_for(&target.0).is_some() {
+                        return out;
+                    }
+                    name = target.0.clone();
+                    continue;
+                }
+                // the wildcard exists but has no records of this type: NODATA
+                out.authorities.push(self.negative_soa());
+                return out;
+            }
+            out.nxdomain = true;
+            out.authorities.push(self.negative_soa());
             return out;
         }
         out
+    }
+
+    /// The wildcard that answers for `name`, a name the zone does not hold: `*.` + its
+    /// closest encloser (the nearest ancestor the zone holds, empty non-terminals
+    /// included), when the zone has that wildcard (RFC 4592 §3.3.1).
+    fn wildcard_for(&self, name: &Name) -> Option<LowerName> {
+        let mut n = name.base_name();
+        loop {
+            let ln = LowerName::new(&n);
+            if self.names.contains(&ln) {
+                let wild = Name::from_ascii("*").ok()?.append_name(&n).ok()?;
+                let wild = LowerName::new(&wild);
+                return self.names.contains(&wild).then_some(wild);
+            }
+            if ln == self.origin || n.is_root() {
+                return None;
+            }
+            n = n.base_name();
+        }
     }
 }
 

@@ -723,3 +723,125 @@ async fn half_lame_and_dead_servers_are_skipped_and_remembered() {
     let e = all_lame.lookup("h1.test", RecordType::A).await.unwrap_err();
     assert!(matches!(e, ResolveError::ServFail { .. }), "{e}");
 }
+
+/// The wildcard example zone of RFC 4592 §2.2.1 (plus a wildcard CNAME and an empty
+/// non-terminal), served by hopline and by NSD: every question of the RFC's examples gets
+/// the same status and the same answer, authority and AA bit from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_answer_as_rfc_4592_and_nsd_do() {
+    if !have("nsd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("example.zone"),
+        "$ORIGIN example.\n$TTL 3600\n\
+@ IN SOA ns.example.com. admin.example. 1 3600 600 86400 300\n\
+@ IN NS ns.example.com.\n\
+@ IN NS ns.example.net.\n\
+*.example. IN TXT \"this is a wildcard\"\n\
+*.example. IN MX 10 host1.example.\n\
+sub.*.example. IN TXT \"this is not a wildcard\"\n\
+host1.example. IN A 192.0.2.1\n\
+_ssh._tcp.host1.example. IN SRV 0 0 22 host1.example.\n\
+_ssh._tcp.host2.example. IN SRV 0 0 22 host2.example.\n\
+subdel.example. IN NS ns.example.com.\n\
+subdel.example. IN NS ns.example.net.\n\
+*.alias.example. IN CNAME host1.example.\n\
+*.gone.example. IN CNAME nowhere.example.\n\
+leaf.ent.example. IN A 192.0.2.9\n",
+    )
+    .unwrap();
+    let cfg = DnsConfig {
+        resolver: vec![],
+        authoritative: vec![AuthoritativeService {
+            listen: "127.0.68.1:53".into(),
+            zones: vec!["example.zone".into()],
+        }],
+        pool: vec![],
+    };
+    let _dns = DnsServices::start(&cfg, d)
+        .await
+        .expect("authoritative server starts (needs root for port 53)");
+    let sub = d.join("nsd");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("nsd.conf"),
+        format!(
+            "server:\n  ip-address: 127.0.68.2\n  port: 53\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{d}\"\n  rrl-ratelimit: 0\n  server-count: 1\n  verbosity: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"example.\"\n  zonefile: \"example.zone\"\n",
+            s = sub.display(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let _nsd = Proc(
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(sub.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_udp("127.0.68.2:53".parse().unwrap());
+    // what matters of an answer: status, AA, and the answer section
+    let view = |server: &str, name: &str, rtype: &str| -> Option<(String, bool, Vec<String>)> {
+        let out = dig(&[
+            &format!("@{server}"),
+            name,
+            rtype,
+            "+norec",
+            "+nocmd",
+            "+nostats",
+            "+noquestion",
+            "+noadditional",
+            // (NSD also puts the apex NS in the authority section of positive answers, an
+            // optional extra; referrals are compared through the status and AA bit)
+            "+noauthority",
+        ])?;
+        let status = out
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("?")
+            .to_string();
+        let aa = out
+            .lines()
+            .find(|l| l.contains("flags:"))
+            .is_some_and(|l| l.contains(" aa"));
+        Some((status, aa, answers(&out)))
+    };
+    let cases = [
+        // RFC 4592 §2.2.1
+        ("host3.example.", "MX"),               // synthesized
+        ("host3.example.", "A"),                // NODATA from the wildcard
+        ("foo.bar.example.", "TXT"),            // synthesized, two labels deep
+        ("host1.example.", "MX"),               // NODATA: host1 exists
+        ("sub.*.example.", "MX"),               // NODATA: exists, not a wildcard
+        ("_telnet._tcp.host1.example.", "SRV"), // NXDOMAIN: closest encloser host1, no *.host1
+        ("host.subdel.example.", "A"),          // referral: below a cut
+        ("ghost.*.example.", "MX"),             // NXDOMAIN: encloser *.example has no *.*.example
+        ("*.example.", "MX"),                   // the wildcard's own name
+        ("_ssh._tcp.host3.example.", "SRV"),    // NODATA via *.example
+        ("_ssh._tcp.host1.example.", "SRV"),    // exact answer
+        // a wildcard CNAME, chased inside the zone; one to a missing name
+        ("x.alias.example.", "A"),
+        ("y.gone.example.", "A"),
+        // an empty non-terminal is a name: no wildcard below the apex's for it
+        ("ent.example.", "TXT"),
+        ("other.ent.example.", "TXT"),
+    ];
+    for (name, rtype) in cases {
+        let Some(ours) = view("127.0.68.1", name, rtype) else {
+            return;
+        };
+        let theirs = view("127.0.68.2", name, rtype).unwrap();
+        assert_eq!(ours, theirs, "{name} {rtype}: hopline vs NSD");
+    }
+    // and the synthesis itself, not only agreement
+    let (status, _, ans) = view("127.0.68.1", "host3.example.", "MX").unwrap();
+    assert_eq!(status, "NOERROR");
+    assert_eq!(ans, vec!["host1.example.".to_string()]); // the MX target
+}
