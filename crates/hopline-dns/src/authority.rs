@@ -190,9 +190,14 @@ impl Authority {
         for f in files {
             zones.push(Zone::load(f.as_ref(), None)?);
         }
+        Ok(Self::new(zones, pools))
+    }
+
+    /// Serve loaded zones and the pools.
+    pub fn new(mut zones: Vec<Zone>, pools: Vec<Arc<DnsPool>>) -> Authority {
         // longest origin first, so the most specific zone answers
         zones.sort_by_key(|z| std::cmp::Reverse(z.origin.num_labels()));
-        Ok(Authority { zones, pools })
+        Authority { zones, pools }
     }
 
     /// Is this name answered from a pool (answers change from query to query)?

@@ -53,8 +53,47 @@ fn default_cache() -> u64 {
 pub struct AuthoritativeService {
     /// UDP and TCP address, e.g. "127.0.0.1:5353".
     pub listen: String,
-    /// RFC 1035 master files.
-    pub zones: Vec<std::path::PathBuf>,
+    /// RFC 1035 master files: `"file.zone"`, or `{ file = "file.zone", origin = "shop.test." }`
+    /// for a file without `$ORIGIN` (otherwise its SOA's owner is the origin).
+    pub zones: Vec<ZoneFile>,
+}
+
+/// One zone file of an authoritative server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ZoneFile {
+    /// Just the file; the origin comes from its `$ORIGIN` or its SOA.
+    Path(std::path::PathBuf),
+    /// The file and its origin.
+    WithOrigin {
+        /// The master file.
+        file: std::path::PathBuf,
+        /// Its origin, e.g. "shop.test.".
+        origin: String,
+    },
+}
+
+impl ZoneFile {
+    /// The file.
+    pub fn file(&self) -> &std::path::Path {
+        match self {
+            ZoneFile::Path(p) | ZoneFile::WithOrigin { file: p, .. } => p,
+        }
+    }
+
+    /// The origin given in the config, if any.
+    pub fn origin(&self) -> Option<&str> {
+        match self {
+            ZoneFile::Path(_) => None,
+            ZoneFile::WithOrigin { origin, .. } => Some(origin),
+        }
+    }
+}
+
+impl From<&str> for ZoneFile {
+    fn from(p: &str) -> ZoneFile {
+        ZoneFile::Path(p.into())
+    }
 }
 
 /// `[[dns.pool]]`: a name answered from a pool of addresses.

@@ -136,8 +136,20 @@ fn authority_for(
     base: &Path,
     pools: &[Arc<DnsPool>],
 ) -> Result<Authority, DnsError> {
-    let files: Vec<std::path::PathBuf> = cfg.zones.iter().map(|z| resolve(base, z)).collect();
-    Authority::load(&files, pools.to_vec())
+    let mut zones = Vec::new();
+    for z in &cfg.zones {
+        let origin = match z.origin() {
+            Some(o) => Some(hickory_proto::rr::Name::from_ascii(o).map_err(|e| {
+                DnsError::Config(format!(
+                    "zone {}: origin {o:?}: {e} (expected a domain name like \"shop.test.\")",
+                    z.file().display()
+                ))
+            })?),
+            None => None,
+        };
+        zones.push(crate::zone::Zone::load(&resolve(base, z.file()), origin)?);
+    }
+    Ok(Authority::new(zones, pools.to_vec()))
 }
 
 fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<Resolver, DnsError> {

@@ -53,6 +53,8 @@ impl Zone {
 
     /// Parse master-file text as if read from `path`.
     pub fn parse(text: &str, path: &Path, origin: Option<Name>) -> Result<Zone, DnsError> {
+        // no origin given and no $ORIGIN: the SOA's owner is the origin (as NSD does)
+        let origin = origin.or_else(|| soa_owner(text));
         let parsed = Parser::new(text, Some(path.to_path_buf()), origin.clone()).parse();
         let (apex, sets) = match parsed {
             Ok(x) => x,
@@ -271,6 +273,22 @@ impl Zone {
     }
 }
 
+/// The absolute owner name of the first SOA record of a file without `$ORIGIN`.
+fn soa_owner(text: &str) -> Option<Name> {
+    if text
+        .lines()
+        .any(|l| l.trim_start().to_ascii_uppercase().starts_with("$ORIGIN"))
+    {
+        return None;
+    }
+    text.lines()
+        .map(|l| l.split(';').next().unwrap_or(""))
+        .find(|l| l.split_whitespace().any(|t| t.eq_ignore_ascii_case("SOA")))
+        .and_then(|l| l.split_whitespace().next())
+        .filter(|owner| owner.ends_with('.'))
+        .and_then(|owner| Name::from_ascii(owner).ok())
+}
+
 fn with_name(r: &Record, name: &Name) -> Record {
     let mut r = r.clone();
     r.name = name.clone();
@@ -290,6 +308,22 @@ mod tests {
 
     fn n(s: &str) -> Name {
         Name::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_file_without_origin_takes_the_soa_owner_or_the_given_origin() {
+        let text = "shop.test. 300 IN SOA ns1.shop.test. admin.shop.test. 1 3600 600 86400 30\nshop.test. 300 IN NS ns1.shop.test.\nns1.shop.test. 300 IN A 127.0.0.1\nwww.shop.test. 300 IN A 10.0.0.1 ; a comment\n";
+        let z = Zone::parse(text, Path::new("noorigin.zone"), None).unwrap();
+        assert_eq!(z.origin, LowerName::new(&n("shop.test.")));
+        assert_eq!(
+            z.answer(&n("www.shop.test."), RecordType::A).answers.len(),
+            1
+        );
+        // relative names need an origin: from the config
+        let rel = "@ 300 IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\n";
+        assert!(Zone::parse(rel, Path::new("rel.zone"), None).is_err());
+        let z = Zone::parse(rel, Path::new("rel.zone"), Some(n("shop.test."))).unwrap();
+        assert_eq!(z.origin, LowerName::new(&n("shop.test.")));
     }
 
     #[test]

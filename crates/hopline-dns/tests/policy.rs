@@ -185,3 +185,23 @@ async fn a_resolver_serves_only_its_clients_and_rd0_only_from_cache() {
         .expect_err("refused");
     assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
 }
+
+#[test]
+fn a_zone_entry_can_name_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rel.zone"),
+        "@ 300 IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\n",
+    )
+    .unwrap();
+    let with: DnsConfig = toml::from_str(
+        "[[authoritative]]\nlisten = \"127.0.71.5:0\"\nzones = [{ file = \"rel.zone\", origin = \"shop.test.\" }]\n",
+    )
+    .unwrap();
+    DnsServices::check(&with, dir.path()).unwrap();
+    let without: DnsConfig =
+        toml::from_str("[[authoritative]]\nlisten = \"127.0.71.5:0\"\nzones = [\"rel.zone\"]\n")
+            .unwrap();
+    let e = DnsServices::check(&without, dir.path()).unwrap_err();
+    assert!(e.to_string().contains("rel.zone"), "{e}");
+}
