@@ -41,6 +41,10 @@ pub struct ResolverService {
     /// REFUSED. Default: loopback, and the listen address's own network (/24, /64) when it
     /// is a specific address — never an open resolver.
     pub allow: Option<Vec<String>>,
+    /// Longest time an answer is cached, in seconds (default 86400).
+    pub max_ttl: Option<u32>,
+    /// Longest time NXDOMAIN / NODATA is cached, in seconds (default 3600).
+    pub max_negative_ttl: Option<u32>,
 }
 
 fn default_cache() -> u64 {

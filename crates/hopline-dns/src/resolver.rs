@@ -212,6 +212,8 @@ pub struct ResolverBuilder {
     cache_entries: u64,
     query_port: u16,
     timeout: Duration,
+    max_ttl: u32,
+    max_negative_ttl: u32,
 }
 
 impl ResolverBuilder {
@@ -246,6 +248,18 @@ impl ResolverBuilder {
         self
     }
     /// Send iterative queries to this port instead of 53 (test hierarchies).
+    /// Cap on how long an answer is cached and the TTL given to clients (default 86400 s).
+    pub fn max_ttl(mut self, secs: u32) -> Self {
+        self.max_ttl = secs;
+        self
+    }
+
+    /// Cap on how long NXDOMAIN / NODATA is cached (default 3600 s).
+    pub fn max_negative_ttl(mut self, secs: u32) -> Self {
+        self.max_negative_ttl = secs;
+        self
+    }
+
     pub fn query_port(mut self, port: u16) -> Self {
         self.query_port = port;
         self
@@ -284,6 +298,8 @@ impl ResolverBuilder {
                     .time_to_live(Duration::from_secs(900))
                     .build(),
                 query_port: self.query_port,
+                max_ttl: self.max_ttl,
+                max_negative_ttl: self.max_negative_ttl,
                 timeout: self.timeout,
             }),
         })
@@ -349,6 +365,8 @@ struct Inner {
     lame: moka::sync::Cache<(IpAddr, String), ()>,
     query_port: u16,
     timeout: Duration,
+    max_ttl: u32,
+    max_negative_ttl: u32,
 }
 
 /// The resolver. Cheap to clone; share it.
@@ -383,6 +401,8 @@ impl Resolver {
             cache_entries: 100_000,
             query_port: 53,
             timeout: Duration::from_millis(1500),
+            max_ttl: 86_400,
+            max_negative_ttl: 3_600,
         }
     }
 
@@ -493,12 +513,17 @@ impl Resolver {
             Ok(res) => {
                 r.metadata.response_code = res.rcode;
                 r.answers = res.records;
-                if let Some(soa) = res.soa {
+                same_case(&mut r.answers, &query.name);
+                for a in &mut r.answers {
+                    a.ttl = a.ttl.min(self.inner.max_ttl);
+                }
+                if let Some(mut soa) = res.soa {
+                    soa.ttl = soa.ttl.min(self.inner.max_negative_ttl);
                     r.authorities.push(soa);
                 }
             }
             Err(ResolveError::NxDomain { .. }) => r.metadata.response_code = ResponseCode::NXDomain,
-            Err(ResolveError::Refused { .. }) => r.metadata.response_code = ResponseCode::Refused,
+            // an upstream's REFUSED is its business: the client gets SERVFAIL (as Unbound)
             Err(_) => r.metadata.response_code = ResponseCode::ServFail,
         }
         r
@@ -526,8 +551,12 @@ impl Resolver {
         r.metadata.recursion_available = true;
         r.answers = e.records_now(now);
         if let Some(soa) = &e.soa {
-            r.authorities.push(soa.clone());
+            // the negative TTL counts down like a positive one
+            let mut soa = soa.clone();
+            soa.ttl = soa.ttl.min(e.remaining(now).unwrap_or(0));
+            r.authorities.push(soa);
         }
+        same_case(&mut r.answers, &query.name);
         Some(r)
     }
 
@@ -647,18 +676,26 @@ impl Resolver {
         &self,
         name: &Name,
         rtype: RecordType,
-        records: Vec<Record>,
+        mut records: Vec<Record>,
         rcode: ResponseCode,
-        soa: Option<Record>,
+        mut soa: Option<Record>,
     ) {
+        // capped like Unbound's cache-max-ttl / cache-max-negative-ttl
+        let (max, max_neg) = (self.inner.max_ttl, self.inner.max_negative_ttl);
+        for r in &mut records {
+            r.ttl = r.ttl.min(max);
+        }
         let ttl = match (&soa, records.iter().map(|r| r.ttl).min()) {
             (_, Some(t)) if rcode == ResponseCode::NoError => t,
             (Some(s), _) => match &s.data {
-                RData::SOA(x) => s.ttl.min(x.minimum),
-                _ => s.ttl,
+                RData::SOA(x) => s.ttl.min(x.minimum).min(max_neg),
+                _ => s.ttl.min(max_neg),
             },
             _ => 0,
         };
+        if let Some(s) = &mut soa {
+            s.ttl = s.ttl.min(ttl.max(1));
+        }
         if ttl == 0 {
             return;
         }
@@ -1230,6 +1267,17 @@ impl Resolver {
             });
         }
         Ok((m, true))
+    }
+}
+
+/// Records owned by the question's name carry the case of the client's question (RFC 4343),
+/// not that of whoever asked first and filled the cache.
+fn same_case(records: &mut [Record], qname: &Name) {
+    let lq = LowerName::new(qname);
+    for r in records {
+        if LowerName::new(&r.name) == lq {
+            r.name = qname.clone();
+        }
     }
 }
 

@@ -182,6 +182,12 @@ fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<R
         };
         b = b.recursive(hints);
     }
+    if let Some(t) = cfg.max_ttl {
+        b = b.max_ttl(t);
+    }
+    if let Some(t) = cfg.max_negative_ttl {
+        b = b.max_negative_ttl(t);
+    }
     if let Some(port) = cfg.query_port {
         b = b.query_port(port);
     }

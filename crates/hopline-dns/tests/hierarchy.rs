@@ -189,6 +189,8 @@ async fn resolver_service_answers_stub_clients_over_udp_and_tcp() {
             cache_entries: 1000,
             query_port: None,
             allow: None,
+            max_ttl: None,
+            max_negative_ttl: None,
         }],
         authoritative: vec![],
         pool: vec![],

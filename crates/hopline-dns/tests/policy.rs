@@ -60,7 +60,7 @@ async fn services(
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("shop.zone"),
-        "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.71.53\nwww IN A 127.0.71.80\n",
+        "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.71.53\nwww IN A 127.0.71.80\nlong 200000 IN A 127.0.71.81\n",
     )
     .unwrap();
     // the authoritative server first, on a port of its own: the resolver forwards to it
@@ -204,4 +204,53 @@ fn a_zone_entry_can_name_its_origin() {
             .unwrap();
     let e = DnsServices::check(&without, dir.path()).unwrap_err();
     assert!(e.to_string().contains("rel.zone"), "{e}");
+}
+
+#[tokio::test]
+async fn resolver_ttls_are_capped_count_down_and_keep_the_askers_case() {
+    let (_svc, _, resolver, _dir) = services("max_ttl = 1000\nmax_negative_ttl = 20\n").await;
+    // a TTL of 200000 is given (and cached) as at most max_ttl
+    let r = udp(
+        resolver,
+        "127.0.0.1",
+        &query("long.shop.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(r.answers[0].ttl, 1000, "{r:?}");
+    // negative answers: the SOA's TTL capped, then counting down in the cache
+    let r = udp(
+        resolver,
+        "127.0.0.1",
+        &query("nope.shop.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(r.authorities[0].ttl, 20, "{r:?}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = udp(
+        resolver,
+        "127.0.0.1",
+        &query("nope.shop.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert!(r.authorities[0].ttl <= 18, "{r:?}");
+    // the owner name has the case of this client's question, not the first asker's
+    udp(
+        resolver,
+        "127.0.0.1",
+        &query("www.shop.test.", RecordType::A),
+    )
+    .await;
+    let r = udp(
+        resolver,
+        "127.0.0.1",
+        &query("WwW.ShOp.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(r.answers[0].name.to_string(), "WwW.ShOp.test.", "{r:?}");
+    // a forwarder's REFUSED (a name outside the authoritative server's zones) reaches the
+    // client as SERVFAIL
+    let r = udp(resolver, "127.0.0.1", &query("example.com.", RecordType::A)).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail, "{r:?}");
 }
