@@ -336,6 +336,8 @@ async fn names_resolve_through_hopline_dns_and_failures_name_their_hop() {
         authoritative: vec![hopline_dns::config::AuthoritativeService {
             listen: "127.0.0.1:0".into(),
             zones: vec!["shop.zone".into()],
+            transfer: vec![],
+            notify: vec![],
         }],
         ..Default::default()
     };

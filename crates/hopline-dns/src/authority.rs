@@ -178,6 +178,10 @@ pub async fn http_check(addr: std::net::SocketAddr, path: &str, timeout: Duratio
 pub struct Authority {
     zones: Vec<Zone>,
     pools: Vec<Arc<DnsPool>>,
+    /// Who may transfer the zones.
+    transfer: Vec<ipnet::IpNet>,
+    /// Secondaries to NOTIFY after a reload.
+    notify: Vec<std::net::SocketAddr>,
 }
 
 impl Authority {
@@ -197,7 +201,59 @@ impl Authority {
     pub fn new(mut zones: Vec<Zone>, pools: Vec<Arc<DnsPool>>) -> Authority {
         // longest origin first, so the most specific zone answers
         zones.sort_by_key(|z| std::cmp::Reverse(z.origin.num_labels()));
-        Authority { zones, pools }
+        Authority {
+            zones,
+            pools,
+            transfer: Vec::new(),
+            notify: Vec::new(),
+        }
+    }
+
+    /// Allow zone transfers to `transfer` and NOTIFY `notify` on reload.
+    pub fn with_secondaries(
+        mut self,
+        transfer: Vec<ipnet::IpNet>,
+        notify: Vec<std::net::SocketAddr>,
+    ) -> Authority {
+        self.transfer = transfer;
+        self.notify = notify;
+        self
+    }
+
+    /// The secondaries to NOTIFY, and the zones (origin, SOA) to tell them about.
+    pub fn notify_targets(&self) -> (Vec<std::net::SocketAddr>, Vec<Record>) {
+        (
+            self.notify.clone(),
+            self.zones.iter().map(|z| z.soa().clone()).collect(),
+        )
+    }
+
+    /// A zone transfer (AXFR; IXFR answered with the whole zone, RFC 1995 §4) over TCP:
+    /// the messages to send, or one REFUSED / NOTAUTH.
+    pub fn transfer(&self, q: &Message, peer: std::net::IpAddr) -> Vec<Message> {
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if !self.transfer.iter().any(|n| n.contains(&peer)) {
+            return vec![crate::wire::response_for(q, ResponseCode::Refused)];
+        }
+        let lq = LowerName::new(&q.queries[0].name);
+        let Some(zone) = self.zones.iter().find(|z| z.origin == lq) else {
+            return vec![crate::wire::response_for(q, ResponseCode::NotAuth)];
+        };
+        // ~100 records a message keeps each well under the 64 KiB a TCP message holds
+        zone.transfer_records()
+            .chunks(100)
+            .map(|chunk| {
+                let mut m = crate::wire::response_for(q, ResponseCode::NoError);
+                m.metadata.authoritative = true;
+                m.answers = chunk.to_vec();
+                m
+            })
+            .collect()
     }
 
     /// Is this name answered from a pool (answers change from query to query)?

@@ -60,6 +60,14 @@ pub struct AuthoritativeService {
     /// RFC 1035 master files: `"file.zone"`, or `{ file = "file.zone", origin = "shop.test." }`
     /// for a file without `$ORIGIN` (otherwise its SOA's owner is the origin).
     pub zones: Vec<ZoneFile>,
+    /// Secondaries allowed to transfer the zones (AXFR, and IXFR answered with the whole
+    /// zone) over TCP: addresses or networks. Default: none.
+    #[serde(default)]
+    pub transfer: Vec<String>,
+    /// Secondaries told by NOTIFY (RFC 1996) when a reload changed the zones: "IP" or
+    /// "IP:PORT" (default port 53).
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 /// One zone file of an authoritative server.

@@ -149,7 +149,38 @@ fn authority_for(
         };
         zones.push(crate::zone::Zone::load(&resolve(base, z.file()), origin)?);
     }
-    Ok(Authority::new(zones, pools.to_vec()))
+    let transfer = cfg
+        .transfer
+        .iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    DnsError::Config(format!(
+                        "authoritative {} transfer {n:?}: expected an address or a network like \"10.0.0.0/8\"",
+                        cfg.listen
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let notify = cfg
+        .notify
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .or_else(|_| {
+                    a.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    DnsError::Config(format!(
+                        "authoritative {} notify {a:?}: expected IP or IP:PORT",
+                        cfg.listen
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Authority::new(zones, pools.to_vec()).with_secondaries(transfer, notify))
 }
 
 fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<Resolver, DnsError> {
@@ -319,8 +350,26 @@ impl DnsServices {
         for p in &pools {
             p.spawn_health();
         }
-        for (slot, auth) in self.authorities.iter().zip(fresh) {
+        for ((slot, auth), a) in self.authorities.iter().zip(fresh).zip(&cfg.authoritative) {
+            let (targets, soas) = auth.notify_targets();
+            // NOTIFY comes from the listener's address: what secondaries allow
+            let from = a
+                .listen
+                .parse::<SocketAddr>()
+                .map(|l| SocketAddr::new(l.ip(), 0))
+                .ok();
+            let changed: Vec<_> = {
+                let old = slot.load();
+                let (_, old_soas) = old.notify_targets();
+                soas.into_iter().filter(|s| !old_soas.contains(s)).collect()
+            };
             slot.store(Arc::new(auth));
+            if !targets.is_empty()
+                && !changed.is_empty()
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                rt.spawn(send_notifies(from, targets, changed));
+            }
         }
         Ok(())
     }
@@ -330,6 +379,60 @@ impl DnsServices {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+    }
+}
+
+/// NOTIFY (RFC 1996) each secondary of each changed zone, over UDP, up to 5 tries a
+/// second apart until it answers.
+async fn send_notifies(
+    from: Option<SocketAddr>,
+    targets: Vec<SocketAddr>,
+    soas: Vec<hickory_proto::rr::Record>,
+) {
+    use hickory_proto::op::{OpCode, Query};
+    for soa in soas {
+        for target in &targets {
+            let mut m = Message::query();
+            m.metadata.id = rand::random();
+            m.metadata.op_code = OpCode::Notify;
+            m.metadata.authoritative = true;
+            m.add_query(Query::query(
+                soa.name.clone(),
+                hickory_proto::rr::RecordType::SOA,
+            ));
+            m.answers.push(soa.clone());
+            let Ok(bytes) = m.to_vec() else { continue };
+            let bind = from
+                .filter(|f| f.is_ipv4() == target.is_ipv4())
+                .unwrap_or_else(|| {
+                    if target.is_ipv4() {
+                        SocketAddr::from(([0, 0, 0, 0], 0))
+                    } else {
+                        SocketAddr::from(([0u16; 8], 0))
+                    }
+                });
+            let Ok(sock) = UdpSocket::bind(bind).await else {
+                continue;
+            };
+            let mut answered = false;
+            for _ in 0..5 {
+                let _ = sock.send_to(&bytes, target).await;
+                let mut buf = [0u8; 512];
+                if let Ok(Ok((n, _))) =
+                    tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
+                    && n >= 2
+                    && buf[..2] == m.metadata.id.to_be_bytes()
+                {
+                    answered = true;
+                    break;
+                }
+            }
+            if answered {
+                tracing::info!(target: "hopline::dns", "NOTIFY {} sent to {target}", soa.name);
+            } else {
+                tracing::warn!(target: "hopline::dns", "NOTIFY {} to {target}: no answer after 5 tries", soa.name);
+            }
         }
     }
 }
@@ -485,6 +588,26 @@ async fn tcp_loop(listener: TcpListener, answerer: Answerer, mut stop: watch::Re
                     .is_err()
                 {
                     return;
+                }
+                // a zone transfer: several messages
+                if let (Decoded::Query(q), Answerer::Authority(a)) =
+                    (wire::decode_query(&body), &answerer)
+                    && q.metadata.op_code == hickory_proto::op::OpCode::Query
+                    && matches!(
+                        q.queries[0].query_type,
+                        hickory_proto::rr::RecordType::AXFR | hickory_proto::rr::RecordType::IXFR
+                    )
+                {
+                    let messages = a.load().transfer(&q, peer.ip());
+                    for m in messages {
+                        let out = m.to_vec().unwrap_or_default();
+                        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+                        framed.extend_from_slice(&out);
+                        if stream.write_all(&framed).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
                 }
                 let out = match wire::decode_query(&body) {
                     Decoded::Query(q) => answerer

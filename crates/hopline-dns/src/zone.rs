@@ -141,6 +141,41 @@ impl Zone {
         self.records.get(&(name.clone(), rtype))
     }
 
+    /// The zone's SOA record.
+    pub fn soa(&self) -> &Record {
+        &self.soa
+    }
+
+    /// Every record of the zone in transfer order (RFC 5936 §2.2): the SOA, every other
+    /// record (the apex's first, then by name), the SOA again.
+    pub fn transfer_records(&self) -> Vec<Record> {
+        let mut keys: Vec<&(LowerName, RecordType)> = self
+            .records
+            .keys()
+            .filter(|(n, t)| !(*t == RecordType::SOA && *n == self.origin))
+            .collect();
+        keys.sort_by(|a, b| {
+            (
+                a.0 != self.origin,
+                a.0.num_labels(),
+                a.0.to_string(),
+                u16::from(a.1),
+            )
+                .cmp(&(
+                    b.0 != self.origin,
+                    b.0.num_labels(),
+                    b.0.to_string(),
+                    u16::from(b.1),
+                ))
+        });
+        let mut out = vec![self.soa.clone()];
+        for k in keys {
+            out.extend(self.records[k].iter().cloned());
+        }
+        out.push(self.soa.clone());
+        out
+    }
+
     /// Does the zone hold this name (or something below it)?
     pub fn contains(&self, name: &LowerName) -> bool {
         self.names.contains(name)

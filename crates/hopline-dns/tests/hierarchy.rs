@@ -62,14 +62,20 @@ async fn hopline_hierarchy(dir: &Path, net: u8) -> DnsServices {
             AuthoritativeService {
                 listen: format!("127.0.{net}.11:53"),
                 zones: vec!["root.zone".into()],
+                transfer: vec![],
+                notify: vec![],
             },
             AuthoritativeService {
                 listen: format!("127.0.{net}.12:53"),
                 zones: vec!["test.zone".into()],
+                transfer: vec![],
+                notify: vec![],
             },
             AuthoritativeService {
                 listen: format!("127.0.{net}.13:53"),
                 zones: vec!["shop.test.zone".into()],
+                transfer: vec![],
+                notify: vec![],
             },
         ],
         pool: vec![],
@@ -654,10 +660,14 @@ async fn half_lame_and_dead_servers_are_skipped_and_remembered() {
             AuthoritativeService {
                 listen: format!("{}:53", ip(11)),
                 zones: vec!["root.zone".into()],
+                transfer: vec![],
+                notify: vec![],
             },
             AuthoritativeService {
                 listen: format!("{}:53", ip(12)),
                 zones: vec!["test.zone".into()],
+                transfer: vec![],
+                notify: vec![],
             },
         ],
         pool: vec![],
@@ -760,6 +770,8 @@ leaf.ent.example. IN A 192.0.2.9\n",
         authoritative: vec![AuthoritativeService {
             listen: "127.0.68.1:53".into(),
             zones: vec!["example.zone".into()],
+            transfer: vec![],
+            notify: vec![],
         }],
         pool: vec![],
     };
@@ -846,4 +858,128 @@ leaf.ent.example. IN A 192.0.2.9\n",
     let (status, _, ans) = view("127.0.68.1", "host3.example.", "MX").unwrap();
     assert_eq!(status, "NOERROR");
     assert_eq!(ans, vec!["host1.example.".to_string()]); // the MX target
+}
+
+/// hopline as the primary of NSD: NSD transfers the zone (AXFR over TCP, allowed for its
+/// address only), and a reload that changes the zone NOTIFYs it, so NSD serves the new
+/// version within seconds instead of at its next refresh (an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsd_is_a_secondary_of_a_hopline_zone_and_follows_notify() {
+    if !have("nsd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let zone = |serial: u32, www: &str| {
+        format!(
+            "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin {serial} 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.72.1\nwww IN A {www}\nmail IN MX 10 www\n"
+        )
+    };
+    std::fs::write(d.join("shop.zone"), zone(1, "10.0.0.1")).unwrap();
+    let free = |ip: &str| {
+        std::net::TcpListener::bind(format!("{ip}:0"))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let nsd_port = free("127.0.72.2");
+    let cfg = |nsd_port: u16| DnsConfig {
+        resolver: vec![],
+        authoritative: vec![AuthoritativeService {
+            listen: "127.0.72.1:0".into(),
+            zones: vec!["shop.zone".into()],
+            transfer: vec!["127.0.72.2".into()],
+            notify: vec![format!("127.0.72.2:{nsd_port}")],
+        }],
+        pool: vec![],
+    };
+    let dns = DnsServices::start(&cfg(nsd_port), d).await.unwrap();
+    let primary = dns.bound()[0].1;
+    // transfers: refused from an address not in `transfer`, allowed from NSD's
+    let axfr = |from: &str| {
+        dig(&[
+            "-b",
+            from,
+            &format!("@{}", primary.ip()),
+            "-p",
+            &primary.port().to_string(),
+            "shop.test.",
+            "AXFR",
+        ])
+    };
+    let Some(refused) = axfr("127.0.0.1") else {
+        return;
+    };
+    assert!(refused.contains("Transfer failed"), "{refused}");
+    let allowed = axfr("127.0.72.2").unwrap();
+    assert_eq!(
+        allowed.lines().filter(|l| l.contains("\tSOA\t")).count(),
+        2,
+        "AXFR starts and ends with the SOA: {allowed}"
+    );
+    assert!(allowed.contains("10.0.0.1"), "{allowed}");
+    // NSD as the secondary
+    let sub = d.join("nsd");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("nsd.conf"),
+        format!(
+            "server:\n  ip-address: 127.0.72.2\n  port: {nsd_port}\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{s}\"\n  rrl-ratelimit: 0\n  server-count: 1\n  verbosity: 2\nremote-control:\n  control-enable: no\nzone:\n  name: \"shop.test.\"\n  zonefile: \"shop.secondary\"\n  request-xfr: AXFR {}@{} NOKEY\n  allow-notify: 127.0.72.1 NOKEY\n  outgoing-interface: 127.0.72.2\n",
+            primary.ip(),
+            primary.port(),
+            s = sub.display(),
+        ),
+    )
+    .unwrap();
+    let _nsd = Proc(
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(sub.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let www_at_nsd = || {
+        dig(&[
+            "@127.0.72.2",
+            "-p",
+            &nsd_port.to_string(),
+            "www.shop.test.",
+            "A",
+            "+short",
+            "+norec",
+        ])
+        .unwrap_or_default()
+    };
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = www_at_nsd();
+        if seen.contains("10.0.0.1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains("10.0.0.1"),
+        "NSD never transferred the zone: {seen:?}\n{}",
+        std::fs::read_to_string(sub.join("nsd.log")).unwrap_or_default()
+    );
+    // a new serial, a reload: NOTIFY, and NSD serves the change (its refresh is an hour)
+    std::fs::write(d.join("shop.zone"), zone(2, "10.0.0.2")).unwrap();
+    dns.reload(&cfg(nsd_port), d).unwrap();
+    for _ in 0..100 {
+        seen = www_at_nsd();
+        if seen.contains("10.0.0.2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains("10.0.0.2"),
+        "NSD did not follow the NOTIFY: {seen:?}\n{}",
+        std::fs::read_to_string(sub.join("nsd.log")).unwrap_or_default()
+    );
 }
