@@ -81,8 +81,67 @@ impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
 
 /// What the engine serves each request with.
 pub(crate) trait Service: Send + Sync {
-    /// Answer one request.
-    fn call(&self, req: Request<RequestBody>) -> impl Future<Output = Response<Body>> + Send + '_;
+    /// Answer one request; `interim` (HTTP/1.1 clients) takes 1xx responses to send
+    /// before the final one.
+    fn call<'a>(
+        &'a self,
+        req: Request<RequestBody>,
+        interim: Option<&'a Interim>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a;
+}
+
+/// Interim (1xx) responses a handler relays to an HTTP/1.1 client before its final
+/// response (RFC 9110 §15.2) — e.g. an origin's `103 Early Hints`. It lives in the
+/// request's own future: nothing is allocated unless a 1xx arrives.
+#[derive(Debug, Default)]
+pub struct Interim {
+    queue: parking_lot::Mutex<Vec<(StatusCode, Bytes)>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Interim {
+    /// Queue a 1xx head: its status and its field lines (`name: value\r\n` each).
+    pub fn send(&self, status: StatusCode, lines: Bytes) {
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            self.queue.lock().push((status, lines));
+            self.ready.notify_one();
+        }
+    }
+}
+
+/// Await the handler's response, writing the 1xx heads it relays meanwhile.
+async fn with_interim<T: Transport, F: Future<Output = Response<Body>>>(
+    io: &mut T,
+    mut fut: std::pin::Pin<&mut F>,
+    interim: Option<&Interim>,
+) -> Response<Body> {
+    let Some(interim) = interim else {
+        return fut.await;
+    };
+    let mut broken = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = fut.as_mut() => return r,
+            _ = interim.ready.notified(), if !broken => {
+                let heads = std::mem::take(&mut *interim.queue.lock());
+                for (status, lines) in heads {
+                    let mut head = Vec::with_capacity(40 + lines.len());
+                    head.extend_from_slice(b"HTTP/1.1 ");
+                    head.extend_from_slice(status.as_str().as_bytes());
+                    head.push(b' ');
+                    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+                    head.extend_from_slice(b"\r\n");
+                    head.extend_from_slice(&lines);
+                    head.extend_from_slice(b"\r\n");
+                    if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The engine's settings (from `[limits]`).
@@ -678,26 +737,32 @@ async fn exchange<T: Transport, S: Service>(
     };
     // the service's future and the body pump end before the response is written, so
     // their storage is shared with the writer's in this future
+    // 1xx heads go to HTTP/1.1 clients only (RFC 9110 §15.2)
+    let interim = Interim::default();
+    let interim = (version == http::Version::HTTP_11).then_some(&interim);
     let (resp, body_error) = {
-        let fut = service.call(Request::from_parts(parts, body));
+        let fut = service.call(Request::from_parts(parts, body), interim);
         tokio::pin!(fut);
         let mut body_error = false;
-        let resp = match pump {
-            None => fut.await,
+        // while the body is read, the handler's 1xx heads wait; once it is read (or
+        // there is none) they are written as they come
+        let early = match pump {
+            None => None,
             Some((tx, want_rx)) => {
                 let pumping = pump_body(io, buf, &mut decoder, tx, want_rx, expect_continue);
                 tokio::pin!(pumping);
-                let mut pumping_done = false;
-                loop {
-                    tokio::select! {
-                        r = &mut fut => break r,
-                        ok = &mut pumping, if !pumping_done => {
-                            pumping_done = true;
-                            body_error = !ok;
-                        }
+                tokio::select! {
+                    r = &mut fut => Some(r),
+                    ok = &mut pumping => {
+                        body_error = !ok;
+                        None
                     }
                 }
             }
+        };
+        let resp = match early {
+            Some(r) => r,
+            None => with_interim(io, fut.as_mut(), interim).await,
         };
         (resp, body_error)
     };

@@ -477,6 +477,7 @@ fn spawn_refresh(
             tls,
             host: &host,
             authority: &authority,
+            interim: None,
         };
         // revalidate with the stored validators when there is an entry
         let conditional = match cache.lookup(&key, &as_get) {

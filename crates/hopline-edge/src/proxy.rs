@@ -625,6 +625,8 @@ pub struct Downstream<'a> {
     pub host: &'a str,
     /// The Host / :authority exactly as sent (with its port), for the upstream's Host.
     pub authority: &'a str,
+    /// Where the origin's 1xx responses go (an HTTP/1.1 client), if anywhere.
+    pub interim: Option<&'a crate::h1::Interim>,
 }
 
 fn forwarded_for(ip: IpAddr) -> String {
@@ -848,6 +850,7 @@ pub async fn send(
         parts.headers.insert(header::HOST, v);
     }
     let forwarding = Forwarding::new(&down, via);
+    let interim = down.interim;
     // A request without a body can be sent again to another server.
     let bodiless = body
         .as_ref()
@@ -897,9 +900,12 @@ pub async fn send(
             let sent = crate::upstream::exchange(
                 &server.idle,
                 server.addr,
-                head,
-                parts.method == Method::HEAD,
-                form,
+                crate::upstream::Ask {
+                    head,
+                    is_head: parts.method == Method::HEAD,
+                    form,
+                    interim,
+                },
                 up.connect_timeout,
                 started + up.read_timeout,
             )
@@ -1179,6 +1185,7 @@ mod tests {
                 tls,
                 host,
                 authority: "shop.test:8080",
+                interim: None,
             };
             let f = Forwarding::new(&down, "1.1 hopline");
             let mut map = parts.headers.clone();

@@ -483,11 +483,12 @@ struct EdgeService {
 }
 
 impl crate::h1::Service for EdgeService {
-    fn call(
-        &self,
+    fn call<'a>(
+        &'a self,
         req: Request<RequestBody>,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send + '_ {
-        handle(&self.shared, &self.info, req)
+        interim: Option<&'a crate::h1::Interim>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
+        handle(&self.shared, &self.info, req, interim)
     }
 }
 
@@ -505,7 +506,8 @@ fn hyper_service(
         let shared = shared.clone();
         let info = info.clone();
         async move {
-            let mut resp = handle(&shared, &info, req.map(RequestBody::Hyper)).await;
+            // (hyper's HTTP/2 server has no way to send a 1xx: none is relayed there)
+            let mut resp = handle(&shared, &info, req.map(RequestBody::Hyper), None).await;
             // HTTP/2 has no use for lines encoded for HTTP/1.1
             crate::body::expand_lines(&mut resp);
             Ok::<_, Infallible>(resp)
@@ -677,7 +679,12 @@ where
 }
 
 /// One request, start to response head.
-async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> Response<Body> {
+async fn handle(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<RequestBody>,
+    interim: Option<&crate::h1::Interim>,
+) -> Response<Body> {
     let table = shared.table.load_full();
     let limits = &table.limits;
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -751,7 +758,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<RequestBody>) -> 
     } else {
         match site.route(req.uri().path()) {
             None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
-            Some(route) => dispatch(shared, conn, route, req).await,
+            Some(route) => dispatch(shared, conn, route, req, interim).await,
         }
     };
 
@@ -828,6 +835,7 @@ async fn dispatch(
     conn: &ConnInfo,
     route: &Route,
     req: Request<RequestBody>,
+    interim: Option<&crate::h1::Interim>,
 ) -> Response<Body> {
     if let Some(len) = req
         .headers()
@@ -933,6 +941,7 @@ async fn dispatch(
                 tls: conn.tls,
                 host: &host,
                 authority,
+                interim,
             };
             // Boxed: the proxy/cache state machines are large; keeping them out of the
             // service future keeps the static-file path's future small.

@@ -150,21 +150,38 @@ pub struct Relayed {
     pub has_date: bool,
 }
 
-/// Send `head` (a complete, bodiless request head) to `addr` and read the response head
-/// by `deadline`. The response comes without hop-by-hop fields (RFC 9110 §7.6.1: those
-/// [`crate::proxy::is_hop_by_hop`] names, and the names its `Connection` lists).
+/// One bodiless request for [`exchange`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The complete request head.
+    pub head: &'a [u8],
+    /// A HEAD request (the response has no body whatever it says).
+    pub is_head: bool,
+    /// Where the response's fields go.
+    pub form: HeadForm,
+    /// Where 1xx responses go (an HTTP/1.1 client), if anywhere.
+    pub interim: Option<&'a crate::h1::Interim>,
+}
+
+/// Send `ask.head` (a complete, bodiless request head) to `addr` and read the response
+/// head by `deadline`. The response comes without hop-by-hop fields (RFC 9110 §7.6.1:
+/// those [`crate::proxy::is_hop_by_hop`] names, and the names its `Connection` lists).
 pub async fn exchange(
     pool: &std::sync::Arc<IdlePool>,
     addr: SocketAddr,
-    head: &[u8],
-    is_head: bool,
-    form: HeadForm,
+    ask: Ask<'_>,
     connect_timeout: Duration,
     deadline: Instant,
 ) -> Result<Response<H1Body>, ExchangeError> {
+    let Ask {
+        head,
+        is_head,
+        form,
+        interim,
+    } = ask;
     // a pooled connection first; if it turns out dead before any answer, a fresh one
     if let Some((conn, buf)) = pool.take() {
-        match attempt(conn, buf, head, is_head, form, deadline).await {
+        match attempt(conn, buf, head, is_head, form, deadline, interim).await {
             Ok(answer) => return Ok(finish(answer, pool)),
             Err(Attempt::Stale) => {}
             Err(Attempt::Failed(e)) => return Err(e),
@@ -181,7 +198,17 @@ pub async fn exchange(
         }
     };
     let _ = conn.set_nodelay(true);
-    match attempt(conn, BytesMut::new(), head, is_head, form, deadline).await {
+    match attempt(
+        conn,
+        BytesMut::new(),
+        head,
+        is_head,
+        form,
+        deadline,
+        interim,
+    )
+    .await
+    {
         Ok(answer) => Ok(finish(answer, pool)),
         Err(Attempt::Stale) => Err(ExchangeError::Broken(
             "the server closed the connection without an answer".into(),
@@ -231,6 +258,7 @@ async fn attempt(
     is_head: bool,
     form: HeadForm,
     deadline: Instant,
+    interim: Option<&crate::h1::Interim>,
 ) -> Result<Answer, Attempt> {
     if conn.write_all(head).await.is_err() {
         return Err(Attempt::Stale);
@@ -242,8 +270,29 @@ async fn attempt(
     loop {
         match parse_response(&mut buf, is_head, form) {
             Ok(Some(parsed)) => {
-                if parsed.0.status().is_informational() {
-                    continue; // 100 Continue and friends: the real answer follows
+                let status = parsed.0.status();
+                if status.is_informational() {
+                    // the real answer follows; a 1xx other than 100 Continue (ours to
+                    // answer) goes on to an HTTP/1.1 client as it came — never stored
+                    if let Some(sink) = interim
+                        && status != http::StatusCode::CONTINUE
+                    {
+                        let lines = match &parsed.3 {
+                            Some(r) => r.lines.clone().freeze(),
+                            None => {
+                                let mut l = BytesMut::new();
+                                for (n, v) in parsed.0.headers() {
+                                    l.extend_from_slice(n.as_str().as_bytes());
+                                    l.extend_from_slice(b": ");
+                                    l.extend_from_slice(v.as_bytes());
+                                    l.extend_from_slice(b"\r\n");
+                                }
+                                l.freeze()
+                            }
+                        };
+                        sink.send(status, lines);
+                    }
+                    continue;
                 }
                 return Ok(Answer {
                     head: parsed,

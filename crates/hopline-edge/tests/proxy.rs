@@ -1043,3 +1043,119 @@ async fn host_is_checked_and_the_absolute_form_reaches_the_origin() {
         1
     );
 }
+
+/// An origin that answers every request with `103 Early Hints` at once and the final
+/// `200` only after `release` fires (so the client can see the 103 arrive first).
+async fn early_hints_origin() -> (std::net::SocketAddr, tokio::sync::mpsc::Sender<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(16);
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    got.clear();
+                    let _ = s
+                        .write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload; as=style\r\n\r\n")
+                        .await;
+                    rx.lock().await.recv().await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=60\r\n\r\nfinal")
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, tx)
+}
+
+#[tokio::test]
+async fn early_hints_are_relayed_to_http11_clients_before_the_answer_and_never_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (origin, release) = early_hints_origin().await;
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[cache.pop]
+memory = "1MiB"
+[upstream.app]
+servers = ["{origin}"]
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/cached/"
+  proxy = "app"
+  cache = "pop"
+  [[site.route]]
+  path = "/"
+  proxy = "app"
+"#
+    ))
+    .await;
+    for path in ["/page", "/cached/page"] {
+        let mut c = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        // the 103 arrives while the origin still holds its answer
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .expect("the 103 comes before the answer")
+            .unwrap();
+        let first = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(
+            first.starts_with("HTTP/1.1 103 Early Hints\r\n")
+                && first.contains("</app.css>; rel=preload; as=style")
+                && first.ends_with("\r\n\r\n")
+                && !first.contains("200"),
+            "{path}: {first:?}"
+        );
+        release.send(()).await.unwrap();
+        let (rest, _) = common::read_until_close(&mut c, Duration::from_millis(500)).await;
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK\r\n") && rest.ends_with("final"),
+            "{rest:?}"
+        );
+    }
+    // a cache hit has no 103: interim responses are never stored
+    let (hit, _) = raw(
+        t.addr,
+        b"GET /cached/page HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(hit.starts_with("HTTP/1.1 200 OK\r\n"), "{hit:?}");
+    assert!(
+        hit.to_ascii_lowercase().contains("cache-status: pop; hit"),
+        "{hit}"
+    );
+    // an HTTP/1.0 client never gets a 1xx (RFC 9110 §15.2)
+    let mut c = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    c.write_all(b"GET /page HTTP/1.0\r\nHost: shop.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.send(()).await.unwrap();
+    let (old, _) = common::read_until_close(&mut c, Duration::from_secs(3)).await;
+    assert!(old.starts_with("HTTP/1.1 200 OK\r\n"), "{old:?}");
+    assert!(!old.contains("103"), "{old:?}");
+}
