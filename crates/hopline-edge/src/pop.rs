@@ -87,6 +87,9 @@ async fn serve_inner(
     cache::normalize(&mut parts.headers);
     let mut as_get = parts.clone();
     as_get.method = Method::GET;
+    // the cache fetches and keeps whole objects; a client's range is cut from them
+    as_get.headers.remove(header::RANGE);
+    as_get.headers.remove(header::IF_RANGE);
 
     for attempt in 0..2 {
         match cache.lookup(&key, &as_get) {
@@ -169,8 +172,22 @@ fn from_store(
         }
         return Response::from_parts(head, Body::empty());
     }
-    let len = stored.body.len() as u64;
-    let mut body = Body::full(stored.body.clone());
+    let mut body = ranged(req, &mut head, stored.body.clone());
+    if req.method == Method::HEAD {
+        body = Body::empty();
+    }
+    Response::from_parts(head, body)
+}
+
+/// The body of a 200 `head` for `req`: the whole `full`, or the client's `Range` of it
+/// (206, or 416 when it cannot be satisfied).
+fn ranged(
+    req: &http::request::Parts,
+    head: &mut http::response::Parts,
+    full: bytes::Bytes,
+) -> Body {
+    let len = full.len() as u64;
+    let mut body = Body::full(full.clone());
     if head.status == StatusCode::OK
         && let Some(range) = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok())
     {
@@ -186,7 +203,7 @@ fn from_store(
                 );
                 head.headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-                body = Body::full(stored.body.slice(r.start as usize..r.end as usize));
+                body = Body::full(full.slice(r.start as usize..r.end as usize));
             }
             RangeOutcome::Unsatisfiable => {
                 head.status = StatusCode::RANGE_NOT_SATISFIABLE;
@@ -201,10 +218,7 @@ fn from_store(
             RangeOutcome::Full => {}
         }
     }
-    if req.method == Method::HEAD {
-        body = Body::empty();
-    }
-    Response::from_parts(head, body)
+    body
 }
 
 /// Does the client's own condition say it has this response already? `If-None-Match`
@@ -316,6 +330,22 @@ async fn fetch(
             let _ = body.collect().await;
         });
         return Response::from_parts(rparts, Body::empty());
+    }
+    if stored && rparts.status == StatusCode::OK && parts.headers.contains_key(header::RANGE) {
+        // a range on a miss: the whole object comes in (and is stored), then the client
+        // gets its range of it — as nginx's proxy_cache without its slice module
+        use http_body_util::BodyExt;
+        return match body.collect().await {
+            Ok(full) => {
+                let body = ranged(&parts, &mut rparts, full.to_bytes());
+                Response::from_parts(rparts, body)
+            }
+            Err(_) => proxy::ProxyError::Upstream {
+                server: up.name.clone(),
+                reason: "the response body broke off".into(),
+            }
+            .response(),
+        };
     }
     Response::from_parts(rparts, body)
 }

@@ -299,6 +299,17 @@ async fn ranges_from_a_cached_full_response() {
     assert_eq!(h["content-range"], "bytes 0-6/9");
     assert!(cs.contains("hit"));
     assert_eq!(o.hits(), 1);
+    // a Range on a miss: the full object is fetched and stored (as nginx's proxy_cache
+    // does without its slice module), the client gets its range, and later ranges hit
+    let (s, cs, body, h) = get(&t, "/obj/miss", &[("range", "bytes=2-4")]).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT, "{cs}");
+    assert_eq!(body, "rsi");
+    assert_eq!(h["content-range"], "bytes 2-4/9");
+    let (s, cs, body, _) = get(&t, "/obj/miss", &[("range", "bytes=0-2")]).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, "ver");
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(o.hits(), 2);
 }
 
 #[tokio::test]
