@@ -485,12 +485,14 @@ impl Client {
                 vec![ip]
             }
             Err(_) => {
-                let l = self
-                    .opts
-                    .resolver
-                    .lookup_ip(host)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let l = match self.opts.resolver.lookup_ip(host).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // the time a failed lookup took is still the DNS phase
+                        entry.phases.dns = Some(ms(t0.elapsed()));
+                        return Err(e.to_string());
+                    }
+                };
                 entry.dns = Some(DnsInfo {
                     answered_by: match &l.answered_by {
                         hopline_dns::Answered::Cache => "cache".into(),

@@ -5,14 +5,47 @@ use serde_json::{Value, json};
 
 use crate::timeline::Navigation;
 
-/// Build a HAR 1.2 document.
+/// ISO 8601 / RFC 3339 in UTC with microseconds, from microseconds since the epoch.
+pub fn iso_us(unix_us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(unix_us as i128 * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Build a HAR 1.2 document of one navigation.
 pub fn har(nav: &Navigation) -> Value {
-    let started = time::OffsetDateTime::now_utc();
-    let iso = |offset_ms: f64| {
-        let t = started - time::Duration::milliseconds((nav.page.load - offset_ms).max(0.0) as i64);
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
+    har_of(std::slice::from_ref(nav))
+}
+
+/// Build a HAR 1.2 document of several navigations (`--repeat`): one page each.
+pub fn har_of(navs: &[Navigation]) -> Value {
+    let mut pages = Vec::new();
+    let mut entries = Vec::new();
+    for (i, nav) in navs.iter().enumerate() {
+        let id = format!("page_{}", i + 1);
+        let (p, e) = page(nav, &id);
+        pages.push(p);
+        entries.extend(e);
+    }
+    json!({
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "hopline", "version": env!("CARGO_PKG_VERSION")},
+            "pages": pages,
+            "entries": entries
+        }
+    })
+}
+
+fn page(nav: &Navigation, id: &str) -> (Value, Vec<Value>) {
+    // each request's start: the navigation's wall clock plus its offset (µs precision)
+    let iso = |offset_ms: f64| iso_us(nav.started_unix_us + (offset_ms * 1000.0).round() as i64);
     let headers = |h: &[(String, String)]| {
         h.iter()
             .map(|(n, v)| json!({"name": n, "value": v}))
@@ -24,8 +57,8 @@ pub fn har(nav: &Navigation) -> Value {
         .map(|e| {
             let p = &e.phases;
             let opt = |v: Option<f64>| v.unwrap_or(-1.0);
-            json!({
-                "pageref": "page_1",
+            let mut entry = json!({
+                "pageref": id,
                 "startedDateTime": iso(e.start),
                 "time": p.total(),
                 "request": {
@@ -63,25 +96,35 @@ pub fn har(nav: &Navigation) -> Value {
                     "wait": p.wait,
                     "receive": p.receive
                 },
-                "serverIPAddress": e.server.as_deref().and_then(|s| s.rsplit_once(':').map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())),
-                "connection": e.connection.map(|c| c.to_string()),
                 "_kind": e.kind,
                 "_serverTiming": e.server_timing,
                 "_cacheStatus": e.cache_status
-            })
+            });
+            // optional fields are strings or absent in HAR 1.2, never null
+            if let Some(ip) = e.server.as_deref().and_then(|s| {
+                s.rsplit_once(':')
+                    .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
+            }) {
+                entry["serverIPAddress"] = json!(ip);
+            }
+            if let Some(c) = e.connection {
+                entry["connection"] = json!(c.to_string());
+            }
+            entry
         })
         .collect();
-    json!({
-        "log": {
-            "version": "1.2",
-            "creator": {"name": "hopline", "version": env!("CARGO_PKG_VERSION")},
-            "pages": [{
-                "startedDateTime": iso(0.0),
-                "id": "page_1",
-                "title": nav.final_url,
-                "pageTimings": {"onContentLoad": nav.page.dom_content_loaded, "onLoad": nav.page.load}
-            }],
-            "entries": entries
-        }
-    })
+    // a page whose document failed has no load event: -1 (HAR: "not applicable")
+    let doc_ok = nav
+        .entries
+        .iter()
+        .find(|e| e.kind == "document")
+        .is_some_and(|d| d.error.is_none());
+    let timing = |t: f64| if doc_ok { t } else { -1.0 };
+    let page = json!({
+        "startedDateTime": iso(0.0),
+        "id": id,
+        "title": nav.final_url,
+        "pageTimings": {"onContentLoad": timing(nav.page.dom_content_loaded), "onLoad": timing(nav.page.load)}
+    });
+    (page, entries)
 }

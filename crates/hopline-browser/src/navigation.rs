@@ -42,7 +42,10 @@ enum Msg {
 
 /// Load `url` and everything it needs.
 pub async fn navigate(client: Arc<Client>, url: Url, opts: VisitOptions) -> Navigation {
-    let started = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let started_unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let started = crate::har::iso_us(started_unix_us);
     // the client's clock may have started at an earlier navigation: times here count
     // from this navigation's start
     let base = client.epoch.elapsed().as_secs_f64() * 1000.0;
@@ -213,6 +216,7 @@ pub async fn navigate(client: Arc<Client>, url: Url, opts: VisitOptions) -> Navi
         url: url.to_string(),
         final_url: final_doc.map(|d| d.url).unwrap_or_else(|| url.to_string()),
         started,
+        started_unix_us,
         entries,
         page,
     }

@@ -167,8 +167,10 @@ pub struct Navigation {
     pub url: String,
     /// Final URL after redirects.
     pub final_url: String,
-    /// Wall-clock start (RFC 3339).
+    /// Wall-clock start (RFC 3339, microseconds).
     pub started: String,
+    /// The same, in microseconds since the Unix epoch.
+    pub started_unix_us: i64,
     /// Every request in start order.
     pub entries: Vec<Entry>,
     /// Page figures.

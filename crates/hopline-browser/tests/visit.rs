@@ -72,6 +72,84 @@ fn no_dns() -> hopline_dns::Resolver {
         .unwrap()
 }
 
+/// The rules of the HAR 1.2 schema (the `har-validator` package's schemas, as Rust):
+/// required fields with their types, optional ones strings or absent (never null),
+/// ISO 8601 dates, timings numbers ≥ -1.
+fn assert_valid_har(har: &serde_json::Value) {
+    let log = &har["log"];
+    assert!(
+        log["version"].is_string()
+            && log["creator"]["name"].is_string()
+            && log["creator"]["version"].is_string()
+    );
+    let iso = |v: &serde_json::Value, what: &str| {
+        let s = v
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: not a string: {v}"));
+        assert!(
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok(),
+            "{what}: not ISO 8601: {s}"
+        );
+    };
+    let pages = log["pages"].as_array().expect("pages");
+    for p in pages {
+        iso(&p["startedDateTime"], "page startedDateTime");
+        assert!(p["id"].is_string() && p["title"].is_string(), "{p}");
+        for k in ["onContentLoad", "onLoad"] {
+            let t = &p["pageTimings"][k];
+            assert!(
+                t.is_null() || t.as_f64().is_some_and(|t| t >= -1.0),
+                "{k}: {t}"
+            );
+        }
+    }
+    for e in log["entries"].as_array().expect("entries") {
+        assert!(
+            pages.iter().any(|p| p["id"] == e["pageref"]),
+            "pageref: {e}"
+        );
+        iso(&e["startedDateTime"], "entry startedDateTime");
+        assert!(e["time"].as_f64().is_some_and(|t| t >= 0.0), "{e}");
+        for side in ["request", "response"] {
+            let r = &e[side];
+            assert!(
+                r["httpVersion"].is_string() && r["cookies"].is_array(),
+                "{side}: {r}"
+            );
+            for h in r["headers"].as_array().expect("headers") {
+                assert!(h["name"].is_string() && h["value"].is_string(), "{h}");
+            }
+            assert!(
+                r["headersSize"].is_i64() && r["bodySize"].is_i64(),
+                "{side}: {r}"
+            );
+        }
+        assert!(e["request"]["method"].is_string() && e["request"]["url"].is_string());
+        assert!(e["request"]["queryString"].is_array());
+        let resp = &e["response"];
+        assert!(
+            resp["status"].is_u64()
+                && resp["statusText"].is_string()
+                && resp["redirectURL"].is_string()
+        );
+        assert!(resp["content"]["size"].is_i64() && resp["content"]["mimeType"].is_string());
+        assert!(e["cache"].is_object());
+        for k in [
+            "blocked", "dns", "connect", "ssl", "send", "wait", "receive",
+        ] {
+            let t = &e["timings"][k];
+            assert!(t.as_f64().is_some_and(|t| t >= -1.0), "timings.{k}: {t}");
+        }
+        for k in ["serverIPAddress", "connection", "comment"] {
+            let v = e.get(k);
+            assert!(
+                v.is_none_or(|v| v.is_string()),
+                "{k} must be a string or absent: {e}"
+            );
+        }
+    }
+}
+
 fn check_phases(nav: &Navigation) {
     for e in &nav.entries {
         let p = &e.phases;
@@ -175,8 +253,26 @@ async fn a_page_and_every_subresource_over_http1() {
     );
     let har = hopline_browser::har::har(&nav);
     assert_eq!(har["log"]["version"], "1.2");
+    assert_valid_har(&har);
     let entries = har["log"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 10);
+    // each request's own start, to the microsecond: not one shared whole millisecond
+    let starts: std::collections::HashSet<&str> = entries
+        .iter()
+        .map(|e| e["startedDateTime"].as_str().unwrap())
+        .collect();
+    assert!(starts.len() > entries.len() / 2, "{starts:?}");
+    assert!(
+        starts
+            .iter()
+            .all(|s| s.len() == "2026-11-29T03:00:00.123456Z".len()),
+        "{starts:?}"
+    );
+    // two visits: one HAR with two pages
+    let two = hopline_browser::har::har_of(&[nav.clone(), nav.clone()]);
+    assert_valid_har(&two);
+    assert_eq!(two["log"]["pages"].as_array().unwrap().len(), 2);
+    assert_eq!(two["log"]["entries"].as_array().unwrap().len(), 20);
     for e in entries {
         for k in [
             "blocked", "dns", "connect", "ssl", "send", "wait", "receive",
@@ -380,6 +476,16 @@ async fn names_resolve_through_hopline_dns_and_failures_name_their_hop() {
         "{:?}",
         nav.entries[0].error
     );
+    // its HAR is valid: the failed lookup's time is its dns phase, the page never loaded
+    let har = hopline_browser::har::har(&nav);
+    assert_valid_har(&har);
+    let e = &har["log"]["entries"][0];
+    assert!(e["timings"]["dns"].as_f64().unwrap() >= 0.0, "{e}");
+    assert!(
+        e.get("serverIPAddress").is_none() && e.get("connection").is_none(),
+        "{e}"
+    );
+    assert_eq!(har["log"]["pages"][0]["pageTimings"]["onLoad"], -1.0);
     // connection refused is named as a connect failure
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -185,10 +185,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(path) = &args.har {
-        let last = navs.last().expect("at least one visit");
+        // every visit of --repeat, one HAR page each
         std::fs::write(
             path,
-            serde_json::to_string_pretty(&hopline_browser::har::har(last))?,
+            serde_json::to_string_pretty(&hopline_browser::har::har_of(&navs))?,
         )?;
         if !args.json {
             println!("HAR written to {}", path.display());
