@@ -79,7 +79,7 @@ pub struct ServerTiming {
 }
 
 /// One request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Entry {
     /// Position in the timeline.
     pub id: usize,
@@ -161,7 +161,7 @@ pub struct PageTimings {
 }
 
 /// A navigation: the document, its redirects and subresources.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Navigation {
     /// URL typed.
     pub url: String,

@@ -54,7 +54,11 @@ pub fn render(nav: &Navigation, color: bool) -> String {
         ("wait", "\x1b[32m", 'w'),
         ("receive", "\x1b[34m", 'r'),
     ];
-    let _ = writeln!(out, "{} → {}", nav.url, nav.final_url);
+    if nav.url == nav.final_url {
+        let _ = writeln!(out, "{}", nav.url);
+    } else {
+        let _ = writeln!(out, "{} → {} (redirected)", nav.url, nav.final_url);
+    }
     let _ = writeln!(
         out,
         "{:<3} {:<4} {:<10} {:<6} {:>8} {:>9}  {:<w$}  url",
@@ -64,7 +68,7 @@ pub fn render(nav: &Navigation, color: bool) -> String {
         "proto",
         "bytes",
         "ms",
-        "timeline (d dns, c connect, s tls, w wait, r receive)",
+        "timeline",
         w = WIDTH
     );
     for e in &nav.entries {
@@ -142,7 +146,8 @@ pub fn render(nav: &Navigation, color: bool) -> String {
         if let Some(to) = &e.redirect_to {
             let _ = writeln!(out, "      ↪ redirect to {to}");
         }
-        if let Some(d) = &e.dns {
+        // (an IP literal asks nobody: nothing to say)
+        if let Some(d) = e.dns.as_ref().filter(|d| d.answered_by != "literal") {
             let _ = writeln!(
                 out,
                 "      dns: {} answered {} (ttl {} s, {} step(s))",
@@ -167,10 +172,23 @@ pub fn render(nav: &Navigation, color: bool) -> String {
         if let Some(cs) = &e.cache_status {
             let _ = writeln!(out, "      cache-status: {cs}");
         }
+        // a browser-cache hit shows the stored response's timings; a CDN hit its own
+        // cache's, beside the ones it stored from the origin's answer
+        let from_browser_cache = e.from_cache.as_deref() == Some("hit");
+        let cdn_hit = e
+            .cache_status
+            .as_deref()
+            .is_some_and(|c| c.contains("; hit"));
         for st in &e.server_timing {
+            let stored = from_browser_cache || (cdn_hit && st.name != "hopline-cache");
             let _ = writeln!(
                 out,
-                "      server-timing: {}{}{}",
+                "      server-timing{}: {}{}{}",
+                if stored {
+                    " (stored, not this request)"
+                } else {
+                    ""
+                },
                 st.name,
                 st.dur.map(|d| format!(" {d:.2} ms")).unwrap_or_default(),
                 st.desc
@@ -180,16 +198,194 @@ pub fn render(nav: &Navigation, color: bool) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "legend: · blocked  d dns (h hosts file, k resolver cache, f forwarding resolver, R from the root)  c connect  s tls  > send  w wait (u the edge waiting on its upstream, o the origin behind it)  r receive"
+    );
     let p = &nav.page;
+    let doc = nav.entries.iter().find(|e| e.kind == "document");
+    match doc.and_then(|d| d.error.as_deref().map(|err| (d, err))) {
+        Some((d, err)) => {
+            // no page: say what failed and where, not load figures of nothing
+            let hop = err.split(':').next().unwrap_or("request");
+            let _ = writeln!(
+                out,
+                "\npage: not loaded — the document {} failed at the {hop} step after {:.1} ms: {err}",
+                d.url,
+                d.phases.total()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\npage: dns {:.1} ms · connect {:.1} ms · tls {:.1} ms · ttfb {:.1} ms · html parsed {:.1} ms · load {:.1} ms",
+                p.dns, p.connect, p.tls, p.ttfb, p.dom_content_loaded, p.load
+            );
+        }
+    }
+    let failed = nav
+        .entries
+        .iter()
+        .filter(|e| e.error.is_some() || e.status >= 400)
+        .count();
     let _ = writeln!(
         out,
-        "\npage: dns {:.1} ms · connect {:.1} ms · tls {:.1} ms · ttfb {:.1} ms · html parsed {:.1} ms · load {:.1} ms",
-        p.dns, p.connect, p.tls, p.ttfb, p.dom_content_loaded, p.load
+        "      {} requests · {} bytes · {} connection(s) opened · {} reused · {} failed{}",
+        p.requests,
+        p.transfer_bytes,
+        p.connections,
+        p.reused,
+        failed,
+        if failed > p.failed {
+            " (counting 4xx/5xx answers)"
+        } else {
+            ""
+        }
     );
-    let _ = writeln!(
-        out,
-        "      {} requests · {} bytes · {} connection(s) opened · {} reused · {} failed",
-        p.requests, p.transfer_bytes, p.connections, p.reused, p.failed
-    );
+    if !nav.entries.is_empty()
+        && nav
+            .entries
+            .iter()
+            .all(|e| e.from_cache.as_deref() == Some("hit"))
+    {
+        let _ = writeln!(
+            out,
+            "      everything came from the browser cache (no network): --no-cache to ask the servers"
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::{DnsInfo, Entry, ServerTiming};
+
+    fn entry(url: &str) -> Entry {
+        Entry {
+            url: url.into(),
+            kind: "document".into(),
+            status: 200,
+            http_version: "HTTP/1.1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn says_what_happened_and_nothing_it_did_not() {
+        // no redirect: the URL once; an IP literal: no DNS line; the whole legend
+        let mut e = entry("http://127.0.0.1:8080/");
+        e.dns = Some(DnsInfo {
+            answered_by: "literal".into(),
+            addrs: vec!["127.0.0.1".into()],
+            ttl: 0,
+            steps: 0,
+        });
+        let nav = Navigation {
+            url: e.url.clone(),
+            final_url: e.url.clone(),
+            entries: vec![e.clone()],
+            ..Default::default()
+        };
+        let text = render(&nav, false);
+        assert!(
+            !text.contains('→') && !text.contains("dns: literal"),
+            "{text}"
+        );
+        for mark in [
+            "· blocked",
+            "d dns",
+            "h hosts file",
+            "k resolver cache",
+            "f forwarding",
+            "R from the root",
+            "c connect",
+            "s tls",
+            "> send",
+            "w wait",
+            "u the edge",
+            "o the origin",
+            "r receive",
+        ] {
+            assert!(text.contains(mark), "legend lacks {mark}: {text}");
+        }
+        // a failed document: what failed and where, no load figures
+        let mut failed = e.clone();
+        failed.error = Some("dns: DNS NXDOMAIN: nope.test does not exist".into());
+        let nav = Navigation {
+            entries: vec![failed],
+            ..nav.clone()
+        };
+        let text = render(&nav, false);
+        assert!(
+            text.contains("page: not loaded") && text.contains("at the dns step"),
+            "{text}"
+        );
+        assert!(!text.contains("ttfb"), "{text}");
+        // a 404 document counts as failed in the summary
+        let mut missing = e.clone();
+        missing.status = 404;
+        let text = render(
+            &Navigation {
+                entries: vec![missing],
+                ..nav.clone()
+            },
+            false,
+        );
+        assert!(
+            text.contains("1 failed (counting 4xx/5xx answers)"),
+            "{text}"
+        );
+        // everything from the browser cache: said, with the way around it; the stored
+        // Server-Timing is marked stored
+        let mut hit = e.clone();
+        hit.from_cache = Some("hit".into());
+        hit.server_timing = vec![ServerTiming {
+            name: "hopline-proxy".into(),
+            dur: Some(1.5),
+            desc: None,
+        }];
+        let text = render(
+            &Navigation {
+                entries: vec![hit],
+                ..nav.clone()
+            },
+            false,
+        );
+        assert!(
+            text.contains("everything came from the browser cache") && text.contains("--no-cache"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server-timing (stored, not this request): hopline-proxy"),
+            "{text}"
+        );
+        // a CDN hit: its own cache's timing is fresh, the origin's stored
+        let mut cdn = e;
+        cdn.cache_status = Some("pop; hit; ttl=50".into());
+        cdn.server_timing = vec![
+            ServerTiming {
+                name: "hopline-proxy".into(),
+                dur: Some(1.5),
+                desc: None,
+            },
+            ServerTiming {
+                name: "hopline-cache".into(),
+                dur: Some(0.05),
+                desc: None,
+            },
+        ];
+        let text = render(
+            &Navigation {
+                entries: vec![cdn],
+                ..nav
+            },
+            false,
+        );
+        assert!(
+            text.contains("server-timing (stored, not this request): hopline-proxy"),
+            "{text}"
+        );
+        assert!(text.contains("server-timing: hopline-cache"), "{text}");
+    }
 }

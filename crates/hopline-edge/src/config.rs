@@ -394,6 +394,9 @@ pub struct Route {
     pub max_body: Option<ByteSize>,
     /// Compress responses by Accept-Encoding (default true).
     pub compress: Option<bool>,
+    /// Write this route's requests to the access log (default true; `false` for e.g. a
+    /// health-check path, like nginx's `access_log off` in a location).
+    pub log: Option<bool>,
     /// Extra response headers, e.g. { "X-Frame-Options" = "DENY" }.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,

@@ -73,6 +73,8 @@ pub struct Route {
     pub max_body: u64,
     /// Compress responses.
     pub compress: bool,
+    /// Requests go to the access log.
+    pub log: bool,
     /// Cache in front of the proxy.
     pub cache: Option<Arc<crate::cache::HttpCache>>,
     /// Rate limit.
@@ -397,6 +399,7 @@ fn compile_site(
                 .collect(),
             max_body: r.max_body.unwrap_or(config.limits.max_body).0,
             compress,
+            log: r.log.unwrap_or(true),
             cache: r.cache.as_ref().map(|c| caches[c.get_ref()].clone()),
             limit: r.limit.as_ref().map(|l| limits[l.get_ref()].clone()),
         });

@@ -725,6 +725,14 @@ async fn handle(
     let site = current.unwrap_or(&conn.initial).site(host).clone();
     let site_name: Option<Arc<str>> = Some(site.name.clone());
     // the precise clock is read only when something reports a duration
+    let route = req
+        .uri()
+        .path()
+        .starts_with('/')
+        .then(|| site.route(req.uri().path()))
+        .flatten();
+    // a route may keep its requests out of the log (health checks)
+    let log = log.filter(|_| route.is_none_or(|r| r.log));
     let start = (log.is_some() || traced.is_some() || site.server_timing).then(Instant::now);
     let started = || start.unwrap_or_else(Instant::now);
     let record = log.map(|log| {
@@ -756,7 +764,7 @@ async fn handle(
     let mut resp = if !req.uri().path().starts_with('/') {
         files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
     } else {
-        match site.route(req.uri().path()) {
+        match route {
             None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
             Some(route) => dispatch(shared, conn, route, req, interim).await,
         }

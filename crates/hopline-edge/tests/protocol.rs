@@ -334,10 +334,18 @@ listen = ["127.0.0.1:0"]
   [[site.route]]
   path = "/"
   respond = { body = "0123456789" }
+  [[site.route]]
+  path = "/healthz"
+  respond = { body = "ok" }
+  log = false
 "#,
     )
     .await;
     let c = client();
+    // a route with `log = false` (health checks) writes no line
+    for _ in 0..3 {
+        c.get(t.url("/healthz")).send().await.unwrap();
+    }
     c.get(t.url("/a?x=1"))
         .send()
         .await

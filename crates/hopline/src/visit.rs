@@ -16,7 +16,12 @@ Examples:
   hopline visit http://127.0.0.1:8080/
   hopline visit https://shop.test:8443/ --resolver 127.0.0.1:5300 --ca certs/ca.pem --repeat 2
   hopline visit https://example.com/ --recursive --har page.har
-  hopline visit http://127.0.0.1:8080/ --json | jq .page")]
+  hopline visit http://127.0.0.1:8080/ --json | jq .page
+
+While `hopline up` runs, visit finds its resolver and CA by itself (no --resolver, --ca).
+
+Exit status: 0 the page and everything it needs loaded; 2 the document failed (no
+answer, or a 4xx/5xx status); 3 the document loaded but some subresource failed.")]
 pub struct Args {
     /// The URL (http or https; IDNA host names are converted).
     pub url: String,
