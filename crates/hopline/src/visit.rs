@@ -73,16 +73,29 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // `localhost:8080` or `www.shop.test` without a scheme: say what was probably meant
+    let suggestion = || {
+        (!args.url.contains("://"))
+            .then(|| {
+                format!(
+                    " — did you mean http://{}/ ?",
+                    args.url.trim_end_matches('/')
+                )
+            })
+            .unwrap_or_default()
+    };
     let url = url::Url::parse(&args.url).map_err(|e| {
         anyhow::anyhow!(
-            "bad URL {:?}: {e} (expected e.g. https://shop.test/)",
-            args.url
+            "bad URL {:?}: {e} (expected e.g. https://shop.test/){}",
+            args.url,
+            suggestion()
         )
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         anyhow::bail!(
-            "bad URL {:?}: only http:// and https:// can be visited",
-            args.url
+            "bad URL {:?}: only http:// and https:// can be visited{}",
+            args.url,
+            suggestion()
         );
     }
     if url.host_str().is_none_or(|h| h.is_empty()) {
@@ -211,11 +224,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .find(|e| e.kind == "document" && e.error.is_some())
         {
-            eprintln!(
-                "hopline: {} failed: {}",
-                e.url,
-                e.error.as_deref().unwrap_or("")
-            );
+            let err = e.error.as_deref().unwrap_or("");
+            eprintln!("hopline: {} failed: {err}", e.url);
+            if err.contains("UnknownIssuer") || err.contains("invalid peer certificate") {
+                let up_ca = crate::up::running_state()
+                    .map(|s| s.ca)
+                    .or_else(|| dirs::data_dir().map(|d| d.join("hopline/certs/ca.pem")))
+                    .filter(|p| p.exists());
+                eprintln!(
+                    "hint: the server's certificate is not signed by a CA this machine trusts: pass --ca FILE{}",
+                    up_ca
+                        .map(|p| format!(" (hopline up's CA is {})", p.display()))
+                        .unwrap_or_default()
+                );
+            }
         }
         return Ok(ExitCode::from(2));
     }

@@ -322,8 +322,38 @@ fn cert_makes_a_ca_and_https_works_with_curl() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // nor does `hopline visit`, which says how to trust it
+    let out = Command::new(BIN)
+        .args(["visit", &format!("https://127.0.0.1:{port}/")])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pass --ca FILE"), "{err}");
     let _ = run.child.kill();
     let _ = run.child.wait();
+    // a name that is neither a DNS name nor an address is refused, nothing written
+    let out = Command::new(BIN)
+        .args(["cert", "--dir"])
+        .arg(&certs)
+        .arg("bad name!")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a DNS name"));
+    assert!(!certs.join("bad name!.pem").exists());
+    // a URL without its scheme gets the likely one suggested
+    let out = Command::new(BIN)
+        .args(["visit", "localhost:8080"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean http://localhost:8080/"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,9 +123,36 @@ pub fn leaf_stem(first: &str) -> String {
 
 /// Issue (or re-issue) a leaf certificate for `names`, signed by the CA in `dir`
 /// (made first if missing). Files: `NAME.pem` and `NAME-key.pem`, NAME = first name.
+/// A name a certificate may be for: an IP address, or a DNS name (LDH labels of 1-63
+/// bytes, at most 253 in all, optionally `*.` in front).
+fn valid_name(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 pub fn issue(dir: &Path, names: &[String]) -> Result<LeafFiles, EdgeError> {
     if names.is_empty() {
         return Err(ca_err("at least one name is needed".into()));
+    }
+    for n in names {
+        if !valid_name(n) {
+            return Err(ca_err(format!(
+                "{n:?} is neither a DNS name (letters, digits, hyphens; dot-separated labels of 1-63; a leading \"*.\" for a wildcard) nor an IP address"
+            )));
+        }
     }
     let ca = ensure_ca(dir)?;
     let ca_key_pem = fs::read_to_string(&ca.ca_key)
@@ -189,6 +216,40 @@ pub fn issue(dir: &Path, names: &[String]) -> Result<LeafFiles, EdgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_must_be_dns_names_or_addresses() {
+        for ok in [
+            "shop.test",
+            "*.shop.test",
+            "127.0.0.1",
+            "::1",
+            "a-b.c_d.test",
+            "localhost",
+        ] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "bad name!",
+            "",
+            "a..b",
+            "-a.test",
+            "../etc",
+            "a/b",
+            "*",
+            "x.*.test",
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let e = issue(dir.path(), &["bad name!".into()]).unwrap_err();
+        assert!(e.to_string().contains("neither a DNS name"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
 
     #[test]
     fn ca_is_made_once_and_reused_and_keys_are_private() {
