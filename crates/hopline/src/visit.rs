@@ -75,14 +75,14 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // `localhost:8080` or `www.shop.test` without a scheme: say what was probably meant
     let suggestion = || {
-        (!args.url.contains("://"))
-            .then(|| {
-                format!(
-                    " — did you mean http://{}/ ?",
-                    args.url.trim_end_matches('/')
-                )
-            })
-            .unwrap_or_default()
+        if args.url.contains("://") {
+            String::new()
+        } else {
+            format!(
+                " — did you mean http://{}/ ?",
+                args.url.trim_end_matches('/')
+            )
+        }
     };
     let url = url::Url::parse(&args.url).map_err(|e| {
         anyhow::anyhow!(
