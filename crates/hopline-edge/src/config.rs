@@ -41,7 +41,7 @@ impl ConfigError {
             file,
             text,
             e.span(),
-            format!("{section}: {}", e.message().trim_end()),
+            format!("{section}: {}", in_file_terms(text, e)),
         )
     }
 
@@ -59,6 +59,52 @@ impl ConfigError {
             column,
             message: message.into(),
         }
+    }
+}
+
+/// A TOML/serde message said in the file's terms: the key it is about, and what a value
+/// there looks like (`threads: expected a whole number, found "two"`), instead of Rust's
+/// (`invalid type: string "two", expected usize`).
+fn in_file_terms(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim_end();
+    let Some(rest) = msg.strip_prefix("invalid type: ") else {
+        return msg.to_string();
+    };
+    let Some((found, expected)) = rest.split_once(", expected ") else {
+        return msg.to_string();
+    };
+    // the key: what stands before `=` on the value's line
+    let key = e
+        .span()
+        .and_then(|sp| {
+            let line_start = text[..sp.start.min(text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let line = &text[line_start..sp.start.min(text.len())];
+            line.split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        })
+        .filter(|k| !k.is_empty());
+    let found = found
+        .strip_prefix("string ")
+        .or_else(|| found.strip_prefix("integer "))
+        .or_else(|| found.strip_prefix("boolean "))
+        .or_else(|| found.strip_prefix("float "))
+        .unwrap_or(found);
+    let wanted = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" | "i64" | "i32" => "a whole number".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "a string" => "text in quotes".to_string(),
+        "a sequence" if key.as_deref().is_some_and(|k| k == "listen") => {
+            "a list of addresses, e.g. [\"127.0.0.1:8080\"]".to_string()
+        }
+        "a sequence" => "a list in brackets, e.g. [\"a\", \"b\"]".to_string(),
+        other => other.to_string(),
+    };
+    match key {
+        Some(k) => format!("{k}: expected {wanted}, found {found}"),
+        None => format!("expected {wanted}, found {found}"),
     }
 }
 
@@ -499,10 +545,8 @@ impl Config {
 
     /// Parse and validate config text as if read from `file`, resolving paths against `base`.
     pub fn from_str_at(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim_end().to_string();
-            ConfigError::at(file, text, e.span(), msg)
-        })?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::at(file, text, e.span(), in_file_terms(text, &e)))?;
         config.base_dir = base.to_path_buf();
         Validator { file, text, base }.validate(&mut config)?;
         Ok(config)
@@ -873,6 +917,28 @@ pub fn listen_addrs(config: &Config) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_speak_the_files_language() {
+        for (text, want) in [
+            (
+                "threads = \"two\"\n",
+                "1:11: threads: expected a whole number, found \"two\"",
+            ),
+            (
+                "[[site]]\nlisten = \"127.0.0.1:8080\"\n",
+                "listen: expected a list of addresses, e.g. [\"127.0.0.1:8080\"]",
+            ),
+            (
+                "[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/\"\n  compress = \"yes\"\n",
+                "5:14: compress: expected true or false, found \"yes\"",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(!e.contains("usize") && !e.contains("sequence"), "{e}");
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir();
