@@ -177,6 +177,9 @@ pub struct Limits {
     pub header_timeout_ms: u64,
     /// Idle keep-alive connections are closed after this long without a request.
     pub keepalive_timeout_ms: u64,
+    /// A client that accepts no response data for this long is cut (nginx's
+    /// `send_timeout`): stalled downloads, slow consumers of event streams. HTTP/1.1.
+    pub send_timeout_ms: u64,
     /// Requests served on one HTTP/1.1 connection before the server closes it.
     pub keepalive_requests: u64,
     /// Largest request header section accepted (HTTP/1.1 answers 431 above it).
@@ -195,6 +198,7 @@ impl Default for Limits {
             max_connections: 10_000,
             header_timeout_ms: 30_000,
             keepalive_timeout_ms: 30_000,
+            send_timeout_ms: 60_000,
             keepalive_requests: 10_000,
             max_header_bytes: ByteSize(32 * 1024),
             max_body: ByteSize(1024 * 1024),

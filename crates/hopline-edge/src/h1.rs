@@ -150,6 +150,8 @@ pub(crate) struct Options {
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_header_bytes: usize,
+    /// A response write that makes no progress this long closes the connection.
+    pub send_timeout: Duration,
 }
 
 /// The server's "finish up and close" signal, as connections watch it: a flag to read
@@ -683,7 +685,7 @@ async fn cycle<T: Transport, S: Service>(
         }
     };
     match parsed {
-        Ok(head) => exchange(io, buf, head, service, closing).await,
+        Ok(head) => exchange(io, buf, head, service, closing, opts.send_timeout).await,
         Err(Reject(status, why)) => {
             let _ = write_error(io, status, why).await;
             linger(io).await;
@@ -699,6 +701,7 @@ async fn exchange<T: Transport, S: Service>(
     head: Head,
     service: &S,
     closing: &Closing,
+    send_timeout: Duration,
 ) -> Next {
     let Head {
         req,
@@ -782,7 +785,7 @@ async fn exchange<T: Transport, S: Service>(
         return Next::Upgrade(tx);
     }
     drop(upgrade_tx);
-    if write_response(io, resp, version, is_head, &mut keep_alive)
+    if write_response(io, resp, version, is_head, &mut keep_alive, send_timeout)
         .await
         .is_err()
     {
@@ -1196,13 +1199,30 @@ async fn write_response<T: Transport>(
     version: Version,
     is_head: bool,
     keep_alive: &mut bool,
+    send_timeout: Duration,
 ) -> io::Result<()> {
     match start_response(resp, version, is_head, keep_alive) {
         Started::Done(out) => {
-            io.write_all(&out).await?;
-            io.flush().await
+            sent_within(send_timeout, async {
+                io.write_all(&out).await?;
+                io.flush().await
+            })
+            .await
         }
-        Started::More(rest) => Box::pin(write_rest(io, *rest, keep_alive)).await,
+        Started::More(rest) => Box::pin(write_rest(io, *rest, keep_alive, send_timeout)).await,
+    }
+}
+
+/// A write that makes no progress for `limit` fails (like nginx's `send_timeout`): a
+/// client that stops reading — a stalled download, a slow consumer of a stream — is cut
+/// instead of holding its connection and its response forever.
+async fn sent_within<F: Future<Output = io::Result<()>>>(limit: Duration, f: F) -> io::Result<()> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client accepted no data within the send timeout",
+        )),
     }
 }
 
@@ -1311,7 +1331,13 @@ fn start_response(
 }
 
 /// Send the head and a body that is a file or still arriving.
-async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool) -> io::Result<()> {
+async fn write_rest<T: Transport>(
+    io: &mut T,
+    rest: Rest,
+    keep_alive: &mut bool,
+    send_timeout: Duration,
+) -> io::Result<()> {
+    let t = send_timeout;
     let Rest {
         head,
         mut body,
@@ -1323,8 +1349,8 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
         && let Some(tcp) = io.tcp()
         && let Some(file) = body.take_sendfile(SENDFILE_MIN)
     {
-        send_all(tcp, &head).await?;
-        return sendfile_all(tcp, &file.file, file.start, file.len).await;
+        sent_within(t, send_all(tcp, &head)).await?;
+        return sendfile_all(tcp, &file.file, file.start, file.len, t).await;
     }
     // Coalesce the first chunk with the head when it is already there.
     use futures_util::FutureExt;
@@ -1337,7 +1363,7 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
             Some(f) => f,
             None => {
                 if let Some(h) = pending_head.take() {
-                    io.write_all(&h).await?;
+                    sent_within(t, io.write_all(&h)).await?;
                 }
                 std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
@@ -1348,9 +1374,9 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
                 let mut out = pending_head.take().unwrap_or_default();
                 push_chunk(&mut out, framing, &[], true);
                 if !out.is_empty() {
-                    io.write_all(&out).await?;
+                    sent_within(t, io.write_all(&out)).await?;
                 }
-                return io.flush().await;
+                return sent_within(t, io.flush()).await;
             }
             Some(Err(e)) => {
                 tracing::debug!(target: "hopline::edge", "response body failed: {e}");
@@ -1369,17 +1395,17 @@ async fn write_rest<T: Transport>(io: &mut T, rest: Rest, keep_alive: &mut bool)
         match pending_head.take() {
             Some(mut h) if data.len() <= COALESCE_MAX => {
                 push_chunk(&mut h, framing, &data, end);
-                io.write_all(&h).await?;
+                sent_within(t, io.write_all(&h)).await?;
             }
             h => {
                 let h = h.unwrap_or_default();
                 let mut size_line = [0u8; 20];
                 let (size_line, tail) = chunk_frame(&mut size_line, framing, data.len(), end);
-                write_all_vectored(io, &[&h, size_line, &data, tail]).await?;
+                sent_within(t, write_all_vectored(io, &[&h, size_line, &data, tail])).await?;
             }
         }
         if end {
-            return io.flush().await;
+            return sent_within(t, io.flush()).await;
         }
     }
 }
@@ -1485,6 +1511,7 @@ async fn sendfile_all(
     file: &std::fs::File,
     start: u64,
     len: u64,
+    send_timeout: Duration,
 ) -> io::Result<()> {
     let mut offset = start;
     let end = start + len;
@@ -1500,7 +1527,9 @@ async fn sendfile_all(
                 ));
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sent_within(send_timeout, async { tcp.writable().await }).await?
+            }
             Err(e) => return Err(e),
         }
     }

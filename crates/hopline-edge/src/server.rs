@@ -116,6 +116,7 @@ fn builders(limits: &Limits) -> Builders {
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
             max_header_bytes: (limits.max_header_bytes.0 as usize).clamp(1024, 1 << 30),
+            send_timeout: Duration::from_millis(limits.send_timeout_ms.max(1)),
         },
     }
 }

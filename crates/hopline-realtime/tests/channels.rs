@@ -883,3 +883,65 @@ async fn reload_keeps_subscribers_and_route_limits_apply() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+/// An SSE subscriber that stops reading is cut by the edge's send timeout even while its
+/// socket is full (no write completes, so the stream itself would never look again).
+#[tokio::test]
+async fn a_stalled_sse_subscriber_is_cut_by_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let edge = start(&hub_toml(
+        "max_message = \"32KiB\"\nclient_queue = \"64MiB\"\n[limits]\nsend_timeout_ms = 300",
+    ))
+    .await;
+    let mut stuck = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    stuck
+        .write_all(b"GET /live/firehose HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = stuck.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let admin = edge.server.admin_addr().unwrap();
+    let c = client();
+    let sse_open = || async {
+        let s: serde_json::Value = client()
+            .get(format!("http://{admin}/.hopline/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        s["services"]["realtime.live"]["connections"]["sse"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(sse_open().await, 1);
+    // more than loopback's socket buffers hold; the subscriber reads nothing
+    let big = "x".repeat(16000);
+    let t = token(&["*"]);
+    for _ in 0..400 {
+        let r = c
+            .post(edge.url("/live/firehose"))
+            .bearer_auth(&t)
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut cut = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if sse_open().await == 0 {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the stalled subscriber still holds its stream");
+    drop(stuck);
+}
