@@ -419,6 +419,7 @@ impl RedisStore {
             if !entries.is_empty() {
                 tracing::info!(target: "hopline::notify", "took over {} message(s) another node left unfinished", entries.len());
             }
+            self.forget_dead_consumers(&mut c, &names).await;
         }
         if entries.is_empty() {
             let block = next_due
@@ -525,6 +526,46 @@ impl RedisStore {
         });
         // nothing got: ask again at once (the next read blocks until something comes)
         Ok((out, Some(now_ms)))
+    }
+
+    /// Remove from each group the consumers of nodes gone for good: nothing pending
+    /// (taken over already) and idle for 10 × `claim_idle_ms` (a restarted node is a new
+    /// consumer; without this the group lists every node that ever ran).
+    async fn forget_dead_consumers(&self, c: &mut MultiplexedConnection, streams: &[String]) {
+        let idle_limit = self.claim_idle_ms.saturating_mul(10);
+        for s in streams {
+            let info: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(s)
+                .arg(GROUP)
+                .query_async(c)
+                .await;
+            let Ok(consumers) = info else { continue };
+            for consumer in consumers {
+                let field = |k: &str| {
+                    consumer
+                        .get(k)
+                        .and_then(|v| redis::from_redis_value::<i64>(v).ok())
+                };
+                let name: Option<String> = consumer
+                    .get("name")
+                    .and_then(|v| redis::from_redis_value(v).ok());
+                let (Some(name), Some(pending), Some(idle)) =
+                    (name, field("pending"), field("idle"))
+                else {
+                    continue;
+                };
+                if name != self.consumer && pending == 0 && idle as u64 > idle_limit {
+                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(s)
+                        .arg(GROUP)
+                        .arg(&name)
+                        .query_async(c)
+                        .await;
+                }
+            }
+        }
     }
 
     /// Record an attempt and the message's next status; the queue entry is done.

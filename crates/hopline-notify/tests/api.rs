@@ -1016,3 +1016,63 @@ async fn a_reload_reaches_the_running_workers() {
     wait_status(&api, v["id"].as_str().unwrap(), "delivered").await;
     assert_eq!(sink.got.lock().len(), 1);
 }
+
+/// A node that is gone for good (nothing pending, idle for 10 × claim_idle_ms) is removed
+/// from the consumer groups by the nodes still running; the running node stays.
+#[tokio::test]
+async fn consumers_of_nodes_gone_for_good_are_forgotten_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    let api = start_on(
+        Engine::Redis(r.port),
+        "claim_idle_ms = 100\nwebhook_timeout_ms = 50\n",
+        true,
+    )
+    .await;
+    // the running node reads a message: it is a consumer of the normal-priority stream
+    let (sink_addr, _sink) = sink().await;
+    let (s, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        &webhook(&format!("http://{sink_addr}/hook"), "hello"),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    wait_status(&api, v["id"].as_str().unwrap(), "delivered").await;
+    let client = redis::Client::open(r.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let stream = "hopline:notify:{main}:q:webhook:1";
+    // a consumer of a node that died (with nothing pending: taken over already)
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(stream)
+        .arg("workers")
+        .arg("ghost-node")
+        .query(&mut c)
+        .unwrap();
+    let names = |c: &mut redis::Connection| -> Vec<String> {
+        let info: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg("workers")
+            .query(c)
+            .unwrap();
+        info.iter()
+            .filter_map(|m| m.get("name").and_then(|v| redis::from_redis_value(v).ok()))
+            .collect()
+    };
+    assert!(names(&mut c).contains(&"ghost-node".to_string()));
+    let mut gone = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = names(&mut c);
+        if !n.contains(&"ghost-node".to_string()) {
+            assert_eq!(n.len(), 1, "the running node stays a consumer: {n:?}");
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the dead node's consumer is still in the group");
+}
