@@ -445,10 +445,37 @@ impl Resolver {
 
     /// One record type of a name.
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Lookup, ResolveError> {
+        self.lookup_traced(name, rtype).await.0
+    }
+
+    /// [`Resolver::lookup`], keeping the steps taken also when it fails (the failing
+    /// step last, with its reason), for `hopline resolve --trace`: on success they are
+    /// in the [`Lookup`], on failure in the second value.
+    pub async fn lookup_traced(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> (Result<Lookup, ResolveError>, Vec<TraceStep>) {
+        let mut steps = Vec::new();
+        let r = self.lookup_steps(name, rtype, &mut steps).await;
+        match r {
+            Ok(mut l) => {
+                l.steps = steps;
+                (Ok(l), Vec::new())
+            }
+            Err(e) => (Err(e), steps),
+        }
+    }
+
+    async fn lookup_steps(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        steps: &mut Vec<TraceStep>,
+    ) -> Result<Lookup, ResolveError> {
         let started = Instant::now();
         let qname = parse_name(name)?;
-        let mut steps = Vec::new();
-        let r = self.resolve(&qname, rtype, &mut steps).await?;
+        let r = self.resolve(&qname, rtype, steps).await?;
         let display = qname.to_string();
         match r.rcode {
             ResponseCode::NXDomain => Err(ResolveError::NxDomain { name: display }),
@@ -486,7 +513,7 @@ impl Resolver {
                     records: r.records.iter().map(RecordView::from).collect(),
                     ttl: Duration::from_secs(ttl as u64),
                     answered_by: r.answered_by,
-                    steps,
+                    steps: Vec::new(),
                     elapsed: started.elapsed(),
                 })
             }

@@ -79,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(resolver.lookup(&args.name, rtype));
+    let (result, steps) = rt.block_on(resolver.lookup_traced(&args.name, rtype));
     match result {
         Ok(l) => {
             if args.json {
@@ -109,9 +109,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"name": args.name, "type": args.rtype, "error": e.to_string(), "kind": kind(&e)})
+                    serde_json::json!({"name": args.name, "type": args.rtype, "error": e.to_string(), "kind": kind(&e), "steps": steps})
                 );
             } else {
+                // every step up to the failing one, also when it failed
+                if args.trace {
+                    print_steps(&steps);
+                }
                 eprintln!("hopline: {e}");
             }
             Ok(ExitCode::from(2))

@@ -318,6 +318,22 @@ fn up_once_exits_0_with_every_hop() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // a failing resolution still shows its steps, the failing one last
+    let out = Command::new(BIN)
+        .args([
+            "resolve",
+            "nope.shop.test",
+            "--root-hints",
+            hints,
+            "--query-port",
+            "5354",
+            "--trace",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("-> nxdomain"), "{text}");
     let mut hits = 0;
     let mut trace = String::new();
     for _ in 0..2 {
