@@ -169,6 +169,9 @@ enum Mode {
     Recursive(RootHints),
 }
 
+/// CNAME links followed at most (Unbound follows 11; a longer chain is a loop or abuse).
+const MAX_CHAIN: usize = 12;
+
 /// A cached answer for (name, type).
 #[derive(Debug)]
 struct Entry {
@@ -654,7 +657,7 @@ impl Resolver {
         let now = Instant::now();
         let mut chain = Vec::new();
         let mut name = qname.clone();
-        for _ in 0..10 {
+        for _ in 0..MAX_CHAIN {
             if let Some(e) = self.inner.cache.get(&(LowerName::new(&name), rtype))
                 && let Some(left) = e.remaining(now)
             {
@@ -780,7 +783,7 @@ impl Resolver {
     /// Cache an answer section: CNAME links individually, the final RRset under its owner.
     fn cache_answer_section(&self, qname: &Name, rtype: RecordType, records: &[Record]) {
         let mut cur = qname.clone();
-        for _ in 0..10 {
+        for _ in 0..MAX_CHAIN {
             let lc = LowerName::new(&cur);
             let finals: Vec<Record> = records
                 .iter()
@@ -839,7 +842,7 @@ impl Resolver {
         }
         let mut chain: Vec<Record> = Vec::new();
         let mut name = qname.clone();
-        for _hop in 0..10 {
+        for _hop in 0..MAX_CHAIN {
             let question = format!("{name} {rtype}");
             if name != qname
                 && let Some(r) = self.cached_chain(&name, rtype, steps, &question)
@@ -907,7 +910,7 @@ impl Resolver {
                     self.cache_answer_section(&name, rtype, &answers);
                     // walk the chain inside this answer
                     let mut cur = ln.clone();
-                    for _ in 0..10 {
+                    for _ in 0..MAX_CHAIN {
                         let finals: Vec<Record> = answers
                             .iter()
                             .filter(|r| LowerName::new(&r.name) == cur && r.record_type() == rtype)

@@ -226,8 +226,28 @@ impl Zone {
             out.authorities = ns;
             return out;
         }
+        if qtype == RecordType::ANY {
+            // RFC 8482: no list of everything; a name that exists gets one synthesized
+            // HINFO "RFC8482", a name that does not NXDOMAIN
+            let ln = LowerName::new(qname);
+            if self.contains(&ln) || self.wildcard_for(qname).is_some() {
+                out.answers.push(Record::from_rdata(
+                    qname.clone(),
+                    self.negative_soa().ttl,
+                    RData::HINFO(hickory_proto::rr::rdata::HINFO::new(
+                        "RFC8482".into(),
+                        String::new(),
+                    )),
+                ));
+            } else {
+                out.nxdomain = true;
+                out.authorities.push(self.negative_soa());
+            }
+            return out;
+        }
         let mut name = qname.clone();
-        for _ in 0..8 {
+        // (a chain inside the zone is followed at least as far as Unbound goes: 11 links)
+        for _ in 0..12 {
             let ln = LowerName::new(&name);
             if let Some(rs) = self.get(&ln, qtype) {
                 out.answers.extend(rs.iter().map(|r| with_name(r, &name)));
@@ -359,6 +379,19 @@ mod tests {
         assert!(Zone::parse(rel, Path::new("rel.zone"), None).is_err());
         let z = Zone::parse(rel, Path::new("rel.zone"), Some(n("shop.test."))).unwrap();
         assert_eq!(z.origin, LowerName::new(&n("shop.test.")));
+    }
+
+    #[test]
+    fn any_gets_the_rfc_8482_answer() {
+        let z = zone();
+        let a = z.answer(&n("www.test."), RecordType::ANY);
+        assert_eq!(a.answers.len(), 1);
+        assert!(
+            matches!(&a.answers[0].data, RData::HINFO(h) if &*h.cpu == b"RFC8482"),
+            "{a:?}"
+        );
+        let a = z.answer(&n("nothing.test."), RecordType::ANY);
+        assert!(a.nxdomain && a.answers.is_empty());
     }
 
     #[test]

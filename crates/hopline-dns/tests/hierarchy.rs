@@ -39,10 +39,20 @@ fn write_zones(dir: &Path, net: u8) {
             "big IN TXT \"record number {i:02} padded to make the answer large\"\n"
         ));
     }
+    // a chain of 11 CNAMEs (as long as Unbound follows), c1 → c2 → … → c11 → www
+    let mut chain = String::new();
+    for i in 1..=11 {
+        let next = if i == 11 {
+            "www".to_string()
+        } else {
+            format!("c{}", i + 1)
+        };
+        chain.push_str(&format!("c{i} IN CNAME {next}\n"));
+    }
     std::fs::write(
         dir.join("shop.test.zone"),
         format!(
-            "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1.shop.test. admin.shop.test. 1 3600 600 86400 30\n@ IN NS ns1.shop.test.\nns1 IN A {}\nwww 120 IN A 10.0.0.1\nwww 120 IN A 10.0.0.2\napi IN CNAME www\nmail IN MX 10 www.shop.test.\n@ IN TXT \"shop of the seeds\"\n{big}",
+            "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1.shop.test. admin.shop.test. 1 3600 600 86400 30\n@ IN NS ns1.shop.test.\nns1 IN A {}\nwww 120 IN A 10.0.0.1\nwww 120 IN A 10.0.0.2\napi IN CNAME www\nmail IN MX 10 www.shop.test.\n@ IN TXT \"shop of the seeds\"\n{big}{chain}",
             ip(13)
         ),
     )
@@ -142,6 +152,10 @@ async fn recursive_resolution_through_our_hierarchy_with_trace_and_cache() {
     assert_eq!(l.steps.len(), 1, "{:#?}", l.steps);
     assert_eq!(l.records[0].data, "10 www.shop.test.");
 
+    // a chain of 11 links is followed to the end
+    let l = r.lookup("c1.shop.test", RecordType::A).await.unwrap();
+    assert_eq!(l.addrs.len(), 2, "{:?}", l.records);
+    assert_eq!(l.records.len(), 13);
     // CNAME chain, cached per link
     let l = r.lookup("api.shop.test", RecordType::A).await.unwrap();
     assert_eq!(l.records[0].rtype, "CNAME");
