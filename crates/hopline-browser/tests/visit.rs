@@ -434,6 +434,7 @@ async fn names_resolve_through_hopline_dns_and_failures_name_their_hop() {
             zones: vec!["shop.zone".into()],
             transfer: vec![],
             notify: vec![],
+            rrl: Default::default(),
         }],
         ..Default::default()
     };

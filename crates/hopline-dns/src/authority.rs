@@ -182,6 +182,8 @@ pub struct Authority {
     transfer: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY after a reload.
     notify: Vec<std::net::SocketAddr>,
+    /// Response rate limiting.
+    pub(crate) rrl: crate::service::RrlSettings,
 }
 
 impl Authority {
@@ -206,7 +208,14 @@ impl Authority {
             pools,
             transfer: Vec::new(),
             notify: Vec::new(),
+            rrl: crate::service::RrlSettings::off(),
         }
+    }
+
+    /// Limit responses as `rrl` says.
+    pub(crate) fn with_rrl(mut self, rrl: crate::service::RrlSettings) -> Authority {
+        self.rrl = rrl;
+        self
     }
 
     /// Allow zone transfers to `transfer` and NOTIFY `notify` on reload.

@@ -68,6 +68,34 @@ pub struct AuthoritativeService {
     /// "IP:PORT" (default port 53).
     #[serde(default)]
     pub notify: Vec<String>,
+    /// Response rate limiting over UDP (as NSD, Knot, BIND): on by default.
+    #[serde(default)]
+    pub rrl: RrlConfig,
+}
+
+/// Response rate limiting: per client prefix (/24, /56) and question, at most `rate`
+/// answers a second over UDP; beyond it every `slip`-th answer goes out truncated (TC, so
+/// a real client asks again over TCP, which is never limited) and the rest are dropped —
+/// a spoofed-source flood cannot be reflected at a victim.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RrlConfig {
+    /// Answers a second per client prefix and question (0: off). Default 200, as NSD.
+    pub rate: u32,
+    /// Every `slip`-th limited answer is sent truncated (0: none). Default 2.
+    pub slip: u32,
+    /// Clients never limited. Default: loopback (local resolvers and tools).
+    pub exempt: Vec<String>,
+}
+
+impl Default for RrlConfig {
+    fn default() -> Self {
+        RrlConfig {
+            rate: 200,
+            slip: 2,
+            exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        }
+    }
 }
 
 /// One zone file of an authoritative server.

@@ -180,7 +180,28 @@ fn authority_for(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Authority::new(zones, pools.to_vec()).with_secondaries(transfer, notify))
+    let exempt = cfg
+        .rrl
+        .exempt
+        .iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    DnsError::Config(format!(
+                        "authoritative {} rrl exempt {n:?}: expected an address or a network",
+                        cfg.listen
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Authority::new(zones, pools.to_vec())
+        .with_secondaries(transfer, notify)
+        .with_rrl(RrlSettings {
+            rate: cfg.rrl.rate,
+            slip: cfg.rrl.slip,
+            exempt,
+        }))
 }
 
 fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<Resolver, DnsError> {
@@ -476,8 +497,96 @@ impl Replay {
     }
 }
 
+/// Response rate limiting settings of an authoritative listener (default: off).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RrlSettings {
+    rate: u32,
+    slip: u32,
+    exempt: Vec<ipnet::IpNet>,
+}
+
+impl RrlSettings {
+    pub(crate) fn off() -> RrlSettings {
+        RrlSettings {
+            rate: 0,
+            slip: 0,
+            exempt: Vec::new(),
+        }
+    }
+}
+
+/// What to do with one UDP answer.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Send,
+    /// Send it truncated (TC, no records): a real client retries over TCP.
+    Slip,
+    Drop,
+}
+
+/// The counts of one UDP listener (its receive loop owns them: no lock), per client
+/// prefix and question, for the current second.
+#[derive(Default)]
+struct Rrl {
+    second: u64,
+    counts: std::collections::HashMap<u64, u32>,
+    started: Option<tokio::time::Instant>,
+    /// (keyed per listener: a client cannot aim collisions at another's bucket)
+    keys: std::hash::RandomState,
+}
+
+impl Rrl {
+    fn check(&mut self, s: &RrlSettings, peer: std::net::IpAddr, question: &[u8]) -> Verdict {
+        use std::hash::{BuildHasher, Hasher};
+        if s.rate == 0 {
+            return Verdict::Send;
+        }
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if s.exempt.iter().any(|n| n.contains(&peer)) {
+            return Verdict::Send;
+        }
+        let started = *self.started.get_or_insert_with(tokio::time::Instant::now);
+        let now = started.elapsed().as_secs();
+        if now != self.second {
+            self.second = now;
+            self.counts.clear();
+        }
+        let prefix: u128 = match peer {
+            std::net::IpAddr::V4(v4) => u32::from(v4) as u128 & 0xffff_ff00,
+            std::net::IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 72) - 1),
+        };
+        let mut h = self.keys.build_hasher();
+        h.write_u128(prefix);
+        h.write(question);
+        let c = self.counts.entry(h.finish()).or_insert(0);
+        *c = c.saturating_add(1);
+        if *c <= s.rate {
+            Verdict::Send
+        } else if s.slip > 0 && (*c - s.rate).is_multiple_of(s.slip) {
+            Verdict::Slip
+        } else {
+            Verdict::Drop
+        }
+    }
+}
+
+/// The truncated form of an answer to `query`: its header and question, TC set.
+fn slipped(query: &[u8]) -> Option<Vec<u8>> {
+    let q = Message::from_vec(query).ok()?;
+    let mut r = wire::response_for(&q, hickory_proto::op::ResponseCode::NoError);
+    r.metadata.truncation = true;
+    r.metadata.authoritative = true;
+    r.to_vec().ok()
+}
+
 async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 4096];
+    let mut rrl = Rrl::default();
     let replay = Replay::new(match answerer {
         Answerer::Authority(_) => Duration::from_secs(u32::MAX as u64),
         Answerer::Resolver(..) => Duration::from_secs(1),
@@ -503,6 +612,21 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             Answerer::Resolver(_, allow) => allow.permits(peer.ip()),
             Answerer::Authority(_) => true,
         };
+        // response rate limiting (authoritative answers over UDP)
+        if let Answerer::Authority(a) = &answerer
+            && n > 12
+        {
+            match rrl.check(&a.load().rrl, peer.ip(), &buf[2..n]) {
+                Verdict::Send => {}
+                Verdict::Slip => {
+                    if let Some(out) = slipped(&buf[..n]) {
+                        let _ = sock.send_to(&out, peer).await;
+                    }
+                    continue;
+                }
+                Verdict::Drop => continue,
+            }
+        }
         if allowed
             && n > 12
             && let Some(out) = replay.get(&buf[..n])

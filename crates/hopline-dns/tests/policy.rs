@@ -254,3 +254,68 @@ async fn resolver_ttls_are_capped_count_down_and_keep_the_askers_case() {
     let r = udp(resolver, "127.0.0.1", &query("example.com.", RecordType::A)).await;
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail, "{r:?}");
 }
+
+/// Send `count` queries for `name` at once from `from` over UDP; return (full answers,
+/// truncated answers) received.
+async fn burst(server: SocketAddr, from: &str, name: &str, count: u16) -> (usize, usize) {
+    let sock = tokio::net::UdpSocket::bind(format!("{from}:0"))
+        .await
+        .unwrap();
+    for id in 0..count {
+        let mut m = query(name, RecordType::A);
+        m.metadata.id = id;
+        sock.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    }
+    let (mut full, mut tc) = (0, 0);
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+    {
+        let r = Message::from_vec(&buf[..n]).unwrap();
+        if r.metadata.truncation {
+            assert!(r.answers.is_empty());
+            tc += 1;
+        } else {
+            assert_eq!(r.answers.len(), 1);
+            full += 1;
+        }
+    }
+    (full, tc)
+}
+
+#[tokio::test]
+async fn response_rate_limiting_drops_and_slips_per_client_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shop.zone"),
+        "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.73.53\nwww IN A 127.0.73.80\n",
+    )
+    .unwrap();
+    let cfg: DnsConfig = toml::from_str(
+        "[[authoritative]]\nlisten = \"127.0.73.1:0\"\nzones = [\"shop.zone\"]\nrrl = { rate = 10, slip = 2, exempt = [\"127.0.75.0/24\"] }\n[[authoritative]]\nlisten = \"127.0.73.2:0\"\nzones = [\"shop.zone\"]\n",
+    )
+    .unwrap();
+    let svc = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    let (limited, default) = (svc.bound()[0].1, svc.bound()[1].1);
+    // 100 at once from one client: 10 answers (20 if the burst straddles a second),
+    // about half of the rest truncated, the others dropped
+    let (full, tc) = burst(limited, "127.0.73.9", "www.shop.test.", 100).await;
+    assert!((10..=20).contains(&full), "full answers: {full}");
+    assert!((35..=50).contains(&tc), "truncated: {tc}");
+    // the truncated client retries over TCP: never limited
+    let r = tcp(
+        limited,
+        "127.0.73.9",
+        &query("www.shop.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(r.answers.len(), 1);
+    // another /24 has its own budget; an exempt network has none
+    let (full, _) = burst(limited, "127.0.74.9", "www.shop.test.", 5).await;
+    assert_eq!(full, 5);
+    let (full, tc) = burst(limited, "127.0.75.9", "www.shop.test.", 100).await;
+    assert_eq!((full, tc), (100, 0));
+    // the default (rate 200 a second, loopback exempt): a local client is never limited
+    let (full, tc) = burst(default, "127.0.73.9", "www.shop.test.", 300).await;
+    assert_eq!((full, tc), (300, 0));
+}
