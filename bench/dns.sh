@@ -81,6 +81,16 @@ access_log = "off"
 listen = "127.0.0.1:15303"
 zones = ["test.zone"]
 T
+# the same with response rate limiting counting every query (exempting no one, a rate
+# no run reaches): the cost of the accounting itself
+cat > "$work/auth-rrl.toml" <<T
+threads = 1
+access_log = "off"
+[[dns.authoritative]]
+listen = "127.0.0.1:15305"
+zones = ["test.zone"]
+rrl = { rate = 1000000000, slip = 2, exempt = [] }
+T
 mkdir -p "$work/nsd"
 cat > "$work/nsd/nsd.conf" <<N
 server:
@@ -107,6 +117,7 @@ start() {
     hopline-resolver) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/resolver.toml" 2>>"$work/h.log" & echo $! > "$work/server.pid"; PORT=15301;;
     unbound) taskset -c "$SERVER_CPU" unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & echo $! > "$work/server.pid"; PORT=15302;;
     hopline-auth) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/auth.toml" 2>>"$work/h.log" & echo $! > "$work/server.pid"; PORT=15303;;
+    hopline-auth-rrl) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/auth-rrl.toml" 2>>"$work/h.log" & echo $! > "$work/server.pid"; PORT=15305;;
     nsd) taskset -c "$SERVER_CPU" nsd -d -c "$work/nsd/nsd.conf" >/dev/null 2>&1 & echo $! > "$work/server.pid"; PORT=15304;;
   esac
   for _ in $(seq 1 50); do dig +short +time=1 +tries=1 -p "$PORT" @127.0.0.1 host1.test A >/dev/null 2>&1 && break; sleep 0.1; done
@@ -115,31 +126,37 @@ start() {
 }
 stop() { local p; p=$(cat "$work/server.pid"); kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; rm -f "$work/server.pid"; }
 run_perf() {
-  local out; out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$PORT" -d "$work/queries.txt" -l "$DURATION" -c "$CLIENTS" -q 1000 2>&1)
-  python3 - "$out" <<'PY'
+  local pid c0 c1 out; pid=$(cat "$work/server.pid"); c0=$(cpu_ticks "$pid")
+  out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "$PORT" -d "$work/queries.txt" -l "$DURATION" -c "$CLIENTS" -q 1000 2>&1)
+  c1=$(cpu_ticks "$pid")
+  python3 - "$out" "$((c1 - c0))" <<'PY'
 import re, sys
-o = sys.argv[1]
+o = sys.argv[1]; ticks = int(sys.argv[2])
 qps = re.search(r"Queries per second:\s+([\d.]+)", o)
 lat = re.search(r"Average Latency \(s\):\s+([\d.]+)", o)
 lost = re.search(r"Queries lost:\s+(\d+)", o)
-print(f"{float(qps.group(1)) if qps else 0:.0f} {float(lat.group(1))*1000 if lat else 0:.3f} {lost.group(1) if lost else '?'}")
+done = re.search(r"Queries completed:\s+(\d+)", o)
+n = int(done.group(1)) if done else 0
+# CPU per answered query: the server's utime+stime (clock ticks of 10 ms) over the run
+us = ticks * 10000 / n if n else 0
+print(f"{float(qps.group(1)) if qps else 0:.0f} {float(lat.group(1))*1000 if lat else 0:.3f} {lost.group(1) if lost else '?'} {us:.2f}")
 PY
 }
 declare -A R
 echo "# dns: dnsperf -c $CLIENTS -q 1000 -l $DURATION, 100 names, $ROUNDS rounds; server on CPU $SERVER_CPU, dnsperf on CPU $LOAD_CPU"
-printf '%-17s %-5s %10s %10s %6s\n' server round qps avg_ms lost
+printf '%-17s %-5s %10s %10s %6s %10s\n' server round qps avg_ms lost cpu_us/q
 for round in $(seq 1 "$ROUNDS"); do
-  order="unbound hopline-resolver nsd hopline-auth"; [ $((round % 2)) -eq 0 ] && order="hopline-resolver unbound hopline-auth nsd"
+  order="unbound hopline-resolver nsd hopline-auth hopline-auth-rrl"; [ $((round % 2)) -eq 0 ] && order="hopline-resolver unbound hopline-auth-rrl hopline-auth nsd"
   for s in $order; do
-    start "$s"; read -r qps lat lost <<<"$(run_perf)"; stop
-    R["$s"]+="$qps "; R["$s,lat"]+="$lat "
-    printf '%-17s %-5s %10s %10s %6s\n' "$s" "$round" "$qps" "$lat" "$lost"
+    start "$s"; read -r qps lat lost cpu <<<"$(run_perf)"; stop
+    R["$s"]+="$qps "; R["$s,lat"]+="$lat "; R["$s,cpu"]+="$cpu "
+    printf '%-17s %-5s %10s %10s %6s %10s\n' "$s" "$round" "$qps" "$lat" "$lost" "$cpu"
   done
 done
 echo
 echo "# medians"
-for pair in "unbound hopline-resolver" "nsd hopline-auth"; do
+for pair in "unbound hopline-resolver" "nsd hopline-auth" "hopline-auth hopline-auth-rrl"; do
   read -r peer ours <<<"$pair"
-  p=$(median ${R[$peer]}); o=$(median ${R[$ours]})
-  printf '%-8s %10s qps (%s ms)   %-17s %10s qps (%s ms)   ratio %s\n' "$peer" "$p" "$(median ${R[$peer,lat]})" "$ours" "$o" "$(median ${R[$ours,lat]})" "$(python3 -c "print(f'{$o/$p:.2f}x')")"
+  p=$(median ${R[$peer]}); o=$(median ${R[$ours]}); pc=$(median ${R[$peer,cpu]}); oc=$(median ${R[$ours,cpu]})
+  printf '%-13s %10s qps (%s ms, %s us/q)   %-17s %10s qps (%s ms, %s us/q)   ratio %s, cpu/q %s\n' "$peer" "$p" "$(median ${R[$peer,lat]})" "$pc" "$ours" "$o" "$(median ${R[$ours,lat]})" "$oc" "$(python3 -c "print(f'{$o/$p:.2f}x')")" "$(python3 -c "print(f'{$oc/$pc:.2f}x' if $pc else '-')")"
 done

@@ -239,9 +239,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        eprintln!("exit status 2: the document failed (no answer, or a 4xx/5xx status)");
         return Ok(ExitCode::from(2));
     }
     Ok(if last.page.failed > 0 {
+        eprintln!(
+            "exit status 3: the document loaded, {} subresource(s) failed",
+            last.page.failed
+        );
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
