@@ -41,11 +41,18 @@ wait_port() { # host port
   echo "bench: nothing listens on $1:$2" >&2; return 1
 }
 
+# descendants PID: the pid and every process below it (NSD's server is a grandchild)
+descendants() {
+  local p
+  echo "$1"
+  for p in $(pgrep -P "$1" || true); do descendants "$p"; done
+}
+
 # sum_tree PID AWK-PROGRAM FILE: a number read from /proc/PID/FILE (by the awk program),
-# summed over the pid and its children
+# summed over the pid and all its descendants
 sum_tree() {
   local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
+  for p in $(descendants "$1"); do
     local v; v=$(awk "$2" "/proc/$p/$3" 2>/dev/null || echo 0)
     total=$((total + ${v:-0}))
   done
@@ -54,7 +61,9 @@ sum_tree() {
 # peak RSS (VmHWM, KiB) of a pid and its children
 peak_rss_kib() { sum_tree "$1" '/VmHWM/ {print $2}' status; }
 # CPU time (user+system, in clock ticks) used so far by a pid and its children
-cpu_ticks() { sum_tree "$1" '{print $14 + $15}' stat; }
+# (fields counted after the ")" that ends the command name, which may hold spaces:
+#  "(nsd: server 1)")
+cpu_ticks() { sum_tree "$1" '{ sub(/.*\) /, ""); print $12 + $13 }' stat; }
 
 # the per-core counters of /proc/stat for the server's and the load generator's cores, on
 # one line ("cpuN user nice system idle iowait irq softirq steal; ...")
