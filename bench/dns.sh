@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # DNS: hopline's resolver vs Unbound on a fully cached query set, and hopline's
-# authoritative server vs NSD on the same zone — each ONE thread on CPU 0, dnsperf on
+# authoritative server vs NSD (and Knot, when installed) on the same zone — each ONE thread on CPU 0, dnsperf on
 # CPU 1, same query file, alternating rounds. Needs root (port 53 on 127.0.x.y for the
 # hierarchy the resolvers walk once to fill their caches).
 #   bench/dns.sh                          # ROUNDS=3 DURATION=10 CLIENTS=8
 source "$(dirname "$0")/lib.sh"
-ports_free 15301 15302 15303 15304
+ports_free 15301 15302 15303 15304 15305 15306
 need dnsperf unbound nsd taskset python3 dig
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; CLIENTS="${CLIENTS:-8}"
 build_hopline
@@ -112,6 +112,26 @@ zone:
   name: "test."
   zonefile: "test.zone"
 N
+# Knot DNS (Debian `knot`), one UDP worker, beside NSD when installed
+KNOT=""; command -v knotd >/dev/null 2>&1 && KNOT=knot || echo "bench: knotd not installed (apt-get install knot): no Knot rows" >&2
+mkdir -p "$work/knot"
+cat > "$work/knot/knot.conf" <<K
+server:
+    rundir: "$work/knot"
+    listen: 127.0.0.1@15306
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "$work/knot"
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: test.
+    storage: "$work"
+    file: "test.zone"
+K
 start() {
   case $1 in
     hopline-resolver) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/resolver.toml" 2>>"$work/h.log" & echo $! > "$work/server.pid"; PORT=15301;;
@@ -119,6 +139,7 @@ start() {
     hopline-auth) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/auth.toml" 2>>"$work/h.log" & echo $! > "$work/server.pid"; PORT=15303;;
     hopline-auth-rrl) RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/auth-rrl.toml" 2>>"$work/h.log" & echo $! > "$work/server.pid"; PORT=15305;;
     nsd) taskset -c "$SERVER_CPU" nsd -d -c "$work/nsd/nsd.conf" >/dev/null 2>&1 & echo $! > "$work/server.pid"; PORT=15304;;
+    knot) taskset -c "$SERVER_CPU" knotd -c "$work/knot/knot.conf" >/dev/null 2>&1 & echo $! > "$work/server.pid"; PORT=15306;;
   esac
   for _ in $(seq 1 50); do dig +short +time=1 +tries=1 -p "$PORT" @127.0.0.1 host1.test A >/dev/null 2>&1 && break; sleep 0.1; done
   # warm: every query once, so the resolvers answer from cache
@@ -146,7 +167,7 @@ declare -A R
 echo "# dns: dnsperf -c $CLIENTS -q 1000 -l $DURATION, 100 names, $ROUNDS rounds; server on CPU $SERVER_CPU, dnsperf on CPU $LOAD_CPU"
 printf '%-17s %-5s %10s %10s %6s %10s\n' server round qps avg_ms lost cpu_us/q
 for round in $(seq 1 "$ROUNDS"); do
-  order="unbound hopline-resolver nsd hopline-auth hopline-auth-rrl"; [ $((round % 2)) -eq 0 ] && order="hopline-resolver unbound hopline-auth-rrl hopline-auth nsd"
+  order="unbound hopline-resolver nsd $KNOT hopline-auth hopline-auth-rrl"; [ $((round % 2)) -eq 0 ] && order="hopline-resolver unbound hopline-auth-rrl hopline-auth $KNOT nsd"
   for s in $order; do
     start "$s"; read -r qps lat lost cpu <<<"$(run_perf)"; stop
     R["$s"]+="$qps "; R["$s,lat"]+="$lat "; R["$s,cpu"]+="$cpu "
@@ -155,7 +176,9 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "# medians"
-for pair in "unbound hopline-resolver" "nsd hopline-auth" "hopline-auth hopline-auth-rrl"; do
+pairs=("unbound hopline-resolver" "nsd hopline-auth" "hopline-auth hopline-auth-rrl")
+[ -n "$KNOT" ] && pairs+=("knot hopline-auth")
+for pair in "${pairs[@]}"; do
   read -r peer ours <<<"$pair"
   p=$(median ${R[$peer]}); o=$(median ${R[$ours]}); pc=$(median ${R[$peer,cpu]}); oc=$(median ${R[$ours,cpu]})
   printf '%-13s %10s qps (%s ms, %s us/q)   %-17s %10s qps (%s ms, %s us/q)   ratio %s, cpu/q %s\n' "$peer" "$p" "$(median ${R[$peer,lat]})" "$pc" "$ours" "$o" "$(median ${R[$ours,lat]})" "$oc" "$(python3 -c "print(f'{$o/$p:.2f}x')")" "$(python3 -c "print(f'{$oc/$pc:.2f}x' if $pc else '-')")"
