@@ -118,10 +118,11 @@ fn up_once_exits_0_with_every_hop() {
     assert!(text.contains("via least_connections"), "{text}");
     assert!(text.contains("0 failed"), "{text}");
 
-    // the running topology, visited from outside
+    // the running topology, visited from outside; its data folder given relative (`.`):
+    // the state file still records the CA by an absolute path (visit runs elsewhere)
     let mut up = Command::new(BIN)
-        .args(["up", "--data-dir"])
-        .arg(dir.path())
+        .args(["up", "--data-dir", "."])
+        .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .env("XDG_RUNTIME_DIR", dir.path())
         .stdout(Stdio::piped())
@@ -154,6 +155,7 @@ fn up_once_exits_0_with_every_hop() {
         }
     });
     let (mut compare_line, mut status_line) = (String::new(), String::new());
+    let state_file = dir.path().join("hopline/up.json");
     while compare_line.is_empty() || status_line.is_empty() {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
@@ -164,6 +166,10 @@ fn up_once_exits_0_with_every_hop() {
             status_line = line;
         }
     }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let ca = std::path::PathBuf::from(state["ca"].as_str().unwrap());
+    assert!(ca.is_absolute() && ca.is_file(), "{state}");
     // the shop's order confirmation, followed through PoP → balancer → origin's notify
     // API, is delivered to the webhook sink on origin-1
     let cmd = status_line
