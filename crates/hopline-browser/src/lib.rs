@@ -9,6 +9,7 @@ pub mod discover;
 pub mod explain;
 pub mod fetch;
 pub mod har;
+pub mod html;
 pub mod navigation;
 pub mod timeline;
 pub mod waterfall;

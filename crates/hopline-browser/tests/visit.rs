@@ -268,6 +268,27 @@ async fn a_page_and_every_subresource_over_http1() {
             .all(|s| s.len() == "2026-11-29T03:00:00.123456Z".len()),
         "{starts:?}"
     );
+    // the HTML waterfall: one row per HAR entry, each row's phase bars adding up to the
+    // entry's time (±1 ms), self-contained (no script, nothing fetched)
+    let html = hopline_browser::html::render(&nav, Some("the story"));
+    assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>"));
+    assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    let rows: Vec<&str> = html.split("<tr class=entry").skip(1).collect();
+    assert_eq!(rows.len(), entries.len());
+    for (row, e) in rows.iter().zip(entries) {
+        let total: f64 = row
+            .split("data-ms=\"")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        let har_time = e["time"].as_f64().unwrap();
+        assert!(
+            (total - har_time).abs() <= 1.0,
+            "{total} vs {har_time}: {row}"
+        );
+        assert!(row.contains("<details>"), "{row}");
+    }
+    assert!(html.contains("the story"));
     // two visits: one HAR with two pages
     let two = hopline_browser::har::har_of(&[nav.clone(), nav.clone()]);
     assert_valid_har(&two);

@@ -337,7 +337,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
                 .no_hosts_file()
                 .forward(vec![resolver_addr])
                 .build()?,
-            extra_ca: Some(ca),
+            extra_ca: Some(ca.clone()),
             max_per_host: 6,
             force: hopline_browser::Force::Auto,
             timeout: Duration::from_secs(10),
@@ -351,6 +351,14 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
     print!("{}", hopline_browser::waterfall::render(&nav, color));
+    // the same visit as a picture, beside the CA in the data folder
+    if let Some(dir) = ca.parent().and_then(|certs| certs.parent()) {
+        let file = dir.join("visit.html");
+        let story = hopline_browser::explain::explain(&nav);
+        if std::fs::write(&file, hopline_browser::html::render(&nav, Some(&story))).is_ok() {
+            println!("the waterfall as a page: {}", file.display());
+        }
+    }
     let ok = nav.page.failed == 0
         && nav
             .entries

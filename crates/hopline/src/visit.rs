@@ -40,6 +40,10 @@ pub struct Args {
     /// Write the timeline as HAR 1.2 to this file.
     #[arg(long)]
     pub har: Option<PathBuf>,
+    /// Write the waterfall as one self-contained HTML file (no script, nothing fetched):
+    /// phase bars, server-side hops inside the wait, each request's details, the story.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Print the timeline as JSON instead of the waterfall.
     #[arg(long)]
     pub json: bool,
@@ -200,6 +204,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("\nthe journey:");
                 print!("{}", hopline_browser::explain::explain(n));
             }
+        }
+    }
+    if let Some(path) = &args.html {
+        let last = navs.last().expect("at least one visit");
+        let story = hopline_browser::explain::explain(last);
+        std::fs::write(path, hopline_browser::html::render(last, Some(&story)))?;
+        if !args.json {
+            println!("HTML waterfall written to {}", path.display());
         }
     }
     if let Some(path) = &args.har {

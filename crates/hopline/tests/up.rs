@@ -117,6 +117,10 @@ fn up_once_exits_0_with_every_hop() {
     assert!(text.contains("cache-status: pop"), "{text}");
     assert!(text.contains("via least_connections"), "{text}");
     assert!(text.contains("0 failed"), "{text}");
+    // and the same visit as a self-contained page in the data folder
+    assert!(text.contains("the waterfall as a page:"), "{text}");
+    let page = std::fs::read_to_string(dir.path().join("visit.html")).unwrap();
+    assert!(page.contains("<tr class=entry") && page.contains("www.shop.test"));
 
     // the running topology, visited from outside; its data folder given relative (`.`):
     // the state file still records the CA by an absolute path (visit runs elsewhere)

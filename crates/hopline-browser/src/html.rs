@@ -1,0 +1,273 @@
+//! The waterfall as one self-contained HTML file (`hopline visit --html FILE`): a row
+//! per request with its phases as bars on a shared time axis in the colours devtools use,
+//! the server-side hops from `Server-Timing` drawn inside the wait bar, the
+//! DOMContentLoaded and load lines, and each request's details (headers, DNS, TLS,
+//! Cache-Status) in a `<details>` element. Plain HTML and CSS: no script, no file fetched,
+//! readable printed. Every phase span carries its duration (`data-ms`), so a test can
+//! check the picture against the timeline.
+
+use std::fmt::Write;
+
+use crate::timeline::{Entry, Navigation};
+
+/// Escape text for HTML.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font:13px/1.4 system-ui,sans-serif;margin:16px;color:#222}\
+h1{font-size:16px;margin:0 0 4px}p.sum{margin:2px 0 12px;color:#555}\
+table{border-collapse:collapse;width:100%}th,td{padding:2px 6px;text-align:left;vertical-align:top;white-space:nowrap}\
+th{border-bottom:1px solid #ccc;font-weight:600}td.num{text-align:right}tr.entry:nth-child(even){background:#f7f7f7}\
+td.tl{width:50%;position:relative}div.bar{position:relative;height:14px;margin-top:2px}\
+div.bar span{position:absolute;top:0;height:14px;min-width:1px}\
+.blocked{background:#bdbdbd}.dns{background:#1f9e89}.connect{background:#f5a623}.tls{background:#8e44ad}\
+.send{background:#2e86de}.wait{background:#27ae60}.receive{background:#3498db}\
+.upstream{background:#7dcea0}.origin{background:#145a32}\
+i.dcl,i.load{position:absolute;top:0;bottom:0;width:1px}i.dcl{background:#2e86de}i.load{background:#c0392b}\
+details{white-space:normal;color:#444}details pre{margin:2px 0;font-size:12px}\
+.legend span{display:inline-block;width:10px;height:10px;margin:0 3px 0 10px;vertical-align:middle}\
+.err{color:#c0392b}pre.explain{white-space:pre-wrap;background:#f7f7f7;padding:8px}";
+
+/// The phases of an entry: (class, label, ms).
+fn phases(e: &Entry) -> [(&'static str, &'static str, f64); 7] {
+    let p = &e.phases;
+    [
+        ("blocked", "blocked", p.blocked),
+        ("dns", "DNS", p.dns.unwrap_or(0.0)),
+        ("connect", "connect", p.connect.unwrap_or(0.0)),
+        ("tls", "TLS", p.tls.unwrap_or(0.0)),
+        ("send", "send", p.send),
+        ("wait", "wait", p.wait),
+        ("receive", "receive", p.receive),
+    ]
+}
+
+/// Render the page load; `explain` is the story told beside the picture.
+pub fn render(nav: &Navigation, explain: Option<&str>) -> String {
+    let total = nav
+        .entries
+        .iter()
+        .map(|e| e.start + e.phases.total())
+        .fold(nav.page.load, f64::max)
+        .max(0.001);
+    let pct = |ms: f64| ms / total * 100.0;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=en><meta charset=utf-8><title>hopline visit {}</title><style>{STYLE}</style><body>",
+        esc(&nav.url)
+    );
+    let _ = write!(out, "<h1>{}</h1>", esc(&nav.url));
+    if nav.final_url != nav.url {
+        let _ = write!(out, "<p>redirected to {}</p>", esc(&nav.final_url));
+    }
+    let p = &nav.page;
+    let failed = nav
+        .entries
+        .iter()
+        .filter(|e| e.error.is_some() || e.status >= 400)
+        .count();
+    let _ = write!(
+        out,
+        "<p class=sum>started {} · {} requests · {} bytes · {} connection(s) opened · {} reused · {failed} failed · DNS {:.1} ms · connect {:.1} ms · TLS {:.1} ms · TTFB {:.1} ms · DOMContentLoaded {:.1} ms · load {:.1} ms</p>",
+        esc(&nav.started),
+        p.requests,
+        p.transfer_bytes,
+        p.connections,
+        p.reused,
+        p.dns,
+        p.connect,
+        p.tls,
+        p.ttfb,
+        p.dom_content_loaded,
+        p.load
+    );
+    out.push_str("<p class=legend>");
+    for (class, label) in [
+        ("blocked", "blocked"),
+        ("dns", "DNS"),
+        ("connect", "connect"),
+        ("tls", "TLS"),
+        ("send", "send"),
+        ("wait", "wait (the edge)"),
+        ("upstream", "waiting on its upstream"),
+        ("origin", "the origin behind it"),
+        ("receive", "receive"),
+    ] {
+        let _ = write!(out, "<span class={class}></span>{label}");
+    }
+    out.push_str(" <span class=dcl style=\"background:#2e86de\"></span>DOMContentLoaded <span style=\"background:#c0392b\"></span>load</p>");
+    out.push_str("<table><thead><tr><th>#</th><th>status</th><th>kind</th><th>proto</th><th>bytes</th><th>ms</th><th>timeline</th><th>url</th></tr></thead><tbody>");
+    for e in &nav.entries {
+        row(&mut out, e, pct);
+    }
+    out.push_str("</tbody></table>");
+    if let Some(text) = explain {
+        let _ = write!(
+            out,
+            "<h1>the journey</h1><pre class=explain>{}</pre>",
+            esc(text)
+        );
+    }
+    let _ = write!(
+        out,
+        "<style>i.dcl{{left:{:.3}%}}i.load{{left:{:.3}%}}</style></body></html>",
+        pct(p.dom_content_loaded).min(100.0),
+        pct(p.load).min(100.0)
+    );
+    out
+}
+
+fn row(out: &mut String, e: &Entry, pct: impl Fn(f64) -> f64) {
+    let status = if e.error.is_some() {
+        "ERR".to_string()
+    } else {
+        e.status.to_string()
+    };
+    let _ = write!(
+        out,
+        "<tr class=entry data-id={} data-total-ms=\"{:.3}\"><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{:.1}</td><td class=tl><div class=bar>",
+        e.id,
+        e.phases.total(),
+        e.id,
+        esc(&e.kind),
+        esc(&e.http_version.replace("HTTP/", "h")),
+        e.transfer_bytes,
+        e.phases.total()
+    );
+    let mut at = e.start;
+    for (class, label, ms) in phases(e) {
+        if ms > 0.0 {
+            let _ = write!(
+                out,
+                "<span class={class} data-phase={class} data-ms=\"{ms:.3}\" style=\"left:{:.3}%;width:{:.3}%\" title=\"{label} {ms:.2} ms\"></span>",
+                pct(at),
+                pct(ms)
+            );
+            if class == "wait" {
+                wait_inside(out, e, at, ms, &pct);
+            }
+        }
+        at += ms;
+    }
+    out.push_str("<i class=dcl></i><i class=load></i></div></td>");
+    let _ = write!(out, "<td>{}", esc(&e.url));
+    if let Some(err) = &e.error {
+        let _ = write!(out, "<div class=err>✗ {}</div>", esc(err));
+    }
+    details(out, e);
+    out.push_str("</td></tr>");
+}
+
+/// The hops inside the wait bar, from the edge's `Server-Timing`: the share the edge
+/// waited on its upstream, and the innermost hop's (not for a cache hit: stored timings).
+fn wait_inside(out: &mut String, e: &Entry, at: f64, wait: f64, pct: &impl Fn(f64) -> f64) {
+    let hit = e.from_cache.as_deref() == Some("hit")
+        || e.cache_status
+            .as_deref()
+            .is_some_and(|c| c.contains("; hit"));
+    if hit || wait <= 0.0 {
+        return;
+    }
+    let mut proxies: Vec<f64> = e
+        .server_timing
+        .iter()
+        .filter(|s| s.name == "hopline-proxy")
+        .filter_map(|s| s.dur)
+        .collect();
+    proxies.sort_by(|a, b| b.total_cmp(a));
+    let Some(outer) = proxies.first().map(|d| d.min(wait)) else {
+        return;
+    };
+    let inner = proxies.get(1).map(|d| d.min(outer)).unwrap_or(0.0);
+    // drawn at the end of the wait: what is behind the edge answers last
+    let up_start = at + wait - outer;
+    let _ = write!(
+        out,
+        "<span class=upstream style=\"left:{:.3}%;width:{:.3}%\" title=\"waiting on the upstream {outer:.2} ms\"></span>",
+        pct(up_start),
+        pct(outer - inner)
+    );
+    if inner > 0.0 {
+        let _ = write!(
+            out,
+            "<span class=origin style=\"left:{:.3}%;width:{:.3}%\" title=\"the origin {inner:.2} ms\"></span>",
+            pct(up_start + outer - inner),
+            pct(inner)
+        );
+    }
+}
+
+fn details(out: &mut String, e: &Entry) {
+    out.push_str("<details><summary>details</summary>");
+    if let Some(d) = &e.dns {
+        let _ = write!(
+            out,
+            "<pre>DNS: {} answered {} (ttl {} s, {} step(s))</pre>",
+            esc(&d.answered_by),
+            esc(&d.addrs.join(", ")),
+            d.ttl,
+            d.steps
+        );
+    }
+    if let Some(t) = &e.tls {
+        let _ = write!(
+            out,
+            "<pre>TLS: {} {} alpn={} {}subject=\"{}\" issuer=\"{}\"</pre>",
+            esc(&t.version),
+            esc(&t.cipher),
+            esc(t.alpn.as_deref().unwrap_or("-")),
+            if t.resumed { "resumed " } else { "" },
+            esc(&t.subject),
+            esc(&t.issuer)
+        );
+    }
+    let conn = match (e.connection, e.reused) {
+        (Some(c), true) => format!("connection {c} (reused)"),
+        (Some(c), false) => format!("connection {c} (new)"),
+        (None, _) => "no connection (from the browser cache, or failed before one)".into(),
+    };
+    let _ = write!(out, "<pre>{}</pre>", esc(&conn));
+    if let Some(cs) = &e.cache_status {
+        let _ = write!(out, "<pre>Cache-Status: {}</pre>", esc(cs));
+    }
+    for st in &e.server_timing {
+        let _ = write!(
+            out,
+            "<pre>Server-Timing: {}{}{}</pre>",
+            esc(&st.name),
+            st.dur.map(|d| format!(" {d:.2} ms")).unwrap_or_default(),
+            st.desc
+                .as_ref()
+                .map(|d| format!(" — {}", esc(d)))
+                .unwrap_or_default()
+        );
+    }
+    let headers = |h: &[(String, String)]| {
+        h.iter()
+            .map(|(n, v)| format!("{}: {}", esc(n), esc(v)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let _ = write!(
+        out,
+        "<pre>{} {}\n{}</pre><pre>{}\n{}</pre></details>",
+        esc(&e.method),
+        esc(&e.url),
+        headers(&e.request_headers),
+        e.status,
+        headers(&e.response_headers)
+    );
+}
