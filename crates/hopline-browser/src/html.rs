@@ -271,3 +271,91 @@ fn details(out: &mut String, e: &Entry) {
         headers(&e.response_headers)
     );
 }
+
+/// The waterfall as one SVG image (`hopline visit --svg FILE`): a row per request (its
+/// number, status and URL) and its phases as rectangles on the shared time axis, with the
+/// DOMContentLoaded and load lines. Each rectangle carries its duration (`data-ms`).
+pub fn svg(nav: &Navigation) -> String {
+    const ROW: f64 = 18.0;
+    const LABEL: f64 = 420.0;
+    const BARS: f64 = 560.0;
+    let total = nav
+        .entries
+        .iter()
+        .map(|e| e.start + e.phases.total())
+        .fold(nav.page.load, f64::max)
+        .max(0.001);
+    let x = |ms: f64| LABEL + ms / total * BARS;
+    let height = ROW * (nav.entries.len() as f64 + 2.0);
+    let width = LABEL + BARS + 10.0;
+    let colour = |class: &str| match class {
+        "blocked" => "#bdbdbd",
+        "dns" => "#1f9e89",
+        "connect" => "#f5a623",
+        "tls" => "#8e44ad",
+        "send" => "#2e86de",
+        "wait" => "#27ae60",
+        _ => "#3498db",
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"11\"><title>{}</title><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>",
+        esc(&nav.url)
+    );
+    let _ = write!(
+        out,
+        "<text x=\"4\" y=\"13\">{} · load {:.1} ms</text>",
+        esc(&nav.url),
+        nav.page.load
+    );
+    for (i, e) in nav.entries.iter().enumerate() {
+        let y = ROW * (i as f64 + 1.0);
+        let status = if e.error.is_some() {
+            "ERR".to_string()
+        } else {
+            e.status.to_string()
+        };
+        let mut url = e.url.clone();
+        if url.chars().count() > 60 {
+            url = format!("{}…", url.chars().take(59).collect::<String>());
+        }
+        let _ = write!(
+            out,
+            "<g class=\"entry\" data-total-ms=\"{:.3}\"><text x=\"4\" y=\"{:.1}\">{} {status} {}</text>",
+            e.phases.total(),
+            y + 13.0,
+            e.id,
+            esc(&url)
+        );
+        let mut at = e.start;
+        for (class, label, ms) in phases(e) {
+            if ms > 0.0 {
+                let _ = write!(
+                    out,
+                    "<rect data-phase=\"{class}\" data-ms=\"{ms:.3}\" x=\"{:.2}\" y=\"{:.1}\" width=\"{:.2}\" height=\"12\" fill=\"{}\"><title>{label} {ms:.2} ms</title></rect>",
+                    x(at),
+                    y + 3.0,
+                    (x(at + ms) - x(at)).max(0.5),
+                    colour(class)
+                );
+            }
+            at += ms;
+        }
+        out.push_str("</g>");
+    }
+    for (ms, c) in [
+        (nav.page.dom_content_loaded, "#2e86de"),
+        (nav.page.load, "#c0392b"),
+    ] {
+        let _ = write!(
+            out,
+            "<line x1=\"{0:.2}\" x2=\"{0:.2}\" y1=\"{1:.0}\" y2=\"{2:.0}\" stroke=\"{c}\"/>",
+            x(ms.min(total)),
+            ROW,
+            height
+        );
+    }
+    out.push_str("</svg>");
+    out
+}

@@ -289,6 +289,21 @@ async fn a_page_and_every_subresource_over_http1() {
         assert!(row.contains("<details>"), "{row}");
     }
     assert!(html.contains("the story"));
+    // and as an SVG image: one group per entry, rectangles adding up to its time
+    let svg = hopline_browser::html::svg(&nav);
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"") && svg.ends_with("</svg>")
+    );
+    let groups: Vec<&str> = svg.split("<g class=\"entry\"").skip(1).collect();
+    assert_eq!(groups.len(), entries.len());
+    for (g, e) in groups.iter().zip(entries) {
+        let total: f64 = g
+            .split("data-ms=\"")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert!((total - e["time"].as_f64().unwrap()).abs() <= 1.0, "{g}");
+    }
     // two visits: one HAR with two pages
     let two = hopline_browser::har::har_of(&[nav.clone(), nav.clone()]);
     assert_valid_har(&two);

@@ -44,6 +44,9 @@ pub struct Args {
     /// phase bars, server-side hops inside the wait, each request's details, the story.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Write the waterfall as one SVG image.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// Print the timeline as JSON instead of the waterfall.
     #[arg(long)]
     pub json: bool,
@@ -212,6 +215,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, hopline_browser::html::render(last, Some(&story)))?;
         if !args.json {
             println!("HTML waterfall written to {}", path.display());
+        }
+    }
+    if let Some(path) = &args.svg {
+        let last = navs.last().expect("at least one visit");
+        std::fs::write(path, hopline_browser::html::svg(last))?;
+        if !args.json {
+            println!("SVG waterfall written to {}", path.display());
         }
     }
     if let Some(path) = &args.har {
