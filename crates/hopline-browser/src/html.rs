@@ -174,24 +174,9 @@ fn row(out: &mut String, e: &Entry, pct: impl Fn(f64) -> f64) {
 /// The hops inside the wait bar, from the edge's `Server-Timing`: the share the edge
 /// waited on its upstream, and the innermost hop's (not for a cache hit: stored timings).
 fn wait_inside(out: &mut String, e: &Entry, at: f64, wait: f64, pct: &impl Fn(f64) -> f64) {
-    let hit = e.from_cache.as_deref() == Some("hit")
-        || e.cache_status
-            .as_deref()
-            .is_some_and(|c| c.contains("; hit"));
-    if hit || wait <= 0.0 {
-        return;
-    }
-    let mut proxies: Vec<f64> = e
-        .server_timing
-        .iter()
-        .filter(|s| s.name == "hopline-proxy")
-        .filter_map(|s| s.dur)
-        .collect();
-    proxies.sort_by(|a, b| b.total_cmp(a));
-    let Some(outer) = proxies.first().map(|d| d.min(wait)) else {
+    let Some((outer, inner)) = e.upstream_shares() else {
         return;
     };
-    let inner = proxies.get(1).map(|d| d.min(outer)).unwrap_or(0.0);
     // drawn at the end of the wait: what is behind the edge answers last
     let up_start = at + wait - outer;
     let _ = write!(

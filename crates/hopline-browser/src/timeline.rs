@@ -133,6 +133,34 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
+impl Entry {
+    /// How much of the wait the edge spent waiting on its upstream, and of that the
+    /// innermost hop's share (e.g. the origin behind a balancer), in ms, from the hops'
+    /// `hopline-proxy` Server-Timing; None without them, or for a cache hit (whose
+    /// timings are stored, not this request's).
+    pub fn upstream_shares(&self) -> Option<(f64, f64)> {
+        let wait = self.phases.wait;
+        let hit = self.from_cache.as_deref() == Some("hit")
+            || self
+                .cache_status
+                .as_deref()
+                .is_some_and(|c| c.contains("; hit"));
+        if hit || wait <= 0.0 {
+            return None;
+        }
+        let mut proxies: Vec<f64> = self
+            .server_timing
+            .iter()
+            .filter(|s| s.name == "hopline-proxy")
+            .filter_map(|s| s.dur)
+            .collect();
+        proxies.sort_by(|a, b| b.total_cmp(a)); // outermost (largest) first
+        let behind = proxies.first()?.clamp(0.0, wait);
+        let inner = proxies.get(1).map_or(0.0, |d| d.clamp(0.0, behind));
+        Some((behind, inner))
+    }
+}
+
 /// Page-level figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PageTimings {

@@ -13,27 +13,10 @@ const WIDTH: usize = 50;
 /// behind it (its upstream), `o` = the innermost hop's share (e.g. the origin behind a
 /// load balancer). Proportional to the reported durations; plain `w` without them.
 fn wait_segment(e: &crate::timeline::Entry, n: usize) -> String {
-    let wait = e.phases.wait;
-    let mut proxies: Vec<f64> = e
-        .server_timing
-        .iter()
-        .filter(|s| s.name == "hopline-proxy")
-        .filter_map(|s| s.dur)
-        .collect();
-    proxies.sort_by(|a, b| b.total_cmp(a)); // outermost (largest) first
-    if wait <= 0.0
-        || proxies.is_empty()
-        || e.cache_status
-            .as_deref()
-            .is_some_and(|c| c.contains("; hit"))
-    {
+    let Some((behind, inner)) = e.upstream_shares() else {
         return "w".repeat(n);
-    }
-    let behind = (proxies[0] / wait).clamp(0.0, 1.0);
-    let inner = proxies
-        .get(1)
-        .map(|d| (d / wait).clamp(0.0, behind))
-        .unwrap_or(0.0);
+    };
+    let (behind, inner) = (behind / e.phases.wait, inner / e.phases.wait);
     let u = ((behind - inner) * n as f64).round() as usize;
     let o = (inner * n as f64).round() as usize;
     let w = n.saturating_sub(u + o);

@@ -240,12 +240,7 @@ impl Authority {
     /// A zone transfer (AXFR; IXFR answered with the whole zone, RFC 1995 §4) over TCP:
     /// the messages to send, or one REFUSED / NOTAUTH.
     pub fn transfer(&self, q: &Message, peer: std::net::IpAddr) -> Vec<Message> {
-        let peer = match peer {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let peer = peer.to_canonical();
         if !self.transfer.iter().any(|n| n.contains(&peer)) {
             return vec![crate::wire::response_for(q, ResponseCode::Refused)];
         }

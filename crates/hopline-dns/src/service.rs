@@ -19,6 +19,31 @@ use crate::config::DnsConfig;
 use crate::resolver::Resolver;
 use crate::wire::{self, Decoded};
 
+/// Networks (or single addresses) from the config; `what` names the key in errors.
+fn nets(list: &[String], what: &str) -> Result<Vec<ipnet::IpNet>, DnsError> {
+    list.iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    DnsError::Config(format!(
+                        "{what} {n:?}: expected an address or a network like \"10.0.0.0/8\""
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// A server address from the config: `IP:PORT`, or `IP` meaning port 53.
+fn server_addr(s: &str, what: &str) -> Result<SocketAddr, DnsError> {
+    s.parse()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| DnsError::Config(format!("{what} {s:?}: expected IP or IP:PORT")))
+}
+
 /// What answers on a listener.
 #[derive(Clone)]
 enum Answerer {
@@ -33,19 +58,7 @@ struct Allow(Vec<ipnet::IpNet>);
 impl Allow {
     fn new(cfg: &crate::config::ResolverService) -> Result<Allow, DnsError> {
         let nets = match &cfg.allow {
-            Some(list) => list
-                .iter()
-                .map(|n| {
-                    n.parse::<ipnet::IpNet>()
-                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            DnsError::Config(format!(
-                                "resolver {} allow {n:?}: expected a network like \"10.0.0.0/8\" or an address",
-                                cfg.listen
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
+            Some(list) => nets(list, &format!("resolver {} allow", cfg.listen))?,
             None => {
                 let mut nets: Vec<ipnet::IpNet> = vec![
                     "127.0.0.0/8".parse().expect("a network"),
@@ -67,12 +80,7 @@ impl Allow {
     }
 
     fn permits(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         self.0.iter().any(|n| n.contains(&ip))
     }
 }
@@ -149,52 +157,19 @@ fn authority_for(
         };
         zones.push(crate::zone::Zone::load(&resolve(base, z.file()), origin)?);
     }
-    let transfer = cfg
-        .transfer
-        .iter()
-        .map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    DnsError::Config(format!(
-                        "authoritative {} transfer {n:?}: expected an address or a network like \"10.0.0.0/8\"",
-                        cfg.listen
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let transfer = nets(
+        &cfg.transfer,
+        &format!("authoritative {} transfer", cfg.listen),
+    )?;
     let notify = cfg
         .notify
         .iter()
-        .map(|a| {
-            a.parse::<SocketAddr>()
-                .or_else(|_| {
-                    a.parse::<std::net::IpAddr>()
-                        .map(|ip| SocketAddr::new(ip, 53))
-                })
-                .map_err(|_| {
-                    DnsError::Config(format!(
-                        "authoritative {} notify {a:?}: expected IP or IP:PORT",
-                        cfg.listen
-                    ))
-                })
-        })
+        .map(|a| server_addr(a, &format!("authoritative {} notify", cfg.listen)))
         .collect::<Result<Vec<_>, _>>()?;
-    let exempt = cfg
-        .rrl
-        .exempt
-        .iter()
-        .map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    DnsError::Config(format!(
-                        "authoritative {} rrl exempt {n:?}: expected an address or a network",
-                        cfg.listen
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let exempt = nets(
+        &cfg.rrl.exempt,
+        &format!("authoritative {} rrl exempt", cfg.listen),
+    )?;
     Ok(Authority::new(zones, pools.to_vec())
         .with_secondaries(transfer, notify)
         .with_rrl(RrlSettings {
@@ -212,19 +187,11 @@ fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<R
         None => b,
     };
     if !cfg.forward.is_empty() {
-        let mut servers = Vec::new();
-        for f in &cfg.forward {
-            let addr: SocketAddr = f
-                .parse()
-                .or_else(|_| {
-                    f.parse::<std::net::IpAddr>()
-                        .map(|ip| SocketAddr::new(ip, 53))
-                })
-                .map_err(|_| {
-                    DnsError::Config(format!("forward address {f:?}: expected IP or IP:PORT"))
-                })?;
-            servers.push(addr);
-        }
+        let servers = cfg
+            .forward
+            .iter()
+            .map(|f| server_addr(f, "forward address"))
+            .collect::<Result<Vec<_>, _>>()?;
         b = b.forward(servers);
     } else {
         let hints = match &cfg.root_hints {
@@ -541,12 +508,7 @@ impl Rrl {
         if s.rate == 0 {
             return Verdict::Send;
         }
-        let peer = match peer {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let peer = peer.to_canonical();
         if s.exempt.iter().any(|n| n.contains(&peer)) {
             return Verdict::Send;
         }
@@ -601,8 +563,13 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             _ = stop.changed() => return,
             r = sock.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
         };
-        if let Answerer::Authority(a) = &answerer {
-            let now = Arc::as_ptr(&a.load_full()) as usize;
+        // the authority of this packet, loaded once (a reload swaps it)
+        let auth = match &answerer {
+            Answerer::Authority(a) => Some(a.load_full()),
+            Answerer::Resolver(..) => None,
+        };
+        if let Some(auth) = &auth {
+            let now = Arc::as_ptr(auth) as usize;
             if now != generation {
                 replay.cache.invalidate_all();
                 generation = now;
@@ -613,10 +580,10 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             Answerer::Authority(_) => true,
         };
         // response rate limiting (authoritative answers over UDP)
-        if let Answerer::Authority(a) = &answerer
+        if let Some(auth) = &auth
             && n > 12
         {
-            match rrl.check(&a.load().rrl, peer.ip(), &buf[2..n]) {
+            match rrl.check(&auth.rrl, peer.ip(), &buf[2..n]) {
                 Verdict::Send => {}
                 Verdict::Slip => {
                     if let Some(out) = slipped(&buf[..n]) {
@@ -655,8 +622,8 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             continue;
         }
         match &answerer {
-            Answerer::Authority(a) => {
-                let auth = a.load();
+            Answerer::Authority(_) => {
+                let auth = auth.as_ref().expect("loaded above");
                 let mut r = auth.answer(&q);
                 let out = wire::encode_udp(&mut r, &q);
                 if !auth.is_pooled(&q.queries[0].name) {

@@ -249,15 +249,26 @@ impl Zone {
         // (a chain inside the zone is followed at least as far as Unbound goes: 11 links)
         for _ in 0..12 {
             let ln = LowerName::new(&name);
-            if let Some(rs) = self.get(&ln, qtype) {
+            // the records come from the name itself — or, when the zone lacks it, from the
+            // wildcard at its closest encloser (RFC 4592), renamed to the name asked
+            let owner = if self.contains(&ln) {
+                ln
+            } else if let Some(wild) = self.wildcard_for(&name) {
+                wild
+            } else {
+                out.nxdomain = true;
+                out.authorities.push(self.negative_soa());
+                return out;
+            };
+            if let Some(rs) = self.get(&owner, qtype) {
                 out.answers.extend(rs.iter().map(|r| with_name(r, &name)));
-                if qtype == RecordType::NS && ln == self.origin {
+                if qtype == RecordType::NS && owner == self.origin {
                     out.additionals = self.glue(rs);
                 }
                 return out;
             }
             if qtype != RecordType::CNAME
-                && let Some(cname) = self.get(&ln, RecordType::CNAME).and_then(|v| v.first())
+                && let Some(cname) = self.get(&owner, RecordType::CNAME).and_then(|v| v.first())
             {
                 out.answers.push(with_name(cname, &name));
                 let RData::CNAME(target) = &cname.data else {
@@ -267,41 +278,11 @@ impl Zone {
                 if !self.origin.zone_of(&t) || self.cut_for(&target.0).is_some() {
                     return out; // the chain leaves the zone: the resolver follows it
                 }
-                // (a target the zone lacks ends at NXDOMAIN below, the CNAME kept)
+                // (a target the zone lacks ends at NXDOMAIN, the CNAME kept)
                 name = target.0.clone();
                 continue;
             }
-            if self.contains(&ln) {
-                // NODATA (also for an empty non-terminal: it exists, with no records)
-                out.authorities.push(self.negative_soa());
-                return out;
-            }
-            // RFC 4592: a name the zone lacks is answered from the wildcard at its closest
-            // encloser (`*.<closest existing ancestor>`), if there is one
-            if let Some(wild) = self.wildcard_for(&name) {
-                if let Some(rs) = self.get(&wild, qtype) {
-                    out.answers.extend(rs.iter().map(|r| with_name(r, &name)));
-                    return out;
-                }
-                if qtype != RecordType::CNAME
-                    && let Some(cname) = self.get(&wild, RecordType::CNAME).and_then(|v| v.first())
-                {
-                    out.answers.push(with_name(cname, &name));
-                    let RData::CNAME(target) = &cname.data else {
-                        break;
-                    };
-                    let t = LowerName::new(&target.0);
-                    if !self.origin.zone_of(&t) || self.cut_for(&target.0).is_some() {
-                        return out;
-                    }
-                    name = target.0.clone();
-                    continue;
-                }
-                // the wildcard exists but has no records of this type: NODATA
-                out.authorities.push(self.negative_soa());
-                return out;
-            }
-            out.nxdomain = true;
+            // NODATA (also for an empty non-terminal, or a wildcard without this type)
             out.authorities.push(self.negative_soa());
             return out;
         }

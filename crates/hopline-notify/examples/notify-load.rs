@@ -228,16 +228,12 @@ async fn send(args: &[String]) {
     let accept_secs = started.elapsed().as_secs_f64();
     let cpu_accept = cpu_pid.map(cpu_sum).zip(cpu0).map(|(b, a)| b - a);
     // per process, as a JSON list (e.g. [hopline, redis-server])
+    let n_accepted = accepted.lock().len().max(1) as f64;
     let each: Vec<String> = cpu_pid
         .map_or(Vec::new(), |p| p.iter().map(|p| cpu_us(*p)).collect())
         .iter()
         .zip(&each0)
-        .map(|(b, a)| {
-            format!(
-                "{:.1}",
-                (b - a) as f64 / accepted.lock().len().max(1) as f64
-            )
-        })
+        .map(|(b, a)| format!("{:.1}", (b - a) as f64 / n_accepted))
         .collect();
     let accepted = accepted.lock().clone();
     // wait for every accepted message to reach the sink
