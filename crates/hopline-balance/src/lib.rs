@@ -51,6 +51,8 @@
 //! their checks may still have one that answers. [`Pool::panicking`] and
 //! [`Pool::panic_picks`] say so for status pages and metrics.
 
+pub mod histogram;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 

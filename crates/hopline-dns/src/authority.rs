@@ -266,6 +266,11 @@ impl Authority {
         self.pools.iter().any(|p| p.name == ln)
     }
 
+    /// The DNS load-balancing pools.
+    pub fn pools(&self) -> &[Arc<DnsPool>] {
+        &self.pools
+    }
+
     /// Zones loaded.
     pub fn zones(&self) -> &[Zone] {
         &self.zones

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -108,10 +109,78 @@ impl Answerer {
     }
 }
 
+/// Answers of one DNS listener (UDP and TCP): by response code, and how long each took
+/// from the query's arrival to its answer.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Answers sent.
+    pub answers: AtomicU64,
+    /// Of those, by RCODE (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED, …).
+    pub rcodes: [AtomicU64; 16],
+    /// Time to answer.
+    pub latency: hopline_balance::histogram::Histogram,
+}
+
+impl ListenerStats {
+    /// Count the answer `out` (a DNS message) to a query that arrived at `since`.
+    fn count(&self, out: &[u8], since: tokio::time::Instant) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = out.get(3) {
+            self.rcodes[(b & 0x0f) as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.record(since.elapsed());
+    }
+}
+
+/// One DNS listener as status pages show it.
+#[derive(Debug, Clone)]
+pub struct DnsListener {
+    /// "resolver" or "authoritative".
+    pub role: &'static str,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Its answers.
+    pub stats: Arc<ListenerStats>,
+    /// The servers a forwarding resolver asks.
+    pub forward: Vec<SocketAddr>,
+    authority: Option<Arc<ArcSwap<Authority>>>,
+}
+
+impl DnsListener {
+    /// The zones an authoritative listener serves now.
+    pub fn zones(&self) -> Vec<String> {
+        self.authority
+            .as_ref()
+            .map(|a| {
+                a.load()
+                    .zones()
+                    .iter()
+                    .map(|z| z.origin.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Its DNS load-balancing pools now: (name, [(address, up)]).
+    pub fn pools(&self) -> Vec<(String, Vec<(std::net::IpAddr, bool)>)> {
+        self.authority
+            .as_ref()
+            .map(|a| {
+                a.load()
+                    .pools()
+                    .iter()
+                    .map(|p| (p.name.to_string(), p.status()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Running DNS services.
 pub struct DnsServices {
     authorities: Vec<Arc<ArcSwap<Authority>>>,
     bound: Vec<(String, SocketAddr)>,
+    listeners: Arc<Vec<DnsListener>>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -281,6 +350,16 @@ impl DnsServices {
                 Answerer::Resolver(build_resolver(r, base_dir)?, Arc::new(Allow::new(r)?)),
             ));
         }
+        let forwards: Vec<Vec<SocketAddr>> = cfg
+            .resolver
+            .iter()
+            .map(|r| {
+                r.forward
+                    .iter()
+                    .filter_map(|f| server_addr(f, "forward address").ok())
+                    .collect()
+            })
+            .collect();
         let mut sockets = Vec::new();
         for (listen, role, answerer) in plan {
             let (udp, tcp, bound) = bind_pair(&listen, role).await?;
@@ -292,15 +371,40 @@ impl DnsServices {
         let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut bound_list = Vec::new();
+        let mut listeners = Vec::new();
+        let mut forwards = forwards.into_iter();
         for (udp, tcp, bound, role, answerer) in sockets {
             tracing::info!(target: "hopline::dns", "listening on {bound} ({role}, UDP and TCP)");
             bound_list.push((role.to_string(), bound));
+            let stats = Arc::new(ListenerStats::default());
+            listeners.push(match &answerer {
+                Answerer::Authority(a) => DnsListener {
+                    role: "authoritative",
+                    addr: bound,
+                    stats: stats.clone(),
+                    forward: Vec::new(),
+                    authority: Some(a.clone()),
+                },
+                Answerer::Resolver(..) => DnsListener {
+                    role: "resolver",
+                    addr: bound,
+                    stats: stats.clone(),
+                    forward: forwards.next().unwrap_or_default(),
+                    authority: None,
+                },
+            });
             tasks.push(tokio::spawn(udp_loop(
                 udp,
                 answerer.clone(),
+                stats.clone(),
                 stop.subscribe(),
             )));
-            tasks.push(tokio::spawn(tcp_loop(tcp, answerer, stop.subscribe())));
+            tasks.push(tokio::spawn(tcp_loop(
+                tcp,
+                answerer,
+                stats,
+                stop.subscribe(),
+            )));
         }
         // keep the pools' health checks alive with the services
         let keep = pools.clone();
@@ -312,6 +416,7 @@ impl DnsServices {
         Ok(DnsServices {
             authorities,
             bound: bound_list,
+            listeners: Arc::new(listeners),
             stop,
             tasks,
         })
@@ -320,6 +425,11 @@ impl DnsServices {
     /// (role, bound address) of every listener.
     pub fn bound(&self) -> &[(String, SocketAddr)] {
         &self.bound
+    }
+
+    /// Every listener with its counters (for status pages; cheap to clone and keep).
+    pub fn listeners(&self) -> Arc<Vec<DnsListener>> {
+        self.listeners.clone()
     }
 
     /// Reload zones (and pools). A bad zone is refused; the old zones keep serving.
@@ -546,7 +656,12 @@ fn slipped(query: &[u8]) -> Option<Vec<u8>> {
     r.to_vec().ok()
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Receiver<bool>) {
+async fn udp_loop(
+    sock: Arc<UdpSocket>,
+    answerer: Answerer,
+    stats: Arc<ListenerStats>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; 4096];
     let mut rrl = Rrl::default();
     let replay = Replay::new(match answerer {
@@ -563,6 +678,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             _ = stop.changed() => return,
             r = sock.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
         };
+        let arrived = tokio::time::Instant::now();
         // the authority of this packet, loaded once (a reload swaps it)
         let auth = match &answerer {
             Answerer::Authority(a) => Some(a.load_full()),
@@ -587,7 +703,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
                 Verdict::Send => {}
                 Verdict::Slip => {
                     if let Some(out) = slipped(&buf[..n]) {
-                        let _ = sock.send_to(&out, peer).await;
+                        send(&sock, &out, peer, &stats, arrived).await;
                     }
                     continue;
                 }
@@ -598,13 +714,13 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             && n > 12
             && let Some(out) = replay.get(&buf[..n])
         {
-            let _ = sock.send_to(&out, peer).await;
+            send(&sock, &out, peer, &stats, arrived).await;
             continue;
         }
         let q = match wire::decode_query(&buf[..n]) {
             Decoded::Query(q) => q,
             Decoded::FormErr(id) => {
-                let _ = sock.send_to(&wire::formerr(id), peer).await;
+                send(&sock, &wire::formerr(id), peer, &stats, arrived).await;
                 continue;
             }
             Decoded::Drop => continue,
@@ -618,7 +734,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
             ))
         };
         if let Some(mut r) = refused {
-            let _ = sock.send_to(&wire::encode_udp(&mut r, &q), peer).await;
+            send(&sock, &wire::encode_udp(&mut r, &q), peer, &stats, arrived).await;
             continue;
         }
         match &answerer {
@@ -629,40 +745,58 @@ async fn udp_loop(sock: Arc<UdpSocket>, answerer: Answerer, mut stop: watch::Rec
                 if !auth.is_pooled(&q.queries[0].name) {
                     replay.put(&buf[..n], &out);
                 }
-                let _ = sock.send_to(&out, peer).await;
+                send(&sock, &out, peer, &stats, arrived).await;
             }
             Answerer::Resolver(res, _) => {
                 if let Some(mut r) = res.answer_cached(&q) {
                     let out = wire::encode_udp(&mut r, &q);
                     replay.put(&buf[..n], &out);
-                    let _ = sock.send_to(&out, peer).await;
+                    send(&sock, &out, peer, &stats, arrived).await;
                     continue;
                 }
                 if !q.metadata.recursion_desired {
                     // RD=0: only what the cache knows
                     let mut r = wire::response_for(&q, hickory_proto::op::ResponseCode::Refused);
-                    let _ = sock.send_to(&wire::encode_udp(&mut r, &q), peer).await;
+                    send(&sock, &wire::encode_udp(&mut r, &q), peer, &stats, arrived).await;
                     continue;
                 }
                 // a miss may take many round trips: answer it off the receive loop
-                let (sock, res) = (sock.clone(), res.clone());
+                let (sock, res, stats) = (sock.clone(), res.clone(), stats.clone());
                 tokio::spawn(async move {
                     let mut r = res.answer(&q).await;
                     let out = wire::encode_udp(&mut r, &q);
-                    let _ = sock.send_to(&out, peer).await;
+                    send(&sock, &out, peer, &stats, arrived).await;
                 });
             }
         }
     }
 }
 
-async fn tcp_loop(listener: TcpListener, answerer: Answerer, mut stop: watch::Receiver<bool>) {
+/// Send a UDP answer and count it.
+async fn send(
+    sock: &UdpSocket,
+    out: &[u8],
+    peer: SocketAddr,
+    stats: &ListenerStats,
+    arrived: tokio::time::Instant,
+) {
+    let _ = sock.send_to(out, peer).await;
+    stats.count(out, arrived);
+}
+
+async fn tcp_loop(
+    listener: TcpListener,
+    answerer: Answerer,
+    stats: Arc<ListenerStats>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (mut stream, peer) = tokio::select! {
             _ = stop.changed() => return,
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
         };
         let answerer = answerer.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             loop {
@@ -680,6 +814,7 @@ async fn tcp_loop(listener: TcpListener, answerer: Answerer, mut stop: watch::Re
                 {
                     return;
                 }
+                let arrived = tokio::time::Instant::now();
                 // a zone transfer: several messages
                 if let (Decoded::Query(q), Answerer::Authority(a)) =
                     (wire::decode_query(&body), &answerer)
@@ -709,6 +844,7 @@ async fn tcp_loop(listener: TcpListener, answerer: Answerer, mut stop: watch::Re
                     Decoded::FormErr(id) => wire::formerr(id),
                     Decoded::Drop => return,
                 };
+                stats.count(&out, arrived);
                 let mut framed = (out.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&out);
                 if stream.write_all(&framed).await.is_err() {

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -37,6 +37,81 @@ impl Metrics {
     }
 }
 
+/// Requests, server errors and latency (to the response head) of one site: two relaxed
+/// atomic adds and a histogram bucket per request; the dashboard samples them per second.
+#[derive(Debug, Default)]
+pub struct SiteStats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Of those, answered 5xx.
+    pub errors: AtomicU64,
+    /// Time to the response head.
+    pub latency: hopline_balance::histogram::Histogram,
+}
+
+impl SiteStats {
+    /// Count one answered request.
+    #[inline]
+    pub fn record(&self, status: StatusCode, took: std::time::Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.record(took);
+    }
+}
+
+/// Head-based trace sampling: up to `[admin] sample` requests per second that came
+/// without a `traceparent` start a trace (refilled once a second; a request that finds
+/// the bucket empty pays one relaxed load).
+#[derive(Debug, Default)]
+pub struct Sampler {
+    tokens: AtomicU32,
+}
+
+impl Sampler {
+    /// Take one token: this request starts a trace.
+    #[inline]
+    pub fn take(&self) -> bool {
+        self.tokens.load(Ordering::Relaxed) > 0
+            && self
+                .tokens
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(1))
+                .is_ok()
+    }
+
+    /// A new second: `n` tokens.
+    pub fn refill(&self, n: u32) {
+        self.tokens.store(n, Ordering::Relaxed);
+    }
+}
+
+/// A box of the dashboard's topology that lives outside the edge (a DNS service).
+#[derive(Debug, Clone)]
+pub struct ExtraNode {
+    /// Unique id, e.g. `dns:127.0.0.1:5300`.
+    pub id: String,
+    /// Role shown on the box, e.g. `resolver`, `authoritative`.
+    pub role: String,
+    /// Title.
+    pub label: String,
+    /// Address it serves on.
+    pub addr: String,
+    /// Requests (queries) answered so far.
+    pub requests: u64,
+    /// Of those, failures (SERVFAIL).
+    pub errors: u64,
+    /// Answer times so far.
+    pub latency: hopline_balance::histogram::Snapshot,
+    /// Where it sends clients: an IP (sites listening on it) or IP:PORT (another box).
+    pub targets: Vec<String>,
+    /// Anything else worth showing (JSON object of small values).
+    pub detail: serde_json::Value,
+}
+
+/// A source of extra boxes, called once per dashboard sample.
+pub type ExtraNodes = Box<dyn Fn() -> Vec<ExtraNode> + Send + Sync>;
+
 /// What the admin endpoints read.
 pub trait AdminView: Send + Sync + 'static {
     /// The table in force.
@@ -47,6 +122,12 @@ pub trait AdminView: Send + Sync + 'static {
     fn open_connections(&self) -> usize;
     /// The hops this edge served for a W3C trace id.
     fn trace(&self, id: &str) -> Vec<TraceHop>;
+    /// A configured listen address's bound address and its open connections.
+    fn listener(&self, configured: std::net::SocketAddr) -> Option<(std::net::SocketAddr, usize)>;
+    /// Boxes from outside the edge (DNS).
+    fn extras(&self) -> Vec<ExtraNode>;
+    /// The ids of the latest traces, newest first.
+    fn recent_traces(&self, n: usize) -> Vec<String>;
 }
 
 /// One hop of a traced request, as this edge saw it.
@@ -73,7 +154,12 @@ pub struct TraceHop {
 /// Recent traced requests, bounded (10,000 traces, 10 minutes).
 pub struct TraceLog {
     hops: moka::sync::Cache<String, Arc<parking_lot::Mutex<Vec<TraceHop>>>>,
+    /// The ids of the last traces seen, oldest first.
+    recent: parking_lot::Mutex<std::collections::VecDeque<String>>,
 }
+
+/// How many trace ids [`TraceLog::recent`] remembers.
+const RECENT: usize = 100;
 
 impl std::fmt::Debug for TraceLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +174,7 @@ impl Default for TraceLog {
                 .max_capacity(10_000)
                 .time_to_live(std::time::Duration::from_secs(600))
                 .build(),
+            recent: Default::default(),
         }
     }
 }
@@ -95,10 +182,30 @@ impl Default for TraceLog {
 impl TraceLog {
     /// Remember a hop.
     pub fn record(&self, trace: &str, hop: TraceHop) {
-        self.hops
-            .get_with_by_ref(trace, || Arc::new(parking_lot::Mutex::new(Vec::new())))
+        let entry = self
+            .hops
+            .entry_by_ref(trace)
+            .or_insert_with(|| Arc::new(parking_lot::Mutex::new(Vec::new())));
+        if entry.is_fresh() {
+            let mut recent = self.recent.lock();
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(trace.to_string());
+        }
+        entry.into_value().lock().push(hop);
+    }
+
+    /// The ids of the last `n` traces (newest first) still remembered.
+    pub fn recent(&self, n: usize) -> Vec<String> {
+        self.recent
             .lock()
-            .push(hop);
+            .iter()
+            .rev()
+            .filter(|id| self.hops.contains_key(*id))
+            .take(n)
+            .cloned()
+            .collect()
     }
 
     /// The hops of a trace, in arrival order.
@@ -385,7 +492,23 @@ fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
     )
 }
 
-async fn answer(view: Arc<dyn AdminView>, req: Request<Incoming>) -> Response<Body> {
+async fn answer(
+    view: Arc<dyn AdminView>,
+    req: Request<Incoming>,
+    stop: watch::Receiver<bool>,
+) -> Response<Body> {
+    let table = view.table();
+    if let Some(refused) = crate::dashboard::check_token(table.admin_token.as_deref(), &req) {
+        return refused;
+    }
+    drop(table);
+    if req.method() == Method::GET {
+        match req.uri().path() {
+            "/" | "/index.html" => return crate::dashboard::page(),
+            "/.hopline/events" => return crate::dashboard::events(view, stop),
+            _ => {}
+        }
+    }
     if req.method().as_str() == "PURGE" {
         return purge(&*view, &req);
     }
@@ -417,7 +540,7 @@ async fn answer(view: Arc<dyn AdminView>, req: Request<Incoming>) -> Response<Bo
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "admin endpoints: GET /.hopline/status, GET /metrics, GET /.hopline/trace/TRACE_ID, PURGE /path (or /prefix*)\n"
+            "admin endpoints: GET / (the dashboard), GET /.hopline/events (its snapshots, server-sent events), GET /.hopline/status, GET /metrics, GET /.hopline/trace/TRACE_ID, PURGE /path (or /prefix*)\n"
                 .into(),
         ),
     }
@@ -433,10 +556,12 @@ pub async fn run(listener: TcpListener, view: Arc<dyn AdminView>, mut stop: watc
         };
         let view = view.clone();
         let http = http.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let view = view.clone();
-                async move { Ok::<_, Infallible>(answer(view, req).await) }
+                let stop = stop.clone();
+                async move { Ok::<_, Infallible>(answer(view, req, stop).await) }
             });
             let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         });

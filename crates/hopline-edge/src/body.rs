@@ -114,6 +114,12 @@ impl Body {
         }
     }
 
+    /// Frames as a task sends them (server-sent events); the body ends when the sender
+    /// is dropped, and the sender sees `closed()` when the client goes away.
+    pub fn feed(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+        Body::stream(Feed { rx })
+    }
+
     /// An origin's response body, read as the client connection asks for it.
     pub(crate) fn origin(body: crate::upstream::H1Body) -> Body {
         Body {
@@ -384,5 +390,24 @@ impl HttpBody for RequestBody {
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::H1(b) => b.size_hint(),
         }
+    }
+}
+
+/// The body of [`Body::feed`].
+struct Feed {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl HttpBody for Feed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|f| f.map(|b| Ok(http_body::Frame::data(b))))
     }
 }

@@ -380,6 +380,17 @@ fn default_two() -> u32 {
 pub struct Admin {
     /// Address, e.g. "127.0.0.1:9900".
     pub listen: Spanned<String>,
+    /// A secret every admin request must carry (`Authorization: Bearer …`, or the
+    /// cookie `GET /?token=…` sets). Required when `listen` is not a loopback address.
+    pub token: Option<Spanned<String>>,
+    /// Traces started per second for requests that arrive without a `traceparent` (the
+    /// dashboard's recent requests; `hopline trace ID`). 0 turns sampling off.
+    #[serde(default = "default_sample")]
+    pub sample: u32,
+}
+
+fn default_sample() -> u32 {
+    10
 }
 
 /// One site: where it listens, which Host names it answers, TLS, and its routes.
@@ -651,16 +662,32 @@ impl Validator<'_> {
                 ));
             }
         }
-        if let Some(admin) = &config.admin
-            && admin.listen.get_ref().parse::<SocketAddr>().is_err()
-        {
-            return Err(self.err(
-                admin.listen.span(),
-                format!(
-                    "bad admin listen address {:?}: expected IP:PORT",
-                    admin.listen.get_ref()
-                ),
-            ));
+        if let Some(admin) = &config.admin {
+            let Ok(addr) = admin.listen.get_ref().parse::<SocketAddr>() else {
+                return Err(self.err(
+                    admin.listen.span(),
+                    format!(
+                        "bad admin listen address {:?}: expected IP:PORT",
+                        admin.listen.get_ref()
+                    ),
+                ));
+            };
+            if let Some(t) = &admin.token
+                && t.get_ref().len() < 16
+            {
+                return Err(self.err(
+                    t.span(),
+                    "admin token: expected at least 16 characters (e.g. the output of `openssl rand -hex 16`)",
+                ));
+            }
+            if !addr.ip().to_canonical().is_loopback() && admin.token.is_none() {
+                return Err(self.err(
+                    admin.listen.span(),
+                    format!(
+                        "admin listen {addr} is not a loopback address: set [admin] token = \"…\" (at least 16 characters), or listen on 127.0.0.1 — the dashboard and PURGE are never served open"
+                    ),
+                ));
+            }
         }
         // (listen address, host or "*") pairs already claimed, for conflict detection.
         let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod clock;
 pub mod compress;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod files;
 pub mod h1;

@@ -175,6 +175,8 @@ pub struct Limiter {
     local: moka::sync::Cache<String, Arc<parking_lot::Mutex<u64>>>,
     redis: Option<RedisStore>,
     epoch: tokio::time::Instant,
+    /// Requests this limit turned away (429), for status and the dashboard.
+    pub rejected: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -246,6 +248,7 @@ impl Limiter {
             local,
             redis,
             epoch: tokio::time::Instant::now(),
+            rejected: Default::default(),
         })
     }
 

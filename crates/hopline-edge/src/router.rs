@@ -33,8 +33,14 @@ pub struct Table {
     pub limits_by_name: std::collections::BTreeMap<String, Arc<crate::ratelimit::Limiter>>,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
+    /// The admin listener's token, if any.
+    pub admin_token: Option<String>,
+    /// Traces started per second for requests without one.
+    pub sample: u32,
     /// Route services (realtime, notify, …) the config's routes may name.
     pub services: crate::service::Services,
+    /// Every site, in config order (for the dashboard's topology).
+    pub sites: Vec<Arc<SiteTable>>,
 }
 
 /// The sites of one listener.
@@ -56,6 +62,12 @@ pub struct SiteTable {
     pub server_timing: bool,
     /// Routes sorted by descending prefix length.
     pub routes: Vec<Route>,
+    /// Where it listens.
+    pub listen: Vec<SocketAddr>,
+    /// It speaks HTTPS.
+    pub tls: bool,
+    /// Its requests, errors and latency (kept across reloads by site name).
+    pub stats: Arc<crate::admin::SiteStats>,
 }
 
 /// One compiled route.
@@ -208,15 +220,16 @@ pub fn compile(
     }
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
+    let mut sites = Vec::new();
     for site in &config.site {
-        let table = Arc::new(compile_site(
-            site,
-            config,
-            &upstreams,
-            &caches,
-            &limits_by_name,
-            services,
-        )?);
+        let mut compiled =
+            compile_site(site, config, &upstreams, &caches, &limits_by_name, services)?;
+        // a site's counters survive a reload that keeps its name
+        if let Some(old) = previous.and_then(|p| p.sites.iter().find(|s| s.name == compiled.name)) {
+            compiled.stats = old.stats.clone();
+        }
+        let table = Arc::new(compiled);
+        sites.push(table.clone());
         let cert = match &site.tls {
             Some(t) => Some(tls::load_certified_key(
                 t.get_ref().cert.get_ref(),
@@ -301,7 +314,14 @@ pub fn compile(
             .admin
             .as_ref()
             .map(|a| a.listen.get_ref().parse().expect("validated")),
+        admin_token: config
+            .admin
+            .as_ref()
+            .and_then(|a| a.token.as_ref())
+            .map(|t| t.get_ref().clone()),
+        sample: config.admin.as_ref().map_or(0, |a| a.sample),
         services: services.clone(),
+        sites,
     })
 }
 
@@ -409,6 +429,14 @@ fn compile_site(
         name,
         routes,
         server_timing: site.server_timing,
+        listen: site
+            .listen
+            .get_ref()
+            .iter()
+            .map(|l| l.get_ref().parse().expect("validated"))
+            .collect(),
+        tls: site.tls.is_some(),
+        stats: Arc::default(),
     })
 }
 

@@ -26,7 +26,7 @@ use crate::compress;
 use crate::config::{Config, Limits};
 use crate::error::EdgeError;
 use crate::files::{self, FileCache};
-use crate::router::{self, Handler, Route, Table};
+use crate::router::{self, FastMap, Handler, Route, Table};
 
 static SERVER: HeaderValue = HeaderValue::from_static("hopline");
 /// W3C trace context: a request carrying it is remembered for `hopline trace`.
@@ -45,6 +45,12 @@ struct Shared {
     idle: tokio::sync::Notify,
     metrics: crate::admin::Metrics,
     traces: crate::admin::TraceLog,
+    /// Traces started here for requests that came without one (`[admin] sample` per second).
+    sampler: crate::admin::Sampler,
+    /// Per configured listen address: the bound address and its open connections.
+    listeners: parking_lot::Mutex<FastMap<SocketAddr, (SocketAddr, Arc<AtomicUsize>)>>,
+    /// Boxes of the dashboard from outside the edge (the DNS services).
+    extras: ArcSwapOption<crate::admin::ExtraNodes>,
 }
 
 impl crate::admin::AdminView for Shared {
@@ -59,6 +65,18 @@ impl crate::admin::AdminView for Shared {
     }
     fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
+    }
+    fn listener(&self, configured: SocketAddr) -> Option<(SocketAddr, usize)> {
+        self.listeners
+            .lock()
+            .get(&configured)
+            .map(|(bound, open)| (*bound, open.load(Ordering::Relaxed)))
+    }
+    fn extras(&self) -> Vec<crate::admin::ExtraNode> {
+        self.extras.load().as_ref().map(|f| f()).unwrap_or_default()
+    }
+    fn recent_traces(&self, n: usize) -> Vec<String> {
+        self.traces.recent(n)
     }
 }
 
@@ -193,6 +211,9 @@ impl Server {
             idle: tokio::sync::Notify::new(),
             metrics: crate::admin::Metrics::default(),
             traces: crate::admin::TraceLog::default(),
+            sampler: crate::admin::Sampler::default(),
+            listeners: parking_lot::Mutex::new(FastMap::default()),
+            extras: ArcSwapOption::empty(),
         });
         let server = Server {
             shared,
@@ -205,16 +226,43 @@ impl Server {
         if let Some((addr, l)) = admin {
             server.spawn_admin(addr, l);
         }
+        // trace sampling: `[admin] sample` tokens a second (none without an admin listener)
+        let weak = Arc::downgrade(&server.shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                let t = shared.table.load();
+                shared
+                    .sampler
+                    .refill(if t.admin.is_some() { t.sample } else { 0 });
+            }
+        });
         Ok(server)
+    }
+
+    /// Add boxes from outside the edge (the DNS services) to the admin dashboard.
+    pub fn set_extras(&self, extras: crate::admin::ExtraNodes) {
+        self.shared.extras.store(Some(Arc::new(extras)));
     }
 
     fn spawn_listener(&self, configured: SocketAddr, listener: TcpListener) {
         let bound = listener.local_addr().unwrap_or(configured);
         let (stop, stop_rx) = watch::channel(false);
+        let open = self
+            .shared
+            .listeners
+            .lock()
+            .entry(configured)
+            .or_insert_with(|| (bound, Arc::default()))
+            .1
+            .clone();
         let task = tokio::spawn(accept_loop(
             listener,
             configured,
             self.shared.clone(),
+            open,
             stop_rx,
         ));
         let role = role_of(&self.shared.table.load(), configured);
@@ -405,11 +453,12 @@ fn role_of(table: &Table, addr: SocketAddr) -> String {
     }
 }
 
-/// Counts an open connection; uncounts it when dropped.
-struct ConnGuard(Arc<Shared>);
+/// Counts an open connection (in all and on its listener); uncounts it when dropped.
+struct ConnGuard(Arc<Shared>, Arc<AtomicUsize>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::Relaxed);
         if self.0.open_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -420,6 +469,7 @@ async fn accept_loop(
     listener: TcpListener,
     configured: SocketAddr,
     shared: Arc<Shared>,
+    open: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -452,7 +502,8 @@ async fn accept_loop(
             .metrics
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
-        let guard = ConnGuard(shared.clone());
+        open.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnGuard(shared.clone(), open.clone());
         // TCP_NODELAY comes from the listening socket (see `bind`)
         debug_assert!(stream.nodelay().unwrap_or(true));
         // spawned directly: wrapping it in another async block would store it twice
@@ -714,18 +765,10 @@ async fn handle(
             let id = parts.next().filter(|id| id.len() == 32)?;
             Some((id, parts.next()))
         });
-    let traced: Option<(String, String, String)> = trace_parts.and_then(|(id, span)| {
-        Some((
-            id.to_string(),
-            span?.to_string(),
-            format!("{} {}", req.method(), req.uri().path()),
-        ))
-    });
     let current = table.listeners.get(&conn.listener);
     let removed = current.is_none();
     let site = current.unwrap_or(&conn.initial).site(host).clone();
     let site_name: Option<Arc<str>> = Some(site.name.clone());
-    // the precise clock is read only when something reports a duration
     let route = req
         .uri()
         .path()
@@ -734,8 +777,23 @@ async fn handle(
         .flatten();
     // a route may keep its requests out of the log (health checks)
     let log = log.filter(|_| route.is_none_or(|r| r.log));
-    let start = (log.is_some() || traced.is_some() || site.server_timing).then(Instant::now);
-    let started = || start.unwrap_or_else(Instant::now);
+    // a request that came without a trace may start one here (a few per second, for the
+    // dashboard's recent requests); the proxy passes the header on to the next hops
+    let sampled: Option<(String, String)> = (trace_parts.is_none()
+        && route.is_some_and(|r| r.log)
+        && shared.sampler.take())
+    .then(|| {
+        (
+            format!("{:032x}", rand::random::<u128>() | 1),
+            format!("{:016x}", rand::random::<u64>() | 1),
+        )
+    });
+    let traced: Option<(String, String, String)> = sampled
+        .clone()
+        .or_else(|| trace_parts.and_then(|(id, span)| Some((id.to_string(), span?.to_string()))))
+        .map(|(id, span)| (id, span, format!("{} {}", req.method(), req.uri().path())));
+    let start = Instant::now();
+    let started = || start;
     let record = log.map(|log| {
         Box::new(LogRecord {
             log,
@@ -758,9 +816,15 @@ async fn handle(
                 .unwrap_or("-")
                 .to_string(),
             site: Arc::from("-"),
-            trace: trace_parts.map(|(id, _)| id.to_string()),
+            trace: traced.as_ref().map(|(id, _, _)| id.clone()),
         })
     });
+    let mut req = req;
+    if let Some((id, span)) = &sampled
+        && let Ok(v) = HeaderValue::from_str(&format!("00-{id}-{span}-01"))
+    {
+        req.headers_mut().insert(TRACEPARENT.clone(), v);
+    }
 
     let mut resp = if !req.uri().path().starts_with('/') {
         files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
@@ -796,6 +860,7 @@ async fn handle(
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     shared.metrics.count(resp.status());
+    site.stats.record(resp.status(), start.elapsed());
     if let Some((id, span, request)) = traced {
         let get = |n: &str| {
             let all: Vec<&str> = resp
@@ -864,6 +929,7 @@ async fn dispatch(
     {
         let d = Box::pin(limit.check(&key)).await;
         if !d.allowed {
+            limit.rejected.fetch_add(1, Ordering::Relaxed);
             let body = format!(
                 "429 rate limit {:?} exceeded; retry after {} s\n",
                 limit.name,

@@ -389,7 +389,7 @@ async fn events(svc: &Service, app: String) -> Response<Body> {
             }
         }
     });
-    let mut r = Response::new(Body::stream(Feed { rx }));
+    let mut r = Response::new(Body::feed(rx));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -398,25 +398,6 @@ async fn events(svc: &Service, app: String) -> Response<Body> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
-}
-
-/// The event feed's body: frames as the feed's task makes them.
-struct Feed {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for Feed {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|f| f.map(|b| Ok(http_body::Frame::data(b))))
-    }
 }
 
 /// `POST /v1/callbacks/{sms|push}`: a provider's delivery report

@@ -107,3 +107,217 @@ impl Redis {
         self.child.take();
     }
 }
+
+/// A headless Chromium (Debian's `chromium`) driven over the DevTools protocol: one
+/// page, JavaScript evaluated in it, screenshots. No driver program in between.
+pub struct Browser {
+    _child: Proc,
+    _profile: tempfile::TempDir,
+    ws: tungstenite::WebSocket<TcpStream>,
+    session: String,
+    next: u64,
+    /// Uncaught exceptions and console errors of the page, as they arrived.
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Browser")
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl Browser {
+    /// Starts one with an empty page; None (with a loud message) when `chromium` is not
+    /// installed outside CI.
+    pub fn start() -> Option<Browser> {
+        if !peer_installed("chromium", "--version", "chromium") {
+            return None;
+        }
+        let profile = tempfile::tempdir().expect("a temporary profile folder");
+        let mut child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+                "--window-size=1500,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chromium");
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent && let Some(i) = line.find("ws://") {
+                    let _ = tx.send(line[i..].trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+        let child = Proc(child);
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium printed its DevTools address within 30 s");
+        let hostport = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .expect("host:port")
+            .to_string();
+        let stream = TcpStream::connect(&hostport).expect("connect to DevTools");
+        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("DevTools handshake");
+        let mut b = Browser {
+            _child: child,
+            _profile: profile,
+            ws,
+            session: String::new(),
+            next: 0,
+            errors: Vec::new(),
+        };
+        let target = b.call(
+            "Target.createTarget",
+            serde_json::json!({"url": "about:blank"}),
+        );
+        let target = target["targetId"]
+            .as_str()
+            .expect("a target id")
+            .to_string();
+        let attached = b.call(
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": target, "flatten": true}),
+        );
+        b.session = attached["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_string();
+        b.call("Page.enable", serde_json::json!({}));
+        b.call("Runtime.enable", serde_json::json!({}));
+        Some(b)
+    }
+
+    /// One DevTools command (on the page once attached); its result. Panics on an error.
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            msg["sessionId"] = self.session.clone().into();
+        }
+        self.ws
+            .send(tungstenite::Message::text(msg.to_string()))
+            .expect("send to DevTools");
+        loop {
+            let m = self.ws.read().expect("read from DevTools");
+            let tungstenite::Message::Text(t) = m else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("DevTools JSON");
+            if v["id"].as_u64() == Some(id) {
+                assert!(v.get("error").is_none(), "{method}: {}", v["error"]);
+                return v["result"].clone();
+            }
+            match v["method"].as_str() {
+                Some("Runtime.exceptionThrown") => self.errors.push(
+                    v["params"]["exceptionDetails"]["exception"]["description"]
+                        .as_str()
+                        .unwrap_or("an exception")
+                        .to_string(),
+                ),
+                Some("Runtime.consoleAPICalled") if v["params"]["type"] == "error" => {
+                    self.errors.push(v["params"]["args"].to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Load `url` and wait until its `load` event.
+    pub fn goto(&mut self, url: &str) {
+        self.call("Page.navigate", serde_json::json!({"url": url}));
+        self.wait_for(
+            "document.readyState === 'complete'",
+            Duration::from_secs(20),
+        );
+    }
+
+    /// The value of a JavaScript expression in the page (promises awaited). Panics when
+    /// it throws.
+    pub fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        );
+        assert!(
+            r.get("exceptionDetails").is_none(),
+            "{expr}: {}",
+            r["exceptionDetails"]
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Evaluates `expr` every 50 ms until it is truthy (and answers it); panics after
+    /// `timeout`.
+    pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> serde_json::Value {
+        let step = Duration::from_millis(50);
+        let mut tries = timeout.as_millis() / step.as_millis() + 1;
+        loop {
+            let r = self.call(
+                "Runtime.evaluate",
+                serde_json::json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            );
+            let v = r["result"]["value"].clone();
+            let truthy = match &v {
+                serde_json::Value::Null => false,
+                serde_json::Value::Bool(b) => *b,
+                serde_json::Value::Number(n) => n.as_f64() != Some(0.0),
+                serde_json::Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy && r.get("exceptionDetails").is_none() {
+                return v;
+            }
+            tries -= 1;
+            assert!(
+                tries > 0,
+                "waited {timeout:?} for {expr} (last: {v}, {}; page errors: {:?})",
+                r["exceptionDetails"],
+                self.errors
+            );
+            std::thread::sleep(step);
+        }
+    }
+
+    /// A PNG of the page (the whole page when `full`), written to `path`.
+    pub fn screenshot(&mut self, path: &std::path::Path, full: bool) {
+        use base64::Engine as _;
+        let r = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png", "captureBeyondViewport": full}),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().expect("image data"))
+            .expect("base64");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("screenshot folder");
+        }
+        std::fs::write(path, png).expect("write the screenshot");
+    }
+}

@@ -76,6 +76,7 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
     let server = Server::start_with(config, services)
         .await
         .with_context(|| format!("starting {}", path.display()))?;
+    server.set_extras(dns_boxes(dns.listeners()));
     tracing::info!(
         target: "hopline",
         "serving {} with {threads} worker thread(s); SIGHUP reloads, SIGTERM/Ctrl-C stops",
@@ -114,4 +115,61 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The DNS listeners as boxes of the admin dashboard: a resolver points at the servers it
+/// forwards to, an authoritative server at the addresses of its DNS pools.
+pub fn dns_boxes(
+    listeners: std::sync::Arc<Vec<hopline_dns::service::DnsListener>>,
+) -> hopline_edge::admin::ExtraNodes {
+    Box::new(move || {
+        // resolvers first: a client asks them, they ask the authoritative servers
+        let mut order: Vec<&hopline_dns::service::DnsListener> = listeners.iter().collect();
+        order.sort_by_key(|l| l.role != "resolver");
+        order
+            .into_iter()
+            .map(|l| {
+                let n =
+                    |code: usize| l.stats.rcodes[code].load(std::sync::atomic::Ordering::Relaxed);
+                let pools = l.pools();
+                let mut detail = serde_json::Map::new();
+                if l.role == "authoritative" {
+                    detail.insert("zones".into(), l.zones().join(" ").into());
+                }
+                for (name, addrs) in &pools {
+                    let list: Vec<String> = addrs
+                        .iter()
+                        .map(|(ip, up)| format!("{ip} {}", if *up { "up" } else { "down" }))
+                        .collect();
+                    detail.insert(format!("pool {name}"), list.join(", ").into());
+                }
+                if !l.forward.is_empty() {
+                    let list: Vec<String> = l.forward.iter().map(|a| a.to_string()).collect();
+                    detail.insert("forwards to".into(), list.join(", ").into());
+                }
+                detail.insert("nxdomain".into(), n(3).into());
+                detail.insert("refused".into(), n(5).into());
+                hopline_edge::admin::ExtraNode {
+                    id: format!("dns:{}", l.addr),
+                    role: l.role.to_string(),
+                    label: format!("DNS {}", l.role),
+                    addr: l.addr.to_string(),
+                    requests: l.stats.answers.load(std::sync::atomic::Ordering::Relaxed),
+                    errors: n(2),
+                    latency: l.stats.latency.snapshot(),
+                    targets: l
+                        .forward
+                        .iter()
+                        .map(|a| a.to_string())
+                        .chain(
+                            pools
+                                .iter()
+                                .flat_map(|(_, a)| a.iter().map(|(ip, _)| ip.to_string())),
+                        )
+                        .collect(),
+                    detail: detail.into(),
+                }
+            })
+            .collect()
+    })
 }

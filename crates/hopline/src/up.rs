@@ -294,6 +294,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
             return Err(anyhow::anyhow!(e).context(format!("starting {}", path.display())));
         }
     };
+    server.set_extras(crate::serve::dns_boxes(dns.listeners()));
     println!("hopline up — the small internet of the seeds, on loopback\n");
     println!("{:<14} {:<22} what it does", "role", "address");
     for (role, addr, what) in &roles {
@@ -316,6 +317,13 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
         "ca",
         ca.display()
     );
+    if let Some(admin) = server.admin_addr() {
+        println!(
+            "{:<14} {:<22} live dashboard: open http://{admin}/ in a browser",
+            "dashboard",
+            format!("http://{admin}/")
+        );
+    }
     let state = State {
         resolver: resolver_addr.to_string(),
         // absolute: a later `hopline visit` from another folder must find it
@@ -474,7 +482,7 @@ fn describe(config: &Config) -> Vec<(String, String, String)> {
         out.push((
             "admin".into(),
             a.listen.get_ref().clone(),
-            "/.hopline/status and /metrics for every part".into(),
+            "the dashboard (/), /.hopline/status and /metrics for every part".into(),
         ));
     }
     for site in &config.site {

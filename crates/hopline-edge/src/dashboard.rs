@@ -1,0 +1,635 @@
+//! The live dashboard of the admin listener: `GET /` is one self-contained page (HTML,
+//! CSS and script embedded in the binary) fed by `GET /.hopline/events`, server-sent
+//! events carrying one JSON snapshot per second — the topology (DNS → PoPs → balancers
+//! → origins → services, taken from the table in force, so a reload shows at once) with
+//! each box's req/s, p50/p99 latency and error rate of the last second, PoPs' cache hit
+//! ratio, every pool server's state, rate-limit rejections, open connections, and the
+//! latest traced requests. Counters are read once per second per open page; the request
+//! path only adds to atomics.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hopline_balance::histogram::Snapshot;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::admin::AdminView;
+use crate::body::Body;
+use crate::router::{Handler, SiteTable};
+
+/// The page, as served.
+pub const PAGE: &str = include_str!("dashboard.html");
+
+/// How many recent traced requests a snapshot lists.
+const RECENT: usize = 15;
+
+/// Counters of one box at the previous sample.
+#[derive(Default)]
+struct Prev {
+    requests: u64,
+    errors: u64,
+    latency: Snapshot,
+}
+
+/// Rates of one box over the last interval.
+struct Rates {
+    rps: f64,
+    error_rate: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// One page's view over time: the previous counters, to turn totals into rates.
+#[derive(Default)]
+pub struct Board {
+    prev: HashMap<String, Prev>,
+    pairs: HashMap<String, (u64, u64)>,
+    at: Option<Instant>,
+}
+
+/// What went up since the last sample (a counter that went back was reset by a reload).
+fn grew(now: u64, then: u64) -> u64 {
+    if now >= then { now - then } else { now }
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+impl Board {
+    fn rates(
+        &mut self,
+        key: &str,
+        requests: u64,
+        errors: u64,
+        latency: Snapshot,
+        secs: f64,
+    ) -> Rates {
+        let p = self.prev.entry(key.to_string()).or_default();
+        let first = p.requests == 0 && p.latency.0.is_empty();
+        let dr = grew(requests, p.requests);
+        let de = grew(errors, p.errors);
+        let dl = latency.since(&p.latency);
+        *p = Prev {
+            requests,
+            errors,
+            latency,
+        };
+        if first || secs <= 0.0 {
+            return Rates {
+                rps: 0.0,
+                error_rate: None,
+                p50: None,
+                p99: None,
+            };
+        }
+        Rates {
+            rps: round(dr as f64 / secs, 1),
+            error_rate: (dr > 0).then(|| round(de as f64 / dr as f64, 4)),
+            p50: dl.quantile_ms(0.5).map(|v| round(v, 3)),
+            p99: dl.quantile_ms(0.99).map(|v| round(v, 3)),
+        }
+    }
+
+    /// The growth per second of a counter pair (e.g. cache hits and lookups) since the
+    /// last sample: (Δa/s, Δb/s), None on the first sample.
+    fn pair(&mut self, key: &str, a: u64, b: u64, secs: f64) -> Option<(f64, f64)> {
+        let old = self.pairs.insert(key.to_string(), (a, b));
+        let (pa, pb) = old?;
+        (secs > 0.0).then(|| (grew(a, pa) as f64 / secs, grew(b, pb) as f64 / secs))
+    }
+
+    /// One snapshot of everything (the JSON each event carries).
+    pub fn sample(&mut self, view: &dyn AdminView) -> Value {
+        let now = Instant::now();
+        let secs = self.at.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        self.at = Some(now);
+        let table = view.table();
+        let extras = view.extras();
+        let has_dns = !extras.is_empty();
+
+        // ---- where each site listens (configured and bound), to match pool servers ----
+        let ids = site_ids(&table.sites);
+        let bound: Vec<Vec<(SocketAddr, usize)>> = table
+            .sites
+            .iter()
+            .map(|s| {
+                s.listen
+                    .iter()
+                    .map(|c| view.listener(*c).unwrap_or((*c, 0)))
+                    .collect()
+            })
+            .collect();
+        let serves = |i: usize, addr: SocketAddr| {
+            table.sites[i]
+                .listen
+                .iter()
+                .zip(&bound[i])
+                .any(|(c, (b, _))| {
+                    *c == addr || *b == addr || (c.ip().is_unspecified() && c.port() == addr.port())
+                })
+        };
+        let target_of = |addr: SocketAddr| (0..table.sites.len()).find(|&i| serves(i, addr));
+
+        // ---- columns: DNS, then sites by how deep behind the front they sit ----
+        let mut col: Vec<Option<usize>> = vec![None; table.sites.len()];
+        let mut behind = vec![false; table.sites.len()];
+        for s in &table.sites {
+            for pool in pools_of(s) {
+                for srv in &pool.members().servers {
+                    if let Some(t) = target_of(srv.addr) {
+                        behind[t] = true;
+                    }
+                }
+            }
+        }
+        let base = usize::from(has_dns);
+        let mut queue: std::collections::VecDeque<usize> =
+            (0..table.sites.len()).filter(|&i| !behind[i]).collect();
+        for &i in &queue {
+            col[i] = Some(base);
+        }
+        while let Some(i) = queue.pop_front() {
+            for pool in pools_of(&table.sites[i]) {
+                for srv in &pool.members().servers {
+                    if let Some(t) = target_of(srv.addr)
+                        && col[t].is_none()
+                    {
+                        col[t] = Some(col[i].unwrap_or(base) + 1);
+                        queue.push_back(t);
+                    }
+                }
+            }
+        }
+        let col: Vec<usize> = col.into_iter().map(|c| c.unwrap_or(base)).collect();
+        let service_col = col.iter().copied().max().unwrap_or(base) + 1;
+
+        let mut nodes = Vec::new();
+        let mut links = Vec::new();
+        let mut total_rps = 0.0;
+
+        // ---- DNS (and whatever else the program added) ----
+        for x in &extras {
+            let r = self.rates(&x.id, x.requests, x.errors, x.latency.clone(), secs);
+            for t in &x.targets {
+                if let Some(other) = extras.iter().find(|o| &o.addr == t && o.id != x.id) {
+                    links.push(json!({"from": x.id, "to": other.id}));
+                } else if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+                    for (i, site) in table.sites.iter().enumerate() {
+                        let on_ip = site
+                            .listen
+                            .iter()
+                            .zip(&bound[i])
+                            .any(|(c, (b, _))| c.ip() == ip || b.ip() == ip);
+                        if on_ip {
+                            links.push(json!({"from": x.id, "to": ids[i]}));
+                        }
+                    }
+                }
+            }
+            nodes.push(json!({
+                "id": x.id, "kind": "dns", "role": x.role, "label": x.label, "addr": x.addr,
+                "col": 0, "requests": x.requests, "rps": r.rps, "error_rate": r.error_rate,
+                "p50_ms": r.p50, "p99_ms": r.p99, "detail": x.detail,
+            }));
+        }
+
+        // ---- sites ----
+        for (i, site) in table.sites.iter().enumerate() {
+            let st = &site.stats;
+            let requests = st.requests.load(Ordering::Relaxed);
+            let r = self.rates(
+                &ids[i],
+                requests,
+                st.errors.load(Ordering::Relaxed),
+                st.latency.snapshot(),
+                secs,
+            );
+            total_rps += r.rps;
+            // caches of its routes
+            let mut caches: Vec<&Arc<crate::cache::HttpCache>> = Vec::new();
+            for route in &site.routes {
+                if let Some(c) = &route.cache
+                    && !caches.iter().any(|x| Arc::ptr_eq(x, c))
+                {
+                    caches.push(c);
+                }
+            }
+            let cache = (!caches.is_empty()).then(|| {
+                let n = |f: fn(&crate::cache::CacheStats) -> &std::sync::atomic::AtomicU64| {
+                    caches
+                        .iter()
+                        .map(|c| f(&c.stats).load(Ordering::Relaxed))
+                        .sum::<u64>()
+                };
+                let hits = n(|s| &s.hits) + n(|s| &s.stale);
+                let lookups = hits + n(|s| &s.misses) + n(|s| &s.revalidated);
+                let interval = self.pair(&format!("{}/cache", ids[i]), hits, lookups, secs);
+                json!({
+                    "names": caches.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                    "entries": caches.iter().map(|c| c.entries()).sum::<u64>(),
+                    "hits": hits,
+                    "lookups": lookups,
+                    "hit_ratio": interval.filter(|(_, l)| *l > 0.0).map(|(h, l)| round(h / l, 4)),
+                    "hit_ratio_total": (lookups > 0).then(|| round(hits as f64 / lookups as f64, 4)),
+                })
+            });
+            // rate limits of its routes
+            let mut limits = Vec::new();
+            for route in &site.routes {
+                if let Some(l) = &route.limit
+                    && !limits.iter().any(|(n, _): &(String, u64)| *n == l.name)
+                {
+                    limits.push((l.name.clone(), l.rejected.load(Ordering::Relaxed)));
+                }
+            }
+            let limits: Vec<Value> = limits
+                .into_iter()
+                .map(|(name, rejected)| {
+                    let per_s = self
+                        .pair(&format!("limit/{name}"), rejected, 0, secs)
+                        .map(|(r, _)| round(r, 1));
+                    json!({"name": name, "rejected": rejected, "rejected_per_s": per_s})
+                })
+                .collect();
+            // its pools, each server with its state
+            let mut pools = Vec::new();
+            for pool in pools_of(site) {
+                let members = pool.members();
+                let mut servers = Vec::new();
+                for (srv, s) in members.servers.iter().zip(members.pool.snapshot()) {
+                    let key = format!("{}/{}/{}", ids[i], pool.name, s.id);
+                    let rps = self
+                        .pair(&key, s.requests, 0, secs)
+                        .map(|(r, _)| round(r, 1));
+                    let state = if !s.healthy {
+                        "down"
+                    } else if s.ejected_for_ms.is_some() {
+                        "ejected"
+                    } else if s.backup {
+                        "backup"
+                    } else {
+                        "up"
+                    };
+                    let target = target_of(srv.addr).map(|t| ids[t].clone());
+                    if let Some(t) = &target {
+                        links.push(
+                            json!({"from": ids[i], "to": t, "pool": pool.name, "server": s.id}),
+                        );
+                    }
+                    servers.push(json!({
+                        "id": s.id, "state": state, "eligible": s.up, "backup": s.backup,
+                        "in_flight": s.in_flight, "requests": s.requests, "errors": s.errors,
+                        "rps": rps, "ewma_ms": round(s.ewma_ms, 3), "weight": s.weight,
+                        "effective_weight": round(s.effective_weight, 3),
+                        "ejected_for_ms": s.ejected_for_ms, "target": target,
+                    }));
+                }
+                pools.push(json!({
+                    "name": pool.name, "balance": pool.algorithm,
+                    "panic": members.pool.panicking(), "servers": servers,
+                }));
+            }
+            // services it mounts
+            let mut services = Vec::new();
+            for route in &site.routes {
+                if let Handler::Service { kind, service, .. } = &route.handler
+                    && let Some((_, name, _)) = table
+                        .services
+                        .iter()
+                        .find(|(k, _, s)| k == kind && Arc::ptr_eq(s, service))
+                {
+                    let id = format!("service:{kind}.{name}");
+                    if !services.contains(&id) {
+                        links.push(json!({"from": ids[i], "to": id}));
+                        services.push(id);
+                    }
+                }
+            }
+            nodes.push(json!({
+                "id": ids[i], "kind": "site", "role": role(site), "label": &*site.name,
+                "addr": bound[i].first().map(|(b, _)| b.to_string()),
+                "tls": site.tls, "col": col[i],
+                "connections": bound[i].iter().map(|(_, n)| n).sum::<usize>(),
+                "requests": requests, "rps": r.rps, "error_rate": r.error_rate,
+                "p50_ms": r.p50, "p99_ms": r.p99,
+                "cache": cache, "limits": limits, "pools": pools,
+            }));
+        }
+
+        // ---- route services (realtime channels, notifications) ----
+        for (kind, name, service) in table.services.iter() {
+            nodes.push(json!({
+                "id": format!("service:{kind}.{name}"), "kind": "service", "role": kind,
+                "label": format!("{kind} {name}"), "col": service_col,
+                "detail": service.status(),
+            }));
+        }
+
+        // ---- the latest traced requests ----
+        // one row per request: the hops of a trace that share the span its first hop
+        // received (a page visit is one trace of many requests, each its own span)
+        let mut recent: Vec<Value> = Vec::new();
+        for id in view.recent_traces(RECENT) {
+            let hops = view.trace(&id);
+            let mut spans: Vec<(&str, Vec<&crate::admin::TraceHop>)> = Vec::new();
+            for h in &hops {
+                match spans.iter_mut().find(|(s, _)| *s == h.span) {
+                    Some((_, v)) => v.push(h),
+                    None => spans.push((&h.span, vec![h])),
+                }
+            }
+            for (span, group) in spans.iter().rev() {
+                let first = group[0];
+                recent.push(json!({
+                    "trace": id, "span": span, "site": first.site, "request": first.request,
+                    "status": first.status, "ms": round(first.ms, 3), "at_us": first.at_us as u64,
+                    "hops": group.iter().map(|h| h.site.as_str()).collect::<Vec<_>>(),
+                }));
+            }
+            if recent.len() >= RECENT {
+                break;
+            }
+        }
+        recent.sort_by_key(|r| std::cmp::Reverse(r["at_us"].as_u64()));
+        recent.truncate(RECENT);
+
+        let m = view.metrics();
+        let accepted = m.connections_accepted.load(Ordering::Relaxed);
+        let conn_rate = self
+            .pair("connections", accepted, 0, secs)
+            .map(|(r, _)| round(r, 1));
+        let class = |c: usize| m.responses[c].load(Ordering::Relaxed);
+        json!({
+            "server": "hopline",
+            "version": env!("CARGO_PKG_VERSION"),
+            "t_ms": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            "interval_s": round(secs, 3),
+            "rps": round(total_rps, 1),
+            "connections": {
+                "open": view.open_connections(),
+                "accepted": accepted,
+                "accepted_per_s": conn_rate,
+                "refused": m.connections_refused.load(Ordering::Relaxed),
+            },
+            "responses": {"2xx": class(2), "3xx": class(3), "4xx": class(4), "5xx": class(5)},
+            "nodes": nodes,
+            "links": links,
+            "recent": recent,
+        })
+    }
+}
+
+/// Unique ids of the sites: `site:NAME` (`#N` added when two share a name).
+fn site_ids(sites: &[Arc<SiteTable>]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::with_capacity(sites.len());
+    for (i, s) in sites.iter().enumerate() {
+        let id = format!("site:{}", s.name);
+        if ids.contains(&id) {
+            ids.push(format!("{id}#{i}"));
+        } else {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// The pools a site proxies to, once each.
+fn pools_of(site: &SiteTable) -> Vec<Arc<crate::proxy::UpstreamPool>> {
+    let mut out: Vec<Arc<crate::proxy::UpstreamPool>> = Vec::new();
+    for r in &site.routes {
+        if let Handler::Proxy(p) = &r.handler
+            && !out.iter().any(|x| Arc::ptr_eq(x, p))
+        {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// What a site is in the picture: a PoP (caches), a balancer (proxies) or an origin.
+fn role(site: &SiteTable) -> &'static str {
+    if site.routes.iter().any(|r| r.cache.is_some()) {
+        "pop"
+    } else if site
+        .routes
+        .iter()
+        .any(|r| matches!(r.handler, Handler::Proxy(_)))
+    {
+        "balancer"
+    } else {
+        "origin"
+    }
+}
+
+/// `GET /.hopline/events`: a snapshot at once, then one a second, until the client goes
+/// away or the admin listener stops.
+pub fn events(view: Arc<dyn AdminView>, mut stop: watch::Receiver<bool>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    tokio::spawn(async move {
+        let mut board = Board::default();
+        // the first sample only sets the baseline for rates: the first event follows at once
+        let _ = board.sample(&*view);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut first = true;
+        loop {
+            let snapshot = board.sample(&*view);
+            let frame = format!(
+                "{}data: {}\n\n",
+                if first { "retry: 1000\n" } else { "" },
+                snapshot
+            );
+            first = false;
+            if tx.send(Bytes::from(frame)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tx.closed() => return,
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    let mut r = Response::new(Body::feed(rx));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::SERVER, HeaderValue::from_static("hopline"));
+    r
+}
+
+/// `GET /`: the page.
+pub fn page() -> Response<Body> {
+    let mut r = Response::new(Body::full(Bytes::from_static(PAGE.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::SERVER, HeaderValue::from_static("hopline"));
+    // everything the page needs is in it: nothing else may load
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
+}
+
+/// The admin token's cookie.
+const COOKIE: &str = "hopline_admin";
+
+/// When a token is configured: the request must carry it (`Authorization: Bearer`, or
+/// the cookie). `GET /?token=…` sets the cookie and redirects to `/`; anything else
+/// without it is 401. None = go on.
+pub fn check_token<B>(token: Option<&str>, req: &http::Request<B>) -> Option<Response<Body>> {
+    let token = token?;
+    let h = req.headers();
+    let bearer = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .is_some_and(|t| same_secret(t.trim().as_bytes(), token.as_bytes()));
+    let cookie = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .any(|t| same_secret(t.as_bytes(), token.as_bytes()));
+    if bearer || cookie {
+        return None;
+    }
+    let query_token = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(|t| t.to_string())
+    });
+    if let Some(t) = query_token
+        && same_secret(t.as_bytes(), token.as_bytes())
+    {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        let h = r.headers_mut();
+        h.insert(header::LOCATION, HeaderValue::from_static("/"));
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        )) {
+            h.insert(header::SET_COOKIE, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Some(r);
+    }
+    let mut r = Response::new(Body::full(Bytes::from_static(
+        b"401: this admin listener needs its token (Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser)\n",
+    )));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = r.headers_mut();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"hopline admin\""),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)], uri: &str) -> http::Request<()> {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_token_is_asked_for_and_accepted_three_ways() {
+        let t = Some("0123456789abcdef");
+        assert!(check_token(None, &req(&[], "/")).is_none());
+        assert_eq!(
+            check_token(t, &req(&[], "/")).unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            check_token(
+                t,
+                &req(&[("authorization", "Bearer wrong-token-here")], "/")
+            )
+            .unwrap()
+            .status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(
+            check_token(
+                t,
+                &req(&[("authorization", "Bearer 0123456789abcdef")], "/")
+            )
+            .is_none()
+        );
+        assert!(
+            check_token(
+                t,
+                &req(&[("cookie", "a=b; hopline_admin=0123456789abcdef")], "/")
+            )
+            .is_none()
+        );
+        let r = check_token(t, &req(&[], "/?token=0123456789abcdef")).unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            cookie.starts_with("hopline_admin=0123456789abcdef;") && cookie.contains("HttpOnly")
+        );
+        assert_eq!(
+            check_token(t, &req(&[], "/?token=0123456789abcdeX"))
+                .unwrap()
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}
