@@ -38,7 +38,7 @@ div.bar span{position:absolute;top:0;height:14px;min-width:1px}\
 i.dcl,i.load{position:absolute;top:0;bottom:0;width:1px}i.dcl{background:#2e86de}i.load{background:#c0392b}\
 details{white-space:normal;color:#444}details pre{margin:2px 0;font-size:12px}\
 .legend span{display:inline-block;width:10px;height:10px;margin:0 3px 0 10px;vertical-align:middle}\
-.err{color:#c0392b}pre.explain{white-space:pre-wrap;background:#f7f7f7;padding:8px}";
+.err{color:#c0392b}.init{font-size:11px;color:#777}pre.explain{white-space:pre-wrap;background:#f7f7f7;padding:8px}";
 
 /// The phases of an entry: (class, label, ms).
 fn phases(e: &Entry) -> [(&'static str, &'static str, f64); 7] {
@@ -79,9 +79,15 @@ pub fn render(nav: &Navigation, explain: Option<&str>) -> String {
         .iter()
         .filter(|e| e.error.is_some() || e.status >= 400)
         .count();
+    let edge_hits = nav.entries.iter().filter(|e| e.edge_hit()).count();
+    let browser_hits = nav
+        .entries
+        .iter()
+        .filter(|e| e.from_cache.is_some())
+        .count();
     let _ = write!(
         out,
-        "<p class=sum>started {} · {} requests · {} bytes · {} connection(s) opened · {} reused · {failed} failed · DNS {:.1} ms · connect {:.1} ms · TLS {:.1} ms · TTFB {:.1} ms · DOMContentLoaded {:.1} ms · load {:.1} ms</p>",
+        "<p class=sum>started {} · {} requests · {} bytes · {} connection(s) opened · {} reused · {edge_hits} edge cache hit(s) · {browser_hits} from the browser cache · {failed} failed · DNS {:.1} ms · connect {:.1} ms · TLS {:.1} ms · TTFB {:.1} ms · DOMContentLoaded {:.1} ms · load {:.1} ms</p>",
         esc(&nav.started),
         p.requests,
         p.transfer_bytes,
@@ -111,7 +117,7 @@ pub fn render(nav: &Navigation, explain: Option<&str>) -> String {
     out.push_str(" <span class=dcl style=\"background:#2e86de\"></span>DOMContentLoaded <span style=\"background:#c0392b\"></span>load</p>");
     out.push_str("<table><thead><tr><th>#</th><th>status</th><th>kind</th><th>proto</th><th>bytes</th><th>ms</th><th>timeline</th><th>url</th></tr></thead><tbody>");
     for e in &nav.entries {
-        row(&mut out, e, pct);
+        row(&mut out, e, &nav.entries, pct);
     }
     out.push_str("</tbody></table>");
     if let Some(text) = explain {
@@ -130,7 +136,7 @@ pub fn render(nav: &Navigation, explain: Option<&str>) -> String {
     out
 }
 
-fn row(out: &mut String, e: &Entry, pct: impl Fn(f64) -> f64) {
+fn row(out: &mut String, e: &Entry, all: &[Entry], pct: impl Fn(f64) -> f64) {
     let status = if e.error.is_some() {
         "ERR".to_string()
     } else {
@@ -164,6 +170,22 @@ fn row(out: &mut String, e: &Entry, pct: impl Fn(f64) -> f64) {
     }
     out.push_str("<i class=dcl></i><i class=load></i></div></td>");
     let _ = write!(out, "<td>{}", esc(&e.url));
+    // the initiator chain: which document / stylesheet / script found this URL
+    let mut chain = Vec::new();
+    let mut by = e.initiator;
+    while let Some(i) = by {
+        let Some(p) = all.iter().find(|x| x.id == i) else {
+            break;
+        };
+        if chain.len() > 8 || p.id == e.id {
+            break;
+        }
+        chain.push(format!("#{} {}", p.id, esc(&p.kind)));
+        by = p.initiator;
+    }
+    if !chain.is_empty() {
+        let _ = write!(out, "<div class=init>found by {}</div>", chain.join(" ← "));
+    }
     if let Some(err) = &e.error {
         let _ = write!(out, "<div class=err>✗ {}</div>", esc(err));
     }

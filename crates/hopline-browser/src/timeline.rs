@@ -134,18 +134,20 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An edge cache answered from its own copy (`Cache-Status: …; hit`).
+    pub fn edge_hit(&self) -> bool {
+        self.cache_status
+            .as_deref()
+            .is_some_and(|c| c.contains("; hit"))
+    }
+
     /// How much of the wait the edge spent waiting on its upstream, and of that the
     /// innermost hop's share (e.g. the origin behind a balancer), in ms, from the hops'
     /// `hopline-proxy` Server-Timing; None without them, or for a cache hit (whose
     /// timings are stored, not this request's).
     pub fn upstream_shares(&self) -> Option<(f64, f64)> {
         let wait = self.phases.wait;
-        let hit = self.from_cache.as_deref() == Some("hit")
-            || self
-                .cache_status
-                .as_deref()
-                .is_some_and(|c| c.contains("; hit"));
-        if hit || wait <= 0.0 {
+        if self.from_cache.as_deref() == Some("hit") || self.edge_hit() || wait <= 0.0 {
             return None;
         }
         let mut proxies: Vec<f64> = self

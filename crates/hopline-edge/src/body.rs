@@ -114,6 +114,21 @@ impl Body {
         }
     }
 
+    /// A `text/event-stream` response (server-sent events) with this body: not cached,
+    /// and marked so that reverse proxies (nginx) do not buffer it.
+    pub fn event_stream(self) -> http::Response<Body> {
+        use http::header::{self, HeaderValue};
+        let mut r = http::Response::new(self);
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        r
+    }
+
     /// Frames as a task sends them (server-sent events); the body ends when the sender
     /// is dropped, and the sender sees `closed()` when the client goes away.
     pub fn feed(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {

@@ -971,6 +971,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let site = "[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/\"\n  respond = { body = \"x\" }\n";
+        let e = parse(&format!("[admin]\nlisten = \"0.0.0.0:9900\"\n{site}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2:10") && e.contains("not a loopback address") && e.contains("token"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "[admin]\nlisten = \"0.0.0.0:9900\"\ntoken = \"short\"\n{site}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("3:9") && e.contains("at least 16"), "{e}");
+        let ok = parse(&format!(
+            "[admin]\nlisten = \"0.0.0.0:9900\"\ntoken = \"0123456789abcdef\"\n{site}"
+        ))
+        .unwrap();
+        assert_eq!(ok.admin.unwrap().sample, 10);
+        parse(&format!("[admin]\nlisten = \"127.0.0.1:9900\"\n{site}")).unwrap();
+        parse(&format!("[admin]\nlisten = \"[::1]:9900\"\n{site}")).unwrap();
+    }
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir();
         Config::from_str_at(text, Path::new("test.toml"), &dir)

@@ -464,14 +464,9 @@ pub fn events(view: Arc<dyn AdminView>, mut stop: watch::Receiver<bool>) -> Resp
             }
         }
     });
-    let mut r = Response::new(Body::feed(rx));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::SERVER, HeaderValue::from_static("hopline"));
+    let mut r = Body::feed(rx).event_stream();
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("hopline"));
     r
 }
 

@@ -389,15 +389,7 @@ async fn events(svc: &Service, app: String) -> Response<Body> {
             }
         }
     });
-    let mut r = Response::new(Body::feed(rx));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
+    Body::feed(rx).event_stream()
 }
 
 /// `POST /v1/callbacks/{sms|push}`: a provider's delivery report

@@ -461,19 +461,12 @@ fn sse(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Bod
         hub,
         was_up: true,
     };
-    let mut r = Response::new(Body::stream(body));
+    let mut r = Body::stream(body).event_stream();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
-    // tells reverse proxies (nginx) not to buffer the stream
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
 }
 
