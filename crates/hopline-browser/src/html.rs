@@ -38,7 +38,8 @@ div.bar span{position:absolute;top:0;height:14px;min-width:1px}\
 i.dcl,i.load{position:absolute;top:0;bottom:0;width:1px}i.dcl{background:#2e86de}i.load{background:#c0392b}\
 details{white-space:normal;color:#444}details pre{margin:2px 0;font-size:12px}\
 .legend span{display:inline-block;width:10px;height:10px;margin:0 3px 0 10px;vertical-align:middle}\
-.err{color:#c0392b}.init{font-size:11px;color:#777}pre.explain{white-space:pre-wrap;background:#f7f7f7;padding:8px}";
+.err{color:#c0392b}div.axis{position:relative;height:14px;font-weight:400;font-size:10px;color:#777}\
+div.axis span{position:absolute;top:0;border-left:1px solid #bbb;padding-left:2px}.init{font-size:11px;color:#777}pre.explain{white-space:pre-wrap;background:#f7f7f7;padding:8px}";
 
 /// The phases of an entry: (class, label, ms).
 fn phases(e: &Entry) -> [(&'static str, &'static str, f64); 7] {
@@ -115,7 +116,28 @@ pub fn render(nav: &Navigation, explain: Option<&str>) -> String {
         let _ = write!(out, "<span class={class}></span>{label}");
     }
     out.push_str(" <span class=dcl style=\"background:#2e86de\"></span>DOMContentLoaded <span style=\"background:#c0392b\"></span>load</p>");
-    out.push_str("<table><thead><tr><th>#</th><th>status</th><th>kind</th><th>proto</th><th>bytes</th><th>ms</th><th>timeline</th><th>url</th></tr></thead><tbody>");
+    out.push_str("<table><thead><tr><th>#</th><th>status</th><th>kind</th><th>proto</th><th>bytes</th><th>ms</th><th class=tl>timeline<div class=axis>");
+    // the time axis: a tick every 1, 2 or 5 × 10^k ms, at most about eight of them
+    let step = [1.0, 2.0, 5.0]
+        .iter()
+        .flat_map(|m| (-2..6).map(move |k| m * 10f64.powi(k)))
+        .filter(|s| total / s <= 8.0)
+        .fold(f64::INFINITY, f64::min);
+    let mut t = 0.0;
+    while t <= total && step.is_finite() {
+        let _ = write!(
+            out,
+            "<span style=\"left:{:.3}%\">{}</span>",
+            pct(t),
+            if step < 1.0 {
+                format!("{t:.1} ms")
+            } else {
+                format!("{t:.0} ms")
+            }
+        );
+        t += step;
+    }
+    out.push_str("</div></th><th>url</th></tr></thead><tbody>");
     for e in &nav.entries {
         row(&mut out, e, &nav.entries, pct);
     }

@@ -855,7 +855,13 @@ impl Resolver {
                     answered_by: Answered::Recursive,
                 });
             }
-            let (mut zone, mut servers) = self.closest(hints, &name);
+            // a DS record lives on the parent side of a zone cut (RFC 4035 §3.1.4.1): ask
+            // the parent's servers, never the child's, even when the child's are known
+            let (mut zone, mut servers) = if rtype == RecordType::DS && !name.is_root() {
+                self.closest(hints, &name.base_name())
+            } else {
+                self.closest(hints, &name)
+            };
             let mut next_name = None;
             for _ in 0..20 {
                 let addrs: Vec<SocketAddr> = servers
@@ -985,6 +991,22 @@ impl Resolver {
                 if let Some(first) = ns.first() {
                     let child = first.name.clone();
                     let lchild = LowerName::new(&child);
+                    if rtype == RecordType::DS && lchild == ln {
+                        // a parent that refers a DS question to the child: the child's
+                        // servers do not hold it; the answer is that there is none here
+                        self.store(&name, rtype, vec![], ResponseCode::NoError, soa.clone());
+                        steps[last].kind = "nodata".into();
+                        steps[last].detail = format!(
+                            "{zone} referred the DS of {name} to the child: no DS at the parent"
+                        );
+                        steps[last].ttl = soa.as_ref().map(neg_ttl);
+                        return Ok(Resolved {
+                            records: chain,
+                            rcode: ResponseCode::NoError,
+                            soa,
+                            answered_by: Answered::Recursive,
+                        });
+                    }
                     if lchild == lz || !lz.zone_of(&lchild) || !lchild.zone_of(&ln) {
                         steps[last].kind = "error".into();
                         steps[last].detail = format!(

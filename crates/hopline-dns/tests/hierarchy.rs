@@ -460,6 +460,12 @@ async fn our_resolver_walks_an_nsd_hierarchy() {
     }
     let dir = tempfile::tempdir().unwrap();
     write_zones(dir.path(), 65);
+    // a DS for the child zone, held by the parent (test.) as zones hold them
+    let mut parent = std::fs::read_to_string(dir.path().join("test.zone")).unwrap();
+    parent.push_str(
+        "shop 3600 IN DS 12345 13 2 3490A6806D47F17A34C29E2CE80E8A999FFBE4BE8D7A32E40C6D9E0B2F7C2A1D\n",
+    );
+    std::fs::write(dir.path().join("test.zone"), parent).unwrap();
     let mut procs = Vec::new();
     for (host, origin, file) in [
         (11, ".", "root.zone"),
@@ -504,6 +510,16 @@ async fn our_resolver_walks_an_nsd_hierarchy() {
     ));
     let l = r.lookup("big.shop.test", RecordType::TXT).await.unwrap();
     assert_eq!(l.records.len(), 40);
+    // DS is asked of the parent side of the cut, although the child's servers are known
+    // by now (the child answers NODATA for it: it is not authoritative for its own DS)
+    let l = r.lookup("shop.test", RecordType::DS).await.unwrap();
+    assert_eq!(l.records.len(), 1, "{:#?}", l.steps);
+    assert_eq!(l.records[0].rtype, "DS", "{:?}", l.records[0]);
+    assert!(
+        l.steps.last().unwrap().server.starts_with("127.0.65.12"),
+        "asked the parent: {:#?}",
+        l.steps
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

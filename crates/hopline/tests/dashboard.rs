@@ -336,6 +336,11 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
             chains.contains("found by #0 document") && chains.contains("stylesheet ← #0 document"),
             "{chains}"
         );
+        // a time axis over the bars, from 0 ms
+        let ticks =
+            browser.eval("[...document.querySelectorAll('div.axis span')].map(s => s.textContent)");
+        let ticks = ticks.as_array().unwrap();
+        assert!(ticks.len() >= 2 && ticks[0] == "0 ms", "{ticks:?}");
         let summary = browser.eval("document.querySelector('p.sum').textContent");
         assert!(
             summary.as_str().unwrap().contains("edge cache hit(s)"),
