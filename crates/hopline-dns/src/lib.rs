@@ -6,6 +6,7 @@
 
 pub mod authority;
 pub mod config;
+mod escapes;
 pub mod hints;
 pub mod resolver;
 pub mod service;

@@ -55,6 +55,9 @@ impl Zone {
     pub fn parse(text: &str, path: &Path, origin: Option<Name>) -> Result<Zone, DnsError> {
         // no origin given and no $ORIGIN: the SOA's owner is the origin (as NSD does)
         let origin = origin.or_else(|| soa_owner(text));
+        // escaped labels (`a\032b`, `john\.doe`) are parsed by hopline, the rest by hickory
+        let (plain, escapes) = crate::escapes::Escapes::take_out(text);
+        let text = plain.as_str();
         let parsed = Parser::new(text, Some(path.to_path_buf()), origin.clone()).parse();
         let (apex, sets) = match parsed {
             Ok(x) => x,
@@ -87,7 +90,7 @@ impl Zone {
         let mut cuts = HashSet::new();
         let mut soa = None;
         for (key, set) in sets {
-            let owner = key.name.clone();
+            let owner = LowerName::new(&escapes.restore(&Name::from(&key.name)));
             if !origin.zone_of(&owner) {
                 return Err(DnsError::Zone {
                     file: path.to_path_buf(),
@@ -95,7 +98,10 @@ impl Zone {
                     message: format!("record {owner} is outside the zone {origin}"),
                 });
             }
-            let recs: Vec<Record> = set.records_without_rrsigs().cloned().collect();
+            let mut recs: Vec<Record> = set.records_without_rrsigs().cloned().collect();
+            for r in &mut recs {
+                escapes.restore_record(r);
+            }
             if key.record_type == RecordType::SOA && owner == origin {
                 soa = recs.first().cloned();
             }

@@ -345,6 +345,33 @@ async fn dig_sees_aa_referrals_and_negative_answers() {
     assert!(out.contains("10.0.0.1"));
 }
 
+/// NSD serving `origin` from `dir/file` on `ip`:53, in the foreground, killed on drop.
+fn nsd(dir: &Path, ip: &str, origin: &str, file: &str) -> Proc {
+    let sub = dir.join(format!("nsd-{ip}"));
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("nsd.conf"),
+        format!(
+            "server:\n  ip-address: {ip}\n  port: 53\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{d}\"\n  rrl-ratelimit: 0\n  server-count: 1\n  verbosity: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"{origin}\"\n  zonefile: \"{file}\"\n",
+            s = sub.display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let p = Proc(
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(sub.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_udp(format!("{ip}:53").parse().unwrap());
+    p
+}
+
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -814,28 +841,7 @@ leaf.ent.example. IN A 192.0.2.9\n",
     let _dns = DnsServices::start(&cfg, d)
         .await
         .expect("authoritative server starts (needs root for port 53)");
-    let sub = d.join("nsd");
-    std::fs::create_dir_all(&sub).unwrap();
-    std::fs::write(
-        sub.join("nsd.conf"),
-        format!(
-            "server:\n  ip-address: 127.0.68.2\n  port: 53\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{d}\"\n  rrl-ratelimit: 0\n  server-count: 1\n  verbosity: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"example.\"\n  zonefile: \"example.zone\"\n",
-            s = sub.display(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
-    let _nsd = Proc(
-        Command::new("nsd")
-            .arg("-d")
-            .arg("-c")
-            .arg(sub.join("nsd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_udp("127.0.68.2:53".parse().unwrap());
+    let _nsd = nsd(d, "127.0.68.2", "example.", "example.zone");
     // what matters of an answer: status, AA, and the answer section
     let view = |server: &str, name: &str, rtype: &str| -> Option<(String, bool, Vec<String>)> {
         let out = dig(&[
@@ -1018,5 +1024,101 @@ async fn nsd_is_a_secondary_of_a_hopline_zone_and_follows_notify() {
         seen.contains("10.0.0.2"),
         "NSD did not follow the NOTIFY: {seen:?}\n{}",
         std::fs::read_to_string(sub.join("nsd.log")).unwrap_or_default()
+    );
+}
+
+/// Escaped labels (RFC 1035 §5.1: `\DDD` decimal, `\X`), in owner names and in names
+/// inside RDATA, load and answer as NSD answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_labels_answer_as_nsd_does() {
+    if !have("nsd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("esc.zone"),
+        "$ORIGIN esc.test.\n$TTL 300\n\
+@ IN SOA ns1 john\\.doe 1 3600 600 86400 30\n\
+@ IN NS ns1\n\
+ns1 IN A 127.0.73.1\n\
+a\\032b IN A 10.0.0.1\n\
+dot\\.in IN A 10.0.0.2\n\
+bin\\255\\000 IN A 10.0.0.3\n\
+alias IN CNAME a\\032b\n\
+mx IN MX 10 dot\\.in.esc.test.\n\
+quoted IN TXT \"x\\032y\" \"raw\\255\\000end\" \"q\\\"q\"\n",
+    )
+    .unwrap();
+    let cfg = DnsConfig {
+        resolver: vec![],
+        authoritative: vec![AuthoritativeService {
+            listen: "127.0.73.1:53".into(),
+            zones: vec!["esc.zone".into()],
+            transfer: vec![],
+            notify: vec![],
+            rrl: Default::default(),
+        }],
+        pool: vec![],
+    };
+    let _dns = DnsServices::start(&cfg, d)
+        .await
+        .expect("the zone with escaped labels loads");
+    let _nsd = nsd(d, "127.0.73.2", "esc.test.", "esc.zone");
+    // status and the answer section's lines (owner, type, data; TTLs aside)
+    let view = |server: &str, name: &str, rtype: &str| -> Option<(String, Vec<String>)> {
+        let out = dig(&[
+            &format!("@{server}"),
+            name,
+            rtype,
+            "+norec",
+            "+nocmd",
+            "+nostats",
+            "+noquestion",
+            "+noadditional",
+            "+noauthority",
+        ])?;
+        let status = out
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("?")
+            .to_string();
+        let mut lines: Vec<String> = out
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .map(|l| {
+                let t: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {}", t[0], t[3..].join(" "))
+            })
+            .collect();
+        lines.sort();
+        Some((status, lines))
+    };
+    for (name, rtype) in [
+        ("a\\032b.esc.test.", "A"),
+        ("A\\032B.esc.test.", "A"),
+        ("dot\\.in.esc.test.", "A"),
+        ("bin\\255\\000.esc.test.", "A"),
+        ("alias.esc.test.", "A"),
+        ("mx.esc.test.", "MX"),
+        ("esc.test.", "SOA"),
+        ("quoted.esc.test.", "TXT"),
+        ("a\\032c.esc.test.", "A"),
+        ("dot.in.esc.test.", "A"),
+    ] {
+        let Some(ours) = view("127.0.73.1", name, rtype) else {
+            return;
+        };
+        let theirs = view("127.0.73.2", name, rtype).unwrap();
+        assert_eq!(ours, theirs, "{name} {rtype}: hopline vs NSD");
+    }
+    let (status, lines) = view("127.0.73.1", "alias.esc.test.", "A").unwrap();
+    assert_eq!(status, "NOERROR");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("a\\032b.esc.test. A 10.0.0.1")),
+        "{lines:?}"
     );
 }
