@@ -536,6 +536,9 @@ pub(crate) async fn serve<T: Transport, S: Service>(
     let sleep = tokio::time::sleep(opts.header_timeout);
     tokio::pin!(sleep);
     let mut timer = Timer::new(sleep.as_mut(), opts.header_timeout);
+    // responses held back while more pipelined requests are already here (one write
+    // for all of them); empty whenever the connection waits for the client
+    let mut pending = Vec::new();
     loop {
         // ---- wait for a request head
         if buf.is_empty() {
@@ -581,6 +584,7 @@ pub(crate) async fn serve<T: Transport, S: Service>(
         let next = Box::pin(cycle(
             &mut io,
             &mut buf,
+            &mut pending,
             opts,
             service,
             closing,
@@ -656,9 +660,11 @@ enum Next {
 }
 
 /// Read the rest of a request head (within the header timeout), then serve it.
+#[allow(clippy::too_many_arguments)]
 async fn cycle<T: Transport, S: Service>(
     io: &mut T,
     buf: &mut BytesMut,
+    pending: &mut Vec<u8>,
     opts: &Options,
     service: &S,
     closing: &Closing,
@@ -670,6 +676,10 @@ async fn cycle<T: Transport, S: Service>(
             Ok(Some(h)) => break Ok(h),
             Ok(None) => {}
             Err(r) => break Err(r),
+        }
+        // about to wait for the client: what was held back goes out first
+        if flush_pending(io, pending).await.is_err() {
+            return Next::Close;
         }
         if !header_time_running {
             timer.set(opts.header_timeout);
@@ -685,8 +695,9 @@ async fn cycle<T: Transport, S: Service>(
         }
     };
     match parsed {
-        Ok(head) => exchange(io, buf, head, service, closing, opts.send_timeout).await,
+        Ok(head) => exchange(io, buf, pending, head, service, closing, opts.send_timeout).await,
         Err(Reject(status, why)) => {
+            let _ = flush_pending(io, pending).await;
             let _ = write_error(io, status, why).await;
             linger(io).await;
             Next::Close
@@ -698,6 +709,7 @@ async fn cycle<T: Transport, S: Service>(
 async fn exchange<T: Transport, S: Service>(
     io: &mut T,
     buf: &mut BytesMut,
+    pending: &mut Vec<u8>,
     head: Head,
     service: &S,
     closing: &Closing,
@@ -712,6 +724,12 @@ async fn exchange<T: Transport, S: Service>(
     } = head;
     let is_head = req.method() == Method::HEAD;
     let version = req.version();
+    // a request that writes on its own (100-continue, a body to pump, an upgrade) sends
+    // what was held back first, so that the answers keep their order
+    let plain = decoder.is_done() && !expect_continue && !upgrade;
+    if !plain && flush_pending(io, pending).await.is_err() {
+        return Next::Close;
+    }
     let (mut parts, ()) = req.into_parts();
     let mut upgrade_tx = None;
     if upgrade {
@@ -765,6 +783,17 @@ async fn exchange<T: Transport, S: Service>(
         };
         let resp = match early {
             Some(r) => r,
+            // answers held back: this one joins them if it is ready at once (a cache
+            // hit, a file); one that must wait lets them go first
+            None if !pending.is_empty() => match futures_util::poll!(fut.as_mut()) {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => {
+                    if flush_pending(io, pending).await.is_err() {
+                        return Next::Close;
+                    }
+                    with_interim(io, fut.as_mut(), interim).await
+                }
+            },
             None => with_interim(io, fut.as_mut(), interim).await,
         };
         (resp, body_error)
@@ -785,9 +814,21 @@ async fn exchange<T: Transport, S: Service>(
         return Next::Upgrade(tx);
     }
     drop(upgrade_tx);
-    if write_response(io, resp, version, is_head, &mut keep_alive, send_timeout)
-        .await
-        .is_err()
+    // the next pipelined request is already here whole: hold this answer back to go out
+    // with the next ones in one write (up to 64 KiB of them)
+    let hold = plain && keep_alive && pending.len() < HOLD_MAX && next_head_here(buf);
+    if write_response(
+        io,
+        resp,
+        version,
+        is_head,
+        &mut keep_alive,
+        send_timeout,
+        pending,
+        hold,
+    )
+    .await
+    .is_err()
     {
         return Next::Close;
     }
@@ -1193,6 +1234,7 @@ async fn write_error<T: Transport>(
 /// Write a response. The common cases (no body, or a body already in memory) are
 /// encoded here in one buffer and leave in one write; files and streamed bodies take
 /// the boxed path, so the per-request future stays small.
+#[allow(clippy::too_many_arguments)]
 async fn write_response<T: Transport>(
     io: &mut T,
     resp: Response<Body>,
@@ -1200,8 +1242,19 @@ async fn write_response<T: Transport>(
     is_head: bool,
     keep_alive: &mut bool,
     send_timeout: Duration,
+    pending: &mut Vec<u8>,
+    hold: bool,
 ) -> io::Result<()> {
     match start_response(resp, version, is_head, keep_alive) {
+        // a whole answer in memory, and more requests to answer: keep it for one write
+        Started::Done(out) if hold && *keep_alive => {
+            pending.extend_from_slice(&out);
+            Ok(())
+        }
+        Started::Done(out) if !pending.is_empty() => {
+            pending.extend_from_slice(&out);
+            sent_within(send_timeout, flush_pending(io, pending)).await
+        }
         Started::Done(out) => {
             sent_within(send_timeout, async {
                 io.write_all(&out).await?;
@@ -1209,8 +1262,30 @@ async fn write_response<T: Transport>(
             })
             .await
         }
-        Started::More(rest) => Box::pin(write_rest(io, *rest, keep_alive, send_timeout)).await,
+        Started::More(rest) => {
+            sent_within(send_timeout, flush_pending(io, pending)).await?;
+            Box::pin(write_rest(io, *rest, keep_alive, send_timeout)).await
+        }
     }
+}
+
+/// How many bytes of answers a connection holds back for pipelined requests.
+const HOLD_MAX: usize = 64 * 1024;
+
+/// Whether `buf` (what follows the request just read) holds a whole request head.
+fn next_head_here(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// Write the answers held back, if any (and free their buffer: an idle connection
+/// holds none).
+async fn flush_pending<T: Transport>(io: &mut T, pending: &mut Vec<u8>) -> io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let out = std::mem::take(pending);
+    io.write_all(&out).await?;
+    io.flush().await
 }
 
 /// A write that makes no progress for `limit` fails (like nginx's `send_timeout`): a

@@ -1159,3 +1159,65 @@ listen = ["127.0.0.1:0"]
     assert!(old.starts_with("HTTP/1.1 200 OK\r\n"), "{old:?}");
     assert!(!old.contains("103"), "{old:?}");
 }
+
+/// Pipelined requests: answers ready at once go out together, but one that must wait
+/// for its origin never holds back the answers before it.
+#[tokio::test]
+async fn a_slow_pipelined_request_does_not_hold_back_the_answers_before_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = Origin::start("slow").await;
+    o.ctl.delay_ms.store(800, Ordering::Relaxed);
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+servers = ["{}"]
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/fast"
+  respond = {{ body = "fast\n" }}
+  [[site.route]]
+  path = "/"
+  proxy = "app"
+"#,
+        o.addr
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(
+        b"GET /fast HTTP/1.1\r\nHost: a\r\n\r\nGET /fast HTTP/1.1\r\nHost: a\r\n\r\nGET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /fast HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // the two fast answers arrive long before the slow origin answers
+    while String::from_utf8_lossy(&got).matches("fast\n").count() < 2 {
+        let n = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf))
+            .await
+            .expect("the answers before the slow one are not held back")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(!String::from_utf8_lossy(&got).contains("slow"));
+    // then the slow one and the last fast one, in order
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 4, "{text}");
+    let slow = text.find("slow").expect("the origin's answer");
+    assert!(text[slow..].contains("fast\n"), "in order: {text}");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
