@@ -97,15 +97,51 @@ pub(crate) trait Service: Send + Sync {
 pub struct Interim {
     queue: parking_lot::Mutex<Vec<(StatusCode, Bytes)>>,
     ready: tokio::sync::Notify,
+    /// On an HTTP/2 stream: hyper's queue of the stream, which sends them itself.
+    h2: Option<hyper::ext::Http2Informational>,
 }
 
 impl Interim {
+    /// Interim responses for an HTTP/2 stream of hyper's server.
+    pub(crate) fn http2(queue: hyper::ext::Http2Informational) -> Interim {
+        Interim {
+            h2: Some(queue),
+            ..Default::default()
+        }
+    }
+
     /// Queue a 1xx head: its status and its field lines (`name: value\r\n` each).
     pub fn send(&self, status: StatusCode, lines: Bytes) {
-        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
+            return;
+        }
+        let Some(h2) = &self.h2 else {
             self.queue.lock().push((status, lines));
             self.ready.notify_one();
+            return;
+        };
+        // HTTP/2: the lines as fields, without the connection-specific ones it forbids
+        let mut r = Response::new(());
+        *r.status_mut() = status;
+        for line in lines.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(trim_ows(&line[..colon])),
+                HeaderValue::from_bytes(trim_ows(&line[colon + 1..])),
+            ) else {
+                continue;
+            };
+            if !matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
+            ) {
+                r.headers_mut().append(name, value);
+            }
         }
+        h2.send(r);
     }
 }
 

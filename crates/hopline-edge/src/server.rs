@@ -558,8 +558,20 @@ fn hyper_service(
         let shared = shared.clone();
         let info = info.clone();
         async move {
-            // (hyper's HTTP/2 server has no way to send a 1xx: none is relayed there)
-            let mut resp = handle(&shared, &info, req.map(RequestBody::Hyper), None).await;
+            // 1xx responses (an origin's 103 Early Hints) go out on the stream through
+            // the vendored hyper's queue (vendor/hyper/HOPLINE.md)
+            let interim = req
+                .extensions()
+                .get::<hyper::ext::Http2Informational>()
+                .cloned()
+                .map(crate::h1::Interim::http2);
+            let mut resp = handle(
+                &shared,
+                &info,
+                req.map(RequestBody::Hyper),
+                interim.as_ref(),
+            )
+            .await;
             // HTTP/2 has no use for lines encoded for HTTP/1.1
             crate::body::expand_lines(&mut resp);
             Ok::<_, Infallible>(resp)

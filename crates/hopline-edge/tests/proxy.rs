@@ -1160,6 +1160,62 @@ listen = ["127.0.0.1:0"]
     assert!(!old.contains("103"), "{old:?}");
 }
 
+#[tokio::test]
+async fn early_hints_reach_http2_clients_before_the_answer() {
+    let (origin, release) = early_hints_origin().await;
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+servers = ["{origin}"]
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  proxy = "app"
+"#
+    ))
+    .await;
+    // HTTP/2 with prior knowledge on the plain listener
+    let tcp = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{}/page", t.addr))
+        .body(())
+        .unwrap();
+    let (mut resp, _) = client.send_request(req, true).unwrap();
+    // the 103 arrives on the stream while the origin still holds its answer
+    let info = tokio::time::timeout(
+        Duration::from_secs(3),
+        std::future::poll_fn(|cx| resp.poll_informational(cx)),
+    )
+    .await
+    .expect("the 103 comes before the answer")
+    .expect("an interim response")
+    .unwrap();
+    assert_eq!(info.status(), 103);
+    assert_eq!(
+        info.headers()["link"],
+        "</app.css>; rel=preload; as=style",
+        "{info:?}"
+    );
+    release.send(()).await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, b"final");
+}
+
 /// Pipelined requests: answers ready at once go out together, but one that must wait
 /// for its origin never holds back the answers before it.
 #[tokio::test]
