@@ -812,6 +812,29 @@ impl Resolver {
         }
     }
 
+    /// A NODATA answer (the name is there, no record of the type): remembered with the
+    /// SOA's negative TTL, and the step says why.
+    fn nodata(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        soa: Option<Record>,
+        chain: Vec<Record>,
+        step: &mut TraceStep,
+        why: String,
+    ) -> Resolved {
+        self.store(name, rtype, vec![], ResponseCode::NoError, soa.clone());
+        step.kind = "nodata".into();
+        step.detail = why;
+        step.ttl = soa.as_ref().map(neg_ttl);
+        Resolved {
+            records: chain,
+            rcode: ResponseCode::NoError,
+            soa,
+            answered_by: Answered::Recursive,
+        }
+    }
+
     /// The closest enclosing zone we know servers for.
     fn closest(&self, hints: &RootHints, name: &Name) -> (Name, Vec<(String, IpAddr)>) {
         let mut n = name.clone();
@@ -994,18 +1017,10 @@ impl Resolver {
                     if rtype == RecordType::DS && lchild == ln {
                         // a parent that refers a DS question to the child: the child's
                         // servers do not hold it; the answer is that there is none here
-                        self.store(&name, rtype, vec![], ResponseCode::NoError, soa.clone());
-                        steps[last].kind = "nodata".into();
-                        steps[last].detail = format!(
+                        let why = format!(
                             "{zone} referred the DS of {name} to the child: no DS at the parent"
                         );
-                        steps[last].ttl = soa.as_ref().map(neg_ttl);
-                        return Ok(Resolved {
-                            records: chain,
-                            rcode: ResponseCode::NoError,
-                            soa,
-                            answered_by: Answered::Recursive,
-                        });
+                        return Ok(self.nodata(&name, rtype, soa, chain, &mut steps[last], why));
                     }
                     if lchild == lz || !lz.zone_of(&lchild) || !lchild.zone_of(&ln) {
                         steps[last].kind = "error".into();
@@ -1098,16 +1113,8 @@ impl Resolver {
                 }
                 // NODATA
                 if answers.is_empty() {
-                    self.store(&name, rtype, vec![], ResponseCode::NoError, soa.clone());
-                    steps[last].kind = "nodata".into();
-                    steps[last].detail = format!("{name} has no {rtype} record");
-                    steps[last].ttl = soa.as_ref().map(neg_ttl);
-                    return Ok(Resolved {
-                        records: chain,
-                        rcode: ResponseCode::NoError,
-                        soa,
-                        answered_by: Answered::Recursive,
-                    });
+                    let why = format!("{name} has no {rtype} record");
+                    return Ok(self.nodata(&name, rtype, soa, chain, &mut steps[last], why));
                 }
                 return Err(ResolveError::ServFail {
                     name: name.to_string(),

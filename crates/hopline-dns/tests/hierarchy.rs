@@ -267,6 +267,34 @@ fn dig(args: &[&str]) -> Option<String> {
     }
 }
 
+/// `dig +norec` of one question: its status, its AA bit and its whole output (answer
+/// section only: NSD also puts the apex NS in the authority section of positive
+/// answers, an optional extra; referrals are compared through the status and AA bit).
+fn dig_norec(server: &str, name: &str, rtype: &str) -> Option<(String, bool, String)> {
+    let out = dig(&[
+        &format!("@{server}"),
+        name,
+        rtype,
+        "+norec",
+        "+nocmd",
+        "+nostats",
+        "+noquestion",
+        "+noadditional",
+        "+noauthority",
+    ])?;
+    let status = out
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("?")
+        .to_string();
+    let aa = out
+        .lines()
+        .find(|l| l.contains("flags:"))
+        .is_some_and(|l| l.contains(" aa"));
+    Some((status, aa, out))
+}
+
 fn answers(dig_out: &str) -> Vec<String> {
     let mut v: Vec<String> = dig_out
         .lines()
@@ -844,29 +872,7 @@ leaf.ent.example. IN A 192.0.2.9\n",
     let _nsd = nsd(d, "127.0.68.2", "example.", "example.zone");
     // what matters of an answer: status, AA, and the answer section
     let view = |server: &str, name: &str, rtype: &str| -> Option<(String, bool, Vec<String>)> {
-        let out = dig(&[
-            &format!("@{server}"),
-            name,
-            rtype,
-            "+norec",
-            "+nocmd",
-            "+nostats",
-            "+noquestion",
-            "+noadditional",
-            // (NSD also puts the apex NS in the authority section of positive answers, an
-            // optional extra; referrals are compared through the status and AA bit)
-            "+noauthority",
-        ])?;
-        let status = out
-            .split("status: ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap_or("?")
-            .to_string();
-        let aa = out
-            .lines()
-            .find(|l| l.contains("flags:"))
-            .is_some_and(|l| l.contains(" aa"));
+        let (status, aa, out) = dig_norec(server, name, rtype)?;
         Some((status, aa, answers(&out)))
     };
     let cases = [
@@ -1067,23 +1073,7 @@ quoted IN TXT \"x\\032y\" \"raw\\255\\000end\" \"q\\\"q\"\n",
     let _nsd = nsd(d, "127.0.73.2", "esc.test.", "esc.zone");
     // status and the answer section's lines (owner, type, data; TTLs aside)
     let view = |server: &str, name: &str, rtype: &str| -> Option<(String, Vec<String>)> {
-        let out = dig(&[
-            &format!("@{server}"),
-            name,
-            rtype,
-            "+norec",
-            "+nocmd",
-            "+nostats",
-            "+noquestion",
-            "+noadditional",
-            "+noauthority",
-        ])?;
-        let status = out
-            .split("status: ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap_or("?")
-            .to_string();
+        let (status, _, out) = dig_norec(server, name, rtype)?;
         let mut lines: Vec<String> = out
             .lines()
             .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
