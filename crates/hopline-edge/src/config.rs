@@ -145,6 +145,9 @@ pub struct Config {
     pub upstream: std::collections::BTreeMap<String, Upstream>,
     /// The admin listener: `/.hopline/status` (JSON) and `/metrics` (Prometheus).
     pub admin: Option<Admin>,
+    /// Layer-4 proxies: TCP connections or UDP datagrams forwarded to a pool.
+    #[serde(default)]
+    pub stream: Vec<crate::stream::StreamConfig>,
     /// HTTP caches (CDN points of presence), by name.
     #[serde(default)]
     pub cache: std::collections::BTreeMap<String, crate::cache::CacheConfig>,
@@ -689,6 +692,59 @@ impl Validator<'_> {
                 ));
             }
         }
+        let site_addrs: Vec<SocketAddr> = config
+            .site
+            .iter()
+            .flat_map(|s| s.listen.get_ref().iter())
+            .filter_map(|l| l.get_ref().parse().ok())
+            .collect();
+        let mut stream_addrs: Vec<(SocketAddr, bool)> = Vec::new();
+        for st in &config.stream {
+            let Ok(addr) = st.listen.get_ref().parse::<SocketAddr>() else {
+                return Err(self.err(
+                    st.listen.span(),
+                    format!(
+                        "bad stream listen address {:?}: expected IP:PORT",
+                        st.listen.get_ref()
+                    ),
+                ));
+            };
+            if let Some(p) = &st.protocol
+                && !p.get_ref().eq_ignore_ascii_case("tcp")
+                && !p.get_ref().eq_ignore_ascii_case("udp")
+            {
+                return Err(self.err(
+                    p.span(),
+                    format!(
+                        "stream protocol {:?}: expected \"tcp\" or \"udp\"",
+                        p.get_ref()
+                    ),
+                ));
+            }
+            if !config.upstream.contains_key(st.proxy.get_ref()) {
+                return Err(self.err(
+                    st.proxy.span(),
+                    format!(
+                        "stream proxy {:?}: no [upstream.{}] section",
+                        st.proxy.get_ref(),
+                        st.proxy.get_ref()
+                    ),
+                ));
+            }
+            let udp = st.udp();
+            if addr.port() != 0
+                && (stream_addrs.contains(&(addr, udp)) || (!udp && site_addrs.contains(&addr)))
+            {
+                return Err(self.err(
+                    st.listen.span(),
+                    format!(
+                        "stream listen {addr} ({}) is already used by another listener",
+                        if udp { "udp" } else { "tcp" }
+                    ),
+                ));
+            }
+            stream_addrs.push((addr, udp));
+        }
         // (listen address, host or "*") pairs already claimed, for conflict detection.
         let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
         let service_names: [Vec<String>; 2] = [
@@ -994,6 +1050,44 @@ mod tests {
         assert_eq!(ok.admin.unwrap().sample, 10);
         parse(&format!("[admin]\nlisten = \"127.0.0.1:9900\"\n{site}")).unwrap();
         parse(&format!("[admin]\nlisten = \"[::1]:9900\"\n{site}")).unwrap();
+    }
+
+    #[test]
+    fn stream_sections_are_checked() {
+        let up = "[upstream.db]\nservers = [\"127.0.0.1:5432\"]\n";
+        for (text, want) in [
+            (
+                format!("{up}[[stream]]\nlisten = \"127.0.0.1:6000\"\nproxy = \"nope\"\n"),
+                "5:9: stream proxy \"nope\": no [upstream.nope] section",
+            ),
+            (
+                format!(
+                    "{up}[[stream]]\nlisten = \"127.0.0.1:6000\"\nproxy = \"db\"\nprotocol = \"sctp\"\n"
+                ),
+                "6:12: stream protocol \"sctp\": expected \"tcp\" or \"udp\"",
+            ),
+            (
+                format!("{up}[[stream]]\nlisten = \"6000\"\nproxy = \"db\"\n"),
+                "4:10: bad stream listen address \"6000\"",
+            ),
+            (
+                format!(
+                    "{up}[[stream]]\nlisten = \"127.0.0.1:6000\"\nproxy = \"db\"\n[[stream]]\nlisten = \"127.0.0.1:6000\"\nproxy = \"db\"\n"
+                ),
+                "already used by another listener",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        // the same port over TCP and UDP is two listeners
+        let ok = parse(&format!(
+            "{up}[[stream]]\nlisten = \"127.0.0.1:6000\"\nproxy = \"db\"\n[[stream]]\nlisten = \"127.0.0.1:6000\"\nproxy = \"db\"\nprotocol = \"udp\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.stream.len(), 2);
+        assert_eq!(ok.stream[1].idle(), std::time::Duration::from_secs(30));
+        assert_eq!(ok.stream[0].idle(), std::time::Duration::from_secs(600));
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod service;
+pub mod stream;
 pub mod tls;
 pub mod upstream;
 

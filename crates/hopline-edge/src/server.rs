@@ -53,6 +53,18 @@ struct Shared {
     extras: ArcSwapOption<crate::admin::ExtraNodes>,
 }
 
+/// A stream listener's socket.
+enum Either {
+    Tcp(TcpListener),
+    Udp(tokio::net::UdpSocket),
+}
+
+impl crate::stream::Pools for Shared {
+    fn pool(&self, name: &str) -> Option<Arc<crate::proxy::UpstreamPool>> {
+        self.table.load().upstreams.get(name).cloned()
+    }
+}
+
 impl crate::admin::AdminView for Shared {
     fn trace(&self, id: &str) -> Vec<crate::admin::TraceHop> {
         self.traces.get(id)
@@ -91,6 +103,8 @@ pub struct Server {
     shared: Arc<Shared>,
     listeners: parking_lot::Mutex<HashMap<SocketAddr, ListenerHandle>>,
     admin: parking_lot::Mutex<Option<(SocketAddr, ListenerHandle)>>,
+    /// `[[stream]]` listeners (TCP/UDP), bound at start; a reload keeps them.
+    streams: parking_lot::Mutex<Vec<ListenerHandle>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -197,6 +211,29 @@ impl Server {
             Some(a) => Some((a, bind(a, "admin")?)),
             None => None,
         };
+        let mut streams = Vec::new();
+        for st in &config.stream {
+            let addr: SocketAddr = st.listen.get_ref().parse().expect("validated");
+            let role = format!(
+                "stream {} → {}",
+                if st.udp() { "udp" } else { "tcp" },
+                st.proxy.get_ref()
+            );
+            let socket = if st.udp() {
+                let udp = std::net::UdpSocket::bind(addr)
+                    .and_then(|u| u.set_nonblocking(true).map(|()| u))
+                    .and_then(tokio::net::UdpSocket::from_std)
+                    .map_err(|e| EdgeError::Bind {
+                        addr,
+                        role: role.clone(),
+                        reason: e,
+                    })?;
+                Either::Udp(udp)
+            } else {
+                Either::Tcp(bind(addr, &role)?)
+            };
+            streams.push((st.clone(), socket, role));
+        }
         for up in table.upstreams.values() {
             crate::proxy::spawn_health_checks(up);
             crate::proxy::spawn_resolution(up);
@@ -219,7 +256,28 @@ impl Server {
             shared,
             listeners: parking_lot::Mutex::new(HashMap::new()),
             admin: parking_lot::Mutex::new(None),
+            streams: parking_lot::Mutex::new(Vec::new()),
         };
+        for (cfg, socket, role) in streams {
+            let (stop, stop_rx) = watch::channel(false);
+            let pools: Arc<dyn crate::stream::Pools> = server.shared.clone();
+            let (bound, task) = match socket {
+                Either::Tcp(l) => (
+                    l.local_addr(),
+                    tokio::spawn(crate::stream::run_tcp(l, cfg, pools, stop_rx)),
+                ),
+                Either::Udp(u) => (
+                    u.local_addr(),
+                    tokio::spawn(crate::stream::run_udp(u, cfg, pools, stop_rx)),
+                ),
+            };
+            let bound = bound.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            tracing::info!(target: "hopline::edge", "listening on {bound} ({role})");
+            server
+                .streams
+                .lock()
+                .push(ListenerHandle { bound, stop, task });
+        }
         for (addr, l) in bound {
             server.spawn_listener(addr, l);
         }
@@ -285,6 +343,11 @@ impl Server {
         {
             let _ = old.stop.send(true);
         }
+    }
+
+    /// The bound addresses of the `[[stream]]` listeners, in config order.
+    pub fn stream_addrs(&self) -> Vec<SocketAddr> {
+        self.streams.lock().iter().map(|h| h.bound).collect()
     }
 
     /// The admin listener's bound address.
@@ -396,6 +459,7 @@ impl Server {
     pub async fn shutdown(self, timeout: Duration) -> Shutdown {
         let mut handles: Vec<ListenerHandle> =
             self.listeners.lock().drain().map(|(_, h)| h).collect();
+        handles.extend(self.streams.lock().drain(..));
         if let Some((_, admin)) = self.admin.lock().take() {
             handles.push(admin);
         }

@@ -1,0 +1,347 @@
+//! Layer-4 load balancing (`[[stream]]`): TCP connections and UDP sessions spread over a
+//! pool with its algorithm, failing over from a server that refuses, in front of real
+//! peers — Redis over TCP, NSD answering `dig` over UDP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hopline_testkit::{Proc, Redis, free_port, peer_installed};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A server with only `[[stream]]` listeners (and maybe an admin one).
+struct T {
+    server: hopline_edge::Server,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(toml: &str) -> T {
+    hopline_edge::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = hopline_edge::Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+    let server = hopline_edge::Server::start(config)
+        .await
+        .expect("server starts");
+    T { server, _dir: dir }
+}
+
+/// A TCP server that greets with its name, then echoes.
+async fn tcp_named(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = s.write_all(format!("{name}\n").as_bytes()).await;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A UDP server that answers each datagram with its name and the datagram.
+async fn udp_named(name: &'static str) -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let Ok((n, peer)) = s.recv_from(&mut buf).await else {
+                return;
+            };
+            let mut out = format!("{name}:").into_bytes();
+            out.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&out, peer).await;
+        }
+    });
+    addr
+}
+
+/// A port on 127.0.0.1 where nothing listens (TCP and UDP).
+fn dead_port() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+async fn greeting(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("a greeting")
+        .unwrap();
+    // and the bytes come back through the proxy
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+    String::from_utf8_lossy(&buf[..n]).trim().to_string()
+}
+
+#[tokio::test]
+async fn tcp_connections_are_balanced_and_fail_over() {
+    let (a, b, dead) = (tcp_named("a").await, tcp_named("b").await, dead_port());
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[admin]
+listen = "127.0.0.1:0"
+[upstream.app]
+servers = ["{a}", "{b}", "{dead}"]
+[[stream]]
+listen = "127.0.0.1:0"
+proxy = "app"
+"#
+    ))
+    .await;
+    let front = t.server.stream_addrs()[0];
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(greeting(front).await);
+    }
+    // round robin over a, b and the dead one: every connection still reaches a live one
+    // (the dead one's turns go on to the next server, then it is ejected)
+    assert!(
+        seen.iter().all(|s| s == "a" || s == "b")
+            && seen.iter().any(|s| s == "a")
+            && seen.iter().any(|s| s == "b"),
+        "{seen:?}"
+    );
+    // the pool's status counts the refusals against the dead server
+    let status: serde_json::Value = common::client()
+        .get(format!(
+            "http://{}/.hopline/status",
+            t.server.admin_addr().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let servers = status["upstreams"]["app"]["servers"].as_array().unwrap();
+    let dead_row = servers
+        .iter()
+        .find(|s| s["id"] == dead.to_string())
+        .unwrap();
+    assert!(dead_row["errors"].as_u64().unwrap() >= 1, "{status}");
+}
+
+#[tokio::test]
+async fn least_connections_counts_open_tcp_connections() {
+    let (a, b) = (tcp_named("a").await, tcp_named("b").await);
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+balance = "least_connections"
+servers = ["{a}", "{b}"]
+[[stream]]
+listen = "127.0.0.1:0"
+proxy = "app"
+"#
+    ))
+    .await;
+    let front = t.server.stream_addrs()[0];
+    // six long connections opened one after the other and held: each goes to the server
+    // with fewer open ones, so they end three and three
+    let mut held = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        let mut c = tokio::net::TcpStream::connect(front).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        names.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+        held.push(c);
+    }
+    assert_eq!(names.iter().filter(|n| *n == "a").count(), 3, "{names:?}");
+    assert_eq!(names.iter().filter(|n| *n == "b").count(), 3, "{names:?}");
+}
+
+#[tokio::test]
+async fn tcp_to_a_real_redis_through_the_stream_proxy() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.redis]
+servers = ["127.0.0.1:{}"]
+[[stream]]
+listen = "127.0.0.1:0"
+proxy = "redis"
+"#,
+        redis.port
+    ))
+    .await;
+    let front = t.server.stream_addrs()[0];
+    let mut s = tokio::net::TcpStream::connect(front).await.unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(b"hello\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("redis answers through the proxy")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n$5\r\nhello\r\n");
+}
+
+async fn udp_ask(front: SocketAddr, what: &[u8]) -> String {
+    let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.send_to(what, front).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(3), c.recv_from(&mut buf))
+        .await
+        .expect("an answer through the UDP proxy")
+        .unwrap();
+    assert_eq!(from, front, "answers come back from the proxy's address");
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+#[tokio::test]
+async fn udp_sessions_are_balanced_and_fail_over() {
+    let (a, b, dead) = (udp_named("a").await, udp_named("b").await, dead_port());
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+servers = ["{a}", "{dead}", "{b}"]
+[[stream]]
+listen = "127.0.0.1:0"
+protocol = "udp"
+proxy = "app"
+"#
+    ))
+    .await;
+    let front = t.server.stream_addrs()[0];
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        // each client socket is its own session
+        let answer = udp_ask(front, format!("q{i}").as_bytes()).await;
+        let (name, echo) = answer.split_once(':').unwrap();
+        assert_eq!(echo, format!("q{i}"));
+        seen.push(name.to_string());
+    }
+    // the dead server refuses (ICMP): its datagrams go on to the next server
+    assert!(
+        seen.iter().any(|s| s == "a") && seen.iter().any(|s| s == "b"),
+        "{seen:?}"
+    );
+    // a session keeps its server
+    let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut names = Vec::new();
+    for i in 0..3 {
+        c.send_to(format!("s{i}").as_bytes(), front).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), c.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        names.push(
+            String::from_utf8_lossy(&buf[..n])
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(names.windows(2).all(|w| w[0] == w[1]), "{names:?}");
+}
+
+#[tokio::test]
+async fn dig_through_the_udp_proxy_to_nsd() {
+    if !peer_installed("nsd", "-v", "nsd") || !peer_installed("dig", "-v", "dnsutils") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("s.zone"),
+        "$ORIGIN stream.test.\n$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 30\n@ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.7\n",
+    )
+    .unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.join("nsd.conf"),
+        format!(
+            "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{d}/zone.list\"\n  xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  logfile: \"{d}/nsd.log\"\n  zonesdir: \"{d}\"\n  server-count: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"stream.test.\"\n  zonefile: \"s.zone\"\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let _nsd = Proc(
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(d.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.dns]
+servers = ["127.0.0.1:{port}"]
+[[stream]]
+listen = "127.0.0.1:0"
+protocol = "udp"
+proxy = "dns"
+"#
+    ))
+    .await;
+    let front = t.server.stream_addrs()[0];
+    let mut answer = String::new();
+    for _ in 0..50 {
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("dig")
+                .args([
+                    &format!("@{}", front.ip()),
+                    "-p",
+                    &front.port().to_string(),
+                    "www.stream.test",
+                    "A",
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                ])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if answer == "192.0.2.7" {
+            break;
+        }
+        // NSD may still be starting
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer, "192.0.2.7");
+}
