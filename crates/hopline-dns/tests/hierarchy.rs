@@ -6,7 +6,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use hopline_testkit::Proc;
 use std::time::Duration;
 
 use hopline_dns::config::{AuthoritativeService, DnsConfig};
@@ -375,37 +377,7 @@ async fn dig_sees_aa_referrals_and_negative_answers() {
 
 /// NSD serving `origin` from `dir/file` on `ip`:53, in the foreground, killed on drop.
 fn nsd(dir: &Path, ip: &str, origin: &str, file: &str) -> Proc {
-    let sub = dir.join(format!("nsd-{ip}"));
-    std::fs::create_dir_all(&sub).unwrap();
-    std::fs::write(
-        sub.join("nsd.conf"),
-        format!(
-            "server:\n  ip-address: {ip}\n  port: 53\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{d}\"\n  rrl-ratelimit: 0\n  server-count: 1\n  verbosity: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"{origin}\"\n  zonefile: \"{file}\"\n",
-            s = sub.display(),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let p = Proc(
-        Command::new("nsd")
-            .arg("-d")
-            .arg("-c")
-            .arg(sub.join("nsd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_udp(format!("{ip}:53").parse().unwrap());
-    p
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    hopline_testkit::nsd(dir, ip, 53, origin, file)
 }
 
 fn have(bin: &str) -> bool {
@@ -426,21 +398,7 @@ fn have(bin: &str) -> bool {
 }
 
 fn wait_udp(addr: SocketAddr) {
-    for _ in 0..100 {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut q = vec![
-            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1,
-        ];
-        q[13] = 0; // root, NS
-        let _ = s.send_to(&q, addr);
-        let mut buf = [0u8; 512];
-        if s.recv_from(&mut buf).is_ok() {
-            return;
-        }
-    }
-    panic!("nothing answers on {addr}");
+    hopline_testkit::wait_udp(addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use hopline_testkit::{Proc, Redis, free_port, peer_installed};
+use hopline_testkit::{Redis, free_port, peer_installed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server with only `[[stream]]` listeners (and maybe an admin one).
@@ -286,24 +286,7 @@ async fn dig_through_the_udp_proxy_to_nsd() {
     )
     .unwrap();
     let port = free_port();
-    std::fs::write(
-        d.join("nsd.conf"),
-        format!(
-            "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{d}/zone.list\"\n  xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  logfile: \"{d}/nsd.log\"\n  zonesdir: \"{d}\"\n  server-count: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"stream.test.\"\n  zonefile: \"s.zone\"\n",
-            d = d.display()
-        ),
-    )
-    .unwrap();
-    let _nsd = Proc(
-        Command::new("nsd")
-            .arg("-d")
-            .arg("-c")
-            .arg(d.join("nsd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nsd = hopline_testkit::nsd(d, "127.0.0.1", port, "stream.test.", "s.zone");
     let t = start(&format!(
         r#"
 access_log = "off"

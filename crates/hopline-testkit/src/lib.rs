@@ -58,6 +58,60 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// Waits until something answers a DNS query (`. NS`) over UDP at `addr`; panics after
+/// about 10 s.
+pub fn wait_udp(addr: std::net::SocketAddr) {
+    for _ in 0..100 {
+        let s = std::net::UdpSocket::bind(if addr.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        })
+        .expect("a UDP socket");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("a timeout");
+        // id 0x1234, RD, one question: the root, NS, IN
+        let q = [
+            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1,
+        ];
+        let _ = s.send_to(&q, addr);
+        let mut buf = [0u8; 512];
+        if s.recv_from(&mut buf).is_ok() {
+            return;
+        }
+    }
+    panic!("nothing answers DNS on {addr}");
+}
+
+/// NSD (Debian's `nsd`) serving zone `origin` from `dir/zonefile` on `ip`:`port`, in the
+/// foreground with its state in a folder of `dir`, response rate limiting off; waits
+/// until it answers. Callers check [`peer_installed`] first.
+pub fn nsd(dir: &std::path::Path, ip: &str, port: u16, origin: &str, zonefile: &str) -> Proc {
+    let sub = dir.join(format!("nsd-{ip}-{port}"));
+    std::fs::create_dir_all(&sub).expect("NSD's folder");
+    std::fs::write(
+        sub.join("nsd.conf"),
+        format!(
+            "server:\n  ip-address: {ip}\n  port: {port}\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{d}\"\n  rrl-ratelimit: 0\n  server-count: 1\n  verbosity: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"{origin}\"\n  zonefile: \"{zonefile}\"\n",
+            s = sub.display(),
+            d = dir.display()
+        ),
+    )
+    .expect("NSD's config");
+    let p = Proc(
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(sub.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nsd"),
+    );
+    wait_udp(format!("{ip}:{port}").parse().expect("an address"));
+    p
+}
+
 /// A Redis server of our own (Debian's `redis-server`), in memory only, on loopback.
 #[derive(Debug)]
 pub struct Redis {
