@@ -128,6 +128,8 @@ pub trait AdminView: Send + Sync + 'static {
     fn extras(&self) -> Vec<ExtraNode>;
     /// The ids of the latest traces, newest first.
     fn recent_traces(&self, n: usize) -> Vec<String>;
+    /// The `[[stream]]` listeners.
+    fn streams(&self) -> Vec<crate::stream::StreamInfo>;
 }
 
 /// One hop of a traced request, as this edge saw it.

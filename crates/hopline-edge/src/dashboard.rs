@@ -108,6 +108,50 @@ impl Board {
         (secs > 0.0).then(|| (grew(a, pa) as f64 / secs, grew(b, pb) as f64 / secs))
     }
 
+    /// A pool and each of its servers: state, in flight, EWMA, weight, req/s; a link from
+    /// `from` to the box each server is (when it is one of ours).
+    fn pool_json(
+        &mut self,
+        from: &str,
+        pool: &crate::proxy::UpstreamPool,
+        secs: f64,
+        target_id: &dyn Fn(SocketAddr) -> Option<String>,
+        links: &mut Vec<Value>,
+    ) -> Value {
+        let members = pool.members();
+        let mut servers = Vec::new();
+        for (srv, s) in members.servers.iter().zip(members.pool.snapshot()) {
+            let key = format!("{from}/{}/{}", pool.name, s.id);
+            let rps = self
+                .pair(&key, s.requests, 0, secs)
+                .map(|(r, _)| round(r, 1));
+            let state = if !s.healthy {
+                "down"
+            } else if s.ejected_for_ms.is_some() {
+                "ejected"
+            } else if s.backup {
+                "backup"
+            } else {
+                "up"
+            };
+            let target = target_id(srv.addr);
+            if let Some(t) = &target {
+                links.push(json!({"from": from, "to": t, "pool": pool.name, "server": s.id}));
+            }
+            servers.push(json!({
+                "id": s.id, "state": state, "eligible": s.up, "backup": s.backup,
+                "in_flight": s.in_flight, "requests": s.requests, "errors": s.errors,
+                "rps": rps, "ewma_ms": round(s.ewma_ms, 3), "weight": s.weight,
+                "effective_weight": round(s.effective_weight, 3),
+                "ejected_for_ms": s.ejected_for_ms, "target": target,
+            }));
+        }
+        json!({
+            "name": pool.name, "balance": pool.algorithm,
+            "panic": members.pool.panicking(), "servers": servers,
+        })
+    }
+
     /// One snapshot of everything (the JSON each event carries).
     pub fn sample(&mut self, view: &dyn AdminView) -> Value {
         let now = Instant::now();
@@ -262,43 +306,11 @@ impl Board {
                 })
                 .collect();
             // its pools, each server with its state
-            let mut pools = Vec::new();
-            for pool in pools_of(site) {
-                let members = pool.members();
-                let mut servers = Vec::new();
-                for (srv, s) in members.servers.iter().zip(members.pool.snapshot()) {
-                    let key = format!("{}/{}/{}", ids[i], pool.name, s.id);
-                    let rps = self
-                        .pair(&key, s.requests, 0, secs)
-                        .map(|(r, _)| round(r, 1));
-                    let state = if !s.healthy {
-                        "down"
-                    } else if s.ejected_for_ms.is_some() {
-                        "ejected"
-                    } else if s.backup {
-                        "backup"
-                    } else {
-                        "up"
-                    };
-                    let target = target_of(srv.addr).map(|t| ids[t].clone());
-                    if let Some(t) = &target {
-                        links.push(
-                            json!({"from": ids[i], "to": t, "pool": pool.name, "server": s.id}),
-                        );
-                    }
-                    servers.push(json!({
-                        "id": s.id, "state": state, "eligible": s.up, "backup": s.backup,
-                        "in_flight": s.in_flight, "requests": s.requests, "errors": s.errors,
-                        "rps": rps, "ewma_ms": round(s.ewma_ms, 3), "weight": s.weight,
-                        "effective_weight": round(s.effective_weight, 3),
-                        "ejected_for_ms": s.ejected_for_ms, "target": target,
-                    }));
-                }
-                pools.push(json!({
-                    "name": pool.name, "balance": pool.algorithm,
-                    "panic": members.pool.panicking(), "servers": servers,
-                }));
-            }
+            let target_id = |a: SocketAddr| target_of(a).map(|t| ids[t].clone());
+            let pools: Vec<Value> = pools_of(site)
+                .iter()
+                .map(|pool| self.pool_json(&ids[i], pool, secs, &target_id, &mut links))
+                .collect();
             // services it mounts
             let mut services = Vec::new();
             for route in &site.routes {
@@ -323,6 +335,29 @@ impl Board {
                 "requests": requests, "rps": r.rps, "error_rate": r.error_rate,
                 "p50_ms": r.p50, "p99_ms": r.p99,
                 "cache": cache, "limits": limits, "pools": pools,
+            }));
+        }
+
+        // ---- layer-4 streams (TCP/UDP), at the front beside the PoPs ----
+        for st in view.streams() {
+            let id = format!("stream:{}:{}", if st.udp { "udp" } else { "tcp" }, st.bound);
+            let connections = st.stats.connections.load(Ordering::Relaxed);
+            let per_s = self
+                .pair(&id, connections, 0, secs)
+                .map(|(r, _)| round(r, 1));
+            let target_id = |a: SocketAddr| target_of(a).map(|t| ids[t].clone());
+            let pools: Vec<Value> = table
+                .upstreams
+                .get(&st.pool)
+                .map(|p| vec![self.pool_json(&id, p, secs, &target_id, &mut links)])
+                .unwrap_or_default();
+            nodes.push(json!({
+                "id": id, "kind": "stream", "role": if st.udp { "udp" } else { "tcp" },
+                "label": format!("stream {}", if st.udp { "UDP" } else { "TCP" }),
+                "addr": st.bound.to_string(), "col": base,
+                "connections": st.stats.open.load(Ordering::Relaxed),
+                "requests": connections, "rps": per_s.unwrap_or(0.0),
+                "pools": pools,
             }));
         }
 

@@ -51,6 +51,8 @@ struct Shared {
     listeners: parking_lot::Mutex<FastMap<SocketAddr, (SocketAddr, Arc<AtomicUsize>)>>,
     /// Boxes of the dashboard from outside the edge (the DNS services).
     extras: ArcSwapOption<crate::admin::ExtraNodes>,
+    /// The `[[stream]]` listeners.
+    streams: parking_lot::Mutex<Vec<crate::stream::StreamInfo>>,
 }
 
 /// A stream listener's socket.
@@ -89,6 +91,9 @@ impl crate::admin::AdminView for Shared {
     }
     fn recent_traces(&self, n: usize) -> Vec<String> {
         self.traces.recent(n)
+    }
+    fn streams(&self) -> Vec<crate::stream::StreamInfo> {
+        self.streams.lock().clone()
     }
 }
 
@@ -251,6 +256,7 @@ impl Server {
             sampler: crate::admin::Sampler::default(),
             listeners: parking_lot::Mutex::new(FastMap::default()),
             extras: ArcSwapOption::empty(),
+            streams: parking_lot::Mutex::new(Vec::new()),
         });
         let server = Server {
             shared,
@@ -261,17 +267,41 @@ impl Server {
         for (cfg, socket, role) in streams {
             let (stop, stop_rx) = watch::channel(false);
             let pools: Arc<dyn crate::stream::Pools> = server.shared.clone();
+            let stats = Arc::new(crate::stream::StreamStats::default());
+            let (udp, pool) = (cfg.udp(), cfg.proxy.get_ref().clone());
             let (bound, task) = match socket {
                 Either::Tcp(l) => (
                     l.local_addr(),
-                    tokio::spawn(crate::stream::run_tcp(l, cfg, pools, stop_rx)),
+                    tokio::spawn(crate::stream::run_tcp(
+                        l,
+                        cfg,
+                        pools,
+                        stats.clone(),
+                        stop_rx,
+                    )),
                 ),
                 Either::Udp(u) => (
                     u.local_addr(),
-                    tokio::spawn(crate::stream::run_udp(u, cfg, pools, stop_rx)),
+                    tokio::spawn(crate::stream::run_udp(
+                        u,
+                        cfg,
+                        pools,
+                        stats.clone(),
+                        stop_rx,
+                    )),
                 ),
             };
             let bound = bound.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            server
+                .shared
+                .streams
+                .lock()
+                .push(crate::stream::StreamInfo {
+                    bound,
+                    udp,
+                    pool,
+                    stats,
+                });
             tracing::info!(target: "hopline::edge", "listening on {bound} ({role})");
             server
                 .streams

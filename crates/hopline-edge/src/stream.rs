@@ -79,6 +79,48 @@ impl StreamConfig {
     }
 }
 
+/// What one `[[stream]]` listener has done (for status and the dashboard).
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// TCP connections accepted, or UDP sessions begun.
+    pub connections: std::sync::atomic::AtomicU64,
+    /// Of those, open now.
+    pub open: std::sync::atomic::AtomicU64,
+}
+
+/// One running `[[stream]]` listener.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Where it listens.
+    pub bound: SocketAddr,
+    /// UDP (else TCP).
+    pub udp: bool,
+    /// Its pool's name.
+    pub pool: String,
+    /// Its counters.
+    pub stats: Arc<StreamStats>,
+}
+
+/// Counts a connection or session as open until dropped.
+struct Open(Arc<StreamStats>);
+
+impl Open {
+    fn new(stats: &Arc<StreamStats>) -> Open {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.connections.fetch_add(1, Relaxed);
+        stats.open.fetch_add(1, Relaxed);
+        Open(stats.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Where a stream finds its pool: the table in force.
 pub(crate) trait Pools: Send + Sync + 'static {
     /// The pool of that name now.
@@ -90,6 +132,7 @@ pub(crate) async fn run_tcp(
     listener: TcpListener,
     cfg: StreamConfig,
     pools: Arc<dyn Pools>,
+    stats: Arc<StreamStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
@@ -106,7 +149,9 @@ pub(crate) async fn run_tcp(
             },
         };
         let (cfg, pools) = (cfg.clone(), pools.clone());
+        let open = Open::new(&stats);
         tokio::spawn(async move {
+            let _open = open;
             let _ = client.set_nodelay(true);
             tcp_connection(client, peer, &cfg, &*pools).await;
         });
@@ -205,6 +250,7 @@ pub(crate) async fn run_udp(
     sock: UdpSocket,
     cfg: StreamConfig,
     pools: Arc<dyn Pools>,
+    stats: Arc<StreamStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     let sock = Arc::new(sock);
@@ -229,7 +275,11 @@ pub(crate) async fn run_udp(
         let _ = tx.try_send(datagram);
         sessions.insert(peer, tx);
         let (sock, cfg, pools) = (sock.clone(), cfg.clone(), pools.clone());
-        tokio::spawn(async move { udp_session(sock, peer, rx, &cfg, &*pools).await });
+        let open = Open::new(&stats);
+        tokio::spawn(async move {
+            let _open = open;
+            udp_session(sock, peer, rx, &cfg, &*pools).await
+        });
         // forget ended sessions now and then
         since_sweep += 1;
         if since_sweep >= 256 {

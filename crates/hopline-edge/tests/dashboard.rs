@@ -174,3 +174,60 @@ listen = ["127.0.0.1:0"]
         .unwrap();
     assert_eq!(trace["hops"][0]["site"], "front", "{trace}");
 }
+
+#[tokio::test]
+async fn streams_are_boxes_of_the_dashboard() {
+    use tokio::io::AsyncWriteExt;
+    // an upstream that accepts and closes
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.shutdown().await;
+        }
+    });
+    let t = start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[upstream.db]
+servers = ["{up}"]
+[[stream]]
+listen = "127.0.0.1:0"
+proxy = "db"
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  respond = {{ body = "x" }}
+"#
+    ))
+    .await;
+    let front = t.server.stream_addrs()[0];
+    let mut events = client()
+        .get(format!(
+            "http://{}/.hopline/events",
+            t.server.admin_addr().unwrap()
+        ))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let _ = next_snapshot(&mut events, &mut buf).await;
+    let c = tokio::net::TcpStream::connect(front).await.unwrap();
+    drop(c);
+    let id = format!("stream:tcp:{front}");
+    let mut snap = next_snapshot(&mut events, &mut buf).await;
+    for _ in 0..3 {
+        if node(&snap, &id)["requests"] == 1 {
+            break;
+        }
+        snap = next_snapshot(&mut events, &mut buf).await;
+    }
+    let st = node(&snap, &id);
+    assert_eq!(st["requests"], 1, "{st}");
+    assert_eq!(st["pools"][0]["name"], "db");
+    assert_eq!(st["pools"][0]["servers"][0]["id"], up.to_string());
+    assert_eq!(st["pools"][0]["servers"][0]["state"], "up");
+}
