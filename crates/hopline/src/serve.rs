@@ -15,6 +15,9 @@ use hopline_edge::{Config, Server, Shutdown};
 Signals: SIGHUP reloads CONFIG without dropping connections; SIGUSR1 reopens the access log
 (logrotate); SIGTERM / Ctrl-C drain, write every buffered log line and exit 0.
 
+With an [admin] listener, its GET / is a live dashboard of the running config (sites,
+pools, [[stream]] TCP/UDP proxies, DNS, services).
+
 Example:
   hopline serve examples/site/hopline.toml
   curl -i http://127.0.0.1:8080/")]

@@ -24,6 +24,8 @@ so; --port-offset N picks the shift. The local CA lives in the user's data folde
 While it runs, from another terminal:
   hopline visit https://www.shop.test:8443/        # finds the resolver and CA by itself
   curl -s http://127.0.0.1:9900/.hopline/status
+and in a browser: http://127.0.0.1:9900/ — the live dashboard (topology, req/s, latency,
+pool states, recent requests and their hops).
 
 Examples:
   hopline up
