@@ -20,15 +20,7 @@ mkdir -p "$work/public" "$work/origin" "$work/nginx/cache"; chmod 777 "$work/ngi
 head -c 1024 /dev/urandom > "$work/public/1k.bin"
 head -c 102400 /dev/urandom > "$work/public/100k.bin"
 # wrk's pipeline script: PIPELINE requests in each write
-cat > "$work/pipeline.lua" <<'LUA'
-init = function(args)
-  local depth = tonumber(os.getenv("PIPELINE")) or 1
-  local r = {}
-  for i = 1, depth do r[i] = wrk.format(nil) end
-  req = table.concat(r)
-end
-request = function() return req end
-LUA
+pipeline_script "$work/pipeline.lua"
 PIPE_ARGS=(); [ "$PIPELINE" -gt 1 ] && PIPE_ARGS=(-s "$work/pipeline.lua")
 ORIGIN=127.0.0.1:18190
 cat > "$work/origin/nginx.conf" <<NGX

@@ -17,10 +17,12 @@
 # medians, the server's CPU time per request (µs, from /proc), peak RSS and ratios.
 #   bench/edge-static.sh                 # defaults: ROUNDS=3 DURATION=10s CONNS=64
 #   ROUNDS=1 DURATION=3s bench/edge-static.sh
+#   PIPELINE=16 bench/edge-static.sh     # adds a "pipelined" mode (keep-alive, N requests a write)
 source "$(dirname "$0")/lib.sh"
 ports_free 18081 18082 18083 18084
 need nginx wrk taskset python3
-ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
+ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; export PIPELINE="${PIPELINE:-1}"
+MODES="keepalive close"; [ "$PIPELINE" -gt 1 ] && MODES="keepalive close pipelined"
 NGINXES="nginx-sf-nopush nginx-sf nginx-nosf"
 REFS="${REFS-hyper-const raw-const raw-file}"
 FLOOR="$ROOT/target/release/examples/bench_floor"
@@ -29,6 +31,7 @@ if [ -n "$REFS" ] && [ -z "${SKIP_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release -p hopline-edge --example bench_floor >&2)
 fi
 work=$(mktemp -d /tmp/hopline-bench.XXXXXX)
+pipeline_script "$work/pipeline.lua"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 chmod 755 "$work"; mkdir -p "$work/public" "$work/nginx/logs"
 printf 'hello world\n\n' > "$work/public/small.txt"          # 13 bytes
@@ -90,9 +93,10 @@ for round in $(seq 1 "$ROUNDS"); do
     export WRK_PID; WRK_PID=$(cat "$work/server.pid")
     taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNS" -d1s "http://127.0.0.1:$port/small.txt" >/dev/null 2>&1   # warm-up
     for file in $files; do
-      for mode in keepalive close; do
+      for mode in $MODES; do
         args=(-t1 "-c$CONNS" "-d$DURATION")
         [ "$mode" = close ] && args+=(-H "Connection: close")
+        [ "$mode" = pipelined ] && args+=(-s "$work/pipeline.lua")
         res=$(wrk_run "http://127.0.0.1:$port/$file" "${args[@]}")
         rss=$(peak_rss_kib "$WRK_PID")
         read -r rps p50 p99 cpu _ <<<"$res"
@@ -108,7 +112,7 @@ echo
 echo "# medians over $ROUNDS rounds (req/s, p99 ms, server CPU µs per request)"
 printf '%-10s %-10s' file mode; for s in $ALL; do printf ' %16s' "$s"; done; printf ' %8s %18s\n' ratio "vs best nginx"
 for file in small.txt 100k.bin; do
-  for mode in keepalive close; do
+  for mode in $MODES; do
     printf '%-10s %-10s' "$file" "$mode"
     best=""; bestv=0
     for s in $ALL; do

@@ -121,3 +121,17 @@ PY
 }
 
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.3f}".rstrip("0").rstrip("."))' "$@"; }
+
+# pipeline_script FILE: write wrk's pipeline script there — each write carries $PIPELINE
+# requests (read from the environment when wrk runs it)
+pipeline_script() {
+  cat > "$1" <<'LUA'
+init = function(args)
+  local depth = tonumber(os.getenv("PIPELINE")) or 1
+  local r = {}
+  for i = 1, depth do r[i] = wrk.format(nil) end
+  req = table.concat(r)
+end
+request = function() return req end
+LUA
+}
