@@ -110,6 +110,22 @@ impl Interim {
         }
     }
 
+    /// The queued 1xx heads, encoded for HTTP/1.1 one after the other (and taken).
+    pub(crate) fn take_heads(&self) -> Vec<u8> {
+        let heads = std::mem::take(&mut *self.queue.lock());
+        let mut out = Vec::new();
+        for (status, lines) in heads {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&lines);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
     /// Queue a 1xx head: its status and its field lines (`name: value\r\n` each).
     pub fn send(&self, status: StatusCode, lines: Bytes) {
         if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
@@ -150,6 +166,7 @@ async fn with_interim<T: Transport, F: Future<Output = Response<Body>>>(
     io: &mut T,
     mut fut: std::pin::Pin<&mut F>,
     interim: Option<&Interim>,
+    send_timeout: Duration,
 ) -> Response<Body> {
     let Some(interim) = interim else {
         return fut.await;
@@ -158,23 +175,22 @@ async fn with_interim<T: Transport, F: Future<Output = Response<Body>>>(
     loop {
         tokio::select! {
             biased;
-            r = fut.as_mut() => return r,
-            _ = interim.ready.notified(), if !broken => {
-                let heads = std::mem::take(&mut *interim.queue.lock());
-                for (status, lines) in heads {
-                    let mut head = Vec::with_capacity(40 + lines.len());
-                    head.extend_from_slice(b"HTTP/1.1 ");
-                    head.extend_from_slice(status.as_str().as_bytes());
-                    head.push(b' ');
-                    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-                    head.extend_from_slice(b"\r\n");
-                    head.extend_from_slice(&lines);
-                    head.extend_from_slice(b"\r\n");
-                    if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
-                        broken = true;
-                        break;
-                    }
+            r = fut.as_mut() => {
+                // 1xx heads queued in the same turn as the answer still go before it
+                let heads = interim.take_heads();
+                if !broken && !heads.is_empty() {
+                    let _ = sent_within(send_timeout, io.write_all(&heads)).await;
                 }
+                return r;
+            }
+            _ = interim.ready.notified(), if !broken => {
+                let heads = interim.take_heads();
+                let sent = sent_within(send_timeout, async {
+                    io.write_all(&heads).await?;
+                    io.flush().await
+                })
+                .await;
+                broken = sent.is_err();
             }
         }
     }
@@ -714,7 +730,10 @@ async fn cycle<T: Transport, S: Service>(
             Err(r) => break Err(r),
         }
         // about to wait for the client: what was held back goes out first
-        if flush_pending(io, pending).await.is_err() {
+        if sent_within(opts.send_timeout, flush_pending(io, pending))
+            .await
+            .is_err()
+        {
             return Next::Close;
         }
         if !header_time_running {
@@ -733,7 +752,7 @@ async fn cycle<T: Transport, S: Service>(
     match parsed {
         Ok(head) => exchange(io, buf, pending, head, service, closing, opts.send_timeout).await,
         Err(Reject(status, why)) => {
-            let _ = flush_pending(io, pending).await;
+            let _ = sent_within(opts.send_timeout, flush_pending(io, pending)).await;
             let _ = write_error(io, status, why).await;
             linger(io).await;
             Next::Close
@@ -763,7 +782,11 @@ async fn exchange<T: Transport, S: Service>(
     // a request that writes on its own (100-continue, a body to pump, an upgrade) sends
     // what was held back first, so that the answers keep their order
     let plain = decoder.is_done() && !expect_continue && !upgrade;
-    if !plain && flush_pending(io, pending).await.is_err() {
+    if !plain
+        && sent_within(send_timeout, flush_pending(io, pending))
+            .await
+            .is_err()
+    {
         return Next::Close;
     }
     let (mut parts, ()) = req.into_parts();
@@ -822,15 +845,24 @@ async fn exchange<T: Transport, S: Service>(
             // answers held back: this one joins them if it is ready at once (a cache
             // hit, a file); one that must wait lets them go first
             None if !pending.is_empty() => match futures_util::poll!(fut.as_mut()) {
-                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Ready(r) => {
+                    // 1xx heads it queued on the way go before it
+                    if let Some(i) = interim {
+                        pending.extend_from_slice(&i.take_heads());
+                    }
+                    r
+                }
                 std::task::Poll::Pending => {
-                    if flush_pending(io, pending).await.is_err() {
+                    if sent_within(send_timeout, flush_pending(io, pending))
+                        .await
+                        .is_err()
+                    {
                         return Next::Close;
                     }
-                    with_interim(io, fut.as_mut(), interim).await
+                    with_interim(io, fut.as_mut(), interim, send_timeout).await
                 }
             },
-            None => with_interim(io, fut.as_mut(), interim).await,
+            None => with_interim(io, fut.as_mut(), interim, send_timeout).await,
         };
         (resp, body_error)
     };

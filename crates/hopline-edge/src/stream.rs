@@ -206,44 +206,72 @@ async fn tcp_connection(
     }
 }
 
-/// Bytes both ways until both sides have closed (each close passed on as a half-close)
-/// or nothing moved for `idle`.
+/// Bytes both ways until both sides have closed (each close passed on as a half-close),
+/// or nothing moved either way for `idle`, or one side stops taking bytes for `idle`.
+/// The two directions run on their own: one blocked on a write never stops the other.
 async fn relay(a: TcpStream, b: TcpStream, idle: Duration) {
-    let (mut ar, mut aw) = a.into_split();
-    let (mut br, mut bw) = b.into_split();
-    let (mut from_a, mut from_b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-    let (mut a_open, mut b_open) = (true, true);
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    while a_open || b_open {
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let last = std::sync::atomic::AtomicU64::new(crate::clock::mono_ms());
+    let to_b = one_way(ar, bw, idle, &last);
+    let to_a = one_way(br, aw, idle, &last);
+    tokio::pin!(to_b, to_a);
+    let (mut b_done, mut a_done) = (false, false);
+    while !(b_done && a_done) {
         tokio::select! {
-            r = ar.read(&mut from_a), if a_open => match r {
-                Ok(n) if n > 0 => {
-                    if bw.write_all(&from_a[..n]).await.is_err() {
-                        return;
-                    }
-                }
-                _ => {
-                    a_open = false;
-                    let _ = bw.shutdown().await;
-                }
-            },
-            r = br.read(&mut from_b), if b_open => match r {
-                Ok(n) if n > 0 => {
-                    if aw.write_all(&from_b[..n]).await.is_err() {
-                        return;
-                    }
-                }
-                _ => {
-                    b_open = false;
-                    let _ = aw.shutdown().await;
-                }
-            },
-            _ = &mut sleep => return,
+            ended = &mut to_b, if !b_done => {
+                if !ended { return; }
+                b_done = true;
+            }
+            ended = &mut to_a, if !a_done => {
+                if !ended { return; }
+                a_done = true;
+            }
         }
-        sleep.as_mut().reset(Instant::now() + idle);
     }
 }
+
+/// Copy `r` to `w` until `r` ends (true: then `w` is half-closed) or the connection is
+/// to be dropped (false: an error, a write that took longer than `idle`, or no traffic
+/// either way — `last`, shared by both directions — for `idle`).
+async fn one_way(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    idle: Duration,
+    last: &std::sync::atomic::AtomicU64,
+) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                let _ = w.shutdown().await;
+                return true;
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                // quiet this way: still alive if the other way moved lately
+                if crate::clock::mono_ms().saturating_sub(last.load(Relaxed))
+                    >= idle.as_millis() as u64
+                {
+                    return false;
+                }
+                continue;
+            }
+        };
+        last.store(crate::clock::mono_ms(), Relaxed);
+        match tokio::time::timeout(idle, w.write_all(&buf[..n])).await {
+            Ok(Ok(())) => last.store(crate::clock::mono_ms(), Relaxed),
+            _ => return false,
+        }
+    }
+}
+
+/// UDP sessions one listener keeps open at most (each is a socket and a task).
+const MAX_SESSIONS: usize = 10_000;
+/// Datagrams a session keeps to resend to the next server while none has answered.
+const RESEND_MAX: usize = 16;
 
 /// Receive UDP datagrams until `stop` and forward each client's to its session.
 pub(crate) async fn run_udp(
@@ -256,6 +284,7 @@ pub(crate) async fn run_udp(
     let sock = Arc::new(sock);
     let cfg = Arc::new(cfg);
     let mut sessions: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut refused_at = 0u64;
     let mut buf = vec![0u8; 65536];
     let mut since_sweep = 0u32;
     loop {
@@ -270,6 +299,18 @@ pub(crate) async fn run_udp(
         {
             let _ = tx.try_send(datagram);
             continue;
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, tx| !tx.is_closed());
+            if sessions.len() >= MAX_SESSIONS {
+                // a flood of new sources: no new session until some end (said once a minute)
+                let now = crate::clock::mono_ms();
+                if now.saturating_sub(refused_at) > 60_000 {
+                    refused_at = now;
+                    tracing::warn!(target: "hopline::stream", "{}: {MAX_SESSIONS} UDP sessions open; datagrams from new clients are dropped", cfg.listen.get_ref());
+                }
+                continue;
+            }
         }
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.try_send(datagram);
@@ -340,9 +381,17 @@ async fn udp_session(
             tokio::select! {
                 d = rx.recv() => match d {
                     Some(d) => {
-                        let _ = up.send(&d).await;
-                        if !answered {
+                        let sent = up.send(&d).await;
+                        if !answered && unanswered.len() < RESEND_MAX {
                             unanswered.push(d);
+                        }
+                        // a refusal (ICMP) may surface on the send instead of the receive
+                        if !answered
+                            && sent.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+                        {
+                            pick.finish(Outcome::ConnectError);
+                            tried.push(index);
+                            continue 'servers;
                         }
                     }
                     None => break,
@@ -368,13 +417,13 @@ async fn udp_session(
             }
             sleep.as_mut().reset(Instant::now() + idle);
         }
-        pick.finish(if answered {
-            Outcome::Success {
+        // a session that never got a reply proves nothing (one-way protocols: syslog,
+        // statsd): the pick is dropped unfinished, neither success nor failure
+        if answered {
+            pick.finish(Outcome::Success {
                 latency: first_reply,
-            }
-        } else {
-            Outcome::Timeout
-        });
+            });
+        }
         return;
     }
 }

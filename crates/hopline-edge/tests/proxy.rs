@@ -1277,3 +1277,117 @@ listen = ["127.0.0.1:0"]
     assert!(text[slow..].contains("fast\n"), "in order: {text}");
     assert!(started.elapsed() >= Duration::from_millis(800));
 }
+
+/// A 103 that arrives in the same packet as the final answer still reaches an HTTP/1.1
+/// client, before it.
+#[tokio::test]
+async fn early_hints_in_the_same_packet_as_the_answer_are_not_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        got.clear();
+                        let _ = s
+                            .write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+servers = ["{origin}"]
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  proxy = "app"
+"#
+    ))
+    .await;
+    for _ in 0..5 {
+        let (resp, _) = raw(
+            t.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(
+            resp.starts_with("HTTP/1.1 103 Early Hints\r\n")
+                && resp.contains("\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            "{resp:?}"
+        );
+    }
+}
+
+/// A client that sends pipelined batches and never reads their answers is cut off by the
+/// send timeout (the held answers' writes are bounded like every other).
+#[tokio::test]
+async fn a_pipelining_client_that_never_reads_is_cut_off_by_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // answers larger than the kernel's buffers can take (a few MiB on loopback)
+    let body = "x".repeat(16000);
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[limits]
+send_timeout_ms = 1000
+header_timeout_ms = 60000
+keepalive_timeout_ms = 60000
+keepalive_requests = 1000000
+[[site]]
+listen = ["127.0.0.1:0"]
+  [[site.route]]
+  path = "/"
+  respond = {{ body = "{body}" }}
+  compress = false
+"#
+    ))
+    .await;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&t.addr.into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut c = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    // batches of 40 pipelined GETs, each ending with an empty line: the answers are held
+    // while the next "head" seems there, then must be flushed to a client that reads nothing
+    let mut batch = Vec::new();
+    for _ in 0..40 {
+        batch.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    batch.extend_from_slice(b"\r\n\r\n");
+    for _ in 0..50 {
+        if tokio::time::timeout(Duration::from_millis(200), c.write_all(&batch))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // the server gave up on us: reading drains what it sent, then the connection ends
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server still holds the connection");
+}

@@ -328,3 +328,60 @@ proxy = "dns"
     }
     assert_eq!(answer, "192.0.2.7");
 }
+
+#[tokio::test]
+async fn a_server_that_writes_before_reading_does_not_deadlock_the_relay() {
+    // the server sends 8 MiB before it reads; the client sends 8 MiB while it reads
+    const SIZE: usize = 8 << 20;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        w.write_all(&vec![7u8; SIZE]).await.unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        while got < SIZE {
+            let n = r.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got += n;
+        }
+        let _ = w.shutdown().await;
+    });
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+servers = ["{up}"]
+[[stream]]
+listen = "127.0.0.1:0"
+proxy = "app"
+idle_timeout_ms = 5000
+"#
+    ))
+    .await;
+    let c = tokio::net::TcpStream::connect(t.server.stream_addrs()[0])
+        .await
+        .unwrap();
+    let (mut r, mut w) = c.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&vec![9u8; SIZE]).await.unwrap();
+        w
+    });
+    let reading = async {
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return got;
+            }
+            got += n;
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(20), reading)
+        .await
+        .expect("both directions moved: no deadlock");
+    assert_eq!(got, SIZE);
+    let _ = writer.await.unwrap();
+}
