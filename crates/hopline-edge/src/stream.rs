@@ -232,8 +232,9 @@ async fn relay(a: TcpStream, b: TcpStream, idle: Duration) {
 }
 
 /// Copy `r` to `w` until `r` ends (true: then `w` is half-closed) or the connection is
-/// to be dropped (false: an error, a write that took longer than `idle`, or no traffic
-/// either way — `last`, shared by both directions — for `idle`).
+/// to be dropped (false: an error, or no traffic either way — `last`, shared by both
+/// directions — for `idle`, also while a write is stuck). One timer per direction, moved
+/// only when it fires (not once per read).
 async fn one_way(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
@@ -241,30 +242,54 @@ async fn one_way(
     last: &std::sync::atomic::AtomicU64,
 ) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
+    let idle_ms = idle.as_millis() as u64;
+    // when the timer fires: false if the connection has been idle that long, else re-arm
+    // it for `idle` after the last traffic
+    let still_alive = |sleep: std::pin::Pin<&mut tokio::time::Sleep>| {
+        let quiet = crate::clock::mono_ms().saturating_sub(last.load(Relaxed));
+        if quiet >= idle_ms {
+            return false;
+        }
+        sleep.reset(Instant::now() + Duration::from_millis(idle_ms - quiet));
+        true
+    };
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
-            Ok(Ok(0)) => {
-                let _ = w.shutdown().await;
-                return true;
-            }
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) => return false,
-            Err(_) => {
-                // quiet this way: still alive if the other way moved lately
-                if crate::clock::mono_ms().saturating_sub(last.load(Relaxed))
-                    >= idle.as_millis() as u64
-                {
+        let n = tokio::select! {
+            got = r.read(&mut buf) => match got {
+                Ok(0) => {
+                    let _ = w.shutdown().await;
+                    return true;
+                }
+                Ok(n) => n,
+                Err(_) => return false,
+            },
+            _ = &mut sleep => {
+                if !still_alive(sleep.as_mut()) {
                     return false;
                 }
                 continue;
             }
         };
         last.store(crate::clock::mono_ms(), Relaxed);
-        match tokio::time::timeout(idle, w.write_all(&buf[..n])).await {
-            Ok(Ok(())) => last.store(crate::clock::mono_ms(), Relaxed),
-            _ => return false,
+        let write = w.write_all(&buf[..n]);
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                done = &mut write => match done {
+                    Ok(()) => break,
+                    Err(_) => return false,
+                },
+                _ = &mut sleep => {
+                    if !still_alive(sleep.as_mut()) {
+                        return false;
+                    }
+                }
+            }
         }
+        last.store(crate::clock::mono_ms(), Relaxed);
     }
 }
 

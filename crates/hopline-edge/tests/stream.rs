@@ -385,3 +385,48 @@ idle_timeout_ms = 5000
     assert_eq!(got, SIZE);
     let _ = writer.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_quiet_tcp_connection_ends_after_the_idle_timeout() {
+    // a server that accepts and says nothing, holding the connection open
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let t = start(&format!(
+        r#"
+access_log = "off"
+[upstream.app]
+servers = ["{up}"]
+[[stream]]
+listen = "127.0.0.1:0"
+proxy = "app"
+idle_timeout_ms = 300
+"#
+    ))
+    .await;
+    let mut c = tokio::net::TcpStream::connect(t.server.stream_addrs()[0])
+        .await
+        .unwrap();
+    // traffic keeps it open past the timeout…
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.write_all(b"x").await.unwrap();
+    }
+    // …then quiet ends it
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+        .await
+        .expect("closed by the proxy");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+}
