@@ -899,7 +899,6 @@ async fn handle(
         .or_else(|| trace_parts.and_then(|(id, span)| Some((id.to_string(), span?.to_string()))))
         .map(|(id, span)| (id, span, format!("{} {}", req.method(), req.uri().path())));
     let start = Instant::now();
-    let started = || start;
     let record = log.map(|log| {
         Box::new(LogRecord {
             log,
@@ -914,7 +913,7 @@ async fn handle(
             host: host.to_string(),
             status: 0,
             bytes: 0,
-            start: started(),
+            start,
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
@@ -948,7 +947,7 @@ async fn handle(
     if site.server_timing {
         let entry = format!(
             "hopline;dur={:.3};desc=\"{}\"",
-            started().elapsed().as_secs_f64() * 1000.0,
+            start.elapsed().as_secs_f64() * 1000.0,
             site.name
         );
         if let Ok(v) = HeaderValue::from_str(&entry) {
@@ -983,12 +982,12 @@ async fn handle(
                 site: site_name.as_deref().unwrap_or("-").to_string(),
                 request,
                 status: resp.status().as_u16(),
-                ms: started().elapsed().as_secs_f64() * 1000.0,
+                ms: start.elapsed().as_secs_f64() * 1000.0,
                 at_us: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_micros())
                     .unwrap_or(0)
-                    .saturating_sub(started().elapsed().as_micros()),
+                    .saturating_sub(start.elapsed().as_micros()),
                 span,
                 cache_status: get("cache-status"),
                 server_timing: get("server-timing"),
