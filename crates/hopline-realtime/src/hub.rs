@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -77,6 +78,9 @@ pub struct Metrics {
     pub publications: AtomicU64,
     /// Events delivered to subscribers (every transport).
     pub deliveries: AtomicU64,
+    /// Of those, WebSocket deliveries written by the publisher itself (the fast path:
+    /// the subscriber's task was not woken).
+    pub deliveries_direct: AtomicU64,
     /// Reads that could not recover (position lost): the subscriber was told.
     pub drops: AtomicU64,
     /// Subscribers cut because they fell behind (slow consumers).
@@ -102,16 +106,67 @@ pub struct Channel {
     log: Mutex<ChannelLog>,
     /// The last offset, sent each time the log grows.
     tick: watch::Sender<u64>,
+    /// WebSocket connections its publishers write to directly ([`crate::direct`]).
+    direct: Mutex<slab::Slab<Arc<crate::direct::Shared>>>,
+    /// The hub's counters (direct writes count there).
+    metrics: Arc<Metrics>,
 }
 
 impl Channel {
-    fn new(name: &str, log: ChannelLog) -> Channel {
+    fn new(name: &str, log: ChannelLog, metrics: Arc<Metrics>) -> Channel {
         let last = log.position().offset;
         Channel {
             name: name.into(),
             log: Mutex::new(log),
             tick: watch::channel(last).0,
+            direct: Mutex::new(slab::Slab::new()),
+            metrics,
         }
+    }
+
+    /// Let publishers write to `conn` directly (see [`crate::direct`]).
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        conn: Arc<crate::direct::Shared>,
+    ) -> crate::direct::Registration {
+        let key = self.direct.lock().insert(conn);
+        crate::direct::Registration {
+            channel: self.clone(),
+            key,
+        }
+    }
+
+    pub(crate) fn unregister(&self, key: usize) {
+        self.direct.lock().try_remove(key);
+    }
+
+    /// Offer a new event to the directly written connections.
+    fn write_direct(&self, epoch: &Arc<str>, e: &crate::log::Event) {
+        let conns = self.direct.lock();
+        if conns.is_empty() {
+            return;
+        }
+        let frame = crate::service::ws_frame(&self.name, epoch, e);
+        // outside tokio's cooperative budget: the publisher's task would run out of it
+        // after ~128 sockets, and every later write would be refused as "not ready"
+        let offer_all = std::future::poll_fn(|_| {
+            std::task::Poll::Ready(
+                conns
+                    .iter()
+                    .filter(|(_, c)| c.offer(epoch, e.offset, &frame))
+                    .count(),
+            )
+        });
+        let given = tokio::task::unconstrained(offer_all)
+            .now_or_never()
+            .unwrap_or(0);
+        drop(conns);
+        self.metrics
+            .deliveries
+            .fetch_add(given as u64, Ordering::Relaxed);
+        self.metrics
+            .deliveries_direct
+            .fetch_add(given as u64, Ordering::Relaxed);
     }
 
     /// Read from a position (`None`: from now).
@@ -166,6 +221,7 @@ impl Channel {
         };
         drop(log);
         self.tick.send_replace(p.offset);
+        self.write_direct(&p.epoch, &e);
         p
     }
 
@@ -177,12 +233,11 @@ impl Channel {
             let retention = log.retention();
             *log = ChannelLog::with_epoch(epoch.into(), offset.saturating_sub(1), retention);
         }
-        if log
-            .append_at(offset, data, Instant::now(), published_ms)
-            .is_some()
-        {
+        if let Some(e) = log.append_at(offset, data, Instant::now(), published_ms) {
+            let epoch = log.epoch().clone();
             drop(log);
             self.tick.send_replace(offset);
+            self.write_direct(&epoch, &e);
         }
     }
 
@@ -190,6 +245,9 @@ impl Channel {
     /// hub is shutting down).
     pub(crate) fn wake(&self) {
         self.tick.send_modify(|_| {});
+        for (_, c) in self.direct.lock().iter() {
+            c.wake.notify_one();
+        }
     }
 
     pub(crate) fn retention(&self) -> Retention {
@@ -229,7 +287,7 @@ pub struct Hub {
     settings: RwLock<Arc<Settings>>,
     channels: RwLock<HashMap<Arc<str>, Arc<Channel>, foldhash::fast::RandomState>>,
     /// Counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub(crate) engine: Engine,
     /// Set when the server shuts down: long-lived subscribers end.
     pub(crate) closing: watch::Sender<bool>,
@@ -247,7 +305,7 @@ impl Hub {
             name: name.to_string(),
             settings: RwLock::new(Arc::new(Settings::from_config(config))),
             channels: RwLock::new(HashMap::default()),
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             engine,
             closing: watch::channel(false).0,
         });
@@ -285,7 +343,7 @@ impl Hub {
         let mut map = self.channels.write();
         let ch = map
             .entry(Arc::from(name))
-            .or_insert_with(|| Arc::new(Channel::new(name, log)))
+            .or_insert_with(|| Arc::new(Channel::new(name, log, self.metrics.clone())))
             .clone();
         drop(map);
         if let Engine::Redis(r) = &self.engine {

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod config;
+mod direct;
 pub mod hub;
 pub mod log;
 pub mod metrics;

@@ -25,6 +25,7 @@ pub fn status(hub: &Hub) -> serde_json::Value {
         "long_polls": n(&m.long_polls),
         "publications": n(&m.publications),
         "deliveries": n(&m.deliveries),
+        "deliveries_direct": n(&m.deliveries_direct),
         "drops": n(&m.drops),
         "slow_consumers_cut": n(&m.slow_consumers),
         "websocket_violations": n(&m.ws_violations),
@@ -59,6 +60,11 @@ pub fn prometheus(hub: &Hub, out: &mut String) {
             "deliveries_total",
             "Events delivered to subscribers.",
             n(&m.deliveries),
+        ),
+        (
+            "deliveries_direct_total",
+            "WebSocket deliveries written by the publisher (the subscriber's task not woken).",
+            n(&m.deliveries_direct),
         ),
         (
             "drops_total",

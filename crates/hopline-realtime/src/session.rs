@@ -3,7 +3,9 @@
 //! ([`crate::ws::Decoder`]), writes each channel's new events (shared pre-encoded frames,
 //! or compressed per connection with permessage-deflate), pings, and closes with the
 //! right code. The connection holds positions, not queues: a subscriber further behind
-//! than `client_queue` bytes is cut (close 4008) and never slows the channel.
+//! than `client_queue` bytes is cut (close 4008) and never slows the channel. While it
+//! has one subscription and no compression, publishers write its events themselves
+//! ([`crate::direct`]); the task takes over whenever that cannot go on.
 //!
 //! Client → server JSON messages:
 //! `{"type":"subscribe","channel":"C","since":"EPOCH:OFFSET"?}`,
@@ -17,13 +19,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use hopline_edge::body::{Body, RequestBody};
 use hopline_edge::service::Upgraded;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::direct::{Registration, Shared};
 use crate::hub::{Channel, Hub, Settings};
 use crate::log::Position;
 use crate::service::{Query, authorize, bearer, valid_channel};
@@ -184,9 +187,60 @@ struct Conn {
     out: BytesMut,
     /// Frames to send in order: shared event frames and pieces of `out`.
     frames: smallvec::SmallVec<[Bytes; 4]>,
+    /// The socket, shared with the publishers of `direct`'s channel.
+    shared: Arc<Shared>,
+    /// Set while publishers write to this connection (one subscription, no compression).
+    direct: Option<Registration>,
+    /// A publisher's write left bytes to flush.
+    flush: bool,
 }
 
 impl Conn {
+    /// Take the socket back from the publishers: what they began is finished first, and
+    /// the subscription's position is where they left it.
+    fn take_over(&mut self) {
+        let Some(reg) = &self.direct else { return };
+        let mut st = self.shared.state.lock();
+        st.open = false;
+        if let Some(tail) = st.tail.take() {
+            self.frames.push(tail);
+        }
+        self.flush |= std::mem::take(&mut st.flush);
+        if let Some(sub) = self
+            .subs
+            .iter_mut()
+            .find(|s| Arc::ptr_eq(&s.ch, &reg.channel))
+            && st.epoch == sub.pos.epoch
+            && st.offset > sub.pos.offset
+        {
+            sub.pos.offset = st.offset;
+        }
+    }
+
+    /// Hand the socket to the publishers again when nothing of the task's is left to
+    /// write; (re)register or unregister with the channel as the subscriptions allow.
+    fn give_back(&mut self) {
+        let eligible = self.deflater.is_none() && self.subs.len() == 1;
+        if !eligible {
+            self.direct = None;
+            return;
+        }
+        let sub = &self.subs[0];
+        if !self
+            .direct
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(&r.channel, &sub.ch))
+        {
+            self.direct = Some(sub.ch.register(self.shared.clone()));
+        }
+        let mut st = self.shared.state.lock();
+        if !Arc::ptr_eq(&st.epoch, &sub.pos.epoch) {
+            st.epoch = sub.pos.epoch.clone();
+        }
+        st.offset = sub.pos.offset;
+        st.open = true;
+    }
+
     fn reply(&mut self, value: serde_json::Value) {
         let text = value.to_string();
         self.send_text(text.as_bytes());
@@ -313,9 +367,11 @@ impl Conn {
                         }
                     },
                 };
+                self.take_over();
                 self.subscribe(&channel, since).await?;
             }
             "unsubscribe" => {
+                self.take_over();
                 self.subs.retain(|s| *s.ch.name != *channel);
                 self.reply(serde_json::json!({"type": "unsubscribed", "channel": channel}));
             }
@@ -371,6 +427,16 @@ async fn any_changed(subs: &mut [Sub]) {
     }
 }
 
+/// Resolves when the connection has something new to send: a publisher left it work
+/// (direct mode) or a subscribed channel grew.
+async fn changed(direct: bool, shared: &Shared, subs: &mut [Sub]) {
+    if direct {
+        shared.wake.notified().await
+    } else {
+        any_changed(subs).await
+    }
+}
+
 async fn run(
     io: Upgraded,
     hub: Arc<Hub>,
@@ -380,7 +446,7 @@ async fn run(
     first: Option<(String, Option<Position>)>,
 ) {
     hub.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
-    let (mut rd, mut wr) = tokio::io::split(io);
+    let shared = Shared::new(io);
     let mut conn = Conn {
         hub: hub.clone(),
         settings: settings.clone(),
@@ -389,6 +455,9 @@ async fn run(
         deflater: deflate.map(Deflater::new),
         out: BytesMut::new(),
         frames: smallvec::SmallVec::new(),
+        shared: shared.clone(),
+        direct: None,
+        flush: false,
     };
     let mut decoder = Decoder::new(settings.max_message, deflate);
     let mut inbuf = BytesMut::new();
@@ -408,6 +477,7 @@ async fn run(
             break 'session e;
         }
         loop {
+            conn.take_over();
             if let Err(e) = conn.deliver() {
                 break 'session e;
             }
@@ -418,37 +488,63 @@ async fn run(
             }
             // write, but keep watching the channels: a client that does not read is cut
             // once what it has not taken passes client_queue
-            let deadline = tokio::time::Instant::now() + write_timeout;
+            let direct = conn.direct.is_some();
+            let mut deadline = None;
+            let mut woke = false;
             let mut frames = std::mem::take(&mut conn.frames);
             let mut unsent: u64 = frames.iter().map(|f| f.len() as u64).sum();
+            let flush = std::mem::take(&mut conn.flush) || unsent > 0;
             for frame in frames.drain(..) {
                 let mut written = 0;
                 while written < frame.len() {
-                    tokio::select! {
-                        biased;
-                        r = wr.write(&frame[written..]) => match r {
-                            Ok(0) | Err(_) => break 'session End::Gone,
-                            Ok(n) => {
-                                written += n;
-                                unsent -= n as u64;
-                            }
-                        },
-                        _ = any_changed(&mut conn.subs) => {
-                            let behind = conn.subs.iter().map(|s| s.ch.backlog(s.pos.offset)).max().unwrap_or(0);
-                            if unsent + behind > settings.client_queue {
-                                hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                                break 'session End::Gone;
+                    // (most writes complete at once: no timer unless one waits)
+                    let r = match shared.write(&frame[written..]).now_or_never() {
+                        Some(r) => r,
+                        None => {
+                            let deadline = *deadline
+                                .get_or_insert_with(|| tokio::time::Instant::now() + write_timeout);
+                            tokio::select! {
+                                biased;
+                                r = shared.write(&frame[written..]) => r,
+                                _ = changed(direct, &shared, &mut conn.subs) => {
+                                    woke = true;
+                                    let behind = conn.subs.iter().map(|s| s.ch.backlog(s.pos.offset)).max().unwrap_or(0);
+                                    if unsent + behind > settings.client_queue {
+                                        hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                                        break 'session End::Gone;
+                                    }
+                                    continue;
+                                }
+                                _ = tokio::time::sleep_until(deadline) => {
+                                    hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                                    break 'session End::Gone;
+                                }
                             }
                         }
-                        _ = tokio::time::sleep_until(deadline) => {
-                            hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                            break 'session End::Gone;
+                    };
+                    match r {
+                        Ok(0) | Err(_) => break 'session End::Gone,
+                        Ok(n) => {
+                            written += n;
+                            unsent -= n as u64;
                         }
                     }
                 }
             }
             // (the emptied vector goes back: no allocation next time)
             conn.frames = frames;
+            if flush && shared.flush().now_or_never().is_none() {
+                let deadline =
+                    deadline.unwrap_or_else(|| tokio::time::Instant::now() + write_timeout);
+                match tokio::time::timeout_at(deadline, shared.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break 'session End::Gone,
+                    Err(_) => {
+                        hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        break 'session End::Gone;
+                    }
+                }
+            }
             let up = hub.engine_up();
             if was_up && !up && !conn.subs.is_empty() {
                 break 'session End::Close(
@@ -457,8 +553,14 @@ async fn run(
                 );
             }
             was_up = up;
+            conn.give_back();
+            if woke {
+                // events may have come while it wrote
+                continue;
+            }
+            let direct = conn.direct.is_some();
             tokio::select! {
-                r = rd.read_buf(&mut inbuf) => {
+                r = shared.read_buf(&mut inbuf) => {
                     match r {
                         Ok(0) | Err(_) => break 'session End::Gone,
                         Ok(_) => {}
@@ -499,7 +601,7 @@ async fn run(
                         inbuf.reserve(n.saturating_sub(inbuf.len()).min(settings.max_message + 14));
                     }
                 }
-                _ = any_changed(&mut conn.subs) => {}
+                _ = changed(direct, &shared, &mut conn.subs) => {}
                 _ = ping.tick() => {
                     if pings_unanswered >= 2 {
                         break 'session End::Close(code::POLICY, "no pong to two pings".into());
@@ -513,13 +615,19 @@ async fn run(
             }
         }
     };
+    // publishers stop writing before the close frame goes
+    conn.take_over();
+    conn.direct = None;
     if let End::Close(code, reason) = &mut end {
         let mut out = std::mem::take(&mut conn.out);
         out.extend_from_slice(&ws::close_frame(*code, reason));
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            wr.write_all(&out).await?;
-            wr.flush().await?;
-            wr.shutdown().await
+            for f in conn.frames.drain(..) {
+                shared.write_all(&f).await?;
+            }
+            shared.write_all(&out).await?;
+            shared.flush().await?;
+            shared.shutdown().await
         })
         .await;
     }

@@ -945,3 +945,114 @@ async fn a_stalled_sse_subscriber_is_cut_by_the_send_timeout() {
     assert!(cut, "the stalled subscriber still holds its stream");
     drop(stuck);
 }
+
+/// A publication is written to its WebSocket subscribers by the publisher itself (no
+/// wake-up of each subscriber's task) — also past tokio's cooperative budget of ~128
+/// operations per task, which once refused every socket after the first hundred or so —
+/// and a connection that moves between that path and its own (a second subscription
+/// and back, commands, pings) still gets every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_write_to_websocket_subscribers_directly_in_order() {
+    const SUBS: usize = 300;
+    const EVENTS: u64 = 30;
+    let edge = start(&hub_toml("")).await;
+    let mut subs = Vec::new();
+    for _ in 0..SUBS {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/fan", edge.addr))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut ws).await["type"], "subscribed");
+        subs.push(ws);
+    }
+    // the one that switches paths, subscribed to fan too
+    let (mut mover, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/live/fan?token={}",
+        edge.addr,
+        token(&["*"])
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next(&mut mover).await["type"], "subscribed");
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < EVENTS as usize {
+                    let v = next(&mut ws).await;
+                    assert_eq!(v["channel"], "fan", "{v}");
+                    got.push(v["offset"].as_u64().unwrap());
+                }
+                got
+            })
+        })
+        .collect();
+    let hub = edge.hubs.get("live").unwrap();
+    let direct_before = hub
+        .metrics
+        .deliveries_direct
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut mover_got = Vec::new();
+    let mut other_got = Vec::new();
+    for i in 1..=EVENTS {
+        publish(&edge, "fan", &format!("e{i}")).await;
+        match i {
+            5 => mover
+                .send(WsMessage::text(r#"{"type":"subscribe","channel":"other"}"#))
+                .await
+                .unwrap(),
+            10 | 11 => {
+                publish(&edge, "other", &format!("o{i}")).await;
+            }
+            15 => mover
+                .send(WsMessage::text(
+                    r#"{"type":"unsubscribe","channel":"other"}"#,
+                ))
+                .await
+                .unwrap(),
+            20 => mover
+                .send(WsMessage::text(r#"{"type":"ping"}"#))
+                .await
+                .unwrap(),
+            _ => {}
+        }
+        // read what the mover has so far (without waiting for what is not there)
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_millis(20), mover.next()).await
+        {
+            let Ok(text) = m.to_text() else { continue };
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            match v["channel"].as_str() {
+                Some("fan") if v.get("type").is_none() => {
+                    mover_got.push(v["offset"].as_u64().unwrap())
+                }
+                Some("other") if v.get("type").is_none() => {
+                    other_got.push(v["offset"].as_u64().unwrap())
+                }
+                _ => {}
+            }
+        }
+    }
+    while mover_got.len() < EVENTS as usize {
+        let v = next(&mut mover).await;
+        if v["channel"] == "fan" && v.get("type").is_none() {
+            mover_got.push(v["offset"].as_u64().unwrap());
+        }
+    }
+    let want: Vec<u64> = (1..=EVENTS).collect();
+    assert_eq!(mover_got, want, "the switching connection's events");
+    assert_eq!(other_got, vec![1, 2], "its second channel's events");
+    for r in readers {
+        assert_eq!(r.await.unwrap(), want);
+    }
+    let direct = hub
+        .metrics
+        .deliveries_direct
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - direct_before;
+    let all = SUBS as u64 * EVENTS;
+    assert!(
+        direct >= all * 9 / 10,
+        "only {direct} of {all} deliveries were written by the publisher"
+    );
+}
