@@ -482,6 +482,22 @@ impl Future for OnUpgrade {
 #[derive(Clone)]
 struct UpgradeSlot(Arc<parking_lot::Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 
+/// Put on a response (by [`take_over`]): once its head is written with chunked framing,
+/// the connection is handed to whoever holds the receiver instead of the body being
+/// sent; the connection is not reused afterwards.
+#[derive(Clone)]
+pub(crate) struct TakeOverSlot(Arc<parking_lot::Mutex<Option<oneshot::Sender<Upgraded>>>>);
+
+/// Ask for the raw connection of an HTTP/1.1 response once its head has gone out (e.g. a
+/// stream of events written straight to the socket). Resolves to an error if the
+/// response was sent another way (HTTP/2, HTTP/1.0, HEAD, an error answer instead).
+pub fn take_over<B>(resp: &mut Response<B>) -> OnUpgrade {
+    let (tx, rx) = oneshot::channel();
+    resp.extensions_mut()
+        .insert(TakeOverSlot(Arc::new(parking_lot::Mutex::new(Some(tx)))));
+    OnUpgrade(rx)
+}
+
 /// Take the upgrade handle of a request that asked for one.
 pub fn on_upgrade<B>(req: &mut Request<B>) -> Option<OnUpgrade> {
     let slot = req.extensions_mut().remove::<UpgradeSlot>()?;
@@ -882,6 +898,26 @@ async fn exchange<T: Transport, S: Service>(
         return Next::Upgrade(tx);
     }
     drop(upgrade_tx);
+    let mut resp = resp;
+    let taker = match resp.extensions_mut().remove::<TakeOverSlot>() {
+        Some(slot) if version == Version::HTTP_11 && !is_head => slot.0.lock().take(),
+        _ => None,
+    };
+    if let Some(tx) = taker {
+        // the body is the taker's: the head (chunked) goes out, then the connection
+        let (parts, _) = resp.into_parts();
+        let mut head = Vec::with_capacity(256);
+        encode_head(&mut head, &parts, Framing::Chunked, Connection::Close);
+        let sent = sent_within(send_timeout, async {
+            flush_pending(io, pending).await?;
+            io.write_all(&head).await?;
+            io.flush().await
+        });
+        if sent.await.is_err() {
+            return Next::Close;
+        }
+        return Next::Upgrade(tx);
+    }
     // the next pipelined request is already here whole: hold this answer back to go out
     // with the next ones in one write (up to 64 KiB of them)
     let hold = plain && keep_alive && pending.len() < HOLD_MAX && next_head_here(buf);

@@ -1093,6 +1093,9 @@ async fn dispatch(
                 peer: conn.peer,
                 tls: conn.tls,
                 prefix: prefix.clone(),
+                send_timeout: Duration::from_millis(
+                    shared.table.load().limits.send_timeout_ms.max(1),
+                ),
             };
             service.call(req, ctx).await
         }

@@ -32,6 +32,10 @@ pub struct ServiceContext {
     pub tls: bool,
     /// The route's path prefix (e.g. `/live/`): the service reads the rest of the path.
     pub prefix: Arc<str>,
+    /// The listeners' send timeout (`[limits] send_timeout_ms`): a connection the service
+    /// writes itself ([`take_over`], [`on_upgrade`]) ends when no write makes progress
+    /// for this long, as the edge's own do.
+    pub send_timeout: std::time::Duration,
 }
 
 /// A product served on a route. The future it returns must not borrow the service: a
@@ -117,6 +121,20 @@ pub fn on_upgrade(req: &mut Request<RequestBody>) -> Option<BoxFuture<std::io::R
         }));
     }
     None
+}
+
+/// Ask for the raw connection once `resp`'s head has gone out, to write its body
+/// straight to the socket (hopline's HTTP/1.1 engine only; the head is sent with
+/// `Transfer-Encoding: chunked` and `Connection: close`, so the taker writes chunks and
+/// ends with the last chunk). Where the engine does not hand connections over (HTTP/2,
+/// HTTP/1.0, HEAD) the response's own body is sent as usual and the future resolves to an
+/// error: build the response so that it works both ways.
+pub fn take_over<B>(resp: &mut Response<B>) -> BoxFuture<std::io::Result<Upgraded>> {
+    let h1 = crate::h1::take_over(resp);
+    Box::pin(async move {
+        let io = h1.await?;
+        Ok(Box::new(io) as Upgraded)
+    })
 }
 
 /// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), e.g. `websocket`.

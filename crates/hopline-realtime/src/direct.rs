@@ -8,24 +8,44 @@
 //! Whatever cannot go that way — the socket is full, a frame is half written, the
 //! subscriber is behind, the task is busy with its own writes — falls back to the task,
 //! which is woken and delivers from the channel's log as before; a slow consumer is cut
-//! by the task's rules, never by a publisher.
+//! by the task's rules, never by a publisher. Server-Sent Events streams over HTTP/1.1
+//! go the same way ([`sse`]): the edge sends the head and hands the connection over.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use hopline_edge::service::Upgraded;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
+use crate::hub::{Channel, Hub};
+use crate::log::Position;
+use crate::service::{chunk, sse_chunk};
+
 /// A WebSocket connection's socket, shared by its task and the publishers of its channel.
 pub(crate) struct Shared {
+    /// What the socket carries (which encoding of an event it gets).
+    pub(crate) kind: Kind,
     pub(crate) state: Mutex<State>,
     /// Wakes the task: a publisher left it something to do.
     pub(crate) wake: Notify,
+}
+
+/// The stream a directly written socket carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// WebSocket text frames.
+    WebSocket,
+    /// A Server-Sent Events body in HTTP/1.1 chunks.
+    Sse,
 }
 
 impl std::fmt::Debug for Shared {
@@ -49,8 +69,9 @@ pub(crate) struct State {
 }
 
 impl Shared {
-    pub(crate) fn new(io: Upgraded) -> Arc<Shared> {
+    pub(crate) fn new(io: Upgraded, kind: Kind) -> Arc<Shared> {
         Arc::new(Shared {
+            kind,
             state: Mutex::new(State {
                 io,
                 open: false,
@@ -145,4 +166,169 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.channel.unregister(self.key);
     }
+}
+
+/// A Server-Sent Events stream over HTTP/1.1, written straight to its socket once the
+/// edge has sent the head (`Transfer-Encoding: chunked`) and handed the connection over:
+/// events by the publishers when they can, by this task otherwise; a comment every ping
+/// interval; cut (last chunk, then close) when the subscriber falls more than
+/// `client_queue` behind or out of history, or the server shuts down; closed without a
+/// last chunk when no write makes progress for `write_timeout` (the edge's send timeout).
+pub(crate) async fn sse(
+    io: Upgraded,
+    hub: Arc<Hub>,
+    ch: Arc<Channel>,
+    mut pos: Position,
+    first: Bytes,
+    write_timeout: Duration,
+) {
+    let settings = hub.settings();
+    hub.metrics.sse_open.fetch_add(1, Ordering::Relaxed);
+    // (a subscriber as the channel counts them: it is not swept away)
+    let _rx = ch.subscribe();
+    let shared = Shared::new(io, Kind::Sse);
+    let registration = ch.register(shared.clone());
+    let mut closing = hub.closing();
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + settings.ping, settings.ping);
+    let mut frames: SmallVec<[Bytes; 4]> = smallvec::smallvec![chunk(&first)];
+    let mut was_up = true;
+    let mut sink = BytesMut::new();
+    let last_chunk = 'stream: loop {
+        // take the socket back from the publishers
+        let mut flush = !frames.is_empty();
+        {
+            let mut st = shared.state.lock();
+            st.open = false;
+            if let Some(tail) = st.tail.take() {
+                frames.insert(0, tail);
+            }
+            flush |= std::mem::take(&mut st.flush);
+            if st.epoch == pos.epoch && st.offset > pos.offset {
+                pos.offset = st.offset;
+            }
+        }
+        if ch.backlog(pos.offset) > settings.client_queue {
+            hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            break 'stream true;
+        }
+        let read = ch.read(Some(&pos), 256);
+        if !read.recovered {
+            // fell out of history: cut (it resumes from its Last-Event-ID and is told
+            // of the gap)
+            hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            break 'stream true;
+        }
+        let mut more = false;
+        if !read.events.is_empty() {
+            more = read.events.len() == 256;
+            for e in &read.events {
+                frames.push(sse_chunk(&read.position.epoch, e));
+            }
+            hub.metrics
+                .deliveries
+                .fetch_add(read.events.len() as u64, Ordering::Relaxed);
+            pos = read.position;
+            flush = true;
+        }
+        let up = hub.engine_up();
+        if up != was_up {
+            was_up = up;
+            frames.push(chunk(if up {
+                b": engine back\n\n"
+            } else {
+                b": engine unavailable; events resume when it is back\n\n"
+            }));
+            flush = true;
+        }
+        // write, and keep an eye on how far behind the subscriber gets
+        let mut deadline = None;
+        let mut woke = more;
+        let mut unsent: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        for frame in frames.drain(..) {
+            let mut written = 0;
+            while written < frame.len() {
+                let r = match shared.write(&frame[written..]).now_or_never() {
+                    Some(r) => r,
+                    None => {
+                        let deadline = *deadline
+                            .get_or_insert_with(|| tokio::time::Instant::now() + write_timeout);
+                        tokio::select! {
+                            biased;
+                            r = shared.write(&frame[written..]) => r,
+                            _ = shared.wake.notified() => {
+                                woke = true;
+                                if unsent + ch.backlog(pos.offset) > settings.client_queue {
+                                    hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                                    break 'stream false;
+                                }
+                                continue;
+                            }
+                            _ = tokio::time::sleep_until(deadline) => {
+                                hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                                break 'stream false;
+                            }
+                        }
+                    }
+                };
+                match r {
+                    Ok(0) | Err(_) => break 'stream false,
+                    Ok(n) => {
+                        written += n;
+                        unsent -= n as u64;
+                    }
+                }
+            }
+        }
+        if flush && shared.flush().now_or_never().is_none() {
+            let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + write_timeout);
+            if !matches!(
+                tokio::time::timeout_at(deadline, shared.flush()).await,
+                Ok(Ok(()))
+            ) {
+                break 'stream false;
+            }
+        }
+        // hand it to the publishers again
+        {
+            let mut st = shared.state.lock();
+            if !Arc::ptr_eq(&st.epoch, &pos.epoch) {
+                st.epoch = pos.epoch.clone();
+            }
+            st.offset = pos.offset;
+            st.open = true;
+        }
+        if woke {
+            continue;
+        }
+        tokio::select! {
+            r = shared.read_buf(&mut sink) => match r {
+                // (an SSE client sends nothing more; what it sends is dropped)
+                Ok(n) if n > 0 => sink.clear(),
+                _ => break 'stream false,
+            },
+            _ = shared.wake.notified() => {}
+            _ = ping.tick() => frames.push(chunk(b": ping\n\n")),
+            _ = closing.changed() => break 'stream true,
+        }
+    };
+    // publishers stop before the stream ends
+    drop(registration);
+    if last_chunk {
+        let tail = {
+            let mut st = shared.state.lock();
+            st.open = false;
+            st.tail.take()
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if let Some(t) = tail {
+                shared.write_all(&t).await?;
+            }
+            shared.write_all(b"0\r\n\r\n").await?;
+            shared.flush().await?;
+            shared.shutdown().await
+        })
+        .await;
+    }
+    hub.metrics.sse_open.fetch_sub(1, Ordering::Relaxed);
 }

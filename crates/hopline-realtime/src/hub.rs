@@ -146,14 +146,25 @@ impl Channel {
         if conns.is_empty() {
             return;
         }
-        let frame = crate::service::ws_frame(&self.name, epoch, e);
+        let ws = std::cell::OnceCell::new();
+        let sse = std::cell::OnceCell::new();
         // outside tokio's cooperative budget: the publisher's task would run out of it
         // after ~128 sockets, and every later write would be refused as "not ready"
         let offer_all = std::future::poll_fn(|_| {
             std::task::Poll::Ready(
                 conns
                     .iter()
-                    .filter(|(_, c)| c.offer(epoch, e.offset, &frame))
+                    .filter(|(_, c)| {
+                        let frame = match c.kind {
+                            crate::direct::Kind::WebSocket => {
+                                ws.get_or_init(|| crate::service::ws_frame(&self.name, epoch, e))
+                            }
+                            crate::direct::Kind::Sse => {
+                                sse.get_or_init(|| crate::service::sse_chunk(epoch, e))
+                            }
+                        };
+                        c.offer(epoch, e.offset, frame)
+                    })
                     .count(),
             )
         });

@@ -77,6 +77,8 @@ pub struct Frames {
     pub ws: OnceLock<Bytes>,
     /// The SSE `id:`/`data:` block.
     pub sse: OnceLock<Bytes>,
+    /// The same block as one HTTP/1.1 chunk (streams written straight to the socket).
+    pub sse_chunk: OnceLock<Bytes>,
     /// The JSON object `{"offset":…,"data":…}` of poll answers.
     pub json: OnceLock<Bytes>,
 }

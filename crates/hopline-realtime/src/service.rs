@@ -93,6 +93,23 @@ fn sse_frame(epoch: &str, e: &Event) -> Bytes {
         .clone()
 }
 
+/// The event's SSE block as one HTTP/1.1 chunk (shared).
+pub(crate) fn sse_chunk(epoch: &str, e: &Event) -> Bytes {
+    e.frames
+        .sse_chunk
+        .get_or_init(|| chunk(&sse_frame(epoch, e)))
+        .clone()
+}
+
+/// `data` as one HTTP/1.1 chunk.
+pub(crate) fn chunk(data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 12);
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
 /// The event's shared JSON of poll answers.
 fn poll_json(e: &Event) -> Bytes {
     e.frames
@@ -331,7 +348,7 @@ async fn handle(
                 Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),
             };
             if wants_sse {
-                sse(hub, ch, since)
+                sse(hub, ch, since, req.version(), ctx.send_timeout)
             } else if query.wait {
                 long_poll(hub, ch, since).await
             } else {
@@ -427,7 +444,13 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
     poll_answer(&hub, &ch, Some(&since))
 }
 
-fn sse(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Body> {
+fn sse(
+    hub: Arc<Hub>,
+    ch: Arc<Channel>,
+    since: Option<Position>,
+    version: http::Version,
+    send_timeout: std::time::Duration,
+) -> Response<Body> {
     let settings = hub.settings();
     let read = ch.read(since.as_ref(), 0);
     let mut first = format!("retry: {}\n", settings.sse_retry_ms);
@@ -445,11 +468,16 @@ fn sse(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Bod
         since.unwrap_or(read.position)
     };
     first.push_str(": ok\n\n");
+    let first = Bytes::from(first);
+    // over HTTP/1.1 the stream is written straight to the socket, by the publishers
+    // when they can (crate::direct); the body below serves HTTP/2 and HTTP/1.0
+    let direct = (version == http::Version::HTTP_11)
+        .then(|| (first.clone(), pos.clone(), hub.clone(), ch.clone()));
     hub.metrics.sse_open.fetch_add(1, Ordering::Relaxed);
     let rx = ch.subscribe();
     let closing = hub.closing();
     let body = SseBody {
-        first: Some(Bytes::from(first)),
+        first: Some(first),
         pos,
         wait: ReusableBoxFuture::new(changed(rx.clone())),
         closing: ReusableBoxFuture::new(closed(closing)),
@@ -467,6 +495,14 @@ fn sse(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Bod
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
+    if let Some((first, pos, hub, ch)) = direct {
+        let taken = hopline_edge::service::take_over(&mut r);
+        tokio::spawn(async move {
+            if let Ok(io) = taken.await {
+                crate::direct::sse(io, hub, ch, pos, first, send_timeout).await;
+            }
+        });
+    }
     r
 }
 

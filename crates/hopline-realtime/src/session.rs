@@ -446,7 +446,7 @@ async fn run(
     first: Option<(String, Option<Position>)>,
 ) {
     hub.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
-    let shared = Shared::new(io);
+    let shared = Shared::new(io, crate::direct::Kind::WebSocket);
     let mut conn = Conn {
         hub: hub.clone(),
         settings: settings.clone(),

@@ -1056,3 +1056,102 @@ async fn publishers_write_to_websocket_subscribers_directly_in_order() {
         "only {direct} of {all} deliveries were written by the publisher"
     );
 }
+
+/// Decode an HTTP/1.1 chunked body; `None` when it does not end with the last chunk.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let i = b.windows(2).position(|w| w == b"\r\n")?;
+        let len = usize::from_str_radix(std::str::from_utf8(&b[..i]).ok()?.trim(), 16).ok()?;
+        b = &b[i + 2..];
+        if len == 0 {
+            return (b == b"\r\n").then_some(out);
+        }
+        out.extend_from_slice(b.get(..len)?);
+        if b.get(len..len + 2)? != b"\r\n" {
+            return None;
+        }
+        b = &b[len + 2..];
+    }
+}
+
+/// SSE streams over HTTP/1.1 are written straight to the socket (chunked), by the
+/// publishers when they can: every subscriber gets every event once, in order, with its
+/// id; the deliveries are the publishers'; a server shutdown ends each stream with the
+/// last chunk. (Over HTTP/2 the same streams go through the engine: tested above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_over_http11_is_written_by_the_publisher_in_chunks() {
+    use tokio::io::AsyncReadExt;
+    const SUBS: usize = 200;
+    const EVENTS: u64 = 20;
+    let edge = start(&hub_toml("")).await;
+    let hub = edge.hubs.get("live").unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..SUBS {
+        let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        s.write_all(b"GET /live/news HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        // wait for the head and the opening comment
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains(": ok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        readers.push(tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return got,
+                    Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => panic!("the stream did not end"),
+                }
+            }
+        }));
+    }
+    let direct_before = hub
+        .metrics
+        .deliveries_direct
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut epoch = String::new();
+    for i in 1..=EVENTS {
+        epoch = publish(&edge, "news", &format!("line {i}\nsecond line")).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    // every event out before the shutdown
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.shutdown();
+    let want: Vec<String> = (1..=EVENTS).map(|i| format!("{epoch}:{i}")).collect();
+    for r in readers {
+        let got = r.await.unwrap();
+        let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&got[..at]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        let body = dechunk(&got[at + 4..]).expect("chunks ending with the last chunk");
+        let text = String::from_utf8(body).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: ").map(str::to_string))
+            .collect();
+        assert_eq!(ids, want);
+        assert_eq!(text.matches("data: second line\n").count(), EVENTS as usize);
+    }
+    let direct = hub
+        .metrics
+        .deliveries_direct
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - direct_before;
+    let all = SUBS as u64 * EVENTS;
+    assert!(
+        direct >= all * 9 / 10,
+        "only {direct} of {all} deliveries were written by the publisher"
+    );
+}
