@@ -232,6 +232,9 @@ pub struct SqliteStore {
     path: PathBuf,
     tx: mpsc::SyncSender<Op>,
     readers: parking_lot::Mutex<Vec<Connection>>,
+    /// Disabled webhook endpoints (the table's copy: only this process's writer adds to
+    /// it), asked before every webhook attempt without a trip to a reader thread.
+    disabled: parking_lot::RwLock<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -265,6 +268,18 @@ impl SqliteStore {
             [],
         )
         .map_err(sql_err)?;
+        let mut disabled = std::collections::HashSet::new();
+        {
+            let mut st = w
+                .prepare("SELECT url FROM disabled_endpoints")
+                .map_err(sql_err)?;
+            for url in st
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(sql_err)?
+            {
+                disabled.insert(url.map_err(sql_err)?);
+            }
+        }
         let (tx, rx) = mpsc::sync_channel::<Op>(65_536);
         std::thread::Builder::new()
             .name("notify-writer".into())
@@ -274,6 +289,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             tx,
             readers: parking_lot::Mutex::new(Vec::new()),
+            disabled: parking_lot::RwLock::new(disabled),
         })
     }
 
@@ -347,13 +363,19 @@ impl SqliteStore {
     /// Record an attempt and the message's next status.
     pub async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
         let id = id.to_string();
+        let disable = outcome.disable_endpoint.clone();
         self.call(|reply| Op::Record {
             id,
             outcome,
             now_ms,
             reply,
         })
-        .await
+        .await?;
+        if let Some(url) = disable {
+            // (after the commit)
+            self.disabled.write().insert(url);
+        }
+        Ok(())
     }
 
     /// Queue a dead (or failed) message again.
@@ -1067,22 +1089,10 @@ fn change_status(
     }
 }
 
-/// Is `url` a disabled webhook endpoint (it answered 410)?
-pub fn endpoint_disabled(c: &Connection, url: &str) -> rusqlite::Result<bool> {
-    c.query_row(
-        "SELECT 1 FROM disabled_endpoints WHERE url = ?1",
-        params![url],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|o| o.is_some())
-}
-
 impl SqliteStore {
     /// Is `url` a disabled webhook endpoint?
     pub async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
-        let url = url.to_string();
-        self.read(move |c| endpoint_disabled(c, &url)).await
+        Ok(self.disabled.read().contains(url))
     }
 }
 
@@ -1255,5 +1265,58 @@ impl Store {
             Engine::Redis(s) => Some(s.nonce_seen(app, nonce, ttl_s).await),
             Engine::Sqlite(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 410 disables its endpoint at once (no reader thread asked) and for good: the
+    /// list is the table's, read again when the store opens.
+    #[tokio::test]
+    async fn a_disabled_endpoint_stays_disabled_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        let gone = "http://127.0.0.1:9/gone".to_string();
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let msg = NewMessage {
+                channel: Channel::Webhook,
+                to: gone.clone(),
+                subject: None,
+                body: "x".into(),
+                priority: Priority::Normal,
+                send_at_ms: 0,
+                expires_ms: None,
+                metadata: None,
+            };
+            let Accepted::New(id) = s.accept("app", msg, None, 1).await.unwrap() else {
+                panic!("not stored")
+            };
+            assert!(!s.disabled(&gone).await.unwrap());
+            let outcome = Outcome {
+                attempt: Attempt {
+                    n: 1,
+                    at_ms: 2,
+                    provider: "webhook".into(),
+                    result: "gone".into(),
+                    http_status: Some(410),
+                    latency_ms: 1.0,
+                    error: None,
+                },
+                status: Status::Failed,
+                next_ms: None,
+                disable_endpoint: Some(gone.clone()),
+            };
+            s.record(&id, outcome, 2).await.unwrap();
+            assert!(s.disabled(&gone).await.unwrap());
+            assert!(!s.disabled("http://127.0.0.1:9/other").await.unwrap());
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(
+            s.disabled(&gone).await.unwrap(),
+            "forgotten after a restart"
+        );
     }
 }
