@@ -153,9 +153,12 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // (the number of attempts in flight is fixed at start)
-        let slots = Arc::new(Semaphore::new(live.read().concurrency.max(1) * 4));
+        let in_flight = live.read().concurrency.max(1) * 4;
+        let slots = Arc::new(Semaphore::new(in_flight));
         let tls = tls_config();
-        let pool: Arc<ConnPool> = Arc::default();
+        // (as many idle connections per endpoint as attempts can be in flight: fewer
+        // would close and reopen connections to a busy endpoint all the time)
+        let pool = Arc::new(ConnPool::new(in_flight));
         loop {
             let free = slots.available_permits();
             let (claimed, next_due) = if free > 0 {
@@ -556,9 +559,10 @@ type PoolKey = (SocketAddr, Option<String>);
 
 /// Idle webhook connections, by (address, TLS name): a busy endpoint is not connected to
 /// again for every message.
-#[derive(Default)]
 pub struct ConnPool {
     idle: parking_lot::Mutex<std::collections::HashMap<PoolKey, Vec<Sender>>>,
+    /// Idle connections kept per endpoint.
+    max_idle: usize,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -568,6 +572,14 @@ impl std::fmt::Debug for ConnPool {
 }
 
 impl ConnPool {
+    /// A pool keeping up to `max_idle` idle connections per endpoint.
+    pub fn new(max_idle: usize) -> ConnPool {
+        ConnPool {
+            idle: parking_lot::Mutex::default(),
+            max_idle,
+        }
+    }
+
     fn take(&self, key: &(SocketAddr, Option<String>)) -> Option<Sender> {
         self.idle.lock().get_mut(key)?.pop()
     }
@@ -575,8 +587,10 @@ impl ConnPool {
     fn put(&self, key: (SocketAddr, Option<String>), s: Sender) {
         let mut idle = self.idle.lock();
         let v = idle.entry(key).or_default();
-        v.retain(|s| !s.is_closed());
-        if v.len() < 64 {
+        if v.len() >= self.max_idle {
+            v.retain(|s| !s.is_closed());
+        }
+        if v.len() < self.max_idle {
             v.push(s);
         }
     }

@@ -22,6 +22,10 @@ struct Delivery {
 
 #[derive(Default)]
 struct Sink {
+    /// Connections accepted.
+    conns: std::sync::atomic::AtomicUsize,
+    /// Each answer waits this long (a busy endpoint).
+    delay_ms: std::sync::atomic::AtomicU64,
     got: parking_lot::Mutex<Vec<Delivery>>,
     /// (status, retry-after) answers to give, in order; then 200.
     script: parking_lot::Mutex<VecDeque<(u16, Option<&'static str>)>>,
@@ -37,12 +41,17 @@ async fn sink() -> (SocketAddr, Arc<Sink>) {
             let Ok((tcp, _)) = l.accept().await else {
                 continue;
             };
+            s2.conns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let s = s2.clone();
             tokio::spawn(async move {
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let s = s.clone();
                         async move {
+                            let delay = s.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
                             let (parts, body) = req.into_parts();
                             let body = body
                                 .collect()
@@ -1075,4 +1084,50 @@ async fn consumers_of_nodes_gone_for_good_are_forgotten_redis() {
         }
     }
     assert!(gone, "the dead node's consumer is still in the group");
+}
+
+/// A busy endpoint keeps its connections: when many attempts to one sink run at once
+/// (here: messages scheduled for the same second, claimed together), the worker reuses
+/// the connections it opened for the next ones instead of closing most of them after each
+/// burst and connecting again (it kept only 64 idle per endpoint while 256 attempts can
+/// be in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_endpoint_keeps_its_connections() {
+    let api = Arc::new(start("").await);
+    let (sink_addr, sink) = sink().await;
+    sink.delay_ms
+        .store(300, std::sync::atomic::Ordering::Relaxed);
+    let to = format!("http://{sink_addr}/hook");
+    const N: usize = 512;
+    let due = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 8;
+    let mut sends = Vec::new();
+    for c in 0..16 {
+        let (api, to) = (api.clone(), to.clone());
+        sends.push(tokio::spawn(async move {
+            for i in 0..N / 16 {
+                let body = serde_json::json!({"channel": "webhook", "to": to,
+                    "body": format!("{c}-{i}"), "send_at": due})
+                .to_string();
+                let (s, v) = call(&api, "POST", "/v1/messages", &body).await;
+                assert_eq!(s, 202, "{v}");
+            }
+        }));
+    }
+    for s in sends {
+        s.await.unwrap();
+    }
+    for _ in 0..400 {
+        if sink.got.lock().len() >= N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sink.got.lock().len() >= N, "not all delivered");
+    let conns = sink.conns.load(std::sync::atomic::Ordering::Relaxed);
+    // at most one connection per attempt that can be in flight (64 x 4)
+    assert!(conns <= 256, "{conns} connections for {N} messages");
 }
