@@ -11,10 +11,10 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next(ws: &mut Ws) -> serde_json::Value {
+async fn next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .unwrap()
@@ -1154,4 +1154,126 @@ async fn sse_over_http11_is_written_by_the_publisher_in_chunks() {
         direct >= all * 9 / 10,
         "only {direct} of {all} deliveries were written by the publisher"
     );
+}
+
+/// Publisher-side writes over TLS: `wss://` subscribers and an HTTPS SSE stream get
+/// every event, in order, also when events are larger than a TLS record and come faster
+/// than one at a time (rustls takes what the socket cannot, and the connection's task
+/// finishes the flush).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_writes_over_tls() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    hopline_edge::tls::ca::issue(&certs, &["live.test".into()]).unwrap();
+    let toml = hub_toml("max_message = \"64KiB\"").replace(
+        "listen = [\"127.0.0.1:0\"]\n",
+        &format!(
+            "listen = [\"127.0.0.1:0\"]\ntls = {{ cert = \"{0}/live.test.pem\", key = \"{0}/live.test-key.pem\" }}\n",
+            certs.display()
+        ),
+    );
+    let edge = start(&toml).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(certs.join("ca.pem")).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let tls = |addr| {
+        let cfg = cfg.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(
+                    rustls_pki_types::ServerName::try_from("live.test").unwrap(),
+                    tcp,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let mut subs = Vec::new();
+    for _ in 0..20 {
+        let (mut ws, _) =
+            tokio_tungstenite::client_async("wss://live.test/live/big", tls(edge.addr).await)
+                .await
+                .unwrap();
+        assert_eq!(next(&mut ws).await["type"], "subscribed");
+        subs.push(ws);
+    }
+    let mut sse = tls(edge.addr).await;
+    sse.write_all(
+        b"GET /live/big HTTP/1.1\r\nHost: live.test\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while !String::from_utf8_lossy(&got).contains(": ok") {
+        let n = sse.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    const EVENTS: u64 = 40;
+    let big = "y".repeat(40_000);
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("live.test", edge.addr)
+        .tls_backend_preconfigured((*cfg).clone())
+        .build()
+        .unwrap();
+    for _ in 0..EVENTS {
+        let r = https
+            .post(format!("https://live.test:{}/live/big", edge.addr.port()))
+            .bearer_auth(token(&["*"]))
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let hub = edge.hubs.get("live").unwrap();
+    assert!(
+        hub.metrics
+            .deliveries_direct
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "no event was written by a publisher over TLS"
+    );
+    for mut ws in subs {
+        for want in 1..=EVENTS {
+            let v = next(&mut ws).await;
+            assert_eq!(v["offset"].as_u64(), Some(want));
+            assert_eq!(v["data"].as_str().map(str::len), Some(40_000));
+        }
+    }
+    let want_ids = EVENTS as usize;
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if text.matches("\nid: ").count() + usize::from(text.starts_with("id: ")) >= want_ids
+            && text.matches(&big).count() >= want_ids
+        {
+            let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            assert!(
+                String::from_utf8_lossy(&got[..at])
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked")
+            );
+            break;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), sse.read(&mut buf))
+            .await
+            .expect("SSE events in time")
+            .unwrap();
+        assert!(n > 0, "the SSE stream ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
 }
