@@ -836,7 +836,7 @@ async fn exchange<T: Transport, S: Service>(
     // 1xx heads go to HTTP/1.1 clients only (RFC 9110 §15.2)
     let interim = Interim::default();
     let interim = (version == http::Version::HTTP_11).then_some(&interim);
-    let (resp, body_error) = {
+    let (mut resp, body_error) = {
         let fut = service.call(Request::from_parts(parts, body), interim);
         tokio::pin!(fut);
         let mut body_error = false;
@@ -898,7 +898,6 @@ async fn exchange<T: Transport, S: Service>(
         return Next::Upgrade(tx);
     }
     drop(upgrade_tx);
-    let mut resp = resp;
     let taker = match resp.extensions_mut().remove::<TakeOverSlot>() {
         Some(slot) if version == Version::HTTP_11 && !is_head => slot.0.lock().take(),
         _ => None,

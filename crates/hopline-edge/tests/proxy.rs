@@ -147,17 +147,7 @@ async fn a_killed_origin_costs_no_failed_get_and_is_marked_down() {
         }
     }
     assert_eq!(failed, 0, "GETs failed after an origin died");
-    let status: serde_json::Value = cl
-        .get(format!(
-            "http://{}/.hopline/status",
-            t.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = t.status().await;
     let servers = status["upstreams"]["app"]["servers"]
         .as_array()
         .unwrap()
@@ -222,14 +212,7 @@ async fn health_checks_eject_and_restore_and_backups_wait() {
         "panic picks primaries first: {seen:?}"
     );
     let admin = t.server.admin_addr().unwrap();
-    let status: serde_json::Value = client()
-        .get(format!("http://{admin}/.hopline/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = t.status().await;
     assert_eq!(status["upstreams"]["app"]["panic"], true, "{status}");
     assert!(status["upstreams"]["app"]["panic_picks"].as_u64().unwrap() >= 10);
     let metrics = client()
@@ -272,17 +255,7 @@ async fn a_clients_bad_body_is_a_400_and_never_ejects_the_origin() {
     }
     let r = client().get(t.url("/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the origin was blamed");
-    let status: serde_json::Value = client()
-        .get(format!(
-            "http://{}/.hopline/status",
-            t.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = t.status().await;
     let server = &status["upstreams"]["app"]["servers"][0];
     assert_eq!(server["up"], true, "{status}");
     assert_eq!(
@@ -317,17 +290,7 @@ async fn a_body_cut_short_by_the_client_is_logged_as_the_clients() {
         }
     }
     assert!(line.contains("\" 499 "), "{line}");
-    let status: serde_json::Value = client()
-        .get(format!(
-            "http://{}/.hopline/status",
-            t.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = t.status().await;
     assert_eq!(
         status["upstreams"]["app"]["servers"][0]["errors"], 0,
         "{status}"
@@ -621,14 +584,7 @@ async fn admin_status_and_metrics() {
     spread(&t, 10, "/").await;
     let admin = t.server.admin_addr().unwrap();
     let c = client();
-    let v: serde_json::Value = c
-        .get(format!("http://{admin}/.hopline/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = t.status().await;
     let servers = v["upstreams"]["app"]["servers"].as_array().unwrap();
     assert_eq!(servers.len(), 2);
     let total: u64 = servers
@@ -703,17 +659,7 @@ async fn a_server_may_be_a_host_name() {
     .await;
     let seen = spread(&t, 10, "/").await;
     assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
-    let v: serde_json::Value = client()
-        .get(format!(
-            "http://{}/.hopline/status",
-            t.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = t.status().await;
     let ids: Vec<String> = v["upstreams"]["app"]["servers"]
         .as_array()
         .unwrap()

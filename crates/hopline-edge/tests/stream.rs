@@ -123,17 +123,7 @@ proxy = "app"
         "{seen:?}"
     );
     // the pool's status counts the refusals against the dead server
-    let status: serde_json::Value = common::client()
-        .get(format!(
-            "http://{}/.hopline/status",
-            t.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = common::status(&t.server).await;
     let servers = status["upstreams"]["app"]["servers"].as_array().unwrap();
     let dead_row = servers
         .iter()

@@ -39,6 +39,22 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
 }
 
+/// What a connection's task watches while one of its writes waits.
+pub(crate) trait Watch {
+    /// Resolves when the connection is woken (new events, or a publisher left it work).
+    fn woken(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Bytes of events the subscriber has not been given yet.
+    fn behind(&self) -> u64;
+}
+
+/// Why a connection's writes stopped.
+pub(crate) enum Stopped {
+    /// The peer closed, or the socket failed.
+    Gone,
+    /// A slow consumer: too far behind, or no write done within the write timeout.
+    Slow,
+}
+
 /// The stream a directly written socket carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -124,6 +140,91 @@ impl Shared {
         given
     }
 
+    /// Take the socket back from the publishers (they write no more until
+    /// [`Shared::hand_over`]): the end of a frame one of them began, which must go first;
+    /// whether one left a flush to do; and `pos` moved to where they got.
+    pub(crate) fn take_back(&self, pos: Option<&mut Position>) -> (Option<Bytes>, bool) {
+        let mut st = self.state.lock();
+        st.open = false;
+        if let Some(pos) = pos
+            && st.epoch == pos.epoch
+            && st.offset > pos.offset
+        {
+            pos.offset = st.offset;
+        }
+        (st.tail.take(), std::mem::take(&mut st.flush))
+    }
+
+    /// Let publishers write to the socket again, from the event after `pos`.
+    pub(crate) fn hand_over(&self, pos: &Position) {
+        let mut st = self.state.lock();
+        if !Arc::ptr_eq(&st.epoch, &pos.epoch) {
+            st.epoch = pos.epoch.clone();
+        }
+        st.offset = pos.offset;
+        st.open = true;
+    }
+
+    /// The task's writes: `frames` in order (left empty), then a flush when asked or
+    /// anything was written. While a write waits, `watch` says when the connection is
+    /// woken (new events) and how far behind the subscriber is then; past
+    /// `client_queue` (with what is still unsent) it is a slow consumer. Ok(true) when
+    /// it was woken meanwhile (events may be waiting).
+    pub(crate) async fn write_frames(
+        &self,
+        frames: &mut SmallVec<[Bytes; 4]>,
+        flush: bool,
+        timeout: Duration,
+        client_queue: u64,
+        watch: &mut impl Watch,
+    ) -> Result<bool, Stopped> {
+        let mut deadline = None;
+        let mut woke = false;
+        let mut unsent: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        let flush = flush || unsent > 0;
+        for frame in frames.drain(..) {
+            let mut written = 0;
+            while written < frame.len() {
+                // (most writes complete at once: no timer unless one waits)
+                let r = match self.write(&frame[written..]).now_or_never() {
+                    Some(r) => r,
+                    None => {
+                        let deadline =
+                            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+                        tokio::select! {
+                            biased;
+                            r = self.write(&frame[written..]) => r,
+                            _ = watch.woken() => {
+                                woke = true;
+                                if unsent + watch.behind() > client_queue {
+                                    return Err(Stopped::Slow);
+                                }
+                                continue;
+                            }
+                            _ = tokio::time::sleep_until(deadline) => return Err(Stopped::Slow),
+                        }
+                    }
+                };
+                match r {
+                    Ok(0) | Err(_) => return Err(Stopped::Gone),
+                    Ok(n) => {
+                        written += n;
+                        unsent -= n as u64;
+                    }
+                }
+            }
+        }
+        if flush && self.flush().now_or_never().is_none() {
+            let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+            match tokio::time::timeout_at(deadline, self.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Stopped::Gone),
+                Err(_) => return Err(Stopped::Slow),
+            }
+        }
+        Ok(woke)
+    }
+
     /// Write some of `buf` (the task's own writes).
     pub(crate) async fn write(&self, buf: &[u8]) -> io::Result<usize> {
         std::future::poll_fn(|cx| Pin::new(&mut self.state.lock().io).poll_write(cx, buf)).await
@@ -196,17 +297,9 @@ pub(crate) async fn sse(
     let mut sink = BytesMut::new();
     let last_chunk = 'stream: loop {
         // take the socket back from the publishers
-        let mut flush = !frames.is_empty();
-        {
-            let mut st = shared.state.lock();
-            st.open = false;
-            if let Some(tail) = st.tail.take() {
-                frames.insert(0, tail);
-            }
-            flush |= std::mem::take(&mut st.flush);
-            if st.epoch == pos.epoch && st.offset > pos.offset {
-                pos.offset = st.offset;
-            }
+        let (tail, flush) = shared.take_back(Some(&mut pos));
+        if let Some(tail) = tail {
+            frames.insert(0, tail);
         }
         if ch.backlog(pos.offset) > settings.client_queue {
             hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -219,9 +312,9 @@ pub(crate) async fn sse(
             hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
             break 'stream true;
         }
-        let mut more = false;
+        // (a full read: more may be there already)
+        let more = read.events.len() == 256;
         if !read.events.is_empty() {
-            more = read.events.len() == 256;
             for e in &read.events {
                 frames.push(sse_chunk(&read.position.epoch, e));
             }
@@ -229,7 +322,6 @@ pub(crate) async fn sse(
                 .deliveries
                 .fetch_add(read.events.len() as u64, Ordering::Relaxed);
             pos = read.position;
-            flush = true;
         }
         let up = hub.engine_up();
         if up != was_up {
@@ -239,65 +331,32 @@ pub(crate) async fn sse(
             } else {
                 b": engine unavailable; events resume when it is back\n\n"
             }));
-            flush = true;
         }
         // write, and keep an eye on how far behind the subscriber gets
-        let mut deadline = None;
-        let mut woke = more;
-        let mut unsent: u64 = frames.iter().map(|f| f.len() as u64).sum();
-        for frame in frames.drain(..) {
-            let mut written = 0;
-            while written < frame.len() {
-                let r = match shared.write(&frame[written..]).now_or_never() {
-                    Some(r) => r,
-                    None => {
-                        let deadline = *deadline
-                            .get_or_insert_with(|| tokio::time::Instant::now() + write_timeout);
-                        tokio::select! {
-                            biased;
-                            r = shared.write(&frame[written..]) => r,
-                            _ = shared.wake.notified() => {
-                                woke = true;
-                                if unsent + ch.backlog(pos.offset) > settings.client_queue {
-                                    hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                                    break 'stream false;
-                                }
-                                continue;
-                            }
-                            _ = tokio::time::sleep_until(deadline) => {
-                                hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                                break 'stream false;
-                            }
-                        }
-                    }
-                };
-                match r {
-                    Ok(0) | Err(_) => break 'stream false,
-                    Ok(n) => {
-                        written += n;
-                        unsent -= n as u64;
-                    }
+        let mut watch = SseWatch {
+            shared: &shared,
+            ch: &ch,
+            offset: pos.offset,
+        };
+        let written = shared
+            .write_frames(
+                &mut frames,
+                flush,
+                write_timeout,
+                settings.client_queue,
+                &mut watch,
+            )
+            .await;
+        let woke = match written {
+            Ok(woke) => woke || more,
+            Err(why) => {
+                if matches!(why, Stopped::Slow) {
+                    hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-        }
-        if flush && shared.flush().now_or_never().is_none() {
-            let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + write_timeout);
-            if !matches!(
-                tokio::time::timeout_at(deadline, shared.flush()).await,
-                Ok(Ok(()))
-            ) {
                 break 'stream false;
             }
-        }
-        // hand it to the publishers again
-        {
-            let mut st = shared.state.lock();
-            if !Arc::ptr_eq(&st.epoch, &pos.epoch) {
-                st.epoch = pos.epoch.clone();
-            }
-            st.offset = pos.offset;
-            st.open = true;
-        }
+        };
+        shared.hand_over(&pos);
         if woke {
             continue;
         }
@@ -315,11 +374,7 @@ pub(crate) async fn sse(
     // publishers stop before the stream ends
     drop(registration);
     if last_chunk {
-        let tail = {
-            let mut st = shared.state.lock();
-            st.open = false;
-            st.tail.take()
-        };
+        let (tail, _) = shared.take_back(None);
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             if let Some(t) = tail {
                 shared.write_all(&t).await?;
@@ -331,4 +386,21 @@ pub(crate) async fn sse(
         .await;
     }
     hub.metrics.sse_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// An SSE stream's [`Watch`]: its publishers' wake-ups and its one channel.
+struct SseWatch<'a> {
+    shared: &'a Shared,
+    ch: &'a Channel,
+    offset: u64,
+}
+
+impl Watch for SseWatch<'_> {
+    fn woken(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        self.shared.wake.notified()
+    }
+
+    fn behind(&self) -> u64 {
+        self.ch.backlog(self.offset)
+    }
 }

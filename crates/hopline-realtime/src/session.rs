@@ -19,14 +19,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use hopline_edge::body::{Body, RequestBody};
 use hopline_edge::service::Upgraded;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tokio::sync::watch;
 
-use crate::direct::{Registration, Shared};
+use crate::direct::{Registration, Shared, Stopped, Watch};
 use crate::hub::{Channel, Hub, Settings};
 use crate::log::Position;
 use crate::service::{Query, authorize, bearer, valid_channel};
@@ -200,21 +199,15 @@ impl Conn {
     /// the subscription's position is where they left it.
     fn take_over(&mut self) {
         let Some(reg) = &self.direct else { return };
-        let mut st = self.shared.state.lock();
-        st.open = false;
-        if let Some(tail) = st.tail.take() {
-            self.frames.push(tail);
-        }
-        self.flush |= std::mem::take(&mut st.flush);
-        if let Some(sub) = self
+        let sub = self
             .subs
             .iter_mut()
-            .find(|s| Arc::ptr_eq(&s.ch, &reg.channel))
-            && st.epoch == sub.pos.epoch
-            && st.offset > sub.pos.offset
-        {
-            sub.pos.offset = st.offset;
+            .find(|s| Arc::ptr_eq(&s.ch, &reg.channel));
+        let (tail, flush) = self.shared.take_back(sub.map(|s| &mut s.pos));
+        if let Some(tail) = tail {
+            self.frames.push(tail);
         }
+        self.flush |= flush;
     }
 
     /// Hand the socket to the publishers again when nothing of the task's is left to
@@ -233,12 +226,7 @@ impl Conn {
         {
             self.direct = Some(sub.ch.register(self.shared.clone()));
         }
-        let mut st = self.shared.state.lock();
-        if !Arc::ptr_eq(&st.epoch, &sub.pos.epoch) {
-            st.epoch = sub.pos.epoch.clone();
-        }
-        st.offset = sub.pos.offset;
-        st.open = true;
+        self.shared.hand_over(&sub.pos);
     }
 
     fn reply(&mut self, value: serde_json::Value) {
@@ -437,6 +425,28 @@ async fn changed(direct: bool, shared: &Shared, subs: &mut [Sub]) {
     }
 }
 
+/// A WebSocket connection's [`Watch`]: its publishers' wake-ups (direct) or its
+/// channels' (otherwise), and the furthest it is behind in any of them.
+struct WsWatch<'a> {
+    direct: bool,
+    shared: &'a Shared,
+    subs: &'a mut [Sub],
+}
+
+impl Watch for WsWatch<'_> {
+    fn woken(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        changed(self.direct, self.shared, self.subs)
+    }
+
+    fn behind(&self) -> u64 {
+        self.subs
+            .iter()
+            .map(|s| s.ch.backlog(s.pos.offset))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 async fn run(
     io: Upgraded,
     hub: Arc<Hub>,
@@ -489,62 +499,38 @@ async fn run(
             // write, but keep watching the channels: a client that does not read is cut
             // once what it has not taken passes client_queue
             let direct = conn.direct.is_some();
-            let mut deadline = None;
-            let mut woke = false;
             let mut frames = std::mem::take(&mut conn.frames);
-            let mut unsent: u64 = frames.iter().map(|f| f.len() as u64).sum();
-            let flush = std::mem::take(&mut conn.flush) || unsent > 0;
-            for frame in frames.drain(..) {
-                let mut written = 0;
-                while written < frame.len() {
-                    // (most writes complete at once: no timer unless one waits)
-                    let r = match shared.write(&frame[written..]).now_or_never() {
-                        Some(r) => r,
-                        None => {
-                            let deadline = *deadline
-                                .get_or_insert_with(|| tokio::time::Instant::now() + write_timeout);
-                            tokio::select! {
-                                biased;
-                                r = shared.write(&frame[written..]) => r,
-                                _ = changed(direct, &shared, &mut conn.subs) => {
-                                    woke = true;
-                                    let behind = conn.subs.iter().map(|s| s.ch.backlog(s.pos.offset)).max().unwrap_or(0);
-                                    if unsent + behind > settings.client_queue {
-                                        hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                                        break 'session End::Gone;
-                                    }
-                                    continue;
-                                }
-                                _ = tokio::time::sleep_until(deadline) => {
-                                    hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                                    break 'session End::Gone;
-                                }
-                            }
-                        }
-                    };
-                    match r {
-                        Ok(0) | Err(_) => break 'session End::Gone,
-                        Ok(n) => {
-                            written += n;
-                            unsent -= n as u64;
-                        }
-                    }
-                }
-            }
+            let flush = std::mem::take(&mut conn.flush);
+            let mut watch = WsWatch {
+                direct,
+                shared: &shared,
+                subs: &mut conn.subs,
+            };
+            // (boxed: kept out of an idle connection's future; skipped when there is
+            // nothing to do)
+            let written = if frames.is_empty() && !flush {
+                Ok(false)
+            } else {
+                Box::pin(shared.write_frames(
+                    &mut frames,
+                    flush,
+                    write_timeout,
+                    settings.client_queue,
+                    &mut watch,
+                ))
+                .await
+            };
             // (the emptied vector goes back: no allocation next time)
             conn.frames = frames;
-            if flush && shared.flush().now_or_never().is_none() {
-                let deadline =
-                    deadline.unwrap_or_else(|| tokio::time::Instant::now() + write_timeout);
-                match tokio::time::timeout_at(deadline, shared.flush()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break 'session End::Gone,
-                    Err(_) => {
+            let woke = match written {
+                Ok(woke) => woke,
+                Err(why) => {
+                    if matches!(why, Stopped::Slow) {
                         hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                        break 'session End::Gone;
                     }
+                    break 'session End::Gone;
                 }
-            }
+            };
             let up = hub.engine_up();
             if was_up && !up && !conn.subs.is_empty() {
                 break 'session End::Close(

@@ -23,6 +23,24 @@ impl TestServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+
+    /// The admin listener's `/.hopline/status` (the config must have `[admin]`).
+    pub async fn status(&self) -> serde_json::Value {
+        status(&self.server).await
+    }
+}
+
+/// `server`'s `/.hopline/status` from its admin listener.
+pub async fn status(server: &Server) -> serde_json::Value {
+    let admin = server.admin_addr().expect("an [admin] listener");
+    client()
+        .get(format!("http://{admin}/.hopline/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Start a server from config text written into `dir` (relative paths resolve there).
