@@ -63,7 +63,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// A connection the HTTP/1.1 engine can run on.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP socket underneath, when there is nothing between it and HTTP
     /// (enables buffer-free idle waits and `sendfile`).
     fn tcp(&self) -> Option<&TcpStream> {
@@ -457,11 +457,21 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
 
 /// The client side of an upgraded connection (after `101 Switching Protocols`): the raw
 /// connection, with any bytes the server had already read in front.
-pub type Upgraded = Rewind<Box<dyn Io>>;
+pub type Upgraded = Rewind<Box<dyn Transport>>;
 
-/// A boxed duplex byte stream.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+impl<T: ?Sized + Transport> Transport for Box<T> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        (**self).tcp()
+    }
+}
+
+impl<T: Transport> Rewind<T> {
+    /// The TCP socket underneath, when nothing sits between it and the caller (writes
+    /// may go straight to it: the bytes read ahead in front only concern reads).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        self.inner.tcp()
+    }
+}
 
 /// Stored in a request's extensions when it asks for an upgrade; resolves to the raw
 /// connection once a 101 answer has been written (an error for any other answer).
@@ -665,7 +675,7 @@ pub(crate) async fn serve<T: Transport, S: Service>(
             Next::Close => return Outcome::Closed,
             Next::Upgrade(tx) => {
                 let pre = buf.split().freeze();
-                let _ = tx.send(Rewind::new(pre, Box::new(io) as Box<dyn Io>));
+                let _ = tx.send(Rewind::new(pre, Box::new(io) as Box<dyn Transport>));
                 return Outcome::Closed;
             }
         }

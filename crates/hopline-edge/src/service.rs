@@ -96,8 +96,26 @@ impl Services {
 }
 
 /// A duplex byte stream: the raw connection after an upgrade.
-pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpgradedIo for T {}
+pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    /// The plain TCP socket underneath, when nothing (TLS, HTTP/2) sits between it and
+    /// the service: a writer may then use the socket's non-blocking `try_write`, the
+    /// cheapest write there is (what a publisher writing to thousands of subscriber
+    /// sockets in a row wants).
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+impl UpgradedIo for crate::h1::Upgraded {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        crate::h1::Rewind::tcp(self)
+    }
+}
+
+impl UpgradedIo for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {}
+
+/// An in-memory pipe (tests, or a service driven from inside the process).
+impl UpgradedIo for tokio::io::DuplexStream {}
 
 /// The raw connection of a request that is being upgraded, once its 101 (HTTP/1.1) or
 /// 200 to an extended CONNECT (HTTP/2, RFC 8441) has been sent.

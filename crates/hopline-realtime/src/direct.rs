@@ -115,10 +115,21 @@ impl Shared {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        let io = Pin::new(&mut st.io);
-        let given = match io.poll_write(&mut cx, frame) {
+        // a plain TCP socket takes the bytes straight (no flush to do); anything else
+        // (TLS, HTTP/2) through its writer
+        let (written, direct) = match st.io.tcp() {
+            Some(tcp) => match tcp.try_write(frame) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => (Poll::Pending, true),
+                r => (Poll::Ready(r), true),
+            },
+            None => (Pin::new(&mut st.io).poll_write(&mut cx, frame), false),
+        };
+        let given = match written {
             Poll::Ready(Ok(n)) if n == frame.len() => {
                 st.offset = offset;
+                if direct {
+                    return true;
+                }
                 match Pin::new(&mut st.io).poll_flush(&mut cx) {
                     Poll::Ready(Ok(())) => return true,
                     _ => st.flush = true,
