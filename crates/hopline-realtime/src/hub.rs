@@ -141,37 +141,52 @@ impl Channel {
     }
 
     /// Offer a new event to the directly written connections.
+    ///
+    /// The registry's lock is let go every [`DIRECT_CHUNK`] sockets, so that a
+    /// subscriber registering or leaving on another worker waits for one chunk of writes,
+    /// not for a whole fan-out (~25 ms at 5,000 sockets). One registered meanwhile in a
+    /// slot already passed is not offered this event; it learns of it from the channel's
+    /// tick when it hands its socket over (see the session's `give_back`).
     fn write_direct(&self, epoch: &Arc<str>, e: &crate::log::Event) {
-        let conns = self.direct.lock();
-        if conns.is_empty() {
-            return;
-        }
         let ws = std::cell::OnceCell::new();
         let sse = std::cell::OnceCell::new();
-        // outside tokio's cooperative budget: the publisher's task would run out of it
-        // after ~128 sockets, and every later write would be refused as "not ready"
-        let offer_all = std::future::poll_fn(|_| {
-            std::task::Poll::Ready(
-                conns
-                    .iter()
-                    .filter(|(_, c)| {
-                        let frame = match c.kind {
-                            crate::direct::Kind::WebSocket => {
-                                ws.get_or_init(|| crate::service::ws_frame(&self.name, epoch, e))
-                            }
-                            crate::direct::Kind::Sse => {
-                                sse.get_or_init(|| crate::service::sse_chunk(epoch, e))
-                            }
-                        };
-                        c.offer(epoch, e.offset, frame)
-                    })
-                    .count(),
-            )
-        });
-        let given = tokio::task::unconstrained(offer_all)
-            .now_or_never()
-            .unwrap_or(0);
-        drop(conns);
+        let mut given = 0;
+        let mut start = 0;
+        loop {
+            let conns = self.direct.lock();
+            let end = conns.capacity();
+            if start >= end || conns.is_empty() {
+                break;
+            }
+            let stop = end.min(start + DIRECT_CHUNK);
+            // outside tokio's cooperative budget: the publisher's task would run out of
+            // it after ~128 sockets, and every later write would be refused as "not ready"
+            let offer_all = std::future::poll_fn(|_| {
+                std::task::Poll::Ready(
+                    (start..stop)
+                        .filter_map(|key| conns.get(key))
+                        .filter(|c| {
+                            let frame = match c.kind {
+                                crate::direct::Kind::WebSocket => ws
+                                    .get_or_init(|| crate::service::ws_frame(&self.name, epoch, e)),
+                                crate::direct::Kind::Sse => {
+                                    sse.get_or_init(|| crate::service::sse_chunk(epoch, e))
+                                }
+                            };
+                            c.offer(epoch, e.offset, frame)
+                        })
+                        .count(),
+                )
+            });
+            given += tokio::task::unconstrained(offer_all)
+                .now_or_never()
+                .unwrap_or(0);
+            drop(conns);
+            start = stop;
+        }
+        if given == 0 {
+            return;
+        }
         self.metrics
             .deliveries
             .fetch_add(given as u64, Ordering::Relaxed);
@@ -273,6 +288,9 @@ impl Channel {
         self.log.lock().len()
     }
 }
+
+/// Directly written sockets offered an event per hold of a channel's registry lock.
+const DIRECT_CHUNK: usize = 512;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {

@@ -227,6 +227,11 @@ impl Conn {
             self.direct = Some(sub.ch.register(self.shared.clone()));
         }
         self.shared.hand_over(&sub.pos);
+        // a publication since the task last read the log may have found the socket not
+        // yet registered (or taken back) and offered it to nobody: the task looks again
+        if sub.rx.has_changed().unwrap_or(false) {
+            self.shared.wake.notify_one();
+        }
     }
 
     fn reply(&mut self, value: serde_json::Value) {
@@ -640,5 +645,53 @@ mod tests {
             std::mem::size_of_val(&f)
         });
         assert!(size <= 1400, "the session future grew to {size} bytes");
+    }
+
+    /// A publication between the task's last read of the log and its registration with
+    /// the channel reaches no socket from the publisher's side: the task must be told to
+    /// look again, or the event waits for the next publication (or forever).
+    #[tokio::test]
+    async fn an_event_published_before_registration_wakes_the_task() {
+        use futures_util::FutureExt;
+        let (a, _b) = tokio::io::duplex(1 << 16);
+        let hub = crate::hub::Hub::new("t", &crate::config::RealtimeConfig::default()).unwrap();
+        let shared = crate::direct::Shared::new(Box::new(a), crate::direct::Kind::WebSocket);
+        let mut conn = super::Conn {
+            hub: hub.clone(),
+            settings: hub.settings(),
+            token: None,
+            subs: Vec::new(),
+            deflater: None,
+            out: bytes::BytesMut::new(),
+            frames: smallvec::SmallVec::new(),
+            shared: shared.clone(),
+            direct: None,
+            flush: false,
+        };
+        assert!(conn.subscribe("orders", None).await.is_ok());
+        conn.take_over();
+        assert!(conn.deliver().is_ok());
+        // nothing new: handing the socket over leaves no wake-up behind
+        conn.give_back();
+        assert!(conn.direct.is_some());
+        assert!(shared.wake.notified().now_or_never().is_none());
+        // taken back (the task writes), the channel is unregistered meanwhile (as before
+        // its first registration): a publication offers the event to nobody
+        conn.take_over();
+        conn.direct = None;
+        hub.publish("orders", bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert!(shared.wake.notified().now_or_never().is_none());
+        conn.give_back();
+        assert!(
+            shared.wake.notified().now_or_never().is_some(),
+            "the task was not told of the event it missed"
+        );
+        // woken, it delivers the event from the log
+        conn.take_over();
+        assert!(conn.deliver().is_ok());
+        assert_eq!(conn.subs[0].pos.offset, 1);
+        assert!(!conn.frames.is_empty());
     }
 }
