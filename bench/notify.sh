@@ -8,12 +8,14 @@
 # Then the Redis Streams engine: the same hopline with engine = "redis://…" and
 # redis-server (appendonly yes; appendfsync everysec, then always) both on CPU 0, so the
 # server side still has one core; its CPU per message sums hopline's and Redis's.
-#   bench/notify.sh            # CLIENTS=64 SECS=10; NO_REDIS=1 skips the Redis rows
+# Between them, the embedded engine again with BACKLOG messages scheduled an hour ahead
+# (queued through the API first, not measured): what a queue of later messages costs.
+#   bench/notify.sh            # CLIENTS=64 SECS=10 BACKLOG=100000; NO_REDIS=1 skips the Redis rows
 source "$(dirname "$0")/lib.sh"
 ports_free 18110 18111 18112
 need taskset python3
 [ -n "${NO_REDIS:-}" ] || need redis-server
-CLIENTS="${CLIENTS:-64}"; SECS="${SECS:-10}"
+CLIENTS="${CLIENTS:-64}"; SECS="${SECS:-10}"; BACKLOG="${BACKLOG:-100000}"
 build_hopline
 if [ -z "${SKIP_BUILD:-}" ]; then (cd "$ROOT" && cargo build --release -p hopline-notify --example notify-load >&2); fi
 LOAD="$ROOT/target/release/examples/notify-load"
@@ -53,6 +55,18 @@ print(f"accepted/s {h['accepted_per_s']} = {h['accepted_per_s'] / b['batched_100
       f"{h['accepted_per_s'] / b['single_row_tx_per_s']:.1f}x one transaction per row ({b['single_row_tx_per_s']}/s); "
       f"delivered/s {h['delivered_per_s']}; 202 -> first attempt p50 {h['accept_to_first_attempt_p50_ms']} ms p99 {h['accept_to_first_attempt_p99_ms']} ms")
 PY
+
+if [ "$BACKLOG" -gt 0 ]; then
+  rm -f "$work"/notify.db*
+  app=$("$HOPLINE" notify app create bench --config "$work/hopline.toml" --json)
+  bkey=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$app")
+  bsecret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$app")
+  taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline.toml" 2>"$work/hopline.log" & echo $! > "$work/server.pid"
+  wait_port 127.0.0.1 18110
+  bout=$(taskset -c "$LOAD_CPU" "$LOAD" send --url http://127.0.0.1:18110 --key "$bkey" --secret "$bsecret" --clients "$CLIENTS" --seconds "$SECS" --sink 127.0.0.1:18111 --cpu-pid "$(cat "$work/server.pid")" --scheduled "$BACKLOG")
+  echo "hopline embedded (sqlite), $BACKLOG messages scheduled for later: $bout"
+  kill "$(cat "$work/server.pid")"; rm -f "$work/server.pid"; sleep 0.3
+fi
 
 [ -n "${NO_REDIS:-}" ] && exit 0
 for fsync in everysec always; do

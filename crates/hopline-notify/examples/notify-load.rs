@@ -4,7 +4,9 @@
 //! runs a webhook sink itself, sends signed messages from `--clients` keep-alive
 //! connections for `--seconds`, then waits for every accepted message to reach the sink,
 //! and prints one JSON line: accepted/s, delivered/s (end to end), p50/p99 of the time
-//! from a message's 202 to its first delivery attempt at the sink.
+//! from a message's 202 to its first delivery attempt at the sink. `--scheduled N` first
+//! queues N messages scheduled an hour ahead (not measured): the run then shows what a
+//! backlog of scheduled messages costs the workers.
 //!
 //! `notify-load baseline --db FILE --rows N` prints the physical floor of the disk: N rows
 //! of the same shape inserted into SQLite (WAL, synchronous=FULL) one transaction each,
@@ -56,7 +58,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: notify-load send --url URL --key K --secret S [--clients 64] [--seconds 10] [--sink ADDR] [--cpu-pid PID[,PID…]]\n       notify-load baseline --db FILE [--rows 20000]"
+                "usage: notify-load send --url URL --key K --secret S [--clients 64] [--seconds 10] [--sink ADDR] [--cpu-pid PID[,PID…]] [--scheduled N]\n       notify-load baseline --db FILE [--rows 20000]"
             );
             std::process::exit(2);
         }
@@ -101,6 +103,25 @@ fn baseline(args: &[String]) {
     println!(
         "{{\"single_row_tx_per_s\":{single_rate:.0},\"batched_1000_rows_per_s\":{batch_rate:.0}}}"
     );
+}
+
+/// A signed `POST /v1/messages` of `body`.
+fn signed(key: &str, secret: &str, nonce: &str, body: String) -> http::Request<Full<Bytes>> {
+    let ts = (now_us() / 1_000_000).to_string();
+    let canonical =
+        hopline_notify::model::canonical("POST", "/v1/messages", None, &ts, nonce, body.as_bytes());
+    http::Request::post("/v1/messages")
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .header("x-app-key", key)
+        .header("x-timestamp", ts)
+        .header("x-nonce", nonce)
+        .header(
+            "x-signature",
+            hopline_notify::model::sign(secret, &canonical),
+        )
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }
 
 async fn send(args: &[String]) {
@@ -164,6 +185,42 @@ async fn send(args: &[String]) {
             }
         });
     }
+    // a backlog first (not measured): messages scheduled an hour ahead, which stay
+    // queued for the whole run
+    let scheduled: usize = arg(args, "--scheduled").map_or(0, |v| v.parse().unwrap());
+    if scheduled > 0 {
+        let later = now_us() / 1_000_000 + 3600;
+        let left = Arc::new(AtomicU64::new(scheduled as u64));
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (left, key, secret) = (left.clone(), key.clone(), secret.clone());
+            tasks.push(tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(target).await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+                tokio::spawn(conn);
+                let mut n = 0u64;
+                while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1)).is_ok() {
+                    n += 1;
+                    let body = format!("{{\"channel\":\"webhook\",\"to\":\"http://127.0.0.1:9/later\",\"body\":\"later {c} {n}\",\"send_at\":{later}}}");
+                    let req = signed(&key, &secret, &format!("s{c}-{n}-{}", now_us()), body);
+                    if sender.ready().await.is_err() {
+                        break;
+                    }
+                    match sender.send_request(req).await {
+                        Ok(resp) if resp.status() == 202 => {
+                            let _ = resp.into_body().collect().await;
+                        }
+                        other => panic!("scheduling the backlog: {:?}", other.map(|r| r.status())),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        eprintln!("notify-load: {scheduled} messages scheduled an hour ahead; measuring");
+    }
     let accepted: Arc<parking_lot::Mutex<Vec<(String, u64)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
@@ -189,18 +246,7 @@ async fn send(args: &[String]) {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let body = format!("{{\"channel\":\"webhook\",\"to\":\"http://{sink_addr}/hook\",\"body\":\"client {c} message {n} {}\"}}", "x".repeat(48));
-                let ts = (now_us() / 1_000_000).to_string();
-                let nonce = format!("{c}-{n}-{}", now_us());
-                let canonical = hopline_notify::model::canonical("POST", "/v1/messages", None, &ts, &nonce, body.as_bytes());
-                let req = http::Request::post("/v1/messages")
-                    .header("host", "bench")
-                    .header("content-type", "application/json")
-                    .header("x-app-key", &key)
-                    .header("x-timestamp", ts)
-                    .header("x-nonce", nonce)
-                    .header("x-signature", hopline_notify::model::sign(&secret, &canonical))
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap();
+                let req = signed(&key, &secret, &format!("{c}-{n}-{}", now_us()), body);
                 if sender.ready().await.is_err() {
                     break;
                 }

@@ -194,6 +194,22 @@ enum Op {
     },
 }
 
+/// The earliest `next_ms` of a queued message: one index probe per priority (a plain
+/// `MIN(next_ms) WHERE status = 'queued'` reads every queued row, scheduled ones too).
+const NEXT_DUE: &str = "SELECT MIN(m) FROM (\
+    SELECT MIN(next_ms) AS m FROM messages WHERE status = 'queued' AND priority = 0 UNION ALL \
+    SELECT MIN(next_ms) FROM messages WHERE status = 'queued' AND priority = 1 UNION ALL \
+    SELECT MIN(next_ms) FROM messages WHERE status = 'queued' AND priority = 2)";
+
+/// Queued messages past their ttl, through the partial index of those that have one.
+const EXPIRE: &str = "UPDATE messages INDEXED BY messages_expiry SET status = 'expired', updated_ms = ?1 \
+    WHERE status = 'queued' AND expires_ms IS NOT NULL AND expires_ms < ?1 RETURNING id";
+
+/// Up to ?3 due messages of priority ?2, oldest due first, marked sending.
+const CLAIM: &str = "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_ms = ?1 \
+    WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND priority = ?2 AND next_ms <= ?1 \
+    ORDER BY next_ms LIMIT ?3) RETURNING ";
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS apps (
   key TEXT PRIMARY KEY, name TEXT NOT NULL, secrets TEXT NOT NULL, webhook_secret TEXT NOT NULL,
@@ -206,6 +222,8 @@ CREATE TABLE IF NOT EXISTS messages (
   metadata TEXT);
 CREATE INDEX IF NOT EXISTS messages_due ON messages(status, priority, next_ms);
 CREATE INDEX IF NOT EXISTS messages_app ON messages(app, created_ms);
+CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_ms)
+  WHERE status = 'queued' AND expires_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
   message TEXT NOT NULL, n INTEGER NOT NULL, at_ms INTEGER NOT NULL, provider TEXT NOT NULL,
   result TEXT NOT NULL, http_status INTEGER, latency_ms REAL NOT NULL, error TEXT,
@@ -554,12 +572,8 @@ impl SqliteStore {
     /// The earliest time a queued message is due (Unix ms).
     pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         self.read(|c| {
-            c.query_row(
-                "SELECT MIN(next_ms) FROM messages WHERE status = 'queued'",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map(|v| v.map(|v| v.max(0) as u64))
+            c.query_row(NEXT_DUE, [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.map(|v| v.max(0) as u64))
         })
         .await
     }
@@ -863,9 +877,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             let r = (|| -> Result<ClaimAnswer, StoreError> {
                 let now = now_ms as i64;
                 // past their ttl: expired, never sent
-                let mut st = tx
-                    .prepare_cached("UPDATE messages SET status = 'expired', updated_ms = ?1 WHERE status = 'queued' AND expires_ms IS NOT NULL AND expires_ms < ?1 RETURNING id")
-                    .map_err(sql_err)?;
+                let mut st = tx.prepare_cached(EXPIRE).map_err(sql_err)?;
                 let expired: Vec<String> = st
                     .query_map(params![now], |r| r.get(0))
                     .map_err(sql_err)?
@@ -877,57 +889,48 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 // shares per priority (6:3:1), then whatever is left in priority order
                 let shares = [limit * 6 / 10, limit * 3 / 10, (limit / 10).max(1)];
                 let mut out = Vec::new();
-                let take = |prio: Option<i64>,
-                            n: usize,
-                            out: &mut Vec<Claimed>|
-                 -> Result<(), StoreError> {
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    let mut st = tx
-                        .prepare_cached(&format!(
-                            "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_ms = ?1 \
-                             WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND next_ms <= ?1 \
-                             AND (?2 IS NULL OR priority = ?2) ORDER BY priority, next_ms LIMIT ?3) \
-                             RETURNING {MESSAGE_COLUMNS}"
-                        ))
-                        .map_err(sql_err)?;
-                    let rows: Vec<Message> = st
-                        .query_map(params![now, prio, n as i64], message_row)
-                        .map_err(sql_err)?
-                        .collect::<rusqlite::Result<_>>()
-                        .map_err(sql_err)?;
-                    for m in rows {
-                        history(tx, &m.id, Status::Sending, now_ms).map_err(sql_err)?;
-                        let webhook_secret: String = query_row(
-                            tx,
-                            "SELECT webhook_secret FROM apps WHERE key = ?1",
-                            params![m.app],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(sql_err)?
-                        .unwrap_or_default();
-                        out.push(Claimed {
-                            attempt: m.attempts,
-                            message: m,
-                            webhook_secret,
-                        });
-                    }
-                    Ok(())
-                };
+                let take =
+                    |prio: i64, n: usize, out: &mut Vec<Claimed>| -> Result<(), StoreError> {
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        let mut st = tx
+                            .prepare_cached(&format!("{CLAIM}{MESSAGE_COLUMNS}"))
+                            .map_err(sql_err)?;
+                        let rows: Vec<Message> = st
+                            .query_map(params![now, prio, n as i64], message_row)
+                            .map_err(sql_err)?
+                            .collect::<rusqlite::Result<_>>()
+                            .map_err(sql_err)?;
+                        for m in rows {
+                            history(tx, &m.id, Status::Sending, now_ms).map_err(sql_err)?;
+                            let webhook_secret: String = query_row(
+                                tx,
+                                "SELECT webhook_secret FROM apps WHERE key = ?1",
+                                params![m.app],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                            .map_err(sql_err)?
+                            .unwrap_or_default();
+                            out.push(Claimed {
+                                attempt: m.attempts,
+                                message: m,
+                                webhook_secret,
+                            });
+                        }
+                        Ok(())
+                    };
                 for (p, n) in shares.iter().enumerate() {
-                    take(Some(p as i64), *n, &mut out)?;
+                    take(p as i64, *n, &mut out)?;
                 }
-                let left = limit.saturating_sub(out.len());
-                take(None, left, &mut out)?;
-                let next: Option<i64> = query_row(
-                    tx,
-                    "SELECT MIN(next_ms) FROM messages WHERE status = 'queued'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(sql_err)?;
+                // what the shares left, in priority order
+                for p in 0..3 {
+                    let left = limit.saturating_sub(out.len());
+                    take(p, left, &mut out)?;
+                }
+                let next: Option<i64> =
+                    query_row(tx, NEXT_DUE, [], |r| r.get(0)).map_err(sql_err)?;
                 Ok((out, next.map(|n| n.max(0) as u64)))
             })();
             answer(reply, r)
@@ -1271,6 +1274,40 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The queries a worker round runs read the due messages through an index, never
+    /// every queued row: a backlog of messages scheduled for later (or of one priority)
+    /// must not make each round cost the size of the queue.
+    #[test]
+    fn worker_queries_use_their_indexes() {
+        let c = open(Path::new(":memory:")).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let plan = |sql: &str, n: usize| -> String {
+            let args: Vec<i64> = (1..=n as i64).collect();
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join(" | ")
+        };
+        let claim = plan(&format!("{CLAIM}{MESSAGE_COLUMNS}"), 3);
+        assert!(
+            claim.contains("messages_due (status=? AND priority=? AND next_ms<?)"),
+            "{claim}"
+        );
+        let due = plan(NEXT_DUE, 0);
+        assert_eq!(
+            due.matches("COVERING INDEX messages_due (status=? AND priority=?)")
+                .count(),
+            3,
+            "{due}"
+        );
+        let expire = plan(EXPIRE, 1);
+        assert!(expire.contains("INDEX messages_expiry"), "{expire}");
+        for p in [claim, due, expire] {
+            assert!(!p.contains("SCAN"), "{p}");
+        }
+    }
 
     /// A 410 disables its endpoint at once (no reader thread asked) and for good: the
     /// list is the table's, read again when the store opens.
