@@ -287,6 +287,38 @@ impl Channel {
     pub(crate) fn len(&self) -> usize {
         self.log.lock().len()
     }
+
+    /// The channel as an operator sees it (`GET /live/CHANNEL?info`).
+    pub fn info(&self) -> ChannelInfo {
+        let mut log = self.log.lock();
+        let (messages, oldest_offset, last_published_ms) = log.kept(Instant::now());
+        ChannelInfo {
+            position: log.position(),
+            messages,
+            oldest_offset,
+            last_published_ms,
+            bytes_published: log.total_bytes(),
+            subscribers: self.subscribers(),
+        }
+    }
+}
+
+/// A channel's state: where its log is, what history holds, who listens (on this node).
+#[derive(Debug, Clone)]
+pub struct ChannelInfo {
+    /// The epoch and the last offset.
+    pub position: Position,
+    /// Publications still in history.
+    pub messages: usize,
+    /// The oldest of them (`offset + 1` when history is empty).
+    pub oldest_offset: u64,
+    /// When the newest was published (Unix ms).
+    pub last_published_ms: Option<u64>,
+    /// Bytes published since this node's log began (its history or not).
+    pub bytes_published: u64,
+    /// Subscribers waiting on the channel here: WebSocket subscriptions, SSE streams and
+    /// held long polls.
+    pub subscribers: usize,
 }
 
 /// Directly written sockets offered an event per hold of a channel's registry lock.

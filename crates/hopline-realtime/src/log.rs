@@ -235,6 +235,17 @@ impl ChannelLog {
         }
     }
 
+    /// What history holds now: publications kept, the oldest one's offset (`last + 1`
+    /// when none), and the newest one's publication time (Unix ms).
+    pub fn kept(&mut self, now: Instant) -> (usize, u64, Option<u64>) {
+        self.trim(now);
+        (
+            self.history.len(),
+            self.first_kept(),
+            self.history.back().map(|e| e.published_ms),
+        )
+    }
+
     /// The offset of the oldest publication still in history (`last + 1` when empty).
     fn first_kept(&self) -> u64 {
         self.history.front().map_or(self.last + 1, |e| e.offset)

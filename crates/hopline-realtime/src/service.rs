@@ -160,6 +160,8 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
 pub(crate) struct Query {
     pub since: Option<String>,
     pub wait: bool,
+    /// `?info`: the channel's state instead of its events (publishers only).
+    pub info: bool,
     pub token: Option<String>,
 }
 
@@ -174,6 +176,7 @@ pub(crate) fn parse_query(q: Option<&str>) -> Result<Query, String> {
         match k {
             "since" => out.since = Some(v),
             "wait" => out.wait = matches!(v.as_str(), "1" | "true" | "yes"),
+            "info" => out.info = !matches!(v.as_str(), "0" | "false" | "no"),
             "token" => out.token = Some(v),
             _ => {}
         }
@@ -310,6 +313,7 @@ async fn handle(
     }
     match *req.method() {
         Method::POST => publish(hub, req, channel, query).await,
+        Method::GET | Method::HEAD if query.info => channel_info(&hub, &req, &channel, &query),
         Method::GET | Method::HEAD => {
             let token = bearer(req.headers(), &query);
             if let Err((s, m)) = authorize(&settings.config.subscribe, token, &channel, "subscribe")
@@ -366,6 +370,44 @@ async fn handle(
             r
         }
     }
+}
+
+/// `GET /live/CHANNEL?info` (as Nchan's channel info): the channel's position, what its
+/// history holds and how many subscribers wait on it on this node. Publishers' access (it
+/// is an operator's view); 404 for a channel this node does not have.
+fn channel_info(
+    hub: &Hub,
+    req: &Request<RequestBody>,
+    channel: &str,
+    query: &Query,
+) -> Response<Body> {
+    let settings = hub.settings();
+    let token = bearer(req.headers(), query);
+    if let Err((s, m)) = authorize(&settings.config.publish, token, channel, "publish") {
+        return unauthorized(s, m);
+    }
+    let Some(ch) = hub.existing(channel) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("404 no channel {channel:?} on this node (nothing published or subscribed)\n"),
+        );
+    };
+    let i = ch.info();
+    let body = serde_json::json!({
+        "channel": channel,
+        "epoch": &*i.position.epoch,
+        "offset": i.position.offset,
+        "position": i.position.to_string(),
+        "messages": i.messages,
+        "oldest_offset": i.oldest_offset,
+        "last_published_ms": i.last_published_ms,
+        "bytes_published": i.bytes_published,
+        "subscribers": i.subscribers,
+    });
+    let mut r = json(StatusCode::OK, Bytes::from(body.to_string()));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn bad_channel(name: &str) -> String {

@@ -1277,3 +1277,85 @@ async fn direct_writes_over_tls() {
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+/// `GET /live/CHANNEL?info` (as Nchan's channel info): position, history and subscribers,
+/// for publishers only; 404 for a channel the node does not have.
+#[tokio::test]
+async fn channel_info_for_publishers() {
+    let edge = start(&hub_toml("").replace("history = 100", "history = 2")).await;
+    let c = client();
+    let info = |ch: &str| edge.url(&format!("/live/{ch}?info"));
+    let t = token(&["stats"]);
+    assert_eq!(
+        c.get(info("stats"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    for i in 0..3 {
+        publish(&edge, "stats", &format!("e{i}")).await;
+    }
+    // two subscribers: an SSE stream and a WebSocket
+    let _sse = c
+        .get(edge.url("/live/stats"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/stats", edge.addr))
+        .await
+        .unwrap();
+    let _subscribed = ws.next().await.unwrap().unwrap();
+    // publishers only
+    assert_eq!(c.get(info("stats")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(info("stats"))
+            .bearer_auth(token(&["other"]))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = c.get(info("stats")).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["channel"], "stats");
+    assert_eq!(v["offset"], 3);
+    assert_eq!(v["position"], format!("{}:3", v["epoch"].as_str().unwrap()));
+    // history = 2: the oldest publication dropped out
+    assert_eq!(v["messages"], 2);
+    assert_eq!(v["oldest_offset"], 2);
+    assert_eq!(v["bytes_published"], 6);
+    assert_eq!(v["subscribers"], 2, "{v}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let last = v["last_published_ms"].as_u64().unwrap();
+    assert!(last <= now && now - last < 60_000, "{v}");
+    // the WebSocket leaves: counted out
+    ws.close(None).await.unwrap();
+    let mut left = 0;
+    for _ in 0..50 {
+        let v: serde_json::Value = c
+            .get(info("stats"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        left = v["subscribers"].as_u64().unwrap();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 1);
+}
