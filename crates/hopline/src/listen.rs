@@ -46,7 +46,12 @@ pub struct PublishArgs {
     /// The channel URL (`…/PREFIX/CHANNEL`).
     pub url: String,
     /// The event's data (`-` reads standard input).
-    pub data: String,
+    #[arg(required_unless_present = "info")]
+    pub data: Option<String>,
+    /// Publish nothing: show the channel's state (position, history, subscribers on that
+    /// node), as a publisher may see it.
+    #[arg(long, conflicts_with = "data")]
+    pub info: bool,
     /// A channel token (HS256 JWT) to send as `Authorization: Bearer`.
     #[arg(long, conflicts_with = "secret")]
     pub token: Option<String>,
@@ -636,12 +641,14 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let rt = crate::runtime(1)?;
     rt.block_on(async move {
         let dialer = Dialer::new(&args.url, &args.reach).await?;
-        let data = if args.data == "-" {
-            let mut s = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)?;
-            Bytes::from(s)
-        } else {
-            Bytes::from(args.data.clone())
+        let data = match args.data.as_deref() {
+            Some("-") => {
+                let mut s = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)?;
+                Bytes::from(s)
+            }
+            Some(d) => Bytes::from(d.to_string()),
+            None => Bytes::new(),
         };
         let channel = channel_of(&dialer.url);
         let token = args.token.clone().or_else(|| {
@@ -661,20 +668,32 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
             .map(|t| ("authorization", format!("Bearer {t}")))
             .collect();
         let mut http = Http::new(dialer.clone(), Arc::default());
+        let (method, path) = if args.info {
+            (http::Method::GET, dialer.path_with(&[("info", "1".into())]))
+        } else {
+            (http::Method::POST, dialer.path_with(&[]))
+        };
         let (status, body) = http
-            .send(
-                http::Method::POST,
-                &dialer.path_with(&[]),
-                &headers,
-                data,
-                Duration::from_secs(10),
-            )
+            .send(method, &path, &headers, data, Duration::from_secs(10))
             .await?;
         let body = body.collect().await?.to_bytes();
         if !status.is_success() {
             bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
         }
-        if args.json {
+        if args.info && !args.json {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let last = v["last_published_ms"].as_u64().map_or("never".to_string(), |t| {
+                let ago = hopline_realtime::hub::now_ms().saturating_sub(t);
+                format!("{:.1} s ago", ago as f64 / 1000.0)
+            });
+            println!(
+                "{channel}: at {}, {} publication(s) in history from offset {}, last published {last}, {} subscriber(s) on that node",
+                v["position"].as_str().unwrap_or("?"),
+                v["messages"],
+                v["oldest_offset"],
+                v["subscribers"],
+            );
+        } else if args.json {
             println!("{}", String::from_utf8_lossy(&body));
         } else {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -415,3 +415,76 @@ async fn sighup_reloads_zones_and_refuses_a_bad_one() {
         Some(0)
     );
 }
+
+/// `hopline publish` as a user runs it against `hopline serve`: a publication, then
+/// `--info` (human and `--json`), and the clear errors without a token or a channel.
+#[test]
+fn publish_and_channel_info_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        "threads = 1\naccess_log = \"off\"\n[realtime.live]\npublish = { jwt_secret = \"cli-secret-of-the-test\" }\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/live/\"\n  realtime = \"live\"\n",
+    )
+    .unwrap();
+    let s = start(&cfg);
+    let url = format!("http://{}/live/cli", s.addr);
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // nothing there yet: 404, said plainly
+    let (ok, _, err) = run(&[
+        "publish",
+        &url,
+        "--info",
+        "--secret",
+        "cli-secret-of-the-test",
+    ]);
+    assert!(
+        !ok && err.contains("404") && err.contains("no channel"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&[
+        "publish",
+        &url,
+        "hello",
+        "--secret",
+        "cli-secret-of-the-test",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("published on cli at "), "{out}");
+    let (ok, out, err) = run(&[
+        "publish",
+        &url,
+        "--info",
+        "--secret",
+        "cli-secret-of-the-test",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("1 publication(s) in history from offset 1"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&[
+        "publish",
+        &url,
+        "--info",
+        "--secret",
+        "cli-secret-of-the-test",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["offset"], 1);
+    assert_eq!(v["bytes_published"], 5);
+    // no token: 401; no data and no --info: a usage error
+    let (ok, _, err) = run(&["publish", &url, "--info"]);
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = run(&["publish", &url]);
+    assert!(!ok && err.contains("<DATA>"), "{err}");
+}
