@@ -29,6 +29,12 @@ pub struct NotifyConfig {
     /// new messages are refused with 503 — as when the disk itself is full — and nothing
     /// is accepted that is not durable. Default: no limit but the disk's.
     pub max_database_size: Option<ByteSize>,
+    /// How long a finished message (delivered, sent, failed, bounced, expired, dead,
+    /// cancelled) is kept, with its history and attempts, counted from its acceptance;
+    /// "off" keeps everything. Idempotency keys are dropped after their 24 h. Embedded
+    /// engine (SQLite). Default "30d".
+    #[serde(default = "default_retention")]
+    pub retention: String,
     /// Largest API request body (413 above it).
     #[serde(default = "default_max_body")]
     pub max_body: ByteSize,
@@ -125,6 +131,9 @@ fn default_retry() -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
 }
+fn default_retention() -> String {
+    "30d".into()
+}
 fn default_max_body() -> ByteSize {
     ByteSize(256 * 1024)
 }
@@ -161,6 +170,14 @@ impl NotifyConfig {
         self.claim_idle_ms
             .unwrap_or(60_000)
             .max(self.webhook_timeout_ms.saturating_mul(2))
+    }
+
+    /// How long finished messages are kept (`None`: for ever).
+    pub fn retention(&self) -> Option<Duration> {
+        match self.retention.trim() {
+            "off" => None,
+            r => parse_delay(r).ok().filter(|d| !d.is_zero()),
+        }
     }
 
     /// The retry schedule.
@@ -214,6 +231,15 @@ pub fn load(
         }
         for d in &c.retry {
             parse_delay(d).map_err(|e| bad(format!("retry: {e}")))?;
+        }
+        if c.retention.trim() != "off" {
+            let d = parse_delay(&c.retention)
+                .map_err(|e| bad(format!("retention: {e}, or \"off\"")))?;
+            if d.is_zero() {
+                return Err(bad(
+                    "retention: 0 would drop messages as they finish; say \"off\" to keep everything, or a time like \"30d\"".into(),
+                ));
+            }
         }
         if let Some(e) = &c.email {
             if !matches!(e.tls.as_str(), "starttls" | "tls" | "none") {

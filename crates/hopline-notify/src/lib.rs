@@ -78,6 +78,7 @@ pub struct Service {
     live: worker::LiveSettings,
     apps: moka::sync::Cache<String, Option<store::App>>,
     _workers: tokio::task::JoinHandle<()>,
+    _purger: tokio::task::JoinHandle<()>,
     _event_tasks: events::EventTasks,
 }
 
@@ -105,6 +106,8 @@ impl Service {
             worker_settings(config, &events)?,
         )));
         let workers = worker::spawn(store.clone(), live.clone(), wake.clone());
+        let retention = config.retention();
+        let purger = tokio::spawn(purge_loop(store.clone(), retention));
         let limiter = |name: &str, rate: &Option<String>, burst: Option<u32>| {
             rate.as_ref().map(|r| {
                 hopline_edge::ratelimit::Limiter::new(
@@ -148,13 +151,52 @@ impl Service {
                 .max_capacity(10_000)
                 .build(),
             _workers: workers,
+            _purger: purger,
         }))
+    }
+}
+
+/// Idempotency keys are answered for 24 h; after that they may go.
+const IDEMPOTENCY_KEEP_MS: u64 = 86_400_000;
+/// Rows one purge round may remove (one writer batch: accepts wait behind it).
+const PURGE_BATCH: usize = 2_000;
+
+/// Remove finished messages past `retention` and idempotency keys past their 24 h, a
+/// batch at a time (accepts and attempts go between batches), every `retention / 4`
+/// (at most a minute, at least 100 ms).
+async fn purge_loop(store: Arc<store::Store>, retention: Option<std::time::Duration>) {
+    let every = retention.map_or(std::time::Duration::from_secs(60), |r| {
+        (r / 4).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(60),
+        )
+    });
+    loop {
+        tokio::time::sleep(every).await;
+        let now = now_ms();
+        let before = retention.map_or(0, |r| now.saturating_sub(r.as_millis() as u64));
+        loop {
+            match store
+                .purge(before, now.saturating_sub(IDEMPOTENCY_KEEP_MS), PURGE_BATCH)
+                .await
+            {
+                Ok(p) if p.messages == PURGE_BATCH || p.idempotency_keys == PURGE_BATCH => {
+                    tokio::task::yield_now().await
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("notify: purging old messages failed: {e}");
+                    break;
+                }
+            }
+        }
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         self._workers.abort();
+        self._purger.abort();
     }
 }
 

@@ -616,10 +616,17 @@ pub fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// A message id: `msg_` + 13 base32 characters of time (ms) + 10 random: sortable by time.
 /// How many leading characters of a message id are its time (`msg_` and 13 base-32
 /// digits of the Unix ms): ids sort by time.
 pub const ID_TIME_LEN: usize = 17;
+
+/// The smallest id a message accepted at `at_ms` can have: every message accepted
+/// before it has a smaller one (ids begin with their acceptance time).
+pub fn message_id_bound(at_ms: u64) -> String {
+    let mut s = message_id(at_ms);
+    s.truncate(ID_TIME_LEN);
+    s
+}
 
 /// A new message id: `msg_`, the time, then randomness.
 pub fn message_id(now_ms: u64) -> String {

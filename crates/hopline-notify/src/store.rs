@@ -192,6 +192,21 @@ enum Op {
         now_ms: u64,
         reply: oneshot::Sender<Result<String, StoreError>>,
     },
+    Purge {
+        before_ms: u64,
+        idempotency_before_ms: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Purged, StoreError>>,
+    },
+}
+
+/// What one purge round removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Finished messages (with their history and attempts).
+    pub messages: usize,
+    /// Idempotency keys past their 24 h.
+    pub idempotency_keys: usize,
 }
 
 /// The earliest `next_ms` of a queued message: one index probe per priority (a plain
@@ -394,6 +409,23 @@ impl SqliteStore {
             self.disabled.write().insert(url);
         }
         Ok(())
+    }
+
+    /// Remove up to `limit` finished messages accepted before `before_ms` and idempotency
+    /// keys older than `idempotency_before_ms` (one writer batch; see [`purge`]).
+    pub async fn purge(
+        &self,
+        before_ms: u64,
+        idempotency_before_ms: u64,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        self.call(|reply| Op::Purge {
+            before_ms,
+            idempotency_before_ms,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Queue a dead (or failed) message again.
@@ -743,6 +775,58 @@ fn history(tx: &Connection, id: &str, status: Status, at_ms: u64) -> rusqlite::R
     .map(|_| ())
 }
 
+/// One purge round: up to `limit` finished messages accepted before `before_ms` (their
+/// ids begin with their acceptance time, so the primary key finds them in order) with
+/// their history and attempts, and up to `limit` idempotency keys older than
+/// `idempotency_before_ms` (oldest first, in insertion order).
+fn purge(
+    tx: &Connection,
+    before_ms: u64,
+    idempotency_before_ms: u64,
+    limit: usize,
+) -> rusqlite::Result<Purged> {
+    let bound = crate::model::message_id_bound(before_ms);
+    let ids: Vec<String> = {
+        let mut st = tx.prepare_cached(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE id < ?1 \
+             AND status NOT IN ('queued', 'sending') ORDER BY id LIMIT ?2) RETURNING id",
+        )?;
+        st.query_map(params![bound, limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        exec(tx, "DELETE FROM history WHERE message = ?1", params![id])?;
+        exec(tx, "DELETE FROM attempts WHERE message = ?1", params![id])?;
+    }
+    let old: Vec<i64> = {
+        let mut st =
+            tx.prepare_cached("SELECT rowid, created_ms FROM idempotency ORDER BY rowid LIMIT ?1")?;
+        let rows = st.query_map(params![limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut old = Vec::new();
+        for row in rows {
+            let (rowid, created) = row?;
+            if created >= idempotency_before_ms as i64 {
+                break;
+            }
+            old.push(rowid);
+        }
+        old
+    };
+    for rowid in &old {
+        exec(
+            tx,
+            "DELETE FROM idempotency WHERE rowid = ?1",
+            params![rowid],
+        )?;
+    }
+    Ok(Purged {
+        messages: ids.len(),
+        idempotency_keys: old.len(),
+    })
+}
+
 /// Sends an operation's answer once its batch's commit is known (the commit's error, if
 /// it failed, replaces the answer).
 type Answer = Box<dyn FnOnce(Option<&StoreError>)>;
@@ -789,6 +873,7 @@ fn fail(op: Op, e: &StoreError) {
             drop(reply.send(Err(e.clone())))
         }
         Op::Callback { reply, .. } => drop(reply.send(Err(e.clone()))),
+        Op::Purge { reply, .. } => drop(reply.send(Err(e.clone()))),
     }
 }
 
@@ -998,6 +1083,15 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             );
             answer(reply, r)
         }
+        Op::Purge {
+            before_ms,
+            idempotency_before_ms,
+            limit,
+            reply,
+        } => {
+            let r = purge(tx, before_ms, idempotency_before_ms, limit).map_err(sql_err);
+            answer(reply, r)
+        }
         Op::Cancel {
             app,
             id,
@@ -1174,6 +1268,19 @@ impl Store {
         on_engine!(self, s => s.claim(now_ms, limit).await)
     }
 
+    /// See [`SqliteStore::purge`] (the embedded engine; Redis keeps what it keeps).
+    pub async fn purge(
+        &self,
+        before_ms: u64,
+        idempotency_before_ms: u64,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.purge(before_ms, idempotency_before_ms, limit).await,
+            Engine::Redis(_) => Ok(Purged::default()),
+        }
+    }
+
     /// See [`SqliteStore::record`].
     pub async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
         on_engine!(self, s => s.record(id, outcome, now_ms).await)
@@ -1311,6 +1418,115 @@ mod tests {
 
     /// A 410 disables its endpoint at once (no reader thread asked) and for good: the
     /// list is the table's, read again when the store opens.
+    #[tokio::test]
+    async fn finished_messages_past_retention_are_purged_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        let s = SqliteStore::open(&path).unwrap();
+        let msg = |send_at_ms| NewMessage {
+            channel: Channel::Webhook,
+            to: "http://127.0.0.1:9/hook".into(),
+            subject: None,
+            body: "x".into(),
+            priority: Priority::Normal,
+            send_at_ms,
+            expires_ms: None,
+            metadata: None,
+        };
+        let accept = |m, key: Option<&str>, at| {
+            let idem = key.map(|k| (k.to_string(), "hash".to_string()));
+            let s = &s;
+            async move {
+                match s.accept("app", m, idem, at).await.unwrap() {
+                    Accepted::New(id) => id,
+                    Accepted::Again(_) => panic!("not new"),
+                }
+            }
+        };
+        let finish = |id: String, status, at: u64| {
+            let s = &s;
+            async move {
+                let outcome = Outcome {
+                    attempt: Attempt {
+                        n: 1,
+                        at_ms: at,
+                        provider: "webhook".into(),
+                        result: "ok".into(),
+                        http_status: Some(200),
+                        latency_ms: 1.0,
+                        error: None,
+                    },
+                    status,
+                    next_ms: None,
+                    disable_endpoint: None,
+                };
+                s.record(&id, outcome, at).await.unwrap();
+            }
+        };
+        // accepted long ago: two finished, one still scheduled; and one recent
+        let old1 = accept(msg(0), Some("k1"), 1_000).await;
+        let old2 = accept(msg(0), None, 1_001).await;
+        let old3 = accept(msg(1_000_000_000_000), None, 1_002).await;
+        let new1 = accept(msg(0), Some("k2"), 100_000).await;
+        finish(old1.clone(), Status::Delivered, 2_000).await;
+        finish(old2.clone(), Status::Dead, 2_000).await;
+        finish(new1.clone(), Status::Delivered, 100_001).await;
+        // a batch at a time
+        let p = s.purge(50_000, 50_000, 1).await.unwrap();
+        assert_eq!(
+            p,
+            Purged {
+                messages: 1,
+                idempotency_keys: 1
+            }
+        );
+        let p = s.purge(50_000, 50_000, 100).await.unwrap();
+        assert_eq!(
+            p,
+            Purged {
+                messages: 1,
+                idempotency_keys: 0
+            }
+        );
+        assert_eq!(
+            s.purge(50_000, 50_000, 100).await.unwrap(),
+            Purged::default()
+        );
+        let c = Connection::open(&path).unwrap();
+        let count =
+            |sql: &str, id: &str| -> i64 { c.query_row(sql, params![id], |r| r.get(0)).unwrap() };
+        for gone in [&old1, &old2] {
+            assert_eq!(
+                count("SELECT COUNT(*) FROM messages WHERE id = ?1", gone),
+                0
+            );
+            assert_eq!(
+                count("SELECT COUNT(*) FROM history WHERE message = ?1", gone),
+                0
+            );
+            assert_eq!(
+                count("SELECT COUNT(*) FROM attempts WHERE message = ?1", gone),
+                0
+            );
+        }
+        // the scheduled one stays however old; the recent one and its key stay
+        for kept in [&old3, &new1] {
+            assert_eq!(
+                count("SELECT COUNT(*) FROM messages WHERE id = ?1", kept),
+                1
+            );
+            assert!(count("SELECT COUNT(*) FROM history WHERE message = ?1", kept) >= 1);
+        }
+        assert_eq!(
+            count("SELECT COUNT(*) FROM idempotency WHERE key = ?1", "k1"),
+            0
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM idempotency WHERE key = ?1", "k2"),
+            1
+        );
+    }
+
     #[tokio::test]
     async fn a_disabled_endpoint_stays_disabled_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();

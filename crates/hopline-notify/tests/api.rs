@@ -1131,3 +1131,48 @@ async fn a_busy_endpoint_keeps_its_connections() {
     // at most one connection per attempt that can be in flight (64 x 4)
     assert!(conns <= 256, "{conns} connections for {N} messages");
 }
+
+/// `retention`: a delivered message is gone (404) once it is older than that; a
+/// scheduled one stays. Bad values are refused with the key named.
+#[tokio::test]
+async fn finished_messages_are_dropped_after_the_retention() {
+    let (sink_addr, _sink) = sink().await;
+    let api = start("retention = \"1s\"").await;
+    let (s, v) = call(
+        &api,
+        "POST",
+        "/v1/messages",
+        &webhook(&format!("http://{sink_addr}/hook"), "soon gone"),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let done = v["id"].as_str().unwrap().to_string();
+    let later = serde_json::json!({"channel": "webhook", "to": format!("http://{sink_addr}/hook"),
+        "body": "later", "send_at": hopline_notify::now_ms() / 1000 + 3600})
+    .to_string();
+    let (s, v) = call(&api, "POST", "/v1/messages", &later).await;
+    assert_eq!(s, 202, "{v}");
+    let scheduled = v["id"].as_str().unwrap().to_string();
+    wait_status(&api, &done, "delivered").await;
+    let mut gone = false;
+    for _ in 0..60 {
+        let (s, _) = call(&api, "GET", &format!("/v1/messages/{done}"), "").await;
+        if s == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "a delivered message outlived retention = 1s");
+    let (s, v) = call(&api, "GET", &format!("/v1/messages/{scheduled}"), "").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["message"]["status"], "queued");
+    // bad values
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.toml");
+    for (bad, says) in [("\"soon\"", "retention"), ("\"0s\"", "off")] {
+        let toml = format!("[notify.main]\nretention = {bad}\n");
+        let e = hopline_notify::config::load(&toml, &path, dir.path()).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
