@@ -261,6 +261,11 @@ async fn burst(server: SocketAddr, from: &str, name: &str, count: u16) -> (usize
     let sock = tokio::net::UdpSocket::bind(format!("{from}:0"))
         .await
         .unwrap();
+    // room for every answer before the first is read (the default buffer holds ~200 of
+    // them: the rest would be dropped here, not by the server)
+    socket2::SockRef::from(&sock)
+        .set_recv_buffer_size(4 << 20)
+        .unwrap();
     for id in 0..count {
         let mut m = query(name, RecordType::A);
         m.metadata.id = id;

@@ -1224,6 +1224,47 @@ async fn direct_writes_over_tls() {
     }
     const EVENTS: u64 = 40;
     let big = "y".repeat(40_000);
+    // every subscriber reads while the events are published, as clients do (left unread
+    // for long, a connection sits on a zero receive window and the kernel's persist
+    // timer, backing off, outlasts the per-frame timeout: the test's reading, not the
+    // server)
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                for want in 1..=EVENTS {
+                    let v = next(&mut ws).await;
+                    assert_eq!(v["offset"].as_u64(), Some(want));
+                    assert_eq!(v["data"].as_str().map(str::len), Some(40_000));
+                }
+            })
+        })
+        .collect();
+    let want_ids = EVENTS as usize;
+    let big2 = big.clone();
+    let sse_reader = tokio::spawn(async move {
+        let big = big2;
+        loop {
+            let text = String::from_utf8_lossy(&got).to_string();
+            if text.matches("\nid: ").count() + usize::from(text.starts_with("id: ")) >= want_ids
+                && text.matches(&big).count() >= want_ids
+            {
+                let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                assert!(
+                    String::from_utf8_lossy(&got[..at])
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked")
+                );
+                break;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), sse.read(&mut buf))
+                .await
+                .expect("SSE events in time")
+                .unwrap();
+            assert!(n > 0, "the SSE stream ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+    });
     let https = reqwest::Client::builder()
         .no_proxy()
         .resolve("live.test", edge.addr)
@@ -1248,34 +1289,10 @@ async fn direct_writes_over_tls() {
             > 0,
         "no event was written by a publisher over TLS"
     );
-    for mut ws in subs {
-        for want in 1..=EVENTS {
-            let v = next(&mut ws).await;
-            assert_eq!(v["offset"].as_u64(), Some(want));
-            assert_eq!(v["data"].as_str().map(str::len), Some(40_000));
-        }
+    for r in readers {
+        r.await.unwrap();
     }
-    let want_ids = EVENTS as usize;
-    loop {
-        let text = String::from_utf8_lossy(&got).to_string();
-        if text.matches("\nid: ").count() + usize::from(text.starts_with("id: ")) >= want_ids
-            && text.matches(&big).count() >= want_ids
-        {
-            let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-            assert!(
-                String::from_utf8_lossy(&got[..at])
-                    .to_ascii_lowercase()
-                    .contains("transfer-encoding: chunked")
-            );
-            break;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), sse.read(&mut buf))
-            .await
-            .expect("SSE events in time")
-            .unwrap();
-        assert!(n > 0, "the SSE stream ended early");
-        got.extend_from_slice(&buf[..n]);
-    }
+    sse_reader.await.unwrap();
 }
 
 /// `GET /live/CHANNEL?info` (as Nchan's channel info): position, history and subscribers,
