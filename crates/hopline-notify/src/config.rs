@@ -31,8 +31,8 @@ pub struct NotifyConfig {
     pub max_database_size: Option<ByteSize>,
     /// How long a finished message (delivered, sent, failed, bounced, expired, dead,
     /// cancelled) is kept, with its history and attempts, counted from its acceptance;
-    /// "off" keeps everything. Idempotency keys are dropped after their 24 h. Embedded
-    /// engine (SQLite). Default "30d".
+    /// "off" keeps everything. Idempotency keys are dropped after their 24 h. Default
+    /// "30d".
     #[serde(default = "default_retention")]
     pub retention: String,
     /// Largest API request body (413 above it).

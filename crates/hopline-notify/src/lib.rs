@@ -90,6 +90,7 @@ impl Service {
                 &config.engine,
                 name,
                 config.claim_idle_ms(),
+                config.retention(),
             )?)
         } else {
             if let Some(dir) = config.database.parent() {

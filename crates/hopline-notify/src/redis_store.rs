@@ -82,8 +82,20 @@ return false
 "#;
 
 const TAKE: &str = r#"
--- KEYS: message and history of each message, in pairs; ARGV: 1 now, 2 key prefix
+-- KEYS: message and history of each message, in pairs; ARGV: 1 now, 2 key prefix,
+-- 3 retention ms ('' = for ever)
 -- Answers one reply per message: {'take', webhook secret, message fields} or {what else}.
+-- a finished message (and its attempts and history) lives until its acceptance time
+-- plus the retention (ARGV given as ms, '' = for ever); an unfinished one for ever
+local function keep(m, a, h, status, ret)
+  if ret == '' then return end
+  if status == 'queued' or status == 'sending' then
+    redis.call('PERSIST', m); redis.call('PERSIST', a); redis.call('PERSIST', h)
+  else
+    local at = tonumber(redis.call('HGET', m, 'created_ms') or '0') + tonumber(ret)
+    redis.call('PEXPIREAT', m, at); redis.call('PEXPIREAT', a, at); redis.call('PEXPIREAT', h, at)
+  end
+end
 local out = {}
 for i = 1, #KEYS, 2 do
   local m, h = KEYS[i], KEYS[i + 1]
@@ -97,6 +109,7 @@ for i = 1, #KEYS, 2 do
     if exp and tonumber(exp) < tonumber(ARGV[1]) then
       redis.call('HSET', m, 'status', 'expired', 'updated_ms', ARGV[1])
       redis.call('RPUSH', h, 'expired ' .. ARGV[1])
+      keep(m, ARGV[2] .. ':a:' .. string.sub(m, #ARGV[2] + 4), h, 'expired', ARGV[3])
       out[#out + 1] = {'expired'}
     else
       redis.call('HSET', m, 'status', 'sending', 'updated_ms', ARGV[1])
@@ -113,7 +126,19 @@ return out
 
 const RECORD: &str = r#"
 -- KEYS: 1 message, 2 attempts, 3 history, 4 due, 5 disabled endpoints, 6 stream
--- ARGV: 1 id, 2 status, 3 next_ms, 4 now, 5 attempt json, 6 attempt time, 7 url to disable, 8 entry
+-- ARGV: 1 id, 2 status, 3 next_ms, 4 now, 5 attempt json, 6 attempt time, 7 url to disable, 8 entry,
+-- 9 retention ms ('' = for ever)
+-- a finished message (and its attempts and history) lives until its acceptance time
+-- plus the retention (ARGV given as ms, '' = for ever); an unfinished one for ever
+local function keep(m, a, h, status, ret)
+  if ret == '' then return end
+  if status == 'queued' or status == 'sending' then
+    redis.call('PERSIST', m); redis.call('PERSIST', a); redis.call('PERSIST', h)
+  else
+    local at = tonumber(redis.call('HGET', m, 'created_ms') or '0') + tonumber(ret)
+    redis.call('PEXPIREAT', m, at); redis.call('PEXPIREAT', a, at); redis.call('PEXPIREAT', h, at)
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local status = ARGV[2]
 redis.call('RPUSH', KEYS[2], ARGV[5])
@@ -131,12 +156,25 @@ if ARGV[8] ~= '' then
   redis.call('XACK', KEYS[6], 'workers', ARGV[8])
   redis.call('XDEL', KEYS[6], ARGV[8])
 end
+keep(KEYS[1], KEYS[2], KEYS[3], status, ARGV[9])
 return 1
 "#;
 
 const CHANGE: &str = r#"
--- KEYS: 1 message, 2 history, 3 due
--- ARGV: 1 id, 2 app ('' any), 3 channel ('' any), 4 allowed statuses ",a,b,", 5 new status, 6 now, 7 kind
+-- KEYS: 1 message, 2 history, 3 due, 4 attempts
+-- ARGV: 1 id, 2 app ('' any), 3 channel ('' any), 4 allowed statuses ",a,b,", 5 new status, 6 now, 7 kind,
+-- 8 retention ms ('' = for ever)
+-- a finished message (and its attempts and history) lives until its acceptance time
+-- plus the retention (ARGV given as ms, '' = for ever); an unfinished one for ever
+local function keep(m, a, h, status, ret)
+  if ret == '' then return end
+  if status == 'queued' or status == 'sending' then
+    redis.call('PERSIST', m); redis.call('PERSIST', a); redis.call('PERSIST', h)
+  else
+    local at = tonumber(redis.call('HGET', m, 'created_ms') or '0') + tonumber(ret)
+    redis.call('PEXPIREAT', m, at); redis.call('PEXPIREAT', a, at); redis.call('PEXPIREAT', h, at)
+  end
+end
 local m = redis.call('HMGET', KEYS[1], 'app', 'status', 'channel')
 if not m[1] then return {'notfound', ''} end
 if ARGV[2] ~= '' and m[1] ~= ARGV[2] then return {'notfound', ''} end
@@ -154,6 +192,7 @@ else
   if ARGV[5] == 'delivered' then redis.call('HSET', KEYS[1], 'delivered_ms', ARGV[6]) end
 end
 redis.call('RPUSH', KEYS[2], ARGV[5] .. ' ' .. ARGV[6])
+keep(KEYS[1], KEYS[4], KEYS[2], ARGV[5], ARGV[8])
 return {'ok', m[1]}
 "#;
 
@@ -170,6 +209,9 @@ pub struct RedisStore {
     consumer: String,
     /// Entries pending this long on a consumer are taken over by another.
     claim_idle_ms: u64,
+    /// How long a finished message is kept after its acceptance ("" = for ever), as the
+    /// scripts take it.
+    retention_ms: String,
     last_autoclaim: parking_lot::Mutex<u64>,
     /// Message id → (stream, entry) of what this node holds.
     held: parking_lot::Mutex<HashMap<String, (String, String)>>,
@@ -212,7 +254,12 @@ fn streams(prefix: &str) -> Vec<String> {
 impl RedisStore {
     /// The store of service `name` at `url`; checks that Redis answers and makes the
     /// consumer group of every queue (a short blocking call, at start and reload).
-    pub fn open(url: &str, name: &str, claim_idle_ms: u64) -> Result<RedisStore, StoreError> {
+    pub fn open(
+        url: &str,
+        name: &str,
+        claim_idle_ms: u64,
+        retention: Option<Duration>,
+    ) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let mut sync = client
             .get_connection_with_timeout(CALL_TIMEOUT)
@@ -244,6 +291,7 @@ impl RedisStore {
             reader: tokio::sync::Mutex::new(None),
             consumer: format!("{host}-{}-{}", std::process::id(), random_token(6)),
             claim_idle_ms: claim_idle_ms.max(100),
+            retention_ms: retention.map_or(String::new(), |r| r.as_millis().to_string()),
             last_autoclaim: parking_lot::Mutex::new(0),
             held: parking_lot::Mutex::new(HashMap::new()),
             accept: Script::new(ACCEPT),
@@ -480,6 +528,7 @@ impl RedisStore {
             match take
                 .arg(now_ms)
                 .arg(&self.prefix)
+                .arg(&self.retention_ms)
                 .invoke_async(&mut c)
                 .await
             {
@@ -590,6 +639,7 @@ impl RedisStore {
             .arg(outcome.attempt.at_ms)
             .arg(outcome.disable_endpoint.unwrap_or_default())
             .arg(entry)
+            .arg(&self.retention_ms)
             .invoke_async(&mut c)
             .await;
         match r {
@@ -612,6 +662,7 @@ impl RedisStore {
             .key(self.key("m", id))
             .key(self.key("h", id))
             .key(format!("{}:due", self.prefix))
+            .key(self.key("a", id))
             .arg(id)
             .arg(app)
             .arg(channel)
@@ -619,6 +670,7 @@ impl RedisStore {
             .arg(to.as_str())
             .arg(now_ms)
             .arg(kind)
+            .arg(&self.retention_ms)
             .invoke_async(&mut c)
             .await;
         match r {
@@ -744,9 +796,12 @@ impl RedisStore {
         }
     }
 
+    /// The messages of `app` with these ids; ids whose message is gone (past the
+    /// retention) leave the app's index.
     async fn messages(
         &self,
         c: &mut MultiplexedConnection,
+        app: &str,
         ids: &[String],
     ) -> Result<Vec<Message>, StoreError> {
         let mut p = redis::pipe();
@@ -755,7 +810,22 @@ impl RedisStore {
         }
         let r: redis::RedisResult<Vec<HashMap<String, String>>> = p.query_async(c).await;
         match r {
-            Ok(r) => Ok(r.iter().filter(|f| !f.is_empty()).map(message_of).collect()),
+            Ok(r) => {
+                let gone: Vec<&String> = ids
+                    .iter()
+                    .zip(&r)
+                    .filter(|(_, f)| f.is_empty())
+                    .map(|(id, _)| id)
+                    .collect();
+                if !gone.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                        .arg(self.key("ix", app))
+                        .arg(&gone)
+                        .query_async(c)
+                        .await;
+                }
+                Ok(r.iter().filter(|f| !f.is_empty()).map(message_of).collect())
+            }
             Err(e) => Err(self.failed(e).await),
         }
     }
@@ -780,7 +850,7 @@ impl RedisStore {
             let ids = self.ids(&mut c, app, &max, &min, 500).await?;
             let Some(last) = ids.last() else { break };
             max = format!("({last}");
-            for m in self.messages(&mut c, &ids).await? {
+            for m in self.messages(&mut c, app, &ids).await? {
                 if status.as_deref().is_none_or(|s| s == m.status)
                     && channel.as_deref().is_none_or(|ch| ch == m.channel)
                     && out.len() < limit
@@ -809,7 +879,7 @@ impl RedisStore {
             let ids = self.ids(&mut c, app, &max, &min, 1000).await?;
             let Some(last) = ids.last() else { break };
             max = format!("({last}");
-            for m in self.messages(&mut c, &ids).await? {
+            for m in self.messages(&mut c, app, &ids).await? {
                 if m.created_ms < from_ms || m.created_ms >= to_ms {
                     continue;
                 }

@@ -1237,12 +1237,18 @@ impl Store {
     }
 
     /// The store of service `name` in Redis at `url`.
-    pub fn redis(url: &str, name: &str, claim_idle_ms: u64) -> Result<Store, StoreError> {
+    pub fn redis(
+        url: &str,
+        name: &str,
+        claim_idle_ms: u64,
+        retention: Option<std::time::Duration>,
+    ) -> Result<Store, StoreError> {
         Ok(Store {
             engine: Engine::Redis(Box::new(crate::redis_store::RedisStore::open(
                 url,
                 name,
                 claim_idle_ms,
+                retention,
             )?)),
         })
     }
@@ -1268,7 +1274,8 @@ impl Store {
         on_engine!(self, s => s.claim(now_ms, limit).await)
     }
 
-    /// See [`SqliteStore::purge`] (the embedded engine; Redis keeps what it keeps).
+    /// See [`SqliteStore::purge`] (the embedded engine; with Redis, finished messages
+    /// expire by themselves).
     pub async fn purge(
         &self,
         before_ms: u64,

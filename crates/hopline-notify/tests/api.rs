@@ -1136,8 +1136,20 @@ async fn a_busy_endpoint_keeps_its_connections() {
 /// scheduled one stays. Bad values are refused with the key named.
 #[tokio::test]
 async fn finished_messages_are_dropped_after_the_retention() {
+    finished_messages_are_dropped_after_the_retention_on(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn finished_messages_are_dropped_after_the_retention_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    finished_messages_are_dropped_after_the_retention_on(Engine::Redis(r.port)).await;
+}
+
+async fn finished_messages_are_dropped_after_the_retention_on(engine: Engine) {
     let (sink_addr, _sink) = sink().await;
-    let api = start("retention = \"1s\"").await;
+    let api = start_on(engine, "retention = \"1s\"", true).await;
     let (s, v) = call(
         &api,
         "POST",
@@ -1167,6 +1179,16 @@ async fn finished_messages_are_dropped_after_the_retention() {
     let (s, v) = call(&api, "GET", &format!("/v1/messages/{scheduled}"), "").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["message"]["status"], "queued");
+    // the listing has only the scheduled one left
+    let (s, v) = call(&api, "GET", "/v1/messages", "").await;
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![scheduled.as_str()], "{v}");
     // bad values
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.toml");
