@@ -159,8 +159,12 @@ impl Service {
 
 /// Idempotency keys are answered for 24 h; after that they may go.
 const IDEMPOTENCY_KEEP_MS: u64 = 86_400_000;
-/// Rows one purge round may remove (one writer batch: accepts wait behind it).
-const PURGE_BATCH: usize = 2_000;
+/// Messages (and as many idempotency keys) one purge round may remove: one operation of
+/// the writer, ~10 ms, that accepts queued behind it wait for.
+const PURGE_BATCH: usize = 500;
+/// The pause between two full purge rounds (a large backlog of old messages is worked
+/// off without holding the writer).
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Remove finished messages past `retention` and idempotency keys past their 24 h, a
 /// batch at a time (accepts and attempts go between batches), every `retention / 4`
@@ -182,7 +186,7 @@ async fn purge_loop(store: Arc<store::Store>, retention: Option<std::time::Durat
                 .await
             {
                 Ok(p) if p.messages == PURGE_BATCH || p.idempotency_keys == PURGE_BATCH => {
-                    tokio::task::yield_now().await
+                    tokio::time::sleep(PURGE_PAUSE).await
                 }
                 Ok(_) => break,
                 Err(e) => {
