@@ -79,6 +79,9 @@ pub struct Service {
     apps: moka::sync::Cache<String, Option<store::App>>,
     _workers: tokio::task::JoinHandle<()>,
     _purger: tokio::task::JoinHandle<()>,
+    /// How long finished messages are kept (the purge loop and the Redis scripts follow
+    /// a reload's value).
+    retention: tokio::sync::watch::Sender<Option<std::time::Duration>>,
     _event_tasks: events::EventTasks,
 }
 
@@ -107,8 +110,8 @@ impl Service {
             worker_settings(config, &events)?,
         )));
         let workers = worker::spawn(store.clone(), live.clone(), wake.clone());
-        let retention = config.retention();
-        let purger = tokio::spawn(purge_loop(store.clone(), retention));
+        let (retention, retention_rx) = tokio::sync::watch::channel(config.retention());
+        let purger = tokio::spawn(purge_loop(store.clone(), retention_rx));
         let limiter = |name: &str, rate: &Option<String>, burst: Option<u32>| {
             rate.as_ref().map(|r| {
                 hopline_edge::ratelimit::Limiter::new(
@@ -153,6 +156,7 @@ impl Service {
                 .build(),
             _workers: workers,
             _purger: purger,
+            retention,
         }))
     }
 }
@@ -166,20 +170,32 @@ const PURGE_BATCH: usize = 500;
 /// off without holding the writer).
 const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Remove finished messages past `retention` and idempotency keys past their 24 h, a
+/// Remove finished messages past the retention and idempotency keys past their 24 h, a
 /// batch at a time (accepts and attempts go between batches), every `retention / 4`
-/// (at most a minute, at least 100 ms).
-async fn purge_loop(store: Arc<store::Store>, retention: Option<std::time::Duration>) {
-    let every = retention.map_or(std::time::Duration::from_secs(60), |r| {
-        (r / 4).clamp(
-            std::time::Duration::from_millis(100),
-            std::time::Duration::from_secs(60),
-        )
-    });
+/// (at most a minute, at least 100 ms); a reload's new retention applies at once.
+async fn purge_loop(
+    store: Arc<store::Store>,
+    mut retention: tokio::sync::watch::Receiver<Option<std::time::Duration>>,
+) {
     loop {
-        tokio::time::sleep(every).await;
+        let current = *retention.borrow_and_update();
+        let every = current.map_or(std::time::Duration::from_secs(60), |r| {
+            (r / 4).clamp(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(60),
+            )
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = retention.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let now = now_ms();
-        let before = retention.map_or(0, |r| now.saturating_sub(r.as_millis() as u64));
+        let before = current.map_or(0, |r| now.saturating_sub(r.as_millis() as u64));
         loop {
             match store
                 .purge(before, now.saturating_sub(IDEMPOTENCY_KEEP_MS), PURGE_BATCH)
@@ -258,6 +274,8 @@ impl Services {
                 {
                     // retry schedule, providers and the SSRF guard apply to the next attempt
                     *s.live.write() = Arc::new(worker_settings(cfg, &s.events)?);
+                    s.retention.send_replace(cfg.retention());
+                    s.store.set_retention(cfg.retention());
                     *s.config.write() = cfg.clone();
                     s.clone()
                 }

@@ -209,9 +209,8 @@ pub struct RedisStore {
     consumer: String,
     /// Entries pending this long on a consumer are taken over by another.
     claim_idle_ms: u64,
-    /// How long a finished message is kept after its acceptance ("" = for ever), as the
-    /// scripts take it.
-    retention_ms: String,
+    /// How long a finished message is kept after its acceptance, in ms (0 = for ever).
+    retention_ms: std::sync::atomic::AtomicU64,
     last_autoclaim: parking_lot::Mutex<u64>,
     /// Message id → (stream, entry) of what this node holds.
     held: parking_lot::Mutex<HashMap<String, (String, String)>>,
@@ -291,7 +290,9 @@ impl RedisStore {
             reader: tokio::sync::Mutex::new(None),
             consumer: format!("{host}-{}-{}", std::process::id(), random_token(6)),
             claim_idle_ms: claim_idle_ms.max(100),
-            retention_ms: retention.map_or(String::new(), |r| r.as_millis().to_string()),
+            retention_ms: std::sync::atomic::AtomicU64::new(
+                retention.map_or(0, |r| r.as_millis() as u64),
+            ),
             last_autoclaim: parking_lot::Mutex::new(0),
             held: parking_lot::Mutex::new(HashMap::new()),
             accept: Script::new(ACCEPT),
@@ -306,6 +307,22 @@ impl RedisStore {
     /// `hopline:notify:{NAME}:events`.
     pub fn events(&self) -> (crate::events::Events, crate::events::EventTasks) {
         crate::events::Events::redis(self.client.clone(), format!("{}:events", self.prefix))
+    }
+
+    /// A reload's retention.
+    pub fn set_retention(&self, retention: Option<Duration>) {
+        self.retention_ms.store(
+            retention.map_or(0, |r| r.as_millis() as u64),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The retention as the scripts take it ("" = for ever).
+    fn retention_arg(&self) -> String {
+        match self.retention_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => String::new(),
+            ms => ms.to_string(),
+        }
     }
 
     /// This node's consumer name.
@@ -528,7 +545,7 @@ impl RedisStore {
             match take
                 .arg(now_ms)
                 .arg(&self.prefix)
-                .arg(&self.retention_ms)
+                .arg(self.retention_arg())
                 .invoke_async(&mut c)
                 .await
             {
@@ -639,7 +656,7 @@ impl RedisStore {
             .arg(outcome.attempt.at_ms)
             .arg(outcome.disable_endpoint.unwrap_or_default())
             .arg(entry)
-            .arg(&self.retention_ms)
+            .arg(self.retention_arg())
             .invoke_async(&mut c)
             .await;
         match r {
@@ -670,7 +687,7 @@ impl RedisStore {
             .arg(to.as_str())
             .arg(now_ms)
             .arg(kind)
-            .arg(&self.retention_ms)
+            .arg(self.retention_arg())
             .invoke_async(&mut c)
             .await;
         match r {

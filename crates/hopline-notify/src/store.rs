@@ -1274,6 +1274,14 @@ impl Store {
         on_engine!(self, s => s.claim(now_ms, limit).await)
     }
 
+    /// A reload's retention (the Redis engine's scripts take it; the embedded engine's
+    /// purge loop is told by the service).
+    pub fn set_retention(&self, retention: Option<std::time::Duration>) {
+        if let Engine::Redis(r) = &self.engine {
+            r.set_retention(retention);
+        }
+    }
+
     /// See [`SqliteStore::purge`] (the embedded engine; with Redis, finished messages
     /// expire by themselves).
     pub async fn purge(

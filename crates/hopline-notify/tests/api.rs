@@ -1198,3 +1198,52 @@ async fn finished_messages_are_dropped_after_the_retention_on(engine: Engine) {
         assert!(e.to_string().contains(says), "{e}");
     }
 }
+
+/// A reload's `retention` applies at once, on both engines: kept for ever ("off"), then
+/// "1s" — the delivered message goes.
+#[tokio::test]
+async fn retention_follows_a_reload() {
+    retention_follows_a_reload_on(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn retention_follows_a_reload_redis() {
+    let Some(r) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    retention_follows_a_reload_on(Engine::Redis(r.port)).await;
+}
+
+async fn retention_follows_a_reload_on(engine: Engine) {
+    let (sink_addr, _sink) = sink().await;
+    let api = start_on(engine, "retention = \"off\"", true).await;
+    let to = format!("http://{sink_addr}/hook");
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "kept")).await;
+    let first = v["id"].as_str().unwrap().to_string();
+    wait_status(&api, &first, "delivered").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (s, _) = call(&api, "GET", &format!("/v1/messages/{first}"), "").await;
+    assert_eq!(s, 200, "kept with retention = \"off\"");
+    let path = api.dir.path().join("hopline.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("retention = \"off\"", "retention = \"1s\"");
+    let sections = hopline_notify::config::load(&text, &path, api.dir.path()).unwrap();
+    let mut routes = hopline_edge::Services::new();
+    api._services.apply(&sections, &mut routes).unwrap();
+    // a message finished after the reload expires by itself (Redis) or is purged (SQLite);
+    // the one from before is purged by the embedded engine's next round
+    let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "soon gone")).await;
+    let second = v["id"].as_str().unwrap().to_string();
+    wait_status(&api, &second, "delivered").await;
+    let mut gone = false;
+    for _ in 0..40 {
+        let (s, _) = call(&api, "GET", &format!("/v1/messages/{second}"), "").await;
+        if s == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "retention = \"1s\" after the reload did not apply");
+}
