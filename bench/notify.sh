@@ -37,11 +37,20 @@ listen = ["127.0.0.1:18110"]
   path = "/"
   notify = "main"
 TOML
-app=$("$HOPLINE" notify app create bench --config "$work/hopline.toml" --json)
-key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$app")
-secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$app")
-taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline.toml" 2>"$work/hopline.log" & echo $! > "$work/server.pid"
-wait_port 127.0.0.1 18110
+# an app in the service of config $1: sets $key and $secret
+new_app() {
+  local app
+  app=$("$HOPLINE" notify app create bench --config "$1" --json)
+  key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$app")
+  secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$app")
+}
+# hopline serve $1 on the server's CPU, pid in $work/server.pid
+serve() {
+  taskset -c "$SERVER_CPU" "$HOPLINE" serve "$1" 2>"$work/hopline.log" & echo $! > "$work/server.pid"
+  wait_port 127.0.0.1 18110
+}
+new_app "$work/hopline.toml"
+serve "$work/hopline.toml"
 echo "# disk: $(df -h "$work" | awk 'NR==2 {print $1, $2}')"
 out=$(taskset -c "$LOAD_CPU" "$LOAD" send --url http://127.0.0.1:18110 --key "$key" --secret "$secret" --clients "$CLIENTS" --seconds "$SECS" --sink 127.0.0.1:18111 --cpu-pid "$(cat "$work/server.pid")")
 echo "hopline embedded (sqlite): $out"
@@ -58,12 +67,9 @@ PY
 
 if [ "$BACKLOG" -gt 0 ]; then
   rm -f "$work"/notify.db*
-  app=$("$HOPLINE" notify app create bench --config "$work/hopline.toml" --json)
-  bkey=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$app")
-  bsecret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$app")
-  taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline.toml" 2>"$work/hopline.log" & echo $! > "$work/server.pid"
-  wait_port 127.0.0.1 18110
-  bout=$(taskset -c "$LOAD_CPU" "$LOAD" send --url http://127.0.0.1:18110 --key "$bkey" --secret "$bsecret" --clients "$CLIENTS" --seconds "$SECS" --sink 127.0.0.1:18111 --cpu-pid "$(cat "$work/server.pid")" --scheduled "$BACKLOG")
+  new_app "$work/hopline.toml"
+  serve "$work/hopline.toml"
+  bout=$(taskset -c "$LOAD_CPU" "$LOAD" send --url http://127.0.0.1:18110 --key "$key" --secret "$secret" --clients "$CLIENTS" --seconds "$SECS" --sink 127.0.0.1:18111 --cpu-pid "$(cat "$work/server.pid")" --scheduled "$BACKLOG")
   echo "hopline embedded (sqlite), $BACKLOG messages scheduled for later: $bout"
   kill "$(cat "$work/server.pid")"; rm -f "$work/server.pid"; sleep 0.3
 fi
@@ -75,11 +81,8 @@ for fsync in everysec always; do
     --appendonly yes --appendfsync "$fsync" --logfile "$work/redis.log" & echo $! > "$work/redis.pid"
   wait_port 127.0.0.1 18112
   sed -e 's|^database = "notify.db"|engine = "redis://127.0.0.1:18112"|' "$work/hopline.toml" > "$work/hopline-redis.toml"
-  app=$("$HOPLINE" notify app create bench --config "$work/hopline-redis.toml" --json)
-  key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$app")
-  secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$app")
-  taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline-redis.toml" 2>"$work/hopline.log" & echo $! > "$work/server.pid"
-  wait_port 127.0.0.1 18110
+  new_app "$work/hopline-redis.toml"
+  serve "$work/hopline-redis.toml"
   r=$(taskset -c "$LOAD_CPU" "$LOAD" send --url http://127.0.0.1:18110 --key "$key" --secret "$secret" --clients "$CLIENTS" --seconds "$SECS" --sink 127.0.0.1:18111 --cpu-pid "$(cat "$work/server.pid"),$(cat "$work/redis.pid")")
   echo "hopline redis engine (appendfsync $fsync): $r"
   python3 - "$r" "$out" <<'PY'

@@ -45,7 +45,14 @@ impl ConfigError {
         )
     }
 
-    fn at(file: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    /// An error at `span` of `text` (the file's contents): its line and column are
+    /// worked out from the span.
+    pub fn at(
+        file: &Path,
+        text: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, column) = match span {
             Some(span) => {
                 let (l, c) = line_col(text, span.start);

@@ -105,6 +105,19 @@ fn baseline(args: &[String]) {
     );
 }
 
+/// A keep-alive HTTP/1.1 connection to the service.
+async fn client(
+    target: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(target).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// A signed `POST /v1/messages` of `body`.
 fn signed(key: &str, secret: &str, nonce: &str, body: String) -> http::Request<Full<Bytes>> {
     let ts = (now_us() / 1_000_000).to_string();
@@ -195,10 +208,7 @@ async fn send(args: &[String]) {
         for c in 0..clients {
             let (left, key, secret) = (left.clone(), key.clone(), secret.clone());
             tasks.push(tokio::spawn(async move {
-                let tcp = tokio::net::TcpStream::connect(target).await.unwrap();
-                tcp.set_nodelay(true).unwrap();
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-                tokio::spawn(conn);
+                let mut sender = client(target).await;
                 let mut n = 0u64;
                 while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1)).is_ok() {
                     n += 1;
@@ -238,10 +248,7 @@ async fn send(args: &[String]) {
             sink_addr.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(target).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-            tokio::spawn(conn);
+            let mut sender = client(target).await;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;

@@ -34,7 +34,7 @@ pub struct NotifyConfig {
     /// "off" keeps everything. Idempotency keys are dropped after their 24 h. Default
     /// "30d".
     #[serde(default = "default_retention")]
-    pub retention: String,
+    pub retention: toml::Spanned<String>,
     /// Largest API request body (413 above it).
     #[serde(default = "default_max_body")]
     pub max_body: ByteSize,
@@ -131,8 +131,8 @@ fn default_retry() -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
 }
-fn default_retention() -> String {
-    "30d".into()
+fn default_retention() -> toml::Spanned<String> {
+    toml::Spanned::new(0..0, "30d".into())
 }
 fn default_max_body() -> ByteSize {
     ByteSize(256 * 1024)
@@ -174,7 +174,7 @@ impl NotifyConfig {
 
     /// How long finished messages are kept (`None`: for ever).
     pub fn retention(&self) -> Option<Duration> {
-        match self.retention.trim() {
+        match self.retention.get_ref().trim() {
             "off" => None,
             r => parse_delay(r).ok().filter(|d| !d.is_zero()),
         }
@@ -208,12 +208,10 @@ pub fn load(
         toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, "[notify]", &e))?;
     let mut out = BTreeMap::new();
     for (name, mut c) in sections.notify {
-        let bad = |message: String| ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            column: None,
-            message: format!("[notify.{name}]: {message}"),
+        let bad_at = |span: Option<std::ops::Range<usize>>, message: String| {
+            ConfigError::at(file, text, span, format!("[notify.{name}]: {message}"))
         };
+        let bad = |message: String| bad_at(None, message);
         if c.engine != "sqlite" {
             let ok =
                 c.engine.starts_with("redis://") && redis::Client::open(c.engine.as_str()).is_ok();
@@ -232,11 +230,14 @@ pub fn load(
         for d in &c.retry {
             parse_delay(d).map_err(|e| bad(format!("retry: {e}")))?;
         }
-        if c.retention.trim() != "off" {
-            let d = parse_delay(&c.retention)
-                .map_err(|e| bad(format!("retention: {e}, or \"off\"")))?;
+        let retention = c.retention.get_ref().trim();
+        if retention != "off" {
+            let at = Some(c.retention.span());
+            let d = parse_delay(retention)
+                .map_err(|e| bad_at(at.clone(), format!("retention: {e}, or \"off\"")))?;
             if d.is_zero() {
-                return Err(bad(
+                return Err(bad_at(
+                    at,
                     "retention: 0 would drop messages as they finish; say \"off\" to keep everything, or a time like \"30d\"".into(),
                 ));
             }

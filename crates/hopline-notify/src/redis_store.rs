@@ -81,10 +81,8 @@ if first[2] then return first[2] end
 return false
 "#;
 
-const TAKE: &str = r#"
--- KEYS: message and history of each message, in pairs; ARGV: 1 now, 2 key prefix,
--- 3 retention ms ('' = for ever)
--- Answers one reply per message: {'take', webhook secret, message fields} or {what else}.
+/// Prepended to the scripts that finish a message (`keep(…)` sets its keys' expiry).
+const KEEP: &str = r#"
 -- a finished message (and its attempts and history) lives until its acceptance time
 -- plus the retention (ARGV given as ms, '' = for ever); an unfinished one for ever
 local function keep(m, a, h, status, ret)
@@ -96,6 +94,12 @@ local function keep(m, a, h, status, ret)
     redis.call('PEXPIREAT', m, at); redis.call('PEXPIREAT', a, at); redis.call('PEXPIREAT', h, at)
   end
 end
+"#;
+
+const TAKE: &str = r#"
+-- KEYS: message and history of each message, in pairs; ARGV: 1 now, 2 key prefix,
+-- 3 retention ms ('' = for ever)
+-- Answers one reply per message: {'take', webhook secret, message fields} or {what else}.
 local out = {}
 for i = 1, #KEYS, 2 do
   local m, h = KEYS[i], KEYS[i + 1]
@@ -128,17 +132,6 @@ const RECORD: &str = r#"
 -- KEYS: 1 message, 2 attempts, 3 history, 4 due, 5 disabled endpoints, 6 stream
 -- ARGV: 1 id, 2 status, 3 next_ms, 4 now, 5 attempt json, 6 attempt time, 7 url to disable, 8 entry,
 -- 9 retention ms ('' = for ever)
--- a finished message (and its attempts and history) lives until its acceptance time
--- plus the retention (ARGV given as ms, '' = for ever); an unfinished one for ever
-local function keep(m, a, h, status, ret)
-  if ret == '' then return end
-  if status == 'queued' or status == 'sending' then
-    redis.call('PERSIST', m); redis.call('PERSIST', a); redis.call('PERSIST', h)
-  else
-    local at = tonumber(redis.call('HGET', m, 'created_ms') or '0') + tonumber(ret)
-    redis.call('PEXPIREAT', m, at); redis.call('PEXPIREAT', a, at); redis.call('PEXPIREAT', h, at)
-  end
-end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local status = ARGV[2]
 redis.call('RPUSH', KEYS[2], ARGV[5])
@@ -164,17 +157,6 @@ const CHANGE: &str = r#"
 -- KEYS: 1 message, 2 history, 3 due, 4 attempts
 -- ARGV: 1 id, 2 app ('' any), 3 channel ('' any), 4 allowed statuses ",a,b,", 5 new status, 6 now, 7 kind,
 -- 8 retention ms ('' = for ever)
--- a finished message (and its attempts and history) lives until its acceptance time
--- plus the retention (ARGV given as ms, '' = for ever); an unfinished one for ever
-local function keep(m, a, h, status, ret)
-  if ret == '' then return end
-  if status == 'queued' or status == 'sending' then
-    redis.call('PERSIST', m); redis.call('PERSIST', a); redis.call('PERSIST', h)
-  else
-    local at = tonumber(redis.call('HGET', m, 'created_ms') or '0') + tonumber(ret)
-    redis.call('PEXPIREAT', m, at); redis.call('PEXPIREAT', a, at); redis.call('PEXPIREAT', h, at)
-  end
-end
 local m = redis.call('HMGET', KEYS[1], 'app', 'status', 'channel')
 if not m[1] then return {'notfound', ''} end
 if ARGV[2] ~= '' and m[1] ~= ARGV[2] then return {'notfound', ''} end
@@ -297,9 +279,9 @@ impl RedisStore {
             held: parking_lot::Mutex::new(HashMap::new()),
             accept: Script::new(ACCEPT),
             move_due: Script::new(MOVE_DUE),
-            take: Script::new(TAKE),
-            record: Script::new(RECORD),
-            change: Script::new(CHANGE),
+            take: Script::new(&format!("{KEEP}{TAKE}")),
+            record: Script::new(&format!("{KEEP}{RECORD}")),
+            change: Script::new(&format!("{KEEP}{CHANGE}")),
         })
     }
 

@@ -117,7 +117,7 @@ impl Shared {
         let mut cx = Context::from_waker(Waker::noop());
         // a plain TCP socket takes the bytes straight (no flush to do); anything else
         // (TLS, HTTP/2) through its writer
-        let (written, direct) = match st.io.tcp() {
+        let (written, plain) = match st.io.tcp() {
             Some(tcp) => match tcp.try_write(frame) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => (Poll::Pending, true),
                 r => (Poll::Ready(r), true),
@@ -127,7 +127,7 @@ impl Shared {
         let given = match written {
             Poll::Ready(Ok(n)) if n == frame.len() => {
                 st.offset = offset;
-                if direct {
+                if plain {
                     return true;
                 }
                 match Pin::new(&mut st.io).poll_flush(&mut cx) {
