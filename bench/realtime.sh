@@ -8,11 +8,15 @@
 #   3. long polling: FANOUT held polls, one publication per second
 # Contenders run one after the other (never at the same time), ROUNDS rounds.
 #   bench/realtime.sh          # IDLE=15000 FANOUT=5000 RATE=20 SECS=30 SIZE=100 ROUNDS=1
+#   MODES="ws" ROUNDS=5 bench/realtime.sh   # only the WebSocket fan-out, servers alternating
+#   (MODES is any of: idle ws sse long-poll redis; default all)
 source "$(dirname "$0")/lib.sh"
 ports_free 18100 18101
 need nginx taskset python3
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || { echo "bench: apt-get install libnginx-mod-nchan" >&2; exit 2; }
 IDLE="${IDLE:-15000}"; FANOUT="${FANOUT:-5000}"; RATE="${RATE:-20}"; SECS="${SECS:-30}"; SIZE="${SIZE:-100}"; ROUNDS="${ROUNDS:-1}"
+MODES=" ${MODES:-idle ws sse long-poll redis} "
+want() { [[ "$MODES" == *" $1 "* ]]; }
 build_hopline
 if [ -z "${SKIP_BUILD:-}" ]; then (cd "$ROOT" && cargo build --release -p hopline-realtime --example rt-load >&2); fi
 LOAD="$ROOT/target/release/examples/rt-load"
@@ -63,6 +67,7 @@ declare -A R
 for round in $(seq 1 "$ROUNDS"); do
   for srv in nchan hopline; do
     # 1. idle WebSocket subscribers
+    if want idle; then
     start_server "$srv"; pid=$(cat "$work/server.pid")
     before=$(rss_now "$pid")
     mkfifo "$work/hold"
@@ -78,9 +83,11 @@ for round in $(seq 1 "$ROUNDS"); do
     R["$srv,idle"]+="$per "
     exec 7>&-; wait "$lp" 2>/dev/null || true; rm -f "$work/hold"
     stop_server
+    fi
 
     # 2. fan-out (WebSocket, then SSE) and 3. long polling
     for mode in ws sse long-poll; do
+      want "$mode" || continue
       start_server "$srv"; pid=$(cat "$work/server.pid")
       worker=$( (pgrep -P "$pid" || true) | head -1); worker="${worker:-$pid}"   # nginx: the worker process
       rate="$RATE"; [ "$mode" = long-poll ] && rate=1
@@ -94,7 +101,7 @@ done
 
 # 4. the Redis engine: two hopline nodes on one Redis, subscribers on node B, the publisher
 #    on node A (every event crosses Redis), beside one node with the memory engine
-if command -v redis-server >/dev/null 2>&1; then
+if want redis && command -v redis-server >/dev/null 2>&1; then
   taskset -c "$LOAD_CPU" redis-server --port 18102 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & echo $! > "$work/redis.pid"
   wait_port 127.0.0.1 18102
   for n in 3 4; do
@@ -111,20 +118,28 @@ fi
 
 echo
 echo "# medians over $ROUNDS round(s): idle=$IDLE ws subscribers; fan-out=$FANOUT subscribers, $RATE msg/s x ${SECS}s of $SIZE B; long-poll=$FANOUT held polls, 1 msg/s"
-python3 - "${R[nchan,idle]}" "${R[hopline,idle]}" "${R[nchan,ws]}" "${R[hopline,ws]}" "${R[nchan,sse]}" "${R[hopline,sse]}" "${R[nchan,long-poll]}" "${R[hopline,long-poll]}" <<'PY'
+python3 - "${R[nchan,idle]:-}" "${R[hopline,idle]:-}" "${R[nchan,ws]:-}" "${R[hopline,ws]:-}" "${R[nchan,sse]:-}" "${R[hopline,sse]:-}" "${R[nchan,long-poll]:-}" "${R[hopline,long-poll]:-}" <<'PY'
 import json, statistics, sys
 a = sys.argv[1:]
 med = lambda xs: statistics.median(xs) if xs else 0
 idle = [[float(x) for x in s.split()] for s in a[0:2]]
-print(f"idle RSS per WebSocket subscriber (bytes): nchan {med(idle[0]):.0f}  hopline {med(idle[1]):.0f}  ratio hopline/nchan {med(idle[1]) / max(med(idle[0]), 1):.2f}")
+if idle[0] and idle[1]:
+    print(f"idle RSS per WebSocket subscriber (bytes): nchan {med(idle[0]):.0f}  hopline {med(idle[1]):.0f}  ratio hopline/nchan {med(idle[1]) / max(med(idle[0]), 1):.2f}")
 def rows(s):
     return [json.loads(x) for x in s.split("|") if x.strip()]
 for i, mode in enumerate(["ws", "sse", "long-poll"]):
     n, h = rows(a[2 + 2 * i]), rows(a[3 + 2 * i])
+    if not n or not h:
+        continue
     def m(rs, k): return med([r[k] for r in rs])
     print(f"{mode:9} nchan:   delivered {m(n,'deliveries'):.0f}/{m(n,'expected'):.0f}  p50 {m(n,'p50_ms'):.2f} ms  p99 {m(n,'p99_ms'):.2f} ms  cpu/delivery {m(n,'cpu_us_per_delivery'):.2f} us")
     print(f"{mode:9} hopline: delivered {m(h,'deliveries'):.0f}/{m(h,'expected'):.0f}  p50 {m(h,'p50_ms'):.2f} ms  p99 {m(h,'p99_ms'):.2f} ms  cpu/delivery {m(h,'cpu_us_per_delivery'):.2f} us"
           f"  (cpu ratio hopline/nchan {m(h,'cpu_us_per_delivery') / max(m(n,'cpu_us_per_delivery'), 1e-9):.2f}, p99 ratio {m(h,'p99_ms') / max(m(n,'p99_ms'), 1e-9):.2f})")
+    if len(n) > 1 and len(n) == len(h):
+        # each round runs Nchan then hopline back to back: the paired ratios show the spread
+        # that the machine's drifting speed puts on one run's figure
+        pairs = sorted(y['cpu_us_per_delivery'] / max(x['cpu_us_per_delivery'], 1e-9) for x, y in zip(n, h))
+        print(f"{mode:9} cpu ratio per round: {' '.join(f'{r:.2f}' for r in pairs)}  (median {med(pairs):.2f}, worst {pairs[-1]:.2f})")
 PY
 if [ -n "${R[redis]:-}" ]; then
   python3 - "${R[redis]}" "${R[hopline,ws]}" <<'PY'

@@ -12,6 +12,7 @@
 //! go the same way ([`sse`]): the edge sends the head and hands the connection over.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -72,6 +73,11 @@ impl std::fmt::Debug for Shared {
 
 pub(crate) struct State {
     pub(crate) io: Upgraded,
+    /// `io`'s socket when it is plain TCP (nothing between it and the service): a
+    /// publisher writes to it with one `send`, without the walk through the boxed
+    /// layers and the runtime's readiness state to the socket (at thousands of sockets
+    /// per publication those are cache misses each).
+    fd: Option<RawFd>,
     /// Publishers may write: the task has nothing half written and nothing queued.
     pub(crate) open: bool,
     /// The position the socket has been given up to (events fully written, or begun by
@@ -84,12 +90,36 @@ pub(crate) struct State {
     pub(crate) flush: bool,
 }
 
+impl State {
+    /// Write what a plain TCP socket takes of `buf` now, without waiting (None: not a
+    /// plain TCP socket). The runtime's idea of the socket's readiness is left as it is:
+    /// a would-block here only means the task's next write finds it out itself.
+    #[allow(unsafe_code)]
+    fn send_now(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        let fd = self.fd?;
+        // SAFETY: `fd` belongs to `self.io`, which owns it, never changes, and is alive
+        // while `self` is borrowed (the lock on the state is held); `buf` is a live slice
+        // of `buf.len()` bytes. MSG_NOSIGNAL: a closed peer is an EPIPE, not a signal.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        Some(if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) })
+    }
+}
+
 impl Shared {
     pub(crate) fn new(io: Upgraded, kind: Kind) -> Arc<Shared> {
+        let fd = io.tcp().map(|tcp| tcp.as_raw_fd());
         Arc::new(Shared {
             kind,
             state: Mutex::new(State {
                 io,
+                fd,
                 open: false,
                 epoch: Arc::from(""),
                 offset: 0,
@@ -117,11 +147,9 @@ impl Shared {
         let mut cx = Context::from_waker(Waker::noop());
         // a plain TCP socket takes the bytes straight (no flush to do); anything else
         // (TLS, HTTP/2) through its writer
-        let (written, plain) = match st.io.tcp() {
-            Some(tcp) => match tcp.try_write(frame) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => (Poll::Pending, true),
-                r => (Poll::Ready(r), true),
-            },
+        let (written, plain) = match st.send_now(frame) {
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => (Poll::Pending, true),
+            Some(r) => (Poll::Ready(r), true),
             None => (Pin::new(&mut st.io).poll_write(&mut cx, frame), false),
         };
         let given = match written {
