@@ -64,6 +64,8 @@ peak_rss_kib() { sum_tree "$1" '/VmHWM/ {print $2}' status; }
 # (fields counted after the ")" that ends the command name, which may hold spaces:
 #  "(nsd: server 1)")
 cpu_ticks() { sum_tree "$1" '{ sub(/.*\) /, ""); print $12 + $13 }' stat; }
+# the kernel's part of it (stime)
+sys_ticks() { sum_tree "$1" '{ sub(/.*\) /, ""); print $13 }' stat; }
 
 # the per-core counters of /proc/stat for the server's and the load generator's cores, on
 # one line ("cpuN user nice system idle iowait irq softirq steal; ...")

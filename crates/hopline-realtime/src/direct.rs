@@ -108,7 +108,11 @@ impl State {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        Some(if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) })
+        Some(if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        })
     }
 }
 
@@ -312,7 +316,8 @@ impl Drop for Registration {
 /// edge has sent the head (`Transfer-Encoding: chunked`) and handed the connection over:
 /// events by the publishers when they can, by this task otherwise; a comment every ping
 /// interval; cut (last chunk, then close) when the subscriber falls more than
-/// `client_queue` behind or out of history, or the server shuts down; closed without a
+/// `client_queue` behind or out of history, the channel is deleted (after an `event:
+/// deleted`), or the server shuts down; closed without a
 /// last chunk when no write makes progress for `write_timeout` (the edge's send timeout).
 pub(crate) async fn sse(
     io: Upgraded,
@@ -362,6 +367,11 @@ pub(crate) async fn sse(
                 .fetch_add(read.events.len() as u64, Ordering::Relaxed);
             pos = read.position;
         }
+        // deleted: what was published before goes out, then the client is told
+        let deleted = !more && ch.is_gone();
+        if deleted {
+            frames.push(chunk(&crate::service::sse_deleted(&ch.name)));
+        }
         let up = hub.engine_up();
         if up != was_up {
             was_up = up;
@@ -395,6 +405,9 @@ pub(crate) async fn sse(
                 break 'stream false;
             }
         };
+        if deleted {
+            break 'stream true;
+        }
         shared.hand_over(&pos);
         if woke {
             continue;

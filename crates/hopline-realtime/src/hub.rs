@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,6 +110,8 @@ pub struct Channel {
     direct: Mutex<slab::Slab<Arc<crate::direct::Shared>>>,
     /// The hub's counters (direct writes count there).
     metrics: Arc<Metrics>,
+    /// Set when the channel was deleted: its subscribers are told and let go.
+    gone: AtomicBool,
 }
 
 impl Channel {
@@ -121,7 +123,20 @@ impl Channel {
             tick: watch::channel(last).0,
             direct: Mutex::new(slab::Slab::new()),
             metrics,
+            gone: AtomicBool::new(false),
         }
+    }
+
+    /// The channel was deleted (`DELETE /live/CHANNEL`): a subscriber still holding it
+    /// takes what is left in its log, then is told and lets go.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Mark the channel deleted and wake every subscriber to see it.
+    pub(crate) fn mark_gone(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.wake();
     }
 
     /// Let publishers write to `conn` directly (see [`crate::direct`]).
@@ -321,6 +336,17 @@ pub struct ChannelInfo {
     pub subscribers: usize,
 }
 
+/// What a deleted channel was.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// Its epoch and last offset.
+    pub position: Position,
+    /// Publications its history held.
+    pub messages: usize,
+    /// Subscribers it had on this node (told of the deletion).
+    pub subscribers: usize,
+}
+
 /// Directly written sockets offered an event per hold of a channel's registry lock.
 const DIRECT_CHUNK: usize = 512;
 
@@ -450,6 +476,64 @@ impl Hub {
     /// End long-lived subscribers (server shutdown).
     pub fn shutdown(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Delete `channel` (as Nchan's `DELETE`): its history goes, its subscribers — on every
+    /// node, with the shared engine — are told and let go, and the next use starts it
+    /// again under a new epoch (an old position then reads `recovered: false`). What the
+    /// channel was, or None when there was no such channel.
+    pub async fn delete(&self, channel: &str) -> Result<Option<Deleted>, EngineError> {
+        let shared = match &self.engine {
+            Engine::Memory => None,
+            Engine::Redis(r) => Some(r.delete(channel).await?),
+        };
+        let local = self.channels.write().remove(channel);
+        if let Engine::Redis(r) = &self.engine {
+            r.unfollow(channel);
+        }
+        let subscribers = local.as_ref().map_or(0, |c| c.subscribers());
+        let deleted = match (shared, &local) {
+            // the shared engine's view: its history, whether this node had it or not
+            (Some(Some((epoch, offset, messages))), _) => Some(Deleted {
+                position: Position {
+                    epoch: epoch.into(),
+                    offset,
+                },
+                messages,
+                subscribers,
+            }),
+            (_, Some(ch)) => {
+                let i = ch.info();
+                Some(Deleted {
+                    position: i.position,
+                    messages: i.messages,
+                    subscribers,
+                })
+            }
+            (_, None) => None,
+        };
+        if let Some(ch) = local {
+            ch.mark_gone();
+        }
+        Ok(deleted)
+    }
+
+    /// A deletion made on another node (the shared engine's deletions stream): the local
+    /// channel goes if it is the one deleted (same epoch), not one started since.
+    pub(crate) fn deleted_elsewhere(&self, channel: &str, epoch: &str) {
+        let mut map = self.channels.write();
+        let Some(ch) = map.get(channel) else { return };
+        if *ch.position().epoch != *epoch {
+            return;
+        }
+        let ch = map.remove(channel);
+        drop(map);
+        if let Engine::Redis(r) = &self.engine {
+            r.unfollow(channel);
+        }
+        if let Some(ch) = ch {
+            ch.mark_gone();
+        }
     }
 
     /// Drop channels nobody listens to whose history is empty (called periodically).

@@ -13,6 +13,11 @@
 //! shared. Each node follows its channels with one `XREAD BLOCK` over all of them and
 //! appends what it reads to its local log, from which every transport serves.
 //!
+//! A deletion removes the channel's three keys (one script) and adds `(channel, epoch)` to
+//! the hub's deletions stream `hopline:rt:{H}:deleted` (trimmed to ~1000), which every
+//! node's follower reads in the same `XREAD`: each lets go of its subscribers of that
+//! epoch of the channel. The next publication starts the channel again under a new epoch.
+//!
 //! Faults: every Redis call has a timeout; when Redis is unreachable, publish answers 503,
 //! subscribers are told (SSE comment, WebSocket close 1011), and following resumes from
 //! the last offsets read once Redis is back — nothing hangs, nothing is skipped.
@@ -53,6 +58,19 @@ local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 return {epoch, last}
 "#;
 
+const DELETE: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then return false end
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+local n = redis.call('XLEN', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return {epoch, last, n}
+"#;
+
+/// How many deletions the hub's deletions stream keeps (a node that was away longer than
+/// that many deletions finds its stale channels by their epochs instead).
+const DELETIONS_KEPT: u64 = 1000;
+
 /// How long a Redis call may take before the engine counts as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one `XREAD` blocks (channels followed since are included at the next round).
@@ -70,6 +88,7 @@ pub struct RedisEngine {
     followed: parking_lot::Mutex<HashMap<Arc<str>, u64>>,
     publish: redis::Script,
     load: redis::Script,
+    delete: redis::Script,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -97,12 +116,18 @@ impl RedisEngine {
             followed: parking_lot::Mutex::new(HashMap::new()),
             publish: redis::Script::new(PUBLISH),
             load: redis::Script::new(LOAD),
+            delete: redis::Script::new(DELETE),
         }))
     }
 
     fn keys(&self, channel: &str) -> [String; 3] {
         let tag = format!("hopline:rt:{{{}:{}}}", self.hub, channel);
         [format!("{tag}:s"), format!("{tag}:e"), format!("{tag}:n")]
+    }
+
+    /// The hub's deletions stream.
+    fn deletions_key(&self) -> String {
+        format!("hopline:rt:{{{}}}:deleted", self.hub)
     }
 
     async fn connect(
@@ -218,12 +243,7 @@ impl RedisEngine {
                 .invoke_async(&mut c),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::IoError,
-                "timed out",
-            )))
-        });
+        .unwrap_or_else(|_| Err(timed_out()));
         let (epoch, offset) = match answer {
             Ok(a) => a,
             Err(e) => return Err(self.failed(e).await),
@@ -253,6 +273,59 @@ impl RedisEngine {
         })
     }
 
+    /// Delete a channel's shared history and tell every node: `(epoch, last offset,
+    /// entries in history)`, or None when Redis has no such channel.
+    pub(crate) async fn delete(
+        &self,
+        channel: &str,
+    ) -> Result<Option<(String, u64, usize)>, EngineError> {
+        let keys = self.keys(channel);
+        let mut c = self.conn().await?;
+        let answer: Result<Option<(String, u64, usize)>, _> = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.delete
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .invoke_async(&mut c),
+        )
+        .await
+        .unwrap_or_else(|_| Err(timed_out()));
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => return Err(self.failed(e).await),
+        };
+        if let Some((epoch, _, _)) = &answer {
+            // (its own command, not in the script: the stream is the hub's, in another slot)
+            let told: Result<Value, _> = tokio::time::timeout(
+                CALL_TIMEOUT,
+                redis::cmd("XADD")
+                    .arg(self.deletions_key())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(DELETIONS_KEPT)
+                    .arg("*")
+                    .arg("c")
+                    .arg(channel)
+                    .arg("e")
+                    .arg(epoch)
+                    .query_async(&mut c),
+            )
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+            if let Err(e) = told {
+                return Err(self.failed(e).await);
+            }
+        }
+        self.up.store(true, Ordering::Release);
+        Ok(answer)
+    }
+
+    /// Stop following a channel (deleted here).
+    pub(crate) fn unfollow(&self, channel: &str) {
+        self.followed.lock().remove(channel);
+    }
+
     /// Follow `ch` from its current offset.
     pub(crate) fn follow(&self, ch: &Arc<Channel>) {
         let offset = ch.position().offset;
@@ -273,6 +346,8 @@ impl RedisEngine {
         let mut backoff = Duration::from_millis(100);
         let mut epochs_checked = tokio::time::Instant::now();
         let mut check_epochs = false;
+        let deletions_key = self.deletions_key();
+        let mut deletions_from: Option<String> = None;
         loop {
             let Some(h) = hub.upgrade() else { return };
             if *h.closing.borrow() {
@@ -295,8 +370,34 @@ impl RedisEngine {
                     .connect(Duration::from_millis(BLOCK_MS) + CALL_TIMEOUT)
                     .await
                 {
-                    Ok(c) => {
+                    Ok(mut c) => {
                         check_epochs = true;
+                        if deletions_from.is_none() {
+                            // deletions from now on (older ones concern epochs gone by)
+                            let last: Result<Value, _> = redis::cmd("XREVRANGE")
+                                .arg(self.deletions_key())
+                                .arg("+")
+                                .arg("-")
+                                .arg("COUNT")
+                                .arg(1)
+                                .query_async(&mut c)
+                                .await;
+                            match last {
+                                Ok(v) => {
+                                    deletions_from = Some(
+                                        parse_deletions(&v)
+                                            .pop()
+                                            .map_or_else(|| "0-0".to_string(), |d| d.0),
+                                    );
+                                }
+                                Err(e) => {
+                                    self.set_down(&hub, &e.to_string());
+                                    tokio::time::sleep(backoff).await;
+                                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                                    continue;
+                                }
+                            }
+                        }
                         conn.insert(c)
                     }
                     Err(e) => {
@@ -340,9 +441,11 @@ impl RedisEngine {
             for (name, _) in &followed {
                 cmd.arg(&self.keys(name)[0]);
             }
+            cmd.arg(&deletions_key);
             for (_, offset) in &followed {
                 cmd.arg(format!("0-{offset}"));
             }
+            cmd.arg(deletions_from.as_deref().unwrap_or("0-0"));
             let reply: Result<Value, _> = cmd.query_async(c).await;
             match reply {
                 Ok(v) => {
@@ -351,13 +454,20 @@ impl RedisEngine {
                     check_epochs |= was_down;
                     let Some(h) = hub.upgrade() else { return };
                     for (key, entries) in parse_streams(&v) {
+                        if key == deletions_key {
+                            for (id, channel, epoch) in parse_deletions(entries) {
+                                h.deleted_elsewhere(&channel, &epoch);
+                                deletions_from = Some(id);
+                            }
+                            continue;
+                        }
                         let Some((name, _)) = followed.iter().find(|(n, _)| self.keys(n)[0] == key)
                         else {
                             continue;
                         };
                         let Some(ch) = h.existing(name) else { continue };
                         let mut last = None;
-                        for e in entries {
+                        for e in parse_entries(entries) {
                             let epoch = e
                                 .epoch
                                 .clone()
@@ -398,6 +508,10 @@ impl RedisEngine {
             }
         }
     }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))
 }
 
 fn ch_retention(ch: &Channel) -> Retention {
@@ -466,17 +580,40 @@ fn parse_entries(v: &Value) -> Vec<Entry> {
         .collect()
 }
 
+/// `(id, channel, epoch)` of the deletions stream's entries in an `XREAD` reply.
+fn parse_deletions(v: &Value) -> Vec<(String, String, String)> {
+    as_items(v)
+        .into_iter()
+        .filter_map(|entry| {
+            let parts = as_items(entry);
+            let id = String::from_utf8_lossy(as_bytes(parts.first()?)?).into_owned();
+            let (mut channel, mut epoch) = (None, None);
+            for kv in as_items(parts.get(1)?).chunks(2) {
+                let (Some(k), Some(v)) = (
+                    kv.first().and_then(|k| as_bytes(k)),
+                    kv.get(1).and_then(|v| as_bytes(v)),
+                ) else {
+                    continue;
+                };
+                match k {
+                    b"c" => channel = Some(String::from_utf8_lossy(v).into_owned()),
+                    b"e" => epoch = Some(String::from_utf8_lossy(v).into_owned()),
+                    _ => {}
+                }
+            }
+            Some((id, channel?, epoch?))
+        })
+        .collect()
+}
+
 /// `(stream key, entries)` of an `XREAD` reply (RESP2 arrays or RESP3 maps).
-fn parse_streams(v: &Value) -> Vec<(String, Vec<Entry>)> {
+fn parse_streams(v: &Value) -> Vec<(String, &Value)> {
     let items = as_items(v);
     let mut out = Vec::new();
     if matches!(v, Value::Map(_)) {
         for kv in items.chunks(2) {
             if let (Some(k), Some(entries)) = (kv.first().and_then(|k| as_bytes(k)), kv.get(1)) {
-                out.push((
-                    String::from_utf8_lossy(k).into_owned(),
-                    parse_entries(entries),
-                ));
+                out.push((String::from_utf8_lossy(k).into_owned(), *entries));
             }
         }
     } else {
@@ -485,10 +622,7 @@ fn parse_streams(v: &Value) -> Vec<(String, Vec<Entry>)> {
             if let (Some(k), Some(entries)) =
                 (parts.first().and_then(|k| as_bytes(k)), parts.get(1))
             {
-                out.push((
-                    String::from_utf8_lossy(k).into_owned(),
-                    parse_entries(entries),
-                ));
+                out.push((String::from_utf8_lossy(k).into_owned(), *entries));
             }
         }
     }

@@ -102,6 +102,14 @@ pub(crate) fn sse_chunk(epoch: &str, e: &Event) -> Bytes {
 }
 
 /// `data` as one HTTP/1.1 chunk.
+/// The SSE event that tells a subscriber its channel was deleted (the stream ends).
+pub(crate) fn sse_deleted(channel: &str) -> Bytes {
+    Bytes::from(format!(
+        "event: deleted\ndata: {{\"channel\":{}}}\n\n",
+        json_string(channel.as_bytes())
+    ))
+}
+
 pub(crate) fn chunk(data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 12);
     out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
@@ -314,6 +322,7 @@ async fn handle(
     match *req.method() {
         Method::POST => publish(hub, req, channel, query).await,
         Method::GET | Method::HEAD if query.info => channel_info(&hub, &req, &channel, &query),
+        Method::DELETE => delete(&hub, &req, &channel, &query).await,
         Method::GET | Method::HEAD => {
             let token = bearer(req.headers(), &query);
             if let Err((s, m)) = authorize(&settings.config.subscribe, token, &channel, "subscribe")
@@ -363,10 +372,12 @@ async fn handle(
         _ => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "405 use GET to subscribe, POST to publish\n",
+                "405 use GET to subscribe, POST to publish, DELETE to delete the channel\n",
             );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            r.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, DELETE"),
+            );
             r
         }
     }
@@ -408,6 +419,42 @@ fn channel_info(
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// `DELETE /live/CHANNEL` (as Nchan's): the channel's history goes and its subscribers
+/// are told — WebSocket `{"type":"deleted"}`, SSE `event: deleted` then the end of the
+/// stream, a held long poll 410 — on every node with the shared engine. Publishers'
+/// access; 200 with what the channel was, 404 when there was no such channel.
+async fn delete(
+    hub: &Hub,
+    req: &Request<RequestBody>,
+    channel: &str,
+    query: &Query,
+) -> Response<Body> {
+    let settings = hub.settings();
+    let token = bearer(req.headers(), query);
+    if let Err((s, m)) = authorize(&settings.config.publish, token, channel, "publish") {
+        return unauthorized(s, m);
+    }
+    match hub.delete(channel).await {
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),
+        Ok(None) => text(
+            StatusCode::NOT_FOUND,
+            format!("404 no channel {channel:?} (nothing published or subscribed)\n"),
+        ),
+        Ok(Some(d)) => {
+            let body = serde_json::json!({
+                "channel": channel,
+                "deleted": true,
+                "epoch": &*d.position.epoch,
+                "offset": d.position.offset,
+                "position": d.position.to_string(),
+                "messages": d.messages,
+                "subscribers": d.subscribers,
+            });
+            json(StatusCode::OK, Bytes::from(body.to_string()))
+        }
+    }
 }
 
 fn bad_channel(name: &str) -> String {
@@ -472,7 +519,7 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
             let r = ch.read(Some(&since), 1);
             !r.events.is_empty() || !r.recovered
         };
-        if read_has || *closing.borrow() {
+        if read_has || *closing.borrow() || ch.is_gone() {
             break;
         }
         tokio::select! {
@@ -483,6 +530,11 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
     }
     drop(held);
     hub.metrics.long_polls.fetch_add(1, Ordering::Relaxed);
+    if ch.is_gone() && ch.read(Some(&since), 1).events.is_empty() {
+        // deleted while held (what was published before it is answered first)
+        let body = serde_json::json!({"error": "channel deleted", "channel": &*ch.name});
+        return json(StatusCode::GONE, Bytes::from(body.to_string()));
+    }
     poll_answer(&hub, &ch, Some(&since))
 }
 
@@ -636,6 +688,11 @@ impl http_body::Body for SseBody {
                 let deadline = tokio::time::Instant::now() + this.ping_every;
                 this.ping.as_mut().reset(deadline);
                 return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            }
+            if this.ch.is_gone() {
+                // deleted: everything published before went out above
+                this.ended = true;
+                return Poll::Ready(Some(Ok(Frame::data(sse_deleted(&this.ch.name)))));
             }
             let up = this.hub.engine_up();
             if up != this.was_up {

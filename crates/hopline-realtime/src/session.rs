@@ -12,7 +12,9 @@
 //! `{"type":"unsubscribe","channel":"C"}`,
 //! `{"type":"publish","channel":"C","data":"…"}`, `{"type":"ping"}`.
 //! Server → client: events `{"channel","offset","epoch","data"}`, and
-//! `{"type":"subscribed"|"unsubscribed"|"published"|"pong"|"error",…}`.
+//! `{"type":"subscribed"|"unsubscribed"|"published"|"pong"|"error",…}`, and
+//! `{"type":"deleted","channel":"C"}` when a publisher deleted a subscribed channel (the
+//! subscription ends; the connection stays).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -281,7 +283,8 @@ impl Conn {
     /// compressed); cut a slow consumer.
     fn deliver(&mut self) -> Result<(), End> {
         let mut batch: smallvec::SmallVec<[Arc<crate::log::Event>; 4]> = smallvec::SmallVec::new();
-        for i in 0..self.subs.len() {
+        let mut i = 0;
+        while i < self.subs.len() {
             loop {
                 let sub = &mut self.subs[i];
                 sub.rx.borrow_and_update();
@@ -325,6 +328,14 @@ impl Conn {
                     break;
                 }
             }
+            if self.subs[i].ch.is_gone() {
+                // deleted: what was published before went out above; the client is told
+                // and the subscription ends (the connection stays for its others)
+                let sub = self.subs.remove(i);
+                self.reply(serde_json::json!({"type": "deleted", "channel": &*sub.ch.name}));
+                continue;
+            }
+            i += 1;
         }
         Ok(())
     }

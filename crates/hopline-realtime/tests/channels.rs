@@ -427,7 +427,9 @@ async fn tokens_limits_and_bad_input() {
     }
     let long = format!("/live/{}", "x".repeat(200));
     assert_eq!(c.get(edge.url(&long)).send().await.unwrap().status(), 400);
-    assert_eq!(c.delete(&url).send().await.unwrap().status(), 405);
+    let r = c.put(&url).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST, DELETE");
 }
 
 #[tokio::test]
@@ -1371,4 +1373,222 @@ async fn channel_info_for_publishers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(left, 1);
+}
+
+/// Next JSON text frame of a WebSocket (5 s at most).
+async fn next_json<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the connection is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// `DELETE /live/CHANNEL` (as Nchan's): publishers only; every kind of subscriber gets what
+/// was published before, then is told — WebSocket `{"type":"deleted"}` (its other
+/// subscriptions go on), SSE `event: deleted` and the end of the stream (HTTP/1.1 direct
+/// and the HTTP/1.0 body path), a held long poll 410 —; the channel starts again under a
+/// new epoch and an old position reads `recovered: false`.
+#[tokio::test]
+async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
+    let edge = start(&hub_toml("")).await;
+    let c = client();
+    let first = publish(&edge, "doomed", "e1").await;
+    let old_epoch = first["epoch"].as_str().unwrap().to_string();
+    // a WebSocket on the channel alone (publishers write to it directly) ...
+    let (mut ws1, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/doomed", edge.addr))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws1).await["type"], "subscribed");
+    // ... one on two channels
+    let (mut ws2, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/doomed", edge.addr))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws2).await["type"], "subscribed");
+    ws2.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"subscribe","channel":"other"}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws2).await["type"], "subscribed");
+    // SSE over HTTP/1.1 (direct) and HTTP/1.0 (the body path)
+    let sse11 = c
+        .get(edge.url("/live/doomed"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse11.status(), 200);
+    let addr = edge.addr;
+    let sse10 = tokio::spawn(async move {
+        raw(
+            addr,
+            b"GET /live/doomed HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await
+    });
+    // a held long poll
+    let held = {
+        let c = c.clone();
+        let url = edge.url("/live/doomed?wait=1");
+        tokio::spawn(async move { c.get(url).send().await.unwrap() })
+    };
+    let hub = edge.hubs.get("live").unwrap();
+    for _ in 0..100 {
+        if hub.existing("doomed").unwrap().subscribers() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hub.existing("doomed").unwrap().subscribers(), 5);
+    publish(&edge, "doomed", "e2").await;
+
+    // publishers only
+    let url = edge.url("/live/doomed");
+    assert_eq!(c.delete(&url).send().await.unwrap().status(), 401);
+    let r = c
+        .delete(&url)
+        .bearer_auth(token(&["other"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .delete(&url)
+        .bearer_auth(token(&["doomed"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["deleted"], true);
+    assert_eq!(v["epoch"], old_epoch.as_str());
+    assert_eq!(v["offset"], 2);
+    assert_eq!(v["messages"], 2);
+    assert!(v["subscribers"].as_u64().unwrap() >= 4, "{v}");
+
+    // the WebSockets: e2, then the notice
+    for ws in [&mut ws1, &mut ws2] {
+        let e = next_json(ws).await;
+        assert_eq!(
+            (e["offset"].as_u64(), e["data"].as_str()),
+            (Some(2), Some("e2")),
+            "{e}"
+        );
+        let d = next_json(ws).await;
+        assert_eq!(d["type"], "deleted", "{d}");
+        assert_eq!(d["channel"], "doomed");
+    }
+    // ws2's other subscription goes on
+    publish(&edge, "other", "still here").await;
+    let e = next_json(&mut ws2).await;
+    assert_eq!(
+        (e["channel"].as_str(), e["data"].as_str()),
+        (Some("other"), Some("still here"))
+    );
+    // SSE: e2, the event, the end of the stream
+    let text = tokio::time::timeout(Duration::from_secs(5), sse11.text())
+        .await
+        .expect("the HTTP/1.1 stream ends")
+        .unwrap();
+    let e2 = text.find("data: e2").expect(&text);
+    let gone = text
+        .find("event: deleted\ndata: {\"channel\":\"doomed\"}")
+        .expect(&text);
+    assert!(e2 < gone, "{text}");
+    let text = String::from_utf8_lossy(&sse10.await.unwrap()).into_owned();
+    assert!(
+        text.contains("data: e2")
+            && text.ends_with("event: deleted\ndata: {\"channel\":\"doomed\"}\n\n"),
+        "{text}"
+    );
+    // the long poll (held from e1) was answered by e2 before the deletion
+    let r = held.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(r["events"][0]["data"], "e2", "{r}");
+
+    // gone: info 404, DELETE again 404
+    let t = token(&["doomed"]);
+    assert_eq!(
+        c.get(edge.url("/live/doomed?info"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.delete(&url)
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // and it starts again under a new epoch
+    let again = publish(&edge, "doomed", "new life").await;
+    assert_eq!(again["offset"], 1);
+    assert_ne!(again["epoch"], old_epoch.as_str());
+    let r: serde_json::Value = c
+        .get(edge.url(&format!("/live/doomed?since={old_epoch}:2")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["recovered"], false, "{r}");
+}
+
+/// A long poll held on a channel with nothing new when it is deleted answers 410.
+#[tokio::test]
+async fn a_held_long_poll_on_a_deleted_channel_gets_410() {
+    let edge = start(&hub_toml("")).await;
+    let c = client();
+    publish(&edge, "brief", "only").await;
+    let held = {
+        let c = c.clone();
+        let url = edge.url("/live/brief?wait=1");
+        tokio::spawn(async move { c.get(url).send().await.unwrap() })
+    };
+    let hub = edge.hubs.get("live").unwrap();
+    for _ in 0..100 {
+        if hub.existing("brief").unwrap().subscribers() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = c
+        .delete(edge.url("/live/brief"))
+        .bearer_auth(token(&["brief"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let started = tokio::time::Instant::now();
+    let r = held.await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered at once, not at long_poll_ms"
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["channel"], "brief");
 }

@@ -162,3 +162,96 @@ async fn two_nodes_share_channels_through_redis() {
     let r = resumed.expect("node B follows the new history");
     assert_eq!(r["recovered"], false, "{r}");
 }
+
+/// A channel deleted on node A: Redis's history goes, a WebSocket and an SSE subscriber
+/// on node B are told, and both nodes start the channel again under one new epoch.
+#[tokio::test]
+async fn a_deletion_on_one_node_reaches_the_subscribers_of_another() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let first = publish(&a, "doomed", "e1").await;
+    let old_epoch = first["epoch"].as_str().unwrap().to_string();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/doomed", b.addr))
+        .await
+        .unwrap();
+    let sub = loop {
+        let m = ws.next().await.unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            break serde_json::from_str::<serde_json::Value>(&t).unwrap();
+        }
+    };
+    assert_eq!(sub["type"], "subscribed");
+    assert_eq!(sub["epoch"], old_epoch.as_str());
+    let sse = client()
+        .get(b.url("/live/doomed"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    // (let B's follower take in the channel)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = client()
+        .delete(a.url("/live/doomed"))
+        .bearer_auth(token(&["doomed"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            v["epoch"].as_str(),
+            v["offset"].as_u64(),
+            v["messages"].as_u64()
+        ),
+        (Some(&*old_epoch), Some(1), Some(1)),
+        "{v}"
+    );
+    // B's WebSocket is told
+    let told = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("told within 5 s")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v.get("type").is_some() {
+                break v;
+            }
+        }
+    };
+    assert_eq!(told["type"], "deleted", "{told}");
+    // B's SSE stream ends with the event
+    let text = tokio::time::timeout(Duration::from_secs(5), sse.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(
+        text.ends_with("event: deleted\ndata: {\"channel\":\"doomed\"}\n\n"),
+        "{text}"
+    );
+    // Redis no longer has it: deleting again is 404 from either node
+    let r = client()
+        .delete(b.url("/live/doomed"))
+        .bearer_auth(token(&["doomed"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // published again on B: a new epoch, offset 1, which A serves too
+    let again = publish(&b, "doomed", "new life").await;
+    assert_eq!(again["offset"], 1);
+    assert_ne!(again["epoch"], old_epoch.as_str());
+    let r = poll(
+        &a,
+        "doomed",
+        &format!("{}:0", again["epoch"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(r["events"][0]["data"], "new life");
+}

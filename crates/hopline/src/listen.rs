@@ -46,12 +46,16 @@ pub struct PublishArgs {
     /// The channel URL (`…/PREFIX/CHANNEL`).
     pub url: String,
     /// The event's data (`-` reads standard input).
-    #[arg(required_unless_present = "info")]
+    #[arg(required_unless_present_any = ["info", "delete"])]
     pub data: Option<String>,
     /// Publish nothing: show the channel's state (position, history, subscribers on that
     /// node), as a publisher may see it.
     #[arg(long, conflicts_with = "data")]
     pub info: bool,
+    /// Publish nothing: delete the channel (its history goes; its subscribers, on every
+    /// node, are told and let go; the next publication starts it under a new epoch).
+    #[arg(long, conflicts_with_all = ["data", "info"])]
+    pub delete: bool,
     /// A channel token (HS256 JWT) to send as `Authorization: Bearer`.
     #[arg(long, conflicts_with = "secret")]
     pub token: Option<String>,
@@ -487,6 +491,10 @@ async fn subscribe(
                     )
                     .await?;
                 let body = body.collect().await?.to_bytes();
+                if status == http::StatusCode::GONE {
+                    eprintln!("hopline: channel {channel} was deleted by a publisher");
+                    return Ok(());
+                }
                 if !status.is_success() {
                     bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
                 }
@@ -556,6 +564,10 @@ async fn subscribe(
                             event = Some(v.to_string());
                         }
                     }
+                    if event.as_deref() == Some("deleted") {
+                        eprintln!("hopline: channel {channel} was deleted by a publisher");
+                        return Ok(());
+                    }
                     if event.as_deref() == Some("gap") {
                         eprintln!(
                             "hopline: position could not be recovered: {}",
@@ -601,6 +613,11 @@ async fn subscribe(
                     tokio_tungstenite::tungstenite::Message::Text(t) => {
                         let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
                         if v.get("type").is_some() {
+                            if v["type"] == "deleted" {
+                                eprintln!("hopline: channel {channel} was deleted by a publisher");
+                                let _ = ws.close(None).await;
+                                return Ok(());
+                            }
                             if v["type"] == "subscribed" && v["recovered"] == false {
                                 eprintln!(
                                     "hopline: position could not be recovered; continuing from {}:{}",
@@ -670,6 +687,8 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         let mut http = Http::new(dialer.clone(), Arc::default());
         let (method, path) = if args.info {
             (http::Method::GET, dialer.path_with(&[("info", "1".into())]))
+        } else if args.delete {
+            (http::Method::DELETE, dialer.path_with(&[]))
         } else {
             (http::Method::POST, dialer.path_with(&[]))
         };
@@ -691,6 +710,14 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
                 v["position"].as_str().unwrap_or("?"),
                 v["messages"],
                 v["oldest_offset"],
+                v["subscribers"],
+            );
+        } else if args.delete && !args.json {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            println!(
+                "deleted {channel} at {} ({} publication(s) in history; {} subscriber(s) on that node told)",
+                v["position"].as_str().unwrap_or("?"),
+                v["messages"],
                 v["subscribers"],
             );
         } else if args.json {

@@ -417,7 +417,8 @@ async fn sighup_reloads_zones_and_refuses_a_bad_one() {
 }
 
 /// `hopline publish` as a user runs it against `hopline serve`: a publication, then
-/// `--info` (human and `--json`), and the clear errors without a token or a channel.
+/// `--info` (human and `--json`), the clear errors without a token or a channel, and
+/// `--delete` ending a listener.
 #[test]
 fn publish_and_channel_info_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -487,4 +488,58 @@ fn publish_and_channel_info_from_the_command_line() {
     assert!(!ok && err.contains("401"), "{err}");
     let (ok, _, err) = run(&["publish", &url]);
     assert!(!ok && err.contains("<DATA>"), "{err}");
+
+    // --delete: a listener is told and ends; the channel is gone (404 the second time)
+    let listener = Command::new(BIN)
+        .args(["listen", &url, "--via", "sse"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut listening = false;
+    for _ in 0..100 {
+        let (_, out, _) = run(&[
+            "publish",
+            &url,
+            "--info",
+            "--secret",
+            "cli-secret-of-the-test",
+            "--json",
+        ]);
+        if serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|v| v["subscribers"] == 1) {
+            listening = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(listening, "the listener never subscribed");
+    let (ok, out, err) = run(&[
+        "publish",
+        &url,
+        "--delete",
+        "--secret",
+        "cli-secret-of-the-test",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("deleted cli at ")
+            && out.contains("1 publication(s) in history; 1 subscriber(s)"),
+        "{out}"
+    );
+    let ended = listener.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&ended.stderr);
+    assert!(
+        ended.status.success() && err.contains("channel cli was deleted"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "publish",
+        &url,
+        "--delete",
+        "--secret",
+        "cli-secret-of-the-test",
+    ]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, err) = run(&["publish", &url, "x", "--delete"]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
 }
