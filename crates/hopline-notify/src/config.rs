@@ -14,13 +14,13 @@ use serde::Deserialize;
 pub struct NotifyConfig {
     /// "sqlite" (embedded, the default) or "redis://HOST:PORT" (Redis Streams: several
     /// nodes share the service).
-    #[serde(default = "default_engine")]
+    #[serde(default = "default_engine", deserialize_with = "engine")]
     pub engine: String,
     /// The SQLite file (relative to the config file).
     #[serde(default = "default_database")]
     pub database: PathBuf,
     /// Delays before each attempt ("0s", "5s", "5m", …).
-    #[serde(default = "default_retry")]
+    #[serde(default = "default_retry", deserialize_with = "retry")]
     pub retry: Vec<String>,
     /// Let webhooks reach loopback and private addresses (the SSRF guard is on by default).
     #[serde(default)]
@@ -45,10 +45,12 @@ pub struct NotifyConfig {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Messages one app may send, e.g. "100/s" (GCRA, the edge's limiter); 429 above it.
+    #[serde(default, deserialize_with = "rate")]
     pub app_rate: Option<String>,
     /// Burst of `app_rate` (default: one period's worth).
     pub app_burst: Option<u32>,
     /// Messages to one recipient (per app and channel), e.g. "5/h" for SMS; 429 above it.
+    #[serde(default, deserialize_with = "rate")]
     pub recipient_rate: Option<String>,
     /// Burst of `recipient_rate`.
     pub recipient_burst: Option<u32>,
@@ -75,16 +77,83 @@ pub struct EmailProvider {
     /// Its port (default: 587 with starttls, 465 with tls, 25 without).
     pub port: Option<u16>,
     /// "starttls" (default), "tls" (implicit, port 465) or "none" (local relays only).
-    #[serde(default = "default_smtp_tls")]
+    #[serde(default = "default_smtp_tls", deserialize_with = "smtp_tls")]
     pub tls: String,
     /// AUTH user, if the relay wants one.
     pub user: Option<String>,
     /// AUTH password.
     pub password: Option<String>,
     /// The From address, e.g. "Shop <shop@example.com>".
+    #[serde(deserialize_with = "mailbox")]
     pub from: String,
     /// Bounce reports (`POST /v1/callbacks/email`) are signed with this.
     pub callback_secret: String,
+}
+
+// Checks made while the file is read, so that an error names the value's line and column
+// (serde's custom errors carry the span of the value being read).
+
+/// A string value checked by `check` (its error is the message).
+fn checked<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn engine<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |s| {
+        let ok = s == "sqlite" || (s.starts_with("redis://") && redis::Client::open(s).is_ok());
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "engine {s:?}: expected \"sqlite\" or \"redis://HOST:PORT\""
+            ))
+        }
+    })
+}
+
+fn retry<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let delays = Vec::<String>::deserialize(d)?;
+    if delays.is_empty() {
+        return Err(serde::de::Error::custom(
+            "retry needs at least one delay (the first attempt's, e.g. \"0s\")",
+        ));
+    }
+    for delay in &delays {
+        parse_delay(delay).map_err(|e| serde::de::Error::custom(format!("retry: {e}")))?;
+    }
+    Ok(delays)
+}
+
+fn rate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked(d, |s| {
+        hopline_edge::ratelimit::Rate::parse(s)
+            .map(|_| ())
+            .map_err(|e| format!("rate {s:?}: {e}"))
+    })
+    .map(Some)
+}
+
+fn smtp_tls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |s| match s {
+        "starttls" | "tls" | "none" => Ok(()),
+        _ => Err(format!(
+            "tls {s:?}: expected \"starttls\", \"tls\" or \"none\""
+        )),
+    })
+}
+
+fn mailbox<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, |s| match s.parse::<lettre::message::Mailbox>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "from {s:?} is not a mailbox (e.g. \"Shop <shop@example.com>\")"
+        )),
+    })
 }
 
 fn default_smtp_tls() -> String {
@@ -211,25 +280,6 @@ pub fn load(
         let bad_at = |span: Option<std::ops::Range<usize>>, message: String| {
             ConfigError::at(file, text, span, format!("[notify.{name}]: {message}"))
         };
-        let bad = |message: String| bad_at(None, message);
-        if c.engine != "sqlite" {
-            let ok =
-                c.engine.starts_with("redis://") && redis::Client::open(c.engine.as_str()).is_ok();
-            if !ok {
-                return Err(bad(format!(
-                    "engine {:?}: expected \"sqlite\" or \"redis://HOST:PORT\"",
-                    c.engine
-                )));
-            }
-        }
-        if c.retry.is_empty() {
-            return Err(bad(
-                "retry needs at least one delay (the first attempt's, e.g. \"0s\")".into(),
-            ));
-        }
-        for d in &c.retry {
-            parse_delay(d).map_err(|e| bad(format!("retry: {e}")))?;
-        }
         let retention = c.retention.get_ref().trim();
         if retention != "off" {
             let at = Some(c.retention.span());
@@ -241,21 +291,6 @@ pub fn load(
                     "retention: 0 would drop messages as they finish; say \"off\" to keep everything, or a time like \"30d\"".into(),
                 ));
             }
-        }
-        if let Some(e) = &c.email {
-            if !matches!(e.tls.as_str(), "starttls" | "tls" | "none") {
-                return Err(bad(format!(
-                    "email.tls {:?}: \"starttls\", \"tls\" or \"none\"",
-                    e.tls
-                )));
-            }
-            if e.from.parse::<lettre::message::Mailbox>().is_err() {
-                return Err(bad(format!("email.from {:?} is not a mailbox", e.from)));
-            }
-        }
-        for rate in [&c.app_rate, &c.recipient_rate].into_iter().flatten() {
-            hopline_edge::ratelimit::Rate::parse(rate)
-                .map_err(|e| bad(format!("rate {rate:?}: {e}")))?;
         }
         if c.database.is_relative() {
             c.database = base.join(&c.database);
@@ -289,6 +324,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("retry"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+        // every check names the line of the value (and what was expected)
+        for (text, line, expected) in [
+            ("[notify.main]\nretry = []\n", 2, "at least one delay"),
+            (
+                "[notify.main]\n\nengine = \"postgres://x\"\n",
+                3,
+                "\"sqlite\" or \"redis://HOST:PORT\"",
+            ),
+            (
+                "[notify.main]\napp_rate = \"100/s\"\nrecipient_rate = \"lots\"\n",
+                3,
+                "rate \"lots\"",
+            ),
+            ("[notify.main]\nretention = \"forever\"\n", 2, "or \"off\""),
+            (
+                "[notify.main]\n[notify.main.email]\nhost = \"smtp\"\ntls = \"ssl\"\nfrom = \"a@b.c\"\ncallback_secret = \"s\"\n",
+                4,
+                "\"starttls\", \"tls\" or \"none\"",
+            ),
+            (
+                "[notify.main]\n[notify.main.email]\nhost = \"smtp\"\nfrom = \"not a mailbox\"\ncallback_secret = \"s\"\n",
+                4,
+                "is not a mailbox",
+            ),
+        ] {
+            let e = load(text, Path::new("t.toml"), Path::new(".")).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(e.message.contains(expected), "{text}: {e}");
+            assert!(e.to_string().starts_with(&format!("t.toml:{line}:")), "{e}");
+        }
         let e = load(
             "[notify.main]\nretyr = []\n",
             Path::new("t.toml"),
