@@ -27,7 +27,7 @@ pub struct ResolverService {
     /// named.root-format hints (default: the real root servers).
     pub root_hints: Option<std::path::PathBuf>,
     /// Forward to these resolvers instead of iterating from the root.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "forward")]
     pub forward: Vec<String>,
     /// Hosts file consulted first ("" to disable; default /etc/hosts).
     pub hosts_file: Option<std::path::PathBuf>,
@@ -40,11 +40,57 @@ pub struct ResolverService {
     /// Client networks served, e.g. `["127.0.0.0/8", "::1/128", "10.0.0.0/8"]`; others get
     /// REFUSED. Default: loopback, and the listen address's own network (/24, /64) when it
     /// is a specific address — never an open resolver.
+    #[serde(default, deserialize_with = "allow")]
     pub allow: Option<Vec<String>>,
     /// Longest time an answer is cached, in seconds (default 86400).
     pub max_ttl: Option<u32>,
     /// Longest time NXDOMAIN / NODATA is cached, in seconds (default 3600).
     pub max_negative_ttl: Option<u32>,
+}
+
+// Address lists checked while the file is read, so that an error names the value's line
+// and column (and its key).
+
+/// Addresses or networks ("10.0.0.0/8", "::1") of the key `what`.
+fn networks<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for n in &list {
+        if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+            return Err(serde::de::Error::custom(format!(
+                "{what} {n:?}: expected an address or a network like \"10.0.0.0/8\""
+            )));
+        }
+    }
+    Ok(list)
+}
+
+/// Servers ("IP", port 53, or "IP:PORT") of the key `what`.
+fn servers<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    for s in &list {
+        if s.parse::<std::net::SocketAddr>().is_err() && s.parse::<std::net::IpAddr>().is_err() {
+            return Err(serde::de::Error::custom(format!(
+                "{what} {s:?}: expected IP or IP:PORT"
+            )));
+        }
+    }
+    Ok(list)
+}
+
+fn allow<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    networks(d, "allow").map(Some)
+}
+fn transfer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    networks(d, "transfer")
+}
+fn exempt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    networks(d, "exempt")
+}
+fn notify<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    servers(d, "notify")
+}
+fn forward<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    servers(d, "forward")
 }
 
 fn default_cache() -> u64 {
@@ -62,11 +108,11 @@ pub struct AuthoritativeService {
     pub zones: Vec<ZoneFile>,
     /// Secondaries allowed to transfer the zones (AXFR, and IXFR answered with the whole
     /// zone) over TCP: addresses or networks. Default: none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "transfer")]
     pub transfer: Vec<String>,
     /// Secondaries told by NOTIFY (RFC 1996) when a reload changed the zones: "IP" or
     /// "IP:PORT" (default port 53).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "notify")]
     pub notify: Vec<String>,
     /// Response rate limiting over UDP (as NSD, Knot, BIND): on by default.
     #[serde(default)]
@@ -85,6 +131,7 @@ pub struct RrlConfig {
     /// Every `slip`-th limited answer is sent truncated (0: none). Default 2.
     pub slip: u32,
     /// Clients never limited. Default: loopback (local resolvers and tools).
+    #[serde(deserialize_with = "exempt")]
     pub exempt: Vec<String>,
 }
 

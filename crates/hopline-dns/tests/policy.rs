@@ -175,11 +175,15 @@ async fn a_resolver_serves_only_its_clients_and_rd0_only_from_cache() {
         let r = tcp(resolver, from, &q).await;
         assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{from}");
     }
-    // a bad allow entry is a config error naming it
-    let cfg: DnsConfig = toml::from_str(
-        "[[resolver]]\nlisten = \"127.0.71.4:0\"\nforward = [\"127.0.0.1:9\"]\nallow = [\"10.0.0.0/33\"]\n",
-    )
-    .unwrap();
+    // a bad allow entry is a config error naming it, and where it is in the file
+    let text = "[[resolver]]\nlisten = \"127.0.71.4:0\"\nforward = [\"127.0.0.1:9\"]\nallow = [\"10.0.0.0/33\"]\n";
+    let e = toml::from_str::<DnsConfig>(text).expect_err("refused when read");
+    assert!(e.message().contains("allow \"10.0.0.0/33\""), "{e}");
+    let at = e.span().expect("a span").start;
+    assert_eq!(text[..at].lines().count(), 4, "line 4: {e}");
+    // (a config made in code is checked when started)
+    let mut cfg: DnsConfig = toml::from_str(&text.replace("/33", "/8")).unwrap();
+    cfg.resolver[0].allow = Some(vec!["10.0.0.0/33".into()]);
     let e = DnsServices::start(&cfg, std::path::Path::new("."))
         .await
         .expect_err("refused");

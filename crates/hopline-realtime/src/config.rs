@@ -13,13 +13,13 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RealtimeConfig {
     /// Publications kept per channel.
-    #[serde(default = "default_history")]
+    #[serde(default = "default_history", deserialize_with = "history")]
     pub history: usize,
     /// How long a publication stays in history ("5m", "30s", "1h").
     #[serde(default = "default_history_ttl")]
     pub history_ttl: Span,
     /// Largest publication (413 above it; WebSocket messages: close 1009).
-    #[serde(default = "default_max_message")]
+    #[serde(default = "default_max_message", deserialize_with = "max_message")]
     pub max_message: ByteSize,
     /// How long a long poll is held before it answers with no events.
     #[serde(default = "default_long_poll")]
@@ -37,7 +37,7 @@ pub struct RealtimeConfig {
     #[serde(default)]
     pub subscribe: Access,
     /// "memory" (default) or "redis://HOST:PORT" (shared by several nodes).
-    #[serde(default = "default_engine")]
+    #[serde(default = "default_engine", deserialize_with = "engine")]
     pub engine: String,
     /// Channels one WebSocket connection may subscribe to.
     #[serde(default = "default_max_subscriptions")]
@@ -45,6 +45,35 @@ pub struct RealtimeConfig {
     /// SSE `retry:` field sent to browsers (ms before they reconnect).
     #[serde(default = "default_retry")]
     pub sse_retry_ms: u64,
+}
+
+// Checks made while the file is read, so that an error names the value's line and column.
+
+fn history<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("history must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn max_message<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    let b = ByteSize::deserialize(d)?;
+    if b.0 == 0 || b.0 > 64 * 1024 * 1024 {
+        return Err(serde::de::Error::custom(
+            "max_message must be between 1 byte and 64MiB",
+        ));
+    }
+    Ok(b)
+}
+
+fn engine<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s != "memory" && !s.starts_with("redis://") {
+        return Err(serde::de::Error::custom(format!(
+            "engine must be \"memory\" or \"redis://HOST:PORT\", found {s:?}"
+        )));
+    }
+    Ok(s)
 }
 
 fn default_history() -> usize {
@@ -191,26 +220,16 @@ pub fn load(text: &str, file: &Path) -> Result<BTreeMap<String, RealtimeConfig>,
     let sections: Sections =
         toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, "[realtime]", &e))?;
     for (name, c) in &sections.realtime {
-        let bad = |message: String| ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            column: None,
-            message: format!("[realtime.{name}]: {message}"),
-        };
-        if c.history == 0 {
-            return Err(bad("history must be at least 1".into()));
-        }
-        if c.max_message.0 == 0 || c.max_message.0 > 64 * 1024 * 1024 {
-            return Err(bad("max_message must be between 1 byte and 64MiB".into()));
-        }
         if c.client_queue.0 < c.max_message.0 {
-            return Err(bad("client_queue must hold at least one max_message".into()));
-        }
-        if c.engine != "memory" && !c.engine.starts_with("redis://") {
-            return Err(bad(format!(
-                "engine must be \"memory\" or \"redis://HOST:PORT\", found {:?}",
-                c.engine
-            )));
+            // (two keys disagree: the error points at the section's header)
+            let header = format!("[realtime.{name}]");
+            let at = text.find(&header).map(|i| i..i + header.len());
+            return Err(ConfigError::at(
+                file,
+                text,
+                at,
+                format!("{header}: client_queue must hold at least one max_message"),
+            ));
         }
     }
     Ok(sections.realtime)
@@ -252,6 +271,29 @@ listen = ["127.0.0.1:0"]
         )
         .unwrap_err();
         assert!(e.message.contains("open"), "{e}");
+        // every check names the line of the value (the section's, for two that disagree)
+        for (text, line, expected) in [
+            ("[realtime.live]\n\nhistory = 0\n", 3, "at least 1"),
+            (
+                "[realtime.live]\nengine = \"mysql://x\"\n",
+                2,
+                "\"memory\" or",
+            ),
+            (
+                "[realtime.live]\nmax_message = \"0B\"\n",
+                2,
+                "between 1 byte",
+            ),
+            (
+                "# hub\n[realtime.live]\nmax_message = \"2MiB\"\nclient_queue = \"1MiB\"\n",
+                2,
+                "client_queue",
+            ),
+        ] {
+            let e = load(text, Path::new("t.toml")).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(e.message.contains(expected), "{text}: {e}");
+        }
         // publishing is closed unless the section says
         let m = load("[realtime.live]\n", Path::new("t.toml")).unwrap();
         assert_eq!(m["live"].publish, Access::Closed);

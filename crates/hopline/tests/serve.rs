@@ -149,6 +149,43 @@ fn bad_config_is_refused_with_file_line_column() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // a bad value in any section names its line (the site takes lines 1-7, then a blank line)
+    for (extra, line, expected) in [
+        (
+            "[[dns.resolver]]\nlisten = \"127.0.0.1:0\"\nallow = [\"10.0.0.0/33\"]\n",
+            11,
+            "allow \"10.0.0.0/33\"",
+        ),
+        (
+            "[[dns.authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = []\nnotify = [\"x\"]\n",
+            12,
+            "notify \"x\": expected IP or IP:PORT",
+        ),
+        (
+            "[realtime.live]\nengine = \"mysql://x\"\n",
+            10,
+            "\"memory\" or \"redis://HOST:PORT\"",
+        ),
+        (
+            "[notify.main]\nrecipient_rate = \"lots\"\n",
+            10,
+            "rate \"lots\"",
+        ),
+    ] {
+        std::fs::write(&path, format!("{}\n{extra}", site("ok"))).unwrap();
+        let out = Command::new(BIN)
+            .arg("serve")
+            .arg("--check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("bad.toml:{line}:")) && err.contains(expected),
+            "{extra}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
