@@ -22,6 +22,8 @@ use crate::wire::{self, Decoded};
 
 /// Receive buffer asked for each UDP listener.
 const UDP_RCVBUF: usize = 4 << 20;
+/// Packets a UDP listener answers in a row before it lets its runtime's other tasks run.
+const UDP_BATCH: u32 = 64;
 /// Networks (or single addresses) from the config; `what` names the key in errors.
 fn nets(list: &[String], what: &str) -> Result<Vec<ipnet::IpNet>, DnsError> {
     list.iter()
@@ -679,15 +681,34 @@ async fn udp_loop(
         Answerer::Authority(a) => Arc::as_ptr(&a.load_full()) as usize,
         Answerer::Resolver(..) => 0,
     };
+    let mut since_yield = 0u32;
     loop {
-        let (n, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            r = sock.recv_from(&mut buf) => match r { Ok(x) => x, Err(_) => continue },
+        // take what is queued without a future per packet; wait (for a packet or the
+        // stop) only when the socket is empty
+        let (n, peer) = match sock.try_recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                since_yield = 0;
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = sock.readable() => continue,
+                }
+            }
+            Err(_) => continue,
         };
+        if stop.has_changed().unwrap_or(true) {
+            return;
+        }
+        // a socket that never runs dry must not starve the listener's other tasks (TCP)
+        since_yield += 1;
+        if since_yield == UDP_BATCH {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         let arrived = tokio::time::Instant::now();
         // the authority of this packet, loaded once (a reload swaps it)
         let auth = match &answerer {
-            Answerer::Authority(a) => Some(a.load_full()),
+            Answerer::Authority(a) => Some(a.load()),
             Answerer::Resolver(..) => None,
         };
         if let Some(auth) = &auth {
@@ -786,7 +807,13 @@ async fn send(
     stats: &ListenerStats,
     arrived: tokio::time::Instant,
 ) {
-    let _ = sock.send_to(out, peer).await;
+    // (most sends complete at once: no future unless the socket is full)
+    match sock.try_send_to(out, peer) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let _ = sock.send_to(out, peer).await;
+        }
+        _ => {}
+    }
     stats.count(out, arrived);
 }
 

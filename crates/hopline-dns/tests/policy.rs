@@ -328,3 +328,63 @@ async fn response_rate_limiting_drops_and_slips_per_client_prefix() {
     let (full, tc) = burst(default, "127.0.73.9", "www.shop.test.", 300).await;
     assert_eq!((full, tc), (300, 0));
 }
+
+/// A UDP listener that never runs dry (a flood from two threads) still lets the TCP
+/// listener on the same one-thread runtime answer, and still stops when told.
+#[tokio::test]
+#[allow(clippy::disallowed_types)] // std's Instant on purpose: wall-clock time, see below
+async fn a_udp_flood_starves_neither_tcp_nor_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shop.zone"),
+        "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.71.53\nwww IN A 127.0.71.80\n",
+    )
+    .unwrap();
+    let cfg: DnsConfig = toml::from_str(
+        "[[authoritative]]\nlisten = \"127.0.71.20:0\"\nzones = [\"shop.zone\"]\nrrl = { rate = 0 }\n",
+    )
+    .unwrap();
+    let svc = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    let server = svc.bound()[0].1;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let packet = query("www.shop.test.", RecordType::A).to_vec().unwrap();
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, packet) = (stop.clone(), packet.clone());
+            std::thread::spawn(move || {
+                let s = std::net::UdpSocket::bind("127.0.71.21:0").unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::time::Instant::now() < deadline
+                {
+                    let _ = s.send_to(&packet, server);
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    // (wall-clock time: a starved runtime would not run a tokio timer either — nor this
+    // test's own task, which shares the runtime's one thread with the listeners)
+    let asked = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = query("www.shop.test.", RecordType::A);
+    let r = tcp(server, "127.0.71.22", &m).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "a 300 ms sleep and a TCP query took {:?} beside the UDP loop",
+        asked.elapsed()
+    );
+    let told = std::time::Instant::now();
+    svc.shutdown().await;
+    assert!(
+        told.elapsed() < Duration::from_secs(2),
+        "the listeners took {:?} to stop during the flood",
+        told.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: u64 = flooders.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(sent > 10_000, "the flood was a flood: {sent} packets");
+}
