@@ -72,7 +72,7 @@ impl std::fmt::Debug for Shared {
 }
 
 pub(crate) struct State {
-    pub(crate) io: Upgraded,
+    io: Upgraded,
     /// `io`'s socket when it is plain TCP (nothing between it and the service): a
     /// publisher writes to it with one `send`, without the walk through the boxed
     /// layers and the runtime's readiness state to the socket (at thousands of sockets
