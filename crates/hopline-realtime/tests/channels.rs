@@ -1455,7 +1455,8 @@ async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(hub.existing("doomed").unwrap().subscribers(), 5);
-    publish(&edge, "doomed", "e2").await;
+    let p = publish(&edge, "doomed", "e2").await;
+    assert_eq!(p["subscribers"], 5, "the answer says who was there: {p}");
 
     // publishers only
     let url = edge.url("/live/doomed");

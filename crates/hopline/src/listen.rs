@@ -725,8 +725,9 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         } else {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             println!(
-                "published on {channel} at {}",
-                v["position"].as_str().unwrap_or("?")
+                "published on {channel} at {} ({} subscriber(s) on that node)",
+                v["position"].as_str().unwrap_or("?"),
+                v["subscribers"]
             );
         }
         Ok(ExitCode::SUCCESS)

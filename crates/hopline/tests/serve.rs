@@ -495,7 +495,10 @@ fn publish_and_channel_info_from_the_command_line() {
         "cli-secret-of-the-test",
     ]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("published on cli at "), "{out}");
+    assert!(
+        out.starts_with("published on cli at ") && out.contains("(0 subscriber(s) on that node)"),
+        "{out}"
+    );
     let (ok, out, err) = run(&[
         "publish",
         &url,
