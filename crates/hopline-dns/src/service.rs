@@ -683,6 +683,16 @@ async fn udp_loop(
     };
     let mut since_yield = 0u32;
     loop {
+        if stop.has_changed().unwrap_or(true) {
+            return;
+        }
+        // a socket that never runs dry (or keeps failing) must not starve the listener's
+        // other tasks (TCP)
+        since_yield += 1;
+        if since_yield == UDP_BATCH {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         // take what is queued without a future per packet; wait (for a packet or the
         // stop) only when the socket is empty
         let (n, peer) = match sock.try_recv_from(&mut buf) {
@@ -696,15 +706,6 @@ async fn udp_loop(
             }
             Err(_) => continue,
         };
-        if stop.has_changed().unwrap_or(true) {
-            return;
-        }
-        // a socket that never runs dry must not starve the listener's other tasks (TCP)
-        since_yield += 1;
-        if since_yield == UDP_BATCH {
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
         let arrived = tokio::time::Instant::now();
         // the authority of this packet, loaded once (a reload swaps it)
         let auth = match &answerer {

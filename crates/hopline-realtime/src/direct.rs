@@ -350,7 +350,7 @@ pub(crate) async fn sse(
             break 'stream true;
         }
         let read = ch.read(Some(&pos), 256);
-        if !read.recovered {
+        if !read.recovered && !ch.is_gone() {
             // fell out of history: cut (it resumes from its Last-Event-ID and is told
             // of the gap)
             hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);

@@ -112,6 +112,10 @@ pub struct Channel {
     metrics: Arc<Metrics>,
     /// Set when the channel was deleted: its subscribers are told and let go.
     gone: AtomicBool,
+    /// Set while the shared engine deletes it: a publication that starts the channel
+    /// again meanwhile (a new epoch) is not taken into this log (its subscribers are told
+    /// of the deletion, not of a lost position).
+    deleting: AtomicBool,
 }
 
 impl Channel {
@@ -124,6 +128,7 @@ impl Channel {
             direct: Mutex::new(slab::Slab::new()),
             metrics,
             gone: AtomicBool::new(false),
+            deleting: AtomicBool::new(false),
         }
     }
 
@@ -271,6 +276,9 @@ impl Channel {
     pub(crate) fn append_shared(&self, epoch: &str, offset: u64, data: Bytes, published_ms: u64) {
         let mut log = self.log.lock();
         if &**log.epoch() != epoch {
+            if self.deleting.load(Ordering::Acquire) || self.is_gone() {
+                return;
+            }
             let retention = log.retention();
             *log = ChannelLog::with_epoch(epoch.into(), offset.saturating_sub(1), retention);
         }
@@ -485,7 +493,24 @@ impl Hub {
     pub async fn delete(&self, channel: &str) -> Result<Option<Deleted>, EngineError> {
         let shared = match &self.engine {
             Engine::Memory => None,
-            Engine::Redis(r) => Some(r.delete(channel).await?),
+            Engine::Redis(r) => {
+                let here = self.existing(channel);
+                if let Some(ch) = &here {
+                    ch.deleting.store(true, Ordering::Release);
+                }
+                // (this node's epoch tells the other nodes even when Redis had lost the
+                // channel already, e.g. a first try failed after its keys were deleted)
+                let epoch = here.as_ref().map(|c| c.position().epoch.to_string());
+                match r.delete(channel, epoch.as_deref()).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        if let Some(ch) = &here {
+                            ch.deleting.store(false, Ordering::Release);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
         };
         let local = self.channels.write().remove(channel);
         if let Engine::Redis(r) = &self.engine {
@@ -522,16 +547,17 @@ impl Hub {
     /// channel goes if it is the one deleted (same epoch), not one started since.
     pub(crate) fn deleted_elsewhere(&self, channel: &str, epoch: &str) {
         let mut map = self.channels.write();
-        let Some(ch) = map.get(channel) else { return };
-        if *ch.position().epoch != *epoch {
-            return;
-        }
-        let ch = map.remove(channel);
+        let ours = match map.get(channel) {
+            // a channel started since (another epoch) is not the one deleted
+            Some(ch) if *ch.position().epoch != *epoch => return,
+            Some(_) => map.remove(channel),
+            None => None,
+        };
         drop(map);
         if let Engine::Redis(r) = &self.engine {
             r.unfollow(channel);
         }
-        if let Some(ch) = ch {
+        if let Some(ch) = ours {
             ch.mark_gone();
         }
     }

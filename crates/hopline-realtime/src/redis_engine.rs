@@ -89,6 +89,9 @@ pub struct RedisEngine {
     publish: redis::Script,
     load: redis::Script,
     delete: redis::Script,
+    /// The deletions stream's ID read up to (set before the first channel is loaded, so
+    /// that no deletion after a load goes unseen).
+    deletions_from: parking_lot::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -117,6 +120,7 @@ impl RedisEngine {
             publish: redis::Script::new(PUBLISH),
             load: redis::Script::new(LOAD),
             delete: redis::Script::new(DELETE),
+            deletions_from: parking_lot::Mutex::new(None),
         }))
     }
 
@@ -168,6 +172,26 @@ impl RedisEngine {
         (retention.ttl.as_millis() as u64).saturating_mul(2) + 60_000
     }
 
+    /// Start reading deletions from the stream's current end, unless already reading.
+    async fn mark_deletions(&self, c: &mut MultiplexedConnection) -> Result<(), redis::RedisError> {
+        if self.deletions_from.lock().is_some() {
+            return Ok(());
+        }
+        let last: Value = redis::cmd("XREVRANGE")
+            .arg(self.deletions_key())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(c)
+            .await?;
+        let id = parse_deletions(&last)
+            .pop()
+            .map_or_else(|| "0-0".to_string(), |d| d.0);
+        self.deletions_from.lock().get_or_insert(id);
+        Ok(())
+    }
+
     /// The channel's history as Redis has it.
     pub(crate) async fn load(
         &self,
@@ -176,6 +200,9 @@ impl RedisEngine {
     ) -> Result<ChannelLog, EngineError> {
         let keys = self.keys(channel);
         let mut c = self.conn().await?;
+        if let Err(e) = self.mark_deletions(&mut c).await {
+            return Err(self.failed(e).await);
+        }
         let answer: Result<(String, u64), _> = self
             .load
             .key(&keys[0])
@@ -273,11 +300,13 @@ impl RedisEngine {
         })
     }
 
-    /// Delete a channel's shared history and tell every node: `(epoch, last offset,
-    /// entries in history)`, or None when Redis has no such channel.
+    /// Delete a channel's shared history and tell every node (of Redis's epoch, or of
+    /// `local_epoch` when Redis had no such channel): `(epoch, last offset, entries in
+    /// history)`, or None when Redis has no such channel.
     pub(crate) async fn delete(
         &self,
         channel: &str,
+        local_epoch: Option<&str>,
     ) -> Result<Option<(String, u64, usize)>, EngineError> {
         let keys = self.keys(channel);
         let mut c = self.conn().await?;
@@ -295,7 +324,7 @@ impl RedisEngine {
             Ok(a) => a,
             Err(e) => return Err(self.failed(e).await),
         };
-        if let Some((epoch, _, _)) = &answer {
+        if let Some(epoch) = answer.as_ref().map(|a| a.0.as_str()).or(local_epoch) {
             // (its own command, not in the script: the stream is the hub's, in another slot)
             let told: Result<Value, _> = tokio::time::timeout(
                 CALL_TIMEOUT,
@@ -328,11 +357,11 @@ impl RedisEngine {
 
     /// Follow `ch` from its current offset.
     pub(crate) fn follow(&self, ch: &Arc<Channel>) {
+        // (from this channel's own position: an offset left by an earlier channel of the
+        // name — swept, or deleted and started again under another epoch — must not hide
+        // the first offsets of this one)
         let offset = ch.position().offset;
-        self.followed
-            .lock()
-            .entry(ch.name.clone())
-            .or_insert(offset);
+        self.followed.lock().insert(ch.name.clone(), offset);
     }
 
     /// Start the follower task (it ends when the hub is dropped).
@@ -347,7 +376,6 @@ impl RedisEngine {
         let mut epochs_checked = tokio::time::Instant::now();
         let mut check_epochs = false;
         let deletions_key = self.deletions_key();
-        let mut deletions_from: Option<String> = None;
         loop {
             let Some(h) = hub.upgrade() else { return };
             if *h.closing.borrow() {
@@ -372,31 +400,11 @@ impl RedisEngine {
                 {
                     Ok(mut c) => {
                         check_epochs = true;
-                        if deletions_from.is_none() {
-                            // deletions from now on (older ones concern epochs gone by)
-                            let last: Result<Value, _> = redis::cmd("XREVRANGE")
-                                .arg(self.deletions_key())
-                                .arg("+")
-                                .arg("-")
-                                .arg("COUNT")
-                                .arg(1)
-                                .query_async(&mut c)
-                                .await;
-                            match last {
-                                Ok(v) => {
-                                    deletions_from = Some(
-                                        parse_deletions(&v)
-                                            .pop()
-                                            .map_or_else(|| "0-0".to_string(), |d| d.0),
-                                    );
-                                }
-                                Err(e) => {
-                                    self.set_down(&hub, &e.to_string());
-                                    tokio::time::sleep(backoff).await;
-                                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                                    continue;
-                                }
-                            }
+                        if let Err(e) = self.mark_deletions(&mut c).await {
+                            self.set_down(&hub, &e.to_string());
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            continue;
                         }
                         conn.insert(c)
                     }
@@ -445,7 +453,8 @@ impl RedisEngine {
             for (_, offset) in &followed {
                 cmd.arg(format!("0-{offset}"));
             }
-            cmd.arg(deletions_from.as_deref().unwrap_or("0-0"));
+            let from = self.deletions_from.lock().clone();
+            cmd.arg(from.as_deref().unwrap_or("0-0"));
             let reply: Result<Value, _> = cmd.query_async(c).await;
             match reply {
                 Ok(v) => {
@@ -453,12 +462,21 @@ impl RedisEngine {
                     let was_down = !self.up.swap(true, Ordering::AcqRel);
                     check_epochs |= was_down;
                     let Some(h) = hub.upgrade() else { return };
-                    for (key, entries) in parse_streams(&v) {
-                        if key == deletions_key {
-                            for (id, channel, epoch) in parse_deletions(entries) {
+                    let streams = parse_streams(&v);
+                    // deletions first: a channel deleted and started again under a new
+                    // epoch (both in this reply) ends its old subscribers as deleted, not
+                    // as lost
+                    for (_, entries) in streams.iter().filter(|(k, _)| *k == deletions_key) {
+                        for (id, deleted) in parse_deletions(entries) {
+                            if let Some((channel, epoch)) = deleted {
                                 h.deleted_elsewhere(&channel, &epoch);
-                                deletions_from = Some(id);
                             }
+                            // (past every entry, even one not ours: no busy loop on it)
+                            *self.deletions_from.lock() = Some(id);
+                        }
+                    }
+                    for (key, entries) in streams {
+                        if key == deletions_key {
                             continue;
                         }
                         let Some((name, _)) = followed.iter().find(|(n, _)| self.keys(n)[0] == key)
@@ -580,15 +598,21 @@ fn parse_entries(v: &Value) -> Vec<Entry> {
         .collect()
 }
 
-/// `(id, channel, epoch)` of the deletions stream's entries in an `XREAD` reply.
-fn parse_deletions(v: &Value) -> Vec<(String, String, String)> {
+/// `(id, (channel, epoch))` of the deletions stream's entries (None for an entry without
+/// both fields).
+fn parse_deletions(v: &Value) -> Vec<(String, Option<(String, String)>)> {
     as_items(v)
         .into_iter()
         .filter_map(|entry| {
             let parts = as_items(entry);
             let id = String::from_utf8_lossy(as_bytes(parts.first()?)?).into_owned();
             let (mut channel, mut epoch) = (None, None);
-            for kv in as_items(parts.get(1)?).chunks(2) {
+            for kv in parts
+                .get(1)
+                .map(|f| as_items(f))
+                .unwrap_or_default()
+                .chunks(2)
+            {
                 let (Some(k), Some(v)) = (
                     kv.first().and_then(|k| as_bytes(k)),
                     kv.get(1).and_then(|v| as_bytes(v)),
@@ -601,7 +625,7 @@ fn parse_deletions(v: &Value) -> Vec<(String, String, String)> {
                     _ => {}
                 }
             }
-            Some((id, channel?, epoch?))
+            Some((id, channel.zip(epoch)))
         })
         .collect()
 }
@@ -627,4 +651,39 @@ fn parse_streams(v: &Value) -> Vec<(String, &Value)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// Every entry of the deletions stream moves the reader on, also one that is not a
+    /// deletion (without both fields): it is read once, not again at every XREAD.
+    #[test]
+    fn deletions_parse_with_every_id() {
+        let entries = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("c"), bulk("orders"), bulk("e"), bulk("E1")]),
+            ]),
+            Value::Array(vec![bulk("2-0"), Value::Array(vec![bulk("x"), bulk("y")])]),
+            Value::Array(vec![bulk("3-0")]),
+        ]);
+        let d = parse_deletions(&entries);
+        assert_eq!(
+            d,
+            vec![
+                (
+                    "1-0".to_string(),
+                    Some(("orders".to_string(), "E1".to_string()))
+                ),
+                ("2-0".to_string(), None),
+                ("3-0".to_string(), None),
+            ]
+        );
+    }
 }

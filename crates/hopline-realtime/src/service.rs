@@ -665,7 +665,7 @@ impl http_body::Body for SseBody {
                 return Poll::Ready(None);
             }
             let read = this.ch.read(Some(&this.pos), 256);
-            if !read.recovered {
+            if !read.recovered && !this.ch.is_gone() {
                 // fell out of history while the client was slow: cut (it resumes from
                 // its Last-Event-ID and is told of the gap)
                 this.hub

@@ -289,10 +289,14 @@ impl Conn {
                 let sub = &mut self.subs[i];
                 sub.rx.borrow_and_update();
                 batch.clear();
-                if let Err(why) =
-                    sub.ch
-                        .next_batch(&sub.pos, 256, self.settings.client_queue, &mut batch)
-                {
+                let read = sub
+                    .ch
+                    .next_batch(&sub.pos, 256, self.settings.client_queue, &mut batch);
+                if matches!(read, Err(crate::log::Behind::Lost)) && sub.ch.is_gone() {
+                    // (deleted: told below, not cut)
+                    break;
+                }
+                if let Err(why) = read {
                     self.hub
                         .metrics
                         .slow_consumers

@@ -254,4 +254,90 @@ async fn a_deletion_on_one_node_reaches_the_subscribers_of_another() {
     .await;
     assert_eq!(r["recovered"], true, "{r}");
     assert_eq!(r["events"][0]["data"], "new life");
+    // B follows the new epoch from its start: what A publishes next reaches B's subscribers
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/doomed", b.addr))
+        .await
+        .unwrap();
+    let _subscribed = ws.next().await.unwrap().unwrap();
+    let p = publish(&a, "doomed", "second life").await;
+    assert_eq!(p["offset"], 2);
+    let e = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("A's publication reaches B")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            break serde_json::from_str::<serde_json::Value>(&t).unwrap();
+        }
+    };
+    assert_eq!(
+        (e["offset"].as_u64(), e["data"].as_str()),
+        (Some(2), Some("second life")),
+        "{e}"
+    );
+}
+
+/// A node that had a channel and let it go (swept: nobody listening, history expired)
+/// follows the channel's next life from its start: after a deletion elsewhere and a new
+/// epoch, the offsets it had read of the old one do not hide the new one's first offsets.
+#[tokio::test]
+async fn a_swept_channel_is_followed_again_from_its_new_start() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let cfg = hub_toml(&format!(
+        "engine = \"redis://127.0.0.1:{}\"\nhistory_ttl = \"1s\"",
+        redis.port
+    ));
+    let (a, b) = (start(&cfg).await, start(&cfg).await);
+    // B reads the channel up to offset 3 of its first epoch, then nobody listens there
+    for i in 1..=3 {
+        publish(&a, "cycle", &format!("old {i}")).await;
+    }
+    let r = poll(&b, "cycle", "").await;
+    assert_eq!(r["offset"], 3, "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await; // (B's follower takes it in)
+    tokio::time::sleep(Duration::from_millis(1100)).await; // history expires
+    let hub_b = b.hubs.get("live").unwrap();
+    hub_b.sweep();
+    assert!(hub_b.existing("cycle").is_none(), "swept from B");
+    // deleted on A, started again there
+    let r = client()
+        .delete(a.url("/live/cycle"))
+        .bearer_auth(token(&["cycle"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = publish(&a, "cycle", "new 1").await;
+    assert_eq!(first["offset"], 1);
+    // a subscriber on B: the next publications on A reach it (offsets 2 and 3 of the new
+    // epoch, below the 3 B had read of the old one)
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/cycle", b.addr))
+        .await
+        .unwrap();
+    let _subscribed = ws.next().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(&a, "cycle", "new 2").await;
+    publish(&a, "cycle", "new 3").await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("A's publications reach B; got {got:?}"))
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            got.push((
+                v["offset"].as_u64().unwrap(),
+                v["data"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(
+        got,
+        vec![(2, "new 2".to_string()), (3, "new 3".to_string())]
+    );
 }
