@@ -559,6 +559,14 @@ fn as_bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
+/// The `(field, value)` pairs of a stream entry's flat field list (pairs that are not
+/// two strings are skipped).
+fn field_pairs<'a>(fields: &'a [&'a Value]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    fields
+        .chunks(2)
+        .filter_map(|kv| Some((as_bytes(kv.first()?)?, as_bytes(kv.get(1)?)?)))
+}
+
 /// Entries of an `XRANGE`/`XREVRANGE` reply.
 fn parse_entries(v: &Value) -> Vec<Entry> {
     as_items(v)
@@ -574,13 +582,7 @@ fn parse_entries(v: &Value) -> Vec<Entry> {
                 published_ms: 0,
                 epoch: None,
             };
-            for kv in fields.chunks(2) {
-                let (Some(k), Some(v)) = (
-                    kv.first().and_then(|k| as_bytes(k)),
-                    kv.get(1).and_then(|v| as_bytes(v)),
-                ) else {
-                    continue;
-                };
+            for (k, v) in field_pairs(&fields) {
                 match k {
                     b"d" => e.data = Bytes::copy_from_slice(v),
                     b"t" => {
@@ -607,18 +609,8 @@ fn parse_deletions(v: &Value) -> Vec<(String, Option<(String, String)>)> {
             let parts = as_items(entry);
             let id = String::from_utf8_lossy(as_bytes(parts.first()?)?).into_owned();
             let (mut channel, mut epoch) = (None, None);
-            for kv in parts
-                .get(1)
-                .map(|f| as_items(f))
-                .unwrap_or_default()
-                .chunks(2)
-            {
-                let (Some(k), Some(v)) = (
-                    kv.first().and_then(|k| as_bytes(k)),
-                    kv.get(1).and_then(|v| as_bytes(v)),
-                ) else {
-                    continue;
-                };
+            let fields = parts.get(1).map(|f| as_items(f)).unwrap_or_default();
+            for (k, v) in field_pairs(&fields) {
                 match k {
                     b"c" => channel = Some(String::from_utf8_lossy(v).into_owned()),
                     b"e" => epoch = Some(String::from_utf8_lossy(v).into_owned()),

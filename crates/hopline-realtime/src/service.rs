@@ -392,10 +392,8 @@ fn channel_info(
     channel: &str,
     query: &Query,
 ) -> Response<Body> {
-    let settings = hub.settings();
-    let token = bearer(req.headers(), query);
-    if let Err((s, m)) = authorize(&settings.config.publish, token, channel, "publish") {
-        return unauthorized(s, m);
+    if let Some(refused) = not_a_publisher(hub, req, channel, query) {
+        return refused;
     }
     let Some(ch) = hub.existing(channel) else {
         return text(
@@ -431,10 +429,8 @@ async fn delete(
     channel: &str,
     query: &Query,
 ) -> Response<Body> {
-    let settings = hub.settings();
-    let token = bearer(req.headers(), query);
-    if let Err((s, m)) = authorize(&settings.config.publish, token, channel, "publish") {
-        return unauthorized(s, m);
+    if let Some(refused) = not_a_publisher(hub, req, channel, query) {
+        return refused;
     }
     match hub.delete(channel).await {
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),
@@ -455,6 +451,21 @@ async fn delete(
             json(StatusCode::OK, Bytes::from(body.to_string()))
         }
     }
+}
+
+/// The refusal for a request that needs a publisher's access to `channel` and has not
+/// got it (401/403), or None.
+fn not_a_publisher(
+    hub: &Hub,
+    req: &Request<RequestBody>,
+    channel: &str,
+    query: &Query,
+) -> Option<Response<Body>> {
+    let settings = hub.settings();
+    let token = bearer(req.headers(), query);
+    authorize(&settings.config.publish, token, channel, "publish")
+        .err()
+        .map(|(s, m)| unauthorized(s, m))
 }
 
 fn bad_channel(name: &str) -> String {

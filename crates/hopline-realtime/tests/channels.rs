@@ -1375,28 +1375,6 @@ async fn channel_info_for_publishers() {
     assert_eq!(left, 1);
 }
 
-/// Next JSON text frame of a WebSocket (5 s at most).
-async fn next_json<S>(ws: &mut S) -> serde_json::Value
-where
-    S: futures::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("the connection is open")
-            .unwrap();
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
 /// `DELETE /live/CHANNEL` (as Nchan's): publishers only; every kind of subscriber gets what
 /// was published before, then is told — WebSocket `{"type":"deleted"}` (its other
 /// subscriptions go on), SSE `event: deleted` and the end of the stream (HTTP/1.1 direct
@@ -1447,14 +1425,7 @@ async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
         let url = edge.url("/live/doomed?wait=1");
         tokio::spawn(async move { c.get(url).send().await.unwrap() })
     };
-    let hub = edge.hubs.get("live").unwrap();
-    for _ in 0..100 {
-        if hub.existing("doomed").unwrap().subscribers() == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(hub.existing("doomed").unwrap().subscribers(), 5);
+    wait_subscribers(&edge, "doomed", 5).await;
     let p = publish(&edge, "doomed", "e2").await;
     assert_eq!(p["subscribers"], 5, "the answer says who was there: {p}");
 
@@ -1569,13 +1540,7 @@ async fn a_held_long_poll_on_a_deleted_channel_gets_410() {
         let url = edge.url("/live/brief?wait=1");
         tokio::spawn(async move { c.get(url).send().await.unwrap() })
     };
-    let hub = edge.hubs.get("live").unwrap();
-    for _ in 0..100 {
-        if hub.existing("brief").unwrap().subscribers() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_subscribers(&edge, "brief", 1).await;
     let r = c
         .delete(edge.url("/live/brief"))
         .bearer_auth(token(&["brief"]))

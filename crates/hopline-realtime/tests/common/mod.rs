@@ -198,3 +198,38 @@ pub fn peer(program: &str) -> bool {
     }
     found
 }
+
+/// Next JSON text frame of a WebSocket (5 s at most).
+pub async fn next_json<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(ws))
+            .await
+            .expect("a frame within 5 s")
+            .expect("the connection is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Wait (2 s at most) until `channel` of the `live` hub has `n` subscribers on this node.
+pub async fn wait_subscribers(edge: &Edge, channel: &str, n: usize) {
+    let hub = edge.hubs.get("live").unwrap();
+    let count = || hub.existing(channel).map_or(0, |c| c.subscribers());
+    for _ in 0..100 {
+        if count() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count(), n, "subscribers of {channel}");
+}
