@@ -220,6 +220,13 @@ impl Channel {
         self.log.lock().read(since, Instant::now(), max)
     }
 
+    /// Something to answer a poll from `since` at once: events after it, or a position
+    /// it cannot be recovered from (another epoch, a future offset).
+    pub fn moved_from(&self, since: &Position) -> bool {
+        let log = self.log.lock();
+        **log.epoch() != *since.epoch || log.position().offset != since.offset
+    }
+
     /// The current position.
     pub fn position(&self) -> Position {
         self.log.lock().position()
@@ -484,6 +491,10 @@ impl Hub {
     /// End long-lived subscribers (server shutdown).
     pub fn shutdown(&self) {
         self.closing.send_replace(true);
+        // (held long polls wait on their channel only: woken here, they see the flag)
+        for ch in self.channels() {
+            ch.wake();
+        }
     }
 
     /// Delete `channel` (as Nchan's `DELETE`): its history goes, its subscribers — on every

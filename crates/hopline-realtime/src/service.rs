@@ -511,7 +511,8 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
     // no position: wait for the next publication
     let since = since.unwrap_or_else(|| ch.position());
     let mut rx = ch.subscribe();
-    let mut closing = hub.closing();
+    // (shutdown wakes the channel: a held poll registers with its channel only)
+    let closing = hub.closing();
     struct Held<'a>(&'a Hub);
     impl Drop for Held<'_> {
         fn drop(&mut self) {
@@ -524,19 +525,16 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
     hub.metrics.long_polls_held.fetch_add(1, Ordering::Relaxed);
     let held = Held(&hub);
     let deadline = tokio::time::Instant::now() + settings.long_poll;
+    let timeout = tokio::time::sleep_until(deadline);
+    tokio::pin!(timeout);
     loop {
         rx.borrow_and_update();
-        let read_has = {
-            let r = ch.read(Some(&since), 1);
-            !r.events.is_empty() || !r.recovered
-        };
-        if read_has || *closing.borrow() || ch.is_gone() {
+        if ch.moved_from(&since) || *closing.borrow() || ch.is_gone() {
             break;
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
-            _ = closing.changed() => break,
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = &mut timeout => break,
         }
     }
     drop(held);

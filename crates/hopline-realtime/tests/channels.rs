@@ -1558,3 +1558,26 @@ async fn a_held_long_poll_on_a_deleted_channel_gets_410() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["channel"], "brief");
 }
+
+/// A server shutdown answers a held long poll at once (empty), not at `long_poll_ms`.
+#[tokio::test]
+async fn shutdown_answers_held_long_polls() {
+    let edge = start(&hub_toml("").replace("long_poll_ms = 1500", "long_poll_ms = 20000")).await;
+    publish(&edge, "quiet", "only").await;
+    let held = {
+        let url = edge.url("/live/quiet?wait=1");
+        tokio::spawn(async move { client().get(url).send().await.unwrap() })
+    };
+    wait_subscribers(&edge, "quiet", 1).await;
+    let started = tokio::time::Instant::now();
+    edge.hubs.get("live").unwrap().shutdown();
+    let r = held.await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(0), "{v}");
+}
