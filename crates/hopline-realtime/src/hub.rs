@@ -87,6 +87,9 @@ pub struct Metrics {
     pub slow_consumers: AtomicU64,
     /// WebSocket connections closed for a protocol violation.
     pub ws_violations: AtomicU64,
+    /// Channels of this node let go because they were deleted (here or, with the shared
+    /// engine, on another node); their subscribers were told.
+    pub channels_deleted: AtomicU64,
 }
 
 /// Why a publication or a subscription failed.
@@ -140,7 +143,11 @@ impl Channel {
 
     /// Mark the channel deleted and wake every subscriber to see it.
     pub(crate) fn mark_gone(&self) {
-        self.gone.store(true, Ordering::Release);
+        if !self.gone.swap(true, Ordering::AcqRel) {
+            self.metrics
+                .channels_deleted
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.wake();
     }
 

@@ -29,6 +29,7 @@ pub fn status(hub: &Hub) -> serde_json::Value {
         "drops": n(&m.drops),
         "slow_consumers_cut": n(&m.slow_consumers),
         "websocket_violations": n(&m.ws_violations),
+        "channels_deleted": n(&m.channels_deleted),
     })
 }
 
@@ -80,6 +81,11 @@ pub fn prometheus(hub: &Hub, out: &mut String) {
             "websocket_violations_total",
             "WebSocket connections closed for a protocol violation.",
             n(&m.ws_violations),
+        ),
+        (
+            "channels_deleted_total",
+            "Channels let go because they were deleted (their subscribers told).",
+            n(&m.channels_deleted),
         ),
     ] {
         let _ = writeln!(

@@ -1494,6 +1494,11 @@ async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
     let r: serde_json::Value = r.json().await.unwrap();
     assert_eq!(r["events"][0]["data"], "e2", "{r}");
 
+    assert_eq!(
+        hub_counter(&edge, |m| &m.channels_deleted),
+        1,
+        "counted once"
+    );
     // gone: info 404, DELETE again 404
     let t = token(&["doomed"]);
     assert_eq!(

@@ -214,6 +214,11 @@ async fn a_deletion_on_one_node_reaches_the_subscribers_of_another() {
         }
     };
     assert_eq!(told["type"], "deleted", "{told}");
+    assert_eq!(
+        hub_counter(&b, |m| &m.channels_deleted),
+        1,
+        "B let its channel go"
+    );
     // B's SSE stream ends with the event
     let text = tokio::time::timeout(Duration::from_secs(5), sse.text())
         .await

@@ -233,3 +233,12 @@ pub async fn wait_subscribers(edge: &Edge, channel: &str, n: usize) {
     }
     assert_eq!(count(), n, "subscribers of {channel}");
 }
+
+/// A counter of the `live` hub's metrics.
+pub fn hub_counter(
+    edge: &Edge,
+    counter: impl Fn(&hopline_realtime::hub::Metrics) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    let hub = edge.hubs.get("live").unwrap();
+    counter(&hub.metrics).load(std::sync::atomic::Ordering::Relaxed)
+}
