@@ -115,6 +115,16 @@ async fn two_nodes_share_channels_through_redis() {
         "publish hung for {:?}",
         started.elapsed()
     );
+    // so does a deletion, and the channel stays (its subscribers are not told of one)
+    let r = client()
+        .delete(a.url("/live/orders"))
+        .bearer_auth(token(&["*"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let hub_a = a.hubs.get("live").unwrap();
+    assert!(hub_a.existing("orders").is_some_and(|c| !c.is_gone()));
     let close = loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
