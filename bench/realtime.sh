@@ -89,7 +89,13 @@ for round in $(seq 1 "$ROUNDS"); do
     for mode in ws sse long-poll; do
       want "$mode" || continue
       start_server "$srv"; pid=$(cat "$work/server.pid")
-      worker=$( (pgrep -P "$pid" || true) | head -1); worker="${worker:-$pid}"   # nginx: the worker process
+      # nginx: the worker process (the master forks it just after it listens: wait for it)
+      worker=""
+      if [ "$srv" = nchan ]; then
+        for _ in $(seq 1 100); do worker=$( (pgrep -P "$pid" || true) | head -1); [ -n "$worker" ] && break; sleep 0.02; done
+        [ -n "$worker" ] || { echo "bench: nginx started no worker" >&2; exit 1; }
+      fi
+      worker="${worker:-$pid}"
       rate="$RATE"; [ "$mode" = long-poll ] && rate=1
       out=$(taskset -c "$LOAD_CPU" "$LOAD" --addr "127.0.0.1:$PORT" --path "/live/fan" --via "$mode" --subscribers "$FANOUT" --rate "$rate" --seconds "$SECS" --size "$SIZE" --flavor "$(flavor $srv)" --cpu-pid "$worker" 2>/dev/null)
       echo "$mode $srv round=$round $out"
