@@ -231,7 +231,7 @@ impl Channel {
     /// it cannot be recovered from (another epoch, a future offset).
     pub fn moved_from(&self, since: &Position) -> bool {
         let log = self.log.lock();
-        **log.epoch() != *since.epoch || log.position().offset != since.offset
+        **log.epoch() != *since.epoch || log.last() != since.offset
     }
 
     /// The current position.
@@ -358,6 +358,15 @@ pub struct ChannelInfo {
     pub subscribers: usize,
 }
 
+/// A publication's answer.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Its epoch and offset.
+    pub position: Position,
+    /// Subscribers waiting on the channel on this node (Nchan's "active subscribers").
+    pub subscribers: usize,
+}
+
 /// What a deleted channel was.
 #[derive(Debug, Clone)]
 pub struct Deleted {
@@ -471,15 +480,18 @@ impl Hub {
         self.channels.read().values().cloned().collect()
     }
 
-    /// Publish `data` on `channel`; the answer is its position.
-    pub async fn publish(&self, channel: &str, data: Bytes) -> Result<Position, EngineError> {
+    /// Publish `data` on `channel`; the answer is its position and who waited for it.
+    pub async fn publish(&self, channel: &str, data: Bytes) -> Result<Published, EngineError> {
         let ch = self.channel(channel).await?;
-        let p = match &self.engine {
+        let position = match &self.engine {
             Engine::Memory => ch.publish_local(data),
             Engine::Redis(r) => r.publish(&ch, data).await?,
         };
         self.metrics.publications.fetch_add(1, Ordering::Relaxed);
-        Ok(p)
+        Ok(Published {
+            position,
+            subscribers: ch.subscribers(),
+        })
     }
 
     /// The shared engine is reachable (always true in memory).
@@ -531,9 +543,6 @@ impl Hub {
             }
         };
         let local = self.channels.write().remove(channel);
-        if let Engine::Redis(r) = &self.engine {
-            r.unfollow(channel);
-        }
         let subscribers = local.as_ref().map_or(0, |c| c.subscribers());
         let deleted = match (shared, &local) {
             // the shared engine's view: its history, whether this node had it or not
@@ -555,10 +564,19 @@ impl Hub {
             }
             (_, None) => None,
         };
+        self.let_go(channel, local);
+        Ok(deleted)
+    }
+
+    /// After `channel` left the map: no more following it, and its subscribers here (of
+    /// `local`, the channel that was in the map) told.
+    fn let_go(&self, channel: &str, local: Option<Arc<Channel>>) {
+        if let Engine::Redis(r) = &self.engine {
+            r.unfollow(channel);
+        }
         if let Some(ch) = local {
             ch.mark_gone();
         }
-        Ok(deleted)
     }
 
     /// A deletion made on another node (the shared engine's deletions stream): the local
@@ -572,12 +590,7 @@ impl Hub {
             None => None,
         };
         drop(map);
-        if let Engine::Redis(r) = &self.engine {
-            r.unfollow(channel);
-        }
-        if let Some(ch) = ours {
-            ch.mark_gone();
-        }
+        self.let_go(channel, ours);
     }
 
     /// Drop channels nobody listens to whose history is empty (called periodically).
@@ -605,7 +618,7 @@ mod tests {
             .publish("orders", Bytes::from_static(b"one"))
             .await
             .unwrap();
-        assert_eq!(p.offset, 1);
+        assert_eq!(p.position.offset, 1);
         tokio::time::timeout(Duration::from_secs(1), rx.changed())
             .await
             .unwrap()

@@ -153,6 +153,11 @@ impl ChannelLog {
         }
     }
 
+    /// The last offset (the position's, without its epoch).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
     /// The current position (epoch and last offset).
     pub fn position(&self) -> Position {
         Position {

@@ -172,6 +172,16 @@ impl RedisEngine {
         (retention.ttl.as_millis() as u64).saturating_mul(2) + 60_000
     }
 
+    /// The follower's own connection (its `XREAD` blocks), reading deletions from where
+    /// they were read up to.
+    async fn connect_follower(&self) -> Result<MultiplexedConnection, EngineError> {
+        let mut c = self
+            .connect(Duration::from_millis(BLOCK_MS) + CALL_TIMEOUT)
+            .await?;
+        self.mark_deletions(&mut c).await.map_err(unavailable)?;
+        Ok(c)
+    }
+
     /// Start reading deletions from the stream's current end, unless already reading.
     async fn mark_deletions(&self, c: &mut MultiplexedConnection) -> Result<(), redis::RedisError> {
         if self.deletions_from.lock().is_some() {
@@ -256,8 +266,7 @@ impl RedisEngine {
         let retention = ch_retention(ch);
         let published_ms = crate::hub::now_ms();
         let mut c = self.conn().await?;
-        let answer: Result<(String, u64), _> = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let answer: Result<(String, u64), _> = timed(
             self.publish
                 .key(&keys[0])
                 .key(&keys[1])
@@ -269,8 +278,7 @@ impl RedisEngine {
                 .arg(Self::expiry_ms(retention))
                 .invoke_async(&mut c),
         )
-        .await
-        .unwrap_or_else(|_| Err(timed_out()));
+        .await;
         let (epoch, offset) = match answer {
             Ok(a) => a,
             Err(e) => return Err(self.failed(e).await),
@@ -310,24 +318,21 @@ impl RedisEngine {
     ) -> Result<Option<(String, u64, usize)>, EngineError> {
         let keys = self.keys(channel);
         let mut c = self.conn().await?;
-        let answer: Result<Option<(String, u64, usize)>, _> = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let answer: Result<Option<(String, u64, usize)>, _> = timed(
             self.delete
                 .key(&keys[0])
                 .key(&keys[1])
                 .key(&keys[2])
                 .invoke_async(&mut c),
         )
-        .await
-        .unwrap_or_else(|_| Err(timed_out()));
+        .await;
         let answer = match answer {
             Ok(a) => a,
             Err(e) => return Err(self.failed(e).await),
         };
         if let Some(epoch) = answer.as_ref().map(|a| a.0.as_str()).or(local_epoch) {
             // (its own command, not in the script: the stream is the hub's, in another slot)
-            let told: Result<Value, _> = tokio::time::timeout(
-                CALL_TIMEOUT,
+            let told: Result<Value, _> = timed(
                 redis::cmd("XADD")
                     .arg(self.deletions_key())
                     .arg("MAXLEN")
@@ -340,8 +345,7 @@ impl RedisEngine {
                     .arg(epoch)
                     .query_async(&mut c),
             )
-            .await
-            .unwrap_or_else(|_| Err(timed_out()));
+            .await;
             if let Err(e) = told {
                 return Err(self.failed(e).await);
             }
@@ -394,18 +398,9 @@ impl RedisEngine {
             }
             let c = match conn.as_mut() {
                 Some(c) => c,
-                None => match self
-                    .connect(Duration::from_millis(BLOCK_MS) + CALL_TIMEOUT)
-                    .await
-                {
-                    Ok(mut c) => {
+                None => match self.connect_follower().await {
+                    Ok(c) => {
                         check_epochs = true;
-                        if let Err(e) = self.mark_deletions(&mut c).await {
-                            self.set_down(&hub, &e.to_string());
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                            continue;
-                        }
                         conn.insert(c)
                     }
                     Err(e) => {
@@ -528,8 +523,18 @@ impl RedisEngine {
     }
 }
 
-fn timed_out() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))
+/// A Redis call bounded by [`CALL_TIMEOUT`] (past it: an I/O error, "timed out").
+async fn timed<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "timed out",
+            )))
+        })
 }
 
 fn ch_retention(ch: &Channel) -> Retention {

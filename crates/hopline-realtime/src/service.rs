@@ -779,15 +779,15 @@ async fn publish(
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("400 request body: {e}\n")),
     };
     match hub.publish(&channel, data).await {
-        // (with the subscribers waiting on this node, as Nchan's "active subscribers")
         Ok(p) => json(
             StatusCode::OK,
             Bytes::from(format!(
-                "{{\"channel\":{},\"epoch\":{},\"offset\":{},\"position\":\"{p}\",\"subscribers\":{}}}",
+                "{{\"channel\":{},\"epoch\":{},\"offset\":{},\"position\":\"{}\",\"subscribers\":{}}}",
                 json_string(channel.as_bytes()),
-                json_string(p.epoch.as_bytes()),
-                p.offset,
-                hub.existing(&channel).map_or(0, |c| c.subscribers())
+                json_string(p.position.epoch.as_bytes()),
+                p.position.offset,
+                p.position,
+                p.subscribers
             )),
         ),
         Err(e) => {

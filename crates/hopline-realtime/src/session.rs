@@ -397,7 +397,7 @@ impl Conn {
                     return Err(End::Close(code::TOO_BIG, "publication over max_message".into()));
                 }
                 match self.hub.publish(&channel, data).await {
-                    Ok(p) => self.reply(serde_json::json!({"type": "published", "channel": channel, "epoch": &*p.epoch, "offset": p.offset})),
+                    Ok(p) => self.reply(serde_json::json!({"type": "published", "channel": channel, "epoch": &*p.position.epoch, "offset": p.position.offset})),
                     Err(e) => self.reply(serde_json::json!({"type": "error", "channel": channel, "message": e.to_string()})),
                 }
             }
