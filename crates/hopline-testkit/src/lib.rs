@@ -2,6 +2,8 @@
 //! loopback. Outside CI a missing peer skips the test with a loud message; with `CI` set
 //! it fails, so CI never passes by skipping.
 
+pub mod house;
+
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
