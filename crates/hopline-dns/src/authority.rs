@@ -11,8 +11,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::DnsError;
 use crate::config::{PoolAddress, PoolConfig};
+use crate::error::DnsError;
 use crate::zone::Zone;
 
 /// A pooled name.
@@ -183,7 +183,7 @@ pub struct Authority {
     /// Secondaries to NOTIFY after a reload.
     notify: Vec<std::net::SocketAddr>,
     /// Response rate limiting.
-    pub(crate) rrl: crate::service::RrlSettings,
+    pub(crate) rrl: crate::rrl::RrlSettings,
 }
 
 impl Authority {
@@ -208,12 +208,12 @@ impl Authority {
             pools,
             transfer: Vec::new(),
             notify: Vec::new(),
-            rrl: crate::service::RrlSettings::off(),
+            rrl: crate::rrl::RrlSettings::off(),
         }
     }
 
     /// Limit responses as `rrl` says.
-    pub(crate) fn with_rrl(mut self, rrl: crate::service::RrlSettings) -> Authority {
+    pub(crate) fn with_rrl(mut self, rrl: crate::rrl::RrlSettings) -> Authority {
         self.rrl = rrl;
         self
     }

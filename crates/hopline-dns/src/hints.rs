@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::resolver::ResolveError;
+use crate::error::ResolveError;
 
 /// The servers of the root zone.
 #[derive(Debug, Clone, PartialEq, Eq)]

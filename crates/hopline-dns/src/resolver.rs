@@ -21,59 +21,8 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::error::ResolveError;
 use crate::hints::RootHints;
-
-/// Why a name could not be resolved — named after the hop that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResolveError {
-    /// The name does not exist (NXDOMAIN).
-    #[error("DNS NXDOMAIN: {name} does not exist")]
-    NxDomain {
-        /// The name asked.
-        name: String,
-    },
-    /// The name exists but has no record of that type (NODATA).
-    #[error("DNS NODATA: {name} has no {rtype} record")]
-    NoData {
-        /// The name asked.
-        name: String,
-        /// The type asked.
-        rtype: String,
-    },
-    /// No server answered in time.
-    #[error("DNS timeout: {server} did not answer")]
-    Timeout {
-        /// The server(s) asked.
-        server: String,
-    },
-    /// A server refused the question.
-    #[error("DNS REFUSED by {server}")]
-    Refused {
-        /// The server.
-        server: String,
-    },
-    /// A server failed (SERVFAIL, lame delegation, nonsense answer).
-    #[error("DNS SERVFAIL for {name}: {reason}")]
-    ServFail {
-        /// The name asked.
-        name: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A CNAME chain or referral chain went on too long (a loop).
-    #[error("DNS loop: {0}")]
-    Loop(String),
-    /// The name itself is not a valid DNS name.
-    #[error("not a valid DNS name: {0}")]
-    BadName(String),
-    /// Resolver configuration problem (hints file, hosts file).
-    #[error("resolver configuration: {0}")]
-    Config(String),
-    /// Socket error.
-    #[error("network error: {0}")]
-    Io(String),
-}
 
 /// Which layer answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -850,6 +799,9 @@ impl Resolver {
         (Name::root(), hints.servers.clone())
     }
 
+    /// Iterative resolution of `qname`: down from the closest zone whose servers are
+    /// known to the servers of the name's zone, then on along the CNAME chain (each link
+    /// from its own closest zone). `depth` counts the nested lookups of servers' names.
     async fn iterate(
         &self,
         hints: &RootHints,
@@ -878,261 +830,226 @@ impl Resolver {
                     answered_by: Answered::Recursive,
                 });
             }
-            // a DS record lives on the parent side of a zone cut (RFC 4035 §3.1.4.1): ask
-            // the parent's servers, never the child's, even when the child's are known
-            let (mut zone, mut servers) = if rtype == RecordType::DS && !name.is_root() {
-                self.closest(hints, &name.base_name())
-            } else {
-                self.closest(hints, &name)
-            };
-            let mut next_name = None;
-            for _ in 0..20 {
-                let addrs: Vec<SocketAddr> = servers
-                    .iter()
-                    .map(|(_, ip)| SocketAddr::new(*ip, self.inner.query_port))
-                    .collect();
-                let (server, resp) = self
-                    .ask(&addrs, &name, rtype, false, &zone.to_string(), steps)
-                    .await?;
-                let lz = LowerName::new(&zone);
-                let in_bailiwick = |r: &Record| lz.zone_of(&LowerName::new(&r.name));
-                let rcode = resp.metadata.response_code;
-                let soa = resp
-                    .authorities
-                    .iter()
-                    .find(|r| r.record_type() == RecordType::SOA && in_bailiwick(r))
-                    .cloned();
-                let ln = LowerName::new(&name);
-                let answers: Vec<Record> = resp
-                    .answers
-                    .iter()
-                    .filter(|r| in_bailiwick(r))
-                    .cloned()
-                    .collect();
-                let last = steps.len() - 1;
-                if rcode == ResponseCode::NXDomain {
-                    self.store(&name, rtype, vec![], rcode, soa.clone());
-                    steps[last].kind = "nxdomain".into();
-                    steps[last].detail = format!("{name} does not exist");
-                    steps[last].ttl = soa.as_ref().map(neg_ttl);
-                    return Ok(Resolved {
-                        records: chain,
-                        rcode,
-                        soa,
-                        answered_by: Answered::Recursive,
-                    });
-                }
-                if rcode != ResponseCode::NoError {
-                    steps[last].kind = "error".into();
-                    steps[last].detail = format!("answered {rcode}");
-                    if rcode == ResponseCode::Refused {
-                        return Err(ResolveError::Refused {
-                            server: server.to_string(),
-                        });
-                    }
-                    return Err(ResolveError::ServFail {
-                        name: name.to_string(),
-                        reason: format!("{server} answered {rcode}"),
-                    });
-                }
-                if !answers.is_empty() {
-                    self.cache_answer_section(&name, rtype, &answers);
-                    // walk the chain inside this answer
-                    let mut cur = ln.clone();
-                    for _ in 0..MAX_CHAIN {
-                        let finals: Vec<Record> = answers
-                            .iter()
-                            .filter(|r| LowerName::new(&r.name) == cur && r.record_type() == rtype)
-                            .cloned()
-                            .collect();
-                        if !finals.is_empty() {
-                            let ttl = finals.iter().map(|r| r.ttl).min();
-                            steps[last].kind = "answer".into();
-                            steps[last].detail = finals
-                                .iter()
-                                .map(|r| r.data.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            steps[last].ttl = ttl;
-                            chain.extend(
-                                answers
-                                    .iter()
-                                    .filter(|r| r.record_type() == RecordType::CNAME)
-                                    .cloned(),
-                            );
-                            chain.extend(finals);
-                            return Ok(Resolved {
-                                records: chain,
-                                rcode,
-                                soa: None,
-                                answered_by: Answered::Recursive,
-                            });
-                        }
-                        match answers.iter().find(|r| {
-                            LowerName::new(&r.name) == cur && r.record_type() == RecordType::CNAME
-                        }) {
-                            Some(c) => {
-                                let RData::CNAME(t) = &c.data else { break };
-                                cur = LowerName::new(&t.0);
-                                next_name = Some((c.clone(), t.0.clone()));
-                                if rtype == RecordType::CNAME {
-                                    break;
-                                }
-                            }
-                            None => break,
-                        }
-                    }
-                    if let Some((c, _)) = &next_name {
-                        if rtype == RecordType::CNAME {
-                            chain.push(c.clone());
-                            return Ok(Resolved {
-                                records: chain,
-                                rcode,
-                                soa: None,
-                                answered_by: Answered::Recursive,
-                            });
-                        }
-                        steps[last].kind = "cname".into();
-                        steps[last].detail = format!("{} is an alias for {}", c.name, c.data);
-                        steps[last].ttl = Some(c.ttl);
-                        // keep every CNAME of this answer in the chain
-                        chain.extend(
-                            answers
-                                .iter()
-                                .filter(|r| r.record_type() == RecordType::CNAME)
-                                .cloned(),
-                        );
-                        break;
-                    }
-                }
-                // referral?
-                let ns: Vec<&Record> = resp
-                    .authorities
-                    .iter()
-                    .filter(|r| r.record_type() == RecordType::NS)
-                    .collect();
-                if let Some(first) = ns.first() {
-                    let child = first.name.clone();
-                    let lchild = LowerName::new(&child);
-                    if rtype == RecordType::DS && lchild == ln {
-                        // a parent that refers a DS question to the child: the child's
-                        // servers do not hold it; the answer is that there is none here
-                        let why = format!(
-                            "{zone} referred the DS of {name} to the child: no DS at the parent"
-                        );
-                        return Ok(self.nodata(&name, rtype, soa, chain, &mut steps[last], why));
-                    }
-                    if lchild == lz || !lz.zone_of(&lchild) || !lchild.zone_of(&ln) {
-                        steps[last].kind = "error".into();
-                        steps[last].detail = format!(
-                            "bogus referral to {child} (not below {zone}, or not above {name})"
-                        );
-                        return Err(ResolveError::ServFail {
-                            name: name.to_string(),
-                            reason: format!(
-                                "{server} sent a referral to {child}, which is not below {zone}"
-                            ),
-                        });
-                    }
-                    let mut new_servers = Vec::new();
-                    let mut names = Vec::new();
-                    for r in &ns {
-                        if let RData::NS(t) = &r.data {
-                            let tn = LowerName::new(&t.0);
-                            names.push(t.0.clone());
-                            for g in resp
-                                .additionals
-                                .iter()
-                                .filter(|g| LowerName::new(&g.name) == tn && lz.zone_of(&tn))
-                            {
-                                match &g.data {
-                                    RData::A(a) => {
-                                        new_servers.push((t.0.to_string(), IpAddr::V4(a.0)))
-                                    }
-                                    RData::AAAA(a) => {
-                                        new_servers.push((t.0.to_string(), IpAddr::V6(a.0)))
-                                    }
-                                    _ => {}
-                                }
-                            }
-                        }
-                    }
-                    if new_servers.is_empty() {
-                        // no (usable) glue: resolve the servers' names first
-                        for n in names.iter().take(3) {
-                            if let Ok(r) = Box::pin(self.iterate(
-                                hints,
-                                n.clone(),
-                                RecordType::A,
-                                steps,
-                                depth + 1,
-                            ))
-                            .await
-                            {
-                                for rec in r.records {
-                                    if let RData::A(a) = rec.data {
-                                        new_servers.push((n.to_string(), IpAddr::V4(a.0)));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let last = steps.len().min(last + 1) - 1;
-                    let ttl = first.ttl;
-                    steps[last].kind = "referral".into();
-                    steps[last].ttl = Some(ttl);
-                    steps[last].detail = format!(
-                        "{child} NS {} (glue {})",
-                        names
-                            .iter()
-                            .map(|n| n.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                        new_servers
-                            .iter()
-                            .map(|(_, ip)| ip.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
-                    if new_servers.is_empty() {
-                        return Err(ResolveError::ServFail {
-                            name: name.to_string(),
-                            reason: format!("no address for any server of {child}"),
-                        });
-                    }
-                    self.inner.delegations.insert(
-                        lchild.clone(),
-                        Arc::new(Delegation {
-                            zone: child.clone(),
-                            servers: new_servers.clone(),
-                        }),
-                    );
-                    zone = child;
-                    servers = new_servers;
-                    continue;
-                }
-                // NODATA
-                if answers.is_empty() {
-                    let why = format!("{name} has no {rtype} record");
-                    return Ok(self.nodata(&name, rtype, soa, chain, &mut steps[last], why));
-                }
-                return Err(ResolveError::ServFail {
-                    name: name.to_string(),
-                    reason: format!("{server} sent an answer out of its bailiwick"),
-                });
-            }
-            match next_name {
-                Some((_, target)) => name = target,
-                None => {
-                    return Err(ResolveError::Loop(format!(
-                        "more than 20 referrals resolving {name}"
-                    )));
-                }
+            match self
+                .descend(hints, &name, rtype, &mut chain, steps, depth)
+                .await?
+            {
+                Hop::Done(r) => return Ok(r),
+                Hop::Alias(target) => name = target,
             }
         }
         Err(ResolveError::Loop(format!(
             "CNAME chain from {qname} longer than 10 links"
         )))
+    }
+
+    /// Ask for `name` from the closest zone whose servers are known, following referrals
+    /// down (at most 20), until a server of the name's zone answers: the records (after
+    /// the CNAMEs of `chain`), a negative answer, or the next link of an alias.
+    async fn descend(
+        &self,
+        hints: &RootHints,
+        name: &Name,
+        rtype: RecordType,
+        chain: &mut Vec<Record>,
+        steps: &mut Vec<TraceStep>,
+        depth: u8,
+    ) -> Result<Hop, ResolveError> {
+        // a DS record lives on the parent side of a zone cut (RFC 4035 §3.1.4.1): ask
+        // the parent's servers, never the child's, even when the child's are known
+        let (mut zone, mut servers) = if rtype == RecordType::DS && !name.is_root() {
+            self.closest(hints, &name.base_name())
+        } else {
+            self.closest(hints, name)
+        };
+        for _ in 0..20 {
+            let addrs: Vec<SocketAddr> = servers
+                .iter()
+                .map(|(_, ip)| SocketAddr::new(*ip, self.inner.query_port))
+                .collect();
+            let (server, resp) = self
+                .ask(&addrs, name, rtype, false, &zone.to_string(), steps)
+                .await?;
+            let lz = LowerName::new(&zone);
+            let in_bailiwick = |r: &Record| lz.zone_of(&LowerName::new(&r.name));
+            let rcode = resp.metadata.response_code;
+            let soa = resp
+                .authorities
+                .iter()
+                .find(|r| r.record_type() == RecordType::SOA && in_bailiwick(r))
+                .cloned();
+            let answers: Vec<Record> = resp
+                .answers
+                .iter()
+                .filter(|r| in_bailiwick(r))
+                .cloned()
+                .collect();
+            let last = steps.len() - 1;
+            if rcode == ResponseCode::NXDomain {
+                self.store(name, rtype, vec![], rcode, soa.clone());
+                let step = &mut steps[last];
+                step.kind = "nxdomain".into();
+                step.detail = format!("{name} does not exist");
+                step.ttl = soa.as_ref().map(neg_ttl);
+                return Ok(Hop::Done(Resolved {
+                    records: std::mem::take(chain),
+                    rcode,
+                    soa,
+                    answered_by: Answered::Recursive,
+                }));
+            }
+            if rcode != ResponseCode::NoError {
+                steps[last].kind = "error".into();
+                steps[last].detail = format!("answered {rcode}");
+                if rcode == ResponseCode::Refused {
+                    return Err(ResolveError::Refused {
+                        server: server.to_string(),
+                    });
+                }
+                return Err(ResolveError::ServFail {
+                    name: name.to_string(),
+                    reason: format!("{server} answered {rcode}"),
+                });
+            }
+            if !answers.is_empty() {
+                self.cache_answer_section(name, rtype, &answers);
+                if let Some(hop) = read_answer(name, rtype, &answers, chain, &mut steps[last]) {
+                    return Ok(hop);
+                }
+            }
+            match self
+                .referral(hints, name, rtype, &zone, server, &resp, steps, last, depth)
+                .await?
+            {
+                Referral::Down(child, child_servers) => {
+                    zone = child;
+                    servers = child_servers;
+                    continue;
+                }
+                Referral::DsToChild => {
+                    // the child's servers do not hold it: there is none at the parent
+                    let why = format!(
+                        "{zone} referred the DS of {name} to the child: no DS at the parent"
+                    );
+                    let r = self.nodata(
+                        name,
+                        rtype,
+                        soa,
+                        std::mem::take(chain),
+                        &mut steps[last],
+                        why,
+                    );
+                    return Ok(Hop::Done(r));
+                }
+                Referral::None => {}
+            }
+            if answers.is_empty() {
+                let why = format!("{name} has no {rtype} record");
+                let r = self.nodata(
+                    name,
+                    rtype,
+                    soa,
+                    std::mem::take(chain),
+                    &mut steps[last],
+                    why,
+                );
+                return Ok(Hop::Done(r));
+            }
+            return Err(ResolveError::ServFail {
+                name: name.to_string(),
+                reason: format!("{server} sent an answer out of its bailiwick"),
+            });
+        }
+        Err(ResolveError::Loop(format!(
+            "more than 20 referrals resolving {name}"
+        )))
+    }
+
+    /// The referral in `resp` (NS records in its authority section), if any: the child
+    /// zone and its servers' addresses — from the glue, or else looked up — remembered as
+    /// a delegation. A referral that does not lead down towards `name` is an error.
+    #[allow(clippy::too_many_arguments)]
+    async fn referral(
+        &self,
+        hints: &RootHints,
+        name: &Name,
+        rtype: RecordType,
+        zone: &Name,
+        server: SocketAddr,
+        resp: &Message,
+        steps: &mut Vec<TraceStep>,
+        last: usize,
+        depth: u8,
+    ) -> Result<Referral, ResolveError> {
+        let ns: Vec<&Record> = resp
+            .authorities
+            .iter()
+            .filter(|r| r.record_type() == RecordType::NS)
+            .collect();
+        let Some(first) = ns.first() else {
+            return Ok(Referral::None);
+        };
+        let child = first.name.clone();
+        let lchild = LowerName::new(&child);
+        let lz = LowerName::new(zone);
+        let ln = LowerName::new(name);
+        if rtype == RecordType::DS && lchild == ln {
+            return Ok(Referral::DsToChild);
+        }
+        if lchild == lz || !lz.zone_of(&lchild) || !lchild.zone_of(&ln) {
+            steps[last].kind = "error".into();
+            steps[last].detail =
+                format!("bogus referral to {child} (not below {zone}, or not above {name})");
+            return Err(ResolveError::ServFail {
+                name: name.to_string(),
+                reason: format!("{server} sent a referral to {child}, which is not below {zone}"),
+            });
+        }
+        let (names, mut new_servers) = glue(&ns, resp, &lz);
+        if new_servers.is_empty() {
+            // no (usable) glue: resolve the servers' names first
+            for n in names.iter().take(3) {
+                if let Ok(r) =
+                    Box::pin(self.iterate(hints, n.clone(), RecordType::A, steps, depth + 1)).await
+                {
+                    for rec in r.records {
+                        if let RData::A(a) = rec.data {
+                            new_servers.push((n.to_string(), IpAddr::V4(a.0)));
+                        }
+                    }
+                }
+            }
+        }
+        let step = &mut steps[last];
+        step.kind = "referral".into();
+        step.ttl = Some(first.ttl);
+        step.detail = format!(
+            "{child} NS {} (glue {})",
+            names
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            new_servers
+                .iter()
+                .map(|(_, ip)| ip.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if new_servers.is_empty() {
+            return Err(ResolveError::ServFail {
+                name: name.to_string(),
+                reason: format!("no address for any server of {child}"),
+            });
+        }
+        self.inner.delegations.insert(
+            lchild,
+            Arc::new(Delegation {
+                zone: child.clone(),
+                servers: new_servers.clone(),
+            }),
+        );
+        Ok(Referral::Down(child, new_servers))
     }
 
     /// Ask the servers (fastest first) until one answers; UDP, then TCP if truncated.
@@ -1327,6 +1244,124 @@ impl Resolver {
         }
         Ok((m, true))
     }
+}
+
+/// Where one descent towards a name ended (returned once per descent, never kept: its
+/// size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Hop {
+    /// An answer, positive or negative.
+    Done(Resolved),
+    /// The name is an alias: the next link of the chain to resolve.
+    Alias(Name),
+}
+
+/// What the authority section of an answer without the records asked for says.
+enum Referral {
+    /// Nothing: no NS records.
+    None,
+    /// Ask the servers of the child zone (name, addresses) next.
+    Down(Name, Vec<(String, IpAddr)>),
+    /// A parent that refers a DS question to the child zone itself.
+    DsToChild,
+}
+
+/// Follow the chain inside one answer section (`answers`, in bailiwick) from `name`: the
+/// records of `rtype` at its end (done, with every CNAME of the answer before them), or
+/// the alias to resolve next (a CNAME question is done at its first link). `step` says
+/// which. None when the section holds neither.
+fn read_answer(
+    name: &Name,
+    rtype: RecordType,
+    answers: &[Record],
+    chain: &mut Vec<Record>,
+    step: &mut TraceStep,
+) -> Option<Hop> {
+    let cnames = || {
+        answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+            .cloned()
+    };
+    let mut alias: Option<(&Record, Name)> = None;
+    let mut cur = LowerName::new(name);
+    for _ in 0..MAX_CHAIN {
+        let finals: Vec<Record> = answers
+            .iter()
+            .filter(|r| LowerName::new(&r.name) == cur && r.record_type() == rtype)
+            .cloned()
+            .collect();
+        if !finals.is_empty() {
+            step.kind = "answer".into();
+            step.detail = finals
+                .iter()
+                .map(|r| r.data.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            step.ttl = finals.iter().map(|r| r.ttl).min();
+            chain.extend(cnames());
+            chain.extend(finals);
+            return Some(Hop::Done(Resolved {
+                records: std::mem::take(chain),
+                rcode: ResponseCode::NoError,
+                soa: None,
+                answered_by: Answered::Recursive,
+            }));
+        }
+        let Some(c) = answers
+            .iter()
+            .find(|r| LowerName::new(&r.name) == cur && r.record_type() == RecordType::CNAME)
+        else {
+            break;
+        };
+        let RData::CNAME(t) = &c.data else { break };
+        cur = LowerName::new(&t.0);
+        alias = Some((c, t.0.clone()));
+        if rtype == RecordType::CNAME {
+            break;
+        }
+    }
+    let (c, target) = alias?;
+    if rtype == RecordType::CNAME {
+        chain.push(c.clone());
+        return Some(Hop::Done(Resolved {
+            records: std::mem::take(chain),
+            rcode: ResponseCode::NoError,
+            soa: None,
+            answered_by: Answered::Recursive,
+        }));
+    }
+    step.kind = "cname".into();
+    step.detail = format!("{} is an alias for {}", c.name, c.data);
+    step.ttl = Some(c.ttl);
+    // keep every CNAME of this answer in the chain
+    chain.extend(cnames());
+    Some(Hop::Alias(target))
+}
+
+/// The names of a referral's servers (`ns`) and the addresses its additional section
+/// gives for those inside the referring zone `zone` (glue outside it is not trusted).
+fn glue(ns: &[&Record], resp: &Message, zone: &LowerName) -> (Vec<Name>, Vec<(String, IpAddr)>) {
+    let mut names = Vec::new();
+    let mut servers = Vec::new();
+    for r in ns {
+        if let RData::NS(t) = &r.data {
+            let tn = LowerName::new(&t.0);
+            names.push(t.0.clone());
+            for g in resp
+                .additionals
+                .iter()
+                .filter(|g| LowerName::new(&g.name) == tn && zone.zone_of(&tn))
+            {
+                match &g.data {
+                    RData::A(a) => servers.push((t.0.to_string(), IpAddr::V4(a.0))),
+                    RData::AAAA(a) => servers.push((t.0.to_string(), IpAddr::V6(a.0))),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (names, servers)
 }
 
 /// Records owned by the question's name carry the case of the client's question (RFC 4343),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
 
-use crate::DnsError;
+use crate::error::DnsError;
 
 /// One loaded zone.
 #[derive(Debug, Clone)]
