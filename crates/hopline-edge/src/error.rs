@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// Errors of the edge library.
 #[derive(Debug, thiserror::Error)]
@@ -41,4 +41,14 @@ pub enum EdgeError {
     /// A DNS service (resolver or authoritative server) failed to start or reload.
     #[error("DNS: {0}")]
     Dns(String),
+}
+
+impl From<crate::engine::error::EngineError> for EdgeError {
+    fn from(e: crate::engine::error::EngineError) -> Self {
+        use crate::engine::error::EngineError;
+        match e {
+            EngineError::Tls(msg) => EdgeError::Tls(msg),
+            EngineError::Io { what, source } => EdgeError::Io { what, source },
+        }
+    }
 }

@@ -1,7 +1,18 @@
-//! hopline-edge: the nginx-class edge of hopline — listeners (TCP/TLS, HTTP/1.1,
-//! HTTP/2), routing by Host and path, static files, redirects and fixed responses,
-//! compression, limits and the access log. Later hops (proxy, load balancer, CDN cache,
-//! rate limits) plug into the same request path.
+//! hopline-edge: the nginx-class edge of hopline — web server, reverse proxy, load
+//! balancer, CDN cache and rate limits over one HTTP engine.
+//!
+//! The crate reads bottom-up, each layer a folder that imports only the ones below it:
+//! - [`engine`]: the HTTP engine — HTTP/1.1 (codec, connection, write path, upgrades),
+//!   HTTP/2, TLS and certificates, bodies, listeners, the access log;
+//! - [`proxy`]: upstream pools and their health, forwarding, the origin client, layer 4;
+//! - [`cache`]: the CDN cache's store, disk tier and freshness rules;
+//! - [`limits`]: request rate limits (GCRA, in memory or on Redis);
+//! - [`admin`]: counters, status, Prometheus metrics, the dashboard;
+//! - [`request`]: the request path as named phases (route → limits → cache → pick →
+//!   forward → store → log), static files, compression, and the route-service seam that
+//!   products (realtime, notify) plug into;
+//! - [`config`] composes the parts' config types into one file; [`server`] starts,
+//!   reloads and stops it all.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), hopline_edge::EdgeError> {
@@ -11,29 +22,19 @@
 //! # Ok(()) }
 //! ```
 
-pub mod access_log;
 pub mod admin;
-pub mod body;
 pub mod cache;
-pub mod clock;
-pub mod compress;
 pub mod config;
-pub mod dashboard;
+pub mod engine;
 pub mod error;
-pub mod files;
-pub mod h1;
-pub mod pop;
+pub mod limits;
 pub mod proxy;
-pub mod ratelimit;
-pub mod router;
+pub mod request;
 pub mod server;
-pub mod service;
-pub mod stream;
-pub mod tls;
-pub mod upstream;
 
-pub use body::Body;
 pub use config::{Config, ConfigError};
+pub use engine::body::Body;
+pub use engine::{body, tls};
 pub use error::EdgeError;
+pub use request::service::{self, RouteService, ServiceContext, Services};
 pub use server::{Server, Shutdown};
-pub use service::{RouteService, ServiceContext, Services};

@@ -20,13 +20,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::access_log::{AccessLog, LogRecord};
-use crate::body::{Body, RequestBody};
-use crate::compress;
+use crate::engine::access_log::{AccessLog, LogRecord};
+use crate::engine::body::{Body, RequestBody};
+use crate::request::compress;
 use crate::config::{Config, Limits};
 use crate::error::EdgeError;
-use crate::files::{self, FileCache};
-use crate::router::{self, FastMap, Handler, Route, Table};
+use crate::request::files::{self, FileCache};
+use crate::request::router::{self, FastMap, Handler, Route, Table};
 
 static SERVER: HeaderValue = HeaderValue::from_static("hopline");
 /// W3C trace context: a request carrying it is remembered for `hopline trace`.
@@ -40,19 +40,19 @@ struct Shared {
     access_log: ArcSwapOption<AccessLog>,
     open_connections: AtomicUsize,
     /// Set to true when the server shuts down: connections finish their request and close.
-    closing: crate::h1::Closing,
+    closing: crate::engine::h1::Closing,
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
-    metrics: crate::admin::Metrics,
-    traces: crate::admin::TraceLog,
+    metrics: crate::admin::listener::Metrics,
+    traces: crate::admin::listener::TraceLog,
     /// Traces started here for requests that came without one (`[admin] sample` per second).
-    sampler: crate::admin::Sampler,
+    sampler: crate::admin::listener::Sampler,
     /// Per configured listen address: the bound address and its open connections.
     listeners: parking_lot::Mutex<FastMap<SocketAddr, (SocketAddr, Arc<AtomicUsize>)>>,
     /// Boxes of the dashboard from outside the edge (the DNS services).
-    extras: ArcSwapOption<crate::admin::ExtraNodes>,
+    extras: ArcSwapOption<crate::admin::listener::ExtraNodes>,
     /// The `[[stream]]` listeners.
-    streams: parking_lot::Mutex<Vec<crate::stream::StreamInfo>>,
+    streams: parking_lot::Mutex<Vec<crate::proxy::layer4::StreamInfo>>,
 }
 
 /// A stream listener's socket.
@@ -61,20 +61,20 @@ enum Either {
     Udp(tokio::net::UdpSocket),
 }
 
-impl crate::stream::Pools for Shared {
-    fn pool(&self, name: &str) -> Option<Arc<crate::proxy::UpstreamPool>> {
+impl crate::proxy::layer4::Pools for Shared {
+    fn pool(&self, name: &str) -> Option<Arc<crate::proxy::pool::UpstreamPool>> {
         self.table.load().upstreams.get(name).cloned()
     }
 }
 
-impl crate::admin::AdminView for Shared {
-    fn trace(&self, id: &str) -> Vec<crate::admin::TraceHop> {
+impl crate::admin::listener::AdminView for Shared {
+    fn trace(&self, id: &str) -> Vec<crate::admin::listener::TraceHop> {
         self.traces.get(id)
     }
     fn table(&self) -> Arc<Table> {
         self.table.load_full()
     }
-    fn metrics(&self) -> &crate::admin::Metrics {
+    fn metrics(&self) -> &crate::admin::listener::Metrics {
         &self.metrics
     }
     fn open_connections(&self) -> usize {
@@ -86,13 +86,13 @@ impl crate::admin::AdminView for Shared {
             .get(&configured)
             .map(|(bound, open)| (*bound, open.load(Ordering::Relaxed)))
     }
-    fn extras(&self) -> Vec<crate::admin::ExtraNode> {
+    fn extras(&self) -> Vec<crate::admin::listener::ExtraNode> {
         self.extras.load().as_ref().map(|f| f()).unwrap_or_default()
     }
     fn recent_traces(&self, n: usize) -> Vec<String> {
         self.traces.recent(n)
     }
-    fn streams(&self) -> Vec<crate::stream::StreamInfo> {
+    fn streams(&self) -> Vec<crate::proxy::layer4::StreamInfo> {
         self.streams.lock().clone()
     }
 }
@@ -130,12 +130,12 @@ pub enum Shutdown {
 }
 
 /// The HTTP/2 engine (hyper), built once per config; HTTP/1.1 is hopline's own
-/// ([`crate::h1`]). HTTP/2 only: a connection that chose h2 (ALPN or the prior-knowledge
+/// ([`crate::engine::h1`]). HTTP/2 only: a connection that chose h2 (ALPN or the prior-knowledge
 /// preface) that then does not start with the preface gets GOAWAY(PROTOCOL_ERROR), never
 /// an HTTP/1.1 answer.
 struct Builders {
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    h1: crate::h1::Options,
+    h1: crate::engine::h1::Options,
 }
 
 fn builders(limits: &Limits) -> Builders {
@@ -149,7 +149,7 @@ fn builders(limits: &Limits) -> Builders {
         .enable_connect_protocol();
     Builders {
         h2: b,
-        h1: crate::h1::Options {
+        h1: crate::engine::h1::Options {
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
             max_header_bytes: (limits.max_header_bytes.0 as usize).clamp(1024, 1 << 30),
@@ -189,23 +189,23 @@ pub fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
 impl Server {
     /// Bind every listener of `config` and start serving. Nothing stays bound on error.
     pub async fn start(config: Config) -> Result<Server, EdgeError> {
-        Self::start_with(config, crate::service::Services::new()).await
+        Self::start_with(config, crate::request::service::Services::new()).await
     }
 
     /// [`Server::start`] with route services (realtime, notify, …) the config's routes
     /// may name.
     /// Build everything [`Server::start_with`] would — routes, TLS certificates and keys,
     /// upstreams, caches — without binding (`hopline serve --check`, like `nginx -t`).
-    pub fn check(config: &Config, services: &crate::service::Services) -> Result<(), EdgeError> {
-        crate::tls::install_crypto_provider();
+    pub fn check(config: &Config, services: &crate::request::service::Services) -> Result<(), EdgeError> {
+        crate::engine::tls::install_crypto_provider();
         router::compile(config, None, services).map(drop)
     }
 
     pub async fn start_with(
         config: Config,
-        services: crate::service::Services,
+        services: crate::request::service::Services,
     ) -> Result<Server, EdgeError> {
-        crate::tls::install_crypto_provider();
+        crate::engine::tls::install_crypto_provider();
         let table = router::compile(&config, None, &services)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
         let mut bound = Vec::new();
@@ -240,8 +240,8 @@ impl Server {
             streams.push((st.clone(), socket, role));
         }
         for up in table.upstreams.values() {
-            crate::proxy::spawn_health_checks(up);
-            crate::proxy::spawn_resolution(up);
+            crate::proxy::health::spawn_health_checks(up);
+            crate::proxy::health::spawn_resolution(up);
         }
         let shared = Arc::new(Shared {
             http: ArcSwap::from_pointee(builders(&table.limits)),
@@ -249,11 +249,11 @@ impl Server {
             files: FileCache::new(&config.file_cache),
             access_log: ArcSwapOption::new(access_log),
             open_connections: AtomicUsize::new(0),
-            closing: crate::h1::Closing::default(),
+            closing: crate::engine::h1::Closing::default(),
             idle: tokio::sync::Notify::new(),
-            metrics: crate::admin::Metrics::default(),
-            traces: crate::admin::TraceLog::default(),
-            sampler: crate::admin::Sampler::default(),
+            metrics: crate::admin::listener::Metrics::default(),
+            traces: crate::admin::listener::TraceLog::default(),
+            sampler: crate::admin::listener::Sampler::default(),
             listeners: parking_lot::Mutex::new(FastMap::default()),
             extras: ArcSwapOption::empty(),
             streams: parking_lot::Mutex::new(Vec::new()),
@@ -266,13 +266,13 @@ impl Server {
         };
         for (cfg, socket, role) in streams {
             let (stop, stop_rx) = watch::channel(false);
-            let pools: Arc<dyn crate::stream::Pools> = server.shared.clone();
-            let stats = Arc::new(crate::stream::StreamStats::default());
+            let pools: Arc<dyn crate::proxy::layer4::Pools> = server.shared.clone();
+            let stats = Arc::new(crate::proxy::layer4::StreamStats::default());
             let (udp, pool) = (cfg.udp(), cfg.proxy.get_ref().clone());
             let (bound, task) = match socket {
                 Either::Tcp(l) => (
                     l.local_addr(),
-                    tokio::spawn(crate::stream::run_tcp(
+                    tokio::spawn(crate::proxy::layer4::run_tcp(
                         l,
                         cfg,
                         pools,
@@ -282,7 +282,7 @@ impl Server {
                 ),
                 Either::Udp(u) => (
                     u.local_addr(),
-                    tokio::spawn(crate::stream::run_udp(
+                    tokio::spawn(crate::proxy::layer4::run_udp(
                         u,
                         cfg,
                         pools,
@@ -296,7 +296,7 @@ impl Server {
                 .shared
                 .streams
                 .lock()
-                .push(crate::stream::StreamInfo {
+                .push(crate::proxy::layer4::StreamInfo {
                     bound,
                     udp,
                     pool,
@@ -331,7 +331,7 @@ impl Server {
     }
 
     /// Add boxes from outside the edge (the DNS services) to the admin dashboard.
-    pub fn set_extras(&self, extras: crate::admin::ExtraNodes) {
+    pub fn set_extras(&self, extras: crate::admin::listener::ExtraNodes) {
         self.shared.extras.store(Some(Arc::new(extras)));
     }
 
@@ -363,8 +363,8 @@ impl Server {
     fn spawn_admin(&self, configured: SocketAddr, listener: TcpListener) {
         let bound = listener.local_addr().unwrap_or(configured);
         let (stop, stop_rx) = watch::channel(false);
-        let view: Arc<dyn crate::admin::AdminView> = self.shared.clone();
-        let task = tokio::spawn(crate::admin::run(listener, view, stop_rx));
+        let view: Arc<dyn crate::admin::listener::AdminView> = self.shared.clone();
+        let task = tokio::spawn(crate::admin::listener::run(listener, view, stop_rx));
         tracing::info!(target: "hopline::edge", "listening on {bound} (admin: /.hopline/status, /metrics)");
         if let Some((_, old)) = self
             .admin
@@ -418,7 +418,7 @@ impl Server {
     pub async fn reload_with(
         &self,
         config: Config,
-        services: crate::service::Services,
+        services: crate::request::service::Services,
     ) -> Result<(), EdgeError> {
         let mut table = router::compile(&config, Some(&self.shared.table.load()), &services)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
@@ -458,8 +458,8 @@ impl Server {
             let _ = old.stop.send(true);
         }
         for up in table.upstreams.values() {
-            crate::proxy::spawn_health_checks(up);
-            crate::proxy::spawn_resolution(up);
+            crate::proxy::health::spawn_health_checks(up);
+            crate::proxy::health::spawn_resolution(up);
         }
         self.shared.http.store(Arc::new(builders(&table.limits)));
         self.shared.table.store(Arc::new(table));
@@ -628,11 +628,11 @@ struct EdgeService {
     _guard: ConnGuard,
 }
 
-impl crate::h1::Service for EdgeService {
+impl crate::engine::h1::Service for EdgeService {
     fn call<'a>(
         &'a self,
         req: Request<RequestBody>,
-        interim: Option<&'a crate::h1::Interim>,
+        interim: Option<&'a crate::engine::h1::Interim>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
         handle(&self.shared, &self.info, req, interim)
     }
@@ -658,7 +658,7 @@ fn hyper_service(
                 .extensions()
                 .get::<hyper::ext::Http2Informational>()
                 .cloned()
-                .map(crate::h1::Interim::http2);
+                .map(crate::engine::h1::Interim::http2);
             let mut resp = handle(
                 &shared,
                 &info,
@@ -667,7 +667,7 @@ fn hyper_service(
             )
             .await;
             // HTTP/2 has no use for lines encoded for HTTP/1.1
-            crate::body::expand_lines(&mut resp);
+            crate::engine::body::expand_lines(&mut resp);
             Ok::<_, Infallible>(resp)
         }
     })
@@ -702,8 +702,8 @@ fn connection(
     Some(async move {
         match tls {
             None => {
-                let served = crate::h1::serve(stream, &http.h1, &svc, &svc.shared.closing).await;
-                if let crate::h1::Outcome::Http2(io) = served {
+                let served = crate::engine::h1::serve(stream, &http.h1, &svc, &svc.shared.closing).await;
+                if let crate::engine::h1::Outcome::Http2(io) = served {
                     // boxed: HTTP/2 state stays out of every HTTP/1.1 connection's task
                     Box::pin(serve_h2(io, &http, &svc)).await
                 }
@@ -735,12 +735,12 @@ where
 /// Reads the client's connection preface (RFC 9113 §3.4) before hyper does: a client
 /// that chose HTTP/2 and then sends something else gets the server's SETTINGS and
 /// GOAWAY(PROTOCOL_ERROR), as the RFC asks, instead of a silent close.
-async fn h2_preface<I>(mut io: I, timeout: Duration) -> Option<crate::h1::Rewind<I>>
+async fn h2_preface<I>(mut io: I, timeout: Duration) -> Option<crate::engine::h1::Rewind<I>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let want = crate::h1::H2_PREFACE;
+    let want = crate::engine::h1::H2_PREFACE;
     let mut got = Vec::with_capacity(want.len());
     let read = async {
         while got.len() < want.len() && want.starts_with(&got) {
@@ -755,7 +755,7 @@ where
     };
     tokio::time::timeout(timeout, read).await.ok()??;
     if got == want {
-        return Some(crate::h1::Rewind::new(Bytes::from(got), io));
+        return Some(crate::engine::h1::Rewind::new(Bytes::from(got), io));
     }
     // an empty SETTINGS, then GOAWAY(last stream 0, PROTOCOL_ERROR, "invalid preface")
     let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
@@ -797,15 +797,15 @@ async fn serve_tls(
     if h2 {
         return serve_h2(tls_stream, http, svc).await;
     }
-    match crate::h1::serve(tls_stream, &http.h1, svc, &svc.shared.closing).await {
-        crate::h1::Outcome::Closed => {}
-        crate::h1::Outcome::Http2(io) => Box::pin(serve_h2(io, http, svc)).await,
+    match crate::engine::h1::serve(tls_stream, &http.h1, svc, &svc.shared.closing).await {
+        crate::engine::h1::Outcome::Closed => {}
+        crate::engine::h1::Outcome::Http2(io) => Box::pin(serve_h2(io, http, svc)).await,
     }
 }
 
 /// Drive a connection; when the server starts closing, ask it to finish its in-flight
 /// requests and close (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
-async fn until_closing<C, E>(conn: C, closing: &crate::h1::Closing) -> Result<(), E>
+async fn until_closing<C, E>(conn: C, closing: &crate::engine::h1::Closing) -> Result<(), E>
 where
     C: std::future::Future<Output = Result<(), E>> + GracefulConn,
 {
@@ -841,7 +841,7 @@ async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
     req: Request<RequestBody>,
-    interim: Option<&crate::h1::Interim>,
+    interim: Option<&crate::engine::h1::Interim>,
 ) -> Response<Body> {
     let table = shared.table.load_full();
     let limits = &table.limits;
@@ -942,7 +942,7 @@ async fn handle(
 
     if traced.is_some() {
         // the hop's record reads fields an origin's relayed lines may hold
-        crate::body::expand_lines(&mut resp);
+        crate::engine::body::expand_lines(&mut resp);
     }
     if site.server_timing {
         let entry = format!(
@@ -978,7 +978,7 @@ async fn handle(
         };
         shared.traces.record(
             &id,
-            crate::admin::TraceHop {
+            crate::admin::listener::TraceHop {
                 site: site_name.as_deref().unwrap_or("-").to_string(),
                 request,
                 status: resp.status().as_u16(),
@@ -1014,7 +1014,7 @@ async fn dispatch(
     conn: &ConnInfo,
     route: &Route,
     req: Request<RequestBody>,
-    interim: Option<&crate::h1::Interim>,
+    interim: Option<&crate::engine::h1::Interim>,
 ) -> Response<Body> {
     if let Some(len) = req
         .headers()
@@ -1089,7 +1089,7 @@ async fn dispatch(
         Handler::Service {
             service, prefix, ..
         } => {
-            let ctx = crate::service::ServiceContext {
+            let ctx = crate::request::service::ServiceContext {
                 peer: conn.peer,
                 tls: conn.tls,
                 prefix: prefix.clone(),
@@ -1116,7 +1116,7 @@ async fn dispatch(
             } else {
                 host.into()
             };
-            let down = crate::proxy::Downstream {
+            let down = crate::proxy::forward::Downstream {
                 peer: conn.peer,
                 client: conn
                     .client
@@ -1130,10 +1130,10 @@ async fn dispatch(
             // service future keeps the static-file path's future small.
             match &route.cache {
                 // an upgrade (WebSocket) is a tunnel, never a cacheable exchange
-                Some(cache) if !crate::proxy::is_upgrade(req.headers()) => {
-                    Box::pin(crate::pop::serve(cache, up, req, down)).await
+                Some(cache) if !crate::proxy::hop_by_hop::is_upgrade(req.headers()) => {
+                    Box::pin(crate::request::cached::serve(cache, up, req, down)).await
                 }
-                _ => Box::pin(crate::proxy::forward(up, req, down)).await,
+                _ => Box::pin(crate::proxy::forward::forward(up, req, down)).await,
             }
         }
     };
@@ -1144,7 +1144,7 @@ async fn dispatch(
         || (resp.body().has_relayed_lines()
             && ((ok && route.cache_control.is_some()) || limited.is_some()))
     {
-        crate::body::expand_lines(&mut resp);
+        crate::engine::body::expand_lines(&mut resp);
     }
     let h = resp.headers_mut();
     if let Some(cc) = &route.cache_control

@@ -12,7 +12,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use crate::error::EdgeError;
+use crate::engine::error::EngineError;
 
 /// What `ensure_ca` / `issue` wrote or found.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -38,11 +38,11 @@ pub struct LeafFiles {
     pub ca: CaFiles,
 }
 
-fn ca_err(msg: String) -> EdgeError {
-    EdgeError::Tls(msg)
+fn ca_err(msg: String) -> EngineError {
+    EngineError::Tls(msg)
 }
 
-fn write_file(path: &Path, data: &str, private: bool) -> Result<(), EdgeError> {
+fn write_file(path: &Path, data: &str, private: bool) -> Result<(), EngineError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -63,7 +63,7 @@ fn write_file(path: &Path, data: &str, private: bool) -> Result<(), EdgeError> {
 }
 
 /// Make the CA in `dir` if it is not there yet; reuse it if it is.
-pub fn ensure_ca(dir: &Path) -> Result<CaFiles, EdgeError> {
+pub fn ensure_ca(dir: &Path) -> Result<CaFiles, EngineError> {
     fs::create_dir_all(dir).map_err(|e| ca_err(format!("cannot create {}: {e}", dir.display())))?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca-key.pem");
@@ -143,7 +143,7 @@ fn valid_name(name: &str) -> bool {
         })
 }
 
-pub fn issue(dir: &Path, names: &[String]) -> Result<LeafFiles, EdgeError> {
+pub fn issue(dir: &Path, names: &[String]) -> Result<LeafFiles, EngineError> {
     if names.is_empty() {
         return Err(ca_err("at least one name is needed".into()));
     }
@@ -281,9 +281,9 @@ mod tests {
         .unwrap();
         assert!(leaf.cert.ends_with("shop.test.pem"));
         assert!(leaf.key.ends_with("shop.test-key.pem"));
-        crate::tls::load_certified_key(&leaf.cert, &leaf.key).unwrap();
+        crate::engine::tls::load_certified_key(&leaf.cert, &leaf.key).unwrap();
         // the leaf verifies against the CA with webpki for every name
-        crate::tls::install_crypto_provider();
+        crate::engine::tls::install_crypto_provider();
         let ca_der = rustls_pki_types::CertificateDer::from_pem_file(&leaf.ca.ca_cert).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca_der).unwrap();

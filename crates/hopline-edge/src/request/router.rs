@@ -9,11 +9,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::compress::Variants;
+use crate::request::compress::Variants;
 use crate::config::{Config, Site};
 use crate::error::EdgeError;
-use crate::files::StaticRoute;
-use crate::tls::{self, SniResolver};
+use crate::request::files::StaticRoute;
+use crate::engine::tls::{self, SniResolver};
 
 /// Maps looked up on every request: a fast hasher (keys are configured names and addresses).
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -26,11 +26,11 @@ pub struct Table {
     /// Limits in force.
     pub limits: crate::config::Limits,
     /// Upstream pools by name.
-    pub upstreams: std::collections::BTreeMap<String, Arc<crate::proxy::UpstreamPool>>,
+    pub upstreams: std::collections::BTreeMap<String, Arc<crate::proxy::pool::UpstreamPool>>,
     /// Caches by name.
-    pub caches: std::collections::BTreeMap<String, Arc<crate::cache::HttpCache>>,
+    pub caches: std::collections::BTreeMap<String, Arc<crate::cache::store::HttpCache>>,
     /// Rate limits by name.
-    pub limits_by_name: std::collections::BTreeMap<String, Arc<crate::ratelimit::Limiter>>,
+    pub limits_by_name: std::collections::BTreeMap<String, Arc<crate::limits::limiter::Limiter>>,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
     /// The admin listener's token, if any.
@@ -38,7 +38,7 @@ pub struct Table {
     /// Traces started per second for requests without one.
     pub sample: u32,
     /// Route services (realtime, notify, …) the config's routes may name.
-    pub services: crate::service::Services,
+    pub services: crate::request::service::Services,
     /// Every site, in config order (for the dashboard's topology).
     pub sites: Vec<Arc<SiteTable>>,
 }
@@ -67,7 +67,7 @@ pub struct SiteTable {
     /// It speaks HTTPS.
     pub tls: bool,
     /// Its requests, errors and latency (kept across reloads by site name).
-    pub stats: Arc<crate::admin::SiteStats>,
+    pub stats: Arc<crate::admin::listener::SiteStats>,
 }
 
 /// One compiled route.
@@ -88,9 +88,9 @@ pub struct Route {
     /// Requests go to the access log.
     pub log: bool,
     /// Cache in front of the proxy.
-    pub cache: Option<Arc<crate::cache::HttpCache>>,
+    pub cache: Option<Arc<crate::cache::store::HttpCache>>,
     /// Rate limit.
-    pub limit: Option<Arc<crate::ratelimit::Limiter>>,
+    pub limit: Option<Arc<crate::limits::limiter::Limiter>>,
 }
 
 /// The handler of a route.
@@ -106,13 +106,13 @@ pub enum Handler {
         status: StatusCode,
     },
     /// Forward to an upstream pool.
-    Proxy(Arc<crate::proxy::UpstreamPool>),
+    Proxy(Arc<crate::proxy::pool::UpstreamPool>),
     /// A product's route service (realtime channels, notifications, …).
     Service {
         /// `(kind, name)`, e.g. `("realtime", "live")`, for status and logs.
         kind: &'static str,
         /// The service.
-        service: Arc<dyn crate::service::RouteService>,
+        service: Arc<dyn crate::request::service::RouteService>,
         /// The route's prefix, handed to the service.
         prefix: Arc<str>,
     },
@@ -183,7 +183,7 @@ pub fn host_without_port(host: &str) -> &str {
 pub fn compile(
     config: &Config,
     previous: Option<&Table>,
-    services: &crate::service::Services,
+    services: &crate::request::service::Services,
 ) -> Result<Table, EdgeError> {
     struct Pending {
         tls: Option<SniResolver>,
@@ -195,7 +195,7 @@ pub fn compile(
     }
     let mut upstreams = std::collections::BTreeMap::new();
     for (name, up) in &config.upstream {
-        upstreams.insert(name.clone(), Arc::new(crate::proxy::build_pool(name, up)?));
+        upstreams.insert(name.clone(), Arc::new(crate::proxy::pool::build_pool(name, up).map_err(EdgeError::Conflict)?));
     }
     let mut caches = std::collections::BTreeMap::new();
     for (name, c) in &config.cache {
@@ -203,7 +203,7 @@ pub fn compile(
             // keep a cache's contents across reloads
             Some(old) => old.clone(),
             None => Arc::new(
-                crate::cache::HttpCache::new(name, c).map_err(|e| EdgeError::Io {
+                crate::cache::store::HttpCache::new(name, c).map_err(|e| EdgeError::Io {
                     what: format!("cache {name}: disk tier"),
                     source: e,
                 })?,
@@ -215,7 +215,7 @@ pub fn compile(
     for (name, l) in &config.limit {
         limits_by_name.insert(
             name.clone(),
-            Arc::new(crate::ratelimit::Limiter::new(name, l).map_err(EdgeError::Conflict)?),
+            Arc::new(crate::limits::limiter::Limiter::new(name, l).map_err(EdgeError::Conflict)?),
         );
     }
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
@@ -328,10 +328,10 @@ pub fn compile(
 fn compile_site(
     site: &Site,
     config: &Config,
-    upstreams: &std::collections::BTreeMap<String, Arc<crate::proxy::UpstreamPool>>,
-    caches: &std::collections::BTreeMap<String, Arc<crate::cache::HttpCache>>,
-    limits: &std::collections::BTreeMap<String, Arc<crate::ratelimit::Limiter>>,
-    services: &crate::service::Services,
+    upstreams: &std::collections::BTreeMap<String, Arc<crate::proxy::pool::UpstreamPool>>,
+    caches: &std::collections::BTreeMap<String, Arc<crate::cache::store::HttpCache>>,
+    limits: &std::collections::BTreeMap<String, Arc<crate::limits::limiter::Limiter>>,
+    services: &crate::request::service::Services,
 ) -> Result<SiteTable, EdgeError> {
     let name: Arc<str> = match (&site.name, &site.hosts) {
         (Some(n), _) => n.as_str().into(),
@@ -393,7 +393,7 @@ fn compile_site(
             })?;
             Handler::Respond {
                 status: StatusCode::from_u16(*resp.status.get_ref()).expect("validated"),
-                compressible: crate::compress::compressible(&ct),
+                compressible: crate::request::compress::compressible(&ct),
                 content_type,
                 body: Arc::new(Variants::new(Bytes::from(resp.body.clone()))),
             }
@@ -481,7 +481,7 @@ listen = ["127.0.0.1:1"]
             std::path::Path::new("."),
         )
         .unwrap();
-        let t = compile(&c, None, &crate::service::Services::new()).unwrap();
+        let t = compile(&c, None, &crate::request::service::Services::new()).unwrap();
         let l = &t.listeners[&"127.0.0.1:1".parse().unwrap()];
         assert_eq!(&*l.site("shop.test").name, "shop");
         assert_eq!(&*l.site("WWW.Shop.Test").name, "shop");

@@ -15,8 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::body::Body;
-use crate::router::Table;
+use crate::engine::body::Body;
+use crate::request::router::Table;
 
 /// Counters of the request path, read by `/metrics`.
 #[derive(Debug, Default)]
@@ -129,7 +129,7 @@ pub trait AdminView: Send + Sync + 'static {
     /// The ids of the latest traces, newest first.
     fn recent_traces(&self, n: usize) -> Vec<String>;
     /// The `[[stream]]` listeners.
-    fn streams(&self) -> Vec<crate::stream::StreamInfo>;
+    fn streams(&self) -> Vec<crate::proxy::layer4::StreamInfo>;
 }
 
 /// One hop of a traced request, as this edge saw it.
@@ -263,7 +263,7 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
     })
 }
 
-fn cache_json(c: &crate::cache::HttpCache) -> serde_json::Value {
+fn cache_json(c: &crate::cache::store::HttpCache) -> serde_json::Value {
     let st = &c.stats;
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     serde_json::json!({
@@ -467,7 +467,7 @@ fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(|h| crate::router::host_without_port(h).to_string())
+                .map(|h| crate::request::router::host_without_port(h).to_string())
                 .unwrap_or_default(),
             uri.path_and_query()
                 .map(|p| p.as_str())
@@ -479,7 +479,7 @@ fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
     let mut purged = 0;
     for cache in table.caches.values() {
         for tls in [false, true] {
-            let key = crate::cache::key(tls, &host, target.trim_end_matches('*'));
+            let key = crate::cache::store::key(tls, &host, target.trim_end_matches('*'));
             purged += if target.ends_with('*') {
                 cache.purge_prefix(&key)
             } else {
@@ -500,14 +500,14 @@ async fn answer(
     stop: watch::Receiver<bool>,
 ) -> Response<Body> {
     let table = view.table();
-    if let Some(refused) = crate::dashboard::check_token(table.admin_token.as_deref(), &req) {
+    if let Some(refused) = crate::admin::dashboard::check_token(table.admin_token.as_deref(), &req) {
         return refused;
     }
     drop(table);
     if req.method() == Method::GET {
         match req.uri().path() {
-            "/" | "/index.html" => return crate::dashboard::page(),
-            "/.hopline/events" => return crate::dashboard::events(view, stop),
+            "/" | "/index.html" => return crate::admin::dashboard::page(),
+            "/.hopline/events" => return crate::admin::dashboard::events(view, stop),
             _ => {}
         }
     }

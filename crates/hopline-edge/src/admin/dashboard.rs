@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::admin::AdminView;
-use crate::body::Body;
-use crate::router::{Handler, SiteTable};
+use crate::admin::listener::AdminView;
+use crate::engine::body::Body;
+use crate::request::router::{Handler, SiteTable};
 
 /// The page, as served.
 pub const PAGE: &str = include_str!("dashboard.html");
@@ -113,7 +113,7 @@ impl Board {
     fn pool_json(
         &mut self,
         from: &str,
-        pool: &crate::proxy::UpstreamPool,
+        pool: &crate::proxy::pool::UpstreamPool,
         secs: f64,
         target_id: &dyn Fn(SocketAddr) -> Option<String>,
         links: &mut Vec<Value>,
@@ -260,7 +260,7 @@ impl Board {
             );
             total_rps += r.rps;
             // caches of its routes
-            let mut caches: Vec<&Arc<crate::cache::HttpCache>> = Vec::new();
+            let mut caches: Vec<&Arc<crate::cache::store::HttpCache>> = Vec::new();
             for route in &site.routes {
                 if let Some(c) = &route.cache
                     && !caches.iter().any(|x| Arc::ptr_eq(x, c))
@@ -269,7 +269,7 @@ impl Board {
                 }
             }
             let cache = (!caches.is_empty()).then(|| {
-                let n = |f: fn(&crate::cache::CacheStats) -> &std::sync::atomic::AtomicU64| {
+                let n = |f: fn(&crate::cache::store::CacheStats) -> &std::sync::atomic::AtomicU64| {
                     caches
                         .iter()
                         .map(|c| f(&c.stats).load(Ordering::Relaxed))
@@ -376,7 +376,7 @@ impl Board {
         let mut recent: Vec<Value> = Vec::new();
         for id in view.recent_traces(RECENT) {
             let hops = view.trace(&id);
-            let mut spans: Vec<(&str, Vec<&crate::admin::TraceHop>)> = Vec::new();
+            let mut spans: Vec<(&str, Vec<&crate::admin::listener::TraceHop>)> = Vec::new();
             for h in &hops {
                 match spans.iter_mut().find(|(s, _)| *s == h.span) {
                     Some((_, v)) => v.push(h),
@@ -442,8 +442,8 @@ fn site_ids(sites: &[Arc<SiteTable>]) -> Vec<String> {
 }
 
 /// The pools a site proxies to, once each.
-fn pools_of(site: &SiteTable) -> Vec<Arc<crate::proxy::UpstreamPool>> {
-    let mut out: Vec<Arc<crate::proxy::UpstreamPool>> = Vec::new();
+fn pools_of(site: &SiteTable) -> Vec<Arc<crate::proxy::pool::UpstreamPool>> {
+    let mut out: Vec<Arc<crate::proxy::pool::UpstreamPool>> = Vec::new();
     for r in &site.routes {
         if let Handler::Proxy(p) = &r.handler
             && !out.iter().any(|x| Arc::ptr_eq(x, p))

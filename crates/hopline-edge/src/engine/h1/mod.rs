@@ -44,8 +44,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::body::{Body, BoxError, RequestBody};
-use crate::clock;
+use crate::engine::body::{Body, BoxError, RequestBody};
+use crate::engine::clock;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -248,14 +248,14 @@ pub(crate) enum Outcome<T> {
 // request bodies
 
 /// The receiving end of a request body read by the connection task.
-pub struct H1Body {
+pub struct H1RequestBody {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     want: Option<oneshot::Sender<()>>,
     remaining: Option<u64>,
     done: bool,
 }
 
-impl H1Body {
+impl H1RequestBody {
     pub(crate) fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
@@ -831,7 +831,7 @@ async fn exchange<T: Transport, S: Service>(
         let (tx, rx) = mpsc::channel(2);
         let (want_tx, want_rx) = oneshot::channel();
         pump = Some((tx, want_rx));
-        RequestBody::H1(H1Body {
+        RequestBody::H1(H1RequestBody {
             rx,
             want: Some(want_tx),
             remaining: match decoder {
@@ -1024,7 +1024,7 @@ pub(crate) fn length_digits(v: &[u8]) -> Option<u64> {
 
 /// Where each header field's name and value sit in a parsed head, so that once the head
 /// is frozen into `Bytes` the values share its bytes instead of being copied. Used for
-/// request heads here and response heads by [`crate::upstream`].
+/// request heads here and response heads by [`crate::proxy::origin`].
 pub(crate) struct FieldOffsets {
     // (offsets fit u32: a head is at most max_header_bytes, itself far below 4 GiB)
     at: [(u32, u32, u32, u32); MAX_HEADERS],
@@ -1737,7 +1737,7 @@ fn encode_head(
 fn encode_head_with(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
-    lines: Option<&crate::body::Lines>,
+    lines: Option<&crate::engine::body::Lines>,
     framing: Framing,
     conn: Connection,
     add_length: Option<u64>,
@@ -1807,7 +1807,7 @@ mod date {
     }
 
     pub(super) fn with(f: impl FnOnce(&[u8])) {
-        let secs = crate::clock::unix_secs();
+        let secs = crate::engine::clock::unix_secs();
         CACHED.with(|c| {
             let mut c = c.borrow_mut();
             if c.0 != secs {
@@ -2052,7 +2052,7 @@ mod tests {
         encode_head_with(
             &mut out,
             &parts,
-            Some(&crate::body::Lines {
+            Some(&crate::engine::body::Lines {
                 bytes: Bytes::from_static(b"etag: \"1-d\"\r\ncontent-length: 13\r\n"),
                 relayed: false,
                 has_date: false,
@@ -2074,7 +2074,7 @@ mod tests {
         encode_head_with(
             &mut out,
             &parts,
-            Some(&crate::body::Lines {
+            Some(&crate::engine::body::Lines {
                 bytes: Bytes::from_static(
                     b"Date: Mon, 23 Nov 2026 23:00:00 GMT\r\nContent-Length: 2\r\n",
                 ),

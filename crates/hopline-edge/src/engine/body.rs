@@ -12,19 +12,30 @@ use std::future::Future;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 
-use crate::access_log::LogRecord;
+use crate::engine::access_log::LogRecord;
 
 /// Error type of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body read from another server that [`Body::relayed`] carries without a further box.
+pub trait RelayedBody:
+    HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static
+{
+}
+
+impl<T> RelayedBody for T where
+    T: HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static
+{
+}
 
 enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(BoxBody<Bytes, BoxError>),
-    /// An origin's response body read by hopline's own HTTP/1.1 client (boxed, but not
-    /// as a trait object: every response of the edge moves this enum, so it stays the
-    /// size of a file range).
-    Origin(Box<crate::upstream::H1Body>),
+    /// A body another server sends, read by a client above the engine (the proxy's
+    /// HTTP/1.1 origin client): boxed, so that every response of the edge moves an enum
+    /// the size of a file range.
+    Relayed(Box<dyn RelayedBody>),
     /// A byte range of an open file: sent by `sendfile` on plain HTTP/1.1, else from
     /// the bytes in memory when the file cache holds them, else read in chunks.
     File {
@@ -135,10 +146,10 @@ impl Body {
         Body::stream(Feed { rx })
     }
 
-    /// An origin's response body, read as the client connection asks for it.
-    pub(crate) fn origin(body: crate::upstream::H1Body) -> Body {
+    /// Another server's response body, read as the client connection asks for it.
+    pub fn relayed(body: impl RelayedBody) -> Body {
         Body {
-            kind: Kind::Origin(Box::new(body)),
+            kind: Kind::Relayed(Box::new(body)),
             log: None,
             lines: None,
         }
@@ -267,7 +278,7 @@ impl HttpBody for Body {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(s) => Pin::new(s).poll_frame(cx),
-            Kind::Origin(o) => Pin::new(&mut **o).poll_frame(cx),
+            Kind::Relayed(o) => Pin::new(&mut **o).poll_frame(cx),
             Kind::File {
                 range,
                 mem,
@@ -287,7 +298,7 @@ impl HttpBody for Body {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
             Kind::Stream(s) => s.is_end_stream(),
-            Kind::Origin(o) => o.is_end_stream(),
+            Kind::Relayed(o) => o.is_end_stream(),
             Kind::File { range, .. } => range.len == 0,
         }
     }
@@ -298,7 +309,7 @@ impl HttpBody for Body {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Stream(s) => s.size_hint(),
-            Kind::Origin(o) => o.size_hint(),
+            Kind::Relayed(o) => o.size_hint(),
             Kind::File { range, .. } => SizeHint::with_exact(range.len),
         }
     }
@@ -367,7 +378,7 @@ pub enum RequestBody {
     /// An HTTP/2 stream's body.
     Hyper(hyper::body::Incoming),
     /// An HTTP/1.1 body, read by the connection as the handler asks.
-    H1(crate::h1::H1Body),
+    H1(crate::engine::h1::H1RequestBody),
 }
 
 impl std::fmt::Debug for RequestBody {

@@ -24,13 +24,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::BoxError;
-use crate::h1::{Decoder, FieldOffsets};
+use crate::engine::body::BoxError;
+use crate::engine::h1::{Decoder, FieldOffsets};
 
 /// Most header fields in a response head (within the request side's limit, so
 /// [`FieldOffsets`] holds them all).
 const MAX_HEADERS: usize = 64;
-const _: () = assert!(MAX_HEADERS <= crate::h1::MAX_HEADERS);
+const _: () = assert!(MAX_HEADERS <= crate::engine::h1::MAX_HEADERS);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Read size for response bodies.
@@ -78,7 +78,7 @@ impl IdlePool {
     }
 
     fn take(&self) -> Option<(TcpStream, BytesMut)> {
-        let now = crate::clock::mono_ms();
+        let now = crate::engine::clock::mono_ms();
         let mut idle = self.idle.lock();
         while let Some((c, since, buf, size)) = idle.conns.pop() {
             idle.buffered -= size;
@@ -107,7 +107,7 @@ impl IdlePool {
                 (BytesMut::new(), 0)
             };
         idle.buffered += size;
-        idle.conns.push((c, crate::clock::mono_ms(), buf, size));
+        idle.conns.push((c, crate::engine::clock::mono_ms(), buf, size));
     }
 
     /// Idle connections, and the bytes their buffers may hold.
@@ -118,7 +118,7 @@ impl IdlePool {
     }
 }
 
-/// Why an exchange failed; the proxy turns it into a [`crate::proxy::ProxyError`].
+/// Why an exchange failed; the proxy turns it into a [`crate::proxy::error::ProxyError`].
 #[derive(Debug)]
 pub enum ExchangeError {
     /// The TCP connect failed or did not finish in time (why): nothing was sent.
@@ -160,19 +160,19 @@ pub struct Ask<'a> {
     /// Where the response's fields go.
     pub form: HeadForm,
     /// Where 1xx responses go (an HTTP/1.1 client), if anywhere.
-    pub interim: Option<&'a crate::h1::Interim>,
+    pub interim: Option<&'a crate::engine::h1::Interim>,
 }
 
 /// Send `ask.head` (a complete, bodiless request head) to `addr` and read the response
 /// head by `deadline`. The response comes without hop-by-hop fields (RFC 9110 §7.6.1:
-/// those [`crate::proxy::is_hop_by_hop`] names, and the names its `Connection` lists).
+/// those [`crate::proxy::hop_by_hop::is_hop_by_hop`] names, and the names its `Connection` lists).
 pub async fn exchange(
     pool: &std::sync::Arc<IdlePool>,
     addr: SocketAddr,
     ask: Ask<'_>,
     connect_timeout: Duration,
     deadline: Instant,
-) -> Result<Response<H1Body>, ExchangeError> {
+) -> Result<Response<OriginBody>, ExchangeError> {
     let Ask {
         head,
         is_head,
@@ -217,13 +217,13 @@ pub async fn exchange(
     }
 }
 
-fn finish(answer: Answer, pool: &std::sync::Arc<IdlePool>) -> Response<H1Body> {
+fn finish(answer: Answer, pool: &std::sync::Arc<IdlePool>) -> Response<OriginBody> {
     let Answer {
         head: (resp, decoder, reusable, relayed),
         conn,
         buf,
     } = answer;
-    let mut body = H1Body {
+    let mut body = OriginBody {
         conn: Some(conn),
         buf,
         decoder,
@@ -258,7 +258,7 @@ async fn attempt(
     is_head: bool,
     form: HeadForm,
     deadline: Instant,
-    interim: Option<&crate::h1::Interim>,
+    interim: Option<&crate::engine::h1::Interim>,
 ) -> Result<Answer, Attempt> {
     if conn.write_all(head).await.is_err() {
         return Err(Attempt::Stale);
@@ -372,7 +372,7 @@ fn parse_response(
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let v = crate::h1::length_digits(h.value.trim_ascii())
+            let v = crate::engine::h1::length_digits(h.value.trim_ascii())
                 .ok_or("the server sent an invalid Content-Length")?;
             if length.is_some_and(|l| l != v) {
                 return Err("the server sent conflicting Content-Lengths");
@@ -412,7 +412,7 @@ fn parse_response(
         Decoder::UntilClose
     };
     let end_to_end = |name: &[u8]| {
-        !crate::proxy::is_hop_by_hop_name(name)
+        !crate::proxy::hop_by_hop::is_hop_by_hop_name(name)
             && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
     };
     let mut resp = Response::new(());
@@ -464,7 +464,7 @@ fn parse_response(
 }
 
 /// A response body read from an origin connection by whoever polls it.
-pub struct H1Body {
+pub struct OriginBody {
     conn: Option<TcpStream>,
     buf: BytesMut,
     decoder: Decoder,
@@ -476,13 +476,13 @@ pub struct H1Body {
     reserved: usize,
 }
 
-impl std::fmt::Debug for H1Body {
+impl std::fmt::Debug for OriginBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("H1Body")
+        f.write_str("OriginBody")
     }
 }
 
-impl H1Body {
+impl OriginBody {
     /// The response's fields as relayed lines, if they came that way.
     pub fn relayed_mut(&mut self) -> Option<&mut Relayed> {
         self.relayed.as_mut()
@@ -505,7 +505,7 @@ impl H1Body {
     }
 }
 
-impl http_body::Body for H1Body {
+impl http_body::Body for OriginBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -621,7 +621,7 @@ fn poll_read_buf(
 
 /// A proxied response body: hyper's client (left) or hopline's own HTTP/1.1 client
 /// (right).
-pub type UpstreamBody = http_body_util::Either<hyper::body::Incoming, H1Body>;
+pub type UpstreamBody = http_body_util::Either<hyper::body::Incoming, OriginBody>;
 
 #[cfg(test)]
 mod tests {

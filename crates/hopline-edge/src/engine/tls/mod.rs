@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::error::EdgeError;
+use crate::engine::error::EngineError;
 
 /// Install hopline's one crypto provider (ring) as the process default. Safe to call
 /// more than once.
@@ -22,8 +22,8 @@ pub fn install_crypto_provider() {
 }
 
 /// Load a PEM certificate chain and private key into a rustls signing identity.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, EdgeError> {
-    let tls_err = |what: String| EdgeError::Tls(what);
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, EngineError> {
+    let tls_err = |what: String| EngineError::Tls(what);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| tls_err(format!("{}: cannot read certificates: {e}", cert.display())))?
         .collect::<Result<_, _>>()
@@ -107,14 +107,14 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// A listener's rustls config: SNI resolver, ALPN h2 + http/1.1, tickets for resumption.
-pub fn server_config(resolver: SniResolver) -> Result<Arc<ServerConfig>, EdgeError> {
+pub fn server_config(resolver: SniResolver) -> Result<Arc<ServerConfig>, EngineError> {
     install_crypto_provider();
     let mut cfg = ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg.ticketer = rustls::crypto::ring::Ticketer::new()
-        .map_err(|e| EdgeError::Tls(format!("cannot make a session ticketer: {e}")))?;
+        .map_err(|e| EngineError::Tls(format!("cannot make a session ticketer: {e}")))?;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(Arc::new(cfg))
 }

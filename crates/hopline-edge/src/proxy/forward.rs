@@ -9,574 +9,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::body::{Body, RequestBody};
-use crate::config::{HealthConfig, Upstream};
-use crate::error::EdgeError;
-use crate::upstream::{HeadForm, UpstreamBody};
-use hopline_balance::{Algorithm, Outcome, Pool, PoolOptions, ServerSpec};
+use crate::engine::body::{Body, RequestBody};
+use crate::proxy::client_body::ClientBody;
+use crate::proxy::error::ProxyError;
+use crate::proxy::hop_by_hop::{is_upgrade, strip_hop_by_hop};
+use crate::proxy::origin::{HeadForm, UpstreamBody};
+use crate::proxy::pool::{ServerAddr, UpstreamPool};
+use hopline_balance::Outcome;
 
-type ProxyBody = Either<ClientBody, Empty<Bytes>>;
 
-/// The client's request body on its way to the origin, watched: when it breaks (bad
-/// chunk framing, the client closing early, a client too slow), the failure is the
-/// client's — it is answered 400/408/499 and never counted against the server.
-struct ClientBody {
-    inner: RequestBody,
-    failed: Arc<std::sync::OnceLock<ProxyError>>,
-}
-
-impl http_body::Body for ClientBody {
-    type Data = Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Err(e))) = &polled {
-            let _ = self.failed.set(ProxyError::client_body(e.as_ref()));
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// One upstream server.
-#[derive(Debug, Clone)]
-pub struct ServerAddr {
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// How it was written in the config (a hostname stays visible).
-    pub id: String,
-    /// Idle keep-alive connections of hopline's own HTTP/1.1 client to it.
-    pub idle: Arc<crate::upstream::IdlePool>,
-    /// `;desc="POOL SERVER via ALGORITHM"` of its `Server-Timing` entry, made once.
-    timing_desc: Box<str>,
-}
-
-/// The servers of a pool right now and their balancer (replaced whole when a server
-/// name resolves to other addresses).
-pub struct Members {
-    /// The balancer state.
-    pub pool: Pool,
-    /// Servers, index-aligned with the balancer's.
-    pub servers: Vec<ServerAddr>,
-}
-
-/// A named pool with its balancer, connection pool and settings.
-pub struct UpstreamPool {
-    /// The `[upstream.NAME]` name.
-    pub name: String,
-    members: arc_swap::ArcSwap<Members>,
-    entries: Vec<(String, u32, bool)>,
-    opts: PoolOptions,
-    /// Algorithm (for status and Server-Timing).
-    pub algorithm: Algorithm,
-    client: Client<HttpConnector, ProxyBody>,
-    read_timeout: Duration,
-    connect_timeout: Duration,
-    retries: u32,
-    health: Option<HealthConfig>,
-    /// Speaks HTTP/2 to its servers (hyper's client does all of its requests).
-    http2: bool,
-    /// Idle connections per server, and how long they stay.
-    idle: IdleLimits,
-}
-
-impl std::fmt::Debug for UpstreamPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamPool")
-            .field("name", &self.name)
-            .field("servers", &self.members.load().servers)
-            .finish()
-    }
-}
-
-/// Which side a failure belongs to (pingora's habit: decide from data, not strings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Fault {
-    /// The origin server (or the network to it).
-    Upstream,
-    /// The client.
-    Downstream,
-    /// hopline itself.
-    Internal,
-}
-
-/// A classified proxy failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProxyError {
-    /// No server of the pool is up.
-    NoServer {
-        /// Pool name.
-        pool: String,
-    },
-    /// The TCP connect failed or timed out; nothing was sent.
-    Connect {
-        /// Server.
-        server: String,
-        /// Why.
-        reason: String,
-    },
-    /// No response head within the read timeout.
-    Timeout {
-        /// Server.
-        server: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The server closed or broke the connection after the request was (partly) sent.
-    Upstream {
-        /// Server.
-        server: String,
-        /// Why.
-        reason: String,
-    },
-    /// The client's request body failed on the way (bad framing: 400; too slow: 408;
-    /// the client closed before its end: 499, as nginx logs it). Not the server's fault.
-    Client {
-        /// The status the client gets (and the log shows).
-        status: StatusCode,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl ProxyError {
-    /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Client { status, .. } => *status,
-        }
-    }
-
-    /// Whose fault.
-    pub fn fault(&self) -> Fault {
-        match self {
-            ProxyError::NoServer { .. } => Fault::Internal,
-            ProxyError::Client { .. } => Fault::Downstream,
-            _ => Fault::Upstream,
-        }
-    }
-
-    /// The failure of a client's request body, classified by its I/O error kind.
-    fn client_body(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ProxyError {
-        let kind = e
-            .downcast_ref::<std::io::Error>()
-            .map(std::io::Error::kind)
-            .unwrap_or(std::io::ErrorKind::Other);
-        let status = match kind {
-            std::io::ErrorKind::InvalidData => StatusCode::BAD_REQUEST,
-            std::io::ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
-            // 499: nginx's "client closed request"; the client is gone, the log shows it
-            _ => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        };
-        ProxyError::Client {
-            status,
-            reason: e.to_string(),
-        }
-    }
-
-    /// May another server be tried? Only when nothing reached the origin.
-    pub fn retryable(&self) -> bool {
-        matches!(self, ProxyError::Connect { .. })
-    }
-
-    /// The body the client reads: says which failure.
-    pub fn body(&self) -> String {
-        match self {
-            ProxyError::NoServer { pool } => {
-                format!(
-                    "503 no server of upstream {pool:?} is up (all failed their health checks)\n"
-                )
-            }
-            ProxyError::Connect { server, reason } => {
-                format!("502 could not connect to upstream server {server}: {reason}\n")
-            }
-            ProxyError::Timeout { server, after } => format!(
-                "504 upstream server {server} did not answer within {} ms\n",
-                after.as_millis()
-            ),
-            ProxyError::Upstream { server, reason } => {
-                format!("502 upstream server {server} failed: {reason}\n")
-            }
-            ProxyError::Client { status, reason } => {
-                format!("{} bad request body: {reason}\n", status.as_u16())
-            }
-        }
-    }
-
-    /// The response the client gets.
-    pub fn response(&self) -> Response<Body> {
-        let text = self.body();
-        let mut r = Response::new(Body::full(text.clone()));
-        *r.status_mut() = self.status();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-        r
-    }
-}
-
-/// Is this server entry a name (to be resolved) rather than an address?
-fn is_name(text: &str) -> bool {
-    text.parse::<SocketAddr>().is_err()
-}
-
-/// What each server's idle pool may keep (the same for every server of a pool).
-#[derive(Debug, Clone, Copy)]
-struct IdleLimits {
-    /// Connections.
-    max: usize,
-    /// How long one stays.
-    timeout: Duration,
-    /// Read buffer bytes, in all.
-    buffers: usize,
-}
-
-/// The pool's members for a set of resolved addresses per entry.
-fn members_of(
-    pool_name: &str,
-    algorithm: Algorithm,
-    entries: &[(String, u32, bool)],
-    resolved: &[Vec<SocketAddr>],
-    opts: &PoolOptions,
-    idle: IdleLimits,
-) -> Members {
-    let mut servers = Vec::new();
-    let mut specs = Vec::new();
-    for ((text, weight, backup), addrs) in entries.iter().zip(resolved) {
-        for addr in addrs {
-            let id = if is_name(text) {
-                format!("{text} ({addr})")
-            } else {
-                addr.to_string()
-            };
-            specs.push(ServerSpec {
-                id: id.clone(),
-                weight: *weight,
-                backup: *backup,
-            });
-            servers.push(ServerAddr {
-                addr: *addr,
-                timing_desc: format!(";desc=\"{}\"", timing_text(pool_name, &id, algorithm)).into(),
-                id,
-                idle: Arc::new(crate::upstream::IdlePool::new(
-                    idle.max,
-                    idle.timeout,
-                    idle.buffers,
-                )),
-            });
-        }
-    }
-    Members {
-        pool: Pool::new(algorithm, specs, opts.clone()),
-        servers,
-    }
-}
-
-/// Build a pool from its config. Host names are resolved now; [`spawn_resolution`]
-/// keeps them current, respecting the answers' TTL.
-pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, EdgeError> {
-    let entries: Vec<(String, u32, bool)> = cfg
-        .servers
-        .get_ref()
-        .iter()
-        .map(|e| {
-            let (t, w, b) = e.get_ref().parts();
-            (t.to_string(), w, b)
-        })
-        .collect();
-    let mut resolved = Vec::new();
-    for (text, _, _) in &entries {
-        let addrs: Vec<SocketAddr> = match text.parse::<SocketAddr>() {
-            Ok(a) => vec![a],
-            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
-                .map_err(|e| {
-                    EdgeError::Conflict(format!("upstream {name}: cannot resolve {text}: {e}"))
-                })?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(EdgeError::Conflict(format!(
-                "upstream {name}: {text} has no addresses"
-            )));
-        }
-        resolved.push(addrs);
-    }
-    let mut opts = PoolOptions::default();
-    if let Some(h) = &cfg.health {
-        opts.fails = h.fails;
-        opts.passes = h.passes;
-    }
-    opts.outlier_consecutive_errors = cfg.max_fails.max(1);
-    opts.outlier_base_ejection = Duration::from_millis(cfg.fail_timeout_ms);
-    opts.outlier_max_ejection = Duration::from_millis(cfg.fail_timeout_ms.saturating_mul(6));
-    let idle = IdleLimits {
-        max: cfg.max_idle_per_server,
-        timeout: Duration::from_millis(cfg.idle_timeout_ms),
-        buffers: usize::try_from(cfg.idle_buffers.0).unwrap_or(usize::MAX),
-    };
-    let members = members_of(name, cfg.balance, &entries, &resolved, &opts, idle);
-
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(cfg.idle_timeout_ms))
-        .pool_max_idle_per_host(cfg.max_idle_per_server)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .http2_only(cfg.http2)
-        .retry_canceled_requests(true)
-        .set_host(false)
-        .build(connector);
-    Ok(UpstreamPool {
-        name: name.to_string(),
-        members: arc_swap::ArcSwap::from_pointee(members),
-        entries,
-        opts,
-        algorithm: cfg.balance,
-        client,
-        read_timeout: Duration::from_millis(cfg.read_timeout_ms),
-        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-        retries: cfg.retries,
-        health: cfg.health.clone(),
-        http2: cfg.http2,
-        idle,
-    })
-}
-
-impl UpstreamPool {
-    /// The current members (servers and balancer).
-    pub fn members(&self) -> Arc<Members> {
-        self.members.load_full()
-    }
-}
-
-/// Run the pool's active health checks until the pool is dropped (reload replaces it):
-/// every interval, every current server at once.
-pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
-    let Some(h) = pool.health.clone() else {
-        return;
-    };
-    let weak = Arc::downgrade(pool);
-    tokio::spawn(async move {
-        let interval = Duration::from_millis(h.interval_ms.max(10));
-        let timeout = Duration::from_millis(h.timeout_ms.max(1));
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(pool) = weak.upgrade() else { return };
-            let members = pool.members();
-            drop(pool);
-            let checks = members
-                .servers
-                .iter()
-                .map(|s| check_once(s.addr, &h.path, timeout));
-            let results = futures_util::future::join_all(checks).await;
-            for (i, ok) in results.into_iter().enumerate() {
-                members.pool.report_health_check(i, ok);
-            }
-        }
-    });
-}
-
-/// Keep host-name servers current: re-resolve each name when its answer's TTL runs
-/// out (at least every second, at most every 5 minutes) with hopline's resolver; when
-/// the addresses change, the pool's members are replaced.
-pub fn spawn_resolution(pool: &Arc<UpstreamPool>) {
-    if !pool.entries.iter().any(|(t, _, _)| is_name(t)) {
-        return;
-    }
-    let weak = Arc::downgrade(pool);
-    tokio::spawn(async move {
-        let resolver = match hopline_dns::Resolver::builder().build() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(target: "hopline::proxy", "no resolver for upstream names: {e}");
-                return;
-            }
-        };
-        let mut wait = Duration::from_secs(1);
-        loop {
-            tokio::time::sleep(wait).await;
-            let Some(pool) = weak.upgrade() else { return };
-            let mut resolved = Vec::new();
-            let mut ttl = Duration::from_secs(300);
-            let mut failed = false;
-            for (text, _, _) in &pool.entries {
-                if !is_name(text) {
-                    resolved.push(vec![text.parse::<SocketAddr>().expect("an address")]);
-                    continue;
-                }
-                let (host, port) = text.rsplit_once(':').expect("validated host:port");
-                let port: u16 = port.parse().expect("validated port");
-                match resolver.lookup_ip(host.trim_matches(['[', ']'])).await {
-                    Ok(l) => {
-                        ttl = ttl.min(l.ttl);
-                        resolved.push(
-                            l.addrs
-                                .iter()
-                                .map(|ip| SocketAddr::new(*ip, port))
-                                .collect(),
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(target: "hopline::proxy", "{}: cannot resolve {text}: {e}; keeping the current servers", pool.name);
-                        failed = true;
-                        break;
-                    }
-                }
-            }
-            wait = ttl.clamp(Duration::from_secs(1), Duration::from_secs(300));
-            if failed {
-                continue;
-            }
-            let current: Vec<SocketAddr> = pool.members().servers.iter().map(|s| s.addr).collect();
-            let fresh: Vec<SocketAddr> = resolved.iter().flatten().copied().collect();
-            if current != fresh && !fresh.is_empty() {
-                tracing::info!(target: "hopline::proxy", "{}: servers now {:?} (were {:?})", pool.name, fresh, current);
-                let m = members_of(
-                    &pool.name,
-                    pool.algorithm,
-                    &pool.entries,
-                    &resolved,
-                    &pool.opts,
-                    pool.idle,
-                );
-                pool.members.store(Arc::new(m));
-            }
-        }
-    });
-}
-
-/// One health check: a fresh connection, `GET path`, 2xx/3xx within the timeout.
-async fn check_once(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let _ = s.set_nodelay(true);
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hopline-health\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = [0u8; 32];
-        let mut n = 0;
-        while n < 12 {
-            let k = s.read(&mut buf[n..]).await.ok()?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        let head = std::str::from_utf8(&buf[..n]).ok()?;
-        let code: u16 = head.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
-        Some((200..400).contains(&code))
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Whether `name` is one of [`HOP_BY_HOP`] or `Upgrade`.
-pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    is_hop_by_hop_name(name.as_str().as_bytes())
-}
-
-/// [`is_hop_by_hop`] for a name as it came on the wire (any case): a length compare
-/// first, so most names are ruled out without looking at their bytes.
-pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 9] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    NAMES
-        .iter()
-        .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
-}
-
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // the common case — none of them present — costs one pass, no hashing
-    if !keep_upgrade && !h.keys().any(is_hop_by_hop) {
-        return;
-    }
-    // names listed in Connection are hop-by-hop too
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        h.remove(&name);
-    }
-    for name in &HOP_BY_HOP {
-        h.remove(name);
-    }
-    if keep_upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
-    }
-}
-
-pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
 
 /// Add `add` to the list field `name`, as one field line holding every earlier line's
 /// items and then `add` (some readers look at the first line only).
@@ -599,18 +46,6 @@ fn append_header(h: &mut HeaderMap, name: HeaderName, add: &str) {
     }
 }
 
-/// A server's `Server-Timing` description: it goes into response heads as it is, so
-/// only printable ASCII, no quote or backslash (a pool's name may hold anything).
-fn timing_text(pool: &str, id: &str, algorithm: Algorithm) -> String {
-    format!("{pool} {id} via {}", algorithm.as_str())
-        .chars()
-        .map(|c| match c {
-            '"' | '\\' => '\'',
-            ' '..='~' => c,
-            _ => '?',
-        })
-        .collect()
-}
 
 /// What the proxy knows of the client side.
 #[derive(Debug, Clone, Copy)]
@@ -626,7 +61,7 @@ pub struct Downstream<'a> {
     /// The Host / :authority exactly as sent (with its port), for the upstream's Host.
     pub authority: &'a str,
     /// Where the origin's 1xx responses go (an HTTP/1.1 client), if anywhere.
-    pub interim: Option<&'a crate::h1::Interim>,
+    pub interim: Option<&'a crate::engine::h1::Interim>,
 }
 
 fn forwarded_for(ip: IpAddr) -> String {
@@ -797,7 +232,7 @@ pub async fn forward(
 ) -> Response<Body> {
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = if upgrade {
-        crate::h1::on_upgrade(&mut req)
+        crate::engine::h1::on_upgrade(&mut req)
     } else {
         None
     };
@@ -811,8 +246,8 @@ pub async fn forward(
                 Either::Left(hyper_body) => Body::stream(hyper_body),
                 // hopline's own client: the body unboxed, the fields as the origin's lines
                 Either::Right(mut own) => match own.take_relayed() {
-                    Some(r) => Body::origin(own).with_relayed_lines(r.lines.freeze(), r.has_date),
-                    None => Body::origin(own),
+                    Some(r) => Body::relayed(own).with_relayed_lines(r.lines.freeze(), r.has_date),
+                    None => Body::relayed(own),
                 },
             };
             Response::from_parts(parts, body)
@@ -832,7 +267,7 @@ pub async fn send(
     mut parts: http::request::Parts,
     body: Option<RequestBody>,
     down: Downstream<'_>,
-    client_upgrade: Option<crate::h1::OnUpgrade>,
+    client_upgrade: Option<crate::engine::h1::OnUpgrade>,
     form: HeadForm,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let upgrade = client_upgrade.is_some();
@@ -897,10 +332,10 @@ pub async fn send(
         if fast {
             let head = fast_head.get_or_insert_with(|| forwarding.head(&parts, path_and_query));
             let started = Instant::now();
-            let sent = crate::upstream::exchange(
+            let sent = crate::proxy::origin::exchange(
                 &server.idle,
                 server.addr,
-                crate::upstream::Ask {
+                crate::proxy::origin::Ask {
                     head,
                     is_head: parts.method == Method::HEAD,
                     form,
@@ -926,7 +361,7 @@ pub async fn send(
                     }
                     return Ok(Response::from_parts(rparts, Either::Right(rbody)));
                 }
-                Err(crate::upstream::ExchangeError::Connect(reason)) => {
+                Err(crate::proxy::origin::ExchangeError::Connect(reason)) => {
                     pick.finish(Outcome::ConnectError);
                     tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
                     last_err = Some(ProxyError::Connect {
@@ -935,7 +370,7 @@ pub async fn send(
                     });
                     continue;
                 }
-                Err(crate::upstream::ExchangeError::Timeout) => {
+                Err(crate::proxy::origin::ExchangeError::Timeout) => {
                     pick.finish(Outcome::Timeout);
                     tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
                     return Err(ProxyError::Timeout {
@@ -943,7 +378,7 @@ pub async fn send(
                         after: up.read_timeout,
                     });
                 }
-                Err(crate::upstream::ExchangeError::Broken(reason)) => {
+                Err(crate::proxy::origin::ExchangeError::Broken(reason)) => {
                     pick.finish(Outcome::ServerError { latency });
                     tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
                     return Err(ProxyError::Upstream {

@@ -4,7 +4,6 @@
 //! line, the column and what was expected; nothing here touches a socket. The result is
 //! a [`Config`] whose relative paths are already resolved against the file's folder.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -12,122 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A config file refused at start (or at reload): where and why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct ConfigError {
-    /// The file that was read.
-    pub file: PathBuf,
-    /// 1-based line, when the problem has a place in the file.
-    pub line: Option<usize>,
-    /// 1-based column (in characters).
-    pub column: Option<usize>,
-    /// What was wrong and what was expected.
-    pub message: String,
-}
+pub mod error;
 
-impl ConfigError {
-    fn render(&self) -> String {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => format!("{}:{l}:{c}: {}", self.file.display(), self.message),
-            _ => format!("{}: {}", self.file.display(), self.message),
-        }
-    }
-
-    /// A TOML error of `text` (read from `file`) at its place, its message prefixed with
-    /// `section` (e.g. "[realtime]"): for the product crates that read their own sections.
-    pub fn from_toml(file: &Path, text: &str, section: &str, e: &toml::de::Error) -> Self {
-        Self::at(
-            file,
-            text,
-            e.span(),
-            format!("{section}: {}", in_file_terms(text, e)),
-        )
-    }
-
-    /// An error at `span` of `text` (the file's contents): its line and column are
-    /// worked out from the span.
-    pub fn at(
-        file: &Path,
-        text: &str,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> Self {
-        let (line, column) = match span {
-            Some(span) => {
-                let (l, c) = line_col(text, span.start);
-                (Some(l), Some(c))
-            }
-            None => (None, None),
-        };
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
-
-/// A TOML/serde message said in the file's terms: the key it is about, and what a value
-/// there looks like (`threads: expected a whole number, found "two"`), instead of Rust's
-/// (`invalid type: string "two", expected usize`).
-fn in_file_terms(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim_end();
-    let Some(rest) = msg.strip_prefix("invalid type: ") else {
-        return msg.to_string();
-    };
-    let Some((found, expected)) = rest.split_once(", expected ") else {
-        return msg.to_string();
-    };
-    // the key: what stands before `=` on the value's line
-    let key = e
-        .span()
-        .and_then(|sp| {
-            let line_start = text[..sp.start.min(text.len())]
-                .rfind('\n')
-                .map_or(0, |i| i + 1);
-            let line = &text[line_start..sp.start.min(text.len())];
-            line.split_once('=')
-                .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        })
-        .filter(|k| !k.is_empty());
-    let found = found
-        .strip_prefix("string ")
-        .or_else(|| found.strip_prefix("integer "))
-        .or_else(|| found.strip_prefix("boolean "))
-        .or_else(|| found.strip_prefix("float "))
-        .unwrap_or(found);
-    let wanted = match expected {
-        "usize" | "u64" | "u32" | "u16" | "u8" | "i64" | "i32" => "a whole number".to_string(),
-        "f64" | "f32" => "a number".to_string(),
-        "a boolean" => "true or false".to_string(),
-        "a string" => "text in quotes".to_string(),
-        "a sequence" if key.as_deref().is_some_and(|k| k == "listen") => {
-            "a list of addresses, e.g. [\"127.0.0.1:8080\"]".to_string()
-        }
-        "a sequence" => "a list in brackets, e.g. [\"a\", \"b\"]".to_string(),
-        other => other.to_string(),
-    };
-    match key {
-        Some(k) => format!("{k}: expected {wanted}, found {found}"),
-        None => format!("expected {wanted}, found {found}"),
-    }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|s| s.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
-}
+pub use crate::engine::byte_size::ByteSize;
+pub use crate::proxy::config::{HealthConfig, ServerEntry, Upstream};
+pub use error::ConfigError;
+use error::{in_file_terms, line_col};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,13 +43,13 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// Layer-4 proxies: TCP connections or UDP datagrams forwarded to a pool.
     #[serde(default)]
-    pub stream: Vec<crate::stream::StreamConfig>,
+    pub stream: Vec<crate::proxy::layer4::StreamConfig>,
     /// HTTP caches (CDN points of presence), by name.
     #[serde(default)]
-    pub cache: std::collections::BTreeMap<String, crate::cache::CacheConfig>,
+    pub cache: std::collections::BTreeMap<String, crate::cache::config::CacheConfig>,
     /// Rate limits, by name.
     #[serde(default)]
-    pub limit: std::collections::BTreeMap<String, crate::ratelimit::LimitConfig>,
+    pub limit: std::collections::BTreeMap<String, crate::limits::limiter::LimitConfig>,
     /// DNS services (resolvers, authoritative servers, pools).
     #[serde(default)]
     pub dns: hopline_dns::config::DnsConfig,
@@ -241,148 +130,6 @@ impl Default for FileCacheConfig {
     }
 }
 
-/// A pool of origin servers behind the proxy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Upstream {
-    /// round_robin | weighted_round_robin | dynamic_round_robin | fastest | least_connections
-    #[serde(default = "default_balance")]
-    pub balance: hopline_balance::Algorithm,
-    /// "IP:PORT", "host:port", or { addr, weight, backup }.
-    pub servers: Spanned<Vec<Spanned<ServerEntry>>>,
-    /// Active health checks.
-    pub health: Option<HealthConfig>,
-    /// Give up connecting to a server after this (then: next server, or 502).
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_ms: u64,
-    /// Wait this long for the response head (then 504). Streams that have started are
-    /// never cut by it.
-    #[serde(default = "default_read_timeout")]
-    pub read_timeout_ms: u64,
-    /// Extra attempts on another server after a failed connect (idempotent requests only).
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Speak HTTP/2 to the servers (h2c prior knowledge) instead of HTTP/1.1.
-    #[serde(default)]
-    pub http2: bool,
-    /// Idle keep-alive connections kept per server.
-    #[serde(default = "default_max_idle")]
-    pub max_idle_per_server: usize,
-    /// Idle upstream connections are closed after this.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout_ms: u64,
-    /// Read buffers the idle connections of one server may keep, in all (each keeps at
-    /// most 128 KiB): the next answer is then read whole, into memory already there.
-    /// 0 keeps none.
-    #[serde(default = "default_idle_buffers")]
-    pub idle_buffers: ByteSize,
-    /// Passive outlier detection: this many connect errors / 5xx in a row eject a server.
-    #[serde(default = "default_outlier_errors")]
-    pub max_fails: u32,
-    /// Ejection time of passive outlier detection; a server whose probe fails after it is
-    /// ejected again for twice as long, up to 6x.
-    #[serde(default = "default_fail_timeout")]
-    pub fail_timeout_ms: u64,
-}
-
-fn default_balance() -> hopline_balance::Algorithm {
-    hopline_balance::Algorithm::RoundRobin
-}
-fn default_connect_timeout() -> u64 {
-    1000
-}
-fn default_read_timeout() -> u64 {
-    30_000
-}
-fn default_retries() -> u32 {
-    1
-}
-fn default_max_idle() -> usize {
-    256
-}
-fn default_idle_timeout() -> u64 {
-    60_000
-}
-fn default_idle_buffers() -> ByteSize {
-    ByteSize(8 * 1024 * 1024)
-}
-fn default_outlier_errors() -> u32 {
-    3
-}
-fn default_fail_timeout() -> u64 {
-    10_000
-}
-
-/// One server of a pool.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ServerEntry {
-    /// Just an address.
-    Addr(String),
-    /// An address with options.
-    Full {
-        /// "IP:PORT" or "host:port".
-        addr: String,
-        /// Relative share of traffic (default 1).
-        #[serde(default = "one")]
-        weight: u32,
-        /// Used only when every primary server is down.
-        #[serde(default)]
-        backup: bool,
-    },
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl ServerEntry {
-    /// (address text, weight, backup)
-    pub fn parts(&self) -> (&str, u32, bool) {
-        match self {
-            ServerEntry::Addr(a) => (a, 1, false),
-            ServerEntry::Full {
-                addr,
-                weight,
-                backup,
-            } => (addr, *weight, *backup),
-        }
-    }
-}
-
-/// Active health checks of a pool.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthConfig {
-    /// Path asked with GET; 2xx/3xx = healthy.
-    #[serde(default = "default_health_path")]
-    pub path: String,
-    /// Time between checks of one server.
-    #[serde(default = "default_health_interval")]
-    pub interval_ms: u64,
-    /// A check slower than this failed.
-    #[serde(default = "default_health_timeout")]
-    pub timeout_ms: u64,
-    /// Failed checks in a row that take a server out.
-    #[serde(default = "default_two")]
-    pub fails: u32,
-    /// Passed checks in a row that bring it back.
-    #[serde(default = "default_two")]
-    pub passes: u32,
-}
-
-fn default_health_path() -> String {
-    "/healthz".into()
-}
-fn default_health_interval() -> u64 {
-    1000
-}
-fn default_health_timeout() -> u64 {
-    500
-}
-fn default_two() -> u32 {
-    2
-}
 
 /// The admin listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -491,59 +238,6 @@ fn default_status() -> Spanned<u16> {
     Spanned::new(0..0, 200)
 }
 
-/// A size in bytes, written as a number or with a unit: "512", "64KiB", "1MiB", "4GiB", "10MB".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// Parse "64KiB", "1 MiB", "1000", "2GB".
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
-        let s = s.trim();
-        let digits_end = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
-        let (num, unit) = s.split_at(digits_end);
-        let num: f64 = num
-            .parse()
-            .map_err(|_| format!("expected a size like \"64KiB\" or \"1MiB\", found {s:?}"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" => 1000,
-            "kib" => 1 << 10,
-            "m" | "mb" => 1000 * 1000,
-            "mib" => 1 << 20,
-            "g" | "gb" => 1000 * 1000 * 1000,
-            "gib" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?}: expected B, KB, KiB, MB, MiB, GB or GiB"
-                ));
-            }
-        };
-        Ok(ByteSize((num * mult as f64) as u64))
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} bytes", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
 
 impl Config {
     /// Read, parse and validate a config file. Relative paths are resolved against the
@@ -624,7 +318,7 @@ impl Validator<'_> {
         let config_caches: Vec<String> = config.cache.keys().cloned().collect();
         let config_limits: Vec<String> = config.limit.keys().cloned().collect();
         for (name, l) in &config.limit {
-            if let Err(e) = crate::ratelimit::Limiter::new(name, l) {
+            if let Err(e) = crate::limits::limiter::Limiter::new(name, l) {
                 return Err(ConfigError::at(
                     self.file,
                     self.text,

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use toml::Spanned;
 
-use crate::proxy::UpstreamPool;
+use crate::proxy::pool::UpstreamPool;
 
 /// One `[[stream]]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -212,7 +212,7 @@ async fn tcp_connection(
 async fn relay(a: TcpStream, b: TcpStream, idle: Duration) {
     let (ar, aw) = a.into_split();
     let (br, bw) = b.into_split();
-    let last = std::sync::atomic::AtomicU64::new(crate::clock::mono_ms());
+    let last = std::sync::atomic::AtomicU64::new(crate::engine::clock::mono_ms());
     let to_b = one_way(ar, bw, idle, &last);
     let to_a = one_way(br, aw, idle, &last);
     tokio::pin!(to_b, to_a);
@@ -246,7 +246,7 @@ async fn one_way(
     // when the timer fires: false if the connection has been idle that long, else re-arm
     // it for `idle` after the last traffic
     let still_alive = |sleep: std::pin::Pin<&mut tokio::time::Sleep>| {
-        let quiet = crate::clock::mono_ms().saturating_sub(last.load(Relaxed));
+        let quiet = crate::engine::clock::mono_ms().saturating_sub(last.load(Relaxed));
         if quiet >= idle_ms {
             return false;
         }
@@ -273,7 +273,7 @@ async fn one_way(
                 continue;
             }
         };
-        last.store(crate::clock::mono_ms(), Relaxed);
+        last.store(crate::engine::clock::mono_ms(), Relaxed);
         let write = w.write_all(&buf[..n]);
         tokio::pin!(write);
         loop {
@@ -289,7 +289,7 @@ async fn one_way(
                 }
             }
         }
-        last.store(crate::clock::mono_ms(), Relaxed);
+        last.store(crate::engine::clock::mono_ms(), Relaxed);
     }
 }
 
@@ -329,7 +329,7 @@ pub(crate) async fn run_udp(
             sessions.retain(|_, tx| !tx.is_closed());
             if sessions.len() >= MAX_SESSIONS {
                 // a flood of new sources: no new session until some end (said once a minute)
-                let now = crate::clock::mono_ms();
+                let now = crate::engine::clock::mono_ms();
                 if now.saturating_sub(refused_at) > 60_000 {
                     refused_at = now;
                     tracing::warn!(target: "hopline::stream", "{}: {MAX_SESSIONS} UDP sessions open; datagrams from new clients are dropped", cfg.listen.get_ref());

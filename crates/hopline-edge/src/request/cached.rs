@@ -11,11 +11,16 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::body::Body;
-use crate::cache::{self, HttpCache, Lookup, Stored, TeeBody};
-use crate::files::{RangeOutcome, evaluate_range};
-use crate::proxy::{self, Downstream, UpstreamPool};
-use crate::upstream::HeadForm;
+use crate::engine::body::Body;
+use crate::cache::freshness;
+use crate::cache::store::{self as cache, HttpCache, Lookup};
+use crate::cache::stored::Stored;
+use crate::cache::tee::TeeBody;
+use crate::request::files::{RangeOutcome, evaluate_range};
+use crate::proxy::error::ProxyError;
+use crate::proxy::forward::{self as proxy, Downstream};
+use crate::proxy::pool::UpstreamPool;
+use crate::proxy::origin::HeadForm;
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -24,7 +29,7 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 pub async fn serve(
     cache: &Arc<HttpCache>,
     up: &Arc<UpstreamPool>,
-    req: Request<crate::body::RequestBody>,
+    req: Request<crate::engine::body::RequestBody>,
     down: Downstream<'_>,
 ) -> Response<Body> {
     let started = tokio::time::Instant::now();
@@ -58,7 +63,7 @@ pub async fn serve(
 async fn serve_inner(
     cache: &Arc<HttpCache>,
     up: &Arc<UpstreamPool>,
-    req: Request<crate::body::RequestBody>,
+    req: Request<crate::engine::body::RequestBody>,
     down: Downstream<'_>,
 ) -> Response<Body> {
     let method = req.method().clone();
@@ -84,7 +89,7 @@ async fn serve_inner(
         return proxy::forward(up, req, down).await;
     }
     let (mut parts, _body) = req.into_parts();
-    cache::normalize(&mut parts.headers);
+    freshness::normalize(&mut parts.headers);
     let mut as_get = parts.clone();
     as_get.method = Method::GET;
     // the cache fetches and keeps whole objects; a client's range is cut from them
@@ -99,7 +104,7 @@ async fn serve_inner(
                     .hits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let status =
-                    cache::cache_status(&cache.name, "hit", Some(cache::ttl_secs(&stored)), None);
+                    freshness::cache_status(&cache.name, "hit", Some(freshness::ttl_secs(&stored)), None);
                 return from_store(&parts, &stored, head, status);
             }
             Lookup::StaleWhileRevalidate(stored, head) => {
@@ -110,10 +115,10 @@ async fn serve_inner(
                 if cache.begin_background(&key) {
                     spawn_refresh(cache.clone(), up.clone(), key.clone(), as_get.clone(), down);
                 }
-                let status = cache::cache_status(
+                let status = freshness::cache_status(
                     &cache.name,
                     "hit",
-                    Some(cache::ttl_secs(&stored)),
+                    Some(freshness::ttl_secs(&stored)),
                     Some("stale-while-revalidate"),
                 );
                 return from_store(&parts, &stored, head, status);
@@ -155,7 +160,7 @@ fn from_store(
     head: http::response::Parts,
     status: HeaderValue,
 ) -> Response<Body> {
-    let mut head = cache::response_head(stored, head);
+    let mut head = freshness::response_head(stored, head);
     head.headers.insert(CACHE_STATUS.clone(), status);
     if head.status == StatusCode::OK && client_condition_met(req, &head.headers) {
         // RFC 9111 §4.3.2: a cache answers a client's own conditional request from a
@@ -275,13 +280,13 @@ async fn fetch(
             let mut r = e.response();
             r.headers_mut().insert(
                 CACHE_STATUS.clone(),
-                cache::cache_status(&cache.name, what, None, Some("origin-error")),
+                freshness::cache_status(&cache.name, what, None, Some("origin-error")),
             );
             return r;
         }
     };
     let (mut rparts, rbody) = resp.into_parts();
-    cache::normalize(&mut rparts.headers);
+    freshness::normalize(&mut rparts.headers);
     // (a field targeted at this cache decides for it; clients see the origin's own)
     let judged = cache.for_storage(&rparts);
     cache.strip_own_targeted(&mut rparts.headers);
@@ -340,7 +345,7 @@ async fn fetch(
                 let body = ranged(&parts, &mut rparts, full.to_bytes());
                 Response::from_parts(rparts, body)
             }
-            Err(_) => proxy::ProxyError::Upstream {
+            Err(_) => ProxyError::Upstream {
                 server: up.name.clone(),
                 reason: "the response body broke off".into(),
             }
@@ -376,7 +381,7 @@ async fn revalidate(
             let status = HeaderValue::from_str(&format!(
                 "{}; fwd=stale; fwd-status={code}; ttl={}; detail=stale-if-error",
                 cache.name,
-                cache::ttl_secs(&stored)
+                freshness::ttl_secs(&stored)
             ))
             .unwrap_or(HeaderValue::from_static("hopline"));
             return from_store(parts, &stored, head, status);
@@ -396,7 +401,7 @@ async fn revalidate(
     }
     let resp = result.expect("not failed");
     let (mut rparts, rbody) = resp.into_parts();
-    cache::normalize(&mut rparts.headers);
+    freshness::normalize(&mut rparts.headers);
     let judged = cache.for_storage(&rparts);
     cache.strip_own_targeted(&mut rparts.headers);
     if rparts.status == StatusCode::NOT_MODIFIED
@@ -405,7 +410,7 @@ async fn revalidate(
         let status = HeaderValue::from_str(&format!(
             "{}; fwd=stale; fwd-status=304; ttl={}",
             cache.name,
-            cache::ttl_secs(&fresh)
+            freshness::ttl_secs(&fresh)
         ))
         .unwrap_or(HeaderValue::from_static("hopline"));
         return from_store(parts, &fresh, head, status);
@@ -436,7 +441,7 @@ async fn revalidate(
                 let status = HeaderValue::from_str(&format!(
                     "{}; fwd=stale; fwd-status=304; ttl={}",
                     cache.name,
-                    cache::ttl_secs(&fresh)
+                    freshness::ttl_secs(&fresh)
                 ))
                 .unwrap_or(HeaderValue::from_static("hopline"));
                 return from_store(parts, &fresh, head, status);
@@ -446,7 +451,7 @@ async fn revalidate(
             .unwrap_or(HeaderValue::from_static("hopline"));
         let head = cache
             .usable_on_error(&stored)
-            .unwrap_or_else(|| cache::stale_head(&stored));
+            .unwrap_or_else(|| freshness::stale_head(&stored));
         return from_store(parts, &stored, head, status);
     }
     // a new representation: store it like a miss would

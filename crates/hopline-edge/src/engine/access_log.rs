@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::error::EdgeError;
+use crate::engine::error::EngineError;
 
 /// A thread's buffer is written out past this size.
 const FLUSH_AT: usize = 64 * 1024;
@@ -50,14 +50,14 @@ fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 impl AccessLog {
     /// "stderr", "off" (→ None) or a file path (appended to).
-    pub fn open(setting: Option<&str>) -> Result<Option<Arc<AccessLog>>, EdgeError> {
+    pub fn open(setting: Option<&str>) -> Result<Option<Arc<AccessLog>>, EngineError> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let target = match setting.unwrap_or("stderr") {
             "off" => return Ok(None),
             "stderr" => Target::Stderr,
             path => {
                 let path = PathBuf::from(path);
-                let f = open_append(&path).map_err(|e| EdgeError::Io {
+                let f = open_append(&path).map_err(|e| EngineError::Io {
                     what: format!("cannot open access log {}", path.display()),
                     source: e,
                 })?;
