@@ -20,11 +20,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::config::{Config, Limits};
 use crate::engine::access_log::{AccessLog, LogRecord};
 use crate::engine::body::{Body, RequestBody};
-use crate::request::compress;
-use crate::config::{Config, Limits};
 use crate::error::EdgeError;
+use crate::request::compress;
 use crate::request::files::{self, FileCache};
 use crate::request::router::{self, FastMap, Handler, Route, Table};
 
@@ -40,17 +40,17 @@ struct Shared {
     access_log: ArcSwapOption<AccessLog>,
     open_connections: AtomicUsize,
     /// Set to true when the server shuts down: connections finish their request and close.
-    closing: crate::engine::h1::Closing,
+    closing: crate::engine::h1::connection::Closing,
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
-    metrics: crate::admin::listener::Metrics,
-    traces: crate::admin::listener::TraceLog,
+    metrics: crate::admin::counters::Metrics,
+    traces: crate::admin::counters::TraceLog,
     /// Traces started here for requests that came without one (`[admin] sample` per second).
-    sampler: crate::admin::listener::Sampler,
+    sampler: crate::admin::counters::Sampler,
     /// Per configured listen address: the bound address and its open connections.
     listeners: parking_lot::Mutex<FastMap<SocketAddr, (SocketAddr, Arc<AtomicUsize>)>>,
     /// Boxes of the dashboard from outside the edge (the DNS services).
-    extras: ArcSwapOption<crate::admin::listener::ExtraNodes>,
+    extras: ArcSwapOption<crate::admin::view::ExtraNodes>,
     /// The `[[stream]]` listeners.
     streams: parking_lot::Mutex<Vec<crate::proxy::layer4::StreamInfo>>,
 }
@@ -67,14 +67,14 @@ impl crate::proxy::layer4::Pools for Shared {
     }
 }
 
-impl crate::admin::listener::AdminView for Shared {
-    fn trace(&self, id: &str) -> Vec<crate::admin::listener::TraceHop> {
+impl crate::admin::view::AdminView for Shared {
+    fn trace(&self, id: &str) -> Vec<crate::admin::counters::TraceHop> {
         self.traces.get(id)
     }
     fn table(&self) -> Arc<Table> {
         self.table.load_full()
     }
-    fn metrics(&self) -> &crate::admin::listener::Metrics {
+    fn metrics(&self) -> &crate::admin::counters::Metrics {
         &self.metrics
     }
     fn open_connections(&self) -> usize {
@@ -86,7 +86,7 @@ impl crate::admin::listener::AdminView for Shared {
             .get(&configured)
             .map(|(bound, open)| (*bound, open.load(Ordering::Relaxed)))
     }
-    fn extras(&self) -> Vec<crate::admin::listener::ExtraNode> {
+    fn extras(&self) -> Vec<crate::admin::view::ExtraNode> {
         self.extras.load().as_ref().map(|f| f()).unwrap_or_default()
     }
     fn recent_traces(&self, n: usize) -> Vec<String> {
@@ -135,7 +135,7 @@ pub enum Shutdown {
 /// an HTTP/1.1 answer.
 struct Builders {
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    h1: crate::engine::h1::Options,
+    h1: crate::engine::h1::connection::Options,
 }
 
 fn builders(limits: &Limits) -> Builders {
@@ -149,7 +149,7 @@ fn builders(limits: &Limits) -> Builders {
         .enable_connect_protocol();
     Builders {
         h2: b,
-        h1: crate::engine::h1::Options {
+        h1: crate::engine::h1::connection::Options {
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
             max_header_bytes: (limits.max_header_bytes.0 as usize).clamp(1024, 1 << 30),
@@ -196,7 +196,10 @@ impl Server {
     /// may name.
     /// Build everything [`Server::start_with`] would — routes, TLS certificates and keys,
     /// upstreams, caches — without binding (`hopline serve --check`, like `nginx -t`).
-    pub fn check(config: &Config, services: &crate::request::service::Services) -> Result<(), EdgeError> {
+    pub fn check(
+        config: &Config,
+        services: &crate::request::service::Services,
+    ) -> Result<(), EdgeError> {
         crate::engine::tls::install_crypto_provider();
         router::compile(config, None, services).map(drop)
     }
@@ -249,11 +252,11 @@ impl Server {
             files: FileCache::new(&config.file_cache),
             access_log: ArcSwapOption::new(access_log),
             open_connections: AtomicUsize::new(0),
-            closing: crate::engine::h1::Closing::default(),
+            closing: crate::engine::h1::connection::Closing::default(),
             idle: tokio::sync::Notify::new(),
-            metrics: crate::admin::listener::Metrics::default(),
-            traces: crate::admin::listener::TraceLog::default(),
-            sampler: crate::admin::listener::Sampler::default(),
+            metrics: crate::admin::counters::Metrics::default(),
+            traces: crate::admin::counters::TraceLog::default(),
+            sampler: crate::admin::counters::Sampler::default(),
             listeners: parking_lot::Mutex::new(FastMap::default()),
             extras: ArcSwapOption::empty(),
             streams: parking_lot::Mutex::new(Vec::new()),
@@ -331,7 +334,7 @@ impl Server {
     }
 
     /// Add boxes from outside the edge (the DNS services) to the admin dashboard.
-    pub fn set_extras(&self, extras: crate::admin::listener::ExtraNodes) {
+    pub fn set_extras(&self, extras: crate::admin::view::ExtraNodes) {
         self.shared.extras.store(Some(Arc::new(extras)));
     }
 
@@ -363,7 +366,7 @@ impl Server {
     fn spawn_admin(&self, configured: SocketAddr, listener: TcpListener) {
         let bound = listener.local_addr().unwrap_or(configured);
         let (stop, stop_rx) = watch::channel(false);
-        let view: Arc<dyn crate::admin::listener::AdminView> = self.shared.clone();
+        let view: Arc<dyn crate::admin::view::AdminView> = self.shared.clone();
         let task = tokio::spawn(crate::admin::listener::run(listener, view, stop_rx));
         tracing::info!(target: "hopline::edge", "listening on {bound} (admin: /.hopline/status, /metrics)");
         if let Some((_, old)) = self
@@ -628,11 +631,11 @@ struct EdgeService {
     _guard: ConnGuard,
 }
 
-impl crate::engine::h1::Service for EdgeService {
+impl crate::engine::h1::connection::Service for EdgeService {
     fn call<'a>(
         &'a self,
         req: Request<RequestBody>,
-        interim: Option<&'a crate::engine::h1::Interim>,
+        interim: Option<&'a crate::engine::h1::interim::Interim>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
         handle(&self.shared, &self.info, req, interim)
     }
@@ -658,7 +661,7 @@ fn hyper_service(
                 .extensions()
                 .get::<hyper::ext::Http2Informational>()
                 .cloned()
-                .map(crate::engine::h1::Interim::http2);
+                .map(crate::engine::h1::interim::Interim::http2);
             let mut resp = handle(
                 &shared,
                 &info,
@@ -702,8 +705,14 @@ fn connection(
     Some(async move {
         match tls {
             None => {
-                let served = crate::engine::h1::serve(stream, &http.h1, &svc, &svc.shared.closing).await;
-                if let crate::engine::h1::Outcome::Http2(io) = served {
+                let served = crate::engine::h1::connection::serve(
+                    stream,
+                    &http.h1,
+                    &svc,
+                    &svc.shared.closing,
+                )
+                .await;
+                if let crate::engine::h1::connection::Outcome::Http2(io) = served {
                     // boxed: HTTP/2 state stays out of every HTTP/1.1 connection's task
                     Box::pin(serve_h2(io, &http, &svc)).await
                 }
@@ -735,12 +744,15 @@ where
 /// Reads the client's connection preface (RFC 9113 §3.4) before hyper does: a client
 /// that chose HTTP/2 and then sends something else gets the server's SETTINGS and
 /// GOAWAY(PROTOCOL_ERROR), as the RFC asks, instead of a silent close.
-async fn h2_preface<I>(mut io: I, timeout: Duration) -> Option<crate::engine::h1::Rewind<I>>
+async fn h2_preface<I>(
+    mut io: I,
+    timeout: Duration,
+) -> Option<crate::engine::h1::upgrade::Rewind<I>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let want = crate::engine::h1::H2_PREFACE;
+    let want = crate::engine::h1::connection::H2_PREFACE;
     let mut got = Vec::with_capacity(want.len());
     let read = async {
         while got.len() < want.len() && want.starts_with(&got) {
@@ -755,7 +767,10 @@ where
     };
     tokio::time::timeout(timeout, read).await.ok()??;
     if got == want {
-        return Some(crate::engine::h1::Rewind::new(Bytes::from(got), io));
+        return Some(crate::engine::h1::upgrade::Rewind::new(
+            Bytes::from(got),
+            io,
+        ));
     }
     // an empty SETTINGS, then GOAWAY(last stream 0, PROTOCOL_ERROR, "invalid preface")
     let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
@@ -797,15 +812,21 @@ async fn serve_tls(
     if h2 {
         return serve_h2(tls_stream, http, svc).await;
     }
-    match crate::engine::h1::serve(tls_stream, &http.h1, svc, &svc.shared.closing).await {
-        crate::engine::h1::Outcome::Closed => {}
-        crate::engine::h1::Outcome::Http2(io) => Box::pin(serve_h2(io, http, svc)).await,
+    match crate::engine::h1::connection::serve(tls_stream, &http.h1, svc, &svc.shared.closing).await
+    {
+        crate::engine::h1::connection::Outcome::Closed => {}
+        crate::engine::h1::connection::Outcome::Http2(io) => {
+            Box::pin(serve_h2(io, http, svc)).await
+        }
     }
 }
 
 /// Drive a connection; when the server starts closing, ask it to finish its in-flight
 /// requests and close (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
-async fn until_closing<C, E>(conn: C, closing: &crate::engine::h1::Closing) -> Result<(), E>
+async fn until_closing<C, E>(
+    conn: C,
+    closing: &crate::engine::h1::connection::Closing,
+) -> Result<(), E>
 where
     C: std::future::Future<Output = Result<(), E>> + GracefulConn,
 {
@@ -841,7 +862,7 @@ async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
     req: Request<RequestBody>,
-    interim: Option<&crate::engine::h1::Interim>,
+    interim: Option<&crate::engine::h1::interim::Interim>,
 ) -> Response<Body> {
     let table = shared.table.load_full();
     let limits = &table.limits;
@@ -978,7 +999,7 @@ async fn handle(
         };
         shared.traces.record(
             &id,
-            crate::admin::listener::TraceHop {
+            crate::admin::counters::TraceHop {
                 site: site_name.as_deref().unwrap_or("-").to_string(),
                 request,
                 status: resp.status().as_u16(),
@@ -1014,7 +1035,7 @@ async fn dispatch(
     conn: &ConnInfo,
     route: &Route,
     req: Request<RequestBody>,
-    interim: Option<&crate::engine::h1::Interim>,
+    interim: Option<&crate::engine::h1::interim::Interim>,
 ) -> Response<Body> {
     if let Some(len) = req
         .headers()

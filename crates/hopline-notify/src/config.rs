@@ -131,7 +131,7 @@ fn retry<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 
 fn rate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     checked(d, |s| {
-        hopline_edge::ratelimit::Rate::parse(s)
+        hopline_edge::limits::config::Rate::parse(s)
             .map(|_| ())
             .map_err(|e| format!("rate {s:?}: {e}"))
     })

@@ -73,7 +73,7 @@ pub struct Service {
     pub metrics: api::Metrics,
     nonces: moka::sync::Cache<(String, String), ()>,
     /// Per-app and per-recipient limits (GCRA).
-    pub(crate) limits: [Option<hopline_edge::ratelimit::Limiter>; 2],
+    pub(crate) limits: [Option<hopline_edge::limits::limiter::Limiter>; 2],
     /// What the workers run with now (replaced on reload).
     live: worker::LiveSettings,
     apps: moka::sync::Cache<String, Option<store::App>>,
@@ -114,9 +114,9 @@ impl Service {
         let purger = tokio::spawn(purge_loop(store.clone(), retention_rx));
         let limiter = |name: &str, rate: &Option<String>, burst: Option<u32>| {
             rate.as_ref().map(|r| {
-                hopline_edge::ratelimit::Limiter::new(
+                hopline_edge::limits::limiter::Limiter::new(
                     name,
-                    &hopline_edge::ratelimit::LimitConfig {
+                    &hopline_edge::limits::config::LimitConfig {
                         key: "header:x-app-key".into(),
                         rate: r.clone(),
                         burst,

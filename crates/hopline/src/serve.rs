@@ -124,7 +124,7 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
 /// forwards to, an authoritative server at the addresses of its DNS pools.
 pub fn dns_boxes(
     listeners: std::sync::Arc<Vec<hopline_dns::service::DnsListener>>,
-) -> hopline_edge::admin::ExtraNodes {
+) -> hopline_edge::admin::view::ExtraNodes {
     Box::new(move || {
         // resolvers first: a client asks them, they ask the authoritative servers
         let mut order: Vec<&hopline_dns::service::DnsListener> = listeners.iter().collect();
@@ -152,7 +152,7 @@ pub fn dns_boxes(
                 }
                 detail.insert("nxdomain".into(), n(3).into());
                 detail.insert("refused".into(), n(5).into());
-                hopline_edge::admin::ExtraNode {
+                hopline_edge::admin::view::ExtraNode {
                     id: format!("dns:{}", l.addr),
                     role: l.role.to_string(),
                     label: format!("DNS {}", l.role),

@@ -44,4 +44,3 @@ fn default_max_object() -> ByteSize {
 fn default_disk() -> ByteSize {
     ByteSize(1 << 30)
 }
-

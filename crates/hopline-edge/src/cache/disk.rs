@@ -15,7 +15,6 @@ use sha2::Digest;
 
 use crate::cache::stored::Stored;
 
-
 // ---------------------------------------------------------------------------
 // Disk tier: one file per key holding every variant (`Vary`) of it: `HOPC2\n` + u32
 // meta length + meta JSON (the key, each variant's metadata and body length) + the
@@ -50,7 +49,7 @@ impl Disk {
         })
     }
 
-    fn path(&self, key: &str) -> PathBuf {
+    pub(crate) fn path(&self, key: &str) -> PathBuf {
         self.dir
             .join(format!("{:x}", sha2::Sha256::digest(key.as_bytes())))
     }
@@ -236,4 +235,3 @@ impl Disk {
         n
     }
 }
-

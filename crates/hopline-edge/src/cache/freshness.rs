@@ -4,8 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderValue};
 use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::cache::stored::Stored;
 
@@ -243,7 +243,6 @@ pub fn response_head(stored: &Stored, mut parts: http::response::Parts) -> http:
     parts
 }
 
-
 /// A `Cache-Control` directive's seconds, e.g. `stale-while-revalidate=30`.
 pub(crate) fn directive_secs(h: &HeaderMap, name: &str) -> Option<Duration> {
     h.get_all(header::CACHE_CONTROL)
@@ -255,4 +254,3 @@ pub(crate) fn directive_secs(h: &HeaderMap, name: &str) -> Option<Duration> {
         .and_then(|(_, v)| v.trim().trim_matches('"').parse::<u64>().ok())
         .map(Duration::from_secs)
 }
-

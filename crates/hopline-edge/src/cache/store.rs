@@ -9,7 +9,6 @@
 //! header (RFC 9211) telling the client what the PoP did.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -18,14 +17,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
-use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use crate::cache::config::CacheConfig;
 use crate::cache::disk::{Disk, DiskRead};
 use crate::cache::freshness::{
-    CLIENT_CACHE_CONTROL, CLIENT_EXPIRES, directive_secs, explicitly_fresh, normalize, request_forbids_stale,
-    response_forbids_stale, stale_for, stale_parts,
+    CLIENT_CACHE_CONTROL, CLIENT_EXPIRES, directive_secs, explicitly_fresh, normalize,
+    request_forbids_stale, response_forbids_stale, stale_for, stale_parts,
 };
 use crate::cache::stored::{Stored, header_list};
 
@@ -505,6 +502,11 @@ impl Drop for FetchLead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::config::DiskConfig;
+    use crate::cache::freshness::response_head;
+    use crate::cache::freshness::ttl_secs;
+    use crate::engine::byte_size::ByteSize;
+    use std::time::Duration;
 
     fn req(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut b = http::Request::builder()

@@ -61,7 +61,8 @@ where
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::engine::body::BoxError>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::engine::body::BoxError>>>
+    {
         use std::task::Poll;
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);

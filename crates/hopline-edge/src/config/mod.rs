@@ -14,6 +14,7 @@ use toml::Spanned;
 pub mod error;
 
 pub use crate::engine::byte_size::ByteSize;
+use crate::limits::config::LimitConfig;
 pub use crate::proxy::config::{HealthConfig, ServerEntry, Upstream};
 pub use error::ConfigError;
 use error::{in_file_terms, line_col};
@@ -49,7 +50,7 @@ pub struct Config {
     pub cache: std::collections::BTreeMap<String, crate::cache::config::CacheConfig>,
     /// Rate limits, by name.
     #[serde(default)]
-    pub limit: std::collections::BTreeMap<String, crate::limits::limiter::LimitConfig>,
+    pub limit: std::collections::BTreeMap<String, LimitConfig>,
     /// DNS services (resolvers, authoritative servers, pools).
     #[serde(default)]
     pub dns: hopline_dns::config::DnsConfig,
@@ -129,7 +130,6 @@ impl Default for FileCacheConfig {
         }
     }
 }
-
 
 /// The admin listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -237,7 +237,6 @@ pub struct Respond {
 fn default_status() -> Spanned<u16> {
     Spanned::new(0..0, 200)
 }
-
 
 impl Config {
     /// Read, parse and validate a config file. Relative paths are resolved against the

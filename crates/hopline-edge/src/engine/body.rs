@@ -14,8 +14,7 @@ use http_body_util::combinators::BoxBody;
 
 use crate::engine::access_log::LogRecord;
 
-/// Error type of streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::engine::error::BoxError;
 
 /// A body read from another server that [`Body::relayed`] carries without a further box.
 pub trait RelayedBody:
@@ -378,7 +377,7 @@ pub enum RequestBody {
     /// An HTTP/2 stream's body.
     Hyper(hyper::body::Incoming),
     /// An HTTP/1.1 body, read by the connection as the handler asks.
-    H1(crate::engine::h1::H1RequestBody),
+    H1(crate::engine::h1::request_body::H1RequestBody),
 }
 
 impl std::fmt::Debug for RequestBody {

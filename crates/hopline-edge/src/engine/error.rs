@@ -1,6 +1,9 @@
 //! What the engine reports when it cannot start a piece of itself: a certificate, a key or
 //! a TLS setting it cannot use, or a file it cannot open. The edge's own error wraps it.
 
+/// Error type of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error of the HTTP engine outside a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -18,136 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::limits::config::LimitConfig;
+use crate::limits::config::Rate;
+use crate::limits::gcra::Decision;
+use crate::limits::gcra::Gcra;
 use http::{HeaderMap, HeaderValue};
-use serde::Deserialize;
-
-/// The `[limit.NAME]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitConfig {
-    /// What identifies a client: "client_ip" or "header:NAME".
-    #[serde(default = "default_key")]
-    pub key: String,
-    /// "100/s", "600/m", "10000/h".
-    pub rate: String,
-    /// Requests allowed at once from a full bucket (default: one second's worth).
-    pub burst: Option<u32>,
-    /// "redis://127.0.0.1:6379" to share the limit across edge processes.
-    pub store: Option<String>,
-    /// Most keys remembered locally at once.
-    #[serde(default = "default_max_keys")]
-    pub max_keys: u64,
-}
-
-fn default_key() -> String {
-    "client_ip".into()
-}
-fn default_max_keys() -> u64 {
-    1_000_000
-}
-
-/// A parsed rate: `count` per `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Requests.
-    pub count: u32,
-    /// Per this period.
-    pub period: Duration,
-}
-
-impl Rate {
-    /// Parse "100/s", "5/m", "1000/h", "10/500ms".
-    pub fn parse(s: &str) -> Result<Rate, String> {
-        let (n, unit) = s
-            .split_once('/')
-            .ok_or_else(|| format!("expected a rate like \"100/s\", found {s:?}"))?;
-        let count: u32 = n
-            .trim()
-            .parse()
-            .ok()
-            .filter(|c| *c > 0)
-            .ok_or_else(|| format!("rate count must be a positive integer, found {n:?}"))?;
-        let period = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            "d" | "day" => Duration::from_secs(86400),
-            other => match other.strip_suffix("ms").and_then(|v| v.parse::<u64>().ok()) {
-                Some(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => {
-                    return Err(format!(
-                        "unknown rate period {other:?}: expected s, m, h, d or Nms"
-                    ));
-                }
-            },
-        };
-        Ok(Rate { count, period })
-    }
-}
-
-/// The GCRA decision, pure: times are nanoseconds on any monotonic clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Gcra {
-    /// Emission interval T, ns.
-    pub interval: u64,
-    /// Burst tolerance (b − 1)·T, ns.
-    pub tolerance: u64,
-    /// The burst b.
-    pub burst: u32,
-}
-
-/// One decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Let it through.
-    pub allowed: bool,
-    /// Requests left in the bucket after this one.
-    pub remaining: u32,
-    /// When the bucket is full again, from now.
-    pub reset: Duration,
-    /// When to try again (only when refused).
-    pub retry_after: Duration,
-    /// The new TAT to store (unchanged when refused).
-    pub tat: u64,
-}
-
-impl Gcra {
-    /// GCRA for `rate` with `burst`.
-    pub fn new(rate: Rate, burst: u32) -> Gcra {
-        let interval = (rate.period.as_nanos() / rate.count as u128).max(1) as u64;
-        let burst = burst.max(1);
-        Gcra {
-            interval,
-            tolerance: interval * (burst as u64 - 1),
-            burst,
-        }
-    }
-
-    /// Decide a request at `now` for a key whose stored TAT is `tat` (0 = new key).
-    pub fn decide(&self, tat: u64, now: u64) -> Decision {
-        let tat = tat.max(now);
-        if tat - now > self.tolerance {
-            let wait = tat - now - self.tolerance;
-            return Decision {
-                allowed: false,
-                remaining: 0,
-                reset: Duration::from_nanos(tat - now),
-                retry_after: Duration::from_nanos(wait),
-                tat,
-            };
-        }
-        let new_tat = tat + self.interval;
-        let used = new_tat - now; // ≤ tolerance + interval
-        let remaining = ((self.tolerance + self.interval - used) / self.interval) as u32;
-        Decision {
-            allowed: true,
-            remaining,
-            reset: Duration::from_nanos(used),
-            retry_after: Duration::ZERO,
-            tat: new_tat,
-        }
-    }
-}
 
 /// The Redis script: the same arithmetic, atomically, with the key expiring when full.
 /// Times are microseconds since the Unix epoch (exact in Lua's doubles).
@@ -391,6 +266,9 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::config::LimitConfig;
+    use crate::limits::config::Rate;
+    use crate::limits::gcra::Gcra;
 
     const MS: u64 = 1_000_000;
 

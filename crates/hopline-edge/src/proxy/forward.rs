@@ -23,8 +23,6 @@ use crate::proxy::origin::{HeadForm, UpstreamBody};
 use crate::proxy::pool::{ServerAddr, UpstreamPool};
 use hopline_balance::Outcome;
 
-
-
 /// Add `add` to the list field `name`, as one field line holding every earlier line's
 /// items and then `add` (some readers look at the first line only).
 fn append_header(h: &mut HeaderMap, name: HeaderName, add: &str) {
@@ -46,7 +44,6 @@ fn append_header(h: &mut HeaderMap, name: HeaderName, add: &str) {
     }
 }
 
-
 /// What the proxy knows of the client side.
 #[derive(Debug, Clone, Copy)]
 pub struct Downstream<'a> {
@@ -61,7 +58,7 @@ pub struct Downstream<'a> {
     /// The Host / :authority exactly as sent (with its port), for the upstream's Host.
     pub authority: &'a str,
     /// Where the origin's 1xx responses go (an HTTP/1.1 client), if anywhere.
-    pub interim: Option<&'a crate::engine::h1::Interim>,
+    pub interim: Option<&'a crate::engine::h1::interim::Interim>,
 }
 
 fn forwarded_for(ip: IpAddr) -> String {
@@ -232,7 +229,7 @@ pub async fn forward(
 ) -> Response<Body> {
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = if upgrade {
-        crate::engine::h1::on_upgrade(&mut req)
+        crate::engine::h1::upgrade::on_upgrade(&mut req)
     } else {
         None
     };
@@ -267,7 +264,7 @@ pub async fn send(
     mut parts: http::request::Parts,
     body: Option<RequestBody>,
     down: Downstream<'_>,
-    client_upgrade: Option<crate::engine::h1::OnUpgrade>,
+    client_upgrade: Option<crate::engine::h1::upgrade::OnUpgrade>,
     form: HeadForm,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let upgrade = client_upgrade.is_some();
@@ -563,6 +560,9 @@ impl BodyHint for RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::error::Fault;
+    use crate::proxy::hop_by_hop::HOP_BY_HOP;
+    use crate::proxy::hop_by_hop::is_hop_by_hop;
 
     #[test]
     fn list_fields_keep_every_earlier_line() {

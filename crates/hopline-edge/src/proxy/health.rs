@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::proxy::pool::{UpstreamPool, is_name, members_of};
 
 /// Run the pool's active health checks until the pool is dropped (reload replaces it):
@@ -131,4 +130,3 @@ async fn check_once(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }
-

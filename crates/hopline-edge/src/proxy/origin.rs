@@ -25,12 +25,13 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::engine::body::BoxError;
-use crate::engine::h1::{Decoder, FieldOffsets};
+use crate::engine::h1::codec::Decoder;
+use crate::engine::h1::codec::FieldOffsets;
 
 /// Most header fields in a response head (within the request side's limit, so
 /// [`FieldOffsets`] holds them all).
 const MAX_HEADERS: usize = 64;
-const _: () = assert!(MAX_HEADERS <= crate::engine::h1::MAX_HEADERS);
+const _: () = assert!(MAX_HEADERS <= crate::engine::h1::codec::MAX_HEADERS);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Read size for response bodies.
@@ -107,7 +108,8 @@ impl IdlePool {
                 (BytesMut::new(), 0)
             };
         idle.buffered += size;
-        idle.conns.push((c, crate::engine::clock::mono_ms(), buf, size));
+        idle.conns
+            .push((c, crate::engine::clock::mono_ms(), buf, size));
     }
 
     /// Idle connections, and the bytes their buffers may hold.
@@ -160,7 +162,7 @@ pub struct Ask<'a> {
     /// Where the response's fields go.
     pub form: HeadForm,
     /// Where 1xx responses go (an HTTP/1.1 client), if anywhere.
-    pub interim: Option<&'a crate::engine::h1::Interim>,
+    pub interim: Option<&'a crate::engine::h1::interim::Interim>,
 }
 
 /// Send `ask.head` (a complete, bodiless request head) to `addr` and read the response
@@ -258,7 +260,7 @@ async fn attempt(
     is_head: bool,
     form: HeadForm,
     deadline: Instant,
-    interim: Option<&crate::engine::h1::Interim>,
+    interim: Option<&crate::engine::h1::interim::Interim>,
 ) -> Result<Answer, Attempt> {
     if conn.write_all(head).await.is_err() {
         return Err(Attempt::Stale);
@@ -372,7 +374,7 @@ fn parse_response(
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let v = crate::engine::h1::length_digits(h.value.trim_ascii())
+            let v = crate::engine::h1::codec::length_digits(h.value.trim_ascii())
                 .ok_or("the server sent an invalid Content-Length")?;
             if length.is_some_and(|l| l != v) {
                 return Err("the server sent conflicting Content-Lengths");

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use hopline_balance::{Algorithm, Pool, PoolOptions, ServerSpec};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -64,7 +63,6 @@ impl std::fmt::Debug for UpstreamPool {
             .finish()
     }
 }
-
 
 /// Is this server entry a name (to be resolved) rather than an address?
 pub(crate) fn is_name(text: &str) -> bool {
@@ -140,15 +138,11 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, String> {
         let addrs: Vec<SocketAddr> = match text.parse::<SocketAddr>() {
             Ok(a) => vec![a],
             Err(_) => std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
-                .map_err(|e| {
-                    format!("upstream {name}: cannot resolve {text}: {e}")
-                })?
+                .map_err(|e| format!("upstream {name}: cannot resolve {text}: {e}"))?
                 .collect(),
         };
         if addrs.is_empty() {
-            return Err(format!(
-                "upstream {name}: {text} has no addresses"
-            ));
+            return Err(format!("upstream {name}: {text} has no addresses"));
         }
         resolved.push(addrs);
     }
@@ -202,7 +196,6 @@ impl UpstreamPool {
         self.members.load_full()
     }
 }
-
 
 /// A server's `Server-Timing` description: it goes into response heads as it is, so
 /// only printable ASCII, no quote or backslash (a pool's name may hold anything).

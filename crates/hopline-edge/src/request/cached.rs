@@ -11,16 +11,16 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::engine::body::Body;
 use crate::cache::freshness;
 use crate::cache::store::{self as cache, HttpCache, Lookup};
 use crate::cache::stored::Stored;
 use crate::cache::tee::TeeBody;
-use crate::request::files::{RangeOutcome, evaluate_range};
+use crate::engine::body::Body;
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward::{self as proxy, Downstream};
-use crate::proxy::pool::UpstreamPool;
 use crate::proxy::origin::HeadForm;
+use crate::proxy::pool::UpstreamPool;
+use crate::request::files::{RangeOutcome, evaluate_range};
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -103,8 +103,12 @@ async fn serve_inner(
                     .stats
                     .hits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let status =
-                    freshness::cache_status(&cache.name, "hit", Some(freshness::ttl_secs(&stored)), None);
+                let status = freshness::cache_status(
+                    &cache.name,
+                    "hit",
+                    Some(freshness::ttl_secs(&stored)),
+                    None,
+                );
                 return from_store(&parts, &stored, head, status);
             }
             Lookup::StaleWhileRevalidate(stored, head) => {

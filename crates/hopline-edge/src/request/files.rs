@@ -19,9 +19,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::config::FileCacheConfig;
 use crate::engine::body::Body;
 use crate::request::compress::{self, Encoding, Variants};
-use crate::config::FileCacheConfig;
 
 /// Why a request path cannot name a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +306,7 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
     } else {
         None
     };
-    let file = (len >= crate::engine::h1::SENDFILE_MIN).then(|| Arc::new(opened));
+    let file = (len >= crate::engine::h1::write::SENDFILE_MIN).then(|| Arc::new(opened));
     let lines = |vary: bool| {
         let mut l = Vec::with_capacity(192);
         for (name, value) in [

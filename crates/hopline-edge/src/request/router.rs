@@ -9,11 +9,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::request::compress::Variants;
 use crate::config::{Config, Site};
-use crate::error::EdgeError;
-use crate::request::files::StaticRoute;
 use crate::engine::tls::{self, SniResolver};
+use crate::error::EdgeError;
+use crate::request::compress::Variants;
+use crate::request::files::StaticRoute;
 
 /// Maps looked up on every request: a fast hasher (keys are configured names and addresses).
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -67,7 +67,7 @@ pub struct SiteTable {
     /// It speaks HTTPS.
     pub tls: bool,
     /// Its requests, errors and latency (kept across reloads by site name).
-    pub stats: Arc<crate::admin::listener::SiteStats>,
+    pub stats: Arc<crate::admin::counters::SiteStats>,
 }
 
 /// One compiled route.
@@ -195,19 +195,22 @@ pub fn compile(
     }
     let mut upstreams = std::collections::BTreeMap::new();
     for (name, up) in &config.upstream {
-        upstreams.insert(name.clone(), Arc::new(crate::proxy::pool::build_pool(name, up).map_err(EdgeError::Conflict)?));
+        upstreams.insert(
+            name.clone(),
+            Arc::new(crate::proxy::pool::build_pool(name, up).map_err(EdgeError::Conflict)?),
+        );
     }
     let mut caches = std::collections::BTreeMap::new();
     for (name, c) in &config.cache {
         let cache = match previous.and_then(|p| p.caches.get(name)) {
             // keep a cache's contents across reloads
             Some(old) => old.clone(),
-            None => Arc::new(
-                crate::cache::store::HttpCache::new(name, c).map_err(|e| EdgeError::Io {
+            None => Arc::new(crate::cache::store::HttpCache::new(name, c).map_err(|e| {
+                EdgeError::Io {
                     what: format!("cache {name}: disk tier"),
                     source: e,
-                })?,
-            ),
+                }
+            })?),
         };
         caches.insert(name.clone(), cache);
     }

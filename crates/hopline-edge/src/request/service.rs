@@ -106,9 +106,9 @@ pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Sen
     }
 }
 
-impl UpgradedIo for crate::engine::h1::Upgraded {
+impl UpgradedIo for crate::engine::h1::upgrade::Upgraded {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
-        crate::engine::h1::Rewind::tcp(self)
+        crate::engine::h1::upgrade::Rewind::tcp(self)
     }
 }
 
@@ -125,7 +125,7 @@ pub type Upgraded = Box<dyn UpgradedIo>;
 /// HTTP/2 extended CONNECT (hyper). Resolves to the raw stream once the service's
 /// 101 / 200 answer went out; `None` when the request cannot be upgraded.
 pub fn on_upgrade(req: &mut Request<RequestBody>) -> Option<BoxFuture<std::io::Result<Upgraded>>> {
-    if let Some(h1) = crate::engine::h1::on_upgrade(req) {
+    if let Some(h1) = crate::engine::h1::upgrade::on_upgrade(req) {
         return Some(Box::pin(async move {
             let io = h1.await?;
             Ok(Box::new(io) as Upgraded)
@@ -148,7 +148,7 @@ pub fn on_upgrade(req: &mut Request<RequestBody>) -> Option<BoxFuture<std::io::R
 /// HTTP/1.0, HEAD) the response's own body is sent as usual and the future resolves to an
 /// error: build the response so that it works both ways.
 pub fn take_over<B>(resp: &mut Response<B>) -> BoxFuture<std::io::Result<Upgraded>> {
-    let h1 = crate::engine::h1::take_over(resp);
+    let h1 = crate::engine::h1::upgrade::take_over(resp);
     Box::pin(async move {
         let io = h1.await?;
         Ok(Box::new(io) as Upgraded)
