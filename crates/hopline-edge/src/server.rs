@@ -1,7 +1,8 @@
-//! The listeners and the request path: accept (with a connection limit), TLS
-//! handshake, HTTP/1.1 or HTTP/2 (ALPN, or h2c prior knowledge on plain listeners),
-//! routing, handlers, response headers and the access log. Also reload (the compiled
-//! table is swapped whole; listeners added or removed) and graceful shutdown.
+//! The running edge: start, reload and stop. It binds the listeners and runs their accept
+//! loops (with a connection limit), the TLS handshake, and hands each connection to the
+//! engine — HTTP/1.1, or HTTP/2 by ALPN or h2c prior knowledge — with the request path
+//! ([`crate::request::phases`]) as its service. A reload swaps the compiled table whole
+//! and adds or removes listeners; shutdown is graceful.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -11,42 +12,31 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::config::{Config, Limits};
-use crate::engine::access_log::{AccessLog, LogRecord};
+use crate::engine::access_log::AccessLog;
 use crate::engine::body::{Body, RequestBody};
+use crate::engine::h2::{h2_preface, until_closing};
 use crate::error::EdgeError;
-use crate::request::compress;
-use crate::request::files::{self, FileCache};
-use crate::request::router::{self, FastMap, Handler, Route, Table};
-
-static SERVER: HeaderValue = HeaderValue::from_static("hopline");
-/// W3C trace context: a request carrying it is remembered for `hopline trace`.
-static TRACEPARENT: http::header::HeaderName = http::header::HeaderName::from_static("traceparent");
+use crate::request::files::FileCache;
+use crate::request::phases::{ConnInfo, PathState};
+use crate::request::router::{self, FastMap, Table};
 
 /// State shared by every connection.
 struct Shared {
-    table: ArcSwap<Table>,
+    /// What the request path reads.
+    path: PathState,
     http: ArcSwap<Builders>,
-    files: FileCache,
-    access_log: ArcSwapOption<AccessLog>,
     open_connections: AtomicUsize,
     /// Set to true when the server shuts down: connections finish their request and close.
     closing: crate::engine::h1::connection::Closing,
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
-    metrics: crate::admin::counters::Metrics,
-    traces: crate::admin::counters::TraceLog,
-    /// Traces started here for requests that came without one (`[admin] sample` per second).
-    sampler: crate::admin::counters::Sampler,
     /// Per configured listen address: the bound address and its open connections.
     listeners: parking_lot::Mutex<FastMap<SocketAddr, (SocketAddr, Arc<AtomicUsize>)>>,
     /// Boxes of the dashboard from outside the edge (the DNS services).
@@ -63,19 +53,19 @@ enum Either {
 
 impl crate::proxy::layer4::Pools for Shared {
     fn pool(&self, name: &str) -> Option<Arc<crate::proxy::pool::UpstreamPool>> {
-        self.table.load().upstreams.get(name).cloned()
+        self.path.table.load().upstreams.get(name).cloned()
     }
 }
 
 impl crate::admin::view::AdminView for Shared {
     fn trace(&self, id: &str) -> Vec<crate::admin::counters::TraceHop> {
-        self.traces.get(id)
+        self.path.traces.get(id)
     }
     fn table(&self) -> Arc<Table> {
-        self.table.load_full()
+        self.path.table.load_full()
     }
     fn metrics(&self) -> &crate::admin::counters::Metrics {
-        &self.metrics
+        &self.path.metrics
     }
     fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::Relaxed)
@@ -90,7 +80,7 @@ impl crate::admin::view::AdminView for Shared {
         self.extras.load().as_ref().map(|f| f()).unwrap_or_default()
     }
     fn recent_traces(&self, n: usize) -> Vec<String> {
-        self.traces.recent(n)
+        self.path.traces.recent(n)
     }
     fn streams(&self) -> Vec<crate::proxy::layer4::StreamInfo> {
         self.streams.lock().clone()
@@ -158,28 +148,9 @@ fn builders(limits: &Limits) -> Builders {
     }
 }
 
-/// Bind a listening socket the way a server should (reuse address, deep backlog).
-pub fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
-    let make = || -> std::io::Result<std::net::TcpListener> {
-        let domain = socket2::Domain::for_address(addr);
-        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        // accepted sockets inherit it on Linux: no setsockopt per connection
-        s.set_tcp_nodelay(true)?;
-        if addr.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
-        s.set_nonblocking(true)?;
-        s.bind(&addr.into())?;
-        s.listen(4096)?;
-        Ok(s.into())
-    };
-    let std_listener = make().map_err(|e| EdgeError::Bind {
-        addr,
-        role: role.to_string(),
-        reason: e,
-    })?;
-    TcpListener::from_std(std_listener).map_err(|e| EdgeError::Bind {
+/// Binds a listening socket; a refusal names the address and what would have listened.
+fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
+    crate::engine::listen::bind(addr).map_err(|e| EdgeError::Bind {
         addr,
         role: role.to_string(),
         reason: e,
@@ -248,15 +219,17 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             http: ArcSwap::from_pointee(builders(&table.limits)),
-            table: ArcSwap::from_pointee(table),
-            files: FileCache::new(&config.file_cache),
-            access_log: ArcSwapOption::new(access_log),
+            path: PathState {
+                table: ArcSwap::from_pointee(table),
+                files: FileCache::new(&config.file_cache),
+                access_log: ArcSwapOption::new(access_log),
+                metrics: crate::admin::counters::Metrics::default(),
+                traces: crate::admin::counters::TraceLog::default(),
+                sampler: crate::admin::counters::Sampler::default(),
+            },
             open_connections: AtomicUsize::new(0),
             closing: crate::engine::h1::connection::Closing::default(),
             idle: tokio::sync::Notify::new(),
-            metrics: crate::admin::counters::Metrics::default(),
-            traces: crate::admin::counters::TraceLog::default(),
-            sampler: crate::admin::counters::Sampler::default(),
             listeners: parking_lot::Mutex::new(FastMap::default()),
             extras: ArcSwapOption::empty(),
             streams: parking_lot::Mutex::new(Vec::new()),
@@ -324,8 +297,9 @@ impl Server {
             loop {
                 tick.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
-                let t = shared.table.load();
+                let t = shared.path.table.load();
                 shared
+                    .path
                     .sampler
                     .refill(if t.admin.is_some() { t.sample } else { 0 });
             }
@@ -356,7 +330,7 @@ impl Server {
             open,
             stop_rx,
         ));
-        let role = role_of(&self.shared.table.load(), configured);
+        let role = role_of(&self.shared.path.table.load(), configured);
         tracing::info!(target: "hopline::edge", "listening on {bound} ({role})");
         self.listeners
             .lock()
@@ -413,7 +387,7 @@ impl Server {
     /// Swap in a new config. A bad one is refused and the old one keeps serving; open
     /// connections are never dropped (they pick up the new table on their next request).
     pub async fn reload(&self, config: Config) -> Result<(), EdgeError> {
-        let services = self.shared.table.load().services.clone();
+        let services = self.shared.path.table.load().services.clone();
         self.reload_with(config, services).await
     }
 
@@ -423,7 +397,7 @@ impl Server {
         config: Config,
         services: crate::request::service::Services,
     ) -> Result<(), EdgeError> {
-        let mut table = router::compile(&config, Some(&self.shared.table.load()), &services)?;
+        let mut table = router::compile(&config, Some(&self.shared.path.table.load()), &services)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
         let existing: Vec<(SocketAddr, SocketAddr)> = self.bound();
         // A listener started as port 0 and now named by its real port is the same one.
@@ -465,11 +439,11 @@ impl Server {
             crate::proxy::health::spawn_resolution(up);
         }
         self.shared.http.store(Arc::new(builders(&table.limits)));
-        self.shared.table.store(Arc::new(table));
+        self.shared.path.table.store(Arc::new(table));
         if let Some((a, l)) = new_admin {
             self.spawn_admin(a, l);
         }
-        self.shared.access_log.store(access_log);
+        self.shared.path.access_log.store(access_log);
         for (addr, l) in fresh {
             self.spawn_listener(addr, l);
         }
@@ -503,7 +477,7 @@ impl Server {
             let _ = h.task.await;
         }
         self.shared.closing.start();
-        for (_, _, service) in self.shared.table.load().services.iter() {
+        for (_, _, service) in self.shared.path.table.load().services.iter() {
             service.shutdown();
         }
         let shared = self.shared.clone();
@@ -521,7 +495,7 @@ impl Server {
             Err(_) => Shutdown::TimedOut,
         };
         // every buffered access-log line reaches the file before the process ends
-        if let Some(log) = self.shared.access_log.load_full() {
+        if let Some(log) = self.shared.path.access_log.load_full() {
             log.flush();
         }
         outcome
@@ -529,7 +503,7 @@ impl Server {
 
     /// Open the access log file again (logrotate; `hopline serve` does it on SIGUSR1).
     pub fn reopen_logs(&self) -> Result<(), EdgeError> {
-        if let Some(log) = self.shared.access_log.load_full() {
+        if let Some(log) = self.shared.path.access_log.load_full() {
             log.reopen().map_err(|e| EdgeError::Io {
                 what: "reopening the access log".into(),
                 source: e,
@@ -584,10 +558,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        let max = shared.table.load().limits.max_connections;
+        let max = shared.path.table.load().limits.max_connections;
         if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             shared
+                .path
                 .metrics
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
@@ -596,6 +571,7 @@ async fn accept_loop(
             continue;
         }
         shared
+            .path
             .metrics
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
@@ -608,19 +584,6 @@ async fn accept_loop(
             tokio::spawn(conn);
         }
     }
-}
-
-/// What a request knows of its connection.
-struct ConnInfo {
-    peer: SocketAddr,
-    /// The peer's IP address as text, made by the first forwarded request.
-    client: std::sync::OnceLock<Box<str>>,
-    listener: SocketAddr,
-    tls: bool,
-    requests: AtomicU64,
-    /// The listener's sites when the connection opened: a connection whose listener a
-    /// reload removed finishes its requests with them, then closes.
-    initial: Arc<router::ListenerTable>,
 }
 
 /// The edge's request path, as the HTTP/1.1 engine calls it.
@@ -637,7 +600,7 @@ impl crate::engine::h1::connection::Service for EdgeService {
         req: Request<RequestBody>,
         interim: Option<&'a crate::engine::h1::interim::Interim>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
-        handle(&self.shared, &self.info, req, interim)
+        crate::request::phases::handle(&self.shared.path, &self.info, req, interim)
     }
 }
 
@@ -662,8 +625,8 @@ fn hyper_service(
                 .get::<hyper::ext::Http2Informational>()
                 .cloned()
                 .map(crate::engine::h1::interim::Interim::http2);
-            let mut resp = handle(
-                &shared,
+            let mut resp = crate::request::phases::handle(
+                &shared.path,
                 &info,
                 req.map(RequestBody::Hyper),
                 interim.as_ref(),
@@ -686,7 +649,7 @@ fn connection(
     shared: Arc<Shared>,
     guard: ConnGuard,
 ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-    let initial = shared.table.load().listeners.get(&listener).cloned()?;
+    let initial = shared.path.table.load().listeners.get(&listener).cloned()?;
     let tls = initial.tls.clone();
     let http = shared.http.load_full();
     let info = Arc::new(ConnInfo {
@@ -741,53 +704,6 @@ where
     }
 }
 
-/// Reads the client's connection preface (RFC 9113 §3.4) before hyper does: a client
-/// that chose HTTP/2 and then sends something else gets the server's SETTINGS and
-/// GOAWAY(PROTOCOL_ERROR), as the RFC asks, instead of a silent close.
-async fn h2_preface<I>(
-    mut io: I,
-    timeout: Duration,
-) -> Option<crate::engine::h1::upgrade::Rewind<I>>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let want = crate::engine::h1::connection::H2_PREFACE;
-    let mut got = Vec::with_capacity(want.len());
-    let read = async {
-        while got.len() < want.len() && want.starts_with(&got) {
-            let mut chunk = [0u8; 24];
-            let n = io.read(&mut chunk[..want.len() - got.len()]).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            got.extend_from_slice(&chunk[..n]);
-        }
-        Some(())
-    };
-    tokio::time::timeout(timeout, read).await.ok()??;
-    if got == want {
-        return Some(crate::engine::h1::upgrade::Rewind::new(
-            Bytes::from(got),
-            io,
-        ));
-    }
-    // an empty SETTINGS, then GOAWAY(last stream 0, PROTOCOL_ERROR, "invalid preface")
-    let mut out = vec![0, 0, 0, 0x4, 0, 0, 0, 0, 0];
-    let debug = b"invalid connection preface";
-    out.extend_from_slice(&((8 + debug.len()) as u32).to_be_bytes()[1..]);
-    out.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&1u32.to_be_bytes());
-    out.extend_from_slice(debug);
-    let _ = tokio::time::timeout(timeout, async {
-        io.write_all(&out).await?;
-        io.shutdown().await
-    })
-    .await;
-    None
-}
-
 async fn serve_tls(
     stream: TcpStream,
     cfg: Arc<rustls::ServerConfig>,
@@ -819,403 +735,4 @@ async fn serve_tls(
             Box::pin(serve_h2(io, http, svc)).await
         }
     }
-}
-
-/// Drive a connection; when the server starts closing, ask it to finish its in-flight
-/// requests and close (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
-async fn until_closing<C, E>(
-    conn: C,
-    closing: &crate::engine::h1::connection::Closing,
-) -> Result<(), E>
-where
-    C: std::future::Future<Output = Result<(), E>> + GracefulConn,
-{
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => return r,
-        _ = closing.started() => conn.as_mut().begin_close(),
-    }
-    conn.await
-}
-
-/// A connection that can be asked to close gracefully.
-trait GracefulConn {
-    fn begin_close(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, E, B> GracefulConn for hyper::server::conn::http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn begin_close(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-/// One request, start to response head.
-async fn handle(
-    shared: &Shared,
-    conn: &ConnInfo,
-    req: Request<RequestBody>,
-    interim: Option<&crate::engine::h1::interim::Interim>,
-) -> Response<Body> {
-    let table = shared.table.load_full();
-    let limits = &table.limits;
-    let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let log = shared.access_log.load_full();
-    let version = req.version();
-    let raw_host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
-    let host = router::host_without_port(raw_host);
-    // a traced request is remembered for `hopline trace` (admin /.hopline/trace/ID)
-    // `VERSION-TRACEID-SPAN-FLAGS`: the trace id (logged) and the span after it
-    let trace_parts: Option<(&str, Option<&str>)> = req
-        .headers()
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let mut parts = v.split('-');
-            let _version = parts.next()?;
-            let id = parts.next().filter(|id| id.len() == 32)?;
-            Some((id, parts.next()))
-        });
-    let current = table.listeners.get(&conn.listener);
-    let removed = current.is_none();
-    let site = current.unwrap_or(&conn.initial).site(host).clone();
-    let site_name: Option<Arc<str>> = Some(site.name.clone());
-    let route = req
-        .uri()
-        .path()
-        .starts_with('/')
-        .then(|| site.route(req.uri().path()))
-        .flatten();
-    // a route may keep its requests out of the log (health checks)
-    let log = log.filter(|_| route.is_none_or(|r| r.log));
-    // a request that came without a trace may start one here (a few per second, for the
-    // dashboard's recent requests); the proxy passes the header on to the next hops
-    let sampled: Option<(String, String)> = (trace_parts.is_none()
-        && route.is_some_and(|r| r.log)
-        && shared.sampler.take())
-    .then(|| {
-        (
-            format!("{:032x}", rand::random::<u128>() | 1),
-            format!("{:016x}", rand::random::<u64>() | 1),
-        )
-    });
-    let traced: Option<(String, String, String)> = sampled
-        .clone()
-        .or_else(|| trace_parts.and_then(|(id, span)| Some((id.to_string(), span?.to_string()))))
-        .map(|(id, span)| (id, span, format!("{} {}", req.method(), req.uri().path())));
-    let start = Instant::now();
-    let record = log.map(|log| {
-        Box::new(LogRecord {
-            log,
-            client: conn.peer,
-            method: req.method().clone(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into()),
-            version,
-            host: host.to_string(),
-            status: 0,
-            bytes: 0,
-            start,
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string(),
-            site: Arc::from("-"),
-            trace: traced.as_ref().map(|(id, _, _)| id.clone()),
-        })
-    });
-    let mut req = req;
-    if let Some((id, span)) = &sampled
-        && let Ok(v) = HeaderValue::from_str(&format!("00-{id}-{span}-01"))
-    {
-        req.headers_mut().insert(TRACEPARENT.clone(), v);
-    }
-
-    let mut resp = if !req.uri().path().starts_with('/') {
-        files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
-    } else {
-        match route {
-            None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
-            Some(route) => dispatch(shared, conn, route, req, interim).await,
-        }
-    };
-
-    if traced.is_some() {
-        // the hop's record reads fields an origin's relayed lines may hold
-        crate::engine::body::expand_lines(&mut resp);
-    }
-    if site.server_timing {
-        let entry = format!(
-            "hopline;dur={:.3};desc=\"{}\"",
-            start.elapsed().as_secs_f64() * 1000.0,
-            site.name
-        );
-        if let Ok(v) = HeaderValue::from_str(&entry) {
-            resp.headers_mut()
-                .append(http::header::HeaderName::from_static("server-timing"), v);
-        }
-    }
-    let h = resp.headers_mut();
-    // HTTP/1.1's writer adds `server: hopline` itself when the map has none; an
-    // origin's own `Server` is replaced, as nginx does
-    if version >= http::Version::HTTP_2 || h.contains_key(header::SERVER) {
-        h.insert(header::SERVER, SERVER.clone());
-    }
-    if version == http::Version::HTTP_11 && (n >= limits.keepalive_requests || removed) {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    shared.metrics.count(resp.status());
-    site.stats.record(resp.status(), start.elapsed());
-    if let Some((id, span, request)) = traced {
-        let get = |n: &str| {
-            let all: Vec<&str> = resp
-                .headers()
-                .get_all(n)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            (!all.is_empty()).then(|| all.join(", "))
-        };
-        shared.traces.record(
-            &id,
-            crate::admin::counters::TraceHop {
-                site: site_name.as_deref().unwrap_or("-").to_string(),
-                request,
-                status: resp.status().as_u16(),
-                ms: start.elapsed().as_secs_f64() * 1000.0,
-                at_us: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_micros())
-                    .unwrap_or(0)
-                    .saturating_sub(start.elapsed().as_micros()),
-                span,
-                cache_status: get("cache-status"),
-                server_timing: get("server-timing"),
-            },
-        );
-    }
-
-    match record {
-        None => resp,
-        Some(mut record) => {
-            record.status = resp.status().as_u16();
-            if let Some(name) = site_name {
-                record.site = name;
-            }
-            let (parts, body) = resp.into_parts();
-            Response::from_parts(parts, body.with_log(record))
-        }
-    }
-}
-
-/// Route-level checks, then the handler, then the route's response headers.
-async fn dispatch(
-    shared: &Shared,
-    conn: &ConnInfo,
-    route: &Route,
-    req: Request<RequestBody>,
-    interim: Option<&crate::engine::h1::interim::Interim>,
-) -> Response<Body> {
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > route.max_body
-    {
-        let mut r = files::status_only(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return r;
-    }
-    let mut limited = None;
-    if let Some(limit) = &route.limit
-        && let Some(key) = limit.key_of(conn.peer.ip(), req.headers())
-    {
-        let d = Box::pin(limit.check(&key)).await;
-        if !d.allowed {
-            limit.rejected.fetch_add(1, Ordering::Relaxed);
-            let body = format!(
-                "429 rate limit {:?} exceeded; retry after {} s\n",
-                limit.name,
-                d.retry_after.as_secs_f64().ceil().max(1.0)
-            );
-            let mut r = Response::new(Body::full(body.clone()));
-            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            limit.headers(&d, r.headers_mut());
-            return r;
-        }
-        limited = Some((limit.clone(), d));
-    }
-    let mut resp = match &route.handler {
-        Handler::Static(s) => {
-            files::serve(
-                req.version(),
-                req.method(),
-                req.headers(),
-                req.uri().path(),
-                req.uri().query(),
-                s,
-                &shared.files,
-            )
-            .await
-        }
-        Handler::Redirect { location, status } => {
-            let mut r = files::status_only(*status, "redirecting\n");
-            r.headers_mut().insert(header::LOCATION, location.clone());
-            r
-        }
-        Handler::Respond {
-            status,
-            content_type,
-            body,
-            compressible,
-        } => {
-            respond(
-                &req,
-                *status,
-                content_type,
-                body,
-                *compressible && route.compress,
-            )
-            .await
-        }
-        Handler::Service {
-            service, prefix, ..
-        } => {
-            let ctx = crate::request::service::ServiceContext {
-                peer: conn.peer,
-                tls: conn.tls,
-                prefix: prefix.clone(),
-                send_timeout: Duration::from_millis(
-                    shared.table.load().limits.send_timeout_ms.max(1),
-                ),
-            };
-            service.call(req, ctx).await
-        }
-        Handler::Proxy(up) => {
-            // the request moves into the proxy: its Host is kept by a shared handle (no
-            // copy on HTTP/1.1), lowercased only when it is not already
-            let authority_value = match req.uri().authority() {
-                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-                None => req.headers().get(header::HOST).cloned(),
-            };
-            let authority = authority_value
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let host = router::host_without_port(authority);
-            let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                host.to_ascii_lowercase().into()
-            } else {
-                host.into()
-            };
-            let down = crate::proxy::forward::Downstream {
-                peer: conn.peer,
-                client: conn
-                    .client
-                    .get_or_init(|| conn.peer.ip().to_string().into()),
-                tls: conn.tls,
-                host: &host,
-                authority,
-                interim,
-            };
-            // Boxed: the proxy/cache state machines are large; keeping them out of the
-            // service future keeps the static-file path's future small.
-            match &route.cache {
-                // an upgrade (WebSocket) is a tunnel, never a cacheable exchange
-                Some(cache) if !crate::proxy::hop_by_hop::is_upgrade(req.headers()) => {
-                    Box::pin(crate::request::cached::serve(cache, up, req, down)).await
-                }
-                _ => Box::pin(crate::proxy::forward::forward(up, req, down)).await,
-            }
-        }
-    };
-    let ok = resp.status().is_success();
-    // the route's headers may replace fixed ones; an origin's relayed lines may hold
-    // any field, so they are expanded before the route or the limiter sets one
-    if !route.headers.is_empty()
-        || (resp.body().has_relayed_lines()
-            && ((ok && route.cache_control.is_some()) || limited.is_some()))
-    {
-        crate::engine::body::expand_lines(&mut resp);
-    }
-    let h = resp.headers_mut();
-    if let Some(cc) = &route.cache_control
-        && ok
-    {
-        h.insert(header::CACHE_CONTROL, cc.clone());
-    }
-    for (k, v) in &route.headers {
-        h.insert(k.clone(), v.clone());
-    }
-    if let Some((limit, d)) = limited {
-        limit.headers(&d, h);
-    }
-    resp
-}
-
-async fn respond(
-    req: &Request<RequestBody>,
-    status: StatusCode,
-    content_type: &HeaderValue,
-    body: &Arc<compress::Variants>,
-    compressible: bool,
-) -> Response<Body> {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, content_type.clone());
-    let mut bytes: Bytes = body.raw.clone();
-    if compressible && bytes.len() as u64 >= compress::MIN_SIZE {
-        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        if let Some(enc) = compress::negotiate(req.headers().get(header::ACCEPT_ENCODING)) {
-            let variant = match body.ready(enc) {
-                Some(v) => v,
-                None => {
-                    let b = body.clone();
-                    Box::pin(tokio::task::spawn_blocking(move || b.get(enc)))
-                        .await
-                        .ok()
-                        .flatten()
-                }
-            };
-            if let Some(v) = variant {
-                h.insert(header::CONTENT_ENCODING, enc.header());
-                bytes = v;
-            }
-        }
-    }
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    if req.method() != Method::HEAD {
-        *r.body_mut() = Body::full(bytes);
-    }
-    r
 }

@@ -9,4 +9,6 @@ pub mod byte_size;
 pub mod clock;
 pub mod error;
 pub mod h1;
+pub mod h2;
+pub mod listen;
 pub mod tls;

@@ -4,5 +4,6 @@
 pub mod cached;
 pub mod compress;
 pub mod files;
+pub mod phases;
 pub mod router;
 pub mod service;
