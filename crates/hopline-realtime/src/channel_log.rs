@@ -15,6 +15,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+/// Unix time in milliseconds (a publication's time).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A position in a channel: the history it belongs to and the last offset seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {

@@ -1,21 +1,19 @@
-//! Publisher-side writes to WebSocket subscribers.
+//! Publisher-side writes to subscribers' sockets.
 //!
-//! A WebSocket connection subscribed to one channel without compression registers its
-//! socket with the channel. A publication then writes the event's shared frame to every
-//! registered socket that can take it at once, from the publisher's side, instead of
-//! waking every subscriber's task to do the same write (the wake-up and the task's poll
-//! were most of hopline's user-space time in a fan-out; the write itself is the kernel's).
-//! Whatever cannot go that way — the socket is full, a frame is half written, the
-//! subscriber is behind, the task is busy with its own writes — falls back to the task,
-//! which is woken and delivers from the channel's log as before; a slow consumer is cut
-//! by the task's rules, never by a publisher. Server-Sent Events streams over HTTP/1.1
-//! go the same way ([`sse`]): the edge sends the head and hands the connection over.
+//! A WebSocket connection subscribed to one channel without compression, or a
+//! Server-Sent Events stream over HTTP/1.1 ([`crate::sse`]: the edge sends the head and
+//! hands the connection over), registers its socket with the channel. A publication then
+//! writes the event's shared frame to every registered socket that can take it at once,
+//! from the publisher's side, instead of waking every subscriber's task to do the same
+//! write (in a fan-out, waking and polling a task per subscriber costs more user-space
+//! time than the write, which is the kernel's). Whatever cannot go that way — the socket
+//! is full, a frame is half written, the subscriber is behind, the task is busy with its
+//! own writes — falls back to the task, which is woken and delivers from the channel's
+//! log; a slow consumer is cut by the task's rules, never by a publisher.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -27,9 +25,7 @@ use smallvec::SmallVec;
 use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
-use crate::hub::{Channel, Hub};
-use crate::log::Position;
-use crate::service::{chunk, sse_chunk};
+use crate::channel_log::Position;
 
 /// A WebSocket connection's socket, shared by its task and the publishers of its channel.
 pub(crate) struct Shared {
@@ -72,12 +68,10 @@ impl std::fmt::Debug for Shared {
 }
 
 pub(crate) struct State {
+    /// The connection. When it is a plain TCP socket (nothing between it and the
+    /// service), a publisher writes to the socket with one `send`, without the walk
+    /// through the runtime's readiness state.
     io: Upgraded,
-    /// `io`'s socket when it is plain TCP (nothing between it and the service): a
-    /// publisher writes to it with one `send`, without the walk through the boxed
-    /// layers and the runtime's readiness state to the socket (at thousands of sockets
-    /// per publication those are cache misses each).
-    fd: Option<RawFd>,
     /// Publishers may write: the task has nothing half written and nothing queued.
     pub(crate) open: bool,
     /// The position the socket has been given up to (events fully written, or begun by
@@ -94,36 +88,21 @@ impl State {
     /// Write what a plain TCP socket takes of `buf` now, without waiting (None: not a
     /// plain TCP socket). The runtime's idea of the socket's readiness is left as it is:
     /// a would-block here only means the task's next write finds it out itself.
-    #[allow(unsafe_code)]
-    fn send_now(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
-        let fd = self.fd?;
-        // SAFETY: `fd` belongs to `self.io`, which owns it, never changes, and is alive
-        // while `self` is borrowed (the lock on the state is held); `buf` is a live slice
-        // of `buf.len()` bytes. MSG_NOSIGNAL: a closed peer is an EPIPE, not a signal.
-        let n = unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        Some(if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        })
+    /// `NOSIGNAL`: a closed peer is an `EPIPE`, not a signal.
+    fn send_now(&self, buf: &[u8]) -> Option<io::Result<usize>> {
+        // (borrowed from the socket `io` owns, for as long as the state is)
+        let tcp = self.io.tcp()?;
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        Some(rustix::net::send(tcp, buf, flags).map_err(io::Error::from))
     }
 }
 
 impl Shared {
     pub(crate) fn new(io: Upgraded, kind: Kind) -> Arc<Shared> {
-        let fd = io.tcp().map(|tcp| tcp.as_raw_fd());
         Arc::new(Shared {
             kind,
             state: Mutex::new(State {
                 io,
-                fd,
                 open: false,
                 epoch: Arc::from(""),
                 offset: 0,
@@ -297,162 +276,5 @@ impl Shared {
             tokio_util::io::poll_read_buf(Pin::new(&mut self.state.lock().io), cx, buf)
         })
         .await
-    }
-}
-
-/// A registration of a connection with its channel's publishers; dropping it ends them.
-pub(crate) struct Registration {
-    pub(crate) channel: Arc<crate::hub::Channel>,
-    pub(crate) key: usize,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.channel.unregister(self.key);
-    }
-}
-
-/// A Server-Sent Events stream over HTTP/1.1, written straight to its socket once the
-/// edge has sent the head (`Transfer-Encoding: chunked`) and handed the connection over:
-/// events by the publishers when they can, by this task otherwise; a comment every ping
-/// interval; cut (last chunk, then close) when the subscriber falls more than
-/// `client_queue` behind or out of history, the channel is deleted (after an `event:
-/// deleted`), or the server shuts down; closed without a
-/// last chunk when no write makes progress for `write_timeout` (the edge's send timeout).
-pub(crate) async fn sse(
-    io: Upgraded,
-    hub: Arc<Hub>,
-    ch: Arc<Channel>,
-    mut pos: Position,
-    first: Bytes,
-    write_timeout: Duration,
-) {
-    let settings = hub.settings();
-    hub.metrics.sse_open.fetch_add(1, Ordering::Relaxed);
-    // (a subscriber as the channel counts them: it is not swept away)
-    let _rx = ch.subscribe();
-    let shared = Shared::new(io, Kind::Sse);
-    let registration = ch.register(shared.clone());
-    let mut closing = hub.closing();
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + settings.ping, settings.ping);
-    let mut frames: SmallVec<[Bytes; 4]> = smallvec::smallvec![chunk(&first)];
-    let mut was_up = true;
-    let mut sink = BytesMut::new();
-    let last_chunk = 'stream: loop {
-        // take the socket back from the publishers
-        let (tail, flush) = shared.take_back(Some(&mut pos));
-        if let Some(tail) = tail {
-            frames.insert(0, tail);
-        }
-        if ch.backlog(pos.offset) > settings.client_queue {
-            hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            break 'stream true;
-        }
-        let read = ch.read(Some(&pos), 256);
-        if !read.recovered && !ch.is_gone() {
-            // fell out of history: cut (it resumes from its Last-Event-ID and is told
-            // of the gap)
-            hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            break 'stream true;
-        }
-        // (a full read: more may be there already)
-        let more = read.events.len() == 256;
-        if !read.events.is_empty() {
-            for e in &read.events {
-                frames.push(sse_chunk(&read.position.epoch, e));
-            }
-            hub.metrics
-                .deliveries
-                .fetch_add(read.events.len() as u64, Ordering::Relaxed);
-            pos = read.position;
-        }
-        // deleted: what was published before goes out, then the client is told
-        let deleted = !more && ch.is_gone();
-        if deleted {
-            frames.push(chunk(&crate::service::sse_deleted(&ch.name)));
-        }
-        let up = hub.engine_up();
-        if up != was_up {
-            was_up = up;
-            frames.push(chunk(if up {
-                b": engine back\n\n"
-            } else {
-                b": engine unavailable; events resume when it is back\n\n"
-            }));
-        }
-        // write, and keep an eye on how far behind the subscriber gets
-        let mut watch = SseWatch {
-            shared: &shared,
-            ch: &ch,
-            offset: pos.offset,
-        };
-        let written = shared
-            .write_frames(
-                &mut frames,
-                flush,
-                write_timeout,
-                settings.client_queue,
-                &mut watch,
-            )
-            .await;
-        let woke = match written {
-            Ok(woke) => woke || more,
-            Err(why) => {
-                if matches!(why, Stopped::Slow) {
-                    hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                }
-                break 'stream false;
-            }
-        };
-        if deleted {
-            break 'stream true;
-        }
-        shared.hand_over(&pos);
-        if woke {
-            continue;
-        }
-        tokio::select! {
-            r = shared.read_buf(&mut sink) => match r {
-                // (an SSE client sends nothing more; what it sends is dropped)
-                Ok(n) if n > 0 => sink.clear(),
-                _ => break 'stream false,
-            },
-            _ = shared.wake.notified() => {}
-            _ = ping.tick() => frames.push(chunk(b": ping\n\n")),
-            _ = closing.changed() => break 'stream true,
-        }
-    };
-    // publishers stop before the stream ends
-    drop(registration);
-    if last_chunk {
-        let (tail, _) = shared.take_back(None);
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            if let Some(t) = tail {
-                shared.write_all(&t).await?;
-            }
-            shared.write_all(b"0\r\n\r\n").await?;
-            shared.flush().await?;
-            shared.shutdown().await
-        })
-        .await;
-    }
-    hub.metrics.sse_open.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// An SSE stream's [`Watch`]: its publishers' wake-ups and its one channel.
-struct SseWatch<'a> {
-    shared: &'a Shared,
-    ch: &'a Channel,
-    offset: u64,
-}
-
-impl Watch for SseWatch<'_> {
-    fn woken(&mut self) -> impl std::future::Future<Output = ()> + Send {
-        self.shared.wake.notified()
-    }
-
-    fn behind(&self) -> u64 {
-        self.ch.backlog(self.offset)
     }
 }

@@ -1,13 +1,16 @@
 //! hopline-realtime: real-time channels — one channel log served by short polling, long
 //! polling, Server-Sent Events and WebSocket, mounted on the edge as a route service.
 //!
-//! - [`log`]: the channel log and positions (`epoch:offset`), no I/O;
+//! - [`channel_log`]: the channel log and positions (`epoch:offset`), no I/O;
 //! - [`ws`]: RFC 6455 framing and permessage-deflate, no I/O;
 //! - [`token`]: HS256 channel tokens;
-//! - [`hub`]: channels, wake-ups and the engine (memory, or Redis Streams for several
-//!   nodes: [`redis_engine`]);
-//! - [`service`] and [`session`]: the HTTP and WebSocket faces, as an edge
-//!   [`hopline_edge::RouteService`].
+//! - [`channel`]: a channel's log, its wake-ups and the sockets its publishers write to
+//!   directly;
+//! - [`engine`]: what orders publications — in memory, or Redis Streams for several
+//!   nodes;
+//! - [`hub`]: the channels of one section and its engine;
+//! - [`service`] and [`session`]: the HTTP (polls and Server-Sent Events) and WebSocket
+//!   faces, as an edge [`hopline_edge::RouteService`].
 //!
 //! ```toml
 //! [realtime.live]
@@ -21,14 +24,18 @@
 //!   realtime = "live"
 //! ```
 
+pub mod channel;
+pub mod channel_log;
 pub mod config;
 mod direct;
+pub mod engine;
+mod frames;
 pub mod hub;
-pub mod log;
 pub mod metrics;
-pub mod redis_engine;
+pub mod request;
 pub mod service;
 pub mod session;
+mod sse;
 pub mod token;
 pub mod ws;
 
@@ -38,6 +45,8 @@ use std::sync::Arc;
 pub use config::RealtimeConfig;
 pub use hub::Hub;
 pub use service::RealtimeService;
+
+use crate::engine::EngineError;
 
 /// The hubs of a config, kept across reloads: a hub whose section is still there keeps
 /// its channels and subscribers (its settings are updated); a removed one is shut down.
@@ -58,7 +67,7 @@ impl Hubs {
         &self,
         sections: &BTreeMap<String, RealtimeConfig>,
         services: &mut hopline_edge::Services,
-    ) -> Result<(), hub::EngineError> {
+    ) -> Result<(), EngineError> {
         let mut hubs = self.hubs.lock();
         let mut next = BTreeMap::new();
         for (name, cfg) in sections {

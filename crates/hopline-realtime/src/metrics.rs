@@ -1,21 +1,61 @@
-//! A hub's counters as the admin listener shows them: `/.hopline/status` (JSON) and
-//! `/metrics` (Prometheus text).
+//! A hub's counters, and how the admin listener shows them: `/.hopline/status` (JSON)
+//! and `/metrics` (Prometheus text).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::hub::Hub;
+/// Counters for `/metrics` and the status page.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub ws_open: AtomicU64,
+    /// Open SSE streams.
+    pub sse_open: AtomicU64,
+    /// Long polls held now.
+    pub long_polls_held: AtomicU64,
+    /// Short polls answered.
+    pub polls: AtomicU64,
+    /// Long polls answered.
+    pub long_polls: AtomicU64,
+    /// Publications accepted.
+    pub publications: AtomicU64,
+    /// Events delivered to subscribers (every transport).
+    pub deliveries: AtomicU64,
+    /// Of those, WebSocket deliveries written by the publisher itself (the fast path:
+    /// the subscriber's task was not woken).
+    pub deliveries_direct: AtomicU64,
+    /// Reads that could not recover (position lost): the subscriber was told.
+    pub drops: AtomicU64,
+    /// Subscribers cut because they fell behind (slow consumers).
+    pub slow_consumers: AtomicU64,
+    /// WebSocket connections closed for a protocol violation.
+    pub ws_violations: AtomicU64,
+    /// Channels of this node let go because they were deleted (here or, with the shared
+    /// engine, on another node); their subscribers were told.
+    pub channels_deleted: AtomicU64,
+}
+
+/// What the hub says of itself beside its counters.
+#[derive(Debug, Clone)]
+pub struct HubState {
+    /// The hub's name.
+    pub name: String,
+    /// Its engine as configured (`memory` or a Redis URL).
+    pub engine: String,
+    /// Whether the engine answers.
+    pub engine_up: bool,
+    /// Channels on this node.
+    pub channels: usize,
+}
 
 /// The hub's part of the status JSON.
-pub fn status(hub: &Hub) -> serde_json::Value {
-    let m = &hub.metrics;
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let channels = hub.channels();
+pub fn status(hub: &HubState, m: &Metrics) -> serde_json::Value {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     serde_json::json!({
         "kind": "realtime",
-        "engine": hub.settings().config.engine,
-        "engine_up": hub.engine_up(),
-        "channels": channels.len(),
+        "engine": hub.engine,
+        "engine_up": hub.engine_up,
+        "channels": hub.channels,
         "connections": {
             "websocket": n(&m.ws_open),
             "sse": n(&m.sse_open),
@@ -34,9 +74,8 @@ pub fn status(hub: &Hub) -> serde_json::Value {
 }
 
 /// The hub's Prometheus lines.
-pub fn prometheus(hub: &Hub, out: &mut String) {
-    let m = &hub.metrics;
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+pub fn prometheus(hub: &HubState, m: &Metrics, out: &mut String) {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let h = hub.name.replace('"', "'");
     out.push_str("# HELP hopline_realtime_connections Subscribers connected now, per transport.\n# TYPE hopline_realtime_connections gauge\n");
     for (t, v) in [
@@ -101,6 +140,6 @@ pub fn prometheus(hub: &Hub, out: &mut String) {
     let _ = writeln!(
         out,
         "hopline_realtime_engine_up{{hub=\"{h}\"}} {}",
-        u8::from(hub.engine_up())
+        u8::from(hub.engine_up)
     );
 }

@@ -7,130 +7,23 @@
 //!   WebSocket subscribed to the channel (see [`crate::session`]);
 //! - `POST` — publish the body.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hopline_edge::body::{Body, RequestBody};
 use hopline_edge::service::{BoxFuture, RouteService, ServiceContext};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Frame;
-use tokio::sync::watch;
-use tokio_util::sync::ReusableBoxFuture;
 
-use crate::config::Access;
-use crate::hub::{Channel, Hub};
-use crate::log::{Event, Position};
-use crate::token::{self, Claims, TokenError};
+use crate::channel::Channel;
+use crate::channel_log::Position;
+use crate::frames::{json_string, poll_json};
+use crate::hub::Hub;
+use crate::request::{MAX_CHANNEL, Query, authorize, bearer, parse_query, valid_channel};
 
-/// Longest channel name.
-pub const MAX_CHANNEL: usize = 128;
 /// Most events in one poll answer (the reply's offset says where to continue).
 const MAX_EVENTS_PER_ANSWER: usize = 1000;
-
-/// Is `name` a channel name: 1–128 bytes of `A-Z a-z 0-9 _ - . :`?
-pub fn valid_channel(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_CHANNEL
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-}
-
-/// JSON string literal of possibly binary data (lossy UTF-8).
-fn json_string(data: &[u8]) -> String {
-    serde_json::to_string(&String::from_utf8_lossy(data)).unwrap_or_else(|_| "\"\"".into())
-}
-
-/// The event as a WebSocket message's JSON.
-pub(crate) fn ws_json(channel: &str, epoch: &str, e: &Event) -> String {
-    format!(
-        "{{\"channel\":{},\"offset\":{},\"epoch\":{},\"data\":{}}}",
-        json_string(channel.as_bytes()),
-        e.offset,
-        json_string(epoch.as_bytes()),
-        json_string(&e.data)
-    )
-}
-
-/// The event's shared WebSocket text frame.
-pub(crate) fn ws_frame(channel: &str, epoch: &str, e: &Event) -> Bytes {
-    e.frames
-        .ws
-        .get_or_init(|| {
-            crate::ws::frame(
-                crate::ws::Opcode::Text,
-                ws_json(channel, epoch, e).as_bytes(),
-            )
-        })
-        .clone()
-}
-
-/// The event's shared SSE block.
-fn sse_frame(epoch: &str, e: &Event) -> Bytes {
-    e.frames
-        .sse
-        .get_or_init(|| {
-            let text = String::from_utf8_lossy(&e.data);
-            let mut s = String::with_capacity(text.len() + 48);
-            s.push_str("id: ");
-            s.push_str(epoch);
-            s.push(':');
-            s.push_str(itoa::Buffer::new().format(e.offset));
-            s.push('\n');
-            // every line of the data is a data: line (CR, LF and CRLF end lines)
-            for line in text.split('\n') {
-                s.push_str("data: ");
-                s.push_str(line.strip_suffix('\r').unwrap_or(line));
-                s.push('\n');
-            }
-            s.push('\n');
-            Bytes::from(s)
-        })
-        .clone()
-}
-
-/// The event's SSE block as one HTTP/1.1 chunk (shared).
-pub(crate) fn sse_chunk(epoch: &str, e: &Event) -> Bytes {
-    e.frames
-        .sse_chunk
-        .get_or_init(|| chunk(&sse_frame(epoch, e)))
-        .clone()
-}
-
-/// `data` as one HTTP/1.1 chunk.
-/// The SSE event that tells a subscriber its channel was deleted (the stream ends).
-pub(crate) fn sse_deleted(channel: &str) -> Bytes {
-    Bytes::from(format!(
-        "event: deleted\ndata: {{\"channel\":{}}}\n\n",
-        json_string(channel.as_bytes())
-    ))
-}
-
-pub(crate) fn chunk(data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + 12);
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    out.freeze()
-}
-
-/// The event's shared JSON of poll answers.
-fn poll_json(e: &Event) -> Bytes {
-    e.frames
-        .json
-        .get_or_init(|| {
-            Bytes::from(format!(
-                "{{\"offset\":{},\"data\":{}}}",
-                e.offset,
-                json_string(&e.data)
-            ))
-        })
-        .clone()
-}
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let body = body.into();
@@ -161,79 +54,6 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
         HeaderValue::from_static("*"),
     );
     r
-}
-
-/// The query parameters a channel request reads.
-#[derive(Debug, Default)]
-pub(crate) struct Query {
-    pub since: Option<String>,
-    pub wait: bool,
-    /// `?info`: the channel's state instead of its events (publishers only).
-    pub info: bool,
-    pub token: Option<String>,
-}
-
-pub(crate) fn parse_query(q: Option<&str>) -> Result<Query, String> {
-    let mut out = Query::default();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_encoding::percent_decode_str(v)
-            .decode_utf8()
-            .map_err(|_| format!("query parameter {k:?} is not UTF-8"))?
-            .into_owned();
-        match k {
-            "since" => out.since = Some(v),
-            "wait" => out.wait = matches!(v.as_str(), "1" | "true" | "yes"),
-            "info" => out.info = !matches!(v.as_str(), "0" | "false" | "no"),
-            "token" => out.token = Some(v),
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-/// A token from `Authorization: Bearer …` or `?token=`.
-pub(crate) fn bearer<'a>(headers: &'a http::HeaderMap, query: &'a Query) -> Option<&'a str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .or(query.token.as_deref())
-}
-
-/// Check `access` for `channel` with `token`: `Ok(claims)` (None when open), or the
-/// status and message to answer.
-pub(crate) fn authorize(
-    access: &Access,
-    token: Option<&str>,
-    channel: &str,
-    what: &str,
-) -> Result<Option<Claims>, (StatusCode, String)> {
-    match access {
-        Access::Open => Ok(None),
-        Access::Closed => Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "{what} is not enabled on this hub (set {what} = \"open\" or {{ jwt_secret = \"…\" }})"
-            ),
-        )),
-        Access::Jwt { secret } => {
-            let t = token.ok_or((StatusCode::UNAUTHORIZED, TokenError::Missing.to_string()))?;
-            let claims =
-                token::verify(t, secret).map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
-            if !claims.allows(channel) {
-                return Err((
-                    StatusCode::FORBIDDEN,
-                    format!("the token does not allow channel {channel:?}"),
-                ));
-            }
-            Ok(Some(claims))
-        }
-    }
 }
 
 fn unauthorized(status: StatusCode, message: String) -> Response<Body> {
@@ -272,11 +92,11 @@ impl RouteService for RealtimeService {
     }
 
     fn status(&self) -> serde_json::Value {
-        crate::metrics::status(&self.hub)
+        crate::metrics::status(&self.hub.state(), &self.hub.metrics)
     }
 
     fn metrics(&self, out: &mut String) {
-        crate::metrics::prometheus(&self.hub, out);
+        crate::metrics::prometheus(&self.hub.state(), &self.hub.metrics, out);
     }
 
     fn shutdown(&self) {
@@ -361,7 +181,7 @@ async fn handle(
                 Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),
             };
             if wants_sse {
-                sse(hub, ch, since, req.version(), ctx.send_timeout)
+                crate::sse::respond(hub, ch, since, req.version(), ctx.send_timeout)
             } else if query.wait {
                 long_poll(hub, ch, since).await
             } else {
@@ -547,193 +367,6 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
     poll_answer(&hub, &ch, Some(&since))
 }
 
-fn sse(
-    hub: Arc<Hub>,
-    ch: Arc<Channel>,
-    since: Option<Position>,
-    version: http::Version,
-    send_timeout: std::time::Duration,
-) -> Response<Body> {
-    let settings = hub.settings();
-    let read = ch.read(since.as_ref(), 0);
-    let mut first = format!("retry: {}\n", settings.sse_retry_ms);
-    let pos = if since.is_some() && !read.recovered {
-        // the position could not be recovered: say so, then go on from what is there
-        hub.metrics.drops.fetch_add(1, Ordering::Relaxed);
-        let p = read.position.clone();
-        first.push_str(&format!(
-            "event: gap\nid: {p}\ndata: {{\"recovered\":false,\"epoch\":{},\"offset\":{}}}\n\n",
-            json_string(p.epoch.as_bytes()),
-            p.offset
-        ));
-        p
-    } else {
-        since.unwrap_or(read.position)
-    };
-    first.push_str(": ok\n\n");
-    let first = Bytes::from(first);
-    // over HTTP/1.1 the stream is written straight to the socket, by the publishers
-    // when they can (crate::direct); the body below serves HTTP/2 and HTTP/1.0
-    let direct = (version == http::Version::HTTP_11)
-        .then(|| (first.clone(), pos.clone(), hub.clone(), ch.clone()));
-    hub.metrics.sse_open.fetch_add(1, Ordering::Relaxed);
-    let rx = ch.subscribe();
-    let closing = hub.closing();
-    let body = SseBody {
-        first: Some(first),
-        pos,
-        wait: ReusableBoxFuture::new(changed(rx.clone())),
-        closing: ReusableBoxFuture::new(closed(closing)),
-        ping: Box::pin(tokio::time::sleep(settings.ping)),
-        ping_every: settings.ping,
-        client_queue: settings.client_queue,
-        ended: false,
-        ch,
-        hub,
-        was_up: true,
-    };
-    let mut r = Body::stream(body).event_stream();
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    if let Some((first, pos, hub, ch)) = direct {
-        let taken = hopline_edge::service::take_over(&mut r);
-        tokio::spawn(async move {
-            if let Ok(io) = taken.await {
-                crate::direct::sse(io, hub, ch, pos, first, send_timeout).await;
-            }
-        });
-    }
-    r
-}
-
-async fn changed(mut rx: watch::Receiver<u64>) -> (watch::Receiver<u64>, bool) {
-    let ok = rx.changed().await.is_ok();
-    (rx, ok)
-}
-
-async fn closed(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A Server-Sent Events stream: no queue of its own, a position in the channel's log.
-struct SseBody {
-    first: Option<Bytes>,
-    ch: Arc<Channel>,
-    hub: Arc<Hub>,
-    pos: Position,
-    wait: ReusableBoxFuture<'static, (watch::Receiver<u64>, bool)>,
-    closing: ReusableBoxFuture<'static, ()>,
-    ping: Pin<Box<tokio::time::Sleep>>,
-    ping_every: std::time::Duration,
-    client_queue: u64,
-    ended: bool,
-    was_up: bool,
-}
-
-impl Drop for SseBody {
-    fn drop(&mut self) {
-        self.hub.metrics.sse_open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl http_body::Body for SseBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
-        }
-        if this.closing.poll(cx).is_ready() {
-            this.ended = true;
-            return Poll::Ready(None);
-        }
-        loop {
-            // what is there to send?
-            if this.ch.backlog(this.pos.offset) > this.client_queue {
-                // a slow consumer: cut, never slowing the channel down
-                this.hub
-                    .metrics
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
-                this.ended = true;
-                return Poll::Ready(None);
-            }
-            let read = this.ch.read(Some(&this.pos), 256);
-            if !read.recovered && !this.ch.is_gone() {
-                // fell out of history while the client was slow: cut (it resumes from
-                // its Last-Event-ID and is told of the gap)
-                this.hub
-                    .metrics
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
-                this.ended = true;
-                return Poll::Ready(None);
-            }
-            if !read.events.is_empty() {
-                let mut out = BytesMut::new();
-                for e in &read.events {
-                    out.extend_from_slice(&sse_frame(&read.position.epoch, e));
-                }
-                this.hub
-                    .metrics
-                    .deliveries
-                    .fetch_add(read.events.len() as u64, Ordering::Relaxed);
-                this.pos = read.position;
-                let deadline = tokio::time::Instant::now() + this.ping_every;
-                this.ping.as_mut().reset(deadline);
-                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
-            }
-            if this.ch.is_gone() {
-                // deleted: everything published before went out above
-                this.ended = true;
-                return Poll::Ready(Some(Ok(Frame::data(sse_deleted(&this.ch.name)))));
-            }
-            let up = this.hub.engine_up();
-            if up != this.was_up {
-                this.was_up = up;
-                let note: &'static [u8] = if up {
-                    b": engine back\n\n"
-                } else {
-                    b": engine unavailable; events resume when it is back\n\n"
-                };
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(note)))));
-            }
-            match this.wait.poll(cx) {
-                Poll::Ready((rx, ok)) => {
-                    if !ok {
-                        this.ended = true;
-                        return Poll::Ready(None);
-                    }
-                    this.wait.set(changed(rx));
-                    continue;
-                }
-                Poll::Pending => {}
-            }
-            if this.ping.as_mut().poll(cx).is_ready() {
-                let deadline = tokio::time::Instant::now() + this.ping_every;
-                this.ping.as_mut().reset(deadline);
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b": ping\n\n")))));
-            }
-            return Poll::Pending;
-        }
-    }
-}
-
 async fn publish(
     hub: Arc<Hub>,
     req: Request<RequestBody>,
@@ -796,24 +429,5 @@ async fn publish(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_names_and_queries() {
-        assert!(valid_channel("orders"));
-        assert!(valid_channel("a.b-c_d:1"));
-        for bad in ["", "a b", "a/b", "é", "a%20b", &"x".repeat(129)] {
-            assert!(!valid_channel(bad), "{bad:?}");
-        }
-        let q = parse_query(Some("since=ab%3A5&wait=1&token=t.k.n")).unwrap();
-        assert_eq!(q.since.as_deref(), Some("ab:5"));
-        assert!(q.wait);
-        assert_eq!(q.token.as_deref(), Some("t.k.n"));
-        assert!(parse_query(Some("since=%ff")).is_err());
     }
 }

@@ -27,10 +27,12 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tokio::sync::watch;
 
-use crate::direct::{Registration, Shared, Stopped, Watch};
-use crate::hub::{Channel, Hub, Settings};
-use crate::log::Position;
-use crate::service::{Query, authorize, bearer, valid_channel};
+use crate::channel::{Channel, Registration};
+use crate::channel_log::{Behind, Event, Position};
+use crate::direct::{Kind, Shared, Stopped, Watch};
+use crate::frames::ws_frame;
+use crate::hub::{Hub, Settings};
+use crate::request::{Query, authorize, bearer, valid_channel};
 use crate::ws::{self, Decoder, Deflate, Deflater, Message, Opcode, code};
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
@@ -282,7 +284,7 @@ impl Conn {
     /// Queue every subscription's new events (shared frames, not copied, unless
     /// compressed); cut a slow consumer.
     fn deliver(&mut self) -> Result<(), End> {
-        let mut batch: smallvec::SmallVec<[Arc<crate::log::Event>; 4]> = smallvec::SmallVec::new();
+        let mut batch: smallvec::SmallVec<[Arc<Event>; 4]> = smallvec::SmallVec::new();
         let mut i = 0;
         while i < self.subs.len() {
             loop {
@@ -292,7 +294,7 @@ impl Conn {
                 let read = sub
                     .ch
                     .next_batch(&sub.pos, 256, self.settings.client_queue, &mut batch);
-                if matches!(read, Err(crate::log::Behind::Lost)) && sub.ch.is_gone() {
+                if matches!(read, Err(Behind::Lost)) && sub.ch.is_gone() {
                     // (deleted: told below, not cut)
                     break;
                 }
@@ -302,8 +304,8 @@ impl Conn {
                         .slow_consumers
                         .fetch_add(1, Ordering::Relaxed);
                     let reason = match why {
-                        crate::log::Behind::Queue => "slow consumer: send queue full",
-                        crate::log::Behind::Lost => "slow consumer: fell out of history",
+                        Behind::Queue => "slow consumer: send queue full",
+                        Behind::Lost => "slow consumer: fell out of history",
                     };
                     return Err(End::Close(code::SLOW_CONSUMER, reason.into()));
                 }
@@ -311,7 +313,7 @@ impl Conn {
                 sub.pos.offset = last.offset;
                 let n = batch.len();
                 for e in &batch {
-                    let frame = crate::service::ws_frame(&sub.ch.name, &sub.pos.epoch, e);
+                    let frame = ws_frame(&sub.ch.name, &sub.pos.epoch, e);
                     match self.deflater.as_mut() {
                         None => {
                             if !self.out.is_empty() {
@@ -467,6 +469,7 @@ impl Watch for WsWatch<'_> {
     }
 }
 
+/// A WebSocket connection's task, from the upgrade to the close.
 async fn run(
     io: Upgraded,
     hub: Arc<Hub>,
@@ -476,159 +479,203 @@ async fn run(
     first: Option<(String, Option<Position>)>,
 ) {
     hub.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
-    let shared = Shared::new(io, crate::direct::Kind::WebSocket);
+    let shared = Shared::new(io, Kind::WebSocket);
     let mut conn = Conn {
         hub: hub.clone(),
-        settings: settings.clone(),
+        settings,
         token,
         subs: Vec::new(),
         deflater: deflate.map(Deflater::new),
         out: BytesMut::new(),
         frames: smallvec::SmallVec::new(),
-        shared: shared.clone(),
+        shared,
         direct: None,
         flush: false,
     };
-    let mut decoder = Decoder::new(settings.max_message, deflate);
-    let mut inbuf = BytesMut::new();
-    let mut closing = hub.closing();
-    let write_timeout = settings.ping.max(Duration::from_secs(5));
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + settings.ping, settings.ping);
-    let mut pings_unanswered = 0u32;
-    let mut was_up = hub.engine_up();
+    let end = conn.serve(deflate, first).await;
+    conn.close(end).await;
+    hub.metrics.ws_open.fetch_sub(1, Ordering::Relaxed);
+}
 
-    let mut end: End = 'session: {
+impl Conn {
+    /// The connection's life: subscribe to `first`, then, turn by turn, deliver new
+    /// events, write, hand the socket to the publishers, and wait for the peer, a
+    /// publication, the ping interval or the server's shutdown. What ends it.
+    async fn serve(
+        &mut self,
+        deflate: Option<Deflate>,
+        first: Option<(String, Option<Position>)>,
+    ) -> End {
+        let mut decoder = Decoder::new(self.settings.max_message, deflate);
+        let mut inbuf = BytesMut::new();
+        let mut closing = self.hub.closing();
+        let ping_every = self.settings.ping;
+        let write_timeout = ping_every.max(Duration::from_secs(5));
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut pings_unanswered = 0u32;
+        let mut was_up = self.hub.engine_up();
         // (boxed: the engine's futures are large and an idle connection should not carry
         // their space for its whole life)
         if let Some((channel, since)) = first
-            && let Err(e) = Box::pin(conn.subscribe(&channel, since)).await
+            && let Err(e) = Box::pin(self.subscribe(&channel, since)).await
         {
-            break 'session e;
+            return e;
         }
         loop {
-            conn.take_over();
-            if let Err(e) = conn.deliver() {
-                break 'session e;
-            }
-            if !conn.out.is_empty() {
-                // (taken whole: an idle connection keeps no write buffer)
-                let out = std::mem::take(&mut conn.out).freeze();
-                conn.frames.push(out);
+            self.take_over();
+            if let Err(e) = self.deliver() {
+                return e;
             }
             // write, but keep watching the channels: a client that does not read is cut
             // once what it has not taken passes client_queue
-            let direct = conn.direct.is_some();
-            let mut frames = std::mem::take(&mut conn.frames);
-            let flush = std::mem::take(&mut conn.flush);
-            let mut watch = WsWatch {
-                direct,
-                shared: &shared,
-                subs: &mut conn.subs,
-            };
-            // (boxed: kept out of an idle connection's future; skipped when there is
-            // nothing to do)
-            let written = if frames.is_empty() && !flush {
-                Ok(false)
-            } else {
-                Box::pin(shared.write_frames(
-                    &mut frames,
-                    flush,
-                    write_timeout,
-                    settings.client_queue,
-                    &mut watch,
-                ))
-                .await
-            };
-            // (the emptied vector goes back: no allocation next time)
-            conn.frames = frames;
-            let woke = match written {
+            let woke = match self.write_queued(write_timeout).await {
                 Ok(woke) => woke,
-                Err(why) => {
-                    if matches!(why, Stopped::Slow) {
-                        hub.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    }
-                    break 'session End::Gone;
-                }
+                Err(e) => return e,
             };
-            let up = hub.engine_up();
-            if was_up && !up && !conn.subs.is_empty() {
-                break 'session End::Close(
+            let up = self.hub.engine_up();
+            if was_up && !up && !self.subs.is_empty() {
+                return End::Close(
                     code::INTERNAL,
                     "channel engine unavailable; reconnect with your position".into(),
                 );
             }
             was_up = up;
-            conn.give_back();
+            self.give_back();
             if woke {
                 // events may have come while it wrote
                 continue;
             }
-            let direct = conn.direct.is_some();
+            let direct = self.direct.is_some();
             tokio::select! {
-                r = shared.read_buf(&mut inbuf) => {
+                r = self.shared.read_buf(&mut inbuf) => {
                     match r {
-                        Ok(0) | Err(_) => break 'session End::Gone,
+                        Ok(0) | Err(_) => return End::Gone,
                         Ok(_) => {}
                     }
-                    loop {
-                        match decoder.decode(&mut inbuf) {
-                            Ok(None) => break,
-                            Ok(Some(Message::Text(t))) => {
-                                if let Err(e) = Box::pin(conn.command(&t)).await {
-                                    break 'session e;
-                                }
-                            }
-                            Ok(Some(Message::Binary(_))) => {
-                                conn.reply(serde_json::json!({"type": "error", "message": "binary messages are not understood; send JSON text"}));
-                            }
-                            Ok(Some(Message::Ping(p))) => {
-                                ws::encode_frame(&mut conn.out, true, false, Opcode::Pong, &p);
-                            }
-                            Ok(Some(Message::Pong(_))) => pings_unanswered = 0,
-                            Ok(Some(Message::Close(c))) => {
-                                // echo the peer's code (RFC 6455 §5.5.1)
-                                let code = c.map_or(code::NORMAL, |(code, _)| code);
-                                break 'session End::Close(code, String::new());
-                            }
-                            Err(v) => {
-                                hub.metrics.ws_violations.fetch_add(1, Ordering::Relaxed);
-                                break 'session End::Close(v.code, v.reason.into());
-                            }
-                        }
-                    }
-                    if inbuf.is_empty() {
-                        // an idle connection keeps no read buffer (the next read
-                        // reserves a little)
-                        inbuf = BytesMut::new();
-                    } else if let Some(n) = Decoder::frame_len(&inbuf) {
-                        // room for the rest of the frame under way (its length was
-                        // checked against max_message by the decoder already)
-                        inbuf.reserve(n.saturating_sub(inbuf.len()).min(settings.max_message + 14));
+                    if let Err(e) = self.take_input(&mut decoder, &mut inbuf, &mut pings_unanswered).await {
+                        return e;
                     }
                 }
-                _ = changed(direct, &shared, &mut conn.subs) => {}
+                _ = changed(direct, &self.shared, &mut self.subs) => {}
                 _ = ping.tick() => {
                     if pings_unanswered >= 2 {
-                        break 'session End::Close(code::POLICY, "no pong to two pings".into());
+                        return End::Close(code::POLICY, "no pong to two pings".into());
                     }
                     pings_unanswered += 1;
-                    ws::encode_frame(&mut conn.out, true, false, Opcode::Ping, b"");
+                    ws::encode_frame(&mut self.out, true, false, Opcode::Ping, b"");
                 }
                 _ = closing.changed() => {
-                    break 'session End::Close(code::GOING_AWAY, "server shutting down".into());
+                    return End::Close(code::GOING_AWAY, "server shutting down".into());
                 }
             }
         }
-    };
-    // publishers stop writing before the close frame goes
-    conn.take_over();
-    conn.direct = None;
-    if let End::Close(code, reason) = &mut end {
-        let mut out = std::mem::take(&mut conn.out);
-        out.extend_from_slice(&ws::close_frame(*code, reason));
+    }
+
+    /// Write what is queued (then flush), watching the subscriptions meanwhile. Ok(true)
+    /// when the connection was woken while it wrote (events may be waiting).
+    async fn write_queued(&mut self, write_timeout: Duration) -> Result<bool, End> {
+        if !self.out.is_empty() {
+            // (taken whole: an idle connection keeps no write buffer)
+            let out = std::mem::take(&mut self.out).freeze();
+            self.frames.push(out);
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        let flush = std::mem::take(&mut self.flush);
+        // (boxed: kept out of an idle connection's future; skipped when there is nothing
+        // to do)
+        let written = if frames.is_empty() && !flush {
+            Ok(false)
+        } else {
+            let client_queue = self.settings.client_queue;
+            let mut watch = WsWatch {
+                direct: self.direct.is_some(),
+                shared: &self.shared,
+                subs: &mut self.subs,
+            };
+            Box::pin(self.shared.write_frames(
+                &mut frames,
+                flush,
+                write_timeout,
+                client_queue,
+                &mut watch,
+            ))
+            .await
+        };
+        // (the emptied vector goes back: no allocation next time)
+        self.frames = frames;
+        written.map_err(|why| {
+            if matches!(why, Stopped::Slow) {
+                self.hub
+                    .metrics
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            End::Gone
+        })
+    }
+
+    /// Act on the messages the peer sent (what `inbuf` holds of them): commands, pings,
+    /// pongs, a close or a violation.
+    async fn take_input(
+        &mut self,
+        decoder: &mut Decoder,
+        inbuf: &mut BytesMut,
+        pings_unanswered: &mut u32,
+    ) -> Result<(), End> {
+        loop {
+            match decoder.decode(inbuf) {
+                Ok(None) => break,
+                Ok(Some(Message::Text(t))) => Box::pin(self.command(&t)).await?,
+                Ok(Some(Message::Binary(_))) => {
+                    self.reply(serde_json::json!({"type": "error", "message": "binary messages are not understood; send JSON text"}));
+                }
+                Ok(Some(Message::Ping(p))) => {
+                    ws::encode_frame(&mut self.out, true, false, Opcode::Pong, &p);
+                }
+                Ok(Some(Message::Pong(_))) => *pings_unanswered = 0,
+                Ok(Some(Message::Close(c))) => {
+                    // echo the peer's code (RFC 6455 §5.5.1)
+                    let code = c.map_or(code::NORMAL, |(code, _)| code);
+                    return Err(End::Close(code, String::new()));
+                }
+                Err(v) => {
+                    self.hub
+                        .metrics
+                        .ws_violations
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(End::Close(v.code, v.reason.into()));
+                }
+            }
+        }
+        if inbuf.is_empty() {
+            // an idle connection keeps no read buffer (the next read reserves a little)
+            *inbuf = BytesMut::new();
+        } else if let Some(n) = Decoder::frame_len(inbuf) {
+            // room for the rest of the frame under way (its length was checked against
+            // max_message by the decoder already)
+            inbuf.reserve(
+                n.saturating_sub(inbuf.len())
+                    .min(self.settings.max_message + 14),
+            );
+        }
+        Ok(())
+    }
+
+    /// End the connection: the publishers stop writing, then, for a close, what is
+    /// queued and the close frame go (within a second).
+    async fn close(&mut self, end: End) {
+        self.take_over();
+        self.direct = None;
+        let End::Close(code, reason) = end else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.extend_from_slice(&ws::close_frame(code, &reason));
+        let shared = &self.shared;
+        let frames = &mut self.frames;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            for f in conn.frames.drain(..) {
+            for f in frames.drain(..) {
                 shared.write_all(&f).await?;
             }
             shared.write_all(&out).await?;
@@ -637,15 +684,13 @@ async fn run(
         })
         .await;
     }
-    hub.metrics.ws_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
 mod tests {
     /// An idle WebSocket connection costs its task's future (plus its socket): keep the
-    /// engine's large futures boxed out of it. (Measured: 920 bytes at first; an idle subscriber
-    /// costs ~2.3 KiB of RSS in all, bench/realtime.sh; 1,296 bytes since frames are
-    /// written shared, without a copy.)
+    /// engine's large futures boxed out of it (an idle subscriber costs ~2.3 KiB of RSS
+    /// in all, bench/realtime.sh).
     #[test]
     fn an_idle_connection_future_stays_small() {
         let (a, _b) = tokio::io::duplex(64);

@@ -31,8 +31,9 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
-use crate::hub::{Channel, EngineError, Hub};
-use crate::log::{ChannelLog, Position, Retention, new_epoch};
+use crate::channel::Channel;
+use crate::channel_log::{ChannelLog, Position, Retention, new_epoch, now_ms};
+use crate::engine::{ChannelRegistry, DeletedHistory, Engine, EngineError};
 
 const PUBLISH: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
@@ -163,11 +164,6 @@ impl RedisEngine {
         unavailable(e)
     }
 
-    /// Redis answered the last call.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
-    }
-
     fn expiry_ms(retention: Retention) -> u64 {
         (retention.ttl.as_millis() as u64).saturating_mul(2) + 60_000
     }
@@ -202,12 +198,192 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// The channel's history as Redis has it.
-    pub(crate) async fn load(
+    /// Start the follower task (it ends when the hub is dropped or shuts down).
+    pub(crate) fn start(self: &Arc<Self>, hub: Weak<dyn ChannelRegistry>) {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.run(hub).await });
+    }
+
+    /// The follower: one `XREAD` over the streams of every followed channel and the
+    /// deletions stream at a time, appending what it reads to the channels' logs;
+    /// reconnects with a backoff, and checks the epochs now and then.
+    async fn run(self: Arc<Self>, hub: Weak<dyn ChannelRegistry>) {
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut epochs_checked = tokio::time::Instant::now();
+        let mut check_epochs = false;
+        loop {
+            let Some(h) = hub.upgrade() else { return };
+            if h.is_closing() {
+                return;
+            }
+            drop(h);
+            let followed: Vec<(Arc<str>, u64)> = self
+                .followed
+                .lock()
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            if followed.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match self.connect_follower().await {
+                    Ok(c) => {
+                        check_epochs = true;
+                        conn.insert(c)
+                    }
+                    Err(e) => {
+                        self.set_down(&hub, &e.to_string());
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+            };
+            if check_epochs || epochs_checked.elapsed() > EPOCH_CHECK {
+                check_epochs = false;
+                epochs_checked = tokio::time::Instant::now();
+                self.check_epochs(c, &followed, &hub).await;
+                continue;
+            }
+            match self.read_followed(c, &followed).await {
+                Ok(v) => {
+                    backoff = Duration::from_millis(100);
+                    let was_down = !self.up.swap(true, Ordering::AcqRel);
+                    check_epochs |= was_down;
+                    let Some(h) = hub.upgrade() else { return };
+                    self.take_reply(&v, &followed, &*h);
+                    if was_down {
+                        // subscribers waiting for the engine to come back
+                        for ch in h.channels() {
+                            ch.wake();
+                        }
+                    }
+                }
+                Err(e) => {
+                    conn = None;
+                    self.set_down(&hub, &e.to_string());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// A history lost in Redis (restarted empty, keys expired) starts again at offset 1
+    /// under a new epoch: a followed channel whose epoch is no longer Redis's is followed
+    /// from the start.
+    async fn check_epochs(
         &self,
-        channel: &str,
-        retention: Retention,
-    ) -> Result<ChannelLog, EngineError> {
+        c: &mut MultiplexedConnection,
+        followed: &[(Arc<str>, u64)],
+        hub: &Weak<dyn ChannelRegistry>,
+    ) {
+        let mut mget = redis::cmd("MGET");
+        for (name, _) in followed {
+            mget.arg(&self.keys(name)[1]);
+        }
+        let epochs: Result<Vec<Option<String>>, _> = mget.query_async(c).await;
+        let (Ok(epochs), Some(h)) = (epochs, hub.upgrade()) else {
+            return;
+        };
+        for ((name, _), epoch) in followed.iter().zip(epochs) {
+            let (Some(epoch), Some(ch)) = (epoch, h.existing(name)) else {
+                continue;
+            };
+            if *ch.position().epoch != *epoch
+                && let Some(o) = self.followed.lock().get_mut(name)
+            {
+                *o = 0;
+            }
+        }
+    }
+
+    /// One blocking `XREAD` of the followed channels' streams after their offsets, and of
+    /// the deletions stream after what was read of it.
+    async fn read_followed(
+        &self,
+        c: &mut MultiplexedConnection,
+        followed: &[(Arc<str>, u64)],
+    ) -> redis::RedisResult<Value> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS");
+        for (name, _) in followed {
+            cmd.arg(&self.keys(name)[0]);
+        }
+        cmd.arg(self.deletions_key());
+        for (_, offset) in followed {
+            cmd.arg(format!("0-{offset}"));
+        }
+        let from = self.deletions_from.lock().clone();
+        cmd.arg(from.as_deref().unwrap_or("0-0"));
+        cmd.query_async(c).await
+    }
+
+    /// What an `XREAD` brought: deletions first (a channel deleted and started again
+    /// under a new epoch, both in this reply, ends its old subscribers as deleted, not as
+    /// lost), then each channel's new entries, appended to its log.
+    fn take_reply(&self, reply: &Value, followed: &[(Arc<str>, u64)], hub: &dyn ChannelRegistry) {
+        let deletions_key = self.deletions_key();
+        let streams = parse_streams(reply);
+        for (_, entries) in streams.iter().filter(|(k, _)| *k == deletions_key) {
+            for (id, deleted) in parse_deletions(entries) {
+                if let Some((channel, epoch)) = deleted {
+                    hub.deleted_elsewhere(&channel, &epoch);
+                }
+                // (past every entry, even one not ours: no busy loop on it)
+                *self.deletions_from.lock() = Some(id);
+            }
+        }
+        for (key, entries) in streams {
+            if key == deletions_key {
+                continue;
+            }
+            let Some((name, _)) = followed.iter().find(|(n, _)| self.keys(n)[0] == key) else {
+                continue;
+            };
+            let Some(ch) = hub.existing(name) else {
+                continue;
+            };
+            let mut last = None;
+            for e in parse_entries(entries) {
+                let epoch = e
+                    .epoch
+                    .clone()
+                    .unwrap_or_else(|| ch.position().epoch.to_string());
+                ch.append_shared(&epoch, e.offset, e.data, e.published_ms);
+                last = Some(e.offset);
+            }
+            if let Some(last) = last
+                && let Some(o) = self.followed.lock().get_mut(name)
+            {
+                *o = (*o).max(last);
+            }
+        }
+    }
+
+    fn set_down(&self, hub: &Weak<dyn ChannelRegistry>, why: &str) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(target: "hopline::realtime", "hub {}: Redis unavailable: {why}", self.hub);
+            if let Some(h) = hub.upgrade() {
+                for ch in h.channels() {
+                    ch.wake();
+                }
+            }
+        }
+    }
+}
+
+impl Engine for RedisEngine {
+    /// The channel's history as Redis has it.
+    async fn load(&self, channel: &str, retention: Retention) -> Result<ChannelLog, EngineError> {
         let keys = self.keys(channel);
         let mut c = self.conn().await?;
         if let Err(e) = self.mark_deletions(&mut c).await {
@@ -259,12 +435,26 @@ impl RedisEngine {
         Ok(log)
     }
 
+    /// Follow `ch` from its current offset.
+    fn follow(&self, ch: &Arc<Channel>) {
+        // (from this channel's own position: an offset left by an earlier channel of the
+        // name — swept, or deleted and started again under another epoch — must not hide
+        // the first offsets of this one)
+        let offset = ch.position().offset;
+        self.followed.lock().insert(ch.name.clone(), offset);
+    }
+
+    /// Stop following a channel (deleted here).
+    fn unfollow(&self, channel: &str) {
+        self.followed.lock().remove(channel);
+    }
+
     /// Publish through Redis; the local log learns of it from the follower (or here, at
     /// once, so that the publisher's own node does not wait a round trip more).
-    pub(crate) async fn publish(&self, ch: &Channel, data: Bytes) -> Result<Position, EngineError> {
+    async fn publish(&self, ch: &Channel, data: Bytes) -> Result<Position, EngineError> {
         let keys = self.keys(&ch.name);
-        let retention = ch_retention(ch);
-        let published_ms = crate::hub::now_ms();
+        let retention = ch.retention();
+        let published_ms = now_ms();
         let mut c = self.conn().await?;
         let answer: Result<(String, u64), _> = timed(
             self.publish
@@ -311,14 +501,14 @@ impl RedisEngine {
     /// Delete a channel's shared history and tell every node (of Redis's epoch, or of
     /// `local_epoch` when Redis had no such channel): `(epoch, last offset, entries in
     /// history)`, or None when Redis has no such channel.
-    pub(crate) async fn delete(
+    async fn delete(
         &self,
         channel: &str,
         local_epoch: Option<&str>,
-    ) -> Result<Option<(String, u64, usize)>, EngineError> {
+    ) -> Result<Option<DeletedHistory>, EngineError> {
         let keys = self.keys(channel);
         let mut c = self.conn().await?;
-        let answer: Result<Option<(String, u64, usize)>, _> = timed(
+        let answer: Result<Option<DeletedHistory>, _> = timed(
             self.delete
                 .key(&keys[0])
                 .key(&keys[1])
@@ -354,172 +544,9 @@ impl RedisEngine {
         Ok(answer)
     }
 
-    /// Stop following a channel (deleted here).
-    pub(crate) fn unfollow(&self, channel: &str) {
-        self.followed.lock().remove(channel);
-    }
-
-    /// Follow `ch` from its current offset.
-    pub(crate) fn follow(&self, ch: &Arc<Channel>) {
-        // (from this channel's own position: an offset left by an earlier channel of the
-        // name — swept, or deleted and started again under another epoch — must not hide
-        // the first offsets of this one)
-        let offset = ch.position().offset;
-        self.followed.lock().insert(ch.name.clone(), offset);
-    }
-
-    /// Start the follower task (it ends when the hub is dropped).
-    pub(crate) fn start(self: &Arc<Self>, hub: Weak<Hub>) {
-        let engine = self.clone();
-        tokio::spawn(async move { engine.run(hub).await });
-    }
-
-    async fn run(self: Arc<Self>, hub: Weak<Hub>) {
-        let mut conn: Option<MultiplexedConnection> = None;
-        let mut backoff = Duration::from_millis(100);
-        let mut epochs_checked = tokio::time::Instant::now();
-        let mut check_epochs = false;
-        let deletions_key = self.deletions_key();
-        loop {
-            let Some(h) = hub.upgrade() else { return };
-            if *h.closing.borrow() {
-                return;
-            }
-            drop(h);
-            let followed: Vec<(Arc<str>, u64)> = self
-                .followed
-                .lock()
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            if followed.is_empty() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            let c = match conn.as_mut() {
-                Some(c) => c,
-                None => match self.connect_follower().await {
-                    Ok(c) => {
-                        check_epochs = true;
-                        conn.insert(c)
-                    }
-                    Err(e) => {
-                        self.set_down(&hub, &e.to_string());
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                        continue;
-                    }
-                },
-            };
-            if check_epochs || epochs_checked.elapsed() > EPOCH_CHECK {
-                // a history lost in Redis (restarted empty, keys expired) starts again at
-                // offset 1 under a new epoch: follow it from the start
-                check_epochs = false;
-                epochs_checked = tokio::time::Instant::now();
-                let mut mget = redis::cmd("MGET");
-                for (name, _) in &followed {
-                    mget.arg(&self.keys(name)[1]);
-                }
-                let epochs: Result<Vec<Option<String>>, _> = mget.query_async(c).await;
-                if let (Ok(epochs), Some(h)) = (epochs, hub.upgrade()) {
-                    for ((name, _), epoch) in followed.iter().zip(epochs) {
-                        let (Some(epoch), Some(ch)) = (epoch, h.existing(name)) else {
-                            continue;
-                        };
-                        if *ch.position().epoch != *epoch
-                            && let Some(o) = self.followed.lock().get_mut(name)
-                        {
-                            *o = 0;
-                        }
-                    }
-                }
-                continue;
-            }
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT")
-                .arg(1000)
-                .arg("BLOCK")
-                .arg(BLOCK_MS)
-                .arg("STREAMS");
-            for (name, _) in &followed {
-                cmd.arg(&self.keys(name)[0]);
-            }
-            cmd.arg(&deletions_key);
-            for (_, offset) in &followed {
-                cmd.arg(format!("0-{offset}"));
-            }
-            let from = self.deletions_from.lock().clone();
-            cmd.arg(from.as_deref().unwrap_or("0-0"));
-            let reply: Result<Value, _> = cmd.query_async(c).await;
-            match reply {
-                Ok(v) => {
-                    backoff = Duration::from_millis(100);
-                    let was_down = !self.up.swap(true, Ordering::AcqRel);
-                    check_epochs |= was_down;
-                    let Some(h) = hub.upgrade() else { return };
-                    let streams = parse_streams(&v);
-                    // deletions first: a channel deleted and started again under a new
-                    // epoch (both in this reply) ends its old subscribers as deleted, not
-                    // as lost
-                    for (_, entries) in streams.iter().filter(|(k, _)| *k == deletions_key) {
-                        for (id, deleted) in parse_deletions(entries) {
-                            if let Some((channel, epoch)) = deleted {
-                                h.deleted_elsewhere(&channel, &epoch);
-                            }
-                            // (past every entry, even one not ours: no busy loop on it)
-                            *self.deletions_from.lock() = Some(id);
-                        }
-                    }
-                    for (key, entries) in streams {
-                        if key == deletions_key {
-                            continue;
-                        }
-                        let Some((name, _)) = followed.iter().find(|(n, _)| self.keys(n)[0] == key)
-                        else {
-                            continue;
-                        };
-                        let Some(ch) = h.existing(name) else { continue };
-                        let mut last = None;
-                        for e in parse_entries(entries) {
-                            let epoch = e
-                                .epoch
-                                .clone()
-                                .unwrap_or_else(|| ch.position().epoch.to_string());
-                            ch.append_shared(&epoch, e.offset, e.data, e.published_ms);
-                            last = Some(e.offset);
-                        }
-                        if let Some(last) = last
-                            && let Some(o) = self.followed.lock().get_mut(name)
-                        {
-                            *o = (*o).max(last);
-                        }
-                    }
-                    if was_down {
-                        // subscribers waiting for the engine to come back
-                        for ch in h.channels() {
-                            ch.wake();
-                        }
-                    }
-                }
-                Err(e) => {
-                    conn = None;
-                    self.set_down(&hub, &e.to_string());
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-
-    fn set_down(&self, hub: &Weak<Hub>, why: &str) {
-        if self.up.swap(false, Ordering::AcqRel) {
-            tracing::warn!(target: "hopline::realtime", "hub {}: Redis unavailable: {why}", self.hub);
-            if let Some(h) = hub.upgrade() {
-                for ch in h.channels() {
-                    ch.wake();
-                }
-            }
-        }
+    /// Redis answered the last call.
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
     }
 }
 
@@ -535,10 +562,6 @@ async fn timed<T>(
                 "timed out",
             )))
         })
-}
-
-fn ch_retention(ch: &Channel) -> Retention {
-    ch.retention()
 }
 
 struct Entry {

@@ -237,7 +237,7 @@ pub async fn wait_subscribers(edge: &Edge, channel: &str, n: usize) {
 /// A counter of the `live` hub's metrics.
 pub fn hub_counter(
     edge: &Edge,
-    counter: impl Fn(&hopline_realtime::hub::Metrics) -> &std::sync::atomic::AtomicU64,
+    counter: impl Fn(&hopline_realtime::metrics::Metrics) -> &std::sync::atomic::AtomicU64,
 ) -> u64 {
     let hub = edge.hubs.get("live").unwrap();
     counter(&hub.metrics).load(std::sync::atomic::Ordering::Relaxed)
