@@ -318,7 +318,7 @@ impl Board {
                     && let Some((_, name, _)) = table
                         .services
                         .iter()
-                        .find(|(k, _, s)| k == kind && Arc::ptr_eq(s, service))
+                        .find(|(k, _, s)| *k == &**kind && Arc::ptr_eq(s, service))
                 {
                     let id = format!("service:{kind}.{name}");
                     if !services.contains(&id) {

@@ -12,11 +12,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub mod error;
+mod products;
 
 pub use crate::engine::byte_size::ByteSize;
 use crate::limits::config::LimitConfig;
 pub use crate::proxy::config::{HealthConfig, ServerEntry, Upstream};
 pub use error::ConfigError;
+pub use products::ProductSections;
 use error::{in_file_terms, line_col};
 
 /// The whole config file.
@@ -54,13 +56,11 @@ pub struct Config {
     /// DNS services (resolvers, authoritative servers, pools).
     #[serde(default)]
     pub dns: hopline_dns::config::DnsConfig,
-    /// Real-time channel hubs, by name: `hopline-realtime` reads these sections; the
-    /// edge keeps them raw, to check that a route's `realtime = "NAME"` exists.
-    #[serde(default)]
-    pub realtime: std::collections::BTreeMap<String, toml::Value>,
-    /// Notification services, by name (read by `hopline-notify`, kept raw here).
-    #[serde(default)]
-    pub notify: std::collections::BTreeMap<String, toml::Value>,
+    /// The sections of products served on routes (`[KIND.NAME]`, e.g. `[realtime.live]`),
+    /// by kind: each product reads its own; the edge knows only their names, to check that
+    /// a route's `service = "KIND:NAME"` exists.
+    #[serde(skip)]
+    pub products: std::collections::BTreeMap<String, ProductSections>,
     /// Folder of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -198,10 +198,9 @@ pub struct Route {
     pub respond: Option<Respond>,
     /// Forward to the named `[upstream.NAME]` pool.
     pub proxy: Option<Spanned<String>>,
-    /// Serve the real-time channels of `[realtime.NAME]` (`PREFIX/CHANNEL`).
-    pub realtime: Option<Spanned<String>>,
-    /// Serve the notification API of `[notify.NAME]`.
-    pub notify: Option<Spanned<String>>,
+    /// Answer with a product's route service, `"KIND:NAME"` (e.g. `"realtime:live"`, the
+    /// service of `[realtime.live]`). `KIND = "NAME"` is the same, written shorter.
+    pub service: Option<Spanned<String>>,
     /// Answer from the named `[cache.NAME]` where RFC 9111 allows (needs `proxy`).
     pub cache: Option<Spanned<String>>,
     /// Apply the named `[limit.NAME]` rate limit.
@@ -263,8 +262,13 @@ impl Config {
 
     /// Parse and validate config text as if read from `file`, resolving paths against `base`.
     pub fn from_str_at(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)
+        let mut root = toml::de::DeTable::parse(text)
             .map_err(|e| ConfigError::at(file, text, e.span(), in_file_terms(text, &e)))?;
+        let products = products::lift(root.get_mut(), text)
+            .map_err(|(span, message)| ConfigError::at(file, text, Some(span), message))?;
+        let mut config = Config::deserialize(toml::de::Deserializer::from(root))
+            .map_err(|e| ConfigError::at(file, text, e.span(), in_file_terms(text, &e)))?;
+        config.products = products;
         config.base_dir = base.to_path_buf();
         Validator { file, text, base }.validate(&mut config)?;
         Ok(config)
@@ -281,6 +285,43 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn err(&self, span: Range<usize>, msg: impl Into<String>) -> ConfigError {
         ConfigError::at(self.file, self.text, Some(span), msg)
+    }
+
+    /// A route's `service = "KIND:NAME"` names a `[KIND.NAME]` section of this file.
+    fn check_service(
+        &self,
+        named: &Spanned<String>,
+        products: &std::collections::BTreeMap<String, ProductSections>,
+    ) -> Result<(), ConfigError> {
+        let Some((kind, name)) = named.get_ref().split_once(':') else {
+            return Err(self.err(
+                named.span(),
+                format!(
+                    "service {:?}: expected \"KIND:NAME\", e.g. \"realtime:live\" for [realtime.live]",
+                    named.get_ref()
+                ),
+            ));
+        };
+        let known = products.get(kind).map(|p| &p.names);
+        if known.is_some_and(|k| k.contains(name)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = known
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        Err(self.err(
+            named.span(),
+            format!(
+                "no [{kind}.{name}] in this file (known: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ))
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -447,10 +488,6 @@ impl Validator<'_> {
         }
         // (listen address, host or "*") pairs already claimed, for conflict detection.
         let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
-        let service_names: [Vec<String>; 2] = [
-            config.realtime.keys().cloned().collect(),
-            config.notify.keys().cloned().collect(),
-        ];
         for site in &mut config.site {
             if site.listen.get_ref().is_empty() {
                 return Err(self.err(
@@ -545,35 +582,22 @@ impl Validator<'_> {
                     + route.redirect.is_some() as u8
                     + route.respond.is_some() as u8
                     + route.proxy.is_some() as u8
-                    + route.realtime.is_some() as u8
-                    + route.notify.is_some() as u8;
+                    + route.service.is_some() as u8;
                 if handlers != 1 {
+                    let kinds: String = config
+                        .products
+                        .keys()
+                        .map(|k| format!(", `{k}`"))
+                        .collect();
                     return Err(self.err(
                         route.path.span(),
-                        "a route needs exactly one handler: `root`, `redirect`, `respond`, `proxy`, `realtime` or `notify`",
+                        format!(
+                            "a route needs exactly one handler: `root`, `redirect`, `respond`, `proxy` or `service`{kinds}"
+                        ),
                     ));
                 }
-                for (kind, named, known) in [
-                    ("realtime", &route.realtime, &service_names[0]),
-                    ("notify", &route.notify, &service_names[1]),
-                ] {
-                    if let Some(n) = named
-                        && !known.contains(n.get_ref())
-                    {
-                        let names: Vec<&str> = known.iter().map(String::as_str).collect();
-                        return Err(self.err(
-                            n.span(),
-                            format!(
-                                "no [{kind}.{}] in this file (known: {})",
-                                n.get_ref(),
-                                if names.is_empty() {
-                                    "none".to_string()
-                                } else {
-                                    names.join(", ")
-                                }
-                            ),
-                        ));
-                    }
+                if let Some(named) = &route.service {
+                    self.check_service(named, &config.products)?;
                 }
                 if let Some(c) = &route.cache {
                     if route.proxy.is_none() {

@@ -109,8 +109,8 @@ pub enum Handler {
     Proxy(Arc<crate::proxy::pool::UpstreamPool>),
     /// A product's route service (realtime channels, notifications, …).
     Service {
-        /// `(kind, name)`, e.g. `("realtime", "live")`, for status and logs.
-        kind: &'static str,
+        /// The product kind, e.g. `realtime`, for status and logs.
+        kind: Arc<str>,
         /// The service.
         service: Arc<dyn crate::request::service::RouteService>,
         /// The route's prefix, handed to the service.
@@ -192,6 +192,20 @@ pub fn compile(
         wildcard: Vec<(String, Arc<SiteTable>)>,
         any: Option<Arc<SiteTable>>,
         first: Option<Arc<SiteTable>>,
+    }
+    // every product kind in the file is served by this program
+    for (kind, sections) in &config.products {
+        if !services.iter().any(|(k, _, _)| k == kind) {
+            let (line, col) = sections.at;
+            return Err(EdgeError::Conflict(format!(
+                "[{kind}.{}] (line {line}, column {col}): no product of this program serves [{kind}.*] sections (served: {})",
+                sections.names.iter().next().map(String::as_str).unwrap_or(""),
+                {
+                    let served = services.kinds();
+                    if served.is_empty() { "none".to_string() } else { served.join(", ") }
+                },
+            )));
+        }
     }
     let mut upstreams = std::collections::BTreeMap::new();
     for (name, up) in &config.upstream {
@@ -369,20 +383,18 @@ fn compile_site(
         } else if let Some(name) = &r.proxy {
             Handler::Proxy(upstreams.get(name.get_ref()).expect("validated").clone())
         } else if let Some((kind, name)) = r
-            .realtime
+            .service
             .as_ref()
-            .map(|n| ("realtime", n))
-            .or_else(|| r.notify.as_ref().map(|n| ("notify", n)))
+            .and_then(|s| s.get_ref().split_once(':'))
         {
-            let service = services.get(kind, name.get_ref()).ok_or_else(|| {
+            let service = services.get(kind, name).ok_or_else(|| {
                 EdgeError::Conflict(format!(
-                    "route {}: no {kind} service {:?} was started (this program does not serve [{kind}.*] sections)",
+                    "route {}: no {kind} service {name:?} was started (this program does not serve [{kind}.*] sections)",
                     r.path.get_ref(),
-                    name.get_ref()
                 ))
             })?;
             Handler::Service {
-                kind,
+                kind: kind.into(),
                 service: service.clone(),
                 prefix: r.path.get_ref().as_str().into(),
             }

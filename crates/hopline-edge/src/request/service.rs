@@ -3,12 +3,13 @@
 //! HTTP/2 engines, upgrades, limits, access log, metrics and reload — without the edge
 //! depending on the product.
 //!
-//! A product implements [`RouteService`]; the `hopline` binary reads its config section
-//! (`[realtime.NAME]`, `[notify.NAME]`), builds the service, and hands it to the edge in
-//! [`Services`] under `(kind, name)`. A route `realtime = "live"` is then answered by the
-//! service registered as `("realtime", "live")`. The edge keeps only the raw TOML of those
-//! sections (to accept the file and check that a route names one that exists); the product
-//! parses it.
+//! A product implements [`RouteService`]; the `hopline` binary reads its config sections
+//! (`[KIND.NAME]`), builds a service per section, and hands them to the edge in
+//! [`Services`] under `(kind, name)`. A route `service = "KIND:NAME"` (or `KIND = "NAME"`)
+//! is then answered by the service registered as `(KIND, NAME)`. The edge knows no product
+//! by name: it lifts any section that is not its own out of the file, keeps the names (to
+//! check the routes that name them), and refuses a file whose kinds no registered product
+//! serves (see [`crate::config::ProductSections`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -85,6 +86,13 @@ impl Services {
     /// The service registered as `kind`/`name`.
     pub fn get(&self, kind: &str, name: &str) -> Option<&Arc<dyn RouteService>> {
         self.map.get(&(kind.to_string(), name.to_string()))
+    }
+
+    /// The kinds of product registered (each once, sorted).
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self.map.keys().map(|(k, _)| k.as_str()).collect();
+        kinds.dedup();
+        kinds
     }
 
     /// Every service with its kind and name.
