@@ -18,8 +18,8 @@ pub use crate::engine::byte_size::ByteSize;
 use crate::limits::config::LimitConfig;
 pub use crate::proxy::config::{HealthConfig, ServerEntry, Upstream};
 pub use error::ConfigError;
-pub use products::ProductSections;
 use error::{in_file_terms, line_col};
+pub use products::ProductSections;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -306,11 +306,7 @@ impl Validator<'_> {
         if known.is_some_and(|k| k.contains(name)) {
             return Ok(());
         }
-        let names: Vec<&str> = known
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let names: Vec<&str> = known.into_iter().flatten().map(String::as_str).collect();
         Err(self.err(
             named.span(),
             format!(
@@ -584,11 +580,8 @@ impl Validator<'_> {
                     + route.proxy.is_some() as u8
                     + route.service.is_some() as u8;
                 if handlers != 1 {
-                    let kinds: String = config
-                        .products
-                        .keys()
-                        .map(|k| format!(", `{k}`"))
-                        .collect();
+                    let kinds: String =
+                        config.products.keys().map(|k| format!(", `{k}`")).collect();
                     return Err(self.err(
                         route.path.span(),
                         format!(
@@ -728,6 +721,45 @@ pub fn listen_addrs(config: &Config) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn product_sections_are_lifted_and_routes_name_them_generically() {
+        let text = "[chat.room]\nsize = 3\n[chat.hall]\nopen = true\n\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/a/\"\n  chat = \"room\"\n  [[site.route]]\n  path = \"/b/\"\n  service = \"chat:hall\"\n";
+        let c = parse(text).unwrap();
+        let chat = &c.products["chat"];
+        assert_eq!(chat.names.iter().collect::<Vec<_>>(), ["hall", "room"]);
+        assert_eq!(chat.at, (1, 2));
+        let named: Vec<&str> = c.site[0]
+            .route
+            .iter()
+            .map(|r| r.service.as_ref().unwrap().get_ref().as_str())
+            .collect();
+        assert_eq!(named, ["chat:room", "chat:hall"]);
+        // the shorthand keeps its place in the file for errors
+        let e = parse(&text.replace("chat = \"room\"", "chat = \"nope\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("10:10") && e.contains("no [chat.nope] in this file (known: hall, room)"),
+            "{e}"
+        );
+        let e = parse(&text.replace("service = \"chat:hall\"", "service = \"hall\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected \"KIND:NAME\""), "{e}");
+        let e = parse(&text.replace(
+            "service = \"chat:hall\"",
+            "service = \"chat:hall\"\n  chat = \"room\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("both name this route's handler"), "{e}");
+        // a key the edge does not know, where the file has no such section, is still refused
+        let e = parse(&text.replace("chat = \"room\"", "proxi = \"room\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxi"), "{e}");
+    }
 
     #[test]
     fn type_errors_speak_the_files_language() {

@@ -105,12 +105,17 @@ fn shorthand(
         };
         let span = value.span();
         let DeValue::String(name) = value.into_inner() else {
-            return Err((span, format!("`{kind}` names a [{kind}.NAME] section: expected a string")));
+            return Err((
+                span,
+                format!("`{kind}` names a [{kind}.NAME] section: expected a string"),
+            ));
         };
         if route.contains_key("service") {
             return Err((
                 key.span(),
-                format!("`{kind} = \"{name}\"` and `service` both name this route's handler: keep one"),
+                format!(
+                    "`{kind} = \"{name}\"` and `service` both name this route's handler: keep one"
+                ),
             ));
         }
         route.insert(

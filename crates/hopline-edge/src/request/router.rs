@@ -199,10 +199,19 @@ pub fn compile(
             let (line, col) = sections.at;
             return Err(EdgeError::Conflict(format!(
                 "[{kind}.{}] (line {line}, column {col}): no product of this program serves [{kind}.*] sections (served: {})",
-                sections.names.iter().next().map(String::as_str).unwrap_or(""),
+                sections
+                    .names
+                    .iter()
+                    .next()
+                    .map(String::as_str)
+                    .unwrap_or(""),
                 {
                     let served = services.kinds();
-                    if served.is_empty() { "none".to_string() } else { served.join(", ") }
+                    if served.is_empty() {
+                        "none".to_string()
+                    } else {
+                        served.join(", ")
+                    }
                 },
             )));
         }
@@ -382,10 +391,8 @@ fn compile_site(
             }
         } else if let Some(name) = &r.proxy {
             Handler::Proxy(upstreams.get(name.get_ref()).expect("validated").clone())
-        } else if let Some((kind, name)) = r
-            .service
-            .as_ref()
-            .and_then(|s| s.get_ref().split_once(':'))
+        } else if let Some((kind, name)) =
+            r.service.as_ref().and_then(|s| s.get_ref().split_once(':'))
         {
             let service = services.get(kind, name).ok_or_else(|| {
                 EdgeError::Conflict(format!(
@@ -458,6 +465,19 @@ fn compile_site(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_product_kind_no_registered_service_serves_is_refused() {
+        let text = "[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/\"\n  respond = { body = \"x\" }\n\n[chat.room]\nsize = 3\n";
+        let dir = std::env::temp_dir();
+        let config = Config::from_str_at(text, std::path::Path::new("t.toml"), &dir).unwrap();
+        let services = crate::request::service::Services::new();
+        let e = compile(&config, None, &services).unwrap_err().to_string();
+        assert!(
+            e.contains("[chat.room] (line 7, column 2): no product of this program serves [chat.*] sections (served: none)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn host_port_stripping() {
