@@ -655,7 +655,7 @@ async fn subscribe(
 }
 
 pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    let rt = crate::runtime(1)?;
+    let rt = crate::runtime::runtime(1)?;
     rt.block_on(async move {
         let dialer = Dialer::new(&args.url, &args.reach).await?;
         let data = match args.data.as_deref() {
@@ -735,7 +735,7 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
-    let rt = crate::runtime(2)?;
+    let rt = crate::runtime::runtime(2)?;
     rt.block_on(async move {
         let dialer = Dialer::new(&args.url, &args.reach).await?;
         if args.compare {

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // load everything `serve` loads (zones, certificates, roots, products), bind nothing
         hopline_dns::service::DnsServices::check(&config.dns, &config.base_dir)
             .with_context(|| format!("{}", args.config.display()))?;
-        crate::runtime(1)?.block_on(async {
+        crate::runtime::runtime(1)?.block_on(async {
             let products = crate::products::Products::new();
             let services = products.load(&args.config)?;
             hopline_edge::Server::check(&config, &services)
@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("hopline: {} is valid", args.config.display());
         return Ok(ExitCode::SUCCESS);
     }
-    crate::init_logging();
+    crate::runtime::init_logging();
     let threads = args
         .threads
         .or(config.threads)
@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or(1)
         })
         .max(1);
-    let runtime = crate::runtime(threads)?;
+    let runtime = crate::runtime::runtime(threads)?;
     runtime.block_on(serve(args.config, config, threads))
 }
 

@@ -236,8 +236,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let config = Config::load(&config_path)?;
-    crate::init_logging();
-    let rt = crate::runtime(config.threads.unwrap_or(2).max(1))?;
+    crate::runtime::init_logging();
+    let rt = crate::runtime::runtime(config.threads.unwrap_or(2).max(1))?;
     rt.block_on(up(config, config_path, leaf.ca.ca_cert, args.once))
 }
 
