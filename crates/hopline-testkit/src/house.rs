@@ -430,8 +430,8 @@ fn paths_in(text: &str, file_module: &[String]) -> Vec<Vec<String>> {
                 if !preceded_by_colons && starts && toks.get(i + 1) == Some(&Tok::Colons) {
                     let mut here: Vec<String> = file_module.to_vec();
                     here.extend(inline.iter().map(|(n, _)| n.clone()));
-                    let mut prefix = Vec::new();
-                    i = read_path(&toks, i, &here, &mut prefix, &mut out);
+                    let prefix: Vec<String> = Vec::new();
+                    i = read_path(&toks, i, &here, &prefix, &mut out);
                     continue;
                 }
             }
@@ -448,10 +448,10 @@ fn read_path(
     toks: &[Tok],
     mut i: usize,
     here: &[String],
-    prefix: &mut Vec<String>,
+    prefix: &[String],
     out: &mut Vec<Vec<String>>,
 ) -> usize {
-    let mut path = prefix.clone();
+    let mut path = prefix.to_vec();
     let mut first = prefix.is_empty();
     loop {
         match toks.get(i) {
@@ -546,8 +546,8 @@ fn read_group_item(
                 return i + 1;
             }
             Some(Tok::Open) => {
-                let mut prefix = path.clone();
-                return read_path(toks, i, &[], &mut prefix, out);
+                let prefix = path.clone();
+                return read_path(toks, i, &[], &prefix, out);
             }
             _ => return i,
         }

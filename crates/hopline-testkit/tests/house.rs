@@ -26,3 +26,46 @@ fn no_import_circle_inside_any_crate() {
     );
     assert!(found.is_empty(), "import circles:\n{}", found.join("\n"));
 }
+
+/// The edge's layers import downwards only: the engine knows no origin, cache or config;
+/// the cache stores what it is handed and never reaches the proxy; the proxy forwards and
+/// never decides to store; neither reaches the request path, the admin side or the
+/// composed config. A failure names the file, the file it reached and what it took.
+#[test]
+fn the_edge_layers_import_downwards_only() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hopline-edge/src");
+    let graph = read_crate(&src).expect("read the edge's sources");
+    let above = [
+        "request/",
+        "admin/",
+        "config/",
+        "server.rs",
+        "error.rs",
+        "lib.rs",
+    ];
+    let never: &[(&str, &[&str])] = &[
+        ("engine/", &["proxy/", "cache/", "limits/"]),
+        ("cache/", &["proxy/", "limits/", "engine/h1/"]),
+        ("proxy/", &["cache/", "limits/"]),
+        ("limits/", &["proxy/", "cache/", "engine/h1/"]),
+    ];
+    let mut broken = Vec::new();
+    for (layer, also) in never {
+        for (file, imports) in &graph.imports {
+            if !file.starts_with(layer) {
+                continue;
+            }
+            for (to, names) in imports {
+                if above.iter().chain(also.iter()).any(|f| to.starts_with(f)) {
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    broken.push(format!("{file} -> {to}: {}", names.join(", ")));
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "imports against the layers:\n{}",
+        broken.join("\n")
+    );
+}

@@ -314,184 +314,249 @@ pub async fn send(
         forwarding.apply(&mut parts.headers);
     }
     let mut fast_head: Option<Vec<u8>> = None;
+    let mut client_upgrade = client_upgrade;
     let members = up.members();
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let attempts = if retryable { up.retries + 1 } else { 1 };
     // (the error made only when there is one: a request that succeeds allocates none)
     let mut last_err: Option<ProxyError> = None;
     for attempt in 0..attempts {
+        // pick: a server not tried yet, from the pool's balancer
         let Some(pick) = members.pool.pick(&tried) else {
             break; // none at all (NoServer below), or none left to retry on
         };
         let idx = pick.index();
         tried.push(idx);
         let server = &members.servers[idx];
-        if fast {
+        // attempt: one exchange with it
+        let attempted = if fast {
             let head = fast_head.get_or_insert_with(|| forwarding.head(&parts, path_and_query));
-            let started = Instant::now();
-            let sent = crate::proxy::origin::exchange(
-                &server.idle,
-                server.addr,
-                crate::proxy::origin::Ask {
-                    head,
-                    is_head: parts.method == Method::HEAD,
-                    form,
-                    interim,
-                },
-                up.connect_timeout,
-                started + up.read_timeout,
-            )
-            .await;
-            let latency = started.elapsed();
-            match sent {
-                Ok(resp) => {
-                    pick.finish(if resp.status().is_server_error() {
-                        Outcome::ServerError { latency }
-                    } else {
-                        Outcome::Success { latency }
-                    });
-                    let (mut rparts, mut rbody) = resp.into_parts();
-                    // (the client left the hop-by-hop fields out already)
-                    match rbody.relayed_mut() {
-                        Some(relayed) => annotate_lines(&mut relayed.lines, server, latency),
-                        None => annotate_response(&mut rparts.headers, server, latency),
-                    }
-                    return Ok(Response::from_parts(rparts, Either::Right(rbody)));
-                }
-                Err(crate::proxy::origin::ExchangeError::Connect(reason)) => {
-                    pick.finish(Outcome::ConnectError);
-                    tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
-                    last_err = Some(ProxyError::Connect {
-                        server: server.id.clone(),
-                        reason,
-                    });
-                    continue;
-                }
-                Err(crate::proxy::origin::ExchangeError::Timeout) => {
-                    pick.finish(Outcome::Timeout);
-                    tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
-                    return Err(ProxyError::Timeout {
-                        server: server.id.clone(),
-                        after: up.read_timeout,
-                    });
-                }
-                Err(crate::proxy::origin::ExchangeError::Broken(reason)) => {
-                    pick.finish(Outcome::ServerError { latency });
-                    tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
-                    return Err(ProxyError::Upstream {
-                        server: server.id.clone(),
-                        reason,
-                    });
-                }
-            }
-        }
-        let uri: Uri = match format!("http://{}{}", server.addr, path_and_query).parse() {
-            Ok(u) => u,
-            Err(_) => {
-                pick.finish(Outcome::Success {
-                    latency: Duration::ZERO,
-                });
-                return Err(ProxyError::Upstream {
-                    server: server.id.clone(),
-                    reason: "the request target cannot be forwarded".into(),
-                });
-            }
-        };
-        let mut out = Request::new(match body.take() {
-            Some(b) => b,
-            None => Either::Right(Empty::new()),
-        });
-        *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
-        *out.version_mut() = parts.version;
-        *out.headers_mut() = if retryable && attempt + 1 < attempts {
-            parts.headers.clone()
+            let ask = crate::proxy::origin::Ask {
+                head,
+                is_head: parts.method == Method::HEAD,
+                form,
+                interim,
+            };
+            attempt_own(up, server, pick, ask).await
         } else {
-            std::mem::take(&mut parts.headers)
+            let headers = if retryable && attempt + 1 < attempts {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            let out = Outgoing {
+                method: &parts.method,
+                path_and_query,
+                headers,
+                body: body.take().unwrap_or_else(|| Either::Right(Empty::new())),
+                client_failed: client_failed.as_deref(),
+                client_upgrade: client_upgrade.take(),
+            };
+            attempt_hyper(up, server, pick, out).await
         };
-        let started = Instant::now();
-        let sent =
-            tokio::time::timeout(up.read_timeout + up.connect_timeout, up.client.request(out))
-                .await;
-        let latency = started.elapsed();
-        if !matches!(sent, Ok(Ok(_)))
-            && let Some(e) = client_failed.as_ref().and_then(|f| f.get())
-        {
-            // the client's body broke: its error, not the server's (the pick is
-            // dropped unfinished: nothing learned about the server)
-            tracing::debug!(target: "hopline::proxy", "{}: request body from the client failed: {e:?}", up.name);
-            drop(pick);
-            return Err(e.clone());
-        }
-        match sent {
-            Ok(Ok(mut resp)) => {
-                let status = resp.status();
-                pick.finish(if status.is_server_error() {
-                    Outcome::ServerError { latency }
-                } else {
-                    Outcome::Success { latency }
-                });
-                let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-                if switching && let Some(client_upgrade) = client_upgrade {
-                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                    let server_id = server.id.clone();
-                    tokio::spawn(async move {
-                        let upstream_upgrade =
-                            async move { upstream_upgrade.await.map_err(std::io::Error::other) };
-                        match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                            Ok((mut c, u)) => {
-                                let mut u = TokioIo::new(u);
-                                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await
-                                {
-                                    tracing::debug!(target: "hopline::proxy", "tunnel to {server_id} ended: {e}");
-                                }
-                            }
-                            Err(e) => {
-                                tracing::debug!(target: "hopline::proxy", "upgrade with {server_id} failed: {e}")
-                            }
-                        }
-                    });
-                }
-                let (mut rparts, rbody) = resp.into_parts();
-                response_headers(&mut rparts.headers, switching, server, latency);
-                return Ok(Response::from_parts(rparts, Either::Left(rbody)));
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                pick.finish(Outcome::ConnectError);
-                let reason = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
-                tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
-                last_err = Some(ProxyError::Connect {
-                    server: server.id.clone(),
-                    reason,
-                });
-                continue;
-            }
-            Ok(Err(e)) => {
-                pick.finish(Outcome::ServerError { latency });
-                let reason = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
-                tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
-                return Err(ProxyError::Upstream {
-                    server: server.id.clone(),
-                    reason,
-                });
-            }
-            Err(_) => {
-                pick.finish(Outcome::Timeout);
-                tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
-                return Err(ProxyError::Timeout {
-                    server: server.id.clone(),
-                    after: up.read_timeout,
-                });
-            }
+        // retry: only a failed connect may go on to the next server
+        match attempted {
+            Attempt::Done(answer) => return answer,
+            Attempt::Retry(e) => last_err = Some(e),
         }
     }
     Err(last_err.unwrap_or_else(|| ProxyError::NoServer {
         pool: up.name.clone(),
     }))
+}
+
+/// What one attempt on one server came to. (Moved once per attempt: boxing the answer
+/// would cost an allocation on every proxied request.)
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    /// An answer, or a failure no retry may help: the end of the request's tries.
+    Done(Result<Response<UpstreamBody>, ProxyError>),
+    /// The connect failed: another server may be tried.
+    Retry(ProxyError),
+}
+
+/// A request for hyper's client, as one attempt sends it.
+struct Outgoing<'a> {
+    method: &'a Method,
+    path_and_query: &'a str,
+    headers: HeaderMap,
+    body: crate::proxy::client_body::ProxyBody,
+    /// Set when the client's body broke (then the failure is the client's).
+    client_failed: Option<&'a std::sync::OnceLock<ProxyError>>,
+    /// The client's side of an upgrade, tunnelled to the server's after a 101.
+    client_upgrade: Option<crate::engine::h1::upgrade::OnUpgrade>,
+}
+
+/// One attempt with hopline's own HTTP/1.1 client (bodiless GET, HEAD, OPTIONS).
+async fn attempt_own(
+    up: &UpstreamPool,
+    server: &ServerAddr,
+    pick: hopline_balance::Pick<'_>,
+    ask: crate::proxy::origin::Ask<'_>,
+) -> Attempt {
+    let started = Instant::now();
+    let sent = crate::proxy::origin::exchange(
+        &server.idle,
+        server.addr,
+        ask,
+        up.connect_timeout,
+        started + up.read_timeout,
+    )
+    .await;
+    let latency = started.elapsed();
+    match sent {
+        Ok(resp) => {
+            pick.finish(if resp.status().is_server_error() {
+                Outcome::ServerError { latency }
+            } else {
+                Outcome::Success { latency }
+            });
+            let (mut rparts, mut rbody) = resp.into_parts();
+            // (the client left the hop-by-hop fields out already)
+            match rbody.relayed_mut() {
+                Some(relayed) => annotate_lines(&mut relayed.lines, server, latency),
+                None => annotate_response(&mut rparts.headers, server, latency),
+            }
+            Attempt::Done(Ok(Response::from_parts(rparts, Either::Right(rbody))))
+        }
+        Err(crate::proxy::origin::ExchangeError::Connect(reason)) => {
+            pick.finish(Outcome::ConnectError);
+            tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
+            Attempt::Retry(ProxyError::Connect {
+                server: server.id.clone(),
+                reason,
+            })
+        }
+        Err(crate::proxy::origin::ExchangeError::Timeout) => {
+            pick.finish(Outcome::Timeout);
+            tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
+            Attempt::Done(Err(ProxyError::Timeout {
+                server: server.id.clone(),
+                after: up.read_timeout,
+            }))
+        }
+        Err(crate::proxy::origin::ExchangeError::Broken(reason)) => {
+            pick.finish(Outcome::ServerError { latency });
+            tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
+            Attempt::Done(Err(ProxyError::Upstream {
+                server: server.id.clone(),
+                reason,
+            }))
+        }
+    }
+}
+
+/// One attempt with hyper's client (requests with a body, upgrades, h2c pools).
+async fn attempt_hyper(
+    up: &UpstreamPool,
+    server: &ServerAddr,
+    pick: hopline_balance::Pick<'_>,
+    out: Outgoing<'_>,
+) -> Attempt {
+    let uri: Uri = match format!("http://{}{}", server.addr, out.path_and_query).parse() {
+        Ok(u) => u,
+        Err(_) => {
+            pick.finish(Outcome::Success {
+                latency: Duration::ZERO,
+            });
+            return Attempt::Done(Err(ProxyError::Upstream {
+                server: server.id.clone(),
+                reason: "the request target cannot be forwarded".into(),
+            }));
+        }
+    };
+    let mut req = Request::new(out.body);
+    *req.method_mut() = out.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+    *req.headers_mut() = out.headers;
+    let started = Instant::now();
+    let sent =
+        tokio::time::timeout(up.read_timeout + up.connect_timeout, up.client.request(req)).await;
+    let latency = started.elapsed();
+    if !matches!(sent, Ok(Ok(_)))
+        && let Some(e) = out.client_failed.and_then(|f| f.get())
+    {
+        // the client's body broke: its error, not the server's (the pick is dropped
+        // unfinished: nothing learned about the server)
+        tracing::debug!(target: "hopline::proxy", "{}: request body from the client failed: {e:?}", up.name);
+        drop(pick);
+        return Attempt::Done(Err(e.clone()));
+    }
+    match sent {
+        Ok(Ok(mut resp)) => {
+            let status = resp.status();
+            pick.finish(if status.is_server_error() {
+                Outcome::ServerError { latency }
+            } else {
+                Outcome::Success { latency }
+            });
+            let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+            if switching && let Some(client_upgrade) = out.client_upgrade {
+                tunnel(
+                    client_upgrade,
+                    hyper::upgrade::on(&mut resp),
+                    server.id.clone(),
+                );
+            }
+            let (mut rparts, rbody) = resp.into_parts();
+            response_headers(&mut rparts.headers, switching, server, latency);
+            Attempt::Done(Ok(Response::from_parts(rparts, Either::Left(rbody))))
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            pick.finish(Outcome::ConnectError);
+            let reason = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string());
+            tracing::warn!(target: "hopline::proxy", "{}: connect to {} failed: {reason}", up.name, server.id);
+            Attempt::Retry(ProxyError::Connect {
+                server: server.id.clone(),
+                reason,
+            })
+        }
+        Ok(Err(e)) => {
+            pick.finish(Outcome::ServerError { latency });
+            let reason = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string());
+            tracing::warn!(target: "hopline::proxy", "{}: {} failed: {reason}", up.name, server.id);
+            Attempt::Done(Err(ProxyError::Upstream {
+                server: server.id.clone(),
+                reason,
+            }))
+        }
+        Err(_) => {
+            pick.finish(Outcome::Timeout);
+            tracing::warn!(target: "hopline::proxy", "{}: {} timed out", up.name, server.id);
+            Attempt::Done(Err(ProxyError::Timeout {
+                server: server.id.clone(),
+                after: up.read_timeout,
+            }))
+        }
+    }
+}
+
+/// After a 101: the client's and the server's upgraded connections, copied both ways
+/// until either ends.
+fn tunnel(
+    client: crate::engine::h1::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    server_id: String,
+) {
+    tokio::spawn(async move {
+        let server = async move { server.await.map_err(std::io::Error::other) };
+        match tokio::try_join!(client, server) {
+            Ok((mut c, u)) => {
+                let mut u = TokioIo::new(u);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                    tracing::debug!(target: "hopline::proxy", "tunnel to {server_id} ended: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(target: "hopline::proxy", "upgrade with {server_id} failed: {e}")
+            }
+        }
+    });
 }
 
 /// What the proxy does to every response head: hop-by-hop headers out, `Via` and its
