@@ -338,7 +338,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::Send(a) => crate::runtime(1)?.block_on(async move {
+        Command::Send(a) => crate::runtime::runtime(1)?.block_on(async move {
             let body = serde_json::json!({
                 "channel": a.channel, "to": a.to, "body": a.body,
                 "subject": a.subject, "priority": a.priority,
@@ -373,7 +373,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Stats(a) => crate::runtime(1)?.block_on(async move {
+        Command::Stats(a) => crate::runtime::runtime(1)?.block_on(async move {
             let secs = parse_since(&a.since)?;
             let from = hopline_notify::now_ms() / 1000 - secs;
             let (status, v) = call(
@@ -422,7 +422,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Status(a) => crate::runtime(1)?.block_on(async move {
+        Command::Status(a) => crate::runtime::runtime(1)?.block_on(async move {
             loop {
                 let (status, v) = call(
                     &a.api,
