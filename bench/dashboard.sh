@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the live dashboard costs (issue 18): hopline proxying to an nginx origin (13 B
+# What the live dashboard costs: hopline proxying to an nginx origin (13 B
 # file), ONE worker thread on CPU 0, with its admin listener, loaded by wrk; rounds
 # alternate "page closed" and "page open" (an SSE client on /.hopline/events, pinned
 # with wrk to CPU 1, reading one snapshot a second as the page does). Prints req/s and

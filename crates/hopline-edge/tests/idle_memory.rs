@@ -3,46 +3,16 @@
 //! counting allocator, not guessed from RSS). nginx holds well under 1 KiB per idle
 //! connection beyond its preallocated connection table; hopline's budget is 1.5 KiB (it
 //! holds about 1.3 KiB: its task, its socket registration and its connection record).
-#![allow(unsafe_code)] // the counting allocator below
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is
-// updated on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static HEAP: hopline_testkit::alloc::Counting = hopline_testkit::alloc::Counting::new();
 
 const N: usize = 400;
 
@@ -78,7 +48,7 @@ listen = ["127.0.0.1:0"]
     }
     let mut buf = vec![0u8; 4096];
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = HEAP.live_bytes();
     for c in &mut clients {
         c.write_all(b"GET /small.txt HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap();
@@ -86,7 +56,7 @@ listen = ["127.0.0.1:0"]
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = HEAP.live_bytes();
     assert_eq!(t.server.open_connections(), N);
     // the connections were accepted before `before`: the request left nothing behind
     let per_request = (after - before) as f64 / N as f64;
@@ -97,7 +67,7 @@ listen = ["127.0.0.1:0"]
     // and what the server holds for an idle connection at all
     drop(clients);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let closed = LIVE.load(Ordering::Relaxed);
+    let closed = HEAP.live_bytes();
     let per_conn = (after - closed) as f64 / N as f64;
     eprintln!("idle keep-alive connection: {per_conn:.0} bytes of heap (server side)");
     assert!(

@@ -3,47 +3,20 @@
 //! here are blocking std sockets with fixed buffers, so every counted allocation is the
 //! proxy's. A guard for the hot path: a header map built per response, a boxed body, a
 //! buffer allocated per request again would each show here.
-#![allow(unsafe_code)] // the counting allocator below
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is
-// updated on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static HEAP: hopline_testkit::alloc::Counting = hopline_testkit::alloc::Counting::new();
 
 /// Heap allocations one proxied 13-byte GET may make. Measured: 11 — the request's bytes
 /// out of the per-thread read buffer, the shared handle its fields' values hold on them,
 /// the request's header map (two), the per-request future, the proxy's future, the head
 /// sent to the origin, the origin's relayed lines and their shared handle, the origin
-/// body's box, the response head. (Commit e27b0e6 made 14: a default error with the
-/// pool's name, the `Forwarded` text, and a header value made only to be checked.)
+/// body's box, the response head.
 const BUDGET: usize = 11;
 
 /// An origin on a std thread: every request on a connection gets the same 13-byte answer.
@@ -122,11 +95,11 @@ listen = ["127.0.0.1:0"]
         for _ in 0..warm {
             get(&mut c, &mut buf);
         }
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = HEAP.allocations();
         for _ in 0..measured {
             get(&mut c, &mut buf);
         }
-        ALLOCATIONS.load(Ordering::Relaxed) - before
+        HEAP.allocations() - before
     })
     .await
     .unwrap();

@@ -65,6 +65,38 @@ impl std::fmt::Debug for dyn RouteService {
     }
 }
 
+/// A product served on the edge's routes (real-time channels, notifications, …), kept
+/// across reloads. The `hopline` binary registers one per kind and, at start and at each
+/// reload, hands each the config file's text: the product reads its own sections
+/// (`[KIND.NAME]`) and answers with a route service per section.
+pub trait Product: Send + Sync + 'static {
+    /// The kind its sections and routes are named by: `[KIND.NAME]`,
+    /// `service = "KIND:NAME"`.
+    fn kind(&self) -> &'static str;
+
+    /// Check the file's sections of this kind without starting anything. A bad section is
+    /// refused with the file, line and column.
+    fn check(
+        &self,
+        text: &str,
+        file: &std::path::Path,
+    ) -> Result<(), crate::engine::error::BoxError>;
+
+    /// Read the file's sections of this kind and register a route service per section in
+    /// `services`: a section as it was keeps its running part (its state, its clients), a
+    /// changed one is applied to it, a new one is started, and one the file no longer
+    /// has is shut down.
+    fn apply(
+        &self,
+        text: &str,
+        file: &std::path::Path,
+        services: &mut Services,
+    ) -> Result<(), crate::engine::error::BoxError>;
+
+    /// The server stops: shut every running part down.
+    fn shutdown(&self);
+}
+
 /// The services a config's routes may name, by `(kind, name)`, e.g. `("realtime", "live")`.
 #[derive(Debug, Clone, Default)]
 pub struct Services {

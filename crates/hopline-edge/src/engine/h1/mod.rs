@@ -8,7 +8,7 @@
 //! - **files leave by `sendfile`** on plain TCP (head written on its own, body from the
 //!   page cache, no copy through user space); small bodies go out with the head in one
 //!   write. The head is not held back for the body (`MSG_MORE`, nginx's `tcp_nopush`):
-//!   measured on loopback (BENCHMARKS.md) holding it made a 100 KiB response cost the
+//!   measured on loopback (docs/benchmarks-history.md) holding it made a 100 KiB response cost the
 //!   server 14.1 µs of CPU instead of 10.5, and its p99 60 % longer, for 9 % more req/s
 //!   from a load generator that woke up once less per response;
 //! - **strict framing** (RFC 9112 §6): `Transfer-Encoding` with `Content-Length`,
