@@ -23,29 +23,11 @@ use hopline_edge::service::{BoxFuture, RouteService, ServiceContext};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::Service;
-use crate::model::{SendRequest, canonical, hex, validate, verify};
-use crate::store::{Accepted, StoreError};
-
-/// Allowed clock difference of a signed request, seconds.
-pub const SKEW_S: u64 = 300;
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Messages accepted (202).
-    pub accepted: AtomicU64,
-    /// Idempotent repeats answered with the first response.
-    pub repeats: AtomicU64,
-    /// Requests refused for authentication (401/403).
-    pub unauthorized: AtomicU64,
-    /// Requests refused as invalid (400/413/422).
-    pub invalid: AtomicU64,
-    /// Accepts that failed because the store could not write (503).
-    pub unavailable: AtomicU64,
-    /// Requests refused by the app or recipient rate limit (429).
-    pub limited: AtomicU64,
-}
+use crate::clock::now_ms;
+use crate::events::StatusChange;
+use crate::model::{SKEW_S, SendRequest, canonical, hex, validate, verify};
+use crate::service::Service;
+use crate::store::records::{Accepted, App, StoreError};
 
 /// The API of one service.
 #[derive(Debug, Clone)]
@@ -130,7 +112,7 @@ impl RouteService for NotifyApi {
 
 /// Who is calling, once the signature checked out.
 struct Caller {
-    app: crate::store::App,
+    app: App,
 }
 
 async fn authenticate(
@@ -152,7 +134,7 @@ async fn authenticate(
             "sign the request: X-App-Key, X-Timestamp, X-Nonce and X-Signature are required",
         ));
     };
-    let now_s = crate::now_ms() / 1000;
+    let now_s = now_ms() / 1000;
     let Ok(t) = ts.parse::<u64>() else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
@@ -324,7 +306,7 @@ async fn handle(
             Err(e) => store_error(e),
         },
         (&Method::POST, ["v1", "messages", id, "retry"]) => {
-            match svc.store.replay(&app, id, crate::now_ms()).await {
+            match svc.store.replay(&app, id, now_ms()).await {
                 Ok(()) => {
                     svc.wake.notify_one();
                     json(
@@ -336,7 +318,7 @@ async fn handle(
             }
         }
         (&Method::DELETE, ["v1", "messages", id]) => {
-            match svc.store.cancel(&app, id, crate::now_ms()).await {
+            match svc.store.cancel(&app, id, now_ms()).await {
                 Ok(()) => json(
                     StatusCode::OK,
                     &serde_json::json!({"id": id, "status": "cancelled"}),
@@ -472,10 +454,10 @@ async fn callback(
             );
         }
     };
-    let now = crate::now_ms();
+    let now = now_ms();
     match svc.store.callback(id, provider, status, now).await {
         Ok(app) => {
-            svc.events.send(crate::StatusChange {
+            svc.events.send(StatusChange {
                 app,
                 id: id.to_string(),
                 status: status.as_str(),
@@ -532,7 +514,7 @@ async fn send(
         }
     };
     let max = svc.config.read().max_body.0 as usize;
-    let now = crate::now_ms();
+    let now = now_ms();
     let msg = match validate(req, now, max) {
         Ok(m) => m,
         Err(e) => {
@@ -634,7 +616,7 @@ async fn send(
         Ok(Accepted::New(id)) => {
             svc.metrics.accepted.fetch_add(1, Ordering::Relaxed);
             svc.wake.notify_one();
-            svc.events.send(crate::StatusChange {
+            svc.events.send(StatusChange {
                 app: caller.app.key.clone(),
                 id: id.clone(),
                 status: "queued",
@@ -730,7 +712,7 @@ fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
 }
 
 async fn analytics(svc: &Service, app: &str, query: Option<&str>) -> Response<Body> {
-    let now = crate::now_ms();
+    let now = now_ms();
     let (mut from, mut to) = (now.saturating_sub(86_400_000), now + 1);
     for (k, v) in query_pairs(query) {
         match (k.as_str(), time_param(&v)) {

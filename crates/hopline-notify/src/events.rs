@@ -11,7 +11,24 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::{StatusChange, StatusEvent};
+/// A message's status changed (fed to `GET /v1/events`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusChange {
+    /// The app's key (the feed shows an app its own messages only).
+    #[serde(skip)]
+    pub app: String,
+    /// The message.
+    pub id: String,
+    /// Its new status.
+    pub status: &'static str,
+    /// The attempt that led to it (0: not an attempt, e.g. accepted).
+    pub attempt: u32,
+    /// When (Unix ms).
+    pub at_ms: u64,
+}
+
+/// A shared status change.
+pub type StatusEvent = Arc<StatusChange>;
 
 /// Where status changes go.
 #[derive(Debug, Clone)]

@@ -20,8 +20,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::clock::{http_date_ms, now_ms};
+use crate::events::StatusChange;
 use crate::model::{Schedule, Status, Verdict, judge, next_step, webhook_signature};
-use crate::store::{Attempt, Claimed, Outcome, Store};
+use crate::store::Store;
+use crate::store::records::{Attempt, Claimed, Outcome};
 
 /// What the workers run with.
 #[derive(Debug, Clone)]
@@ -162,7 +165,7 @@ pub fn spawn(
         loop {
             let free = slots.available_permits();
             let (claimed, next_due) = if free > 0 {
-                match store.claim(crate::now_ms(), free.min(512)).await {
+                match store.claim(now_ms(), free.min(512)).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(target: "hopline::notify", "claiming messages failed: {e}");
@@ -198,8 +201,9 @@ pub fn spawn(
             }
             // sleep until something is due, a new message arrives, or a slot frees up
             let wait = match next_due {
-                Some(at) => Duration::from_millis(at.saturating_sub(crate::now_ms()))
-                    .min(Duration::from_secs(1)),
+                Some(at) => {
+                    Duration::from_millis(at.saturating_sub(now_ms())).min(Duration::from_secs(1))
+                }
                 None => Duration::from_secs(1),
             };
             if !wait.is_zero() || slots.available_permits() == 0 {
@@ -239,7 +243,7 @@ async fn attempt(
 ) {
     let m = &c.message;
     let started = tokio::time::Instant::now();
-    let at_ms = crate::now_ms();
+    let at_ms = now_ms();
     let (status, retry_after, error, disable) = match m.channel.as_str() {
         "webhook" => match store.disabled(&m.to).await {
             Ok(true) => (
@@ -284,7 +288,7 @@ async fn attempt(
         _ => judge(status, retry_after),
     };
     let jitter: f64 = rand::random::<f64>() * 2.0 - 1.0;
-    let now = crate::now_ms();
+    let now = now_ms();
     let (mut next, next_ms) = next_step(&settings.schedule, c.attempt, verdict, now, jitter);
     if next == Status::Delivered && m.channel != "webhook" {
         // a provider that took it has sent it; delivery is what its callback reports
@@ -316,7 +320,7 @@ async fn attempt(
     if let Err(e) = store.record(&m.id, outcome, now).await {
         tracing::error!(target: "hopline::notify", "recording attempt {} of {} failed: {e}", c.attempt, m.id);
     } else {
-        settings.events.send(crate::StatusChange {
+        settings.events.send(StatusChange {
             app: m.app.clone(),
             id: m.id.clone(),
             status: status.as_str(),
@@ -464,7 +468,7 @@ async fn webhook(
         "attempt": c.attempt,
     })
     .to_string();
-    let ts = crate::now_ms() / 1000;
+    let ts = now_ms() / 1000;
     let signature = webhook_signature(&c.webhook_secret, &m.id, ts, body.as_bytes())
         .ok_or_else(|| Refused::Never("the app has no valid webhook secret".into()))?;
     let headers = vec![
@@ -628,8 +632,8 @@ async fn send(
                 .map(Duration::from_secs)
                 .ok()
                 .or_else(|| {
-                    let at = crate::http_date_ms(v.trim())?;
-                    Some(Duration::from_millis(at.saturating_sub(crate::now_ms())))
+                    let at = http_date_ms(v.trim())?;
+                    Some(Duration::from_millis(at.saturating_sub(now_ms())))
                 })
         });
     // read (and drop) a little of the body so the exchange completes cleanly

@@ -87,7 +87,7 @@ struct Api {
     key: String,
     secret: String,
     whsec: String,
-    _services: hopline_notify::Services,
+    _services: hopline_notify::RunningServices,
     dir: tempfile::TempDir,
 }
 
@@ -137,7 +137,7 @@ listen = ["127.0.0.1:0"]
         Engine::Sqlite => {
             hopline_notify::store::apps::create(&sections["main"].database, "shop", None)
         }
-        Engine::Redis(port) => hopline_notify::redis_store::apps::create(
+        Engine::Redis(port) => hopline_notify::store::redis::apps::create(
             &format!("redis://127.0.0.1:{port}"),
             "main",
             "shop",
@@ -145,7 +145,7 @@ listen = ["127.0.0.1:0"]
         ),
     }
     .unwrap();
-    let services = hopline_notify::Services::new();
+    let services = hopline_notify::RunningServices::new();
     let mut routes = hopline_edge::Services::new();
     services.apply(&sections, &mut routes).unwrap();
     let server = Server::start_with(config, routes).await.unwrap();

@@ -187,7 +187,7 @@ impl AppStore {
         match self {
             AppStore::Sqlite(db) => hopline_notify::store::apps::create(db, name, channels),
             AppStore::Redis { service, url } => {
-                hopline_notify::redis_store::apps::create(url, service, name, channels)
+                hopline_notify::store::redis::apps::create(url, service, name, channels)
             }
         }
     }
@@ -196,7 +196,7 @@ impl AppStore {
         match self {
             AppStore::Sqlite(db) => hopline_notify::store::apps::list(db),
             AppStore::Redis { service, url } => {
-                hopline_notify::redis_store::apps::list(url, service)
+                hopline_notify::store::redis::apps::list(url, service)
             }
         }
     }
@@ -205,7 +205,7 @@ impl AppStore {
         match self {
             AppStore::Sqlite(db) => hopline_notify::store::apps::rotate(db, key),
             AppStore::Redis { service, url } => {
-                hopline_notify::redis_store::apps::rotate(url, service, key)
+                hopline_notify::store::redis::apps::rotate(url, service, key)
             }
         }
     }

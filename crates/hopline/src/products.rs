@@ -11,7 +11,7 @@ use hopline_edge::Services;
 #[derive(Debug, Default)]
 pub struct Products {
     realtime: hopline_realtime::Hubs,
-    notify: hopline_notify::Services,
+    notify: hopline_notify::RunningServices,
 }
 
 /// The folder relative paths of a config file resolve against.

@@ -27,10 +27,17 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Script};
 
-use crate::model::{NewMessage, Priority, Status, message_id, random_token};
-use crate::store::{
-    Accepted, App, Attempt, Change, ClaimAnswer, Claimed, Message, NewApp, Outcome, StoreError,
+use crate::clock::now_ms;
+use crate::events::{EventTasks, Events};
+use crate::model::{ID_TIME_LEN, NewMessage, Priority, Status, message_id, random_token};
+use crate::store::engine::Engine;
+use crate::store::records::{
+    Accepted, AnalyticsRow, App, Attempt, Change, ClaimAnswer, Claimed, Message, NewApp, Outcome,
+    Purged, StoreError, new_app_secrets,
 };
+
+/// A queue entry of a message: (stream, entry id, message id).
+type Entry = (String, String, String);
 
 /// The consumer group every node reads the queues through.
 const GROUP: &str = "workers";
@@ -285,20 +292,6 @@ impl RedisStore {
         })
     }
 
-    /// The feed of status changes shared by every node, on the pub/sub channel
-    /// `hopline:notify:{NAME}:events`.
-    pub fn events(&self) -> (crate::events::Events, crate::events::EventTasks) {
-        crate::events::Events::redis(self.client.clone(), format!("{}:events", self.prefix))
-    }
-
-    /// A reload's retention.
-    pub fn set_retention(&self, retention: Option<Duration>) {
-        self.retention_ms.store(
-            retention.map_or(0, |r| r.as_millis() as u64),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
     /// The retention as the scripts take it ("" = for ever).
     fn retention_arg(&self) -> String {
         match self.retention_ms.load(std::sync::atomic::Ordering::Relaxed) {
@@ -344,179 +337,145 @@ impl RedisStore {
         format!("{}:{what}:{id}", self.prefix)
     }
 
-    /// Store a validated message (the answer comes after Redis has it).
-    pub async fn accept(
+    /// Move what became due (scheduled messages, retries) into the streams, by whichever
+    /// node gets there first; when the next scheduled message is due.
+    async fn move_due(
         &self,
-        app: &str,
-        msg: NewMessage,
-        idempotency: Option<(String, String)>,
+        c: &mut MultiplexedConnection,
         now_ms: u64,
-    ) -> Result<Accepted, StoreError> {
-        let id = message_id(now_ms);
-        let (idem_key, hash) = match &idempotency {
-            Some((k, h)) => (self.key("idem", &format!("{app}:{k}")), h.as_str()),
-            None => (self.key("idem", "-"), ""),
-        };
-        let priority = msg.priority as i64;
-        let due_now = msg.send_at_ms <= now_ms;
-        let mut inv = self.accept.prepare_invoke();
-        inv.key(idem_key)
-            .key(self.key("m", &id))
-            .key(self.key("h", &id))
-            .key(self.key("ix", app))
-            .key(stream_key(&self.prefix, msg.channel.as_str(), priority))
-            .key(format!("{}:due", self.prefix))
-            .arg(hash)
-            .arg(&id)
-            .arg(now_ms)
-            .arg(msg.send_at_ms)
-            .arg(if due_now { "1" } else { "0" });
-        let fields: [(&str, Option<String>); 14] = [
-            ("id", Some(id.clone())),
-            ("app", Some(app.to_string())),
-            ("channel", Some(msg.channel.as_str().to_string())),
-            ("to", Some(msg.to)),
-            ("subject", msg.subject),
-            ("body", Some(msg.body)),
-            ("priority", Some(priority.to_string())),
-            ("status", Some("queued".into())),
-            ("attempts", Some("0".into())),
-            ("next_ms", Some(msg.send_at_ms.to_string())),
-            ("expires_ms", msg.expires_ms.map(|e| e.to_string())),
-            ("created_ms", Some(now_ms.to_string())),
-            ("updated_ms", Some(now_ms.to_string())),
-            ("metadata", msg.metadata.map(|m| m.to_string())),
-        ];
-        for (k, v) in fields {
-            if let Some(v) = v {
-                inv.arg(k).arg(v);
-            }
-        }
-        let mut c = self.conn().await?;
-        let r: (String, String) = match inv.invoke_async(&mut c).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.failed(e).await),
-        };
-        match r.0.as_str() {
-            "new" => Ok(Accepted::New(r.1)),
-            "again" => Ok(Accepted::Again(r.1)),
-            _ => Err(StoreError::IdempotencyMismatch),
-        }
-    }
-
-    /// Hand due messages to this node's workers: move what became due into the streams,
-    /// take over entries of dead nodes, then read new entries (blocking briefly, so an
-    /// `XADD` by any node wakes the read at once).
-    pub async fn claim(&self, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
-        let mut c = self.conn().await?;
+    ) -> Result<Option<u64>, StoreError> {
         let next: Option<String> = match self
             .move_due
             .key(format!("{}:due", self.prefix))
             .arg(now_ms)
             .arg(1000)
             .arg(&self.prefix)
-            .invoke_async(&mut c)
+            .invoke_async(c)
             .await
         {
             Ok(n) => n,
             Err(e) => return Err(self.failed(e).await),
         };
-        let next_due = next.and_then(|s| s.parse::<f64>().ok()).map(|f| f as u64);
-        let names = streams(&self.prefix);
-        let mut entries: Vec<(String, String, String)> = Vec::new();
-        let autoclaim = {
+        Ok(next.and_then(|s| s.parse::<f64>().ok()).map(|f| f as u64))
+    }
+
+    /// Entries other nodes took and left unfinished for `claim_idle_ms` (they died),
+    /// taken over by this one — at most every `claim_idle_ms / 2`; the consumers of
+    /// nodes gone for good are forgotten meanwhile. `(stream, entry, message id)` each.
+    async fn take_over_idle(
+        &self,
+        c: &mut MultiplexedConnection,
+        names: &[String],
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut entries = Vec::new();
+        {
             let mut last = self.last_autoclaim.lock();
-            if now_ms >= *last + self.claim_idle_ms / 2 {
-                *last = now_ms;
-                true
-            } else {
-                false
+            if now_ms < *last + self.claim_idle_ms / 2 {
+                return Ok(entries);
             }
-        };
-        if autoclaim {
-            for s in &names {
-                let r: StreamAutoClaimReply = match redis::cmd("XAUTOCLAIM")
-                    .arg(s)
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(self.claim_idle_ms)
-                    .arg("0-0")
-                    .arg("COUNT")
-                    .arg(limit.max(1))
-                    .query_async(&mut c)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => return Err(self.failed(e).await),
-                };
-                for e in r.claimed {
-                    if let Some(id) = e.get::<String>("id") {
-                        entries.push((s.clone(), e.id, id));
-                    }
-                }
-                for gone in r.deleted_ids {
-                    let _: redis::RedisResult<()> = redis::cmd("XACK")
-                        .arg(s)
-                        .arg(GROUP)
-                        .arg(gone)
-                        .query_async(&mut c)
-                        .await;
-                }
-            }
-            if !entries.is_empty() {
-                tracing::info!(target: "hopline::notify", "took over {} message(s) another node left unfinished", entries.len());
-            }
-            self.forget_dead_consumers(&mut c, &names).await;
+            *last = now_ms;
         }
-        if entries.is_empty() {
-            let block = next_due
-                .map(|d| d.saturating_sub(now_ms))
-                .unwrap_or(MAX_BLOCK_MS)
-                .clamp(1, MAX_BLOCK_MS);
-            let mut reader = {
-                let mut slot = self.reader.lock().await;
-                match slot.as_ref() {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = self
-                            .connect(Duration::from_millis(MAX_BLOCK_MS) + CALL_TIMEOUT)
-                            .await?;
-                        *slot = Some(r.clone());
-                        r
-                    }
-                }
-            };
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP")
+        for s in names {
+            let r: StreamAutoClaimReply = match redis::cmd("XAUTOCLAIM")
+                .arg(s)
                 .arg(GROUP)
                 .arg(&self.consumer)
+                .arg(self.claim_idle_ms)
+                .arg("0-0")
                 .arg("COUNT")
                 .arg(limit.max(1))
-                .arg("BLOCK")
-                .arg(block)
-                .arg("STREAMS")
-                .arg(&names);
-            for _ in &names {
-                cmd.arg(">");
-            }
-            let r: Option<StreamReadReply> = match cmd.query_async(&mut reader).await {
+                .query_async(c)
+                .await
+            {
                 Ok(r) => r,
-                Err(e) => {
-                    *self.reader.lock().await = None;
-                    return Err(unavailable(e));
-                }
+                Err(e) => return Err(self.failed(e).await),
             };
-            for k in r.map(|r| r.keys).unwrap_or_default() {
-                for e in k.ids {
-                    if let Some(id) = e.get::<String>("id") {
-                        entries.push((k.key.clone(), e.id, id));
-                    }
+            for e in r.claimed {
+                if let Some(id) = e.get::<String>("id") {
+                    entries.push((s.clone(), e.id, id));
+                }
+            }
+            for gone in r.deleted_ids {
+                let _: redis::RedisResult<()> = redis::cmd("XACK")
+                    .arg(s)
+                    .arg(GROUP)
+                    .arg(gone)
+                    .query_async(c)
+                    .await;
+            }
+        }
+        if !entries.is_empty() {
+            tracing::info!(target: "hopline::notify", "took over {} message(s) another node left unfinished", entries.len());
+        }
+        self.forget_dead_consumers(c, names).await;
+        Ok(entries)
+    }
+
+    /// New entries of the streams for this node (`XREADGROUP`, blocking up to `block` ms
+    /// on the reader's own connection). `(stream, entry, message id)` each.
+    async fn read_new(
+        &self,
+        names: &[String],
+        limit: usize,
+        block: u64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut reader = {
+            let mut slot = self.reader.lock().await;
+            match slot.as_ref() {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self
+                        .connect(Duration::from_millis(MAX_BLOCK_MS) + CALL_TIMEOUT)
+                        .await?;
+                    *slot = Some(r.clone());
+                    r
+                }
+            }
+        };
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .arg("BLOCK")
+            .arg(block)
+            .arg("STREAMS")
+            .arg(names);
+        for _ in names {
+            cmd.arg(">");
+        }
+        let r: Option<StreamReadReply> = match cmd.query_async(&mut reader).await {
+            Ok(r) => r,
+            Err(e) => {
+                *self.reader.lock().await = None;
+                return Err(unavailable(e));
+            }
+        };
+        let mut entries = Vec::new();
+        for k in r.map(|r| r.keys).unwrap_or_default() {
+            for e in k.ids {
+                if let Some(id) = e.get::<String>("id") {
+                    entries.push((k.key.clone(), e.id, id));
                 }
             }
         }
+        Ok(entries)
+    }
+
+    /// Take the messages of `entries` for this node's workers (one script, one round
+    /// trip: each `sending` now, or found cancelled, expired or gone — then its entry is
+    /// done and goes).
+    async fn take(
+        &self,
+        c: &mut MultiplexedConnection,
+        entries: Vec<Entry>,
+        now_ms: u64,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let mut out = Vec::with_capacity(entries.len());
         let mut done: Vec<(String, String)> = Vec::new();
-        // one round trip takes them all
         let replies: Vec<redis::Value> = if entries.is_empty() {
             Vec::new()
         } else {
@@ -528,7 +487,7 @@ impl RedisStore {
                 .arg(now_ms)
                 .arg(&self.prefix)
                 .arg(self.retention_arg())
-                .invoke_async(&mut c)
+                .invoke_async(c)
                 .await
             {
                 Ok(r) => r,
@@ -565,15 +524,27 @@ impl RedisStore {
                 pipe.cmd("XACK").arg(stream).arg(GROUP).arg(entry).ignore();
                 pipe.cmd("XDEL").arg(stream).arg(entry).ignore();
             }
-            let _: redis::RedisResult<()> = pipe.query_async(&mut c).await;
+            let _: redis::RedisResult<()> = pipe.query_async(c).await;
         }
-        out.sort_by_key(|c| match c.message.priority.as_str() {
-            "high" => 0,
-            "low" => 2,
-            _ => 1,
-        });
-        // nothing got: ask again at once (the next read blocks until something comes)
-        Ok((out, Some(now_ms)))
+        Ok(out)
+    }
+
+    /// Was this nonce of `app` seen inside `ttl_s`? (Remembers it: every node refuses a
+    /// replay, whichever node the first request reached.)
+    async fn remember_nonce(&self, app: &str, nonce: &str, ttl_s: u64) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let r: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(self.key("nonce", &format!("{app}:{nonce}")))
+            .arg("1")
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_s.max(1))
+            .query_async(&mut c)
+            .await;
+        match r {
+            Ok(v) => Ok(v.is_none()),
+            Err(e) => Err(self.failed(e).await),
+        }
     }
 
     /// Remove from each group the consumers of nodes gone for good: nothing pending
@@ -616,37 +587,6 @@ impl RedisStore {
         }
     }
 
-    /// Record an attempt and the message's next status; the queue entry is done.
-    pub async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
-        let held = self.held.lock().remove(id);
-        let (stream, entry) = held.unwrap_or_else(|| (self.key("q", "none"), String::new()));
-        let attempt = serde_json::to_string(&outcome.attempt).map_err(unavailable)?;
-        let mut c = self.conn().await?;
-        let r: redis::RedisResult<i64> = self
-            .record
-            .key(self.key("m", id))
-            .key(self.key("a", id))
-            .key(self.key("h", id))
-            .key(format!("{}:due", self.prefix))
-            .key(format!("{}:disabled", self.prefix))
-            .key(stream)
-            .arg(id)
-            .arg(outcome.status.as_str())
-            .arg(outcome.next_ms.map(|n| n.to_string()).unwrap_or_default())
-            .arg(now_ms)
-            .arg(attempt)
-            .arg(outcome.attempt.at_ms)
-            .arg(outcome.disable_endpoint.unwrap_or_default())
-            .arg(entry)
-            .arg(self.retention_arg())
-            .invoke_async(&mut c)
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.failed(e).await),
-        }
-    }
-
     async fn change(
         &self,
         (app, channel, id): (&str, &str, &str),
@@ -676,97 +616,6 @@ impl RedisStore {
             Ok(r) => Ok(r),
             Err(e) => Err(self.failed(e).await),
         }
-    }
-
-    /// Queue a dead (or failed, or expired) message again.
-    pub async fn replay(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
-        let (what, s) = self
-            .change(
-                (app, "", id),
-                &["dead", "failed", "expired"],
-                Status::Queued,
-                "replay",
-                now_ms,
-            )
-            .await?;
-        answer(&what, &s, "replayed (only dead, failed or expired ones)").map(|_| ())
-    }
-
-    /// Cancel a message not sent yet.
-    pub async fn cancel(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
-        let (what, s) = self
-            .change(
-                (app, "", id),
-                &["queued"],
-                Status::Cancelled,
-                "cancel",
-                now_ms,
-            )
-            .await?;
-        answer(&what, &s, "cancelled (only queued ones)").map(|_| ())
-    }
-
-    /// A provider's delivery report; answers the message's app.
-    pub async fn callback(
-        &self,
-        id: &str,
-        channel: &str,
-        status: Status,
-        now_ms: u64,
-    ) -> Result<String, StoreError> {
-        let (what, s) = self
-            .change(
-                ("", channel, id),
-                &["sent", "sending", "delivered"],
-                status,
-                "callback",
-                now_ms,
-            )
-            .await?;
-        if what == "conflict" {
-            return Err(StoreError::Conflict(format!(
-                "a {s} message takes no delivery report"
-            )));
-        }
-        answer(&what, &s, "")
-    }
-
-    /// A message of `app` with its attempts and status changes.
-    pub async fn get(
-        &self,
-        app: &str,
-        id: &str,
-    ) -> Result<(Message, Vec<Attempt>, Vec<Change>), StoreError> {
-        let mut c = self.conn().await?;
-        type Raw = (HashMap<String, String>, Vec<String>, Vec<String>);
-        let r: redis::RedisResult<Raw> = redis::pipe()
-            .hgetall(self.key("m", id))
-            .lrange(self.key("a", id), 0, -1)
-            .lrange(self.key("h", id), 0, -1)
-            .query_async(&mut c)
-            .await;
-        let (fields, attempts, history) = match r {
-            Ok(r) => r,
-            Err(e) => return Err(self.failed(e).await),
-        };
-        if fields.get("app").map(String::as_str) != Some(app) {
-            return Err(StoreError::NotFound);
-        }
-        let attempts = attempts
-            .iter()
-            .filter_map(|a| serde_json::from_str::<Attempt>(a).ok())
-            .collect();
-        let changes = history
-            .iter()
-            .filter_map(|h| {
-                let (s, at) = h.split_once(' ')?;
-                Some(Change {
-                    status: s.to_string(),
-                    at_ms: at.parse().ok()?,
-                })
-            })
-            .collect();
-        Ok((message_of(&fields), attempts, changes))
     }
 
     /// Ids of `app` newest first, between `min` and `max` (ZRANGE BYLEX bounds), a chunk.
@@ -828,9 +677,222 @@ impl RedisStore {
             Err(e) => Err(self.failed(e).await),
         }
     }
+}
+
+impl Engine for RedisStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// Store a validated message (the answer comes after Redis has it).
+    async fn accept(
+        &self,
+        app: &str,
+        msg: NewMessage,
+        idempotency: Option<(String, String)>,
+        now_ms: u64,
+    ) -> Result<Accepted, StoreError> {
+        let id = message_id(now_ms);
+        let (idem_key, hash) = match &idempotency {
+            Some((k, h)) => (self.key("idem", &format!("{app}:{k}")), h.as_str()),
+            None => (self.key("idem", "-"), ""),
+        };
+        let priority = msg.priority as i64;
+        let due_now = msg.send_at_ms <= now_ms;
+        let mut inv = self.accept.prepare_invoke();
+        inv.key(idem_key)
+            .key(self.key("m", &id))
+            .key(self.key("h", &id))
+            .key(self.key("ix", app))
+            .key(stream_key(&self.prefix, msg.channel.as_str(), priority))
+            .key(format!("{}:due", self.prefix))
+            .arg(hash)
+            .arg(&id)
+            .arg(now_ms)
+            .arg(msg.send_at_ms)
+            .arg(if due_now { "1" } else { "0" });
+        let fields: [(&str, Option<String>); 14] = [
+            ("id", Some(id.clone())),
+            ("app", Some(app.to_string())),
+            ("channel", Some(msg.channel.as_str().to_string())),
+            ("to", Some(msg.to)),
+            ("subject", msg.subject),
+            ("body", Some(msg.body)),
+            ("priority", Some(priority.to_string())),
+            ("status", Some("queued".into())),
+            ("attempts", Some("0".into())),
+            ("next_ms", Some(msg.send_at_ms.to_string())),
+            ("expires_ms", msg.expires_ms.map(|e| e.to_string())),
+            ("created_ms", Some(now_ms.to_string())),
+            ("updated_ms", Some(now_ms.to_string())),
+            ("metadata", msg.metadata.map(|m| m.to_string())),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                inv.arg(k).arg(v);
+            }
+        }
+        let mut c = self.conn().await?;
+        let r: (String, String) = match inv.invoke_async(&mut c).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.failed(e).await),
+        };
+        match r.0.as_str() {
+            "new" => Ok(Accepted::New(r.1)),
+            "again" => Ok(Accepted::Again(r.1)),
+            _ => Err(StoreError::IdempotencyMismatch),
+        }
+    }
+
+    /// Hand due messages to this node's workers: move what became due into the streams,
+    /// take over entries of dead nodes, then read new entries (blocking briefly, so an
+    /// `XADD` by any node wakes the read at once).
+    async fn claim(&self, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
+        let mut c = self.conn().await?;
+        let next_due = self.move_due(&mut c, now_ms).await?;
+        let names = streams(&self.prefix);
+        let mut entries = self.take_over_idle(&mut c, &names, now_ms, limit).await?;
+        if entries.is_empty() {
+            let block = next_due
+                .map(|d| d.saturating_sub(now_ms))
+                .unwrap_or(MAX_BLOCK_MS)
+                .clamp(1, MAX_BLOCK_MS);
+            entries = self.read_new(&names, limit, block).await?;
+        }
+        let mut out = self.take(&mut c, entries, now_ms).await?;
+        out.sort_by_key(|c| match c.message.priority.as_str() {
+            "high" => 0,
+            "low" => 2,
+            _ => 1,
+        });
+        // nothing got: ask again at once (the next read blocks until something comes)
+        Ok((out, Some(now_ms)))
+    }
+
+    /// Record an attempt and the message's next status; the queue entry is done.
+    async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
+        let held = self.held.lock().remove(id);
+        let (stream, entry) = held.unwrap_or_else(|| (self.key("q", "none"), String::new()));
+        let attempt = serde_json::to_string(&outcome.attempt).map_err(unavailable)?;
+        let mut c = self.conn().await?;
+        let r: redis::RedisResult<i64> = self
+            .record
+            .key(self.key("m", id))
+            .key(self.key("a", id))
+            .key(self.key("h", id))
+            .key(format!("{}:due", self.prefix))
+            .key(format!("{}:disabled", self.prefix))
+            .key(stream)
+            .arg(id)
+            .arg(outcome.status.as_str())
+            .arg(outcome.next_ms.map(|n| n.to_string()).unwrap_or_default())
+            .arg(now_ms)
+            .arg(attempt)
+            .arg(outcome.attempt.at_ms)
+            .arg(outcome.disable_endpoint.unwrap_or_default())
+            .arg(entry)
+            .arg(self.retention_arg())
+            .invoke_async(&mut c)
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.failed(e).await),
+        }
+    }
+
+    /// Queue a dead (or failed, or expired) message again.
+    async fn replay(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let (what, s) = self
+            .change(
+                (app, "", id),
+                &["dead", "failed", "expired"],
+                Status::Queued,
+                "replay",
+                now_ms,
+            )
+            .await?;
+        answer(&what, &s, "replayed (only dead, failed or expired ones)").map(|_| ())
+    }
+
+    /// Cancel a message not sent yet.
+    async fn cancel(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        let (what, s) = self
+            .change(
+                (app, "", id),
+                &["queued"],
+                Status::Cancelled,
+                "cancel",
+                now_ms,
+            )
+            .await?;
+        answer(&what, &s, "cancelled (only queued ones)").map(|_| ())
+    }
+
+    /// A provider's delivery report; answers the message's app.
+    async fn callback(
+        &self,
+        id: &str,
+        channel: &str,
+        status: Status,
+        now_ms: u64,
+    ) -> Result<String, StoreError> {
+        let (what, s) = self
+            .change(
+                ("", channel, id),
+                &["sent", "sending", "delivered"],
+                status,
+                "callback",
+                now_ms,
+            )
+            .await?;
+        if what == "conflict" {
+            return Err(StoreError::Conflict(format!(
+                "a {s} message takes no delivery report"
+            )));
+        }
+        answer(&what, &s, "")
+    }
+
+    /// A message of `app` with its attempts and status changes.
+    async fn get(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<(Message, Vec<Attempt>, Vec<Change>), StoreError> {
+        let mut c = self.conn().await?;
+        type Raw = (HashMap<String, String>, Vec<String>, Vec<String>);
+        let r: redis::RedisResult<Raw> = redis::pipe()
+            .hgetall(self.key("m", id))
+            .lrange(self.key("a", id), 0, -1)
+            .lrange(self.key("h", id), 0, -1)
+            .query_async(&mut c)
+            .await;
+        let (fields, attempts, history) = match r {
+            Ok(r) => r,
+            Err(e) => return Err(self.failed(e).await),
+        };
+        if fields.get("app").map(String::as_str) != Some(app) {
+            return Err(StoreError::NotFound);
+        }
+        let attempts = attempts
+            .iter()
+            .filter_map(|a| serde_json::from_str::<Attempt>(a).ok())
+            .collect();
+        let changes = history
+            .iter()
+            .filter_map(|h| {
+                let (s, at) = h.split_once(' ')?;
+                Some(Change {
+                    status: s.to_string(),
+                    at_ms: at.parse().ok()?,
+                })
+            })
+            .collect();
+        Ok((message_of(&fields), attempts, changes))
+    }
 
     /// A page of `app`'s messages, newest first.
-    pub async fn list(
+    async fn list(
         &self,
         app: &str,
         status: Option<String>,
@@ -841,7 +903,7 @@ impl RedisStore {
     ) -> Result<Vec<Message>, StoreError> {
         let mut c = self.conn().await?;
         let min = since_ms.map_or("-".to_string(), |s| {
-            format!("[{}", &message_id(s)[..crate::model::ID_TIME_LEN])
+            format!("[{}", &message_id(s)[..ID_TIME_LEN])
         });
         let mut max = before.map_or("+".to_string(), |b| format!("({b}"));
         let mut out = Vec::new();
@@ -863,15 +925,15 @@ impl RedisStore {
 
     /// Per channel and status: counts and latencies of `app`'s messages accepted in
     /// `[from, to)`.
-    pub async fn analytics(
+    async fn analytics(
         &self,
         app: &str,
         from_ms: u64,
         to_ms: u64,
-    ) -> Result<Vec<(String, String, u64, Vec<f64>, Vec<f64>)>, StoreError> {
+    ) -> Result<Vec<AnalyticsRow>, StoreError> {
         let mut c = self.conn().await?;
-        let min = format!("[{}", &message_id(from_ms)[..crate::model::ID_TIME_LEN]);
-        let mut max = format!("({}", &message_id(to_ms)[..crate::model::ID_TIME_LEN]);
+        let min = format!("[{}", &message_id(from_ms)[..ID_TIME_LEN]);
+        let mut max = format!("({}", &message_id(to_ms)[..ID_TIME_LEN]);
         type Groups = std::collections::BTreeMap<(String, String), (u64, Vec<f64>, Vec<f64>)>;
         let mut groups: Groups = Default::default();
         loop {
@@ -899,7 +961,7 @@ impl RedisStore {
     }
 
     /// The app with this key.
-    pub async fn app(&self, key: &str) -> Result<Option<App>, StoreError> {
+    async fn app(&self, key: &str) -> Result<Option<App>, StoreError> {
         let mut c = self.conn().await?;
         let r: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL")
             .arg(self.key("app", key))
@@ -913,7 +975,7 @@ impl RedisStore {
     }
 
     /// The earliest time a scheduled message is due (Unix ms).
-    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
+    async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn().await?;
         let r: redis::RedisResult<Vec<(String, f64)>> = redis::cmd("ZRANGE")
             .arg(format!("{}:due", self.prefix))
@@ -929,7 +991,7 @@ impl RedisStore {
     }
 
     /// Is `url` a disabled webhook endpoint?
-    pub async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
+    async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
         let r: redis::RedisResult<bool> = redis::cmd("SISMEMBER")
             .arg(format!("{}:disabled", self.prefix))
@@ -942,22 +1004,39 @@ impl RedisStore {
         }
     }
 
-    /// Was this nonce of `app` seen inside `ttl_s`? (Remembers it: every node refuses a
-    /// replay, whichever node the first request reached.)
-    pub async fn nonce_seen(&self, app: &str, nonce: &str, ttl_s: u64) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
-        let r: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(self.key("nonce", &format!("{app}:{nonce}")))
-            .arg("1")
-            .arg("NX")
-            .arg("EX")
-            .arg(ttl_s.max(1))
-            .query_async(&mut c)
-            .await;
-        match r {
-            Ok(v) => Ok(v.is_none()),
-            Err(e) => Err(self.failed(e).await),
-        }
+    /// (Finished messages expire by themselves.)
+    async fn purge(
+        &self,
+        _before_ms: u64,
+        _idempotency_before_ms: u64,
+        _limit: usize,
+    ) -> Result<Purged, StoreError> {
+        Ok(Purged::default())
+    }
+
+    /// A reload's retention.
+    fn set_retention(&self, retention: Option<Duration>) {
+        self.retention_ms.store(
+            retention.map_or(0, |r| r.as_millis() as u64),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Was this nonce of `app` seen by any node inside `ttl_s`? (Remembers it: every
+    /// node refuses a replay, whichever node the first request reached.)
+    async fn nonce_seen(
+        &self,
+        app: &str,
+        nonce: &str,
+        ttl_s: u64,
+    ) -> Option<Result<bool, StoreError>> {
+        Some(self.remember_nonce(app, nonce, ttl_s).await)
+    }
+
+    /// The feed of status changes shared by every node, on the pub/sub channel
+    /// `hopline:notify:{NAME}:events`.
+    fn events(&self) -> (Events, EventTasks) {
+        Events::redis(self.client.clone(), format!("{}:events", self.prefix))
     }
 }
 
@@ -1031,7 +1110,7 @@ pub mod apps {
         channels: Option<Vec<String>>,
     ) -> Result<NewApp, StoreError> {
         let mut c = connect(url)?;
-        let new = crate::store::new_app_secrets();
+        let new = new_app_secrets();
         let p = prefix_of(service);
         let mut fields = vec![
             ("name", name.to_string()),
@@ -1040,7 +1119,7 @@ pub mod apps {
                 serde_json::to_string(&[&new.secret]).unwrap_or_default(),
             ),
             ("webhook_secret", new.webhook_secret.clone()),
-            ("created_ms", crate::now_ms().to_string()),
+            ("created_ms", now_ms().to_string()),
         ];
         if let Some(ch) = channels {
             fields.push(("channels", serde_json::to_string(&ch).unwrap_or_default()));
@@ -1049,7 +1128,7 @@ pub mod apps {
             .atomic()
             .hset_multiple(format!("{p}:app:{}", new.key), &fields)
             .ignore()
-            .zadd(format!("{p}:apps"), &new.key, crate::now_ms())
+            .zadd(format!("{p}:apps"), &new.key, now_ms())
             .ignore()
             .query::<()>(&mut c)
             .map_err(unavailable)?;

@@ -8,150 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::model::{Channel, NewMessage, Priority, Status, message_id, random_token};
-
-/// Why the store could not do something.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database cannot be written (disk full, read-only, …): nothing was accepted.
-    #[error("the message store cannot write: {0}")]
-    Unavailable(String),
-    /// No such message (for this app).
-    #[error("no such message")]
-    NotFound,
-    /// The message is not in a state that allows this.
-    #[error("{0}")]
-    Conflict(String),
-    /// The same Idempotency-Key was used with another request.
-    #[error("this Idempotency-Key was used with a different request")]
-    IdempotencyMismatch,
-}
+use crate::clock::now_ms;
+use crate::events::{EventTasks, Events};
+use crate::model::{NewMessage, Priority, Status, message_id, random_token};
+use crate::store::engine::Engine;
+use crate::store::records::{
+    Accepted, AnalyticsRow, App, Attempt, Change, ClaimAnswer, Claimed, Message, NewApp, Outcome,
+    Purged, StoreError, new_app_secrets,
+};
 
 fn sql_err(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
-}
-
-/// An app: its key, its active secrets (at most two, for rotation without downtime),
-/// the `whsec_` secret its webhooks are signed with, and the channels it may use.
-#[derive(Debug, Clone, Serialize)]
-pub struct App {
-    /// Public key (`X-App-Key`).
-    pub key: String,
-    /// Name.
-    pub name: String,
-    /// Active secrets, newest first.
-    #[serde(skip)]
-    pub secrets: Vec<String>,
-    /// Signs this app's webhooks.
-    #[serde(skip)]
-    pub webhook_secret: String,
-    /// Channels allowed (`None`: all).
-    pub channels: Option<Vec<String>>,
-    /// Created, Unix ms.
-    pub created_ms: u64,
-}
-
-/// A message as stored.
-#[derive(Debug, Clone, Serialize)]
-pub struct Message {
-    /// Id.
-    pub id: String,
-    /// The app's key.
-    pub app: String,
-    /// Channel.
-    pub channel: String,
-    /// Recipient.
-    pub to: String,
-    /// Subject.
-    pub subject: Option<String>,
-    /// Text.
-    pub body: String,
-    /// Priority.
-    pub priority: String,
-    /// Status now.
-    pub status: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Next attempt (Unix ms) while queued.
-    pub next_ms: u64,
-    /// Give up after (Unix ms).
-    pub expires_ms: Option<u64>,
-    /// Accepted (Unix ms).
-    pub created_ms: u64,
-    /// Sent (Unix ms).
-    pub sent_ms: Option<u64>,
-    /// Delivered (Unix ms).
-    pub delivered_ms: Option<u64>,
-    /// Free JSON.
-    pub metadata: Option<serde_json::Value>,
-}
-
-/// One attempt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Attempt {
-    /// 1-based.
-    pub n: u32,
-    /// When (Unix ms).
-    pub at_ms: u64,
-    /// Provider.
-    pub provider: String,
-    /// delivered | retry | failed | gone
-    pub result: String,
-    /// HTTP status, if an answer came.
-    pub http_status: Option<u16>,
-    /// Time to the answer.
-    pub latency_ms: f64,
-    /// Error text, if any.
-    pub error: Option<String>,
-}
-
-/// A status change.
-#[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    /// The status entered.
-    pub status: String,
-    /// When (Unix ms).
-    pub at_ms: u64,
-}
-
-/// What accepting a message gave.
-#[derive(Debug, Clone)]
-pub enum Accepted {
-    /// Stored now, with this id.
-    New(String),
-    /// The Idempotency-Key was seen with the same request: the first message's id.
-    Again(String),
-}
-
-/// What a claim gives: the messages, and when the next queued one is due (Unix ms).
-pub type ClaimAnswer = (Vec<Claimed>, Option<u64>);
-
-/// A message handed to a worker.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The message.
-    pub message: Message,
-    /// The attempt this is (1-based).
-    pub attempt: u32,
-    /// The app's webhook secret.
-    pub webhook_secret: String,
-}
-
-/// The result of an attempt, to record.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The attempt.
-    pub attempt: Attempt,
-    /// The message's next status.
-    pub status: Status,
-    /// Next attempt (Unix ms) when queued again.
-    pub next_ms: Option<u64>,
-    /// Disable this webhook endpoint (410).
-    pub disable_endpoint: Option<String>,
 }
 
 enum Op {
@@ -198,15 +67,6 @@ enum Op {
         limit: usize,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
-}
-
-/// What one purge round removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Purged {
-    /// Finished messages (with their history and attempts).
-    pub messages: usize,
-    /// Idempotency keys past their 24 h.
-    pub idempotency_keys: usize,
 }
 
 /// The earliest `next_ms` of a queued message: one index probe per priority (a plain
@@ -359,9 +219,15 @@ impl SqliteStore {
         rx.await
             .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
     }
+}
+
+impl Engine for SqliteStore {
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Store a validated message durably (the answer comes after its commit).
-    pub async fn accept(
+    async fn accept(
         &self,
         app: &str,
         msg: NewMessage,
@@ -384,7 +250,7 @@ impl SqliteStore {
     /// past their ttl become `expired`.
     /// The answer also says when the next queued message is due (Unix ms), so the
     /// dispatcher knows how long it may sleep without asking again.
-    pub async fn claim(&self, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
+    async fn claim(&self, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
         self.call(|reply| Op::Claim {
             now_ms,
             limit,
@@ -394,7 +260,7 @@ impl SqliteStore {
     }
 
     /// Record an attempt and the message's next status.
-    pub async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
+    async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
         let id = id.to_string();
         let disable = outcome.disable_endpoint.clone();
         self.call(|reply| Op::Record {
@@ -411,25 +277,8 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Remove up to `limit` finished messages accepted before `before_ms` and idempotency
-    /// keys older than `idempotency_before_ms` (one writer batch; see [`purge`]).
-    pub async fn purge(
-        &self,
-        before_ms: u64,
-        idempotency_before_ms: u64,
-        limit: usize,
-    ) -> Result<Purged, StoreError> {
-        self.call(|reply| Op::Purge {
-            before_ms,
-            idempotency_before_ms,
-            limit,
-            reply,
-        })
-        .await
-    }
-
     /// Queue a dead (or failed) message again.
-    pub async fn replay(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+    async fn replay(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
         let (app, id) = (app.to_string(), id.to_string());
         self.call(|reply| Op::Replay {
             app,
@@ -441,7 +290,7 @@ impl SqliteStore {
     }
 
     /// Cancel a message not sent yet.
-    pub async fn cancel(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
+    async fn cancel(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
         let (app, id) = (app.to_string(), id.to_string());
         self.call(|reply| Op::Cancel {
             app,
@@ -454,7 +303,7 @@ impl SqliteStore {
 
     /// A provider's delivery report for a message of `channel` it was sent through:
     /// `delivered`, `failed` or `bounced`. Answers the message's app.
-    pub async fn callback(
+    async fn callback(
         &self,
         id: &str,
         channel: &str,
@@ -473,7 +322,7 @@ impl SqliteStore {
     }
 
     /// A message of `app` with its attempts and status changes.
-    pub async fn get(
+    async fn get(
         &self,
         app: &str,
         id: &str,
@@ -519,7 +368,7 @@ impl SqliteStore {
     }
 
     /// A page of `app`'s messages, newest first.
-    pub async fn list(
+    async fn list(
         &self,
         app: &str,
         status: Option<String>,
@@ -554,12 +403,12 @@ impl SqliteStore {
 
     /// Per channel and status: counts, and latencies accepted→sent and sent→delivered
     /// (ms, as lists for percentiles), of `app`'s messages accepted in `[from, to)`.
-    pub async fn analytics(
+    async fn analytics(
         &self,
         app: &str,
         from_ms: u64,
         to_ms: u64,
-    ) -> Result<Vec<(String, String, u64, Vec<f64>, Vec<f64>)>, StoreError> {
+    ) -> Result<Vec<AnalyticsRow>, StoreError> {
         let app = app.to_string();
         self.read(move |c| {
             let mut st = c.prepare(
@@ -596,18 +445,58 @@ impl SqliteStore {
     }
 
     /// The app with this key.
-    pub async fn app(&self, key: &str) -> Result<Option<App>, StoreError> {
+    async fn app(&self, key: &str) -> Result<Option<App>, StoreError> {
         let key = key.to_string();
         self.read(move |c| app_by_key(c, &key)).await
     }
 
     /// The earliest time a queued message is due (Unix ms).
-    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
+    async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         self.read(|c| {
             c.query_row(NEXT_DUE, [], |r| r.get::<_, Option<i64>>(0))
                 .map(|v| v.map(|v| v.max(0) as u64))
         })
         .await
+    }
+
+    /// Is `url` a disabled webhook endpoint?
+    async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
+        Ok(self.disabled.read().contains(url))
+    }
+
+    /// Remove up to `limit` finished messages accepted before `before_ms` and idempotency
+    /// keys older than `idempotency_before_ms` (one writer batch; see [`purge`]).
+    async fn purge(
+        &self,
+        before_ms: u64,
+        idempotency_before_ms: u64,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        self.call(|reply| Op::Purge {
+            before_ms,
+            idempotency_before_ms,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// (The purge loop is told by the service.)
+    fn set_retention(&self, _retention: Option<std::time::Duration>) {}
+
+    /// (Nonces are kept by the node's own cache.)
+    async fn nonce_seen(
+        &self,
+        _app: &str,
+        _nonce: &str,
+        _ttl_s: u64,
+    ) -> Option<Result<bool, StoreError>> {
+        None
+    }
+
+    /// Within this process.
+    fn events(&self) -> (Events, EventTasks) {
+        (Events::local(), Default::default())
     }
 }
 
@@ -629,32 +518,6 @@ fn app_by_key(c: &Connection, key: &str) -> rusqlite::Result<Option<App>> {
         },
     )
     .optional()
-}
-
-/// What `hopline notify app create` prints once.
-#[derive(Debug, Clone, Serialize)]
-pub struct NewApp {
-    /// The app's key.
-    pub key: String,
-    /// Its first secret (shown once).
-    pub secret: String,
-    /// The `whsec_` secret its webhooks are signed with.
-    pub webhook_secret: String,
-}
-
-/// A new app's key, first secret and `whsec_` webhook secret.
-pub fn new_app_secrets() -> NewApp {
-    use base64::Engine;
-    let mut raw = [0u8; 24];
-    rand::Rng::fill(&mut rand::rng(), &mut raw[..]);
-    NewApp {
-        key: format!("app_{}", random_token(12)),
-        secret: format!("sk_{}", random_token(32)),
-        webhook_secret: format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        ),
-    }
 }
 
 /// Apps, managed directly in the database file (also while a server runs: WAL).
@@ -682,7 +545,7 @@ pub mod apps {
                 serde_json::to_string(&[&secret]).unwrap_or_default(),
                 webhook_secret,
                 channels.map(|c| serde_json::to_string(&c).unwrap_or_default()),
-                crate::now_ms() as i64
+                now_ms() as i64
             ],
         )
         .map_err(sql_err)?;
@@ -880,17 +743,6 @@ fn fail(op: Op, e: &StoreError) {
 /// Apply one operation inside the batch's transaction; the returned closure answers
 /// once the commit is known (an answer before the commit would promise too much).
 fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
-    fn answer<T: Send + 'static>(
-        reply: oneshot::Sender<Result<T, StoreError>>,
-        r: Result<T, StoreError>,
-    ) -> Answer {
-        Box::new(move |commit_error| {
-            let _ = reply.send(match commit_error {
-                Some(e) => Err(e.clone()),
-                None => r,
-            });
-        })
-    }
     match op {
         Op::Accept {
             app,
@@ -898,175 +750,18 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             idempotency,
             now_ms,
             reply,
-        } => {
-            // (a savepoint: a failed accept leaves nothing behind in the batch)
-            let _ = tx.execute_batch("SAVEPOINT accept");
-            let r = (|| -> Result<Accepted, StoreError> {
-                let sp: &Connection = tx;
-                if let Some((key, hash)) = &idempotency {
-                    let seen: Option<(String, String)> = query_row(sp,
-                            "SELECT request_hash, message FROM idempotency WHERE app = ?1 AND key = ?2 AND created_ms > ?3",
-                            params![app, key, now_ms as i64 - 86_400_000],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()
-                        .map_err(sql_err)?;
-                    if let Some((h, id)) = seen {
-                        return if &h == hash {
-                            Ok(Accepted::Again(id))
-                        } else {
-                            Err(StoreError::IdempotencyMismatch)
-                        };
-                    }
-                }
-                let id = message_id(now_ms);
-                exec(sp,
-                    "INSERT INTO messages (id, app, channel, recipient, subject, body, priority, status, attempts, next_ms, expires_ms, created_ms, updated_ms, metadata) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?9, ?10, ?10, ?11)",
-                    params![
-                        id,
-                        app,
-                        msg.channel.as_str(),
-                        msg.to,
-                        msg.subject,
-                        msg.body,
-                        msg.priority as i64,
-                        msg.send_at_ms as i64,
-                        msg.expires_ms.map(|e| e as i64),
-                        now_ms as i64,
-                        msg.metadata.as_ref().map(|m| m.to_string()),
-                    ],
-                )
-                .map_err(sql_err)?;
-                history(sp, &id, Status::Queued, now_ms).map_err(sql_err)?;
-                if let Some((key, hash)) = &idempotency {
-                    exec(sp,
-                        "INSERT OR REPLACE INTO idempotency (app, key, request_hash, message, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![app, key, hash, id, now_ms as i64],
-                    )
-                    .map_err(sql_err)?;
-                }
-                Ok(Accepted::New(id))
-            })();
-            if r.is_err() {
-                let _ = tx.execute_batch("ROLLBACK TO accept");
-            }
-            let _ = tx.execute_batch("RELEASE accept");
-            answer(reply, r)
-        }
+        } => answer(reply, accept(tx, &app, &msg, idempotency.as_ref(), now_ms)),
         Op::Claim {
             now_ms,
             limit,
             reply,
-        } => {
-            let r = (|| -> Result<ClaimAnswer, StoreError> {
-                let now = now_ms as i64;
-                // past their ttl: expired, never sent
-                let mut st = tx.prepare_cached(EXPIRE).map_err(sql_err)?;
-                let expired: Vec<String> = st
-                    .query_map(params![now], |r| r.get(0))
-                    .map_err(sql_err)?
-                    .collect::<rusqlite::Result<_>>()
-                    .map_err(sql_err)?;
-                for id in expired {
-                    history(tx, &id, Status::Expired, now_ms).map_err(sql_err)?;
-                }
-                // shares per priority (6:3:1), then whatever is left in priority order
-                let shares = [limit * 6 / 10, limit * 3 / 10, (limit / 10).max(1)];
-                let mut out = Vec::new();
-                let take =
-                    |prio: i64, n: usize, out: &mut Vec<Claimed>| -> Result<(), StoreError> {
-                        if n == 0 {
-                            return Ok(());
-                        }
-                        let mut st = tx
-                            .prepare_cached(&format!("{CLAIM}{MESSAGE_COLUMNS}"))
-                            .map_err(sql_err)?;
-                        let rows: Vec<Message> = st
-                            .query_map(params![now, prio, n as i64], message_row)
-                            .map_err(sql_err)?
-                            .collect::<rusqlite::Result<_>>()
-                            .map_err(sql_err)?;
-                        for m in rows {
-                            history(tx, &m.id, Status::Sending, now_ms).map_err(sql_err)?;
-                            let webhook_secret: String = query_row(
-                                tx,
-                                "SELECT webhook_secret FROM apps WHERE key = ?1",
-                                params![m.app],
-                                |r| r.get(0),
-                            )
-                            .optional()
-                            .map_err(sql_err)?
-                            .unwrap_or_default();
-                            out.push(Claimed {
-                                attempt: m.attempts,
-                                message: m,
-                                webhook_secret,
-                            });
-                        }
-                        Ok(())
-                    };
-                for (p, n) in shares.iter().enumerate() {
-                    take(p as i64, *n, &mut out)?;
-                }
-                // what the shares left, in priority order
-                for p in 0..3 {
-                    let left = limit.saturating_sub(out.len());
-                    take(p, left, &mut out)?;
-                }
-                let next: Option<i64> =
-                    query_row(tx, NEXT_DUE, [], |r| r.get(0)).map_err(sql_err)?;
-                Ok((out, next.map(|n| n.max(0) as u64)))
-            })();
-            answer(reply, r)
-        }
+        } => answer(reply, claim(tx, now_ms, limit)),
         Op::Record {
             id,
             outcome,
             now_ms,
             reply,
-        } => {
-            let r = (|| -> Result<(), StoreError> {
-                let a = &outcome.attempt;
-                exec(tx,
-                    "INSERT OR REPLACE INTO attempts (message, n, at_ms, provider, result, http_status, latency_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![id, a.n, a.at_ms as i64, a.provider, a.result, a.http_status.map(i64::from), a.latency_ms, a.error],
-                )
-                .map_err(sql_err)?;
-                let delivered = outcome.status == Status::Delivered;
-                let sent = delivered || outcome.status == Status::Sent;
-                exec(
-                    tx,
-                    "UPDATE messages SET status = ?2, next_ms = COALESCE(?3, next_ms), updated_ms = ?4, \
-                     sent_ms = CASE WHEN ?5 THEN COALESCE(sent_ms, ?6) ELSE sent_ms END, \
-                     delivered_ms = CASE WHEN ?7 THEN ?4 ELSE delivered_ms END WHERE id = ?1",
-                    params![
-                        id,
-                        outcome.status.as_str(),
-                        outcome.next_ms.map(|n| n as i64),
-                        now_ms as i64,
-                        sent,
-                        a.at_ms as i64,
-                        delivered
-                    ],
-                )
-                .map_err(sql_err)?;
-                if delivered {
-                    history(tx, &id, Status::Sent, a.at_ms).map_err(sql_err)?;
-                }
-                history(tx, &id, outcome.status, now_ms).map_err(sql_err)?;
-                if let Some(url) = &outcome.disable_endpoint {
-                    exec(
-                        tx,
-                        "INSERT OR REPLACE INTO disabled_endpoints (url, at_ms) VALUES (?1, ?2)",
-                        params![url, now_ms as i64],
-                    )
-                    .map_err(sql_err)?;
-                }
-                Ok(())
-            })();
-            answer(reply, r)
-        }
+        } => answer(reply, record(tx, &id, &outcome, now_ms)),
         Op::Replay {
             app,
             id,
@@ -1114,45 +809,250 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
             status,
             now_ms,
             reply,
-        } => {
-            let r = (|| -> Result<String, StoreError> {
-                let found: Option<(String, String, String)> = query_row(
-                    tx,
-                    "SELECT app, status, channel FROM messages WHERE id = ?1",
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(sql_err)?;
-                let Some((app, current, ch)) = found else {
-                    return Err(StoreError::NotFound);
-                };
-                if ch != channel {
-                    return Err(StoreError::NotFound);
-                }
-                if !matches!(current.as_str(), "sent" | "sending" | "delivered") {
-                    return Err(StoreError::Conflict(format!(
-                        "a {current} message takes no delivery report"
-                    )));
-                }
-                exec(
-                    tx,
-                    "UPDATE messages SET status = ?2, updated_ms = ?3, \
-                     delivered_ms = CASE WHEN ?4 THEN ?3 ELSE delivered_ms END WHERE id = ?1",
-                    params![
-                        id,
-                        status.as_str(),
-                        now_ms as i64,
-                        status == Status::Delivered
-                    ],
-                )
-                .map_err(sql_err)?;
-                history(tx, &id, status, now_ms).map_err(sql_err)?;
-                Ok(app)
-            })();
-            answer(reply, r)
+        } => answer(reply, callback(tx, &id, &channel, status, now_ms)),
+    }
+}
+
+/// The answer to an operation whose result is `r`, sent once the commit is known (the
+/// commit's error, if it failed, replaces `r`).
+fn answer<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    r: Result<T, StoreError>,
+) -> Answer {
+    Box::new(move |commit_error| {
+        let _ = reply.send(match commit_error {
+            Some(e) => Err(e.clone()),
+            None => r,
+        });
+    })
+}
+
+/// Accept a message (in a savepoint: a failed accept leaves nothing behind in the
+/// batch).
+fn accept(
+    tx: &Connection,
+    app: &str,
+    msg: &NewMessage,
+    idempotency: Option<&(String, String)>,
+    now_ms: u64,
+) -> Result<Accepted, StoreError> {
+    let _ = tx.execute_batch("SAVEPOINT accept");
+    let r = insert_message(tx, app, msg, idempotency, now_ms);
+    if r.is_err() {
+        let _ = tx.execute_batch("ROLLBACK TO accept");
+    }
+    let _ = tx.execute_batch("RELEASE accept");
+    r
+}
+
+/// Store a new message with its first status change and its idempotency key, unless the
+/// key was seen within 24 h: then the first message's id (same request) or a mismatch.
+fn insert_message(
+    tx: &Connection,
+    app: &str,
+    msg: &NewMessage,
+    idempotency: Option<&(String, String)>,
+    now_ms: u64,
+) -> Result<Accepted, StoreError> {
+    if let Some((key, hash)) = idempotency {
+        let seen: Option<(String, String)> = query_row(
+            tx,
+            "SELECT request_hash, message FROM idempotency WHERE app = ?1 AND key = ?2 AND created_ms > ?3",
+            params![app, key, now_ms as i64 - 86_400_000],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sql_err)?;
+        if let Some((h, id)) = seen {
+            return if &h == hash {
+                Ok(Accepted::Again(id))
+            } else {
+                Err(StoreError::IdempotencyMismatch)
+            };
         }
     }
+    let id = message_id(now_ms);
+    exec(tx,
+        "INSERT INTO messages (id, app, channel, recipient, subject, body, priority, status, attempts, next_ms, expires_ms, created_ms, updated_ms, metadata) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?9, ?10, ?10, ?11)",
+        params![
+            id,
+            app,
+            msg.channel.as_str(),
+            msg.to,
+            msg.subject,
+            msg.body,
+            msg.priority as i64,
+            msg.send_at_ms as i64,
+            msg.expires_ms.map(|e| e as i64),
+            now_ms as i64,
+            msg.metadata.as_ref().map(|m| m.to_string()),
+        ],
+    )
+    .map_err(sql_err)?;
+    history(tx, &id, Status::Queued, now_ms).map_err(sql_err)?;
+    if let Some((key, hash)) = idempotency {
+        exec(tx,
+            "INSERT OR REPLACE INTO idempotency (app, key, request_hash, message, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![app, key, hash, id, now_ms as i64],
+        )
+        .map_err(sql_err)?;
+    }
+    Ok(Accepted::New(id))
+}
+
+/// Expire the queued messages past their ttl, then claim up to `limit` due ones: shares
+/// per priority (6:3:1), then whatever is left in priority order.
+fn claim(tx: &Connection, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
+    let now = now_ms as i64;
+    // past their ttl: expired, never sent
+    let mut st = tx.prepare_cached(EXPIRE).map_err(sql_err)?;
+    let expired: Vec<String> = st
+        .query_map(params![now], |r| r.get(0))
+        .map_err(sql_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql_err)?;
+    for id in expired {
+        history(tx, &id, Status::Expired, now_ms).map_err(sql_err)?;
+    }
+    let shares = [limit * 6 / 10, limit * 3 / 10, (limit / 10).max(1)];
+    let mut out = Vec::new();
+    for (p, n) in shares.iter().enumerate() {
+        claim_priority(tx, now_ms, p as i64, *n, &mut out)?;
+    }
+    // what the shares left, in priority order
+    for p in 0..3 {
+        let left = limit.saturating_sub(out.len());
+        claim_priority(tx, now_ms, p, left, &mut out)?;
+    }
+    let next: Option<i64> = query_row(tx, NEXT_DUE, [], |r| r.get(0)).map_err(sql_err)?;
+    Ok((out, next.map(|n| n.max(0) as u64)))
+}
+
+/// Claim up to `n` due messages of priority `prio` (marked sending), with their apps'
+/// webhook secrets, into `out`.
+fn claim_priority(
+    tx: &Connection,
+    now_ms: u64,
+    prio: i64,
+    n: usize,
+    out: &mut Vec<Claimed>,
+) -> Result<(), StoreError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut st = tx
+        .prepare_cached(&format!("{CLAIM}{MESSAGE_COLUMNS}"))
+        .map_err(sql_err)?;
+    let rows: Vec<Message> = st
+        .query_map(params![now_ms as i64, prio, n as i64], message_row)
+        .map_err(sql_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql_err)?;
+    for m in rows {
+        history(tx, &m.id, Status::Sending, now_ms).map_err(sql_err)?;
+        let webhook_secret: String = query_row(
+            tx,
+            "SELECT webhook_secret FROM apps WHERE key = ?1",
+            params![m.app],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err)?
+        .unwrap_or_default();
+        out.push(Claimed {
+            attempt: m.attempts,
+            message: m,
+            webhook_secret,
+        });
+    }
+    Ok(())
+}
+
+/// Record an attempt, the message's next status (and when it was sent and delivered),
+/// and a webhook endpoint to disable.
+fn record(tx: &Connection, id: &str, outcome: &Outcome, now_ms: u64) -> Result<(), StoreError> {
+    let a = &outcome.attempt;
+    exec(tx,
+        "INSERT OR REPLACE INTO attempts (message, n, at_ms, provider, result, http_status, latency_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![id, a.n, a.at_ms as i64, a.provider, a.result, a.http_status.map(i64::from), a.latency_ms, a.error],
+    )
+    .map_err(sql_err)?;
+    let delivered = outcome.status == Status::Delivered;
+    let sent = delivered || outcome.status == Status::Sent;
+    exec(
+        tx,
+        "UPDATE messages SET status = ?2, next_ms = COALESCE(?3, next_ms), updated_ms = ?4, \
+         sent_ms = CASE WHEN ?5 THEN COALESCE(sent_ms, ?6) ELSE sent_ms END, \
+         delivered_ms = CASE WHEN ?7 THEN ?4 ELSE delivered_ms END WHERE id = ?1",
+        params![
+            id,
+            outcome.status.as_str(),
+            outcome.next_ms.map(|n| n as i64),
+            now_ms as i64,
+            sent,
+            a.at_ms as i64,
+            delivered
+        ],
+    )
+    .map_err(sql_err)?;
+    if delivered {
+        history(tx, id, Status::Sent, a.at_ms).map_err(sql_err)?;
+    }
+    history(tx, id, outcome.status, now_ms).map_err(sql_err)?;
+    if let Some(url) = &outcome.disable_endpoint {
+        exec(
+            tx,
+            "INSERT OR REPLACE INTO disabled_endpoints (url, at_ms) VALUES (?1, ?2)",
+            params![url, now_ms as i64],
+        )
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// A provider's delivery report on a message of `channel` that was sent (or is being
+/// sent, or was delivered already): its new status. Answers the message's app.
+fn callback(
+    tx: &Connection,
+    id: &str,
+    channel: &str,
+    status: Status,
+    now_ms: u64,
+) -> Result<String, StoreError> {
+    let found: Option<(String, String, String)> = query_row(
+        tx,
+        "SELECT app, status, channel FROM messages WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()
+    .map_err(sql_err)?;
+    let Some((app, current, ch)) = found else {
+        return Err(StoreError::NotFound);
+    };
+    if ch != channel {
+        return Err(StoreError::NotFound);
+    }
+    if !matches!(current.as_str(), "sent" | "sending" | "delivered") {
+        return Err(StoreError::Conflict(format!(
+            "a {current} message takes no delivery report"
+        )));
+    }
+    exec(
+        tx,
+        "UPDATE messages SET status = ?2, updated_ms = ?3, \
+         delivered_ms = CASE WHEN ?4 THEN ?3 ELSE delivered_ms END WHERE id = ?1",
+        params![
+            id,
+            status.as_str(),
+            now_ms as i64,
+            status == Status::Delivered
+        ],
+    )
+    .map_err(sql_err)?;
+    history(tx, id, status, now_ms).map_err(sql_err)?;
+    Ok(app)
 }
 
 /// Move an app's message from one of the `from` statuses to `to` with `update` (`?1` the
@@ -1186,216 +1086,10 @@ fn change_status(
     }
 }
 
-impl SqliteStore {
-    /// Is `url` a disabled webhook endpoint?
-    pub async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
-        Ok(self.disabled.read().contains(url))
-    }
-}
-
-/// Channels as stored names (for filters).
-pub fn channel_name(c: Channel) -> &'static str {
-    c.as_str()
-}
-
-/// The store of one notification service: the embedded SQLite file, or Redis shared by
-/// several nodes.
-pub struct Store {
-    engine: Engine,
-}
-
-enum Engine {
-    Sqlite(SqliteStore),
-    Redis(Box<crate::redis_store::RedisStore>),
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.engine {
-            Engine::Sqlite(s) => s.fmt(f),
-            Engine::Redis(s) => s.fmt(f),
-        }
-    }
-}
-
-/// The same call on whichever engine runs.
-macro_rules! on_engine {
-    ($self:ident, $s:ident => $e:expr) => {
-        match &$self.engine {
-            Engine::Sqlite($s) => $e,
-            Engine::Redis($s) => $e,
-        }
-    };
-}
-
-impl Store {
-    /// The embedded store in the file `path`.
-    pub fn sqlite(path: &Path, max_size: Option<u64>) -> Result<Store, StoreError> {
-        Ok(Store {
-            engine: Engine::Sqlite(SqliteStore::open_with(path, max_size)?),
-        })
-    }
-
-    /// The store of service `name` in Redis at `url`.
-    pub fn redis(
-        url: &str,
-        name: &str,
-        claim_idle_ms: u64,
-        retention: Option<std::time::Duration>,
-    ) -> Result<Store, StoreError> {
-        Ok(Store {
-            engine: Engine::Redis(Box::new(crate::redis_store::RedisStore::open(
-                url,
-                name,
-                claim_idle_ms,
-                retention,
-            )?)),
-        })
-    }
-
-    /// Several nodes share it (replay protection must then be shared too).
-    pub fn is_shared(&self) -> bool {
-        matches!(self.engine, Engine::Redis(_))
-    }
-
-    /// See [`SqliteStore::accept`].
-    pub async fn accept(
-        &self,
-        app: &str,
-        msg: NewMessage,
-        idempotency: Option<(String, String)>,
-        now_ms: u64,
-    ) -> Result<Accepted, StoreError> {
-        on_engine!(self, s => s.accept(app, msg, idempotency, now_ms).await)
-    }
-
-    /// See [`SqliteStore::claim`].
-    pub async fn claim(&self, now_ms: u64, limit: usize) -> Result<ClaimAnswer, StoreError> {
-        on_engine!(self, s => s.claim(now_ms, limit).await)
-    }
-
-    /// A reload's retention (the Redis engine's scripts take it; the embedded engine's
-    /// purge loop is told by the service).
-    pub fn set_retention(&self, retention: Option<std::time::Duration>) {
-        if let Engine::Redis(r) = &self.engine {
-            r.set_retention(retention);
-        }
-    }
-
-    /// See [`SqliteStore::purge`] (the embedded engine; with Redis, finished messages
-    /// expire by themselves).
-    pub async fn purge(
-        &self,
-        before_ms: u64,
-        idempotency_before_ms: u64,
-        limit: usize,
-    ) -> Result<Purged, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.purge(before_ms, idempotency_before_ms, limit).await,
-            Engine::Redis(_) => Ok(Purged::default()),
-        }
-    }
-
-    /// See [`SqliteStore::record`].
-    pub async fn record(&self, id: &str, outcome: Outcome, now_ms: u64) -> Result<(), StoreError> {
-        on_engine!(self, s => s.record(id, outcome, now_ms).await)
-    }
-
-    /// See [`SqliteStore::replay`].
-    pub async fn replay(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
-        on_engine!(self, s => s.replay(app, id, now_ms).await)
-    }
-
-    /// See [`SqliteStore::cancel`].
-    pub async fn cancel(&self, app: &str, id: &str, now_ms: u64) -> Result<(), StoreError> {
-        on_engine!(self, s => s.cancel(app, id, now_ms).await)
-    }
-
-    /// See [`SqliteStore::callback`].
-    pub async fn callback(
-        &self,
-        id: &str,
-        channel: &str,
-        status: Status,
-        now_ms: u64,
-    ) -> Result<String, StoreError> {
-        on_engine!(self, s => s.callback(id, channel, status, now_ms).await)
-    }
-
-    /// See [`SqliteStore::get`].
-    pub async fn get(
-        &self,
-        app: &str,
-        id: &str,
-    ) -> Result<(Message, Vec<Attempt>, Vec<Change>), StoreError> {
-        on_engine!(self, s => s.get(app, id).await)
-    }
-
-    /// The feed of status changes: within this process for SQLite, through Redis pub/sub
-    /// (shared by every node) for Redis.
-    pub fn events(&self) -> (crate::events::Events, crate::events::EventTasks) {
-        match &self.engine {
-            Engine::Sqlite(_) => (crate::events::Events::local(), Default::default()),
-            Engine::Redis(s) => s.events(),
-        }
-    }
-
-    /// See [`SqliteStore::list`].
-    pub async fn list(
-        &self,
-        app: &str,
-        status: Option<String>,
-        channel: Option<String>,
-        since_ms: Option<u64>,
-        before: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
-        on_engine!(self, s => s.list(app, status, channel, since_ms, before, limit).await)
-    }
-
-    /// See [`SqliteStore::analytics`].
-    pub async fn analytics(
-        &self,
-        app: &str,
-        from_ms: u64,
-        to_ms: u64,
-    ) -> Result<Vec<(String, String, u64, Vec<f64>, Vec<f64>)>, StoreError> {
-        on_engine!(self, s => s.analytics(app, from_ms, to_ms).await)
-    }
-
-    /// See [`SqliteStore::app`].
-    pub async fn app(&self, key: &str) -> Result<Option<App>, StoreError> {
-        on_engine!(self, s => s.app(key).await)
-    }
-
-    /// See [`SqliteStore::next_due`].
-    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        on_engine!(self, s => s.next_due().await)
-    }
-
-    /// See [`SqliteStore::disabled`].
-    pub async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
-        on_engine!(self, s => s.disabled(url).await)
-    }
-
-    /// With a shared engine: was this nonce seen by any node (and remember it)? `None`
-    /// when the store does not keep nonces (the node's own cache does).
-    pub async fn nonce_seen(
-        &self,
-        app: &str,
-        nonce: &str,
-        ttl_s: u64,
-    ) -> Option<Result<bool, StoreError>> {
-        match &self.engine {
-            Engine::Redis(s) => Some(s.nonce_seen(app, nonce, ttl_s).await),
-            Engine::Sqlite(_) => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Channel;
 
     /// The queries a worker round runs read the due messages through an index, never
     /// every queued row: a backlog of messages scheduled for later (or of one priority)
