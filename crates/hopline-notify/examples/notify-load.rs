@@ -137,28 +137,18 @@ fn signed(key: &str, secret: &str, nonce: &str, body: String) -> http::Request<F
         .unwrap()
 }
 
-async fn send(args: &[String]) {
-    let url = arg(args, "--url").expect("--url");
-    let key = arg(args, "--key").expect("--key");
-    let secret = arg(args, "--secret").expect("--secret");
-    let clients: usize = arg(args, "--clients").map_or(64, |v| v.parse().unwrap());
-    let seconds: f64 = arg(args, "--seconds").map_or(10.0, |v| v.parse().unwrap());
-    let sink_addr = arg(args, "--sink").unwrap_or_else(|| "127.0.0.1:18111".into());
-    // the server's processes (e.g. hopline,redis-server): their CPU is summed
-    let cpu_pids: Option<Vec<u32>> =
-        arg(args, "--cpu-pid").map(|v| v.split(',').map(|p| p.parse().unwrap()).collect());
-    let cpu_pid = cpu_pids.as_ref();
-    let cpu_sum = |pids: &Vec<u32>| pids.iter().map(|p| cpu_us(*p)).sum::<u64>();
-    let target: std::net::SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("--url http://IP:PORT");
+/// The first arrival time (µs) of each message id at the sink.
+type FirstSeen = Arc<parking_lot::Mutex<HashMap<String, u64>>>;
 
-    // the sink: first arrival time per message id
-    let first_seen: Arc<parking_lot::Mutex<HashMap<String, u64>>> = Arc::default();
+/// The accepted messages: id and accept time (µs).
+type Accepted = Arc<parking_lot::Mutex<Vec<(String, u64)>>>;
+
+/// The sink the webhooks go to: the first arrival time of each message id, and how many
+/// deliveries arrived.
+async fn start_sink(sink_addr: &str) -> (FirstSeen, Arc<AtomicU64>) {
+    let first_seen: FirstSeen = Arc::default();
     let arrivals = Arc::new(AtomicU64::new(0));
-    let l = tokio::net::TcpListener::bind(&sink_addr)
+    let l = tokio::net::TcpListener::bind(sink_addr)
         .await
         .expect("the sink's address");
     {
@@ -198,54 +188,66 @@ async fn send(args: &[String]) {
             }
         });
     }
-    // a backlog first (not measured): messages scheduled an hour ahead, which stay
-    // queued for the whole run
-    let scheduled: usize = arg(args, "--scheduled").map_or(0, |v| v.parse().unwrap());
-    if scheduled > 0 {
-        let later = now_us() / 1_000_000 + 3600;
-        let left = Arc::new(AtomicU64::new(scheduled as u64));
-        let mut tasks = Vec::new();
-        for c in 0..clients {
-            let (left, key, secret) = (left.clone(), key.clone(), secret.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut sender = client(target).await;
-                let mut n = 0u64;
-                while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1)).is_ok() {
-                    n += 1;
-                    let body = format!("{{\"channel\":\"webhook\",\"to\":\"http://127.0.0.1:9/later\",\"body\":\"later {c} {n}\",\"send_at\":{later}}}");
-                    let req = signed(&key, &secret, &format!("s{c}-{n}-{}", now_us()), body);
-                    if sender.ready().await.is_err() {
-                        break;
-                    }
-                    match sender.send_request(req).await {
-                        Ok(resp) if resp.status() == 202 => {
-                            let _ = resp.into_body().collect().await;
-                        }
-                        other => panic!("scheduling the backlog: {:?}", other.map(|r| r.status())),
-                    }
+    (first_seen, arrivals)
+}
+
+/// Schedule `scheduled` messages an hour ahead (not measured): a backlog that stays
+/// queued for the whole run.
+async fn schedule_backlog(
+    target: std::net::SocketAddr,
+    key: &str,
+    secret: &str,
+    clients: usize,
+    scheduled: usize,
+) {
+    let later = now_us() / 1_000_000 + 3600;
+    let left = Arc::new(AtomicU64::new(scheduled as u64));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (left, key, secret) = (left.clone(), key.to_string(), secret.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = client(target).await;
+            let mut n = 0u64;
+            while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1)).is_ok() {
+                n += 1;
+                let body = format!("{{\"channel\":\"webhook\",\"to\":\"http://127.0.0.1:9/later\",\"body\":\"later {c} {n}\",\"send_at\":{later}}}");
+                let req = signed(&key, &secret, &format!("s{c}-{n}-{}", now_us()), body);
+                if sender.ready().await.is_err() {
+                    break;
                 }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        eprintln!("notify-load: {scheduled} messages scheduled an hour ahead; measuring");
+                match sender.send_request(req).await {
+                    Ok(resp) if resp.status() == 202 => {
+                        let _ = resp.into_body().collect().await;
+                    }
+                    other => panic!("scheduling the backlog: {:?}", other.map(|r| r.status())),
+                }
+            }
+        }));
     }
-    let accepted: Arc<parking_lot::Mutex<Vec<(String, u64)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let cpu0 = cpu_pid.map(cpu_sum);
-    let each0: Vec<u64> = cpu_pid.map_or(Vec::new(), |p| p.iter().map(|p| cpu_us(*p)).collect());
-    let started = tokio::time::Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!("notify-load: {scheduled} messages scheduled an hour ahead; measuring");
+}
+
+/// `clients` connections sending messages to the sink until `stop`: the id and accept
+/// time of each accepted message are pushed to `accepted`, failures counted in `errors`.
+fn start_senders(
+    target: std::net::SocketAddr,
+    (key, secret): (&str, &str),
+    clients: usize,
+    sink_addr: &str,
+    (accepted, stop, errors): (&Accepted, &Arc<AtomicBool>, &Arc<AtomicU64>),
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (accepted, stop, errors, key, secret, sink_addr) = (
             accepted.clone(),
             stop.clone(),
             errors.clone(),
-            key.clone(),
-            secret.clone(),
-            sink_addr.clone(),
+            key.to_string(),
+            secret.to_string(),
+            sink_addr.to_string(),
         );
         tasks.push(tokio::spawn(async move {
             let mut sender = client(target).await;
@@ -273,6 +275,45 @@ async fn send(args: &[String]) {
             }
         }));
     }
+    tasks
+}
+
+async fn send(args: &[String]) {
+    let url = arg(args, "--url").expect("--url");
+    let key = arg(args, "--key").expect("--key");
+    let secret = arg(args, "--secret").expect("--secret");
+    let clients: usize = arg(args, "--clients").map_or(64, |v| v.parse().unwrap());
+    let seconds: f64 = arg(args, "--seconds").map_or(10.0, |v| v.parse().unwrap());
+    let sink_addr = arg(args, "--sink").unwrap_or_else(|| "127.0.0.1:18111".into());
+    // the server's processes (e.g. hopline,redis-server): their CPU is summed
+    let cpu_pids: Option<Vec<u32>> =
+        arg(args, "--cpu-pid").map(|v| v.split(',').map(|p| p.parse().unwrap()).collect());
+    let cpu_pid = cpu_pids.as_ref();
+    let cpu_sum = |pids: &Vec<u32>| pids.iter().map(|p| cpu_us(*p)).sum::<u64>();
+    let target: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("--url http://IP:PORT");
+
+    let (first_seen, _arrivals) = start_sink(&sink_addr).await;
+    let scheduled: usize = arg(args, "--scheduled").map_or(0, |v| v.parse().unwrap());
+    if scheduled > 0 {
+        schedule_backlog(target, &key, &secret, clients, scheduled).await;
+    }
+    let accepted: Accepted = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_pid.map(cpu_sum);
+    let each0: Vec<u64> = cpu_pid.map_or(Vec::new(), |p| p.iter().map(|p| cpu_us(*p)).collect());
+    let started = tokio::time::Instant::now();
+    let tasks = start_senders(
+        target,
+        (&key, &secret),
+        clients,
+        &sink_addr,
+        (&accepted, &stop, &errors),
+    );
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {

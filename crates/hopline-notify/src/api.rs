@@ -25,7 +25,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use crate::clock::now_ms;
 use crate::events::StatusChange;
-use crate::model::{SKEW_S, SendRequest, canonical, hex, validate, verify};
+use crate::model::{Channel, NewMessage, SKEW_S, SendRequest, canonical, hex, validate, verify};
 use crate::service::Service;
 use crate::store::records::{Accepted, App, StoreError};
 
@@ -495,13 +495,38 @@ fn store_error(e: StoreError) -> Response<Body> {
     }
 }
 
+/// `POST /v1/messages`: the message checked (its JSON, the app's channels, a provider for
+/// its channel, the rate limits, the Idempotency-Key), then stored: 202.
 async fn send(
     svc: &Service,
     caller: &Caller,
     parts: &http::request::Parts,
     body: Bytes,
 ) -> Response<Body> {
-    let req: SendRequest = match serde_json::from_slice(&body) {
+    let now = now_ms();
+    let msg = match checked_message(svc, caller, &body, now) {
+        Ok(m) => m,
+        Err(refused) => return *refused,
+    };
+    if let Some(refused) = rate_limited(svc, caller, &msg).await {
+        return refused;
+    }
+    let idempotency = match idempotency_key(svc, parts, &body) {
+        Ok(k) => k,
+        Err(refused) => return *refused,
+    };
+    accept(svc, caller, msg, idempotency, now).await
+}
+
+/// The message a send request's body asks for, valid, on a channel the app may use and
+/// that has a provider here; or the answer that refuses it.
+fn checked_message(
+    svc: &Service,
+    caller: &Caller,
+    body: &[u8],
+    now: u64,
+) -> Result<NewMessage, Box<Response<Body>>> {
+    let req: SendRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
             svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
@@ -510,11 +535,10 @@ async fn send(
             } else {
                 StatusCode::BAD_REQUEST
             };
-            return error(code, "invalid_json", e.to_string());
+            return Err(Box::new(error(code, "invalid_json", e.to_string())));
         }
     };
     let max = svc.config.read().max_body.0 as usize;
-    let now = now_ms();
     let msg = match validate(req, now, max) {
         Ok(m) => m,
         Err(e) => {
@@ -528,31 +552,31 @@ async fn send(
             if let Ok(v) = HeaderValue::from_str(e.field) {
                 r.headers_mut().insert("x-invalid-field", v);
             }
-            return r;
+            return Err(Box::new(r));
         }
     };
     if let Some(allowed) = &caller.app.channels
         && !allowed.iter().any(|c| c == msg.channel.as_str())
     {
         svc.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("this app may not use channel {}", msg.channel.as_str()),
-        );
+        )));
     }
     let provided = {
         let cfg = svc.config.read();
         match msg.channel {
-            crate::model::Channel::Webhook => true,
-            crate::model::Channel::Sms => cfg.sms.is_some(),
-            crate::model::Channel::Push => cfg.push.is_some(),
-            crate::model::Channel::Email => cfg.email.is_some(),
+            Channel::Webhook => true,
+            Channel::Sms => cfg.sms.is_some(),
+            Channel::Push => cfg.push.is_some(),
+            Channel::Email => cfg.email.is_some(),
         }
     };
     if !provided {
         svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
-        return error(
+        return Err(Box::new(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no_provider",
             format!(
@@ -560,9 +584,14 @@ async fn send(
                 msg.channel.as_str(),
                 "configure [notify.NAME.email], [notify.NAME.sms] or [notify.NAME.push]"
             ),
-        );
+        )));
     }
-    // the app's and the recipient's rate limits (GCRA; shared through Redis if so set)
+    Ok(msg)
+}
+
+/// The 429 when the app's or the recipient's rate limit refuses `msg` (GCRA; shared
+/// through Redis if so set), or None.
+async fn rate_limited(svc: &Service, caller: &Caller, msg: &NewMessage) -> Option<Response<Body>> {
     let keys = [
         caller.app.key.clone(),
         format!(
@@ -589,25 +618,48 @@ async fn send(
                 );
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                return r;
+                return Some(r);
             }
         }
     }
-    let idempotency = match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => {
-            let digest = ring::digest::digest(&ring::digest::SHA256, &body);
-            Some((k.to_string(), hex(digest.as_ref())))
-        }
-        Some(_) => {
-            svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_idempotency_key",
-                "Idempotency-Key must be 1 to 255 visible characters",
-            );
-        }
-    };
+    None
+}
+
+/// The request's Idempotency-Key with the hash of its body (None without a key), or the
+/// 400 for a malformed key.
+fn idempotency_key(
+    svc: &Service,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Option<(String, String)>, Box<Response<Body>>> {
+    Ok(
+        match parts.headers.get("idempotency-key").map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, body);
+                Some((k.to_string(), hex(digest.as_ref())))
+            }
+            Some(_) => {
+                svc.metrics.invalid.fetch_add(1, Ordering::Relaxed);
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 visible characters",
+                )));
+            }
+        },
+    )
+}
+
+/// Store the message: 202 with its id (again for a repeated Idempotency-Key), or the
+/// store's error.
+async fn accept(
+    svc: &Service,
+    caller: &Caller,
+    msg: NewMessage,
+    idempotency: Option<(String, String)>,
+    now: u64,
+) -> Response<Body> {
     match svc
         .store
         .accept(&caller.app.key, msg, idempotency, now)

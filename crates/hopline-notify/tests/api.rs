@@ -725,9 +725,25 @@ async fn sms_and_push_on(engine: Engine) {
          [notify.main.push]\nurl = \"http://{provider}/push\"\ntoken = \"push-token\"\ncallback_secret = \"push-callback-secret\"\n"
     ), true)
     .await;
-    // SMS: a form POST with basic auth; the provider took it → sent (not yet delivered)
+    sms_sent_then_reported_delivered(&api, &stub).await;
+    push_retried_then_reported_bounced(&api, &stub).await;
+    // email has no provider yet: refused, not queued
     let (s, v) = call(
         &api,
+        "POST",
+        "/v1/messages",
+        r#"{"channel":"email","to":"a@b.example","subject":"s","body":"b"}"#,
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("no_provider")));
+}
+
+/// An SMS goes out as a form POST with basic auth (sent, not yet delivered); its
+/// delivery report counts only when signed with the SMS provider's secret.
+async fn sms_sent_then_reported_delivered(api: &Api, stub: &Sink) {
+    // SMS: a form POST with basic auth; the provider took it → sent (not yet delivered)
+    let (s, v) = call(
+        api,
         "POST",
         "/v1/messages",
         r#"{"channel":"sms","to":"+4915112345678","body":"your code is 1234"}"#,
@@ -735,7 +751,7 @@ async fn sms_and_push_on(engine: Engine) {
     .await;
     assert_eq!(s, 202, "{v}");
     let sms_id = v["id"].as_str().unwrap().to_string();
-    wait_status(&api, &sms_id, "sent").await;
+    wait_status(api, &sms_id, "sent").await;
     {
         let got = stub.got.lock();
         let d = &got[0];
@@ -758,29 +774,18 @@ async fn sms_and_push_on(engine: Engine) {
     }
     // its delivery report: unsigned or badly signed → 401, nothing changed
     let report = format!(r#"{{"id":"{sms_id}","status":"delivered"}}"#);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let post = |path: &str, sig: Option<String>, body: String| {
-        let mut r = client.post(format!("http://{}{path}", api.addr)).body(body);
-        if let Some(s) = sig {
-            r = r.header("x-signature", s);
-        }
-        r.send()
-    };
-    let sign = |secret: &str, body: &str| {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-        model::hex(ring::hmac::sign(&key, body.as_bytes()).as_ref())
-    };
     assert_eq!(
-        post("/v1/callbacks/sms", None, report.clone())
+        callback(api, "/v1/callbacks/sms", None, report.clone())
             .await
             .unwrap()
             .status(),
         401
     );
     assert_eq!(
-        post(
+        callback(
+            api,
             "/v1/callbacks/sms",
-            Some(sign("wrong", &report)),
+            Some(hmac_hex("wrong", &report)),
             report.clone()
         )
         .await
@@ -789,9 +794,10 @@ async fn sms_and_push_on(engine: Engine) {
         401
     );
     assert_eq!(
-        post(
+        callback(
+            api,
             "/v1/callbacks/fax",
-            Some(sign("sms-callback-secret", &report)),
+            Some(hmac_hex("sms-callback-secret", &report)),
             report.clone()
         )
         .await
@@ -799,17 +805,18 @@ async fn sms_and_push_on(engine: Engine) {
         .status(),
         401
     );
-    let (_, v) = call(&api, "GET", &format!("/v1/messages/{sms_id}"), "").await;
+    let (_, v) = call(api, "GET", &format!("/v1/messages/{sms_id}"), "").await;
     assert_eq!(v["message"]["status"], "sent", "nothing changed");
-    let r = post(
+    let r = callback(
+        api,
         "/v1/callbacks/sms",
-        Some(sign("sms-callback-secret", &report)),
+        Some(hmac_hex("sms-callback-secret", &report)),
         report.clone(),
     )
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
-    let v = wait_status(&api, &sms_id, "delivered").await;
+    let v = wait_status(api, &sms_id, "delivered").await;
     let timeline: Vec<&str> = v["timeline"]
         .as_array()
         .unwrap()
@@ -817,10 +824,15 @@ async fn sms_and_push_on(engine: Engine) {
         .map(|c| c["status"].as_str().unwrap())
         .collect();
     assert_eq!(timeline, ["queued", "sending", "sent", "delivered"]);
+}
+
+/// A push goes out as a JSON POST with a bearer token, retried after a 500; its bounce
+/// report counts only when signed with the push provider's secret.
+async fn push_retried_then_reported_bounced(api: &Api, stub: &Sink) {
     // push: a JSON POST with a bearer token, retried after a 500; then a bounce report
     stub.script.lock().push_back((500, None));
     let (s, v) = call(
-        &api,
+        api,
         "POST",
         "/v1/messages",
         r#"{"channel":"push","to":"device-token-abc","subject":"Hi","body":"Your order shipped"}"#,
@@ -828,7 +840,7 @@ async fn sms_and_push_on(engine: Engine) {
     .await;
     assert_eq!(s, 202, "{v}");
     let push_id = v["id"].as_str().unwrap().to_string();
-    let v = wait_status(&api, &push_id, "sent").await;
+    let v = wait_status(api, &push_id, "sent").await;
     assert_eq!(v["message"]["attempts"], 2);
     {
         let got = stub.got.lock();
@@ -841,9 +853,10 @@ async fn sms_and_push_on(engine: Engine) {
     let bounce = format!(r#"{{"id":"{push_id}","status":"bounced"}}"#);
     // the SMS provider's secret does not sign push reports
     assert_eq!(
-        post(
+        callback(
+            api,
             "/v1/callbacks/push",
-            Some(sign("sms-callback-secret", &bounce)),
+            Some(hmac_hex("sms-callback-secret", &bounce)),
             bounce.clone()
         )
         .await
@@ -851,24 +864,37 @@ async fn sms_and_push_on(engine: Engine) {
         .status(),
         401
     );
-    let r = post(
+    let r = callback(
+        api,
         "/v1/callbacks/push",
-        Some(sign("push-callback-secret", &bounce)),
+        Some(hmac_hex("push-callback-secret", &bounce)),
         bounce,
     )
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
-    wait_status(&api, &push_id, "bounced").await;
-    // email has no provider yet: refused, not queued
-    let (s, v) = call(
-        &api,
-        "POST",
-        "/v1/messages",
-        r#"{"channel":"email","to":"a@b.example","subject":"s","body":"b"}"#,
-    )
-    .await;
-    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("no_provider")));
+    wait_status(api, &push_id, "bounced").await;
+}
+
+/// A provider's delivery report POSTed to `path` of the API, signed with `sig` if any.
+async fn callback(
+    api: &Api,
+    path: &str,
+    sig: Option<String>,
+    body: String,
+) -> reqwest::Result<reqwest::Response> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut r = client.post(format!("http://{}{path}", api.addr)).body(body);
+    if let Some(s) = sig {
+        r = r.header("x-signature", s);
+    }
+    r.send().await
+}
+
+/// Hex HMAC-SHA256 of `body` with `secret` (how providers sign their reports).
+fn hmac_hex(secret: &str, body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    model::hex(ring::hmac::sign(&key, body.as_bytes()).as_ref())
 }
 
 /// Debian's python3-aiosmtpd (the system Python's: pyenv's may lack it). Outside CI a

@@ -1431,27 +1431,7 @@ async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
 
     // publishers only
     let url = edge.url("/live/doomed");
-    assert_eq!(c.delete(&url).send().await.unwrap().status(), 401);
-    let r = c
-        .delete(&url)
-        .bearer_auth(token(&["other"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = c
-        .delete(&url)
-        .bearer_auth(token(&["doomed"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["deleted"], true);
-    assert_eq!(v["epoch"], old_epoch.as_str());
-    assert_eq!(v["offset"], 2);
-    assert_eq!(v["messages"], 2);
-    assert!(v["subscribers"].as_u64().unwrap() >= 4, "{v}");
+    delete_as_publisher(&c, &url, &old_epoch).await;
 
     // the WebSockets: e2, then the notice
     for ws in [&mut ws1, &mut ws2] {
@@ -1499,6 +1479,39 @@ async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
         1,
         "counted once"
     );
+    gone_then_started_again(&edge, &c, &url, &old_epoch).await;
+}
+
+/// `DELETE` of `url` (channel `doomed`, two publications under `old_epoch`): 401 without
+/// a token, 403 with one for another channel, 200 with what the channel was.
+async fn delete_as_publisher(c: &reqwest::Client, url: &str, old_epoch: &str) {
+    assert_eq!(c.delete(url).send().await.unwrap().status(), 401);
+    let r = c
+        .delete(url)
+        .bearer_auth(token(&["other"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .delete(url)
+        .bearer_auth(token(&["doomed"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["deleted"], true);
+    assert_eq!(v["epoch"], old_epoch);
+    assert_eq!(v["offset"], 2);
+    assert_eq!(v["messages"], 2);
+    assert!(v["subscribers"].as_u64().unwrap() >= 4, "{v}");
+}
+
+/// A deleted channel `doomed` (at `url`): info and DELETE answer 404; the next
+/// publication starts it again under a new epoch, where `old_epoch` reads
+/// `recovered: false`.
+async fn gone_then_started_again(edge: &Edge, c: &reqwest::Client, url: &str, old_epoch: &str) {
     // gone: info 404, DELETE again 404
     let t = token(&["doomed"]);
     assert_eq!(
@@ -1511,18 +1524,13 @@ async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
         404
     );
     assert_eq!(
-        c.delete(&url)
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        c.delete(url).bearer_auth(&t).send().await.unwrap().status(),
         404
     );
     // and it starts again under a new epoch
-    let again = publish(&edge, "doomed", "new life").await;
+    let again = publish(edge, "doomed", "new life").await;
     assert_eq!(again["offset"], 1);
-    assert_ne!(again["epoch"], old_epoch.as_str());
+    assert_ne!(again["epoch"], old_epoch);
     let r: serde_json::Value = c
         .get(edge.url(&format!("/live/doomed?since={old_epoch}:2")))
         .send()
