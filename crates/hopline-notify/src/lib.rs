@@ -18,6 +18,7 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod model;
+pub mod product;
 pub mod service;
 pub mod store;
 pub mod worker;
@@ -74,8 +75,21 @@ impl RunningServices {
             services.insert("notify", name, Arc::new(NotifyApi::new(svc.clone())));
             next.insert(name.clone(), svc);
         }
+        // a section the file no longer has (or one restarted on another store) stops now
+        for (name, old) in running.iter() {
+            if next.get(name).is_none_or(|s| !Arc::ptr_eq(s, old)) {
+                old.shutdown();
+            }
+        }
         *running = next;
         Ok(())
+    }
+
+    /// Stop every service (the server stops).
+    pub fn shutdown_all(&self) {
+        for svc in std::mem::take(&mut *self.running.lock()).into_values() {
+            svc.shutdown();
+        }
     }
 
     /// The service named `name`.

@@ -170,10 +170,23 @@ async fn purge_loop(
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
+impl Service {
+    /// Whether its workers still run (false once shut down).
+    pub fn is_running(&self) -> bool {
+        !self._workers.is_finished()
+    }
+
+    /// Stop the workers and the purge loop: nothing more is delivered from this service
+    /// (what is queued stays in its store for the next start).
+    pub fn shutdown(&self) {
         self._workers.abort();
         self._purger.abort();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

@@ -37,6 +37,7 @@ pub mod service;
 pub mod session;
 mod sse;
 pub mod token;
+pub mod product;
 pub mod ws;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,13 @@ impl Hubs {
         }
         *hubs = next;
         Ok(())
+    }
+
+    /// Shut every hub down (the server stops).
+    pub fn shutdown_all(&self) {
+        for hub in std::mem::take(&mut *self.hubs.lock()).into_values() {
+            hub.shutdown();
+        }
     }
 
     /// The hub named `name`.

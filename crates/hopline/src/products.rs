@@ -1,17 +1,30 @@
-//! The composition root of the products served on edge routes: reads their sections of
-//! the config file (`[realtime.NAME]`, later `[notify.NAME]`), builds or updates them,
+//! The composition root of the products served on edge routes: each product (real-time
+//! channels, the notification service) is registered here once, as an edge `Product`;
+//! at start and at each reload every product reads its own sections of the config file
+//! (`[realtime.NAME]`, `[notify.NAME]`), keeps, applies, starts or shuts down its parts,
 //! and hands the edge the route services its routes name. The edge crate depends on none
-//! of them.
+//! of them and knows none by name.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use hopline_edge::Services;
+use hopline_edge::request::service::Product;
 
 /// The products of a running server, kept across reloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Products {
-    realtime: hopline_realtime::Hubs,
-    notify: hopline_notify::RunningServices,
+    realtime: Arc<hopline_realtime::Hubs>,
+    notify: Arc<hopline_notify::RunningServices>,
+}
+
+impl Default for Products {
+    fn default() -> Self {
+        Products {
+            realtime: Arc::new(hopline_realtime::Hubs::new()),
+            notify: Arc::new(hopline_notify::RunningServices::new()),
+        }
+    }
 }
 
 /// The folder relative paths of a config file resolve against.
@@ -25,8 +38,11 @@ pub fn base_of(path: &Path) -> std::path::PathBuf {
 /// Check the product sections of a config file without starting anything.
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
-    hopline_realtime::config::load(&text, path)?;
-    hopline_notify::config::load(&text, path, &base_of(path))?;
+    for product in Products::default().all() {
+        product
+            .check(&text, path)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     Ok(())
 }
 
@@ -34,6 +50,11 @@ impl Products {
     /// Nothing built yet.
     pub fn new() -> Products {
         Products::default()
+    }
+
+    /// Every product this program serves, as the edge sees them.
+    fn all(&self) -> [&dyn Product; 2] {
+        [&*self.realtime, &*self.notify]
     }
 
     /// The realtime hub named `name`, once loaded.
@@ -50,11 +71,19 @@ impl Products {
     /// the route services for the edge. A bad section is refused with file and line.
     pub fn load(&self, path: &Path) -> anyhow::Result<Services> {
         let text = std::fs::read_to_string(path)?;
-        let realtime = hopline_realtime::config::load(&text, path)?;
-        let notify = hopline_notify::config::load(&text, path, &base_of(path))?;
         let mut services = Services::new();
-        self.realtime.apply(&realtime, &mut services)?;
-        self.notify.apply(&notify, &mut services)?;
+        for product in self.all() {
+            product
+                .apply(&text, path, &mut services)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         Ok(services)
+    }
+
+    /// The server stops: every product shuts its parts down.
+    pub fn shutdown(&self) {
+        for product in self.all() {
+            product.shutdown();
+        }
     }
 }

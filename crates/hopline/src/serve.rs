@@ -117,6 +117,8 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
             tracing::warn!(target: "hopline", "shutdown timeout passed; closed the remaining connections")
         }
     }
+    // the edge has drained: the products stop what runs behind it (workers, hubs)
+    products.shutdown();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -471,6 +471,7 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
     let _ = std::fs::remove_file(&sf);
     dns.shutdown().await;
     server.shutdown(Duration::from_secs(5)).await;
+    products.shutdown();
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
