@@ -63,7 +63,10 @@ mod tests {
 
         let mut services = Services::new();
         Product::apply(&products, &section("a"), &file, &mut services).unwrap();
-        assert!(Arc::ptr_eq(&a, &products.get("a").unwrap()), "a kept section keeps its service");
+        assert!(
+            Arc::ptr_eq(&a, &products.get("a").unwrap()),
+            "a kept section keeps its service"
+        );
         assert!(products.get("b").is_none() && services.get(KIND, "b").is_none());
         tokio::task::yield_now().await;
         assert!(a.is_running());

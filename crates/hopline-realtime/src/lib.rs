@@ -32,12 +32,12 @@ pub mod engine;
 mod frames;
 pub mod hub;
 pub mod metrics;
+pub mod product;
 pub mod request;
 pub mod service;
 pub mod session;
 mod sse;
 pub mod token;
-pub mod product;
 pub mod ws;
 
 use std::collections::BTreeMap;

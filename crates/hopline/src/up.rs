@@ -517,9 +517,17 @@ fn describe(config: &Config) -> Vec<(String, String, String)> {
                 format!("load balancer ({alg}) → upstream {up}")
             }
             Some(r) if r.root.is_some() => {
-                if site.route.iter().any(|r| r.service.as_ref().is_some_and(|s| s.get_ref().starts_with("notify:"))) {
+                if site.route.iter().any(|r| {
+                    r.service
+                        .as_ref()
+                        .is_some_and(|s| s.get_ref().starts_with("notify:"))
+                }) {
                     "origin web server: demo shop + /api/ + /live/ channels + /v1/ notify".into()
-                } else if site.route.iter().any(|r| r.service.as_ref().is_some_and(|s| s.get_ref().starts_with("realtime:"))) {
+                } else if site.route.iter().any(|r| {
+                    r.service
+                        .as_ref()
+                        .is_some_and(|s| s.get_ref().starts_with("realtime:"))
+                }) {
                     "origin web server: demo shop + /api/ + /live/ channels".into()
                 } else {
                     "origin web server: demo shop + /api/".into()
