@@ -296,10 +296,13 @@ async fn long_polls_are_held_then_answered_empty() {
     assert_eq!(r["recovered"], true);
     // many held polls, then one publication answers them all
     let mut held = Vec::new();
+    // one client (building one loads its TLS roots: 500 of them cost seconds of this
+    // test's single thread); concurrent requests each get a connection of their own
+    let crowd = reqwest::Client::builder().no_proxy().build().unwrap();
     for _ in 0..500 {
         let url = edge.url("/live/crowd?wait=1");
+        let c = crowd.clone();
         held.push(tokio::spawn(async move {
-            let c = reqwest::Client::builder().no_proxy().build().unwrap();
             c.get(url)
                 .send()
                 .await
