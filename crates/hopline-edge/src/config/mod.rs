@@ -282,6 +282,14 @@ struct Validator<'a> {
     base: &'a Path,
 }
 
+/// The names of the sections a route may name.
+struct Known<'a> {
+    caches: Vec<String>,
+    limits: Vec<String>,
+    upstreams: Vec<String>,
+    products: &'a std::collections::BTreeMap<String, ProductSections>,
+}
+
 impl Validator<'_> {
     fn err(&self, span: Range<usize>, msg: impl Into<String>) -> ConfigError {
         ConfigError::at(self.file, self.text, Some(span), msg)
@@ -328,7 +336,29 @@ impl Validator<'_> {
         }
     }
 
+    /// Check the whole file, section by section; each step refuses a value at its place.
     fn validate(&self, config: &mut Config) -> Result<(), ConfigError> {
+        self.top_level(config)?;
+        self.limits_and_caches(config)?;
+        self.upstreams(config)?;
+        self.admin(config)?;
+        self.streams(config)?;
+        let known = Known {
+            caches: config.cache.keys().cloned().collect(),
+            limits: config.limit.keys().cloned().collect(),
+            upstreams: config.upstream.keys().cloned().collect(),
+            products: &config.products,
+        };
+        // (listen address, host or "*") pairs already claimed, for conflict detection.
+        let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
+        for site in &mut config.site {
+            self.site(site, &known, &mut claimed)?;
+        }
+        Ok(())
+    }
+
+    /// `threads`, `access_log`, `[limits]`.
+    fn top_level(&self, config: &mut Config) -> Result<(), ConfigError> {
         if config.threads == Some(0) {
             return Err(ConfigError::at(
                 self.file,
@@ -351,8 +381,11 @@ impl Validator<'_> {
                 "limits.max_header_bytes must be at least 8KiB (8192)",
             ));
         }
-        let config_caches: Vec<String> = config.cache.keys().cloned().collect();
-        let config_limits: Vec<String> = config.limit.keys().cloned().collect();
+        Ok(())
+    }
+
+    /// `[limit.NAME]` and `[cache.NAME]` sections.
+    fn limits_and_caches(&self, config: &mut Config) -> Result<(), ConfigError> {
         for (name, l) in &config.limit {
             if let Err(e) = crate::limits::limiter::Limiter::new(name, l) {
                 return Err(ConfigError::at(
@@ -368,9 +401,12 @@ impl Validator<'_> {
                 d.path = self.resolve(&d.path);
             }
         }
-        let mut upstream_names: Vec<String> = Vec::new();
+        Ok(())
+    }
+
+    /// `[upstream.NAME]` sections: servers, weights, health checks.
+    fn upstreams(&self, config: &Config) -> Result<(), ConfigError> {
         for (name, up) in &config.upstream {
-            upstream_names.push(name.clone());
             if up.servers.get_ref().is_empty() {
                 return Err(self.err(
                     up.servers.span(),
@@ -402,6 +438,11 @@ impl Validator<'_> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[admin]`: its address, and a token unless it listens on loopback.
+    fn admin(&self, config: &Config) -> Result<(), ConfigError> {
         if let Some(admin) = &config.admin {
             let Ok(addr) = admin.listen.get_ref().parse::<SocketAddr>() else {
                 return Err(self.err(
@@ -429,6 +470,11 @@ impl Validator<'_> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[[stream]]` listeners: address, protocol, pool, and no address used twice.
+    fn streams(&self, config: &Config) -> Result<(), ConfigError> {
         let site_addrs: Vec<SocketAddr> = config
             .site
             .iter()
@@ -482,222 +528,228 @@ impl Validator<'_> {
             }
             stream_addrs.push((addr, udp));
         }
-        // (listen address, host or "*") pairs already claimed, for conflict detection.
-        let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
-        for site in &mut config.site {
-            if site.listen.get_ref().is_empty() {
-                return Err(self.err(
-                    site.listen.span(),
-                    "a site needs at least one listen address",
-                ));
-            }
-            let mut addrs = Vec::new();
-            for l in site.listen.get_ref() {
-                let addr: SocketAddr = l.get_ref().parse().map_err(|_| {
-                    self.err(
-                        l.span(),
-                        format!(
-                            "bad listen address {:?}: expected IP:PORT such as \"127.0.0.1:8080\" or \"[::1]:8443\"",
-                            l.get_ref()
-                        ),
-                    )
-                })?;
-                addrs.push((addr, l.span()));
-            }
-            let hosts: Vec<(String, Range<usize>)> = match &site.hosts {
-                Some(h) => {
-                    let mut v = Vec::new();
-                    for host in h {
-                        let name = host.get_ref().trim().to_ascii_lowercase();
-                        if name.is_empty()
-                            || name.contains('/')
-                            || name.contains(' ')
-                            || (name.contains('*') && !name.starts_with("*."))
-                        {
-                            return Err(self.err(
-                                host.span(),
-                                format!(
-                                    "bad host {:?}: expected a name like \"shop.test\" or \"*.shop.test\"",
-                                    host.get_ref()
-                                ),
-                            ));
-                        }
-                        v.push((name, host.span()));
-                    }
-                    v
-                }
-                None => vec![("*".to_string(), site.listen.span())],
-            };
-            for (addr, _) in &addrs {
-                for (host, span) in &hosts {
-                    if let Some((_, _, first)) =
-                        claimed.iter().find(|(a, h, _)| a == addr && h == host)
+        Ok(())
+    }
+
+    /// One `[[site]]`: its listeners and hosts (none claimed twice), TLS files, routes.
+    fn site(
+        &self,
+        site: &mut Site,
+        known: &Known<'_>,
+        claimed: &mut Vec<(SocketAddr, String, Range<usize>)>,
+    ) -> Result<(), ConfigError> {
+        if site.listen.get_ref().is_empty() {
+            return Err(self.err(
+                site.listen.span(),
+                "a site needs at least one listen address",
+            ));
+        }
+        let mut addrs = Vec::new();
+        for l in site.listen.get_ref() {
+            let addr: SocketAddr = l.get_ref().parse().map_err(|_| {
+                self.err(
+                    l.span(),
+                    format!(
+                        "bad listen address {:?}: expected IP:PORT such as \"127.0.0.1:8080\" or \"[::1]:8443\"",
+                        l.get_ref()
+                    ),
+                )
+            })?;
+            addrs.push((addr, l.span()));
+        }
+        let hosts: Vec<(String, Range<usize>)> = match &site.hosts {
+            Some(h) => {
+                let mut v = Vec::new();
+                for host in h {
+                    let name = host.get_ref().trim().to_ascii_lowercase();
+                    if name.is_empty()
+                        || name.contains('/')
+                        || name.contains(' ')
+                        || (name.contains('*') && !name.starts_with("*."))
                     {
-                        let (l, _) = line_col(self.text, first.start);
                         return Err(self.err(
-                            span.clone(),
+                            host.span(),
                             format!(
-                                "two sites claim listener {addr} for host {host:?} (the other is at line {l}); give each site distinct hosts or addresses"
+                                "bad host {:?}: expected a name like \"shop.test\" or \"*.shop.test\"",
+                                host.get_ref()
                             ),
                         ));
                     }
-                    claimed.push((*addr, host.clone(), span.clone()));
+                    v.push((name, host.span()));
                 }
+                v
             }
-            if let Some(tls) = &mut site.tls {
-                let span = tls.span();
-                let files = tls.get_mut();
-                for f in [&mut files.cert, &mut files.key] {
-                    let resolved = self.resolve(f.get_ref());
-                    if !resolved.is_file() {
-                        return Err(self.err(
-                            f.span(),
-                            format!("TLS file {} not found", resolved.display()),
-                        ));
-                    }
-                    *f = Spanned::new(f.span(), resolved);
+            None => vec![("*".to_string(), site.listen.span())],
+        };
+        for (addr, _) in &addrs {
+            for (host, span) in &hosts {
+                if let Some((_, _, first)) = claimed.iter().find(|(a, h, _)| a == addr && h == host)
+                {
+                    let (l, _) = line_col(self.text, first.start);
+                    return Err(self.err(
+                        span.clone(),
+                        format!(
+                            "two sites claim listener {addr} for host {host:?} (the other is at line {l}); give each site distinct hosts or addresses"
+                        ),
+                    ));
                 }
-                let _ = span;
+                claimed.push((*addr, host.clone(), span.clone()));
             }
-            if site.route.is_empty() {
+        }
+        if let Some(tls) = &mut site.tls {
+            let span = tls.span();
+            let files = tls.get_mut();
+            for f in [&mut files.cert, &mut files.key] {
+                let resolved = self.resolve(f.get_ref());
+                if !resolved.is_file() {
+                    return Err(self.err(
+                        f.span(),
+                        format!("TLS file {} not found", resolved.display()),
+                    ));
+                }
+                *f = Spanned::new(f.span(), resolved);
+            }
+            let _ = span;
+        }
+        if site.route.is_empty() {
+            return Err(self.err(
+                site.listen.span(),
+                "a site needs at least one [[site.route]]",
+            ));
+        }
+        let mut paths: Vec<&str> = Vec::new();
+        for route in &mut site.route {
+            self.route(route, known)?;
+            if paths.contains(&route.path.get_ref().as_str()) {
                 return Err(self.err(
-                    site.listen.span(),
-                    "a site needs at least one [[site.route]]",
+                    route.path.span(),
+                    format!(
+                        "route path {:?} appears twice in this site",
+                        route.path.get_ref()
+                    ),
                 ));
             }
-            let mut paths: Vec<&str> = Vec::new();
-            for route in &mut site.route {
-                let p = route.path.get_ref();
-                if !p.starts_with('/') {
-                    return Err(self.err(
-                        route.path.span(),
-                        format!("route path {p:?} must start with '/'"),
-                    ));
-                }
-                let handlers = route.root.is_some() as u8
-                    + route.redirect.is_some() as u8
-                    + route.respond.is_some() as u8
-                    + route.proxy.is_some() as u8
-                    + route.service.is_some() as u8;
-                if handlers != 1 {
-                    let kinds: String =
-                        config.products.keys().map(|k| format!(", `{k}`")).collect();
-                    return Err(self.err(
-                        route.path.span(),
-                        format!(
-                            "a route needs exactly one handler: `root`, `redirect`, `respond`, `proxy` or `service`{kinds}"
-                        ),
-                    ));
-                }
-                if let Some(named) = &route.service {
-                    self.check_service(named, &config.products)?;
-                }
-                if let Some(c) = &route.cache {
-                    if route.proxy.is_none() {
-                        return Err(self.err(
-                            c.span(),
-                            "`cache` needs a `proxy` route (it caches what the origin answers)",
-                        ));
-                    }
-                    if !config_caches.contains(c.get_ref()) {
-                        return Err(
-                            self.err(c.span(), format!("no [cache.{}] in this file", c.get_ref()))
-                        );
-                    }
-                }
-                if let Some(l) = &route.limit
-                    && !config_limits.contains(l.get_ref())
-                {
-                    return Err(
-                        self.err(l.span(), format!("no [limit.{}] in this file", l.get_ref()))
-                    );
-                }
-                if let Some(p) = &route.proxy
-                    && !upstream_names.contains(p.get_ref())
-                {
-                    return Err(self.err(
-                        p.span(),
-                        format!(
-                            "no [upstream.{}] in this file (known: {})",
-                            p.get_ref(),
-                            if upstream_names.is_empty() {
-                                "none".to_string()
-                            } else {
-                                upstream_names.join(", ")
-                            }
-                        ),
-                    ));
-                }
-                if let Some(status) = &route.status {
-                    if route.redirect.is_none() {
-                        return Err(self.err(status.span(), "`status` only applies to `redirect`"));
-                    }
-                    if ![301, 302, 303, 307, 308].contains(status.get_ref()) {
-                        return Err(self.err(
-                            status.span(),
-                            format!(
-                                "redirect status {} is not a redirect: expected 301, 302, 303, 307 or 308",
-                                status.get_ref()
-                            ),
-                        ));
-                    }
-                }
-                if let Some(target) = &route.redirect
-                    && (target.is_empty() || http::HeaderValue::from_str(target).is_err())
-                {
-                    return Err(self.err(
-                        route.path.span(),
-                        format!("redirect target {target:?} is not a valid Location value"),
-                    ));
-                }
-                if let Some(respond) = &route.respond {
-                    let s = *respond.status.get_ref();
-                    if !(100..=999).contains(&s) || (100..200).contains(&s) {
-                        return Err(self.err(
-                            respond.status.span(),
-                            format!("respond status {s} is not a final HTTP status (200-999)"),
-                        ));
-                    }
-                }
-                if let Some(cc) = &route.cache_control
-                    && http::HeaderValue::from_str(cc).is_err()
-                {
-                    return Err(self.err(
-                        route.path.span(),
-                        format!("cache_control {cc:?} is not a valid header value"),
-                    ));
-                }
-                for (name, value) in &route.headers {
-                    if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                        || http::HeaderValue::from_str(value).is_err()
-                    {
-                        return Err(self.err(
-                            route.path.span(),
-                            format!("header {name:?} = {value:?} is not a valid header"),
-                        ));
-                    }
-                }
-                if let Some(root) = &mut route.root {
-                    let resolved = self.resolve(root.get_ref());
-                    if !resolved.is_dir() {
-                        return Err(self.err(
-                            root.span(),
-                            format!("root folder {} not found", resolved.display()),
-                        ));
-                    }
-                    *root = Spanned::new(root.span(), resolved);
-                }
-                if paths.contains(&route.path.get_ref().as_str()) {
-                    return Err(self.err(
-                        route.path.span(),
-                        format!(
-                            "route path {:?} appears twice in this site",
-                            route.path.get_ref()
-                        ),
-                    ));
-                }
-                paths.push(route.path.get_ref().as_str());
+            paths.push(route.path.get_ref().as_str());
+        }
+        Ok(())
+    }
+
+    /// One `[[site.route]]`: its path, one handler, and the sections it names.
+    fn route(&self, route: &mut Route, known: &Known<'_>) -> Result<(), ConfigError> {
+        let p = route.path.get_ref();
+        if !p.starts_with('/') {
+            return Err(self.err(
+                route.path.span(),
+                format!("route path {p:?} must start with '/'"),
+            ));
+        }
+        let handlers = route.root.is_some() as u8
+            + route.redirect.is_some() as u8
+            + route.respond.is_some() as u8
+            + route.proxy.is_some() as u8
+            + route.service.is_some() as u8;
+        if handlers != 1 {
+            let kinds: String = known.products.keys().map(|k| format!(", `{k}`")).collect();
+            return Err(self.err(
+                route.path.span(),
+                format!(
+                    "a route needs exactly one handler: `root`, `redirect`, `respond`, `proxy` or `service`{kinds}"
+                ),
+            ));
+        }
+        if let Some(named) = &route.service {
+            self.check_service(named, known.products)?;
+        }
+        if let Some(c) = &route.cache {
+            if route.proxy.is_none() {
+                return Err(self.err(
+                    c.span(),
+                    "`cache` needs a `proxy` route (it caches what the origin answers)",
+                ));
             }
+            if !known.caches.contains(c.get_ref()) {
+                return Err(self.err(c.span(), format!("no [cache.{}] in this file", c.get_ref())));
+            }
+        }
+        if let Some(l) = &route.limit
+            && !known.limits.contains(l.get_ref())
+        {
+            return Err(self.err(l.span(), format!("no [limit.{}] in this file", l.get_ref())));
+        }
+        if let Some(p) = &route.proxy
+            && !known.upstreams.contains(p.get_ref())
+        {
+            return Err(self.err(
+                p.span(),
+                format!(
+                    "no [upstream.{}] in this file (known: {})",
+                    p.get_ref(),
+                    if known.upstreams.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.upstreams.join(", ")
+                    }
+                ),
+            ));
+        }
+        if let Some(status) = &route.status {
+            if route.redirect.is_none() {
+                return Err(self.err(status.span(), "`status` only applies to `redirect`"));
+            }
+            if ![301, 302, 303, 307, 308].contains(status.get_ref()) {
+                return Err(self.err(
+                    status.span(),
+                    format!(
+                        "redirect status {} is not a redirect: expected 301, 302, 303, 307 or 308",
+                        status.get_ref()
+                    ),
+                ));
+            }
+        }
+        if let Some(target) = &route.redirect
+            && (target.is_empty() || http::HeaderValue::from_str(target).is_err())
+        {
+            return Err(self.err(
+                route.path.span(),
+                format!("redirect target {target:?} is not a valid Location value"),
+            ));
+        }
+        if let Some(respond) = &route.respond {
+            let s = *respond.status.get_ref();
+            if !(100..=999).contains(&s) || (100..200).contains(&s) {
+                return Err(self.err(
+                    respond.status.span(),
+                    format!("respond status {s} is not a final HTTP status (200-999)"),
+                ));
+            }
+        }
+        if let Some(cc) = &route.cache_control
+            && http::HeaderValue::from_str(cc).is_err()
+        {
+            return Err(self.err(
+                route.path.span(),
+                format!("cache_control {cc:?} is not a valid header value"),
+            ));
+        }
+        for (name, value) in &route.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(self.err(
+                    route.path.span(),
+                    format!("header {name:?} = {value:?} is not a valid header"),
+                ));
+            }
+        }
+        if let Some(root) = &mut route.root {
+            let resolved = self.resolve(root.get_ref());
+            if !resolved.is_dir() {
+                return Err(self.err(
+                    root.span(),
+                    format!("root folder {} not found", resolved.display()),
+                ));
+            }
+            *root = Spanned::new(root.span(), resolved);
         }
         Ok(())
     }
