@@ -185,36 +185,8 @@ impl Board {
         let target_of = |addr: SocketAddr| (0..table.sites.len()).find(|&i| serves(i, addr));
 
         // ---- columns: DNS, then sites by how deep behind the front they sit ----
-        let mut col: Vec<Option<usize>> = vec![None; table.sites.len()];
-        let mut behind = vec![false; table.sites.len()];
-        for s in &table.sites {
-            for pool in pools_of(s) {
-                for srv in &pool.members().servers {
-                    if let Some(t) = target_of(srv.addr) {
-                        behind[t] = true;
-                    }
-                }
-            }
-        }
         let base = usize::from(has_dns);
-        let mut queue: std::collections::VecDeque<usize> =
-            (0..table.sites.len()).filter(|&i| !behind[i]).collect();
-        for &i in &queue {
-            col[i] = Some(base);
-        }
-        while let Some(i) = queue.pop_front() {
-            for pool in pools_of(&table.sites[i]) {
-                for srv in &pool.members().servers {
-                    if let Some(t) = target_of(srv.addr)
-                        && col[t].is_none()
-                    {
-                        col[t] = Some(col[i].unwrap_or(base) + 1);
-                        queue.push_back(t);
-                    }
-                }
-            }
-        }
-        let col: Vec<usize> = col.into_iter().map(|c| c.unwrap_or(base)).collect();
+        let col = columns(&table.sites, &target_of, base);
         let service_col = col.iter().copied().max().unwrap_or(base) + 1;
 
         let mut nodes = Vec::new();
@@ -371,32 +343,7 @@ impl Board {
         }
 
         // ---- the latest traced requests ----
-        // one row per request: the hops of a trace that share the span its first hop
-        // received (a page visit is one trace of many requests, each its own span)
-        let mut recent: Vec<Value> = Vec::new();
-        for id in view.recent_traces(RECENT) {
-            let hops = view.trace(&id);
-            let mut spans: Vec<(&str, Vec<&crate::admin::counters::TraceHop>)> = Vec::new();
-            for h in &hops {
-                match spans.iter_mut().find(|(s, _)| *s == h.span) {
-                    Some((_, v)) => v.push(h),
-                    None => spans.push((&h.span, vec![h])),
-                }
-            }
-            for (span, group) in spans.iter().rev() {
-                let first = group[0];
-                recent.push(json!({
-                    "trace": id, "span": span, "site": first.site, "request": first.request,
-                    "status": first.status, "ms": round(first.ms, 3), "at_us": first.at_us as u64,
-                    "hops": group.iter().map(|h| h.site.as_str()).collect::<Vec<_>>(),
-                }));
-            }
-            if recent.len() >= RECENT {
-                break;
-            }
-        }
-        recent.sort_by_key(|r| std::cmp::Reverse(r["at_us"].as_u64()));
-        recent.truncate(RECENT);
+        let recent = recent_requests(view);
 
         let m = view.metrics();
         let accepted = m.connections_accepted.load(Ordering::Relaxed);
@@ -425,6 +372,75 @@ impl Board {
             "recent": recent,
         })
     }
+}
+
+/// The dashboard's column of each site: the front (after DNS, `base`) for sites no pool
+/// points at, then one column deeper per hop behind it.
+fn columns(
+    sites: &[Arc<SiteTable>],
+    target_of: &dyn Fn(SocketAddr) -> Option<usize>,
+    base: usize,
+) -> Vec<usize> {
+    let mut col: Vec<Option<usize>> = vec![None; sites.len()];
+    let mut behind = vec![false; sites.len()];
+    for s in sites {
+        for pool in pools_of(s) {
+            for srv in &pool.members().servers {
+                if let Some(t) = target_of(srv.addr) {
+                    behind[t] = true;
+                }
+            }
+        }
+    }
+    let mut queue: std::collections::VecDeque<usize> =
+        (0..sites.len()).filter(|&i| !behind[i]).collect();
+    for &i in &queue {
+        col[i] = Some(base);
+    }
+    while let Some(i) = queue.pop_front() {
+        for pool in pools_of(&sites[i]) {
+            for srv in &pool.members().servers {
+                if let Some(t) = target_of(srv.addr)
+                    && col[t].is_none()
+                {
+                    col[t] = Some(col[i].unwrap_or(base) + 1);
+                    queue.push_back(t);
+                }
+            }
+        }
+    }
+    col.into_iter().map(|c| c.unwrap_or(base)).collect()
+}
+
+/// The latest traced requests, newest first: one row per request, the hops of a trace that
+/// share the span its first hop received (a page visit is one trace of many requests,
+/// each its own span).
+fn recent_requests(view: &dyn AdminView) -> Vec<Value> {
+    let mut recent: Vec<Value> = Vec::new();
+    for id in view.recent_traces(RECENT) {
+        let hops = view.trace(&id);
+        let mut spans: Vec<(&str, Vec<&crate::admin::counters::TraceHop>)> = Vec::new();
+        for h in &hops {
+            match spans.iter_mut().find(|(s, _)| *s == h.span) {
+                Some((_, v)) => v.push(h),
+                None => spans.push((&h.span, vec![h])),
+            }
+        }
+        for (span, group) in spans.iter().rev() {
+            let first = group[0];
+            recent.push(json!({
+                "trace": id, "span": span, "site": first.site, "request": first.request,
+                "status": first.status, "ms": round(first.ms, 3), "at_us": first.at_us as u64,
+                "hops": group.iter().map(|h| h.site.as_str()).collect::<Vec<_>>(),
+            }));
+        }
+        if recent.len() >= RECENT {
+            break;
+        }
+    }
+    recent.sort_by_key(|r| std::cmp::Reverse(r["at_us"].as_u64()));
+    recent.truncate(RECENT);
+    recent
 }
 
 /// Unique ids of the sites: `site:NAME` (`#N` added when two share a name).
