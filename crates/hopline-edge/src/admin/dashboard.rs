@@ -152,6 +152,58 @@ impl Board {
         })
     }
 
+    /// What the caches of a site's routes hold and hit (the interval's hit ratio too).
+    fn site_cache(&mut self, id: &str, site: &SiteTable, secs: f64) -> Option<Value> {
+        let mut caches: Vec<&Arc<crate::cache::store::HttpCache>> = Vec::new();
+        for route in &site.routes {
+            if let Some(c) = &route.cache
+                && !caches.iter().any(|x| Arc::ptr_eq(x, c))
+            {
+                caches.push(c);
+            }
+        }
+        (!caches.is_empty()).then(|| {
+            let n = |f: fn(&crate::cache::store::CacheStats) -> &std::sync::atomic::AtomicU64| {
+                caches
+                    .iter()
+                    .map(|c| f(&c.stats).load(Ordering::Relaxed))
+                    .sum::<u64>()
+            };
+            let hits = n(|s| &s.hits) + n(|s| &s.stale);
+            let lookups = hits + n(|s| &s.misses) + n(|s| &s.revalidated);
+            let interval = self.pair(&format!("{}/cache", id), hits, lookups, secs);
+            json!({
+                "names": caches.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                "entries": caches.iter().map(|c| c.entries()).sum::<u64>(),
+                "hits": hits,
+                "lookups": lookups,
+                "hit_ratio": interval.filter(|(_, l)| *l > 0.0).map(|(h, l)| round(h / l, 4)),
+                "hit_ratio_total": (lookups > 0).then(|| round(hits as f64 / lookups as f64, 4)),
+            })
+        })
+    }
+
+    /// The rate limits of a site's routes: what each refused, and how fast.
+    fn site_limits(&mut self, site: &SiteTable, secs: f64) -> Vec<Value> {
+        let mut limits = Vec::new();
+        for route in &site.routes {
+            if let Some(l) = &route.limit
+                && !limits.iter().any(|(n, _): &(String, u64)| *n == l.name)
+            {
+                limits.push((l.name.clone(), l.rejected.load(Ordering::Relaxed)));
+            }
+        }
+        limits
+            .into_iter()
+            .map(|(name, rejected)| {
+                let per_s = self
+                    .pair(&format!("limit/{name}"), rejected, 0, secs)
+                    .map(|(r, _)| round(r, 1));
+                json!({"name": name, "rejected": rejected, "rejected_per_s": per_s})
+            })
+            .collect()
+    }
+
     /// One snapshot of everything (the JSON each event carries).
     pub fn sample(&mut self, view: &dyn AdminView) -> Value {
         let now = Instant::now();
@@ -231,52 +283,8 @@ impl Board {
                 secs,
             );
             total_rps += r.rps;
-            // caches of its routes
-            let mut caches: Vec<&Arc<crate::cache::store::HttpCache>> = Vec::new();
-            for route in &site.routes {
-                if let Some(c) = &route.cache
-                    && !caches.iter().any(|x| Arc::ptr_eq(x, c))
-                {
-                    caches.push(c);
-                }
-            }
-            let cache = (!caches.is_empty()).then(|| {
-                let n = |f: fn(&crate::cache::store::CacheStats) -> &std::sync::atomic::AtomicU64| {
-                    caches
-                        .iter()
-                        .map(|c| f(&c.stats).load(Ordering::Relaxed))
-                        .sum::<u64>()
-                };
-                let hits = n(|s| &s.hits) + n(|s| &s.stale);
-                let lookups = hits + n(|s| &s.misses) + n(|s| &s.revalidated);
-                let interval = self.pair(&format!("{}/cache", ids[i]), hits, lookups, secs);
-                json!({
-                    "names": caches.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-                    "entries": caches.iter().map(|c| c.entries()).sum::<u64>(),
-                    "hits": hits,
-                    "lookups": lookups,
-                    "hit_ratio": interval.filter(|(_, l)| *l > 0.0).map(|(h, l)| round(h / l, 4)),
-                    "hit_ratio_total": (lookups > 0).then(|| round(hits as f64 / lookups as f64, 4)),
-                })
-            });
-            // rate limits of its routes
-            let mut limits = Vec::new();
-            for route in &site.routes {
-                if let Some(l) = &route.limit
-                    && !limits.iter().any(|(n, _): &(String, u64)| *n == l.name)
-                {
-                    limits.push((l.name.clone(), l.rejected.load(Ordering::Relaxed)));
-                }
-            }
-            let limits: Vec<Value> = limits
-                .into_iter()
-                .map(|(name, rejected)| {
-                    let per_s = self
-                        .pair(&format!("limit/{name}"), rejected, 0, secs)
-                        .map(|(r, _)| round(r, 1));
-                    json!({"name": name, "rejected": rejected, "rejected_per_s": per_s})
-                })
-                .collect();
+            let cache = self.site_cache(&ids[i], site, secs);
+            let limits = self.site_limits(site, secs);
             // its pools, each server with its state
             let target_id = |a: SocketAddr| target_of(a).map(|t| ids[t].clone());
             let pools: Vec<Value> = pools_of(site)
