@@ -73,6 +73,7 @@ impl Products {
         let text = std::fs::read_to_string(path)?;
         let mut services = Services::new();
         for product in self.all() {
+            services.declare(product.kind());
             product
                 .apply(&text, path, &mut services)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;

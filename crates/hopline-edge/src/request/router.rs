@@ -193,25 +193,28 @@ pub fn compile(
         any: Option<Arc<SiteTable>>,
         first: Option<Arc<SiteTable>>,
     }
-    // every product kind in the file is served by this program
+    // every product kind in the file is served by this program (else, most likely, a
+    // misspelt section of the edge's own)
+    let served = services.kinds();
     for (kind, sections) in &config.products {
-        if !services.iter().any(|(k, _, _)| k == kind) {
+        if !served.contains(&kind.as_str()) {
             let (line, col) = sections.at;
             return Err(EdgeError::Conflict(format!(
-                "[{kind}.{}] (line {line}, column {col}): no product of this program serves [{kind}.*] sections (served: {})",
+                "[{kind}.{}] (line {line}, column {col}): no part of this program reads [{kind}.*] sections; expected the edge's [upstream.NAME], [cache.NAME], [limit.NAME] or a product's ({})",
                 sections
                     .names
                     .iter()
                     .next()
                     .map(String::as_str)
                     .unwrap_or(""),
-                {
-                    let served = services.kinds();
-                    if served.is_empty() {
-                        "none".to_string()
-                    } else {
-                        served.join(", ")
-                    }
+                if served.is_empty() {
+                    "none in this program".to_string()
+                } else {
+                    served
+                        .iter()
+                        .map(|k| format!("[{k}.NAME]"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
             )));
         }
@@ -474,7 +477,7 @@ mod tests {
         let services = crate::request::service::Services::new();
         let e = compile(&config, None, &services).unwrap_err().to_string();
         assert!(
-            e.contains("[chat.room] (line 7, column 2): no product of this program serves [chat.*] sections (served: none)"),
+            e.contains("[chat.room] (line 7, column 2): no part of this program reads [chat.*] sections; expected the edge's [upstream.NAME], [cache.NAME], [limit.NAME] or a product's (none in this program)"),
             "{e}"
         );
     }

@@ -101,6 +101,8 @@ pub trait Product: Send + Sync + 'static {
 #[derive(Debug, Clone, Default)]
 pub struct Services {
     map: BTreeMap<(String, String), Arc<dyn RouteService>>,
+    /// Kinds the program serves, with or without a section in this file.
+    declared: std::collections::BTreeSet<String>,
 }
 
 impl Services {
@@ -120,9 +122,20 @@ impl Services {
         self.map.get(&(kind.to_string(), name.to_string()))
     }
 
-    /// The kinds of product registered (each once, sorted).
+    /// Say that this program serves `kind` sections, even when the file has none.
+    pub fn declare(&mut self, kind: &str) {
+        self.declared.insert(kind.to_string());
+    }
+
+    /// The kinds of product this program serves (each once, sorted).
     pub fn kinds(&self) -> Vec<&str> {
-        let mut kinds: Vec<&str> = self.map.keys().map(|(k, _)| k.as_str()).collect();
+        let mut kinds: Vec<&str> = self
+            .map
+            .keys()
+            .map(|(k, _)| k.as_str())
+            .chain(self.declared.iter().map(String::as_str))
+            .collect();
+        kinds.sort_unstable();
         kinds.dedup();
         kinds
     }
