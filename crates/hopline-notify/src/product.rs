@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub const KIND: &str = "notify";
 
 /// The folder relative paths of a config file resolve against.
-fn base_of(file: &Path) -> std::path::PathBuf {
+pub fn base_of(file: &Path) -> std::path::PathBuf {
     match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),

@@ -214,8 +214,11 @@ impl AppStore {
 fn database(at: &Where) -> anyhow::Result<AppStore> {
     let text = std::fs::read_to_string(&at.config)
         .with_context(|| format!("reading {}", at.config.display()))?;
-    let sections =
-        hopline_notify::config::load(&text, &at.config, &crate::products::base_of(&at.config))?;
+    let sections = hopline_notify::config::load(
+        &text,
+        &at.config,
+        &hopline_notify::product::base_of(&at.config),
+    )?;
     let (name, section) = match &at.service {
         Some(n) => sections
             .get_key_value(n)

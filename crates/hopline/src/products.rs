@@ -27,14 +27,6 @@ impl Default for Products {
     }
 }
 
-/// The folder relative paths of a config file resolve against.
-pub fn base_of(path: &Path) -> std::path::PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    }
-}
-
 /// Check the product sections of a config file without starting anything.
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
