@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::channel_log::{Behind, ChannelLog, Event, Position, Read, Retention, now_ms};
+use crate::channel_log::{Behind, ChannelLog, Event, Position, Read, Retention, Start, now_ms};
 use crate::direct::{Kind, Shared};
 use crate::frames::{sse_chunk, ws_frame};
 use crate::metrics::Metrics;
@@ -135,6 +135,20 @@ impl Channel {
     /// Read from a position (`None`: from now).
     pub fn read(&self, since: Option<&Position>, max: usize) -> Read {
         self.log.lock().read(since, Instant::now(), max)
+    }
+
+    /// The position a reader starting at `start` reads after (`None`: from now); see
+    /// [`ChannelLog::resolve`].
+    pub fn resolve(&self, start: &Start) -> Option<Position> {
+        self.log.lock().resolve(start, Instant::now())
+    }
+
+    /// Read from `start` (one hold of the log: the latest `n` are the ones there now).
+    pub fn read_from(&self, start: &Start, max: usize) -> Read {
+        let now = Instant::now();
+        let mut log = self.log.lock();
+        let since = log.resolve(start, now);
+        log.read(since.as_ref(), now, max)
     }
 
     /// Something to answer a poll from `since` at once: events after it, or a position

@@ -59,6 +59,18 @@ impl std::fmt::Display for Position {
     }
 }
 
+/// Where a reader starts in a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Start {
+    /// From now: the next publication (no position given).
+    #[default]
+    Now,
+    /// After a position it was given (`?since=EPOCH:OFFSET`, SSE's `Last-Event-ID`).
+    After(Position),
+    /// With the latest `n` publications still in history (`?last=N`, a first read).
+    Latest(u64),
+}
+
 /// One publication.
 #[derive(Debug)]
 pub struct Event {
@@ -263,6 +275,23 @@ impl ChannelLog {
         self.history.front().map_or(self.last + 1, |e| e.offset)
     }
 
+    /// The position a reader starting at `start` reads after: `None` for from now; for
+    /// the latest `n`, the offset before the `n`th newest publication still in history
+    /// (before the oldest kept when fewer are kept).
+    pub fn resolve(&mut self, start: &Start, now: Instant) -> Option<Position> {
+        match start {
+            Start::Now => None,
+            Start::After(p) => Some(p.clone()),
+            Start::Latest(n) => {
+                self.trim(now);
+                Some(Position {
+                    epoch: self.epoch.clone(),
+                    offset: self.last.saturating_sub(*n).max(self.first_kept() - 1),
+                })
+            }
+        }
+    }
+
     /// Read from a position: `None` means from now (no events, recovered). At most `max`
     /// events are returned; the returned position says where to continue.
     pub fn read(&mut self, since: Option<&Position>, now: Instant, max: usize) -> Read {
@@ -458,6 +487,41 @@ mod tests {
         let r = log.read(Some(&p3), now, 100);
         assert!(r.recovered);
         assert_eq!(r.events[0].offset, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_latest_n_are_what_history_still_holds() {
+        let mut log = ChannelLog::new(retention(5, 60));
+        let now = Instant::now();
+        // nothing published: the latest n is nothing, from the current position
+        let p = log.resolve(&Start::Latest(3), now).unwrap();
+        assert_eq!(p, log.position());
+        assert!(log.read(Some(&p), now, 100).events.is_empty());
+        for _ in 0..8 {
+            log.publish(Bytes::from_static(b"x"), now, 0);
+        }
+        let latest = |log: &mut ChannelLog, n: u64, now: Instant| {
+            let p = log.resolve(&Start::Latest(n), now).unwrap();
+            let r = log.read(Some(&p), now, 100);
+            assert!(r.recovered, "the latest {n} are all there");
+            assert_eq!(r.position.offset, log.position().offset);
+            r.events.iter().map(|e| e.offset).collect::<Vec<_>>()
+        };
+        assert_eq!(latest(&mut log, 1, now), [8]);
+        assert_eq!(latest(&mut log, 3, now), [6, 7, 8]);
+        // more than history keeps: what it keeps (4..=8 of 8), still recovered
+        assert_eq!(latest(&mut log, 7, now), [4, 5, 6, 7, 8]);
+        // aged out: only the young one
+        let later = now + Duration::from_secs(61);
+        log.publish(Bytes::from_static(b"young"), later, 0);
+        assert_eq!(latest(&mut log, 3, later), [9]);
+        // the other starts
+        assert_eq!(log.resolve(&Start::Now, later), None);
+        let p = Position {
+            epoch: "e".into(),
+            offset: 2,
+        };
+        assert_eq!(log.resolve(&Start::After(p.clone()), later), Some(p));
     }
 
     #[test]

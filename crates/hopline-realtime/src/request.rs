@@ -5,6 +5,7 @@
 use http::StatusCode;
 use http::header;
 
+use crate::channel_log::{Position, Start};
 use crate::config::Access;
 use crate::token::{self, Claims, TokenError};
 
@@ -24,6 +25,8 @@ pub fn valid_channel(name: &str) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct Query {
     pub since: Option<String>,
+    /// `?last=N`: start with the latest N publications still in history.
+    pub last: Option<u64>,
     pub wait: bool,
     /// `?info`: the channel's state instead of its events (publishers only).
     pub info: bool,
@@ -40,13 +43,63 @@ pub(crate) fn parse_query(q: Option<&str>) -> Result<Query, String> {
             .into_owned();
         match k {
             "since" => out.since = Some(v),
+            "last" => out.last = Some(parse_last(&v)?),
             "wait" => out.wait = matches!(v.as_str(), "1" | "true" | "yes"),
             "info" => out.info = !matches!(v.as_str(), "0" | "false" | "no"),
             "token" => out.token = Some(v),
             _ => {}
         }
     }
+    if out.last.is_some() && out.since.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(
+            "since and last cannot go together: since=EPOCH:OFFSET resumes after a position, last=N starts with the latest N events"
+                .into(),
+        );
+    }
     Ok(out)
+}
+
+/// `last=N`: a count of events, at least 1 (its upper bound is the hub's history, see
+/// [`Query::start`]).
+pub(crate) fn parse_last(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!(
+            "bad last={v:?}: expected a number of events from 1 to the channel's history, e.g. last=10"
+        )),
+    }
+}
+
+/// Refuse `last=N` over what a channel's log can hold (`history`).
+pub(crate) fn check_last(n: u64, history: usize) -> Result<(), String> {
+    if n > history as u64 {
+        return Err(format!(
+            "last={n} is more than a channel keeps: at most {history} (this hub's history)"
+        ));
+    }
+    Ok(())
+}
+
+impl Query {
+    /// Where a subscriber starts: after `since`, with the latest `last` (at most
+    /// `history`), or from now; the message of a 400 otherwise.
+    pub(crate) fn start(&self, history: usize) -> Result<Start, String> {
+        if let Some(n) = self.last {
+            check_last(n, history)?;
+            return Ok(Start::Latest(n));
+        }
+        match self.since.as_deref() {
+            None | Some("") => Ok(Start::Now),
+            Some(t) => position(t).map(Start::After),
+        }
+    }
+}
+
+/// A position given by a client, or the message of a 400.
+pub(crate) fn position(text: &str) -> Result<Position, String> {
+    Position::parse(text).ok_or_else(|| {
+        format!("bad position {text:?}: expected EPOCH:OFFSET as given by an earlier answer (its \"position\"), or last=N for the latest N events")
+    })
 }
 
 /// A token from `Authorization: Bearer …` or `?token=`.
@@ -109,5 +162,35 @@ mod tests {
         assert!(q.wait);
         assert_eq!(q.token.as_deref(), Some("t.k.n"));
         assert!(parse_query(Some("since=%ff")).is_err());
+    }
+
+    #[test]
+    fn last_is_a_count_within_history_and_not_with_since() {
+        let q = parse_query(Some("last=5&wait=1")).unwrap();
+        assert_eq!(q.start(100), Ok(Start::Latest(5)));
+        assert_eq!(q.start(5), Ok(Start::Latest(5)));
+        let e = q.start(4).unwrap_err();
+        assert!(e.contains("at most 4"), "{e}");
+        for bad in [
+            "last=abc", "last=0", "last=", "last", "last=-1", "last=+3", "last=1.5",
+        ] {
+            let e = parse_query(Some(bad)).unwrap_err();
+            assert!(e.contains("bad last="), "{bad}: {e}");
+        }
+        let e = parse_query(Some("since=ab:1&last=2")).unwrap_err();
+        assert!(e.contains("since and last"), "{e}");
+        let e = parse_query(Some("last=2&since=ab:1")).unwrap_err();
+        assert!(e.contains("since and last"), "{e}");
+        // an empty since is no since
+        assert_eq!(
+            parse_query(Some("since=&last=2")).unwrap().start(10),
+            Ok(Start::Latest(2))
+        );
+        assert_eq!(parse_query(None).unwrap().start(10), Ok(Start::Now));
+        assert!(matches!(
+            parse_query(Some("since=ab:3")).unwrap().start(10),
+            Ok(Start::After(_))
+        ));
+        assert!(parse_query(Some("since=EPOCH")).unwrap().start(10).is_err());
     }
 }

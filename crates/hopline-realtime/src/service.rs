@@ -1,6 +1,8 @@
 //! The HTTP face of a hub, as a route service of the edge: on `PREFIX/CHANNEL`,
 //! - `GET ?since=EPOCH:OFFSET` — short poll: the events after the position, at once;
 //! - `GET ?since=…&wait=1` — long poll: held until an event arrives or `long_poll_ms`;
+//! - `?last=N` instead of `since` (any of the four) — start with the latest N events
+//!   still in history: a first read that does not miss what was just published;
 //! - `GET` with `Accept: text/event-stream` — Server-Sent Events, resumable by
 //!   `Last-Event-ID`;
 //! - `GET` with `Upgrade: websocket` (HTTP/1.1) or an extended CONNECT (HTTP/2) — a
@@ -17,7 +19,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::channel::Channel;
-use crate::channel_log::Position;
+use crate::channel_log::{Read, Start};
 use crate::frames::{json_string, poll_json};
 use crate::hub::Hub;
 use crate::request::{MAX_CHANNEL, Query, authorize, bearer, parse_query, valid_channel};
@@ -154,39 +156,33 @@ async fn handle(
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/event-stream"));
-            // Last-Event-ID (what browsers send when they reconnect) before ?since=
-            let since_text = req
+            // Last-Event-ID (what browsers send when they reconnect, to the same URL)
+            // before ?since= or ?last=
+            let last_event_id = req
                 .headers()
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .filter(|_| wants_sse)
-                .or(query.since.clone());
-            let since = match since_text.as_deref() {
-                None | Some("") => None,
-                Some(t) => match Position::parse(t) {
-                    Some(p) => Some(p),
-                    None => {
-                        return text(
-                            StatusCode::BAD_REQUEST,
-                            format!(
-                                "400 bad position {t:?}: expected EPOCH:OFFSET as given by an earlier answer\n"
-                            ),
-                        );
-                    }
-                },
+                .filter(|v| wants_sse && !v.is_empty());
+            let start = match last_event_id {
+                Some(t) => crate::request::position(t).map(Start::After),
+                None => query.start(settings.retention.history),
+            };
+            let start = match start {
+                Ok(s) => s,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("400 {e}\n")),
             };
             let ch = match hub.channel(&channel).await {
                 Ok(c) => c,
                 Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),
             };
             if wants_sse {
+                let since = ch.resolve(&start);
                 crate::sse::respond(hub, ch, since, req.version(), ctx.send_timeout)
             } else if query.wait {
-                long_poll(hub, ch, since).await
+                long_poll(hub, ch, start).await
             } else {
                 hub.metrics.polls.fetch_add(1, Ordering::Relaxed);
-                poll_answer(&hub, &ch, since.as_ref())
+                poll_answer(&hub, ch.read_from(&start, MAX_EVENTS_PER_ANSWER))
             }
         }
         _ => {
@@ -296,8 +292,7 @@ fn bad_channel(name: &str) -> String {
 }
 
 /// The JSON answer of a poll.
-fn poll_answer(hub: &Hub, ch: &Channel, since: Option<&Position>) -> Response<Body> {
-    let read = ch.read(since, MAX_EVENTS_PER_ANSWER);
+fn poll_answer(hub: &Hub, read: Read) -> Response<Body> {
     if !read.recovered {
         hub.metrics.drops.fetch_add(1, Ordering::Relaxed);
     }
@@ -326,10 +321,12 @@ fn poll_answer(hub: &Hub, ch: &Channel, since: Option<&Position>) -> Response<Bo
     json(StatusCode::OK, out.freeze())
 }
 
-async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> Response<Body> {
+/// A long poll from `start`: answered at once when there are events after it (with
+/// `?last=N`, when history holds any), else held until one is published.
+async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, start: Start) -> Response<Body> {
     let settings = hub.settings();
     // no position: wait for the next publication
-    let since = since.unwrap_or_else(|| ch.position());
+    let since = ch.resolve(&start).unwrap_or_else(|| ch.position());
     let mut rx = ch.subscribe();
     // (shutdown wakes the channel: a held poll registers with its channel only)
     let closing = hub.closing();
@@ -364,7 +361,7 @@ async fn long_poll(hub: Arc<Hub>, ch: Arc<Channel>, since: Option<Position>) -> 
         let body = serde_json::json!({"error": "channel deleted", "channel": &*ch.name});
         return json(StatusCode::GONE, Bytes::from(body.to_string()));
     }
-    poll_answer(&hub, &ch, Some(&since))
+    poll_answer(&hub, ch.read(Some(&since), MAX_EVENTS_PER_ANSWER))
 }
 
 async fn publish(

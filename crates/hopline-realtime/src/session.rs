@@ -8,7 +8,7 @@
 //! ([`crate::direct`]); the task takes over whenever that cannot go on.
 //!
 //! Client → server JSON messages:
-//! `{"type":"subscribe","channel":"C","since":"EPOCH:OFFSET"?}`,
+//! `{"type":"subscribe","channel":"C","since":"EPOCH:OFFSET"?}` (or `"last":N`),
 //! `{"type":"unsubscribe","channel":"C"}`,
 //! `{"type":"publish","channel":"C","data":"…"}`, `{"type":"ping"}`.
 //! Server → client: events `{"channel","offset","epoch","data"}`, and
@@ -28,11 +28,11 @@ use http::{Request, Response, StatusCode};
 use tokio::sync::watch;
 
 use crate::channel::{Channel, Registration};
-use crate::channel_log::{Behind, Event, Position};
+use crate::channel_log::{Behind, Event, Position, Start};
 use crate::direct::{Kind, Shared, Stopped, Watch};
 use crate::frames::ws_frame;
 use crate::hub::{Hub, Settings};
-use crate::request::{Query, authorize, bearer, valid_channel};
+use crate::request::{Query, authorize, bearer, check_last, valid_channel};
 use crate::ws::{self, Decoder, Deflate, Deflater, Message, Opcode, code};
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
@@ -46,6 +46,28 @@ fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     r
+}
+
+/// Where a `{"type":"subscribe"}` message starts: after `"since":"EPOCH:OFFSET"`, with
+/// the latest `"last":N` (at most `history`), or from now; as `?since=` and `?last=`.
+fn subscribe_start(v: &serde_json::Value, history: usize) -> Result<Start, String> {
+    let since = v
+        .get("since")
+        .and_then(|s| s.as_str())
+        .filter(|s| !s.is_empty());
+    match (since, v.get("last")) {
+        (Some(_), Some(_)) => Err("since and last cannot go together".into()),
+        (Some(t), None) => crate::request::position(t).map(Start::After),
+        (None, Some(n)) => {
+            let n = n
+                .as_u64()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("bad last {n}: expected a number of events from 1"))?;
+            check_last(n, history)?;
+            Ok(Start::Latest(n))
+        }
+        (None, None) => Ok(Start::Now),
+    }
 }
 
 /// Check the handshake, answer 101 (or 200 to an HTTP/2 extended CONNECT) and start the
@@ -106,17 +128,9 @@ pub(crate) fn upgrade(
         }
     };
     let token = bearer(headers, &query).map(str::to_string);
-    let since = match query.since.as_deref() {
-        None | Some("") => None,
-        Some(t) => match Position::parse(t) {
-            Some(p) => Some(p),
-            None => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    &format!("bad position {t:?}: expected EPOCH:OFFSET"),
-                );
-            }
-        },
+    let start = match query.start(settings.retention.history) {
+        Ok(s) => s,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
     };
     if !channel.is_empty()
         && let Err((s, m)) = authorize(
@@ -140,7 +154,7 @@ pub(crate) fn upgrade(
             "this connection cannot be upgraded",
         );
     };
-    let first = (!channel.is_empty()).then_some((channel, since));
+    let first = (!channel.is_empty()).then_some((channel, start));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(io) => run(io, hub, settings, deflate, token, first).await,
@@ -250,7 +264,7 @@ impl Conn {
         }
     }
 
-    async fn subscribe(&mut self, channel: &str, since: Option<Position>) -> Result<(), End> {
+    async fn subscribe(&mut self, channel: &str, start: Start) -> Result<(), End> {
         if self.subs.iter().any(|s| &*s.ch.name == channel) {
             self.reply(serde_json::json!({"type": "error", "channel": channel, "message": "already subscribed"}));
             return Ok(());
@@ -266,6 +280,7 @@ impl Conn {
             .await
             .map_err(|e| End::Close(code::INTERNAL, e.to_string()))?;
         let rx = ch.subscribe();
+        let since = ch.resolve(&start);
         let read = ch.read(since.as_ref(), 0);
         let recovered = since.is_none() || read.recovered;
         if !recovered {
@@ -367,18 +382,15 @@ impl Conn {
                     self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
                     return Ok(());
                 }
-                let since = match v.get("since").and_then(|s| s.as_str()) {
-                    None | Some("") => None,
-                    Some(t) => match Position::parse(t) {
-                        Some(p) => Some(p),
-                        None => {
-                            self.reply(serde_json::json!({"type": "error", "channel": channel, "message": "bad position: expected EPOCH:OFFSET"}));
-                            return Ok(());
-                        }
-                    },
+                let start = match subscribe_start(&v, self.settings.retention.history) {
+                    Ok(s) => s,
+                    Err(m) => {
+                        self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
+                        return Ok(());
+                    }
                 };
                 self.take_over();
-                self.subscribe(&channel, since).await?;
+                self.subscribe(&channel, start).await?;
             }
             "unsubscribe" => {
                 self.take_over();
@@ -476,7 +488,7 @@ async fn run(
     settings: Arc<Settings>,
     deflate: Option<Deflate>,
     token: Option<String>,
-    first: Option<(String, Option<Position>)>,
+    first: Option<(String, Start)>,
 ) {
     hub.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
     let shared = Shared::new(io, Kind::WebSocket);
@@ -501,11 +513,7 @@ impl Conn {
     /// The connection's life: subscribe to `first`, then, turn by turn, deliver new
     /// events, write, hand the socket to the publishers, and wait for the peer, a
     /// publication, the ping interval or the server's shutdown. What ends it.
-    async fn serve(
-        &mut self,
-        deflate: Option<Deflate>,
-        first: Option<(String, Option<Position>)>,
-    ) -> End {
+    async fn serve(&mut self, deflate: Option<Deflate>, first: Option<(String, Start)>) -> End {
         let mut decoder = Decoder::new(self.settings.max_message, deflate);
         let mut inbuf = BytesMut::new();
         let mut closing = self.hub.closing();
@@ -517,8 +525,8 @@ impl Conn {
         let mut was_up = self.hub.engine_up();
         // (boxed: the engine's futures are large and an idle connection should not carry
         // their space for its whole life)
-        if let Some((channel, since)) = first
-            && let Err(e) = Box::pin(self.subscribe(&channel, since)).await
+        if let Some((channel, start)) = first
+            && let Err(e) = Box::pin(self.subscribe(&channel, start)).await
         {
             return e;
         }
@@ -728,7 +736,11 @@ mod tests {
             direct: None,
             flush: false,
         };
-        assert!(conn.subscribe("orders", None).await.is_ok());
+        assert!(
+            conn.subscribe("orders", crate::channel_log::Start::Now)
+                .await
+                .is_ok()
+        );
         conn.take_over();
         assert!(conn.deliver().is_ok());
         // nothing new: handing the socket over leaves no wake-up behind

@@ -1597,3 +1597,183 @@ async fn shutdown_answers_held_long_polls() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["events"].as_array().map(Vec::len), Some(0), "{v}");
 }
+
+/// A 400 and its text for `GET url`.
+async fn refused(c: &reqwest::Client, url: &str) -> String {
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 400, "{url}");
+    r.text().await.unwrap()
+}
+
+/// A first read that does not miss what was just published: `?last=N` answers the latest
+/// N events still in history (with the position to continue from) by short poll, long
+/// poll (at once when there are some), SSE and WebSocket (`?last=` and the subscribe
+/// command's `"last"`); bad counts, counts over the history and `since` with `last` are
+/// refused with a 400 that says why.
+#[tokio::test]
+async fn last_n_is_a_first_read_of_the_latest_events() {
+    let edge = start(&hub_toml("")).await; // history = 100
+    let c = client();
+    let url = edge.url("/live/news");
+    let mut epoch = String::new();
+    for i in 1..=5 {
+        epoch = publish(&edge, "news", &format!("n{i}")).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    let get = |q: &str| {
+        let (c, url) = (c.clone(), format!("{url}?{q}"));
+        async move {
+            let r = c.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    // without a position a short poll reads from now: nothing
+    assert_eq!(offsets(&get("").await), Vec::<u64>::new());
+    // the latest three, and where to continue
+    let r = get("last=3").await;
+    assert_eq!(offsets(&r), [3, 4, 5]);
+    assert_eq!(r["events"][0]["data"], "n3");
+    assert_eq!(r["recovered"], true);
+    assert_eq!(r["position"], format!("{epoch}:5"));
+    // as many as history allows: all there are
+    assert_eq!(offsets(&get("last=100").await), [1, 2, 3, 4, 5]);
+    // continuing from the position it gave
+    publish(&edge, "news", "n6").await;
+    let r = get(&format!("since={epoch}:5")).await;
+    assert_eq!(offsets(&r), [6]);
+
+    // long poll: answered at once when history has some…
+    let started = tokio::time::Instant::now();
+    let r = get("last=2&wait=1").await;
+    assert_eq!(offsets(&r), [5, 6]);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "held {:?} with events there",
+        started.elapsed()
+    );
+    // …held on an empty channel until the next publication
+    let held = tokio::spawn({
+        let url = edge.url("/live/empty?last=5&wait=1");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished(), "a long poll on an empty channel waits");
+    publish(&edge, "empty", "first").await;
+    let r = held.await.unwrap();
+    assert_eq!(offsets(&r), [1]);
+    assert_eq!(r["events"][0]["data"], "first");
+
+    // SSE: the latest two, then what comes
+    let mut sse = c
+        .get(format!("{url}?last=2"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let events = sse_events(&mut sse, 2).await;
+    assert_eq!(
+        events,
+        [
+            (format!("{epoch}:5"), "n5".to_string()),
+            (format!("{epoch}:6"), "n6".to_string())
+        ]
+    );
+    publish(&edge, "news", "n7").await;
+    assert_eq!(sse_events(&mut sse, 1).await[0].0, format!("{epoch}:7"));
+    // a browser reconnecting to the same URL sends Last-Event-ID: it resumes from there
+    let mut again = c
+        .get(format!("{url}?last=5"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", format!("{epoch}:6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        sse_events(&mut again, 1).await,
+        [(format!("{epoch}:7"), "n7".to_string())]
+    );
+
+    // WebSocket: ?last= on the URL, and "last" in a subscribe command
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/live/news?last=2", edge.addr))
+            .await
+            .unwrap();
+    let sub = next(&mut ws).await;
+    assert_eq!(sub["type"], "subscribed");
+    assert_eq!(
+        (sub["offset"].as_u64(), sub["recovered"].as_bool()),
+        (Some(5), Some(true))
+    );
+    assert_eq!(next(&mut ws).await["data"], "n6");
+    assert_eq!(next(&mut ws).await["data"], "n7");
+    ws.send(WsMessage::text(
+        r#"{"type":"subscribe","channel":"empty","last":1}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next(&mut ws).await["type"], "subscribed");
+    let e = next(&mut ws).await;
+    assert_eq!(
+        (e["channel"].as_str(), e["data"].as_str()),
+        (Some("empty"), Some("first"))
+    );
+    for (bad, says) in [
+        (r#"{"type":"subscribe","channel":"x","last":0}"#, "bad last"),
+        (
+            r#"{"type":"subscribe","channel":"x","last":"3"}"#,
+            "bad last",
+        ),
+        (
+            r#"{"type":"subscribe","channel":"x","last":101}"#,
+            "at most 100",
+        ),
+        (
+            r#"{"type":"subscribe","channel":"x","last":2,"since":"ab:1"}"#,
+            "since and last",
+        ),
+    ] {
+        ws.send(WsMessage::text(bad)).await.unwrap();
+        let e = next(&mut ws).await;
+        assert_eq!(e["type"], "error", "{bad}");
+        assert!(e["message"].as_str().unwrap().contains(says), "{bad}: {e}");
+    }
+
+    // refused, with a reason
+    for (query, says) in [
+        ("last=abc", "bad last=\"abc\""),
+        ("last=0", "bad last=\"0\""),
+        ("last=-2", "bad last"),
+        ("last=101", "at most 100"),
+        (
+            "last=3&wait=1&since=abc:1",
+            "since and last cannot go together",
+        ),
+    ] {
+        let text = refused(&c, &format!("{url}?{query}")).await;
+        assert!(text.contains(says), "{query}: {text}");
+    }
+    let r = c
+        .get(format!("{url}?last=101"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    match tokio_tungstenite::connect_async(format!("ws://{}/live/news?last=abc", edge.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 400),
+        other => panic!("a WebSocket with last=abc: {other:?}"),
+    }
+}

@@ -329,3 +329,66 @@ async fn a_swept_channel_is_followed_again_from_its_new_start() {
         vec![(2, "new 2".to_string()), (3, "new 3".to_string())]
     );
 }
+
+/// `?last=N` on the Redis engine: a node that never saw the channel answers the latest N
+/// of the shared history (loaded from Redis) with the shared offsets, a long poll with
+/// `last` is answered at once from it, and one on an empty channel waits for a
+/// publication made on the other node.
+#[tokio::test]
+async fn last_n_reads_the_shared_history_on_any_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut epoch = String::new();
+    for i in 1..=4 {
+        epoch = publish(&a, "feed", &format!("f{i}")).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    let get = |edge: &Edge, path: &str| {
+        let url = edge.url(path);
+        async move {
+            let r = client().get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let offsets = |v: &serde_json::Value| -> Vec<u64> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["offset"].as_u64().unwrap())
+            .collect()
+    };
+    let r = get(&b, "/live/feed?last=2").await;
+    assert_eq!(offsets(&r), [3, 4], "{r}");
+    assert_eq!(r["events"][1]["data"], "f4");
+    assert_eq!(r["recovered"], true);
+    assert_eq!(r["position"], format!("{epoch}:4"));
+    let started = tokio::time::Instant::now();
+    let r = get(&b, "/live/feed?last=1&wait=1").await;
+    assert_eq!(offsets(&r), [4], "{r}");
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    // an empty channel: held on B until A publishes
+    let held = tokio::spawn({
+        let url = b.url("/live/later?last=3&wait=1");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(&a, "later", "l1").await;
+    let r = held.await.unwrap();
+    assert_eq!(offsets(&r), [1], "{r}");
+    assert_eq!(r["events"][0]["data"], "l1");
+}
