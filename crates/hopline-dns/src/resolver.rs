@@ -704,6 +704,17 @@ impl Resolver {
             .iter()
             .find(|r| r.record_type() == RecordType::SOA)
             .cloned();
+        if let Some(step) = steps.last_mut() {
+            forwarded_step(
+                step,
+                qname,
+                rtype,
+                rcode,
+                &resp.answers,
+                soa.as_ref(),
+                server,
+            );
+        }
         match rcode {
             ResponseCode::NoError | ResponseCode::NXDomain => {
                 let records = resp.answers.clone();
@@ -762,7 +773,8 @@ impl Resolver {
     }
 
     /// A NODATA answer (the name is there, no record of the type): remembered with the
-    /// SOA's negative TTL, and the step says why.
+    /// SOA's negative TTL, and the step says why, who said so and for how long.
+    #[allow(clippy::too_many_arguments)]
     fn nodata(
         &self,
         name: &Name,
@@ -770,12 +782,11 @@ impl Resolver {
         soa: Option<Record>,
         chain: Vec<Record>,
         step: &mut TraceStep,
+        server: SocketAddr,
         why: String,
     ) -> Resolved {
         self.store(name, rtype, vec![], ResponseCode::NoError, soa.clone());
-        step.kind = "nodata".into();
-        step.detail = why;
-        step.ttl = soa.as_ref().map(neg_ttl);
+        negative_step(step, "nodata", why, server, soa.as_ref());
         Resolved {
             records: chain,
             rcode: ResponseCode::NoError,
@@ -887,10 +898,8 @@ impl Resolver {
             let last = steps.len() - 1;
             if rcode == ResponseCode::NXDomain {
                 self.store(name, rtype, vec![], rcode, soa.clone());
-                let step = &mut steps[last];
-                step.kind = "nxdomain".into();
-                step.detail = format!("{name} does not exist");
-                step.ttl = soa.as_ref().map(neg_ttl);
+                let why = format!("{name} does not exist");
+                negative_step(&mut steps[last], "nxdomain", why, server, soa.as_ref());
                 return Ok(Hop::Done(Resolved {
                     records: std::mem::take(chain),
                     rcode,
@@ -937,6 +946,7 @@ impl Resolver {
                         soa,
                         std::mem::take(chain),
                         &mut steps[last],
+                        server,
                         why,
                     );
                     return Ok(Hop::Done(r));
@@ -951,6 +961,7 @@ impl Resolver {
                     soa,
                     std::mem::take(chain),
                     &mut steps[last],
+                    server,
                     why,
                 );
                 return Ok(Hop::Done(r));
@@ -1339,6 +1350,90 @@ fn read_answer(
     Some(Hop::Alias(target))
 }
 
+/// What a forwarder's answer (`answers`, `rcode`) says, in the step that asked it: the
+/// records at the end of the answer's CNAME chain, NXDOMAIN or NODATA (with who said so
+/// and the SOA's negative TTL), or the error it answered.
+fn forwarded_step(
+    step: &mut TraceStep,
+    qname: &Name,
+    rtype: RecordType,
+    rcode: ResponseCode,
+    answers: &[Record],
+    soa: Option<&Record>,
+    server: SocketAddr,
+) {
+    if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+        step.kind = "error".into();
+        step.detail = format!("answered {rcode}");
+        return;
+    }
+    // the end of the chain the answer gives, and the records of the type there
+    let mut end = qname.clone();
+    let mut finals: Vec<&Record> = Vec::new();
+    for _ in 0..MAX_CHAIN {
+        let at = LowerName::new(&end);
+        finals = answers
+            .iter()
+            .filter(|r| LowerName::new(&r.name) == at && r.record_type() == rtype)
+            .collect();
+        if !finals.is_empty() {
+            break;
+        }
+        match answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(t) if LowerName::new(&r.name) == at => Some(t.0.clone()),
+            _ => None,
+        }) {
+            Some(t) => end = t,
+            None => break,
+        }
+    }
+    let alias = if LowerName::new(&end) == LowerName::new(qname) {
+        String::new()
+    } else {
+        format!("{qname} is an alias for {end}: ")
+    };
+    if rcode == ResponseCode::NXDomain {
+        let why = format!("{alias}{end} does not exist");
+        negative_step(step, "nxdomain", why, server, soa);
+    } else if finals.is_empty() {
+        let why = format!("{alias}{end} has no {rtype} record");
+        negative_step(step, "nodata", why, server, soa);
+    } else {
+        step.kind = "answer".into();
+        step.detail = format!(
+            "{alias}{}",
+            finals
+                .iter()
+                .map(|r| r.data.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        step.ttl = finals.iter().map(|r| r.ttl).min();
+    }
+}
+
+/// A negative answer's step (`kind` nxdomain or nodata): what it means, which server said
+/// so, and how long it is remembered — the SOA's negative TTL (RFC 2308), or not at all
+/// when the answer carried no SOA.
+fn negative_step(
+    step: &mut TraceStep,
+    kind: &str,
+    why: String,
+    server: SocketAddr,
+    soa: Option<&Record>,
+) {
+    step.kind = kind.into();
+    step.ttl = soa.map(neg_ttl);
+    step.detail = match soa {
+        Some(s) => format!(
+            "{why}, says {server} (SOA {}, negative TTL {} s)",
+            s.name,
+            neg_ttl(s)
+        ),
+        None => format!("{why}, says {server} (no SOA: not cached)"),
+    };
+}
+
 /// The names of a referral's servers (`ns`) and the addresses its additional section
 /// gives for those inside the referring zone `zone` (glue outside it is not trusted).
 fn glue(ns: &[&Record], resp: &Message, zone: &LowerName) -> (Vec<Name>, Vec<(String, IpAddr)>) {
@@ -1422,6 +1517,179 @@ pub fn parse_name(name: &str) -> Result<Name, ResolveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::rdata::{CNAME, SOA};
+
+    fn name(s: &str) -> Name {
+        Name::from_str(s).unwrap()
+    }
+
+    /// What a fake server answers: rcode, answer section, authority section.
+    type Reply = (ResponseCode, Vec<Record>, Vec<Record>);
+
+    /// A forwarder on loopback that answers from `answer(question)`, for as long as the
+    /// test runs.
+    async fn fake_forwarder(answer: fn(&Name, RecordType) -> Reply) -> SocketAddr {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let (rcode, answers, authorities) =
+                    answer(&q.queries[0].name, q.queries[0].query_type);
+                let mut r = crate::wire::response_for(&q, rcode);
+                r.answers = answers;
+                r.authorities = authorities;
+                sock.send_to(&r.to_vec().unwrap(), from).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    fn shop_soa() -> Record {
+        let soa = SOA::new(
+            name("ns1.shop.test."),
+            name("admin.shop.test."),
+            1,
+            3600,
+            600,
+            86400,
+            30,
+        );
+        Record::from_rdata(name("shop.test."), 300, RData::SOA(soa))
+    }
+
+    fn shop(q: &Name, rtype: RecordType) -> Reply {
+        let www = || {
+            Record::from_rdata(
+                name("www.shop.test."),
+                120,
+                RData::A("10.0.0.1".parse().unwrap()),
+            )
+        };
+        let api = || {
+            Record::from_rdata(
+                name("api.shop.test."),
+                300,
+                RData::CNAME(CNAME(name("www.shop.test."))),
+            )
+        };
+        let gone = || {
+            Record::from_rdata(
+                name("old.shop.test."),
+                300,
+                RData::CNAME(CNAME(name("gone.shop.test."))),
+            )
+        };
+        match (q.to_string().as_str(), rtype) {
+            ("www.shop.test.", RecordType::A) => (ResponseCode::NoError, vec![www()], vec![]),
+            ("www.shop.test.", _) => (ResponseCode::NoError, vec![], vec![shop_soa()]),
+            ("api.shop.test.", RecordType::A) => {
+                (ResponseCode::NoError, vec![api(), www()], vec![])
+            }
+            ("api.shop.test.", _) => (ResponseCode::NoError, vec![api()], vec![shop_soa()]),
+            ("old.shop.test.", _) => (ResponseCode::NXDomain, vec![gone()], vec![shop_soa()]),
+            ("nosoa.shop.test.", _) => (ResponseCode::NXDomain, vec![], vec![]),
+            ("shut.shop.test.", _) => (ResponseCode::Refused, vec![], vec![]),
+            _ => (ResponseCode::NXDomain, vec![], vec![shop_soa()]),
+        }
+    }
+
+    fn stub(server: SocketAddr) -> Resolver {
+        Resolver::builder()
+            .no_hosts_file()
+            .forward(vec![server])
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forwarders_nxdomain_is_an_nxdomain_step_saying_who_and_how_long() {
+        let server = fake_forwarder(shop).await;
+        let r = stub(server);
+        let (res, steps) = r.lookup_traced("nope.shop.test", RecordType::A).await;
+        assert!(matches!(res, Err(ResolveError::NxDomain { .. })), "{res:?}");
+        let last = steps.last().unwrap();
+        assert_eq!(last.kind, "nxdomain", "{steps:#?}");
+        assert_eq!(
+            last.detail,
+            format!(
+                "nope.shop.test. does not exist, says {server} (SOA shop.test., negative TTL 30 s)"
+            )
+        );
+        assert_eq!(last.ttl, Some(30));
+        // the alias is there, the name it points to is not
+        let (_, steps) = r.lookup_traced("old.shop.test", RecordType::A).await;
+        assert_eq!(steps[0].kind, "nxdomain", "{steps:#?}");
+        assert!(
+            steps[0].detail.starts_with(
+                "old.shop.test. is an alias for gone.shop.test.: gone.shop.test. does not exist, says"
+            ),
+            "{}",
+            steps[0].detail
+        );
+        // without a SOA nobody knows for how long: not remembered
+        let (_, steps) = r.lookup_traced("nosoa.shop.test", RecordType::A).await;
+        assert_eq!(steps[0].kind, "nxdomain");
+        assert_eq!(steps[0].ttl, None);
+        assert!(
+            steps[0].detail.ends_with("(no SOA: not cached)"),
+            "{steps:#?}"
+        );
+        let (_, steps) = r.lookup_traced("nosoa.shop.test", RecordType::A).await;
+        assert_eq!(
+            steps[0].server,
+            server.to_string(),
+            "asked again: {steps:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forwarders_nodata_is_a_nodata_step_and_its_answers_and_errors_say_what() {
+        let server = fake_forwarder(shop).await;
+        let r = stub(server);
+        let (res, steps) = r.lookup_traced("www.shop.test", RecordType::AAAA).await;
+        assert!(matches!(res, Err(ResolveError::NoData { .. })), "{res:?}");
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].kind, "nodata");
+        assert_eq!(
+            steps[0].detail,
+            format!(
+                "www.shop.test. has no AAAA record, says {server} (SOA shop.test., negative TTL 30 s)"
+            )
+        );
+        assert_eq!(steps[0].ttl, Some(30));
+        // a chain that ends without the type
+        let (res, steps) = r.lookup_traced("api.shop.test", RecordType::AAAA).await;
+        assert!(matches!(res, Err(ResolveError::NoData { .. })), "{res:?}");
+        assert_eq!(steps[0].kind, "nodata");
+        assert!(
+            steps[0].detail.starts_with(
+                "api.shop.test. is an alias for www.shop.test.: www.shop.test. has no AAAA record"
+            ),
+            "{}",
+            steps[0].detail
+        );
+        // the second time from the cache, for the SOA's negative TTL
+        let (_, steps) = r.lookup_traced("www.shop.test", RecordType::AAAA).await;
+        assert_eq!(steps[0].kind, "cache");
+        assert!(
+            steps[0].detail.starts_with("nodata from the cache"),
+            "{steps:#?}"
+        );
+
+        let l = r.lookup("api.shop.test", RecordType::A).await.unwrap();
+        assert_eq!(l.steps[0].kind, "answer");
+        assert_eq!(
+            l.steps[0].detail,
+            "api.shop.test. is an alias for www.shop.test.: 10.0.0.1"
+        );
+        assert_eq!(l.steps[0].ttl, Some(120));
+        let (res, steps) = r.lookup_traced("shut.shop.test", RecordType::A).await;
+        assert!(matches!(res, Err(ResolveError::Refused { .. })), "{res:?}");
+        assert_eq!(steps[0].kind, "error");
+        assert_eq!(steps[0].detail, "answered Query Refused");
+    }
 
     #[tokio::test]
     async fn hosts_file_answers_first() {

@@ -251,6 +251,88 @@ async fn resolver_service_answers_stub_clients_over_udp_and_tcp() {
     }
 }
 
+/// NXDOMAIN and NODATA are steps of their own in `--trace`, from the walk and through a
+/// forwarding resolver alike: which server said so, the SOA and its negative TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_answers_are_named_steps_saying_who_and_for_how_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let _dns = hopline_hierarchy(dir.path(), 79).await;
+    let r = resolver(dir.path());
+
+    let (res, steps) = r.lookup_traced("nope.shop.test", RecordType::A).await;
+    assert!(matches!(res, Err(ResolveError::NxDomain { .. })), "{res:?}");
+    let kinds: Vec<&str> = steps.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["referral", "referral", "nxdomain"], "{steps:#?}");
+    let last = &steps[2];
+    assert_eq!(last.server, "127.0.79.13:53");
+    assert_eq!(
+        last.detail,
+        "nope.shop.test. does not exist, says 127.0.79.13:53 (SOA shop.test., negative TTL 30 s)"
+    );
+    assert_eq!(last.ttl, Some(30));
+    // a name missing one zone up: the test. server says so, with its own SOA
+    let (_, steps) = r.lookup_traced("gone.test", RecordType::A).await;
+    let last = steps.last().unwrap();
+    assert_eq!(last.kind, "nxdomain", "{steps:#?}");
+    assert_eq!(
+        last.detail,
+        "gone.test. does not exist, says 127.0.79.12:53 (SOA test., negative TTL 60 s)"
+    );
+
+    let (res, steps) = r.lookup_traced("www.shop.test", RecordType::AAAA).await;
+    assert!(matches!(res, Err(ResolveError::NoData { .. })), "{res:?}");
+    let last = steps.last().unwrap();
+    assert_eq!(last.kind, "nodata", "{steps:#?}");
+    assert_eq!(
+        last.detail,
+        "www.shop.test. has no AAAA record, says 127.0.79.13:53 (SOA shop.test., negative TTL 30 s)"
+    );
+    assert_eq!(last.ttl, Some(30));
+
+    // `hopline resolve --server`: a stub asking a resolver service that walks the hierarchy
+    let cfg = DnsConfig {
+        resolver: vec![hopline_dns::config::ResolverService {
+            listen: "127.0.0.1:0".into(),
+            root_hints: Some("root.hints".into()),
+            forward: vec![],
+            hosts_file: Some("".into()),
+            cache_entries: 1000,
+            query_port: None,
+            allow: None,
+            max_ttl: None,
+            max_negative_ttl: None,
+        }],
+        authoritative: vec![],
+        pool: vec![],
+    };
+    let svc = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    let addr = svc.bound()[0].1;
+    let stub = Resolver::builder()
+        .no_hosts_file()
+        .forward(vec![addr])
+        .build()
+        .unwrap();
+    let (res, steps) = stub.lookup_traced("nope.shop.test", RecordType::A).await;
+    assert!(matches!(res, Err(ResolveError::NxDomain { .. })), "{res:?}");
+    assert_eq!(steps.len(), 1, "{steps:#?}");
+    assert_eq!(steps[0].kind, "nxdomain");
+    assert_eq!(
+        steps[0].detail,
+        format!("nope.shop.test. does not exist, says {addr} (SOA shop.test., negative TTL 30 s)")
+    );
+    assert_eq!(steps[0].ttl, Some(30));
+    let (res, steps) = stub.lookup_traced("api.shop.test", RecordType::AAAA).await;
+    assert!(matches!(res, Err(ResolveError::NoData { .. })), "{res:?}");
+    assert_eq!(steps[0].kind, "nodata", "{steps:#?}");
+    assert!(
+        steps[0].detail.starts_with(
+            "api.shop.test. is an alias for www.shop.test.: www.shop.test. has no AAAA record, says"
+        ),
+        "{}",
+        steps[0].detail
+    );
+}
+
 fn dig(args: &[&str]) -> Option<String> {
     match Command::new("dig")
         .args(args)
