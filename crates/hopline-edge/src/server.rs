@@ -602,6 +602,10 @@ impl crate::engine::h1::connection::Service for EdgeService {
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
         crate::request::phases::handle(&self.shared.path, &self.info, req, interim)
     }
+
+    fn refused(&self, refusal: crate::engine::h1::connection::Refusal) {
+        crate::request::phases::refused(&self.shared.path, &self.info, refusal)
+    }
 }
 
 /// The edge's request path as hyper's HTTP/2 engine calls it.

@@ -379,6 +379,95 @@ listen = ["127.0.0.1:0"]
     );
 }
 
+/// Requests the engine refuses at their head (before any route) are answered, logged and
+/// counted like any other: one line each, with what the head showed (`"-"` for a request
+/// line that could not be read, as nginx), in the site its Host picked, else the
+/// listener's default site.
+#[tokio::test]
+async fn refused_requests_get_one_access_log_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start_in(
+        dir,
+        r#"
+access_log = "access.log"
+[admin]
+listen = "127.0.0.1:0"
+[[site]]
+listen = ["127.0.0.1:0"]
+hosts = ["shop.test"]
+  [[site.route]]
+  path = "/"
+  respond = { body = "shop" }
+[[site]]
+listen = ["127.0.0.1:0"]
+hosts = ["blog.test"]
+  [[site.route]]
+  path = "/"
+  respond = { body = "blog" }
+"#,
+    )
+    .await;
+    let wait = Duration::from_secs(5);
+    // (a) Content-Length with Transfer-Encoding: 400, the request line and fields known
+    let (resp, _) = raw(
+        t.addr,
+        b"POST /upload?x=1 HTTP/1.1\r\nHost: blog.test:80\r\nUser-Agent: smuggler/1\r\n\
+          Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // (b) a request line that is not one: 400, nothing known
+    let (resp, _) = raw(t.addr, b"BLAH\x01 / HTTP/1.1\r\n\r\n", wait).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // (c) a header section over the limit: 431, the line and the Host before it known
+    let big = format!(
+        "GET /big HTTP/1.1\r\nHost: blog.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let (resp, _) = raw(t.addr, big.as_bytes(), wait).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    // and an ordinary request, logged as before
+    let (resp, _) = raw(
+        t.addr,
+        b"GET /ok HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    // the admin counters count them by status class
+    let status = t.status().await;
+    assert_eq!(status["responses"]["4xx"], 3, "{status}");
+
+    // shutting down writes every buffered line: the file then holds all there is
+    let common::TestServer { server, dir, .. } = t;
+    server.shutdown(wait).await;
+    let text = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let line = |needle: &str| {
+        let found: Vec<&&str> = lines.iter().filter(|l| l.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "{needle:?} in {text}");
+        *found[0]
+    };
+    let a = line("\"POST /upload?x=1 HTTP/1.1\" 400 ");
+    assert!(a.starts_with("127.0.0.1 ["), "{a}");
+    assert!(
+        a.contains("ms host=blog.test site=blog.test trace=- ua=\"smuggler/1\""),
+        "{a}"
+    );
+    let b = line("\"-\" 400 ");
+    assert!(
+        b.contains("ms host=- site=shop.test trace=- ua=\"-\""),
+        "{b}"
+    );
+    let c = line("\"GET /big HTTP/1.1\" 431 ");
+    assert!(c.contains("host=blog.test site=blog.test "), "{c}");
+    let ok = line("\"GET /ok HTTP/1.1\" 200 4 ");
+    assert!(ok.contains("host=shop.test site=shop.test "), "{ok}");
+}
+
 #[tokio::test]
 async fn reload_swaps_config_and_keeps_connections() {
     let t = start(HELLO).await;

@@ -1,10 +1,11 @@
 //! The access log: one line per request (client, method, path, status, bytes, duration),
-//! written when the response body is done — the way nginx's `access_log … buffer=64k`
-//! does it: each worker thread appends its lines to a buffer of its own (no lock shared
-//! with other threads, no allocation per line, the date formatted once a second), and the
-//! buffer goes to the file in one `write` when it passes 64 KiB, or within a second by the
-//! flusher, or when the server stops (no line is lost on SIGTERM). `reopen` (SIGUSR1 in
-//! `hopline serve`) opens the path again, for logrotate.
+//! requests the engine refused at their head included (`"-"` for a request line it could
+//! not read, as nginx), written when the response body is done — the way nginx's
+//! `access_log … buffer=64k` does it: each worker thread appends its lines to a buffer of
+//! its own (no lock shared with other threads, no allocation per line, the date formatted
+//! once a second), and the buffer goes to the file in one `write` when it passes 64 KiB,
+//! or within a second by the flusher, or when the server stops (no line is lost on
+//! SIGTERM). `reopen` (SIGUSR1 in `hopline serve`) opens the path again, for logrotate.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -163,7 +164,9 @@ type SharedBuf = Arc<Mutex<Vec<u8>>>;
 pub struct LogRecord {
     pub(crate) log: Arc<AccessLog>,
     pub(crate) client: SocketAddr,
-    pub(crate) method: http::Method,
+    /// `None`: the request line could not be read; the line shows `"-"` in place of
+    /// `"METHOD target VERSION"` (nginx's `$request` for such a request).
+    pub(crate) method: Option<http::Method>,
     pub(crate) target: String,
     pub(crate) version: http::Version,
     pub(crate) host: String,
@@ -203,15 +206,20 @@ impl LogRecord {
             out.extend_from_slice(b" [");
             with_date(|d| out.extend_from_slice(d.as_bytes()));
             out.extend_from_slice(b"] \"");
-            out.extend_from_slice(self.method.as_str().as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(self.target.as_bytes());
-            out.extend_from_slice(match self.version {
-                http::Version::HTTP_10 => b" HTTP/1.0\" ",
-                http::Version::HTTP_2 => b" HTTP/2.0\" ",
-                http::Version::HTTP_3 => b" HTTP/3.0\" ",
-                _ => b" HTTP/1.1\" ",
-            });
+            match &self.method {
+                Some(method) => {
+                    out.extend_from_slice(method.as_str().as_bytes());
+                    out.push(b' ');
+                    out.extend_from_slice(self.target.as_bytes());
+                    out.extend_from_slice(match self.version {
+                        http::Version::HTTP_10 => b" HTTP/1.0\" ",
+                        http::Version::HTTP_2 => b" HTTP/2.0\" ",
+                        http::Version::HTTP_3 => b" HTTP/3.0\" ",
+                        _ => b" HTTP/1.1\" ",
+                    });
+                }
+                None => out.extend_from_slice(b"-\" "),
+            }
             out.extend_from_slice(n.format(self.status).as_bytes());
             out.push(b' ');
             out.extend_from_slice(n.format(self.bytes).as_bytes());
@@ -250,7 +258,7 @@ mod tests {
         LogRecord {
             log: log.clone(),
             client: "127.0.0.1:5000".parse().unwrap(),
-            method: http::Method::GET,
+            method: Some(http::Method::GET),
             target: target.into(),
             version: http::Version::HTTP_11,
             host: "shop.test".into(),
@@ -293,6 +301,29 @@ mod tests {
         assert!(
             new.contains("/after-reopen") && !new.contains("/before"),
             "{new}"
+        );
+    }
+
+    #[test]
+    fn a_request_line_never_read_is_a_dash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(Some(path.to_str().unwrap()))
+            .unwrap()
+            .unwrap();
+        let mut r = record(&log, "");
+        r.method = None;
+        r.status = 400;
+        r.host = String::new();
+        r.user_agent = "-".into();
+        r.finish();
+        drop(r);
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("] \"-\" 400 13 "), "{text}");
+        assert!(
+            text.contains("ms host=- site=s trace=- ua=\"-\"\n"),
+            "{text}"
         );
     }
 

@@ -14,7 +14,9 @@
 //!    when the body ends).
 //!
 //! A request goes down through the layers once and comes back here: no layer below calls
-//! up into this file.
+//! up into this file. A request the HTTP/1.1 engine refuses at its head (400, 405, 431)
+//! never gets this far; the engine reports it once answered, and [`refused`] logs and
+//! counts it like any other answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use tokio::time::Instant;
 use crate::admin::counters::{Metrics, Sampler, TraceHop, TraceLog};
 use crate::engine::access_log::{AccessLog, LogRecord};
 use crate::engine::body::{Body, RequestBody};
+use crate::engine::h1::codec::Seen;
+use crate::engine::h1::connection::Refusal;
 use crate::engine::h1::interim::Interim;
 use crate::limits::gcra::Decision;
 use crate::limits::limiter::Limiter;
@@ -218,7 +222,7 @@ impl Watch {
             Box::new(LogRecord {
                 log,
                 client: conn.peer,
-                method: req.method().clone(),
+                method: Some(req.method().clone()),
                 target: req
                     .uri()
                     .path_and_query()
@@ -294,6 +298,63 @@ impl Watch {
             }
         }
     }
+}
+
+/// Phase 6 for a request the engine refused at its head (it broke the protocol or was
+/// too large): the counters, a site's stats and the access-log line, as for any answer.
+///
+/// Which site: nginx logs such a request in the virtual server its Host chose when the
+/// Host field was read before the head broke, else in the listen socket's default
+/// server. The same here: the site the listener gives the Host it showed (the target's
+/// authority in absolute form), else the listener's default site. The access log is the
+/// edge's one log; the site is its `site=` field. Routes are not looked at (there is no
+/// usable request to route), so a route's `log = false` does not apply.
+pub(crate) fn refused(path: &PathState, conn: &ConnInfo, refusal: Refusal) {
+    let Refusal {
+        status,
+        bytes,
+        start,
+        seen,
+    } = refusal;
+    let Seen {
+        line,
+        host: seen_host,
+        user_agent,
+    } = *seen;
+    let host = seen_host
+        .as_deref()
+        .map(router::host_without_port)
+        .unwrap_or("");
+    let table = path.table.load();
+    let site = table
+        .listeners
+        .get(&conn.listener)
+        .unwrap_or(&conn.initial)
+        .site(host);
+    path.metrics.count(status);
+    site.stats.record(status, start.elapsed());
+    let Some(log) = path.access_log.load_full() else {
+        return;
+    };
+    let (method, target, version) = match line {
+        Some((method, target, version)) => (Some(method), target, version),
+        None => (None, String::new(), http::Version::HTTP_11),
+    };
+    LogRecord {
+        log,
+        client: conn.peer,
+        method,
+        target,
+        version,
+        host: host.to_string(),
+        status: status.as_u16(),
+        bytes,
+        start,
+        user_agent: user_agent.unwrap_or_else(|| "-".into()),
+        site: site.name.clone(),
+        trace: None,
+    }
+    .finish();
 }
 
 /// Phase 3: the body-size limit, then the route's rate limit. `Err` is the refusal

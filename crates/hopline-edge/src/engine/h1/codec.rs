@@ -165,10 +165,100 @@ pub(crate) fn trim_ows(mut b: &[u8]) -> &[u8] {
 }
 
 // ---------------------------------------------------------------------------------
-// upgrades
+// request heads
 
-/// A request head that cannot be served, and the status that says why.
-pub(crate) struct Reject(pub(crate) StatusCode, pub(crate) &'static str);
+/// A request head that cannot be served: the status that says why, the answer's text,
+/// and what the head showed before it broke (for the access log).
+pub(crate) struct Reject(
+    pub(crate) StatusCode,
+    pub(crate) &'static str,
+    pub(crate) Box<Seen>,
+);
+
+impl Reject {
+    /// Refuse the head `raw` (as the client sent it) with `status`.
+    fn at(status: StatusCode, why: &'static str, raw: &[u8]) -> Reject {
+        Reject(status, why, Box::new(Seen::of(raw)))
+    }
+}
+
+/// What a refused head showed, for its access-log line (nginx logs its 400s with what it
+/// had read): the request line once it reads as one, the Host (or the target's authority
+/// in absolute form) and the User-Agent among the field lines that are whole. Read only
+/// when a head is refused, from bytes that already failed to parse: every step checks,
+/// nothing indexes blindly.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// Method, target and version, when the request line is whole and well formed.
+    pub(crate) line: Option<(Method, String, Version)>,
+    pub(crate) host: Option<String>,
+    pub(crate) user_agent: Option<String>,
+}
+
+impl Seen {
+    pub(crate) fn of(raw: &[u8]) -> Seen {
+        let mut rest = raw;
+        let mut seen = Seen::default();
+        let Some(first) = take_line(&mut rest) else {
+            return seen;
+        };
+        seen.line = request_line(first);
+        // the absolute form's authority replaces Host (RFC 9112 §3.2.2)
+        seen.host = seen
+            .line
+            .as_ref()
+            .and_then(|(_, target, _)| http::Uri::try_from(target.as_str()).ok())
+            .and_then(|uri| uri.authority().map(|a| a.as_str().to_string()));
+        while let Some(line) = take_line(&mut rest) {
+            if line.is_empty() {
+                break;
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+            let text = || {
+                HeaderValue::from_bytes(value)
+                    .ok()
+                    .and_then(|v| v.to_str().ok().map(str::to_string))
+            };
+            if name.eq_ignore_ascii_case(b"host") {
+                if seen.host.is_none() && !value.is_empty() && value.iter().all(|&b| b > b' ') {
+                    seen.host = text();
+                }
+            } else if name.eq_ignore_ascii_case(b"user-agent") && seen.user_agent.is_none() {
+                seen.user_agent = text();
+            }
+        }
+        seen
+    }
+}
+
+/// The next whole line of `rest` (without its CRLF or LF), `None` if no line ends there.
+fn take_line<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let (line, after) = rest.split_at(end);
+    *rest = after.get(1..).unwrap_or_default();
+    Some(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// `method SP target SP HTTP/1.x`, strictly: a token, visible ASCII, a version this
+/// engine speaks.
+fn request_line(line: &[u8]) -> Option<(Method, String, Version)> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || target.is_empty() || !target.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/1.0" => Version::HTTP_10,
+        _ => return None,
+    };
+    let method = Method::from_bytes(method).ok()?;
+    let target = std::str::from_utf8(target).ok()?.to_string();
+    Some((method, target, version))
+}
 
 /// What a parsed head tells the connection.
 pub(crate) struct Head {
@@ -258,40 +348,56 @@ pub(crate) fn parse_head(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > max_header_bytes {
-                return Err(Reject(
+                return Err(Reject::at(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "request header section too large\n",
+                    buf,
                 ));
             }
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Reject(
+            return Err(Reject::at(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "too many request header fields\n",
+                buf,
             ));
         }
-        Err(_) => return Err(Reject(StatusCode::BAD_REQUEST, "malformed request\n")),
+        Err(_) => {
+            return Err(Reject::at(
+                StatusCode::BAD_REQUEST,
+                "malformed request\n",
+                buf,
+            ));
+        }
     };
     if len > max_header_bytes {
-        return Err(Reject(
+        return Err(Reject::at(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request header section too large\n",
+            buf,
         ));
     }
-    let bad = |why| Reject(StatusCode::BAD_REQUEST, why);
-    let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
-        .map_err(|_| bad("bad method\n"))?;
+    let Ok(method) = Method::from_bytes(parsed.method.unwrap_or("").as_bytes()) else {
+        return Err(Reject::at(StatusCode::BAD_REQUEST, "bad method\n", buf));
+    };
     let version = match parsed.version {
         Some(1) => Version::HTTP_11,
         Some(0) => Version::HTTP_10,
-        _ => return Err(bad("unsupported HTTP version\n")),
+        _ => {
+            return Err(Reject::at(
+                StatusCode::BAD_REQUEST,
+                "unsupported HTTP version\n",
+                buf,
+            ));
+        }
     };
     let path = parsed.path.unwrap_or("");
     let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
     let path_len = path.len();
     let fields = FieldOffsets::of(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
+    let bad = |why| Reject::at(StatusCode::BAD_REQUEST, why, &head);
     let uri = http::Uri::from_maybe_shared(head.slice(path_at..path_at + path_len))
         .map_err(|_| bad("bad request target\n"))?;
     let mut map = HeaderMap::with_capacity(fields.len());
@@ -370,9 +476,10 @@ pub(crate) fn parse_head(
         _ => conn_keep_alive && !conn_close,
     };
     if method == Method::CONNECT {
-        return Err(Reject(
+        return Err(Reject::at(
             StatusCode::METHOD_NOT_ALLOWED,
             "CONNECT is not supported\n",
+            &head,
         ));
     }
     if let Some(authority) = uri.authority() {

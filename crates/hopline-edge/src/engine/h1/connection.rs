@@ -21,6 +21,7 @@ use crate::engine::h1::codec::BadChunk;
 use crate::engine::h1::codec::Decoder;
 use crate::engine::h1::codec::Head;
 use crate::engine::h1::codec::Reject;
+use crate::engine::h1::codec::Seen;
 use crate::engine::h1::codec::parse_head;
 use crate::engine::h1::interim::Interim;
 use crate::engine::h1::interim::with_interim;
@@ -58,6 +59,24 @@ pub(crate) trait Service: Send + Sync {
         req: Request<RequestBody>,
         interim: Option<&'a Interim>,
     ) -> impl Future<Output = Response<Body>> + Send + 'a;
+
+    /// The engine answered a request itself, refusing its head (it broke the protocol,
+    /// or was too large) before any request reached [`Service::call`]: called once the
+    /// answer is written, so the refusal is logged and counted like any answer.
+    fn refused(&self, refusal: Refusal);
+}
+
+/// A request the engine refused at its head, as [`Service::refused`] gets it.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// The status the engine answered with (400, 405, 431).
+    pub status: StatusCode,
+    /// Body bytes of the answer that went out (0 if the write failed).
+    pub bytes: u64,
+    /// When the head was refused.
+    pub start: Instant,
+    /// What the head showed before it broke.
+    pub seen: Box<Seen>,
 }
 
 /// The engine's settings (from `[limits]`).
@@ -287,9 +306,18 @@ pub(crate) async fn cycle<T: Transport, S: Service>(
     };
     match parsed {
         Ok(head) => exchange(io, buf, pending, head, service, closing, opts.send_timeout).await,
-        Err(Reject(status, why)) => {
+        Err(Reject(status, why, seen)) => {
+            let start = Instant::now();
             let _ = sent_within(opts.send_timeout, flush_pending(io, pending)).await;
-            let _ = write_error(io, status, why).await;
+            let sent = write_error(io, status, why).await.is_ok();
+            // logged before the lingering close, as an answered request is once its
+            // body is done
+            service.refused(Refusal {
+                status,
+                bytes: if sent { why.len() as u64 } else { 0 },
+                start,
+                seen,
+            });
             linger(io).await;
             Next::Close
         }
@@ -646,7 +674,7 @@ mod tests {
 
     fn status(raw: &[u8]) -> Option<StatusCode> {
         match head(raw) {
-            Err(Reject(s, _)) => Some(s),
+            Err(Reject(s, _, _)) => Some(s),
             _ => None,
         }
     }
@@ -755,6 +783,74 @@ mod tests {
                 .flatten()
                 .unwrap();
         assert_eq!(h.decoder, Decoder::Length(4));
+    }
+
+    fn seen(raw: &[u8]) -> Seen {
+        match head(raw) {
+            Err(Reject(_, _, seen)) => *seen,
+            _ => panic!("not refused: {}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn a_refused_head_keeps_what_it_showed() {
+        // the whole head parsed: its line, Host (port and all) and User-Agent
+        let s = seen(
+            b"POST /a?b=1 HTTP/1.1\r\nHost: x.test:8080\r\nUser-Agent: u/1\r\n\
+              Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(
+            s.line,
+            Some((Method::POST, "/a?b=1".to_string(), Version::HTTP_11))
+        );
+        assert_eq!(s.host.as_deref(), Some("x.test:8080"));
+        assert_eq!(s.user_agent.as_deref(), Some("u/1"));
+        // absolute form: the target's authority is the host
+        let s = seen(b"CONNECT http://o.test:81/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(s.host.as_deref(), Some("o.test:81"));
+        // a broken field line: the line and the fields before it
+        let s = seen(b"GET /p HTTP/1.0\nHost: h\nbroken line\n\n");
+        assert_eq!(
+            s.line,
+            Some((Method::GET, "/p".to_string(), Version::HTTP_10))
+        );
+        assert_eq!(s.host.as_deref(), Some("h"));
+        assert_eq!(s.user_agent, None);
+        // not a request line: nothing
+        for raw in [
+            &b"BLAH\x01 / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"\xff\xfe\r\n\r\n",
+        ] {
+            let s = seen(raw);
+            assert!(
+                s.line.is_none(),
+                "{:?}: {s:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // a head over the limit: what came whole before the cut
+        let mut big = b"GET /big HTTP/1.1\r\nHost: h\r\nX-Big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 40_000));
+        let s = seen(&big);
+        assert_eq!(s.line.map(|l| l.1).as_deref(), Some("/big"));
+        assert_eq!(s.host.as_deref(), Some("h"));
+        // a request line cut by the limit: nothing
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 40_000));
+        assert!(seen(&long).line.is_none());
+        // odd bytes anywhere never panic
+        for raw in [
+            &b"\n"[..],
+            b"\r",
+            b":\r\n\r\n",
+            b"GET / HTTP/1.1\r\n:\r\nHost:\r\nHost: \x01\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUser-Agent: \xff\r\n\r",
+        ] {
+            let _ = Seen::of(raw);
+        }
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - **strict framing** (RFC 9112 §6): `Transfer-Encoding` with `Content-Length`,
 //!   differing `Content-Length`s, a coding list not ending in `chunked`, or
 //!   `Transfer-Encoding` in HTTP/1.0 are answered 400 and the connection closed — a
-//!   smuggled request is never read;
+//!   smuggled request is never read. Every head the engine refuses (400, 405, 431) is
+//!   reported to the service once answered, which logs and counts it like any answer;
 //! - request bodies stream to the handler through a small channel, read only once the
 //!   handler asks (`Expect: 100-continue` answered then); a body the handler did not
 //!   read closes the connection after the response, with a lingering read so the
