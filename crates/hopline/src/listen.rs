@@ -263,7 +263,7 @@ impl Dialer {
         let mut resolver = reach.resolver.clone();
         if resolver.is_none()
             && host.ends_with(".test")
-            && let Some(state) = crate::up::running_state()
+            && let Some(state) = crate::instances::find(None, Some(port))?
         {
             resolver = Some(state.resolver);
             if ca.is_none() {
@@ -281,11 +281,17 @@ impl Dialer {
                 .map_err(|_| anyhow!("--resolver {r:?}: expected IP or IP:PORT"))?;
             b = b.forward(vec![addr]);
         }
-        let lookup = b
-            .build()?
-            .lookup_ip(&host)
-            .await
-            .map_err(|e| anyhow!("cannot resolve {host}: {e}"))?;
+        let no_up = resolver.is_none() && host.ends_with(".test");
+        let lookup = b.build()?.lookup_ip(&host).await.map_err(|e| {
+            if no_up {
+                anyhow!(
+                    "cannot resolve {host}: {e}\nhint: {}",
+                    crate::instances::no_up_hint()
+                )
+            } else {
+                anyhow!("cannot resolve {host}: {e}")
+            }
+        })?;
         let ip = *lookup
             .addrs
             .first()

@@ -2,6 +2,7 @@
 //! owns no networking of its own.
 
 mod cert;
+mod instances;
 mod listen;
 mod notify;
 mod products;

@@ -11,15 +11,22 @@ use std::process::ExitCode;
 The trace id is the second field of a W3C traceparent (`hopline visit --json` shows the
 request headers; every access-log line has `trace=ID`).
 
+Without --admin, it asks the admin listener of the running `hopline up` (the newest, or
+the one --instance names), wherever its ports were moved.
+
 Example:
   hopline trace 2dc1c01c724949430b5822c07ceae8a2
-  hopline trace 2dc1c01c724949430b5822c07ceae8a2 --admin 127.0.0.1:9900 --json")]
+  hopline trace 2dc1c01c724949430b5822c07ceae8a2 --admin http://127.0.0.1:9900 --json")]
 pub struct Args {
     /// The 32-hex-digit trace id, or a whole `traceparent` (`00-TRACEID-SPAN-01`).
     pub trace_id: String,
-    /// The admin listener to ask (default: the one of `hopline up`).
-    #[arg(long, default_value = "127.0.0.1:9900")]
-    pub admin: String,
+    /// The admin listener to ask, as HOST:PORT or http://HOST:PORT/ (default: the one of
+    /// the running `hopline up`).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Which running `hopline up` to ask (its pid, or a port it holds; default: the newest).
+    #[arg(long, value_name = "PID|PORT", conflicts_with = "admin")]
+    pub instance: Option<String>,
     /// Print the hops as JSON.
     #[arg(long)]
     pub json: bool,
@@ -35,27 +42,61 @@ pub fn trace_id_of(text: &str) -> Option<String> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
 
+/// `http://127.0.0.1:9900/`, `127.0.0.1:9900` → `127.0.0.1:9900`.
+pub fn admin_addr(text: &str) -> anyhow::Result<String> {
+    let t = text.trim();
+    let rest = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("HTTP://"))
+        .unwrap_or(t);
+    if rest.starts_with("https://") {
+        anyhow::bail!("--admin {text:?}: the admin listener speaks plain http://");
+    }
+    let hostport = rest.split('/').next().unwrap_or("");
+    if hostport.is_empty() || !hostport.contains(':') {
+        anyhow::bail!("--admin {text:?}: expected HOST:PORT or http://HOST:PORT/");
+    }
+    Ok(hostport.to_string())
+}
+
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let admin = match &args.admin {
+        Some(a) => admin_addr(a)?,
+        None => {
+            let up = crate::instances::find(args.instance.as_deref(), None)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no admin listener to ask: {}; or pass --admin HOST:PORT",
+                    crate::instances::no_up_hint()
+                )
+            })?;
+            up.admin.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the running `hopline up` (pid {}) has no admin listener; pass --admin HOST:PORT",
+                    up.pid
+                )
+            })?
+        }
+    };
     args.trace_id = trace_id_of(&args.trace_id).ok_or_else(|| {
         anyhow::anyhow!(
             "{:?} is not a trace id: expected 32 hex digits or a traceparent (00-<32 hex>-<16 hex>-01)",
             args.trace_id
         )
     })?;
-    let mut s = std::net::TcpStream::connect(&args.admin)
-        .map_err(|e| anyhow::anyhow!("cannot reach the admin listener {}: {e}", args.admin))?;
+    let mut s = std::net::TcpStream::connect(&admin)
+        .map_err(|e| anyhow::anyhow!("cannot reach the admin listener {}: {e}", admin))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     write!(
         s,
         "GET /.hopline/trace/{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        args.trace_id, args.admin
+        args.trace_id, admin
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(body.trim())
-        .map_err(|e| anyhow::anyhow!("unexpected answer from {}: {e}", args.admin))?;
+        .map_err(|e| anyhow::anyhow!("unexpected answer from {}: {e}", admin))?;
     let hops = v["hops"].as_array().cloned().unwrap_or_default();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -68,7 +109,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if hops.is_empty() {
         eprintln!(
             "hopline: no hop of {} saw trace {} (traces are kept 10 minutes)",
-            args.admin, args.trace_id
+            admin, args.trace_id
         );
         return Ok(ExitCode::from(2));
     }
@@ -76,7 +117,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         "trace {} — {} hop(s) seen by the edge at {}",
         args.trace_id,
         hops.len(),
-        args.admin
+        admin
     );
     for (i, h) in hops.iter().enumerate() {
         println!(
@@ -113,6 +154,20 @@ mod tests {
         assert_eq!(trace_id_of(&id.to_uppercase()).as_deref(), Some(id));
         for bad in ["", "xyz", &id[..31], "00-abc-00f067aa0ba902b7-01"] {
             assert_eq!(trace_id_of(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_admin_as_host_port_or_as_a_url() {
+        for ok in [
+            "127.0.0.1:9900",
+            "http://127.0.0.1:9900",
+            "http://127.0.0.1:9900/",
+        ] {
+            assert_eq!(admin_addr(ok).unwrap(), "127.0.0.1:9900", "{ok}");
+        }
+        for bad in ["", "127.0.0.1", "https://127.0.0.1:9900/"] {
+            assert!(admin_addr(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -93,31 +93,6 @@ const FILES: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// What `up` leaves for `visit` in another terminal.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct State {
-    /// The topology's resolver.
-    pub resolver: String,
-    /// Its CA.
-    pub ca: PathBuf,
-    /// The pid of the `up` process.
-    pub pid: u32,
-}
-
-/// Where the state file lives.
-pub fn state_file() -> PathBuf {
-    let base = dirs::runtime_dir()
-        .or_else(dirs::data_dir)
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("hopline").join("up.json")
-}
-
-/// The running topology's state, if an `up` process is alive.
-pub fn running_state() -> Option<State> {
-    let s: State = serde_json::from_slice(&std::fs::read(state_file()).ok()?).ok()?;
-    Path::new(&format!("/proc/{}", s.pid)).exists().then_some(s)
-}
-
 /// The ports of the built-in topology (each also the base of its shifted versions).
 const PORTS: [u16; 5] = [5300, 5354, 8080, 8443, 9900];
 
@@ -169,31 +144,64 @@ fn choose_offset(asked: Option<u16>) -> anyhow::Result<u16> {
     }
     for o in [10000, 20000, 30000, 40000] {
         if taken(&with_ports(TOPOLOGY, o)).is_empty() {
-            let list: Vec<String> = busy.iter().map(|a| a.to_string()).collect();
             eprintln!(
-                "hopline up: {} taken by another program; moving every port by {o} (PoPs on {}, resolver on {}); --port-offset N chooses",
-                list.join(", "),
+                "hopline up: {}; moving every port by {o} (PoPs on {}, resolver on {}); --port-offset N chooses",
+                who_holds(&busy),
                 8443 + o,
                 5300 + o
             );
             return Ok(o);
         }
     }
-    let list: Vec<String> = busy.iter().map(|a| a.to_string()).collect();
     anyhow::bail!(
-        "{} taken, and so are their shifts by 10000-40000: free one, or pass --port-offset N",
-        list.join(", ")
+        "{}, and so are their shifts by 10000-40000: free one, or pass --port-offset N",
+        who_holds(&busy)
     )
 }
 
-/// The topology made runnable from anywhere: its relative paths point into `data`.
-fn absolute_paths(topology: &str, data: &Path) -> String {
+/// "another `hopline up` (pid N) holds 127.0.0.1:9900, …" or "… taken by another program".
+fn who_holds(busy: &[std::net::SocketAddr]) -> String {
+    let ups = crate::instances::running();
+    let mut ours: Vec<(u32, Vec<String>)> = Vec::new();
+    let mut others = Vec::new();
+    for a in busy {
+        match ups.iter().find(|s| s.holds(a)) {
+            Some(s) => match ours.iter_mut().find(|(pid, _)| *pid == s.pid) {
+                Some((_, list)) => list.push(a.to_string()),
+                None => ours.push((s.pid, vec![a.to_string()])),
+            },
+            None => others.push(a.to_string()),
+        }
+    }
+    let mut parts: Vec<String> = ours
+        .into_iter()
+        .map(|(pid, list)| format!("another `hopline up` (pid {pid}) holds {}", list.join(", ")))
+        .collect();
+    if !others.is_empty() {
+        parts.push(format!("{} taken by another program", others.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// The topology made runnable from anywhere: its relative paths point into `data` (zones,
+/// certificates and the demo site, shared by every instance) and into `own`, the folder of
+/// this instance alone (its notification database).
+fn absolute_paths(topology: &str, data: &Path, own: &Path) -> String {
     let d = data.display().to_string();
     let mut t = topology.to_string();
     for rel in ["zones/", "certs/", "demo/"] {
         t = t.replace(&format!("\"{rel}"), &format!("\"{d}/{rel}"));
     }
-    t.replace("\"notify.db\"", &format!("\"{d}/notify.db\""))
+    t.replace("\"notify.db\"", &format!("\"{}/notify.db\"", own.display()))
+}
+
+/// The folder of the instance whose admin listens on `admin_port` (or, without one, of
+/// this process): two `up`s running at once never share one.
+fn instance_dir(data: &Path, admin_port: Option<u16>) -> PathBuf {
+    match admin_port {
+        Some(p) => data.join(format!("up-{p}")),
+        None => data.join(format!("up-pid-{}", std::process::id())),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -220,28 +228,58 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let data = std::fs::canonicalize(&data).unwrap_or(data);
     if args.print_config {
-        let t = with_ports(
-            TOPOLOGY,
-            choose_offset(Some(args.port_offset.unwrap_or(0)))?,
-        );
-        print!("{}", absolute_paths(&t, &data));
+        let o = choose_offset(Some(args.port_offset.unwrap_or(0)))?;
+        let own = instance_dir(&data, Some(9900 + o));
+        std::fs::create_dir_all(&own)?;
+        print!("{}", absolute_paths(&with_ports(TOPOLOGY, o), &data, &own));
         return Ok(ExitCode::SUCCESS);
     }
-    let config_path = match &args.config {
-        Some(p) => p.clone(),
+    let (config_path, own) = match &args.config {
+        Some(p) => (p.clone(), None),
         None => {
-            let p = data.join("topology.toml");
-            std::fs::write(&p, with_ports(TOPOLOGY, choose_offset(args.port_offset)?))?;
-            p
+            let o = choose_offset(args.port_offset)?;
+            if args.port_offset.is_some() {
+                let busy = taken(&with_ports(TOPOLOGY, o));
+                anyhow::ensure!(
+                    busy.is_empty(),
+                    "--port-offset {o}: {}; stop it, or pick another offset",
+                    who_holds(&busy)
+                );
+            }
+            let own = instance_dir(&data, Some(9900 + o));
+            std::fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
+            let p = own.join("topology.toml");
+            std::fs::write(&p, absolute_paths(&with_ports(TOPOLOGY, o), &data, &own))
+                .with_context(|| format!("writing {}", p.display()))?;
+            (p, Some(own))
         }
     };
     let config = Config::load(&config_path)?;
+    let own = match own {
+        Some(o) => o,
+        None => {
+            let admin_port = config
+                .admin
+                .as_ref()
+                .and_then(|a| a.listen.get_ref().parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.port());
+            let o = instance_dir(&data, admin_port);
+            std::fs::create_dir_all(&o).with_context(|| format!("creating {}", o.display()))?;
+            o
+        }
+    };
     crate::runtime::init_logging();
     let rt = crate::runtime::runtime(config.threads.unwrap_or(2).max(1))?;
-    rt.block_on(up(config, config_path, leaf.ca.ca_cert, args.once))
+    rt.block_on(up(config, config_path, leaf.ca.ca_cert, own, args.once))
 }
 
-async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::Result<ExitCode> {
+async fn up(
+    config: Config,
+    path: PathBuf,
+    ca: PathBuf,
+    own: PathBuf,
+    once: bool,
+) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -314,29 +352,50 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
             role
         );
     }
-    println!(
-        "{:<14} {:<22} local CA (trust it to browse)",
-        "ca",
-        ca.display()
-    );
-    if let Some(admin) = server.admin_addr() {
-        println!(
-            "{:<14} {:<22} live dashboard: open http://{admin}/ in a browser",
-            "dashboard",
-            format!("http://{admin}/")
-        );
+    let admin = server.admin_addr();
+    let pid = std::process::id();
+    // absolute: a later `hopline visit` from another folder must find it
+    let ca = std::fs::canonicalize(&ca).unwrap_or(ca);
+    let mut listens: Vec<String> =
+        listen_addrs(&std::fs::read_to_string(&path).unwrap_or_default())
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+    for a in dns.bound().iter().map(|(_, a)| *a).chain(admin) {
+        if !listens.contains(&a.to_string()) {
+            listens.push(a.to_string());
+        }
     }
-    let state = State {
+    let state = crate::instances::State {
+        pid,
+        started_ms: crate::instances::now_ms(),
         resolver: resolver_addr.to_string(),
-        // absolute: a later `hopline visit` from another folder must find it
-        ca: std::fs::canonicalize(&ca).unwrap_or_else(|_| ca.clone()),
-        pid: std::process::id(),
+        ca: ca.clone(),
+        admin: admin.map(|a| a.to_string()),
+        front: front.clone(),
+        topology: std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()),
+        dir: own.clone(),
+        listens,
     };
-    let sf = state_file();
-    if let Some(p) = sf.parent() {
-        let _ = std::fs::create_dir_all(p);
+    // the long values get lines of their own: a path never pushes a table column over
+    println!();
+    if let Some(admin) = admin {
+        println!("dashboard  http://{admin}/  (live: topology, req/s, pools, recent requests)");
     }
-    let _ = std::fs::write(&sf, serde_json::to_vec_pretty(&state)?);
+    println!("CA         {}  (trust it to browse)", ca.display());
+    println!(
+        "topology   {}  (edit it, then `kill -HUP {pid}` applies it)",
+        state.topology.display()
+    );
+    let state_files = crate::instances::publish(&state);
+    println!(
+        "this up    pid {pid}; visit, trace and listen find it by itself{}",
+        state_files
+            .first()
+            .and_then(|f| f.parent())
+            .map(|d| format!(" (state in {})", d.display()))
+            .unwrap_or_default()
+    );
     println!();
 
     // give the health checks a moment to see the origins
@@ -361,13 +420,11 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
     print!("{}", hopline_browser::waterfall::render(&nav, color));
-    // the same visit as a picture, beside the CA in the data folder
-    if let Some(dir) = ca.parent().and_then(|certs| certs.parent()) {
-        let file = dir.join("visit.html");
-        let story = hopline_browser::explain::explain(&nav);
-        if std::fs::write(&file, hopline_browser::html::render(&nav, Some(&story))).is_ok() {
-            println!("the waterfall as a page: {}", file.display());
-        }
+    // the same visit as a picture, in this instance's folder
+    let file = own.join("visit.html");
+    let story = hopline_browser::explain::explain(&nav);
+    if std::fs::write(&file, hopline_browser::html::render(&nav, Some(&story))).is_ok() {
+        println!("the waterfall as a page: {}", file.display());
     }
     let ok = nav.page.failed == 0
         && nav
@@ -468,7 +525,9 @@ async fn up(config: Config, path: PathBuf, ca: PathBuf, once: bool) -> anyhow::R
     if let Some(shop) = shop {
         shop.abort();
     }
-    let _ = std::fs::remove_file(&sf);
+    for f in &state_files {
+        let _ = std::fs::remove_file(f);
+    }
     dns.shutdown().await;
     server.shutdown(Duration::from_secs(5)).await;
     products.shutdown();

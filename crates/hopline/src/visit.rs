@@ -14,11 +14,14 @@ use hopline_browser::{Client, ClientOptions, Force, VisitOptions};
 #[command(after_help = "\
 Examples:
   hopline visit http://127.0.0.1:8080/
-  hopline visit https://shop.test:8443/ --resolver 127.0.0.1:5300 --ca certs/ca.pem --repeat 2
+  hopline visit https://shop.test:8443/ --resolver 127.0.0.1:5300 --ca up --repeat 2 --no-cache
   hopline visit https://example.com/ --recursive --har page.har
   hopline visit http://127.0.0.1:8080/ --json | jq .page
 
-While `hopline up` runs, visit finds its resolver and CA by itself (no --resolver, --ca).
+While `hopline up` runs, visit finds its resolver and CA by itself for .test names (no
+--resolver, --ca); with several running, the one holding the URL's port, else the newest
+(--instance PID|PORT picks one). `--repeat 2` reuses the DNS cache, connections and TLS
+sessions; the browser cache serves the second load unless --no-cache.
 
 Exit status: 0 the page and everything it needs loaded; 2 the document failed (no
 answer, or a 4xx/5xx status); 3 the document loaded but some subresource failed.")]
@@ -34,9 +37,13 @@ pub struct Args {
     /// Root hints for --recursive (named.root format).
     #[arg(long, requires = "recursive")]
     pub root_hints: Option<PathBuf>,
-    /// Trust this CA (PEM) too, e.g. hopline's local CA.
+    /// Trust this CA (PEM) too, e.g. hopline's local CA; `--ca up`: the running `hopline up`'s.
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Which running `hopline up` lends its resolver and CA (its pid, or a port it holds;
+    /// default: the one holding the URL's port, else the newest).
+    #[arg(long, value_name = "PID|PORT")]
+    pub instance: Option<String>,
     /// Write the timeline as HAR 1.2 to this file.
     #[arg(long)]
     pub har: Option<PathBuf>,
@@ -109,17 +116,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("bad URL {:?}: no host", args.url);
     }
     let mut b = hopline_dns::Resolver::builder();
-    // a running `hopline up` lends its resolver and CA to names under .test
+    // a running `hopline up` lends its resolver and CA to names under .test (or to any
+    // name, when --instance names one)
+    let is_test = url.host_str().is_some_and(|h| h.ends_with(".test"));
+    let wants_up =
+        args.instance.is_some() || args.ca.as_deref() == Some(std::path::Path::new("up"));
+    let up = if wants_up || (is_test && args.resolver.is_none() && !args.recursive) {
+        crate::instances::find(args.instance.as_deref(), url.port_or_known_default())?
+    } else {
+        None
+    };
     let mut ca = args.ca.clone();
+    if ca.as_deref() == Some(std::path::Path::new("up")) {
+        let state = up
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--ca up: {}", crate::instances::no_up_hint()))?;
+        ca = Some(state.ca.clone());
+    }
     let mut resolver_flag = args.resolver.clone();
-    if resolver_flag.is_none()
-        && !args.recursive
-        && url.host_str().is_some_and(|h| h.ends_with(".test"))
-        && let Some(state) = crate::up::running_state()
-    {
+    // a .test name with nobody to ask: the system resolver will say NXDOMAIN; say why
+    let no_up = is_test && resolver_flag.is_none() && !args.recursive && up.is_none();
+    if let Some(state) = up.filter(|_| resolver_flag.is_none() && !args.recursive) {
         eprintln!(
-            "hopline: using the resolver {} and CA of the running `hopline up`",
-            state.resolver
+            "hopline: using the resolver {} and CA of the running `hopline up` (pid {})",
+            state.resolver, state.pid
         );
         resolver_flag = Some(state.resolver);
         if ca.is_none() {
@@ -248,8 +268,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         {
             let err = e.error.as_deref().unwrap_or("");
             eprintln!("hopline: {} failed: {err}", e.url);
+            if no_up && err.contains("DNS") {
+                eprintln!("hint: {}", crate::instances::no_up_hint());
+            }
             if err.contains("UnknownIssuer") || err.contains("invalid peer certificate") {
-                let up_ca = crate::up::running_state()
+                let up_ca = crate::instances::running()
+                    .into_iter()
+                    .next()
                     .map(|s| s.ca)
                     .or_else(|| dirs::data_dir().map(|d| d.join("hopline/certs/ca.pem")))
                     .filter(|p| p.exists());

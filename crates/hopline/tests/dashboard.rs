@@ -143,6 +143,7 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
         .arg(dir.path())
         .env("NO_COLOR", "1")
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -297,6 +298,7 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
         .arg("--html")
         .arg(dir.path().join("again.html"))
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .env("NO_COLOR", "1")
         .output()
         .unwrap();

@@ -22,6 +22,7 @@ fn up_once_exits_0_with_every_hop() {
             .arg(dir.path())
             .env("NO_COLOR", "1")
             .env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
             .output()
             .unwrap();
         let (text, err) = (
@@ -51,6 +52,7 @@ fn up_once_exits_0_with_every_hop() {
             .arg(dir.path())
             .current_dir(&mine)
             .env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
             .output()
             .unwrap();
         assert!(!out.status.success());
@@ -78,6 +80,7 @@ fn up_once_exits_0_with_every_hop() {
         .current_dir(&mine)
         .env("NO_COLOR", "1")
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     assert!(
@@ -91,6 +94,7 @@ fn up_once_exits_0_with_every_hop() {
         .arg(dir.path())
         .env("NO_COLOR", "1")
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -119,7 +123,7 @@ fn up_once_exits_0_with_every_hop() {
     assert!(text.contains("0 failed"), "{text}");
     // and the same visit as a self-contained page in the data folder
     assert!(text.contains("the waterfall as a page:"), "{text}");
-    let page = std::fs::read_to_string(dir.path().join("visit.html")).unwrap();
+    let page = std::fs::read_to_string(dir.path().join("up-9900/visit.html")).unwrap();
     assert!(page.contains("<tr class=entry") && page.contains("www.shop.test"));
 
     // the running topology, visited from outside; its data folder given relative (`.`):
@@ -129,6 +133,7 @@ fn up_once_exits_0_with_every_hop() {
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -159,7 +164,7 @@ fn up_once_exits_0_with_every_hop() {
         }
     });
     let (mut compare_line, mut status_line) = (String::new(), String::new());
-    let state_file = dir.path().join("hopline/up.json");
+    let state_file = dir.path().join(format!("hopline/run/up-{}.json", up.id()));
     while compare_line.is_empty() || status_line.is_empty() {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
@@ -185,6 +190,7 @@ fn up_once_exits_0_with_every_hop() {
     let out = Command::new(BIN)
         .args(&args)
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     assert!(
@@ -218,6 +224,7 @@ fn up_once_exits_0_with_every_hop() {
             "--json",
         ])
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     assert!(
@@ -233,6 +240,7 @@ fn up_once_exits_0_with_every_hop() {
         .args(&send)
         .args(["--since", "1h", "--json"])
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     assert!(
@@ -266,6 +274,7 @@ fn up_once_exits_0_with_every_hop() {
     let out = Command::new(BIN)
         .args(&args)
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     assert!(
@@ -293,6 +302,7 @@ fn up_once_exits_0_with_every_hop() {
             "--json",
         ])
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     assert!(
@@ -355,6 +365,7 @@ fn up_once_exits_0_with_every_hop() {
                 "--no-cache",
             ])
             .env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
             .output()
             .unwrap();
         assert!(
@@ -383,6 +394,8 @@ fn up_once_exits_0_with_every_hop() {
     // `hopline trace` tells the last visit's journey across the hops
     let out = Command::new(BIN)
         .args(["trace", &trace, "--json"])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -391,7 +404,12 @@ fn up_once_exits_0_with_every_hop() {
         .map(|h| h.iter().filter_map(|x| x["site"].as_str()).collect())
         .unwrap_or_default();
     assert!(sites.first().is_some_and(|s| s.starts_with("pop-")), "{v}");
-    let out = Command::new(BIN).args(["trace", &trace]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["trace", &trace])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("trace {trace}")));
     // the journey in plain words
     let out = Command::new(BIN)
@@ -402,6 +420,7 @@ fn up_once_exits_0_with_every_hop() {
             "--no-cache",
         ])
         .env("XDG_RUNTIME_DIR", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
@@ -418,7 +437,7 @@ fn up_once_exits_0_with_every_hop() {
         assert!(text.contains(step), "{step:?} missing from:\n{text}");
     }
     // kill one origin: a reload of the topology without origin-1 closes its listener
-    let topo = dir.path().join("topology.toml");
+    let topo = dir.path().join("up-9900/topology.toml");
     let text = std::fs::read_to_string(&topo).unwrap();
     let start = text.find("[[site]]\nname = \"origin-1\"").unwrap();
     let end = start + text[start..].find("[[site]]\nname = \"origin-2\"").unwrap();
@@ -437,6 +456,7 @@ fn up_once_exits_0_with_every_hop() {
                 "--no-subresources",
             ])
             .env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -497,5 +517,193 @@ fn up_once_exits_0_with_every_hop() {
     assert!(
         crossing.iter().any(|l| l.contains("site=pop-")),
         "edge: {crossing:?}"
+    );
+}
+
+/// Two `up`s at once (on port offsets of their own, so this test runs beside the one
+/// above): each keeps its own state, folder and topology; discovery finds the one a URL's
+/// port names, and from a second terminal with another runtime folder; a third asked onto
+/// taken ports names the `up` holding them; stopping one leaves the other's state.
+#[test]
+fn two_ups_each_keep_their_own_state() {
+    let dir = tempfile::tempdir().unwrap();
+    // stopped as Ctrl-C would (SIGTERM), so that it removes its own state files
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+            let _ = self.0.wait();
+        }
+    }
+    let env = |c: &mut Command| {
+        c.env("NO_COLOR", "1")
+            .env("XDG_RUNTIME_DIR", dir.path().join("rt"))
+            .env("XDG_DATA_HOME", dir.path());
+    };
+    std::fs::create_dir_all(dir.path().join("rt")).unwrap();
+    let start = |offset: u16| {
+        let mut c = Command::new(BIN);
+        c.args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        env(&mut c);
+        let mut child = c.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut printed = String::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("up --port-offset {offset} never served:\n{printed}"));
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.starts_with("serving until Ctrl-C") {
+                break;
+            }
+        }
+        (KillOnDrop(child), printed)
+    };
+    let (a, a_out) = start(21000);
+    let (b, b_out) = start(22000);
+    let (pid_a, pid_b) = (a.0.id(), b.0.id());
+    // each names its own topology file, in a folder of its own
+    let data = dir.path().join("data");
+    for (out, admin, pid) in [(&a_out, 30900, pid_a), (&b_out, 31900, pid_b)] {
+        let topo = data.join(format!("up-{admin}/topology.toml"));
+        assert!(
+            out.contains(&format!(
+                "topology   {}",
+                topo.canonicalize().unwrap().display()
+            )) && out.contains(&format!("kill -HUP {pid}")),
+            "{out}"
+        );
+        assert!(data.join(format!("up-{admin}/notify.db")).exists());
+    }
+    let states = |d: &std::path::Path| -> Vec<u32> {
+        let mut pids: Vec<u32> = std::fs::read_dir(d.join("hopline/run"))
+            .map(|r| {
+                r.flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().into_string().ok()?;
+                        n.strip_prefix("up-")?.strip_suffix(".json")?.parse().ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        pids.sort();
+        pids
+    };
+    let mut both = vec![pid_a, pid_b];
+    both.sort();
+    assert_eq!(states(&dir.path().join("rt")), both);
+    assert_eq!(states(dir.path()), both);
+    // the URL's port picks the instance: A's PoP on 29443, B's on 30443; a second terminal
+    // whose runtime folder differs still finds them in the data folder
+    for (port, pid, runtime) in [
+        (29443, pid_a, dir.path().join("rt")),
+        (30443, pid_b, dir.path().join("rt")),
+        (29443, pid_a, dir.path().join("elsewhere")),
+    ] {
+        let mut c = Command::new(BIN);
+        c.args([
+            "visit",
+            &format!("https://www.shop.test:{port}/"),
+            "--json",
+            "--no-cache",
+            "--no-subresources",
+        ]);
+        env(&mut c);
+        let out = c.env("XDG_RUNTIME_DIR", &runtime).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{port}: {err}");
+        assert!(err.contains(&format!("(pid {pid})")), "{port}: {err}");
+    }
+    // `--ca up` is the running up's CA
+    let mut c = Command::new(BIN);
+    c.args([
+        "visit",
+        "https://www.shop.test:29443/",
+        "--resolver",
+        "127.0.0.1:26300",
+        "--ca",
+        "up",
+        "--no-subresources",
+        "--no-cache",
+    ]);
+    env(&mut c);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a third, asked onto A's ports, says who holds them
+    let mut c = Command::new(BIN);
+    c.args(["up", "--once", "--port-offset", "21000", "--data-dir"])
+        .arg(&data);
+    env(&mut c);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("another `hopline up` (pid {pid_a}) holds"))
+            && err.contains("127.0.0.1:30900"),
+        "{err}"
+    );
+    // trace with no --admin asks the newest (B); --instance A asks A's admin
+    for (inst, admin) in [(None, "127.0.0.1:31900"), (Some(pid_a), "127.0.0.1:30900")] {
+        let mut c = Command::new(BIN);
+        c.args(["trace", "0af7651916cd43dd8448eb211c80319c"]);
+        if let Some(p) = inst {
+            c.args(["--instance", &p.to_string()]);
+        }
+        env(&mut c);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(admin), "{err}");
+    }
+    // stopping B leaves A's state, and discovery finds A
+    drop(b);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(states(&dir.path().join("rt")), vec![pid_a]);
+    assert_eq!(states(dir.path()), vec![pid_a]);
+    let mut c = Command::new(BIN);
+    c.args([
+        "visit",
+        "https://www.shop.test:29443/",
+        "--no-subresources",
+        "--no-cache",
+    ]);
+    env(&mut c);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // and with none running, a .test name says why it fails
+    drop(a);
+    let mut c = Command::new(BIN);
+    c.args([
+        "visit",
+        "https://www.shop.test:29443/",
+        "--timeout",
+        "2",
+        "--no-cache",
+    ]);
+    env(&mut c);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no running `hopline up` found (looked in"),
+        "{err}"
     );
 }
