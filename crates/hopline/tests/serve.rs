@@ -583,3 +583,67 @@ fn publish_and_channel_info_from_the_command_line() {
     let (ok, _, err) = run(&["publish", &url, "x", "--delete"]);
     assert!(!ok && err.contains("cannot be used with"), "{err}");
 }
+
+/// `hopline completions SHELL` completes for real in bash (a command, then a flag of it),
+/// and `hopline man --dir` writes a page per command that man can read.
+#[test]
+fn completions_and_man_pages() {
+    let script = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(script.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hopline.bash");
+    std::fs::write(&file, &script.stdout).unwrap();
+    let complete = |words: &str, cword: usize| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; _hopline hopline \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[@]}}\"",
+                file.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("hopline vi", 1), "visit");
+    assert_eq!(complete("hopline up --port", 2), "--port-offset");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("visit"),
+            "{shell}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
+    // the pages
+    let out = Command::new(BIN)
+        .args(["man", "--dir"])
+        .arg(dir.path().join("man1"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["up", "serve", "visit", "resolve", "notify", "completions"] {
+        let page = dir.path().join(format!("man1/hopline-{cmd}.1"));
+        assert!(listed.contains(&page.display().to_string()), "{listed}");
+        let text = std::fs::read_to_string(&page).unwrap();
+        assert!(
+            text.starts_with(".ie") && text.contains(&format!(".TH hopline-{cmd} 1")),
+            "{cmd}: {text}"
+        );
+    }
+    let up = std::fs::read_to_string(dir.path().join("man1/hopline-up.1")).unwrap();
+    assert!(up.contains("port\\-offset"), "{up}");
+    let main = Command::new(BIN).arg("man").output().unwrap();
+    assert!(String::from_utf8_lossy(&main.stdout).contains(".SH SUBCOMMANDS"));
+}
