@@ -148,7 +148,8 @@ struct StatusArgs {
     id: String,
     #[command(flatten)]
     api: Api,
-    /// Ask again every second until the message reaches a final status.
+    /// Ask again every second until the message reaches a final status, printing only what
+    /// changed (new attempts, a new status); with --json, every answer.
     #[arg(long)]
     follow: bool,
     /// Print JSON.
@@ -398,34 +399,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!("messages accepted in the last {}:\n", a.since);
-            println!(
-                "{:<9} {:<10} {:>8} {:>16} {:>16} {:>18} {:>18}",
-                "channel",
-                "status",
-                "count",
-                "accept→sent p50",
-                "accept→sent p99",
-                "sent→delivered p50",
-                "sent→delivered p99"
-            );
-            let ms = |x: &serde_json::Value| {
-                x.as_f64().map_or("-".to_string(), |v| format!("{v:.0} ms"))
-            };
-            for g in v["groups"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<9} {:<10} {:>8} {:>16} {:>16} {:>18} {:>18}",
-                    g["channel"].as_str().unwrap_or(""),
-                    g["status"].as_str().unwrap_or(""),
-                    g["count"],
-                    ms(&g["accepted_to_sent_ms"]["p50"]),
-                    ms(&g["accepted_to_sent_ms"]["p99"]),
-                    ms(&g["sent_to_delivered_ms"]["p50"]),
-                    ms(&g["sent_to_delivered_ms"]["p99"]),
-                );
-            }
+            print!("{}", stats_table(&v));
             Ok(ExitCode::SUCCESS)
         }),
         Command::Status(a) => crate::runtime::runtime(1)?.block_on(async move {
+            let mut seen: Option<Seen> = None;
             loop {
                 let (status, v) = call(
                     &a.api,
@@ -445,23 +423,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if a.json {
                     println!("{v}");
                 } else {
-                    println!(
-                        "{} {} → {} ({} attempt(s))",
-                        a.id,
-                        v["message"]["channel"].as_str().unwrap_or(""),
-                        st,
-                        v["message"]["attempts"]
-                    );
-                    for t in v["attempts"].as_array().into_iter().flatten() {
-                        println!(
-                            "  attempt {}: {} {} in {:.1} ms {}",
-                            t["n"],
-                            t["result"].as_str().unwrap_or(""),
-                            t["http_status"],
-                            t["latency_ms"].as_f64().unwrap_or(0.0),
-                            t["error"].as_str().unwrap_or("")
-                        );
-                    }
+                    use std::io::Write as _;
+                    let text = match &mut seen {
+                        None => {
+                            let (text, s) = status_block(&a.id, &v);
+                            seen = Some(s);
+                            text
+                        }
+                        Some(s) => s.changes(&v),
+                    };
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
                 }
                 let done = hopline_notify::model::Status::parse(&st).is_some_and(|s| s.is_final());
                 if !a.follow || done {
@@ -470,5 +443,195 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }),
+    }
+}
+
+/// What `status --follow` has printed so far: the attempts (by number) and the status.
+#[derive(Debug)]
+struct Seen {
+    attempts: u64,
+    status: String,
+}
+
+/// The first answer of `status`: the message's line and its attempts, and what was shown.
+fn status_block(id: &str, v: &serde_json::Value) -> (String, Seen) {
+    let m = &v["message"];
+    let status = m["status"].as_str().unwrap_or("?").to_string();
+    let count = m["attempts"].as_u64().unwrap_or(0);
+    let mut text = format!(
+        "{id} {} → {status} ({count} attempt{})\n",
+        m["channel"].as_str().unwrap_or("?"),
+        if count == 1 { "" } else { "s" }
+    );
+    let mut seen = Seen {
+        attempts: 0,
+        status,
+    };
+    for t in v["attempts"].as_array().into_iter().flatten() {
+        text.push_str(&attempt_line(t));
+        seen.attempts = seen.attempts.max(t["n"].as_u64().unwrap_or(0));
+    }
+    (text, seen)
+}
+
+impl Seen {
+    /// What a later answer adds: attempts not printed yet, then the status if it moved.
+    fn changes(&mut self, v: &serde_json::Value) -> String {
+        let mut text = String::new();
+        for t in v["attempts"].as_array().into_iter().flatten() {
+            let n = t["n"].as_u64().unwrap_or(0);
+            if n > self.attempts {
+                text.push_str(&attempt_line(t));
+                self.attempts = n;
+            }
+        }
+        let status = v["message"]["status"].as_str().unwrap_or("?");
+        if status != self.status {
+            text.push_str(&format!("  → {status}\n"));
+            self.status = status.to_string();
+        }
+        text
+    }
+}
+
+/// One attempt for a person: its number, time, result and what answered (an HTTP status,
+/// or why none came: the attempt's error), e.g. `attempt 2 (3.1 ms): retry — HTTP 503`.
+fn attempt_line(t: &serde_json::Value) -> String {
+    let result = t["result"].as_str().unwrap_or("?");
+    let answer = match (t["http_status"].as_u64(), t["error"].as_str()) {
+        (Some(code), None) => format!("HTTP {code}"),
+        (Some(code), Some(e)) => format!("HTTP {code}: {e}"),
+        // (refused before sending: a private address, a bad URL, a disabled endpoint)
+        (None, Some(e)) if result == "failed" => format!("not sent: {e}"),
+        (None, Some(e)) => format!("no answer: {e}"),
+        (None, None) => "no answer".to_string(),
+    };
+    format!(
+        "  attempt {} ({:.1} ms): {result} — {answer}\n",
+        t["n"].as_u64().unwrap_or(0),
+        t["latency_ms"].as_f64().unwrap_or(0.0),
+    )
+}
+
+/// `stats` as a table whose columns are as wide as their widest cell (names left,
+/// numbers right, two spaces between).
+fn stats_table(v: &serde_json::Value) -> String {
+    const HEADER: [&str; 7] = [
+        "channel",
+        "status",
+        "count",
+        "accept→sent p50",
+        "accept→sent p99",
+        "sent→delivered p50",
+        "sent→delivered p99",
+    ];
+    let ms = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |v| format!("{v:.0} ms"));
+    let mut rows: Vec<Vec<String>> = vec![HEADER.iter().map(|h| h.to_string()).collect()];
+    for g in v["groups"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            g["channel"].as_str().unwrap_or("?").to_string(),
+            g["status"].as_str().unwrap_or("?").to_string(),
+            g["count"].as_u64().unwrap_or(0).to_string(),
+            ms(&g["accepted_to_sent_ms"]["p50"]),
+            ms(&g["accepted_to_sent_ms"]["p99"]),
+            ms(&g["sent_to_delivered_ms"]["p50"]),
+            ms(&g["sent_to_delivered_ms"]["p99"]),
+        ]);
+    }
+    table(&rows, &[false, false, true, true, true, true, true])
+}
+
+/// Rows (the first is the header) as aligned text: each column as wide as its widest
+/// cell in characters, left- or right-aligned, two spaces apart, no trailing spaces.
+fn table(rows: &[Vec<String>], right: &[bool]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(widths[c] - cell.chars().count());
+            if right.get(c).copied().unwrap_or(false) {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_without_an_answer_says_why_not_null() {
+        let t = serde_json::json!({"n": 1, "result": "retry", "http_status": null,
+            "latency_ms": 1.04, "error": "connect to 127.0.0.1:9: Connection refused"});
+        assert_eq!(
+            attempt_line(&t),
+            "  attempt 1 (1.0 ms): retry — no answer: connect to 127.0.0.1:9: Connection refused\n"
+        );
+        let t = serde_json::json!({"n": 2, "result": "delivered", "http_status": 200,
+            "latency_ms": 3.0, "error": null});
+        assert_eq!(
+            attempt_line(&t),
+            "  attempt 2 (3.0 ms): delivered — HTTP 200\n"
+        );
+        let t = serde_json::json!({"n": 1, "result": "failed", "latency_ms": 0.0,
+            "error": "endpoint disabled (it answered 410 Gone)"});
+        assert_eq!(
+            attempt_line(&t),
+            "  attempt 1 (0.0 ms): failed — not sent: endpoint disabled (it answered 410 Gone)\n"
+        );
+    }
+
+    #[test]
+    fn follow_prints_only_new_attempts_and_status_moves() {
+        let at = |n: u32, status: &str| {
+            serde_json::json!({"message": {"channel": "webhook", "status": status, "attempts": n},
+                "attempts": (1..=n).map(|i| serde_json::json!({"n": i, "result": "retry",
+                    "http_status": 503, "latency_ms": 1.0})).collect::<Vec<_>>()})
+        };
+        let (block, mut seen) = status_block("m1", &at(1, "queued"));
+        assert_eq!(
+            block,
+            "m1 webhook → queued (1 attempt)\n  attempt 1 (1.0 ms): retry — HTTP 503\n"
+        );
+        assert_eq!(seen.changes(&at(1, "queued")), "");
+        assert_eq!(seen.changes(&at(1, "sending")), "  → sending\n");
+        assert_eq!(
+            seen.changes(&at(3, "dead")),
+            "  attempt 2 (1.0 ms): retry — HTTP 503\n  attempt 3 (1.0 ms): retry — HTTP 503\n  → dead\n"
+        );
+    }
+
+    #[test]
+    fn table_columns_are_as_wide_as_their_widest_cell() {
+        let rows = vec![
+            vec!["channel".to_string(), "count".into(), "accept→sent".into()],
+            vec!["webhook".to_string(), "12345678".into(), "3 ms".into()],
+            vec!["sms".to_string(), "1".into(), "-".into()],
+        ];
+        assert_eq!(
+            table(&rows, &[false, true, true]),
+            "channel     count  accept→sent\nwebhook  12345678         3 ms\nsms             1            -\n"
+        );
     }
 }

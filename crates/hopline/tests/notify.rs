@@ -218,3 +218,244 @@ listen = ["127.0.0.1:{port}"]
     assert!(distinct >= accepted.len());
     drop(server);
 }
+
+/// A `hopline serve` with one notification service (`retry` its schedule), and an app.
+struct Service {
+    _dir: tempfile::TempDir,
+    _server: Serve,
+    port: u16,
+    key: String,
+    secret: String,
+}
+
+impl Service {
+    fn start(retry: &str) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let port = hopline_testkit::free_port();
+        let config = dir.path().join("hopline.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+access_log = "off"
+[notify.main]
+database = "notify.db"
+retry = {retry}
+allow_private_targets = true
+[[site]]
+listen = ["127.0.0.1:{port}"]
+  [[site.route]]
+  path = "/"
+  notify = "main"
+"#
+            ),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["notify", "app", "create", "cli", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let app: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let server = serve(&config);
+        assert!(
+            hopline_testkit::wait_for_port(port, Duration::from_secs(20)),
+            "hopline serve never listened on {port}"
+        );
+        Service {
+            _dir: dir,
+            _server: server,
+            port,
+            key: app["key"].as_str().unwrap().to_string(),
+            secret: app["secret"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// `hopline notify ARGS… --url … --app … --secret …`, with its standard output
+    /// (killed, and the test failed, after 30 s).
+    fn notify(&self, args: &[&str]) -> String {
+        let mut child = Command::new(BIN)
+            .arg("notify")
+            .args(args)
+            .args(["--url", &format!("http://127.0.0.1:{}", self.port)])
+            .args(["--app", &self.key, "--secret", &self.secret])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "notify {args:?} still running after 30 s; it printed:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "notify {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Sends a webhook to `to`; its message id.
+    fn send(&self, to: &str) -> String {
+        let out = self.notify(&["send", "--to", to, "--body", "hi", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// A webhook endpoint on loopback answering 200 to every request.
+async fn sink() -> std::net::SocketAddr {
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = sink.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = sink.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |_req: http::Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `status --follow` prints the message's block once, then only what changed: each new
+/// attempt once, and a status it moved to; an attempt that got no HTTP answer says why
+/// (never a raw JSON `null`).
+#[test]
+fn status_follow_prints_the_block_once_then_only_changes() {
+    // four attempts about a second apart, then dead: several polls of --follow
+    let service = Service::start(r#"["0s", "1s", "1s", "1s"]"#);
+    let closed = hopline_testkit::free_port();
+    let id = service.send(&format!("http://127.0.0.1:{closed}/hook"));
+    let started = tokio::time::Instant::now();
+    let out = service.notify(&["status", &id, "--follow"]);
+    eprintln!("{out}");
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "--follow should have polled several times ({:?})",
+        started.elapsed()
+    );
+    assert!(!out.contains("null"), "a raw null in:\n{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with(&id)).count(),
+        1,
+        "the block's first line more than once:\n{out}"
+    );
+    for n in 1..=4 {
+        assert_eq!(
+            out.matches(&format!("attempt {n} (")).count(),
+            1,
+            "attempt {n} not exactly once:\n{out}"
+        );
+    }
+    assert!(
+        out.contains(&format!(
+            "no answer: connect to 127.0.0.1:{closed}: Connection refused"
+        )),
+        "why no answer came:\n{out}"
+    );
+    assert_eq!(
+        out.lines().last(),
+        Some("  → dead"),
+        "ends with the final status:\n{out}"
+    );
+}
+
+/// `stats` columns line up: names start, numbers end, at the same character in every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_columns_line_up() {
+    let sink = sink().await;
+    let service = Service::start(r#"["0s", "60s"]"#);
+    let closed = hopline_testkit::free_port();
+    let service = tokio::task::spawn_blocking(move || {
+        for _ in 0..12 {
+            service.send(&format!("http://{sink}/hook"));
+        }
+        service.send(&format!("http://127.0.0.1:{closed}/hook"));
+        // wait for the twelve deliveries and the failed first attempt
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&service.notify(&["stats", "--json"])).unwrap();
+            let count = |status: &str| {
+                v["groups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|g| g["status"] == status)
+                    .map(|g| g["count"].as_u64().unwrap())
+                    .sum::<u64>()
+            };
+            if count("delivered") == 12 && count("queued") == 1 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stats: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        service
+    })
+    .await
+    .unwrap();
+    let out = service.notify(&["stats"]);
+    eprintln!("{out}");
+    let rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("channel"))
+        .collect();
+    assert_eq!(rows.len(), 3, "a header and two groups:\n{out}");
+    // each row's cells (split on two or more spaces) as character ranges
+    let cells = |line: &str| {
+        let chars: Vec<char> = line.chars().collect();
+        let mut spans = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i] == ' ' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < chars.len()
+                && !(chars[i] == ' ' && chars.get(i + 1).is_none_or(|c| *c == ' '))
+            {
+                i += 1;
+            }
+            spans.push((start, i));
+        }
+        spans
+    };
+    let header = cells(rows[0]);
+    assert_eq!(header.len(), 7, "{out}");
+    for row in &rows[1..] {
+        let spans = cells(row);
+        assert_eq!(spans.len(), 7, "{row:?}\n{out}");
+        for (c, (span, head)) in spans.iter().zip(&header).enumerate() {
+            if c < 2 {
+                assert_eq!(span.0, head.0, "column {c} starts elsewhere:\n{out}");
+            } else {
+                assert_eq!(span.1, head.1, "column {c} ends elsewhere:\n{out}");
+            }
+        }
+    }
+}
