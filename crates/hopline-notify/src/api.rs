@@ -660,28 +660,12 @@ async fn accept(
     idempotency: Option<(String, String)>,
     now: u64,
 ) -> Response<Body> {
-    match svc
-        .store
-        .accept(&caller.app.key, msg, idempotency, now)
-        .await
-    {
-        Ok(Accepted::New(id)) => {
-            svc.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-            svc.wake.notify_one();
-            svc.events.send(StatusChange {
-                app: caller.app.key.clone(),
-                id: id.clone(),
-                status: "queued",
-                attempt: 0,
-                at_ms: now,
-            });
-            json(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({"id": id, "status": "queued"}),
-            )
-        }
+    match svc.submit(&caller.app.key, msg, idempotency, now).await {
+        Ok(Accepted::New(id)) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({"id": id, "status": "queued"}),
+        ),
         Ok(Accepted::Again(id)) => {
-            svc.metrics.repeats.fetch_add(1, Ordering::Relaxed);
             let mut r = json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"id": id, "status": "queued"}),
@@ -690,12 +674,7 @@ async fn accept(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             r
         }
-        Err(e) => {
-            if matches!(e, StoreError::Unavailable(_)) {
-                svc.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-            }
-            store_error(e)
-        }
+        Err(e) => store_error(e),
     }
 }
 

@@ -171,6 +171,41 @@ async fn purge_loop(
 }
 
 impl Service {
+    /// Accept one message for `app` as the API does: store it (once per idempotency key),
+    /// count it, wake a worker and announce it as queued. For callers inside the process
+    /// (`hopline up`'s demo order) as much as for the API, so the counters tell the truth.
+    pub async fn submit(
+        &self,
+        app: &str,
+        msg: crate::model::NewMessage,
+        idempotency: Option<(String, String)>,
+        now: u64,
+    ) -> Result<crate::store::Accepted, StoreError> {
+        use std::sync::atomic::Ordering;
+        let accepted = self.store.accept(app, msg, idempotency, now).await;
+        match &accepted {
+            Ok(crate::store::Accepted::New(id)) => {
+                self.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                self.wake.notify_one();
+                self.events.send(crate::events::StatusChange {
+                    app: app.to_string(),
+                    id: id.clone(),
+                    status: "queued",
+                    attempt: 0,
+                    at_ms: now,
+                });
+            }
+            Ok(crate::store::Accepted::Again(_)) => {
+                self.metrics.repeats.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(StoreError::Unavailable(_)) => {
+                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        accepted
+    }
+
     /// Whether its workers still run (false once shut down).
     pub fn is_running(&self) -> bool {
         !self._workers.is_finished()

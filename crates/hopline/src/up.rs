@@ -454,15 +454,14 @@ async fn up(
             64 * 1024,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // accepted as the API accepts (counted on the dashboard, announced to followers)
         let id = match svc
-            .store
-            .accept(&app.key, msg, None, hopline_notify::now_ms())
+            .submit(&app.key, msg, None, hopline_notify::now_ms())
             .await?
         {
             hopline_notify::store::Accepted::New(id)
             | hopline_notify::store::Accepted::Again(id) => id,
         };
-        svc.wake.notify_one();
         notify_demo = Some((app, id));
     }
     // the demo shop announces its orders on the live channel

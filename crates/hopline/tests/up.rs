@@ -585,6 +585,22 @@ fn two_ups_each_keep_their_own_state() {
         );
         assert!(data.join(format!("up-{admin}/notify.db")).exists());
     }
+    // up's own order confirmation went through the service's front door: counted
+    let status = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:30900").unwrap();
+        s.write_all(b"GET /.hopline/status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let body = raw.split_once("\r\n\r\n").unwrap().1.to_string();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert_eq!(
+        status["services"]["notify.main"]["accepted"], 1,
+        "{}",
+        status["services"]
+    );
     let states = |d: &std::path::Path| -> Vec<u32> {
         let mut pids: Vec<u32> = std::fs::read_dir(d.join("hopline/run"))
             .map(|r| {
