@@ -45,6 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             hopline_edge::Server::check(&config, &services)
                 .with_context(|| format!("{}", args.config.display()))
         })?;
+        if let Some(w) = only_admin(&args.config, &config) {
+            eprintln!("hopline: warning: {w}");
+        }
         eprintln!("hopline: {} is valid", args.config.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -71,6 +74,7 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let shutdown_timeout = Duration::from_millis(config.limits.shutdown_timeout_ms);
     let base = config.base_dir.clone();
+    let idle = only_admin(&path, &config);
     let dns = hopline_dns::service::DnsServices::start(&config.dns, &base)
         .await
         .with_context(|| format!("starting the DNS services of {}", path.display()))?;
@@ -85,6 +89,9 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
         "serving {} with {threads} worker thread(s); SIGHUP reloads, SIGTERM/Ctrl-C stops",
         path.display()
     );
+    if let Some(w) = idle {
+        tracing::warn!(target: "hopline", "{w}");
+    }
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -93,9 +100,16 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
                         Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
                         Ok(()) => match async {
                             let services = products.load(&path).map_err(|e| format!("{e:#}"))?;
-                            server.reload_with(new, services).await.map_err(|e| e.to_string())
+                            let idle = only_admin(&path, &new);
+                            server.reload_with(new, services).await.map_err(|e| e.to_string())?;
+                            Ok::<_, String>(idle)
                         }.await {
-                        Ok(()) => tracing::info!(target: "hopline", "reloaded {}", path.display()),
+                        Ok(idle) => {
+                            tracing::info!(target: "hopline", "reloaded {}", path.display());
+                            if let Some(w) = idle {
+                                tracing::warn!(target: "hopline", "{w}");
+                            }
+                        }
                         Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
                     }},
                     Err(e) => tracing::error!(target: "hopline", "reload refused, still serving the old config: {e}"),
@@ -120,6 +134,18 @@ async fn serve(path: PathBuf, config: Config, threads: usize) -> anyhow::Result<
     // the edge has drained: the products stop what runs behind it (workers, hubs)
     products.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warning for a file that serves nothing but its `[admin]` listener (a file with not
+/// even that is refused by [`Config::load`]): a dashboard of nothing, until a reload adds
+/// something to serve.
+fn only_admin(path: &std::path::Path, config: &Config) -> Option<String> {
+    (!config.serves_anything()).then(|| {
+        format!(
+            "{} serves nothing but its [admin] listener: no [[site]], [[stream]], [[dns.resolver]], [[dns.authoritative]] or product section ([KIND.NAME]); add one and reload (SIGHUP)",
+            path.display()
+        )
+    })
 }
 
 /// The DNS listeners as boxes of the admin dashboard: a resolver points at the servers it

@@ -188,6 +188,47 @@ fn bad_config_is_refused_with_file_line_column() {
     }
 }
 
+#[test]
+fn a_file_that_serves_nothing_or_a_route_without_its_site_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("serve")
+            .arg("--check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = check("[[site.route]]\npath = \"/\"\nroot = \".\"\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("h.toml:1:1: a [[site.route]] must follow a [[site]]"),
+        "{err}"
+    );
+    let (code, err) = check("");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("h.toml: nothing to serve: the file is empty; expected at least one [[site]]"),
+        "{err}"
+    );
+    // serve itself refuses it too, before binding anything
+    let out = Command::new(BIN).arg("serve").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to serve"));
+    // an admin listener alone is valid, with a warning
+    let (code, err) = check("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("serves nothing but its [admin] listener"),
+        "{err}"
+    );
+    assert!(err.contains("is valid"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_under_load_without_failures_and_sigterm_exits_0() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub mod error;
+mod lists;
 mod products;
 
 pub use crate::engine::byte_size::ByteSize;
@@ -264,6 +265,9 @@ impl Config {
     pub fn from_str_at(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
         let mut root = toml::de::DeTable::parse(text)
             .map_err(|e| ConfigError::at(file, text, e.span(), in_file_terms(text, &e)))?;
+        lists::check(root.get_ref(), text)
+            .map_err(|(span, message)| ConfigError::at(file, text, Some(span), message))?;
+        let present = sections(root.get_ref());
         let products = products::lift(root.get_mut(), text)
             .map_err(|(span, message)| ConfigError::at(file, text, Some(span), message))?;
         let mut config = Config::deserialize(toml::de::Deserializer::from(root))
@@ -271,7 +275,69 @@ impl Config {
         config.products = products;
         config.base_dir = base.to_path_buf();
         Validator { file, text, base }.validate(&mut config)?;
+        if !config.serves_anything() && config.admin.is_none() {
+            return Err(ConfigError::at(
+                file,
+                text,
+                None,
+                nothing_to_serve(&present),
+            ));
+        }
         Ok(config)
+    }
+
+    /// Whether the file defines something to serve besides its admin listener: a site, a
+    /// stream proxy, a DNS resolver or authoritative server, or a product's section. A
+    /// file without any (nor an `[admin]`) is refused; with only an `[admin]` it is a
+    /// dashboard of nothing, for which `hopline serve` warns.
+    pub fn serves_anything(&self) -> bool {
+        !self.site.is_empty()
+            || !self.stream.is_empty()
+            || !self.dns.resolver.is_empty()
+            || !self.dns.authoritative.is_empty()
+            || !self.products.is_empty()
+    }
+}
+
+/// The sections and keys at the top of a file, in file order, as written (`threads`,
+/// `[limits]`, `[[dns.pool]]`): said back to a file that serves nothing.
+fn sections(root: &toml::de::DeTable<'_>) -> Vec<String> {
+    use toml::de::DeValue;
+    let mut entries: Vec<_> = root.iter().collect();
+    entries.sort_by_key(|(_, v)| v.span().start);
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        let key = key.get_ref();
+        match value.get_ref() {
+            DeValue::Table(t) if key == "dns" => {
+                let mut inner: Vec<_> = t.iter().collect();
+                inner.sort_by_key(|(_, v)| v.span().start);
+                out.extend(
+                    inner
+                        .iter()
+                        .map(|(k, _)| format!("[[dns.{}]]", k.get_ref())),
+                );
+            }
+            DeValue::Table(_) => out.push(format!("[{key}]")),
+            DeValue::Array(a) if a.iter().all(|i| matches!(i.get_ref(), DeValue::Table(_))) => {
+                out.push(format!("[[{key}]]"))
+            }
+            _ => out.push(key.to_string()),
+        }
+    }
+    out
+}
+
+/// Why a file that serves nothing is refused: what it holds, and what was expected.
+fn nothing_to_serve(present: &[String]) -> String {
+    let expected = "expected at least one [[site]] (with its [[site.route]]), [[stream]], [[dns.resolver]], [[dns.authoritative]] or product section ([KIND.NAME], e.g. [realtime.live])";
+    if present.is_empty() {
+        format!("nothing to serve: the file is empty; {expected}")
+    } else {
+        format!(
+            "nothing to serve: the file has only {}; {expected}",
+            present.join(", ")
+        )
     }
 }
 
@@ -896,6 +962,106 @@ mod tests {
         assert_eq!(ok.stream.len(), 2);
         assert_eq!(ok.stream[1].idle(), std::time::Duration::from_secs(30));
         assert_eq!(ok.stream[0].idle(), std::time::Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_list_inside_an_entry_needs_its_entry_above_it() {
+        for (text, at, want) in [
+            (
+                "[[site.route]]\npath = \"/\"\nroot = \".\"\n",
+                "test.toml:1:1: ",
+                "a [[site.route]] must follow a [[site]] (none is above it)",
+            ),
+            (
+                "threads = 2\n\n  [[site.route]]\n  path = \"/\"\n  respond = {}\n",
+                "test.toml:3:3: ",
+                "a [[site.route]] must follow a [[site]]",
+            ),
+            (
+                "[site.tls]\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n",
+                "test.toml:1:1: ",
+                "a [site.tls] must follow a [[site]]",
+            ),
+            (
+                "[site]\nlisten = [\"127.0.0.1:0\"]\n[[site.route]]\npath = \"/\"\nrespond = {}\n",
+                "test.toml:1:1: ",
+                "[site] must be written [[site]]",
+            ),
+            (
+                "[[site]]\nlisten = [\"127.0.0.1:0\"]\n[site.route]\npath = \"/\"\nrespond = {}\n",
+                "test.toml:3:1: ",
+                "[site.route] must be written [[site.route]]",
+            ),
+            (
+                "[stream]\nlisten = \"127.0.0.1:6000\"\nproxy = \"db\"\n",
+                "test.toml:1:1: ",
+                "[stream] must be written [[stream]]",
+            ),
+            (
+                "[dns]\n[[dns.authoritative.zones]]\nfile = \"shop.zone\"\n",
+                "test.toml:2:1: ",
+                "a [[dns.authoritative.zones]] must follow a [[dns.authoritative]]",
+            ),
+            (
+                "[[dns.pool.addresses]]\naddr = \"127.0.0.2\"\nweight = 2\n",
+                "test.toml:1:1: ",
+                "a [[dns.pool.addresses]] must follow a [[dns.pool]]",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(at) && e.contains(want), "{text}: {e}");
+            assert!(
+                !e.contains("found map") && !e.contains("in brackets"),
+                "{e}"
+            );
+        }
+        // what the lists may hold in brackets of their own still reads
+        let c = parse(
+            "[[dns.authoritative]]\nlisten = \"127.0.0.1:0\"\n[[dns.authoritative.zones]]\nfile = \"shop.zone\"\norigin = \"shop.test.\"\n[[dns.pool]]\nname = \"www.shop.test.\"\n[[dns.pool.addresses]]\naddr = \"127.0.0.2\"\nweight = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.dns.authoritative[0].zones.len(), 1);
+        assert_eq!(c.dns.pool[0].addresses.len(), 1);
+    }
+
+    #[test]
+    fn a_file_that_serves_nothing_is_refused_saying_what_was_expected() {
+        let e = parse("").unwrap_err();
+        assert_eq!((e.line, e.column), (None, None));
+        let e = e.to_string();
+        assert!(
+            e.starts_with("test.toml: nothing to serve: the file is empty; expected at least one [[site]] (with its [[site.route]]), [[stream]], [[dns.resolver]], [[dns.authoritative]] or product section"),
+            "{e}"
+        );
+        let e = parse("# a comment\n").unwrap_err().to_string();
+        assert!(e.contains("the file is empty"), "{e}");
+        let e = parse("threads = 2\n[limits]\nmax_body = \"2MiB\"\n[upstream.app]\nservers = [\"127.0.0.1:9000\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "nothing to serve: the file has only threads, [limits], [upstream]; expected"
+            ),
+            "{e}"
+        );
+        // a pool is answered by an authoritative server: alone it serves nothing
+        let e = parse("[[dns.pool]]\nname = \"www.shop.test.\"\naddresses = [\"127.0.0.2\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has only [[dns.pool]]; expected"), "{e}");
+        // each part alone is something to serve
+        for text in [
+            "[[dns.resolver]]\nlisten = \"127.0.0.1:0\"\n",
+            "[[dns.authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = []\n",
+            "[upstream.db]\nservers = [\"127.0.0.1:5432\"]\n[[stream]]\nlisten = \"127.0.0.1:0\"\nproxy = \"db\"\n",
+            "[chat.room]\nsize = 3\n",
+        ] {
+            assert!(parse(text).unwrap().serves_anything(), "{text}");
+        }
+        // an admin listener alone is a dashboard of nothing: allowed (serve warns), so
+        // that sites can be added by reload
+        let c = parse("[admin]\nlisten = \"127.0.0.1:9900\"\n").unwrap();
+        assert!(!c.serves_anything());
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
