@@ -99,6 +99,8 @@ impl Via {
 Examples:
   hopline listen http://127.0.0.1:8080/live/orders --via sse
   hopline listen http://127.0.0.1:8080/live/orders --via ws --since Ab3dEf9hIj0K:41 --json
+  hopline listen http://127.0.0.1:8080/live/orders --via long-poll --last 10 --count 10
+      (the latest 10 events still in the channel's history first, then new ones)
   hopline listen http://127.0.0.1:8080/live/orders --compare --rate 10/s --for 30s --secret \"$SECRET\"
 
 --compare publishes at --rate (a timestamp in each payload) while one subscriber of each
@@ -113,6 +115,10 @@ pub struct ListenArgs {
     /// Start after this position (EPOCH:OFFSET, as printed with each event).
     #[arg(long)]
     pub since: Option<String>,
+    /// Start with the latest N events still in the channel's history, then go on with new
+    /// ones (at most the hub's `history`; instead of --since).
+    #[arg(long, value_name = "N", conflicts_with_all = ["since", "compare"], value_parser = parse_last)]
+    pub last: Option<u64>,
     /// Short polling's interval, e.g. 1s or 500ms.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
@@ -160,6 +166,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_last(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a number of events from 1, e.g. --last 10, found {s:?}"
+        )),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -391,6 +406,21 @@ impl Http {
         body: Bytes,
         timeout: Duration,
     ) -> anyhow::Result<(http::StatusCode, hyper::body::Incoming)> {
+        let (parts, body) = self
+            .send_for_head(method, path, headers, body, timeout)
+            .await?;
+        Ok((parts.status, body))
+    }
+
+    /// [`Http::send`], answering the response's whole head (status and headers).
+    async fn send_for_head(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> anyhow::Result<(http::response::Parts, hyper::body::Incoming)> {
         for attempt in 0..2 {
             if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
                 let io = self.dialer.dial(&self.wire).await?;
@@ -413,10 +443,7 @@ impl Http {
             let req = req.body(Full::new(body.clone()))?;
             self.wire.requests.fetch_add(1, Ordering::Relaxed);
             match tokio::time::timeout(timeout, sender.send_request(req)).await {
-                Ok(Ok(resp)) => {
-                    let (parts, body) = resp.into_parts();
-                    return Ok((parts.status, body));
-                }
+                Ok(Ok(resp)) => return Ok(resp.into_parts()),
                 Ok(Err(e)) if attempt == 0 => {
                     tracing::debug!("request failed, reconnecting: {e}");
                     self.sender = None;
@@ -460,14 +487,67 @@ fn channel_of(url: &url::Url) -> String {
         .to_string()
 }
 
-/// Subscribe with `via` and hand each event to `on_event` until it returns false.
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Start {
+    /// With what is published from now on.
+    Now,
+    /// After a position (`EPOCH:OFFSET`, as every answer gives).
+    After(String),
+    /// With the latest N events still in the channel's history (`?last=N`).
+    Last(u64),
+}
+
+impl Start {
+    /// The query pair that asks for this start (SSE sends a position as `Last-Event-ID`).
+    fn query(&self) -> Option<(&'static str, String)> {
+        match self {
+            Start::Now => None,
+            Start::After(p) => Some(("since", p.clone())),
+            Start::Last(n) => Some(("last", n.to_string())),
+        }
+    }
+}
+
+/// A refused subscription said plainly: the status and (the start of) what the server
+/// said, without the status repeated when the body begins with it.
+fn refusal(status: http::StatusCode, body: &[u8]) -> anyhow::Error {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let text = text
+        .strip_prefix(status.as_str())
+        .map_or(text, str::trim_start);
+    let text: String = text.chars().take(300).collect();
+    if text.is_empty() {
+        anyhow!("the server answered {status}")
+    } else {
+        anyhow!("the server answered {status}: {text}")
+    }
+}
+
+async fn refused(status: http::StatusCode, body: hyper::body::Incoming) -> anyhow::Error {
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    refusal(status, &body)
+}
+
+/// Subscribe with `via`, call `on_ready` once the subscription stands (SSE: the event
+/// stream's head came; WebSocket: the server confirmed it; polling: the first request was
+/// answered — a long poll's first is asked without `wait`, so it answers at once), and hand
+/// each event to `on_event` until it returns false. An error before `on_ready` means the
+/// subscription never stood.
+#[allow(clippy::too_many_arguments)]
 async fn subscribe(
     dialer: &Dialer,
     via: Via,
-    since: Option<String>,
+    start: Start,
     interval: Duration,
     token: Option<String>,
     wire: Arc<Wire>,
+    on_ready: impl FnOnce(),
     mut on_event: impl FnMut(Received) -> bool,
 ) -> anyhow::Result<()> {
     let channel = channel_of(&dialer.url);
@@ -475,16 +555,15 @@ async fn subscribe(
         .iter()
         .map(|t| ("authorization", format!("Bearer {t}")))
         .collect();
+    let mut on_ready = Some(on_ready);
     match via {
         Via::Poll | Via::LongPoll => {
             let mut http = Http::new(dialer.clone(), wire);
-            let mut since = since;
+            let mut asked = start;
             loop {
-                let mut q = Vec::new();
-                if let Some(s) = &since {
-                    q.push(("since", s.clone()));
-                }
-                if via == Via::LongPoll {
+                let first = on_ready.is_some();
+                let mut q: Vec<(&str, String)> = asked.query().into_iter().collect();
+                if via == Via::LongPoll && !first {
                     q.push(("wait", "1".into()));
                 }
                 let (status, body) = http
@@ -493,23 +572,31 @@ async fn subscribe(
                         &dialer.path_with(&q),
                         &auth,
                         Bytes::new(),
-                        Duration::from_secs(90),
+                        Duration::from_secs(if first { 10 } else { 90 }),
                     )
                     .await?;
-                let body = body.collect().await?.to_bytes();
-                if status == http::StatusCode::GONE {
+                if status == http::StatusCode::GONE && !first {
                     eprintln!("hopline: channel {channel} was deleted by a publisher");
                     return Ok(());
                 }
                 if !status.is_success() {
-                    bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
+                    return Err(refused(status, body).await);
                 }
-                let v: serde_json::Value =
-                    serde_json::from_slice(&body).context("the answer is not JSON")?;
-                if v["recovered"] == false && since.is_some() {
+                let body = body.collect().await?.to_bytes();
+                let v: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
+                    format!(
+                        "the answer ({status}) is not a realtime channel's JSON: is {} a channel URL?",
+                        dialer.url
+                    )
+                })?;
+                if let Some(ready) = on_ready.take() {
+                    ready();
+                }
+                if v["recovered"] == false
+                    && let Start::After(p) = &asked
+                {
                     eprintln!(
-                        "hopline: position {} could not be recovered; continuing from {}",
-                        since.as_deref().unwrap_or(""),
+                        "hopline: position {p} could not be recovered; continuing from {}",
                         v["position"].as_str().unwrap_or("?")
                     );
                 }
@@ -525,7 +612,10 @@ async fn subscribe(
                         return Ok(());
                     }
                 }
-                since = v["position"].as_str().map(str::to_string);
+                asked = match v["position"].as_str() {
+                    Some(p) => Start::After(p.to_string()),
+                    None => Start::Now,
+                };
                 if via == Via::Poll {
                     tokio::time::sleep(interval).await;
                 }
@@ -535,20 +625,43 @@ async fn subscribe(
             let mut http = Http::new(dialer.clone(), wire);
             let mut headers = auth.clone();
             headers.push(("accept", "text/event-stream".into()));
-            if let Some(s) = &since {
-                headers.push(("last-event-id", s.clone()));
+            let mut q = Vec::new();
+            match &start {
+                Start::Now => {}
+                Start::After(p) => headers.push(("last-event-id", p.clone())),
+                Start::Last(n) => q.push(("last", n.to_string())),
             }
-            let (status, mut body) = http
-                .send(
+            let (head, mut body) = http
+                .send_for_head(
                     http::Method::GET,
-                    &dialer.path_with(&[]),
+                    &dialer.path_with(&q),
                     &headers,
                     Bytes::new(),
                     Duration::from_secs(10),
                 )
                 .await?;
-            if !status.is_success() {
-                bail!("{status}");
+            if !head.status.is_success() {
+                return Err(refused(head.status, body).await);
+            }
+            let kind = head
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !kind.starts_with("text/event-stream") {
+                bail!(
+                    "the server answered {} with {} rather than an event stream: is {} a channel URL?",
+                    head.status,
+                    if kind.is_empty() {
+                        "no Content-Type"
+                    } else {
+                        kind
+                    },
+                    dialer.url
+                );
+            }
+            if let Some(ready) = on_ready.take() {
+                ready();
             }
             let mut text = String::new();
             while let Some(frame) = body.frame().await {
@@ -600,38 +713,64 @@ async fn subscribe(
             bail!("the server ended the stream")
         }
         Via::Ws => {
+            use tokio_tungstenite::tungstenite::{Error as WsError, Message};
             let io = dialer.dial(&wire).await?;
             let scheme = if dialer.tls.is_some() { "wss" } else { "ws" };
-            let mut q = Vec::new();
-            if let Some(s) = &since {
-                q.push(("since", s.clone()));
-            }
+            let mut q: Vec<(&str, String)> = start.query().into_iter().collect();
             if let Some(t) = &token {
                 q.push(("token", t.clone()));
             }
             let url = format!("{scheme}://{}{}", dialer.authority, dialer.path_with(&q));
             wire.requests.fetch_add(1, Ordering::Relaxed);
-            let (mut ws, _) = tokio_tungstenite::client_async(url, io)
-                .await
-                .context("WebSocket handshake")?;
+            let mut ws = match tokio_tungstenite::client_async(url, io).await {
+                Ok((ws, _)) => ws,
+                Err(WsError::Http(answer)) => {
+                    return Err(refusal(
+                        answer.status(),
+                        answer.body().as_deref().unwrap_or_default(),
+                    )
+                    .context("WebSocket handshake"));
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("WebSocket handshake")),
+            };
             while let Some(m) = ws.next().await {
                 match m? {
-                    tokio_tungstenite::tungstenite::Message::Text(t) => {
+                    Message::Text(t) => {
                         let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                        if v.get("type").is_some() {
-                            if v["type"] == "deleted" {
+                        match v["type"].as_str() {
+                            Some("deleted") => {
                                 eprintln!("hopline: channel {channel} was deleted by a publisher");
                                 let _ = ws.close(None).await;
                                 return Ok(());
                             }
-                            if v["type"] == "subscribed" && v["recovered"] == false {
-                                eprintln!(
-                                    "hopline: position could not be recovered; continuing from {}:{}",
-                                    v["epoch"].as_str().unwrap_or(""),
-                                    v["offset"]
-                                );
+                            Some("subscribed") => {
+                                if let Some(ready) = on_ready.take() {
+                                    ready();
+                                }
+                                if v["recovered"] == false {
+                                    eprintln!(
+                                        "hopline: position could not be recovered; continuing from {}:{}",
+                                        v["epoch"].as_str().unwrap_or(""),
+                                        v["offset"]
+                                    );
+                                }
+                                continue;
                             }
-                            continue;
+                            Some("error") => {
+                                let message = v["message"].as_str().unwrap_or("(no message)");
+                                if on_ready.is_some() {
+                                    let _ = ws.close(None).await;
+                                    bail!("the server refused the subscription: {message}");
+                                }
+                                eprintln!("hopline: the server said: {message}");
+                                continue;
+                            }
+                            Some(_) => continue,
+                            None => {}
+                        }
+                        // an event before any confirmation: a server that does not confirm
+                        if let Some(ready) = on_ready.take() {
+                            ready();
                         }
                         let offset = v["offset"].as_u64().unwrap_or(0);
                         let r = Received {
@@ -645,7 +784,7 @@ async fn subscribe(
                             return Ok(());
                         }
                     }
-                    tokio_tungstenite::tungstenite::Message::Close(f) => {
+                    Message::Close(f) => {
                         bail!(
                             "the server closed the WebSocket: {}",
                             f.map(|f| format!("{} {}", u16::from(f.code), f.reason))
@@ -752,20 +891,31 @@ pub fn run_listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         let mut seen = 0u64;
         let count = args.count;
         let json = args.json;
-        if !json {
-            eprintln!(
-                "hopline: listening on {} via {} (Ctrl-C stops)",
-                args.url,
-                args.via.name()
-            );
-        }
-        subscribe(
+        let start = match (&args.since, args.last) {
+            (Some(p), _) => Start::After(p.clone()),
+            (None, Some(n)) => Start::Last(n),
+            (None, None) => Start::Now,
+        };
+        // "listening" is said once the subscription stands, never before (stderr, and not
+        // with --json: stdout carries only events)
+        let ready = std::cell::Cell::new(false);
+        let result = subscribe(
             &dialer,
             args.via,
-            args.since.clone(),
+            start,
             args.interval,
             token,
             Arc::default(),
+            || {
+                ready.set(true);
+                if !json {
+                    eprintln!(
+                        "hopline: listening on {} via {} (Ctrl-C stops)",
+                        args.url,
+                        args.via.name()
+                    );
+                }
+            },
             |e| {
                 if json {
                     println!("{}", serde_json::to_string(&e).unwrap_or_default());
@@ -776,7 +926,18 @@ pub fn run_listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
                 count.is_none_or(|c| seen < c)
             },
         )
-        .await?;
+        .await;
+        result.map_err(|e| {
+            if ready.get() {
+                e
+            } else {
+                e.context(format!(
+                    "cannot listen on {} via {}",
+                    args.url,
+                    args.via.name()
+                ))
+            }
+        })?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -870,16 +1031,26 @@ async fn compare(args: &ListenArgs, dialer: Dialer) -> anyhow::Result<ExitCode> 
         );
         let interval = args.interval;
         let task = tokio::spawn(async move {
-            subscribe(&d, via, s, interval, t, w, move |e| {
-                let v: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
-                if let (Some(seq), Some(t)) = (v["seq"].as_u64(), v["t_us"].as_u64()) {
-                    let ms = now_us().saturating_sub(t) as f64 / 1000.0;
-                    sm.lock().push((seq, ms));
-                    seq + 1 < total
-                } else {
-                    true
-                }
-            })
+            let from = s.map_or(Start::Now, Start::After);
+            subscribe(
+                &d,
+                via,
+                from,
+                interval,
+                t,
+                w,
+                || {},
+                move |e| {
+                    let v: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+                    if let (Some(seq), Some(t)) = (v["seq"].as_u64(), v["t_us"].as_u64()) {
+                        let ms = now_us().saturating_sub(t) as f64 / 1000.0;
+                        sm.lock().push((seq, ms));
+                        seq + 1 < total
+                    } else {
+                        true
+                    }
+                },
+            )
             .await
         });
         subs.push((via, wire, samples, task));

@@ -688,3 +688,120 @@ fn completions_and_man_pages() {
     let main = Command::new(BIN).arg("man").output().unwrap();
     assert!(String::from_utf8_lossy(&main.stdout).contains(".SH SUBCOMMANDS"));
 }
+
+/// What one `hopline listen` run left: its exit, stdout and stderr (killed if it runs
+/// past `within`).
+fn listen_output(args: &[&str], within: Duration) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .arg("listen")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, within);
+    let out = child.wait_with_output().unwrap();
+    (
+        status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `hopline listen --last N` reads the latest N events still in history first, on all
+/// four transports, then goes on from their position; `--json` keeps stdout to events
+/// and stderr free of the "listening" line; a count over history is refused plainly.
+#[test]
+fn listen_last_n_on_every_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        "threads = 1\naccess_log = \"off\"\n[realtime.live]\npublish = { jwt_secret = \"cli-secret-of-the-test\" }\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n  [[site.route]]\n  path = \"/live/\"\n  realtime = \"live\"\n",
+    )
+    .unwrap();
+    let s = start(&cfg);
+    let url = format!("http://{}/live/latest", s.addr);
+    for i in 1..=3 {
+        let out = Command::new(BIN)
+            .args(["publish", &url, &format!("event {i}")])
+            .args(["--secret", "cli-secret-of-the-test"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for via in ["poll", "long-poll", "sse", "ws"] {
+        let (ok, out, err) = listen_output(
+            &[&url, "--via", via, "--last", "2", "--count", "2", "--json"],
+            Duration::from_secs(20),
+        );
+        assert!(ok, "{via}: {err}");
+        assert!(!err.contains("listening on"), "{via}: {err}");
+        let got: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{via}: {l:?}: {e}")))
+            .collect();
+        let data: Vec<&str> = got.iter().map(|v| v["data"].as_str().unwrap()).collect();
+        assert_eq!(data, ["event 2", "event 3"], "{via}: {out}");
+        let offsets: Vec<u64> = got.iter().map(|v| v["offset"].as_u64().unwrap()).collect();
+        assert_eq!(offsets, [2, 3], "{via}: {out}");
+        assert!(got.iter().all(|v| v["channel"] == "latest"), "{via}: {out}");
+    }
+    // the human form: "listening" on stderr once subscribed, the events on stdout
+    let (ok, out, err) = listen_output(
+        &[&url, "--via", "sse", "--last", "1", "--count", "1"],
+        Duration::from_secs(20),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.starts_with("hopline: listening on ") && err.contains("via sse"),
+        "{err}"
+    );
+    assert!(
+        out.ends_with(":3  event 3\n") && out.lines().count() == 1,
+        "{out}"
+    );
+    // more than a channel keeps: the server's reason, no "listening"
+    for via in ["poll", "ws"] {
+        let (ok, _, err) = listen_output(
+            &[&url, "--via", via, "--last", "100000"],
+            Duration::from_secs(20),
+        );
+        assert!(!ok, "{via}: {err}");
+        assert!(
+            !err.contains("listening on") && err.contains("400") && err.contains("at most"),
+            "{via}: {err}"
+        );
+    }
+    // --last and --since: one start only
+    let (ok, _, err) = listen_output(
+        &[&url, "--last", "2", "--since", "abc:1"],
+        Duration::from_secs(20),
+    );
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+}
+
+/// A listen that cannot connect says so and exits non-zero, never "listening" first.
+#[test]
+fn listen_to_a_closed_port_fails_without_listening() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/live/orders");
+    for via in ["poll", "long-poll", "sse", "ws"] {
+        let (ok, out, err) = listen_output(&[&url, "--via", via], Duration::from_secs(20));
+        assert!(!ok, "{via}: {out} {err}");
+        assert!(out.is_empty(), "{via}: {out}");
+        assert!(!err.contains("listening on"), "{via}: {err}");
+        assert!(
+            err.contains(&format!("cannot listen on {url} via {via}"))
+                && err.contains("connecting to"),
+            "{via}: {err}"
+        );
+    }
+}
