@@ -18,4 +18,6 @@ pub mod zone;
 pub use error::{DnsError, ResolveError, bind_reason};
 pub use hickory_proto::rr::RecordType;
 pub use hints::RootHints;
-pub use resolver::{Answered, Lookup, RecordView, Resolver, ResolverBuilder, TraceStep};
+pub use resolver::{
+    Answered, CachedAnswer, Lookup, RecordView, Resolver, ResolverBuilder, TraceStep,
+};

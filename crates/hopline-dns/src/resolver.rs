@@ -63,6 +63,25 @@ impl From<&Record> for RecordView {
     }
 }
 
+/// One answer the resolver's cache holds, as status pages show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CachedAnswer {
+    /// The name asked, lowercase, e.g. "www.shop.test.".
+    pub name: String,
+    /// The type asked, e.g. "A".
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// "answer", "nxdomain" or "nodata".
+    pub kind: &'static str,
+    /// Each record's data, in the order every client gets them (for A/AAAA the
+    /// addresses, the first being the one a client connects to).
+    pub data: Vec<String>,
+    /// The TTL it was stored with, seconds.
+    pub ttl: u32,
+    /// Seconds until it expires and the next question is asked upstream again.
+    pub ttl_left: u32,
+}
+
 /// One server asked during a resolution.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TraceStep {
@@ -537,6 +556,58 @@ impl Resolver {
         }
         same_case(&mut r.answers, &query.name);
         Some(r)
+    }
+
+    /// What the cache holds now for names at or under `under` (e.g. the zones and DNS
+    /// pools a topology serves), at most `limit` answers: in the order of `under` (the
+    /// first that holds a name), then by name and type; expired answers left out.
+    ///
+    /// It walks the cache without counting as use (eviction order is left alone), so it
+    /// costs O(cached entries) here and nothing on the query path: for status pages that
+    /// look once a second, not for answering.
+    pub fn cached(&self, under: &[Name], limit: usize) -> Vec<CachedAnswer> {
+        if under.is_empty() || limit == 0 {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let under: Vec<LowerName> = under.iter().map(LowerName::new).collect();
+        let order = |a: &(usize, LowerName, RecordType, Arc<Entry>),
+                     b: &(usize, LowerName, RecordType, Arc<Entry>)| {
+            (a.0, &a.1, u16::from(a.2)).cmp(&(b.0, &b.1, u16::from(b.2)))
+        };
+        let mut found: Vec<(usize, LowerName, RecordType, Arc<Entry>)> = Vec::new();
+        for (key, e) in self.inner.cache.iter() {
+            let (name, rtype) = &*key;
+            let Some(rank) = under.iter().position(|z| z.zone_of(name)) else {
+                continue;
+            };
+            if e.remaining(now).is_none() {
+                continue;
+            }
+            found.push((rank, name.clone(), *rtype, e));
+            // only the best `limit` are kept while walking a big cache
+            if found.len() >= 2 * limit + 64 {
+                found.sort_by(order);
+                found.truncate(limit);
+            }
+        }
+        found.sort_by(order);
+        found.truncate(limit);
+        found
+            .into_iter()
+            .map(|(_, name, rtype, e)| CachedAnswer {
+                name: name.to_string(),
+                rtype: rtype.to_string(),
+                kind: match e.rcode {
+                    ResponseCode::NXDomain => "nxdomain",
+                    _ if e.records.is_empty() => "nodata",
+                    _ => "answer",
+                },
+                data: e.records.iter().map(|r| r.data.to_string()).collect(),
+                ttl: e.ttl,
+                ttl_left: e.remaining(now).unwrap_or(0),
+            })
+            .collect()
     }
 
     async fn resolve(
@@ -1689,6 +1760,83 @@ mod tests {
         assert!(matches!(res, Err(ResolveError::Refused { .. })), "{res:?}");
         assert_eq!(steps[0].kind, "error");
         assert_eq!(steps[0].detail, "answered Query Refused");
+    }
+
+    #[tokio::test]
+    async fn the_cache_snapshot_lists_what_is_held_under_the_names_asked_with_ttl_left() {
+        let server = fake_forwarder(shop).await;
+        let r = stub(server);
+        assert!(
+            r.cached(&[name("shop.test.")], 10).is_empty(),
+            "nothing yet"
+        );
+        r.lookup("www.shop.test", RecordType::A).await.unwrap();
+        r.lookup("api.shop.test", RecordType::A).await.unwrap();
+        let _ = r.lookup("www.shop.test", RecordType::AAAA).await;
+        let _ = r.lookup("nope.shop.test", RecordType::A).await;
+        // the name asked first comes first, then the rest of the zone by name and type
+        let held = r.cached(&[name("www.shop.test."), name("shop.test.")], 10);
+        let got: Vec<(&str, &str, &str)> = held
+            .iter()
+            .map(|c| (c.name.as_str(), c.rtype.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("www.shop.test.", "A", "answer"),
+                ("www.shop.test.", "AAAA", "nodata"),
+                ("api.shop.test.", "CNAME", "answer"),
+                ("nope.shop.test.", "A", "nxdomain"),
+            ],
+            "{held:#?}"
+        );
+        assert_eq!(held[0].data, ["10.0.0.1"]);
+        assert_eq!(held[0].ttl, 120);
+        assert!(
+            held[0].ttl_left <= 120 && held[0].ttl_left >= 118,
+            "{held:#?}"
+        );
+        assert_eq!(held[2].data, ["www.shop.test."]);
+        // bounded, and only under the names asked
+        assert_eq!(r.cached(&[name("shop.test.")], 2).len(), 2);
+        assert_eq!(r.cached(&[name("www.shop.test.")], 10).len(), 2);
+        assert!(r.cached(&[name("other.test.")], 10).is_empty());
+        assert!(r.cached(&[], 10).is_empty());
+        // the TTL counts down from when the answer was stored, and an expired one is not
+        // shown (answers stored 25 s and 40 s ago with a 30 s TTL)
+        let pool = |ago: u64, ip: &str| {
+            let stored = Instant::now() - Duration::from_secs(ago);
+            let a = |ip: &str| {
+                Record::from_rdata(name("lb.shop.test."), 30, RData::A(ip.parse().unwrap()))
+            };
+            Arc::new(Entry {
+                records: vec![a(ip), a("127.0.0.3")],
+                rcode: ResponseCode::NoError,
+                soa: None,
+                stored,
+                ttl: 30,
+            })
+        };
+        r.inner.cache.insert(
+            (LowerName::new(&name("lb.shop.test.")), RecordType::A),
+            pool(25, "127.0.0.2"),
+        );
+        r.inner.cache.insert(
+            (LowerName::new(&name("old.lb.shop.test.")), RecordType::A),
+            pool(40, "127.0.0.4"),
+        );
+        let later = r.cached(&[name("lb.shop.test.")], 10);
+        assert_eq!(
+            later.len(),
+            1,
+            "the one stored 40 s ago expired: {later:#?}"
+        );
+        assert_eq!(
+            later[0].data,
+            ["127.0.0.2", "127.0.0.3"],
+            "in the order served"
+        );
+        assert_eq!((later[0].ttl, later[0].ttl_left), (30, 5));
     }
 
     #[tokio::test]

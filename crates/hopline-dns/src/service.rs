@@ -149,6 +149,7 @@ pub struct DnsListener {
     /// The servers a forwarding resolver asks.
     pub forward: Vec<SocketAddr>,
     authority: Option<Arc<ArcSwap<Authority>>>,
+    resolver: Option<Resolver>,
 }
 
 impl DnsListener {
@@ -178,6 +179,25 @@ impl DnsListener {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// What a resolver listener's cache holds now for names at or under `under` (e.g.
+    /// "shop.test.", the zones and pools of the authoritative listeners beside it), at
+    /// most `limit` answers; nothing for an authoritative listener. See
+    /// [`Resolver::cached`]: a walk of the cache for status pages, not the query path.
+    pub fn cached(&self, under: &[String], limit: usize) -> Vec<crate::resolver::CachedAnswer> {
+        let Some(r) = &self.resolver else {
+            return Vec::new();
+        };
+        let names: Vec<hickory_proto::rr::Name> = under
+            .iter()
+            .filter_map(|n| hickory_proto::rr::Name::from_ascii(n).ok())
+            .map(|mut n| {
+                n.set_fqdn(true);
+                n
+            })
+            .collect();
+        r.cached(&names, limit)
     }
 }
 
@@ -393,13 +413,15 @@ impl DnsServices {
                     stats: stats.clone(),
                     forward: Vec::new(),
                     authority: Some(a.clone()),
+                    resolver: None,
                 },
-                Answerer::Resolver(..) => DnsListener {
+                Answerer::Resolver(r, _) => DnsListener {
                     role: "resolver",
                     addr: bound,
                     stats: stats.clone(),
                     forward: forwards.next().unwrap_or_default(),
                     authority: None,
+                    resolver: Some(r.clone()),
                 },
             });
             tasks.push(tokio::spawn(udp_loop(

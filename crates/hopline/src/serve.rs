@@ -149,11 +149,19 @@ fn only_admin(path: &std::path::Path, config: &Config) -> Option<String> {
 }
 
 /// The DNS listeners as boxes of the admin dashboard: a resolver points at the servers it
-/// forwards to, an authoritative server at the addresses of its DNS pools.
+/// forwards to, an authoritative server at the addresses of its DNS pools; a resolver's
+/// box also shows what its cache holds of the names served beside it (pools first).
 pub fn dns_boxes(
     listeners: std::sync::Arc<Vec<hopline_dns::service::DnsListener>>,
 ) -> hopline_edge::admin::view::ExtraNodes {
     Box::new(move || {
+        // what a resolver's box shows of its cache: the names served beside it, pools first
+        let mut served: Vec<String> = listeners
+            .iter()
+            .flat_map(|l| l.pools())
+            .map(|(n, _)| n)
+            .collect();
+        served.extend(listeners.iter().flat_map(|l| l.zones()));
         // resolvers first: a client asks them, they ask the authoritative servers
         let mut order: Vec<&hopline_dns::service::DnsListener> = listeners.iter().collect();
         order.sort_by_key(|l| l.role != "resolver");
@@ -177,6 +185,13 @@ pub fn dns_boxes(
                 if !l.forward.is_empty() {
                     let list: Vec<String> = l.forward.iter().map(|a| a.to_string()).collect();
                     detail.insert("forwards to".into(), list.join(", ").into());
+                }
+                let held = l.cached(&served, 4);
+                if !held.is_empty() {
+                    detail.insert(
+                        "cached".into(),
+                        serde_json::to_value(held).unwrap_or_default(),
+                    );
                 }
                 detail.insert("nxdomain".into(), n(3).into());
                 detail.insert("refused".into(), n(5).into());
