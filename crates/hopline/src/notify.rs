@@ -103,7 +103,7 @@ struct Api {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// The app's key.
-    #[arg(long, env = "HOPLINE_APP_KEY")]
+    #[arg(long, env = "HOPLINE_APP_KEY", hide_env_values = true)]
     app: String,
     /// The app's secret.
     #[arg(long, env = "HOPLINE_APP_SECRET", hide_env_values = true)]
@@ -143,6 +143,9 @@ struct SendArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  hopline notify status msg_0001… --app $KEY --secret $SECRET\n  hopline notify status msg_0001… --app $KEY --secret $SECRET --follow   # then each new attempt, until final"
+)]
 struct StatusArgs {
     /// The message id.
     id: String,

@@ -805,3 +805,42 @@ fn listen_to_a_closed_port_fails_without_listening() {
         );
     }
 }
+
+/// No `--help` shows the value of an environment variable it reads (an empty one read as
+/// `[env: HOPLINE_APP_KEY=]`, a secret would be printed), and every command has examples.
+#[test]
+fn help_never_shows_environment_values() {
+    let commands: &[&[&str]] = &[
+        &["up"],
+        &["serve"],
+        &["cert"],
+        &["resolve"],
+        &["visit"],
+        &["trace"],
+        &["publish"],
+        &["listen"],
+        &["notify", "send"],
+        &["notify", "status"],
+        &["notify", "stats"],
+        &["notify", "app", "create"],
+        &["completions"],
+        &["man"],
+    ];
+    for cmd in commands {
+        let out = Command::new(BIN)
+            .args(*cmd)
+            .arg("--help")
+            .env("HOPLINE_APP_KEY", "")
+            .env("HOPLINE_APP_SECRET", "s3cret-value")
+            .env("HOPLINE_REALTIME_SECRET", "s3cret-value")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd:?}: {text}");
+        assert!(
+            !text.contains("=]") && !text.contains("s3cret-value"),
+            "{cmd:?} shows an environment value:\n{text}"
+        );
+        assert!(text.contains("Example"), "{cmd:?} has no example:\n{text}");
+    }
+}
