@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acme;
 pub mod admin;
 pub mod cache;
 pub mod config;

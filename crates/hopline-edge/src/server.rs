@@ -290,6 +290,8 @@ impl Server {
         if let Some((addr, l)) = admin {
             server.spawn_admin(addr, l);
         }
+        // certificates by ACME, once the listeners answer HTTP-01 challenges
+        server.shared.path.table.load().start_certificates();
         // trace sampling: `[admin] sample` tokens a second (none without an admin listener)
         let weak = Arc::downgrade(&server.shared);
         tokio::spawn(async move {
@@ -447,6 +449,7 @@ impl Server {
         for (addr, l) in fresh {
             self.spawn_listener(addr, l);
         }
+        self.shared.path.table.load().start_certificates();
         let removed: Vec<ListenerHandle> = {
             let mut ls = self.listeners.lock();
             existing

@@ -158,6 +158,41 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
             c.entries()
         );
     }
+    if !table.certificates.is_empty() {
+        out.push_str("# HELP hopline_certificate_expiry_seconds When a certificate obtained by ACME expires (Unix time; 0: none yet).\n# TYPE hopline_certificate_expiry_seconds gauge\n");
+        for m in table.certificates.values() {
+            let st = m.status();
+            let _ = writeln!(
+                out,
+                "hopline_certificate_expiry_seconds{{acme=\"{}\",name=\"{}\"}} {}",
+                st.acme,
+                st.names.first().map(String::as_str).unwrap_or(""),
+                st.not_after.unwrap_or(0)
+            );
+        }
+        out.push_str("# HELP hopline_certificate_orders_total Certificates obtained by ACME orders (first ones and renewals).\n# TYPE hopline_certificate_orders_total counter\n");
+        for m in table.certificates.values() {
+            let st = m.status();
+            let _ = writeln!(
+                out,
+                "hopline_certificate_orders_total{{acme=\"{}\",name=\"{}\"}} {}",
+                st.acme,
+                st.names.first().map(String::as_str).unwrap_or(""),
+                st.orders
+            );
+        }
+        out.push_str("# HELP hopline_certificate_failing Whether the last ACME attempt for a certificate failed (1).\n# TYPE hopline_certificate_failing gauge\n");
+        for m in table.certificates.values() {
+            let st = m.status();
+            let _ = writeln!(
+                out,
+                "hopline_certificate_failing{{acme=\"{}\",name=\"{}\"}} {}",
+                st.acme,
+                st.names.first().map(String::as_str).unwrap_or(""),
+                u8::from(st.last_error.is_some())
+            );
+        }
+    }
     for (_, _, service) in table.services.iter() {
         service.metrics(&mut out);
     }

@@ -41,6 +41,7 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
         "upstreams": pools,
         "caches": table.caches.iter().map(|(name, c)| (name.clone(), cache_json(c))).collect::<serde_json::Map<_, _>>(),
         "services": table.services.iter().map(|(kind, name, s)| (format!("{kind}.{name}"), s.status())).collect::<serde_json::Map<_, _>>(),
+        "certificates": table.certificates.iter().map(|(key, m)| (key.clone(), serde_json::to_value(m.status()).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
     })
 }
 

@@ -57,6 +57,9 @@ pub struct Config {
     /// DNS services (resolvers, authoritative servers, pools).
     #[serde(default)]
     pub dns: hopline_dns::config::DnsConfig,
+    /// ACME CAs that sites get certificates from (`tls = { acme = "NAME" }`), by name.
+    #[serde(default)]
+    pub acme: std::collections::BTreeMap<String, crate::acme::config::AcmeConfig>,
     /// The sections of products served on routes (`[KIND.NAME]`, e.g. `[realtime.live]`),
     /// by kind: each product reads its own; the edge knows only their names, to check that
     /// a route's `service = "KIND:NAME"` exists.
@@ -171,14 +174,16 @@ pub struct Site {
     pub server_timing: bool,
 }
 
-/// TLS files of a site.
+/// A site's certificate: files (`cert` and `key`), or obtained by ACME (`acme`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// PEM certificate chain, leaf first.
-    pub cert: Spanned<PathBuf>,
+    pub cert: Option<Spanned<PathBuf>>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: Spanned<PathBuf>,
+    pub key: Option<Spanned<PathBuf>>,
+    /// Obtain and renew the certificate for the site's `hosts` from `[acme.NAME]`.
+    pub acme: Option<Spanned<String>>,
 }
 
 /// One route of a site: a path prefix and exactly one handler.
@@ -350,6 +355,7 @@ struct Validator<'a> {
 
 /// The names of the sections a route may name.
 struct Known<'a> {
+    acme: Vec<String>,
     caches: Vec<String>,
     limits: Vec<String>,
     upstreams: Vec<String>,
@@ -409,7 +415,9 @@ impl Validator<'_> {
         self.upstreams(config)?;
         self.admin(config)?;
         self.streams(config)?;
+        self.acme(config)?;
         let known = Known {
+            acme: config.acme.keys().cloned().collect(),
             caches: config.cache.keys().cloned().collect(),
             limits: config.limit.keys().cloned().collect(),
             upstreams: config.upstream.keys().cloned().collect(),
@@ -419,6 +427,35 @@ impl Validator<'_> {
         let mut claimed: Vec<(SocketAddr, String, Range<usize>)> = Vec::new();
         for site in &mut config.site {
             self.site(site, &known, &mut claimed)?;
+        }
+        Ok(())
+    }
+
+    /// `[acme.NAME]` sections: a directory URL; files resolved against the file's folder.
+    fn acme(&self, config: &mut Config) -> Result<(), ConfigError> {
+        for (name, a) in &mut config.acme {
+            let url = a.directory.get_ref();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(self.err(
+                    a.directory.span(),
+                    format!("[acme.{name}] directory {url:?}: expected the CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory"),
+                ));
+            }
+            if let Some(root) = &mut a.ca_root {
+                let resolved = self.resolve(root.get_ref());
+                if !resolved.is_file() {
+                    return Err(self.err(
+                        root.span(),
+                        format!("[acme.{name}] ca_root {} not found", resolved.display()),
+                    ));
+                }
+                *root = Spanned::new(root.span(), resolved);
+            }
+            let storage = match &a.storage {
+                Some(s) => Spanned::new(s.span(), self.resolve(s.get_ref())),
+                None => Spanned::new(0..0, self.base.join("acme").join(name)),
+            };
+            a.storage = Some(storage);
         }
         Ok(())
     }
@@ -665,17 +702,68 @@ impl Validator<'_> {
         if let Some(tls) = &mut site.tls {
             let span = tls.span();
             let files = tls.get_mut();
-            for f in [&mut files.cert, &mut files.key] {
-                let resolved = self.resolve(f.get_ref());
-                if !resolved.is_file() {
+            match (&files.acme, files.cert.is_some() || files.key.is_some()) {
+                (Some(a), true) => {
                     return Err(self.err(
-                        f.span(),
-                        format!("TLS file {} not found", resolved.display()),
+                        a.span(),
+                        "tls: either cert and key (files) or acme = \"NAME\" (obtained), not both",
                     ));
                 }
-                *f = Spanned::new(f.span(), resolved);
+                (Some(a), false) => {
+                    if !known.acme.contains(a.get_ref()) {
+                        return Err(self.err(
+                            a.span(),
+                            format!(
+                                "no [acme.{}] in this file (known: {})",
+                                a.get_ref(),
+                                if known.acme.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    known.acme.join(", ")
+                                }
+                            ),
+                        ));
+                    }
+                    let hosts: Vec<&Spanned<String>> = site.hosts.iter().flatten().collect();
+                    if hosts.is_empty() {
+                        return Err(self.err(
+                            a.span(),
+                            "tls = { acme = … } needs the site's names: add hosts = [\"www.example.com\", …]",
+                        ));
+                    }
+                    if let Some(w) = hosts.iter().find(|h| h.get_ref().contains('*')) {
+                        return Err(self.err(
+                            w.span(),
+                            format!(
+                                "{:?}: a wildcard name needs the DNS-01 challenge, which hopline's ACME client does not do yet (HTTP-01 only): list the names",
+                                w.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                (None, _) => {
+                    for (f, what) in [(&files.cert, "cert"), (&files.key, "key")] {
+                        if f.is_none() {
+                            return Err(self.err(
+                                span.clone(),
+                                format!(
+                                    "tls needs {what} = \"FILE\" (with cert and key), or acme = \"NAME\""
+                                ),
+                            ));
+                        }
+                    }
+                    for f in [&mut files.cert, &mut files.key].into_iter().flatten() {
+                        let resolved = self.resolve(f.get_ref());
+                        if !resolved.is_file() {
+                            return Err(self.err(
+                                f.span(),
+                                format!("TLS file {} not found", resolved.display()),
+                            ));
+                        }
+                        *f = Spanned::new(f.span(), resolved);
+                    }
+                }
             }
-            let _ = span;
         }
         if site.route.is_empty() {
             return Err(self.err(
@@ -1167,6 +1255,60 @@ respond = {}
         .unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.message.contains("nope.pem"), "{e}");
+    }
+
+    #[test]
+    fn acme_sites_say_what_is_wrong_where() {
+        let acme = "[acme.le]\ndirectory = \"https://ca.test/dir\"\n";
+        let site = |tls: &str, hosts: &str| {
+            format!(
+                "{acme}[[site]]\nlisten = [\"127.0.0.1:1\"]\n{hosts}tls = {tls}\n[[site.route]]\npath = \"/\"\nrespond = {{}}\n"
+            )
+        };
+        let hosts = "hosts = [\"www.a.test\"]\n";
+        for (text, line, says) in [
+            (
+                site("{ acme = \"nope\" }", hosts),
+                6,
+                "no [acme.nope] in this file (known: le)",
+            ),
+            (
+                site("{ acme = \"le\" }", ""),
+                5,
+                "needs the site's names: add hosts",
+            ),
+            (
+                site("{ acme = \"le\" }", "hosts = [\"*.a.test\"]\n"),
+                5,
+                "a wildcard name needs the DNS-01 challenge",
+            ),
+            (
+                site(
+                    "{ acme = \"le\", cert = \"c.pem\", key = \"k.pem\" }",
+                    hosts,
+                ),
+                6,
+                "either cert and key (files) or acme",
+            ),
+            (
+                site("{ cert = \"c.pem\" }", hosts),
+                6,
+                "tls needs key = \"FILE\"",
+            ),
+            (
+                "[acme.le]\ndirectory = \"ca.test\"\n".to_string(),
+                2,
+                "expected the CA's directory URL",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{e}\n{text}");
+            assert!(e.message.contains(says), "{e}\n{text}");
+        }
+        // good: storage defaults beside the file
+        let c = parse(&site("{ acme = \"le\" }", hosts)).unwrap();
+        let storage = c.acme["le"].storage.as_ref().unwrap().get_ref().clone();
+        assert!(storage.ends_with("acme/le"), "{storage:?}");
     }
 
     #[test]

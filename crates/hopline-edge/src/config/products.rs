@@ -28,6 +28,7 @@ const EDGE_KEYS: &[&str] = &[
     "cache",
     "limit",
     "dns",
+    "acme",
 ];
 
 /// The sections of one product kind in the file.

@@ -597,6 +597,20 @@ pub fn status_only(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
+/// A plain-text answer made at run time (an ACME key authorization).
+pub fn text(status: StatusCode, text: String) -> Response<Body> {
+    let len = text.len();
+    let mut r = Response::new(Body::full(Bytes::from(text)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
 async fn send_file(
     version: Version,
     method: &Method,

@@ -106,7 +106,10 @@ pub(crate) async fn handle(
     }
 
     // 3–4. limits, then the handler's answer
-    let mut resp = if !req.uri().path().starts_with('/') {
+    let mut resp = if let Some(key_authorization) = table.http01.answer(req.uri().path()) {
+        // an ACME CA validating a name (HTTP-01): before any route, on every listener
+        files::text(StatusCode::OK, key_authorization)
+    } else if !req.uri().path().starts_with('/') {
         files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
     } else {
         match route {

@@ -41,6 +41,25 @@ pub struct Table {
     pub services: crate::request::service::Services,
     /// Every site, in config order (for the dashboard's topology).
     pub sites: Vec<Arc<SiteTable>>,
+    /// Certificates obtained by ACME, by `SECTION:name,name` (kept across reloads).
+    pub certificates: std::collections::BTreeMap<String, Arc<crate::acme::manager::Managed>>,
+    /// HTTP-01 challenges in flight, answered before any route (kept across reloads).
+    pub http01: Arc<crate::acme::challenges::Http01>,
+}
+
+impl Table {
+    /// Start the ACME tasks of certificates new in this table (those a reload kept run on).
+    pub fn start_certificates(&self) {
+        for m in self.certificates.values() {
+            m.start(self.http01.clone());
+        }
+    }
+}
+
+/// A site's certificate, as its listeners will serve it.
+enum SiteCert {
+    Fixed(Arc<rustls::sign::CertifiedKey>),
+    Live(crate::engine::tls::LiveCert),
 }
 
 /// The sites of one listener.
@@ -247,6 +266,7 @@ pub fn compile(
             Arc::new(crate::limits::limiter::Limiter::new(name, l).map_err(EdgeError::Conflict)?),
         );
     }
+    let mut certificates = std::collections::BTreeMap::new();
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
     let mut sites = Vec::new();
@@ -259,18 +279,45 @@ pub fn compile(
         }
         let table = Arc::new(compiled);
         sites.push(table.clone());
-        let cert = match &site.tls {
-            Some(t) => Some(tls::load_certified_key(
-                t.get_ref().cert.get_ref(),
-                t.get_ref().key.get_ref(),
-            )?),
-            None => None,
-        };
         let hosts: Option<Vec<String>> = site.hosts.as_ref().map(|h| {
             h.iter()
                 .map(|s| s.get_ref().trim().to_ascii_lowercase())
                 .collect()
         });
+        let cert = match site.tls.as_ref().map(|t| t.get_ref()) {
+            Some(crate::config::TlsFiles {
+                acme: Some(section),
+                ..
+            }) => {
+                let section = section.get_ref();
+                let names = hosts.clone().unwrap_or_default();
+                let key = format!("{section}:{}", names.join(","));
+                let acme = config.acme.get(section).expect("validated").clone();
+                let storage = acme
+                    .storage
+                    .as_ref()
+                    .map(|s| s.get_ref().clone())
+                    .expect("validated");
+                let managed = match previous.and_then(|p| p.certificates.get(&key)) {
+                    Some(m) if m.same_setup(&acme, &storage) => m.clone(),
+                    _ => Arc::new(crate::acme::manager::Managed::new(
+                        section, acme, storage, names,
+                    )),
+                };
+                let live = managed.live.clone();
+                certificates.insert(key, managed);
+                Some(SiteCert::Live(live))
+            }
+            Some(crate::config::TlsFiles {
+                cert: Some(c),
+                key: Some(k),
+                ..
+            }) => Some(SiteCert::Fixed(tls::load_certified_key(
+                c.get_ref(),
+                k.get_ref(),
+            )?)),
+            _ => None,
+        };
         for l in site.listen.get_ref() {
             let addr: SocketAddr = l.get_ref().parse().expect("validated");
             let p = pending.entry(addr).or_insert_with(|| {
@@ -285,10 +332,14 @@ pub fn compile(
                 }
             });
             match &cert {
-                Some(ck) => p
+                Some(SiteCert::Fixed(ck)) => p
                     .tls
                     .get_or_insert_with(SniResolver::default)
                     .add(hosts.as_deref(), ck.clone()),
+                Some(SiteCert::Live(live)) => p
+                    .tls
+                    .get_or_insert_with(SniResolver::default)
+                    .add_live(hosts.as_deref(), live.clone()),
                 None => p.plain = true,
             }
             if p.tls.is_some() && p.plain {
@@ -351,6 +402,8 @@ pub fn compile(
         sample: config.admin.as_ref().map_or(0, |a| a.sample),
         services: services.clone(),
         sites,
+        certificates,
+        http01: previous.map_or_else(Default::default, |p| p.http01.clone()),
     })
 }
 

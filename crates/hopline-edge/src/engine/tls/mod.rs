@@ -49,36 +49,60 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
     Ok(Arc::new(ck))
 }
 
+/// A certificate replaced while the listeners serve (obtained and renewed by ACME): empty
+/// until the first one is in; a swap is atomic, so no handshake sees half of a renewal.
+pub type LiveCert = Arc<arc_swap::ArcSwapOption<CertifiedKey>>;
+
+/// A site's certificate: fixed (files, loaded at start and reload) or live.
+#[derive(Debug, Clone)]
+enum Slot {
+    Fixed(Arc<CertifiedKey>),
+    Live(LiveCert),
+}
+
+impl Slot {
+    fn get(&self) -> Option<Arc<CertifiedKey>> {
+        match self {
+            Slot::Fixed(k) => Some(k.clone()),
+            Slot::Live(l) => l.load_full(),
+        }
+    }
+}
+
 /// Chooses a certificate by the client's SNI: exact names first, then `*.suffix`
-/// wildcards, then the listener's default (its first TLS site).
+/// wildcards, then the listener's default (its first TLS site). A name whose live
+/// certificate is not there yet gets no certificate (the handshake fails) rather than
+/// another site's.
 #[derive(Debug, Default)]
 pub struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: Vec<(String, Arc<CertifiedKey>)>,
-    default: Option<Arc<CertifiedKey>>,
+    exact: HashMap<String, Slot>,
+    wildcard: Vec<(String, Slot)>,
+    default: Option<Slot>,
 }
 
 impl SniResolver {
     /// Add a certificate for host patterns (`None` = any host).
     pub fn add(&mut self, hosts: Option<&[String]>, key: Arc<CertifiedKey>) {
-        match hosts {
-            None => {
-                if self.default.is_none() {
-                    self.default = Some(key);
+        self.add_slot(hosts, Slot::Fixed(key));
+    }
+
+    /// Add a live certificate (ACME) for host patterns (`None` = any host).
+    pub fn add_live(&mut self, hosts: Option<&[String]>, live: LiveCert) {
+        self.add_slot(hosts, Slot::Live(live));
+    }
+
+    fn add_slot(&mut self, hosts: Option<&[String]>, slot: Slot) {
+        if let Some(hosts) = hosts {
+            for h in hosts {
+                if let Some(suffix) = h.strip_prefix("*.") {
+                    self.wildcard.push((format!(".{suffix}"), slot.clone()));
+                } else {
+                    self.exact.insert(h.clone(), slot.clone());
                 }
             }
-            Some(hosts) => {
-                for h in hosts {
-                    if let Some(suffix) = h.strip_prefix("*.") {
-                        self.wildcard.push((format!(".{suffix}"), key.clone()));
-                    } else {
-                        self.exact.insert(h.clone(), key.clone());
-                    }
-                }
-                if self.default.is_none() {
-                    self.default = Some(key);
-                }
-            }
+        }
+        if self.default.is_none() {
+            self.default = Some(slot);
         }
     }
 
@@ -86,17 +110,17 @@ impl SniResolver {
         if let Some(name) = sni {
             let name = name.to_ascii_lowercase();
             if let Some(k) = self.exact.get(&name) {
-                return Some(k.clone());
+                return k.get();
             }
             if let Some((_, k)) = self
                 .wildcard
                 .iter()
                 .find(|(suffix, _)| name.ends_with(suffix.as_str()) && name.len() > suffix.len())
             {
-                return Some(k.clone());
+                return k.get();
             }
         }
-        self.default.clone()
+        self.default.as_ref().and_then(Slot::get)
     }
 }
 

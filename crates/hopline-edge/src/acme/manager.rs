@@ -1,0 +1,334 @@
+//! One certificate's life: taken from storage when it is still good, else ordered; then
+//! renewed at two thirds of its lifetime; on failure retried with backoff (5 s doubling
+//! to an hour) while the current certificate keeps serving. Its state is what the admin
+//! listener shows.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+
+use crate::acme::challenges::Http01;
+use crate::acme::config::AcmeConfig;
+use crate::acme::storage::{self, Stored};
+use crate::engine::tls::LiveCert;
+
+/// What the admin listener shows of one certificate.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Status {
+    /// `waiting` (nothing yet), `ordering`, `valid`, `failing` (a renewal fails, the
+    /// current one still serves) or `expired`.
+    pub state: &'static str,
+    /// The `[acme.NAME]` section.
+    pub acme: String,
+    /// The names it covers.
+    pub names: Vec<String>,
+    /// Where the current one came from: `storage` (found at start) or `ordered`.
+    pub obtained: Option<&'static str>,
+    /// Its issuer.
+    pub issuer: Option<String>,
+    /// Valid until (seconds since the Unix epoch).
+    pub not_after: Option<u64>,
+    /// Renewed from (seconds since the Unix epoch).
+    pub renew_at: Option<u64>,
+    /// Orders completed (the first one and renewals).
+    pub orders: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the next attempt is due after a failure (seconds since the Unix epoch).
+    pub retry_at: Option<u64>,
+}
+
+fn epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One managed certificate: the slot the listeners read and the task that fills it.
+#[derive(Debug)]
+pub struct Managed {
+    /// What the listeners serve for its names.
+    pub live: LiveCert,
+    status: Arc<parking_lot::Mutex<Status>>,
+    config: AcmeConfig,
+    storage: PathBuf,
+    names: Vec<String>,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().take() {
+            t.abort();
+        }
+    }
+}
+
+impl Managed {
+    /// A certificate for `names` from section `acme`, kept in `storage`.
+    pub fn new(acme: &str, config: AcmeConfig, storage: PathBuf, names: Vec<String>) -> Managed {
+        Managed {
+            live: LiveCert::default(),
+            status: Arc::new(parking_lot::Mutex::new(Status {
+                state: "waiting",
+                acme: acme.to_string(),
+                names: names.clone(),
+                ..Status::default()
+            })),
+            config,
+            storage,
+            names,
+            task: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether a reload may keep this one for a section configured as `config`.
+    pub fn same_setup(&self, config: &AcmeConfig, storage: &std::path::Path) -> bool {
+        self.storage == storage
+            && self.config.directory.get_ref() == config.directory.get_ref()
+            && self.config.contact == config.contact
+            && self.config.ca_root.as_ref().map(|p| p.get_ref())
+                == config.ca_root.as_ref().map(|p| p.get_ref())
+    }
+
+    /// The state now.
+    pub fn status(&self) -> Status {
+        self.status.lock().clone()
+    }
+
+    /// Start its task (once; later calls do nothing). Needs a tokio runtime.
+    pub fn start(&self, http01: Arc<Http01>) {
+        let mut task = self.task.lock();
+        if task.is_some() {
+            return;
+        }
+        let job = Job {
+            live: self.live.clone(),
+            status: self.status.clone(),
+            config: self.config.clone(),
+            storage: self.storage.clone(),
+            names: self.names.clone(),
+            http01,
+        };
+        *task = Some(tokio::spawn(job.run()));
+    }
+}
+
+/// What the task owns.
+struct Job {
+    live: LiveCert,
+    status: Arc<parking_lot::Mutex<Status>>,
+    config: AcmeConfig,
+    storage: PathBuf,
+    names: Vec<String>,
+    http01: Arc<Http01>,
+}
+
+impl Job {
+    async fn run(self) {
+        let mut backoff = Duration::from_secs(5);
+        let mut current: Option<Stored> = match storage::load(&self.storage, &self.names) {
+            Ok(Some(s)) if s.covers(&self.names) && s.not_after > SystemTime::now() => {
+                self.install(&s, "storage");
+                Some(s)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(target: "hopline::acme", "stored certificate for {} unusable, ordering a new one: {e}", self.names.join(", "));
+                None
+            }
+        };
+        loop {
+            if let Some(c) = &current {
+                let now = SystemTime::now();
+                if now < c.renew_at() {
+                    tokio::time::sleep(c.renew_at().duration_since(now).unwrap_or_default()).await;
+                    continue;
+                }
+            }
+            self.status.lock().state = "ordering";
+            match self.order().await {
+                Ok(s) => {
+                    self.install(&s, "ordered");
+                    self.status.lock().orders += 1;
+                    tracing::info!(target: "hopline::acme", "certificate for {} obtained from {} (valid until {})", self.names.join(", "), self.config.directory.get_ref(), httpdate::fmt_http_date(s.not_after));
+                    current = Some(s);
+                    backoff = Duration::from_secs(5);
+                }
+                Err(e) => {
+                    let expired = current
+                        .as_ref()
+                        .is_none_or(|c| c.not_after <= SystemTime::now());
+                    let retry = SystemTime::now() + backoff;
+                    {
+                        let mut st = self.status.lock();
+                        st.state = match (&current, expired) {
+                            (None, _) => "waiting",
+                            (Some(_), true) => "expired",
+                            (Some(_), false) => "failing",
+                        };
+                        st.last_error = Some(e.clone());
+                        st.retry_at = Some(epoch(retry));
+                    }
+                    if current.is_some() && expired {
+                        tracing::error!(target: "hopline::acme", "certificate for {} EXPIRED and its renewal fails (retry in {} s): {e}", self.names.join(", "), backoff.as_secs());
+                    } else {
+                        tracing::warn!(target: "hopline::acme", "ordering a certificate for {} failed (retry in {} s): {e}", self.names.join(", "), backoff.as_secs());
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(3600));
+                }
+            }
+        }
+    }
+
+    fn install(&self, s: &Stored, how: &'static str) {
+        self.live.store(Some(s.key.clone()));
+        let mut st = self.status.lock();
+        st.state = "valid";
+        st.obtained = Some(how);
+        st.issuer = Some(s.issuer.clone());
+        st.not_after = Some(epoch(s.not_after));
+        st.renew_at = Some(epoch(s.renew_at()));
+        st.last_error = None;
+        st.retry_at = None;
+    }
+
+    /// The account: stored for this directory, else created (and stored).
+    async fn account(&self) -> Result<Account, String> {
+        let directory = self.config.directory.get_ref();
+        let builder = || match &self.config.ca_root {
+            Some(root) => Account::builder_with_root(root.get_ref()),
+            None => Account::builder(),
+        };
+        if let Some(creds) = storage::load_account(&self.storage, directory) {
+            match builder()
+                .map_err(|e| e.to_string())?
+                .from_credentials(creds)
+                .await
+            {
+                Ok(a) => return Ok(a),
+                Err(e) => {
+                    tracing::warn!(target: "hopline::acme", "stored account unusable, creating a new one: {e}")
+                }
+            }
+        }
+        let contact = self.config.contact.as_ref().map(|c| format!("mailto:{c}"));
+        let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+        let (account, creds) = builder()
+            .map_err(|e| format!("the directory's client: {e}"))?
+            .create(
+                &NewAccount {
+                    contact: &contacts,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                directory.clone(),
+                None,
+            )
+            .await
+            .map_err(|e| format!("creating an account at {directory}: {e}"))?;
+        storage::save_account(&self.storage, directory, &creds)
+            .map_err(|e| format!("storing the account in {}: {e}", self.storage.display()))?;
+        Ok(account)
+    }
+
+    /// One order, HTTP-01 for every name, to a stored certificate.
+    async fn order(&self) -> Result<Stored, String> {
+        let account = self.account().await?;
+        let ids: Vec<Identifier> = self
+            .names
+            .iter()
+            .map(|n| Identifier::Dns(n.clone()))
+            .collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .map_err(|e| format!("new order: {e}"))?;
+        let mut tokens = Vec::new();
+        let result = self.authorize(&mut order, &mut tokens).await;
+        let result = match result {
+            Ok(()) => order
+                .poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(60)))
+                .await
+                .map_err(|e| format!("waiting for validation: {e}")),
+            Err(e) => Err(e),
+        };
+        for t in &tokens {
+            self.http01.remove(t);
+        }
+        match result? {
+            OrderStatus::Ready => {}
+            other => {
+                let why = self.why_invalid(&mut order).await;
+                return Err(format!(
+                    "the CA did not validate the names ({other:?}){why}"
+                ));
+            }
+        }
+        let key_pem = order
+            .finalize()
+            .await
+            .map_err(|e| format!("finalize: {e}"))?;
+        let chain_pem = order
+            .poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(60)))
+            .await
+            .map_err(|e| format!("fetching the certificate: {e}"))?;
+        storage::save(&self.storage, &self.names, &chain_pem, &key_pem)
+            .map_err(|e| format!("storing the certificate in {}: {e}", self.storage.display()))?;
+        storage::load(&self.storage, &self.names)?
+            .ok_or_else(|| "the stored certificate vanished".to_string())
+    }
+
+    /// Answer every pending authorization's HTTP-01 challenge and tell the CA.
+    async fn authorize(
+        &self,
+        order: &mut instant_acme::Order,
+        tokens: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let mut authorizations = order.authorizations();
+        while let Some(a) = authorizations.next().await {
+            let mut authz = a.map_err(|e| format!("authorization: {e}"))?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(format!("authorization {other:?}")),
+            }
+            let name = authz.identifier().to_string();
+            let mut challenge = authz
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| format!("the CA offers no HTTP-01 challenge for {name}"))?;
+            let token = challenge.token.clone();
+            self.http01
+                .insert(&token, challenge.key_authorization().as_str());
+            tokens.push(token);
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| format!("challenge for {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The CA's reasons for an invalid order, from its authorizations.
+    async fn why_invalid(&self, order: &mut instant_acme::Order) -> String {
+        let mut out = String::new();
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(mut authz)) = authorizations.next().await {
+            let name = authz.identifier().to_string();
+            if let Some(c) = authz.challenge(ChallengeType::Http01)
+                && let Some(p) = &c.error
+            {
+                out.push_str(&format!(
+                    "; {name}: {}",
+                    p.detail.as_deref().unwrap_or("invalid")
+                ));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,333 @@
+//! Certificates by ACME against Let's Encrypt's test CA, Debian's `pebble`: the CA resolves
+//! names through hopline's own authoritative server (`-dnsserver`) and validates HTTP-01
+//! by connecting to the edge, as the internet would. A site with `tls = { acme = … }` gets
+//! its certificate, stores it (keys 0600), serves it, renews it at two thirds of its
+//! lifetime, keeps serving the stored one while the CA is down, and obtains one once a CA
+//! that was down at start comes up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use hopline_testkit::{Proc, free_port, peer_installed, wait_for_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hopline");
+
+/// A running pebble.
+struct Pebble {
+    _proc: Proc,
+    directory: String,
+    mgmt: u16,
+}
+
+/// Ports one scenario uses.
+#[derive(Clone, Copy)]
+struct Ports {
+    dns: u16,
+    http01: u16,
+    https: u16,
+    admin: u16,
+    acme: u16,
+    mgmt: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            dns: free_port(),
+            http01: free_port(),
+            https: free_port(),
+            admin: free_port(),
+            acme: free_port(),
+            mgmt: free_port(),
+        }
+    }
+}
+
+/// pebble on `ports.acme`, its API certificate made by `hopline cert` in `dir/pc`, names
+/// resolved through hopline's authoritative server, HTTP-01 checked on `ports.http01`;
+/// certificates valid `validity` seconds (pebble's default: 5 years).
+fn pebble(dir: &Path, ports: Ports, validity: Option<u64>) -> Pebble {
+    let pc = dir.join("pc");
+    if !pc.join("localhost.pem").exists() {
+        let out = Command::new(BIN)
+            .args(["cert", "--dir"])
+            .arg(&pc)
+            .args(["localhost", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut cfg = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{}", ports.acme),
+        "managementListenAddress": format!("127.0.0.1:{}", ports.mgmt),
+        "certificate": pc.join("localhost.pem"),
+        "privateKey": pc.join("localhost-key.pem"),
+        "httpPort": ports.http01,
+        "tlsPort": free_port(),
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false,
+    }});
+    if let Some(v) = validity {
+        cfg["pebble"]["certificateValidityPeriod"] = v.into();
+    }
+    let file = dir.join(format!("pebble-{}.json", ports.acme));
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    let p = Proc(
+        Command::new("pebble")
+            .arg("-config")
+            .arg(&file)
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{}", ports.dns))
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pebble"),
+    );
+    assert!(
+        wait_for_port(ports.acme, Duration::from_secs(10)),
+        "pebble never listened"
+    );
+    Pebble {
+        _proc: p,
+        directory: format!("https://127.0.0.1:{}/dir", ports.acme),
+        mgmt: ports.mgmt,
+    }
+}
+
+impl Pebble {
+    /// The root its certificates chain to (made at each start).
+    fn root(&self, to: &Path) -> PathBuf {
+        let out = Command::new("curl")
+            .args(["-sk", &format!("https://127.0.0.1:{}/roots/0", self.mgmt)])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stdout.starts_with(b"-----BEGIN"));
+        std::fs::write(to, &out.stdout).unwrap();
+        to.to_path_buf()
+    }
+}
+
+/// The zone the CA resolves `www.acme.test` in, and the edge's config.
+fn write_config(dir: &Path, ports: Ports, directory: &str, storage: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("acme.test.zone"),
+        "$ORIGIN acme.test.\n$TTL 60\n@ IN SOA ns1.acme.test. admin.acme.test. 1 3600 600 86400 30\n@ IN NS ns1.acme.test.\nns1 IN A 127.0.0.1\nwww IN A 127.0.0.1\n",
+    )
+    .unwrap();
+    let file = dir.join(format!("{storage}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"[[dns.authoritative]]
+listen = "127.0.0.1:{dns}"
+zones = ["acme.test.zone"]
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[acme.pebble]
+directory = "{directory}"
+ca_root = "pc/ca.pem"
+contact = "ops@acme.test"
+storage = "{storage}"
+
+[[site]]
+name = "http"
+listen = ["127.0.0.1:{http01}"]
+  [[site.route]]
+  path = "/"
+  respond = {{ status = 200, body = "plain\n" }}
+
+[[site]]
+name = "www"
+listen = ["127.0.0.1:{https}"]
+hosts = ["www.acme.test"]
+tls = {{ acme = "pebble" }}
+  [[site.route]]
+  path = "/"
+  respond = {{ status = 200, body = "hello over acme\n" }}
+"#,
+            dns = ports.dns,
+            admin = ports.admin,
+            http01 = ports.http01,
+            https = ports.https,
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn serve(config: &Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .arg("serve")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The admin listener's view of the one certificate.
+fn cert_status(ports: Ports) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{}/.hopline/status", ports.admin),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["certificates"]["pebble:www.acme.test"].clone()
+}
+
+/// Waits until `ok(status)`, up to `timeout`.
+fn wait_status(
+    ports: Ports,
+    timeout: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + timeout;
+    loop {
+        let st = cert_status(ports);
+        if ok(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < until,
+            "certificate status never got there: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `hopline visit` of the site through its own DNS, trusting `root`: the status, or None
+/// when the handshake fails.
+fn visit(ports: Ports, root: &Path) -> Option<u64> {
+    let out = Command::new(BIN)
+        .args([
+            "visit",
+            &format!("https://www.acme.test:{}/", ports.https),
+            "--resolver",
+            &format!("127.0.0.1:{}", ports.dns),
+            "--ca",
+        ])
+        .arg(root)
+        .args(["--json", "--no-cache", "--timeout", "3"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let doc = &v["entries"][0];
+    doc["error"].is_null().then(|| doc["status"].as_u64())?
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn http01_issuance_storage_reuse_and_a_ca_that_is_down() {
+    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let ca = pebble(dir.path(), ports, None);
+    let config = write_config(dir.path(), ports, &ca.directory, "store");
+    let edge = serve(&config);
+    let st = wait_status(ports, Duration::from_secs(30), |s| s["state"] == "valid");
+    assert_eq!(st["obtained"], "ordered", "{st}");
+    assert_eq!(st["orders"], 1, "{st}");
+    assert!(st["issuer"].as_str().unwrap().contains("Pebble"), "{st}");
+    let root = ca.root(&dir.path().join("root.pem"));
+    assert_eq!(visit(ports, &root), Some(200));
+    // stored: the key and the account only for us
+    let store = dir.path().join("store");
+    assert_eq!(mode(&store.join("certs/www.acme.test-key.pem")), 0o600);
+    assert_eq!(mode(&store.join("account.json")), 0o600);
+    assert!(store.join("certs/www.acme.test.pem").exists());
+    // the metrics say when it expires
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{}/metrics", ports.admin)])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        metrics.contains(&format!(
+            "hopline_certificate_expiry_seconds{{acme=\"pebble\",name=\"www.acme.test\"}} {}",
+            st["not_after"]
+        )),
+        "{metrics}"
+    );
+    // restarted with the CA gone: the stored certificate serves, nothing is ordered
+    drop(edge);
+    drop(ca);
+    let edge = serve(&config);
+    let st = wait_status(ports, Duration::from_secs(10), |s| s["state"] == "valid");
+    assert_eq!(st["obtained"], "storage", "{st}");
+    assert_eq!(st["orders"], 0, "{st}");
+    assert_eq!(visit(ports, &root), Some(200));
+    drop(edge);
+
+    // a new site while the CA is down: no certificate (the handshake fails, the state
+    // says why), then the CA comes up and the retry obtains one
+    let ports = Ports::new();
+    let config = write_config(
+        dir.path(),
+        ports,
+        &format!("https://127.0.0.1:{}/dir", ports.acme),
+        "later",
+    );
+    let _edge = serve(&config);
+    let st = wait_status(ports, Duration::from_secs(10), |s| {
+        !s["last_error"].is_null()
+    });
+    assert_eq!(st["state"], "waiting", "{st}");
+    assert!(st["retry_at"].is_u64(), "{st}");
+    assert_eq!(
+        visit(ports, &root),
+        None,
+        "served a certificate it does not have"
+    );
+    let ca = pebble(dir.path(), ports, None);
+    let st = wait_status(ports, Duration::from_secs(30), |s| s["state"] == "valid");
+    assert!(st["last_error"].is_null(), "{st}");
+    let root = ca.root(&dir.path().join("root2.pem"));
+    assert_eq!(visit(ports, &root), Some(200));
+}
+
+#[test]
+fn a_certificate_is_renewed_at_two_thirds_of_its_lifetime() {
+    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    // 15-second certificates: renewed 10 s after each issuance
+    let ca = pebble(dir.path(), ports, Some(15));
+    let config = write_config(dir.path(), ports, &ca.directory, "short");
+    let _edge = serve(&config);
+    let first = wait_status(ports, Duration::from_secs(30), |s| s["state"] == "valid");
+    let (nb, renew) = (
+        first["not_after"].as_u64().unwrap(),
+        first["renew_at"].as_u64().unwrap(),
+    );
+    assert!(nb > renew && nb - renew <= 6, "{first}");
+    let renewed = wait_status(ports, Duration::from_secs(30), |s| {
+        s["orders"].as_u64() >= Some(2)
+    });
+    assert!(
+        renewed["not_after"].as_u64().unwrap() > nb,
+        "{first} then {renewed}"
+    );
+    assert_eq!(renewed["state"], "valid", "{renewed}");
+    let root = ca.root(&dir.path().join("root.pem"));
+    assert_eq!(visit(ports, &root), Some(200));
+}
