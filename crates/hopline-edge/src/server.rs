@@ -731,7 +731,12 @@ async fn serve_tls(
                 return;
             }
         };
-    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let alpn = tls_stream.get_ref().1.alpn_protocol();
+    if alpn == Some(crate::engine::tls::ACME_TLS_ALPN) {
+        // a CA's TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3)
+        return;
+    }
+    let h2 = alpn == Some(b"h2");
     if h2 {
         return serve_h2(tls_stream, http, svc).await;
     }

@@ -47,7 +47,8 @@ impl Ports {
 }
 
 /// pebble on `ports.acme`, its API certificate made by `hopline cert` in `dir/pc`, names
-/// resolved through hopline's authoritative server, HTTP-01 checked on `ports.http01`;
+/// resolved through hopline's authoritative server, HTTP-01 checked on `ports.http01` and
+/// TLS-ALPN-01 on `ports.https`;
 /// certificates valid `validity` seconds (pebble's default: 5 years).
 fn pebble(dir: &Path, ports: Ports, validity: Option<u64>) -> Pebble {
     let pc = dir.join("pc");
@@ -66,7 +67,7 @@ fn pebble(dir: &Path, ports: Ports, validity: Option<u64>) -> Pebble {
         "certificate": pc.join("localhost.pem"),
         "privateKey": pc.join("localhost-key.pem"),
         "httpPort": ports.http01,
-        "tlsPort": free_port(),
+        "tlsPort": ports.https,
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
     }});
@@ -113,6 +114,17 @@ impl Pebble {
 
 /// The zone the CA resolves `www.acme.test` in, and the edge's config.
 fn write_config(dir: &Path, ports: Ports, directory: &str, storage: &str) -> PathBuf {
+    write_config_with(dir, ports, directory, storage, "http-01")
+}
+
+/// The same with `challenge`; for `tls-alpn-01` there is no plain listener at all.
+fn write_config_with(
+    dir: &Path,
+    ports: Ports,
+    directory: &str,
+    storage: &str,
+    challenge: &str,
+) -> PathBuf {
     std::fs::write(
         dir.join("acme.test.zone"),
         "$ORIGIN acme.test.\n$TTL 60\n@ IN SOA ns1.acme.test. admin.acme.test. 1 3600 600 86400 30\n@ IN NS ns1.acme.test.\nns1 IN A 127.0.0.1\nwww IN A 127.0.0.1\n",
@@ -134,14 +146,8 @@ directory = "{directory}"
 ca_root = "pc/ca.pem"
 contact = "ops@acme.test"
 storage = "{storage}"
-
-[[site]]
-name = "http"
-listen = ["127.0.0.1:{http01}"]
-  [[site.route]]
-  path = "/"
-  respond = {{ status = 200, body = "plain\n" }}
-
+challenge = "{challenge}"
+{plain}
 [[site]]
 name = "www"
 listen = ["127.0.0.1:{https}"]
@@ -153,8 +159,15 @@ tls = {{ acme = "pebble" }}
 "#,
             dns = ports.dns,
             admin = ports.admin,
-            http01 = ports.http01,
             https = ports.https,
+            plain = if challenge == "http-01" {
+                format!(
+                    "\n[[site]]\nname = \"http\"\nlisten = [\"127.0.0.1:{}\"]\n  [[site.route]]\n  path = \"/\"\n  respond = {{ status = 200, body = \"plain\\n\" }}\n",
+                    ports.http01
+                )
+            } else {
+                String::new()
+            },
         ),
     )
     .unwrap();
@@ -330,4 +343,41 @@ fn a_certificate_is_renewed_at_two_thirds_of_its_lifetime() {
     assert_eq!(renewed["state"], "valid", "{renewed}");
     let root = ca.root(&dir.path().join("root.pem"));
     assert_eq!(visit(ports, &root), Some(200));
+}
+
+#[test]
+fn tls_alpn01_with_no_plain_listener() {
+    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let ca = pebble(dir.path(), ports, None);
+    let config = write_config_with(dir.path(), ports, &ca.directory, "alpn", "tls-alpn-01");
+    assert!(
+        !std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("name = \"http\"")
+    );
+    let _edge = serve(&config);
+    let st = wait_status(ports, Duration::from_secs(30), |s| {
+        s["state"] == "valid" || !s["last_error"].is_null()
+    });
+    assert_eq!(st["state"], "valid", "{st}");
+    assert_eq!(st["orders"], 1, "{st}");
+    let root = ca.root(&dir.path().join("root.pem"));
+    assert_eq!(visit(ports, &root), Some(200));
+    // and an ordinary client (h2, http/1.1 offered) gets the site, not a challenge
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            root.to_str().unwrap(),
+            "--resolve",
+            &format!("www.acme.test:{}:127.0.0.1", ports.https),
+            &format!("https://www.acme.test:{}/", ports.https),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over acme\n");
 }

@@ -19,4 +19,27 @@ pub struct AcmeConfig {
     pub ca_root: Option<Spanned<PathBuf>>,
     /// Folder for the account and the certificates (default: `acme/NAME` beside the file).
     pub storage: Option<Spanned<PathBuf>>,
+    /// How the CA checks a name: `http-01` (default: a plain listener on port 80 answers
+    /// `/.well-known/acme-challenge/`) or `tls-alpn-01` (the HTTPS listener on port 443
+    /// answers a handshake for `acme-tls/1`).
+    pub challenge: Option<Spanned<String>>,
+}
+
+/// The challenge types the client answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// RFC 8555 §8.3.
+    Http01,
+    /// RFC 8737.
+    TlsAlpn01,
+}
+
+impl AcmeConfig {
+    /// The challenge to answer (validated: one of the known names).
+    pub fn challenge(&self) -> Challenge {
+        match self.challenge.as_ref().map(|c| c.get_ref().as_str()) {
+            Some("tls-alpn-01") => Challenge::TlsAlpn01,
+            _ => Challenge::Http01,
+        }
+    }
 }

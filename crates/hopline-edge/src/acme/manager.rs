@@ -14,8 +14,9 @@ use instant_acme::{
 
 use crate::acme::challenges::Http01;
 use crate::acme::config::AcmeConfig;
+use crate::acme::config::Challenge;
 use crate::acme::storage::{self, Stored};
-use crate::engine::tls::LiveCert;
+use crate::engine::tls::{AlpnChallenges, LiveCert};
 
 /// What the admin listener shows of one certificate.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -101,7 +102,7 @@ impl Managed {
     }
 
     /// Start its task (once; later calls do nothing). Needs a tokio runtime.
-    pub fn start(&self, http01: Arc<Http01>) {
+    pub fn start(&self, http01: Arc<Http01>, tls_alpn: Arc<AlpnChallenges>) {
         let mut task = self.task.lock();
         if task.is_some() {
             return;
@@ -113,6 +114,7 @@ impl Managed {
             storage: self.storage.clone(),
             names: self.names.clone(),
             http01,
+            tls_alpn,
         };
         *task = Some(tokio::spawn(job.run()));
     }
@@ -126,6 +128,7 @@ struct Job {
     storage: PathBuf,
     names: Vec<String>,
     http01: Arc<Http01>,
+    tls_alpn: Arc<AlpnChallenges>,
 }
 
 impl Job {
@@ -249,8 +252,8 @@ impl Job {
             .new_order(&NewOrder::new(&ids))
             .await
             .map_err(|e| format!("new order: {e}"))?;
-        let mut tokens = Vec::new();
-        let result = self.authorize(&mut order, &mut tokens).await;
+        let mut answered = Vec::new();
+        let result = self.authorize(&mut order, &mut answered).await;
         let result = match result {
             Ok(()) => order
                 .poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(60)))
@@ -258,8 +261,11 @@ impl Job {
                 .map_err(|e| format!("waiting for validation: {e}")),
             Err(e) => Err(e),
         };
-        for t in &tokens {
-            self.http01.remove(t);
+        for a in &answered {
+            match a {
+                Answered::Token(t) => self.http01.remove(t),
+                Answered::Name(n) => self.tls_alpn.remove(n),
+            }
         }
         match result? {
             OrderStatus::Ready => {}
@@ -284,12 +290,13 @@ impl Job {
             .ok_or_else(|| "the stored certificate vanished".to_string())
     }
 
-    /// Answer every pending authorization's HTTP-01 challenge and tell the CA.
+    /// Answer every pending authorization's challenge and tell the CA.
     async fn authorize(
         &self,
         order: &mut instant_acme::Order,
-        tokens: &mut Vec<String>,
+        answered: &mut Vec<Answered>,
     ) -> Result<(), String> {
+        let kind = self.config.challenge();
         let mut authorizations = order.authorizations();
         while let Some(a) = authorizations.next().await {
             let mut authz = a.map_err(|e| format!("authorization: {e}"))?;
@@ -300,12 +307,22 @@ impl Job {
             }
             let name = authz.identifier().to_string();
             let mut challenge = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| format!("the CA offers no HTTP-01 challenge for {name}"))?;
-            let token = challenge.token.clone();
-            self.http01
-                .insert(&token, challenge.key_authorization().as_str());
-            tokens.push(token);
+                .challenge(challenge_type(kind))
+                .ok_or_else(|| format!("the CA offers no {kind:?} challenge for {name}"))?;
+            match kind {
+                Challenge::Http01 => {
+                    let token = challenge.token.clone();
+                    self.http01
+                        .insert(&token, challenge.key_authorization().as_str());
+                    answered.push(Answered::Token(token));
+                }
+                Challenge::TlsAlpn01 => {
+                    let cert =
+                        alpn_certificate(&name, challenge.key_authorization().digest().as_ref())?;
+                    self.tls_alpn.insert(&name, cert);
+                    answered.push(Answered::Name(name.clone()));
+                }
+            }
             challenge
                 .set_ready()
                 .await
@@ -320,7 +337,7 @@ impl Job {
         let mut authorizations = order.authorizations();
         while let Some(Ok(mut authz)) = authorizations.next().await {
             let name = authz.identifier().to_string();
-            if let Some(c) = authz.challenge(ChallengeType::Http01)
+            if let Some(c) = authz.challenge(challenge_type(self.config.challenge()))
                 && let Some(p) = &c.error
             {
                 out.push_str(&format!(
@@ -330,5 +347,60 @@ impl Job {
             }
         }
         out
+    }
+}
+
+/// A challenge answered during an order, to withdraw after it.
+enum Answered {
+    Token(String),
+    Name(String),
+}
+
+fn challenge_type(c: Challenge) -> ChallengeType {
+    match c {
+        Challenge::Http01 => ChallengeType::Http01,
+        Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+    }
+}
+
+/// The TLS-ALPN-01 answer for `name`: a self-signed certificate for it alone with the
+/// critical acmeIdentifier extension holding SHA-256 of the key authorization (RFC 8737 §3).
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("a challenge key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()])
+        .map_err(|e| format!("a challenge certificate for {name}: {e}"))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("a challenge certificate for {name}: {e}"))?;
+    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| format!("a challenge key: {e}"))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_alpn_answer_carries_the_digest_in_a_critical_extension() {
+        let digest = [7u8; 32];
+        let ck = alpn_certificate("www.a.test", &digest).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(ck.cert[0].as_ref()).unwrap();
+        let ext = x
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier");
+        assert!(ext.critical);
+        // an OCTET STRING of the 32 bytes
+        assert_eq!(&ext.value[..2], &[0x04, 32]);
+        assert_eq!(&ext.value[2..], &digest);
+        let (_, _, names, _) = crate::acme::storage::inspect(ck.cert[0].as_ref()).unwrap();
+        assert_eq!(names, vec!["www.a.test".to_string()]);
     }
 }

@@ -441,6 +441,17 @@ impl Validator<'_> {
                     format!("[acme.{name}] directory {url:?}: expected the CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory"),
                 ));
             }
+            if let Some(c) = &a.challenge
+                && !matches!(c.get_ref().as_str(), "http-01" | "tls-alpn-01")
+            {
+                return Err(self.err(
+                    c.span(),
+                    format!(
+                        "[acme.{name}] challenge {:?}: expected \"http-01\" or \"tls-alpn-01\" (dns-01 is not done yet)",
+                        c.get_ref()
+                    ),
+                ));
+            }
             if let Some(root) = &mut a.ca_root {
                 let resolved = self.resolve(root.get_ref());
                 if !resolved.is_file() {

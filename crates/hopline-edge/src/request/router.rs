@@ -45,13 +45,16 @@ pub struct Table {
     pub certificates: std::collections::BTreeMap<String, Arc<crate::acme::manager::Managed>>,
     /// HTTP-01 challenges in flight, answered before any route (kept across reloads).
     pub http01: Arc<crate::acme::challenges::Http01>,
+    /// TLS-ALPN-01 challenges in flight, answered by ACME sites' listeners (kept across
+    /// reloads).
+    pub tls_alpn: Arc<tls::AlpnChallenges>,
 }
 
 impl Table {
     /// Start the ACME tasks of certificates new in this table (those a reload kept run on).
     pub fn start_certificates(&self) {
         for m in self.certificates.values() {
-            m.start(self.http01.clone());
+            m.start(self.http01.clone(), self.tls_alpn.clone());
         }
     }
 }
@@ -267,6 +270,8 @@ pub fn compile(
         );
     }
     let mut certificates = std::collections::BTreeMap::new();
+    let tls_alpn: Arc<tls::AlpnChallenges> =
+        previous.map_or_else(Default::default, |p| p.tls_alpn.clone());
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
     let mut sites = Vec::new();
@@ -336,10 +341,11 @@ pub fn compile(
                     .tls
                     .get_or_insert_with(SniResolver::default)
                     .add(hosts.as_deref(), ck.clone()),
-                Some(SiteCert::Live(live)) => p
-                    .tls
-                    .get_or_insert_with(SniResolver::default)
-                    .add_live(hosts.as_deref(), live.clone()),
+                Some(SiteCert::Live(live)) => {
+                    let r = p.tls.get_or_insert_with(SniResolver::default);
+                    r.add_live(hosts.as_deref(), live.clone());
+                    r.answer_challenges(tls_alpn.clone());
+                }
                 None => p.plain = true,
             }
             if p.tls.is_some() && p.plain {
@@ -404,6 +410,7 @@ pub fn compile(
         sites,
         certificates,
         http01: previous.map_or_else(Default::default, |p| p.http01.clone()),
+        tls_alpn,
     })
 }
 

@@ -53,6 +53,43 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
 /// until the first one is in; a swap is atomic, so no handshake sees half of a renewal.
 pub type LiveCert = Arc<arc_swap::ArcSwapOption<CertifiedKey>>;
 
+/// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// TLS-ALPN-01 challenges in flight: for a handshake that offers only `acme-tls/1`, the
+/// self-signed certificate carrying the name's acmeIdentifier (made by the ACME client).
+/// With none in flight a handshake pays one atomic load.
+#[derive(Debug, Default)]
+pub struct AlpnChallenges {
+    pending: std::sync::atomic::AtomicUsize,
+    certs: parking_lot::RwLock<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl AlpnChallenges {
+    /// Answer TLS-ALPN-01 for `name` with `cert` until [`AlpnChallenges::remove`].
+    pub fn insert(&self, name: &str, cert: Arc<CertifiedKey>) {
+        let mut c = self.certs.write();
+        c.insert(name.to_ascii_lowercase(), cert);
+        self.pending
+            .store(c.len(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// Stop answering for `name`.
+    pub fn remove(&self, name: &str) {
+        let mut c = self.certs.write();
+        c.remove(&name.to_ascii_lowercase());
+        self.pending
+            .store(c.len(), std::sync::atomic::Ordering::Release);
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        if self.pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.certs.read().get(&name.to_ascii_lowercase()).cloned()
+    }
+}
+
 /// A site's certificate: fixed (files, loaded at start and reload) or live.
 #[derive(Debug, Clone)]
 enum Slot {
@@ -78,9 +115,15 @@ pub struct SniResolver {
     exact: HashMap<String, Slot>,
     wildcard: Vec<(String, Slot)>,
     default: Option<Slot>,
+    alpn: Option<Arc<AlpnChallenges>>,
 }
 
 impl SniResolver {
+    /// Answer TLS-ALPN-01 challenges from `challenges` (listeners of ACME sites).
+    pub fn answer_challenges(&mut self, challenges: Arc<AlpnChallenges>) {
+        self.alpn = Some(challenges);
+    }
+
     /// Add a certificate for host patterns (`None` = any host).
     pub fn add(&mut self, hosts: Option<&[String]>, key: Arc<CertifiedKey>) {
         self.add_slot(hosts, Slot::Fixed(key));
@@ -126,6 +169,14 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(alpn) = &self.alpn
+            && hello
+                .alpn()
+                .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            // a CA validating: its challenge certificate or nothing, never the site's
+            return alpn.get(hello.server_name()?);
+        }
         self.find(hello.server_name())
     }
 }
@@ -133,10 +184,15 @@ impl ResolvesServerCert for SniResolver {
 /// A listener's rustls config: SNI resolver, ALPN h2 + http/1.1, tickets for resumption.
 pub fn server_config(resolver: SniResolver) -> Result<Arc<ServerConfig>, EngineError> {
     install_crypto_provider();
+    let has_alpn = resolver.alpn.is_some();
     let mut cfg = ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if has_alpn {
+        // offered last: only a CA asking for nothing else gets it (RFC 8737)
+        cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     cfg.ticketer = rustls::crypto::ring::Ticketer::new()
         .map_err(|e| EngineError::Tls(format!("cannot make a session ticketer: {e}")))?;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
