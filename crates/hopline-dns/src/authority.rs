@@ -184,6 +184,8 @@ pub struct Authority {
     notify: Vec<std::net::SocketAddr>,
     /// Response rate limiting.
     pub(crate) rrl: crate::rrl::RrlSettings,
+    /// Its zones count as served by this process (for ACME DNS-01) while it lives.
+    _served: Option<Arc<crate::challenge::Served>>,
 }
 
 impl Authority {
@@ -203,12 +205,15 @@ impl Authority {
     pub fn new(mut zones: Vec<Zone>, pools: Vec<Arc<DnsPool>>) -> Authority {
         // longest origin first, so the most specific zone answers
         zones.sort_by_key(|z| std::cmp::Reverse(z.origin.num_labels()));
+        let served = crate::challenge::dns01()
+            .register(zones.iter().map(|z| z.origin.to_string()).collect());
         Authority {
             zones,
             pools,
             transfer: Vec::new(),
             notify: Vec::new(),
             rrl: crate::rrl::RrlSettings::off(),
+            _served: Some(served),
         }
     }
 
@@ -285,6 +290,23 @@ impl Authority {
             return crate::wire::response_for(q, ResponseCode::Refused);
         };
         let mut r = crate::wire::response_for(q, ResponseCode::NoError);
+        if query.query_type == RecordType::TXT
+            && let Some(values) = crate::challenge::dns01().txt(&qname.to_ascii())
+        {
+            // an ACME DNS-01 record this process published (short-lived: TTL 0)
+            r.metadata.authoritative = true;
+            r.answers = values
+                .into_iter()
+                .map(|v| {
+                    Record::from_rdata(
+                        qname.clone(),
+                        0,
+                        RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![v])),
+                    )
+                })
+                .collect();
+            return r;
+        }
         if let Some(pool) = self.pools.iter().find(|p| p.name == lq) {
             r.metadata.authoritative = true;
             let answers = pool.answer(&qname, query.query_type);
@@ -332,5 +354,54 @@ impl Authority {
             r.authorities.push(zone.negative_soa());
         }
         r.answers.extend(answers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_acme_record_is_answered_by_the_zone_holding_it() {
+        let zone = Zone::parse(
+            "$ORIGIN dns01-auth.test.\n$TTL 60\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\n",
+            Path::new("z"),
+            None,
+        )
+        .unwrap();
+        let a = Authority::new(vec![zone], Vec::new());
+        assert!(crate::challenge::dns01().serves("www.dns01-auth.test"));
+        let q = |name: &str| {
+            let mut m = Message::new(
+                1,
+                hickory_proto::op::MessageType::Query,
+                hickory_proto::op::OpCode::Query,
+            );
+            m.add_query(hickory_proto::op::Query::query(
+                Name::from_ascii(name).unwrap(),
+                RecordType::TXT,
+            ));
+            a.answer(&m)
+        };
+        let name = "_acme-challenge.dns01-auth.test.";
+        assert_eq!(q(name).metadata.response_code, ResponseCode::NXDomain);
+        crate::challenge::dns01().publish(name, "one");
+        crate::challenge::dns01().publish(name, "two");
+        let r = q(name);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        let values: Vec<String> = r
+            .answers
+            .iter()
+            .map(|rr| match &rr.data {
+                RData::TXT(t) => t.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(values, vec!["one".to_string(), "two".to_string()]);
+        crate::challenge::dns01().withdraw(name, "one");
+        crate::challenge::dns01().withdraw(name, "two");
+        assert_eq!(q(name).metadata.response_code, ResponseCode::NXDomain);
+        drop(a);
+        assert!(!crate::challenge::dns01().serves("www.dns01-auth.test"));
     }
 }

@@ -5,6 +5,7 @@
 //! both servable over UDP and TCP by `hopline serve`.
 
 pub mod authority;
+pub mod challenge;
 pub mod config;
 pub mod error;
 mod escapes;

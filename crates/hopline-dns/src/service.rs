@@ -711,7 +711,10 @@ async fn udp_loop(
                 let auth = auth.as_ref().expect("loaded above");
                 let mut r = auth.answer(&q);
                 let out = wire::encode_udp(&mut r, &q);
-                if !auth.is_pooled(&q.queries[0].name) {
+                // pooled answers change from query to query, ACME DNS-01 records come and go
+                if !auth.is_pooled(&q.queries[0].name)
+                    && !crate::challenge::is_challenge_name(&q.queries[0].name)
+                {
                     replay.put(&buf[..n], &out);
                 }
                 send(&sock, &out, peer, &stats, arrived).await;

@@ -114,7 +114,14 @@ impl Pebble {
 
 /// The zone the CA resolves `www.acme.test` in, and the edge's config.
 fn write_config(dir: &Path, ports: Ports, directory: &str, storage: &str) -> PathBuf {
-    write_config_with(dir, ports, directory, storage, "http-01")
+    write_config_with(
+        dir,
+        ports,
+        directory,
+        storage,
+        "http-01",
+        "\"www.acme.test\"",
+    )
 }
 
 /// The same with `challenge`; for `tls-alpn-01` there is no plain listener at all.
@@ -124,6 +131,7 @@ fn write_config_with(
     directory: &str,
     storage: &str,
     challenge: &str,
+    hosts: &str,
 ) -> PathBuf {
     std::fs::write(
         dir.join("acme.test.zone"),
@@ -151,7 +159,7 @@ challenge = "{challenge}"
 [[site]]
 name = "www"
 listen = ["127.0.0.1:{https}"]
-hosts = ["www.acme.test"]
+hosts = [{hosts}]
 tls = {{ acme = "pebble" }}
   [[site.route]]
   path = "/"
@@ -189,6 +197,11 @@ fn serve(config: &Path) -> Proc {
 
 /// The admin listener's view of the one certificate.
 fn cert_status(ports: Ports) -> serde_json::Value {
+    cert_status_of(ports, "pebble:www.acme.test")
+}
+
+/// The admin listener's view of the certificate `key` (`SECTION:names`).
+fn cert_status_of(ports: Ports, key: &str) -> serde_json::Value {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -197,7 +210,7 @@ fn cert_status(ports: Ports) -> serde_json::Value {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["certificates"]["pebble:www.acme.test"].clone()
+    v["certificates"][key].clone()
 }
 
 /// Waits until `ok(status)`, up to `timeout`.
@@ -353,7 +366,14 @@ fn tls_alpn01_with_no_plain_listener() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::new();
     let ca = pebble(dir.path(), ports, None);
-    let config = write_config_with(dir.path(), ports, &ca.directory, "alpn", "tls-alpn-01");
+    let config = write_config_with(
+        dir.path(),
+        ports,
+        &ca.directory,
+        "alpn",
+        "tls-alpn-01",
+        "\"www.acme.test\"",
+    );
     assert!(
         !std::fs::read_to_string(&config)
             .unwrap()
@@ -380,4 +400,56 @@ fn tls_alpn01_with_no_plain_listener() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over acme\n");
+}
+
+#[test]
+fn dns01_through_our_own_authority_gives_a_wildcard_certificate() {
+    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let ca = pebble(dir.path(), ports, None);
+    let config = write_config_with(
+        dir.path(),
+        ports,
+        &ca.directory,
+        "wild",
+        "dns-01",
+        "\"acme.test\", \"*.acme.test\"",
+    );
+    let _edge = serve(&config);
+    let until = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        let st = cert_status_of(ports, "pebble:acme.test,*.acme.test");
+        if st["state"] == "valid" || !st["last_error"].is_null() {
+            break st;
+        }
+        assert!(Instant::now() < until, "{st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(st["state"], "valid", "{st}");
+    // www.acme.test is served by the wildcard
+    let root = ca.root(&dir.path().join("root.pem"));
+    assert_eq!(visit(ports, &root), Some(200));
+    let pem = std::fs::read_to_string(dir.path().join("wild/certs/acme.test.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE"));
+    // the TXT record was withdrawn: the authority no longer has it
+    let out = Command::new("dig")
+        .args([
+            "+short",
+            "-p",
+            &ports.dns.to_string(),
+            "@127.0.0.1",
+            "_acme-challenge.acme.test",
+            "TXT",
+        ])
+        .output();
+    if let Ok(out) = out {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "",
+            "still published"
+        );
+    }
 }

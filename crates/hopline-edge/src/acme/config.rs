@@ -20,8 +20,9 @@ pub struct AcmeConfig {
     /// Folder for the account and the certificates (default: `acme/NAME` beside the file).
     pub storage: Option<Spanned<PathBuf>>,
     /// How the CA checks a name: `http-01` (default: a plain listener on port 80 answers
-    /// `/.well-known/acme-challenge/`) or `tls-alpn-01` (the HTTPS listener on port 443
-    /// answers a handshake for `acme-tls/1`).
+    /// `/.well-known/acme-challenge/`), `tls-alpn-01` (the HTTPS listener on port 443
+    /// answers a handshake for `acme-tls/1`) or `dns-01` (a TXT record published in this
+    /// process's authoritative DNS server for the zone; wildcard names need it).
     pub challenge: Option<Spanned<String>>,
 }
 
@@ -32,6 +33,8 @@ pub enum Challenge {
     Http01,
     /// RFC 8737.
     TlsAlpn01,
+    /// RFC 8555 §8.4, through hopline's own authoritative server.
+    Dns01,
 }
 
 impl AcmeConfig {
@@ -39,6 +42,7 @@ impl AcmeConfig {
     pub fn challenge(&self) -> Challenge {
         match self.challenge.as_ref().map(|c| c.get_ref().as_str()) {
             Some("tls-alpn-01") => Challenge::TlsAlpn01,
+            Some("dns-01") => Challenge::Dns01,
             _ => Challenge::Http01,
         }
     }

@@ -265,6 +265,7 @@ impl Job {
             match a {
                 Answered::Token(t) => self.http01.remove(t),
                 Answered::Name(n) => self.tls_alpn.remove(n),
+                Answered::Txt(n, v) => hopline_dns::challenge::dns01().withdraw(n, v),
             }
         }
         match result? {
@@ -322,6 +323,20 @@ impl Job {
                     self.tls_alpn.insert(&name, cert);
                     answered.push(Answered::Name(name.clone()));
                 }
+                Challenge::Dns01 => {
+                    // `*.example.com` is validated at `_acme-challenge.example.com`
+                    let base = name.trim_start_matches("*.");
+                    let dns = hopline_dns::challenge::dns01();
+                    if !dns.serves(base) {
+                        return Err(format!(
+                            "DNS-01 for {name}: no [[dns.authoritative]] of this process serves its zone (publish the TXT record elsewhere, or choose http-01 / tls-alpn-01)"
+                        ));
+                    }
+                    let record = format!("_acme-challenge.{base}");
+                    let value = challenge.key_authorization().dns_value();
+                    dns.publish(&record, &value);
+                    answered.push(Answered::Txt(record, value));
+                }
             }
             challenge
                 .set_ready()
@@ -354,12 +369,14 @@ impl Job {
 enum Answered {
     Token(String),
     Name(String),
+    Txt(String, String),
 }
 
 fn challenge_type(c: Challenge) -> ChallengeType {
     match c {
         Challenge::Http01 => ChallengeType::Http01,
         Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        Challenge::Dns01 => ChallengeType::Dns01,
     }
 }
 

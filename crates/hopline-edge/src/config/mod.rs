@@ -356,6 +356,7 @@ struct Validator<'a> {
 /// The names of the sections a route may name.
 struct Known<'a> {
     acme: Vec<String>,
+    acme_dns01: Vec<String>,
     caches: Vec<String>,
     limits: Vec<String>,
     upstreams: Vec<String>,
@@ -418,6 +419,12 @@ impl Validator<'_> {
         self.acme(config)?;
         let known = Known {
             acme: config.acme.keys().cloned().collect(),
+            acme_dns01: config
+                .acme
+                .iter()
+                .filter(|(_, a)| a.challenge() == crate::acme::config::Challenge::Dns01)
+                .map(|(n, _)| n.clone())
+                .collect(),
             caches: config.cache.keys().cloned().collect(),
             limits: config.limit.keys().cloned().collect(),
             upstreams: config.upstream.keys().cloned().collect(),
@@ -442,12 +449,12 @@ impl Validator<'_> {
                 ));
             }
             if let Some(c) = &a.challenge
-                && !matches!(c.get_ref().as_str(), "http-01" | "tls-alpn-01")
+                && !matches!(c.get_ref().as_str(), "http-01" | "tls-alpn-01" | "dns-01")
             {
                 return Err(self.err(
                     c.span(),
                     format!(
-                        "[acme.{name}] challenge {:?}: expected \"http-01\" or \"tls-alpn-01\" (dns-01 is not done yet)",
+                        "[acme.{name}] challenge {:?}: expected \"http-01\", \"tls-alpn-01\" or \"dns-01\"",
                         c.get_ref()
                     ),
                 ));
@@ -742,12 +749,14 @@ impl Validator<'_> {
                             "tls = { acme = … } needs the site's names: add hosts = [\"www.example.com\", …]",
                         ));
                     }
-                    if let Some(w) = hosts.iter().find(|h| h.get_ref().contains('*')) {
+                    let dns01 = known.acme_dns01.contains(a.get_ref());
+                    if let Some(w) = hosts.iter().find(|h| h.get_ref().contains('*') && !dns01) {
                         return Err(self.err(
                             w.span(),
                             format!(
-                                "{:?}: a wildcard name needs the DNS-01 challenge, which hopline's ACME client does not do yet (HTTP-01 only): list the names",
-                                w.get_ref()
+                                "{:?}: a wildcard name needs the DNS-01 challenge: set challenge = \"dns-01\" in [acme.{}] (its zone served by this file's [[dns.authoritative]]), or list the names",
+                                w.get_ref(),
+                                a.get_ref()
                             ),
                         ));
                     }
