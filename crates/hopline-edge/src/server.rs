@@ -711,6 +711,81 @@ where
     }
 }
 
+/// The usual handshake: the certificate is chosen by SNI from what the listener has.
+async fn plain_handshake(
+    stream: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    http: &Builders,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    match tokio::time::timeout(http.h1.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(target: "hopline::edge", "TLS handshake with {peer}: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(target: "hopline::edge", "TLS handshake with {peer} timed out");
+            None
+        }
+    }
+}
+
+/// On-demand TLS: the ClientHello is read first; a name without a certificate waits
+/// while one is obtained (or the handshake ends at once, saying why in the log).
+async fn on_demand_handshake(
+    stream: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    od: &dyn crate::engine::tls::OnDemandTls,
+    http: &Builders,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout(http.h1.header_timeout, lazy).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(target: "hopline::edge", "TLS handshake with {peer}: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(target: "hopline::edge", "TLS handshake with {peer} timed out");
+            return None;
+        }
+    };
+    let hello = start.client_hello();
+    let challenge = hello
+        .alpn()
+        .is_some_and(|mut p| p.any(|p| p == crate::engine::tls::ACME_TLS_ALPN));
+    if let Some(name) = hello.server_name().map(str::to_ascii_lowercase)
+        && !challenge
+    {
+        let waited = tokio::time::timeout(Duration::from_secs(60), od.ensure(&name)).await;
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                tracing::warn!(target: "hopline::acme", "on-demand TLS: no certificate for {name} (handshake from {peer} refused): {why}");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(target: "hopline::acme", "on-demand TLS: no certificate for {name} within 60 s (handshake from {peer} refused)");
+                return None;
+            }
+        }
+    }
+    match tokio::time::timeout(http.h1.header_timeout, start.into_stream(cfg)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(target: "hopline::edge", "TLS handshake with {peer}: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(target: "hopline::edge", "TLS handshake with {peer} timed out");
+            None
+        }
+    }
+}
+
 async fn serve_tls(
     stream: TcpStream,
     cfg: Arc<rustls::ServerConfig>,
@@ -718,19 +793,16 @@ async fn serve_tls(
     svc: &EdgeService,
 ) {
     let peer = svc.info.peer;
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let tls_stream =
-        match tokio::time::timeout(http.h1.header_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(target: "hopline::edge", "TLS handshake with {peer}: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(target: "hopline::edge", "TLS handshake with {peer} timed out");
-                return;
-            }
-        };
+    let tls_stream = match &svc.info.initial.on_demand {
+        Some(od) => match on_demand_handshake(stream, cfg, od.as_ref(), http, peer).await {
+            Some(s) => s,
+            None => return,
+        },
+        None => match plain_handshake(stream, cfg, http, peer).await {
+            Some(s) => s,
+            None => return,
+        },
+    };
     let alpn = tls_stream.get_ref().1.alpn_protocol();
     if alpn == Some(crate::engine::tls::ACME_TLS_ALPN) {
         // a CA's TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3)

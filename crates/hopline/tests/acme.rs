@@ -236,10 +236,15 @@ fn wait_status(
 /// `hopline visit` of the site through its own DNS, trusting `root`: the status, or None
 /// when the handshake fails.
 fn visit(ports: Ports, root: &Path) -> Option<u64> {
+    visit_host(ports, root, "www.acme.test")
+}
+
+/// The same for `host`.
+fn visit_host(ports: Ports, root: &Path, host: &str) -> Option<u64> {
     let out = Command::new(BIN)
         .args([
             "visit",
-            &format!("https://www.acme.test:{}/", ports.https),
+            &format!("https://{host}:{}/", ports.https),
             "--resolver",
             &format!("127.0.0.1:{}", ports.dns),
             "--ca",
@@ -452,4 +457,126 @@ fn dns01_through_our_own_authority_gives_a_wildcard_certificate() {
             "still published"
         );
     }
+}
+
+/// An `ask` endpoint: 200 for names starting with "ok", 403 for the rest; counts the
+/// questions per name.
+fn ask_server() -> (
+    u16,
+    std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(parking_lot::Mutex::new(std::collections::HashMap::new()));
+    let a = asked.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&s).read_line(&mut line);
+            let name = line
+                .split("domain=")
+                .nth(1)
+                .and_then(|r| r.split([' ', '&']).next())
+                .unwrap_or("")
+                .replace("%2E", ".");
+            *a.lock().entry(name.clone()).or_insert(0) += 1;
+            let status = if name.starts_with("ok") {
+                "200 OK"
+            } else {
+                "403 Forbidden"
+            };
+            let _ = (&s).write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    (port, asked)
+}
+
+#[test]
+fn on_demand_certificates_asked_for_rate_limited_and_stored() {
+    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let ca = pebble(dir.path(), ports, None);
+    let (ask_port, asked) = ask_server();
+    let write = |ask: u16| {
+        let file = write_config(dir.path(), ports, &ca.directory, "od");
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(
+                "challenge = \"http-01\"",
+                &format!(
+                    "challenge = \"http-01\"\nask = \"http://127.0.0.1:{ask}/check\"\non_demand_per_minute = 2"
+                ),
+            )
+            .replace(
+                "hosts = [\"www.acme.test\"]\ntls = { acme = \"pebble\" }",
+                "hosts = [\"*.acme.test\"]\ntls = { acme = \"pebble\", on_demand = true }",
+            );
+        assert!(text.contains("on_demand = true"), "{text}");
+        std::fs::write(&file, text).unwrap();
+        std::fs::write(
+            dir.path().join("acme.test.zone"),
+            "$ORIGIN acme.test.\n$TTL 60\n@ IN SOA ns1.acme.test. admin.acme.test. 1 3600 600 86400 30\n@ IN NS ns1.acme.test.\nns1 IN A 127.0.0.1\n* IN A 127.0.0.1\n",
+        )
+        .unwrap();
+        file
+    };
+    let config = write(ask_port);
+    let edge = serve(&config);
+    assert!(wait_for_port(ports.https, Duration::from_secs(10)));
+    let root = ca.root(&dir.path().join("root.pem"));
+    let count = |name: &str| asked.lock().get(name).copied().unwrap_or(0);
+    // the first handshake for a name waits for its certificate
+    assert_eq!(visit_host(ports, &root, "ok1.acme.test"), Some(200));
+    assert_eq!(visit_host(ports, &root, "ok1.acme.test"), Some(200));
+    assert_eq!(count("ok1.acme.test"), 1, "asked again for a name it holds");
+    let st = cert_status_of(ports, "pebble:ok1.acme.test");
+    assert_eq!(
+        (st["state"].as_str(), st["orders"].as_u64()),
+        (Some("valid"), Some(1)),
+        "{st}"
+    );
+    // a name the ask endpoint refuses: no certificate, fast, and asked once per ask_cache_ms
+    let t = Instant::now();
+    assert_eq!(visit_host(ports, &root, "bad.acme.test"), None);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(visit_host(ports, &root, "bad.acme.test"), None);
+    assert_eq!(count("bad.acme.test"), 1);
+    assert!(cert_status_of(ports, "pebble:bad.acme.test").is_null());
+    // a name outside the site's hosts patterns is refused without asking
+    assert_eq!(visit_host(ports, &root, "ok9.elsewhere.test"), None);
+    assert_eq!(count("ok9.elsewhere.test"), 0);
+    // 2 new certificates a minute: ok2 is the second, ok3 waits for the next minute
+    assert_eq!(visit_host(ports, &root, "ok2.acme.test"), Some(200));
+    assert_eq!(visit_host(ports, &root, "ok3.acme.test"), None);
+    assert!(cert_status_of(ports, "pebble:ok3.acme.test").is_null());
+    drop(edge);
+    // restarted, with the ask endpoint gone: stored names need no ask; new ones are refused
+    let config = write(free_port());
+    let _edge = serve(&config);
+    assert!(wait_for_port(ports.https, Duration::from_secs(10)));
+    assert_eq!(visit_host(ports, &root, "ok1.acme.test"), Some(200));
+    assert_eq!(count("ok1.acme.test"), 1);
+    let st = cert_status_of(ports, "pebble:ok1.acme.test");
+    assert_eq!(st["obtained"], "storage", "{st}");
+    assert_eq!(visit_host(ports, &root, "ok4.acme.test"), None);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{}/.hopline/status", ports.admin),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["on_demand"]["pebble:*.acme.test"]["refused"].as_u64() >= Some(1),
+        "{}",
+        v["on_demand"]
+    );
 }

@@ -24,6 +24,13 @@ pub struct AcmeConfig {
     /// answers a handshake for `acme-tls/1`) or `dns-01` (a TXT record published in this
     /// process's authoritative DNS server for the zone; wildcard names need it).
     pub challenge: Option<Spanned<String>>,
+    /// On-demand TLS: a name is obtained only if `GET ask?domain=NAME` answers 2xx
+    /// (required for sites with `on_demand = true`; plain http://).
+    pub ask: Option<Spanned<String>>,
+    /// How long an ask answer is remembered (default 300000 ms).
+    pub ask_cache_ms: Option<u64>,
+    /// New on-demand certificates a minute, at most (default 10).
+    pub on_demand_per_minute: Option<u32>,
 }
 
 /// The challenge types the client answers.

@@ -59,6 +59,8 @@ pub struct Managed {
     storage: PathBuf,
     names: Vec<String>,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped at every change of state (what [`Managed::first`] waits on).
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Drop for Managed {
@@ -84,6 +86,24 @@ impl Managed {
             storage,
             names,
             task: parking_lot::Mutex::new(None),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    /// Done when the first certificate is in; `Err` with the reason when the first
+    /// attempt failed (the task goes on retrying).
+    pub async fn first(&self) -> Result<(), String> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if self.live.load().is_some() {
+                return Ok(());
+            }
+            if let Some(e) = &self.status.lock().last_error {
+                return Err(e.clone());
+            }
+            if rx.changed().await.is_err() {
+                return Err("stopped".to_string());
+            }
         }
     }
 
@@ -115,6 +135,7 @@ impl Managed {
             names: self.names.clone(),
             http01,
             tls_alpn,
+            changed: self.changed.clone(),
         };
         *task = Some(tokio::spawn(job.run()));
     }
@@ -129,6 +150,7 @@ struct Job {
     names: Vec<String>,
     http01: Arc<Http01>,
     tls_alpn: Arc<AlpnChallenges>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Job {
@@ -177,6 +199,7 @@ impl Job {
                         st.last_error = Some(e.clone());
                         st.retry_at = Some(epoch(retry));
                     }
+                    self.changed.send_modify(|v| *v += 1);
                     if current.is_some() && expired {
                         tracing::error!(target: "hopline::acme", "certificate for {} EXPIRED and its renewal fails (retry in {} s): {e}", self.names.join(", "), backoff.as_secs());
                     } else {
@@ -199,6 +222,8 @@ impl Job {
         st.renew_at = Some(epoch(s.renew_at()));
         st.last_error = None;
         st.retry_at = None;
+        drop(st);
+        self.changed.send_modify(|v| *v += 1);
     }
 
     /// The account: stored for this directory, else created (and stored).

@@ -10,4 +10,5 @@
 pub mod challenges;
 pub mod config;
 pub mod manager;
+pub mod on_demand;
 pub mod storage;

@@ -41,8 +41,37 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
         "upstreams": pools,
         "caches": table.caches.iter().map(|(name, c)| (name.clone(), cache_json(c))).collect::<serde_json::Map<_, _>>(),
         "services": table.services.iter().map(|(kind, name, s)| (format!("{kind}.{name}"), s.status())).collect::<serde_json::Map<_, _>>(),
-        "certificates": table.certificates.iter().map(|(key, m)| (key.clone(), serde_json::to_value(m.status()).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+        "certificates": certificates(&table),
+        "on_demand": table.on_demand.iter().map(|(key, od)| {
+            let (asked, refused) = od.counters();
+            (key.clone(), serde_json::json!({"asked": asked, "refused": refused, "held": od.statuses().len()}))
+        }).collect::<serde_json::Map<_, _>>(),
     })
+}
+
+/// Every certificate obtained by ACME (for sites, and on demand), by `SECTION:names`.
+fn certificates(
+    table: &crate::request::router::Table,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out: serde_json::Map<String, serde_json::Value> = table
+        .certificates
+        .iter()
+        .map(|(key, m)| {
+            (
+                key.clone(),
+                serde_json::to_value(m.status()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    for od in table.on_demand.values() {
+        for st in od.statuses() {
+            out.insert(
+                format!("{}:{}", st.acme, st.names.join(",")),
+                serde_json::to_value(st).unwrap_or_default(),
+            );
+        }
+    }
+    out
 }
 
 pub(crate) fn cache_json(c: &crate::cache::store::HttpCache) -> serde_json::Value {

@@ -184,6 +184,9 @@ pub struct TlsFiles {
     pub key: Option<Spanned<PathBuf>>,
     /// Obtain and renew the certificate for the site's `hosts` from `[acme.NAME]`.
     pub acme: Option<Spanned<String>>,
+    /// With `acme`: obtain a certificate for each name a handshake asks for, when the
+    /// section's `ask` URL allows it (`hosts`, if given, are patterns names must match).
+    pub on_demand: Option<Spanned<bool>>,
 }
 
 /// One route of a site: a path prefix and exactly one handler.
@@ -357,6 +360,7 @@ struct Validator<'a> {
 struct Known<'a> {
     acme: Vec<String>,
     acme_dns01: Vec<String>,
+    acme_ask: Vec<String>,
     caches: Vec<String>,
     limits: Vec<String>,
     upstreams: Vec<String>,
@@ -419,6 +423,12 @@ impl Validator<'_> {
         self.acme(config)?;
         let known = Known {
             acme: config.acme.keys().cloned().collect(),
+            acme_ask: config
+                .acme
+                .iter()
+                .filter(|(_, a)| a.ask.is_some())
+                .map(|(n, _)| n.clone())
+                .collect(),
             acme_dns01: config
                 .acme
                 .iter()
@@ -456,6 +466,17 @@ impl Validator<'_> {
                     format!(
                         "[acme.{name}] challenge {:?}: expected \"http-01\", \"tls-alpn-01\" or \"dns-01\"",
                         c.get_ref()
+                    ),
+                ));
+            }
+            if let Some(ask) = &a.ask
+                && !ask.get_ref().starts_with("http://")
+            {
+                return Err(self.err(
+                    ask.span(),
+                    format!(
+                        "[acme.{name}] ask {:?}: expected a plain http:// URL (a local service that answers 2xx for names to allow)",
+                        ask.get_ref()
                     ),
                 ));
             }
@@ -742,15 +763,30 @@ impl Validator<'_> {
                             ),
                         ));
                     }
+                    let on_demand = files.on_demand.as_ref().is_some_and(|o| *o.get_ref());
+                    if on_demand && !known.acme_ask.contains(a.get_ref()) {
+                        return Err(self.err(
+                            a.span(),
+                            format!(
+                                "on_demand = true needs ask = \"http://…\" in [acme.{}]: without it anyone could make this server order certificates for any name",
+                                a.get_ref()
+                            ),
+                        ));
+                    }
                     let hosts: Vec<&Spanned<String>> = site.hosts.iter().flatten().collect();
-                    if hosts.is_empty() {
+                    if on_demand {
+                        // hosts are patterns the names asked for must match
+                    } else if hosts.is_empty() {
                         return Err(self.err(
                             a.span(),
                             "tls = { acme = … } needs the site's names: add hosts = [\"www.example.com\", …]",
                         ));
                     }
                     let dns01 = known.acme_dns01.contains(a.get_ref());
-                    if let Some(w) = hosts.iter().find(|h| h.get_ref().contains('*') && !dns01) {
+                    if let Some(w) = hosts
+                        .iter()
+                        .find(|h| h.get_ref().contains('*') && !dns01 && !on_demand)
+                    {
                         return Err(self.err(
                             w.span(),
                             format!(
@@ -762,6 +798,12 @@ impl Validator<'_> {
                     }
                 }
                 (None, _) => {
+                    if let Some(o) = &files.on_demand {
+                        return Err(self.err(
+                            o.span(),
+                            "on_demand needs acme = \"NAME\" (certificates obtained by ACME)",
+                        ));
+                    }
                     for (f, what) in [(&files.cert, "cert"), (&files.key, "key")] {
                         if f.is_none() {
                             return Err(self.err(
@@ -1325,6 +1367,34 @@ respond = {}
             assert_eq!(e.line, Some(line), "{e}\n{text}");
             assert!(e.message.contains(says), "{e}\n{text}");
         }
+        for (text, line, says) in [
+            (
+                site("{ acme = \"le\", on_demand = true }", ""),
+                5,
+                "on_demand = true needs ask = \"http://…\" in [acme.le]",
+            ),
+            (
+                site(
+                    "{ cert = \"c.pem\", key = \"k.pem\", on_demand = true }",
+                    hosts,
+                ),
+                6,
+                "on_demand needs acme",
+            ),
+            (
+                "[acme.le]\ndirectory = \"https://ca.test/dir\"\nask = \"https://x/\"\n"
+                    .to_string(),
+                3,
+                "expected a plain http:// URL",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{e}\n{text}");
+            assert!(e.message.contains(says), "{e}\n{text}");
+        }
+        // on demand: hosts are optional patterns, wildcards allowed with HTTP-01
+        let od = "[acme.le]\ndirectory = \"https://ca.test/dir\"\nask = \"http://127.0.0.1:1/ask\"\n[[site]]\nlisten = [\"127.0.0.1:1\"]\nhosts = [\"*.a.test\"]\ntls = { acme = \"le\", on_demand = true }\n[[site.route]]\npath = \"/\"\nrespond = {}\n".to_string();
+        parse(&od).unwrap();
         // good: storage defaults beside the file
         let c = parse(&site("{ acme = \"le\" }", hosts)).unwrap();
         let storage = c.acme["le"].storage.as_ref().unwrap().get_ref().clone();

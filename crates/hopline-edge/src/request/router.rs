@@ -48,6 +48,8 @@ pub struct Table {
     /// TLS-ALPN-01 challenges in flight, answered by ACME sites' listeners (kept across
     /// reloads).
     pub tls_alpn: Arc<tls::AlpnChallenges>,
+    /// On-demand certificates, by `SECTION:patterns` (kept across reloads).
+    pub on_demand: std::collections::BTreeMap<String, Arc<crate::acme::on_demand::OnDemand>>,
 }
 
 impl Table {
@@ -63,6 +65,7 @@ impl Table {
 enum SiteCert {
     Fixed(Arc<rustls::sign::CertifiedKey>),
     Live(crate::engine::tls::LiveCert),
+    OnDemand(Arc<crate::acme::on_demand::OnDemand>),
 }
 
 /// The sites of one listener.
@@ -70,6 +73,8 @@ enum SiteCert {
 pub struct ListenerTable {
     /// rustls config when the listener speaks TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Obtains certificates while handshakes wait, when a site of it is on-demand.
+    pub on_demand: Option<Arc<dyn tls::OnDemandTls>>,
     exact: FastMap<String, Arc<SiteTable>>,
     wildcard: Vec<(String, Arc<SiteTable>)>,
     default: Arc<SiteTable>,
@@ -209,6 +214,7 @@ pub fn compile(
 ) -> Result<Table, EdgeError> {
     struct Pending {
         tls: Option<SniResolver>,
+        on_demand: Option<Arc<crate::acme::on_demand::OnDemand>>,
         plain: bool,
         exact: FastMap<String, Arc<SiteTable>>,
         wildcard: Vec<(String, Arc<SiteTable>)>,
@@ -270,8 +276,11 @@ pub fn compile(
         );
     }
     let mut certificates = std::collections::BTreeMap::new();
+    let mut on_demand = std::collections::BTreeMap::new();
     let tls_alpn: Arc<tls::AlpnChallenges> =
         previous.map_or_else(Default::default, |p| p.tls_alpn.clone());
+    let http01: Arc<crate::acme::challenges::Http01> =
+        previous.map_or_else(Default::default, |p| p.http01.clone());
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
     let mut sites = Vec::new();
@@ -290,6 +299,36 @@ pub fn compile(
                 .collect()
         });
         let cert = match site.tls.as_ref().map(|t| t.get_ref()) {
+            Some(crate::config::TlsFiles {
+                acme: Some(section),
+                on_demand: Some(od),
+                ..
+            }) if *od.get_ref() => {
+                let section = section.get_ref();
+                let key = format!(
+                    "{section}:{}",
+                    hosts.as_ref().map_or("*".to_string(), |h| h.join(","))
+                );
+                let acme = config.acme.get(section).expect("validated").clone();
+                let storage = acme
+                    .storage
+                    .as_ref()
+                    .map(|s| s.get_ref().clone())
+                    .expect("validated");
+                let od = match previous.and_then(|p| p.on_demand.get(&key)) {
+                    Some(o) if o.same_setup(&acme, &hosts) => o.clone(),
+                    _ => Arc::new(crate::acme::on_demand::OnDemand::new(
+                        section,
+                        acme,
+                        storage,
+                        hosts.clone(),
+                        http01.clone(),
+                        tls_alpn.clone(),
+                    )),
+                };
+                on_demand.insert(key, od.clone());
+                Some(SiteCert::OnDemand(od))
+            }
             Some(crate::config::TlsFiles {
                 acme: Some(section),
                 ..
@@ -329,6 +368,7 @@ pub fn compile(
                 order.push(addr);
                 Pending {
                     tls: None,
+                    on_demand: None,
                     plain: false,
                     exact: FastMap::default(),
                     wildcard: Vec::new(),
@@ -345,6 +385,12 @@ pub fn compile(
                     let r = p.tls.get_or_insert_with(SniResolver::default);
                     r.add_live(hosts.as_deref(), live.clone());
                     r.answer_challenges(tls_alpn.clone());
+                }
+                Some(SiteCert::OnDemand(od)) => {
+                    let r = p.tls.get_or_insert_with(SniResolver::default);
+                    r.on_demand(od.certs.clone());
+                    r.answer_challenges(tls_alpn.clone());
+                    p.on_demand = Some(od.clone());
                 }
                 None => p.plain = true,
             }
@@ -384,6 +430,7 @@ pub fn compile(
             addr,
             Arc::new(ListenerTable {
                 tls,
+                on_demand: p.on_demand.map(|o| o as Arc<dyn tls::OnDemandTls>),
                 exact: p.exact,
                 wildcard,
                 default: p.any.or(p.first).expect("a listener has a site"),
@@ -409,8 +456,9 @@ pub fn compile(
         services: services.clone(),
         sites,
         certificates,
-        http01: previous.map_or_else(Default::default, |p| p.http01.clone()),
+        http01,
         tls_alpn,
+        on_demand,
     })
 }
 

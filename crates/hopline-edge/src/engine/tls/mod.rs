@@ -90,6 +90,42 @@ impl AlpnChallenges {
     }
 }
 
+/// Certificates obtained while a listener serves (on-demand TLS), by exact name.
+#[derive(Debug, Default)]
+pub struct OnDemandCerts {
+    certs: parking_lot::RwLock<HashMap<String, LiveCert>>,
+}
+
+impl OnDemandCerts {
+    /// Serve `live` for `name` from now on.
+    pub fn insert(&self, name: &str, live: LiveCert) {
+        self.certs.write().insert(name.to_ascii_lowercase(), live);
+    }
+
+    /// Stop serving `name` (its order failed: the next handshake may try again).
+    pub fn remove(&self, name: &str) {
+        self.certs.write().remove(&name.to_ascii_lowercase());
+    }
+
+    /// The certificate for `name`, once there is one.
+    pub fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.certs
+            .read()
+            .get(&name.to_ascii_lowercase())
+            .and_then(|l| l.load_full())
+    }
+}
+
+/// What obtains a certificate for a name while its handshake waits (on-demand TLS).
+pub trait OnDemandTls: Send + Sync + std::fmt::Debug {
+    /// Done when a certificate for `name` is in the listener's [`OnDemandCerts`];
+    /// `Err` says why there will be none (not allowed, rate limited, the CA failed).
+    fn ensure<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
 /// A site's certificate: fixed (files, loaded at start and reload) or live.
 #[derive(Debug, Clone)]
 enum Slot {
@@ -116,9 +152,15 @@ pub struct SniResolver {
     wildcard: Vec<(String, Slot)>,
     default: Option<Slot>,
     alpn: Option<Arc<AlpnChallenges>>,
+    on_demand: Option<Arc<OnDemandCerts>>,
 }
 
 impl SniResolver {
+    /// Names no site's certificate covers are looked up in `certs` (on-demand TLS).
+    pub fn on_demand(&mut self, certs: Arc<OnDemandCerts>) {
+        self.on_demand = Some(certs);
+    }
+
     /// Answer TLS-ALPN-01 challenges from `challenges` (listeners of ACME sites).
     pub fn answer_challenges(&mut self, challenges: Arc<AlpnChallenges>) {
         self.alpn = Some(challenges);
@@ -161,6 +203,10 @@ impl SniResolver {
                 .find(|(suffix, _)| name.ends_with(suffix.as_str()) && name.len() > suffix.len())
             {
                 return k.get();
+            }
+            if let Some(od) = &self.on_demand {
+                // obtained for this name, or nothing: never another name's certificate
+                return od.get(&name);
             }
         }
         self.default.as_ref().and_then(Slot::get)
