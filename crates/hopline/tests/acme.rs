@@ -580,3 +580,185 @@ fn on_demand_certificates_asked_for_rate_limited_and_stored() {
         v["on_demand"]
     );
 }
+
+/// One edge of a cluster sharing certificates through Redis: a plain listener on
+/// `http`, and, when `site` is given, an HTTPS site for that host on that port.
+#[allow(clippy::too_many_arguments)]
+fn cluster_node(
+    dir: &Path,
+    node: &str,
+    admin: u16,
+    directory: &str,
+    redis: &str,
+    http: u16,
+    site: Option<(&str, u16)>,
+) -> PathBuf {
+    let mut text = format!(
+        r#"[admin]
+listen = "127.0.0.1:{admin}"
+
+[acme.pebble]
+directory = "{directory}"
+ca_root = "pc/ca.pem"
+storage = "{node}-store"
+redis = "{redis}"
+
+[[site]]
+name = "http"
+listen = ["127.0.0.1:{http}"]
+  [[site.route]]
+  path = "/"
+  respond = {{ status = 200, body = "plain\n" }}
+"#
+    );
+    if let Some((host, port)) = site {
+        text.push_str(&format!(
+            r#"
+[[site]]
+name = "www"
+listen = ["127.0.0.1:{port}"]
+hosts = ["{host}"]
+tls = {{ acme = "pebble" }}
+  [[site.route]]
+  path = "/"
+  respond = {{ status = 200, body = "hello from {node}\n" }}
+"#
+        ));
+    }
+    let file = dir.join(format!("{node}.toml"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn status_at(admin: u16, key: &str) -> serde_json::Value {
+    cert_status_of(
+        Ports {
+            dns: 0,
+            http01: 0,
+            https: 0,
+            admin,
+            acme: 0,
+            mgmt: 0,
+        },
+        key,
+    )
+}
+
+fn wait_valid(admin: u16, key: &str) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = status_at(admin, key);
+        if st["state"] == "valid" {
+            return st;
+        }
+        assert!(Instant::now() < until, "{key} on {admin}: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn edges_sharing_a_redis_order_once_and_answer_each_others_challenges() {
+    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let Some(redis) = hopline_testkit::Redis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let ca = pebble(dir.path(), ports, None);
+    // the names' DNS, alone in a process of its own
+    write_config(dir.path(), ports, &ca.directory, "unused");
+    let dns = dir.path().join("dns.toml");
+    std::fs::write(
+        &dns,
+        format!(
+            "[[dns.authoritative]]\nlisten = \"127.0.0.1:{}\"\nzones = [\"acme.test.zone\"]\n",
+            ports.dns
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("acme.test.zone"),
+        "$ORIGIN acme.test.\n$TTL 60\n@ IN SOA ns1.acme.test. admin.acme.test. 1 3600 600 86400 30\n@ IN NS ns1.acme.test.\nns1 IN A 127.0.0.1\n* IN A 127.0.0.1\n",
+    )
+    .unwrap();
+    let _dns = serve(&dns);
+    // A holds the port the CA validates on and orders nothing; B orders: the CA's request
+    // reaches A, which answers B's token from Redis
+    let url = redis.url();
+    let a = cluster_node(
+        dir.path(),
+        "a",
+        free_port(),
+        &ca.directory,
+        &url,
+        ports.http01,
+        None,
+    );
+    let _a = serve(&a);
+    assert!(wait_for_port(ports.http01, Duration::from_secs(10)));
+    let (b_admin, b_https) = (free_port(), free_port());
+    let b = cluster_node(
+        dir.path(),
+        "b",
+        b_admin,
+        &ca.directory,
+        &url,
+        free_port(),
+        Some(("www.acme.test", b_https)),
+    );
+    let _b = serve(&b);
+    let st = wait_valid(b_admin, "pebble:www.acme.test");
+    assert_eq!(
+        (st["obtained"].as_str(), st["orders"].as_u64()),
+        (Some("ordered"), Some(1)),
+        "{st}"
+    );
+    // C comes later: takes B's certificate from Redis, orders nothing
+    let (c_admin, c_https) = (free_port(), free_port());
+    let c = cluster_node(
+        dir.path(),
+        "c",
+        c_admin,
+        &ca.directory,
+        &url,
+        free_port(),
+        Some(("www.acme.test", c_https)),
+    );
+    let _c = serve(&c);
+    let st = wait_valid(c_admin, "pebble:www.acme.test");
+    assert_eq!(st["orders"], 0, "{st}");
+    let root = ca.root(&dir.path().join("root.pem"));
+    for port in [b_https, c_https] {
+        let p = Ports {
+            https: port,
+            ..ports
+        };
+        assert_eq!(visit(p, &root), Some(200), "port {port}");
+    }
+    // E and F start together for a new name: one of them orders, the other waits for it
+    let mut nodes = Vec::new();
+    for n in ["e", "f"] {
+        let (admin, https) = (free_port(), free_port());
+        let file = cluster_node(
+            dir.path(),
+            n,
+            admin,
+            &ca.directory,
+            &url,
+            free_port(),
+            Some(("shop.acme.test", https)),
+        );
+        nodes.push((admin, serve(&file)));
+    }
+    let orders: u64 = nodes
+        .iter()
+        .map(|(admin, _)| {
+            wait_valid(*admin, "pebble:shop.acme.test")["orders"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(orders, 1, "two edges ordered the same name");
+}

@@ -13,6 +13,8 @@ pub const PREFIX: &str = "/.well-known/acme-challenge/";
 pub struct Http01 {
     pending: AtomicUsize,
     tokens: parking_lot::RwLock<HashMap<String, String>>,
+    /// Tokens other edges published (sections with `redis`).
+    shared: arc_swap::ArcSwapOption<crate::acme::shared::Shared>,
 }
 
 impl Http01 {
@@ -28,6 +30,22 @@ impl Http01 {
         let mut t = self.tokens.write();
         t.remove(token);
         self.pending.store(t.len(), Ordering::Release);
+    }
+
+    /// Also answer tokens other edges publish in `shared`.
+    pub fn share(&self, shared: std::sync::Arc<crate::acme::shared::Shared>) {
+        self.shared.store(Some(shared));
+    }
+
+    /// Whether a path not answered locally may be answered from the shared store.
+    pub fn may_share(&self, path: &str) -> bool {
+        path.starts_with(PREFIX) && self.shared.load().is_some()
+    }
+
+    /// The key authorization another edge published for a request path.
+    pub async fn answer_shared(&self, path: &str) -> Option<String> {
+        let shared = self.shared.load_full()?;
+        shared.get_token(path.strip_prefix(PREFIX)?).await
     }
 
     /// The key authorization for a request path, if it asks for a token in flight.

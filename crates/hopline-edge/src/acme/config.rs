@@ -31,6 +31,9 @@ pub struct AcmeConfig {
     pub ask_cache_ms: Option<u64>,
     /// New on-demand certificates a minute, at most (default 10).
     pub on_demand_per_minute: Option<u32>,
+    /// Share certificates, order locks and HTTP-01 tokens with other edges through this
+    /// Redis (`redis://HOST:PORT/DB`); HTTP-01 only.
+    pub redis: Option<Spanned<String>>,
 }
 
 /// The challenge types the client answers.

@@ -15,6 +15,7 @@ use instant_acme::{
 use crate::acme::challenges::Http01;
 use crate::acme::config::AcmeConfig;
 use crate::acme::config::Challenge;
+use crate::acme::shared::Shared;
 use crate::acme::storage::{self, Stored};
 use crate::engine::tls::{AlpnChallenges, LiveCert};
 
@@ -61,6 +62,8 @@ pub struct Managed {
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Bumped at every change of state (what [`Managed::first`] waits on).
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The store shared with other edges, when the section names a Redis.
+    shared: Option<Arc<Shared>>,
 }
 
 impl Drop for Managed {
@@ -82,11 +85,16 @@ impl Managed {
                 names: names.clone(),
                 ..Status::default()
             })),
-            config,
             storage,
             names,
             task: parking_lot::Mutex::new(None),
             changed: Arc::new(tokio::sync::watch::channel(0).0),
+            shared: config
+                .redis
+                .as_ref()
+                .and_then(|u| Shared::new(u.get_ref(), acme).ok())
+                .map(Arc::new),
+            config,
         }
     }
 
@@ -136,6 +144,7 @@ impl Managed {
             http01,
             tls_alpn,
             changed: self.changed.clone(),
+            shared: self.shared.clone(),
         };
         *task = Some(tokio::spawn(job.run()));
     }
@@ -151,11 +160,13 @@ struct Job {
     http01: Arc<Http01>,
     tls_alpn: Arc<AlpnChallenges>,
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl Job {
     async fn run(self) {
         let mut backoff = Duration::from_secs(5);
+        self.pull().await;
         let mut current: Option<Stored> = match storage::load(&self.storage, &self.names) {
             Ok(Some(s)) if s.covers(&self.names) && s.not_after > SystemTime::now() => {
                 self.install(&s, "storage");
@@ -176,11 +187,13 @@ impl Job {
                 }
             }
             self.status.lock().state = "ordering";
-            match self.order().await {
-                Ok(s) => {
-                    self.install(&s, "ordered");
-                    self.status.lock().orders += 1;
-                    tracing::info!(target: "hopline::acme", "certificate for {} obtained from {} (valid until {})", self.names.join(", "), self.config.directory.get_ref(), httpdate::fmt_http_date(s.not_after));
+            match self.obtain(current.as_ref()).await {
+                Ok((s, how)) => {
+                    self.install(&s, how);
+                    if how == "ordered" {
+                        self.status.lock().orders += 1;
+                    }
+                    tracing::info!(target: "hopline::acme", "certificate for {} {} (valid until {})", self.names.join(", "), if how == "ordered" { format!("obtained from {}", self.config.directory.get_ref()) } else { "taken from the shared store (another node ordered it)".to_string() }, httpdate::fmt_http_date(s.not_after));
                     current = Some(s);
                     backoff = Duration::from_secs(5);
                 }
@@ -265,6 +278,74 @@ impl Job {
         Ok(account)
     }
 
+    /// Copy a newer certificate from the shared store (if any) to this node's disk.
+    async fn pull(&self) {
+        let Some(sh) = &self.shared else { return };
+        let Ok(Some((chain, key))) = sh.get_cert(&self.names).await else {
+            return;
+        };
+        let ours = storage::load(&self.storage, &self.names).ok().flatten();
+        let theirs = pem_leaf(&chain).and_then(|der| storage::inspect(&der).ok());
+        if let Some((_, not_after, _, _)) = theirs
+            && ours.as_ref().is_none_or(|o| o.not_after < not_after)
+            && let Err(e) = storage::save(&self.storage, &self.names, &chain, &key)
+        {
+            tracing::warn!(target: "hopline::acme", "copying the shared certificate to {}: {e}", self.storage.display());
+        }
+    }
+
+    /// A new certificate: ordered here, or — when another edge holds the order lock in
+    /// the shared store — the one it stores there.
+    async fn obtain(&self, current: Option<&Stored>) -> Result<(Stored, &'static str), String> {
+        let Some(sh) = &self.shared else {
+            return self.order().await.map(|s| (s, "ordered"));
+        };
+        if sh.lock(&self.names, Duration::from_secs(120)).await? {
+            // the lock is ours; another node may have finished just before we took it
+            self.pull().await;
+            if let Some(s) = self.fresher_than(current) {
+                sh.unlock(&self.names).await;
+                return Ok((s, "shared"));
+            }
+            let r = self.order().await;
+            if let Ok(s) = &r
+                && let Err(e) = self.push(s).await
+            {
+                tracing::warn!(target: "hopline::acme", "sharing the certificate for {}: {e}", self.names.join(", "));
+            }
+            sh.unlock(&self.names).await;
+            return r.map(|s| (s, "ordered"));
+        }
+        // another node orders: wait for its result (up to the lock's life)
+        let until = tokio::time::Instant::now() + Duration::from_secs(120);
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.pull().await;
+            if let Some(s) = self.fresher_than(current) {
+                return Ok((s, "shared"));
+            }
+        }
+        Err("another node held the order lock for 120 s and stored no certificate".to_string())
+    }
+
+    /// The stored certificate, if it is newer than `current` and not due for renewal.
+    fn fresher_than(&self, current: Option<&Stored>) -> Option<Stored> {
+        let s = storage::load(&self.storage, &self.names).ok().flatten()?;
+        let newer = current.is_none_or(|c| s.not_after > c.not_after);
+        (newer && s.covers(&self.names) && SystemTime::now() < s.renew_at()).then_some(s)
+    }
+
+    /// Put this node's certificate in the shared store.
+    async fn push(&self, _s: &Stored) -> Result<(), String> {
+        let Some(sh) = &self.shared else {
+            return Ok(());
+        };
+        let (cert, key) = storage::cert_files(&self.storage, &self.names);
+        let chain = std::fs::read_to_string(&cert).map_err(|e| e.to_string())?;
+        let key = std::fs::read_to_string(&key).map_err(|e| e.to_string())?;
+        sh.put_cert(&self.names, &chain, &key).await
+    }
+
     /// One order, HTTP-01 for every name, to a stored certificate.
     async fn order(&self) -> Result<Stored, String> {
         let account = self.account().await?;
@@ -288,7 +369,12 @@ impl Job {
         };
         for a in &answered {
             match a {
-                Answered::Token(t) => self.http01.remove(t),
+                Answered::Token(t) => {
+                    self.http01.remove(t);
+                    if let Some(sh) = &self.shared {
+                        sh.del_token(t).await;
+                    }
+                }
                 Answered::Name(n) => self.tls_alpn.remove(n),
                 Answered::Txt(n, v) => hopline_dns::challenge::dns01().withdraw(n, v),
             }
@@ -340,6 +426,15 @@ impl Job {
                     let token = challenge.token.clone();
                     self.http01
                         .insert(&token, challenge.key_authorization().as_str());
+                    if let Some(sh) = &self.shared {
+                        // any node the CA's request reaches can answer it
+                        sh.put_token(
+                            &token,
+                            challenge.key_authorization().as_str(),
+                            Duration::from_secs(300),
+                        )
+                        .await?;
+                    }
                     answered.push(Answered::Token(token));
                 }
                 Challenge::TlsAlpn01 => {
@@ -388,6 +483,15 @@ impl Job {
         }
         out
     }
+}
+
+/// The DER of the first certificate of a PEM chain.
+fn pem_leaf(chain: &str) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+        .next()?
+        .ok()
+        .map(|c| c.as_ref().to_vec())
 }
 
 /// A challenge answered during an order, to withdraw after it.

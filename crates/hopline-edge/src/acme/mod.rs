@@ -11,4 +11,5 @@ pub mod challenges;
 pub mod config;
 pub mod manager;
 pub mod on_demand;
+pub mod shared;
 pub mod storage;

@@ -469,6 +469,22 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            if let Some(url) = &a.redis {
+                if let Err(e) = redis::Client::open(url.get_ref().as_str()) {
+                    return Err(self.err(
+                        url.span(),
+                        format!("[acme.{name}] redis {:?}: {e}", url.get_ref()),
+                    ));
+                }
+                if a.challenge() != crate::acme::config::Challenge::Http01 {
+                    return Err(self.err(
+                        url.span(),
+                        format!(
+                            "[acme.{name}] redis: edges share HTTP-01 answers only; challenge must be \"http-01\" here"
+                        ),
+                    ));
+                }
+            }
             if let Some(ask) = &a.ask
                 && !ask.get_ref().starts_with("http://")
             {

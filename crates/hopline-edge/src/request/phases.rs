@@ -106,24 +106,31 @@ pub(crate) async fn handle(
     }
 
     // 3–4. limits, then the handler's answer
-    let mut resp = if let Some(key_authorization) = table.http01.answer(req.uri().path()) {
-        // an ACME CA validating a name (HTTP-01): before any route, on every listener
-        files::text(StatusCode::OK, key_authorization)
-    } else if !req.uri().path().starts_with('/') {
-        files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
+    let shared_token = if table.http01.may_share(req.uri().path()) {
+        // another edge's order (its token in the shared store), the CA's request here
+        table.http01.answer_shared(req.uri().path()).await
     } else {
-        match route {
-            None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
-            Some(route) => match check_limits(route, conn, &req).await {
-                Err(refused) => refused,
-                Ok(limited) => {
-                    let resp = answer(path, conn, route, req, interim).await;
-                    // 5. the route's own response filters
-                    filter_route(route, limited, resp)
-                }
-            },
-        }
+        None
     };
+    let mut resp =
+        if let Some(key_authorization) = table.http01.answer(req.uri().path()).or(shared_token) {
+            // an ACME CA validating a name (HTTP-01): before any route, on every listener
+            files::text(StatusCode::OK, key_authorization)
+        } else if !req.uri().path().starts_with('/') {
+            files::status_only(StatusCode::BAD_REQUEST, "bad request target\n")
+        } else {
+            match route {
+                None => files::status_only(StatusCode::NOT_FOUND, "not found\n"),
+                Some(route) => match check_limits(route, conn, &req).await {
+                    Err(refused) => refused,
+                    Ok(limited) => {
+                        let resp = answer(path, conn, route, req, interim).await;
+                        // 5. the route's own response filters
+                        filter_route(route, limited, resp)
+                    }
+                },
+            }
+        };
 
     // 5. the edge's response filters
     if watch.traced.is_some() {

@@ -281,6 +281,13 @@ pub fn compile(
         previous.map_or_else(Default::default, |p| p.tls_alpn.clone());
     let http01: Arc<crate::acme::challenges::Http01> =
         previous.map_or_else(Default::default, |p| p.http01.clone());
+    for (name, a) in &config.acme {
+        if let Some(url) = &a.redis {
+            let shared = crate::acme::shared::Shared::new(url.get_ref(), name)
+                .map_err(EdgeError::Conflict)?;
+            http01.share(Arc::new(shared));
+        }
+    }
     let mut pending: HashMap<SocketAddr, Pending> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
     let mut sites = Vec::new();
