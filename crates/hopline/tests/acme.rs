@@ -51,6 +51,15 @@ impl Ports {
 /// TLS-ALPN-01 on `ports.https`;
 /// certificates valid `validity` seconds (pebble's default: 5 years).
 fn pebble(dir: &Path, ports: Ports, validity: Option<u64>) -> Pebble {
+    pebble_full(dir, ports, validity, &[])
+}
+
+/// pebble with extra environment (e.g. `PEBBLE_WFE_NONCEREJECT`).
+fn pebble_with_env(dir: &Path, ports: Ports, env: &[(&str, &str)]) -> Pebble {
+    pebble_full(dir, ports, None, env)
+}
+
+fn pebble_full(dir: &Path, ports: Ports, validity: Option<u64>, env: &[(&str, &str)]) -> Pebble {
     let pc = dir.join("pc");
     if !pc.join("localhost.pem").exists() {
         let out = Command::new(BIN)
@@ -83,6 +92,7 @@ fn pebble(dir: &Path, ports: Ports, validity: Option<u64>) -> Pebble {
             .arg("-dnsserver")
             .arg(format!("127.0.0.1:{}", ports.dns))
             .env("PEBBLE_VA_NOSLEEP", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -761,4 +771,87 @@ fn edges_sharing_a_redis_order_once_and_answer_each_others_challenges() {
         })
         .sum();
     assert_eq!(orders, 1, "two edges ordered the same name");
+}
+
+#[test]
+fn bad_nonces_are_retried() {
+    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    // pebble refuses a quarter of the nonces it is sent (urn:ietf:params:acme:error:badNonce)
+    let ca = pebble_with_env(dir.path(), ports, &[("PEBBLE_WFE_NONCEREJECT", "25")]);
+    let config = write_config(dir.path(), ports, &ca.directory, "nonces");
+    let _edge = serve(&config);
+    let st = wait_status(ports, Duration::from_secs(60), |s| s["state"] == "valid");
+    assert_eq!(st["obtained"], "ordered", "{st}");
+}
+
+#[test]
+fn a_hostile_directory_is_an_error_to_show_not_a_crash() {
+    if !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let out = Command::new(BIN)
+        .args(["cert", "--dir"])
+        .arg(dir.path().join("pc"))
+        .args(["localhost", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // a "CA" that answers its directory with garbage, another with a directory whose
+    // endpoints answer nonsense (no nonce, HTML errors)
+    let fake = free_port();
+    let ca_file = dir.path().join("fake-ca.toml");
+    std::fs::write(
+        &ca_file,
+        format!(
+            r#"[[site]]
+listen = ["127.0.0.1:{fake}"]
+tls = {{ cert = "pc/localhost.pem", key = "pc/localhost-key.pem" }}
+  [[site.route]]
+  path = "/garbage"
+  respond = {{ status = 200, body = "{{not json", content_type = "application/json" }}
+  [[site.route]]
+  path = "/dir"
+  respond = {{ status = 200, body = '{{"newNonce":"https://127.0.0.1:{fake}/nonce","newAccount":"https://127.0.0.1:{fake}/acct","newOrder":"https://127.0.0.1:{fake}/order"}}', content_type = "application/json" }}
+  [[site.route]]
+  path = "/"
+  respond = {{ status = 500, body = "<html>oops</html>", content_type = "text/html" }}
+"#
+        ),
+    )
+    .unwrap();
+    let _fake = serve(&ca_file);
+    assert!(wait_for_port(fake, Duration::from_secs(10)));
+    for (path, storage) in [("garbage", "g"), ("dir", "d")] {
+        let ports = Ports {
+            dns: free_port(),
+            http01: free_port(),
+            https: free_port(),
+            admin: free_port(),
+            ..ports
+        };
+        let config = write_config(
+            dir.path(),
+            ports,
+            &format!("https://127.0.0.1:{fake}/{path}"),
+            storage,
+        );
+        let edge = serve(&config);
+        let st = wait_status(ports, Duration::from_secs(10), |s| {
+            !s["last_error"].is_null()
+        });
+        assert_eq!(st["state"], "waiting", "{st}");
+        // still serving: the admin listener answers, the process is alive
+        let mut edge = edge;
+        assert!(
+            edge.0.try_wait().unwrap().is_none(),
+            "the edge exited: {st}"
+        );
+        assert!(!cert_status(ports).is_null());
+    }
 }

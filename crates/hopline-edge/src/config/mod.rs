@@ -452,10 +452,10 @@ impl Validator<'_> {
     fn acme(&self, config: &mut Config) -> Result<(), ConfigError> {
         for (name, a) in &mut config.acme {
             let url = a.directory.get_ref();
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
+            if !url.starts_with("https://") {
                 return Err(self.err(
                     a.directory.span(),
-                    format!("[acme.{name}] directory {url:?}: expected the CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory"),
+                    format!("[acme.{name}] directory {url:?}: expected the CA's directory URL, https:// (RFC 8555 §6.1), e.g. https://acme-v02.api.letsencrypt.org/directory"),
                 ));
             }
             if let Some(c) = &a.challenge
