@@ -16,6 +16,7 @@ use hopline_edge::request::service::Product;
 pub struct Products {
     realtime: Arc<hopline_realtime::Hubs>,
     notify: Arc<hopline_notify::RunningServices>,
+    ca: Arc<hopline_ca::Authorities>,
 }
 
 impl Default for Products {
@@ -23,6 +24,7 @@ impl Default for Products {
         Products {
             realtime: Arc::new(hopline_realtime::Hubs::new()),
             notify: Arc::new(hopline_notify::RunningServices::new()),
+            ca: Arc::new(hopline_ca::Authorities::new()),
         }
     }
 }
@@ -45,8 +47,8 @@ impl Products {
     }
 
     /// Every product this program serves, as the edge sees them.
-    fn all(&self) -> [&dyn Product; 2] {
-        [&*self.realtime, &*self.notify]
+    fn all(&self) -> [&dyn Product; 3] {
+        [&*self.realtime, &*self.notify, &*self.ca]
     }
 
     /// The realtime hub named `name`, once loaded.
