@@ -638,7 +638,12 @@ impl Authority {
 
 fn valid_order_name(name: &str) -> bool {
     let n = name.strip_prefix("*.").unwrap_or(name);
+    // (an all-digit last label is an IP address written as a name: not a DNS identifier)
     !n.is_empty()
+        && !n
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
         && n.len() <= 253
         && n.contains('.')
         && n.split('.').all(|l| {
@@ -717,5 +722,72 @@ impl RouteService for CaService {
 
     fn status(&self) -> serde_json::Value {
         self.0.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca() -> (tempfile::TempDir, Authority) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CaConfig {
+            dir: dir.path().join("ca"),
+            http_port: 80,
+            tls_port: 443,
+            resolvers: Vec::new(),
+            validity_s: 3600,
+        };
+        let a = Authority::new("t", &cfg).unwrap();
+        (dir, a)
+    }
+
+    fn csr(names: &[&str]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.serialize_request(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_csr_must_name_exactly_the_orders_names() {
+        let (_dir, ca) = ca();
+        let names = vec!["a.test".to_string(), "b.test".to_string()];
+        let pem = ca.sign(&csr(&["b.test", "a.test"]), &names).unwrap();
+        assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2);
+        let (_, x) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let cert = x.parse_x509().unwrap();
+        let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(life, 3600 + 60);
+        // a name the order did not authorize, or one missing
+        for other in [&["a.test", "b.test", "evil.test"][..], &["a.test"][..]] {
+            let e = ca.sign(&csr(other), &names).unwrap_err();
+            assert!(e.contains("must be the same"), "{e}");
+        }
+        // garbage, and a CSR whose signature does not verify
+        assert!(ca.sign(b"not a csr", &names).is_err());
+        let mut tampered = csr(&["a.test", "b.test"]);
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0xff;
+        assert!(ca.sign(&tampered, &names).is_err());
+    }
+
+    #[test]
+    fn order_names_this_ca_signs() {
+        for ok in ["www.a.test", "*.a.test", "a-b.c"] {
+            assert!(valid_order_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "localhost",
+            "*.*.a.test",
+            "a..b",
+            "a.b/c",
+            "*a.test",
+            "127.0.0.1",
+        ] {
+            assert!(!valid_order_name(bad), "{bad}");
+        }
     }
 }

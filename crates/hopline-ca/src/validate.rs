@@ -238,12 +238,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        verify_with_spki(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -252,17 +247,53 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        verify_with_spki(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        use rustls::SignatureScheme as S;
+        vec![
+            S::ECDSA_NISTP256_SHA256,
+            S::ECDSA_NISTP384_SHA384,
+            S::ED25519,
+            S::RSA_PSS_SHA256,
+            S::RSA_PSS_SHA384,
+            S::RSA_PSS_SHA512,
+            S::RSA_PKCS1_SHA256,
+            S::RSA_PKCS1_SHA384,
+            S::RSA_PKCS1_SHA512,
+        ]
     }
+}
+
+/// The handshake's signature checked against the certificate's key with ring directly:
+/// webpki refuses to parse a certificate with an unknown critical extension, and the
+/// challenge certificate's acmeIdentifier is one (RFC 8737 §3).
+fn verify_with_spki(
+    message: &[u8],
+    cert: &rustls_pki_types::CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    use ring::signature as sig;
+    use rustls::SignatureScheme as S;
+    let bad = |why: &str| rustls::Error::General(format!("challenge certificate: {why}"));
+    let (_, x) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| bad("does not parse"))?;
+    let key = x.public_key().subject_public_key.data.as_ref();
+    let alg: &dyn sig::VerificationAlgorithm = match dss.scheme {
+        S::ECDSA_NISTP256_SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
+        S::ECDSA_NISTP384_SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
+        S::ED25519 => &sig::ED25519,
+        S::RSA_PSS_SHA256 => &sig::RSA_PSS_2048_8192_SHA256,
+        S::RSA_PSS_SHA384 => &sig::RSA_PSS_2048_8192_SHA384,
+        S::RSA_PSS_SHA512 => &sig::RSA_PSS_2048_8192_SHA512,
+        S::RSA_PKCS1_SHA256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        S::RSA_PKCS1_SHA384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        S::RSA_PKCS1_SHA512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        _ => return Err(bad("unsupported signature scheme")),
+    };
+    sig::UnparsedPublicKey::new(alg, key)
+        .verify(message, dss.signature())
+        .map_err(|_| bad("the handshake signature does not verify"))?;
+    Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
 }
