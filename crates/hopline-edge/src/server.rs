@@ -394,6 +394,17 @@ impl Server {
     }
 
     /// [`Server::reload`] with the route services of the new config.
+    /// The certificates obtained by ACME (for sites and on demand), as the admin
+    /// listener shows them.
+    pub fn certificates(&self) -> Vec<crate::acme::manager::Status> {
+        let table = self.shared.path.table.load();
+        let mut out: Vec<_> = table.certificates.values().map(|m| m.status()).collect();
+        for od in table.on_demand.values() {
+            out.extend(od.statuses());
+        }
+        out
+    }
+
     pub async fn reload_with(
         &self,
         config: Config,

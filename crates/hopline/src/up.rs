@@ -94,13 +94,18 @@ const FILES: &[(&str, &[u8])] = &[
 ];
 
 /// The ports of the built-in topology (each also the base of its shifted versions).
-const PORTS: [u16; 5] = [5300, 5354, 8080, 8443, 9900];
+const PORTS: [u16; 6] = [5300, 5354, 8080, 8443, 9900, 14000];
 
-/// The topology with every port shifted by `offset`.
+/// The topology with every port shifted by `offset` (in addresses, and in `…_port = N`).
 fn with_ports(topology: &str, offset: u16) -> String {
     let mut t = topology.to_string();
     for p in PORTS {
         t = t.replace(&format!(":{p}\""), &format!(":{}\"", p + offset));
+        t = t.replace(&format!(":{p}/"), &format!(":{}/", p + offset));
+        t = t.replace(
+            &format!("_port = {p}\n"),
+            &format!("_port = {}\n", p + offset),
+        );
     }
     t
 }
@@ -192,6 +197,8 @@ fn absolute_paths(topology: &str, data: &Path, own: &Path) -> String {
     for rel in ["zones/", "certs/", "demo/"] {
         t = t.replace(&format!("\"{rel}"), &format!("\"{d}/{rel}"));
     }
+    // the CA's folder itself (`dir = "certs"`)
+    t = t.replace("= \"certs\"", &format!("= \"{d}/certs\""));
     t.replace("\"notify.db\"", &format!("\"{}/notify.db\"", own.display()))
 }
 
@@ -225,6 +232,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "shop.test".into(),
             "*.shop.test".into(),
         ],
+    )?;
+    // the CA's own HTTPS listener (its ACME directory) on 127.0.0.1
+    hopline_edge::tls::ca::issue(
+        &data.join("certs"),
+        &["localhost".into(), "127.0.0.1".into()],
     )?;
     let data = std::fs::canonicalize(&data).unwrap_or(data);
     if args.print_config {
@@ -300,7 +312,13 @@ async fn up(
     let pop_port = config
         .site
         .iter()
-        .filter(|s| s.tls.is_some())
+        .filter(|s| {
+            s.tls.is_some()
+                && s.hosts
+                    .iter()
+                    .flatten()
+                    .any(|h| h.get_ref() == "www.shop.test")
+        })
         .flat_map(|s| s.listen.get_ref().first())
         .find_map(|l| l.get_ref().parse::<std::net::SocketAddr>().ok())
         .map_or(8443, |a| a.port());
@@ -398,8 +416,34 @@ async fn up(
     );
     println!();
 
-    // give the health checks a moment to see the origins
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the PoPs' certificate comes by ACME from the topology's CA (at once from storage
+    // after the first run); give the health checks a moment to see the origins
+    let started = tokio::time::Instant::now();
+    loop {
+        let certs = server.certificates();
+        if certs.iter().all(|c| c.state == "valid") {
+            for c in certs.iter().filter(|c| c.obtained == Some("ordered")) {
+                println!(
+                    "certificate for {} obtained by ACME ({}) from {} in {} ms",
+                    c.names.join(", "),
+                    c.challenge,
+                    c.issuer.as_deref().unwrap_or("the CA"),
+                    started.elapsed().as_millis()
+                );
+            }
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let why: Vec<String> = certs.iter().filter_map(|c| c.last_error.clone()).collect();
+            eprintln!(
+                "hopline up: the PoPs have no certificate after 30 s: {}",
+                why.join("; ")
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300).saturating_sub(started.elapsed())).await;
     let client = Arc::new(
         hopline_browser::Client::new(hopline_browser::ClientOptions {
             resolver: hopline_dns::Resolver::builder()
@@ -573,6 +617,14 @@ fn describe(config: &Config) -> Vec<(String, String, String)> {
                     .map(|u| u.balance.as_str())
                     .unwrap_or("");
                 format!("load balancer ({alg}) → upstream {up}")
+            }
+            _ if site.route.iter().any(|r| {
+                r.service
+                    .as_ref()
+                    .is_some_and(|s| s.get_ref().starts_with("ca:"))
+            }) =>
+            {
+                "ACME CA: the PoPs' certificates (directory /acme/directory)".into()
             }
             Some(r) if r.root.is_some() => {
                 if site.route.iter().any(|r| {

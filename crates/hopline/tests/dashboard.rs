@@ -177,15 +177,16 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
 
     // ---- the live dashboard ----
     browser.goto(&url);
-    // the topology: 2 DNS boxes, 2 PoPs, the balancer, 3 origins, 2 services
+    // the topology: 2 DNS boxes, the CA's front and 2 PoPs, the balancer, 3 origins, 3
+    // services (the CA, notify, realtime)
     browser.wait_for(
-        "document.querySelectorAll('.node').length === 10",
+        "document.querySelectorAll('.node').length === 12",
         Duration::from_secs(10),
     );
     let kinds =
         browser.eval("[...document.querySelectorAll('.node')].map(n => n.dataset.role).join(' ')");
     assert_eq!(
-        kinds, "resolver authoritative pop pop balancer origin origin origin notify realtime",
+        kinds, "resolver authoritative ca pop pop balancer origin origin origin ca notify realtime",
         "columns in order DNS → PoPs → balancer → origins → services"
     );
     // the lines between them: DNS → both PoPs, PoPs → balancer, balancer → 3 origins, …
@@ -246,7 +247,7 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
         // the page redraws on the resize and once a second: give it two
         let _ = browser.wait_for(
             &format!(
-                "innerWidth === {width} && document.querySelectorAll('.node').length === 10
+                "innerWidth === {width} && document.querySelectorAll('.node').length === 12
                  && new Promise(r => setTimeout(() => r(true), 2200))"
             ),
             Duration::from_secs(8),

@@ -36,6 +36,18 @@ fn up_once_exits_0_with_every_hop() {
         );
         assert!(text.contains("dns: resolver 127.0.0.1:15300"), "{text}");
         assert!(text.contains("https://www.shop.test:18443/"), "{text}");
+        // the PoPs' certificate came by ACME from the topology's own CA, validated by
+        // TLS-ALPN-01 through the topology's DNS; the visit trusted it
+        assert!(
+            text.contains("certificate for www.shop.test, shop.test obtained by ACME (tls-alpn-01) from CN=hopline local CA"),
+            "{text}"
+        );
+        assert!(
+            dir.path()
+                .join("certs/acme/certs/www.shop.test-key.pem")
+                .exists(),
+            "stored for the next run"
+        );
         // a file of the user's own is not rewritten: the error names the address and the
         // role once, and says how to find who holds the port
         let mine = dir.path().join("mine");
@@ -118,6 +130,8 @@ fn up_once_exits_0_with_every_hop() {
     }
     assert!(text.contains("dns: resolver 127.0.0.1:5300"), "{text}");
     assert!(text.contains("alpn=h2"), "{text}");
+    // a later run serves the stored certificate: nothing ordered
+    assert!(!text.contains("obtained by ACME"), "{text}");
     assert!(text.contains("cache-status: pop"), "{text}");
     assert!(text.contains("via least_connections"), "{text}");
     assert!(text.contains("0 failed"), "{text}");

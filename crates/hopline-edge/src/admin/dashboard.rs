@@ -478,8 +478,21 @@ fn pools_of(site: &SiteTable) -> Vec<Arc<crate::proxy::pool::UpstreamPool>> {
     out
 }
 
-/// What a site is in the picture: a PoP (caches), a balancer (proxies) or an origin.
-fn role(site: &SiteTable) -> &'static str {
+/// What a site is in the picture: a PoP (caches), a balancer (proxies), the front of one
+/// product (every route mounts a service of that kind, e.g. `ca`) or an origin.
+fn role(site: &SiteTable) -> String {
+    let kinds: Vec<&str> = site
+        .routes
+        .iter()
+        .filter_map(|r| match &r.handler {
+            Handler::Service { kind, .. } => Some(&**kind),
+            _ => None,
+        })
+        .collect();
+    if !kinds.is_empty() && kinds.len() == site.routes.len() && kinds.iter().all(|k| *k == kinds[0])
+    {
+        return kinds[0].to_string();
+    }
     if site.routes.iter().any(|r| r.cache.is_some()) {
         "pop"
     } else if site
@@ -491,6 +504,7 @@ fn role(site: &SiteTable) -> &'static str {
     } else {
         "origin"
     }
+    .to_string()
 }
 
 /// `GET /.hopline/events`: a snapshot at once, then one a second, until the client goes

@@ -322,7 +322,10 @@ pub fn compile(
                     .as_ref()
                     .map(|s| s.get_ref().clone())
                     .expect("validated");
-                let od = match previous.and_then(|p| p.on_demand.get(&key)) {
+                let od = match on_demand
+                    .get(&key)
+                    .or_else(|| previous.and_then(|p| p.on_demand.get(&key)))
+                {
                     Some(o) if o.same_setup(&acme, &hosts) => o.clone(),
                     _ => Arc::new(crate::acme::on_demand::OnDemand::new(
                         section,
@@ -349,7 +352,11 @@ pub fn compile(
                     .as_ref()
                     .map(|s| s.get_ref().clone())
                     .expect("validated");
-                let managed = match previous.and_then(|p| p.certificates.get(&key)) {
+                // several sites with the same names (two PoPs) share one certificate
+                let managed = match certificates
+                    .get(&key)
+                    .or_else(|| previous.and_then(|p| p.certificates.get(&key)))
+                {
                     Some(m) if m.same_setup(&acme, &storage) => m.clone(),
                     _ => Arc::new(crate::acme::manager::Managed::new(
                         section, acme, storage, names,
