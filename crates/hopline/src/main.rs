@@ -1,6 +1,7 @@
 //! `hopline`: the command line. Turns flags and config files into calls to the hop crates;
 //! owns no networking of its own.
 
+mod ca;
 mod cert;
 mod instances;
 mod listen;
@@ -33,6 +34,8 @@ enum Command {
     Serve(serve::Args),
     /// Make (or reuse) a local certificate authority and a leaf certificate for names.
     Cert(cert::Args),
+    /// Serve the local certificate authority over ACME (certbot, lego, hopline's client).
+    Ca(ca::Args),
     /// Resolve a name: hosts file, cache, then a resolver or the root (with --trace).
     Resolve(resolve::Args),
     /// Load a URL the way a browser does and show every hop as a waterfall.
@@ -129,6 +132,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Cert(args) => cert::run(args),
+        Command::Ca(args) => ca::run(args),
         Command::Resolve(args) => resolve::run(args),
         Command::Visit(args) => visit::run(args),
         Command::Trace(args) => trace::run(args),

@@ -303,3 +303,42 @@ fn certbot_and_lego_get_certificates_from_hopline_ca() {
     let crt = std::fs::read_to_string(path.join("certificates/lego.acme.test.crt")).unwrap();
     assert!(crt.contains("BEGIN CERTIFICATE"));
 }
+
+#[test]
+fn hopline_ca_serve_runs_the_ca_alone() {
+    if !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _ca = Proc(
+        Command::new(BIN)
+            .args(["ca", "serve", "--dir"])
+            .arg(dir.path().join("ca"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--http-port",
+                "8080",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for_port(port, Duration::from_secs(10)));
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(dir.path().join("ca/ca.pem"))
+        .arg(format!("https://127.0.0.1:{port}/acme/directory"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["newOrder"],
+        format!("https://127.0.0.1:{port}/acme/new-order"),
+        "{v}"
+    );
+    let written = std::fs::read_to_string(dir.path().join("ca/ca-serve.toml")).unwrap();
+    assert!(written.contains("http_port = 8080"), "{written}");
+}

@@ -814,6 +814,7 @@ fn help_never_shows_environment_values() {
         &["up"],
         &["serve"],
         &["cert"],
+        &["ca", "serve"],
         &["resolve"],
         &["visit"],
         &["trace"],
