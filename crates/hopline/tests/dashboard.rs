@@ -3,7 +3,8 @@
 //! (numbers move under load, an origin removed by SIGHUP turns "down" within 2 s,
 //! clicking a traced request draws its hops, the topology fits a 1400 px window and wraps
 //! narrower, the resolver's box shows the pool's answer it holds with its TTL counting
-//! down) and the `visit --html` waterfall (one bar per HAR entry, its phases adding up to
+//! down, each PoP's box shows its ACME certificate: issuer, challenge, when, expiry) and
+//! the `visit --html` waterfall (one bar per HAR entry, its phases adding up to
 //! the entry's time). Screenshots go to `target/screenshots/`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -189,6 +190,41 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
         kinds, "resolver authoritative ca pop pop balancer origin origin origin ca notify realtime",
         "columns in order DNS → PoPs → balancer → origins → services"
     );
+    // each PoP's box shows the certificate it serves: obtained by ACME (TLS-ALPN-01) from
+    // the topology's CA at start, when, and when it expires and renews; the CA's own front
+    // (a file certificate) and the plain sites show none
+    let certs = browser.wait_for(
+        "(() => { const c = [...document.querySelectorAll('.node[data-role=pop] .cert')];
+          return c.length === 2 && c.map(e => ({ state: e.dataset.state, issuer: e.querySelector('.issuer').textContent,
+            how: e.querySelector('.how').textContent, issued: e.querySelector('.issued').textContent,
+            expires: e.querySelector('.expires').textContent, renews: e.querySelector('.renews').textContent,
+            text: e.textContent })); })()",
+        Duration::from_secs(5),
+    );
+    for c in certs.as_array().unwrap() {
+        assert_eq!(c["state"], "valid", "{c}");
+        assert_eq!(c["issuer"], "hopline local CA", "{c}");
+        assert_eq!(c["how"], "ACME tls-alpn-01", "{c}");
+        let issued = c["issued"].as_str().unwrap();
+        assert!(
+            issued.ends_with(" UTC") && issued.matches(':').count() == 2,
+            "{c}"
+        );
+        // a day's certificate (validity_s = 86400), renewed before it ends
+        let hours = |k: &str| -> u64 {
+            let v = c[k].as_str().unwrap();
+            v.strip_prefix("in ")
+                .and_then(|v| v.split(" h").next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{k}: {c}"))
+        };
+        assert!((22..=24).contains(&hours("expires")), "{c}");
+        assert!(hours("renews") < hours("expires"), "{c}");
+    }
+    let uncertified = browser.eval(
+        "[...document.querySelectorAll('.node')].filter(n => n.dataset.role !== 'pop' && n.querySelector('.cert')).map(n => n.dataset.id)",
+    );
+    assert_eq!(uncertified, serde_json::json!([]));
+
     // the lines between them: DNS → both PoPs, PoPs → balancer, balancer → 3 origins, …
     let lines = browser.eval("document.querySelectorAll('#links path').length");
     assert!(lines.as_u64().unwrap() >= 9, "{lines} links drawn");

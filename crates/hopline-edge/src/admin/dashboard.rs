@@ -3,8 +3,9 @@
 //! events carrying one JSON snapshot per second — the topology (DNS → PoPs → balancers
 //! → origins → services, taken from the table in force, so a reload shows at once) with
 //! each box's req/s, p50/p99 latency and error rate of the last second, PoPs' cache hit
-//! ratio, every pool server's state, rate-limit rejections, open connections, and the
-//! latest traced requests. Counters are read once per second per open page; the request
+//! ratio, the certificate a site obtained by ACME (issuer, challenge, when, expiry and
+//! renewal, state), every pool server's state, rate-limit rejections, open connections,
+//! and the latest traced requests. Counters are read once per second per open page; the request
 //! path only adds to atomics.
 
 use std::collections::HashMap;
@@ -210,6 +211,9 @@ impl Board {
         let secs = self.at.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         self.at = Some(now);
         let table = view.table();
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let extras = view.extras();
         let has_dns = !extras.is_empty();
 
@@ -284,6 +288,11 @@ impl Board {
             );
             total_rps += r.rps;
             let cache = self.site_cache(&ids[i], site, secs);
+            let certificate = site
+                .certificate
+                .as_ref()
+                .and_then(|key| table.certificates.get(key))
+                .map(|m| certificate_json(&m.status(), now_s));
             let limits = self.site_limits(site, secs);
             // its pools, each server with its state
             let target_id = |a: SocketAddr| target_of(a).map(|t| ids[t].clone());
@@ -315,6 +324,7 @@ impl Board {
                 "requests": requests, "rps": r.rps, "error_rate": r.error_rate,
                 "p50_ms": r.p50, "p99_ms": r.p99,
                 "cache": cache, "limits": limits, "pools": pools,
+                "certificate": certificate,
             }));
         }
 
@@ -380,6 +390,48 @@ impl Board {
             "recent": recent,
         })
     }
+}
+
+/// The certificate a site serves, obtained by ACME: who issued it (the issuer's common
+/// name), how it came (ordered by which challenge, from storage, or shared by another
+/// edge), when (its not-before), when it expires and renews (also as seconds from `now`),
+/// and its state with the last failure.
+fn certificate_json(st: &crate::acme::manager::Status, now: u64) -> Value {
+    let how = match st.obtained {
+        Some("ordered") => format!("ACME {}", st.challenge),
+        Some("storage") => "from storage".to_string(),
+        Some("shared") => "shared (another edge ordered it)".to_string(),
+        Some(other) => other.to_string(),
+        None => format!("ACME {} (not yet)", st.challenge),
+    };
+    let from_now = |t: Option<u64>| t.map(|t| t as i64 - now as i64);
+    json!({
+        "state": st.state,
+        "acme": st.acme,
+        "names": st.names,
+        "issuer": st.issuer.as_deref().map(common_name),
+        "issuer_dn": st.issuer,
+        "how": how,
+        "obtained": st.obtained,
+        "challenge": st.challenge,
+        "not_before": st.not_before,
+        "not_after": st.not_after,
+        "renew_at": st.renew_at,
+        "expires_in_s": from_now(st.not_after),
+        "renews_in_s": from_now(st.renew_at),
+        "orders": st.orders,
+        "last_error": st.last_error,
+        "retry_in_s": from_now(st.retry_at),
+    })
+}
+
+/// The common name of a distinguished name as x509-parser prints it
+/// (`CN=hopline local CA, O=…` → `hopline local CA`); the whole name without one.
+fn common_name(dn: &str) -> String {
+    dn.split(", ")
+        .find_map(|part| part.trim().strip_prefix("CN="))
+        .unwrap_or(dn)
+        .to_string()
 }
 
 /// The dashboard's column of each site: the front (after DNS, `base`) for sites no pool
@@ -565,4 +617,56 @@ pub fn page() -> Response<Body> {
         HeaderValue::from_static("nosniff"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_says_who_issued_it_how_and_when() {
+        let st = crate::acme::manager::Status {
+            state: "valid",
+            acme: "local".into(),
+            names: vec!["www.shop.test".into(), "shop.test".into()],
+            obtained: Some("ordered"),
+            challenge: "tls-alpn-01",
+            not_before: Some(1_000),
+            issuer: Some("CN=hopline local CA, O=hopline development CA".into()),
+            not_after: Some(1_000 + 86_400),
+            renew_at: Some(1_000 + 57_600),
+            orders: 1,
+            ..Default::default()
+        };
+        let v = certificate_json(&st, 1_100);
+        assert_eq!(v["issuer"], "hopline local CA");
+        assert_eq!(v["how"], "ACME tls-alpn-01");
+        assert_eq!(v["not_before"], 1_000);
+        assert_eq!(v["expires_in_s"], 86_300);
+        assert_eq!(v["renews_in_s"], 57_500);
+        assert!(v["retry_in_s"].is_null() && v["last_error"].is_null());
+        let failing = crate::acme::manager::Status {
+            state: "failing",
+            obtained: Some("storage"),
+            last_error: Some("connection refused".into()),
+            retry_at: Some(1_130),
+            ..st.clone()
+        };
+        let v = certificate_json(&failing, 1_100);
+        assert_eq!(v["how"], "from storage");
+        assert_eq!(v["state"], "failing");
+        assert_eq!(v["last_error"], "connection refused");
+        assert_eq!(v["retry_in_s"], 30);
+        let shared = crate::acme::manager::Status {
+            obtained: Some("shared"),
+            ..st
+        };
+        assert!(
+            certificate_json(&shared, 0)["how"]
+                .as_str()
+                .unwrap()
+                .starts_with("shared")
+        );
+        assert_eq!(common_name("O=x"), "O=x");
+    }
 }

@@ -95,6 +95,9 @@ pub struct SiteTable {
     pub tls: bool,
     /// Its requests, errors and latency (kept across reloads by site name).
     pub stats: Arc<crate::admin::counters::SiteStats>,
+    /// The key in [`Table::certificates`] of the certificate it serves, when ACME obtains
+    /// it (what the dashboard shows on its box).
+    pub certificate: Option<String>,
 }
 
 /// One compiled route.
@@ -298,8 +301,6 @@ pub fn compile(
         if let Some(old) = previous.and_then(|p| p.sites.iter().find(|s| s.name == compiled.name)) {
             compiled.stats = old.stats.clone();
         }
-        let table = Arc::new(compiled);
-        sites.push(table.clone());
         let hosts: Option<Vec<String>> = site.hosts.as_ref().map(|h| {
             h.iter()
                 .map(|s| s.get_ref().trim().to_ascii_lowercase())
@@ -363,6 +364,7 @@ pub fn compile(
                     )),
                 };
                 let live = managed.live.clone();
+                compiled.certificate = Some(key.clone());
                 certificates.insert(key, managed);
                 Some(SiteCert::Live(live))
             }
@@ -376,6 +378,8 @@ pub fn compile(
             )?)),
             _ => None,
         };
+        let table = Arc::new(compiled);
+        sites.push(table.clone());
         for l in site.listen.get_ref() {
             let addr: SocketAddr = l.get_ref().parse().expect("validated");
             let p = pending.entry(addr).or_insert_with(|| {
@@ -584,6 +588,7 @@ fn compile_site(
             .collect(),
         tls: site.tls.is_some(),
         stats: Arc::default(),
+        certificate: None,
     })
 }
 
