@@ -26,6 +26,11 @@ pub struct CaConfig {
     /// How long certificates are valid, in seconds (default 90 days, Let's Encrypt's).
     #[serde(default = "default_validity")]
     pub validity_s: u64,
+    /// The renewal window clients are told through ACME Renewal Information (RFC 9773):
+    /// a certificate this many seconds old should be renewed (default: from two thirds to
+    /// three quarters of its life). A CA shortens it after a mis-issuance, or to see
+    /// renewals happen.
+    pub renew_after_s: Option<u64>,
 }
 
 fn default_http_port() -> u16 {

@@ -44,6 +44,7 @@ struct Answer {
     content_type: &'static str,
     location: Option<String>,
     link_up: Option<String>,
+    retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -54,6 +55,7 @@ impl Answer {
             content_type: "application/json",
             location: None,
             link_up: None,
+            retry_after: None,
         }
     }
 
@@ -163,6 +165,7 @@ impl Authority {
                     "newOrder": format!("{base}/new-order"),
                     "revokeCert": format!("{base}/revoke-cert"),
                     "keyChange": format!("{base}/key-change"),
+                    "renewalInfo": format!("{base}/renewal-info"),
                     "meta": {"externalAccountRequired": false,
                              "website": "https://example.invalid/hopline"},
                 }),
@@ -173,6 +176,7 @@ impl Authority {
                 content_type: "text/plain",
                 location: None,
                 link_up: None,
+                retry_after: None,
             },
             (Method::GET, "new-nonce") => Answer {
                 status: StatusCode::NO_CONTENT,
@@ -180,7 +184,11 @@ impl Authority {
                 content_type: "text/plain",
                 location: None,
                 link_up: None,
+                retry_after: None,
             },
+            (Method::GET, r) if r.starts_with("renewal-info/") => {
+                self.renewal_info(&r["renewal-info/".len()..])
+            }
             (Method::POST, _) => {
                 let url = format!("{base}/{rel}");
                 let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
@@ -233,6 +241,9 @@ impl Authority {
             .and_then(|u| HeaderValue::from_str(&format!("<{u}>;rel=\"up\"")).ok())
         {
             h.append(header::LINK, up);
+        }
+        if let Some(secs) = a.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(l) = a
             .location
@@ -560,6 +571,9 @@ impl Authority {
             Err(e) => return Answer::problem("badCSR", e),
         };
         let mut s = self.state.lock();
+        if let Some((nb, na, serial)) = pem_validity(&pem) {
+            s.validity.insert(serial, (nb, na));
+        }
         let cid = state::new_id();
         s.certs.insert(cid.clone(), pem);
         s.issued += 1;
@@ -617,6 +631,33 @@ impl Authority {
         Ok(format!("{}{}", cert.pem(), self.ca_pem))
     }
 
+    /// ARI (RFC 9773): when a certificate should be renewed — from two thirds to three
+    /// quarters of its life, or once it is `renew_after_s` old.
+    fn renewal_info(&self, id: &str) -> Answer {
+        let Some((_, serial)) = id.split_once('.') else {
+            return Answer::problem("malformed", "expected AKI.SERIAL (base64url)");
+        };
+        let Some((nb, na)) = self.state.lock().validity.get(serial).copied() else {
+            return Answer::problem("notFound", "no certificate with that serial from this CA");
+        };
+        let life = na.saturating_sub(nb);
+        let (start, end) = match self.config.renew_after_s {
+            Some(after) => {
+                let start = (nb + after).min(na);
+                // a window a tenth of that age wide (1 s to an hour)
+                (start, (start + (after / 10).clamp(1, 3600)).min(na))
+            }
+            None => (nb + life * 2 / 3, nb + life * 3 / 4),
+        };
+        let mut a = Answer::json(
+            StatusCode::OK,
+            &serde_json::json!({"suggestedWindow": {
+                "start": state::rfc3339(start), "end": state::rfc3339(end)}}),
+        );
+        a.retry_after = Some((life / 10).clamp(1, 6 * 3600));
+        a
+    }
+
     fn certificate(&self, account: &str, id: &str) -> Answer {
         let s = self.state.lock();
         let owned = s
@@ -630,10 +671,23 @@ impl Authority {
                 content_type: "application/pem-certificate-chain",
                 location: None,
                 link_up: None,
+                retry_after: None,
             },
             None => Answer::problem("notFound", format!("no certificate {id}")),
         }
     }
+}
+
+/// The leaf's (not_before, not_after, base64url serial) of a PEM chain.
+fn pem_validity(pem: &str) -> Option<(u64, u64, String)> {
+    use base64::Engine;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let x = p.parse_x509().ok()?;
+    Some((
+        x.validity().not_before.timestamp().max(0) as u64,
+        x.validity().not_after.timestamp().max(0) as u64,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x.raw_serial()),
+    ))
 }
 
 fn valid_order_name(name: &str) -> bool {
@@ -737,6 +791,7 @@ mod tests {
             tls_port: 443,
             resolvers: Vec::new(),
             validity_s: 3600,
+            renew_after_s: None,
         };
         let a = Authority::new("t", &cfg).unwrap();
         (dir, a)

@@ -112,6 +112,8 @@ pub struct State {
     pub certs: HashMap<String, String>,
     /// Certificates issued since start.
     pub issued: u64,
+    /// Validity of each issued certificate, by base64url serial (for ARI).
+    pub validity: HashMap<String, (u64, u64)>,
     /// Validations that failed since start.
     pub failed: u64,
 }

@@ -51,6 +51,10 @@ struct ServeArgs {
     /// How long certificates are valid, in seconds.
     #[arg(long, default_value_t = 90 * 86400)]
     validity: u64,
+    /// Tell clients (ACME Renewal Information, RFC 9773) to renew certificates once they
+    /// are this many seconds old (default: from two thirds to three quarters of their life).
+    #[arg(long, value_name = "SECONDS")]
+    renew_after: Option<u64>,
     /// Worker threads.
     #[arg(long)]
     threads: Option<usize>,
@@ -76,7 +80,7 @@ http_port = {http}
 tls_port = {tls}
 resolvers = [{resolvers}]
 validity_s = {validity}
-
+{renew_after}
 [[site]]
 name = "ca"
 listen = ["{listen}"]
@@ -90,6 +94,10 @@ tls = {{ cert = {cert:?}, key = {key:?} }}
         tls = a.tls_port,
         resolvers = resolvers.join(", "),
         validity = a.validity,
+        renew_after = a
+            .renew_after
+            .map(|r| format!("renew_after_s = {r}\n"))
+            .unwrap_or_default(),
         listen = a.listen,
         cert = leaf.cert.display().to_string(),
         key = leaf.key.display().to_string(),

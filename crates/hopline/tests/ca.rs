@@ -35,6 +35,11 @@ struct World {
 
 impl World {
     fn start(http_port: u16, tls_port: u16) -> World {
+        World::start_with(http_port, tls_port, "")
+    }
+
+    /// The same, with more lines in `[ca.local]`.
+    fn start_with(http_port: u16, tls_port: u16, extra: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(BIN)
             .args(["cert", "--dir"])
@@ -58,7 +63,7 @@ dir = "ca"
 http_port = {http_port}
 tls_port = {tls_port}
 resolvers = ["127.0.0.1:{dns}"]
-
+{extra}
 [[site]]
 listen = ["127.0.0.1:{ca_port}"]
 tls = {{ cert = "ca/localhost.pem", key = "ca/localhost-key.pem" }}
@@ -174,7 +179,22 @@ fn hopline_client_gets_certificates_from_hopline_ca_by_every_challenge() {
     ];
     loop {
         let st = status(admin);
-        if keys.iter().all(|k| st[k]["state"] == "valid") {
+        if keys
+            .iter()
+            .all(|k| st[k]["state"] == "valid" && st[k]["renew_by"] == "ari")
+        {
+            // the renewal window comes from the CA (ARI): within 2/3–3/4 of the lifetime
+            let c = &st["byhttp:www.acme.test"];
+            let (nb, na, at) = (
+                c["not_before"].as_u64().unwrap(),
+                c["not_after"].as_u64().unwrap(),
+                c["renew_at"].as_u64().unwrap(),
+            );
+            let life = na - nb;
+            assert!(
+                at >= nb + life * 2 / 3 && at <= nb + life * 3 / 4 + 1,
+                "{c}"
+            );
             for k in keys {
                 assert!(
                     st[k]["issuer"]
@@ -341,4 +361,39 @@ fn hopline_ca_serve_runs_the_ca_alone() {
     );
     let written = std::fs::read_to_string(dir.path().join("ca/ca-serve.toml")).unwrap();
     assert!(written.contains("http_port = 8080"), "{written}");
+}
+
+#[test]
+fn a_ca_asking_for_early_renewal_is_obeyed() {
+    if !peer_installed("curl", "--version", "curl") {
+        return;
+    }
+    let http = free_port();
+    // the CA tells clients, through ARI, to renew certificates once 63 s old (their
+    // not_before is a minute back: 3 s after issuance), as a CA shortens the window
+    // after a mis-issuance
+    let w = World::start_with(http, free_port(), "renew_after_s = 63\n");
+    let (admin, www) = (free_port(), free_port());
+    let edge = w.dir.path().join("edge.toml");
+    std::fs::write(
+        &edge,
+        format!(
+            "[[dns.authoritative]]\nlisten = \"127.0.0.1:{dns}\"\nzones = [\"acme.test.zone\"]\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[acme.x]\ndirectory = \"{dir}\"\nca_root = \"ca/ca.pem\"\n[[site]]\nname = \"http\"\nlisten = [\"127.0.0.1:{http}\"]\n  [[site.route]]\n  path = \"/\"\n  respond = {{}}\n[[site]]\nlisten = [\"127.0.0.1:{www}\"]\nhosts = [\"www.acme.test\"]\ntls = {{ acme = \"x\" }}\n  [[site.route]]\n  path = \"/\"\n  respond = {{}}\n",
+            dns = w.dns,
+            dir = w.directory(),
+        ),
+    )
+    .unwrap();
+    let _edge = serve(&edge);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = status(admin)["x:www.acme.test"].clone();
+        // a 90-day certificate renewed within seconds: the CA's window, not the lifetime
+        if st["orders"].as_u64() >= Some(2) {
+            assert_eq!(st["renew_by"], "ari", "{st}");
+            break;
+        }
+        assert!(Instant::now() < until, "{st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

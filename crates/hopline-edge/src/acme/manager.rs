@@ -42,6 +42,9 @@ pub struct Status {
     pub not_after: Option<u64>,
     /// Renewed from (seconds since the Unix epoch).
     pub renew_at: Option<u64>,
+    /// Where `renew_at` comes from: `ari` (the CA's renewal window, RFC 9773) or
+    /// `lifetime` (two thirds of it).
+    pub renew_by: Option<&'static str>,
     /// Orders completed (the first one and renewals).
     pub orders: u64,
     /// The last failure, if the last attempt failed.
@@ -155,6 +158,7 @@ impl Managed {
             tls_alpn,
             changed: self.changed.clone(),
             shared: self.shared.clone(),
+            installed: parking_lot::Mutex::new(SystemTime::now()),
         };
         *task = Some(tokio::spawn(job.run()));
     }
@@ -171,6 +175,7 @@ struct Job {
     tls_alpn: Arc<AlpnChallenges>,
     changed: Arc<tokio::sync::watch::Sender<u64>>,
     shared: Option<Arc<Shared>>,
+    installed: parking_lot::Mutex<SystemTime>,
 }
 
 impl Job {
@@ -190,9 +195,11 @@ impl Job {
         };
         loop {
             if let Some(c) = &current {
+                let (at, recheck) = self.renew_time(c).await;
                 let now = SystemTime::now();
-                if now < c.renew_at() {
-                    tokio::time::sleep(c.renew_at().duration_since(now).unwrap_or_default()).await;
+                if now < at {
+                    tokio::time::sleep(at.duration_since(now).unwrap_or_default().min(recheck))
+                        .await;
                     continue;
                 }
             }
@@ -237,6 +244,7 @@ impl Job {
 
     fn install(&self, s: &Stored, how: &'static str) {
         self.live.store(Some(s.key.clone()));
+        *self.installed.lock() = SystemTime::now();
         let mut st = self.status.lock();
         st.state = "valid";
         st.obtained = Some(how);
@@ -287,6 +295,66 @@ impl Job {
         storage::save_account(&self.storage, directory, &creds)
             .map_err(|e| format!("storing the account in {}: {e}", self.storage.display()))?;
         Ok(account)
+    }
+
+    /// When to renew `c`, and when to ask again: at a random point of the CA's renewal
+    /// window (ARI, RFC 9773) when its directory offers one, as the RFC asks, looking
+    /// again when its Retry-After says; else at two thirds of the lifetime.
+    async fn renew_time(&self, c: &Stored) -> (SystemTime, Duration) {
+        let lifetime = (c.renew_at(), Duration::from_secs(6 * 3600));
+        let Some((aki, serial)) = &c.ari else {
+            self.set_renew(c.renew_at(), "lifetime");
+            return lifetime;
+        };
+        let id = instant_acme::CertificateIdentifier {
+            authority_key_identifier: aki.as_str().into(),
+            serial: serial.as_str().into(),
+        };
+        let info = match self.account().await {
+            Ok(account) => account.renewal_info(&id).await,
+            Err(_) => {
+                self.set_renew(c.renew_at(), "lifetime");
+                return (c.renew_at(), Duration::from_secs(60));
+            }
+        };
+        match info {
+            Ok((info, retry)) => {
+                let at = |t: time::OffsetDateTime| {
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp().max(0) as u64)
+                };
+                let (start, end) = (
+                    at(info.suggested_window.start),
+                    at(info.suggested_window.end),
+                );
+                let span = end.duration_since(start).unwrap_or_default();
+                // a window in the past means now — but never sooner than a tenth of the
+                // lifetime (at most 10 s) after this certificate began, so a CA whose
+                // windows are always past is not asked again and again
+                let life = c.not_after.duration_since(c.not_before).unwrap_or_default();
+                let floor = self.obtained_at() + (life / 10).min(Duration::from_secs(10));
+                let pick = (start + span.mul_f64(rand::random::<f64>())).max(floor);
+                self.set_renew(pick, "ari");
+                (
+                    pick,
+                    retry.clamp(Duration::from_secs(1), Duration::from_secs(86400)),
+                )
+            }
+            Err(_) => {
+                self.set_renew(c.renew_at(), "lifetime");
+                lifetime
+            }
+        }
+    }
+
+    /// When this task last installed a certificate (start, for one found in storage).
+    fn obtained_at(&self) -> SystemTime {
+        *self.installed.lock()
+    }
+
+    fn set_renew(&self, at: SystemTime, by: &'static str) {
+        let mut st = self.status.lock();
+        st.renew_at = Some(epoch(at));
+        st.renew_by = Some(by);
     }
 
     /// Copy a newer certificate from the shared store (if any) to this node's disk.

@@ -23,6 +23,9 @@ pub struct Stored {
     pub names: Vec<String>,
     /// The leaf's issuer, as the CA wrote it.
     pub issuer: String,
+    /// Its ARI identifier (RFC 9773 §4.1): base64url of the authority key identifier and
+    /// of the serial number, when the leaf has an AKI.
+    pub ari: Option<(String, String)>,
 }
 
 impl Stored {
@@ -105,12 +108,30 @@ pub fn load(dir: &Path, names: &[String]) -> Result<Option<Stored>, String> {
     let (not_before, not_after, san, issuer) =
         inspect(leaf.as_ref()).map_err(|e| format!("{}: {e}", cert.display()))?;
     Ok(Some(Stored {
+        ari: ari_id(leaf.as_ref()),
         key: ck,
         not_before,
         not_after,
         names: san,
         issuer,
     }))
+}
+
+/// A leaf's ARI identifier: (base64url(AKI keyIdentifier), base64url(serial)).
+pub fn ari_id(der: &[u8]) -> Option<(String, String)> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
+    let aki = x
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })?;
+    Some((b64.encode(aki), b64.encode(x.raw_serial())))
 }
 
 /// A leaf's validity, DNS names and issuer.
