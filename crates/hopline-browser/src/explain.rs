@@ -1,10 +1,12 @@
 //! `visit --explain`: the journey of the page's document as numbered steps in plain
 //! words — the seeds' story ("what happens when you type a URL"), told from what was
-//! measured, including each server hop's own account (`Cache-Status`, `Server-Timing`).
+//! measured, including who vouched for the server (the certificate chain it sent) and each
+//! server hop's own account (`Cache-Status`, `Server-Timing`).
 
 use std::fmt::Write;
 
-use crate::timeline::{Entry, Navigation};
+use crate::certificate;
+use crate::timeline::{CertInfo, Entry, Navigation};
 
 fn hop_lines(e: &Entry, out: &mut Vec<String>) {
     if let Some(cs) = &e.cache_status {
@@ -57,6 +59,28 @@ fn hop_lines(e: &Entry, out: &mut Vec<String>) {
             (name, None) => out.push(format!("{name}{dur}")),
         }
     }
+}
+
+/// Who vouched for the server: the leaf's names, its issuer, when it was issued (the time
+/// of day when that was the visit's day, the date too otherwise), its lifetime and the
+/// chain as received.
+fn certificate_step(chain: &[CertInfo], visit_unix_us: i64) -> Option<String> {
+    let leaf = chain.first()?;
+    let issued = certificate::rfc3339(leaf.not_before_unix);
+    let same_day =
+        certificate::rfc3339(visit_unix_us.div_euclid(1_000_000)).get(..10) == issued.get(..10);
+    let when = match issued.split_once('T') {
+        Some((_, time)) if same_day => format!("at {} UTC", time.trim_end_matches('Z')),
+        Some((day, time)) => format!("on {day} at {} UTC", time.trim_end_matches('Z')),
+        None => "at an unreadable time".to_string(),
+    };
+    Some(format!(
+        "the certificate for {} was issued by {} {when}, valid {}, {}",
+        certificate::covers(leaf),
+        leaf.issuer_name,
+        certificate::lifetime(leaf.not_after_unix - leaf.not_before_unix),
+        certificate::summary(chain)
+    ))
 }
 
 /// The document's journey, then the page, as numbered steps.
@@ -127,6 +151,9 @@ pub fn explain(nav: &Navigation) -> String {
                 t.subject,
                 t.issuer
             ));
+            if let Some(step) = certificate_step(&t.chain, nav.started_unix_us) {
+                steps.push(step);
+            }
         }
         if let Some(err) = &e.error {
             steps.push(format!("failed: {err}"));

@@ -1,6 +1,6 @@
 //! One request the way a browser's network stack makes it, timed phase by phase: DNS
-//! with hopline's resolver, TCP connect, TLS (rustls; version, cipher, ALPN, certificate,
-//! resumption), then HTTP/1.1 or HTTP/2 over hyper's connection API so every phase is
+//! with hopline's resolver, TCP connect, TLS (rustls; version, cipher, ALPN, the certificate
+//! chain, resumption), then HTTP/1.1 or HTTP/2 over hyper's connection API so every phase is
 //! visible. Connections are pooled per origin: up to N HTTP/1.1 connections (the
 //! browser's per-host limit), or one multiplexed HTTP/2 connection.
 
@@ -540,11 +540,13 @@ impl Client {
             let alpn = c
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned());
-            let (subject, issuer) = c
+            let chain = c
                 .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
-                .map(|(_, cert)| (cert.subject().to_string(), cert.issuer().to_string()))
+                .map(crate::certificate::chain)
+                .unwrap_or_default();
+            let (subject, issuer) = chain
+                .first()
+                .map(|leaf| (leaf.subject.clone(), leaf.issuer.clone()))
                 .unwrap_or_default();
             entry.tls = Some(TlsInfo {
                 version: c
@@ -559,6 +561,7 @@ impl Client {
                 subject,
                 issuer,
                 resumed: matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+                chain,
             });
             let h2 = alpn.as_deref() == Some("h2");
             self.handshake(TokioIo::new(s), h2, id, server).await

@@ -1,10 +1,10 @@
 //! The waterfall as one self-contained HTML file (`hopline visit --html FILE`): a row
 //! per request with its phases as bars on a shared time axis in the colours devtools use,
 //! the server-side hops from `Server-Timing` drawn inside the wait bar, the
-//! DOMContentLoaded and load lines, and each request's details (headers, DNS, TLS,
-//! Cache-Status) in a `<details>` element. Plain HTML and CSS: no script, no file fetched,
-//! readable printed. Every phase span carries its duration (`data-ms`), so a test can
-//! check the picture against the timeline.
+//! DOMContentLoaded and load lines, and each request's details (headers, DNS, TLS with
+//! the certificate chain as received, Cache-Status) in a `<details>` element. Plain HTML
+//! and CSS: no script, no file fetched, readable printed. Every phase span carries its
+//! duration (`data-ms`), so a test can check the picture against the timeline.
 
 use std::fmt::Write;
 
@@ -262,6 +262,40 @@ fn details(out: &mut String, e: &Entry) {
             esc(&t.subject),
             esc(&t.issuer)
         );
+        if !t.chain.is_empty() {
+            // the chain as received, leaf first: each certificate's subject → issuer and
+            // validity
+            let _ = write!(
+                out,
+                "<pre class=chain data-certs={}>certificate {}",
+                t.chain.len(),
+                esc(&crate::certificate::summary(&t.chain))
+            );
+            for (i, c) in t.chain.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "\n  #{i} subject=\"{}\" → issuer=\"{}\"\n     valid {} → {} ({}){}{}",
+                    esc(&c.subject),
+                    esc(&c.issuer),
+                    esc(&c.not_before),
+                    esc(&c.not_after),
+                    esc(&crate::certificate::lifetime(
+                        c.not_after_unix - c.not_before_unix
+                    )),
+                    if c.names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" for {}", esc(&c.names.join(", ")))
+                    },
+                    if c.self_signed {
+                        " (self-signed: a root)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            out.push_str("</pre>");
+        }
     }
     let conn = match (e.connection, e.reused) {
         (Some(c), true) => format!("connection {c} (reused)"),

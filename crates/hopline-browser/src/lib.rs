@@ -5,6 +5,7 @@
 //! JSON outputs.
 
 pub mod cache;
+pub mod certificate;
 pub mod discover;
 pub mod explain;
 pub mod fetch;

@@ -65,6 +65,36 @@ pub struct TlsInfo {
     pub issuer: String,
     /// Session resumed (no full handshake).
     pub resumed: bool,
+    /// The certificate chain as the server sent it, leaf first (on a resumed session, as
+    /// it was sent in the handshake that made the session).
+    pub chain: Vec<CertInfo>,
+}
+
+/// One certificate of the chain a server sent.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CertInfo {
+    /// Its short name: the subject's common name, else its first DNS name.
+    pub name: String,
+    /// The issuer's common name (else the whole issuer).
+    pub issuer_name: String,
+    /// Subject (distinguished name).
+    pub subject: String,
+    /// Issuer (distinguished name).
+    pub issuer: String,
+    /// The names it covers (subjectAltName: DNS names and IP addresses).
+    pub names: Vec<String>,
+    /// Valid from (RFC 3339, UTC).
+    pub not_before: String,
+    /// Valid until (RFC 3339, UTC).
+    pub not_after: String,
+    /// Valid from, seconds since the Unix epoch.
+    pub not_before_unix: i64,
+    /// Valid until, seconds since the Unix epoch.
+    pub not_after_unix: i64,
+    /// A CA certificate (basicConstraints cA).
+    pub ca: bool,
+    /// Its own issuer (a root).
+    pub self_signed: bool,
 }
 
 /// A server's own account of a hop, from `Server-Timing`.

@@ -151,6 +151,15 @@ pub fn render(nav: &Navigation, color: bool) -> String {
                 t.subject,
                 t.issuer
             );
+            if let Some(leaf) = t.chain.first() {
+                let _ = writeln!(
+                    out,
+                    "      chain: {} · leaf valid {} → {}",
+                    crate::certificate::summary(&t.chain),
+                    leaf.not_before,
+                    leaf.not_after
+                );
+            }
         }
         if let Some(cs) = &e.cache_status {
             let _ = writeln!(out, "      cache-status: {cs}");

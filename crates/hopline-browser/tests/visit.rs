@@ -414,6 +414,15 @@ async fn tls_with_a_test_ca_http2_on_one_connection_and_a_wrong_host() {
         tls.subject.contains("shop.test") && tls.issuer.contains("hopline local CA"),
         "{tls:?}"
     );
+    // the chain as received: the edge sends the leaf alone, its issuer is the CA the
+    // client was given (a root it trusts)
+    assert_eq!(tls.chain.len(), 1, "{tls:?}");
+    assert_eq!(tls.chain[0].name, "shop.test");
+    assert_eq!(tls.chain[0].issuer_name, "hopline local CA");
+    assert!(!tls.chain[0].self_signed && !tls.chain[0].ca);
+    assert!(hopline_browser::explain::explain(&nav).contains(
+        "chain of 1: shop.test ← hopline local CA (not sent: a root this client trusts)"
+    ));
     assert_eq!(doc.dns.as_ref().unwrap().answered_by, "hosts_file");
     assert!(doc.phases.tls.unwrap() > 0.0 && doc.phases.connect.unwrap() > 0.0);
     check_phases(&nav);
@@ -444,6 +453,8 @@ async fn tls_with_a_test_ca_http2_on_one_connection_and_a_wrong_host() {
         tls_rows.iter().skip(1).any(|t| t.resumed),
         "no later connection resumed its TLS session: {tls_rows:?}"
     );
+    // a resumed session still names the chain it was made with
+    assert!(tls_rows.iter().all(|t| t.chain.len() == 1), "{tls_rows:?}");
     // wrong host: the certificate does not cover other.test
     let nav = navigate(
         c,
@@ -456,6 +467,141 @@ async fn tls_with_a_test_ca_http2_on_one_connection_and_a_wrong_host() {
         err.starts_with("TLS:") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_chain_as_received_in_explain_the_page_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let certs = dir.path().join("certs");
+    let leaf = hopline_edge::tls::ca::issue(&certs, &["www.shop.test".into(), "shop.test".into()])
+        .unwrap();
+    // the edge sends the whole chain: the leaf, then the CA that signed it
+    let full = format!(
+        "{}{}",
+        std::fs::read_to_string(&leaf.cert).unwrap(),
+        std::fs::read_to_string(&leaf.ca.ca_cert).unwrap()
+    );
+    std::fs::write(certs.join("fullchain.pem"), full).unwrap();
+    let (_s, addr) = edge(
+        dir.path(),
+        Some(("certs/fullchain.pem", "certs/www.shop.test-key.pem")),
+    )
+    .await;
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 www.shop.test\n").unwrap();
+    let resolver = hopline_dns::Resolver::builder()
+        .hosts_file(&hosts)
+        .forward(vec!["127.0.0.1:9".parse().unwrap()])
+        .build()
+        .unwrap();
+    let c = client(resolver, Some(certs.join("ca.pem")), Force::Auto);
+    let nav = navigate(
+        c,
+        url::Url::parse(&format!("https://www.shop.test:{}/", addr.port())).unwrap(),
+        VisitOptions {
+            subresources: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let doc = &nav.entries[0];
+    assert!(doc.error.is_none(), "{:?}", doc.error);
+    let tls = doc.tls.as_ref().unwrap();
+    let chain = &tls.chain;
+    assert_eq!(chain.len(), 2, "{chain:?}");
+    // the leaf: for both names, issued by the CA, backdated an hour, 825 days
+    assert_eq!(chain[0].name, "www.shop.test");
+    assert_eq!(chain[0].names, vec!["www.shop.test", "shop.test"]);
+    assert_eq!(chain[0].issuer_name, "hopline local CA");
+    assert_eq!(chain[0].issuer, chain[1].subject);
+    assert!(!chain[0].ca && !chain[0].self_signed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (chain[0].not_before_unix - (now - 3600)).abs() < 120,
+        "{:?}",
+        chain[0]
+    );
+    assert_eq!(
+        chain[0].not_after_unix - chain[0].not_before_unix,
+        825 * 86_400 + 3600,
+        "{:?}",
+        chain[0]
+    );
+    // the CA: a root, its own issuer
+    assert_eq!(chain[1].name, "hopline local CA");
+    assert!(chain[1].ca && chain[1].self_signed);
+    assert_eq!(tls.subject, chain[0].subject);
+    assert_eq!(tls.issuer, chain[0].issuer);
+
+    // --explain: one step says who issued it, when, for how long, and the chain
+    let issued = &chain[0].not_before; // 2026-…T10:29:11Z
+    let time_of_day = issued.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let day = &issued[..10];
+    let started_day = hopline_browser::har::iso_us(nav.started_unix_us)[..10].to_string();
+    let when = if started_day == day {
+        format!("at {time_of_day} UTC")
+    } else {
+        // the visit ran just after midnight UTC: the certificate is from the day before
+        format!("on {day} at {time_of_day} UTC")
+    };
+    let text = hopline_browser::explain::explain(&nav);
+    let step = format!(
+        "the certificate for www.shop.test, shop.test was issued by hopline local CA {when}, valid 825 days, chain of 2: www.shop.test ← hopline local CA"
+    );
+    assert!(text.contains(&step), "{step}\nnot in:\n{text}");
+    // right after the TLS step
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.contains(&step)).unwrap();
+    assert!(lines[at - 1].contains("handshake in"), "{text}");
+
+    // the terminal waterfall says it under the tls line
+    let fall = hopline_browser::waterfall::render(&nav, false);
+    assert!(
+        fall.contains(&format!(
+            "chain: chain of 2: www.shop.test ← hopline local CA · leaf valid {} → {}",
+            chain[0].not_before, chain[0].not_after
+        )),
+        "{fall}"
+    );
+
+    // --html: the document's details list each certificate, subject → issuer, validity
+    let html = hopline_browser::html::render(&nav, Some(&text));
+    let pre = html
+        .split("<pre class=chain data-certs=2>")
+        .nth(1)
+        .and_then(|r| r.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no chain in the page: {html}"));
+    assert!(
+        pre.starts_with("certificate chain of 2: www.shop.test ← hopline local CA"),
+        "{pre}"
+    );
+    for (i, c) in chain.iter().enumerate() {
+        let line = format!("#{i} subject=\"{}\" → issuer=\"{}\"", c.subject, c.issuer);
+        assert!(pre.contains(&line), "{line} not in {pre}");
+        assert!(
+            pre.contains(&format!("valid {} → {}", c.not_before, c.not_after)),
+            "{pre}"
+        );
+    }
+    assert!(
+        pre.contains("for www.shop.test, shop.test") && pre.contains("(self-signed: a root)"),
+        "{pre}"
+    );
+    assert!(html.contains(&step), "the journey in the page");
+
+    // --json: the navigation as serialized carries the chain
+    let json = serde_json::to_value(&nav).unwrap();
+    let j = &json["entries"][0]["tls"]["chain"];
+    assert_eq!(j.as_array().map(Vec::len), Some(2), "{j}");
+    assert_eq!(j[0]["name"], "www.shop.test");
+    assert_eq!(j[0]["issuer_name"], "hopline local CA");
+    assert_eq!(j[0]["not_before"], chain[0].not_before.as_str());
+    assert_eq!(j[0]["not_after_unix"], chain[0].not_after_unix);
+    assert_eq!(j[1]["self_signed"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
