@@ -371,6 +371,23 @@ fn a_certificate_is_renewed_at_two_thirds_of_its_lifetime() {
     assert_eq!(renewed["state"], "valid", "{renewed}");
     let root = ca.root(&dir.path().join("root.pem"));
     assert_eq!(visit(ports, &root), Some(200));
+    // the CA goes away mid-life: the renewal fails, the current certificate keeps serving
+    // ("failing"), and once it runs out the state says "expired" (an error, not silence)
+    drop(ca);
+    let failing = wait_status(ports, Duration::from_secs(30), |s| s["state"] == "failing");
+    assert!(!failing["last_error"].is_null(), "{failing}");
+    if failing["not_after"].as_u64() > Some(now_secs() + 1) {
+        assert_eq!(visit(ports, &root), Some(200), "{failing}");
+    }
+    let expired = wait_status(ports, Duration::from_secs(40), |s| s["state"] == "expired");
+    assert!(!expired["last_error"].is_null(), "{expired}");
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]
@@ -567,15 +584,48 @@ fn on_demand_certificates_asked_for_rate_limited_and_stored() {
     assert_eq!(visit_host(ports, &root, "ok3.acme.test"), None);
     assert!(cert_status_of(ports, "pebble:ok3.acme.test").is_null());
     drop(edge);
-    // restarted, with the ask endpoint gone: stored names need no ask; new ones are refused
-    let config = write(free_port());
+    // restarted, with an ask endpoint that hangs: stored names need no ask; a new one is
+    // refused after the ask's 3 s timeout, not held until it answers
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow_port = slow.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in slow.incoming().flatten() {
+            held.push(s); // accepted, never answered
+        }
+    });
+    let config = write(slow_port);
     let _edge = serve(&config);
     assert!(wait_for_port(ports.https, Duration::from_secs(10)));
     assert_eq!(visit_host(ports, &root, "ok1.acme.test"), Some(200));
     assert_eq!(count("ok1.acme.test"), 1);
     let st = cert_status_of(ports, "pebble:ok1.acme.test");
     assert_eq!(st["obtained"], "storage", "{st}");
+    let refused = || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                &format!("http://127.0.0.1:{}/.hopline/status", ports.admin),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["on_demand"]["pebble:*.acme.test"]["refused"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = refused();
+    let t = Instant::now();
     assert_eq!(visit_host(ports, &root, "ok4.acme.test"), None);
+    // the edge itself gave up on the hanging ask (3 s), not only the client
+    while refused() == before {
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "the handshake is still held"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cert_status_of(ports, "pebble:ok4.acme.test").is_null());
     let out = Command::new("curl")
         .args([
             "-s",

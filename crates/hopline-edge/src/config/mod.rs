@@ -174,9 +174,9 @@ pub struct Site {
     pub server_timing: bool,
 }
 
-/// A site's certificate: files (`cert` and `key`), or obtained by ACME (`acme`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A site's certificate: files (`cert` and `key`), or obtained by ACME (`acme`); also
+/// written `tls = "acme"`, short for the file's only `[acme.NAME]`.
+#[derive(Debug, Clone)]
 pub struct TlsFiles {
     /// PEM certificate chain, leaf first.
     pub cert: Option<Spanned<PathBuf>>,
@@ -187,6 +187,50 @@ pub struct TlsFiles {
     /// With `acme`: obtain a certificate for each name a handshake asks for, when the
     /// section's `ask` URL allows it (`hosts`, if given, are patterns names must match).
     pub on_demand: Option<Spanned<bool>>,
+}
+
+/// `tls = { … }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsTable {
+    cert: Option<Spanned<PathBuf>>,
+    key: Option<Spanned<PathBuf>>,
+    acme: Option<Spanned<String>>,
+    on_demand: Option<Spanned<bool>>,
+}
+
+impl<'de> Deserialize<'de> for TlsFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TlsFiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{ cert = \"FILE\", key = \"FILE\" }, { acme = \"NAME\" } or \"acme\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsFiles, E> {
+                if v != "acme" {
+                    return Err(E::invalid_value(serde::de::Unexpected::Str(v), &self));
+                }
+                // the section's name is filled in by the validator: the file's only one
+                Ok(TlsFiles {
+                    cert: None,
+                    key: None,
+                    acme: Some(Spanned::new(0..0, String::new())),
+                    on_demand: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TlsFiles, A::Error> {
+                let t = TlsTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(TlsFiles {
+                    cert: t.cert,
+                    key: t.key,
+                    acme: t.acme,
+                    on_demand: t.on_demand,
+                })
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// One route of a site: a path prefix and exactly one handler.
@@ -757,6 +801,23 @@ impl Validator<'_> {
         if let Some(tls) = &mut site.tls {
             let span = tls.span();
             let files = tls.get_mut();
+            // `tls = "acme"`: the file's only [acme.NAME]
+            if let Some(a) = &mut files.acme
+                && a.get_ref().is_empty()
+            {
+                match known.acme.as_slice() {
+                    [only] => *a = Spanned::new(span.clone(), only.clone()),
+                    all => {
+                        return Err(self.err(
+                            span.clone(),
+                            format!(
+                                "tls = \"acme\" is short for the file's only [acme.NAME]; it has {}: write tls = {{ acme = \"NAME\" }}",
+                                if all.is_empty() { "none".to_string() } else { all.join(", ") }
+                            ),
+                        ));
+                    }
+                }
+            }
             match (&files.acme, files.cert.is_some() || files.key.is_some()) {
                 (Some(a), true) => {
                     return Err(self.err(
@@ -1411,6 +1472,28 @@ respond = {}
         // on demand: hosts are optional patterns, wildcards allowed with HTTP-01
         let od = "[acme.le]\ndirectory = \"https://ca.test/dir\"\nask = \"http://127.0.0.1:1/ask\"\n[[site]]\nlisten = [\"127.0.0.1:1\"]\nhosts = [\"*.a.test\"]\ntls = { acme = \"le\", on_demand = true }\n[[site.route]]\npath = \"/\"\nrespond = {}\n".to_string();
         parse(&od).unwrap();
+        // `tls = "acme"`: the only section
+        let c = parse(&site("\"acme\"", hosts)).unwrap();
+        assert_eq!(
+            c.site[0]
+                .tls
+                .as_ref()
+                .unwrap()
+                .get_ref()
+                .acme
+                .as_ref()
+                .unwrap()
+                .get_ref(),
+            "le"
+        );
+        let two = format!(
+            "[acme.b]\ndirectory = \"https://b.test/dir\"\n{}",
+            site("\"acme\"", hosts)
+        );
+        let e = parse(&two).unwrap_err();
+        assert!(e.message.contains("it has b, le"), "{e}");
+        let e = parse(&site("\"files\"", hosts)).unwrap_err();
+        assert!(e.message.contains("\"acme\""), "{e}");
         // good: storage defaults beside the file
         let c = parse(&site("{ acme = \"le\" }", hosts)).unwrap();
         let storage = c.acme["le"].storage.as_ref().unwrap().get_ref().clone();
