@@ -219,6 +219,11 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
         };
         assert!((22..=24).contains(&hours("expires")), "{c}");
         assert!(hours("renews") < hours("expires"), "{c}");
+        // hopline's CA offers renewalInfo (RFC 9773): the window is the CA's
+        assert!(
+            c["renews"].as_str().unwrap().ends_with("(the CA's window)"),
+            "{c}"
+        );
     }
     let uncertified = browser.eval(
         "[...document.querySelectorAll('.node')].filter(n => n.dataset.role !== 'pop' && n.querySelector('.cert')).map(n => n.dataset.id)",

@@ -417,6 +417,7 @@ fn certificate_json(st: &crate::acme::manager::Status, now: u64) -> Value {
         "not_before": st.not_before,
         "not_after": st.not_after,
         "renew_at": st.renew_at,
+        "renew_by": st.renew_by,
         "expires_in_s": from_now(st.not_after),
         "renews_in_s": from_now(st.renew_at),
         "orders": st.orders,
@@ -644,6 +645,7 @@ mod tests {
         assert_eq!(v["not_before"], 1_000);
         assert_eq!(v["expires_in_s"], 86_300);
         assert_eq!(v["renews_in_s"], 57_500);
+        assert!(v["renew_by"].is_null());
         assert!(v["retry_in_s"].is_null() && v["last_error"].is_null());
         let failing = crate::acme::manager::Status {
             state: "failing",
