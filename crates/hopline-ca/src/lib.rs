@@ -14,7 +14,4 @@ pub mod server;
 pub mod state;
 pub mod validate;
 
-pub use product::Authorities;
-
-/// The kind of `[ca.NAME]` sections and `service = "ca:NAME"` routes.
-pub const KIND: &str = "ca";
+pub use product::{Authorities, KIND};

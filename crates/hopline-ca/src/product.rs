@@ -11,6 +11,9 @@ use hopline_edge::request::service::{Product, Services};
 
 use crate::server::{Authority, CaService};
 
+/// The kind of `[ca.NAME]` sections and `service = "ca:NAME"` routes.
+pub const KIND: &str = "ca";
+
 /// The CAs of a running server.
 #[derive(Debug, Default)]
 pub struct Authorities {
@@ -26,7 +29,7 @@ impl Authorities {
 
 impl Product for Authorities {
     fn kind(&self) -> &'static str {
-        crate::KIND
+        KIND
     }
 
     fn check(&self, text: &str, file: &Path) -> Result<(), BoxError> {
@@ -43,7 +46,7 @@ impl Product for Authorities {
                 Some(c) if c.config == *cfg => c.clone(),
                 _ => Arc::new(Authority::new(name, cfg).map_err(|e| format!("[ca.{name}]: {e}"))?),
             };
-            services.insert(crate::KIND, name, Arc::new(CaService(ca.clone())));
+            services.insert(KIND, name, Arc::new(CaService(ca.clone())));
             next.insert(name.clone(), ca);
         }
         *running = next;
