@@ -161,11 +161,20 @@ pub fn find(instance: Option<&str>, port: Option<u16>) -> anyhow::Result<Option<
             });
     }
     if let Some(p) = port
-        && let Some(s) = all.iter().find(|s| s.holds_port(p))
+        && let Some(s) = all
+            .iter()
+            .find(|s| front_port(&s.front) == Some(p))
+            .or_else(|| all.iter().find(|s| s.holds_port(p)))
     {
+        // the front door's port first: another up may use the same number on another address
         return Ok(Some(s.clone()));
     }
     Ok(all.into_iter().next())
+}
+
+/// The port of a front door URL (`https://www.shop.test:8443`).
+fn front_port(front: &str) -> Option<u16> {
+    url::Url::parse(front).ok()?.port_or_known_default()
 }
 
 /// The running instances in a few words, for messages.

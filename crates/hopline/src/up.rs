@@ -94,18 +94,35 @@ const FILES: &[(&str, &[u8])] = &[
 ];
 
 /// The ports of the built-in topology (each also the base of its shifted versions).
-const PORTS: [u16; 6] = [5300, 5354, 8080, 8443, 9900, 14000];
+const PORTS: [u16; 6] = [5300, 5354, 8080, 8443, 9443, 9900];
 
 /// The topology with every port shifted by `offset` (in addresses, and in `…_port = N`).
 fn with_ports(topology: &str, offset: u16) -> String {
+    // two passes through placeholders: a port shifted onto another of the list (8443 + 1000
+    // = 9443) is not shifted twice
+    let forms = |p: String| {
+        [
+            format!(":{p}\""),
+            format!(":{p}/"),
+            format!("_port = {p}\n"),
+        ]
+    };
     let mut t = topology.to_string();
-    for p in PORTS {
-        t = t.replace(&format!(":{p}\""), &format!(":{}\"", p + offset));
-        t = t.replace(&format!(":{p}/"), &format!(":{}/", p + offset));
-        t = t.replace(
-            &format!("_port = {p}\n"),
-            &format!("_port = {}\n", p + offset),
-        );
+    for (i, p) in PORTS.iter().enumerate() {
+        for (from, to) in forms(p.to_string())
+            .iter()
+            .zip(forms(format!("\u{0}{i}\u{0}")))
+        {
+            t = t.replace(from, &to);
+        }
+    }
+    for (i, p) in PORTS.iter().enumerate() {
+        for (from, to) in forms(format!("\u{0}{i}\u{0}"))
+            .iter()
+            .zip(forms((p + offset).to_string()))
+        {
+            t = t.replace(from, &to);
+        }
     }
     t
 }
@@ -648,4 +665,20 @@ fn describe(config: &Config) -> Vec<(String, String, String)> {
         out.push((name, addr, what));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_port_is_shifted_once() {
+        let t = "listen = [\"127.0.0.2:8443\"]\nlisten = [\"127.0.0.1:9443\"]\ndirectory = \"https://127.0.0.1:9443/acme/directory\"\ntls_port = 8443\n";
+        let shifted = with_ports(t, 1000);
+        assert_eq!(
+            shifted,
+            "listen = [\"127.0.0.2:9443\"]\nlisten = [\"127.0.0.1:10443\"]\ndirectory = \"https://127.0.0.1:10443/acme/directory\"\ntls_port = 9443\n"
+        );
+        assert_eq!(with_ports(TOPOLOGY, 0), TOPOLOGY);
+    }
 }
