@@ -775,7 +775,7 @@ async fn on_demand_handshake(
         match waited {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
-                tracing::warn!(target: "hopline::acme", "on-demand TLS: no certificate for {name} (handshake from {peer} refused): {why}");
+                refusal_log(&name, peer, &why);
                 return None;
             }
             Err(_) => {
@@ -795,6 +795,29 @@ async fn on_demand_handshake(
             None
         }
     }
+}
+
+/// A refused on-demand handshake, logged at most once a second (with how many were not):
+/// anyone can open handshakes for names the ask endpoint denies, and must not be able to
+/// fill the log with them. Every one is counted in the status's `on_demand.refused`.
+fn refusal_log(name: &str, peer: SocketAddr, why: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) == now {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "hopline::acme", "on-demand TLS: no certificate for {name} (handshake from {peer} refused): {why}");
+        return;
+    }
+    let quiet = QUIET.swap(0, Ordering::Relaxed);
+    let more = if quiet > 0 {
+        format!(" (and {quiet} more refusals in the last second, not logged)")
+    } else {
+        String::new()
+    };
+    tracing::warn!(target: "hopline::acme", "on-demand TLS: no certificate for {name} (handshake from {peer} refused): {why}{more}");
 }
 
 async fn serve_tls(

@@ -576,6 +576,17 @@ fn on_demand_certificates_asked_for_rate_limited_and_stored() {
     assert_eq!(visit_host(ports, &root, "bad.acme.test"), None);
     assert_eq!(count("bad.acme.test"), 1);
     assert!(cert_status_of(ports, "pebble:bad.acme.test").is_null());
+    // 8 handshakes at once for one new name: one question (the others wait for its answer)
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            let root = root.clone();
+            std::thread::spawn(move || visit_host(ports, &root, "burst.acme.test"))
+        })
+        .collect();
+    for b in burst {
+        assert_eq!(b.join().unwrap(), None);
+    }
+    assert_eq!(count("burst.acme.test"), 1, "asked once per handshake");
     // a name outside the site's hosts patterns is refused without asking
     assert_eq!(visit_host(ports, &root, "ok9.elsewhere.test"), None);
     assert_eq!(count("ok9.elsewhere.test"), 0);

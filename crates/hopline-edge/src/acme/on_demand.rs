@@ -27,7 +27,7 @@ pub struct OnDemand {
     /// What the listeners serve.
     pub certs: Arc<OnDemandCerts>,
     managed: parking_lot::Mutex<HashMap<String, Arc<Managed>>>,
-    asks: moka::sync::Cache<String, bool>,
+    asks: moka::future::Cache<String, bool>,
     orders: parking_lot::Mutex<VecDeque<tokio::time::Instant>>,
     asked: AtomicU64,
     refused: AtomicU64,
@@ -54,7 +54,7 @@ impl OnDemand {
             patterns,
             certs: Arc::default(),
             managed: parking_lot::Mutex::new(HashMap::new()),
-            asks: moka::sync::Cache::builder()
+            asks: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
@@ -122,32 +122,35 @@ impl OnDemand {
 
     /// Ask the `ask` URL about `name` (cached).
     async fn ask(&self, name: &str) -> Result<(), String> {
-        if let Some(ok) = self.asks.get(name) {
-            return if ok {
-                Ok(())
-            } else {
-                Err(format!("{name}: the ask endpoint refused it (cached)"))
-            };
-        }
         let Some(url) = self.config.ask.as_ref().map(|a| a.get_ref().clone()) else {
             return Err("on-demand TLS needs an ask URL".to_string());
         };
-        self.asked.fetch_add(1, Ordering::Relaxed);
-        let answer = tokio::time::timeout(Duration::from_secs(3), ask_once(&url, name)).await;
-        let ok = match answer {
-            Ok(Ok(status)) => (200..300).contains(&status),
-            Ok(Err(e)) => {
-                // down: deny, and do not remember (it may come back)
-                return Err(format!("{name}: the ask endpoint {url} failed: {e}"));
-            }
-            Err(_) => return Err(format!("{name}: the ask endpoint {url} took over 3 s")),
-        };
-        self.asks.insert(name.to_string(), ok);
-        if ok {
+        // one question per name at a time: handshakes arriving together for a new name
+        // wait for the first one's answer (moka runs one init per key); a failure is not
+        // remembered (the endpoint may come back)
+        let answer = self
+            .asks
+            .try_get_with(name.to_string(), async {
+                self.asked.fetch_add(1, Ordering::Relaxed);
+                match tokio::time::timeout(Duration::from_secs(3), ask_once(&url, name)).await {
+                    Ok(Ok(status)) => Ok((200..300).contains(&status)),
+                    Ok(Err(e)) => Err(format!("{name}: the ask endpoint {url} failed: {e}")),
+                    Err(_) => Err(format!("{name}: the ask endpoint {url} took over 3 s")),
+                }
+            })
+            .await
+            .map_err(|e: std::sync::Arc<String>| (*e).clone())?;
+        if answer {
             Ok(())
         } else {
             Err(format!("{name}: the ask endpoint refused it"))
         }
+    }
+
+    /// Whether the ask endpoint's refusal of `name` is remembered (then nothing else is
+    /// looked at: no file, no question).
+    async fn known_denied(&self, name: &str) -> bool {
+        self.asks.get(name).await == Some(false)
     }
 
     async fn obtain(&self, name: &str) -> Result<(), String> {
@@ -159,6 +162,9 @@ impl OnDemand {
         }
         if !self.allowed_by_patterns(name) {
             return Err(format!("{name}: not among the site's hosts"));
+        }
+        if self.known_denied(name).await {
+            return Err(format!("{name}: the ask endpoint refused it (cached)"));
         }
         // one order in flight per name: later handshakes wait for the same one
         let existing = self.managed.lock().get(name).cloned();
