@@ -15,6 +15,11 @@ use hopline_testkit::{Proc, free_port, peer_installed, wait_for_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hopline");
 
+/// pebble and curl are here (else skipped loudly; required in CI).
+fn peers() -> bool {
+    peer_installed("pebble", "-h", "pebble") && peer_installed("curl", "--version", "curl")
+}
+
 /// A running pebble.
 struct Pebble {
     _proc: Proc,
@@ -275,7 +280,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn http01_issuance_storage_reuse_and_a_ca_that_is_down() {
-    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+    if !peers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -346,7 +351,7 @@ fn http01_issuance_storage_reuse_and_a_ca_that_is_down() {
 
 #[test]
 fn a_certificate_is_renewed_at_two_thirds_of_its_lifetime() {
-    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+    if !peers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -392,7 +397,7 @@ fn now_secs() -> u64 {
 
 #[test]
 fn tls_alpn01_with_no_plain_listener() {
-    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+    if !peers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -436,7 +441,7 @@ fn tls_alpn01_with_no_plain_listener() {
 
 #[test]
 fn dns01_through_our_own_authority_gives_a_wildcard_certificate() {
-    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+    if !peers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -524,7 +529,7 @@ fn ask_server() -> (
 
 #[test]
 fn on_demand_certificates_asked_for_rate_limited_and_stored() {
-    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+    if !peers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -729,7 +734,7 @@ fn wait_valid(admin: u16, key: &str) -> serde_json::Value {
 
 #[test]
 fn edges_sharing_a_redis_order_once_and_answer_each_others_challenges() {
-    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+    if !peers() {
         return;
     }
     let Some(redis) = hopline_testkit::Redis::start() else {
@@ -836,7 +841,7 @@ fn edges_sharing_a_redis_order_once_and_answer_each_others_challenges() {
 
 #[test]
 fn bad_nonces_are_retried() {
-    if !peer_installed("pebble", "-h", "pebble") || !peer_installed("curl", "--version", "curl") {
+    if !peers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
