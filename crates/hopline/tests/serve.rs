@@ -788,10 +788,12 @@ fn listen_last_n_on_every_transport() {
 /// A listen that cannot connect says so and exits non-zero, never "listening" first.
 #[test]
 fn listen_to_a_closed_port_fails_without_listening() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // a port bound but not listening: connections are refused, and no other test's
+    // server can take the number meanwhile (a port merely freed could be reused at once)
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let port = held.local_addr().unwrap().as_socket().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/live/orders");
     for via in ["poll", "long-poll", "sse", "ws"] {
         let (ok, out, err) = listen_output(&[&url, "--via", via], Duration::from_secs(20));
