@@ -159,6 +159,7 @@ impl Managed {
             changed: self.changed.clone(),
             shared: self.shared.clone(),
             installed: parking_lot::Mutex::new(SystemTime::now()),
+            account: tokio::sync::Mutex::new(None),
         };
         *task = Some(tokio::spawn(job.run()));
     }
@@ -176,6 +177,7 @@ struct Job {
     changed: Arc<tokio::sync::watch::Sender<u64>>,
     shared: Option<Arc<Shared>>,
     installed: parking_lot::Mutex<SystemTime>,
+    account: tokio::sync::Mutex<Option<Account>>,
 }
 
 impl Job {
@@ -215,6 +217,8 @@ impl Job {
                     backoff = Duration::from_secs(5);
                 }
                 Err(e) => {
+                    // the next attempt loads the account afresh (the CA may have lost it)
+                    *self.account.lock().await = None;
                     let expired = current
                         .as_ref()
                         .is_none_or(|c| c.not_after <= SystemTime::now());
@@ -260,6 +264,17 @@ impl Job {
 
     /// The account: stored for this directory, else created (and stored).
     async fn account(&self) -> Result<Account, String> {
+        // one account per task: loaded (or created) once, not at every renewal check
+        let mut cached = self.account.lock().await;
+        if let Some(a) = cached.as_ref() {
+            return Ok(a.clone());
+        }
+        let a = self.load_account().await?;
+        *cached = Some(a.clone());
+        Ok(a)
+    }
+
+    async fn load_account(&self) -> Result<Account, String> {
         let directory = self.config.directory.get_ref();
         let builder = || {
             client(self.config.ca_root.as_ref().map(|r| r.get_ref().as_path()))
