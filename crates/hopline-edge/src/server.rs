@@ -43,6 +43,8 @@ struct Shared {
     extras: ArcSwapOption<crate::admin::view::ExtraNodes>,
     /// The `[[stream]]` listeners.
     streams: parking_lot::Mutex<Vec<crate::proxy::layer4::StreamInfo>>,
+    /// What the admin side shows of the table in force (made with it).
+    snapshot: ArcSwap<crate::admin::view::Snapshot>,
 }
 
 /// A stream listener's socket.
@@ -61,8 +63,8 @@ impl crate::admin::view::AdminView for Shared {
     fn trace(&self, id: &str) -> Vec<crate::admin::counters::TraceHop> {
         self.path.traces.get(id)
     }
-    fn table(&self) -> Arc<Table> {
-        self.path.table.load_full()
+    fn snapshot(&self) -> Arc<crate::admin::view::Snapshot> {
+        self.snapshot.load_full()
     }
     fn metrics(&self) -> &crate::admin::counters::Metrics {
         &self.path.metrics
@@ -217,7 +219,9 @@ impl Server {
             crate::proxy::health::spawn_health_checks(up);
             crate::proxy::health::spawn_resolution(up);
         }
+        let snapshot = ArcSwap::from_pointee(table.snapshot());
         let shared = Arc::new(Shared {
+            snapshot,
             http: ArcSwap::from_pointee(builders(&table.limits)),
             path: PathState {
                 table: ArcSwap::from_pointee(table),
@@ -452,6 +456,7 @@ impl Server {
             crate::proxy::health::spawn_resolution(up);
         }
         self.shared.http.store(Arc::new(builders(&table.limits)));
+        self.shared.snapshot.store(Arc::new(table.snapshot()));
         self.shared.path.table.store(Arc::new(table));
         if let Some((a, l)) = new_admin {
             self.spawn_admin(a, l);

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::admin::view::AdminView;
 use crate::engine::body::Body;
-use crate::request::router::{Handler, SiteTable};
+use crate::admin::view::{RouteAnswer, SiteView};
 
 /// The page, as served.
 pub const PAGE: &str = include_str!("dashboard.html");
@@ -154,7 +154,7 @@ impl Board {
     }
 
     /// What the caches of a site's routes hold and hit (the interval's hit ratio too).
-    fn site_cache(&mut self, id: &str, site: &SiteTable, secs: f64) -> Option<Value> {
+    fn site_cache(&mut self, id: &str, site: &SiteView, secs: f64) -> Option<Value> {
         let mut caches: Vec<&Arc<crate::cache::store::HttpCache>> = Vec::new();
         for route in &site.routes {
             if let Some(c) = &route.cache
@@ -185,7 +185,7 @@ impl Board {
     }
 
     /// The rate limits of a site's routes: what each refused, and how fast.
-    fn site_limits(&mut self, site: &SiteTable, secs: f64) -> Vec<Value> {
+    fn site_limits(&mut self, site: &SiteView, secs: f64) -> Vec<Value> {
         let mut limits = Vec::new();
         for route in &site.routes {
             if let Some(l) = &route.limit
@@ -210,7 +210,7 @@ impl Board {
         let now = Instant::now();
         let secs = self.at.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         self.at = Some(now);
-        let table = view.table();
+        let table = view.snapshot();
         let now_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -303,12 +303,7 @@ impl Board {
             // services it mounts
             let mut services = Vec::new();
             for route in &site.routes {
-                if let Handler::Service { kind, service, .. } = &route.handler
-                    && let Some((_, name, _)) = table
-                        .services
-                        .iter()
-                        .find(|(k, _, s)| *k == &**kind && Arc::ptr_eq(s, service))
-                {
+                if let RouteAnswer::Service { kind, name } = &route.answer {
                     let id = format!("service:{kind}.{name}");
                     if !services.contains(&id) {
                         links.push(json!({"from": ids[i], "to": id}));
@@ -352,11 +347,12 @@ impl Board {
         }
 
         // ---- route services (realtime channels, notifications) ----
-        for (kind, name, service) in table.services.iter() {
+        for service in &table.services {
+            let (kind, name) = (&service.kind, &service.name);
             nodes.push(json!({
                 "id": format!("service:{kind}.{name}"), "kind": "service", "role": kind,
                 "label": format!("{kind} {name}"), "col": service_col,
-                "detail": service.status(),
+                "detail": service.report.status(),
             }));
         }
 
@@ -438,7 +434,7 @@ fn common_name(dn: &str) -> String {
 /// The dashboard's column of each site: the front (after DNS, `base`) for sites no pool
 /// points at, then one column deeper per hop behind it.
 fn columns(
-    sites: &[Arc<SiteTable>],
+    sites: &[SiteView],
     target_of: &dyn Fn(SocketAddr) -> Option<usize>,
     base: usize,
 ) -> Vec<usize> {
@@ -505,7 +501,7 @@ fn recent_requests(view: &dyn AdminView) -> Vec<Value> {
 }
 
 /// Unique ids of the sites: `site:NAME` (`#N` added when two share a name).
-fn site_ids(sites: &[Arc<SiteTable>]) -> Vec<String> {
+fn site_ids(sites: &[SiteView]) -> Vec<String> {
     let mut ids: Vec<String> = Vec::with_capacity(sites.len());
     for (i, s) in sites.iter().enumerate() {
         let id = format!("site:{}", s.name);
@@ -519,10 +515,10 @@ fn site_ids(sites: &[Arc<SiteTable>]) -> Vec<String> {
 }
 
 /// The pools a site proxies to, once each.
-fn pools_of(site: &SiteTable) -> Vec<Arc<crate::proxy::pool::UpstreamPool>> {
+fn pools_of(site: &SiteView) -> Vec<Arc<crate::proxy::pool::UpstreamPool>> {
     let mut out: Vec<Arc<crate::proxy::pool::UpstreamPool>> = Vec::new();
     for r in &site.routes {
-        if let Handler::Proxy(p) = &r.handler
+        if let RouteAnswer::Proxy(p) = &r.answer
             && !out.iter().any(|x| Arc::ptr_eq(x, p))
         {
             out.push(p.clone());
@@ -533,12 +529,12 @@ fn pools_of(site: &SiteTable) -> Vec<Arc<crate::proxy::pool::UpstreamPool>> {
 
 /// What a site is in the picture: a PoP (caches), a balancer (proxies), the front of one
 /// product (every route mounts a service of that kind, e.g. `ca`) or an origin.
-fn role(site: &SiteTable) -> String {
+fn role(site: &SiteView) -> String {
     let kinds: Vec<&str> = site
         .routes
         .iter()
-        .filter_map(|r| match &r.handler {
-            Handler::Service { kind, .. } => Some(&**kind),
+        .filter_map(|r| match &r.answer {
+            RouteAnswer::Service { kind, .. } => Some(&**kind),
             _ => None,
         })
         .collect();
@@ -551,7 +547,7 @@ fn role(site: &SiteTable) -> String {
     } else if site
         .routes
         .iter()
-        .any(|r| matches!(r.handler, Handler::Proxy(_)))
+        .any(|r| matches!(r.answer, RouteAnswer::Proxy(_)))
     {
         "balancer"
     } else {

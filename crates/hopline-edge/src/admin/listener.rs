@@ -46,7 +46,7 @@ fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(|h| crate::request::router::host_without_port(h).to_string())
+                .map(|h| crate::engine::host::without_port(h).to_string())
                 .unwrap_or_default(),
             uri.path_and_query()
                 .map(|p| p.as_str())
@@ -54,7 +54,7 @@ fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
                 .to_string(),
         ),
     };
-    let table = view.table();
+    let table = view.snapshot();
     let mut purged = 0;
     for cache in table.caches.values() {
         for tls in [false, true] {
@@ -78,7 +78,7 @@ async fn answer(
     req: Request<Incoming>,
     stop: watch::Receiver<bool>,
 ) -> Response<Body> {
-    let table = view.table();
+    let table = view.snapshot();
     if let Some(refused) = crate::admin::auth::check_token(table.admin_token.as_deref(), &req) {
         return refused;
     }

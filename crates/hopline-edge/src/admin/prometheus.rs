@@ -31,7 +31,7 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
             m.responses[class].load(Ordering::Relaxed)
         );
     }
-    let table = view.table();
+    let table = view.snapshot();
     let mut lines = [
         String::new(),
         String::new(),
@@ -193,8 +193,8 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
             );
         }
     }
-    for (_, _, service) in table.services.iter() {
-        service.metrics(&mut out);
+    for service in &table.services {
+        service.report.metrics(&mut out);
     }
     out
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The JSON of `/.hopline/status`.
 pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
-    let table = view.table();
+    let table = view.snapshot();
     let mut pools = serde_json::Map::new();
     for (name, up) in &table.upstreams {
         let members = up.members();
@@ -40,7 +40,7 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
         },
         "upstreams": pools,
         "caches": table.caches.iter().map(|(name, c)| (name.clone(), cache_json(c))).collect::<serde_json::Map<_, _>>(),
-        "services": table.services.iter().map(|(kind, name, s)| (format!("{kind}.{name}"), s.status())).collect::<serde_json::Map<_, _>>(),
+        "services": table.services.iter().map(|s| (format!("{}.{}", s.kind, s.name), s.report.status())).collect::<serde_json::Map<_, _>>(),
         "certificates": certificates(&table),
         "on_demand": table.on_demand.iter().map(|(key, od)| {
             let (asked, refused) = od.counters();
@@ -51,7 +51,7 @@ pub fn status_json(view: &dyn AdminView) -> serde_json::Value {
 
 /// Every certificate obtained by ACME (for sites, and on demand), by `SECTION:names`.
 fn certificates(
-    table: &crate::request::router::Table,
+    table: &crate::admin::view::Snapshot,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut out: serde_json::Map<String, serde_json::Value> = table
         .certificates

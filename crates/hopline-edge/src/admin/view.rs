@@ -1,10 +1,108 @@
 //! What the admin side reads of a running edge: the [`AdminView`] a server implements,
-//! and the boxes from outside the edge (DNS) the dashboard shows.
+//! the [`Snapshot`] of the configuration in force the request path fills for it, and the
+//! boxes from outside the edge (DNS) the dashboard shows.
 
-use crate::admin::counters::Metrics;
-use crate::admin::counters::TraceHop;
-use crate::request::router::Table;
+use crate::acme::manager::Managed;
+use crate::acme::on_demand::OnDemand;
+use crate::admin::counters::{Metrics, SiteStats, TraceHop};
+use crate::cache::store::HttpCache;
+use crate::limits::limiter::Limiter;
+use crate::proxy::pool::UpstreamPool;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// What the admin side shows of the configuration in force: the parts a request path
+/// compiled (pools, caches, limits, certificates, services) and how its sites use them.
+/// The request path makes one at start and at every reload; the admin side reads nothing
+/// else of it, so counters and parts flow up and nothing reaches back down.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every site, in config order.
+    pub sites: Vec<SiteView>,
+    /// Upstream pools by name.
+    pub upstreams: BTreeMap<String, Arc<UpstreamPool>>,
+    /// Caches by name.
+    pub caches: BTreeMap<String, Arc<HttpCache>>,
+    /// Route services (products' sections), in registration order.
+    pub services: Vec<ServiceView>,
+    /// Certificates obtained by ACME, by `SECTION:name,name`.
+    pub certificates: BTreeMap<String, Arc<Managed>>,
+    /// On-demand certificates, by `SECTION:patterns`.
+    pub on_demand: BTreeMap<String, Arc<OnDemand>>,
+    /// The admin listener's token, if any.
+    pub admin_token: Option<String>,
+}
+
+/// A site as the admin side shows it.
+#[derive(Debug)]
+pub struct SiteView {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Where it listens (as configured).
+    pub listen: Vec<SocketAddr>,
+    /// It speaks HTTPS.
+    pub tls: bool,
+    /// Its requests, errors and latency.
+    pub stats: Arc<SiteStats>,
+    /// The key in [`Snapshot::certificates`] of the certificate it serves, when ACME
+    /// obtains it.
+    pub certificate: Option<String>,
+    /// Its routes, longest prefix first.
+    pub routes: Vec<RouteView>,
+}
+
+/// A route as the admin side shows it.
+#[derive(Debug)]
+pub struct RouteView {
+    /// What answers it.
+    pub answer: RouteAnswer,
+    /// The cache in front of it.
+    pub cache: Option<Arc<HttpCache>>,
+    /// Its rate limit.
+    pub limit: Option<Arc<Limiter>>,
+}
+
+/// What answers a route, as far as the dashboard draws it.
+#[derive(Debug)]
+pub enum RouteAnswer {
+    /// An upstream pool.
+    Proxy(Arc<UpstreamPool>),
+    /// A product's service `KIND:NAME`.
+    Service {
+        /// The product kind, e.g. `realtime`.
+        kind: Arc<str>,
+        /// The section's name.
+        name: String,
+    },
+    /// Files, a redirect or a fixed response.
+    Local,
+}
+
+/// What a product's service reports on the admin side.
+pub trait Report: Send + Sync {
+    /// Its part of `/.hopline/status` (a JSON object).
+    fn status(&self) -> serde_json::Value;
+    /// Its lines of `/metrics` (Prometheus text), appended to `out`.
+    fn metrics(&self, out: &mut String);
+}
+
+/// A product's service, named as routes name it.
+#[derive(Clone)]
+pub struct ServiceView {
+    /// The product kind, e.g. `realtime`.
+    pub kind: String,
+    /// The section's name.
+    pub name: String,
+    /// Its status and metrics.
+    pub report: Arc<dyn Report>,
+}
+
+impl std::fmt::Debug for ServiceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceView({}:{})", self.kind, self.name)
+    }
+}
 
 /// A box of the dashboard's topology that lives outside the edge (a DNS service).
 #[derive(Debug, Clone)]
@@ -34,8 +132,8 @@ pub type ExtraNodes = Box<dyn Fn() -> Vec<ExtraNode> + Send + Sync>;
 
 /// What the admin endpoints read.
 pub trait AdminView: Send + Sync + 'static {
-    /// The table in force.
-    fn table(&self) -> Arc<Table>;
+    /// What the configuration in force shows.
+    fn snapshot(&self) -> Arc<Snapshot>;
     /// Counters.
     fn metrics(&self) -> &Metrics;
     /// Connections open now.

@@ -10,5 +10,6 @@ pub mod clock;
 pub mod error;
 pub mod h1;
 pub mod h2;
+pub mod host;
 pub mod listen;
 pub mod tls;

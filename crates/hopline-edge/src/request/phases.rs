@@ -39,7 +39,7 @@ use crate::limits::gcra::Decision;
 use crate::limits::limiter::Limiter;
 use crate::request::compress;
 use crate::request::files::{self, FileCache};
-use crate::request::router::{self, Handler, ListenerTable, Route, SiteTable, Table};
+use crate::request::router::{Handler, ListenerTable, Route, SiteTable, Table};
 
 static SERVER: HeaderValue = HeaderValue::from_static("hopline");
 /// W3C trace context: a request carrying it is remembered for `hopline trace`.
@@ -87,7 +87,7 @@ pub(crate) async fn handle(
     let version = req.version();
 
     // 1. route
-    let host = router::host_without_port(raw_host(&req));
+    let host = crate::engine::host::without_port(raw_host(&req));
     let current = table.listeners.get(&conn.listener);
     let removed = current.is_none();
     let site = current.unwrap_or(&conn.initial).site(host).clone();
@@ -333,7 +333,7 @@ pub(crate) fn refused(path: &PathState, conn: &ConnInfo, refusal: Refusal) {
     } = *seen;
     let host = seen_host
         .as_deref()
-        .map(router::host_without_port)
+        .map(crate::engine::host::without_port)
         .unwrap_or("");
     let table = path.table.load();
     let site = table
@@ -479,7 +479,7 @@ async fn answer(
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let host = router::host_without_port(authority);
+            let host = crate::engine::host::without_port(authority);
             let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 host.to_ascii_lowercase().into()
             } else {

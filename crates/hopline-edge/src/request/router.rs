@@ -59,6 +59,62 @@ impl Table {
             m.start(self.http01.clone(), self.tls_alpn.clone());
         }
     }
+
+    /// What the admin side shows of this table (made once per start or reload).
+    pub fn snapshot(&self) -> crate::admin::view::Snapshot {
+        use crate::admin::view::{RouteAnswer, RouteView, ServiceView, SiteView, Snapshot};
+        let services: Vec<ServiceView> = self
+            .services
+            .iter()
+            .map(|(kind, name, service)| ServiceView {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                report: Arc::new(crate::request::service::Reporter(service.clone())),
+            })
+            .collect();
+        let sites = self
+            .sites
+            .iter()
+            .map(|site| SiteView {
+                name: site.name.clone(),
+                listen: site.listen.clone(),
+                tls: site.tls,
+                stats: site.stats.clone(),
+                certificate: site.certificate.clone(),
+                routes: site
+                    .routes
+                    .iter()
+                    .map(|route| RouteView {
+                        answer: match &route.handler {
+                            Handler::Proxy(pool) => RouteAnswer::Proxy(pool.clone()),
+                            Handler::Service { kind, service, .. } => self
+                                .services
+                                .iter()
+                                .find(|(k, _, s)| *k == &**kind && Arc::ptr_eq(s, service))
+                                .map_or(RouteAnswer::Local, |(_, name, _)| {
+                                    RouteAnswer::Service {
+                                        kind: kind.clone(),
+                                        name: name.to_string(),
+                                    }
+                                }),
+                            _ => RouteAnswer::Local,
+                        },
+                        cache: route.cache.clone(),
+                        limit: route.limit.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Snapshot {
+            sites,
+            upstreams: self.upstreams.clone(),
+            caches: self.caches.clone(),
+            services,
+            certificates: self.certificates.clone(),
+            on_demand: self.on_demand.clone(),
+            admin_token: self.admin_token.clone(),
+        }
+    }
 }
 
 /// A site's certificate, as its listeners will serve it.
@@ -190,21 +246,6 @@ impl SiteTable {
     /// Longest prefix match.
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| path.starts_with(&r.prefix))
-    }
-}
-
-/// Strip the port from a Host header value (`shop.test:8080` → `shop.test`, `[::1]:80` → `[::1]`).
-pub fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(i) => &host[..=i],
-            None => host,
-        };
-    }
-    // (bytes, not chars: a short host is scanned faster than str's searcher sets up)
-    match host.bytes().rposition(|b| b == b':') {
-        Some(i) if host.as_bytes()[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
-        _ => host,
     }
 }
 
@@ -609,13 +650,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn host_port_stripping() {
-        assert_eq!(host_without_port("shop.test:8080"), "shop.test");
-        assert_eq!(host_without_port("shop.test"), "shop.test");
-        assert_eq!(host_without_port("[::1]:80"), "[::1]");
-        assert_eq!(host_without_port("[::1]"), "[::1]");
-    }
 
     #[test]
     fn sites_by_host_and_routes_by_longest_prefix() {

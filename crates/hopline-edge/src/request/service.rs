@@ -59,6 +59,18 @@ pub trait RouteService: Send + Sync + 'static {
     fn shutdown(&self) {}
 }
 
+/// A route service as the admin side sees it: its status and metrics.
+pub(crate) struct Reporter(pub(crate) Arc<dyn RouteService>);
+
+impl crate::admin::view::Report for Reporter {
+    fn status(&self) -> serde_json::Value {
+        self.0.status()
+    }
+    fn metrics(&self, out: &mut String) {
+        self.0.metrics(out);
+    }
+}
+
 impl std::fmt::Debug for dyn RouteService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RouteService")
