@@ -43,9 +43,9 @@ pub enum EdgeError {
     Dns(String),
 }
 
-impl From<crate::engine::error::EngineError> for EdgeError {
-    fn from(e: crate::engine::error::EngineError) -> Self {
-        use crate::engine::error::EngineError;
+impl From<hopline_engine::error::EngineError> for EdgeError {
+    fn from(e: hopline_engine::error::EngineError) -> Self {
+        use hopline_engine::error::EngineError;
         match e {
             EngineError::Tls(msg) => EdgeError::Tls(msg),
             EngineError::Io { what, source } => EdgeError::Io { what, source },

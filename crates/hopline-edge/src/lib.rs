@@ -22,16 +22,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod acme;
-pub mod admin;
-pub mod cache;
 pub mod config;
-pub mod engine;
 pub mod error;
-pub mod limits;
-pub mod proxy;
 pub mod request;
 pub mod server;
+
+pub use hopline_acme as acme;
+pub use hopline_admin as admin;
+pub use hopline_cache as cache;
+pub use hopline_engine as engine;
+pub use hopline_limits as limits;
+pub use hopline_proxy as proxy;
 
 pub use config::{Config, ConfigError};
 pub use engine::body::Body;

@@ -19,13 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::{Config, Limits};
-use crate::engine::access_log::AccessLog;
-use crate::engine::body::{Body, RequestBody};
-use crate::engine::h2::{h2_preface, until_closing};
 use crate::error::EdgeError;
 use crate::request::files::FileCache;
 use crate::request::phases::{ConnInfo, PathState};
 use crate::request::router::{self, FastMap, Table};
+use hopline_engine::access_log::AccessLog;
+use hopline_engine::body::{Body, RequestBody};
+use hopline_engine::h2::{h2_preface, until_closing};
 
 /// State shared by every connection.
 struct Shared {
@@ -34,17 +34,17 @@ struct Shared {
     http: ArcSwap<Builders>,
     open_connections: AtomicUsize,
     /// Set to true when the server shuts down: connections finish their request and close.
-    closing: crate::engine::h1::connection::Closing,
+    closing: hopline_engine::h1::connection::Closing,
     /// Woken when the last connection closes.
     idle: tokio::sync::Notify,
     /// Per configured listen address: the bound address and its open connections.
     listeners: parking_lot::Mutex<FastMap<SocketAddr, (SocketAddr, Arc<AtomicUsize>)>>,
     /// Boxes of the dashboard from outside the edge (the DNS services).
-    extras: ArcSwapOption<crate::admin::view::ExtraNodes>,
+    extras: ArcSwapOption<hopline_admin::view::ExtraNodes>,
     /// The `[[stream]]` listeners.
-    streams: parking_lot::Mutex<Vec<crate::proxy::layer4::StreamInfo>>,
+    streams: parking_lot::Mutex<Vec<hopline_proxy::layer4::StreamInfo>>,
     /// What the admin side shows of the table in force (made with it).
-    snapshot: ArcSwap<crate::admin::view::Snapshot>,
+    snapshot: ArcSwap<hopline_admin::view::Snapshot>,
 }
 
 /// A stream listener's socket.
@@ -53,20 +53,20 @@ enum Either {
     Udp(tokio::net::UdpSocket),
 }
 
-impl crate::proxy::layer4::Pools for Shared {
-    fn pool(&self, name: &str) -> Option<Arc<crate::proxy::pool::UpstreamPool>> {
+impl hopline_proxy::layer4::Pools for Shared {
+    fn pool(&self, name: &str) -> Option<Arc<hopline_proxy::pool::UpstreamPool>> {
         self.path.table.load().upstreams.get(name).cloned()
     }
 }
 
-impl crate::admin::view::AdminView for Shared {
-    fn trace(&self, id: &str) -> Vec<crate::admin::counters::TraceHop> {
+impl hopline_admin::view::AdminView for Shared {
+    fn trace(&self, id: &str) -> Vec<hopline_admin::counters::TraceHop> {
         self.path.traces.get(id)
     }
-    fn snapshot(&self) -> Arc<crate::admin::view::Snapshot> {
+    fn snapshot(&self) -> Arc<hopline_admin::view::Snapshot> {
         self.snapshot.load_full()
     }
-    fn metrics(&self) -> &crate::admin::counters::Metrics {
+    fn metrics(&self) -> &hopline_admin::counters::Metrics {
         &self.path.metrics
     }
     fn open_connections(&self) -> usize {
@@ -78,13 +78,13 @@ impl crate::admin::view::AdminView for Shared {
             .get(&configured)
             .map(|(bound, open)| (*bound, open.load(Ordering::Relaxed)))
     }
-    fn extras(&self) -> Vec<crate::admin::view::ExtraNode> {
+    fn extras(&self) -> Vec<hopline_admin::view::ExtraNode> {
         self.extras.load().as_ref().map(|f| f()).unwrap_or_default()
     }
     fn recent_traces(&self, n: usize) -> Vec<String> {
         self.path.traces.recent(n)
     }
-    fn streams(&self) -> Vec<crate::proxy::layer4::StreamInfo> {
+    fn streams(&self) -> Vec<hopline_proxy::layer4::StreamInfo> {
         self.streams.lock().clone()
     }
 }
@@ -122,12 +122,12 @@ pub enum Shutdown {
 }
 
 /// The HTTP/2 engine (hyper), built once per config; HTTP/1.1 is hopline's own
-/// ([`crate::engine::h1`]). HTTP/2 only: a connection that chose h2 (ALPN or the prior-knowledge
+/// ([`hopline_engine::h1`]). HTTP/2 only: a connection that chose h2 (ALPN or the prior-knowledge
 /// preface) that then does not start with the preface gets GOAWAY(PROTOCOL_ERROR), never
 /// an HTTP/1.1 answer.
 struct Builders {
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    h1: crate::engine::h1::connection::Options,
+    h1: hopline_engine::h1::connection::Options,
 }
 
 fn builders(limits: &Limits) -> Builders {
@@ -141,7 +141,7 @@ fn builders(limits: &Limits) -> Builders {
         .enable_connect_protocol();
     Builders {
         h2: b,
-        h1: crate::engine::h1::connection::Options {
+        h1: hopline_engine::h1::connection::Options {
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
             max_header_bytes: (limits.max_header_bytes.0 as usize).clamp(1024, 1 << 30),
@@ -152,7 +152,7 @@ fn builders(limits: &Limits) -> Builders {
 
 /// Binds a listening socket; a refusal names the address and what would have listened.
 fn bind(addr: SocketAddr, role: &str) -> Result<TcpListener, EdgeError> {
-    crate::engine::listen::bind(addr).map_err(|e| EdgeError::Bind {
+    hopline_engine::listen::bind(addr).map_err(|e| EdgeError::Bind {
         addr,
         role: role.to_string(),
         reason: e,
@@ -173,7 +173,7 @@ impl Server {
         config: &Config,
         services: &crate::request::service::Services,
     ) -> Result<(), EdgeError> {
-        crate::engine::tls::install_crypto_provider();
+        hopline_engine::tls::install_crypto_provider();
         router::compile(config, None, services).map(drop)
     }
 
@@ -181,7 +181,7 @@ impl Server {
         config: Config,
         services: crate::request::service::Services,
     ) -> Result<Server, EdgeError> {
-        crate::engine::tls::install_crypto_provider();
+        hopline_engine::tls::install_crypto_provider();
         let table = router::compile(&config, None, &services)?;
         let access_log = AccessLog::open(config.access_log.as_deref())?;
         let mut bound = Vec::new();
@@ -216,8 +216,8 @@ impl Server {
             streams.push((st.clone(), socket, role));
         }
         for up in table.upstreams.values() {
-            crate::proxy::health::spawn_health_checks(up);
-            crate::proxy::health::spawn_resolution(up);
+            hopline_proxy::health::spawn_health_checks(up);
+            hopline_proxy::health::spawn_resolution(up);
         }
         let snapshot = ArcSwap::from_pointee(table.snapshot());
         let shared = Arc::new(Shared {
@@ -227,12 +227,12 @@ impl Server {
                 table: ArcSwap::from_pointee(table),
                 files: FileCache::new(&config.file_cache),
                 access_log: ArcSwapOption::new(access_log),
-                metrics: crate::admin::counters::Metrics::default(),
-                traces: crate::admin::counters::TraceLog::default(),
-                sampler: crate::admin::counters::Sampler::default(),
+                metrics: hopline_admin::counters::Metrics::default(),
+                traces: hopline_admin::counters::TraceLog::default(),
+                sampler: hopline_admin::counters::Sampler::default(),
             },
             open_connections: AtomicUsize::new(0),
-            closing: crate::engine::h1::connection::Closing::default(),
+            closing: hopline_engine::h1::connection::Closing::default(),
             idle: tokio::sync::Notify::new(),
             listeners: parking_lot::Mutex::new(FastMap::default()),
             extras: ArcSwapOption::empty(),
@@ -246,13 +246,13 @@ impl Server {
         };
         for (cfg, socket, role) in streams {
             let (stop, stop_rx) = watch::channel(false);
-            let pools: Arc<dyn crate::proxy::layer4::Pools> = server.shared.clone();
-            let stats = Arc::new(crate::proxy::layer4::StreamStats::default());
+            let pools: Arc<dyn hopline_proxy::layer4::Pools> = server.shared.clone();
+            let stats = Arc::new(hopline_proxy::layer4::StreamStats::default());
             let (udp, pool) = (cfg.udp(), cfg.proxy.get_ref().clone());
             let (bound, task) = match socket {
                 Either::Tcp(l) => (
                     l.local_addr(),
-                    tokio::spawn(crate::proxy::layer4::run_tcp(
+                    tokio::spawn(hopline_proxy::layer4::run_tcp(
                         l,
                         cfg,
                         pools,
@@ -262,7 +262,7 @@ impl Server {
                 ),
                 Either::Udp(u) => (
                     u.local_addr(),
-                    tokio::spawn(crate::proxy::layer4::run_udp(
+                    tokio::spawn(hopline_proxy::layer4::run_udp(
                         u,
                         cfg,
                         pools,
@@ -276,7 +276,7 @@ impl Server {
                 .shared
                 .streams
                 .lock()
-                .push(crate::proxy::layer4::StreamInfo {
+                .push(hopline_proxy::layer4::StreamInfo {
                     bound,
                     udp,
                     pool,
@@ -314,7 +314,7 @@ impl Server {
     }
 
     /// Add boxes from outside the edge (the DNS services) to the admin dashboard.
-    pub fn set_extras(&self, extras: crate::admin::view::ExtraNodes) {
+    pub fn set_extras(&self, extras: hopline_admin::view::ExtraNodes) {
         self.shared.extras.store(Some(Arc::new(extras)));
     }
 
@@ -346,8 +346,8 @@ impl Server {
     fn spawn_admin(&self, configured: SocketAddr, listener: TcpListener) {
         let bound = listener.local_addr().unwrap_or(configured);
         let (stop, stop_rx) = watch::channel(false);
-        let view: Arc<dyn crate::admin::view::AdminView> = self.shared.clone();
-        let task = tokio::spawn(crate::admin::listener::run(listener, view, stop_rx));
+        let view: Arc<dyn hopline_admin::view::AdminView> = self.shared.clone();
+        let task = tokio::spawn(hopline_admin::listener::run(listener, view, stop_rx));
         tracing::info!(target: "hopline::edge", "listening on {bound} (admin: /.hopline/status, /metrics)");
         if let Some((_, old)) = self
             .admin
@@ -400,7 +400,7 @@ impl Server {
     /// [`Server::reload`] with the route services of the new config.
     /// The certificates obtained by ACME (for sites and on demand), as the admin
     /// listener shows them.
-    pub fn certificates(&self) -> Vec<crate::acme::manager::Status> {
+    pub fn certificates(&self) -> Vec<hopline_acme::manager::Status> {
         let table = self.shared.path.table.load();
         let mut out: Vec<_> = table.certificates.values().map(|m| m.status()).collect();
         for od in table.on_demand.values() {
@@ -452,8 +452,8 @@ impl Server {
             let _ = old.stop.send(true);
         }
         for up in table.upstreams.values() {
-            crate::proxy::health::spawn_health_checks(up);
-            crate::proxy::health::spawn_resolution(up);
+            hopline_proxy::health::spawn_health_checks(up);
+            hopline_proxy::health::spawn_resolution(up);
         }
         self.shared.http.store(Arc::new(builders(&table.limits)));
         self.shared.snapshot.store(Arc::new(table.snapshot()));
@@ -613,16 +613,16 @@ struct EdgeService {
     _guard: ConnGuard,
 }
 
-impl crate::engine::h1::connection::Service for EdgeService {
+impl hopline_engine::h1::connection::Service for EdgeService {
     fn call<'a>(
         &'a self,
         req: Request<RequestBody>,
-        interim: Option<&'a crate::engine::h1::interim::Interim>,
+        interim: Option<&'a hopline_engine::h1::interim::Interim>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
         crate::request::phases::handle(&self.shared.path, &self.info, req, interim)
     }
 
-    fn refused(&self, refusal: crate::engine::h1::connection::Refusal) {
+    fn refused(&self, refusal: hopline_engine::h1::connection::Refusal) {
         crate::request::phases::refused(&self.shared.path, &self.info, refusal)
     }
 }
@@ -647,7 +647,7 @@ fn hyper_service(
                 .extensions()
                 .get::<hyper::ext::Http2Informational>()
                 .cloned()
-                .map(crate::engine::h1::interim::Interim::http2);
+                .map(hopline_engine::h1::interim::Interim::http2);
             let mut resp = crate::request::phases::handle(
                 &shared.path,
                 &info,
@@ -656,7 +656,7 @@ fn hyper_service(
             )
             .await;
             // HTTP/2 has no use for lines encoded for HTTP/1.1
-            crate::engine::body::expand_lines(&mut resp);
+            hopline_engine::body::expand_lines(&mut resp);
             Ok::<_, Infallible>(resp)
         }
     })
@@ -691,14 +691,14 @@ fn connection(
     Some(async move {
         match tls {
             None => {
-                let served = crate::engine::h1::connection::serve(
+                let served = hopline_engine::h1::connection::serve(
                     stream,
                     &http.h1,
                     &svc,
                     &svc.shared.closing,
                 )
                 .await;
-                if let crate::engine::h1::connection::Outcome::Http2(io) = served {
+                if let hopline_engine::h1::connection::Outcome::Http2(io) = served {
                     // boxed: HTTP/2 state stays out of every HTTP/1.1 connection's task
                     Box::pin(serve_h2(io, &http, &svc)).await
                 }
@@ -753,7 +753,7 @@ async fn plain_handshake(
 async fn on_demand_handshake(
     stream: TcpStream,
     cfg: Arc<rustls::ServerConfig>,
-    od: &dyn crate::engine::tls::OnDemandTls,
+    od: &dyn hopline_engine::tls::OnDemandTls,
     http: &Builders,
     peer: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
@@ -772,7 +772,7 @@ async fn on_demand_handshake(
     let hello = start.client_hello();
     let challenge = hello
         .alpn()
-        .is_some_and(|mut p| p.any(|p| p == crate::engine::tls::ACME_TLS_ALPN));
+        .is_some_and(|mut p| p.any(|p| p == hopline_engine::tls::ACME_TLS_ALPN));
     if let Some(name) = hello.server_name().map(str::to_ascii_lowercase)
         && !challenge
     {
@@ -843,7 +843,7 @@ async fn serve_tls(
         },
     };
     let alpn = tls_stream.get_ref().1.alpn_protocol();
-    if alpn == Some(crate::engine::tls::ACME_TLS_ALPN) {
+    if alpn == Some(hopline_engine::tls::ACME_TLS_ALPN) {
         // a CA's TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3)
         return;
     }
@@ -851,10 +851,11 @@ async fn serve_tls(
     if h2 {
         return serve_h2(tls_stream, http, svc).await;
     }
-    match crate::engine::h1::connection::serve(tls_stream, &http.h1, svc, &svc.shared.closing).await
+    match hopline_engine::h1::connection::serve(tls_stream, &http.h1, svc, &svc.shared.closing)
+        .await
     {
-        crate::engine::h1::connection::Outcome::Closed => {}
-        crate::engine::h1::connection::Outcome::Http2(io) => {
+        hopline_engine::h1::connection::Outcome::Closed => {}
+        hopline_engine::h1::connection::Outcome::Http2(io) => {
             Box::pin(serve_h2(io, http, svc)).await
         }
     }

@@ -15,11 +15,11 @@ pub mod error;
 mod lists;
 mod products;
 
-pub use crate::engine::byte_size::ByteSize;
-use crate::limits::config::LimitConfig;
-pub use crate::proxy::config::{HealthConfig, ServerEntry, Upstream};
 pub use error::ConfigError;
 use error::{in_file_terms, line_col};
+pub use hopline_engine::byte_size::ByteSize;
+use hopline_limits::config::LimitConfig;
+pub use hopline_proxy::config::{HealthConfig, ServerEntry, Upstream};
 pub use products::ProductSections;
 
 /// The whole config file.
@@ -47,10 +47,10 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// Layer-4 proxies: TCP connections or UDP datagrams forwarded to a pool.
     #[serde(default)]
-    pub stream: Vec<crate::proxy::layer4::StreamConfig>,
+    pub stream: Vec<hopline_proxy::layer4::StreamConfig>,
     /// HTTP caches (CDN points of presence), by name.
     #[serde(default)]
-    pub cache: std::collections::BTreeMap<String, crate::cache::config::CacheConfig>,
+    pub cache: std::collections::BTreeMap<String, hopline_cache::config::CacheConfig>,
     /// Rate limits, by name.
     #[serde(default)]
     pub limit: std::collections::BTreeMap<String, LimitConfig>,
@@ -59,7 +59,7 @@ pub struct Config {
     pub dns: hopline_dns::config::DnsConfig,
     /// ACME CAs that sites get certificates from (`tls = { acme = "NAME" }`), by name.
     #[serde(default)]
-    pub acme: std::collections::BTreeMap<String, crate::acme::config::AcmeConfig>,
+    pub acme: std::collections::BTreeMap<String, hopline_acme::config::AcmeConfig>,
     /// The sections of products served on routes (`[KIND.NAME]`, e.g. `[realtime.live]`),
     /// by kind: each product reads its own; the edge knows only their names, to check that
     /// a route's `service = "KIND:NAME"` exists.
@@ -476,7 +476,7 @@ impl Validator<'_> {
             acme_dns01: config
                 .acme
                 .iter()
-                .filter(|(_, a)| a.challenge() == crate::acme::config::Challenge::Dns01)
+                .filter(|(_, a)| a.challenge() == hopline_acme::config::Challenge::Dns01)
                 .map(|(n, _)| n.clone())
                 .collect(),
             caches: config.cache.keys().cloned().collect(),
@@ -520,7 +520,7 @@ impl Validator<'_> {
                         format!("[acme.{name}] redis {:?}: {e}", url.get_ref()),
                     ));
                 }
-                if a.challenge() != crate::acme::config::Challenge::Http01 {
+                if a.challenge() != hopline_acme::config::Challenge::Http01 {
                     return Err(self.err(
                         url.span(),
                         format!(
@@ -589,7 +589,7 @@ impl Validator<'_> {
     /// `[limit.NAME]` and `[cache.NAME]` sections.
     fn limits_and_caches(&self, config: &mut Config) -> Result<(), ConfigError> {
         for (name, l) in &config.limit {
-            if let Err(e) = crate::limits::limiter::Limiter::new(name, l) {
+            if let Err(e) = hopline_limits::limiter::Limiter::new(name, l) {
                 return Err(ConfigError::at(
                     self.file,
                     self.text,

@@ -11,16 +11,16 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::cache::freshness;
-use crate::cache::store::{self as cache, HttpCache, Lookup};
-use crate::cache::stored::Stored;
-use crate::cache::tee::TeeBody;
-use crate::engine::body::Body;
-use crate::proxy::error::ProxyError;
-use crate::proxy::forward::{self as proxy, Downstream};
-use crate::proxy::origin::HeadForm;
-use crate::proxy::pool::UpstreamPool;
 use crate::request::files::{RangeOutcome, evaluate_range};
+use hopline_cache::freshness;
+use hopline_cache::store::{self as cache, HttpCache, Lookup};
+use hopline_cache::stored::Stored;
+use hopline_cache::tee::TeeBody;
+use hopline_engine::body::Body;
+use hopline_proxy::error::ProxyError;
+use hopline_proxy::forward::{self as proxy, Downstream};
+use hopline_proxy::origin::HeadForm;
+use hopline_proxy::pool::UpstreamPool;
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -29,7 +29,7 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 pub async fn serve(
     cache: &Arc<HttpCache>,
     up: &Arc<UpstreamPool>,
-    req: Request<crate::engine::body::RequestBody>,
+    req: Request<hopline_engine::body::RequestBody>,
     down: Downstream<'_>,
 ) -> Response<Body> {
     let started = tokio::time::Instant::now();
@@ -63,7 +63,7 @@ pub async fn serve(
 async fn serve_inner(
     cache: &Arc<HttpCache>,
     up: &Arc<UpstreamPool>,
-    req: Request<crate::engine::body::RequestBody>,
+    req: Request<hopline_engine::body::RequestBody>,
     down: Downstream<'_>,
 ) -> Response<Body> {
     let method = req.method().clone();

@@ -20,8 +20,8 @@ use http::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::config::FileCacheConfig;
-use crate::engine::body::Body;
 use crate::request::compress::{self, Encoding, Variants};
+use hopline_engine::body::Body;
 
 /// Why a request path cannot name a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +68,15 @@ pub enum Kind {
 pub struct Cached {
     /// What is there.
     pub kind: Kind,
-    /// When, in [`crate::engine::clock::mono_ms`].
+    /// When, in [`hopline_engine::clock::mono_ms`].
     checked: u64,
 }
 
 impl Cached {
     /// Still within its validity (`valid` from when it was checked)?
     fn fresh(&self, valid: Duration) -> bool {
-        u128::from(crate::engine::clock::mono_ms().saturating_sub(self.checked)) < valid.as_millis()
+        u128::from(hopline_engine::clock::mono_ms().saturating_sub(self.checked))
+            < valid.as_millis()
     }
 }
 
@@ -193,7 +194,7 @@ impl FileCache {
                         blocking.await.unwrap_or_else(|_| {
                             Arc::new(Cached {
                                 kind: Kind::Missing,
-                                checked: crate::engine::clock::mono_ms(),
+                                checked: hopline_engine::clock::mono_ms(),
                             })
                         })
                     }
@@ -220,7 +221,7 @@ impl FileCache {
 /// Look at the disk (blocking). Reuses the previous entry's bytes when the file did not
 /// change, so a revalidation costs one `stat`.
 fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>) -> Arc<Cached> {
-    let now = crate::engine::clock::mono_ms();
+    let now = hopline_engine::clock::mono_ms();
     let missing = || {
         Arc::new(Cached {
             kind: Kind::Missing,
@@ -306,7 +307,7 @@ fn stat(path: &Path, root_canon: &Path, max_file: u64, prev: Option<Arc<Cached>>
     } else {
         None
     };
-    let file = (len >= crate::engine::h1::write::SENDFILE_MIN).then(|| Arc::new(opened));
+    let file = (len >= hopline_engine::h1::write::SENDFILE_MIN).then(|| Arc::new(opened));
     let lines = |vary: bool| {
         let mut l = Vec::with_capacity(192);
         for (name, value) in [

@@ -3,11 +3,11 @@
 //!
 //! 1. **route**: host → site, path → route ([`crate::request::router`]);
 //! 2. **watch**: the trace it carries (or one sampled here) and its access-log record;
-//! 3. **limits**: body size, then the route's rate limit ([`crate::limits`]);
+//! 3. **limits**: body size, then the route's rate limit ([`hopline_limits`]);
 //! 4. **answer** by the route's handler: a static file, a redirect, a fixed response, a
 //!    product's route service, or the proxy — where a cached route takes the cache phase
 //!    ([`crate::request::cached`]: cache lookup → pick → forward → store) and an uncached
-//!    one goes straight to the pool ([`crate::proxy::forward`]: pick → forward);
+//!    one goes straight to the pool ([`hopline_proxy::forward`]: pick → forward);
 //! 5. **filter** the response: the route's headers, `Cache-Control`, the limiter's
 //!    `RateLimit` fields, `Server-Timing`, `Server`, `Connection`;
 //! 6. **log**: counters, the site's stats, the trace hop, the access-log line (written
@@ -29,17 +29,17 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use crate::admin::counters::{Metrics, Sampler, TraceHop, TraceLog};
-use crate::engine::access_log::{AccessLog, LogRecord};
-use crate::engine::body::{Body, RequestBody};
-use crate::engine::h1::codec::Seen;
-use crate::engine::h1::connection::Refusal;
-use crate::engine::h1::interim::Interim;
-use crate::limits::gcra::Decision;
-use crate::limits::limiter::Limiter;
 use crate::request::compress;
 use crate::request::files::{self, FileCache};
 use crate::request::router::{Handler, ListenerTable, Route, SiteTable, Table};
+use hopline_admin::counters::{Metrics, Sampler, TraceHop, TraceLog};
+use hopline_engine::access_log::{AccessLog, LogRecord};
+use hopline_engine::body::{Body, RequestBody};
+use hopline_engine::h1::codec::Seen;
+use hopline_engine::h1::connection::Refusal;
+use hopline_engine::h1::interim::Interim;
+use hopline_limits::gcra::Decision;
+use hopline_limits::limiter::Limiter;
 
 static SERVER: HeaderValue = HeaderValue::from_static("hopline");
 /// W3C trace context: a request carrying it is remembered for `hopline trace`.
@@ -87,7 +87,7 @@ pub(crate) async fn handle(
     let version = req.version();
 
     // 1. route
-    let host = crate::engine::host::without_port(raw_host(&req));
+    let host = hopline_engine::host::without_port(raw_host(&req));
     let current = table.listeners.get(&conn.listener);
     let removed = current.is_none();
     let site = current.unwrap_or(&conn.initial).site(host).clone();
@@ -135,7 +135,7 @@ pub(crate) async fn handle(
     // 5. the edge's response filters
     if watch.traced.is_some() {
         // the hop's record reads fields an origin's relayed lines may hold
-        crate::engine::body::expand_lines(&mut resp);
+        hopline_engine::body::expand_lines(&mut resp);
     }
     if site.server_timing {
         let entry = format!(
@@ -333,7 +333,7 @@ pub(crate) fn refused(path: &PathState, conn: &ConnInfo, refusal: Refusal) {
     } = *seen;
     let host = seen_host
         .as_deref()
-        .map(crate::engine::host::without_port)
+        .map(hopline_engine::host::without_port)
         .unwrap_or("");
     let table = path.table.load();
     let site = table
@@ -479,13 +479,13 @@ async fn answer(
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let host = crate::engine::host::without_port(authority);
+            let host = hopline_engine::host::without_port(authority);
             let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 host.to_ascii_lowercase().into()
             } else {
                 host.into()
             };
-            let down = crate::proxy::forward::Downstream {
+            let down = hopline_proxy::forward::Downstream {
                 peer: conn.peer,
                 client: conn
                     .client
@@ -499,10 +499,10 @@ async fn answer(
             // service future keeps the static-file path's future small.
             match &route.cache {
                 // an upgrade (WebSocket) is a tunnel, never a cacheable exchange
-                Some(cache) if !crate::proxy::hop_by_hop::is_upgrade(req.headers()) => {
+                Some(cache) if !hopline_proxy::hop_by_hop::is_upgrade(req.headers()) => {
                     Box::pin(crate::request::cached::serve(cache, up, req, down)).await
                 }
-                _ => Box::pin(crate::proxy::forward::forward(up, req, down)).await,
+                _ => Box::pin(hopline_proxy::forward::forward(up, req, down)).await,
             }
         }
     }
@@ -522,7 +522,7 @@ fn filter_route(
         || (resp.body().has_relayed_lines()
             && ((ok && route.cache_control.is_some()) || limited.is_some()))
     {
-        crate::engine::body::expand_lines(&mut resp);
+        hopline_engine::body::expand_lines(&mut resp);
     }
     let h = resp.headers_mut();
     if let Some(cc) = &route.cache_control

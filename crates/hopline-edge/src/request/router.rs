@@ -10,10 +10,10 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{Config, Site};
-use crate::engine::tls::{self, SniResolver};
 use crate::error::EdgeError;
 use crate::request::compress::Variants;
 use crate::request::files::StaticRoute;
+use hopline_engine::tls::{self, SniResolver};
 
 /// Maps looked up on every request: a fast hasher (keys are configured names and addresses).
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -26,11 +26,11 @@ pub struct Table {
     /// Limits in force.
     pub limits: crate::config::Limits,
     /// Upstream pools by name.
-    pub upstreams: std::collections::BTreeMap<String, Arc<crate::proxy::pool::UpstreamPool>>,
+    pub upstreams: std::collections::BTreeMap<String, Arc<hopline_proxy::pool::UpstreamPool>>,
     /// Caches by name.
-    pub caches: std::collections::BTreeMap<String, Arc<crate::cache::store::HttpCache>>,
+    pub caches: std::collections::BTreeMap<String, Arc<hopline_cache::store::HttpCache>>,
     /// Rate limits by name.
-    pub limits_by_name: std::collections::BTreeMap<String, Arc<crate::limits::limiter::Limiter>>,
+    pub limits_by_name: std::collections::BTreeMap<String, Arc<hopline_limits::limiter::Limiter>>,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
     /// The admin listener's token, if any.
@@ -42,14 +42,14 @@ pub struct Table {
     /// Every site, in config order (for the dashboard's topology).
     pub sites: Vec<Arc<SiteTable>>,
     /// Certificates obtained by ACME, by `SECTION:name,name` (kept across reloads).
-    pub certificates: std::collections::BTreeMap<String, Arc<crate::acme::manager::Managed>>,
+    pub certificates: std::collections::BTreeMap<String, Arc<hopline_acme::manager::Managed>>,
     /// HTTP-01 challenges in flight, answered before any route (kept across reloads).
-    pub http01: Arc<crate::acme::challenges::Http01>,
+    pub http01: Arc<hopline_acme::challenges::Http01>,
     /// TLS-ALPN-01 challenges in flight, answered by ACME sites' listeners (kept across
     /// reloads).
     pub tls_alpn: Arc<tls::AlpnChallenges>,
     /// On-demand certificates, by `SECTION:patterns` (kept across reloads).
-    pub on_demand: std::collections::BTreeMap<String, Arc<crate::acme::on_demand::OnDemand>>,
+    pub on_demand: std::collections::BTreeMap<String, Arc<hopline_acme::on_demand::OnDemand>>,
 }
 
 impl Table {
@@ -61,8 +61,8 @@ impl Table {
     }
 
     /// What the admin side shows of this table (made once per start or reload).
-    pub fn snapshot(&self) -> crate::admin::view::Snapshot {
-        use crate::admin::view::{RouteAnswer, RouteView, ServiceView, SiteView, Snapshot};
+    pub fn snapshot(&self) -> hopline_admin::view::Snapshot {
+        use hopline_admin::view::{RouteAnswer, RouteView, ServiceView, SiteView, Snapshot};
         let services: Vec<ServiceView> = self
             .services
             .iter()
@@ -91,11 +91,9 @@ impl Table {
                                 .services
                                 .iter()
                                 .find(|(k, _, s)| *k == &**kind && Arc::ptr_eq(s, service))
-                                .map_or(RouteAnswer::Local, |(_, name, _)| {
-                                    RouteAnswer::Service {
-                                        kind: kind.clone(),
-                                        name: name.to_string(),
-                                    }
+                                .map_or(RouteAnswer::Local, |(_, name, _)| RouteAnswer::Service {
+                                    kind: kind.clone(),
+                                    name: name.to_string(),
                                 }),
                             _ => RouteAnswer::Local,
                         },
@@ -120,8 +118,8 @@ impl Table {
 /// A site's certificate, as its listeners will serve it.
 enum SiteCert {
     Fixed(Arc<rustls::sign::CertifiedKey>),
-    Live(crate::engine::tls::LiveCert),
-    OnDemand(Arc<crate::acme::on_demand::OnDemand>),
+    Live(hopline_engine::tls::LiveCert),
+    OnDemand(Arc<hopline_acme::on_demand::OnDemand>),
 }
 
 /// The sites of one listener.
@@ -150,7 +148,7 @@ pub struct SiteTable {
     /// It speaks HTTPS.
     pub tls: bool,
     /// Its requests, errors and latency (kept across reloads by site name).
-    pub stats: Arc<crate::admin::counters::SiteStats>,
+    pub stats: Arc<hopline_admin::counters::SiteStats>,
     /// The key in [`Table::certificates`] of the certificate it serves, when ACME obtains
     /// it (what the dashboard shows on its box).
     pub certificate: Option<String>,
@@ -174,9 +172,9 @@ pub struct Route {
     /// Requests go to the access log.
     pub log: bool,
     /// Cache in front of the proxy.
-    pub cache: Option<Arc<crate::cache::store::HttpCache>>,
+    pub cache: Option<Arc<hopline_cache::store::HttpCache>>,
     /// Rate limit.
-    pub limit: Option<Arc<crate::limits::limiter::Limiter>>,
+    pub limit: Option<Arc<hopline_limits::limiter::Limiter>>,
 }
 
 /// The handler of a route.
@@ -192,7 +190,7 @@ pub enum Handler {
         status: StatusCode,
     },
     /// Forward to an upstream pool.
-    Proxy(Arc<crate::proxy::pool::UpstreamPool>),
+    Proxy(Arc<hopline_proxy::pool::UpstreamPool>),
     /// A product's route service (realtime channels, notifications, …).
     Service {
         /// The product kind, e.g. `realtime`, for status and logs.
@@ -258,7 +256,7 @@ pub fn compile(
 ) -> Result<Table, EdgeError> {
     struct Pending {
         tls: Option<SniResolver>,
-        on_demand: Option<Arc<crate::acme::on_demand::OnDemand>>,
+        on_demand: Option<Arc<hopline_acme::on_demand::OnDemand>>,
         plain: bool,
         exact: FastMap<String, Arc<SiteTable>>,
         wildcard: Vec<(String, Arc<SiteTable>)>,
@@ -295,7 +293,7 @@ pub fn compile(
     for (name, up) in &config.upstream {
         upstreams.insert(
             name.clone(),
-            Arc::new(crate::proxy::pool::build_pool(name, up).map_err(EdgeError::Conflict)?),
+            Arc::new(hopline_proxy::pool::build_pool(name, up).map_err(EdgeError::Conflict)?),
         );
     }
     let mut caches = std::collections::BTreeMap::new();
@@ -303,7 +301,7 @@ pub fn compile(
         let cache = match previous.and_then(|p| p.caches.get(name)) {
             // keep a cache's contents across reloads
             Some(old) => old.clone(),
-            None => Arc::new(crate::cache::store::HttpCache::new(name, c).map_err(|e| {
+            None => Arc::new(hopline_cache::store::HttpCache::new(name, c).map_err(|e| {
                 EdgeError::Io {
                     what: format!("cache {name}: disk tier"),
                     source: e,
@@ -316,18 +314,18 @@ pub fn compile(
     for (name, l) in &config.limit {
         limits_by_name.insert(
             name.clone(),
-            Arc::new(crate::limits::limiter::Limiter::new(name, l).map_err(EdgeError::Conflict)?),
+            Arc::new(hopline_limits::limiter::Limiter::new(name, l).map_err(EdgeError::Conflict)?),
         );
     }
     let mut certificates = std::collections::BTreeMap::new();
     let mut on_demand = std::collections::BTreeMap::new();
     let tls_alpn: Arc<tls::AlpnChallenges> =
         previous.map_or_else(Default::default, |p| p.tls_alpn.clone());
-    let http01: Arc<crate::acme::challenges::Http01> =
+    let http01: Arc<hopline_acme::challenges::Http01> =
         previous.map_or_else(Default::default, |p| p.http01.clone());
     for (name, a) in &config.acme {
         if let Some(url) = &a.redis {
-            let shared = crate::acme::shared::Shared::new(url.get_ref(), name)
+            let shared = hopline_acme::shared::Shared::new(url.get_ref(), name)
                 .map_err(EdgeError::Conflict)?;
             http01.share(Arc::new(shared));
         }
@@ -369,7 +367,7 @@ pub fn compile(
                     .or_else(|| previous.and_then(|p| p.on_demand.get(&key)))
                 {
                     Some(o) if o.same_setup(&acme, &hosts) => o.clone(),
-                    _ => Arc::new(crate::acme::on_demand::OnDemand::new(
+                    _ => Arc::new(hopline_acme::on_demand::OnDemand::new(
                         section,
                         acme,
                         storage,
@@ -400,7 +398,7 @@ pub fn compile(
                     .or_else(|| previous.and_then(|p| p.certificates.get(&key)))
                 {
                     Some(m) if m.same_setup(&acme, &storage) => m.clone(),
-                    _ => Arc::new(crate::acme::manager::Managed::new(
+                    _ => Arc::new(hopline_acme::manager::Managed::new(
                         section, acme, storage, names,
                     )),
                 };
@@ -524,9 +522,9 @@ pub fn compile(
 fn compile_site(
     site: &Site,
     config: &Config,
-    upstreams: &std::collections::BTreeMap<String, Arc<crate::proxy::pool::UpstreamPool>>,
-    caches: &std::collections::BTreeMap<String, Arc<crate::cache::store::HttpCache>>,
-    limits: &std::collections::BTreeMap<String, Arc<crate::limits::limiter::Limiter>>,
+    upstreams: &std::collections::BTreeMap<String, Arc<hopline_proxy::pool::UpstreamPool>>,
+    caches: &std::collections::BTreeMap<String, Arc<hopline_cache::store::HttpCache>>,
+    limits: &std::collections::BTreeMap<String, Arc<hopline_limits::limiter::Limiter>>,
     services: &crate::request::service::Services,
 ) -> Result<SiteTable, EdgeError> {
     let name: Arc<str> = match (&site.name, &site.hosts) {
@@ -649,7 +647,6 @@ mod tests {
             "{e}"
         );
     }
-
 
     #[test]
     fn sites_by_host_and_routes_by_longest_prefix() {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 
-use crate::engine::body::{Body, RequestBody};
+use hopline_engine::body::{Body, RequestBody};
 
 /// A boxed, sendable future: what a service's `call` returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -62,7 +62,7 @@ pub trait RouteService: Send + Sync + 'static {
 /// A route service as the admin side sees it: its status and metrics.
 pub(crate) struct Reporter(pub(crate) Arc<dyn RouteService>);
 
-impl crate::admin::view::Report for Reporter {
+impl hopline_admin::view::Report for Reporter {
     fn status(&self) -> serde_json::Value {
         self.0.status()
     }
@@ -92,7 +92,7 @@ pub trait Product: Send + Sync + 'static {
         &self,
         text: &str,
         file: &std::path::Path,
-    ) -> Result<(), crate::engine::error::BoxError>;
+    ) -> Result<(), hopline_engine::error::BoxError>;
 
     /// Read the file's sections of this kind and register a route service per section in
     /// `services`: a section as it was keeps its running part (its state, its clients), a
@@ -103,7 +103,7 @@ pub trait Product: Send + Sync + 'static {
         text: &str,
         file: &std::path::Path,
         services: &mut Services,
-    ) -> Result<(), crate::engine::error::BoxError>;
+    ) -> Result<(), hopline_engine::error::BoxError>;
 
     /// The server stops: shut every running part down.
     fn shutdown(&self);
@@ -171,9 +171,9 @@ pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Sen
     }
 }
 
-impl UpgradedIo for crate::engine::h1::upgrade::Upgraded {
+impl UpgradedIo for hopline_engine::h1::upgrade::Upgraded {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
-        crate::engine::h1::upgrade::Rewind::tcp(self)
+        hopline_engine::h1::upgrade::Rewind::tcp(self)
     }
 }
 
@@ -190,7 +190,7 @@ pub type Upgraded = Box<dyn UpgradedIo>;
 /// HTTP/2 extended CONNECT (hyper). Resolves to the raw stream once the service's
 /// 101 / 200 answer went out; `None` when the request cannot be upgraded.
 pub fn on_upgrade(req: &mut Request<RequestBody>) -> Option<BoxFuture<std::io::Result<Upgraded>>> {
-    if let Some(h1) = crate::engine::h1::upgrade::on_upgrade(req) {
+    if let Some(h1) = hopline_engine::h1::upgrade::on_upgrade(req) {
         return Some(Box::pin(async move {
             let io = h1.await?;
             Ok(Box::new(io) as Upgraded)
@@ -213,7 +213,7 @@ pub fn on_upgrade(req: &mut Request<RequestBody>) -> Option<BoxFuture<std::io::R
 /// HTTP/1.0, HEAD) the response's own body is sent as usual and the future resolves to an
 /// error: build the response so that it works both ways.
 pub fn take_over<B>(resp: &mut Response<B>) -> BoxFuture<std::io::Result<Upgraded>> {
-    let h1 = crate::engine::h1::upgrade::take_over(resp);
+    let h1 = hopline_engine::h1::upgrade::take_over(resp);
     Box::pin(async move {
         let io = h1.await?;
         Ok(Box::new(io) as Upgraded)

@@ -1,0 +1,46 @@
+//! The `[cache.NAME]` table: memory and disk sizes, the largest object, the disk tier.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use hopline_engine::byte_size::ByteSize;
+
+/// The `[cache.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory tier size.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Optional disk tier.
+    pub disk: Option<DiskConfig>,
+    /// Larger responses are passed through, not stored.
+    #[serde(default = "default_max_object")]
+    pub max_object: ByteSize,
+    /// A cache-control field targeted at this cache only (RFC 9213), e.g.
+    /// "Hopline-Cache-Control": it takes precedence over `CDN-Cache-Control`, which takes
+    /// precedence over `Cache-Control`, for this cache's decisions; it is not forwarded.
+    pub targeted_field: Option<String>,
+}
+
+/// The disk tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Folder (made if missing).
+    pub path: PathBuf,
+    /// Total size kept on disk.
+    #[serde(default = "default_disk")]
+    pub size: ByteSize,
+}
+
+fn default_memory() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_max_object() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_disk() -> ByteSize {
+    ByteSize(1 << 30)
+}

@@ -1,0 +1,969 @@
+//! The CDN point of presence: a shared HTTP cache (RFC 9111) in front of a proxy route.
+//!
+//! Storability, freshness, `Age`, `Vary` matching and revalidation requests come from
+//! the `http-cache-semantics` crate (shared-cache mode); this module adds what a PoP
+//! needs around it: a memory tier with real eviction (moka, weighted by size), an
+//! optional disk tier that survives restarts and drops corrupted entries, request
+//! coalescing (N concurrent misses → one origin request), `stale-while-revalidate` and
+//! `stale-if-error`, invalidation by unsafe methods, purge, and the `Cache-Status`
+//! header (RFC 9211) telling the client what the PoP did.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+
+use crate::config::CacheConfig;
+use crate::disk::{Disk, DiskRead};
+use crate::freshness::{
+    CLIENT_CACHE_CONTROL, CLIENT_EXPIRES, directive_secs, explicitly_fresh, normalize,
+    request_forbids_stale, response_forbids_stale, stale_for, stale_parts,
+};
+use crate::stored::{Stored, header_list};
+
+/// Counters for `/metrics` and the status page.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Fresh hits.
+    pub hits: AtomicU64,
+    /// Misses (forwarded).
+    pub misses: AtomicU64,
+    /// Stale served (while revalidating, or on error).
+    pub stale: AtomicU64,
+    /// Revalidations answered 304.
+    pub revalidated: AtomicU64,
+    /// Responses stored.
+    pub stored: AtomicU64,
+    /// Requests that waited for another request's origin fetch.
+    pub coalesced: AtomicU64,
+    /// Entries loaded from the disk tier.
+    pub disk_hits: AtomicU64,
+    /// Corrupted disk entries detected and dropped.
+    pub disk_corrupt: AtomicU64,
+    /// Entries purged or invalidated.
+    pub purged: AtomicU64,
+}
+
+/// A named cache.
+pub struct HttpCache {
+    /// Name, for `Cache-Status` and metrics.
+    pub name: String,
+    mem: moka::sync::Cache<String, Arc<Vec<Arc<Stored>>>>,
+    disk: Option<Disk>,
+    pub max_object: u64,
+    /// Targeted cache-control fields, most specific first (RFC 9213).
+    targeted: Vec<header::HeaderName>,
+    inflight: parking_lot::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    revalidating: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Counters.
+    pub stats: CacheStats,
+}
+
+impl std::fmt::Debug for HttpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+fn opts() -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        ..Default::default()
+    }
+}
+
+/// The cache key: scheme, host and target. HEAD is answered from GET entries.
+pub fn key(tls: bool, host: &str, path_and_query: &str) -> String {
+    format!(
+        "{}://{}{}",
+        if tls { "https" } else { "http" },
+        host.to_ascii_lowercase(),
+        path_and_query
+    )
+}
+
+fn variant_of(req: &HeaderMap, res: &HeaderMap) -> String {
+    let mut out = String::new();
+    for v in res
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for name in v.split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            out.push_str(&name);
+            out.push('=');
+            for val in req.get_all(name.as_str()).iter() {
+                out.push_str(val.to_str().unwrap_or(""));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// Serve this without asking the origin.
+    Fresh(Arc<Stored>, http::response::Parts),
+    /// Stale, may be served while one background refresh runs.
+    StaleWhileRevalidate(Arc<Stored>, http::response::Parts),
+    /// Stale: ask the origin with these (conditional) request headers.
+    Revalidate(Arc<Stored>, http::request::Parts),
+    /// Nothing usable.
+    Miss,
+}
+
+impl HttpCache {
+    /// A cache from its config (relative disk paths resolved by the caller).
+    pub fn new(name: &str, cfg: &CacheConfig) -> std::io::Result<HttpCache> {
+        let mem = moka::sync::Cache::builder()
+            .max_capacity(cfg.memory.0.max(1))
+            .weigher(|k: &String, v: &Arc<Vec<Arc<Stored>>>| -> u32 {
+                let size: usize = v.iter().map(|s| s.body.len() + 512).sum::<usize>() + k.len();
+                size.min(u32::MAX as usize) as u32
+            })
+            .build();
+        let disk = match &cfg.disk {
+            Some(d) => Some(Disk::open(&d.path, d.size.0)?),
+            None => None,
+        };
+        Ok(HttpCache {
+            name: name.to_string(),
+            mem,
+            disk,
+            max_object: cfg.max_object.0,
+            targeted: cfg
+                .targeted_field
+                .iter()
+                .filter_map(|f| header::HeaderName::from_bytes(f.trim().as_bytes()).ok())
+                .chain([header::HeaderName::from_static("cdn-cache-control")])
+                .collect(),
+            inflight: parking_lot::Mutex::new(HashMap::new()),
+            revalidating: parking_lot::Mutex::new(Default::default()),
+            stats: CacheStats::default(),
+        })
+    }
+
+    fn variants(&self, key: &str) -> Option<Arc<Vec<Arc<Stored>>>> {
+        if let Some(v) = self.mem.get(key) {
+            return Some(v);
+        }
+        let disk = self.disk.as_ref()?;
+        match disk.load(key) {
+            DiskRead::Found(variants) => {
+                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                let v = Arc::new(variants.into_iter().map(Arc::new).collect::<Vec<_>>());
+                self.mem.insert(key.to_string(), v.clone());
+                Some(v)
+            }
+            DiskRead::Corrupt(why) => {
+                self.stats.disk_corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "hopline::cache", "cache {}: dropped a corrupted disk entry for {key}: {why}", self.name);
+                None
+            }
+            DiskRead::Missing => None,
+        }
+    }
+
+    /// Find a usable stored response for a GET/HEAD request.
+    pub fn lookup(&self, key: &str, req: &http::request::Parts) -> Lookup {
+        let Some(variants) = self.variants(key) else {
+            return Lookup::Miss;
+        };
+        let now = SystemTime::now();
+        for stored in variants.iter() {
+            match stored.policy.before_request(req, now) {
+                BeforeRequest::Fresh(parts) => return Lookup::Fresh(stored.clone(), parts),
+                BeforeRequest::Stale {
+                    request,
+                    matches: true,
+                } => {
+                    if !stored.swr.is_zero()
+                        && stale_for(stored, now) <= stored.swr
+                        && !request_forbids_stale(&req.headers)
+                        && !response_forbids_stale(stored)
+                    {
+                        let parts = stale_parts(stored, now);
+                        return Lookup::StaleWhileRevalidate(stored.clone(), parts);
+                    }
+                    return Lookup::Revalidate(stored.clone(), request);
+                }
+                BeforeRequest::Stale { matches: false, .. } => continue,
+            }
+        }
+        Lookup::Miss
+    }
+
+    /// May this stale entry be served because the origin failed (`stale-if-error`)?
+    pub fn usable_on_error(&self, stored: &Stored) -> Option<http::response::Parts> {
+        let now = SystemTime::now();
+        (!stored.sie.is_zero()
+            && stale_for(stored, now) <= stored.sie
+            && !response_forbids_stale(stored))
+        .then(|| stale_parts(stored, now))
+    }
+
+    /// The response as this cache judges it (RFC 9213): when a field targeted at it
+    /// (its `targeted_field`, else `CDN-Cache-Control`) is present, its directives stand
+    /// in for `Cache-Control` and `Expires`, whose own values are kept aside in the stored
+    /// entry so that clients are served them unchanged. `None`: no targeted field.
+    pub fn targeted(&self, res: &http::response::Parts) -> Option<http::response::Parts> {
+        for name in &self.targeted {
+            let values: Vec<HeaderValue> = res.headers.get_all(name).iter().cloned().collect();
+            if values.is_empty() {
+                continue;
+            }
+            let mut p = res.clone();
+            for v in res.headers.get_all(header::CACHE_CONTROL) {
+                p.headers.append(CLIENT_CACHE_CONTROL.clone(), v.clone());
+            }
+            if let Some(e) = res.headers.get(header::EXPIRES) {
+                p.headers.insert(CLIENT_EXPIRES.clone(), e.clone());
+            }
+            p.headers.remove(header::CACHE_CONTROL);
+            p.headers.remove(header::EXPIRES);
+            for v in values {
+                p.headers.append(header::CACHE_CONTROL, v);
+            }
+            normalize(&mut p.headers);
+            // (the field for this cache alone is not stored: hits never show it)
+            self.strip_own_targeted(&mut p.headers);
+            return Some(p);
+        }
+        None
+    }
+
+    /// The response as this cache stores it, when that differs from what the client
+    /// gets: a targeted field's decisions (see [`HttpCache::targeted`]), and no
+    /// `Set-Cookie` — a response with explicit freshness is stored although it sets a
+    /// cookie, but the stored copy never replays a cookie meant for one client to others
+    /// (store and strip: the client that caused the miss gets its cookie from the origin's
+    /// answer; Varnish and nginx by default pass such responses uncached instead).
+    pub fn for_storage(&self, res: &http::response::Parts) -> Option<http::response::Parts> {
+        let mut judged = self.targeted(res);
+        let base = judged.as_ref().unwrap_or(res);
+        if base.headers.contains_key(header::SET_COOKIE) && explicitly_fresh(&base.headers) {
+            let mut p = judged.take().unwrap_or_else(|| res.clone());
+            p.headers.remove(header::SET_COOKIE);
+            judged = Some(p);
+        }
+        judged
+    }
+
+    /// Drop the field targeted at this cache alone from what goes downstream.
+    pub fn strip_own_targeted(&self, h: &mut HeaderMap) {
+        if self.targeted.len() > 1 {
+            h.remove(&self.targeted[0]);
+        }
+    }
+
+    /// Build the policy for an origin response; `None` when a shared cache must not store it.
+    pub fn storable(
+        &self,
+        req: &http::request::Parts,
+        res: &http::response::Parts,
+    ) -> Option<CachePolicy> {
+        if req.method != Method::GET {
+            return None;
+        }
+        // heuristically cacheable statuses (RFC 9110 §15.1) may be stored without explicit
+        // freshness; any other final status needs it (RFC 9111 §3: 302, 307, 500, 503, …
+        // with max-age are stored); partial and interim responses never are
+        let explicit = explicitly_fresh(&res.headers);
+        let code = res.status.as_u16();
+        let by_default = matches!(
+            code,
+            200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        );
+        if !(by_default || (explicit && (200..600).contains(&code) && code != 206 && code != 304)) {
+            return None;
+        }
+        if res
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len > self.max_object)
+        {
+            return None;
+        }
+        if res
+            .headers
+            .get(header::VARY)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "*")
+        {
+            return None;
+        }
+        let now = SystemTime::now();
+        // http-cache-semantics refuses statuses it does not list (5xx, unknown codes) even
+        // with explicit freshness; for those the policy is computed as for a 200 (explicit
+        // freshness is all that decides), while the entry keeps its real status
+        let understood = matches!(
+            code,
+            200 | 203 | 204 | 300..=303 | 307 | 308 | 404 | 405 | 410 | 414 | 501
+        );
+        let as_understood;
+        let res = if understood {
+            res
+        } else {
+            let (mut p, ()) = http::Response::new(()).into_parts();
+            p.status = StatusCode::OK;
+            p.headers = res.headers.clone();
+            as_understood = p;
+            &as_understood
+        };
+        let policy = CachePolicy::new_options(req, res, now, opts());
+        // RFC 9111 lets a shared cache store a heuristically cacheable response even with
+        // no freshness and no validator, but such a copy can never be used: skip it.
+        let has_validator = res.headers.contains_key(header::ETAG)
+            || res.headers.contains_key(header::LAST_MODIFIED);
+        let useful = has_validator || !policy.time_to_live(now).is_zero();
+        (policy.is_storable() && useful).then_some(policy)
+    }
+
+    /// Store a complete response.
+    pub fn store(
+        &self,
+        key: &str,
+        req: &http::request::Parts,
+        res: &http::response::Parts,
+        policy: CachePolicy,
+        body: Bytes,
+    ) {
+        if body.len() as u64 > self.max_object {
+            return;
+        }
+        let stored = Arc::new(Stored {
+            swr: directive_secs(&res.headers, "stale-while-revalidate").unwrap_or_default(),
+            sie: directive_secs(&res.headers, "stale-if-error").unwrap_or_default(),
+            variant: variant_of(&req.headers, &res.headers),
+            headers: header_list(&res.headers),
+            status: res.status.as_u16(),
+            policy,
+            body,
+        });
+        let mut list: Vec<Arc<Stored>> = self
+            .mem
+            .get(key)
+            .map(|v| {
+                v.iter()
+                    .filter(|s| s.variant != stored.variant)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.push(stored.clone());
+        if let Some(d) = &self.disk {
+            d.save(key, &list);
+        }
+        self.mem.insert(key.to_string(), Arc::new(list));
+        self.stats.stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A 304 answered a revalidation: take the new headers, keep the body.
+    pub fn refreshed(
+        &self,
+        key: &str,
+        old: &Stored,
+        req: &http::request::Parts,
+        res: &http::response::Parts,
+    ) -> Option<(Arc<Stored>, http::response::Parts)> {
+        match old.policy.after_response(req, res, SystemTime::now()) {
+            AfterResponse::NotModified(policy, new_head) => {
+                self.stats.revalidated.fetch_add(1, Ordering::Relaxed);
+                let stored = Stored {
+                    policy,
+                    status: old.status,
+                    body: old.body.clone(),
+                    swr: directive_secs(&res.headers, "stale-while-revalidate").unwrap_or(old.swr),
+                    sie: directive_secs(&res.headers, "stale-if-error").unwrap_or(old.sie),
+                    variant: old.variant.clone(),
+                    headers: header_list(&new_head.headers),
+                };
+                let mut list: Vec<Arc<Stored>> = self
+                    .mem
+                    .get(key)
+                    .map(|v| {
+                        v.iter()
+                            .filter(|s| s.variant != stored.variant)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let stored = Arc::new(stored);
+                list.push(stored.clone());
+                if let Some(d) = &self.disk {
+                    d.save(key, &list);
+                }
+                self.mem.insert(key.to_string(), Arc::new(list));
+                let parts = match stored.policy.before_request(req, SystemTime::now()) {
+                    BeforeRequest::Fresh(p) => p,
+                    _ => stale_parts(&stored, SystemTime::now()),
+                };
+                Some((stored, parts))
+            }
+            AfterResponse::Modified(..) => None,
+        }
+    }
+
+    /// Drop every variant of a key (both tiers). Returns how many keys went.
+    pub fn invalidate(&self, key: &str) -> u64 {
+        let mut n = 0;
+        if self.mem.remove(key).is_some() {
+            n = 1;
+        }
+        if let Some(d) = &self.disk
+            && d.remove(key)
+        {
+            n = 1;
+        }
+        self.stats.purged.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Drop every key starting with `prefix` (both tiers).
+    pub fn purge_prefix(&self, prefix: &str) -> u64 {
+        let keys: Vec<String> = self
+            .mem
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        let mut n = 0;
+        for k in &keys {
+            n += self.invalidate(k);
+        }
+        if let Some(d) = &self.disk {
+            n += d.purge_prefix(prefix, &keys);
+        }
+        n
+    }
+
+    /// Become the one request that fetches `key`, or get a receiver that fires when the
+    /// fetching request is done.
+    pub fn join_or_lead(
+        self: &Arc<Self>,
+        key: &str,
+    ) -> Result<FetchLead, tokio::sync::watch::Receiver<bool>> {
+        let mut map = self.inflight.lock();
+        if let Some(rx) = map.get(key) {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return Err(rx.clone());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        map.insert(key.to_string(), rx);
+        Ok(FetchLead {
+            cache: self.clone(),
+            key: key.to_string(),
+            tx,
+        })
+    }
+
+    /// Start a background revalidation of `key` unless one runs already.
+    pub fn begin_background(&self, key: &str) -> bool {
+        self.revalidating.lock().insert(key.to_string())
+    }
+
+    /// A background revalidation of `key` ended.
+    pub fn end_background(&self, key: &str) {
+        self.revalidating.lock().remove(key);
+    }
+
+    /// Entries in the memory tier.
+    pub fn entries(&self) -> u64 {
+        self.mem.run_pending_tasks();
+        self.mem.entry_count()
+    }
+}
+
+/// The request that fetches a key for everyone waiting on it; dropping it wakes them.
+pub struct FetchLead {
+    cache: Arc<HttpCache>,
+    key: String,
+    tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for FetchLead {
+    fn drop(&mut self) {
+        self.cache.inflight.lock().remove(&self.key);
+        let _ = self.tx.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DiskConfig;
+    use crate::freshness::response_head;
+    use crate::freshness::ttl_secs;
+    use hopline_engine::byte_size::ByteSize;
+    use std::time::Duration;
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder()
+            .method("GET")
+            .uri(format!("http://shop.test{path}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn res(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
+        let mut b = http::Response::builder().status(status);
+        b = b.header("date", httpdate::fmt_http_date(SystemTime::now()));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn cache() -> HttpCache {
+        HttpCache::new(
+            "pop",
+            &CacheConfig {
+                memory: ByteSize(1 << 20),
+                disk: None,
+                max_object: ByteSize(1000),
+                targeted_field: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// One case per RFC 9111 storability rule, as a shared cache.
+    #[test]
+    fn storability_table() {
+        let c = cache();
+        type Case<'a> = (
+            &'a str,
+            u16,
+            &'a [(&'a str, &'a str)],
+            &'a [(&'a str, &'a str)],
+            bool,
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                "max-age",
+                200,
+                &[],
+                &[("cache-control", "max-age=60")],
+                true,
+            ),
+            (
+                "s-maxage",
+                200,
+                &[],
+                &[("cache-control", "s-maxage=60")],
+                true,
+            ),
+            (
+                "no-store",
+                200,
+                &[],
+                &[("cache-control", "no-store, max-age=60")],
+                false,
+            ),
+            (
+                "private",
+                200,
+                &[],
+                &[("cache-control", "private, max-age=60")],
+                false,
+            ),
+            (
+                "public, no lifetime, no validator: useless",
+                200,
+                &[],
+                &[("cache-control", "public")],
+                false,
+            ),
+            (
+                "public with a validator",
+                200,
+                &[],
+                &[("cache-control", "public"), ("etag", "\"x\"")],
+                true,
+            ),
+            (
+                "expires",
+                200,
+                &[],
+                &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")],
+                true,
+            ),
+            (
+                "heuristic: last-modified on 200",
+                200,
+                &[],
+                &[("last-modified", "Thu, 01 Jan 2015 00:00:00 GMT")],
+                true,
+            ),
+            ("no lifetime, no validator", 200, &[], &[], false),
+            (
+                "500 with max-age is stored (explicit freshness, RFC 9111 §3)",
+                500,
+                &[],
+                &[("cache-control", "max-age=60")],
+                true,
+            ),
+            (
+                "authorization without public",
+                200,
+                &[("authorization", "Bearer x")],
+                &[("cache-control", "max-age=60")],
+                false,
+            ),
+            (
+                "authorization with s-maxage",
+                200,
+                &[("authorization", "Bearer x")],
+                &[("cache-control", "s-maxage=60")],
+                true,
+            ),
+            (
+                "authorization with public",
+                200,
+                &[("authorization", "Bearer x")],
+                &[("cache-control", "public, max-age=60")],
+                true,
+            ),
+            (
+                "vary *",
+                200,
+                &[],
+                &[("cache-control", "max-age=60"), ("vary", "*")],
+                false,
+            ),
+            (
+                "too large",
+                200,
+                &[],
+                &[("cache-control", "max-age=60"), ("content-length", "5000")],
+                false,
+            ),
+            (
+                "404 with max-age",
+                404,
+                &[],
+                &[("cache-control", "max-age=60")],
+                true,
+            ),
+            (
+                "Set-Cookie with explicit freshness",
+                200,
+                &[],
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("set-cookie", "session=abc"),
+                ],
+                true,
+            ),
+            (
+                "302 with max-age",
+                302,
+                &[],
+                &[("cache-control", "max-age=60")],
+                true,
+            ),
+            (
+                "503 with max-age",
+                503,
+                &[],
+                &[("cache-control", "max-age=5")],
+                true,
+            ),
+            (
+                "599 (unknown) with s-maxage",
+                599,
+                &[],
+                &[("cache-control", "s-maxage=5")],
+                true,
+            ),
+            ("302 without freshness", 302, &[], &[], false),
+            (
+                "206 never",
+                206,
+                &[],
+                &[("cache-control", "max-age=60")],
+                false,
+            ),
+            (
+                "no-cache is storable (revalidated every time)",
+                200,
+                &[],
+                &[("cache-control", "no-cache"), ("etag", "\"a\"")],
+                true,
+            ),
+        ];
+        for (name, status, rq, rs, want) in cases {
+            let rs = res(*status, rs);
+            let rs = c.for_storage(&rs).unwrap_or(rs);
+            let got = c.storable(&req("/a", rq), &rs).is_some();
+            assert_eq!(got, *want, "{name}");
+        }
+        // a stored 503 is reused as a 503 while fresh
+        let rq = req("/down", &[]);
+        let rs = res(503, &[("cache-control", "max-age=30")]);
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("down", &rq, &rs, p, Bytes::from_static(b"maintenance"));
+        match c.lookup("down", &rq) {
+            Lookup::Fresh(s, parts) => {
+                assert_eq!(
+                    response_head(&s, parts).status,
+                    StatusCode::SERVICE_UNAVAILABLE
+                );
+                assert_eq!(&s.body[..], b"maintenance");
+            }
+            _ => panic!("a fresh 503 must be a hit"),
+        }
+    }
+
+    #[test]
+    fn lenient_fields_are_read_as_rfc_9111_says() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cache-control",
+            HeaderValue::from_static("Public, Max-Age=60, No-CaChE"),
+        );
+        h.insert(
+            "expires",
+            HeaderValue::from_static("Thu,  01 Dec 2094 16:00:00 GMT"),
+        );
+        h.insert("age", HeaderValue::from_static("7200, 0"));
+        normalize(&mut h);
+        assert_eq!(h["cache-control"], "public, max-age=60, no-cache");
+        assert_eq!(
+            h["expires"], "Thu, 01 Jan 1970 00:00:00 GMT",
+            "invalid Expires: expired"
+        );
+        assert_eq!(h["age"], "7200");
+        let mut h = HeaderMap::new();
+        h.insert("age", HeaderValue::from_static("soon"));
+        // the obsolete date forms are dates: RFC 850 and asctime
+        h.insert(
+            "expires",
+            HeaderValue::from_static("Sunday, 06-Nov-94 08:49:37 GMT"),
+        );
+        normalize(&mut h);
+        assert!(h.get("age").is_none(), "an invalid Age is ignored");
+        assert_eq!(h["expires"], "Sunday, 06-Nov-94 08:49:37 GMT");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "expires",
+            HeaderValue::from_static("Sun Nov  6 08:49:37 1994"),
+        );
+        normalize(&mut h);
+        assert_eq!(h["expires"], "Sun Nov  6 08:49:37 1994");
+        // and the rules then read them: No-Store is no-store
+        let c = cache();
+        let rq = req("/n", &[]);
+        let mut rs = res(200, &[("cache-control", "max-age=60, No-Store")]);
+        normalize(&mut rs.headers);
+        assert!(c.storable(&rq, &rs).is_none());
+        let mut rs = res(200, &[("cache-control", "Max-Age=60")]);
+        normalize(&mut rs.headers);
+        let p = c
+            .storable(&rq, &rs)
+            .expect("Max-Age=60 is fresh for a minute");
+        assert!(p.time_to_live(SystemTime::now()) > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn freshness_age_and_revalidation() {
+        let c = cache();
+        let rq = req("/a", &[]);
+        let origin_date = httpdate::fmt_http_date(SystemTime::now());
+        let rs = res(
+            200,
+            &[
+                ("cache-control", "max-age=100"),
+                ("etag", "\"v1\""),
+                ("date", &origin_date),
+                ("age", "30"),
+            ],
+        );
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k", &rq, &rs, p, Bytes::from_static(b"body"));
+        match c.lookup("k", &rq) {
+            Lookup::Fresh(s, parts) => {
+                assert_eq!(&s.body[..], b"body");
+                let age: u64 = parts.headers["age"].to_str().unwrap().parse().unwrap();
+                assert!((30..=31).contains(&age), "Age {age}");
+                // the origin's Date is kept, in IMF-fixdate form
+                let date = s
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "date")
+                    .map(|(_, v)| v.clone());
+                let head = response_head(&s, parts);
+                assert_eq!(date.as_deref(), Some(origin_date.as_bytes()));
+                assert_eq!(head.headers["date"], origin_date.as_str());
+                assert!(origin_date.ends_with(" GMT"));
+            }
+            _ => panic!("expected fresh"),
+        }
+        // the client asks for a fresher copy than we have: revalidate with the validator
+        match c.lookup("k", &req("/a", &[("cache-control", "max-age=10")])) {
+            Lookup::Revalidate(_, r) => assert_eq!(r.headers["if-none-match"], "\"v1\""),
+            _ => panic!("expected revalidation"),
+        }
+        // no-cache responses are revalidated on every use
+        let rs = res(200, &[("cache-control", "no-cache"), ("etag", "\"v2\"")]);
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k2", &rq, &rs, p, Bytes::from_static(b"x"));
+        assert!(matches!(c.lookup("k2", &rq), Lookup::Revalidate(..)));
+    }
+
+    #[test]
+    fn vary_keeps_variants_apart() {
+        let c = cache();
+        for lang in ["en", "vi"] {
+            let rq = req("/a", &[("accept-language", lang)]);
+            let rs = res(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            );
+            let p = c.storable(&rq, &rs).unwrap();
+            c.store("k", &rq, &rs, p, Bytes::from(lang));
+        }
+        for lang in ["en", "vi"] {
+            match c.lookup("k", &req("/a", &[("accept-language", lang)])) {
+                Lookup::Fresh(s, _) => assert_eq!(&s.body[..], lang.as_bytes()),
+                _ => panic!("{lang}: expected its own variant"),
+            }
+        }
+        assert!(matches!(
+            c.lookup("k", &req("/a", &[("accept-language", "fr")])),
+            Lookup::Miss
+        ));
+    }
+
+    #[test]
+    fn stale_windows() {
+        let c = cache();
+        let rq = req("/a", &[]);
+        // an upstream cache already held it for 20 s: stale for 10 s
+        let rs = res(
+            200,
+            &[
+                (
+                    "cache-control",
+                    "max-age=10, stale-while-revalidate=30, stale-if-error=60",
+                ),
+                ("etag", "\"e\""),
+                ("age", "20"),
+            ],
+        );
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k", &rq, &rs, p, Bytes::from_static(b"old"));
+        match c.lookup("k", &rq) {
+            Lookup::StaleWhileRevalidate(s, _) => {
+                assert_eq!(ttl_secs(&s), -10);
+                assert!(c.usable_on_error(&s).is_some());
+            }
+            Lookup::Fresh(..) => panic!("expected stale-while-revalidate, got fresh"),
+            Lookup::Revalidate(s, _) => panic!(
+                "expected stale-while-revalidate, got revalidate: swr {:?} age {:?} ttl {:?} stale_for {:?}",
+                s.swr,
+                s.policy.age(SystemTime::now()),
+                s.policy.time_to_live(SystemTime::now()),
+                stale_for(&s, SystemTime::now())
+            ),
+            Lookup::Miss => panic!("expected stale-while-revalidate, got miss"),
+        }
+        // must-revalidate forbids serving stale
+        let rs = res(
+            200,
+            &[
+                (
+                    "cache-control",
+                    "max-age=10, must-revalidate, stale-while-revalidate=30, stale-if-error=60",
+                ),
+                ("etag", "\"e\""),
+                ("age", "20"),
+            ],
+        );
+        let p = c.storable(&rq, &rs).unwrap();
+        c.store("k3", &rq, &rs, p, Bytes::from_static(b"old"));
+        match c.lookup("k3", &rq) {
+            Lookup::Revalidate(s, _) => assert!(c.usable_on_error(&s).is_none()),
+            _ => panic!("expected revalidation"),
+        }
+    }
+
+    #[test]
+    fn disk_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CacheConfig {
+            memory: ByteSize(1 << 20),
+            disk: Some(DiskConfig {
+                path: dir.path().to_path_buf(),
+                size: ByteSize(1 << 20),
+            }),
+            max_object: ByteSize(1 << 20),
+            targeted_field: None,
+        };
+        let rq = req("/a", &[]);
+        let rs = res(200, &[("cache-control", "max-age=60")]);
+        {
+            let c = HttpCache::new("pop", &cfg).unwrap();
+            let p = c.storable(&rq, &rs).unwrap();
+            c.store("k", &rq, &rs, p, Bytes::from_static(b"persisted body"));
+        }
+        let c = HttpCache::new("pop", &cfg).unwrap();
+        match c.lookup("k", &rq) {
+            Lookup::Fresh(s, _) => assert_eq!(&s.body[..], b"persisted body"),
+            _ => panic!("disk entry not found after restart"),
+        }
+        assert_eq!(c.stats.disk_hits.load(Ordering::Relaxed), 1);
+        // every Vary variant of a key survives a restart, not only the latest
+        let vary = |lang: &'static str| {
+            (
+                req("/v", &[("accept-language", lang)]),
+                res(
+                    200,
+                    &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+                ),
+            )
+        };
+        {
+            let c = HttpCache::new("pop", &cfg).unwrap();
+            for (lang, body) in [("en", "hello"), ("fr", "bonjour"), ("de", "hallo")] {
+                let (rq, rs) = vary(lang);
+                let p = c.storable(&rq, &rs).unwrap();
+                c.store("v", &rq, &rs, p, Bytes::from_static(body.as_bytes()));
+            }
+        }
+        let c = HttpCache::new("pop", &cfg).unwrap();
+        for (lang, body) in [("en", "hello"), ("fr", "bonjour"), ("de", "hallo")] {
+            match c.lookup("v", &vary(lang).0) {
+                Lookup::Fresh(s, _) => assert_eq!(&s.body[..], body.as_bytes(), "{lang}"),
+                _ => panic!("variant {lang} lost on restart"),
+            }
+        }
+        std::fs::remove_file(c.disk.as_ref().unwrap().path("v")).unwrap();
+        // truncate the file: detected, dropped, never served
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let data = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &data[..data.len() - 5]).unwrap();
+        let c = HttpCache::new("pop", &cfg).unwrap();
+        assert!(matches!(c.lookup("k", &rq), Lookup::Miss));
+        assert_eq!(c.stats.disk_corrupt.load(Ordering::Relaxed), 1);
+        assert!(!file.exists(), "corrupted file kept");
+    }
+}
