@@ -34,6 +34,8 @@ pub struct Status {
     pub obtained: Option<&'static str>,
     /// The challenge answered for it: `http-01`, `tls-alpn-01` or `dns-01`.
     pub challenge: &'static str,
+    /// The key it is ordered with: `ecdsa-p256` or `ecdsa-p384`.
+    pub key_type: &'static str,
     /// Valid from (seconds since the Unix epoch).
     pub not_before: Option<u64>,
     /// Its issuer.
@@ -96,6 +98,7 @@ impl Managed {
                     Challenge::TlsAlpn01 => "tls-alpn-01",
                     Challenge::Dns01 => "dns-01",
                 },
+                key_type: config.key_type().name(),
                 ..Status::default()
             })),
             storage,
@@ -133,6 +136,7 @@ impl Managed {
         self.storage == storage
             && self.config.directory.get_ref() == config.directory.get_ref()
             && self.config.contact == config.contact
+            && self.config.key_type() == config.key_type()
             && self.config.ca_root.as_ref().map(|p| p.get_ref())
                 == config.ca_root.as_ref().map(|p| p.get_ref())
     }
@@ -184,9 +188,15 @@ impl Job {
     async fn run(self) {
         let mut backoff = Duration::from_secs(5);
         self.pull().await;
+        let mut renew_now = false;
         let mut current: Option<Stored> = match storage::load(&self.storage, &self.names) {
             Ok(Some(s)) if s.covers(&self.names) && s.not_after > SystemTime::now() => {
                 self.install(&s, "storage");
+                if s.key_type != Some(self.config.key_type()) {
+                    // served until the new one comes
+                    tracing::info!(target: "hopline::acme", "stored certificate for {} has a {} key, {} is configured: ordering a new one", self.names.join(", "), s.key_type.map_or("different", |k| k.name()), self.config.key_type().name());
+                    renew_now = true;
+                }
                 Some(s)
             }
             Ok(_) => None,
@@ -196,7 +206,9 @@ impl Job {
             }
         };
         loop {
-            if let Some(c) = &current {
+            if let Some(c) = &current
+                && !renew_now
+            {
                 let (at, recheck) = self.renew_time(c).await;
                 let now = SystemTime::now();
                 if now < at {
@@ -214,6 +226,7 @@ impl Job {
                     }
                     tracing::info!(target: "hopline::acme", "certificate for {} {} (valid until {})", self.names.join(", "), if how == "ordered" { format!("obtained from {}", self.config.directory.get_ref()) } else { "taken from the shared store (another node ordered it)".to_string() }, httpdate::fmt_http_date(s.not_after));
                     current = Some(s);
+                    renew_now = false;
                     backoff = Duration::from_secs(5);
                 }
                 Err(e) => {
@@ -486,10 +499,21 @@ impl Job {
                 ));
             }
         }
-        let key_pem = order
-            .finalize()
+        // the CSR names exactly the order's names, with a key of the configured type
+        let key_type = self.config.key_type();
+        let key = rcgen::KeyPair::generate_for(key_type.algorithm())
+            .map_err(|e| format!("a {} key: {e}", key_type.name()))?;
+        let mut params = rcgen::CertificateParams::new(self.names.clone())
+            .map_err(|e| format!("a CSR for {}: {e}", self.names.join(", ")))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| format!("a CSR for {}: {e}", self.names.join(", ")))?;
+        order
+            .finalize_csr(csr.der())
             .await
             .map_err(|e| format!("finalize: {e}"))?;
+        let key_pem = key.serialize_pem();
         let chain_pem = order
             .poll_certificate(
                 &RetryPolicy::new()

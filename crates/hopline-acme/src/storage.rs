@@ -26,6 +26,8 @@ pub struct Stored {
     /// Its ARI identifier (RFC 9773 §4.1): base64url of the authority key identifier and
     /// of the serial number, when the leaf has an AKI.
     pub ari: Option<(String, String)>,
+    /// The leaf's key, when it is one the client makes.
+    pub key_type: Option<crate::config::KeyType>,
 }
 
 impl Stored {
@@ -109,12 +111,25 @@ pub fn load(dir: &Path, names: &[String]) -> Result<Option<Stored>, String> {
         inspect(leaf.as_ref()).map_err(|e| format!("{}: {e}", cert.display()))?;
     Ok(Some(Stored {
         ari: ari_id(leaf.as_ref()),
+        key_type: key_type(leaf.as_ref()),
         key: ck,
         not_before,
         not_after,
         names: san,
         issuer,
     }))
+}
+
+/// The kind of a leaf's public key, if it is one the client makes (the length of an
+/// uncompressed EC point says the curve: 65 bytes on P-256, 97 on P-384).
+pub fn key_type(der: &[u8]) -> Option<crate::config::KeyType> {
+    use x509_parser::public_key::PublicKey;
+    let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
+    match x.public_key().parsed().ok()? {
+        PublicKey::EC(point) if point.data().len() == 65 => Some(crate::config::KeyType::EcdsaP256),
+        PublicKey::EC(point) if point.data().len() == 97 => Some(crate::config::KeyType::EcdsaP384),
+        _ => None,
+    }
 }
 
 /// A leaf's ARI identifier: (base64url(AKI keyIdentifier), base64url(serial)).

@@ -15,9 +15,27 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections refused at the connection limit.
     pub connections_refused: AtomicU64,
+    /// Requests by protocol: HTTP/1.x, HTTP/2, HTTP/3.
+    pub requests_by_protocol: [AtomicU64; 3],
+    /// QUIC connection attempts answered with a Retry (their address not yet proven while
+    /// many handshakes were in flight).
+    pub quic_retries: AtomicU64,
 }
 
+/// The protocols [`Metrics::requests_by_protocol`] counts, as `/metrics` labels them.
+pub const PROTOCOLS: [&str; 3] = ["http/1.1", "h2", "h3"];
+
 impl Metrics {
+    /// Count a request by its protocol.
+    pub fn count_protocol(&self, version: http::Version) {
+        let i = match version {
+            http::Version::HTTP_2 => 1,
+            http::Version::HTTP_3 => 2,
+            _ => 0,
+        };
+        self.requests_by_protocol[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Count a response.
     pub fn count(&self, status: StatusCode) {
         let class = (status.as_u16() / 100).min(5) as usize;

@@ -23,6 +23,20 @@ pub fn metrics_text(view: &dyn AdminView) -> String {
         "hopline_connections_refused_total {}",
         m.connections_refused.load(Ordering::Relaxed)
     );
+    out.push_str("# HELP hopline_requests_protocol_total Requests by protocol.\n# TYPE hopline_requests_protocol_total counter\n");
+    for (i, p) in crate::counters::PROTOCOLS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "hopline_requests_protocol_total{{protocol=\"{p}\"}} {}",
+            m.requests_by_protocol[i].load(Ordering::Relaxed)
+        );
+    }
+    out.push_str("# HELP hopline_quic_retries_total QUIC connection attempts sent a Retry to prove their address.\n# TYPE hopline_quic_retries_total counter\n");
+    let _ = writeln!(
+        out,
+        "hopline_quic_retries_total {}",
+        m.quic_retries.load(Ordering::Relaxed)
+    );
     out.push_str("# HELP hopline_responses_total Responses by status class.\n# TYPE hopline_responses_total counter\n");
     for class in 1..=5 {
         let _ = writeln!(

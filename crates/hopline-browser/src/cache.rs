@@ -63,6 +63,25 @@ impl DiskCache {
             .join("http")
     }
 
+    /// The HTTP/3 alternatives origins advertised (`Alt-Svc`), remembered across visits as
+    /// browsers do: origin → (UDP port, seconds since the epoch it expires).
+    pub fn alt_svc(&self) -> std::collections::HashMap<String, (u16, u64)> {
+        std::fs::read(self.dir.join("alt-svc.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Remember what an origin advertised (written whole, then renamed).
+    pub fn save_alt_svc(&self, map: &std::collections::HashMap<String, (u16, u64)>) {
+        let tmp = self.dir.join("alt-svc.json.tmp");
+        if let Ok(b) = serde_json::to_vec(map)
+            && std::fs::write(&tmp, b).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, self.dir.join("alt-svc.json"));
+        }
+    }
+
     fn paths(&self, url: &str) -> (PathBuf, PathBuf) {
         let h = format!("{:x}", sha2::Sha256::digest(url.as_bytes()));
         (

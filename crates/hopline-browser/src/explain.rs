@@ -131,7 +131,14 @@ pub fn explain(nav: &Navigation) -> String {
                 e.phases.dns.unwrap_or(0.0)
             ));
         }
+        if let Some(note) = &e.note {
+            steps.push(note.clone());
+        }
+        let quic = e.http_version == "HTTP/3";
         match (e.phases.connect, &e.server) {
+            (Some(c), Some(s)) if quic => steps.push(format!(
+                "connected to {s} over QUIC in {c:.1} ms: one handshake over UDP carries the transport and TLS 1.3 together, 1 round trip before the request can go (TCP needs its three-way handshake, then TLS's own round trip: 2)"
+            )),
             (Some(c), Some(s)) => steps.push(format!(
                 "connected to {s} in {c:.1} ms (TCP three-way handshake)"
             )),
@@ -140,11 +147,17 @@ pub fn explain(nav: &Navigation) -> String {
             }
             _ => {}
         }
-        if let Some(t) = &e.tls {
+        if let Some(t) = &e.tls
+            && !(quic && e.reused)
+        {
             steps.push(format!(
-                "{} handshake in {:.1} ms{}: {}, ALPN {}, certificate {} issued by {}",
+                "{} handshake in {}{}: {}, ALPN {}, certificate {} issued by {}",
                 t.version.replace('_', "."),
-                e.phases.tls.unwrap_or(0.0),
+                if quic {
+                    "the QUIC handshake above".to_string()
+                } else {
+                    format!("{:.1} ms", e.phases.tls.unwrap_or(0.0))
+                },
                 if t.resumed { " (session resumed)" } else { "" },
                 t.cipher,
                 t.alpn.as_deref().unwrap_or("none"),

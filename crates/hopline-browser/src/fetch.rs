@@ -1,8 +1,12 @@
 //! One request the way a browser's network stack makes it, timed phase by phase: DNS
 //! with hopline's resolver, TCP connect, TLS (rustls; version, cipher, ALPN, the certificate
 //! chain, resumption), then HTTP/1.1 or HTTP/2 over hyper's connection API so every phase is
-//! visible. Connections are pooled per origin: up to N HTTP/1.1 connections (the
-//! browser's per-host limit), or one multiplexed HTTP/2 connection.
+//! visible; or, for an origin that advertised HTTP/3 (`Alt-Svc`) or with `Force::Http3`,
+//! one QUIC handshake (quinn: transport and TLS 1.3 together) and HTTP/3 (h3).
+//! Connections are pooled per origin: up to N HTTP/1.1 connections (the browser's
+//! per-host limit), or one multiplexed HTTP/2 or HTTP/3 connection. When QUIC does not get
+//! through (UDP blocked: no answer within the timeout) and HTTP/3 was not forced, the
+//! request falls back to TCP, as browsers do, and the entry says so.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +33,8 @@ pub enum Force {
     Http1,
     /// HTTP/2 only (TLS with ALPN h2, or h2c prior knowledge on http://).
     Http2,
+    /// HTTP/3 only (QUIC), from the first request, with no fall-back.
+    Http3,
 }
 
 /// Client settings.
@@ -53,7 +59,13 @@ pub struct ClientOptions {
 enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
+    H3(H3Send),
 }
+
+type H3Send = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// A response body from any of the three protocols.
+type RespBody = http_body_util::combinators::BoxBody<Bytes, String>;
 
 struct Conn {
     id: usize,
@@ -67,10 +79,14 @@ type SharedH2 = (usize, SocketAddr, http2::SendRequest<Empty<Bytes>>);
 /// Sees the decoded body as it arrives.
 pub type ChunkSink<'a> = Option<&'a mut (dyn FnMut(&[u8]) + Send)>;
 
+/// The origin's multiplexed HTTP/3 connection: (connection id, server, sender).
+type SharedH3 = (usize, SocketAddr, H3Send);
+
 #[derive(Default)]
 struct OriginPool {
     idle: parking_lot::Mutex<Vec<Conn>>,
     h2: parking_lot::Mutex<Option<SharedH2>>,
+    h3: parking_lot::Mutex<Option<SharedH3>>,
     known: AtomicBool,
     first: tokio::sync::Mutex<()>,
     slots: Option<Arc<tokio::sync::Semaphore>>,
@@ -80,6 +96,13 @@ struct OriginPool {
 pub struct Client {
     opts: ClientOptions,
     tls: Arc<rustls::ClientConfig>,
+    /// The same trust for QUIC (ALPN h3).
+    quic: quinn::ClientConfig,
+    /// Origins that advertised HTTP/3 (`Alt-Svc: h3=":PORT"; ma=SECS`): origin → (UDP
+    /// port, expiry in seconds since the epoch); kept in the private cache's folder.
+    alt_svc: parking_lot::Mutex<HashMap<String, (u16, u64)>>,
+    /// Origins whose QUIC handshake failed: TCP from then on.
+    quic_failed: parking_lot::Mutex<std::collections::HashSet<String>>,
     pools: parking_lot::Mutex<HashMap<String, Arc<OriginPool>>>,
     next_conn: AtomicUsize,
     /// Time zero of the timeline.
@@ -93,6 +116,12 @@ pub struct Fetched {
     pub entry: Entry,
     /// Decoded body (empty on error).
     pub body: Bytes,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -119,15 +148,24 @@ impl Client {
         let mut cfg = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        cfg.resumption = rustls::client::Resumption::in_memory_sessions(256);
+        let mut quic_tls = cfg.clone();
+        quic_tls.alpn_protocols = vec![b"h3".to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(quic_tls)
+            .map_err(|e| format!("QUIC: {e}"))?;
+        let quic = quinn::ClientConfig::new(Arc::new(quic));
         cfg.alpn_protocols = match opts.force {
             Force::Http1 => vec![b"http/1.1".to_vec()],
             Force::Http2 => vec![b"h2".to_vec()],
-            Force::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Force::Auto | Force::Http3 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         };
-        cfg.resumption = rustls::client::Resumption::in_memory_sessions(256);
+        let remembered = opts.cache.as_ref().map(|c| c.alt_svc()).unwrap_or_default();
         Ok(Client {
             opts,
             tls: Arc::new(cfg),
+            quic,
+            alt_svc: parking_lot::Mutex::new(remembered),
+            quic_failed: parking_lot::Mutex::new(std::collections::HashSet::new()),
             pools: parking_lot::Mutex::new(HashMap::new()),
             next_conn: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -191,6 +229,7 @@ impl Client {
             response_headers: vec![],
             request_headers: vec![],
             error: None,
+            note: None,
         };
         match self.get_inner(url, &mut entry, start, &mut on_chunk).await {
             Ok(body) => Fetched { entry, body },
@@ -261,9 +300,58 @@ impl Client {
         } else {
             Some(pool.first.lock().await)
         };
+        // HTTP/3 when forced, or when the origin advertised it and QUIC got through before
+        let h3_port = if !tls {
+            None
+        } else if self.opts.force == Force::Http3 {
+            Some(port)
+        } else if self.opts.force == Force::Auto && !self.quic_failed.lock().contains(&origin) {
+            self.alt_svc
+                .lock()
+                .get(&origin)
+                .filter(|(_, until)| *until > now_secs())
+                .map(|(port, _)| *port)
+        } else {
+            None
+        };
+        let mut quic = None;
+        if let Some(udp) = h3_port
+            && pool.h3.lock().is_none()
+            && pool.h2.lock().is_none()
+        {
+            let tried = Instant::now();
+            match self.dial_quic(&host, udp, entry).await {
+                Ok(c) => {
+                    if let Sender::H3(s) = &c.sender {
+                        *pool.h3.lock() = Some((c.id, c.server, s.clone()));
+                    }
+                    quic = Some(c);
+                }
+                Err(e) if self.opts.force == Force::Http3 => return Err(e),
+                Err(e) => {
+                    // as browsers do: TCP, and no more QUIC for this origin
+                    self.quic_failed.lock().insert(origin.clone());
+                    entry.note = Some(format!(
+                        "HTTP/3 to {host}:{udp} failed ({e}): fell back to TCP"
+                    ));
+                    entry.phases = Default::default();
+                    entry.phases.blocked = ms(tried.elapsed());
+                    entry.tls = None;
+                }
+            }
+        }
         // an HTTP/1.1 connection slot, held until this request's body is read
         let mut _slot: Option<tokio::sync::OwnedSemaphorePermit> = None;
-        let conn = if let Some((cid, server, send)) = pool.h2.lock().clone() {
+        let conn = if let Some(c) = quic {
+            c
+        } else if let Some((cid, server, send)) = pool.h3.lock().clone() {
+            entry.reused = true;
+            Conn {
+                id: cid,
+                server,
+                sender: Sender::H3(send),
+            }
+        } else if let Some((cid, server, send)) = pool.h2.lock().clone() {
             entry.reused = true;
             Conn {
                 id: cid,
@@ -325,7 +413,7 @@ impl Client {
         } else {
             host.clone()
         };
-        let is_h2 = matches!(conn.sender, Sender::H2(_));
+        let is_h2 = matches!(conn.sender, Sender::H2(_) | Sender::H3(_));
         let uri = if is_h2 { url.to_string() } else { path };
         let mut req = hyper::Request::get(uri)
             .header("host", authority)
@@ -367,7 +455,10 @@ impl Client {
                 })?;
                 let r = r.map_err(|e| format!("HTTP: {e}"))?;
                 // back to the pool once the body is read (done below)
-                (r, Some((conn.id, conn.server, s)))
+                (
+                    r.map(|b| b.map_err(|e| e.to_string()).boxed()),
+                    Some((conn.id, conn.server, s)),
+                )
             }
             Sender::H2(mut s) => {
                 entry.http_version = "HTTP/2".into();
@@ -378,7 +469,46 @@ impl Client {
                         conn.server, self.opts.timeout
                     )
                 })?;
-                (r.map_err(|e| format!("HTTP/2: {e}"))?, None)
+                let r = r.map_err(|e| format!("HTTP/2: {e}"))?;
+                (r.map(|b| b.map_err(|e| e.to_string()).boxed()), None)
+            }
+            Sender::H3(mut s) => {
+                entry.http_version = "HTTP/3".into();
+                let (parts, _) = req.into_parts();
+                let exchange = async {
+                    let mut stream = s
+                        .send_request(http::Request::from_parts(parts, ()))
+                        .await
+                        .map_err(|e| format!("HTTP/3: {e}"))?;
+                    stream.finish().await.map_err(|e| format!("HTTP/3: {e}"))?;
+                    let resp = stream
+                        .recv_response()
+                        .await
+                        .map_err(|e| format!("HTTP/3: {e}"))?;
+                    Ok::<_, String>((resp, stream))
+                };
+                let (resp, stream) = tokio::time::timeout(self.opts.timeout, exchange)
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "timeout: no response from {} within {:?}",
+                            conn.server, self.opts.timeout
+                        )
+                    })??;
+                let frames = futures_util::stream::unfold(Some(stream), |stream| async move {
+                    let mut stream = stream?;
+                    match stream.recv_data().await {
+                        Ok(Some(mut chunk)) => {
+                            use bytes::Buf;
+                            let data = chunk.copy_to_bytes(chunk.remaining());
+                            Some((Ok(http_body::Frame::data(data)), Some(stream)))
+                        }
+                        Ok(None) => None,
+                        Err(e) => Some((Err(format!("HTTP/3: {e}")), None)),
+                    }
+                });
+                let body: RespBody = http_body_util::StreamBody::new(frames).boxed();
+                (resp.map(|()| body), None)
             }
         };
         let (resp, h1_back) = resp;
@@ -410,6 +540,9 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect();
+        if tls && entry.http_version != "HTTP/3" {
+            self.remember_alt_svc(&origin, &host, h);
+        }
         let mut decoder = Decoder::new(entry.content_encoding.as_deref());
         let (resp_parts, mut body) = resp.into_parts();
         let mut decoded = Vec::new();
@@ -465,14 +598,128 @@ impl Client {
         Ok(decoded)
     }
 
-    /// DNS, TCP, TLS and the HTTP handshake of a new connection.
-    async fn dial(
-        &self,
-        host: &str,
-        port: u16,
-        tls: bool,
-        entry: &mut Entry,
-    ) -> Result<Conn, String> {
+    /// What an `Alt-Svc` field says of HTTP/3 for this origin (RFC 7838: `h3=":PORT"`,
+    /// or `h3="HOST:PORT"` naming this same host; `clear` forgets it).
+    fn remember_alt_svc(&self, origin: &str, host: &str, headers: &http::HeaderMap) {
+        for value in headers.get_all("alt-svc") {
+            let Ok(value) = value.to_str() else { continue };
+            if value.trim() == "clear" {
+                self.alt_svc.lock().remove(origin);
+                self.save_alt_svc();
+                return;
+            }
+            for alt in value.split(',') {
+                let mut params = alt.split(';');
+                let Some(authority) = params.next().and_then(|a| a.trim().strip_prefix("h3=\""))
+                else {
+                    continue;
+                };
+                let authority = authority.split('"').next().unwrap_or("");
+                let Some((alt_host, alt_port)) = authority.rsplit_once(':') else {
+                    continue;
+                };
+                // RFC 7838 §3.1: ma (max-age) defaults to 24 hours
+                let max_age = params
+                    .filter_map(|p| p.trim().strip_prefix("ma="))
+                    .find_map(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(86_400);
+                if (alt_host.is_empty() || alt_host.eq_ignore_ascii_case(host))
+                    && let Ok(p) = alt_port.parse::<u16>()
+                {
+                    let entry = (p, now_secs() + max_age);
+                    let changed = self
+                        .alt_svc
+                        .lock()
+                        .insert(origin.to_string(), entry)
+                        .is_none_or(|(old, _)| old != p);
+                    if changed {
+                        self.save_alt_svc();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn save_alt_svc(&self) {
+        if let Some(cache) = &self.opts.cache {
+            cache.save_alt_svc(&self.alt_svc.lock());
+        }
+    }
+
+    /// DNS, then one QUIC handshake (transport and TLS 1.3 together, timed as the
+    /// connect phase), then HTTP/3's control streams.
+    async fn dial_quic(&self, host: &str, port: u16, entry: &mut Entry) -> Result<Conn, String> {
+        let addrs = self.resolve(host, entry).await?;
+        let t1 = Instant::now();
+        let mut last = String::from("no address");
+        let mut found = None;
+        for ip in &addrs {
+            let sa = SocketAddr::new(*ip, port);
+            let local: SocketAddr = if ip.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let mut endpoint = quinn::Endpoint::client(local).map_err(|e| format!("QUIC: {e}"))?;
+            endpoint.set_default_client_config(self.quic.clone());
+            let connecting = endpoint
+                .connect(sa, host)
+                .map_err(|e| format!("QUIC: {e}"))?;
+            match tokio::time::timeout(self.opts.timeout, connecting).await {
+                Ok(Ok(c)) => {
+                    found = Some((c, sa, endpoint));
+                    break;
+                }
+                Ok(Err(e)) => last = format!("QUIC: {e} ({sa})"),
+                Err(_) => {
+                    last = format!(
+                        "QUIC: no answer within {:?} ({sa}); is UDP blocked?",
+                        self.opts.timeout
+                    )
+                }
+            }
+        }
+        let (c, server, endpoint) = found.ok_or(last)?;
+        entry.phases.connect = Some(ms(t1.elapsed()));
+        let chain = c
+            .peer_identity()
+            .and_then(|i| {
+                i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .map(|certs| crate::certificate::chain(&certs))
+            .unwrap_or_default();
+        let (subject, issuer) = chain
+            .first()
+            .map(|leaf| (leaf.subject.clone(), leaf.issuer.clone()))
+            .unwrap_or_default();
+        entry.tls = Some(TlsInfo {
+            version: "TLSv1_3".into(),
+            cipher: "(QUIC)".into(),
+            alpn: Some("h3".into()),
+            subject,
+            issuer,
+            resumed: false,
+            chain,
+        });
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(c))
+            .await
+            .map_err(|e| format!("HTTP/3: {e}"))?;
+        tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+            drop(endpoint);
+        });
+        Ok(Conn {
+            id,
+            server,
+            sender: Sender::H3(send),
+        })
+    }
+
+    /// The name's addresses (the DNS phase), or the literal IP.
+    async fn resolve(&self, host: &str, entry: &mut Entry) -> Result<Vec<IpAddr>, String> {
         let t0 = Instant::now();
         let addrs: Vec<IpAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
             Ok(ip) => {
@@ -508,6 +755,18 @@ impl Client {
             }
         };
         entry.phases.dns = Some(ms(t0.elapsed()));
+        Ok(addrs)
+    }
+
+    /// DNS, TCP, TLS and the HTTP handshake of a new connection.
+    async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+        entry: &mut Entry,
+    ) -> Result<Conn, String> {
+        let addrs = self.resolve(host, entry).await?;
         let t1 = Instant::now();
         let mut last = String::from("no address");
         let mut stream = None;

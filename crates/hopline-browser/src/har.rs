@@ -64,7 +64,7 @@ fn page(nav: &Navigation, id: &str) -> (Value, Vec<Value>) {
                 "request": {
                     "method": e.method,
                     "url": e.url,
-                    "httpVersion": if e.http_version.is_empty() { "HTTP/1.1" } else { &e.http_version },
+                    "httpVersion": har_version(&e.http_version),
                     "cookies": [],
                     "headers": headers(&e.request_headers),
                     "queryString": [],
@@ -74,7 +74,7 @@ fn page(nav: &Navigation, id: &str) -> (Value, Vec<Value>) {
                 "response": {
                     "status": e.status,
                     "statusText": "",
-                    "httpVersion": if e.http_version.is_empty() { "HTTP/1.1" } else { &e.http_version },
+                    "httpVersion": har_version(&e.http_version),
                     "cookies": [],
                     "headers": headers(&e.response_headers),
                     "content": {
@@ -127,4 +127,13 @@ fn page(nav: &Navigation, id: &str) -> (Value, Vec<Value>) {
         "pageTimings": {"onContentLoad": timing(nav.page.dom_content_loaded), "onLoad": timing(nav.page.load)}
     });
     (page, entries)
+}
+
+/// HAR's `httpVersion` as browsers write it (`h3` for HTTP/3).
+fn har_version(v: &str) -> &str {
+    match v {
+        "" => "HTTP/1.1",
+        "HTTP/3" => "h3",
+        other => other,
+    }
 }

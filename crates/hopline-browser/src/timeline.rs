@@ -161,6 +161,9 @@ pub struct Entry {
     pub request_headers: Vec<(String, String)>,
     /// The hop where it failed, with the reason.
     pub error: Option<String>,
+    /// Something worth knowing that is not a failure (e.g. HTTP/3 fell back to TCP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Entry {

@@ -799,3 +799,169 @@ async fn the_browser_cache_serves_fresh_entries_and_revalidates_stale_ones() {
     assert!(second.entries.iter().any(|e| e.url.ends_with("site.css")));
     assert_eq!(second.page.failed, 0);
 }
+
+/// An edge serving the test site over HTTPS, `site_extra` added to the site (e.g.
+/// `http3 = true`).
+async fn tls_edge(dir: &std::path::Path, site_extra: &str) -> (Server, std::net::SocketAddr) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = dir.join("certs");
+    if !certs.join("ca.pem").exists() {
+        hopline_edge::tls::ca::issue(&certs, &["shop.test".into()]).unwrap();
+    }
+    let toml = format!(
+        "access_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\ntls = {{ cert = \"certs/shop.test.pem\", key = \"certs/shop.test-key.pem\" }}\n{site_extra}\n  [[site.route]]\n  path = \"/\"\n  root = \"public\"\n"
+    );
+    let path = dir.join("edge-h3.toml");
+    std::fs::write(&path, toml).unwrap();
+    let server = Server::start(Config::load(&path).unwrap()).await.unwrap();
+    let addr = server.bound()[0].1;
+    (server, addr)
+}
+
+fn shop_resolver(dir: &std::path::Path) -> hopline_dns::Resolver {
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 shop.test\n").unwrap();
+    hopline_dns::Resolver::builder()
+        .hosts_file(&hosts)
+        .forward(vec!["127.0.0.1:9".parse().unwrap()])
+        .build()
+        .unwrap()
+}
+
+fn cached_client(
+    dir: &std::path::Path,
+    cache: &std::path::Path,
+    force: Force,
+    timeout: Duration,
+) -> Arc<Client> {
+    Arc::new(
+        Client::new(ClientOptions {
+            resolver: shop_resolver(dir),
+            extra_ca: Some(dir.join("certs/ca.pem")),
+            max_per_host: 6,
+            force,
+            timeout,
+            trace_id: "2".repeat(32),
+            // (no stored responses to get in the way: every request goes out)
+            cache: Some(hopline_browser::cache::DiskCache::open(cache).unwrap()),
+        })
+        .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_after_alt_svc_when_forced_and_a_fall_back_when_udp_gets_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let (_s, addr) = tls_edge(dir.path(), "http3 = true").await;
+    let url = url::Url::parse(&format!("https://shop.test:{}/", addr.port())).unwrap();
+    let cache = dir.path().join("cache-a");
+    // first visit: TCP (the browser does not know yet), the Alt-Svc remembered
+    let nav = navigate(
+        cached_client(dir.path(), &cache, Force::Auto, Duration::from_secs(5)),
+        url.clone(),
+        VisitOptions::default(),
+    )
+    .await;
+    assert_eq!(nav.page.failed, 0);
+    assert_eq!(nav.entries[0].http_version, "HTTP/2");
+    let remembered = hopline_browser::cache::DiskCache::open(&cache)
+        .unwrap()
+        .alt_svc();
+    assert_eq!(
+        remembered
+            .get(&format!("https://shop.test:{}", addr.port()))
+            .map(|e| e.0),
+        Some(addr.port()),
+        "{remembered:?}"
+    );
+    // the next visit (a new process, the same private cache): one QUIC connection
+    let nav = navigate(
+        cached_client(dir.path(), &cache, Force::Auto, Duration::from_secs(5)),
+        url.clone(),
+        VisitOptions::default(),
+    )
+    .await;
+    assert_eq!(
+        nav.page.failed,
+        0,
+        "{:?}",
+        nav.entries
+            .iter()
+            .filter_map(|e| e.error.clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        nav.entries.iter().all(|e| e.http_version == "HTTP/3"),
+        "{:?}",
+        nav.entries
+            .iter()
+            .map(|e| &e.http_version)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        nav.page.connections, 1,
+        "HTTP/3 multiplexes on one connection"
+    );
+    let doc = &nav.entries[0];
+    let tls = doc.tls.as_ref().unwrap();
+    assert_eq!(tls.alpn.as_deref(), Some("h3"));
+    assert_eq!(tls.chain[0].name, "shop.test");
+    // one QUIC handshake: a connect phase, no separate TLS phase
+    assert!(doc.phases.connect.unwrap() > 0.0);
+    assert!(doc.phases.tls.is_none());
+    check_phases(&nav);
+    let har = hopline_browser::har::har(&nav);
+    assert_eq!(har["log"]["entries"][0]["response"]["httpVersion"], "h3");
+    assert!(hopline_browser::explain::explain(&nav).contains("over QUIC"));
+
+    // forced: HTTP/3 from the first request, no cache needed
+    let nav = navigate(
+        client(
+            shop_resolver(dir.path()),
+            Some(dir.path().join("certs/ca.pem")),
+            Force::Http3,
+        ),
+        url.clone(),
+        VisitOptions::default(),
+    )
+    .await;
+    assert_eq!(nav.page.failed, 0);
+    assert_eq!(nav.entries[0].http_version, "HTTP/3");
+
+    // an origin advertising HTTP/3 where no QUIC server answers: TCP, and said so
+    let dir2 = tempfile::tempdir().unwrap();
+    site(dir2.path());
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let quiet_port = silent.local_addr().unwrap().port();
+    let (_s2, addr2) = tls_edge(
+        dir2.path(),
+        &format!("  [[site.route]]\n  path = \"/x\"\n  respond = {{ body = \"x\" }}\n  headers = {{ \"alt-svc\" = \"h3=\\\":{quiet_port}\\\"; ma=60\" }}\n"),
+    )
+    .await;
+    let cache2 = dir2.path().join("cache");
+    let base = format!("https://shop.test:{}", addr2.port());
+    let c = cached_client(dir2.path(), &cache2, Force::Auto, Duration::from_secs(1));
+    let nav = navigate(
+        c,
+        url::Url::parse(&format!("{base}/x")).unwrap(),
+        VisitOptions::default(),
+    )
+    .await;
+    assert_eq!(nav.entries[0].http_version, "HTTP/2");
+    let nav = navigate(
+        cached_client(dir2.path(), &cache2, Force::Auto, Duration::from_secs(1)),
+        url::Url::parse(&format!("{base}/x")).unwrap(),
+        VisitOptions::default(),
+    )
+    .await;
+    let doc = &nav.entries[0];
+    assert_eq!(doc.error, None);
+    assert_eq!(doc.http_version, "HTTP/2", "fell back to TCP");
+    let note = doc.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("HTTP/3") && note.contains("fell back to TCP"),
+        "{note}"
+    );
+    drop(silent);
+}

@@ -1,8 +1,14 @@
 //! The running edge: start, reload and stop. It binds the listeners and runs their accept
 //! loops (with a connection limit), the TLS handshake, and hands each connection to the
-//! engine — HTTP/1.1, or HTTP/2 by ALPN or h2c prior knowledge — with the request path
-//! ([`crate::request::phases`]) as its service. A reload swaps the compiled table whole
-//! and adds or removes listeners; shutdown is graceful.
+//! engine — HTTP/1.1, or HTTP/2 by ALPN or h2c prior knowledge, or HTTP/3 on the UDP side
+//! of a TLS listener ([`http3`]) — with the request path ([`crate::request::phases`]) as
+//! its service. A reload swaps the compiled table whole and adds or removes listeners;
+//! shutdown is graceful.
+
+mod http3;
+mod state;
+
+use state::{Builders, ConnGuard, EdgeService, Shared, builders};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,11 +20,11 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::error::EdgeError;
 use crate::request::files::FileCache;
 use crate::request::phases::{ConnInfo, PathState};
@@ -27,66 +33,10 @@ use hopline_engine::access_log::AccessLog;
 use hopline_engine::body::{Body, RequestBody};
 use hopline_engine::h2::{h2_preface, until_closing};
 
-/// State shared by every connection.
-struct Shared {
-    /// What the request path reads.
-    path: PathState,
-    http: ArcSwap<Builders>,
-    open_connections: AtomicUsize,
-    /// Set to true when the server shuts down: connections finish their request and close.
-    closing: hopline_engine::h1::connection::Closing,
-    /// Woken when the last connection closes.
-    idle: tokio::sync::Notify,
-    /// Per configured listen address: the bound address and its open connections.
-    listeners: parking_lot::Mutex<FastMap<SocketAddr, (SocketAddr, Arc<AtomicUsize>)>>,
-    /// Boxes of the dashboard from outside the edge (the DNS services).
-    extras: ArcSwapOption<hopline_admin::view::ExtraNodes>,
-    /// The `[[stream]]` listeners.
-    streams: parking_lot::Mutex<Vec<hopline_proxy::layer4::StreamInfo>>,
-    /// What the admin side shows of the table in force (made with it).
-    snapshot: ArcSwap<hopline_admin::view::Snapshot>,
-}
-
 /// A stream listener's socket.
 enum Either {
     Tcp(TcpListener),
     Udp(tokio::net::UdpSocket),
-}
-
-impl hopline_proxy::layer4::Pools for Shared {
-    fn pool(&self, name: &str) -> Option<Arc<hopline_proxy::pool::UpstreamPool>> {
-        self.path.table.load().upstreams.get(name).cloned()
-    }
-}
-
-impl hopline_admin::view::AdminView for Shared {
-    fn trace(&self, id: &str) -> Vec<hopline_admin::counters::TraceHop> {
-        self.path.traces.get(id)
-    }
-    fn snapshot(&self) -> Arc<hopline_admin::view::Snapshot> {
-        self.snapshot.load_full()
-    }
-    fn metrics(&self) -> &hopline_admin::counters::Metrics {
-        &self.path.metrics
-    }
-    fn open_connections(&self) -> usize {
-        self.open_connections.load(Ordering::Relaxed)
-    }
-    fn listener(&self, configured: SocketAddr) -> Option<(SocketAddr, usize)> {
-        self.listeners
-            .lock()
-            .get(&configured)
-            .map(|(bound, open)| (*bound, open.load(Ordering::Relaxed)))
-    }
-    fn extras(&self) -> Vec<hopline_admin::view::ExtraNode> {
-        self.extras.load().as_ref().map(|f| f()).unwrap_or_default()
-    }
-    fn recent_traces(&self, n: usize) -> Vec<String> {
-        self.path.traces.recent(n)
-    }
-    fn streams(&self) -> Vec<hopline_proxy::layer4::StreamInfo> {
-        self.streams.lock().clone()
-    }
 }
 
 struct ListenerHandle {
@@ -102,6 +52,8 @@ pub struct Server {
     admin: parking_lot::Mutex<Option<(SocketAddr, ListenerHandle)>>,
     /// `[[stream]]` listeners (TCP/UDP), bound at start; a reload keeps them.
     streams: parking_lot::Mutex<Vec<ListenerHandle>>,
+    /// The QUIC endpoints of listeners with HTTP/3 sites, by configured address.
+    h3: parking_lot::Mutex<HashMap<SocketAddr, http3::H3Listener>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -119,35 +71,6 @@ pub enum Shutdown {
     Drained,
     /// The timeout passed; the remaining connections were closed.
     TimedOut,
-}
-
-/// The HTTP/2 engine (hyper), built once per config; HTTP/1.1 is hopline's own
-/// ([`hopline_engine::h1`]). HTTP/2 only: a connection that chose h2 (ALPN or the prior-knowledge
-/// preface) that then does not start with the preface gets GOAWAY(PROTOCOL_ERROR), never
-/// an HTTP/1.1 answer.
-struct Builders {
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    h1: hopline_engine::h1::connection::Options,
-}
-
-fn builders(limits: &Limits) -> Builders {
-    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_streams)
-        .max_header_list_size(limits.max_header_bytes.0.min(u32::MAX as u64) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        // RFC 8441: WebSocket (and other protocols) over an HTTP/2 stream
-        .enable_connect_protocol();
-    Builders {
-        h2: b,
-        h1: hopline_engine::h1::connection::Options {
-            header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
-            keepalive_timeout: Duration::from_millis(limits.keepalive_timeout_ms.max(1)),
-            max_header_bytes: (limits.max_header_bytes.0 as usize).clamp(1024, 1 << 30),
-            send_timeout: Duration::from_millis(limits.send_timeout_ms.max(1)),
-        },
-    }
 }
 
 /// Binds a listening socket; a refusal names the address and what would have listened.
@@ -243,6 +166,7 @@ impl Server {
             listeners: parking_lot::Mutex::new(HashMap::new()),
             admin: parking_lot::Mutex::new(None),
             streams: parking_lot::Mutex::new(Vec::new()),
+            h3: parking_lot::Mutex::new(HashMap::new()),
         };
         for (cfg, socket, role) in streams {
             let (stop, stop_rx) = watch::channel(false);
@@ -291,6 +215,7 @@ impl Server {
         for (addr, l) in bound {
             server.spawn_listener(addr, l);
         }
+        server.sync_h3()?;
         if let Some((addr, l)) = admin {
             server.spawn_admin(addr, l);
         }
@@ -478,7 +403,66 @@ impl Server {
             tracing::info!(target: "hopline::edge", "stopped listening on {}", h.bound);
             let _ = h.stop.send(true);
         }
+        self.sync_h3()
+    }
+
+    /// Open, update or close the QUIC endpoints of the TLS listeners with HTTP/3 sites,
+    /// and give those listeners the `Alt-Svc` their HTTP/3 sites advertise.
+    fn sync_h3(&self) -> Result<(), EdgeError> {
+        let table = self.shared.path.table.load();
+        let listeners = self.listeners.lock();
+        let mut h3 = self.h3.lock();
+        let wanted = |configured: &SocketAddr| {
+            table
+                .listeners
+                .get(configured)
+                .filter(|lt| lt.http3)
+                .and_then(|lt| lt.tls.as_ref().map(|tls| (lt, tls)))
+        };
+        h3.retain(|configured, l| {
+            let keep = listeners.contains_key(configured) && wanted(configured).is_some();
+            if !keep {
+                tracing::info!(target: "hopline::edge", "stopped listening on udp {} (HTTP/3)", l.bound);
+                l.stop();
+            }
+            keep
+        });
+        for (configured, handle) in listeners.iter() {
+            let Some((lt, tls)) = wanted(configured) else {
+                continue;
+            };
+            let l = match h3.entry(*configured) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    e.get().update(&self.shared, tls)?;
+                    e.into_mut()
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let open = self
+                        .shared
+                        .listeners
+                        .lock()
+                        .get(configured)
+                        .map(|(_, open)| open.clone())
+                        .unwrap_or_default();
+                    e.insert(http3::H3Listener::start(
+                        &self.shared,
+                        *configured,
+                        handle.bound,
+                        tls,
+                        open,
+                    )?)
+                }
+            };
+            let _ = lt.alt_svc.set(l.alt_svc());
+        }
         Ok(())
+    }
+
+    /// The UDP addresses HTTP/3 is served on, by configured listen address.
+    pub fn h3_addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let mut v: Vec<_> = self.h3.lock().iter().map(|(c, l)| (*c, l.bound)).collect();
+        v.sort();
+        v
     }
 
     /// Stop accepting, let in-flight requests finish (up to `timeout`), then return.
@@ -488,6 +472,9 @@ impl Server {
         handles.extend(self.streams.lock().drain(..));
         if let Some((_, admin)) = self.admin.lock().take() {
             handles.push(admin);
+        }
+        for (_, l) in self.h3.lock().drain() {
+            l.stop();
         }
         for h in &handles {
             let _ = h.stop.send(true);
@@ -543,18 +530,6 @@ fn role_of(table: &Table, addr: SocketAddr) -> String {
     }
 }
 
-/// Counts an open connection (in all and on its listener); uncounts it when dropped.
-struct ConnGuard(Arc<Shared>, Arc<AtomicUsize>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.1.fetch_sub(1, Ordering::Relaxed);
-        if self.0.open_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
 async fn accept_loop(
     listener: TcpListener,
     configured: SocketAddr,
@@ -577,53 +552,17 @@ async fn accept_loop(
                 continue;
             }
         };
-        let max = shared.path.table.load().limits.max_connections;
-        if shared.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
-            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-            shared
-                .path
-                .metrics
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "hopline::edge", "connection limit {max} reached: closing {peer}");
+        let Some(guard) = ConnGuard::admit(&shared, &open) else {
+            tracing::debug!(target: "hopline::edge", "connection limit reached: closing {peer}");
             drop(stream);
             continue;
-        }
-        shared
-            .path
-            .metrics
-            .connections_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        open.fetch_add(1, Ordering::Relaxed);
-        let guard = ConnGuard(shared.clone(), open.clone());
+        };
         // TCP_NODELAY comes from the listening socket (see `bind`)
         debug_assert!(stream.nodelay().unwrap_or(true));
         // spawned directly: wrapping it in another async block would store it twice
         if let Some(conn) = connection(stream, peer, configured, shared.clone(), guard) {
             tokio::spawn(conn);
         }
-    }
-}
-
-/// The edge's request path, as the HTTP/1.1 engine calls it.
-struct EdgeService {
-    shared: Arc<Shared>,
-    info: Arc<ConnInfo>,
-    /// Counts the connection as open while it lives.
-    _guard: ConnGuard,
-}
-
-impl hopline_engine::h1::connection::Service for EdgeService {
-    fn call<'a>(
-        &'a self,
-        req: Request<RequestBody>,
-        interim: Option<&'a hopline_engine::h1::interim::Interim>,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
-        crate::request::phases::handle(&self.shared.path, &self.info, req, interim)
-    }
-
-    fn refused(&self, refusal: hopline_engine::h1::connection::Refusal) {
-        crate::request::phases::refused(&self.shared.path, &self.info, refusal)
     }
 }
 

@@ -378,6 +378,8 @@ pub enum RequestBody {
     Hyper(hyper::body::Incoming),
     /// An HTTP/1.1 body, read by the connection as the handler asks.
     H1(crate::h1::request_body::H1RequestBody),
+    /// An HTTP/3 stream's body.
+    H3(Box<crate::h3::request_body::H3RequestBody>),
 }
 
 impl std::fmt::Debug for RequestBody {
@@ -398,6 +400,7 @@ impl HttpBody for RequestBody {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             RequestBody::H1(b) => b.poll_frame(cx),
+            RequestBody::H3(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -406,6 +409,7 @@ impl HttpBody for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::H1(b) => b.is_end_stream(),
+            RequestBody::H3(b) => b.is_end_stream(),
         }
     }
 
@@ -414,6 +418,7 @@ impl HttpBody for RequestBody {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::H1(b) => b.size_hint(),
+            RequestBody::H3(_) => SizeHint::default(),
         }
     }
 }

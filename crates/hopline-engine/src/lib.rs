@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod h1;
 pub mod h2;
+pub mod h3;
 pub mod host;
 pub mod listen;
 pub mod tls;

@@ -189,6 +189,11 @@ impl Browser {
     /// Starts one with an empty page; None (with a loud message) when `chromium` is not
     /// installed outside CI.
     pub fn start() -> Option<Browser> {
+        Self::start_with(&[])
+    }
+
+    /// [`Browser::start`] with more command-line switches (e.g. `--origin-to-force-quic-on`).
+    pub fn start_with(switches: &[String]) -> Option<Browser> {
         if !peer_installed("chromium", "--version", "chromium") {
             return None;
         }
@@ -207,6 +212,7 @@ impl Browser {
                 "--window-size=1500,1000",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(switches)
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

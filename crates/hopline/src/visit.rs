@@ -70,11 +70,16 @@ pub struct Args {
     #[arg(long, default_value_t = 6)]
     pub max_connections_per_host: usize,
     /// Speak only HTTP/1.1.
-    #[arg(long, conflicts_with = "http2")]
+    #[arg(long, conflicts_with_all = ["http2", "http3"])]
     pub http1: bool,
     /// Speak only HTTP/2 (h2 by ALPN, or h2c prior knowledge on http://).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "http3")]
     pub http2: bool,
+    /// Speak only HTTP/3 (QUIC on the URL's port, https:// only), from the first request.
+    /// Without it, an origin that advertises HTTP/3 (`Alt-Svc`) is reached over QUIC from
+    /// its second connection on, falling back to TCP when UDP does not get through.
+    #[arg(long)]
+    pub http3: bool,
     /// The browser cache's folder (default: the user's cache folder, hopline/http).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -172,6 +177,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Force::Http1
             } else if args.http2 {
                 Force::Http2
+            } else if args.http3 {
+                Force::Http3
             } else {
                 Force::Auto
             },

@@ -399,6 +399,57 @@ fn now_secs() -> u64 {
 }
 
 #[test]
+fn the_key_type_is_configurable_and_a_change_orders_anew() {
+    if !peers() {
+        return;
+    }
+    use hopline_edge::acme::{config::KeyType, storage};
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let ca = pebble(dir.path(), ports, None);
+    let config = write_config_with(
+        dir.path(),
+        ports,
+        &ca.directory,
+        "keys",
+        "tls-alpn-01",
+        "\"www.acme.test\"",
+    );
+    let default = std::fs::read_to_string(&config).unwrap();
+    let p384 = default.replace(
+        "challenge = \"tls-alpn-01\"",
+        "challenge = \"tls-alpn-01\"\nkey_type = \"ecdsa-p384\"",
+    );
+    assert_ne!(default, p384);
+    std::fs::write(&config, &p384).unwrap();
+    let names = vec!["www.acme.test".to_string()];
+    let stored_key = || {
+        storage::load(&dir.path().join("keys"), &names)
+            .unwrap()
+            .unwrap()
+            .key_type
+    };
+    let edge = serve(&config);
+    let st = wait_status(ports, Duration::from_secs(30), |s| s["state"] == "valid");
+    assert_eq!(st["key_type"], "ecdsa-p384", "{st}");
+    assert_eq!(stored_key(), Some(KeyType::EcdsaP384));
+    let root = ca.root(&dir.path().join("root.pem"));
+    assert_eq!(visit(ports, &root), Some(200));
+    drop(edge);
+    // back to the default: the stored P-384 one serves until a P-256 one is ordered
+    std::fs::write(&config, &default).unwrap();
+    let edge = serve(&config);
+    let st = wait_status(ports, Duration::from_secs(30), |s| {
+        s["state"] == "valid" && s["orders"] == 1
+    });
+    assert_eq!(st["key_type"], "ecdsa-p256", "{st}");
+    assert_eq!(st["obtained"], "ordered", "{st}");
+    assert_eq!(stored_key(), Some(KeyType::EcdsaP256));
+    assert_eq!(visit(ports, &root), Some(200));
+    drop(edge);
+}
+
+#[test]
 fn tls_alpn01_with_no_plain_listener() {
     if !peers() {
         return;

@@ -94,6 +94,11 @@ pub struct Limits {
     pub shutdown_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_streams: u32,
+    /// Concurrent HTTP/3 requests (QUIC streams) per connection.
+    pub h3_max_streams: u32,
+    /// QUIC handshakes in flight above which a new client must first prove its address
+    /// by a Retry round trip (flood and amplification defence; 0: always).
+    pub quic_retry_above: usize,
 }
 
 impl Default for Limits {
@@ -108,6 +113,8 @@ impl Default for Limits {
             max_body: ByteSize(1024 * 1024),
             shutdown_timeout_ms: 30_000,
             h2_max_streams: 128,
+            h3_max_streams: 128,
+            quic_retry_above: 64,
         }
     }
 }
@@ -172,6 +179,9 @@ pub struct Site {
     /// Add this hop's own `Server-Timing: hopline;dur=…;desc="SITE"` to every response.
     #[serde(default)]
     pub server_timing: bool,
+    /// Also serve HTTP/3 (QUIC) on UDP at the same address and port, and advertise it to
+    /// HTTP/1.1 and HTTP/2 clients with `Alt-Svc` (needs `tls`).
+    pub http3: Option<Spanned<bool>>,
 }
 
 /// A site's certificate: files (`cert` and `key`), or obtained by ACME (`acme`); also
@@ -513,6 +523,20 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            if let Some(k) = &a.key_type
+                && hopline_acme::config::KeyType::parse(k.get_ref()).is_none()
+            {
+                return Err(self.err(
+                    k.span(),
+                    format!(
+                        "[acme.{name}] key_type {:?}: expected one of {}",
+                        k.get_ref(),
+                        hopline_acme::config::KeyType::NAMES
+                            .map(|n| format!("{n:?}"))
+                            .join(", ")
+                    ),
+                ));
+            }
             if let Some(url) = &a.redis {
                 if let Err(e) = redis::Client::open(url.get_ref().as_str()) {
                     return Err(self.err(
@@ -744,6 +768,15 @@ impl Validator<'_> {
             return Err(self.err(
                 site.listen.span(),
                 "a site needs at least one listen address",
+            ));
+        }
+        if let Some(h3) = &site.http3
+            && *h3.get_ref()
+            && site.tls.is_none()
+        {
+            return Err(self.err(
+                h3.span(),
+                "http3 = true needs tls (QUIC is always encrypted): add tls = { cert = …, key = … } or tls = { acme = … }",
             ));
         }
         let mut addrs = Vec::new();
@@ -1463,6 +1496,18 @@ respond = {}
                     .to_string(),
                 3,
                 "expected a plain http:// URL",
+            ),
+            (
+                "[[site]]\nlisten = [\"127.0.0.1:1\"]\nhttp3 = true\n[[site.route]]\npath = \"/\"\nrespond = {}\n"
+                    .to_string(),
+                3,
+                "http3 = true needs tls",
+            ),
+            (
+                "[acme.le]\ndirectory = \"https://ca.test/dir\"\nkey_type = \"rsa2048\"\n"
+                    .to_string(),
+                3,
+                "key_type \"rsa2048\": expected one of \"ecdsa-p256\", \"ecdsa-p384\"",
             ),
         ] {
             let e = parse(&text).unwrap_err();

@@ -85,12 +85,14 @@ pub(crate) async fn handle(
     let table = path.table.load_full();
     let n = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let version = req.version();
+    path.metrics.count_protocol(version);
 
     // 1. route
     let host = hopline_engine::host::without_port(raw_host(&req));
     let current = table.listeners.get(&conn.listener);
     let removed = current.is_none();
-    let site = current.unwrap_or(&conn.initial).site(host).clone();
+    let listener = current.unwrap_or(&conn.initial);
+    let site = listener.site(host).clone();
     let route = req
         .uri()
         .path()
@@ -152,6 +154,12 @@ pub(crate) async fn handle(
     // origin's own `Server` is replaced, as nginx does
     if version >= http::Version::HTTP_2 || h.contains_key(header::SERVER) {
         h.insert(header::SERVER, SERVER.clone());
+    }
+    if site.http3
+        && version != http::Version::HTTP_3
+        && let Some(alt_svc) = listener.alt_svc.get()
+    {
+        h.insert(header::ALT_SVC, alt_svc.clone());
     }
     if version == http::Version::HTTP_11 && (n >= table.limits.keepalive_requests || removed) {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

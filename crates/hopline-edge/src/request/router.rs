@@ -129,6 +129,11 @@ pub struct ListenerTable {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Obtains certificates while handshakes wait, when a site of it is on-demand.
     pub on_demand: Option<Arc<dyn tls::OnDemandTls>>,
+    /// A site of it serves HTTP/3: the listener also answers QUIC on its UDP port.
+    pub http3: bool,
+    /// `Alt-Svc` for its HTTP/3 sites' HTTP/1.1 and HTTP/2 responses, set once the UDP
+    /// port is bound (`h3=":PORT"; ma=86400`).
+    pub alt_svc: std::sync::OnceLock<HeaderValue>,
     exact: FastMap<String, Arc<SiteTable>>,
     wildcard: Vec<(String, Arc<SiteTable>)>,
     default: Arc<SiteTable>,
@@ -141,6 +146,8 @@ pub struct SiteTable {
     pub name: Arc<str>,
     /// Add this hop's `Server-Timing` entry to responses.
     pub server_timing: bool,
+    /// It serves HTTP/3 too, and advertises it (`Alt-Svc`).
+    pub http3: bool,
     /// Routes sorted by descending prefix length.
     pub routes: Vec<Route>,
     /// Where it listens.
@@ -257,6 +264,7 @@ pub fn compile(
     struct Pending {
         tls: Option<SniResolver>,
         on_demand: Option<Arc<hopline_acme::on_demand::OnDemand>>,
+        http3: bool,
         plain: bool,
         exact: FastMap<String, Arc<SiteTable>>,
         wildcard: Vec<(String, Arc<SiteTable>)>,
@@ -426,6 +434,7 @@ pub fn compile(
                 Pending {
                     tls: None,
                     on_demand: None,
+                    http3: false,
                     plain: false,
                     exact: FastMap::default(),
                     wildcard: Vec::new(),
@@ -471,6 +480,7 @@ pub fn compile(
             if p.first.is_none() {
                 p.first = Some(table.clone());
             }
+            p.http3 |= table.http3;
         }
     }
     let mut listeners = FastMap::default();
@@ -488,6 +498,8 @@ pub fn compile(
             Arc::new(ListenerTable {
                 tls,
                 on_demand: p.on_demand.map(|o| o as Arc<dyn tls::OnDemandTls>),
+                http3: p.http3,
+                alt_svc: std::sync::OnceLock::new(),
                 exact: p.exact,
                 wildcard,
                 default: p.any.or(p.first).expect("a listener has a site"),
@@ -619,6 +631,7 @@ fn compile_site(
         name,
         routes,
         server_timing: site.server_timing,
+        http3: site.http3.as_ref().is_some_and(|h| *h.get_ref()),
         listen: site
             .listen
             .get_ref()
