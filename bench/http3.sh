@@ -23,7 +23,7 @@ chmod 755 "$work"; mkdir -p "$work/public"
 printf 'hello world\n\n' > "$work/public/small.txt"          # 13 bytes
 head -c 102400 /dev/urandom > "$work/public/100k.bin"       # 100 KiB
 head -c 100000000 /dev/urandom > "$work/public/100m.bin"    # 100 MB
-"$HOPLINE" cert shop.test --out "$work/certs" >/dev/null
+"$HOPLINE" cert --dir "$work/certs" shop.test >/dev/null
 
 cat > "$work/hopline.toml" <<HOP
 threads = 1
