@@ -103,11 +103,18 @@ done
 echo
 echo "# one 100 MB download from hopline: HTTP/3 (h3load --download) vs HTTP/2 (curl), $ROUNDS rounds"
 start hopline
+pid=$(cat "$work/server.pid")
+# busy: the share of one core the server used during the download (near 100 %: the
+# server is the limit; well below: the client or the transport is)
+busy() { python3 -c "print(f'{($2-$1)/$HZ/($4-$3)*100:.0f}%')"; }
 for round in $(seq 1 "$ROUNDS"); do
+  t0=$(cpu_ticks "$pid"); w0=$(date +%s.%N)
   h3=$(taskset -c "$LOAD_CPU" "$LOAD" "https://shop.test:18443/100m.bin" --connect 127.0.0.1:18443 --insecure --download | sed -n 's/.*mbit_s=\([0-9.]*\).*/\1/p')
+  t1=$(cpu_ticks "$pid"); w1=$(date +%s.%N)
   h2=$(taskset -c "$LOAD_CPU" curl -sk --http2 --resolve shop.test:18443:127.0.0.1 -o /dev/null -w '%{speed_download}' https://shop.test:18443/100m.bin | python3 -c "import sys; print(f'{float(sys.stdin.read())*8/1e6:.1f}')")
+  t2=$(cpu_ticks "$pid"); w2=$(date +%s.%N)
   R[h3dl]+="$h3 "; R[h2dl]+="$h2 "
-  echo "round $round: h3 $h3 Mbit/s, h2 $h2 Mbit/s"
+  echo "round $round: h3 $h3 Mbit/s (server busy $(busy "$t0" "$t1" "$w0" "$w1")), h2 $h2 Mbit/s (server busy $(busy "$t1" "$t2" "$w1" "$w2"))"
 done
 stop_server
 h3=$(median ${R[h3dl]}); h2=$(median ${R[h2dl]})

@@ -163,7 +163,7 @@ impl Managed {
             changed: self.changed.clone(),
             shared: self.shared.clone(),
             installed: parking_lot::Mutex::new(SystemTime::now()),
-            account: tokio::sync::Mutex::new(None),
+            account: shared_account(&self.storage, self.config.directory.get_ref()),
         };
         *task = Some(tokio::spawn(job.run()));
     }
@@ -181,13 +181,39 @@ struct Job {
     changed: Arc<tokio::sync::watch::Sender<u64>>,
     shared: Option<Arc<Shared>>,
     installed: parking_lot::Mutex<SystemTime>,
-    account: tokio::sync::Mutex<Option<Account>>,
+    account: Arc<AccountCell>,
+}
+
+/// An ACME account once loaded: its key, its URL and the HTTP client that talks to the CA.
+type AccountCell = tokio::sync::Mutex<Option<Account>>;
+
+/// The account of a storage folder and directory, shared by every certificate ordered
+/// with it (a section's on-demand certificates can be thousands: one HTTP client and one
+/// account key in memory, not one each). Kept while a certificate uses it.
+fn shared_account(storage: &std::path::Path, directory: &str) -> Arc<AccountCell> {
+    type Cells = Vec<((PathBuf, String), std::sync::Weak<AccountCell>)>;
+    static CELLS: parking_lot::Mutex<Cells> = parking_lot::Mutex::new(Vec::new());
+    let mut cells = CELLS.lock();
+    cells.retain(|(_, cell)| cell.strong_count() > 0);
+    if let Some(cell) = cells
+        .iter()
+        .find(|((s, d), _)| s == storage && d == directory)
+        .and_then(|(_, cell)| cell.upgrade())
+    {
+        return cell;
+    }
+    let cell = Arc::new(tokio::sync::Mutex::new(None));
+    cells.push((
+        (storage.to_path_buf(), directory.to_string()),
+        Arc::downgrade(&cell),
+    ));
+    cell
 }
 
 impl Job {
     async fn run(self) {
         let mut backoff = Duration::from_secs(5);
-        self.pull().await;
+        Box::pin(self.pull()).await;
         let mut renew_now = false;
         let mut current: Option<Stored> = match storage::load(&self.storage, &self.names) {
             Ok(Some(s)) if s.covers(&self.names) && s.not_after > SystemTime::now() => {
@@ -209,7 +235,9 @@ impl Job {
             if let Some(c) = &current
                 && !renew_now
             {
-                let (at, recheck) = self.renew_time(c).await;
+                // (boxed, as the order below: a task waits most of its life, and its
+                // state should not hold room for the HTTP exchanges it makes rarely)
+                let (at, recheck) = Box::pin(self.renew_time(c)).await;
                 let now = SystemTime::now();
                 if now < at {
                     tokio::time::sleep(at.duration_since(now).unwrap_or_default().min(recheck))
@@ -218,7 +246,7 @@ impl Job {
                 }
             }
             self.status.lock().state = "ordering";
-            match self.obtain(current.as_ref()).await {
+            match Box::pin(self.obtain(current.as_ref())).await {
                 Ok((s, how)) => {
                     self.install(&s, how);
                     if how == "ordered" {
@@ -277,7 +305,7 @@ impl Job {
 
     /// The account: stored for this directory, else created (and stored).
     async fn account(&self) -> Result<Account, String> {
-        // one account per task: loaded (or created) once, not at every renewal check
+        // loaded (or created) once per section, not at every renewal check
         let mut cached = self.account.lock().await;
         if let Some(a) = cached.as_ref() {
             return Ok(a.clone());
