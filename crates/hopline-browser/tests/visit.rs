@@ -965,3 +965,72 @@ async fn http3_after_alt_svc_when_forced_and_a_fall_back_when_udp_gets_no_answer
     );
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_from_debians_caddy() {
+    if !hopline_testkit::peer_installed("caddy", "version", "caddy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let certs = dir.path().join("certs");
+    hopline_edge::tls::ca::issue(&certs, &["shop.test".into()]).unwrap();
+    let (http, https) = (hopline_testkit::free_port(), hopline_testkit::free_port());
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("Caddyfile"),
+        format!(
+            "{{\n  admin off\n  auto_https disable_redirects\n  skip_install_trust\n  http_port {http}\n  https_port {https}\n  servers {{\n    protocols h1 h2 h3\n  }}\n}}\n\
+             https://shop.test:{https} {{\n  tls {d}/certs/shop.test.pem {d}/certs/shop.test-key.pem\n  root * {d}/public\n  file_server\n}}\n"
+        ),
+    )
+    .unwrap();
+    let _caddy = hopline_testkit::Proc(
+        std::process::Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.path().join("Caddyfile"))
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        hopline_testkit::wait_for_port(https, Duration::from_secs(10)),
+        "caddy did not listen on {https}"
+    );
+    let url = url::Url::parse(&format!("https://shop.test:{https}/")).unwrap();
+    // Caddy's QUIC listener comes up beside its TCP one: a few tries
+    let mut nav = None;
+    for _ in 0..20 {
+        let n = navigate(
+            client(
+                shop_resolver(dir.path()),
+                Some(certs.join("ca.pem")),
+                Force::Http3,
+            ),
+            url.clone(),
+            VisitOptions::default(),
+        )
+        .await;
+        if n.page.failed == 0 {
+            nav = Some(n);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let nav = nav.expect("a page load over HTTP/3 from caddy");
+    assert!(
+        nav.entries.iter().all(|e| e.http_version == "HTTP/3"),
+        "{:?}",
+        nav.entries
+            .iter()
+            .map(|e| &e.http_version)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(nav.entries[0].status, 200);
+    assert!(nav.entries.len() > 5, "the page's subresources too");
+    assert_eq!(nav.page.connections, 1);
+}
