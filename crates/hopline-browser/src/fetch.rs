@@ -696,7 +696,7 @@ impl Client {
             .unwrap_or_default();
         entry.tls = Some(TlsInfo {
             version: "TLSv1_3".into(),
-            cipher: "(QUIC)".into(),
+            cipher: "(not exposed by quinn)".into(),
             alpn: Some("h3".into()),
             subject,
             issuer,
