@@ -14,7 +14,7 @@ pub enum EdgeError {
     /// A listen address could not be bound (taken, not local, no permission).
     #[error(
         "cannot listen on {addr} ({role}): {}",
-        hopline_dns::bind_reason(reason, addr, "")
+        hopline_dns::bind_reason(reason, addr, if role.to_ascii_lowercase().contains("udp") { "u" } else { "" })
     )]
     Bind {
         /// The address asked for.

@@ -9,7 +9,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -25,19 +24,7 @@ struct H3 {
 
 /// Connect over QUIC to `addr` as `name`, trusting `ca`.
 async fn h3_connect(addr: SocketAddr, name: &str, ca: &Path) -> H3 {
-    hopline_edge::tls::install_crypto_provider();
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_file(ca).unwrap())
-        .unwrap();
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let endpoint = quic_client(ca);
     let conn = tokio::time::timeout(
         Duration::from_secs(5),
         endpoint.connect(addr, name).unwrap(),
@@ -547,4 +534,34 @@ async fn chromium_loads_a_page_and_its_resources_over_h3() {
     );
     let m = metrics(&t).await;
     assert!(metric(&m, "hopline_requests_protocol_total{protocol=\"h3\"}") >= 4);
+}
+
+#[tokio::test]
+async fn a_udp_port_already_taken_is_refused_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    hopline_edge::tls::ca::issue(&dir.path().join("certs"), &["shop.test".into()]).unwrap();
+    // the UDP side of a port whose TCP side is free
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let path = dir.path().join("hopline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[site]]\nlisten = [\"127.0.0.1:{port}\"]\ntls = {{ cert = \"certs/shop.test.pem\", key = \"certs/shop.test-key.pem\" }}\nhttp3 = true\n  [[site.route]]\n  path = \"/\"\n  respond = {{ body = \"x\" }}\n"
+        ),
+    )
+    .unwrap();
+    hopline_edge::tls::install_crypto_provider();
+    let config = hopline_edge::Config::load(&path).unwrap();
+    let err = hopline_edge::Server::start(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP/3 over UDP")
+            && err.contains("ss -lutnp")
+            && err.contains("choose another port"),
+        "{err}"
+    );
+    drop(udp);
 }

@@ -8,7 +8,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -68,19 +67,7 @@ fn get_headers(extra: &[u8]) -> Vec<u8> {
 /// A raw QUIC connection speaking ALPN h3, with its control stream open (type 0, then
 /// an empty SETTINGS).
 async fn raw(addr: SocketAddr, ca: &Path) -> (quinn::Connection, quinn::SendStream) {
-    hopline_edge::tls::install_crypto_provider();
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_file(ca).unwrap())
-        .unwrap();
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let endpoint = quic_client(ca);
     let conn = endpoint
         .connect(addr, "shop.test")
         .unwrap()

@@ -44,7 +44,11 @@ impl H3Listener {
     ) -> Result<H3Listener, EdgeError> {
         let settings = shared.http.load().h3.clone();
         let config = hopline_engine::h3::server_config(tls, &settings)?;
-        let endpoint = hopline_engine::h3::endpoint(addr, config)?;
+        let endpoint = hopline_engine::h3::endpoint(addr, config).map_err(|e| EdgeError::Bind {
+            addr,
+            role: "HTTP/3 over UDP, beside the TCP listener of the same port".into(),
+            reason: e,
+        })?;
         let bound = endpoint.local_addr().unwrap_or(addr);
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(accept_loop(

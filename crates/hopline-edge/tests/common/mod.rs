@@ -108,6 +108,24 @@ pub fn tls_client(ca_pem: &Path, resolve: &[(&str, SocketAddr)]) -> reqwest::Cli
     b.build().unwrap()
 }
 
+/// A QUIC client endpoint on 127.0.0.1 offering ALPN h3 and trusting only `ca_pem`.
+pub fn quic_client(ca_pem: &Path) -> quinn::Endpoint {
+    hopline_edge::tls::install_crypto_provider();
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(ca_pem).unwrap())
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+}
+
 /// Send raw bytes, read until the server closes or `wait` passes; return what came back.
 pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();

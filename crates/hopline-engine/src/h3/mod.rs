@@ -93,14 +93,8 @@ pub fn server_config(
 }
 
 /// A UDP socket on `addr` answering QUIC with `config`.
-pub fn endpoint(
-    addr: SocketAddr,
-    config: quinn::ServerConfig,
-) -> Result<quinn::Endpoint, EngineError> {
-    quinn::Endpoint::server(config, addr).map_err(|e| EngineError::Io {
-        what: format!("binding UDP {addr} for HTTP/3"),
-        source: e,
-    })
+pub fn endpoint(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(config, addr)
 }
 
 /// What answers the requests of HTTP/3 connections.
