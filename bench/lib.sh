@@ -137,3 +137,21 @@ end
 request = function() return req end
 LUA
 }
+
+# bench_page DIR: the page loads measure, in DIR: index.html with 30 subresources (5
+# stylesheets, 10 scripts, 15 images of 8–20 KB)
+bench_page() {
+  local d="$1" i
+  mkdir -p "$d/css" "$d/js" "$d/img"
+  {
+    echo '<!doctype html><html><head><title>30 subresources</title>'
+    for i in $(seq 1 5); do echo "<link rel=\"stylesheet\" href=\"/css/s$i.css\">"; done
+    for i in $(seq 1 10); do echo "<script src=\"/js/a$i.js\" defer></script>"; done
+    echo '</head><body><h1>page</h1>'
+    for i in $(seq 1 15); do echo "<img src=\"/img/i$i.png\">"; done
+    echo '</body></html>'
+  } > "$d/index.html"
+  for i in $(seq 1 5); do head -c 8000 /dev/urandom | base64 > "$d/css/s$i.css"; done
+  for i in $(seq 1 10); do head -c 12000 /dev/urandom | base64 > "$d/js/a$i.js"; done
+  for i in $(seq 1 15); do head -c 20000 /dev/urandom > "$d/img/i$i.png"; done
+}

@@ -13,18 +13,7 @@ RUNS="${RUNS:-30}"
 build_hopline
 work=$(mktemp -d /tmp/hopline-bench.XXXXXX); chmod 755 "$work"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
-mkdir -p "$work/public/css" "$work/public/js" "$work/public/img"
-{
-  echo '<!doctype html><html><head><title>30 subresources</title>'
-  for i in $(seq 1 5); do echo "<link rel=\"stylesheet\" href=\"/css/s$i.css\">"; done
-  for i in $(seq 1 10); do echo "<script src=\"/js/a$i.js\" defer></script>"; done
-  echo '</head><body><h1>page</h1>'
-  for i in $(seq 1 15); do echo "<img src=\"/img/i$i.png\">"; done
-  echo '</body></html>'
-} > "$work/public/index.html"
-for i in $(seq 1 5); do head -c 8000 /dev/urandom | base64 > "$work/public/css/s$i.css"; done
-for i in $(seq 1 10); do head -c 12000 /dev/urandom | base64 > "$work/public/js/a$i.js"; done
-for i in $(seq 1 15); do head -c 20000 /dev/urandom > "$work/public/img/i$i.png"; done
+bench_page "$work/public"
 "$HOPLINE" cert --dir "$work/certs" localhost 127.0.0.1 >/dev/null
 cat > "$work/hopline.toml" <<HOP
 threads = 1

@@ -12,18 +12,8 @@ build_hopline
 work=$(mktemp -d /tmp/hopline-bench.XXXXXX); chmod 755 "$work"
 cleanup() { for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; sleep 0.2; rm -rf "$work"; }
 trap cleanup EXIT
-mkdir -p "$work/public/css" "$work/public/js" "$work/public/img" "$work/nginx"
-{
-  echo '<!doctype html><html><head><title>30 subresources</title>'
-  for i in $(seq 1 5); do echo "<link rel=\"stylesheet\" href=\"/css/s$i.css\">"; done
-  for i in $(seq 1 10); do echo "<script src=\"/js/a$i.js\" defer></script>"; done
-  echo '</head><body><h1>page</h1>'
-  for i in $(seq 1 15); do echo "<img src=\"/img/i$i.png\">"; done
-  echo '</body></html>'
-} > "$work/public/index.html"
-for i in $(seq 1 5); do head -c 8000 /dev/urandom | base64 > "$work/public/css/s$i.css"; done
-for i in $(seq 1 10); do head -c 12000 /dev/urandom | base64 > "$work/public/js/a$i.js"; done
-for i in $(seq 1 15); do head -c 20000 /dev/urandom > "$work/public/img/i$i.png"; done
+mkdir -p "$work/nginx"
+bench_page "$work/public"
 cat > "$work/nginx/nginx.conf" <<NGX
 worker_processes 1; pid $work/nginx.pid; error_log $work/nginx/error.log warn;
 events { worker_connections 1024; }
