@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hopline_browser::{Client, ClientOptions, Force, Navigation, VisitOptions, navigate};
-use hopline_edge::{Config, Server};
+use hopline_edge::Server;
 
 fn site(dir: &std::path::Path) {
     let p = dir.join("public");
@@ -38,11 +38,7 @@ async fn edge(dir: &std::path::Path, tls: Option<(&str, &str)>) -> (Server, std:
     let toml = format!(
         "access_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\n{tls_line}  [[site.route]]\n  path = \"/\"\n  root = \"public\"\n  [[site.route]]\n  path = \"/img/\"\n  root = \"public\"\n  cache_control = \"max-age=60\"\n  [[site.route]]\n  path = \"/old\"\n  redirect = \"/\"\n  [[site.route]]\n  path = \"/loop-a\"\n  redirect = \"/loop-b\"\n  status = 302\n  [[site.route]]\n  path = \"/loop-b\"\n  redirect = \"/loop-a\"\n  status = 307\n"
     );
-    let path = dir.join("edge.toml");
-    std::fs::write(&path, toml).unwrap();
-    let server = Server::start(Config::load(&path).unwrap()).await.unwrap();
-    let addr = server.bound()[0].1;
-    (server, addr)
+    hopline_testkit::edge::start_at(dir, "edge.toml", &toml, hopline_edge::Services::new()).await
 }
 
 fn client(
@@ -811,11 +807,7 @@ async fn tls_edge(dir: &std::path::Path, site_extra: &str) -> (Server, std::net:
     let toml = format!(
         "access_log = \"off\"\n[[site]]\nlisten = [\"127.0.0.1:0\"]\ntls = {{ cert = \"certs/shop.test.pem\", key = \"certs/shop.test-key.pem\" }}\n{site_extra}\n  [[site.route]]\n  path = \"/\"\n  root = \"public\"\n"
     );
-    let path = dir.join("edge-h3.toml");
-    std::fs::write(&path, toml).unwrap();
-    let server = Server::start(Config::load(&path).unwrap()).await.unwrap();
-    let addr = server.bound()[0].1;
-    (server, addr)
+    hopline_testkit::edge::start_at(dir, "edge-h3.toml", &toml, hopline_edge::Services::new()).await
 }
 
 fn shop_resolver(dir: &std::path::Path) -> hopline_dns::Resolver {

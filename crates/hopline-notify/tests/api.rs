@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hopline_edge::{Config, Server};
 use hopline_notify::model;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -82,13 +81,12 @@ async fn sink() -> (SocketAddr, Arc<Sink>) {
 }
 
 struct Api {
-    _server: Server,
+    edge: hopline_testkit::edge::TestServer,
     addr: SocketAddr,
     key: String,
     secret: String,
     whsec: String,
     _services: hopline_notify::RunningServices,
-    dir: tempfile::TempDir,
 }
 
 /// Which engine a test runs on.
@@ -130,8 +128,6 @@ listen = ["127.0.0.1:0"]
 "#
     );
     let path = dir.path().join("hopline.toml");
-    std::fs::write(&path, &toml).unwrap();
-    let config = Config::from_str_at(&toml, &path, dir.path()).unwrap();
     let sections = hopline_notify::config::load(&toml, &path, dir.path()).unwrap();
     let app = match engine {
         Engine::Sqlite => {
@@ -148,16 +144,14 @@ listen = ["127.0.0.1:0"]
     let services = hopline_notify::RunningServices::new();
     let mut routes = hopline_edge::Services::new();
     services.apply(&sections, &mut routes).unwrap();
-    let server = Server::start_with(config, routes).await.unwrap();
-    let addr = server.bound()[0].1;
+    let edge = hopline_testkit::edge::start_with(dir, &toml, routes).await;
     Api {
-        _server: server,
-        addr,
+        addr: edge.addr,
+        edge,
         key: app.key,
         secret: app.secret,
         whsec: app.webhook_secret,
         _services: services,
-        dir,
     }
 }
 
@@ -365,7 +359,7 @@ async fn requests_must_be_signed_fresh_and_once() {
     }
     assert_eq!(statuses, [202, 401]);
     // an app limited to some channels
-    let db = api.dir.path().join("notify.db");
+    let db = api.edge.dir.path().join("notify.db");
     let limited =
         hopline_notify::store::apps::create(&db, "sms-only", Some(vec!["sms".into()])).unwrap();
     let mut api = api;
@@ -1039,12 +1033,12 @@ async fn a_reload_reaches_the_running_workers() {
     let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "before")).await;
     wait_status(&api, v["id"].as_str().unwrap(), "failed").await;
     // the same section, now allowing private targets: the next attempt follows it
-    let path = api.dir.path().join("hopline.toml");
+    let path = api.edge.dir.path().join("hopline.toml");
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "allow_private_targets = false",
         "allow_private_targets = true",
     );
-    let sections = hopline_notify::config::load(&text, &path, api.dir.path()).unwrap();
+    let sections = hopline_notify::config::load(&text, &path, api.edge.dir.path()).unwrap();
     let mut routes = hopline_edge::Services::new();
     api._services.apply(&sections, &mut routes).unwrap();
     let (_, v) = call(&api, "POST", "/v1/messages", &webhook(&to, "after")).await;
@@ -1250,11 +1244,11 @@ async fn retention_follows_a_reload_on(engine: Engine) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (s, _) = call(&api, "GET", &format!("/v1/messages/{first}"), "").await;
     assert_eq!(s, 200, "kept with retention = \"off\"");
-    let path = api.dir.path().join("hopline.toml");
+    let path = api.edge.dir.path().join("hopline.toml");
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("retention = \"off\"", "retention = \"1s\"");
-    let sections = hopline_notify::config::load(&text, &path, api.dir.path()).unwrap();
+    let sections = hopline_notify::config::load(&text, &path, api.edge.dir.path()).unwrap();
     let mut routes = hopline_edge::Services::new();
     api._services.apply(&sections, &mut routes).unwrap();
     // a message finished after the reload expires by itself (Redis) or is purged (SQLite);

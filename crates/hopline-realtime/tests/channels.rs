@@ -164,17 +164,7 @@ async fn every_transport_reads_the_same_log() {
     ws.close(None).await.unwrap();
 
     // the admin listener counts them
-    let status: serde_json::Value = c
-        .get(format!(
-            "http://{}/.hopline/status",
-            edge.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = edge.status().await;
     let hub = &status["services"]["realtime.live"];
     assert_eq!(hub["publications"], 5, "{status}");
     assert!(hub["deliveries"].as_u64().unwrap() >= 15, "{status}");
@@ -416,17 +406,13 @@ async fn tokens_limits_and_bad_input() {
         400
     );
     for bad in ["/live/", "/live/a%20b", "/live/a/b", "/live/%ff%fe"] {
-        let r = raw(
+        let (r, _) = raw(
             edge.addr,
             format!("GET {bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
             Duration::from_secs(2),
         )
         .await;
-        assert!(
-            String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"),
-            "{bad}: {}",
-            String::from_utf8_lossy(&r)
-        );
+        assert!(r.starts_with("HTTP/1.1 400"), "{bad}: {r}");
     }
     let long = format!("/live/{}", "x".repeat(200));
     assert_eq!(c.get(edge.url(&long)).send().await.unwrap().status(), 400);
@@ -641,26 +627,15 @@ async fn malformed_frames_close_with_the_right_code() {
         1001
     );
     // handshake errors: wrong version 426, bad key 400
-    let r = raw(edge.addr, b"GET /live/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", Duration::from_secs(2)).await;
-    let r = String::from_utf8_lossy(&r);
+    let r = raw(edge.addr, b"GET /live/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", Duration::from_secs(2)).await.0;
     assert!(
         r.starts_with("HTTP/1.1 426")
             && r.to_ascii_lowercase().contains("sec-websocket-version: 13"),
         "{r}"
     );
-    let r = raw(edge.addr, b"GET /live/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n", Duration::from_secs(2)).await;
-    assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 400"));
-    let status: serde_json::Value = client()
-        .get(format!(
-            "http://{}/.hopline/status",
-            edge.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = raw(edge.addr, b"GET /live/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n", Duration::from_secs(2)).await.0;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let status = edge.status().await;
     assert!(
         status["services"]["realtime.live"]["websocket_violations"]
             .as_u64()
@@ -767,17 +742,7 @@ async fn a_slow_consumer_is_cut_and_never_slows_the_channel() {
         received += 1;
     }
     assert!(started.elapsed() < Duration::from_secs(20));
-    let status: serde_json::Value = c
-        .get(format!(
-            "http://{}/.hopline/status",
-            edge.server.admin_addr().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = edge.status().await;
     assert!(
         status["services"]["realtime.live"]["slow_consumers_cut"]
             .as_u64()
@@ -910,17 +875,10 @@ async fn a_stalled_sse_subscriber_is_cut_by_the_send_timeout() {
         "{:?}",
         String::from_utf8_lossy(&head[..n])
     );
-    let admin = edge.server.admin_addr().unwrap();
+    let server = &edge.server;
     let c = client();
     let sse_open = || async {
-        let s: serde_json::Value = client()
-            .get(format!("http://{admin}/.hopline/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = hopline_testkit::edge::status(server).await;
         s["services"]["realtime.live"]["connections"]["sse"]
             .as_u64()
             .unwrap()
@@ -1465,7 +1423,7 @@ async fn delete_tells_every_subscriber_and_starts_the_channel_again() {
         .find("event: deleted\ndata: {\"channel\":\"doomed\"}")
         .expect(&text);
     assert!(e2 < gone, "{text}");
-    let text = String::from_utf8_lossy(&sse10.await.unwrap()).into_owned();
+    let text = sse10.await.unwrap().0;
     assert!(
         text.contains("data: e2")
             && text.ends_with("event: deleted\ndata: {\"channel\":\"doomed\"}\n\n"),

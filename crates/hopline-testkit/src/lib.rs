@@ -3,6 +3,8 @@
 //! it fails, so CI never passes by skipping.
 
 pub mod alloc;
+#[cfg(feature = "edge")]
+pub mod edge;
 pub mod house;
 
 use std::net::{TcpListener, TcpStream};

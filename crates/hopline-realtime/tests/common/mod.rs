@@ -5,43 +5,37 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hopline_edge::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const SECRET: &str = "a-test-secret-of-enough-length";
 
+#[allow(unused_imports)]
+pub use hopline_testkit::edge::{TestServer, client, raw};
+
+/// A running edge (its address, `url`, `server` through `Deref`) and the realtime hubs
+/// mounted on it.
 pub struct Edge {
-    pub server: Server,
-    pub addr: SocketAddr,
+    pub edge: TestServer,
     pub hubs: hopline_realtime::Hubs,
-    pub dir: tempfile::TempDir,
 }
 
-impl Edge {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+impl std::ops::Deref for Edge {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.edge
     }
 }
 
-/// Start an edge whose file is `toml` (its site listens on 127.0.0.1:0).
+/// Start an edge whose file is `toml` with the realtime hubs it names mounted.
 pub async fn start(toml: &str) -> Edge {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hopline.toml");
-    std::fs::write(&path, toml).unwrap();
-    let config = Config::from_str_at(toml, &path, dir.path()).unwrap();
     let sections = hopline_realtime::config::load(toml, Path::new("hopline.toml")).unwrap();
     let hubs = hopline_realtime::Hubs::new();
     let mut services = hopline_edge::Services::new();
     hubs.apply(&sections, &mut services).unwrap();
-    let server = Server::start_with(config, services).await.unwrap();
-    let addr = server.bound()[0].1;
-    Edge {
-        server,
-        addr,
-        hubs,
-        dir,
-    }
+    let edge =
+        hopline_testkit::edge::start_with(tempfile::tempdir().unwrap(), toml, services).await;
+    Edge { edge, hubs }
 }
 
 /// A hub section plus a site mounting it at /live/.
@@ -77,14 +71,6 @@ pub fn token(channels: &[&str]) -> String {
     )
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 pub async fn publish(edge: &Edge, channel: &str, data: &str) -> serde_json::Value {
     let r = client()
         .post(edge.url(&format!("/live/{channel}")))
@@ -95,22 +81,6 @@ pub async fn publish(edge: &Edge, channel: &str, data: &str) -> serde_json::Valu
         .unwrap();
     assert_eq!(r.status(), 200, "publish");
     r.json().await.unwrap()
-}
-
-/// Raw bytes in, everything until close (or `wait`) out.
-pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return out,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 /// A raw WebSocket handshake on `path`; returns the stream after the 101 head and
@@ -184,19 +154,6 @@ pub async fn read_frame(s: &mut TcpStream, pending: &mut Vec<u8>) -> Option<(u8,
 /// A masked client frame.
 pub fn client_frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     hopline_realtime::ws::client_frame(fin, rsv1, opcode, [1, 2, 3, 4], payload)
-}
-
-/// Is `program` on PATH? Outside CI a missing peer skips loudly; in CI it fails.
-pub fn peer(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()));
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{program} is required in CI (apt-get install it; .ci/run does)");
-        }
-        eprintln!("\n!!! SKIPPED: {program} is not installed; this test needs it !!!\n");
-    }
-    found
 }
 
 /// Next JSON text frame of a WebSocket (5 s at most).
