@@ -117,8 +117,24 @@ pub enum Lookup {
     StaleWhileRevalidate(Arc<Stored>, http::response::Parts),
     /// Stale: ask the origin with these (conditional) request headers.
     Revalidate(Arc<Stored>, http::request::Parts),
-    /// Nothing usable.
-    Miss,
+    /// Nothing usable. From [`HttpCache::find`]: the fetch to make for everyone waiting
+    /// on the key when `Some`; without a lead the fetch is this request's alone.
+    Miss(Option<FetchLead>),
+}
+
+/// A GET or HEAD as the cache sees it: its key and the GET the cache sends for it (whole
+/// objects: a client's `Range` is cut from them, never forwarded).
+pub struct Ask {
+    pub key: String,
+    pub as_get: http::request::Parts,
+}
+
+/// What the cache makes of an origin's response (see [`HttpCache::admit`]).
+pub struct Admission {
+    /// The head as this cache stores it.
+    pub stored: http::response::Parts,
+    /// How long it may be kept; `None` when a shared cache must not store it.
+    pub policy: Option<CachePolicy>,
 }
 
 impl HttpCache {
@@ -176,7 +192,7 @@ impl HttpCache {
     /// Find a usable stored response for a GET/HEAD request.
     pub fn lookup(&self, key: &str, req: &http::request::Parts) -> Lookup {
         let Some(variants) = self.variants(key) else {
-            return Lookup::Miss;
+            return Lookup::Miss(None);
         };
         let now = SystemTime::now();
         for stored in variants.iter() {
@@ -199,7 +215,75 @@ impl HttpCache {
                 BeforeRequest::Stale { matches: false, .. } => continue,
             }
         }
-        Lookup::Miss
+        Lookup::Miss(None)
+    }
+
+    /// The cache's whole part of a GET or HEAD before the origin, in one call: the
+    /// request's fields made canonical, its key, the GET to send for it, and what is
+    /// stored, counted as hit, stale or miss. A miss while another request fetches the
+    /// key waits for that fetch (30 s at most) and looks again; a miss then leads the
+    /// fetch for the requests that come after it (request coalescing).
+    pub async fn find(
+        self: &Arc<Self>,
+        tls: bool,
+        host: &str,
+        parts: &mut http::request::Parts,
+    ) -> (Ask, Lookup) {
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let key = key(tls, host, &target);
+        normalize(&mut parts.headers);
+        let mut as_get = parts.clone();
+        as_get.method = Method::GET;
+        as_get.headers.remove(header::RANGE);
+        as_get.headers.remove(header::IF_RANGE);
+        let mut waited = false;
+        let found = loop {
+            match self.lookup(&key, &as_get) {
+                Lookup::Miss(_) => match self.join_or_lead(&key) {
+                    Ok(lead) => break Lookup::Miss(Some(lead)),
+                    Err(mut done) if !waited => {
+                        waited = true;
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(30),
+                            done.wait_for(|d| *d),
+                        )
+                        .await;
+                    }
+                    Err(_) => break Lookup::Miss(None),
+                },
+                found => break found,
+            }
+        };
+        let counter = match &found {
+            Lookup::Fresh(..) => Some(&self.stats.hits),
+            Lookup::StaleWhileRevalidate(..) => Some(&self.stats.stale),
+            Lookup::Revalidate(..) => None,
+            Lookup::Miss(_) => Some(&self.stats.misses),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        (Ask { key, as_get }, found)
+    }
+
+    /// The cache's whole part of an origin's response, in one call: its fields made
+    /// canonical, the field targeted at this cache alone removed from what goes
+    /// downstream, and the head to store with its policy.
+    pub fn admit(
+        &self,
+        as_get: &http::request::Parts,
+        res: &mut http::response::Parts,
+    ) -> Admission {
+        normalize(&mut res.headers);
+        let judged = self.for_storage(res);
+        self.strip_own_targeted(&mut res.headers);
+        let stored = judged.unwrap_or_else(|| res.clone());
+        let policy = self.storable(as_get, &stored);
+        Admission { stored, policy }
     }
 
     /// May this stale entry be served because the origin failed (`stale-if-error`)?
@@ -844,7 +928,7 @@ mod tests {
         }
         assert!(matches!(
             c.lookup("k", &req("/a", &[("accept-language", "fr")])),
-            Lookup::Miss
+            Lookup::Miss(_)
         ));
     }
 
@@ -879,7 +963,7 @@ mod tests {
                 s.policy.time_to_live(SystemTime::now()),
                 stale_for(&s, SystemTime::now())
             ),
-            Lookup::Miss => panic!("expected stale-while-revalidate, got miss"),
+            Lookup::Miss(_) => panic!("expected stale-while-revalidate, got miss"),
         }
         // must-revalidate forbids serving stale
         let rs = res(
@@ -962,7 +1046,7 @@ mod tests {
         let data = std::fs::read(&file).unwrap();
         std::fs::write(&file, &data[..data.len() - 5]).unwrap();
         let c = HttpCache::new("pop", &cfg).unwrap();
-        assert!(matches!(c.lookup("k", &rq), Lookup::Miss));
+        assert!(matches!(c.lookup("k", &rq), Lookup::Miss(_)));
         assert_eq!(c.stats.disk_corrupt.load(Ordering::Relaxed), 1);
         assert!(!file.exists(), "corrupted file kept");
     }

@@ -127,6 +127,13 @@ impl Limiter {
         })
     }
 
+    /// The decision for one request: its client's key, then [`Limiter::check`]; `None`
+    /// when the keying header is absent (not limited).
+    pub async fn check_request(&self, peer: IpAddr, headers: &HeaderMap) -> Option<Decision> {
+        let key = self.key_of(peer, headers)?;
+        Some(Box::pin(self.check(&key)).await)
+    }
+
     /// The client's key for this limit; `None` when the keying header is absent (not limited).
     pub fn key_of(&self, peer: IpAddr, headers: &HeaderMap) -> Option<String> {
         match &self.key {

@@ -6,14 +6,13 @@
 //! the origin and invalidate what they touch. Every answer carries `Cache-Status`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::request::files::{RangeOutcome, evaluate_range};
 use hopline_cache::freshness;
-use hopline_cache::store::{self as cache, HttpCache, Lookup};
+use hopline_cache::store::{self as cache, Admission, Ask, HttpCache, Lookup};
 use hopline_cache::stored::Stored;
 use hopline_cache::tee::TeeBody;
 use hopline_engine::body::Body;
@@ -67,18 +66,18 @@ async fn serve_inner(
     down: Downstream<'_>,
 ) -> Response<Body> {
     let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let key = cache::key(down.tls, down.host, &target);
     // every method but the safe ones — unknown ones too (M-SEARCH, PURGE-like
     // extensions) — may change the target: it is invalidated (RFC 9111 §4.4)
     if !matches!(
         method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     ) {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let key = cache::key(down.tls, down.host, &target);
         let resp = proxy::forward(up, req, down).await;
         if resp.status().is_success() || resp.status().is_redirection() {
             invalidate_after_unsafe(cache, &key, &resp, down);
@@ -89,72 +88,35 @@ async fn serve_inner(
         return proxy::forward(up, req, down).await;
     }
     let (mut parts, _body) = req.into_parts();
-    freshness::normalize(&mut parts.headers);
-    let mut as_get = parts.clone();
-    as_get.method = Method::GET;
-    // the cache fetches and keeps whole objects; a client's range is cut from them
-    as_get.headers.remove(header::RANGE);
-    as_get.headers.remove(header::IF_RANGE);
-
-    for attempt in 0..2 {
-        match cache.lookup(&key, &as_get) {
-            Lookup::Fresh(stored, head) => {
-                cache
-                    .stats
-                    .hits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let status = freshness::cache_status(
-                    &cache.name,
-                    "hit",
-                    Some(freshness::ttl_secs(&stored)),
-                    None,
-                );
-                return from_store(&parts, &stored, head, status);
-            }
-            Lookup::StaleWhileRevalidate(stored, head) => {
-                cache
-                    .stats
-                    .stale
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if cache.begin_background(&key) {
-                    spawn_refresh(cache.clone(), up.clone(), key.clone(), as_get.clone(), down);
-                }
-                let status = freshness::cache_status(
-                    &cache.name,
-                    "hit",
-                    Some(freshness::ttl_secs(&stored)),
-                    Some("stale-while-revalidate"),
-                );
-                return from_store(&parts, &stored, head, status);
-            }
-            Lookup::Revalidate(stored, conditional) => {
-                return revalidate(cache, up, &key, &parts, stored, conditional, down).await;
-            }
-            Lookup::Miss => {
-                let lead = match cache.join_or_lead(&key) {
-                    Ok(lead) => Some(lead),
-                    Err(mut done) if attempt == 0 => {
-                        // another request is fetching this key: wait for it, then look again
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(30), done.wait_for(|d| *d))
-                                .await;
-                        continue;
-                    }
-                    Err(_) => None,
-                };
-                cache
-                    .stats
-                    .misses
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return fetch(cache, up, &key, parts, as_get, lead, "fwd=miss", down).await;
-            }
+    let (ask, found) = cache.find(down.tls, down.host, &mut parts).await;
+    let Ask { key, as_get } = ask;
+    match found {
+        Lookup::Fresh(stored, head) => {
+            let status = freshness::cache_status(
+                &cache.name,
+                "hit",
+                Some(freshness::ttl_secs(&stored)),
+                None,
+            );
+            from_store(&parts, &stored, head, status)
         }
+        Lookup::StaleWhileRevalidate(stored, head) => {
+            if cache.begin_background(&key) {
+                spawn_refresh(cache.clone(), up.clone(), key.clone(), as_get.clone(), down);
+            }
+            let status = freshness::cache_status(
+                &cache.name,
+                "hit",
+                Some(freshness::ttl_secs(&stored)),
+                Some("stale-while-revalidate"),
+            );
+            from_store(&parts, &stored, head, status)
+        }
+        Lookup::Revalidate(stored, conditional) => {
+            revalidate(cache, up, &key, &parts, stored, conditional, down).await
+        }
+        Lookup::Miss(lead) => fetch(cache, up, &key, parts, as_get, lead, "fwd=miss", down).await,
     }
-    cache
-        .stats
-        .misses
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    fetch(cache, up, &key, parts, as_get, None, "fwd=miss", down).await
 }
 
 /// Answer from a stored response: Range served from the full body; HEAD without body.
@@ -290,13 +252,11 @@ async fn fetch(
         }
     };
     let (mut rparts, rbody) = resp.into_parts();
-    freshness::normalize(&mut rparts.headers);
     // (a field targeted at this cache decides for it; clients see the origin's own)
-    let judged = cache.for_storage(&rparts);
-    cache.strip_own_targeted(&mut rparts.headers);
-    let for_cache = judged.as_ref().unwrap_or(&rparts);
-    let policy = cache.storable(&as_get, for_cache);
-    let stored_parts = for_cache.clone();
+    let Admission {
+        stored: stored_parts,
+        policy,
+    } = cache.admit(&as_get, &mut rparts);
     let stored = policy.is_some();
     rparts.headers.insert(
         CACHE_STATUS.clone(),
@@ -405,9 +365,12 @@ async fn revalidate(
     }
     let resp = result.expect("not failed");
     let (mut rparts, rbody) = resp.into_parts();
-    freshness::normalize(&mut rparts.headers);
-    let judged = cache.for_storage(&rparts);
-    cache.strip_own_targeted(&mut rparts.headers);
+    let mut as_get = parts.clone();
+    as_get.method = Method::GET;
+    let Admission {
+        stored: stored_parts,
+        policy,
+    } = cache.admit(&as_get, &mut rparts);
     if rparts.status == StatusCode::NOT_MODIFIED
         && let Some((fresh, head)) = cache.refreshed(key, &stored, &conditional, &rparts)
     {
@@ -425,8 +388,6 @@ async fn revalidate(
         // response we revalidated. Its fields are updated from the 304 (§3.2) and it is
         // stored again (fresh from now), and the client — who asked no condition of its
         // own — gets the stored response, never the 304.
-        let mut as_get = parts.clone();
-        as_get.method = Method::GET;
         let mut merged = stored.head();
         for (name, value) in &rparts.headers {
             if !matches!(
@@ -463,11 +424,6 @@ async fn revalidate(
         .stats
         .misses
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut as_get = parts.clone();
-    as_get.method = Method::GET;
-    let for_cache = judged.as_ref().unwrap_or(&rparts);
-    let policy = cache.storable(&as_get, for_cache);
-    let stored_parts = for_cache.clone();
     rparts.headers.insert(
         CACHE_STATUS.clone(),
         HeaderValue::from_str(&format!(

@@ -397,10 +397,9 @@ async fn check_limits(
     let Some(limit) = &route.limit else {
         return Ok(None);
     };
-    let Some(key) = limit.key_of(conn.peer.ip(), req.headers()) else {
+    let Some(d) = limit.check_request(conn.peer.ip(), req.headers()).await else {
         return Ok(None);
     };
-    let d = Box::pin(limit.check(&key)).await;
     if d.allowed {
         return Ok(Some((limit.clone(), d)));
     }
