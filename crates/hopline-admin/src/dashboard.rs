@@ -211,154 +211,159 @@ impl Board {
         let secs = self.at.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         self.at = Some(now);
         let table = view.snapshot();
-        let now_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let extras = view.extras();
-        let has_dns = !extras.is_empty();
-
-        // ---- where each site listens (configured and bound), to match pool servers ----
-        let ids = site_ids(&table.sites);
-        let bound: Vec<Vec<(SocketAddr, usize)>> = table
-            .sites
-            .iter()
-            .map(|s| {
-                s.listen
-                    .iter()
-                    .map(|c| view.listener(*c).unwrap_or((*c, 0)))
-                    .collect()
-            })
-            .collect();
-        let serves = |i: usize, addr: SocketAddr| {
-            table.sites[i]
-                .listen
-                .iter()
-                .zip(&bound[i])
-                .any(|(c, (b, _))| {
-                    *c == addr || *b == addr || (c.ip().is_unspecified() && c.port() == addr.port())
-                })
-        };
-        let target_of = |addr: SocketAddr| (0..table.sites.len()).find(|&i| serves(i, addr));
-
-        // ---- columns: DNS, then sites by how deep behind the front they sit ----
-        let base = usize::from(has_dns);
-        let col = columns(&table.sites, &target_of, base);
-        let service_col = col.iter().copied().max().unwrap_or(base) + 1;
+        let map = Map::new(view, &table, usize::from(!extras.is_empty()));
 
         let mut nodes = Vec::new();
         let mut links = Vec::new();
-        let mut total_rps = 0.0;
-
-        // ---- DNS (and whatever else the program added) ----
         for x in &extras {
-            let r = self.rates(&x.id, x.requests, x.errors, x.latency.clone(), secs);
-            for t in &x.targets {
-                if let Some(other) = extras.iter().find(|o| &o.addr == t && o.id != x.id) {
-                    links.push(json!({"from": x.id, "to": other.id}));
-                } else if let Ok(ip) = t.parse::<std::net::IpAddr>() {
-                    for (i, site) in table.sites.iter().enumerate() {
-                        let on_ip = site
-                            .listen
-                            .iter()
-                            .zip(&bound[i])
-                            .any(|(c, (b, _))| c.ip() == ip || b.ip() == ip);
-                        if on_ip {
-                            links.push(json!({"from": x.id, "to": ids[i]}));
-                        }
-                    }
-                }
-            }
-            nodes.push(json!({
-                "id": x.id, "kind": "dns", "role": x.role, "label": x.label, "addr": x.addr,
-                "col": 0, "requests": x.requests, "rps": r.rps, "error_rate": r.error_rate,
-                "p50_ms": r.p50, "p99_ms": r.p99, "detail": x.detail,
-            }));
+            nodes.push(self.extra_node(x, &extras, &map, secs, &mut links));
         }
-
-        // ---- sites ----
-        for (i, site) in table.sites.iter().enumerate() {
-            let st = &site.stats;
-            let requests = st.requests.load(Ordering::Relaxed);
-            let r = self.rates(
-                &ids[i],
-                requests,
-                st.errors.load(Ordering::Relaxed),
-                st.latency.snapshot(),
-                secs,
-            );
-            total_rps += r.rps;
-            let cache = self.site_cache(&ids[i], site, secs);
-            let certificate = site
-                .certificate
-                .as_ref()
-                .and_then(|key| table.certificates.get(key))
-                .map(|m| certificate_json(&m.status(), now_s));
-            let limits = self.site_limits(site, secs);
-            // its pools, each server with its state
-            let target_id = |a: SocketAddr| target_of(a).map(|t| ids[t].clone());
-            let pools: Vec<Value> = pools_of(site)
-                .iter()
-                .map(|pool| self.pool_json(&ids[i], pool, secs, &target_id, &mut links))
-                .collect();
-            // services it mounts
-            let mut services = Vec::new();
-            for route in &site.routes {
-                if let RouteAnswer::Service { kind, name } = &route.answer {
-                    let id = format!("service:{kind}.{name}");
-                    if !services.contains(&id) {
-                        links.push(json!({"from": ids[i], "to": id}));
-                        services.push(id);
-                    }
-                }
-            }
-            nodes.push(json!({
-                "id": ids[i], "kind": "site", "role": role(site), "label": &*site.name,
-                "addr": bound[i].first().map(|(b, _)| b.to_string()),
-                "tls": site.tls, "col": col[i],
-                "connections": bound[i].iter().map(|(_, n)| n).sum::<usize>(),
-                "requests": requests, "rps": r.rps, "error_rate": r.error_rate,
-                "p50_ms": r.p50, "p99_ms": r.p99,
-                "cache": cache, "limits": limits, "pools": pools,
-                "certificate": certificate,
-            }));
+        let mut total_rps = 0.0;
+        for i in 0..table.sites.len() {
+            let (node, rps) = self.site_node(i, &map, secs, &mut links);
+            total_rps += rps;
+            nodes.push(node);
         }
-
-        // ---- layer-4 streams (TCP/UDP), at the front beside the PoPs ----
         for st in view.streams() {
-            let id = format!("stream:{}:{}", if st.udp { "udp" } else { "tcp" }, st.bound);
-            let connections = st.stats.connections.load(Ordering::Relaxed);
-            let per_s = self
-                .pair(&id, connections, 0, secs)
-                .map(|(r, _)| round(r, 1));
-            let target_id = |a: SocketAddr| target_of(a).map(|t| ids[t].clone());
-            let pools: Vec<Value> = table
-                .upstreams
-                .get(&st.pool)
-                .map(|p| vec![self.pool_json(&id, p, secs, &target_id, &mut links)])
-                .unwrap_or_default();
-            nodes.push(json!({
-                "id": id, "kind": "stream", "role": if st.udp { "udp" } else { "tcp" },
-                "label": format!("stream {}", if st.udp { "UDP" } else { "TCP" }),
-                "addr": st.bound.to_string(), "col": base,
-                "connections": st.stats.open.load(Ordering::Relaxed),
-                "requests": connections, "rps": per_s.unwrap_or(0.0),
-                "pools": pools,
-            }));
+            nodes.push(self.stream_node(&st, &map, secs, &mut links));
         }
-
-        // ---- route services (realtime channels, notifications) ----
         for service in &table.services {
             let (kind, name) = (&service.kind, &service.name);
             nodes.push(json!({
                 "id": format!("service:{kind}.{name}"), "kind": "service", "role": kind,
-                "label": format!("{kind} {name}"), "col": service_col,
+                "label": format!("{kind} {name}"), "col": map.service_col,
                 "detail": service.report.status(),
             }));
         }
+        self.totals(view, secs, total_rps, nodes, links)
+    }
 
-        // ---- the latest traced requests ----
-        let recent = recent_requests(view);
+    /// A box the program added beside the edge (the DNS servers of `hopline up`), with
+    /// a link to each site listening on an address it answers.
+    fn extra_node(
+        &mut self,
+        x: &crate::view::ExtraNode,
+        extras: &[crate::view::ExtraNode],
+        map: &Map<'_>,
+        secs: f64,
+        links: &mut Vec<Value>,
+    ) -> Value {
+        let r = self.rates(&x.id, x.requests, x.errors, x.latency.clone(), secs);
+        for t in &x.targets {
+            if let Some(other) = extras.iter().find(|o| &o.addr == t && o.id != x.id) {
+                links.push(json!({"from": x.id, "to": other.id}));
+            } else if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+                for i in (0..map.ids.len()).filter(|&i| map.on_ip(i, ip)) {
+                    links.push(json!({"from": x.id, "to": map.ids[i]}));
+                }
+            }
+        }
+        json!({
+            "id": x.id, "kind": "dns", "role": x.role, "label": x.label, "addr": x.addr,
+            "col": 0, "requests": x.requests, "rps": r.rps, "error_rate": r.error_rate,
+            "p50_ms": r.p50, "p99_ms": r.p99, "detail": x.detail,
+        })
+    }
 
+    /// Site `i`: its rates, cache, certificate, limits, pools (each server linked to the
+    /// box it is) and the services it mounts; and its requests per second.
+    fn site_node(
+        &mut self,
+        i: usize,
+        map: &Map<'_>,
+        secs: f64,
+        links: &mut Vec<Value>,
+    ) -> (Value, f64) {
+        let (site, id) = (&map.table.sites[i], &map.ids[i]);
+        let st = &site.stats;
+        let requests = st.requests.load(Ordering::Relaxed);
+        let r = self.rates(
+            id,
+            requests,
+            st.errors.load(Ordering::Relaxed),
+            st.latency.snapshot(),
+            secs,
+        );
+        let cache = self.site_cache(id, site, secs);
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let certificate = site
+            .certificate
+            .as_ref()
+            .and_then(|key| map.table.certificates.get(key))
+            .map(|m| certificate_json(&m.status(), now_s));
+        let limits = self.site_limits(site, secs);
+        let target_id = |a: SocketAddr| map.target_id(a);
+        let pools: Vec<Value> = pools_of(site)
+            .iter()
+            .map(|pool| self.pool_json(id, pool, secs, &target_id, links))
+            .collect();
+        let mut services = Vec::new();
+        for route in &site.routes {
+            if let RouteAnswer::Service { kind, name } = &route.answer {
+                let service = format!("service:{kind}.{name}");
+                if !services.contains(&service) {
+                    links.push(json!({"from": id, "to": service}));
+                    services.push(service);
+                }
+            }
+        }
+        let bound = &map.bound[i];
+        let node = json!({
+            "id": id, "kind": "site", "role": role(site), "label": &*site.name,
+            "addr": bound.first().map(|(b, _)| b.to_string()),
+            "tls": site.tls, "col": map.col[i],
+            "connections": bound.iter().map(|(_, n)| n).sum::<usize>(),
+            "requests": requests, "rps": r.rps, "error_rate": r.error_rate,
+            "p50_ms": r.p50, "p99_ms": r.p99,
+            "cache": cache, "limits": limits, "pools": pools,
+            "certificate": certificate,
+        });
+        (node, r.rps)
+    }
+
+    /// A layer-4 stream (TCP or UDP), at the front beside the PoPs, with its pool.
+    fn stream_node(
+        &mut self,
+        st: &hopline_proxy::layer4::StreamInfo,
+        map: &Map<'_>,
+        secs: f64,
+        links: &mut Vec<Value>,
+    ) -> Value {
+        let id = format!("stream:{}:{}", if st.udp { "udp" } else { "tcp" }, st.bound);
+        let connections = st.stats.connections.load(Ordering::Relaxed);
+        let per_s = self
+            .pair(&id, connections, 0, secs)
+            .map(|(r, _)| round(r, 1));
+        let target_id = |a: SocketAddr| map.target_id(a);
+        let pools: Vec<Value> = map
+            .table
+            .upstreams
+            .get(&st.pool)
+            .map(|p| vec![self.pool_json(&id, p, secs, &target_id, links)])
+            .unwrap_or_default();
+        json!({
+            "id": id, "kind": "stream", "role": if st.udp { "udp" } else { "tcp" },
+            "label": format!("stream {}", if st.udp { "UDP" } else { "TCP" }),
+            "addr": st.bound.to_string(), "col": map.base,
+            "connections": st.stats.open.load(Ordering::Relaxed),
+            "requests": connections, "rps": per_s.unwrap_or(0.0),
+            "pools": pools,
+        })
+    }
+
+    /// The snapshot: the boxes and links, with the edge's totals and the latest traced
+    /// requests.
+    fn totals(
+        &mut self,
+        view: &dyn AdminView,
+        secs: f64,
+        total_rps: f64,
+        nodes: Vec<Value>,
+        links: Vec<Value>,
+    ) -> Value {
         let m = view.metrics();
         let accepted = m.connections_accepted.load(Ordering::Relaxed);
         let conn_rate = self
@@ -383,8 +388,77 @@ impl Board {
             "responses": {"2xx": class(2), "3xx": class(3), "4xx": class(4), "5xx": class(5)},
             "nodes": nodes,
             "links": links,
-            "recent": recent,
+            "recent": recent_requests(view),
         })
+    }
+}
+
+/// Where the boxes sit: each site's id, where it listens (configured and bound, to
+/// match pool servers to the sites they are), and its column (DNS, then sites by how
+/// deep behind the front they sit, then services).
+struct Map<'a> {
+    table: &'a crate::view::Snapshot,
+    ids: Vec<String>,
+    bound: Vec<Vec<(SocketAddr, usize)>>,
+    col: Vec<usize>,
+    base: usize,
+    service_col: usize,
+}
+
+impl<'a> Map<'a> {
+    fn new(view: &dyn AdminView, table: &'a crate::view::Snapshot, base: usize) -> Map<'a> {
+        let bound = table
+            .sites
+            .iter()
+            .map(|s| {
+                s.listen
+                    .iter()
+                    .map(|c| view.listener(*c).unwrap_or((*c, 0)))
+                    .collect()
+            })
+            .collect();
+        let mut map = Map {
+            table,
+            ids: site_ids(&table.sites),
+            bound,
+            col: Vec::new(),
+            base,
+            service_col: base,
+        };
+        let col = columns(&table.sites, &|a| map.target_of(a), base);
+        map.col = col;
+        map.service_col = map.col.iter().copied().max().unwrap_or(base) + 1;
+        map
+    }
+
+    /// Does site `i` serve `addr`?
+    fn serves(&self, i: usize, addr: SocketAddr) -> bool {
+        self.table.sites[i]
+            .listen
+            .iter()
+            .zip(&self.bound[i])
+            .any(|(c, (b, _))| {
+                *c == addr || *b == addr || (c.ip().is_unspecified() && c.port() == addr.port())
+            })
+    }
+
+    /// Does site `i` listen on `ip`?
+    fn on_ip(&self, i: usize, ip: std::net::IpAddr) -> bool {
+        self.table.sites[i]
+            .listen
+            .iter()
+            .zip(&self.bound[i])
+            .any(|(c, (b, _))| c.ip() == ip || b.ip() == ip)
+    }
+
+    /// The site that serves `addr`.
+    fn target_of(&self, addr: SocketAddr) -> Option<usize> {
+        (0..self.table.sites.len()).find(|&i| self.serves(i, addr))
+    }
+
+    /// The box id of the site that serves `addr`.
+    fn target_id(&self, addr: SocketAddr) -> Option<String> {
+        self.target_of(addr).map(|t| self.ids[t].clone())
     }
 }
 
