@@ -527,34 +527,42 @@ impl Resolver {
         r
     }
 
-    /// The fast path of the service: a complete answer from the cache, or `None`.
+    /// The fast path of the service: a complete answer from the cache (following cached
+    /// CNAME links), or `None`.
     pub fn answer_cached(&self, q: &Message) -> Option<Message> {
         let query = q.queries.first()?;
         let now = Instant::now();
         let key = (LowerName::new(&query.name), query.query_type);
-        let e = self.inner.cache.get(&key)?;
-        e.remaining(now)?;
-        // a cached CNAME alone is not a complete answer to another type
-        if e.rcode == ResponseCode::NoError
-            && query.query_type != RecordType::CNAME
-            && !e
-                .records
-                .iter()
-                .any(|r| r.record_type() == query.query_type)
-            && !e.records.is_empty()
-        {
-            return None;
-        }
-        let mut r = crate::wire::response_for(q, e.rcode);
+        let direct = self
+            .inner
+            .cache
+            .get(&key)
+            .filter(|e| e.remaining(now).is_some());
+        let (mut answers, rcode, soa) = match direct {
+            // a cached CNAME alone is not a complete answer to another type
+            Some(e)
+                if e.rcode != ResponseCode::NoError
+                    || query.query_type == RecordType::CNAME
+                    || e.records.is_empty()
+                    || e.records.iter().any(|r| answers_type(r, query.query_type)) =>
+            {
+                let soa = e.soa.clone().map(|mut soa| {
+                    // the negative TTL counts down like a positive one
+                    soa.ttl = soa.ttl.min(e.remaining(now).unwrap_or(0));
+                    soa
+                });
+                (e.records_now(now), e.rcode, soa)
+            }
+            _ => {
+                let r = self.cached_chain(&query.name, query.query_type, &mut Vec::new(), "")?;
+                (r.records, r.rcode, r.soa)
+            }
+        };
+        let mut r = crate::wire::response_for(q, rcode);
         r.metadata.recursion_available = true;
-        r.answers = e.records_now(now);
-        if let Some(soa) = &e.soa {
-            // the negative TTL counts down like a positive one
-            let mut soa = soa.clone();
-            soa.ttl = soa.ttl.min(e.remaining(now).unwrap_or(0));
-            r.authorities.push(soa);
-        }
-        same_case(&mut r.answers, &query.name);
+        same_case(&mut answers, &query.name);
+        r.answers = answers;
+        r.authorities.extend(soa);
         Some(r)
     }
 
@@ -697,10 +705,15 @@ impl Resolver {
                     Some(left),
                     false,
                 ));
+                let soa = e.soa.clone().map(|mut soa| {
+                    // the negative TTL counts down like a positive one
+                    soa.ttl = soa.ttl.min(left);
+                    soa
+                });
                 return Some(Resolved {
                     records: chain,
                     rcode: e.rcode,
-                    soa: e.soa.clone(),
+                    soa,
                     answered_by: Answered::Cache,
                 });
             }
@@ -818,7 +831,7 @@ impl Resolver {
             let lc = LowerName::new(&cur);
             let finals: Vec<Record> = records
                 .iter()
-                .filter(|r| LowerName::new(&r.name) == lc && r.record_type() == rtype)
+                .filter(|r| LowerName::new(&r.name) == lc && answers_type(r, rtype))
                 .cloned()
                 .collect();
             if !finals.is_empty() {
@@ -968,8 +981,15 @@ impl Resolver {
                 .collect();
             let last = steps.len() - 1;
             if rcode == ResponseCode::NXDomain {
-                self.store(name, rtype, vec![], rcode, soa.clone());
-                let why = format!("{name} does not exist");
+                // an in-zone CNAME chain whose end does not exist (RFC 6604): the chain is
+                // the answer's, the NXDOMAIN its last target's
+                let (links, end) = cname_links(name, &answers);
+                if !links.is_empty() {
+                    self.cache_answer_section(name, rtype, &links);
+                    chain.extend(links);
+                }
+                self.store(&end, rtype, vec![], rcode, soa.clone());
+                let why = format!("{end} does not exist");
                 negative_step(&mut steps[last], "nxdomain", why, server, soa.as_ref());
                 return Ok(Hop::Done(Resolved {
                     records: std::mem::take(chain),
@@ -1352,6 +1372,32 @@ enum Referral {
 /// records of `rtype` at its end (done, with every CNAME of the answer before them), or
 /// the alias to resolve next (a CNAME question is done at its first link). `step` says
 /// which. None when the section holds neither.
+/// Does record `r` answer a question of type `rtype`? Its own type, or any type for
+/// ANY (RFC 8482: a server may answer ANY with one RRset of the name, which is what
+/// there is to pass on).
+fn answers_type(r: &Record, rtype: RecordType) -> bool {
+    r.record_type() == rtype || rtype == RecordType::ANY
+}
+
+/// The CNAME links of `answers` from `name` on, in order, and the name the chain ends at.
+fn cname_links(name: &Name, answers: &[Record]) -> (Vec<Record>, Name) {
+    let mut links = Vec::new();
+    let mut cur = name.clone();
+    for _ in 0..MAX_CHAIN {
+        let lc = LowerName::new(&cur);
+        let Some(c) = answers
+            .iter()
+            .find(|r| LowerName::new(&r.name) == lc && r.record_type() == RecordType::CNAME)
+        else {
+            break;
+        };
+        let RData::CNAME(t) = &c.data else { break };
+        links.push(c.clone());
+        cur = t.0.clone();
+    }
+    (links, cur)
+}
+
 fn read_answer(
     name: &Name,
     rtype: RecordType,
@@ -1370,7 +1416,7 @@ fn read_answer(
     for _ in 0..MAX_CHAIN {
         let finals: Vec<Record> = answers
             .iter()
-            .filter(|r| LowerName::new(&r.name) == cur && r.record_type() == rtype)
+            .filter(|r| LowerName::new(&r.name) == cur && answers_type(r, rtype))
             .cloned()
             .collect();
         if !finals.is_empty() {
@@ -1381,7 +1427,7 @@ fn read_answer(
                 .collect::<Vec<_>>()
                 .join(", ");
             step.ttl = finals.iter().map(|r| r.ttl).min();
-            chain.extend(cnames());
+            chain.extend(cnames().filter(|c| !finals.contains(c)));
             chain.extend(finals);
             return Some(Hop::Done(Resolved {
                 records: std::mem::take(chain),

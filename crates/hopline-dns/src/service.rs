@@ -98,20 +98,29 @@ impl Answerer {
         if let Answerer::Resolver(_, allow) = self
             && !allow.permits(peer)
         {
-            return wire::response_for(q, hickory_proto::op::ResponseCode::Refused);
+            return resolver_refusal(q);
         }
-        if let Some(r) = wire::refusal(q, udp) {
+        if let Some(mut r) = wire::refusal(q, udp) {
+            r.metadata.recursion_available = matches!(self, Answerer::Resolver(..));
             return r;
         }
         match self {
             Answerer::Authority(a) => a.load().answer(q),
             // RD=0 asks for what the resolver already knows: its cache, or REFUSED
-            Answerer::Resolver(r, _) if !q.metadata.recursion_desired => r
-                .answer_cached(q)
-                .unwrap_or_else(|| wire::response_for(q, hickory_proto::op::ResponseCode::Refused)),
+            Answerer::Resolver(r, _) if !q.metadata.recursion_desired => {
+                r.answer_cached(q).unwrap_or_else(|| resolver_refusal(q))
+            }
             Answerer::Resolver(r, _) => r.answer(q).await,
         }
     }
+}
+
+/// A resolver's REFUSED: recursion is still available, to the clients it serves (RA
+/// set, as Unbound).
+fn resolver_refusal(q: &Message) -> Message {
+    let mut r = wire::response_for(q, hickory_proto::op::ResponseCode::Refused);
+    r.metadata.recursion_available = true;
+    r
 }
 
 /// Answers of one DNS listener (UDP and TCP): by response code, and how long each took
@@ -703,6 +712,7 @@ async fn udp_loop(
             ))
         };
         if let Some(mut r) = refused {
+            r.metadata.recursion_available = matches!(answerer, Answerer::Resolver(..));
             send(&sock, &wire::encode_udp(&mut r, &q), peer, &stats, arrived).await;
             continue;
         }
@@ -728,7 +738,7 @@ async fn udp_loop(
                 }
                 if !q.metadata.recursion_desired {
                     // RD=0: only what the cache knows
-                    let mut r = wire::response_for(&q, hickory_proto::op::ResponseCode::Refused);
+                    let mut r = resolver_refusal(&q);
                     send(&sock, &wire::encode_udp(&mut r, &q), peer, &stats, arrived).await;
                     continue;
                 }

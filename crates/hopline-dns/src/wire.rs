@@ -51,7 +51,8 @@ pub fn response_for(q: &Message, rcode: ResponseCode) -> Message {
 /// What none of our servers answers as asked, checked before any lookup (RFC 1035 §4.1.1,
 /// RFC 6891 §6.1.3, RFC 5936 §4.2): another opcode (UPDATE, NOTIFY, IQUERY, STATUS…) →
 /// NOTIMP, never a NOERROR an UPDATE client would take for success; an EDNS version above
-/// 0 → BADVERS; a class other than IN → REFUSED; a zone transfer over UDP → FORMERR.
+/// 0 → BADVERS; a class other than IN (or ANY, answered as IN) → REFUSED; a zone
+/// transfer over UDP → FORMERR.
 pub fn refusal(q: &Message, udp: bool) -> Option<Message> {
     use hickory_proto::rr::{DNSClass, RecordType};
     if q.metadata.op_code != OpCode::Query {
@@ -61,7 +62,7 @@ pub fn refusal(q: &Message, udp: bool) -> Option<Message> {
         return Some(response_for(q, ResponseCode::BADVERS));
     }
     let question = &q.queries[0];
-    if question.query_class != DNSClass::IN {
+    if !matches!(question.query_class, DNSClass::IN | DNSClass::ANY) {
         return Some(response_for(q, ResponseCode::Refused));
     }
     if udp && matches!(question.query_type, RecordType::AXFR | RecordType::IXFR) {

@@ -20,6 +20,8 @@ pub struct Zone {
     records: HashMap<(LowerName, RecordType), Vec<Record>>,
     /// Every owner name and every ancestor of one inside the zone (empty non-terminals).
     names: HashSet<LowerName>,
+    /// The types each owner name holds, names in canonical order (RFC 4034 §6.1).
+    types: std::collections::BTreeMap<LowerName, Vec<RecordType>>,
     /// Delegation points below the apex.
     cuts: HashSet<LowerName>,
     soa: Record,
@@ -87,6 +89,7 @@ impl Zone {
         let origin = LowerName::new(&apex);
         let mut records: HashMap<(LowerName, RecordType), Vec<Record>> = HashMap::new();
         let mut names = HashSet::new();
+        let mut types: std::collections::BTreeMap<LowerName, Vec<RecordType>> = Default::default();
         let mut cuts = HashSet::new();
         let mut soa = None;
         for (key, set) in sets {
@@ -116,6 +119,9 @@ impl Zone {
                 }
                 n = n.base_name();
             }
+            let at = types.entry(owner.clone()).or_default();
+            at.push(key.record_type);
+            at.sort_by_key(|t| u16::from(*t));
             records.insert((owner, key.record_type), recs);
         }
         let soa = soa.ok_or_else(|| DnsError::Zone {
@@ -128,6 +134,7 @@ impl Zone {
             file: path.to_path_buf(),
             records,
             names,
+            types,
             cuts,
             soa,
         })
@@ -233,21 +240,28 @@ impl Zone {
             return out;
         }
         if qtype == RecordType::ANY {
-            // RFC 8482: no list of everything; a name that exists gets one synthesized
-            // HINFO "RFC8482", a name that does not NXDOMAIN
+            // RFC 8482 §4.1: not everything, one RRset of the name (the SOA at the apex,
+            // else its lowest type; a CNAME owner its CNAME), as NSD; an empty
+            // non-terminal NODATA; a name that does not exist NXDOMAIN
             let ln = LowerName::new(qname);
-            if self.contains(&ln) || self.wildcard_for(qname).is_some() {
-                out.answers.push(Record::from_rdata(
-                    qname.clone(),
-                    self.negative_soa().ttl,
-                    RData::HINFO(hickory_proto::rr::rdata::HINFO::new(
-                        "RFC8482".into(),
-                        String::new(),
-                    )),
-                ));
+            let owner = if self.contains(&ln) {
+                Some(ln)
             } else {
+                self.wildcard_for(qname)
+            };
+            let Some(owner) = owner else {
                 out.nxdomain = true;
                 out.authorities.push(self.negative_soa());
+                return out;
+            };
+            let first = self.types.get(&owner).and_then(|t| {
+                t.iter()
+                    .find(|t| **t == RecordType::SOA)
+                    .or_else(|| t.first())
+            });
+            match first.and_then(|t| self.get(&owner, *t)) {
+                Some(rs) => out.answers.extend(rs.iter().map(|r| with_name(r, qname))),
+                None => out.authorities.push(self.negative_soa()),
             }
             return out;
         }
@@ -369,14 +383,17 @@ mod tests {
     }
 
     #[test]
-    fn any_gets_the_rfc_8482_answer() {
+    fn any_gets_one_rrset_as_rfc_8482_allows() {
         let z = zone();
         let a = z.answer(&n("www.test."), RecordType::ANY);
-        assert_eq!(a.answers.len(), 1);
+        assert!(!a.answers.is_empty());
         assert!(
-            matches!(&a.answers[0].data, RData::HINFO(h) if &*h.cpu == b"RFC8482"),
+            a.answers.iter().all(|r| r.record_type() == RecordType::A),
             "{a:?}"
         );
+        let a = z.answer(&n("test."), RecordType::ANY);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].record_type(), RecordType::SOA, "{a:?}");
         let a = z.answer(&n("nothing.test."), RecordType::ANY);
         assert!(a.nxdomain && a.answers.is_empty());
     }
