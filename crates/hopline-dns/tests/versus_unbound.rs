@@ -211,6 +211,9 @@ async fn our_resolver_answers_as_unbound_does_case_by_case() {
         ("www.shop.test.", RecordType::A, DNSClass::ANY, true),
         // CHAOS is not served: REFUSED, with RA still set
         ("www.shop.test.", RecordType::A, DNSClass::CH, true),
+        // without RD, from the cache: each has walked these chains above by now
+        ("api.shop.test.", RecordType::A, DNSClass::IN, false),
+        ("www.shop.test.", RecordType::A, DNSClass::IN, false),
     ];
     let mut differ = Vec::new();
     for &(name, rtype, class, rd) in cases {
@@ -219,19 +222,6 @@ async fn our_resolver_answers_as_unbound_does_case_by_case() {
         if u != o {
             differ.push(format!(
                 "{name} {rtype} {class:?} rd={rd}:\n  unbound {u:?}\n  ours    {o:?}"
-            ));
-        }
-    }
-    // without RD, from the cache: each has walked the chains above by now
-    for (name, rtype) in [
-        ("api.shop.test.", RecordType::A),
-        ("www.shop.test.", RecordType::A),
-    ] {
-        let u = seen(&ask(theirs, name, rtype, DNSClass::IN, false).await);
-        let o = seen(&ask(mine, name, rtype, DNSClass::IN, false).await);
-        if u != o {
-            differ.push(format!(
-                "{name} {rtype} rd=0:\n  unbound {u:?}\n  ours    {o:?}"
             ));
         }
     }
