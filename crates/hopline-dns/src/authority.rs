@@ -113,6 +113,18 @@ impl DnsPool {
             .collect()
     }
 
+    /// The address types the pool answers (A, AAAA).
+    pub fn types(&self) -> Vec<RecordType> {
+        let mut t = Vec::new();
+        if self.addrs.iter().any(|a| a.is_ipv4()) {
+            t.push(RecordType::A);
+        }
+        if self.addrs.iter().any(|a| a.is_ipv6()) {
+            t.push(RecordType::AAAA);
+        }
+        t
+    }
+
     /// Run the HTTP health checks until the pool is dropped.
     pub fn spawn_health(self: &Arc<Self>) {
         let Some(h) = self.health.clone() else { return };
@@ -234,6 +246,31 @@ impl Authority {
         self
     }
 
+    /// This authority with every signed zone whose signatures are past half their
+    /// validity at `now` signed again (serial one up); `None` when none is due.
+    pub fn resigned(&self, now: std::time::SystemTime) -> Option<Authority> {
+        let due = |z: &Zone| z.dnssec.as_ref().is_some_and(|s| s.due(now));
+        if !self.zones.iter().any(due) {
+            return None;
+        }
+        let zones = self
+            .zones
+            .iter()
+            .map(|z| match &z.dnssec {
+                Some(s) if due(z) => s.resigned(z.serial()),
+                _ => z.clone(),
+            })
+            .collect();
+        Some(Authority {
+            zones,
+            pools: self.pools.clone(),
+            transfer: self.transfer.clone(),
+            notify: self.notify.clone(),
+            rrl: self.rrl.clone(),
+            _served: self._served.clone(),
+        })
+    }
+
     /// The secondaries to NOTIFY, and the zones (origin, SOA) to tell them about.
     pub fn notify_targets(&self) -> (Vec<std::net::SocketAddr>, Vec<Record>) {
         (
@@ -281,8 +318,8 @@ impl Authority {
         &self.zones
     }
 
-    /// Answer one decoded query.
-    pub fn answer(&self, q: &Message) -> Message {
+    /// The answer without DNSSEC records.
+    fn answer_plain(&self, q: &Message) -> Message {
         let query = &q.queries[0];
         let qname = query.name.clone();
         let lq = LowerName::new(&qname);
@@ -328,6 +365,30 @@ impl Authority {
         r
     }
 
+    /// Answer one decoded query; a DO query to a signed zone gets the RRSIGs and the
+    /// denial proofs with it (RFC 4035 §3.1).
+    pub fn answer(&self, q: &Message) -> Message {
+        let mut r = self.answer_plain(q);
+        let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        if !dnssec_ok {
+            return r;
+        }
+        if let Some(e) = r.edns.as_mut() {
+            e.set_dnssec_ok(true);
+        }
+        let lq = LowerName::new(&q.queries[0].name);
+        if let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(&lq))
+            && let Some(signed) = &zone.dnssec
+            && matches!(
+                r.metadata.response_code,
+                ResponseCode::NoError | ResponseCode::NXDomain
+            )
+        {
+            signed.decorate(zone, &mut r);
+        }
+        r
+    }
+
     /// A CNAME chain that ends at a pooled name (`api CNAME www` where `www` is a pool)
     /// goes on into the pool's answer, as it would into any record of the zone: the zone
     /// alone does not know the name, and would say NXDOMAIN.
@@ -360,6 +421,42 @@ impl Authority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_zones_are_signed_again_past_half_their_validity_with_the_serial_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut zone = Zone::parse(
+            "$ORIGIN resign.test.\n$TTL 60\n@ IN SOA ns1 admin 7 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\n",
+            Path::new("z"),
+            None,
+        )
+        .unwrap();
+        let keys = crate::dnssec::keys::ZoneKeys::load_or_create(
+            dir.path(),
+            &Name::from_ascii("resign.test.").unwrap(),
+            crate::dnssec::keys::SigningAlgorithm::EcdsaP256Sha256,
+        )
+        .unwrap();
+        let validity = Duration::from_secs(10 * 86400);
+        crate::dnssec::signed::SignedZone::sign(&mut zone, Arc::new(keys), &[], 7, validity);
+        let a = Authority::new(vec![zone], Vec::new());
+        let now = std::time::SystemTime::now();
+        assert!(a.resigned(now).is_none(), "fresh signatures are kept");
+        let later = now + Duration::from_secs(5 * 86400 + 1);
+        let b = a.resigned(later).expect("due after half the validity");
+        assert_eq!(b.zones()[0].serial(), 8);
+        let rrsigs = b.zones()[0]
+            .get(
+                &LowerName::new(&Name::from_ascii("resign.test.").unwrap()),
+                RecordType::RRSIG,
+            )
+            .unwrap();
+        assert!(
+            rrsigs.len() >= 4,
+            "SOA, NS, DNSKEY, NSEC signed: {rrsigs:?}"
+        );
+        assert!(b.resigned(now).is_none());
+    }
 
     #[test]
     fn a_published_acme_record_is_answered_by_the_zone_holding_it() {

@@ -151,20 +151,44 @@ impl Default for RrlConfig {
 pub enum ZoneFile {
     /// Just the file; the origin comes from its `$ORIGIN` or its SOA.
     Path(std::path::PathBuf),
-    /// The file and its origin.
-    WithOrigin {
+    /// The file, its origin when the file does not say, and whether it is signed.
+    Table {
         /// The master file.
         file: std::path::PathBuf,
         /// Its origin, e.g. "shop.test.".
-        origin: String,
+        #[serde(default)]
+        origin: Option<String>,
+        /// Sign the zone online (DNSSEC).
+        #[serde(default)]
+        dnssec: Option<DnssecConfig>,
     },
+}
+
+/// `dnssec = { … }` of a zone: signed online with keys made on first start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnssecConfig {
+    /// "ecdsap256sha256" (default, algorithm 13) or "ed25519" (15).
+    #[serde(default = "default_algorithm")]
+    pub algorithm: crate::dnssec::keys::SigningAlgorithm,
+    /// Folder of the zone's keys, relative to the config (default "keys").
+    #[serde(default)]
+    pub keys: Option<std::path::PathBuf>,
+    /// How long signatures are valid, in days (default 14); they are made again when
+    /// half of it is left.
+    #[serde(default)]
+    pub validity_days: Option<u32>,
+}
+
+fn default_algorithm() -> crate::dnssec::keys::SigningAlgorithm {
+    crate::dnssec::keys::SigningAlgorithm::EcdsaP256Sha256
 }
 
 impl ZoneFile {
     /// The file.
     pub fn file(&self) -> &std::path::Path {
         match self {
-            ZoneFile::Path(p) | ZoneFile::WithOrigin { file: p, .. } => p,
+            ZoneFile::Path(p) | ZoneFile::Table { file: p, .. } => p,
         }
     }
 
@@ -172,7 +196,15 @@ impl ZoneFile {
     pub fn origin(&self) -> Option<&str> {
         match self {
             ZoneFile::Path(_) => None,
-            ZoneFile::WithOrigin { origin, .. } => Some(origin),
+            ZoneFile::Table { origin, .. } => origin.as_deref(),
+        }
+    }
+
+    /// Its DNSSEC settings, when it is signed.
+    pub fn dnssec(&self) -> Option<&DnssecConfig> {
+        match self {
+            ZoneFile::Path(_) => None,
+            ZoneFile::Table { dnssec, .. } => dnssec.as_ref(),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod authority;
 pub mod challenge;
 pub mod config;
+pub mod dnssec;
 pub mod error;
 mod escapes;
 pub mod hints;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::Message;
+use hickory_proto::rr::{LowerName, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -242,23 +243,114 @@ fn pools(cfg: &DnsConfig) -> Result<Vec<Arc<DnsPool>>, DnsError> {
         .collect()
 }
 
-fn authority_for(
-    cfg: &crate::config::AuthoritativeService,
+/// A zone loaded for a listener, with its keys when it is signed.
+struct LoadedZone {
+    zone: crate::zone::Zone,
+    signing: Option<(Arc<crate::dnssec::keys::ZoneKeys>, std::time::Duration)>,
+}
+
+/// The authorities of every `[[dns.authoritative]]` of `cfg`, their signed zones signed
+/// (a signed parent served here holds the DS of each signed child served here, unless
+/// its file has one). `make_keys` false (a config check) makes no key and signs nothing.
+fn load_authorities(
+    cfg: &DnsConfig,
     base: &Path,
     pools: &[Arc<DnsPool>],
+    make_keys: bool,
+    serials: &std::collections::HashMap<LowerName, u32>,
+) -> Result<Vec<Authority>, DnsError> {
+    let mut loaded: Vec<Vec<LoadedZone>> = Vec::new();
+    for a in &cfg.authoritative {
+        let mut zones = Vec::new();
+        for z in &a.zones {
+            zones.push(load_zone(z, base, make_keys)?);
+        }
+        loaded.push(zones);
+    }
+    let mut child_ds: std::collections::HashMap<LowerName, Vec<Record>> = Default::default();
+    for z in loaded.iter().flatten() {
+        if let Some((keys, _)) = &z.signing {
+            child_ds.insert(z.zone.origin.clone(), keys.ds_records(3600));
+        }
+    }
+    cfg.authoritative
+        .iter()
+        .zip(loaded)
+        .map(|(a, zones)| authority_for(a, zones, &child_ds, pools, serials))
+        .collect()
+}
+
+fn load_zone(
+    z: &crate::config::ZoneFile,
+    base: &Path,
+    make_keys: bool,
+) -> Result<LoadedZone, DnsError> {
+    let origin = match z.origin() {
+        Some(o) => Some(hickory_proto::rr::Name::from_ascii(o).map_err(|e| {
+            DnsError::Config(format!(
+                "zone {}: origin {o:?}: {e} (expected a domain name like \"shop.test.\")",
+                z.file().display()
+            ))
+        })?),
+        None => None,
+    };
+    let zone = crate::zone::Zone::load(&resolve(base, z.file()), origin)?;
+    let signing = match z.dnssec() {
+        Some(d) => {
+            let dir = resolve(base, d.keys.as_deref().unwrap_or(Path::new("keys")));
+            let apex = hickory_proto::rr::Name::from(&zone.origin);
+            let keys = if make_keys {
+                Some(crate::dnssec::keys::ZoneKeys::load_or_create(
+                    &dir,
+                    &apex,
+                    d.algorithm,
+                )?)
+            } else {
+                crate::dnssec::keys::ZoneKeys::load(&dir, &apex)?
+            };
+            let validity = d
+                .validity_days
+                .map_or(crate::dnssec::signed::DEFAULT_VALIDITY, |days| {
+                    std::time::Duration::from_secs(u64::from(days.max(1)) * 86400)
+                });
+            keys.filter(|_| make_keys).map(|k| (Arc::new(k), validity))
+        }
+        None => None,
+    };
+    Ok(LoadedZone { zone, signing })
+}
+
+fn authority_for(
+    cfg: &crate::config::AuthoritativeService,
+    loaded: Vec<LoadedZone>,
+    child_ds: &std::collections::HashMap<LowerName, Vec<Record>>,
+    pools: &[Arc<DnsPool>],
+    serials: &std::collections::HashMap<LowerName, u32>,
 ) -> Result<Authority, DnsError> {
     let mut zones = Vec::new();
-    for z in &cfg.zones {
-        let origin = match z.origin() {
-            Some(o) => Some(hickory_proto::rr::Name::from_ascii(o).map_err(|e| {
-                DnsError::Config(format!(
-                    "zone {}: origin {o:?}: {e} (expected a domain name like \"shop.test.\")",
-                    z.file().display()
-                ))
-            })?),
-            None => None,
-        };
-        zones.push(crate::zone::Zone::load(&resolve(base, z.file()), origin)?);
+    for LoadedZone { mut zone, signing } in loaded {
+        if let Some((keys, validity)) = signing {
+            for (cut, ds) in child_ds {
+                let is_cut = zone.origin.zone_of(cut)
+                    && *cut != zone.origin
+                    && zone.cut_for(&hickory_proto::rr::Name::from(cut)).as_ref() == Some(cut);
+                if is_cut && zone.get(cut, RecordType::DS).is_none() {
+                    zone.insert_rrset(cut.clone(), RecordType::DS, ds.clone());
+                }
+            }
+            let extra: Vec<(LowerName, RecordType)> = pools
+                .iter()
+                .filter(|p| zone.origin.zone_of(&p.name))
+                .flat_map(|p| p.types().into_iter().map(|t| (p.name.clone(), t)))
+                .collect();
+            // a signed zone's serial only goes up: above the one served before a reload
+            let serial = match serials.get(&zone.origin) {
+                Some(before) => zone.serial().max(before.wrapping_add(1)),
+                None => zone.serial(),
+            };
+            crate::dnssec::signed::SignedZone::sign(&mut zone, keys, &extra, serial, validity);
+        }
+        zones.push(zone);
     }
     let transfer = nets(
         &cfg.transfer,
@@ -280,6 +372,35 @@ fn authority_for(
             slip: cfg.rrl.slip,
             exempt,
         }))
+}
+
+/// Every 5 minutes, sign again the zones whose signatures are past half their validity,
+/// and NOTIFY the secondaries of the new serials (sent from the listener's address).
+async fn resign_when_due(
+    slots: Vec<Arc<ArcSwap<Authority>>>,
+    from: Vec<Option<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for (slot, from) in slots.iter().zip(&from) {
+            let Some(fresh) = slot.load().resigned(std::time::SystemTime::now()) else {
+                continue;
+            };
+            let (targets, soas) = fresh.notify_targets();
+            let old_soas = slot.load().notify_targets().1;
+            let changed: Vec<_> = soas.into_iter().filter(|s| !old_soas.contains(s)).collect();
+            tracing::info!(target: "hopline::dns", "signed {} zone(s) again", changed.len());
+            slot.store(Arc::new(fresh));
+            if !targets.is_empty() && !changed.is_empty() {
+                tokio::spawn(send_notifies(*from, targets, changed));
+            }
+        }
+    }
 }
 
 fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<Resolver, DnsError> {
@@ -358,9 +479,7 @@ impl DnsServices {
     /// their root hints — without binding or serving (`hopline serve --check`).
     pub fn check(cfg: &DnsConfig, base_dir: &Path) -> Result<(), DnsError> {
         let pools = pools(cfg)?;
-        for a in &cfg.authoritative {
-            authority_for(a, base_dir, &pools)?;
-        }
+        load_authorities(cfg, base_dir, &pools, false, &Default::default())?;
         for r in &cfg.resolver {
             build_resolver(r, base_dir)?;
             Allow::new(r)?;
@@ -372,8 +491,14 @@ impl DnsServices {
         let pools = pools(cfg)?;
         let mut plan = Vec::new();
         let mut authorities = Vec::new();
-        for a in &cfg.authoritative {
-            let auth = Arc::new(ArcSwap::from_pointee(authority_for(a, base_dir, &pools)?));
+        for (a, auth) in cfg.authoritative.iter().zip(load_authorities(
+            cfg,
+            base_dir,
+            &pools,
+            true,
+            &Default::default(),
+        )?) {
+            let auth = Arc::new(ArcSwap::from_pointee(auth));
             authorities.push(auth.clone());
             plan.push((
                 a.listen.clone(),
@@ -446,6 +571,19 @@ impl DnsServices {
                 stop.subscribe(),
             )));
         }
+        tasks.push(tokio::spawn(resign_when_due(
+            authorities.clone(),
+            cfg.authoritative
+                .iter()
+                .map(|a| {
+                    a.listen
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .map(|l| SocketAddr::new(l.ip(), 0))
+                })
+                .collect(),
+            stop.subscribe(),
+        )));
         // keep the pools' health checks alive with the services
         let keep = pools.clone();
         let mut stop_rx = stop.subscribe();
@@ -476,10 +614,13 @@ impl DnsServices {
     /// Listeners are not moved: changed `listen` addresses need a restart.
     pub fn reload(&self, cfg: &DnsConfig, base_dir: &Path) -> Result<(), DnsError> {
         let pools = pools(cfg)?;
-        let mut fresh = Vec::new();
-        for a in &cfg.authoritative {
-            fresh.push(authority_for(a, base_dir, &pools)?);
+        let mut serials = std::collections::HashMap::new();
+        for slot in &self.authorities {
+            for z in slot.load().zones().iter().filter(|z| z.dnssec.is_some()) {
+                serials.insert(z.origin.clone(), z.serial());
+            }
         }
+        let fresh = load_authorities(cfg, base_dir, &pools, true, &serials)?;
         if fresh.len() != self.authorities.len() {
             return Err(DnsError::Config(
                 "the number of [[dns.authoritative]] servers changed: restart to apply".into(),

@@ -25,6 +25,8 @@ pub struct Zone {
     /// Delegation points below the apex.
     cuts: HashSet<LowerName>,
     soa: Record,
+    /// Its DNSSEC signatures and denial chain, when the zone is signed.
+    pub dnssec: Option<std::sync::Arc<crate::dnssec::signed::SignedZone>>,
 }
 
 /// The authoritative outcome for one question.
@@ -137,6 +139,7 @@ impl Zone {
             types,
             cuts,
             soa,
+            dnssec: None,
         })
     }
 
@@ -147,6 +150,59 @@ impl Zone {
             soa.ttl = soa.ttl.min(s.minimum);
         }
         soa
+    }
+
+    /// Every RRset: (owner, type) and its records.
+    pub(crate) fn rrsets(&self) -> impl Iterator<Item = (&(LowerName, RecordType), &Vec<Record>)> {
+        self.records.iter()
+    }
+
+    /// The owner names that hold data, in canonical order, with their types.
+    pub(crate) fn owners(&self) -> &std::collections::BTreeMap<LowerName, Vec<RecordType>> {
+        &self.types
+    }
+
+    /// Add (or replace) one RRset.
+    pub(crate) fn insert_rrset(
+        &mut self,
+        owner: LowerName,
+        rtype: RecordType,
+        records: Vec<Record>,
+    ) {
+        let mut n: Name = Name::from(&owner);
+        loop {
+            self.names.insert(LowerName::new(&n));
+            if LowerName::new(&n) == self.origin || n.is_root() {
+                break;
+            }
+            n = n.base_name();
+        }
+        let at = self.types.entry(owner.clone()).or_default();
+        if !at.contains(&rtype) {
+            at.push(rtype);
+            at.sort_by_key(|t| u16::from(*t));
+        }
+        self.records.insert((owner, rtype), records);
+    }
+
+    /// The SOA's serial.
+    pub fn serial(&self) -> u32 {
+        match &self.soa.data {
+            RData::SOA(s) => s.serial,
+            _ => 0,
+        }
+    }
+
+    /// Set the SOA's serial (a signed zone's serial moves at each signing).
+    pub(crate) fn set_serial(&mut self, serial: u32) {
+        if let RData::SOA(s) = &mut self.soa.data {
+            s.serial = serial;
+        }
+        let key = (self.origin.clone(), RecordType::SOA);
+        if let Some(rs) = self.records.get_mut(&key) {
+            rs.clear();
+            rs.push(self.soa.clone());
+        }
     }
 
     /// Records of one name and type.
@@ -195,7 +251,7 @@ impl Zone {
     }
 
     /// The delegation point at or above `qname`, strictly below the apex.
-    fn cut_for(&self, qname: &Name) -> Option<LowerName> {
+    pub(crate) fn cut_for(&self, qname: &Name) -> Option<LowerName> {
         let mut n = qname.clone();
         let mut found = None;
         while LowerName::new(&n) != self.origin && !n.is_root() {
@@ -232,7 +288,11 @@ impl Zone {
             authorities: Vec::new(),
             additionals: Vec::new(),
         };
-        if let Some(cut) = self.cut_for(qname) {
+        if let Some(cut) = self
+            .cut_for(qname)
+            // a DS lives on the parent's side of the cut (RFC 4035 §3.1.4.1)
+            .filter(|cut| !(qtype == RecordType::DS && *cut == LowerName::new(qname)))
+        {
             let ns = self.get(&cut, RecordType::NS).cloned().unwrap_or_default();
             out.authoritative = false;
             out.additionals = self.glue(&ns);
@@ -312,7 +372,7 @@ impl Zone {
     /// The wildcard that answers for `name`, a name the zone does not hold: `*.` + its
     /// closest encloser (the nearest ancestor the zone holds, empty non-terminals
     /// included), when the zone has that wildcard (RFC 4592 §3.3.1).
-    fn wildcard_for(&self, name: &Name) -> Option<LowerName> {
+    pub(crate) fn wildcard_for(&self, name: &Name) -> Option<LowerName> {
         let mut n = name.base_name();
         loop {
             let ln = LowerName::new(&n);

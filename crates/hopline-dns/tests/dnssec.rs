@@ -1,0 +1,317 @@
+//! DNSSEC signing by hopline's authoritative server, checked by real validators: a
+//! hierarchy (root → test. → shop.test.) signed online on 127.0.84.x:53, each parent
+//! holding its signed child's DS; Unbound validating through it with the root's DS as
+//! its trust anchor (AD on secure answers and proofs, SERVFAIL on a DS that does not
+//! match); `ldns-verify-zone` on each zone as transferred (AXFR).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use hopline_dns::config::DnsConfig;
+use hopline_dns::service::DnsServices;
+use hopline_testkit::Proc;
+
+fn ip(net: u8, h: u8) -> String {
+    format!("127.0.{net}.{h}")
+}
+
+fn installed(program: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is required in CI (apt-get install {package})"
+        );
+        eprintln!("SKIPPED: {program} is not installed (apt-get install {package})");
+    }
+    found
+}
+
+/// Zones of a small signed hierarchy, and hopline's config serving each on its own
+/// address: the root (ECDSA), `test.` (Ed25519) with a wildcard, an empty non-terminal
+/// and an unsigned child `plain.test.`, `shop.test.` (ECDSA) with a pooled name, and
+/// `bad.test.`, signed, whose DS in `test.` is wrong.
+fn hierarchy(dir: &Path, net: u8) -> DnsConfig {
+    let ip = |h| ip(net, h);
+    let files = [
+        (
+            "root.zone",
+            format!(
+                "$ORIGIN .\n$TTL 86400\n@ IN SOA a.root. admin.root. 1 3600 600 86400 300\n@ IN NS a.root.\na.root. IN A {}\ntest. 172800 IN NS ns1.test.\nns1.test. 172800 IN A {}\n",
+                ip(11),
+                ip(12)
+            ),
+        ),
+        (
+            "test.zone",
+            format!(
+                "$ORIGIN test.\n$TTL 3600\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\n@ IN NS ns1.test.\nns1 IN A {}\nshop IN NS ns1.shop.test.\nns1.shop IN A {}\nplain IN NS ns1.plain.test.\nns1.plain IN A {}\nbad IN NS ns1.bad.test.\nns1.bad IN A {}\nbad IN DS 4242 13 2 3490A6806D47F17A34C29E2CE80E8A999FFBE4BE8D7A32E40C6D9E0B2F7C2A1D\n*.wild IN TXT \"any name\"\nhost.ent IN A 10.9.9.9\n",
+                ip(12),
+                ip(13),
+                ip(14),
+                ip(15)
+            ),
+        ),
+        (
+            "shop.test.zone",
+            format!(
+                "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww 120 IN A 10.0.0.1\napi IN CNAME www\ngone IN CNAME nothere\n",
+                ip(13)
+            ),
+        ),
+        (
+            "plain.test.zone",
+            format!(
+                "$ORIGIN plain.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.0.0.7\n",
+                ip(14)
+            ),
+        ),
+        (
+            "bad.test.zone",
+            format!(
+                "$ORIGIN bad.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.0.0.8\n",
+                ip(15)
+            ),
+        ),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    std::fs::write(
+        dir.join("root.hints"),
+        format!(". 3600000 NS a.root.\na.root. 3600000 A {}\n", ip(11)),
+    )
+    .unwrap();
+    let toml = format!(
+        r#"
+[[authoritative]]
+listen = "{r}:53"
+zones = [{{ file = "root.zone", dnssec = {{ algorithm = "ecdsap256sha256" }} }}]
+transfer = ["127.0.0.0/8"]
+[[authoritative]]
+listen = "{t}:53"
+zones = [{{ file = "test.zone", dnssec = {{ algorithm = "ed25519" }} }}]
+transfer = ["127.0.0.0/8"]
+[[authoritative]]
+listen = "{s}:53"
+zones = [{{ file = "shop.test.zone", dnssec = {{}} }}]
+transfer = ["127.0.0.0/8"]
+[[authoritative]]
+listen = "{p}:53"
+zones = ["plain.test.zone"]
+[[authoritative]]
+listen = "{b}:53"
+zones = [{{ file = "bad.test.zone", dnssec = {{}} }}]
+[[pool]]
+name = "pool.shop.test."
+addresses = ["10.1.0.1", "10.1.0.2"]
+"#,
+        r = ip(11),
+        t = ip(12),
+        s = ip(13),
+        p = ip(14),
+        b = ip(15)
+    );
+    toml::from_str(&toml).unwrap()
+}
+
+/// One UDP question with EDNS and DO set; the answer (5 s at most).
+async fn ask(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    let mut q = Message::new(0x5353, MessageType::Query, OpCode::Query);
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    q.set_edns(edns);
+    let sock = tokio::net::UdpSocket::bind(format!("{}:0", server.ip()))
+        .await
+        .unwrap();
+    sock.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{server} answers {name} {rtype}"))
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+/// The root's DS, from its keys, as Unbound's `trust-anchor:` takes it.
+fn root_anchor(dir: &Path) -> String {
+    let keys = hopline_dns::dnssec::keys::ZoneKeys::load(&dir.join("keys"), &Name::root())
+        .unwrap()
+        .expect("the root's keys were made");
+    keys.ds_records(3600)
+        .iter()
+        .map(|r| format!(". DS {}", r.data))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
+    if !installed("unbound", "unbound") {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 84);
+    let cfg = hierarchy(dir.path(), net);
+    let _dns = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    let anchor = root_anchor(dir.path());
+    let conf = format!(
+        "server:\n  interface: {i}\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  root-hints: \"{d}/root.hints\"\n  module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  qname-minimisation: no\n  prefetch: no\n  val-log-level: 2\n  outgoing-interface: {i}\n",
+        i = ip(net, 53),
+        d = dir.path().display()
+    );
+    std::fs::write(dir.path().join("unbound.conf"), conf).unwrap();
+    let _unbound = Proc(
+        Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(dir.path().join("unbound.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let unbound: SocketAddr = format!("{}:53", ip(net, 53)).parse().unwrap();
+    hopline_testkit::wait_udp(unbound);
+
+    // (name, type, rcode, AD) as a validating resolver must see them
+    let cases: &[(&str, RecordType, ResponseCode, bool)] = &[
+        ("www.shop.test.", RecordType::A, ResponseCode::NoError, true),
+        ("api.shop.test.", RecordType::A, ResponseCode::NoError, true),
+        (
+            "nope.shop.test.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            true,
+        ),
+        (
+            "www.shop.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "gone.shop.test.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            true,
+        ),
+        (
+            "pool.shop.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "pool.shop.test.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            true,
+        ),
+        ("a.wild.test.", RecordType::TXT, ResponseCode::NoError, true),
+        ("a.wild.test.", RecordType::A, ResponseCode::NoError, true),
+        ("ent.test.", RecordType::A, ResponseCode::NoError, true),
+        ("shop.test.", RecordType::DS, ResponseCode::NoError, true),
+        (
+            "shop.test.",
+            RecordType::DNSKEY,
+            ResponseCode::NoError,
+            true,
+        ),
+        // an unsigned child: answered, not authenticated
+        (
+            "www.plain.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            false,
+        ),
+        // a DS that matches no key of the child: bogus
+        (
+            "www.bad.test.",
+            RecordType::A,
+            ResponseCode::ServFail,
+            false,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for &(name, rtype, rcode, ad) in cases {
+        let m = ask(unbound, name, rtype).await;
+        let got = (m.metadata.response_code, m.metadata.authentic_data);
+        if got != (rcode, ad) {
+            wrong.push(format!(
+                "{name} {rtype}: expected {rcode} AD={ad}, got {} AD={}",
+                got.0, got.1
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldns_verify_zone_accepts_each_signed_zone_as_transferred() {
+    if !installed("ldns-verify-zone", "ldnsutils") || !installed("dig", "dnsutils") {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 85);
+    let cfg = hierarchy(dir.path(), net);
+    let _dns = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    for (zone, h) in [(".", 11), ("test.", 12), ("shop.test.", 13)] {
+        let out = Command::new("dig")
+            .args([
+                &format!("@{}", ip(net, h)),
+                zone,
+                "AXFR",
+                "+nocmd",
+                "+nostats",
+                "+nocomments",
+                "+time=3",
+                "+tries=1",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("RRSIG") && text.contains("NSEC"),
+            "{zone}: {text}"
+        );
+        let file = dir.path().join(format!("axfr-{h}.zone"));
+        // the transfer ends with the SOA again: a zone file holds it once
+        let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines.pop();
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let v = Command::new("ldns-verify-zone")
+            .arg("-V")
+            .arg("2")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "{zone}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        // and it would say so if a record were not the one signed
+        let tampered = std::fs::read_to_string(&file).unwrap().replacen(
+            &format!("\tA\t{}", ip(net, h)),
+            "\tA\t10.66.66.66",
+            1,
+        );
+        std::fs::write(&file, tampered).unwrap();
+        let v = Command::new("ldns-verify-zone")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!v.status.success(), "{zone}: a changed A record passes");
+    }
+}
