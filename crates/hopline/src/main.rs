@@ -3,6 +3,7 @@
 
 mod ca;
 mod cert;
+mod dns;
 mod instances;
 mod listen;
 mod notify;
@@ -38,6 +39,8 @@ enum Command {
     Ca(ca::Args),
     /// Resolve a name: hosts file, cache, then a resolver or the root (with --trace).
     Resolve(resolve::Args),
+    /// DNSSEC keys of signed zones: DS records for the parent, the keys.
+    Dns(dns::Args),
     /// Load a URL the way a browser does and show every hop as a waterfall.
     Visit(visit::Args),
     /// Show the hops one traced request took (from an edge's admin listener).
@@ -134,6 +137,7 @@ fn main() -> std::process::ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Ca(args) => ca::run(args),
         Command::Resolve(args) => resolve::run(args),
+        Command::Dns(args) => dns::run(args),
         Command::Visit(args) => visit::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Publish(args) => listen::run_publish(args),
