@@ -46,6 +46,15 @@ pub struct ResolverService {
     pub max_ttl: Option<u32>,
     /// Longest time NXDOMAIN / NODATA is cached, in seconds (default 3600).
     pub max_negative_ttl: Option<u32>,
+    /// DNSSEC trust anchor: a file of DS or DNSKEY records (Unbound's `trust-anchor-file`
+    /// format, or what `hopline dns ds` prints). Without it a resolver iterating from the
+    /// real root validates from the IANA root keys, and one with other root hints does
+    /// not validate.
+    #[serde(default)]
+    pub trust_anchor: Option<std::path::PathBuf>,
+    /// `false` turns DNSSEC validation off.
+    #[serde(default)]
+    pub validate: Option<bool>,
 }
 
 // Address lists checked while the file is read, so that an error names the value's line

@@ -89,6 +89,16 @@ pub enum ResolveError {
         /// What went wrong.
         reason: String,
     },
+    /// DNSSEC validation failed: the answer is not the one the zone's owner signed.
+    #[error("{name}: DNSSEC bogus: {reason}")]
+    Bogus {
+        /// The name asked.
+        name: String,
+        /// The Extended DNS Error code (RFC 8914).
+        ede: u16,
+        /// What failed.
+        reason: String,
+    },
     /// A CNAME chain or referral chain went on too long (a loop).
     #[error("DNS loop: {0}")]
     Loop(String),

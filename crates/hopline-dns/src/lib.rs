@@ -21,5 +21,5 @@ pub use error::{DnsError, ResolveError, bind_reason};
 pub use hickory_proto::rr::RecordType;
 pub use hints::RootHints;
 pub use resolver::{
-    Answered, CachedAnswer, Lookup, RecordView, Resolver, ResolverBuilder, TraceStep,
+    Answered, CachedAnswer, Lookup, RecordView, Resolver, ResolverBuilder, Security, TraceStep,
 };

@@ -434,6 +434,21 @@ fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<R
     if let Some(port) = cfg.query_port {
         b = b.query_port(port);
     }
+    if let Some(p) = &cfg.trust_anchor {
+        let path = resolve(base, p);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| DnsError::Config(format!("trust anchor {}: {e}", path.display())))?;
+        let anchors = crate::dnssec::validate::parse_anchors(&text).map_err(|e| {
+            DnsError::Config(format!(
+                "trust anchor {}: {e} (expected DS or DNSKEY records, e.g. `hopline dns ds .`)",
+                path.display()
+            ))
+        })?;
+        b = b.trust_anchors(anchors);
+    }
+    if cfg.validate == Some(false) {
+        b = b.no_validation();
+    }
     b.build().map_err(|e| DnsError::Config(e.to_string()))
 }
 

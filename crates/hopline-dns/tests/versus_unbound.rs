@@ -151,6 +151,8 @@ async fn ours(dir: &Path, net: u8) -> (DnsServices, SocketAddr) {
             allow: None,
             max_ttl: None,
             max_negative_ttl: None,
+            trust_anchor: None,
+            validate: None,
         }],
         authoritative: vec![],
         pool: vec![],

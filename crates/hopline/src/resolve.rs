@@ -41,6 +41,13 @@ pub struct Args {
     /// Print every step, like `dig +trace`.
     #[arg(long)]
     pub trace: bool,
+    /// DNSSEC trust anchor: a file of DS or DNSKEY records (e.g. from `hopline dns ds .`);
+    /// iterating from the real root, the IANA root keys are built in.
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchor: Option<PathBuf>,
+    /// Do not validate DNSSEC.
+    #[arg(long)]
+    pub no_validate: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -75,6 +82,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = args.query_port {
         b = b.query_port(p);
     }
+    if let Some(p) = &args.trust_anchor {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("--trust-anchor {}: {e}", p.display()))?;
+        let anchors = hopline_dns::dnssec::validate::parse_anchors(&text)
+            .map_err(|e| anyhow::anyhow!("--trust-anchor {}: {e}", p.display()))?;
+        b = b.trust_anchors(anchors);
+    }
+    if args.no_validate {
+        b = b.no_validation();
+    }
     let resolver = b.build()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,9 +116,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Answered::Recursive => "iteration from the root".to_string(),
             };
             println!(
-                ";; answered by {by} in {:.1} ms, TTL {} s",
+                ";; answered by {by} in {:.1} ms, TTL {} s; DNSSEC: {}",
                 l.elapsed.as_secs_f64() * 1000.0,
-                l.ttl.as_secs()
+                l.ttl.as_secs(),
+                match l.security {
+                    hopline_dns::Security::Secure => "secure (validated from the trust anchor)",
+                    hopline_dns::Security::Insecure => "insecure (proven unsigned)",
+                    hopline_dns::Security::Unchecked => "not validated",
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -132,6 +154,7 @@ fn kind(e: &ResolveError) -> &'static str {
         ResolveError::ServFail { .. } => "servfail",
         ResolveError::Loop(_) => "loop",
         ResolveError::BadName(_) => "bad_name",
+        ResolveError::Bogus { .. } => "bogus",
         _ => "error",
     }
 }

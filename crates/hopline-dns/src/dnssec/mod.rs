@@ -5,3 +5,4 @@
 
 pub mod keys;
 pub mod signed;
+pub mod validate;

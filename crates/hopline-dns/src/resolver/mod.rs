@@ -24,6 +24,10 @@ use tokio::time::Instant;
 use crate::error::ResolveError;
 use crate::hints::RootHints;
 
+mod trust;
+pub use trust::Security;
+use trust::ZoneTrust;
+
 /// Which layer answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "layer", content = "server", rename_all = "snake_case")]
@@ -117,6 +121,9 @@ pub struct Lookup {
     pub ttl: Duration,
     /// Which layer answered.
     pub answered_by: Answered,
+    /// DNSSEC: secure (validated from a trust anchor), insecure (proven unsigned) or
+    /// unchecked (no anchor covers it).
+    pub security: Security,
     /// Every step taken.
     pub steps: Vec<TraceStep>,
     /// Total time.
@@ -148,6 +155,8 @@ struct Entry {
     soa: Option<Record>,
     stored: Instant,
     ttl: u32,
+    /// Validated or not, and how.
+    security: Security,
 }
 
 impl Entry {
@@ -185,9 +194,23 @@ pub struct ResolverBuilder {
     timeout: Duration,
     max_ttl: u32,
     max_negative_ttl: u32,
+    anchors: Option<Vec<Record>>,
 }
 
 impl ResolverBuilder {
+    /// Validate DNSSEC from these trust anchors (DS or DNSKEY records, e.g. from
+    /// [`crate::dnssec::validate::parse_anchors`]). By default a resolver iterating from
+    /// the real root validates from the IANA root keys; one with other root hints (a
+    /// private hierarchy) validates only when given anchors.
+    pub fn trust_anchors(mut self, anchors: Vec<Record>) -> Self {
+        self.anchors = Some(anchors);
+        self
+    }
+    /// Do not validate DNSSEC.
+    pub fn no_validation(mut self) -> Self {
+        self.anchors = Some(Vec::new());
+        self
+    }
     /// Consult this hosts file first (default `/etc/hosts`).
     pub fn hosts_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.hosts = Some(path.into());
@@ -252,8 +275,21 @@ impl ResolverBuilder {
         {
             return Err(ResolveError::Config("no nameserver to forward to".into()));
         }
+        let anchors = match (self.anchors, &self.mode) {
+            (_, Mode::Forward(_)) => Vec::new(),
+            (Some(a), _) => a,
+            (None, Mode::Recursive(h)) if *h == RootHints::builtin() => {
+                crate::dnssec::validate::iana_root_anchors()
+            }
+            (None, _) => Vec::new(),
+        };
         Ok(Resolver {
             inner: Arc::new(Inner {
+                anchors,
+                trust: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(Duration::from_secs(600))
+                    .build(),
                 mode: self.mode,
                 hosts,
                 cache: moka::sync::Cache::builder()
@@ -325,6 +361,10 @@ fn read_hosts(path: &Path) -> Result<HashMap<String, Vec<IpAddr>>, ResolveError>
 }
 
 struct Inner {
+    /// DNSSEC trust anchors (none: no validation).
+    anchors: Vec<Record>,
+    /// Each zone's standing in the chain of trust, for 10 minutes.
+    trust: moka::sync::Cache<LowerName, ZoneTrust>,
     mode: Mode,
     hosts: HashMap<String, Vec<IpAddr>>,
     cache: moka::sync::Cache<(LowerName, RecordType), Arc<Entry>>,
@@ -360,6 +400,7 @@ struct Resolved {
     rcode: ResponseCode,
     soa: Option<Record>,
     answered_by: Answered,
+    security: Security,
 }
 
 impl Resolver {
@@ -374,6 +415,7 @@ impl Resolver {
             timeout: Duration::from_millis(1500),
             max_ttl: 86_400,
             max_negative_ttl: 3_600,
+            anchors: None,
         }
     }
 
@@ -387,6 +429,7 @@ impl Resolver {
                 records: vec![],
                 ttl: Duration::ZERO,
                 answered_by: Answered::HostsFile,
+                security: Security::Unchecked,
                 steps: vec![],
                 elapsed: started.elapsed(),
             });
@@ -446,7 +489,7 @@ impl Resolver {
     ) -> Result<Lookup, ResolveError> {
         let started = Instant::now();
         let qname = parse_name(name)?;
-        let r = self.resolve(&qname, rtype, steps).await?;
+        let r = self.resolve(&qname, rtype, steps, true).await?;
         let display = qname.to_string();
         match r.rcode {
             ResponseCode::NXDomain => Err(ResolveError::NxDomain { name: display }),
@@ -484,6 +527,7 @@ impl Resolver {
                     records: r.records.iter().map(RecordView::from).collect(),
                     ttl: Duration::from_secs(ttl as u64),
                     answered_by: r.answered_by,
+                    security: r.security,
                     steps: Vec::new(),
                     elapsed: started.elapsed(),
                 })
@@ -504,11 +548,14 @@ impl Resolver {
         let mut steps = Vec::new();
         let mut r = crate::wire::response_for(q, ResponseCode::NoError);
         r.metadata.recursion_available = true;
+        // CD: the client validates for itself (RFC 4035 §3.2.2)
+        let validate = !q.metadata.checking_disabled;
         match self
-            .resolve(&query.name, query.query_type, &mut steps)
+            .resolve(&query.name, query.query_type, &mut steps, validate)
             .await
         {
             Ok(res) => {
+                authenticated(q, &mut r, res.security);
                 r.metadata.response_code = res.rcode;
                 r.answers = res.records;
                 same_case(&mut r.answers, &query.name);
@@ -521,6 +568,10 @@ impl Resolver {
                 }
             }
             Err(ResolveError::NxDomain { .. }) => r.metadata.response_code = ResponseCode::NXDomain,
+            Err(ResolveError::Bogus { ede, reason, .. }) => {
+                r.metadata.response_code = ResponseCode::ServFail;
+                extended_error(q, &mut r, ede, &reason);
+            }
             // an upstream's REFUSED is its business: the client gets SERVFAIL (as Unbound)
             Err(_) => r.metadata.response_code = ResponseCode::ServFail,
         }
@@ -533,12 +584,14 @@ impl Resolver {
         let query = q.queries.first()?;
         let now = Instant::now();
         let key = (LowerName::new(&query.name), query.query_type);
+        let validating = self.validating() && !q.metadata.checking_disabled;
         let direct = self
             .inner
             .cache
             .get(&key)
-            .filter(|e| e.remaining(now).is_some());
-        let (mut answers, rcode, soa) = match direct {
+            .filter(|e| e.remaining(now).is_some())
+            .filter(|e| !validating || e.security != Security::Unchecked);
+        let (mut answers, rcode, soa, security) = match direct {
             // a cached CNAME alone is not a complete answer to another type
             Some(e)
                 if e.rcode != ResponseCode::NoError
@@ -551,14 +604,21 @@ impl Resolver {
                     soa.ttl = soa.ttl.min(e.remaining(now).unwrap_or(0));
                     soa
                 });
-                (e.records_now(now), e.rcode, soa)
+                (e.records_now(now), e.rcode, soa, e.security)
             }
             _ => {
-                let r = self.cached_chain(&query.name, query.query_type, &mut Vec::new(), "")?;
-                (r.records, r.rcode, r.soa)
+                let r = self.cached_chain(
+                    &query.name,
+                    query.query_type,
+                    &mut Vec::new(),
+                    "",
+                    validating,
+                )?;
+                (r.records, r.rcode, r.soa, r.security)
             }
         };
         let mut r = crate::wire::response_for(q, rcode);
+        authenticated(q, &mut r, security);
         r.metadata.recursion_available = true;
         same_case(&mut answers, &query.name);
         r.answers = answers;
@@ -623,7 +683,9 @@ impl Resolver {
         qname: &Name,
         rtype: RecordType,
         steps: &mut Vec<TraceStep>,
+        validate: bool,
     ) -> Result<Resolved, ResolveError> {
+        let validate = validate && self.validating();
         let question = format!("{qname} {rtype}");
         // 1. hosts file
         if matches!(rtype, RecordType::A | RecordType::AAAA) {
@@ -658,18 +720,20 @@ impl Resolver {
                     rcode: ResponseCode::NoError,
                     soa: None,
                     answered_by: Answered::HostsFile,
+                    security: Security::Unchecked,
                 });
             }
         }
         // 2. cache (whole answer, following cached CNAME links)
-        if let Some(r) = self.cached_chain(qname, rtype, steps, &question) {
+        if let Some(r) = self.cached_chain(qname, rtype, steps, &question, validate) {
             return Ok(r);
         }
         // 3. forwarder or the hierarchy
         match &self.inner.mode {
             Mode::Forward(servers) => self.forward(servers, qname, rtype, steps).await,
             Mode::Recursive(hints) => {
-                let r = Box::pin(self.iterate(hints, qname.clone(), rtype, steps, 0)).await?;
+                let r =
+                    Box::pin(self.iterate(hints, qname.clone(), rtype, steps, 0, validate)).await?;
                 Ok(r)
             }
         }
@@ -681,13 +745,18 @@ impl Resolver {
         rtype: RecordType,
         steps: &mut Vec<TraceStep>,
         question: &str,
+        validating: bool,
     ) -> Option<Resolved> {
         let now = Instant::now();
         let mut chain = Vec::new();
         let mut name = qname.clone();
+        // a validating lookup takes nothing from the cache that was not validated
+        let usable = |e: &Entry| !validating || e.security != Security::Unchecked;
+        let mut security = Security::Secure;
         for _ in 0..MAX_CHAIN {
             if let Some(e) = self.inner.cache.get(&(LowerName::new(&name), rtype))
                 && let Some(left) = e.remaining(now)
+                && usable(&e)
             {
                 chain.extend(e.records_now(now));
                 let kind = match e.rcode {
@@ -715,6 +784,7 @@ impl Resolver {
                     rcode: e.rcode,
                     soa,
                     answered_by: Answered::Cache,
+                    security: security.min(e.security),
                 });
             }
             if rtype == RecordType::CNAME {
@@ -725,6 +795,10 @@ impl Resolver {
                 .cache
                 .get(&(LowerName::new(&name), RecordType::CNAME))?;
             e.remaining(now)?;
+            if !usable(&e) {
+                return None;
+            }
+            security = security.min(e.security);
             let c = e.records_now(now).into_iter().next()?;
             let RData::CNAME(target) = &c.data else {
                 return None;
@@ -742,6 +816,7 @@ impl Resolver {
         mut records: Vec<Record>,
         rcode: ResponseCode,
         mut soa: Option<Record>,
+        security: Security,
     ) {
         // capped like Unbound's cache-max-ttl / cache-max-negative-ttl
         let (max, max_neg) = (self.inner.max_ttl, self.inner.max_negative_ttl);
@@ -770,6 +845,7 @@ impl Resolver {
                 soa,
                 stored: Instant::now(),
                 ttl,
+                security,
             }),
         );
     }
@@ -803,15 +879,23 @@ impl Resolver {
             ResponseCode::NoError | ResponseCode::NXDomain => {
                 let records = resp.answers.clone();
                 // cache each CNAME link and the final records
-                self.cache_answer_section(qname, rtype, &records);
+                self.cache_answer_section(qname, rtype, &records, Security::Unchecked);
                 if records.is_empty() || rcode == ResponseCode::NXDomain {
-                    self.store(qname, rtype, vec![], rcode, soa.clone());
+                    self.store(
+                        qname,
+                        rtype,
+                        vec![],
+                        rcode,
+                        soa.clone(),
+                        Security::Unchecked,
+                    );
                 }
                 Ok(Resolved {
                     records,
                     rcode,
                     soa,
                     answered_by: Answered::Forwarder(server),
+                    security: Security::Unchecked,
                 })
             }
             ResponseCode::Refused => Err(ResolveError::Refused {
@@ -825,7 +909,13 @@ impl Resolver {
     }
 
     /// Cache an answer section: CNAME links individually, the final RRset under its owner.
-    fn cache_answer_section(&self, qname: &Name, rtype: RecordType, records: &[Record]) {
+    fn cache_answer_section(
+        &self,
+        qname: &Name,
+        rtype: RecordType,
+        records: &[Record],
+        security: Security,
+    ) {
         let mut cur = qname.clone();
         for _ in 0..MAX_CHAIN {
             let lc = LowerName::new(&cur);
@@ -835,7 +925,7 @@ impl Resolver {
                 .cloned()
                 .collect();
             if !finals.is_empty() {
-                self.store(&cur, rtype, finals, ResponseCode::NoError, None);
+                self.store(&cur, rtype, finals, ResponseCode::NoError, None, security);
                 return;
             }
             let Some(c) = records
@@ -850,6 +940,7 @@ impl Resolver {
                 vec![c.clone()],
                 ResponseCode::NoError,
                 None,
+                security,
             );
             let RData::CNAME(t) = &c.data else { return };
             cur = t.0.clone();
@@ -868,15 +959,48 @@ impl Resolver {
         step: &mut TraceStep,
         server: SocketAddr,
         why: String,
+        security: Security,
     ) -> Resolved {
-        self.store(name, rtype, vec![], ResponseCode::NoError, soa.clone());
+        self.store(
+            name,
+            rtype,
+            vec![],
+            ResponseCode::NoError,
+            soa.clone(),
+            security,
+        );
         negative_step(step, "nodata", why, server, soa.as_ref());
         Resolved {
             records: chain,
             rcode: ResponseCode::NoError,
             soa,
             answered_by: Answered::Recursive,
+            security: Security::Unchecked,
         }
+    }
+
+    /// Validate `resp` when validating (`sec` is `Some`), folding its standing into `sec`;
+    /// a bogus answer is an error.
+    #[allow(clippy::too_many_arguments)]
+    async fn checked(
+        &self,
+        hints: &RootHints,
+        resp: &Message,
+        name: &Name,
+        rtype: RecordType,
+        zone: &Name,
+        steps: &mut Vec<TraceStep>,
+        depth: u8,
+        sec: &mut Option<Security>,
+    ) -> Result<Security, ResolveError> {
+        let Some(acc) = sec else {
+            return Ok(Security::Unchecked);
+        };
+        let s = self
+            .check(hints, resp, name, rtype, zone, steps, depth)
+            .await?;
+        *acc = (*acc).min(s);
+        Ok(s)
     }
 
     /// The closest enclosing zone we know servers for.
@@ -904,6 +1028,7 @@ impl Resolver {
         rtype: RecordType,
         steps: &mut Vec<TraceStep>,
         depth: u8,
+        validate: bool,
     ) -> Result<Resolved, ResolveError> {
         if depth > 4 {
             return Err(ResolveError::Loop(format!(
@@ -912,10 +1037,12 @@ impl Resolver {
         }
         let mut chain: Vec<Record> = Vec::new();
         let mut name = qname.clone();
+        // the weakest standing of the answers along the chain (None: not validating)
+        let mut sec = (validate && self.validating()).then_some(Security::Secure);
         for _hop in 0..MAX_CHAIN {
             let question = format!("{name} {rtype}");
             if name != qname
-                && let Some(r) = self.cached_chain(&name, rtype, steps, &question)
+                && let Some(r) = self.cached_chain(&name, rtype, steps, &question, sec.is_some())
             {
                 chain.extend(r.records);
                 return Ok(Resolved {
@@ -923,13 +1050,17 @@ impl Resolver {
                     rcode: r.rcode,
                     soa: r.soa,
                     answered_by: Answered::Recursive,
+                    security: sec.map_or(Security::Unchecked, |s| s.min(r.security)),
                 });
             }
             match self
-                .descend(hints, &name, rtype, &mut chain, steps, depth)
+                .descend(hints, &name, rtype, &mut chain, steps, depth, &mut sec)
                 .await?
             {
-                Hop::Done(r) => return Ok(r),
+                Hop::Done(mut r) => {
+                    r.security = sec.unwrap_or(Security::Unchecked);
+                    return Ok(r);
+                }
                 Hop::Alias(target) => name = target,
             }
         }
@@ -941,6 +1072,7 @@ impl Resolver {
     /// Ask for `name` from the closest zone whose servers are known, following referrals
     /// down (at most 20), until a server of the name's zone answers: the records (after
     /// the CNAMEs of `chain`), a negative answer, or the next link of an alias.
+    #[allow(clippy::too_many_arguments)]
     async fn descend(
         &self,
         hints: &RootHints,
@@ -949,6 +1081,7 @@ impl Resolver {
         chain: &mut Vec<Record>,
         steps: &mut Vec<TraceStep>,
         depth: u8,
+        sec: &mut Option<Security>,
     ) -> Result<Hop, ResolveError> {
         // a DS record lives on the parent side of a zone cut (RFC 4035 §3.1.4.1): ask
         // the parent's servers, never the child's, even when the child's are known
@@ -981,14 +1114,17 @@ impl Resolver {
                 .collect();
             let last = steps.len() - 1;
             if rcode == ResponseCode::NXDomain {
+                let security = self
+                    .checked(hints, &resp, name, rtype, &zone, steps, depth, sec)
+                    .await?;
                 // an in-zone CNAME chain whose end does not exist (RFC 6604): the chain is
                 // the answer's, the NXDOMAIN its last target's
                 let (links, end) = cname_links(name, &answers);
                 if !links.is_empty() {
-                    self.cache_answer_section(name, rtype, &links);
+                    self.cache_answer_section(name, rtype, &links, security);
                     chain.extend(links);
                 }
-                self.store(&end, rtype, vec![], rcode, soa.clone());
+                self.store(&end, rtype, vec![], rcode, soa.clone(), security);
                 let why = format!("{end} does not exist");
                 negative_step(&mut steps[last], "nxdomain", why, server, soa.as_ref());
                 return Ok(Hop::Done(Resolved {
@@ -996,6 +1132,7 @@ impl Resolver {
                     rcode,
                     soa,
                     answered_by: Answered::Recursive,
+                    security: Security::Unchecked,
                 }));
             }
             if rcode != ResponseCode::NoError {
@@ -1012,7 +1149,10 @@ impl Resolver {
                 });
             }
             if !answers.is_empty() {
-                self.cache_answer_section(name, rtype, &answers);
+                let security = self
+                    .checked(hints, &resp, name, rtype, &zone, steps, depth, sec)
+                    .await?;
+                self.cache_answer_section(name, rtype, &answers, security);
                 if let Some(hop) = read_answer(name, rtype, &answers, chain, &mut steps[last]) {
                     return Ok(hop);
                 }
@@ -1031,6 +1171,9 @@ impl Resolver {
                     let why = format!(
                         "{zone} referred the DS of {name} to the child: no DS at the parent"
                     );
+                    if let Some(s) = sec {
+                        *s = Security::Unchecked;
+                    }
                     let r = self.nodata(
                         name,
                         rtype,
@@ -1039,12 +1182,16 @@ impl Resolver {
                         &mut steps[last],
                         server,
                         why,
+                        Security::Unchecked,
                     );
                     return Ok(Hop::Done(r));
                 }
                 Referral::None => {}
             }
             if answers.is_empty() {
+                let security = self
+                    .checked(hints, &resp, name, rtype, &zone, steps, depth, sec)
+                    .await?;
                 let why = format!("{name} has no {rtype} record");
                 let r = self.nodata(
                     name,
@@ -1054,6 +1201,7 @@ impl Resolver {
                     &mut steps[last],
                     server,
                     why,
+                    security,
                 );
                 return Ok(Hop::Done(r));
             }
@@ -1112,7 +1260,8 @@ impl Resolver {
             // no (usable) glue: resolve the servers' names first
             for n in names.iter().take(3) {
                 if let Ok(r) =
-                    Box::pin(self.iterate(hints, n.clone(), RecordType::A, steps, depth + 1)).await
+                    Box::pin(self.iterate(hints, n.clone(), RecordType::A, steps, depth + 1, false))
+                        .await
                 {
                     for rec in r.records {
                         if let RData::A(a) = rec.data {
@@ -1272,6 +1421,8 @@ impl Resolver {
         q.add_query(Query::query(name.clone(), rtype));
         let mut edns = Edns::new();
         edns.set_max_payload(crate::wire::EDNS_PAYLOAD);
+        // a validating resolver asks for the signatures (DO)
+        edns.set_dnssec_ok(self.validating());
         q.set_edns(edns);
         let id = q.metadata.id;
         let bytes = q.to_vec().map_err(|e| ResolveError::Io(e.to_string()))?;
@@ -1372,6 +1523,30 @@ enum Referral {
 /// records of `rtype` at its end (done, with every CNAME of the answer before them), or
 /// the alias to resolve next (a CNAME question is done at its first link). `step` says
 /// which. None when the section holds neither.
+/// Set AD on a secure answer for a client that asked with DO or AD (RFC 6840 §5.7–5.8),
+/// and DO on the reply to a DO query.
+fn authenticated(q: &Message, r: &mut Message, security: Security) {
+    let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    r.metadata.authentic_data =
+        security == Security::Secure && (dnssec_ok || q.metadata.authentic_data);
+    if dnssec_ok && let Some(e) = r.edns.as_mut() {
+        e.set_dnssec_ok(true);
+    }
+}
+
+/// An Extended DNS Error (RFC 8914) on the reply, for a client that speaks EDNS.
+fn extended_error(q: &Message, r: &mut Message, code: u16, text: &str) {
+    if q.edns.is_none() {
+        return;
+    }
+    let mut data = code.to_be_bytes().to_vec();
+    data.extend_from_slice(&text.as_bytes()[..text.len().min(200)]);
+    if let Some(e) = r.edns.as_mut() {
+        e.options_mut()
+            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(15, data));
+    }
+}
+
 /// Does record `r` answer a question of type `rtype`? Its own type, or any type for
 /// ANY (RFC 8482: a server may answer ANY with one RRset of the name, which is what
 /// there is to pass on).
@@ -1434,6 +1609,7 @@ fn read_answer(
                 rcode: ResponseCode::NoError,
                 soa: None,
                 answered_by: Answered::Recursive,
+                security: Security::Unchecked,
             }));
         }
         let Some(c) = answers
@@ -1457,6 +1633,7 @@ fn read_answer(
             rcode: ResponseCode::NoError,
             soa: None,
             answered_by: Answered::Recursive,
+            security: Security::Unchecked,
         }));
     }
     step.kind = "cname".into();
@@ -1861,6 +2038,7 @@ mod tests {
                 soa: None,
                 stored,
                 ttl: 30,
+                security: Security::Unchecked,
             })
         };
         r.inner.cache.insert(
