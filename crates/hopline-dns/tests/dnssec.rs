@@ -156,6 +156,29 @@ fn root_anchor(dir: &Path) -> String {
         .join("\n")
 }
 
+/// Unbound on 127.0.NET.53:53, validating from `anchor`, iterating from `dir/root.hints`.
+fn validating_unbound(dir: &Path, net: u8, anchor: &str) -> (Proc, SocketAddr) {
+    let conf = format!(
+        "server:\n  interface: {i}\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  root-hints: \"{d}/root.hints\"\n  module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  qname-minimisation: no\n  prefetch: no\n  val-log-level: 2\n  outgoing-interface: {i}\n",
+        i = ip(net, 53),
+        d = dir.display()
+    );
+    std::fs::write(dir.join("unbound.conf"), conf).unwrap();
+    let p = Proc(
+        Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(dir.join("unbound.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("{}:53", ip(net, 53)).parse().unwrap();
+    hopline_testkit::wait_udp(addr);
+    (p, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
     if !installed("unbound", "unbound") {
@@ -165,24 +188,7 @@ async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
     let cfg = hierarchy(dir.path(), net);
     let _dns = DnsServices::start(&cfg, dir.path()).await.unwrap();
     let anchor = root_anchor(dir.path());
-    let conf = format!(
-        "server:\n  interface: {i}\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  root-hints: \"{d}/root.hints\"\n  module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  qname-minimisation: no\n  prefetch: no\n  val-log-level: 2\n  outgoing-interface: {i}\n",
-        i = ip(net, 53),
-        d = dir.path().display()
-    );
-    std::fs::write(dir.path().join("unbound.conf"), conf).unwrap();
-    let _unbound = Proc(
-        Command::new("unbound")
-            .arg("-d")
-            .arg("-c")
-            .arg(dir.path().join("unbound.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let unbound: SocketAddr = format!("{}:53", ip(net, 53)).parse().unwrap();
-    hopline_testkit::wait_udp(unbound);
+    let (_unbound, unbound) = validating_unbound(dir.path(), net, &anchor);
 
     // (name, type, rcode, AD) as a validating resolver must see them
     let cases: &[(&str, RecordType, ResponseCode, bool)] = &[
@@ -347,4 +353,211 @@ async fn ldns_verify_zone_accepts_each_signed_zone_as_transferred() {
             .unwrap();
         assert!(!v.status.success(), "{zone}: a changed A record passes");
     }
+}
+
+/// `ldns-keygen` a KSK and a ZSK for `zone` in `dir`, `ldns-signzone` its `file` (NSEC3,
+/// opt-out when asked) into `file.signed`; answers the DS line of the KSK.
+fn ldns_sign(dir: &Path, zone: &str, file: &str, opt_out: bool) -> String {
+    let keygen = |ksk: bool| {
+        let mut c = Command::new("ldns-keygen");
+        c.current_dir(dir).args(["-a", "ECDSAP256SHA256"]);
+        if ksk {
+            c.arg("-k");
+        }
+        let out = c.arg(zone).output().unwrap();
+        assert!(out.status.success(), "ldns-keygen: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (ksk, zsk) = (keygen(true), keygen(false));
+    let mut sign = Command::new("ldns-signzone");
+    sign.current_dir(dir).args(["-n", "-t", "0"]);
+    if opt_out {
+        sign.arg("-p");
+    }
+    let out = sign
+        .args(["-f", &format!("{file}.signed"), file, &ksk, &zsk])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ldns-signzone: {out:?}");
+    std::fs::read_to_string(dir.join(format!("{ksk}.ds")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsec3_zones_signed_by_ldns_validate_as_in_unbound() {
+    if !installed("unbound", "unbound")
+        || !installed("nsd", "nsd")
+        || !installed("ldns-signzone", "ldnsutils")
+    {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 87);
+    let d = dir.path();
+    let ip = |h| ip(net, h);
+    std::fs::write(
+        d.join("nsec3.test.zone"),
+        format!(
+            "$ORIGIN nsec3.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.3.0.1\n*.wild IN TXT \"w\"\nhost.ent IN A 10.3.0.2\n",
+            ip(13)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("optout.test.zone"),
+        format!(
+            "$ORIGIN optout.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.4.0.1\nchild IN NS ns1.child\nns1.child IN A {}\n",
+            ip(14),
+            ip(16)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("child.optout.test.zone"),
+        format!(
+            "$ORIGIN child.optout.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.5.0.1\n",
+            ip(16)
+        ),
+    )
+    .unwrap();
+    let ds_nsec3 = ldns_sign(d, "nsec3.test.", "nsec3.test.zone", false);
+    let ds_optout = ldns_sign(d, "optout.test.", "optout.test.zone", true);
+    let _nsd = [
+        hopline_testkit::nsd(d, &ip(13), 53, "nsec3.test.", "nsec3.test.zone.signed"),
+        hopline_testkit::nsd(d, &ip(14), 53, "optout.test.", "optout.test.zone.signed"),
+        hopline_testkit::nsd(
+            d,
+            &ip(16),
+            53,
+            "child.optout.test.",
+            "child.optout.test.zone",
+        ),
+    ];
+    std::fs::write(
+        d.join("root.zone"),
+        format!(
+            "$ORIGIN .\n$TTL 86400\n@ IN SOA a.root. admin.root. 1 3600 600 86400 300\n@ IN NS a.root.\na.root. IN A {}\ntest. 172800 IN NS ns1.test.\nns1.test. 172800 IN A {}\n",
+            ip(11),
+            ip(12)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("test.zone"),
+        format!(
+            "$ORIGIN test.\n$TTL 3600\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\n@ IN NS ns1.test.\nns1 IN A {}\nnsec3 IN NS ns1.nsec3.test.\nns1.nsec3 IN A {}\n{ds_nsec3}\noptout IN NS ns1.optout.test.\nns1.optout IN A {}\n{ds_optout}\n",
+            ip(12),
+            ip(13),
+            ip(14)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("root.hints"),
+        format!(". 3600000 NS a.root.\na.root. 3600000 A {}\n", ip(11)),
+    )
+    .unwrap();
+    let cfg: DnsConfig = toml::from_str(&format!(
+        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n",
+        ip(11),
+        ip(12)
+    ))
+    .unwrap();
+    let _auth = DnsServices::start(&cfg, d).await.unwrap();
+    let anchor = root_anchor(d);
+    std::fs::write(d.join("root.key"), &anchor).unwrap();
+    let (_unbound, unbound) = validating_unbound(d, net, &anchor);
+    let resolver_cfg: DnsConfig = toml::from_str(&format!(
+        "[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
+        ip(54)
+    ))
+    .unwrap();
+    let _ours = DnsServices::start(&resolver_cfg, d).await.unwrap();
+    let ours: SocketAddr = format!("{}:53", ip(54)).parse().unwrap();
+
+    // (name, type, rcode, AD): what a validator must say; hopline must also say what
+    // Unbound says
+    let cases: &[(&str, RecordType, ResponseCode, bool)] = &[
+        (
+            "www.nsec3.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "nope.nsec3.test.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            true,
+        ),
+        (
+            "www.nsec3.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "a.wild.nsec3.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "a.wild.nsec3.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "ent.nsec3.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "www.optout.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            true,
+        ),
+        // an unsigned child under an opt-out span: insecure
+        (
+            "www.child.optout.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            false,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for &(name, rtype, rcode, ad) in cases {
+        let u = ask(unbound, name, rtype).await;
+        let o = ask(ours, name, rtype).await;
+        let (u, o) = (
+            (u.metadata.response_code, u.metadata.authentic_data),
+            (o.metadata.response_code, o.metadata.authentic_data),
+        );
+        if u != (rcode, ad) || o != u {
+            wrong.push(format!(
+                "{name} {rtype}: expected {rcode} AD={ad}; unbound {} AD={}, hopline {} AD={}",
+                u.0, u.1, o.0, o.1
+            ));
+        }
+    }
+    // NXDOMAIN under an opt-out span: whatever Unbound says
+    for (name, rtype) in [("nope.optout.test.", RecordType::A)] {
+        let u = ask(unbound, name, rtype).await;
+        let o = ask(ours, name, rtype).await;
+        let (u, o) = (
+            (u.metadata.response_code, u.metadata.authentic_data),
+            (o.metadata.response_code, o.metadata.authentic_data),
+        );
+        if o != u {
+            wrong.push(format!(
+                "{name} {rtype}: unbound {} AD={}, hopline {} AD={}",
+                u.0, u.1, o.0, o.1
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

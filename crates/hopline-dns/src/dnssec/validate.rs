@@ -3,7 +3,7 @@
 //! proofs of NXDOMAIN and NODATA. The resolver fetches what these need; nothing here
 //! touches the network. A failure says why, with its Extended DNS Error code (RFC 8914).
 
-use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, DS, NSEC, RRSIG};
+use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, DS, NSEC, NSEC3, RRSIG};
 use hickory_proto::dnssec::{DigestType, Verifier};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
@@ -225,6 +225,115 @@ pub fn verify_dnskeys(
     Ok(keys)
 }
 
+fn as_nsec3(r: &Record) -> Option<&NSEC3> {
+    match &r.data {
+        RData::DNSSEC(DNSSECRData::NSEC3(n)) => Some(n),
+        _ => None,
+    }
+}
+
+/// NSEC3 iterations above this make a proof count as insecure (RFC 9276 §3.2; Unbound
+/// and Knot Resolver draw the line at 150 and 50).
+pub const NSEC3_MAX_ITERATIONS: u16 = 150;
+
+/// An NSEC3 record with its owner's hash decoded (RFC 5155).
+struct Hashed<'a> {
+    hash: Vec<u8>,
+    zone: LowerName,
+    rec: &'a NSEC3,
+}
+
+impl Hashed<'_> {
+    fn hash_of(&self, name: &Name) -> Option<Vec<u8>> {
+        self.rec
+            .hash_algorithm()
+            .hash(self.rec.salt(), name, self.rec.iterations())
+            .ok()
+            .map(|d| d.as_ref().to_vec())
+    }
+
+    fn in_zone(&self, name: &Name) -> bool {
+        self.zone.zone_of(&LowerName::new(name))
+    }
+
+    /// Is this the NSEC3 of `name`?
+    fn matches(&self, name: &Name) -> bool {
+        self.in_zone(name) && self.hash_of(name).is_some_and(|h| h == self.hash)
+    }
+
+    /// Does its span of hashes cover `name`'s (owner < H(name) < next, wrapping)?
+    fn covers(&self, name: &Name) -> bool {
+        let Some(h) = self.hash_of(name).filter(|_| self.in_zone(name)) else {
+            return false;
+        };
+        let (o, x) = (&self.hash, self.rec.next_hashed_owner_name());
+        if o.as_slice() < x {
+            o < &h && h.as_slice() < x
+        } else {
+            o < &h || h.as_slice() < x
+        }
+    }
+
+    fn types(&self) -> Vec<RecordType> {
+        self.rec.type_bit_maps().collect()
+    }
+}
+
+fn hashed(nsecs: &[Record]) -> Vec<Hashed<'_>> {
+    nsecs
+        .iter()
+        .filter_map(|r| {
+            let rec = as_nsec3(r)?;
+            let label = r.name.iter().next()?;
+            let text = std::str::from_utf8(label).ok()?.to_ascii_uppercase();
+            let hash = data_encoding::BASE32HEX_NOPAD
+                .decode(text.as_bytes())
+                .ok()?;
+            Some(Hashed {
+                hash,
+                zone: LowerName::new(&r.name.base_name()),
+                rec,
+            })
+        })
+        .collect()
+}
+
+/// Are the NSEC3 records too costly to check (iterations above the limit)?
+pub fn nsec3_too_costly(nsecs: &[Record]) -> bool {
+    nsecs
+        .iter()
+        .filter_map(as_nsec3)
+        .any(|n| n.iterations() > NSEC3_MAX_ITERATIONS)
+}
+
+/// The closest encloser proof (RFC 5155 §8.3): the longest ancestor of `qname` with a
+/// matching NSEC3, and whether the NSEC3 covering the next closer name has opt-out set.
+/// `None` when there is no such proof (or `qname` itself matches).
+fn closest_encloser3(qname: &Name, n3: &[Hashed<'_>]) -> Option<(Name, bool)> {
+    let mut next_closer = qname.clone();
+    let mut candidate = qname.base_name();
+    if n3.iter().any(|h| h.matches(qname)) {
+        return None;
+    }
+    loop {
+        if n3.iter().any(|h| h.matches(&candidate)) {
+            let cover = n3.iter().find(|h| h.covers(&next_closer))?;
+            return Some((candidate, cover.rec.opt_out()));
+        }
+        if candidate.is_root() || !n3.iter().any(|h| h.in_zone(&candidate)) {
+            return None;
+        }
+        next_closer = candidate.clone();
+        candidate = candidate.base_name();
+    }
+}
+
+fn wildcard_of(encloser: &Name) -> Option<Name> {
+    Name::from_ascii("*")
+        .and_then(|w| w.append_name(encloser))
+        .ok()
+}
+
 /// Does the NSEC at `owner` cover `name` (owner < name < next, on the canonical order,
 /// the last NSEC wrapping to the apex)?
 fn covers(owner: &Name, nsec: &NSEC, name: &Name) -> bool {
@@ -242,8 +351,29 @@ fn covers(owner: &Name, nsec: &NSEC, name: &Name) -> bool {
 }
 
 /// NXDOMAIN for `qname` is proven by `nsecs` (already verified): one NSEC covers the
-/// name, one covers the wildcard at its closest encloser (RFC 4035 §5.4).
-pub fn proves_nxdomain(qname: &Name, nsecs: &[Record]) -> Result<(), Bogus> {
+/// name, one covers the wildcard at its closest encloser (RFC 4035 §5.4); with NSEC3 the
+/// closest encloser proof (RFC 5155 §8.4). `Ok(true)`: proven, but under an NSEC3
+/// opt-out span, where an unsigned delegation could hide: insecure, not secure.
+pub fn proves_nxdomain(qname: &Name, nsecs: &[Record]) -> Result<bool, Bogus> {
+    let n3 = hashed(nsecs);
+    if !n3.is_empty() {
+        // RFC 5155 §8.4: the closest encloser proof, and no wildcard at the encloser
+        let missing = || {
+            Bogus::new(
+                ede::NSEC_MISSING,
+                format!("no NSEC3 proves that {qname} does not exist"),
+            )
+        };
+        let (encloser, opt_out) = closest_encloser3(qname, &n3).ok_or_else(missing)?;
+        let wild = wildcard_of(&encloser).ok_or_else(missing)?;
+        if !n3.iter().any(|h| h.covers(&wild)) {
+            return Err(Bogus::new(
+                ede::NSEC_MISSING,
+                format!("no NSEC3 proves that {wild} does not exist"),
+            ));
+        }
+        return Ok(opt_out);
+    }
     let all: Vec<(&Name, &NSEC)> = nsecs
         .iter()
         .filter_map(|r| as_nsec(r).map(|n| (&r.name, n)))
@@ -266,7 +396,7 @@ pub fn proves_nxdomain(qname: &Name, nsecs: &[Record]) -> Result<(), Bogus> {
             format!("no NSEC proves that {wild} does not exist"),
         ));
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The longest ancestor of `qname` shared with the owner or the next name of the NSEC
@@ -285,7 +415,41 @@ fn closest_encloser(qname: &Name, owner: &Name, next: &Name) -> Name {
 /// NODATA for `qname`/`qtype` is proven by `nsecs` (already verified): the NSEC at the
 /// name lacks the type and CNAME, or (an empty non-terminal) an NSEC covers the name
 /// with its next name below it, or a wildcard that lacks the type answers for it.
-pub fn proves_nodata(qname: &Name, qtype: RecordType, nsecs: &[Record]) -> Result<(), Bogus> {
+/// `Ok(true)`: a DS proven absent only by an NSEC3 opt-out span (insecure).
+pub fn proves_nodata(qname: &Name, qtype: RecordType, nsecs: &[Record]) -> Result<bool, Bogus> {
+    let n3 = hashed(nsecs);
+    if !n3.is_empty() {
+        if let Some(h) = n3.iter().find(|h| h.matches(qname)) {
+            // RFC 5155 §8.5 (an empty non-terminal has its own NSEC3)
+            let types = h.types();
+            if types.contains(&qtype) || types.contains(&RecordType::CNAME) {
+                return Err(Bogus::new(
+                    ede::DNSSEC_BOGUS,
+                    format!("the NSEC3 of {qname} says it has {qtype}"),
+                ));
+            }
+            return Ok(false);
+        }
+        if let Some((encloser, opt_out)) = closest_encloser3(qname, &n3) {
+            // §8.6: a DS under an opt-out span (an unsigned delegation)
+            if qtype == RecordType::DS && opt_out {
+                return Ok(true);
+            }
+            // §8.7: a wildcard without the type
+            if let Some(wild) = wildcard_of(&encloser)
+                && let Some(w) = n3.iter().find(|h| h.matches(&wild))
+            {
+                let types = w.types();
+                if !types.contains(&qtype) && !types.contains(&RecordType::CNAME) {
+                    return Ok(false);
+                }
+            }
+        }
+        return Err(Bogus::new(
+            ede::NSEC_MISSING,
+            format!("no NSEC3 proves that {qname} has no {qtype}"),
+        ));
+    }
     let all: Vec<(&Name, &NSEC)> = nsecs
         .iter()
         .filter_map(|r| as_nsec(r).map(|n| (&r.name, n)))
@@ -300,13 +464,13 @@ pub fn proves_nodata(qname: &Name, qtype: RecordType, nsecs: &[Record]) -> Resul
             ));
         }
         // a DS NODATA must come from the parent side (NS without SOA at a cut)
-        return Ok(());
+        return Ok(false);
     }
     if all
         .iter()
         .any(|(o, n)| covers(o, n, qname) && lq.zone_of(&LowerName::new(n.next_domain_name())))
     {
-        return Ok(()); // an empty non-terminal
+        return Ok(false); // an empty non-terminal
     }
     // a wildcard without the type: the name is covered, the wildcard's NSEC lacks it
     if let Some((owner, n)) = all.iter().find(|(o, n)| covers(o, n, qname)) {
@@ -316,7 +480,7 @@ pub fn proves_nodata(qname: &Name, qtype: RecordType, nsecs: &[Record]) -> Resul
             if let Some((_, wn)) = all.iter().find(|(o, _)| LowerName::new(o) == lw) {
                 let types: Vec<RecordType> = wn.type_bit_maps().collect();
                 if !types.contains(&qtype) && !types.contains(&RecordType::CNAME) {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
@@ -329,7 +493,24 @@ pub fn proves_nodata(qname: &Name, qtype: RecordType, nsecs: &[Record]) -> Resul
 
 /// A wildcard answer for `qname` (RRSIG labels `labels` < the name's) is only valid with
 /// an NSEC proving the name itself does not exist.
-pub fn proves_wildcard(qname: &Name, nsecs: &[Record]) -> Result<(), Bogus> {
+pub fn proves_wildcard(qname: &Name, labels: u8, nsecs: &[Record]) -> Result<(), Bogus> {
+    let n3 = hashed(nsecs);
+    if !n3.is_empty() {
+        // RFC 5155 §8.8: the next closer name (one label below the wildcard's parent) is
+        // covered
+        let mut next_closer = qname.clone();
+        while next_closer.num_labels() > labels + 1 {
+            next_closer = next_closer.base_name();
+        }
+        return if n3.iter().any(|h| h.covers(&next_closer)) {
+            Ok(())
+        } else {
+            Err(Bogus::new(
+                ede::NSEC_MISSING,
+                format!("a wildcard answered {qname} without an NSEC3 covering {next_closer}"),
+            ))
+        };
+    }
     let covered = nsecs
         .iter()
         .filter_map(|r| as_nsec(r).map(|n| (&r.name, n)))
@@ -347,6 +528,17 @@ pub fn proves_wildcard(qname: &Name, nsecs: &[Record]) -> Result<(), Bogus> {
 /// Does the (verified) NSEC at a delegation point `cut` prove it is an insecure one:
 /// NS present, no DS, no SOA?
 pub fn proves_insecure_delegation(cut: &Name, nsecs: &[Record]) -> bool {
+    let n3 = hashed(nsecs);
+    if !n3.is_empty() {
+        if let Some(h) = n3.iter().find(|h| h.matches(cut)) {
+            let types = h.types();
+            return types.contains(&RecordType::NS)
+                && !types.contains(&RecordType::DS)
+                && !types.contains(&RecordType::SOA);
+        }
+        // an opt-out span covers it: delegations there are unsigned (RFC 5155 §6)
+        return closest_encloser3(cut, &n3).is_some_and(|(_, opt_out)| opt_out);
+    }
     let lc = LowerName::new(cut);
     nsecs
         .iter()

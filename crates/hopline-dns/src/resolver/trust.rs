@@ -221,7 +221,9 @@ impl Resolver {
             .authorities
             .iter()
             .filter(|r| {
-                validate::as_rrsig(r).is_some_and(|s| s.input().type_covered == RecordType::NSEC)
+                validate::as_rrsig(r).is_some_and(|s| {
+                    matches!(s.input().type_covered, RecordType::NSEC | RecordType::NSEC3)
+                })
             })
             .collect();
         let parent = parent_of(&nsec_sigs, soa);
@@ -233,6 +235,9 @@ impl Resolver {
                     Ok(n) => n,
                     Err(b) => return self.verdict(steps, zone, Err(b)),
                 };
+                if validate::nsec3_too_costly(&nsecs) {
+                    return ZoneTrust::Insecure;
+                }
                 if validate::proves_insecure_delegation(zone, &nsecs) {
                     steps.push(step(
                         "dnssec",
@@ -246,10 +251,12 @@ impl Resolver {
                     ));
                     return ZoneTrust::Insecure;
                 }
+                // the name has data but no NS: inside the parent, not a zone of its own
                 let not_a_cut = nsecs.iter().any(|r| {
                     LowerName::new(&r.name) == lz
                         && matches!(&r.data, RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::NSEC(n)) if !n.type_bit_maps().any(|t| t == RecordType::NS))
-                });
+                }) || (nsecs.iter().any(|r| r.record_type() == RecordType::NSEC3)
+                    && validate::proves_nodata(zone, RecordType::NS, &nsecs).is_ok());
                 if not_a_cut {
                     // a name inside the parent, not a zone of its own: the parent's keys
                     return ZoneTrust::Secure(keys);
@@ -409,7 +416,7 @@ impl Resolver {
                     let labels = validate::verify_rrset(&records, &sigs, &keys, &signer_name, now)
                         .map_err(|b| bogus_error(name, b))?;
                     if labels < owner.num_labels() {
-                        wildcards.push(owner.clone());
+                        wildcards.push((owner.clone(), labels));
                     }
                     keys_used = Some((signer_name, keys));
                 }
@@ -442,7 +449,10 @@ impl Resolver {
             .iter()
             .filter(|r| {
                 validate::as_rrsig(r).is_some_and(|s| {
-                    matches!(s.input().type_covered, RecordType::NSEC | RecordType::SOA)
+                    matches!(
+                        s.input().type_covered,
+                        RecordType::NSEC | RecordType::NSEC3 | RecordType::SOA
+                    )
                 })
             })
             .collect();
@@ -460,13 +470,21 @@ impl Resolver {
             ZoneTrust::Secure(keys) => keys,
         };
         let nsecs = verified_nsecs(&auth, &signer_name, &keys).map_err(|b| bogus_error(name, b))?;
-        if nxdomain {
-            validate::proves_nxdomain(&end, &nsecs).map_err(|b| bogus_error(name, b))?;
-        } else if nodata {
-            validate::proves_nodata(&end, rtype, &nsecs).map_err(|b| bogus_error(name, b))?;
+        if validate::nsec3_too_costly(&nsecs) {
+            return Ok(security.min(Security::Insecure));
         }
-        for w in &wildcards {
-            validate::proves_wildcard(w, &nsecs).map_err(|b| bogus_error(name, b))?;
+        let opt_out = if nxdomain {
+            validate::proves_nxdomain(&end, &nsecs).map_err(|b| bogus_error(name, b))?
+        } else if nodata {
+            validate::proves_nodata(&end, rtype, &nsecs).map_err(|b| bogus_error(name, b))?
+        } else {
+            false
+        };
+        if opt_out {
+            security = security.min(Security::Insecure);
+        }
+        for (w, labels) in &wildcards {
+            validate::proves_wildcard(w, *labels, &nsecs).map_err(|b| bogus_error(name, b))?;
         }
         Ok(security)
     }
@@ -478,12 +496,12 @@ fn verified_nsecs(auth: &[Record], signer: &Name, keys: &[DNSKEY]) -> Result<Vec
     let now = unix_now();
     let mut out = Vec::new();
     for (owner, t, records) in rrsets(auth) {
-        if !matches!(t, RecordType::NSEC | RecordType::SOA) {
+        if !matches!(t, RecordType::NSEC | RecordType::NSEC3 | RecordType::SOA) {
             continue;
         }
         let sigs = validate::sigs_covering(auth, &owner, t);
         validate::verify_rrset(&records, &sigs, keys, signer, now)?;
-        if t == RecordType::NSEC {
+        if t != RecordType::SOA {
             out.extend(records);
         }
     }
