@@ -124,8 +124,13 @@ pub fn explain(nav: &Navigation) -> String {
                 ),
                 other => format!("{other} answered"),
             };
+            let trust = match d.dnssec {
+                "secure" => "; DNSSEC-validated (signed by the zone's owner)",
+                "insecure" => "; the zone is not signed (proven so)",
+                _ => "",
+            };
             steps.push(format!(
-                "looked up {host}: {who} → {} (TTL {} s) in {:.1} ms",
+                "looked up {host}: {who} → {} (TTL {} s) in {:.1} ms{trust}",
                 d.addrs.join(", "),
                 d.ttl,
                 e.phases.dns.unwrap_or(0.0)

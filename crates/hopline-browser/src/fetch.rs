@@ -728,6 +728,7 @@ impl Client {
                     addrs: vec![ip.to_string()],
                     ttl: 0,
                     steps: 0,
+                    dnssec: "unchecked",
                 });
                 vec![ip]
             }
@@ -750,6 +751,11 @@ impl Client {
                     addrs: l.addrs.iter().map(|a| a.to_string()).collect(),
                     ttl: l.ttl.as_secs(),
                     steps: l.steps.len(),
+                    dnssec: match l.security {
+                        hopline_dns::Security::Secure => "secure",
+                        hopline_dns::Security::Insecure => "insecure",
+                        hopline_dns::Security::Unchecked => "unchecked",
+                    },
                 });
                 l.addrs
             }

@@ -244,11 +244,12 @@ fn details(out: &mut String, e: &Entry) {
     if let Some(d) = &e.dns {
         let _ = write!(
             out,
-            "<pre>DNS: {} answered {} (ttl {} s, {} step(s))</pre>",
+            "<pre>DNS: {} answered {} (ttl {} s, {} step(s), DNSSEC {})</pre>",
             esc(&d.answered_by),
             esc(&d.addrs.join(", ")),
             d.ttl,
-            d.steps
+            d.steps,
+            d.dnssec
         );
     }
     if let Some(t) = &e.tls {

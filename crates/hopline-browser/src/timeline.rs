@@ -48,6 +48,9 @@ pub struct DnsInfo {
     pub ttl: u64,
     /// Servers asked (recursive/forwarded lookups).
     pub steps: usize,
+    /// DNSSEC: "secure" (validated: AD from the resolver, or by this resolver), "insecure"
+    /// (proven unsigned), or "unchecked".
+    pub dnssec: &'static str,
 }
 
 /// The TLS step of a connection.

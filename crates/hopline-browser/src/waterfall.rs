@@ -133,11 +133,12 @@ pub fn render(nav: &Navigation, color: bool) -> String {
         if let Some(d) = e.dns.as_ref().filter(|d| d.answered_by != "literal") {
             let _ = writeln!(
                 out,
-                "      dns: {} answered {} (ttl {} s, {} step(s))",
+                "      dns: {} answered {} (ttl {} s, {} step(s), DNSSEC {})",
                 d.answered_by,
                 d.addrs.join(", "),
                 d.ttl,
-                d.steps
+                d.steps,
+                d.dnssec
             );
         }
         if let Some(t) = &e.tls {
@@ -272,6 +273,7 @@ mod tests {
             addrs: vec!["127.0.0.1".into()],
             ttl: 0,
             steps: 0,
+            dnssec: "unchecked",
         });
         let nav = Navigation {
             url: e.url.clone(),

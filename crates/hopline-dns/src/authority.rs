@@ -318,12 +318,24 @@ impl Authority {
         &self.zones
     }
 
+    /// The zone that answers `name`/`rtype`: the most specific one holding the name —
+    /// but a DS at a zone's apex is its parent's, when the parent is served here too
+    /// (RFC 4035 §3.1.4.1).
+    fn zone_for(&self, name: &LowerName, rtype: RecordType) -> Option<&Zone> {
+        let mut holding = self.zones.iter().filter(|z| z.origin.zone_of(name));
+        let first = holding.next()?;
+        if rtype == RecordType::DS && first.origin == *name {
+            return holding.next().or(Some(first));
+        }
+        Some(first)
+    }
+
     /// The answer without DNSSEC records.
     fn answer_plain(&self, q: &Message) -> Message {
         let query = &q.queries[0];
         let qname = query.name.clone();
         let lq = LowerName::new(&qname);
-        let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(&lq)) else {
+        let Some(zone) = self.zone_for(&lq, query.query_type) else {
             return crate::wire::response_for(q, ResponseCode::Refused);
         };
         let mut r = crate::wire::response_for(q, ResponseCode::NoError);
@@ -377,7 +389,7 @@ impl Authority {
             e.set_dnssec_ok(true);
         }
         let lq = LowerName::new(&q.queries[0].name);
-        if let Some(zone) = self.zones.iter().find(|z| z.origin.zone_of(&lq))
+        if let Some(zone) = self.zone_for(&lq, q.queries[0].query_type)
             && let Some(signed) = &zone.dnssec
             && matches!(
                 r.metadata.response_code,
@@ -421,6 +433,41 @@ impl Authority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ds_at_a_child_apex_is_answered_by_the_parent_served_beside_it() {
+        let parent = Zone::parse(
+            "$ORIGIN p.test.\n$TTL 60\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\nc IN NS ns1.c\nns1.c IN A 127.0.0.1\nc IN DS 4242 13 2 3490A6806D47F17A34C29E2CE80E8A999FFBE4BE8D7A32E40C6D9E0B2F7C2A1D\n",
+            Path::new("p"),
+            None,
+        )
+        .unwrap();
+        let child = Zone::parse(
+            "$ORIGIN c.p.test.\n$TTL 60\n@ IN SOA ns1 admin 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 127.0.0.1\n",
+            Path::new("c"),
+            None,
+        )
+        .unwrap();
+        let a = Authority::new(vec![parent, child], Vec::new());
+        let ask = |rtype| {
+            let mut m = Message::new(
+                1,
+                hickory_proto::op::MessageType::Query,
+                hickory_proto::op::OpCode::Query,
+            );
+            m.add_query(hickory_proto::op::Query::query(
+                Name::from_ascii("c.p.test.").unwrap(),
+                rtype,
+            ));
+            a.answer(&m)
+        };
+        let ds = ask(RecordType::DS);
+        assert_eq!(ds.answers.len(), 1, "{ds:?}");
+        assert_eq!(ds.answers[0].record_type(), RecordType::DS);
+        // every other type at the apex is the child's
+        let soa = ask(RecordType::SOA);
+        assert_eq!(soa.answers[0].name, Name::from_ascii("c.p.test.").unwrap());
+    }
 
     #[test]
     fn signed_zones_are_signed_again_past_half_their_validity_with_the_serial_up() {

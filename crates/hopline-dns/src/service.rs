@@ -280,6 +280,49 @@ fn load_authorities(
         .collect()
 }
 
+/// Write the trust anchor of each resolver that names one not there yet, from the keys
+/// of the root zone (".") that an authoritative server of the same config signs (made
+/// now when new): a private hierarchy served and resolved by one config is validated
+/// from its own root. Answers the files written.
+fn write_own_anchors(cfg: &DnsConfig, base: &Path) -> Result<Vec<std::path::PathBuf>, DnsError> {
+    let mut written = Vec::new();
+    for r in &cfg.resolver {
+        let Some(anchor) = &r.trust_anchor else {
+            continue;
+        };
+        let path = resolve(base, anchor);
+        if path.exists() {
+            continue;
+        }
+        for z in cfg.authoritative.iter().flat_map(|a| &a.zones) {
+            let Some(d) = z.dnssec() else { continue };
+            let loaded = load_zone(z, base, true)?;
+            if loaded.zone.origin != LowerName::new(&hickory_proto::rr::Name::root()) {
+                continue;
+            }
+            if let Some((keys, _)) = &loaded.signing {
+                let text: String = keys
+                    .ds_records(3600)
+                    .iter()
+                    .map(|r| format!(". 3600 IN DS {}\n", r.data))
+                    .collect();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        DnsError::Config(format!("trust anchor {}: {e}", path.display()))
+                    })?;
+                }
+                std::fs::write(&path, text).map_err(|e| {
+                    DnsError::Config(format!("trust anchor {}: {e}", path.display()))
+                })?;
+                tracing::info!(target: "hopline::dns", "wrote the trust anchor of the root signed here ({:?}) to {}", d.algorithm, path.display());
+                written.push(path.clone());
+                break;
+            }
+        }
+    }
+    Ok(written)
+}
+
 fn load_zone(
     z: &crate::config::ZoneFile,
     base: &Path,
@@ -504,6 +547,7 @@ impl DnsServices {
 
     pub async fn start(cfg: &DnsConfig, base_dir: &Path) -> Result<DnsServices, DnsError> {
         let pools = pools(cfg)?;
+        write_own_anchors(cfg, base_dir)?;
         let mut plan = Vec::new();
         let mut authorities = Vec::new();
         for (a, auth) in cfg.authoritative.iter().zip(load_authorities(

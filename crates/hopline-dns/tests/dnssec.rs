@@ -294,6 +294,20 @@ async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
     assert_eq!(ede, vec![9], "DNSKEY Missing: {m:?}");
     let m = ask(ours, "www.shop.test.", RecordType::A).await;
     assert!(m.metadata.authentic_data, "secure from the cache too");
+    // a stub forwarding to a validating resolver learns the verdict from AD (`visit`)
+    for (upstream, name, security) in [
+        (ours, "www.shop.test", hopline_dns::Security::Secure),
+        (unbound, "www.shop.test", hopline_dns::Security::Secure),
+        (ours, "www.plain.test", hopline_dns::Security::Unchecked),
+    ] {
+        let stub = hopline_dns::Resolver::builder()
+            .no_hosts_file()
+            .forward(vec![upstream])
+            .build()
+            .unwrap();
+        let l = stub.lookup_ip(name).await.unwrap();
+        assert_eq!(l.security, security, "{name} through {upstream}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +367,25 @@ async fn ldns_verify_zone_accepts_each_signed_zone_as_transferred() {
             .unwrap();
         assert!(!v.status.success(), "{zone}: a changed A record passes");
     }
+}
+
+/// The root zone (delegating `test.` to 127.0.NET.12) and root hints (127.0.NET.11).
+fn write_root(d: &Path, net: u8) {
+    let ip = |h| ip(net, h);
+    std::fs::write(
+        d.join("root.zone"),
+        format!(
+            "$ORIGIN .\n$TTL 86400\n@ IN SOA a.root. admin.root. 1 3600 600 86400 300\n@ IN NS a.root.\na.root. IN A {}\ntest. 172800 IN NS ns1.test.\nns1.test. 172800 IN A {}\n",
+            ip(11),
+            ip(12)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("root.hints"),
+        format!(". 3600000 NS a.root.\na.root. 3600000 A {}\n", ip(11)),
+    )
+    .unwrap();
 }
 
 /// `ldns-keygen` a KSK and a ZSK for `zone` in `dir`, `ldns-signzone` its `file` (NSEC3,
@@ -434,15 +467,7 @@ async fn nsec3_zones_signed_by_ldns_validate_as_in_unbound() {
             "child.optout.test.zone",
         ),
     ];
-    std::fs::write(
-        d.join("root.zone"),
-        format!(
-            "$ORIGIN .\n$TTL 86400\n@ IN SOA a.root. admin.root. 1 3600 600 86400 300\n@ IN NS a.root.\na.root. IN A {}\ntest. 172800 IN NS ns1.test.\nns1.test. 172800 IN A {}\n",
-            ip(11),
-            ip(12)
-        ),
-    )
-    .unwrap();
+    write_root(d, net);
     std::fs::write(
         d.join("test.zone"),
         format!(
@@ -451,11 +476,6 @@ async fn nsec3_zones_signed_by_ldns_validate_as_in_unbound() {
             ip(13),
             ip(14)
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("root.hints"),
-        format!(". 3600000 NS a.root.\na.root. 3600000 A {}\n", ip(11)),
     )
     .unwrap();
     let cfg: DnsConfig = toml::from_str(&format!(
@@ -555,6 +575,156 @@ async fn nsec3_zones_signed_by_ldns_validate_as_in_unbound() {
         if o != u {
             wrong.push(format!(
                 "{name} {rtype}: unbound {} AD={}, hopline {} AD={}",
+                u.0, u.1, o.0, o.1
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The DS lines (for the parent's zone file) of the key-signing keys `server` publishes
+/// for `zone`.
+async fn ds_of(server: SocketAddr, zone: &str) -> String {
+    use hickory_proto::dnssec::rdata::{DNSSECRData, DS};
+    use hickory_proto::rr::RData;
+    let m = ask(server, zone, RecordType::DNSKEY).await;
+    let name = Name::from_ascii(zone).unwrap();
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(k)) if k.flags() & 1 == 1 => Some(k),
+            _ => None,
+        })
+        .map(|k| {
+            let digest = k
+                .to_digest(&name, hickory_proto::dnssec::DigestType::SHA256)
+                .unwrap();
+            let ds = DS::new(
+                k.calculate_key_tag().unwrap(),
+                hickory_proto::dnssec::PublicKey::algorithm(k.public_key()),
+                hickory_proto::dnssec::DigestType::SHA256,
+                digest.as_ref().to_vec(),
+            );
+            format!("{zone} 3600 IN DS {ds}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zones_knot_signs_validate_as_in_unbound() {
+    if !installed("unbound", "unbound") || !installed("knotd", "knot") {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 88);
+    let d = dir.path();
+    let ip = |h| ip(net, h);
+    // Knot: knot.test. signed at load (NSEC), online.test. signed per answer
+    // (mod-onlinesign: NXDOMAIN answered as NODATA with a minimal NSEC, "black lies")
+    for (zone, h) in [("knot.test.", 15), ("online.test.", 16)] {
+        std::fs::write(
+            d.join(format!("{zone}zone")),
+            format!(
+                "$ORIGIN {zone}\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.6.0.1\n*.wild IN TXT \"w\"\n",
+                ip(h)
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(d.join("knot")).unwrap();
+    std::fs::write(
+        d.join("knot/knot.conf"),
+        format!(
+            "server:\n    rundir: \"{k}\"\n    listen: [ {a}@53, {b}@53 ]\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\ndatabase:\n    storage: \"{k}\"\nlog:\n  - target: stderr\n    any: error\npolicy:\n  - id: auto\n    algorithm: ecdsap256sha256\n  - id: online\n    algorithm: ecdsap256sha256\n    single-type-signing: on\nmod-onlinesign:\n  - id: sign\n    policy: online\nzone:\n  - domain: knot.test.\n    storage: \"{d}\"\n    file: \"knot.test.zone\"\n    dnssec-signing: on\n    dnssec-policy: auto\n  - domain: online.test.\n    storage: \"{d}\"\n    file: \"online.test.zone\"\n    module: mod-onlinesign/sign\n",
+            k = d.join("knot").display(),
+            d = d.display(),
+            a = ip(15),
+            b = ip(16)
+        ),
+    )
+    .unwrap();
+    let _knot = Proc(
+        Command::new("knotd")
+            .arg("-c")
+            .arg(d.join("knot/knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let knot: SocketAddr = format!("{}:53", ip(15)).parse().unwrap();
+    let online: SocketAddr = format!("{}:53", ip(16)).parse().unwrap();
+    hopline_testkit::wait_udp(knot);
+    hopline_testkit::wait_udp(online);
+    // the keys are made as the zones load: wait for the DNSKEYs
+    let mut ds = (String::new(), String::new());
+    for _ in 0..50 {
+        ds = (
+            ds_of(knot, "knot.test.").await,
+            ds_of(online, "online.test.").await,
+        );
+        if !ds.0.is_empty() && !ds.1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !ds.0.is_empty() && !ds.1.is_empty(),
+        "Knot published no KSK: {ds:?}"
+    );
+    write_root(d, net);
+    std::fs::write(
+        d.join("test.zone"),
+        format!(
+            "$ORIGIN test.\n$TTL 3600\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\n@ IN NS ns1.test.\nns1 IN A {}\nknot IN NS ns1.knot.test.\nns1.knot IN A {}\n{}\nonline IN NS ns1.online.test.\nns1.online IN A {}\n{}\n",
+            ip(12),
+            ip(15),
+            ds.0,
+            ip(16),
+            ds.1
+        ),
+    )
+    .unwrap();
+    // one config serves the signed root and test. and resolves: the resolver's anchor
+    // (root.key, not there yet) is written from the root's keys at start
+    let cfg: DnsConfig = toml::from_str(&format!(
+        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
+        ip(11),
+        ip(12),
+        ip(54)
+    ))
+    .unwrap();
+    let _dns = DnsServices::start(&cfg, d).await.unwrap();
+    let anchor = root_anchor(d);
+    assert_eq!(
+        std::fs::read_to_string(d.join("root.key")).unwrap().trim(),
+        anchor.replace(". DS", ". 3600 IN DS").trim(),
+        "the anchor written at start is the root's DS"
+    );
+    let ours: SocketAddr = format!("{}:53", ip(54)).parse().unwrap();
+    let (_unbound, unbound) = validating_unbound(d, net, &anchor);
+
+    let cases: &[(&str, RecordType, bool)] = &[
+        ("www.knot.test.", RecordType::A, true),
+        ("nope.knot.test.", RecordType::A, true),
+        ("www.knot.test.", RecordType::TXT, true),
+        ("a.wild.knot.test.", RecordType::TXT, true),
+        ("www.online.test.", RecordType::A, true),
+        ("nope.online.test.", RecordType::A, true),
+        ("www.online.test.", RecordType::TXT, true),
+        ("a.wild.online.test.", RecordType::TXT, true),
+    ];
+    let mut wrong = Vec::new();
+    for &(name, rtype, ad) in cases {
+        let u = ask(unbound, name, rtype).await;
+        let o = ask(ours, name, rtype).await;
+        let (u, o) = (
+            (u.metadata.response_code, u.metadata.authentic_data),
+            (o.metadata.response_code, o.metadata.authentic_data),
+        );
+        if u.1 != ad || o != u {
+            wrong.push(format!(
+                "{name} {rtype}: expected AD={ad}; unbound {} AD={}, hopline {} AD={}",
                 u.0, u.1, o.0, o.1
             ));
         }

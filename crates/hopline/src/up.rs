@@ -60,6 +60,18 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../../examples/up/shop.test.zone"),
     ),
     (
+        "zones/test.zone",
+        include_bytes!("../../../examples/up/test.zone"),
+    ),
+    (
+        "zones/root.zone",
+        include_bytes!("../../../examples/up/root.zone"),
+    ),
+    (
+        "zones/root.hints",
+        include_bytes!("../../../examples/up/root.hints"),
+    ),
+    (
         "demo/shop/index.html",
         include_bytes!("../../../examples/up/demo/shop/index.html"),
     ),

@@ -390,6 +390,8 @@ fn up_once_exits_0_with_every_hop() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let doc = &v["entries"][0];
         assert_eq!(doc["status"], 200);
+        // up's resolver walks the signed root → test. → shop.test. and validates
+        assert_eq!(doc["dns"]["dnssec"], "secure", "{}", doc["dns"]);
         if doc["cache_status"].as_str().unwrap_or("").contains("hit") {
             hits += 1;
         }

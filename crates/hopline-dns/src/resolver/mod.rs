@@ -444,6 +444,7 @@ impl Resolver {
                 a.records.extend(b.records);
                 a.steps.extend(b.steps);
                 a.ttl = a.ttl.min(b.ttl);
+                a.security = a.security.min(b.security);
                 a.elapsed = started.elapsed();
                 Ok(a)
             }
@@ -878,24 +879,24 @@ impl Resolver {
         match rcode {
             ResponseCode::NoError | ResponseCode::NXDomain => {
                 let records = resp.answers.clone();
+                // a forwarder that validated says so with AD (we ask with AD, RFC 6840
+                // §5.7); a stub trusts its configured resolver for it
+                let security = if resp.metadata.authentic_data {
+                    Security::Secure
+                } else {
+                    Security::Unchecked
+                };
                 // cache each CNAME link and the final records
-                self.cache_answer_section(qname, rtype, &records, Security::Unchecked);
+                self.cache_answer_section(qname, rtype, &records, security);
                 if records.is_empty() || rcode == ResponseCode::NXDomain {
-                    self.store(
-                        qname,
-                        rtype,
-                        vec![],
-                        rcode,
-                        soa.clone(),
-                        Security::Unchecked,
-                    );
+                    self.store(qname, rtype, vec![], rcode, soa.clone(), security);
                 }
                 Ok(Resolved {
                     records,
                     rcode,
                     soa,
                     answered_by: Answered::Forwarder(server),
-                    security: Security::Unchecked,
+                    security,
                 })
             }
             ResponseCode::Refused => Err(ResolveError::Refused {
@@ -1418,6 +1419,8 @@ impl Resolver {
     ) -> Result<(Message, bool), ResolveError> {
         let mut q = Message::query(); // random ID
         q.metadata.recursion_desired = rd;
+        // to a recursive resolver: tell it we understand AD (RFC 6840 §5.7)
+        q.metadata.authentic_data = rd;
         q.add_query(Query::query(name.clone(), rtype));
         let mut edns = Edns::new();
         edns.set_max_payload(crate::wire::EDNS_PAYLOAD);
