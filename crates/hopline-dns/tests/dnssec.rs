@@ -159,7 +159,7 @@ fn root_anchor(dir: &Path) -> String {
 /// Unbound on 127.0.NET.53:53, validating from `anchor`, iterating from `dir/root.hints`.
 fn validating_unbound(dir: &Path, net: u8, anchor: &str) -> (Proc, SocketAddr) {
     let conf = format!(
-        "server:\n  interface: {i}\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  root-hints: \"{d}/root.hints\"\n  module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  qname-minimisation: no\n  prefetch: no\n  val-log-level: 2\n  outgoing-interface: {i}\n",
+        "server:\n  interface: {i}\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  root-hints: \"{d}/root.hints\"\n  module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  qname-minimisation: no\n  prefetch: no\n  val-log-level: 2\n  ede: yes\n  outgoing-interface: {i}\n",
         i = ip(net, 53),
         d = dir.display()
     );
@@ -726,6 +726,163 @@ async fn zones_knot_signs_validate_as_in_unbound() {
             wrong.push(format!(
                 "{name} {rtype}: expected AD={ad}; unbound {} AD={}, hopline {} AD={}",
                 u.0, u.1, o.0, o.1
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The Extended DNS Error codes of an answer.
+fn ede_codes(m: &Message) -> Vec<u16> {
+    m.edns
+        .as_ref()
+        .map(|e| {
+            e.options()
+                .as_ref()
+                .iter()
+                .filter_map(|(code, o)| {
+                    let b = Vec::<u8>::try_from(o).ok()?;
+                    (u16::from(*code) == 15 && b.len() >= 2)
+                        .then(|| u16::from_be_bytes([b[0], b[1]]))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_answers_fail_as_in_unbound_with_the_same_extended_errors() {
+    if !installed("unbound", "unbound")
+        || !installed("nsd", "nsd")
+        || !installed("ldns-signzone", "ldnsutils")
+    {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 89);
+    let d = dir.path();
+    let ip = |h| ip(net, h);
+    // five children of test., each broken one way, served by NSD
+    let zones = [
+        ("expired", 13),
+        ("notyet", 14),
+        ("badsig", 15),
+        ("nodnskey", 16),
+        ("nonsec", 17),
+    ];
+    let mut delegations = String::new();
+    let mut nsd = Vec::new();
+    for (label, h) in zones {
+        let zone = format!("{label}.test.");
+        let file = format!("{label}.zone");
+        std::fs::write(
+            d.join(&file),
+            format!(
+                "$ORIGIN {zone}\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.7.0.1\n",
+                ip(h)
+            ),
+        )
+        .unwrap();
+        let keygen = |ksk: bool| {
+            let mut c = Command::new("ldns-keygen");
+            c.current_dir(d).args(["-a", "ECDSAP256SHA256"]);
+            if ksk {
+                c.arg("-k");
+            }
+            String::from_utf8_lossy(&c.arg(&zone).output().unwrap().stdout)
+                .trim()
+                .to_string()
+        };
+        let (ksk, zsk) = (keygen(true), keygen(false));
+        let mut sign = Command::new("ldns-signzone");
+        sign.current_dir(d);
+        match label {
+            "expired" => {
+                sign.args(["-i", "20191201000000", "-e", "20200101000000"]);
+            }
+            "notyet" => {
+                sign.args(["-i", "20400101000000", "-e", "20410101000000"]);
+            }
+            _ => {}
+        }
+        let out = sign
+            .args(["-f", &format!("{file}.signed"), &file, &ksk, &zsk])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ldns-signzone {label}: {out:?}");
+        let signed = std::fs::read_to_string(d.join(format!("{file}.signed"))).unwrap();
+        let served = match label {
+            // a record changed after signing
+            "badsig" => signed.replace("10.7.0.1", "10.7.0.66"),
+            // the DS is at the parent, the zone is served unsigned
+            "nodnskey" => std::fs::read_to_string(d.join(&file)).unwrap(),
+            // every NSEC gone
+            "nonsec" => {
+                signed
+                    .lines()
+                    .filter(|l| !l.contains("\tNSEC\t") && !l.contains("RRSIG\tNSEC "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + "\n"
+            }
+            _ => signed,
+        };
+        std::fs::write(d.join(format!("{file}.served")), served).unwrap();
+        nsd.push(hopline_testkit::nsd(
+            d,
+            &ip(h),
+            53,
+            &zone,
+            &format!("{file}.served"),
+        ));
+        let ds = std::fs::read_to_string(d.join(format!("{ksk}.ds"))).unwrap();
+        delegations.push_str(&format!(
+            "{label} IN NS ns1.{label}.test.\nns1.{label} IN A {}\n{}\n",
+            ip(h),
+            ds.trim()
+        ));
+    }
+    write_root(d, net);
+    std::fs::write(
+        d.join("test.zone"),
+        format!(
+            "$ORIGIN test.\n$TTL 3600\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\n@ IN NS ns1.test.\nns1 IN A {}\n{delegations}",
+            ip(12)
+        ),
+    )
+    .unwrap();
+    let cfg: DnsConfig = toml::from_str(&format!(
+        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
+        ip(11),
+        ip(12),
+        ip(54)
+    ))
+    .unwrap();
+    let _dns = DnsServices::start(&cfg, d).await.unwrap();
+    let anchor = root_anchor(d);
+    let (_unbound, unbound) = validating_unbound(d, net, &anchor);
+    let ours: SocketAddr = format!("{}:53", ip(54)).parse().unwrap();
+
+    // (question, the EDE hopline gives)
+    let cases: &[(&str, RecordType, u16)] = &[
+        ("www.expired.test.", RecordType::A, 7),
+        ("www.notyet.test.", RecordType::A, 8),
+        ("www.badsig.test.", RecordType::A, 6),
+        ("www.nodnskey.test.", RecordType::A, 9),
+        ("nope.nonsec.test.", RecordType::A, 12),
+    ];
+    let mut wrong = Vec::new();
+    for &(name, rtype, code) in cases {
+        let u = ask(unbound, name, rtype).await;
+        let o = ask(ours, name, rtype).await;
+        let (ue, oe) = (ede_codes(&u), ede_codes(&o));
+        if u.metadata.response_code != ResponseCode::ServFail
+            || o.metadata.response_code != ResponseCode::ServFail
+            || oe != vec![code]
+            || ue != oe
+        {
+            wrong.push(format!(
+                "{name} {rtype}: unbound {} EDE {ue:?}, hopline {} EDE {oe:?} (expected SERVFAIL, EDE {code})",
+                u.metadata.response_code, o.metadata.response_code
             ));
         }
     }
