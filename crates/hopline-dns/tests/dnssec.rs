@@ -888,3 +888,83 @@ async fn bogus_answers_fail_as_in_unbound_with_the_same_extended_errors() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnsviz_finds_no_error_in_the_chain_hopline_signs() {
+    if !installed("dnsviz", "dnsviz") || !installed("dig", "dnsutils") {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 92);
+    let d = dir.path();
+    let cfg = hierarchy(d, net);
+    let _dns = DnsServices::start(&cfg, d).await.unwrap();
+    let servers = [
+        format!(".:a.root.={}", ip(net, 11)),
+        format!("test:ns1.test.={}", ip(net, 12)),
+        format!("shop.test:ns1.shop.test.={}", ip(net, 13)),
+    ];
+    let mut probe = Command::new("dnsviz");
+    probe.current_dir(d).args(["probe", "-A", "-a", "."]);
+    for s in &servers {
+        probe.args(["-x", s]);
+    }
+    let out = probe
+        .args([
+            "-o",
+            "probe.json",
+            "shop.test",
+            "www.shop.test",
+            "a.wild.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dnsviz probe: {out:?}");
+    // the root's DNSKEY RRset as dnsviz takes a trust anchor; and a wrong one, the control
+    let dnskey = |zone: &str, h: u8| {
+        let out = Command::new("dig")
+            .args([
+                &format!("@{}", ip(net, h)),
+                zone,
+                "DNSKEY",
+                "+noall",
+                "+answer",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::write(d.join("root.dnskey"), dnskey(".", 11)).unwrap();
+    std::fs::write(
+        d.join("wrong.dnskey"),
+        dnskey("test.", 12).replace("test.\t", ".\t"),
+    )
+    .unwrap();
+    let print = |anchor: &str| {
+        let out = Command::new("dnsviz")
+            .current_dir(d)
+            .args(["print", "-t", anchor, "-r", "probe.json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dnsviz print: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report = print("root.dnskey");
+    let flagged: Vec<&str> = report
+        .lines()
+        .filter(|l| {
+            l.contains("[!]")
+                || l.contains("[?]")
+                || l.contains("[-")
+                || l.trim_start().starts_with("E:")
+                || l.trim_start().starts_with("W:")
+        })
+        .collect();
+    assert!(
+        report.contains("[.]") && flagged.is_empty(),
+        "dnsviz flags: {flagged:#?}\n{report}"
+    );
+    assert!(
+        print("wrong.dnskey").contains("E:"),
+        "the control: a wrong anchor is an error"
+    );
+}
