@@ -294,6 +294,41 @@ async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
     assert_eq!(ede, vec![9], "DNSKEY Missing: {m:?}");
     let m = ask(ours, "www.shop.test.", RecordType::A).await;
     assert!(m.metadata.authentic_data, "secure from the cache too");
+    // a DO client gets the signatures and proofs: Unbound forwarding to hopline's
+    // resolver validates through it
+    let conf = format!(
+        "server:\n  interface: {i}\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  module-config: \"validator iterator\"\n  trust-anchor: \"{anchor}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  outgoing-interface: {i}\nforward-zone:\n  name: \".\"\n  forward-addr: {ours}@53\n",
+        i = ip(net, 55),
+        d = dir.path().display(),
+        ours = ip(net, 54)
+    );
+    std::fs::write(dir.path().join("forwarding.conf"), conf).unwrap();
+    let _forwarding = Proc(
+        Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(dir.path().join("forwarding.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let forwarding: SocketAddr = format!("{}:53", ip(net, 55)).parse().unwrap();
+    hopline_testkit::wait_udp(forwarding);
+    for (name, rtype, rcode) in [
+        ("www.shop.test.", RecordType::A, ResponseCode::NoError),
+        ("api.shop.test.", RecordType::A, ResponseCode::NoError),
+        ("nope.shop.test.", RecordType::A, ResponseCode::NXDomain),
+        ("www.shop.test.", RecordType::TXT, ResponseCode::NoError),
+        ("a.wild.test.", RecordType::TXT, ResponseCode::NoError),
+    ] {
+        let m = ask(forwarding, name, rtype).await;
+        assert_eq!(
+            (m.metadata.response_code, m.metadata.authentic_data),
+            (rcode, true),
+            "Unbound validating through hopline's answers: {name} {rtype}"
+        );
+    }
     // a stub forwarding to a validating resolver learns the verdict from AD (`visit`)
     for (upstream, name, security) in [
         (ours, "www.shop.test", hopline_dns::Security::Secure),

@@ -157,6 +157,9 @@ struct Entry {
     ttl: u32,
     /// Validated or not, and how.
     security: Security,
+    /// The RRSIGs of the records (or, for a negative answer, the SOA's and the NSEC
+    /// proof with theirs), for clients that ask with DO.
+    sigs: Vec<Record>,
 }
 
 impl Entry {
@@ -559,6 +562,11 @@ impl Resolver {
                 authenticated(q, &mut r, res.security);
                 r.metadata.response_code = res.rcode;
                 r.answers = res.records;
+                if let Some(soa) = &res.soa {
+                    r.authorities.push(soa.clone());
+                }
+                self.add_signatures(q, &mut r);
+                r.authorities.retain(|a| a.record_type() != RecordType::SOA);
                 same_case(&mut r.answers, &query.name);
                 for a in &mut r.answers {
                     a.ttl = a.ttl.min(self.inner.max_ttl);
@@ -592,7 +600,7 @@ impl Resolver {
             .get(&key)
             .filter(|e| e.remaining(now).is_some())
             .filter(|e| !validating || e.security != Security::Unchecked);
-        let (mut answers, rcode, soa, security) = match direct {
+        let (answers, rcode, soa, security) = match direct {
             // a cached CNAME alone is not a complete answer to another type
             Some(e)
                 if e.rcode != ResponseCode::NoError
@@ -620,10 +628,13 @@ impl Resolver {
         };
         let mut r = crate::wire::response_for(q, rcode);
         authenticated(q, &mut r, security);
+        r.answers = answers;
+        r.authorities.extend(soa);
+        self.add_signatures(q, &mut r);
+        let mut answers = std::mem::take(&mut r.answers);
         r.metadata.recursion_available = true;
         same_case(&mut answers, &query.name);
         r.answers = answers;
-        r.authorities.extend(soa);
         Some(r)
     }
 
@@ -847,8 +858,90 @@ impl Resolver {
                 stored: Instant::now(),
                 ttl,
                 security,
+                sigs: Vec::new(),
             }),
         );
+    }
+
+    /// Keep `sigs` with the cached entry of `name`/`rtype` (its RRSIGs, or the proof of a
+    /// negative answer).
+    fn keep_sigs(&self, name: &Name, rtype: RecordType, sigs: Vec<Record>) {
+        if sigs.is_empty() {
+            return;
+        }
+        let key = (LowerName::new(name), rtype);
+        if let Some(e) = self.inner.cache.get(&key) {
+            self.inner.cache.insert(
+                key,
+                Arc::new(Entry {
+                    records: e.records.clone(),
+                    rcode: e.rcode,
+                    soa: e.soa.clone(),
+                    stored: e.stored,
+                    ttl: e.ttl,
+                    security: e.security,
+                    sigs,
+                }),
+            );
+        }
+    }
+
+    /// For a client that asked with DO: the RRSIGs of the answer's RRsets, and the proof
+    /// of a negative answer, as cached with them.
+    fn add_signatures(&self, q: &Message, r: &mut Message) {
+        if !q.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok) {
+            return;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut sigs = Vec::new();
+        for rec in r
+            .answers
+            .iter()
+            .filter(|a| a.record_type() != RecordType::RRSIG)
+        {
+            let key = (LowerName::new(&rec.name), rec.record_type());
+            if seen.insert(key.clone())
+                && let Some(e) = self.inner.cache.get(&key)
+            {
+                sigs.extend(e.sigs.iter().map(|s| {
+                    let mut s = s.clone();
+                    s.ttl = s.ttl.min(rec.ttl);
+                    s
+                }));
+            }
+        }
+        // a wildcard's proof (NSEC and its RRSIGs) goes to the authority section
+        let is_proof = |r: &Record| {
+            matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3)
+                || crate::dnssec::validate::as_rrsig(r).is_some_and(|s| {
+                    matches!(s.input().type_covered, RecordType::NSEC | RecordType::NSEC3)
+                })
+        };
+        let (proof, sigs): (Vec<Record>, Vec<Record>) = sigs.into_iter().partition(is_proof);
+        r.answers.extend(sigs);
+        r.authorities.extend(proof);
+        if r.authorities
+            .iter()
+            .any(|a| a.record_type() == RecordType::SOA)
+        {
+            let query = &q.queries[0];
+            let end = r
+                .answers
+                .iter()
+                .rev()
+                .find_map(|a| match &a.data {
+                    RData::CNAME(c) => Some(c.0.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| query.name.clone());
+            if let Some(e) = self
+                .inner
+                .cache
+                .get(&(LowerName::new(&end), query.query_type))
+            {
+                r.authorities.extend(e.sigs.iter().cloned());
+            }
+        }
     }
 
     async fn forward(
@@ -926,7 +1019,9 @@ impl Resolver {
                 .cloned()
                 .collect();
             if !finals.is_empty() {
+                let owner = finals[0].name.clone();
                 self.store(&cur, rtype, finals, ResponseCode::NoError, None, security);
+                self.keep_sigs(&cur, rtype, covering(records, &owner, rtype));
                 return;
             }
             let Some(c) = records
@@ -942,6 +1037,11 @@ impl Resolver {
                 ResponseCode::NoError,
                 None,
                 security,
+            );
+            self.keep_sigs(
+                &cur,
+                RecordType::CNAME,
+                covering(records, &c.name, RecordType::CNAME),
             );
             let RData::CNAME(t) = &c.data else { return };
             cur = t.0.clone();
@@ -1126,6 +1226,7 @@ impl Resolver {
                     chain.extend(links);
                 }
                 self.store(&end, rtype, vec![], rcode, soa.clone(), security);
+                self.keep_sigs(&end, rtype, proof_of(&resp, &lz));
                 let why = format!("{end} does not exist");
                 negative_step(&mut steps[last], "nxdomain", why, server, soa.as_ref());
                 return Ok(Hop::Done(Resolved {
@@ -1154,6 +1255,22 @@ impl Resolver {
                     .checked(hints, &resp, name, rtype, &zone, steps, depth, sec)
                     .await?;
                 self.cache_answer_section(name, rtype, &answers, security);
+                // a wildcard's answer comes with the NSEC proving the name itself absent
+                let expanded = answers.iter().any(|r| {
+                    crate::dnssec::validate::as_rrsig(r)
+                        .is_some_and(|s| s.input().num_labels < r.name.num_labels())
+                });
+                if expanded {
+                    let (_, end) = cname_links(name, &answers);
+                    let mut sigs = self
+                        .inner
+                        .cache
+                        .get(&(LowerName::new(&end), rtype))
+                        .map(|e| e.sigs.clone())
+                        .unwrap_or_default();
+                    sigs.extend(proof_of(&resp, &lz));
+                    self.keep_sigs(&end, rtype, sigs);
+                }
                 if let Some(hop) = read_answer(name, rtype, &answers, chain, &mut steps[last]) {
                     return Ok(hop);
                 }
@@ -1204,6 +1321,7 @@ impl Resolver {
                     why,
                     security,
                 );
+                self.keep_sigs(name, rtype, proof_of(&resp, &lz));
                 return Ok(Hop::Done(r));
             }
             return Err(ResolveError::ServFail {
@@ -1526,6 +1644,29 @@ enum Referral {
 /// records of `rtype` at its end (done, with every CNAME of the answer before them), or
 /// the alias to resolve next (a CNAME question is done at its first link). `step` says
 /// which. None when the section holds neither.
+/// The RRSIGs among `records` covering `owner`/`rtype`.
+fn covering(records: &[Record], owner: &Name, rtype: RecordType) -> Vec<Record> {
+    crate::dnssec::validate::sigs_covering(records, owner, rtype)
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+/// The proof a negative answer carries: its authority section's RRSIGs and NSEC/NSEC3
+/// records inside the zone `lz`.
+fn proof_of(resp: &Message, lz: &LowerName) -> Vec<Record> {
+    resp.authorities
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.record_type(),
+                RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3
+            ) && lz.zone_of(&LowerName::new(&r.name))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Set AD on a secure answer for a client that asked with DO or AD (RFC 6840 §5.7–5.8),
 /// and DO on the reply to a DO query.
 fn authenticated(q: &Message, r: &mut Message, security: Security) {
@@ -2042,6 +2183,7 @@ mod tests {
                 stored,
                 ttl: 30,
                 security: Security::Unchecked,
+                sigs: Vec::new(),
             })
         };
         r.inner.cache.insert(
