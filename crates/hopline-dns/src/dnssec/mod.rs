@@ -6,3 +6,17 @@
 pub mod keys;
 pub mod signed;
 pub mod validate;
+
+use hickory_proto::rr::{Name, RData, Record};
+
+/// The name an answer ends at: the target of its last CNAME, or the name asked.
+pub fn chain_end(answers: &[Record], asked: &Name) -> Name {
+    answers
+        .iter()
+        .rev()
+        .find_map(|a| match &a.data {
+            RData::CNAME(c) => Some(c.0.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| asked.clone())
+}

@@ -382,15 +382,7 @@ impl SignedZone {
                 self.sigs_for(zone, &soa.name, RecordType::SOA, std::slice::from_ref(&soa));
             r.authorities.extend(s);
             // the name the answer ends at: the last CNAME's target, or the name asked
-            let end = r
-                .answers
-                .iter()
-                .rev()
-                .find_map(|a| match &a.data {
-                    RData::CNAME(c) => Some(c.0.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| r.queries[0].name.clone());
+            let end = super::chain_end(&r.answers, &r.queries[0].name);
             let lend = LowerName::new(&end);
             if r.metadata.response_code == ResponseCode::NXDomain {
                 proofs.extend(self.nsec_for(&lend));

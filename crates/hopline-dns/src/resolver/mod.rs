@@ -925,15 +925,7 @@ impl Resolver {
             .any(|a| a.record_type() == RecordType::SOA)
         {
             let query = &q.queries[0];
-            let end = r
-                .answers
-                .iter()
-                .rev()
-                .find_map(|a| match &a.data {
-                    RData::CNAME(c) => Some(c.0.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| query.name.clone());
+            let end = crate::dnssec::chain_end(&r.answers, &query.name);
             if let Some(e) = self
                 .inner
                 .cache
