@@ -185,6 +185,23 @@ pub fn cache_status(name: &str, what: &str, ttl: Option<i64>, detail: Option<&st
     HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("hopline"))
 }
 
+/// The head a cache hit answers with, in one call: the stored head as of now
+/// ([`response_head`]) and the `Cache-Status` saying it was a hit, its TTL left and
+/// `detail` (e.g. `stale-while-revalidate`).
+pub fn hit_head(
+    stored: &Stored,
+    head: http::response::Parts,
+    cache: &str,
+    detail: Option<&str>,
+) -> http::response::Parts {
+    let mut head = response_head(stored, head);
+    head.headers.insert(
+        http::header::HeaderName::from_static("cache-status"),
+        cache_status(cache, "hit", Some(ttl_secs(stored)), detail),
+    );
+    head
+}
+
 /// Remaining freshness in seconds (negative once stale).
 pub fn ttl_secs(stored: &Stored) -> i64 {
     let now = SystemTime::now();

@@ -92,25 +92,16 @@ async fn serve_inner(
     let Ask { key, as_get } = ask;
     match found {
         Lookup::Fresh(stored, head) => {
-            let status = freshness::cache_status(
-                &cache.name,
-                "hit",
-                Some(freshness::ttl_secs(&stored)),
-                None,
-            );
-            from_store(&parts, &stored, head, status)
+            let head = freshness::hit_head(&stored, head, &cache.name, None);
+            from_store(&parts, &stored, head)
         }
         Lookup::StaleWhileRevalidate(stored, head) => {
             if cache.begin_background(&key) {
                 spawn_refresh(cache.clone(), up.clone(), key.clone(), as_get.clone(), down);
             }
-            let status = freshness::cache_status(
-                &cache.name,
-                "hit",
-                Some(freshness::ttl_secs(&stored)),
-                Some("stale-while-revalidate"),
-            );
-            from_store(&parts, &stored, head, status)
+            let head =
+                freshness::hit_head(&stored, head, &cache.name, Some("stale-while-revalidate"));
+            from_store(&parts, &stored, head)
         }
         Lookup::Revalidate(stored, conditional) => {
             revalidate(cache, up, &key, &parts, stored, conditional, down).await
@@ -119,15 +110,24 @@ async fn serve_inner(
     }
 }
 
-/// Answer from a stored response: Range served from the full body; HEAD without body.
-fn from_store(
-    req: &http::request::Parts,
+/// A stored response's head as of now, with `status` (what the cache did).
+fn stored_head(
     stored: &Stored,
     head: http::response::Parts,
     status: HeaderValue,
-) -> Response<Body> {
+) -> http::response::Parts {
     let mut head = freshness::response_head(stored, head);
     head.headers.insert(CACHE_STATUS.clone(), status);
+    head
+}
+
+/// Answer from a stored response with its finished `head`: the client's own condition
+/// met → 304; Range served from the full body; HEAD without body.
+fn from_store(
+    req: &http::request::Parts,
+    stored: &Stored,
+    mut head: http::response::Parts,
+) -> Response<Body> {
     if head.status == StatusCode::OK && client_condition_met(req, &head.headers) {
         // RFC 9111 §4.3.2: a cache answers a client's own conditional request from a
         // stored response — 304 with the stored validators, no body
@@ -348,7 +348,7 @@ async fn revalidate(
                 freshness::ttl_secs(&stored)
             ))
             .unwrap_or(HeaderValue::from_static("hopline"));
-            return from_store(parts, &stored, head, status);
+            return from_store(parts, &stored, stored_head(&stored, head, status));
         }
         return match result {
             Ok(r) => {
@@ -380,7 +380,7 @@ async fn revalidate(
             freshness::ttl_secs(&fresh)
         ))
         .unwrap_or(HeaderValue::from_static("hopline"));
-        return from_store(parts, &fresh, head, status);
+        return from_store(parts, &fresh, stored_head(&fresh, head, status));
     }
     if rparts.status == StatusCode::NOT_MODIFIED {
         // a 304 to our own conditional request that http-cache-semantics does not match
@@ -409,7 +409,7 @@ async fn revalidate(
                     freshness::ttl_secs(&fresh)
                 ))
                 .unwrap_or(HeaderValue::from_static("hopline"));
-                return from_store(parts, &fresh, head, status);
+                return from_store(parts, &fresh, stored_head(&fresh, head, status));
             }
         }
         let status = HeaderValue::from_str(&format!("{}; fwd=stale; fwd-status=304", cache.name))
@@ -417,7 +417,7 @@ async fn revalidate(
         let head = cache
             .usable_on_error(&stored)
             .unwrap_or_else(|| freshness::stale_head(&stored));
-        return from_store(parts, &stored, head, status);
+        return from_store(parts, &stored, stored_head(&stored, head, status));
     }
     // a new representation: store it like a miss would
     cache
