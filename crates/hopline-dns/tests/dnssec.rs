@@ -125,8 +125,14 @@ addresses = ["10.1.0.1", "10.1.0.2"]
 
 /// One UDP question with EDNS and DO set; the answer (5 s at most).
 async fn ask(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    ask_with(server, name, rtype, false).await
+}
+
+/// [`ask`], with the CD bit (checking disabled: the client validates) when `cd`.
+async fn ask_with(server: SocketAddr, name: &str, rtype: RecordType, cd: bool) -> Message {
     let mut q = Message::new(0x5353, MessageType::Query, OpCode::Query);
     q.metadata.recursion_desired = true;
+    q.metadata.checking_disabled = cd;
     q.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
@@ -292,6 +298,16 @@ async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
         })
         .unwrap_or_default();
     assert_eq!(ede, vec![9], "DNSKEY Missing: {m:?}");
+    // CD: the client validates for itself, so it gets the bogus data, as from Unbound
+    for server in [ours, unbound] {
+        let m = ask_with(server, "www.bad.test.", RecordType::A, true).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "CD via {server}"
+        );
+        assert!(!m.metadata.authentic_data && !m.answers.is_empty(), "{m:?}");
+    }
     let m = ask(ours, "www.shop.test.", RecordType::A).await;
     assert!(m.metadata.authentic_data, "secure from the cache too");
     // a DO client gets the signatures and proofs: Unbound forwarding to hopline's
