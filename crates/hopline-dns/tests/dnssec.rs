@@ -1019,3 +1019,100 @@ async fn dnsviz_finds_no_error_in_the_chain_hopline_signs() {
         "the control: a wrong anchor is an error"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsd_as_a_secondary_serves_the_zone_hopline_signs() {
+    if !installed("nsd", "nsd") {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 93);
+    let d = dir.path();
+    let ip = |h| ip(net, h);
+    std::fs::write(
+        d.join("shop.zone"),
+        format!(
+            "$ORIGIN shop.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {}\nwww IN A 10.0.0.1\n",
+            ip(1)
+        ),
+    )
+    .unwrap();
+    let cfg: DnsConfig = toml::from_str(&format!(
+        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"shop.zone\", dnssec = {{}} }}]\ntransfer = [\"{}\"]\n",
+        ip(1),
+        ip(2)
+    ))
+    .unwrap();
+    let _primary = DnsServices::start(&cfg, d).await.unwrap();
+    let sub = d.join("nsd");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("nsd.conf"),
+        format!(
+            "server:\n  ip-address: {sec}\n  port: 53\n  username: \"\"\n  database: \"\"\n  zonelistfile: \"{s}/zone.list\"\n  xfrdfile: \"{s}/xfrd.state\"\n  xfrdir: \"{s}\"\n  pidfile: \"{s}/nsd.pid\"\n  logfile: \"{s}/nsd.log\"\n  zonesdir: \"{s}\"\n  rrl-ratelimit: 0\n  server-count: 1\nremote-control:\n  control-enable: no\nzone:\n  name: \"shop.test.\"\n  zonefile: \"shop.secondary\"\n  request-xfr: AXFR {primary}@53 NOKEY\n  outgoing-interface: {sec}\n",
+            sec = ip(2),
+            primary = ip(1),
+            s = sub.display(),
+        ),
+    )
+    .unwrap();
+    let _nsd = Proc(
+        Command::new("nsd")
+            .arg("-d")
+            .arg("-c")
+            .arg(sub.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let secondary: SocketAddr = format!("{}:53", ip(2)).parse().unwrap();
+    let primary: SocketAddr = format!("{}:53", ip(1)).parse().unwrap();
+    hopline_testkit::wait_udp(secondary);
+    let rrsigs = |m: &Message| -> Vec<String> {
+        // (NSD adds the apex NS and its RRSIG to the authority section: an extra)
+        let mut v: Vec<String> = m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::RRSIG)
+            .map(|r| r.data.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut served = None;
+    for _ in 0..100 {
+        let m = ask(secondary, "www.shop.test.", RecordType::A).await;
+        if m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty() {
+            served = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = served.unwrap_or_else(|| {
+        panic!(
+            "NSD never transferred the signed zone: {}",
+            std::fs::read_to_string(sub.join("nsd.log")).unwrap_or_default()
+        )
+    });
+    // the secondary serves the primary's signatures, and its NSEC proofs
+    let at_primary = ask(primary, "www.shop.test.", RecordType::A).await;
+    assert!(!rrsigs(&served).is_empty(), "{served:?}");
+    assert_eq!(rrsigs(&served), rrsigs(&at_primary));
+    let nx = ask(secondary, "nope.shop.test.", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        nx.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::NSEC),
+        "{nx:?}"
+    );
+    let keys = ask(secondary, "shop.test.", RecordType::DNSKEY).await;
+    assert_eq!(
+        keys.answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::DNSKEY)
+            .count(),
+        2,
+        "KSK and ZSK: {keys:?}"
+    );
+}
