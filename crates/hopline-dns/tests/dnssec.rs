@@ -1116,3 +1116,111 @@ async fn nsd_as_a_secondary_serves_the_zone_hopline_signs() {
         "KSK and ZSK: {keys:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rollovers_keep_a_caching_resolver_validating_and_a_hurried_one_does_not() {
+    let (dir, net) = (tempfile::tempdir().unwrap(), 94);
+    let d = dir.path();
+    let ip = |h| ip(net, h);
+    write_root(d, net);
+    std::fs::write(
+        d.join("test.zone"),
+        format!(
+            "$ORIGIN test.\n$TTL 3600\n@ IN SOA ns1.test. admin.test. 1 3600 600 86400 60\n@ IN NS ns1.test.\nns1 IN A {}\nshop IN NS ns1.shop.test.\nns1.shop IN A {}\n",
+            ip(12),
+            ip(13)
+        ),
+    )
+    .unwrap();
+    // shop.test.'s DNSKEY RRset lives 2 s in caches (its TTL is the SOA's)
+    let mut names = String::new();
+    for i in 1..=8 {
+        names.push_str(&format!("n{i} IN A 10.8.0.{i}\n"));
+    }
+    std::fs::write(
+        d.join("shop.zone"),
+        format!(
+            "$ORIGIN shop.test.\n$TTL 2\n@ IN SOA ns1 admin 1 3600 600 86400 2\n@ IN NS ns1\nns1 IN A {}\n{names}",
+            ip(13)
+        ),
+    )
+    .unwrap();
+    let cfg: DnsConfig = toml::from_str(&format!(
+        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"shop.zone\", dnssec = {{}} }}]\n[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
+        ip(11),
+        ip(12),
+        ip(13),
+        ip(54)
+    ))
+    .unwrap();
+    let dns = DnsServices::start(&cfg, d).await.unwrap();
+    let ours: SocketAddr = format!("{}:53", ip(54)).parse().unwrap();
+    let keys = d.join("keys");
+    let shop = Name::from_ascii("shop.test.").unwrap();
+    use hopline_dns::dnssec::keys::{Role, ZoneKeys};
+    let verdict = |name: &'static str| async move {
+        let m = ask(ours, name, RecordType::A).await;
+        (m.metadata.response_code, m.metadata.authentic_data)
+    };
+    let secure = (ResponseCode::NoError, true);
+    let roll = |role| {
+        ZoneKeys::roll(&keys, &shop, role).unwrap();
+        dns.reload(&cfg, d).unwrap();
+    };
+    let wait_ttl = || tokio::time::sleep(Duration::from_millis(2500));
+
+    assert_eq!(verdict("n1.shop.test.").await, secure);
+    // hurried: the new ZSK signs before resolvers could learn it; a resolver holding the
+    // old DNSKEY RRset finds the new signatures bogus until that RRset expires
+    ZoneKeys::roll(&keys, &shop, Role::Zsk).unwrap();
+    roll(Role::Zsk);
+    assert_eq!(
+        verdict("n2.shop.test.").await,
+        (ResponseCode::ServFail, false),
+        "a ZSK that signs unannounced"
+    );
+    wait_ttl().await;
+    assert_eq!(
+        verdict("n2.shop.test.").await,
+        secure,
+        "once the keys expire"
+    );
+    roll(Role::Zsk); // step 3: the old ZSK leaves
+    wait_ttl().await;
+
+    // by the book: pre-publish, wait the DNSKEY TTL, then sign with it
+    roll(Role::Zsk);
+    wait_ttl().await;
+    assert_eq!(verdict("n3.shop.test.").await, secure);
+    roll(Role::Zsk);
+    assert_eq!(
+        verdict("n4.shop.test.").await,
+        secure,
+        "signed by the new ZSK"
+    );
+    wait_ttl().await;
+    roll(Role::Zsk);
+    assert_eq!(verdict("n5.shop.test.").await, secure);
+
+    // KSK, double DS: the parent (served here) takes the new DS at each reload
+    roll(Role::Ksk);
+    wait_ttl().await;
+    assert_eq!(
+        verdict("n6.shop.test.").await,
+        secure,
+        "two DS, the old KSK"
+    );
+    roll(Role::Ksk);
+    wait_ttl().await;
+    assert_eq!(
+        verdict("n7.shop.test.").await,
+        secure,
+        "two DS, the new KSK"
+    );
+    roll(Role::Ksk);
+    wait_ttl().await;
+    assert_eq!(verdict("n8.shop.test.").await, secure, "the new DS alone");
+    let now = ZoneKeys::load(&keys, &shop).unwrap().unwrap();
+    assert_eq!(now.ds_records(3600).len(), 1);
+    assert_eq!(now.dnskey_records(2).len(), 2, "one KSK, one ZSK: {now:?}");
+}

@@ -31,6 +31,27 @@ Example:
 Example:
   hopline dns keys shop.test --keys keys")]
     Keys(DsArgs),
+    /// Take the next step of a key rollover (run it three times, waiting in between).
+    #[command(after_help = "\
+A ZSK rolls by pre-publication: (1) the next ZSK enters the DNSKEY RRset, not signing;
+(2) after the DNSKEY TTL it signs, the old one stays published; (3) after the zone's
+largest TTL the old one leaves. A KSK rolls by double DS: (1) the next KSK's DS goes to
+the parent beside the old one; (2) after the DS TTL the keys swap in the DNSKEY RRset;
+(3) after the DNSKEY TTL the old DS leaves. Each step changes the key list; the server
+applies it at its next reload (SIGHUP). Each run says what it did and what to wait for.
+
+Example:
+  hopline dns rollover zsk shop.test --keys keys && kill -HUP $(pidof hopline)")]
+    Rollover(RolloverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RolloverArgs {
+    /// Which key: zsk or ksk.
+    #[arg(value_parser = ["zsk", "ksk"])]
+    role: String,
+    #[command(flatten)]
+    zone: DsArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,19 +74,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         DnsCommand::Ds(a) => ds(a),
         DnsCommand::Keys(a) => keys(a),
+        DnsCommand::Rollover(a) => rollover(a),
     }
 }
 
-fn load(a: &DsArgs) -> anyhow::Result<ZoneKeys> {
-    let mut zone = a.zone.clone();
-    if !zone.ends_with('.') {
-        zone.push('.');
+fn zone_name(zone: &str) -> anyhow::Result<hickory_proto::rr::Name> {
+    let mut z = zone.to_string();
+    if !z.ends_with('.') {
+        z.push('.');
     }
-    let name = hickory_proto::rr::Name::from_ascii(&zone)
-        .with_context(|| format!("{:?} is not a zone name (expected e.g. shop.test)", a.zone))?;
+    hickory_proto::rr::Name::from_ascii(&z)
+        .with_context(|| format!("{zone:?} is not a zone name (expected e.g. shop.test)"))
+}
+
+fn rollover(a: RolloverArgs) -> anyhow::Result<ExitCode> {
+    use hopline_dns::dnssec::keys::Role;
+    let role = if a.role == "ksk" {
+        Role::Ksk
+    } else {
+        Role::Zsk
+    };
+    let name = zone_name(&a.zone.zone)?;
+    let step = ZoneKeys::roll(&a.zone.keys, &name, role)?;
+    if a.zone.json {
+        println!("{}", serde_json::to_string_pretty(&step)?);
+    } else {
+        println!("step {} of 3: {}", step.step, step.did);
+        println!("next: {}", step.next);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(a: &DsArgs) -> anyhow::Result<ZoneKeys> {
+    let name = zone_name(&a.zone)?;
     ZoneKeys::load(&a.keys, &name)?.with_context(|| {
         format!(
-            "no keys of {zone} in {} (a zone gets them when hopline serves it with dnssec = {{ … }}; --keys names the folder)",
+            "no keys of {name} in {} (a zone gets them when hopline serves it with dnssec = {{ … }}; --keys names the folder)",
             a.keys.display()
         )
     })

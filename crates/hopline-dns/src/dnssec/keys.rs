@@ -52,12 +52,16 @@ pub enum Role {
 
 /// Where a key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum KeyState {
     /// In the DNSKEY RRset and signing.
     Active,
-    /// In the DNSKEY RRset, not signing yet (a rollover's next key).
+    /// In the DNSKEY RRset, not signing (a ZSK rollover's next key before it signs, and
+    /// its old key while signatures it made may still be cached).
     Published,
+    /// A KSK not in the DNSKEY RRset whose DS the parent publishes (a double-DS KSK
+    /// rollover's next key before the swap, and its old key after it).
+    DsPublished,
     /// Gone from the zone; kept on disk.
     Retired,
 }
@@ -71,6 +75,9 @@ struct KeyEntry {
     state: KeyState,
     /// Seconds since the Unix epoch.
     created: u64,
+    /// In a rollover: "incoming" (the next key) or "outgoing" (the old one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollover: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -268,6 +275,7 @@ impl ZoneKeys {
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            rollover: None,
         })
     }
 
@@ -281,7 +289,9 @@ impl ZoneKeys {
 
     /// The keys in the zone's DNSKEY RRset (active and published).
     pub fn published(&self) -> impl Iterator<Item = &ZoneKey> {
-        self.keys.iter().filter(|k| k.state != KeyState::Retired)
+        self.keys
+            .iter()
+            .filter(|k| matches!(k.state, KeyState::Active | KeyState::Published))
     }
 
     /// The keys that sign for `role` now.
@@ -304,10 +314,13 @@ impl ZoneKeys {
             .collect()
     }
 
-    /// The DS records for the parent (SHA-256 digests of the published KSKs), with `ttl`.
+    /// The DS records for the parent (SHA-256 digests of the KSKs that are active or
+    /// whose DS is published ahead of or after a swap), with `ttl`.
     pub fn ds_records(&self, ttl: u32) -> Vec<Record> {
-        self.published()
+        self.keys
+            .iter()
             .filter(|k| k.role == Role::Ksk)
+            .filter(|k| matches!(k.state, KeyState::Active | KeyState::DsPublished))
             .filter_map(|k| {
                 let digest = k.dnskey.to_digest(&self.zone, DigestType::SHA256).ok()?;
                 let ds = DS::new(
@@ -323,6 +336,137 @@ impl ZoneKeys {
                 ))
             })
             .collect()
+    }
+}
+
+/// One step of a key rollover, as done.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloverStep {
+    /// 1, 2 or 3 (3: the rollover is over).
+    pub step: u8,
+    /// What changed.
+    pub did: String,
+    /// What to wait for before the next step.
+    pub next: String,
+}
+
+impl ZoneKeys {
+    /// Take the next step of a rollover of `role`'s key, in the key list in `dir`
+    /// (a server signing the zone applies it at its next reload). A ZSK rolls by
+    /// pre-publication (RFC 6781 §4.1.1.1): publish the new key; sign with it, keeping the
+    /// old one published; retire the old one. A KSK rolls by double DS (§4.1.2): publish
+    /// the new key's DS at the parent; swap the keys in the DNSKEY RRset; retire the old
+    /// DS.
+    pub fn roll(dir: &Path, zone: &Name, role: Role) -> Result<RolloverStep, DnsError> {
+        let path = list_path(dir, zone);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            err(
+                dir,
+                format!("{}: {e} (is {zone} signed here?)", path.display()),
+            )
+        })?;
+        let mut list: KeyList = serde_json::from_str(&text)
+            .map_err(|e| err(dir, format!("{}: {e}", path.display())))?;
+        let marked = |list: &KeyList, mark: &str| {
+            list.keys
+                .iter()
+                .position(|k| k.role == role && k.rollover.as_deref() == Some(mark))
+        };
+        let active = list
+            .keys
+            .iter()
+            .position(|k| k.role == role && k.state == KeyState::Active)
+            .ok_or_else(|| err(dir, format!("{zone} has no active {role:?} key to roll")))?;
+        let algorithm = list.keys[active].algorithm;
+        let step = match role {
+            Role::Zsk => match (marked(&list, "incoming"), marked(&list, "outgoing")) {
+                // 1: a new ZSK in the DNSKEY RRset, not signing yet
+                (None, None) => {
+                    let new = Self::new_key(dir, zone, Role::Zsk, algorithm)?;
+                    let tag = new.tag;
+                    list.keys.push(KeyEntry {
+                        state: KeyState::Published,
+                        rollover: Some("incoming".into()),
+                        ..new
+                    });
+                    RolloverStep {
+                        step: 1,
+                        did: format!("published the next ZSK {tag} (not signing yet)"),
+                        next: "reload, wait at least the DNSKEY TTL so resolvers hold the new key, then run this again".into(),
+                    }
+                }
+                (Some(published), _) => {
+                    // 2: sign with the new ZSK; the old one stays published
+                    list.keys[published].state = KeyState::Active;
+                    list.keys[published].rollover = None;
+                    list.keys[active].state = KeyState::Published;
+                    list.keys[active].rollover = Some("outgoing".into());
+                    RolloverStep {
+                        step: 2,
+                        did: format!(
+                            "ZSK {} signs now; {} stays in the DNSKEY RRset",
+                            list.keys[published].tag, list.keys[active].tag
+                        ),
+                        next: "reload, wait the zone's largest TTL so no signature of the old key is cached, then run this again".into(),
+                    }
+                }
+                // 3: the old ZSK leaves
+                (None, Some(old)) => {
+                    list.keys[old].state = KeyState::Retired;
+                    list.keys[old].rollover = None;
+                    RolloverStep {
+                        step: 3,
+                        did: format!("retired ZSK {}", list.keys[old].tag),
+                        next: "reload: the rollover is over".into(),
+                    }
+                }
+            },
+            Role::Ksk => match (marked(&list, "incoming"), marked(&list, "outgoing")) {
+                // 1: a new KSK whose DS the parent publishes beside the old one
+                (None, None) => {
+                    let new = Self::new_key(dir, zone, Role::Ksk, algorithm)?;
+                    let tag = new.tag;
+                    list.keys.push(KeyEntry {
+                        state: KeyState::DsPublished,
+                        rollover: Some("incoming".into()),
+                        ..new
+                    });
+                    RolloverStep {
+                        step: 1,
+                        did: format!("made the next KSK {tag}: its DS goes to the parent beside the old one (`hopline dns ds {zone}`)"),
+                        next: "publish the DS at the parent (a parent served here does it at reload), wait the DS TTL, then run this again".into(),
+                    }
+                }
+                (Some(ds_only), _) => {
+                    // 2: swap the keys in the DNSKEY RRset; the old DS stays a while
+                    list.keys[ds_only].state = KeyState::Active;
+                    list.keys[ds_only].rollover = None;
+                    list.keys[active].state = KeyState::DsPublished;
+                    list.keys[active].rollover = Some("outgoing".into());
+                    RolloverStep {
+                        step: 2,
+                        did: format!(
+                            "KSK {} signs the DNSKEY RRset now; {} left it, its DS stays at the parent",
+                            list.keys[ds_only].tag, list.keys[active].tag
+                        ),
+                        next: "reload, wait the DNSKEY TTL, then run this again to drop the old DS"
+                            .into(),
+                    }
+                }
+                // 3: the old DS leaves the parent
+                (None, Some(old)) => {
+                    list.keys[old].state = KeyState::Retired;
+                    list.keys[old].rollover = None;
+                    RolloverStep {
+                        step: 3,
+                        did: format!("retired KSK {}: its DS leaves the parent", list.keys[old].tag),
+                        next: "remove the old DS at the parent (a parent served here does it at reload): the rollover is over".into(),
+                    }
+                }
+            },
+        };
+        Self::save(dir, zone, &list)?;
+        Ok(step)
     }
 }
 
@@ -350,6 +494,54 @@ mod tests {
             }
         }
         assert_eq!(a.ds_records(3600).len(), 1);
+        // a ZSK rollover in three steps, then a KSK one
+        let zsk = |k: &ZoneKeys, state| {
+            k.keys
+                .iter()
+                .filter(|k| k.role == Role::Zsk && k.state == state)
+                .count()
+        };
+        assert_eq!(
+            ZoneKeys::roll(dir.path(), &zone, Role::Zsk).unwrap().step,
+            1
+        );
+        let k = ZoneKeys::load(dir.path(), &zone).unwrap().unwrap();
+        assert_eq!(
+            (zsk(&k, KeyState::Active), zsk(&k, KeyState::Published)),
+            (1, 1)
+        );
+        assert_eq!(k.dnskey_records(60).len(), 3);
+        assert_eq!(
+            ZoneKeys::roll(dir.path(), &zone, Role::Zsk).unwrap().step,
+            2
+        );
+        let after = ZoneKeys::load(dir.path(), &zone).unwrap().unwrap();
+        let signer = |k: &ZoneKeys| k.signing(Role::Zsk).map(|k| k.tag).collect::<Vec<_>>();
+        assert_ne!(signer(&k), signer(&after), "the new ZSK signs");
+        assert_eq!(
+            ZoneKeys::roll(dir.path(), &zone, Role::Zsk).unwrap().step,
+            3
+        );
+        let k = ZoneKeys::load(dir.path(), &zone).unwrap().unwrap();
+        assert_eq!(k.dnskey_records(60).len(), 2);
+        assert_eq!(
+            ZoneKeys::roll(dir.path(), &zone, Role::Ksk).unwrap().step,
+            1
+        );
+        let k = ZoneKeys::load(dir.path(), &zone).unwrap().unwrap();
+        assert_eq!((k.ds_records(60).len(), k.dnskey_records(60).len()), (2, 2));
+        assert_eq!(
+            ZoneKeys::roll(dir.path(), &zone, Role::Ksk).unwrap().step,
+            2
+        );
+        let k = ZoneKeys::load(dir.path(), &zone).unwrap().unwrap();
+        assert_eq!((k.ds_records(60).len(), k.dnskey_records(60).len()), (2, 2));
+        assert_eq!(
+            ZoneKeys::roll(dir.path(), &zone, Role::Ksk).unwrap().step,
+            3
+        );
+        let k = ZoneKeys::load(dir.path(), &zone).unwrap().unwrap();
+        assert_eq!((k.ds_records(60).len(), k.dnskey_records(60).len()), (1, 2));
         let e = ZoneKeys::load_or_create(dir.path(), &zone, SigningAlgorithm::EcdsaP256Sha256)
             .unwrap_err()
             .to_string();

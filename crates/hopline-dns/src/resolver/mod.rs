@@ -366,8 +366,8 @@ fn read_hosts(path: &Path) -> Result<HashMap<String, Vec<IpAddr>>, ResolveError>
 struct Inner {
     /// DNSSEC trust anchors (none: no validation).
     anchors: Vec<Record>,
-    /// Each zone's standing in the chain of trust, for 10 minutes.
-    trust: moka::sync::Cache<LowerName, ZoneTrust>,
+    /// Each zone's standing in the chain of trust, until the instant it may be held to.
+    trust: moka::sync::Cache<LowerName, (ZoneTrust, Instant)>,
     mode: Mode,
     hosts: HashMap<String, Vec<IpAddr>>,
     cache: moka::sync::Cache<(LowerName, RecordType), Arc<Entry>>,

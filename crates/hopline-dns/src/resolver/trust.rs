@@ -33,9 +33,36 @@ pub enum Security {
 /// A zone's standing: its keys when they are proven, or why not.
 #[derive(Debug, Clone)]
 pub(crate) enum ZoneTrust {
-    Secure(Arc<Vec<DNSKEY>>),
+    Secure(Arc<ZoneKeys>),
     Insecure,
     Bogus(Bogus),
+}
+
+/// A zone's proven keys, and how long they may be held (the DNSKEY RRset's TTL).
+#[derive(Debug)]
+pub(crate) struct ZoneKeys {
+    keys: Vec<DNSKEY>,
+    ttl: u32,
+}
+
+impl std::ops::Deref for ZoneKeys {
+    type Target = [DNSKEY];
+    fn deref(&self) -> &[DNSKEY] {
+        &self.keys
+    }
+}
+
+impl ZoneTrust {
+    /// How long the verdict is held: a zone's keys for their TTL (an hour at most), a
+    /// proof of no signatures 5 minutes, a bogus verdict a minute (as Unbound's
+    /// `val-bogus-ttl`).
+    fn ttl(&self) -> u32 {
+        match self {
+            ZoneTrust::Secure(k) => k.ttl.min(3600),
+            ZoneTrust::Insecure => 300,
+            ZoneTrust::Bogus(_) => 60,
+        }
+    }
 }
 
 fn unix_now() -> u32 {
@@ -131,7 +158,9 @@ impl Resolver {
         depth: u8,
     ) -> ZoneTrust {
         let key = LowerName::new(zone);
-        if let Some(t) = self.inner.trust.get(&key) {
+        if let Some((t, until)) = self.inner.trust.get(&key)
+            && tokio::time::Instant::now() < until
+        {
             return t;
         }
         let t = if depth > 16 {
@@ -142,7 +171,8 @@ impl Resolver {
         } else {
             Box::pin(self.zone_trust_uncached(hints, zone, steps, depth)).await
         };
-        self.inner.trust.insert(key, t.clone());
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(t.ttl().into());
+        self.inner.trust.insert(key, (t.clone(), until));
         t
     }
 
@@ -332,8 +362,9 @@ impl Resolver {
             .cloned()
             .collect();
         let sigs = validate::sigs_covering(&resp.answers, zone, RecordType::DNSKEY);
+        let ttl = dnskeys.iter().map(|r| r.ttl).min().unwrap_or(0);
         let verdict = validate::verify_dnskeys(zone, &dnskeys, &sigs, &vouching, unix_now())
-            .map(|keys| (keys, by.to_string()));
+            .map(|keys| (ZoneKeys { keys, ttl }, by.to_string()));
         self.verdict(steps, zone, verdict)
     }
 
@@ -342,7 +373,7 @@ impl Resolver {
         &self,
         steps: &mut Vec<TraceStep>,
         zone: &Name,
-        v: Result<(Vec<DNSKEY>, String), Bogus>,
+        v: Result<(ZoneKeys, String), Bogus>,
     ) -> ZoneTrust {
         let (kind, detail, trust) = match v {
             Ok((keys, by)) => {
@@ -395,7 +426,7 @@ impl Resolver {
         let auth: Vec<Record> = resp.authorities.iter().filter(in_zone).cloned().collect();
         let mut security = Security::Secure;
         let mut wildcards = Vec::new();
-        let mut keys_used: Option<(Name, Arc<Vec<DNSKEY>>)> = None;
+        let mut keys_used: Option<(Name, Arc<ZoneKeys>)> = None;
         for (owner, t, records) in rrsets(&answers) {
             let sigs = validate::sigs_covering(&answers, &owner, t);
             let signer_name = signer(&sigs).unwrap_or_else(|| zone.clone());
