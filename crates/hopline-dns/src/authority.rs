@@ -189,6 +189,8 @@ pub async fn http_check(addr: std::net::SocketAddr, path: &str, timeout: Duratio
 #[derive(Debug, Default)]
 pub struct Authority {
     zones: Vec<Zone>,
+    /// The signatures and denial chain of each signed zone, by origin.
+    signed: std::collections::HashMap<LowerName, Arc<crate::dnssec::signed::SignedZone>>,
     pools: Vec<Arc<DnsPool>>,
     /// Who may transfer the zones.
     transfer: Vec<ipnet::IpNet>,
@@ -221,12 +223,30 @@ impl Authority {
             .register(zones.iter().map(|z| z.origin.to_string()).collect());
         Authority {
             zones,
+            signed: Default::default(),
             pools,
             transfer: Vec::new(),
             notify: Vec::new(),
             rrl: crate::rrl::RrlSettings::off(),
             _served: Some(served),
         }
+    }
+
+    /// Serve `signed` as the signatures of the zones of the same origin.
+    pub fn with_signed(
+        mut self,
+        signed: impl IntoIterator<Item = Arc<crate::dnssec::signed::SignedZone>>,
+    ) -> Authority {
+        self.signed = signed
+            .into_iter()
+            .map(|s| (LowerName::new(s.apex()), s))
+            .collect();
+        self
+    }
+
+    /// The signatures of the zone `origin`, when it is signed.
+    pub fn signed(&self, origin: &LowerName) -> Option<&Arc<crate::dnssec::signed::SignedZone>> {
+        self.signed.get(origin)
     }
 
     /// Limit responses as `rrl` says.
@@ -249,20 +269,25 @@ impl Authority {
     /// This authority with every signed zone whose signatures are past half their
     /// validity at `now` signed again (serial one up); `None` when none is due.
     pub fn resigned(&self, now: std::time::SystemTime) -> Option<Authority> {
-        let due = |z: &Zone| z.dnssec.as_ref().is_some_and(|s| s.due(now));
-        if !self.zones.iter().any(due) {
+        if !self.signed.values().any(|s| s.due(now)) {
             return None;
         }
+        let mut signed = self.signed.clone();
         let zones = self
             .zones
             .iter()
-            .map(|z| match &z.dnssec {
-                Some(s) if due(z) => s.resigned(z.serial()),
+            .map(|z| match self.signed.get(&z.origin) {
+                Some(s) if s.due(now) => {
+                    let (zone, again) = s.resigned(z.serial());
+                    signed.insert(z.origin.clone(), again);
+                    zone
+                }
                 _ => z.clone(),
             })
             .collect();
         Some(Authority {
             zones,
+            signed,
             pools: self.pools.clone(),
             transfer: self.transfer.clone(),
             notify: self.notify.clone(),
@@ -390,7 +415,7 @@ impl Authority {
         }
         let lq = LowerName::new(&q.queries[0].name);
         if let Some(zone) = self.zone_for(&lq, q.queries[0].query_type)
-            && let Some(signed) = &zone.dnssec
+            && let Some(signed) = self.signed.get(&zone.origin)
             && matches!(
                 r.metadata.response_code,
                 ResponseCode::NoError | ResponseCode::NXDomain
@@ -485,8 +510,9 @@ mod tests {
         )
         .unwrap();
         let validity = Duration::from_secs(10 * 86400);
-        crate::dnssec::signed::SignedZone::sign(&mut zone, Arc::new(keys), &[], 7, validity);
-        let a = Authority::new(vec![zone], Vec::new());
+        let signed =
+            crate::dnssec::signed::SignedZone::sign(&mut zone, Arc::new(keys), &[], 7, validity);
+        let a = Authority::new(vec![zone], Vec::new()).with_signed([signed]);
         let now = std::time::SystemTime::now();
         assert!(a.resigned(now).is_none(), "fresh signatures are kept");
         let later = now + Duration::from_secs(5 * 86400 + 1);

@@ -371,6 +371,7 @@ fn authority_for(
     serials: &std::collections::HashMap<LowerName, u32>,
 ) -> Result<Authority, DnsError> {
     let mut zones = Vec::new();
+    let mut signed = Vec::new();
     for LoadedZone { mut zone, signing } in loaded {
         if let Some((keys, validity)) = signing {
             for (cut, ds) in child_ds {
@@ -391,7 +392,9 @@ fn authority_for(
                 Some(before) => zone.serial().max(before.wrapping_add(1)),
                 None => zone.serial(),
             };
-            crate::dnssec::signed::SignedZone::sign(&mut zone, keys, &extra, serial, validity);
+            signed.push(crate::dnssec::signed::SignedZone::sign(
+                &mut zone, keys, &extra, serial, validity,
+            ));
         }
         zones.push(zone);
     }
@@ -409,6 +412,7 @@ fn authority_for(
         &format!("authoritative {} rrl exempt", cfg.listen),
     )?;
     Ok(Authority::new(zones, pools.to_vec())
+        .with_signed(signed)
         .with_secondaries(transfer, notify)
         .with_rrl(RrlSettings {
             rate: cfg.rrl.rate,
@@ -675,7 +679,12 @@ impl DnsServices {
         let pools = pools(cfg)?;
         let mut serials = std::collections::HashMap::new();
         for slot in &self.authorities {
-            for z in slot.load().zones().iter().filter(|z| z.dnssec.is_some()) {
+            let auth = slot.load();
+            for z in auth
+                .zones()
+                .iter()
+                .filter(|z| auth.signed(&z.origin).is_some())
+            {
                 serials.insert(z.origin.clone(), z.serial());
             }
         }

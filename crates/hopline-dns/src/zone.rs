@@ -25,8 +25,6 @@ pub struct Zone {
     /// Delegation points below the apex.
     cuts: HashSet<LowerName>,
     soa: Record,
-    /// Its DNSSEC signatures and denial chain, when the zone is signed.
-    pub dnssec: Option<std::sync::Arc<crate::dnssec::signed::SignedZone>>,
 }
 
 /// The authoritative outcome for one question.
@@ -139,7 +137,6 @@ impl Zone {
             types,
             cuts,
             soa,
-            dnssec: None,
         })
     }
 

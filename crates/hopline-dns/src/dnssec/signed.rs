@@ -104,7 +104,8 @@ fn rrsig(
 
 impl SignedZone {
     /// Sign `zone` in place with `keys`: it gains its DNSKEY RRset, the NSEC chain and
-    /// every RRSIG (as RRsets too, so transfers carry them); its SOA gets `serial`.
+    /// every RRSIG (as RRsets too, so transfers carry them); its SOA gets `serial`. The
+    /// answer holds what DO answers need beside the zone's records.
     /// `extra` are names the zone answers beyond its file (pooled names), with their
     /// types, so that the chain proves what they lack.
     pub fn sign(
@@ -113,7 +114,7 @@ impl SignedZone {
         extra: &[(LowerName, RecordType)],
         serial: u32,
         validity: Duration,
-    ) {
+    ) -> Arc<SignedZone> {
         let source = zone.clone();
         zone.set_serial(serial);
         let apex = Name::from(&zone.origin);
@@ -221,7 +222,7 @@ impl SignedZone {
         for (owner, made) in by_owner {
             zone.insert_rrset(owner, RecordType::RRSIG, made);
         }
-        zone.dnssec = Some(Arc::new(SignedZone {
+        Arc::new(SignedZone {
             keys,
             apex,
             source,
@@ -233,27 +234,32 @@ impl SignedZone {
             signed_at: SystemTime::now(),
             validity,
             online: parking_lot::Mutex::new(HashMap::new()),
-        }));
+        })
     }
 
     /// The zone signed again from its file's data with the same keys: fresh signatures,
     /// the serial one up (so secondaries transfer it).
-    pub fn resigned(&self, serial: u32) -> Zone {
+    pub fn resigned(&self, serial: u32) -> (Zone, Arc<SignedZone>) {
         let mut zone = self.source.clone();
-        SignedZone::sign(
+        let signed = SignedZone::sign(
             &mut zone,
             self.keys.clone(),
             &self.extra,
             serial.wrapping_add(1),
             self.validity,
         );
-        zone
+        (zone, signed)
     }
 
     /// Are the signatures past half their validity (time to sign again)?
     pub fn due(&self, now: SystemTime) -> bool {
         now.duration_since(self.signed_at)
             .is_ok_and(|age| age >= self.validity / 2)
+    }
+
+    /// The zone's apex.
+    pub fn apex(&self) -> &Name {
+        &self.apex
     }
 
     /// The zone's keys.

@@ -24,9 +24,10 @@ use tokio::time::Instant;
 use crate::error::ResolveError;
 use crate::hints::RootHints;
 
+mod standing;
 mod trust;
-pub use trust::Security;
-use trust::ZoneTrust;
+pub use standing::Security;
+use standing::ZoneTrust;
 
 /// Which layer answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
