@@ -439,9 +439,22 @@ fn write_root(d: &Path, net: u8) {
     .unwrap();
 }
 
-/// `ldns-keygen` a KSK and a ZSK for `zone` in `dir`, `ldns-signzone` its `file` (NSEC3,
-/// opt-out when asked) into `file.signed`; answers the DS line of the KSK.
-fn ldns_sign(dir: &Path, zone: &str, file: &str, opt_out: bool) -> String {
+/// A config serving the signed root on 127.0.NET.11 and `test.` on .12 (zone files
+/// `root.zone`, `test.zone`) and a resolver on .54 validating from `root.key` (written from
+/// the root's keys at start when not there).
+fn signed_root_test_and_resolver(net: u8) -> DnsConfig {
+    toml::from_str(&format!(
+        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
+        ip(net, 11),
+        ip(net, 12),
+        ip(net, 54)
+    ))
+    .unwrap()
+}
+
+/// `ldns-keygen` a KSK and a ZSK for `zone` in `dir`, `ldns-signzone` its `file` with
+/// `options` (e.g. `-n` for NSEC3) into `file.signed`; answers the DS line of the KSK.
+fn ldns_sign(dir: &Path, zone: &str, file: &str, options: &[&str]) -> String {
     let keygen = |ksk: bool| {
         let mut c = Command::new("ldns-keygen");
         c.current_dir(dir).args(["-a", "ECDSAP256SHA256"]);
@@ -453,12 +466,9 @@ fn ldns_sign(dir: &Path, zone: &str, file: &str, opt_out: bool) -> String {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let (ksk, zsk) = (keygen(true), keygen(false));
-    let mut sign = Command::new("ldns-signzone");
-    sign.current_dir(dir).args(["-n", "-t", "0"]);
-    if opt_out {
-        sign.arg("-p");
-    }
-    let out = sign
+    let out = Command::new("ldns-signzone")
+        .current_dir(dir)
+        .args(options)
         .args(["-f", &format!("{file}.signed"), file, &ksk, &zsk])
         .output()
         .unwrap();
@@ -505,8 +515,13 @@ async fn nsec3_zones_signed_by_ldns_validate_as_in_unbound() {
         ),
     )
     .unwrap();
-    let ds_nsec3 = ldns_sign(d, "nsec3.test.", "nsec3.test.zone", false);
-    let ds_optout = ldns_sign(d, "optout.test.", "optout.test.zone", true);
+    let ds_nsec3 = ldns_sign(d, "nsec3.test.", "nsec3.test.zone", &["-n", "-t", "0"]);
+    let ds_optout = ldns_sign(
+        d,
+        "optout.test.",
+        "optout.test.zone",
+        &["-n", "-t", "0", "-p"],
+    );
     let _nsd = [
         hopline_testkit::nsd(d, &ip(13), 53, "nsec3.test.", "nsec3.test.zone.signed"),
         hopline_testkit::nsd(d, &ip(14), 53, "optout.test.", "optout.test.zone.signed"),
@@ -529,22 +544,10 @@ async fn nsec3_zones_signed_by_ldns_validate_as_in_unbound() {
         ),
     )
     .unwrap();
-    let cfg: DnsConfig = toml::from_str(&format!(
-        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n",
-        ip(11),
-        ip(12)
-    ))
-    .unwrap();
-    let _auth = DnsServices::start(&cfg, d).await.unwrap();
-    let anchor = root_anchor(d);
-    std::fs::write(d.join("root.key"), &anchor).unwrap();
-    let (_unbound, unbound) = validating_unbound(d, net, &anchor);
-    let resolver_cfg: DnsConfig = toml::from_str(&format!(
-        "[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
-        ip(54)
-    ))
-    .unwrap();
-    let _ours = DnsServices::start(&resolver_cfg, d).await.unwrap();
+    let _dns = DnsServices::start(&signed_root_test_and_resolver(net), d)
+        .await
+        .unwrap();
+    let (_unbound, unbound) = validating_unbound(d, net, &root_anchor(d));
     let ours: SocketAddr = format!("{}:53", ip(54)).parse().unwrap();
 
     // (name, type, rcode, AD): what a validator must say; hopline must also say what
@@ -738,13 +741,7 @@ async fn zones_knot_signs_validate_as_in_unbound() {
     .unwrap();
     // one config serves the signed root and test. and resolves: the resolver's anchor
     // (root.key, not there yet) is written from the root's keys at start
-    let cfg: DnsConfig = toml::from_str(&format!(
-        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
-        ip(11),
-        ip(12),
-        ip(54)
-    ))
-    .unwrap();
+    let cfg = signed_root_test_and_resolver(net);
     let _dns = DnsServices::start(&cfg, d).await.unwrap();
     let anchor = root_anchor(d);
     assert_eq!(
@@ -833,33 +830,12 @@ async fn bogus_answers_fail_as_in_unbound_with_the_same_extended_errors() {
             ),
         )
         .unwrap();
-        let keygen = |ksk: bool| {
-            let mut c = Command::new("ldns-keygen");
-            c.current_dir(d).args(["-a", "ECDSAP256SHA256"]);
-            if ksk {
-                c.arg("-k");
-            }
-            String::from_utf8_lossy(&c.arg(&zone).output().unwrap().stdout)
-                .trim()
-                .to_string()
+        let options: &[&str] = match label {
+            "expired" => &["-i", "20191201000000", "-e", "20200101000000"],
+            "notyet" => &["-i", "20400101000000", "-e", "20410101000000"],
+            _ => &[],
         };
-        let (ksk, zsk) = (keygen(true), keygen(false));
-        let mut sign = Command::new("ldns-signzone");
-        sign.current_dir(d);
-        match label {
-            "expired" => {
-                sign.args(["-i", "20191201000000", "-e", "20200101000000"]);
-            }
-            "notyet" => {
-                sign.args(["-i", "20400101000000", "-e", "20410101000000"]);
-            }
-            _ => {}
-        }
-        let out = sign
-            .args(["-f", &format!("{file}.signed"), &file, &ksk, &zsk])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ldns-signzone {label}: {out:?}");
+        let ds = ldns_sign(d, &zone, &file, options);
         let signed = std::fs::read_to_string(d.join(format!("{file}.signed"))).unwrap();
         let served = match label {
             // a record changed after signing
@@ -885,7 +861,6 @@ async fn bogus_answers_fail_as_in_unbound_with_the_same_extended_errors() {
             &zone,
             &format!("{file}.served"),
         ));
-        let ds = std::fs::read_to_string(d.join(format!("{ksk}.ds"))).unwrap();
         delegations.push_str(&format!(
             "{label} IN NS ns1.{label}.test.\nns1.{label} IN A {}\n{}\n",
             ip(h),
@@ -901,13 +876,7 @@ async fn bogus_answers_fail_as_in_unbound_with_the_same_extended_errors() {
         ),
     )
     .unwrap();
-    let cfg: DnsConfig = toml::from_str(&format!(
-        "[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"root.zone\", dnssec = {{}} }}]\n[[authoritative]]\nlisten = \"{}:53\"\nzones = [{{ file = \"test.zone\", dnssec = {{}} }}]\n[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
-        ip(11),
-        ip(12),
-        ip(54)
-    ))
-    .unwrap();
+    let cfg = signed_root_test_and_resolver(net);
     let _dns = DnsServices::start(&cfg, d).await.unwrap();
     let anchor = root_anchor(d);
     let (_unbound, unbound) = validating_unbound(d, net, &anchor);
