@@ -1097,6 +1097,22 @@ impl Resolver {
         Ok(s)
     }
 
+    /// Where to start asking for `name`/`rtype`: the closest zone whose servers are known
+    /// — for a DS, the parent's side of the cut (RFC 4035 §3.1.4.1), never the child's,
+    /// even when the child's servers are known.
+    fn start_for(
+        &self,
+        hints: &RootHints,
+        name: &Name,
+        rtype: RecordType,
+    ) -> (Name, Vec<(String, IpAddr)>) {
+        if rtype == RecordType::DS && !name.is_root() {
+            self.closest(hints, &name.base_name())
+        } else {
+            self.closest(hints, name)
+        }
+    }
+
     /// The closest enclosing zone we know servers for.
     fn closest(&self, hints: &RootHints, name: &Name) -> (Name, Vec<(String, IpAddr)>) {
         let mut n = name.clone();
@@ -1177,13 +1193,7 @@ impl Resolver {
         depth: u8,
         sec: &mut Option<Security>,
     ) -> Result<Hop, ResolveError> {
-        // a DS record lives on the parent side of a zone cut (RFC 4035 §3.1.4.1): ask
-        // the parent's servers, never the child's, even when the child's are known
-        let (mut zone, mut servers) = if rtype == RecordType::DS && !name.is_root() {
-            self.closest(hints, &name.base_name())
-        } else {
-            self.closest(hints, name)
-        };
+        let (mut zone, mut servers) = self.start_for(hints, name, rtype);
         for _ in 0..20 {
             let addrs: Vec<SocketAddr> = servers
                 .iter()

@@ -70,11 +70,7 @@ impl Resolver {
         steps: &mut Vec<TraceStep>,
         depth: u8,
     ) -> Result<Message, ResolveError> {
-        let (mut zone, mut servers) = if rtype == RecordType::DS && !name.is_root() {
-            self.closest(hints, &name.base_name())
-        } else {
-            self.closest(hints, name)
-        };
+        let (mut zone, mut servers) = self.start_for(hints, name, rtype);
         for _ in 0..20 {
             let addrs: Vec<std::net::SocketAddr> = servers
                 .iter()
