@@ -55,6 +55,22 @@ pub struct ResolverService {
     /// `false` turns DNSSEC validation off.
     #[serde(default)]
     pub validate: Option<bool>,
+    /// DNS over TLS (RFC 7858) beside UDP and TCP: `{ listen = "127.0.0.1:853", cert =
+    /// "cert.pem", key = "key.pem" }` (ALPN `dot`).
+    #[serde(default)]
+    pub tls: Option<DotConfig>,
+}
+
+/// A DNS-over-TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DotConfig {
+    /// TCP address, e.g. "127.0.0.1:853".
+    pub listen: String,
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
 }
 
 // Address lists checked while the file is read, so that an error names the value's line

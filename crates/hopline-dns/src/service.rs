@@ -545,6 +545,9 @@ impl DnsServices {
         for r in &cfg.resolver {
             build_resolver(r, base_dir)?;
             Allow::new(r)?;
+            if let Some(t) = &r.tls {
+                dot_acceptor(t, base_dir)?;
+            }
         }
         Ok(())
     }
@@ -569,12 +572,19 @@ impl DnsServices {
                 Answerer::Authority(auth),
             ));
         }
+        // DNS over TLS beside a resolver's UDP and TCP: the same resolver and cache
+        let mut dot = Vec::new();
         for r in &cfg.resolver {
-            plan.push((
-                r.listen.clone(),
-                "DNS resolver",
-                Answerer::Resolver(build_resolver(r, base_dir)?, Arc::new(Allow::new(r)?)),
-            ));
+            let answerer =
+                Answerer::Resolver(build_resolver(r, base_dir)?, Arc::new(Allow::new(r)?));
+            if let Some(t) = &r.tls {
+                dot.push((
+                    t.listen.clone(),
+                    dot_acceptor(t, base_dir)?,
+                    answerer.clone(),
+                ));
+            }
+            plan.push((r.listen.clone(), "DNS resolver", answerer));
         }
         let forwards: Vec<Vec<SocketAddr>> = cfg
             .resolver
@@ -590,6 +600,20 @@ impl DnsServices {
         for (listen, role, answerer) in plan {
             let (udp, tcp, bound) = bind_pair(&listen, role).await?;
             sockets.push((udp, tcp, bound, role, answerer));
+        }
+        let mut dot_sockets = Vec::new();
+        for (listen, acceptor, answerer) in dot {
+            let role = "DNS resolver (TLS)";
+            let addr: SocketAddr = listen.parse().map_err(|_| {
+                DnsError::Config(format!("{role} listen {listen:?}: expected IP:PORT"))
+            })?;
+            let tcp = TcpListener::bind(addr).await.map_err(|e| DnsError::Bind {
+                addr,
+                role: role.into(),
+                reason: e,
+            })?;
+            let bound = tcp.local_addr().unwrap_or(addr);
+            dot_sockets.push((tcp, bound, acceptor, answerer));
         }
         for p in &pools {
             p.spawn_health();
@@ -647,6 +671,17 @@ impl DnsServices {
                 .collect(),
             stop.subscribe(),
         )));
+        for (tcp, bound, acceptor, answerer) in dot_sockets {
+            tracing::info!(target: "hopline::dns", "listening on {bound} (DNS resolver, TLS)");
+            bound_list.push(("DNS resolver (TLS)".to_string(), bound));
+            tasks.push(tokio::spawn(tls_loop(
+                tcp,
+                acceptor,
+                answerer,
+                Arc::new(ListenerStats::default()),
+                stop.subscribe(),
+            )));
+        }
         // keep the pools' health checks alive with the services
         let keep = pools.clone();
         let mut stop_rx = stop.subscribe();
@@ -996,58 +1031,128 @@ async fn tcp_loop(
         let stats = stats.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            loop {
-                let mut len = [0u8; 2];
-                match tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut len))
-                    .await
-                {
-                    Ok(Ok(_)) => {}
-                    _ => return,
-                }
-                let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
-                if tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut body))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let arrived = tokio::time::Instant::now();
-                // a zone transfer: several messages
-                if let (Decoded::Query(q), Answerer::Authority(a)) =
-                    (wire::decode_query(&body), &answerer)
-                    && q.metadata.op_code == hickory_proto::op::OpCode::Query
-                    && matches!(
-                        q.queries[0].query_type,
-                        hickory_proto::rr::RecordType::AXFR | hickory_proto::rr::RecordType::IXFR
-                    )
-                {
-                    let messages = a.load().transfer(&q, peer.ip());
-                    for m in messages {
-                        let out = m.to_vec().unwrap_or_default();
-                        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&out);
-                        if stream.write_all(&framed).await.is_err() {
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                let out = match wire::decode_query(&body) {
-                    Decoded::Query(q) => answerer
-                        .answer(&q, peer.ip(), false)
-                        .await
-                        .to_vec()
-                        .unwrap_or_default(),
-                    Decoded::FormErr(id) => wire::formerr(id),
-                    Decoded::Drop => return,
-                };
-                stats.count(&out, arrived);
+            serve_stream(&mut stream, peer.ip(), &answerer, &stats).await;
+        });
+    }
+}
+
+/// The TLS side of a DNS-over-TLS listener (RFC 7858): the certificate and key from
+/// PEM files, ALPN `dot`, TLS 1.2 and 1.3.
+fn dot_acceptor(
+    cfg: &crate::config::DotConfig,
+    base: &Path,
+) -> Result<tokio_rustls::TlsAcceptor, DnsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = (resolve(base, &cfg.cert), resolve(base, &cfg.key));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            DnsError::Config(format!("DNS over TLS certificate {}: {e}", cert.display()))
+        })?;
+    if certs.is_empty() {
+        return Err(DnsError::Config(format!(
+            "DNS over TLS certificate {}: no certificate in it (expected PEM)",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key)
+        .map_err(|e| DnsError::Config(format!("DNS over TLS key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DnsError::Config(format!("DNS over TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| DnsError::Config(format!("DNS over TLS {}: {e}", cert.display())))?;
+    sc.alpn_protocols = vec![b"dot".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(sc)))
+}
+
+/// Accept DNS-over-TLS connections: the handshake within 10 s, then DNS over the stream.
+async fn tls_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    answerer: Answerer,
+    stats: Arc<ListenerStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let (acceptor, answerer, stats) = (acceptor.clone(), answerer.clone(), stats.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let Ok(Ok(mut tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            serve_stream(&mut tls, peer.ip(), &answerer, &stats).await;
+            let _ = tls.shutdown().await;
+        });
+    }
+}
+
+/// DNS over a byte stream (TCP, TLS): length-prefixed messages, answered in turn, until
+/// the client closes or is idle 10 s.
+async fn serve_stream<S>(
+    stream: &mut S,
+    peer: std::net::IpAddr,
+    answerer: &Answerer,
+    stats: &ListenerStats,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        if tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut body))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let arrived = tokio::time::Instant::now();
+        // a zone transfer: several messages
+        if let (Decoded::Query(q), Answerer::Authority(a)) = (wire::decode_query(&body), &answerer)
+            && q.metadata.op_code == hickory_proto::op::OpCode::Query
+            && matches!(
+                q.queries[0].query_type,
+                hickory_proto::rr::RecordType::AXFR | hickory_proto::rr::RecordType::IXFR
+            )
+        {
+            let messages = a.load().transfer(&q, peer);
+            for m in messages {
+                let out = m.to_vec().unwrap_or_default();
                 let mut framed = (out.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&out);
                 if stream.write_all(&framed).await.is_err() {
                     return;
                 }
             }
-        });
+            continue;
+        }
+        let out = match wire::decode_query(&body) {
+            Decoded::Query(q) => answerer
+                .answer(&q, peer, false)
+                .await
+                .to_vec()
+                .unwrap_or_default(),
+            Decoded::FormErr(id) => wire::formerr(id),
+            Decoded::Drop => return,
+        };
+        stats.count(&out, arrived);
+        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&out);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
     }
 }

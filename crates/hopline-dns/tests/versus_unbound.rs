@@ -153,6 +153,7 @@ async fn ours(dir: &Path, net: u8) -> (DnsServices, SocketAddr) {
             max_negative_ttl: None,
             trust_anchor: None,
             validate: None,
+            tls: None,
         }],
         authoritative: vec![],
         pool: vec![],
