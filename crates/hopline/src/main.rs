@@ -4,6 +4,7 @@
 mod ca;
 mod cert;
 mod dns;
+mod doh;
 mod instances;
 mod listen;
 mod notify;

@@ -17,6 +17,7 @@ pub struct Products {
     realtime: Arc<hopline_realtime::Hubs>,
     notify: Arc<hopline_notify::RunningServices>,
     ca: Arc<hopline_ca::Authorities>,
+    doh: Arc<crate::doh::Relays>,
 }
 
 impl Default for Products {
@@ -25,6 +26,7 @@ impl Default for Products {
             realtime: Arc::new(hopline_realtime::Hubs::new()),
             notify: Arc::new(hopline_notify::RunningServices::new()),
             ca: Arc::new(hopline_ca::Authorities::new()),
+            doh: Arc::new(crate::doh::Relays::default()),
         }
     }
 }
@@ -47,8 +49,8 @@ impl Products {
     }
 
     /// Every product this program serves, as the edge sees them.
-    fn all(&self) -> [&dyn Product; 3] {
-        [&*self.realtime, &*self.notify, &*self.ca]
+    fn all(&self) -> [&dyn Product; 4] {
+        [&*self.realtime, &*self.notify, &*self.ca, &*self.doh]
     }
 
     /// The realtime hub named `name`, once loaded.
