@@ -213,11 +213,44 @@ impl DnsListener {
 
 /// Running DNS services.
 pub struct DnsServices {
+    /// Its resolvers, findable in this process by their address while it runs.
+    _local: Vec<LocalResolver>,
     authorities: Vec<Arc<ArcSwap<Authority>>>,
     bound: Vec<(String, SocketAddr)>,
     listeners: Arc<Vec<DnsListener>>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The resolvers this process runs, by the address they listen on: a DNS-over-HTTPS
+/// route of the same process asks them directly instead of over a socket.
+fn local_resolvers() -> &'static parking_lot::Mutex<std::collections::HashMap<SocketAddr, Resolver>>
+{
+    static LOCAL: std::sync::OnceLock<
+        parking_lot::Mutex<std::collections::HashMap<SocketAddr, Resolver>>,
+    > = std::sync::OnceLock::new();
+    LOCAL.get_or_init(Default::default)
+}
+
+/// The resolver this process runs on `addr`, if any.
+pub fn local_resolver(addr: SocketAddr) -> Option<Resolver> {
+    local_resolvers().lock().get(&addr).cloned()
+}
+
+/// A resolver listed in [`local_resolver`] while this lives.
+struct LocalResolver(SocketAddr);
+
+impl LocalResolver {
+    fn register(addr: SocketAddr, resolver: Resolver) -> LocalResolver {
+        local_resolvers().lock().insert(addr, resolver);
+        LocalResolver(addr)
+    }
+}
+
+impl Drop for LocalResolver {
+    fn drop(&mut self) {
+        local_resolvers().lock().remove(&self.0);
+    }
 }
 
 impl std::fmt::Debug for DnsServices {
@@ -689,7 +722,16 @@ impl DnsServices {
             let _ = stop_rx.wait_for(|s| *s).await;
             drop(keep);
         }));
+        let local = listeners
+            .iter()
+            .filter_map(|l| {
+                l.resolver
+                    .clone()
+                    .map(|r| LocalResolver::register(l.addr, r))
+            })
+            .collect();
         Ok(DnsServices {
+            _local: local,
             authorities,
             bound: bound_list,
             listeners: Arc::new(listeners),

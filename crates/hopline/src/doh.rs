@@ -2,9 +2,9 @@
 //! DNS resolver it relays to, and a route `service = "doh:NAME"` (by convention
 //! `/dns-query`) answers `GET ?dns=` (base64url) and `POST application/dns-message` over
 //! HTTP/1.1, HTTP/2 and HTTP/3 — the edge's engine, not a second HTTP server. The DNS
-//! message goes to the resolver as it came (ID zeroed by the client, DO/CD/AD kept), UDP
-//! first and TCP when truncated; the answer comes back with a `Cache-Control` max-age of
-//! its smallest TTL.
+//! message goes to the resolver as it came (DO/CD/AD kept): directly when the resolver
+//! runs in this process, else over UDP, then TCP when truncated; the answer comes back
+//! with a `Cache-Control` max-age of its smallest TTL.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -218,16 +218,32 @@ impl Relay {
             }
         };
         // a DNS query it must be (RFC 8484 §4.1: malformed → 400)
-        match Message::from_vec(&query) {
-            Ok(m) if m.metadata.message_type == MessageType::Query && m.queries.len() == 1 => {}
+        let q = match Message::from_vec(&query) {
+            Ok(m) if m.metadata.message_type == MessageType::Query && m.queries.len() == 1 => m,
             _ => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return plain(StatusCode::BAD_REQUEST, "not a DNS query");
             }
-        }
-        let answer = match self.ask(&query).await {
-            Ok(a) => a,
-            Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("resolver: {e}")),
+        };
+        let answer = match hopline_dns::service::local_resolver(self.resolver) {
+            // the resolver runs in this process: asked directly, no socket in between
+            Some(resolver) => {
+                let m = if q.metadata.recursion_desired {
+                    resolver.answer(&q).await
+                } else {
+                    resolver.answer_cached(&q).unwrap_or_else(|| {
+                        hopline_dns::wire::response_for(
+                            &q,
+                            hickory_proto::op::ResponseCode::Refused,
+                        )
+                    })
+                };
+                m.to_vec().unwrap_or_default()
+            }
+            None => match self.ask(&query).await {
+                Ok(a) => a,
+                Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("resolver: {e}")),
+            },
         };
         self.answered.fetch_add(1, Ordering::Relaxed);
         // RFC 8484 §5.1: freshness is the smallest TTL of the answer
