@@ -48,6 +48,16 @@ pub struct Args {
     /// Do not validate DNSSEC.
     #[arg(long)]
     pub no_validate: bool,
+    /// Ask this resolver over DNS over TLS (RFC 7858), IP or IP:PORT (port 853 by
+    /// default); the certificate is checked against --ca, or the public roots.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["server", "root_hints", "trace"])]
+    pub tls: Option<String>,
+    /// The name the DoT server's certificate must carry (default: its IP address).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_name: Option<String>,
+    /// A PEM file of the CA to trust for --tls (e.g. `hopline cert`'s ca.pem).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +76,9 @@ fn parse_server(s: &str) -> anyhow::Result<SocketAddr> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rtype = RecordType::from_str(&args.rtype.to_ascii_uppercase())
         .map_err(|_| anyhow::anyhow!("unknown record type {:?}", args.rtype))?;
+    if let Some(server) = &args.tls {
+        return over_tls(&args, server, rtype);
+    }
     let mut b = Resolver::builder();
     b = match &args.hosts_file {
         Some(p) if p.as_os_str().is_empty() => b.no_hosts_file(),
@@ -178,4 +191,139 @@ fn print_steps(steps: &[hopline_dns::TraceStep]) {
             s.detail
         );
     }
+}
+
+/// `--tls ADDR`: one question over DNS over TLS, the answer as `dig` would show it.
+fn over_tls(args: &Args, server: &str, rtype: RecordType) -> anyhow::Result<ExitCode> {
+    use hickory_proto::op::{Edns, Message, Query};
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = match server.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => SocketAddr::new(
+            server
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--tls {server:?}: expected IP or IP:PORT"))?,
+            853,
+        ),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &args.ca {
+        Some(ca) => {
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca)
+                .map_err(|e| anyhow::anyhow!("--ca {}: {e}", ca.display()))?
+            {
+                roots
+                    .add(cert.map_err(|e| anyhow::anyhow!("--ca {}: {e}", ca.display()))?)
+                    .map_err(|e| anyhow::anyhow!("--ca {}: {e}", ca.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"dot".to_vec()];
+    let name = match &args.tls_name {
+        Some(n) => rustls_pki_types::ServerName::try_from(n.clone())
+            .map_err(|_| anyhow::anyhow!("--tls-name {n:?} is not a DNS name"))?,
+        None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    let mut q = Message::query();
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(
+        hopline_dns::resolver::parse_name(&args.name)?,
+        rtype,
+    ));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    q.set_edns(edns);
+    let query = q.to_vec()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = tokio::time::Instant::now();
+    let (answer, handshake) = rt.block_on(async {
+        let tcp = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no TCP connection in 5 s"))??;
+        let _ = tcp.set_nodelay(true);
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+        let mut stream = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            connector.connect(name, tcp),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no TLS handshake in 5 s"))?
+        .map_err(|e| anyhow::anyhow!("{addr}: TLS: {e}"))?;
+        let handshake = started.elapsed();
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_exact(&mut len),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer in 5 s"))??;
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body).await?;
+        anyhow::Ok((Message::from_vec(&body)?, handshake))
+    })?;
+    let elapsed = started.elapsed();
+    if args.json {
+        let records: Vec<serde_json::Value> = answer
+            .answers
+            .iter()
+            .map(|r| {
+                serde_json::json!({"name": r.name.to_string(), "ttl": r.ttl,
+                    "rtype": r.record_type().to_string(), "data": r.data.to_string()})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "name": args.name, "type": args.rtype, "transport": "tls",
+                "server": addr.to_string(), "rcode": answer.metadata.response_code.to_string(),
+                "authenticated": answer.metadata.authentic_data, "records": records,
+                "handshake_ms": handshake.as_secs_f64() * 1000.0,
+                "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+            }))?
+        );
+    } else {
+        for r in &answer.answers {
+            println!(
+                "{:<32} {:>6}  IN  {:<6} {}",
+                r.name,
+                r.ttl,
+                r.record_type(),
+                r.data
+            );
+        }
+        println!(
+            ";; {} from {addr} over TLS in {:.1} ms (TCP and TLS handshake {:.1} ms){}",
+            answer.metadata.response_code,
+            elapsed.as_secs_f64() * 1000.0,
+            handshake.as_secs_f64() * 1000.0,
+            if answer.metadata.authentic_data {
+                "; DNSSEC: secure (AD)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(
+        if answer.metadata.response_code == hickory_proto::op::ResponseCode::NoError {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        },
+    )
 }

@@ -47,7 +47,11 @@ fn kdig_asks_over_https_and_malformed_requests_are_refused() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     std::fs::write(d.join("hosts"), "10.9.8.6 www.doh.test\n").unwrap();
-    let (dns_port, https_port) = (hopline_testkit::free_port(), hopline_testkit::free_port());
+    let (dns_port, https_port, dot_port) = (
+        hopline_testkit::free_port(),
+        hopline_testkit::free_port(),
+        hopline_testkit::free_port(),
+    );
     std::fs::write(
         d.join("hopline.toml"),
         format!(
@@ -57,6 +61,7 @@ access_log = "off"
 listen = "127.0.0.1:{dns_port}"
 forward = ["127.0.0.1:9"]
 hosts_file = "hosts"
+tls = {{ listen = "127.0.0.1:{dot_port}", cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
 
 [doh.main]
 resolver = "127.0.0.1:{dns_port}"
@@ -147,4 +152,28 @@ tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
         "413"
     );
     assert_eq!(curl(&["-X", "PUT", &url]), "405");
+    // hopline's own client over DNS over TLS: the certificate checked against the CA
+    let resolve = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["resolve", "www.doh.test", "--tls"])
+            .arg(format!("127.0.0.1:{dot_port}"))
+            .arg("--ca")
+            .arg(d.join("certs/ca.pem"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = resolve(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("10.9.8.6") && text.contains("over TLS"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&resolve(&["--json"]).stdout).unwrap();
+    assert_eq!(json["transport"], "tls");
+    assert_eq!(json["records"][0]["data"], "10.9.8.6");
+    // a name the certificate does not carry is refused
+    let out = resolve(&["--tls-name", "other.test"]);
+    assert!(!out.status.success(), "{out:?}");
 }
