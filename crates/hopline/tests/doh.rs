@@ -34,7 +34,10 @@ fn installed(program: &str, package: &str) -> bool {
 
 #[test]
 fn kdig_asks_over_https_and_malformed_requests_are_refused() {
-    if !installed("kdig", "knot-dnsutils") || !installed("curl", "curl") {
+    if !installed("kdig", "knot-dnsutils")
+        || !installed("curl", "curl")
+        || !installed("unbound", "unbound")
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -47,11 +50,32 @@ fn kdig_asks_over_https_and_malformed_requests_are_refused() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     std::fs::write(d.join("hosts"), "10.9.8.6 www.doh.test\n").unwrap();
-    let (dns_port, https_port, dot_port) = (
+    let (dns_port, https_port, dot_port, unbound_port) = (
+        hopline_testkit::free_port(),
         hopline_testkit::free_port(),
         hopline_testkit::free_port(),
         hopline_testkit::free_port(),
     );
+    // a resolver of another process, for the relay over UDP: Unbound with one local name
+    std::fs::write(
+        d.join("unbound.conf"),
+        format!(
+            "server:\n  interface: 127.0.0.1@{unbound_port}\n  port: {unbound_port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  local-zone: \".\" refuse\n  local-zone: \"unbound.test.\" static\n  local-data: \"www.unbound.test. 300 A 10.9.8.5\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let _unbound = Killed(
+        Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(d.join("unbound.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    hopline_testkit::wait_udp(format!("127.0.0.1:{unbound_port}").parse().unwrap());
     std::fs::write(
         d.join("hopline.toml"),
         format!(
@@ -66,12 +90,18 @@ tls = {{ listen = "127.0.0.1:{dot_port}", cert = "certs/dns.test.pem", key = "ce
 [doh.main]
 resolver = "127.0.0.1:{dns_port}"
 
+[doh.unbound]
+resolver = "127.0.0.1:{unbound_port}"
+
 [[site]]
 listen = ["127.0.0.1:{https_port}"]
 tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
   [[site.route]]
   path = "/dns-query"
   service = "doh:main"
+  [[site.route]]
+  path = "/unbound-query"
+  service = "doh:unbound"
 "#
         ),
     )
@@ -152,6 +182,23 @@ tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
         "413"
     );
     assert_eq!(curl(&["-X", "PUT", &url]), "405");
+    // relayed over UDP to a resolver of another process
+    let out = Command::new("kdig")
+        .args(["@127.0.0.1", "-p", &https_port.to_string(), &ca])
+        .args([
+            "+tls-hostname=dns.test",
+            "+https=/unbound-query",
+            "+time=3",
+            "+retry=0",
+        ])
+        .args(["www.unbound.test", "A"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("10.9.8.5") && text.contains("/unbound-query"),
+        "{text}"
+    );
     // hopline's own client over DNS over TLS: the certificate checked against the CA
     let resolve = |extra: &[&str]| {
         Command::new(BIN)
