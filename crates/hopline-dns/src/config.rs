@@ -171,8 +171,7 @@ impl Default for RrlConfig {
 }
 
 /// One zone file of an authoritative server.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum ZoneFile {
     /// Just the file; the origin comes from its `$ORIGIN` or its SOA.
     Path(std::path::PathBuf),
@@ -181,12 +180,45 @@ pub enum ZoneFile {
         /// The master file.
         file: std::path::PathBuf,
         /// Its origin, e.g. "shop.test.".
-        #[serde(default)]
         origin: Option<String>,
         /// Sign the zone online (DNSSEC).
-        #[serde(default)]
         dnssec: Option<DnssecConfig>,
     },
+}
+
+/// The table form of [`ZoneFile`], read with its own errors (an unknown key is named).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneTable {
+    file: std::path::PathBuf,
+    #[serde(default)]
+    origin: Option<String>,
+    #[serde(default)]
+    dnssec: Option<DnssecConfig>,
+}
+
+impl<'de> Deserialize<'de> for ZoneFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ZoneFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a zone file path, or { file = \"…\", origin = \"…\", dnssec = { … } }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ZoneFile, E> {
+                Ok(ZoneFile::Path(v.into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ZoneFile, A::Error> {
+                let t = ZoneTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ZoneFile::Table {
+                    file: t.file,
+                    origin: t.origin,
+                    dnssec: t.dnssec,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `dnssec = { … }` of a zone: signed online with keys made on first start.
@@ -314,4 +346,33 @@ fn default_timeout() -> u64 {
 }
 fn default_two() -> u32 {
     2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zone_table_names_its_unknown_key_and_what_it_expected() {
+        let e = toml::from_str::<DnsConfig>(
+            "[[authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = [{ file = \"z\", dnssec = { algoritm = \"ed25519\" } }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown field `algoritm`") && e.contains("`algorithm`"),
+            "{e}"
+        );
+        let e = toml::from_str::<DnsConfig>(
+            "[[authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = [{ file = \"z\", dnssec = { algorithm = \"rsa\" } }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`ed25519`"), "{e}");
+        let ok = toml::from_str::<DnsConfig>(
+            "[[authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = [\"a.zone\", { file = \"b.zone\", origin = \"b.test.\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.authoritative[0].zones[1].origin(), Some("b.test."));
+    }
 }

@@ -155,6 +155,11 @@ impl Relay {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 if !content_type.eq_ignore_ascii_case("application/dns-message") {
+                    // read what was sent first: an HTTP/2 client still sending its body
+                    // would see the stream reset instead of the answer
+                    let _ = http_body_util::Limited::new(req.into_body(), MAX_MESSAGE)
+                        .collect()
+                        .await;
                     return Err(plain(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "expected Content-Type: application/dns-message",
