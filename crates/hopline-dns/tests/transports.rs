@@ -8,20 +8,9 @@ use std::process::Command;
 use hopline_dns::config::DnsConfig;
 use hopline_dns::service::DnsServices;
 
+/// Is `program` installed? (Outside CI a missing peer skips loudly; in CI it fails.)
 fn installed(program: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is required in CI (apt-get install {package})"
-        );
-        eprintln!("SKIPPED: {program} is not installed (apt-get install {package})");
-    }
-    found
+    hopline_testkit::peer_installed(program, "--version", package)
 }
 
 /// A CA and a certificate for `dns.test` signed by it, as PEM files in `dir`.

@@ -16,20 +16,9 @@ impl Drop for Killed {
     }
 }
 
+/// Is `program` installed? (Outside CI a missing peer skips loudly; in CI it fails.)
 fn installed(program: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is required in CI (apt-get install {package})"
-        );
-        eprintln!("SKIPPED: {program} is not installed (apt-get install {package})");
-    }
-    found
+    hopline_testkit::peer_installed(program, "--version", package)
 }
 
 #[test]
