@@ -122,7 +122,18 @@ pub fn explain(nav: &Navigation) -> String {
                     "walked the hierarchy from the root ({} servers asked)",
                     d.steps
                 ),
-                other => format!("{other} answered"),
+                other => match other.strip_prefix("doh ") {
+                    Some(url) => {
+                        let ids: Vec<String> = d.doh.iter().map(|i| format!("#{i}")).collect();
+                        format!(
+                            "asked over DNS over HTTPS, as a browser with DoH on does: an HTTPS \
+                             request to {url} per question (A and AAAA at once: requests {}), \
+                             hidden from the network between",
+                            ids.join(" and ")
+                        )
+                    }
+                    None => format!("{other} answered"),
+                },
             };
             let trust = match d.dnssec {
                 "secure" => "; DNSSEC-validated (signed by the zone's owner)",
@@ -202,9 +213,19 @@ pub fn explain(nav: &Navigation) -> String {
         }
     }
     let p = &nav.page;
-    let subs = nav.entries.iter().filter(|e| e.kind != "document").count();
+    let subs = nav
+        .entries
+        .iter()
+        .filter(|e| e.kind != "document" && e.kind != "dns")
+        .count();
+    let doh = nav.entries.iter().filter(|e| e.kind == "dns").count();
+    let doh = if doh > 0 {
+        format!(" ({doh} DNS-over-HTTPS requests besides)")
+    } else {
+        String::new()
+    };
     steps.push(format!(
-        "parsed the HTML at {:.1} ms and fetched {subs} subresources ({} over reused connections); every one done at {:.1} ms",
+        "parsed the HTML at {:.1} ms and fetched {subs} subresources{doh} ({} requests over reused connections); every one done at {:.1} ms",
         p.dom_content_loaded, p.reused, p.load
     ));
     let mut out = String::new();

@@ -54,6 +54,10 @@ pub struct ClientOptions {
     pub trace_id: String,
     /// The private HTTP cache (None: no cache).
     pub cache: Option<crate::cache::DiskCache>,
+    /// Resolve host names over DNS over HTTPS (RFC 8484) at this URL, as a browser with
+    /// DoH on does: each question is a request of its own in the timeline. The DoH
+    /// server's own name is looked up with `resolver` (the bootstrap).
+    pub doh: Option<Url>,
 }
 
 enum Sender {
@@ -92,6 +96,9 @@ struct OriginPool {
     slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
+/// A name's answer in the client's own host cache: (addresses, TTL, DNSSEC, until).
+type HostCached = (Vec<IpAddr>, u64, &'static str, Instant);
+
 /// The page loader's HTTP client.
 pub struct Client {
     opts: ClientOptions,
@@ -108,6 +115,13 @@ pub struct Client {
     /// Time zero of the timeline.
     pub epoch: Instant,
     next_span: AtomicUsize,
+    /// Ids of the timeline's entries (a navigation starts them at 0).
+    ids: AtomicUsize,
+    /// Requests the client made on its own (DNS over HTTPS), for the timeline.
+    side: parking_lot::Mutex<Vec<Entry>>,
+    /// Answers learned over DoH: name → (addresses, TTL, DNSSEC, until), the browser's
+    /// own host cache (the system resolver's cache is not asked in DoH mode).
+    host_cache: parking_lot::Mutex<HashMap<String, HostCached>>,
 }
 
 /// A finished request: its timeline entry and decoded body.
@@ -170,7 +184,225 @@ impl Client {
             next_conn: AtomicUsize::new(0),
             epoch: Instant::now(),
             next_span: AtomicUsize::new(1),
+            ids: AtomicUsize::new(0),
+            side: parking_lot::Mutex::new(Vec::new()),
+            host_cache: parking_lot::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The next timeline id.
+    pub fn next_id(&self) -> usize {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Timeline ids start again from 0 (a new navigation), and the requests the client
+    /// made on its own so far are dropped.
+    pub fn restart_ids(&self) {
+        self.ids.store(0, Ordering::Relaxed);
+        self.side.lock().clear();
+    }
+
+    /// The requests the client made on its own (DoH questions) since the last call.
+    pub fn take_side_entries(&self) -> Vec<Entry> {
+        std::mem::take(&mut *self.side.lock())
+    }
+
+    fn new_entry(&self, id: usize, url: &Url, kind: &str, initiator: Option<usize>) -> Entry {
+        Entry {
+            id,
+            url: url.to_string(),
+            method: "GET".into(),
+            kind: kind.into(),
+            initiator,
+            status: 0,
+            http_version: String::new(),
+            server: None,
+            connection: None,
+            reused: false,
+            start: ms(Instant::now() - self.epoch),
+            phases: Phases::default(),
+            dns: None,
+            tls: None,
+            server_timing: vec![],
+            cache_status: None,
+            content_type: None,
+            content_encoding: None,
+            transfer_bytes: 0,
+            body_bytes: 0,
+            redirect_to: None,
+            from_cache: None,
+            response_headers: vec![],
+            request_headers: vec![],
+            error: None,
+            note: None,
+        }
+    }
+
+    /// One question over DNS over HTTPS (RFC 8484: GET with `?dns=`, ID 0, the AD bit
+    /// asked for), made as a request of its own: its timeline entry (kind "dns") and the
+    /// answer. `initiator`: the entry whose lookup needed it.
+    pub async fn doh_query(
+        &self,
+        name: &str,
+        rtype: hickory_proto::rr::RecordType,
+        initiator: Option<usize>,
+    ) -> (Result<hickory_proto::op::Message, String>, Entry) {
+        use base64::Engine;
+        use hickory_proto::op::{Message, Query};
+        let Some(doh) = &self.opts.doh else {
+            let u = Url::parse("https://invalid./").expect("a URL");
+            return (
+                Err("no DoH URL".into()),
+                self.new_entry(self.next_id(), &u, "dns", initiator),
+            );
+        };
+        let mut url = doh.clone();
+        let wire = hickory_proto::rr::Name::from_utf8(name)
+            .map_err(|e| format!("bad name {name:?}: {e}"))
+            .and_then(|n| {
+                let mut m = Message::query();
+                m.metadata.id = 0;
+                m.metadata.recursion_desired = true;
+                m.metadata.authentic_data = true;
+                m.add_query(Query::query(n, rtype));
+                m.to_vec().map_err(|e| e.to_string())
+            });
+        if let Ok(w) = &wire {
+            url.query_pairs_mut().append_pair(
+                "dns",
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(w),
+            );
+        }
+        let mut entry = self.new_entry(self.next_id(), &url, "dns", initiator);
+        entry.note = Some(format!("DNS over HTTPS: {name} {rtype}"));
+        let start = Instant::now();
+        if let Err(e) = wire {
+            entry.error = Some(e.clone());
+            return (Err(e), entry);
+        }
+        // boxed: the DoH server's own connection goes through `resolve` again
+        let body = Box::pin(self.get_inner(
+            &url,
+            &mut entry,
+            start,
+            &mut None,
+            "application/dns-message",
+            false,
+        ))
+        .await;
+        let r = body.and_then(|body| {
+            if entry.status != 200 {
+                return Err(format!("DoH server answered HTTP {}", entry.status));
+            }
+            let ct = entry.content_type.as_deref().unwrap_or("");
+            if !ct.starts_with("application/dns-message") {
+                return Err(format!(
+                    "DoH server answered {ct:?}, not application/dns-message"
+                ));
+            }
+            Message::from_vec(&body).map_err(|e| format!("DoH answer: {e}"))
+        });
+        if let Err(e) = &r {
+            entry.error = Some(e.clone());
+        }
+        (r, entry)
+    }
+
+    /// A name's addresses over DoH (A and AAAA asked at once, as browsers do), through
+    /// the client's host cache.
+    async fn resolve_doh(
+        &self,
+        host: &str,
+        doh: &Url,
+        entry: &mut Entry,
+    ) -> Result<Vec<IpAddr>, String> {
+        use hickory_proto::op::ResponseCode;
+        use hickory_proto::rr::{RData, RecordType};
+        let key = host.to_ascii_lowercase();
+        let cached = self
+            .host_cache
+            .lock()
+            .get(&key)
+            .filter(|c| c.3 > Instant::now())
+            .cloned();
+        if let Some((addrs, _, dnssec, until)) = cached {
+            entry.dns = Some(DnsInfo {
+                answered_by: "cache".into(),
+                addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                ttl: until.saturating_duration_since(Instant::now()).as_secs(),
+                steps: 0,
+                dnssec,
+                doh: vec![],
+            });
+            return Ok(addrs);
+        }
+        let (a, aaaa) = tokio::join!(
+            self.doh_query(host, RecordType::A, Some(entry.id)),
+            self.doh_query(host, RecordType::AAAA, Some(entry.id))
+        );
+        let mut addrs = Vec::new();
+        let mut ttl = u32::MAX;
+        let mut secure = true;
+        let mut errors = Vec::new();
+        let mut nxdomain = false;
+        let mut ids = Vec::new();
+        for (r, e) in [a, aaaa] {
+            ids.push(e.id);
+            self.side.lock().push(e);
+            match r {
+                Ok(m) => {
+                    match m.metadata.response_code {
+                        ResponseCode::NoError => {}
+                        ResponseCode::NXDomain => nxdomain = true,
+                        rc => errors.push(format!("{rc}")),
+                    }
+                    secure &= m.metadata.authentic_data;
+                    for rec in &m.answers {
+                        let ip = match &rec.data {
+                            RData::A(a) => IpAddr::V4(a.0),
+                            RData::AAAA(a) => IpAddr::V6(a.0),
+                            _ => continue,
+                        };
+                        ttl = ttl.min(rec.ttl);
+                        addrs.push(ip);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let dnssec = if secure && !addrs.is_empty() {
+            "secure"
+        } else {
+            "unchecked"
+        };
+        if addrs.is_empty() {
+            return Err(if nxdomain {
+                format!("{host}: NXDOMAIN (DNS over HTTPS, {doh})")
+            } else if errors.is_empty() {
+                format!("{host}: no address (DNS over HTTPS, {doh})")
+            } else {
+                format!("{host}: {} (DNS over HTTPS, {doh})", errors.join("; "))
+            });
+        }
+        let ttl = if ttl == u32::MAX { 0 } else { ttl };
+        self.host_cache.lock().insert(
+            key,
+            (
+                addrs.clone(),
+                ttl as u64,
+                dnssec,
+                Instant::now() + Duration::from_secs(ttl as u64),
+            ),
+        );
+        entry.dns = Some(DnsInfo {
+            answered_by: format!("doh {doh}"),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            ttl: ttl as u64,
+            steps: ids.len(),
+            dnssec,
+            doh: ids,
+        });
+        Ok(addrs)
     }
 
     /// Connections opened so far.
@@ -203,35 +435,11 @@ impl Client {
         mut on_chunk: ChunkSink<'_>,
     ) -> Fetched {
         let start = Instant::now();
-        let mut entry = Entry {
-            id,
-            url: url.to_string(),
-            method: "GET".into(),
-            kind: kind.into(),
-            initiator,
-            status: 0,
-            http_version: String::new(),
-            server: None,
-            connection: None,
-            reused: false,
-            start: ms(start - self.epoch),
-            phases: Phases::default(),
-            dns: None,
-            tls: None,
-            server_timing: vec![],
-            cache_status: None,
-            content_type: None,
-            content_encoding: None,
-            transfer_bytes: 0,
-            body_bytes: 0,
-            redirect_to: None,
-            from_cache: None,
-            response_headers: vec![],
-            request_headers: vec![],
-            error: None,
-            note: None,
-        };
-        match self.get_inner(url, &mut entry, start, &mut on_chunk).await {
+        let mut entry = self.new_entry(id, url, kind, initiator);
+        match self
+            .get_inner(url, &mut entry, start, &mut on_chunk, "*/*", true)
+            .await
+        {
             Ok(body) => Fetched { entry, body },
             Err(e) => {
                 entry.error = Some(e);
@@ -249,6 +457,8 @@ impl Client {
         entry: &mut Entry,
         start: Instant,
         on_chunk: &mut ChunkSink<'_>,
+        accept: &'static str,
+        use_cache: bool,
     ) -> Result<Bytes, String> {
         let host = url.host_str().ok_or("URL has no host")?.to_string();
         let port = url.port_or_known_default().ok_or("URL has no port")?;
@@ -265,7 +475,7 @@ impl Client {
             .into_parts();
         let mut revalidating = None;
         let mut conditional: Vec<(String, String)> = Vec::new();
-        if let Some(cache) = &self.opts.cache {
+        if let Some(cache) = self.opts.cache.as_ref().filter(|_| use_cache) {
             match cache.before(&cache_req) {
                 crate::cache::Before::Fresh(stored) => {
                     entry.from_cache = Some("hit".into());
@@ -421,7 +631,7 @@ impl Client {
                 "user-agent",
                 concat!("hopline-visit/", env!("CARGO_PKG_VERSION")),
             )
-            .header("accept", "*/*")
+            .header("accept", accept)
             .header("accept-encoding", "gzip, br, zstd")
             .header("traceparent", traceparent)
             .body(Empty::<Bytes>::new())
@@ -572,7 +782,7 @@ impl Client {
         entry.phases.receive = ms(head.elapsed());
         entry.body_bytes = decoded.len() as u64;
         let mut decoded = Bytes::from(decoded);
-        if let Some(cache) = &self.opts.cache
+        if let Some(cache) = self.opts.cache.as_ref().filter(|_| use_cache)
             && let Some(fresh) = cache.after(&cache_req, &resp_parts, &decoded, revalidating)
         {
             // 304: the stored body is the answer
@@ -729,8 +939,21 @@ impl Client {
                     ttl: 0,
                     steps: 0,
                     dnssec: "unchecked",
+                    doh: vec![],
                 });
                 vec![ip]
+            }
+            Err(_)
+                if self
+                    .opts
+                    .doh
+                    .as_ref()
+                    .is_some_and(|d| d.host_str() != Some(host)) =>
+            {
+                let doh = self.opts.doh.clone().expect("DoH URL");
+                let r = self.resolve_doh(host, &doh, entry).await;
+                entry.phases.dns = Some(ms(t0.elapsed()));
+                return r;
             }
             Err(_) => {
                 let l = match self.opts.resolver.lookup_ip(host).await {
@@ -756,6 +979,7 @@ impl Client {
                         hopline_dns::Security::Insecure => "insecure",
                         hopline_dns::Security::Unchecked => "unchecked",
                     },
+                    doh: vec![],
                 });
                 l.addrs
             }

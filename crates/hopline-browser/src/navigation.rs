@@ -50,13 +50,12 @@ pub async fn navigate(client: Arc<Client>, url: Url, opts: VisitOptions) -> Navi
     // from this navigation's start
     let base = client.epoch.elapsed().as_secs_f64() * 1000.0;
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let next_id = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    client.restart_ids();
     let mut entries: Vec<Entry> = Vec::new();
 
     // the document and its redirects, scanned while it streams
     let doc_client = client.clone();
     let doc_tx = tx.clone();
-    let doc_ids = next_id.clone();
     let first_url = url.clone();
     let subresources = opts.subresources;
     let max_redirects = opts.max_redirects;
@@ -65,7 +64,7 @@ pub async fn navigate(client: Arc<Client>, url: Url, opts: VisitOptions) -> Navi
         let mut seen = HashSet::new();
         let mut redirects = 0;
         loop {
-            let id = doc_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = doc_client.next_id();
             seen.insert(url.to_string());
             let mut scanner = HtmlScanner::new(url.clone());
             let tx2 = doc_tx.clone();
@@ -142,9 +141,9 @@ pub async fn navigate(client: Arc<Client>, url: Url, opts: VisitOptions) -> Navi
                     continue;
                 }
                 pending += 1;
-                let (client, tx, ids) = (client.clone(), sub_tx.clone(), next_id.clone());
+                let (client, tx) = (client.clone(), sub_tx.clone());
                 tokio::spawn(async move {
-                    let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let id = client.next_id();
                     let f = client.get(id, &url, &kind, Some(initiator), None).await;
                     let is_css = kind == "stylesheet"
                         || f.entry
@@ -175,6 +174,8 @@ pub async fn navigate(client: Arc<Client>, url: Url, opts: VisitOptions) -> Navi
         }
     }
     let _ = doc.await;
+    // the questions the client asked over DNS over HTTPS are requests of their own
+    entries.extend(client.take_side_entries());
     for e in &mut entries {
         e.start = (e.start - base).max(0.0);
     }

@@ -40,7 +40,8 @@ impl Phases {
 /// The DNS step of a request.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DnsInfo {
-    /// Which layer answered: cache, hosts_file, forwarder, recursive, literal.
+    /// Which layer answered: cache, hosts_file, `resolver ADDR`, recursive, literal, or
+    /// `doh URL` (DNS over HTTPS).
     pub answered_by: String,
     /// Addresses.
     pub addrs: Vec<String>,
@@ -51,6 +52,10 @@ pub struct DnsInfo {
     /// DNSSEC: "secure" (validated: AD from the resolver, or by this resolver), "insecure"
     /// (proven unsigned), or "unchecked".
     pub dnssec: &'static str,
+    /// Over DNS over HTTPS: the ids of the DoH requests (entries of kind "dns") that
+    /// answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub doh: Vec<usize>,
 }
 
 /// The TLS step of a connection.

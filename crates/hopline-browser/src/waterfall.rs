@@ -80,9 +80,11 @@ pub fn render(nav: &Navigation, color: bool) -> String {
                 wait_segment(e, n)
             } else if i == 1 {
                 // which layer answered, drawn in the DNS bar: h hosts file, k resolver
-                // cache, f a forwarding resolver, R iteration from the root
+                // cache, f a forwarding resolver, R iteration from the root, D DNS over
+                // HTTPS (its requests are rows of their own)
                 let ch = match e.dns.as_ref().map(|d| d.answered_by.as_str()) {
                     Some("hosts_file") => 'h',
+                    Some(a) if a.starts_with("doh ") => 'D',
                     Some("cache") => 'k',
                     Some("recursive") => 'R',
                     Some(a) if a.starts_with("resolver") => 'f',
@@ -131,13 +133,18 @@ pub fn render(nav: &Navigation, color: bool) -> String {
         }
         // (an IP literal asks nobody: nothing to say)
         if let Some(d) = e.dns.as_ref().filter(|d| d.answered_by != "literal") {
+            let asked = if d.doh.is_empty() {
+                format!("{} step(s)", d.steps)
+            } else {
+                let ids: Vec<String> = d.doh.iter().map(|i| format!("#{i}")).collect();
+                format!("requests {}", ids.join(" "))
+            };
             let _ = writeln!(
                 out,
-                "      dns: {} answered {} (ttl {} s, {} step(s), DNSSEC {})",
+                "      dns: {} answered {} (ttl {} s, {asked}, DNSSEC {})",
                 d.answered_by,
                 d.addrs.join(", "),
                 d.ttl,
-                d.steps,
                 d.dnssec
             );
         }
@@ -193,7 +200,7 @@ pub fn render(nav: &Navigation, color: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "legend: · blocked  d dns (h hosts file, k resolver cache, f forwarding resolver, R from the root)  c connect  s tls  > send  w wait (u the edge waiting on its upstream, o the origin behind it)  r receive"
+        "legend: · blocked  d dns (h hosts file, k resolver cache, f forwarding resolver, R from the root, D over HTTPS)  c connect  s tls  > send  w wait (u the edge waiting on its upstream, o the origin behind it)  r receive"
     );
     let p = &nav.page;
     let doc = nav.entries.iter().find(|e| e.kind == "document");
@@ -274,6 +281,7 @@ mod tests {
             ttl: 0,
             steps: 0,
             dnssec: "unchecked",
+            doh: vec![],
         });
         let nav = Navigation {
             url: e.url.clone(),

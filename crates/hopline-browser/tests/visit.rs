@@ -55,6 +55,7 @@ fn client(
             timeout: Duration::from_secs(5),
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
             cache: None,
+            doh: None,
         })
         .unwrap(),
     )
@@ -433,6 +434,7 @@ async fn tls_with_a_test_ca_http2_on_one_connection_and_a_wrong_host() {
                 timeout: Duration::from_secs(5),
                 trace_id: "1".repeat(32),
                 cache: None,
+                doh: None,
             })
             .unwrap(),
         ),
@@ -764,6 +766,7 @@ async fn the_browser_cache_serves_fresh_entries_and_revalidates_stale_ones() {
                 timeout: Duration::from_secs(5),
                 trace_id: "2".repeat(32),
                 cache: Some(hopline_browser::cache::DiskCache::open(&cache_dir).unwrap()),
+                doh: None,
             })
             .unwrap(),
         )
@@ -836,6 +839,7 @@ fn cached_client(
             trace_id: "2".repeat(32),
             // (no stored responses to get in the way: every request goes out)
             cache: Some(hopline_browser::cache::DiskCache::open(cache).unwrap()),
+            doh: None,
         })
         .unwrap(),
     )

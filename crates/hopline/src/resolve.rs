@@ -18,6 +18,7 @@ servers by default; --root-hints FILE for a private hierarchy in named.root form
 Examples:
   hopline resolve example.com --trace
   hopline resolve www.shop.test --server 127.0.0.1:5300
+  hopline resolve www.shop.test --https https://127.0.0.1:8443/dns-query --ca ca.pem
   hopline resolve www.shop.test --root-hints examples/dns/up.root.hints --query-port 5354 --trace
     (a private root: the authoritative server of a running `hopline up`)")]
 pub struct Args {
@@ -55,8 +56,13 @@ pub struct Args {
     /// The name the DoT server's certificate must carry (default: its IP address).
     #[arg(long, value_name = "NAME", requires = "tls")]
     pub tls_name: Option<String>,
-    /// A PEM file of the CA to trust for --tls (e.g. `hopline cert`'s ca.pem).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    /// Ask over DNS over HTTPS (RFC 8484: GET `?dns=`, over HTTP/2 when the server offers
+    /// it) at this URL, e.g. https://127.0.0.1:8443/dns-query; the certificate is checked
+    /// against --ca, or the public roots.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["server", "root_hints", "trace", "tls"])]
+    pub https: Option<String>,
+    /// A PEM file of the CA to trust for --tls or --https (e.g. `hopline cert`'s ca.pem).
+    #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
@@ -78,6 +84,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("unknown record type {:?}", args.rtype))?;
     if let Some(server) = &args.tls {
         return over_tls(&args, server, rtype);
+    }
+    if let Some(url) = &args.https {
+        return over_https(&args, url, rtype);
+    }
+    if args.ca.is_some() {
+        anyhow::bail!("--ca is for --tls or --https");
     }
     let mut b = Resolver::builder();
     b = match &args.hosts_file {
@@ -278,6 +290,32 @@ fn over_tls(args: &Args, server: &str, rtype: RecordType) -> anyhow::Result<Exit
         anyhow::Ok((Message::from_vec(&body)?, handshake))
     })?;
     let elapsed = started.elapsed();
+    report(
+        args,
+        &answer,
+        "tls",
+        &addr.to_string(),
+        elapsed,
+        format!(
+            "over TLS in {:.1} ms (TCP and TLS handshake {:.1} ms)",
+            elapsed.as_secs_f64() * 1000.0,
+            handshake.as_secs_f64() * 1000.0
+        ),
+        serde_json::json!({"handshake_ms": handshake.as_secs_f64() * 1000.0}),
+    )
+}
+
+/// The answer of one question asked over an encrypted transport, as `dig` shows it (or
+/// JSON); exit 0 for NOERROR, 2 otherwise.
+fn report(
+    args: &Args,
+    answer: &hickory_proto::op::Message,
+    transport: &str,
+    server: &str,
+    elapsed: std::time::Duration,
+    how: String,
+    extra: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
     if args.json {
         let records: Vec<serde_json::Value> = answer
             .answers
@@ -287,16 +325,16 @@ fn over_tls(args: &Args, server: &str, rtype: RecordType) -> anyhow::Result<Exit
                     "rtype": r.record_type().to_string(), "data": r.data.to_string()})
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "name": args.name, "type": args.rtype, "transport": "tls",
-                "server": addr.to_string(), "rcode": answer.metadata.response_code.to_string(),
-                "authenticated": answer.metadata.authentic_data, "records": records,
-                "handshake_ms": handshake.as_secs_f64() * 1000.0,
-                "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
-            }))?
-        );
+        let mut out = serde_json::json!({
+            "name": args.name, "type": args.rtype, "transport": transport,
+            "server": server, "rcode": answer.metadata.response_code.to_string(),
+            "authenticated": answer.metadata.authentic_data, "records": records,
+            "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for r in &answer.answers {
             println!(
@@ -308,10 +346,8 @@ fn over_tls(args: &Args, server: &str, rtype: RecordType) -> anyhow::Result<Exit
             );
         }
         println!(
-            ";; {} from {addr} over TLS in {:.1} ms (TCP and TLS handshake {:.1} ms){}",
+            ";; {} from {server} {how}{}",
             answer.metadata.response_code,
-            elapsed.as_secs_f64() * 1000.0,
-            handshake.as_secs_f64() * 1000.0,
             if answer.metadata.authentic_data {
                 "; DNSSEC: secure (AD)"
             } else {
@@ -325,5 +361,52 @@ fn over_tls(args: &Args, server: &str, rtype: RecordType) -> anyhow::Result<Exit
         } else {
             ExitCode::from(2)
         },
+    )
+}
+
+/// `--https URL`: one question over DNS over HTTPS with the page loader's client (the
+/// same connection handling as `visit --doh`), the HTTP exchange timed.
+fn over_https(args: &Args, url: &str, rtype: RecordType) -> anyhow::Result<ExitCode> {
+    let doh = url::Url::parse(url).map_err(|e| {
+        anyhow::anyhow!("--https {url:?}: {e} (expected e.g. https://127.0.0.1:8443/dns-query)")
+    })?;
+    if !matches!(doh.scheme(), "https" | "http") {
+        anyhow::bail!("--https {url:?}: expected an https:// URL");
+    }
+    let client = hopline_browser::Client::new(hopline_browser::ClientOptions {
+        resolver: hopline_dns::Resolver::builder().build()?,
+        extra_ca: args.ca.clone(),
+        max_per_host: 1,
+        force: hopline_browser::Force::Auto,
+        timeout: std::time::Duration::from_secs(5),
+        trace_id: format!("{:032x}", rand::random::<u128>()),
+        cache: None,
+        doh: Some(doh.clone()),
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = tokio::time::Instant::now();
+    let name = args.name.trim_end_matches('.');
+    let (answer, entry) = rt.block_on(client.doh_query(name, rtype, None));
+    let elapsed = started.elapsed();
+    let answer = answer.map_err(|e| anyhow::anyhow!("{doh}: {e}"))?;
+    let p = &entry.phases;
+    let setup = p.dns.unwrap_or(0.0) + p.connect.unwrap_or(0.0) + p.tls.unwrap_or(0.0);
+    report(
+        args,
+        &answer,
+        "https",
+        doh.as_str(),
+        elapsed,
+        format!(
+            "over {} in {:.1} ms (connection {:.1} ms, wait {:.1} ms)",
+            entry.http_version,
+            elapsed.as_secs_f64() * 1000.0,
+            setup,
+            p.wait
+        ),
+        serde_json::json!({"http": entry}),
     )
 }

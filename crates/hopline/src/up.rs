@@ -485,6 +485,7 @@ async fn up(
             timeout: Duration::from_secs(10),
             trace_id: format!("{:032x}", rand::random::<u128>()),
             cache: None,
+            doh: None,
         })
         .map_err(|e| anyhow::anyhow!(e))?,
     );

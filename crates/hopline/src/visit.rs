@@ -17,6 +17,7 @@ Examples:
   hopline visit https://shop.test:8443/ --resolver 127.0.0.1:5300 --ca up --repeat 2 --no-cache
   hopline visit https://example.com/ --recursive --har page.har
   hopline visit http://127.0.0.1:8080/ --json | jq .page
+  hopline visit https://www.shop.test/ --doh https://127.0.0.1:8443/dns-query --ca up
 
 While `hopline up` runs, visit finds its resolver and CA by itself for .test names (no
 --resolver, --ca); with several running, the one holding the URL's port, else the newest
@@ -34,6 +35,11 @@ pub struct Args {
     /// Resolve names iteratively from the root.
     #[arg(long)]
     pub recursive: bool,
+    /// Resolve names over DNS over HTTPS (RFC 8484) at this URL, as a browser with DoH on
+    /// does: A and AAAA asked at once, each a request of its own in the waterfall. The DoH
+    /// server's own name (if not an IP) is looked up the usual way (--resolver, ...).
+    #[arg(long, value_name = "URL")]
+    pub doh: Option<String>,
     /// Root hints for --recursive (named.root format).
     #[arg(long, requires = "recursive")]
     pub root_hints: Option<PathBuf>,
@@ -167,6 +173,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     let resolver = b.build()?;
+    let doh = match &args.doh {
+        None => None,
+        Some(d) => {
+            let u = url::Url::parse(d).map_err(|e| {
+                anyhow::anyhow!("--doh {d:?}: {e} (expected e.g. https://dns.test/dns-query)")
+            })?;
+            if u.scheme() != "https" && u.scheme() != "http" {
+                anyhow::bail!("--doh {d:?}: expected an https:// URL");
+            }
+            Some(u)
+        }
+    };
     let trace_id = format!("{:032x}", rand::random::<u128>());
     let client = Arc::new(
         Client::new(ClientOptions {
@@ -196,6 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .map_err(|e| anyhow::anyhow!("cache folder {}: {e}", dir.display()))?,
                 )
             },
+            doh,
         })
         .map_err(|e| anyhow::anyhow!(e))?,
     );

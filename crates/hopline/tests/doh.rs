@@ -34,11 +34,22 @@ fn kdig_asks_over_https_and_malformed_requests_are_refused() {
     let out = Command::new(BIN)
         .args(["cert", "--dir"])
         .arg(d.join("certs"))
-        .args(["dns.test", "127.0.0.1"])
+        .args(["dns.test", "page.doh.test", "127.0.0.1"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    std::fs::write(d.join("hosts"), "10.9.8.6 www.doh.test\n").unwrap();
+    std::fs::write(
+        d.join("hosts"),
+        "10.9.8.6 www.doh.test\n127.0.0.1 page.doh.test\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("www")).unwrap();
+    std::fs::write(
+        d.join("www/index.html"),
+        "<!doctype html><link rel=stylesheet href=/site.css><p>over DoH</p>",
+    )
+    .unwrap();
+    std::fs::write(d.join("www/site.css"), "p { color: teal }").unwrap();
     let (dns_port, https_port, dot_port, unbound_port) = (
         hopline_testkit::free_port(),
         hopline_testkit::free_port(),
@@ -91,6 +102,9 @@ tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
   [[site.route]]
   path = "/unbound-query"
   service = "doh:unbound"
+  [[site.route]]
+  path = "/"
+  root = "www"
 "#
         ),
     )
@@ -212,4 +226,158 @@ tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
     // a name the certificate does not carry is refused
     let out = resolve(&["--tls-name", "other.test"]);
     assert!(!out.status.success(), "{out:?}");
+
+    // hopline's own client over DNS over HTTPS
+    let doh_url = format!("https://127.0.0.1:{https_port}/dns-query");
+    let unbound_url = format!("https://127.0.0.1:{https_port}/unbound-query");
+    let over_https = |name: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["resolve", name, "--ca"])
+            .arg(d.join("certs/ca.pem"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = over_https("www.doh.test", &["--https", &doh_url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("10.9.8.6") && text.contains("over HTTP/2"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &over_https("www.doh.test", &["--https", &doh_url, "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(json["transport"], "https");
+    assert_eq!(json["records"][0]["data"], "10.9.8.6");
+    assert_eq!(json["http"]["status"], 200);
+    assert_eq!(json["http"]["http_version"], "HTTP/2");
+    assert!(
+        json["http"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/dns-query?dns="),
+        "{json}"
+    );
+    // NXDOMAIN (from Unbound behind the relay) comes back as such (exit 2), not as an
+    // HTTP failure
+    let out = over_https("nothere.unbound.test", &["--https", &unbound_url, "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["rcode"], "Non-Existent Domain", "{json}");
+    // a certificate we do not trust: refused
+    let out = Command::new(BIN)
+        .args(["resolve", "www.doh.test", "--https", &doh_url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+
+    // a page loaded the way a browser with DoH on loads it: the name of the page asked
+    // over HTTPS (A and AAAA, each a request of its own on one HTTP/2 connection), never
+    // through the system resolver (which does not know page.doh.test)
+    let page = format!("https://page.doh.test:{https_port}/");
+    let out = Command::new(BIN)
+        .args([
+            "visit",
+            &page,
+            "--doh",
+            &doh_url,
+            "--no-cache",
+            "--json",
+            "--ca",
+        ])
+        .arg(d.join("certs/ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let nav: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = nav["entries"].as_array().unwrap();
+    let dns: Vec<&serde_json::Value> = entries.iter().filter(|e| e["kind"] == "dns").collect();
+    assert_eq!(dns.len(), 2, "A and AAAA: {nav}");
+    for e in &dns {
+        assert_eq!(e["status"], 200, "{e}");
+        assert_eq!(e["http_version"], "HTTP/2", "{e}");
+        assert!(
+            e["url"].as_str().unwrap().contains("/dns-query?dns="),
+            "{e}"
+        );
+    }
+    // one connection carries both questions
+    assert_eq!(dns[0]["connection"], dns[1]["connection"], "{nav}");
+    let doc = entries.iter().find(|e| e["kind"] == "document").unwrap();
+    assert_eq!(doc["status"], 200, "{doc}");
+    let info = &doc["dns"];
+    assert!(
+        info["answered_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("doh https://127.0.0.1:"),
+        "{info}"
+    );
+    assert_eq!(info["addrs"][0], "127.0.0.1", "{info}");
+    let ids: Vec<u64> = dns.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    let mut said: Vec<u64> = info["doh"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    said.sort();
+    let mut ids_sorted = ids.clone();
+    ids_sorted.sort();
+    assert_eq!(
+        said, ids_sorted,
+        "the document names the DoH requests: {nav}"
+    );
+    for e in &dns {
+        assert_eq!(e["initiator"], doc["id"], "{e}");
+    }
+    // the stylesheet reuses the connection: no second lookup
+    let css = entries.iter().find(|e| e["kind"] == "stylesheet").unwrap();
+    assert_eq!(css["status"], 200, "{css}");
+    // the waterfall draws the DoH lookup (D) and lists the DoH requests as rows
+    let out = Command::new(BIN)
+        .args([
+            "visit",
+            &page,
+            "--doh",
+            &doh_url,
+            "--no-cache",
+            "--explain",
+            "--ca",
+        ])
+        .arg(d.join("certs/ca.pem"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let rows = text
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("dns"))
+        .count();
+    assert_eq!(rows, 2, "{text}");
+    assert!(text.contains("DDD"), "the document's DNS bar: {text}");
+    assert!(
+        text.contains("fetched 1 subresources (2 DNS-over-HTTPS requests besides)"),
+        "{text}"
+    );
+    assert!(text.contains("asked over DNS over HTTPS"), "{text}");
+    // a DoH server that answers NXDOMAIN: the visit fails with the reason
+    let out = Command::new(BIN)
+        .args([
+            "visit",
+            &format!("https://nothere.unbound.test:{https_port}/"),
+            "--doh",
+            &unbound_url,
+            "--no-cache",
+            "--ca",
+        ])
+        .arg(d.join("certs/ca.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("NXDOMAIN (DNS over HTTPS"), "{text}");
 }
