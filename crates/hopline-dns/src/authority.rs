@@ -315,8 +315,28 @@ impl Authority {
         let Some(zone) = self.zones.iter().find(|z| z.origin == lq) else {
             return vec![crate::wire::response_for(q, ResponseCode::NotAuth)];
         };
+        let mut records = zone.transfer_records();
+        // the pooled names with every address now up (signed when the zone is), so a
+        // secondary answers them — and what its denial chain says they hold is there
+        let end = records.pop();
+        for pool in self.pools.iter().filter(|p| {
+            zone.origin.zone_of(&p.name) && zone.cut_for(&Name::from(&p.name)).is_none()
+        }) {
+            let name = Name::from(&pool.name);
+            for t in pool.types() {
+                let set = pool.answer(&name, t);
+                if set.is_empty() {
+                    continue;
+                }
+                if let Some(s) = self.signed.get(&zone.origin) {
+                    records.extend(s.sign_rrset(&name, t, &set));
+                }
+                records.extend(set);
+            }
+        }
+        records.extend(end);
         // ~100 records a message keeps each well under the 64 KiB a TCP message holds
-        zone.transfer_records()
+        records
             .chunks(100)
             .map(|chunk| {
                 let mut m = crate::wire::response_for(q, ResponseCode::NoError);
@@ -509,9 +529,12 @@ mod tests {
             crate::dnssec::keys::SigningAlgorithm::EcdsaP256Sha256,
         )
         .unwrap();
-        let validity = Duration::from_secs(10 * 86400);
+        let how = crate::dnssec::signed::Signing {
+            validity: Duration::from_secs(10 * 86400),
+            ..Default::default()
+        };
         let signed =
-            crate::dnssec::signed::SignedZone::sign(&mut zone, Arc::new(keys), &[], 7, validity);
+            crate::dnssec::signed::SignedZone::sign(&mut zone, Arc::new(keys), &[], 7, &how);
         let a = Authority::new(vec![zone], Vec::new()).with_signed([signed]);
         let now = std::time::SystemTime::now();
         assert!(a.resigned(now).is_none(), "fresh signatures are kept");

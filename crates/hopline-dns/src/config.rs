@@ -210,6 +210,9 @@ impl<'de> Deserialize<'de> for ZoneFile {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ZoneFile, A::Error> {
                 let t = ZoneTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if let Some(d) = &t.dnssec {
+                    d.signing().map_err(serde::de::Error::custom)?;
+                }
                 Ok(ZoneFile::Table {
                     file: t.file,
                     origin: t.origin,
@@ -225,6 +228,12 @@ impl<'de> Deserialize<'de> for ZoneFile {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DnssecConfig {
+    /// How the zone proves what it lacks: "nsec" (default) or "nsec3".
+    #[serde(default)]
+    pub denial: DenialKind,
+    /// NSEC3's settings (`denial = "nsec3"`): `{ opt_out, iterations, salt }`.
+    #[serde(default)]
+    pub nsec3: Option<Nsec3Config>,
     /// "ecdsap256sha256" (default, algorithm 13) or "ed25519" (15).
     #[serde(default = "default_algorithm")]
     pub algorithm: crate::dnssec::keys::SigningAlgorithm,
@@ -235,6 +244,81 @@ pub struct DnssecConfig {
     /// half of it is left.
     #[serde(default)]
     pub validity_days: Option<u32>,
+}
+
+/// `denial = "nsec" | "nsec3"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DenialKind {
+    /// An NSEC chain (default).
+    #[default]
+    Nsec,
+    /// An NSEC3 chain of hashed names.
+    Nsec3,
+}
+
+/// `nsec3 = { … }` of a signed zone.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Nsec3Config {
+    /// Leave unsigned delegations out of the chain (default false).
+    #[serde(default)]
+    pub opt_out: bool,
+    /// Extra hash iterations (default 0, as RFC 9276 says; at most 150, above which
+    /// validators count the zone as unsigned).
+    #[serde(default)]
+    pub iterations: u16,
+    /// Salt, in hex (default none, as RFC 9276 says).
+    #[serde(default)]
+    pub salt: String,
+}
+
+impl DnssecConfig {
+    /// How to sign: validity and denial, checked (an error says what was expected).
+    pub fn signing(&self) -> Result<crate::dnssec::signed::Signing, String> {
+        use crate::dnssec::signed::{Denial, Nsec3Params, Signing};
+        let validity = self
+            .validity_days
+            .map_or(crate::dnssec::signed::DEFAULT_VALIDITY, |days| {
+                std::time::Duration::from_secs(u64::from(days.max(1)) * 86400)
+            });
+        let denial = match (self.denial, &self.nsec3) {
+            (DenialKind::Nsec, None) => Denial::Nsec,
+            (DenialKind::Nsec, Some(_)) => {
+                return Err("dnssec.nsec3 is set but denial is \"nsec\": expected denial = \"nsec3\" with it".into());
+            }
+            (DenialKind::Nsec3, n) => {
+                let n = n.clone().unwrap_or_default();
+                if n.iterations > crate::dnssec::validate::NSEC3_MAX_ITERATIONS {
+                    return Err(format!(
+                        "dnssec.nsec3.iterations = {}: expected at most {} (validators count a zone with more as unsigned; RFC 9276 says 0)",
+                        n.iterations,
+                        crate::dnssec::validate::NSEC3_MAX_ITERATIONS
+                    ));
+                }
+                let salt = if n.salt.is_empty() || n.salt == "-" {
+                    Vec::new()
+                } else {
+                    data_encoding::HEXLOWER_PERMISSIVE
+                        .decode(n.salt.as_bytes())
+                        .ok()
+                        .filter(|s| s.len() <= 255)
+                        .ok_or_else(|| {
+                            format!(
+                                "dnssec.nsec3.salt = {:?}: expected hex digits (at most 255 bytes), or \"\" for none",
+                                n.salt
+                            )
+                        })?
+                };
+                Denial::Nsec3(Nsec3Params {
+                    iterations: n.iterations,
+                    salt,
+                    opt_out: n.opt_out,
+                })
+            }
+        };
+        Ok(Signing { validity, denial })
+    }
 }
 
 fn default_algorithm() -> crate::dnssec::keys::SigningAlgorithm {
@@ -374,5 +458,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.authoritative[0].zones[1].origin(), Some("b.test."));
+    }
+
+    #[test]
+    fn nsec3_settings_are_checked_where_they_are_written() {
+        let zone = |dnssec: &str| {
+            toml::from_str::<DnsConfig>(&format!(
+                "[[authoritative]]\nlisten = \"127.0.0.1:0\"\nzones = [\n  {{ file = \"z\", dnssec = {{ {dnssec} }} }},\n]\n"
+            ))
+        };
+        let e = zone(r#"denial = "nsec3", nsec3 = { iterations = 500 }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 4") && e.contains("expected at most 150"),
+            "{e}"
+        );
+        let e = zone(r#"denial = "nsec3", nsec3 = { salt = "xyz" }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected hex digits"), "{e}");
+        let e = zone(r#"nsec3 = { opt_out = true }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected denial = \"nsec3\""), "{e}");
+        let e = zone(r#"denial = "nsec5""#).unwrap_err().to_string();
+        assert!(e.contains("`nsec3`"), "{e}");
+        let ok = zone(r#"denial = "nsec3", nsec3 = { opt_out = true, salt = "BEEF" }"#).unwrap();
+        let how = ok.authoritative[0].zones[0]
+            .dnssec()
+            .unwrap()
+            .signing()
+            .unwrap();
+        assert_eq!(
+            how.denial,
+            crate::dnssec::signed::Denial::Nsec3(crate::dnssec::signed::Nsec3Params {
+                iterations: 0,
+                salt: vec![0xbe, 0xef],
+                opt_out: true
+            })
+        );
     }
 }

@@ -279,7 +279,10 @@ fn pools(cfg: &DnsConfig) -> Result<Vec<Arc<DnsPool>>, DnsError> {
 /// A zone loaded for a listener, with its keys when it is signed.
 struct LoadedZone {
     zone: crate::zone::Zone,
-    signing: Option<(Arc<crate::dnssec::keys::ZoneKeys>, std::time::Duration)>,
+    signing: Option<(
+        Arc<crate::dnssec::keys::ZoneKeys>,
+        crate::dnssec::signed::Signing,
+    )>,
 }
 
 /// The authorities of every `[[dns.authoritative]]` of `cfg`, their signed zones signed
@@ -373,6 +376,9 @@ fn load_zone(
     let zone = crate::zone::Zone::load(&resolve(base, z.file()), origin)?;
     let signing = match z.dnssec() {
         Some(d) => {
+            let how = d
+                .signing()
+                .map_err(|e| DnsError::Config(format!("zone {}: {e}", z.file().display())))?;
             let dir = resolve(base, d.keys.as_deref().unwrap_or(Path::new("keys")));
             let apex = hickory_proto::rr::Name::from(&zone.origin);
             let keys = if make_keys {
@@ -384,12 +390,7 @@ fn load_zone(
             } else {
                 crate::dnssec::keys::ZoneKeys::load(&dir, &apex)?
             };
-            let validity = d
-                .validity_days
-                .map_or(crate::dnssec::signed::DEFAULT_VALIDITY, |days| {
-                    std::time::Duration::from_secs(u64::from(days.max(1)) * 86400)
-                });
-            keys.filter(|_| make_keys).map(|k| (Arc::new(k), validity))
+            keys.filter(|_| make_keys).map(|k| (Arc::new(k), how))
         }
         None => None,
     };
@@ -406,7 +407,7 @@ fn authority_for(
     let mut zones = Vec::new();
     let mut signed = Vec::new();
     for LoadedZone { mut zone, signing } in loaded {
-        if let Some((keys, validity)) = signing {
+        if let Some((keys, how)) = signing {
             for (cut, ds) in child_ds {
                 let is_cut = zone.origin.zone_of(cut)
                     && *cut != zone.origin
@@ -426,7 +427,7 @@ fn authority_for(
                 None => zone.serial(),
             };
             signed.push(crate::dnssec::signed::SignedZone::sign(
-                &mut zone, keys, &extra, serial, validity,
+                &mut zone, keys, &extra, serial, &how,
             ));
         }
         zones.push(zone);

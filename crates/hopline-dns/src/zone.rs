@@ -182,6 +182,17 @@ impl Zone {
         self.records.insert((owner, rtype), records);
     }
 
+    /// Add an RRset that is transferred but is no name of the zone (NSEC3 records and
+    /// their signatures: their hashed owners are not answered as names).
+    pub(crate) fn insert_hidden(
+        &mut self,
+        owner: LowerName,
+        rtype: RecordType,
+        records: Vec<Record>,
+    ) {
+        self.records.insert((owner, rtype), records);
+    }
+
     /// The SOA's serial.
     pub fn serial(&self) -> u32 {
         match &self.soa.data {

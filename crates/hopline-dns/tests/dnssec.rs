@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, Record, RecordType};
 use hopline_dns::config::DnsConfig;
 use hopline_dns::service::DnsServices;
 use hopline_testkit::Proc;
@@ -29,6 +29,12 @@ fn installed(program: &str, package: &str) -> bool {
 /// and an unsigned child `plain.test.`, `shop.test.` (ECDSA) with a pooled name, and
 /// `bad.test.`, signed, whose DS in `test.` is wrong.
 fn hierarchy(dir: &Path, net: u8) -> DnsConfig {
+    hierarchy_denial(dir, net, "", "")
+}
+
+/// [`hierarchy`] with `test.` and `shop.test.` proving denial as `test_how` and
+/// `shop_how` say (extra keys of their `dnssec` tables, e.g. `, denial = "nsec3"`).
+fn hierarchy_denial(dir: &Path, net: u8, test_how: &str, shop_how: &str) -> DnsConfig {
     let ip = |h| ip(net, h);
     let files = [
         (
@@ -87,11 +93,11 @@ zones = [{{ file = "root.zone", dnssec = {{ algorithm = "ecdsap256sha256" }} }}]
 transfer = ["127.0.0.0/8"]
 [[authoritative]]
 listen = "{t}:53"
-zones = [{{ file = "test.zone", dnssec = {{ algorithm = "ed25519" }} }}]
+zones = [{{ file = "test.zone", dnssec = {{ algorithm = "ed25519"{test_how} }} }}]
 transfer = ["127.0.0.0/8"]
 [[authoritative]]
 listen = "{s}:53"
-zones = [{{ file = "shop.test.zone", dnssec = {{}} }}]
+zones = [{{ file = "shop.test.zone", dnssec = {{ algorithm = "ecdsap256sha256"{shop_how} }} }}]
 transfer = ["127.0.0.0/8"]
 [[authoritative]]
 listen = "{p}:53"
@@ -350,14 +356,26 @@ async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
     }
 }
 
+/// NSEC3 as `test.` proves denial: opt-out (its unsigned delegation `plain.test.` out of
+/// the chain); and `shop.test.`: a salt and two extra iterations.
+const TEST_NSEC3: &str = r#", denial = "nsec3", nsec3 = { opt_out = true }"#;
+const SHOP_NSEC3: &str = r#", denial = "nsec3", nsec3 = { salt = "beef", iterations = 2 }"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldns_verify_zone_accepts_each_signed_zone_as_transferred() {
     if !installed("ldns-verify-zone", "ldnsutils") || !installed("dig", "dnsutils") {
         return;
     }
-    let (dir, net) = (tempfile::tempdir().unwrap(), 85);
-    let cfg = hierarchy(dir.path(), net);
+    for (net, test_how, shop_how) in [(85, "", ""), (97, TEST_NSEC3, SHOP_NSEC3)] {
+        verify_transferred(net, test_how, shop_how).await;
+    }
+}
+
+async fn verify_transferred(net: u8, test_how: &str, shop_how: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = hierarchy_denial(dir.path(), net, test_how, shop_how);
     let _dns = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    let nsec3 = !test_how.is_empty();
     for (zone, h) in [(".", 11), ("test.", 12), ("shop.test.", 13)] {
         let out = Command::new("dig")
             .args([
@@ -377,6 +395,25 @@ async fn ldns_verify_zone_accepts_each_signed_zone_as_transferred() {
             text.contains("RRSIG") && text.contains("NSEC"),
             "{zone}: {text}"
         );
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if nsec3 && zone != "." {
+            assert!(
+                flat.contains(" IN NSEC3 1 ")
+                    && flat.contains(" IN NSEC3PARAM 1 0 ")
+                    && !flat.contains(" IN NSEC "),
+                "{zone}: {text}"
+            );
+        }
+        if nsec3 && zone == "test." {
+            // opt-out: the flag set in every NSEC3
+            assert!(
+                flat.contains(" IN NSEC3 1 1 0 - ") && !flat.contains(" IN NSEC3 1 0 "),
+                "{zone}: {text}"
+            );
+        }
+        if nsec3 && zone == "shop.test." {
+            assert!(flat.contains(" IN NSEC3 1 0 2 BEEF "), "{zone}: {text}");
+        }
         let file = dir.path().join(format!("axfr-{h}.zone"));
         // the transfer ends with the SOA again: a zone file holds it once
         let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -407,6 +444,139 @@ async fn ldns_verify_zone_accepts_each_signed_zone_as_transferred() {
             .unwrap();
         assert!(!v.status.success(), "{zone}: a changed A record passes");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_validates_the_nsec3_proofs_hopline_makes() {
+    if !installed("unbound", "unbound") {
+        return;
+    }
+    let (dir, net) = (tempfile::tempdir().unwrap(), 96);
+    let cfg = hierarchy_denial(dir.path(), net, TEST_NSEC3, SHOP_NSEC3);
+    let _dns = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    let anchor = root_anchor(dir.path());
+    let (_unbound, unbound) = validating_unbound(dir.path(), net, &anchor);
+    std::fs::write(dir.path().join("root.key"), &anchor).unwrap();
+    let resolver_cfg: DnsConfig = toml::from_str(&format!(
+        "[[resolver]]\nlisten = \"{}:53\"\nroot_hints = \"root.hints\"\nhosts_file = \"\"\ntrust_anchor = \"root.key\"\n",
+        ip(net, 54)
+    ))
+    .unwrap();
+    let _ours = DnsServices::start(&resolver_cfg, dir.path()).await.unwrap();
+    let ours: SocketAddr = format!("{}:53", ip(net, 54)).parse().unwrap();
+    // (name, type, rcode, AD) as a validating resolver must see them. In the opt-out
+    // zone `test.` a name that is not there cannot be proven absent securely (the
+    // covering NSEC3 may hide an unsigned delegation): NXDOMAIN without AD, as RFC 5155
+    // §9.2 says; what is in the chain is proven.
+    let cases: &[(&str, RecordType, ResponseCode, bool)] = &[
+        ("www.shop.test.", RecordType::A, ResponseCode::NoError, true),
+        (
+            "nope.shop.test.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            true,
+        ),
+        (
+            "a.b.nope.shop.test.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            true,
+        ),
+        (
+            "www.shop.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "gone.shop.test.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            true,
+        ),
+        (
+            "pool.shop.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            true,
+        ),
+        (
+            "pool.shop.test.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            true,
+        ),
+        ("ent.test.", RecordType::A, ResponseCode::NoError, true),
+        ("test.", RecordType::TXT, ResponseCode::NoError, true),
+        ("shop.test.", RecordType::DS, ResponseCode::NoError, true),
+        ("nope.test.", RecordType::A, ResponseCode::NXDomain, false),
+        (
+            "a.wild.test.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            false,
+        ),
+        ("a.wild.test.", RecordType::A, ResponseCode::NoError, false),
+        ("plain.test.", RecordType::DS, ResponseCode::NoError, false),
+        (
+            "www.plain.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            false,
+        ),
+        (
+            "www.bad.test.",
+            RecordType::A,
+            ResponseCode::ServFail,
+            false,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for &(name, rtype, rcode, ad) in cases {
+        for (who, server) in [("unbound", unbound), ("hopline", ours)] {
+            let m = ask(server, name, rtype).await;
+            let got = (m.metadata.response_code, m.metadata.authentic_data);
+            if got != (rcode, ad) {
+                wrong.push(format!(
+                    "{who}: {name} {rtype}: expected {rcode} AD={ad}, got {} AD={}",
+                    got.0, got.1
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // what the authoritative server sends: NSEC3 only, hashed owners not answered as names
+    let m = ask(
+        format!("{}:53", ip(net, 13)).parse().unwrap(),
+        "nope.shop.test.",
+        RecordType::A,
+    )
+    .await;
+    let n3: Vec<&Record> = m
+        .authorities
+        .iter()
+        .filter(|r| r.record_type() == RecordType::NSEC3)
+        .collect();
+    assert!(
+        (2..=3).contains(&n3.len())
+            && !m
+                .authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::NSEC),
+        "closest encloser, next closer, wildcard: {m:?}"
+    );
+    let hashed = n3[0].name.to_ascii();
+    let m = ask(
+        format!("{}:53", ip(net, 13)).parse().unwrap(),
+        &hashed,
+        RecordType::NSEC3,
+    )
+    .await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "{hashed}: {m:?}"
+    );
 }
 
 /// The root zone (delegating `test.` to 127.0.NET.12) and root hints (127.0.NET.11).
@@ -903,9 +1073,17 @@ async fn dnsviz_finds_no_error_in_the_chain_hopline_signs() {
     if !installed("dnsviz", "dnsviz") || !installed("dig", "dnsutils") {
         return;
     }
-    let (dir, net) = (tempfile::tempdir().unwrap(), 92);
+    for (net, test_how, shop_how) in [(92, "", ""), (98, TEST_NSEC3, SHOP_NSEC3)] {
+        dnsviz_check(net, test_how, shop_how).await;
+    }
+}
+
+/// dnsviz probes the hierarchy (denial as `test_how`, `shop_how` say) and finds nothing
+/// wrong from the root's keys, and an error from a wrong anchor.
+async fn dnsviz_check(net: u8, test_how: &str, shop_how: &str) {
+    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cfg = hierarchy(d, net);
+    let cfg = hierarchy_denial(d, net, test_how, shop_how);
     let _dns = DnsServices::start(&cfg, d).await.unwrap();
     let servers = [
         format!(".:a.root.={}", ip(net, 11)),
@@ -924,6 +1102,7 @@ async fn dnsviz_finds_no_error_in_the_chain_hopline_signs() {
             "shop.test",
             "www.shop.test",
             "a.wild.test",
+            "ent.test",
         ])
         .output()
         .unwrap();
@@ -958,8 +1137,12 @@ async fn dnsviz_finds_no_error_in_the_chain_hopline_signs() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let report = print("root.dnskey");
+    // under an opt-out span a wildcard's NODATA is insecure ([-]), as Unbound says too:
+    // the name could be an unsigned delegation; everything in the proof verifies ([.])
+    let opt_out = test_how.contains("opt_out = true");
     let flagged: Vec<&str> = report
         .lines()
+        .filter(|l| !(opt_out && (l.trim() == "[-]  A: NODATA" || l.trim() == "[-]  AAAA: NODATA")))
         .filter(|l| {
             l.contains("[!]")
                 || l.contains("[?]")
@@ -970,7 +1153,7 @@ async fn dnsviz_finds_no_error_in_the_chain_hopline_signs() {
         .collect();
     assert!(
         report.contains("[.]") && flagged.is_empty(),
-        "dnsviz flags: {flagged:#?}\n{report}"
+        "dnsviz flags ({test_how} {shop_how}): {flagged:#?}\n{report}"
     );
     assert!(
         print("wrong.dnskey").contains("E:"),

@@ -435,13 +435,14 @@ pub fn proves_nodata(qname: &Name, qtype: RecordType, nsecs: &[Record]) -> Resul
             if qtype == RecordType::DS && opt_out {
                 return Ok(true);
             }
-            // §8.7: a wildcard without the type
+            // §8.7: a wildcard without the type (under an opt-out span the name itself
+            // could be an unsigned delegation: insecure, as Unbound says)
             if let Some(wild) = wildcard_of(&encloser)
                 && let Some(w) = n3.iter().find(|h| h.matches(&wild))
             {
                 let types = w.types();
                 if !types.contains(&qtype) && !types.contains(&RecordType::CNAME) {
-                    return Ok(false);
+                    return Ok(opt_out);
                 }
             }
         }
@@ -492,8 +493,10 @@ pub fn proves_nodata(qname: &Name, qtype: RecordType, nsecs: &[Record]) -> Resul
 }
 
 /// A wildcard answer for `qname` (RRSIG labels `labels` < the name's) is only valid with
-/// an NSEC proving the name itself does not exist.
-pub fn proves_wildcard(qname: &Name, labels: u8, nsecs: &[Record]) -> Result<(), Bogus> {
+/// an NSEC proving the name itself does not exist. `Ok(true)`: proven by an NSEC3
+/// opt-out span, where an unsigned delegation could hide the name (insecure, as Unbound
+/// says).
+pub fn proves_wildcard(qname: &Name, labels: u8, nsecs: &[Record]) -> Result<bool, Bogus> {
     let n3 = hashed(nsecs);
     if !n3.is_empty() {
         // RFC 5155 §8.8: the next closer name (one label below the wildcard's parent) is
@@ -502,8 +505,8 @@ pub fn proves_wildcard(qname: &Name, labels: u8, nsecs: &[Record]) -> Result<(),
         while next_closer.num_labels() > labels + 1 {
             next_closer = next_closer.base_name();
         }
-        return if n3.iter().any(|h| h.covers(&next_closer)) {
-            Ok(())
+        return if let Some(h) = n3.iter().find(|h| h.covers(&next_closer)) {
+            Ok(h.rec.opt_out())
         } else {
             Err(Bogus::new(
                 ede::NSEC_MISSING,
@@ -516,7 +519,7 @@ pub fn proves_wildcard(qname: &Name, labels: u8, nsecs: &[Record]) -> Result<(),
         .filter_map(|r| as_nsec(r).map(|n| (&r.name, n)))
         .any(|(o, n)| covers(o, n, qname));
     if covered {
-        Ok(())
+        Ok(false)
     } else {
         Err(Bogus::new(
             ede::NSEC_MISSING,

@@ -463,7 +463,9 @@ impl Resolver {
             security = security.min(Security::Insecure);
         }
         for (w, labels) in &wildcards {
-            validate::proves_wildcard(w, *labels, &nsecs).map_err(|b| bogus_error(name, b))?;
+            if validate::proves_wildcard(w, *labels, &nsecs).map_err(|b| bogus_error(name, b))? {
+                security = security.min(Security::Insecure);
+            }
         }
         Ok(security)
     }
