@@ -180,9 +180,41 @@ fn validating_unbound(dir: &Path, net: u8, anchor: &str) -> (Proc, SocketAddr) {
     (p, addr)
 }
 
+/// Knot Resolver (kresd) on 127.0.NET.57:53, validating from `anchor` (DS lines),
+/// iterating from the hierarchy's root at 127.0.NET.11.
+fn validating_kresd(dir: &Path, net: u8, anchor: &str) -> (Proc, SocketAddr) {
+    let run = dir.join("kresd");
+    std::fs::create_dir_all(&run).unwrap();
+    let anchors: String = anchor
+        .lines()
+        .map(|l| format!("trust_anchors.add('{l}')\n"))
+        .collect();
+    let conf = format!(
+        "net.ipv6 = false\nnet.listen('{i}', 53, {{ kind = 'dns' }})\nnet.outgoing_v4('{i}')\ntrust_anchors.remove('.')\n-- test. is refused by default (RFC 6761 special-use): this hierarchy lives there\npolicy.special_names = {{}}\n-- glue on loopback addresses is ignored unless allowed\npolicy.add(policy.all(policy.FLAGS({{'ALLOW_LOCAL'}})))\n{anchors}modules.load('hints')\nhints.root({{['a.root.'] = '{root}'}})\ncache.size = 10 * MB\nmodules.unload('priming')\nmodules.unload('detect_time_skew')\n",
+        i = ip(net, 57),
+        root = ip(net, 11),
+    );
+    std::fs::write(run.join("kresd.conf"), conf).unwrap();
+    let p = Proc(
+        Command::new("kresd")
+            .arg("-n")
+            .arg("-q")
+            .arg("-c")
+            .arg(run.join("kresd.conf"))
+            .arg(&run)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("{}:53", ip(net, 57)).parse().unwrap();
+    hopline_testkit::wait_udp(addr);
+    (p, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
-    if !installed("unbound", "unbound") {
+    if !installed("unbound", "unbound") || !installed("kresd", "knot-resolver") {
         return;
     }
     let (dir, net) = (tempfile::tempdir().unwrap(), 84);
@@ -259,10 +291,11 @@ async fn unbound_validates_answers_and_proofs_of_a_hierarchy_hopline_signs() {
     .unwrap();
     let _ours = DnsServices::start(&resolver_cfg, dir.path()).await.unwrap();
     let ours: SocketAddr = format!("{}:53", ip(net, 54)).parse().unwrap();
+    let (_kresd, kresd) = validating_kresd(dir.path(), net, &anchor);
 
     let mut wrong = Vec::new();
     for &(name, rtype, rcode, ad) in cases {
-        for (who, server) in [("unbound", unbound), ("hopline", ours)] {
+        for (who, server) in [("unbound", unbound), ("kresd", kresd), ("hopline", ours)] {
             let m = ask(server, name, rtype).await;
             let got = (m.metadata.response_code, m.metadata.authentic_data);
             if got != (rcode, ad) {
@@ -448,7 +481,7 @@ async fn verify_transferred(net: u8, test_how: &str, shop_how: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbound_validates_the_nsec3_proofs_hopline_makes() {
-    if !installed("unbound", "unbound") {
+    if !installed("unbound", "unbound") || !installed("kresd", "knot-resolver") {
         return;
     }
     let (dir, net) = (tempfile::tempdir().unwrap(), 96);
@@ -464,6 +497,7 @@ async fn unbound_validates_the_nsec3_proofs_hopline_makes() {
     .unwrap();
     let _ours = DnsServices::start(&resolver_cfg, dir.path()).await.unwrap();
     let ours: SocketAddr = format!("{}:53", ip(net, 54)).parse().unwrap();
+    let (_kresd, kresd) = validating_kresd(dir.path(), net, &anchor);
     // (name, type, rcode, AD) as a validating resolver must see them. In the opt-out
     // zone `test.` a name that is not there cannot be proven absent securely (the
     // covering NSEC3 may hide an unsigned delegation): NXDOMAIN without AD, as RFC 5155
@@ -533,7 +567,7 @@ async fn unbound_validates_the_nsec3_proofs_hopline_makes() {
     ];
     let mut wrong = Vec::new();
     for &(name, rtype, rcode, ad) in cases {
-        for (who, server) in [("unbound", unbound), ("hopline", ours)] {
+        for (who, server) in [("unbound", unbound), ("kresd", kresd), ("hopline", ours)] {
             let m = ask(server, name, rtype).await;
             let got = (m.metadata.response_code, m.metadata.authentic_data);
             if got != (rcode, ad) {
@@ -960,6 +994,7 @@ fn ede_codes(m: &Message) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bogus_answers_fail_as_in_unbound_with_the_same_extended_errors() {
     if !installed("unbound", "unbound")
+        || !installed("kresd", "knot-resolver")
         || !installed("nsd", "nsd")
         || !installed("ldns-signzone", "ldnsutils")
     {
@@ -1039,29 +1074,36 @@ async fn bogus_answers_fail_as_in_unbound_with_the_same_extended_errors() {
     let _dns = DnsServices::start(&cfg, d).await.unwrap();
     let anchor = root_anchor(d);
     let (_unbound, unbound) = validating_unbound(d, net, &anchor);
+    let (_kresd, kresd) = validating_kresd(d, net, &anchor);
     let ours: SocketAddr = format!("{}:53", ip(54)).parse().unwrap();
 
-    // (question, the EDE hopline gives)
-    let cases: &[(&str, RecordType, u16)] = &[
-        ("www.expired.test.", RecordType::A, 7),
-        ("www.notyet.test.", RecordType::A, 8),
-        ("www.badsig.test.", RecordType::A, 6),
-        ("www.nodnskey.test.", RecordType::A, 9),
-        ("nope.nonsec.test.", RecordType::A, 12),
+    // (question, the EDE hopline and Unbound give, the one Knot Resolver gives). They
+    // differ once: a zone served unsigned under a DS is "DNSKEY Missing" (9) to Unbound
+    // and hopline, "NSEC Missing" (12) to Knot Resolver, whose DNSKEY question got a
+    // NODATA without proof
+    let cases: &[(&str, RecordType, u16, u16)] = &[
+        ("www.expired.test.", RecordType::A, 7, 7),
+        ("www.notyet.test.", RecordType::A, 8, 8),
+        ("www.badsig.test.", RecordType::A, 6, 6),
+        ("www.nodnskey.test.", RecordType::A, 9, 12),
+        ("nope.nonsec.test.", RecordType::A, 12, 12),
     ];
     let mut wrong = Vec::new();
-    for &(name, rtype, code) in cases {
+    for &(name, rtype, code, kresd_code) in cases {
         let u = ask(unbound, name, rtype).await;
+        let k = ask(kresd, name, rtype).await;
         let o = ask(ours, name, rtype).await;
-        let (ue, oe) = (ede_codes(&u), ede_codes(&o));
+        let (ue, ke, oe) = (ede_codes(&u), ede_codes(&k), ede_codes(&o));
         if u.metadata.response_code != ResponseCode::ServFail
+            || k.metadata.response_code != ResponseCode::ServFail
             || o.metadata.response_code != ResponseCode::ServFail
             || oe != vec![code]
             || ue != oe
+            || ke != vec![kresd_code]
         {
             wrong.push(format!(
-                "{name} {rtype}: unbound {} EDE {ue:?}, hopline {} EDE {oe:?} (expected SERVFAIL, EDE {code})",
-                u.metadata.response_code, o.metadata.response_code
+                "{name} {rtype}: unbound {} EDE {ue:?}, kresd {} EDE {ke:?}, hopline {} EDE {oe:?} (expected SERVFAIL, EDE {code})",
+                u.metadata.response_code, k.metadata.response_code, o.metadata.response_code
             ));
         }
     }
