@@ -55,6 +55,10 @@ pub struct ResolverService {
     /// `false` turns DNSSEC validation off.
     #[serde(default)]
     pub validate: Option<bool>,
+    /// `false`: do not answer NXDOMAIN / NODATA from validated NSEC records in the cache
+    /// (RFC 8198; on by default when validating, as in Unbound and Knot Resolver).
+    #[serde(default)]
+    pub aggressive_nsec: Option<bool>,
     /// DNS over TLS (RFC 7858) beside UDP and TCP: `{ listen = "127.0.0.1:853", cert =
     /// "cert.pem", key = "key.pem" }` (ALPN `dot`).
     #[serde(default)]

@@ -530,6 +530,9 @@ fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<R
     if cfg.validate == Some(false) {
         b = b.no_validation();
     }
+    if cfg.aggressive_nsec == Some(false) {
+        b = b.aggressive_nsec(false);
+    }
     b.build().map_err(|e| DnsError::Config(e.to_string()))
 }
 

@@ -1407,3 +1407,155 @@ async fn key_rollovers_keep_a_caching_resolver_validating_and_a_hurried_one_does
     assert_eq!(now.ds_records(3600).len(), 1);
     assert_eq!(now.dnskey_records(2).len(), 2, "one KSK, one ZSK: {now:?}");
 }
+
+/// A lookup and every step it took (an answer keeps them in its `steps`).
+async fn traced(
+    r: &hopline_dns::Resolver,
+    name: &str,
+    rtype: RecordType,
+) -> (
+    Result<hopline_dns::Lookup, hopline_dns::ResolveError>,
+    Vec<hopline_dns::TraceStep>,
+) {
+    let (res, steps) = r.lookup_traced(name, rtype).await;
+    let steps = match &res {
+        Ok(l) => l.steps.clone(),
+        Err(_) => steps,
+    };
+    (res, steps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggressive_nsec_answers_what_validated_nsec_records_prove_absent() {
+    let (dir, net) = (tempfile::tempdir().unwrap(), 76);
+    let cfg = hierarchy(dir.path(), net);
+    let _dns = DnsServices::start(&cfg, dir.path()).await.unwrap();
+    let anchors = hopline_dns::dnssec::validate::parse_anchors(&root_anchor(dir.path())).unwrap();
+    let resolver = |aggressive: bool| {
+        hopline_dns::Resolver::builder()
+            .no_hosts_file()
+            .recursive(hopline_dns::RootHints::from_file(&dir.path().join("root.hints")).unwrap())
+            .query_port(53)
+            .trust_anchors(anchors.clone())
+            .aggressive_nsec(aggressive)
+            .build()
+            .unwrap()
+    };
+    // did the lookup ask a server, or answer from the NSEC records held?
+    let asked = |steps: &[hopline_dns::TraceStep]| {
+        steps
+            .iter()
+            .any(|s| s.kind != "cache" && s.kind != "dnssec")
+    };
+    let from_nsec = |steps: &[hopline_dns::TraceStep]| {
+        steps
+            .iter()
+            .any(|s| s.kind == "cache" && s.detail.contains("RFC 8198"))
+    };
+    let r = resolver(true);
+    let (res, steps) = traced(&r, "nope.shop.test.", RecordType::A).await;
+    assert!(matches!(res, Err(hopline_dns::ResolveError::NxDomain { .. })) && asked(&steps));
+    // another name of the same NSEC span (gone < nq < ns1): no question sent
+    let (res, steps) = traced(&r, "nq.shop.test.", RecordType::A).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NxDomain { .. })),
+        "{res:?}"
+    );
+    assert!(!asked(&steps) && from_nsec(&steps), "{steps:#?}");
+    // NODATA from the NSEC at a name
+    let (res, _) = traced(&r, "www.shop.test.", RecordType::TXT).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NoData { .. })),
+        "{res:?}"
+    );
+    let (res, steps) = traced(&r, "www.shop.test.", RecordType::MX).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NoData { .. })),
+        "{res:?}"
+    );
+    assert!(!asked(&steps) && from_nsec(&steps), "{steps:#?}");
+    // ...but never a type the NSEC says is there
+    let (res, _) = traced(&r, "www.shop.test.", RecordType::A).await;
+    assert_eq!(res.unwrap().records[0].data, "10.0.0.1");
+    // a DO client gets the proof with the synthesized answer, and AD
+    let q = {
+        let mut q = Message::new(7, MessageType::Query, OpCode::Query);
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(
+            Name::from_ascii("nop.shop.test.").unwrap(),
+            RecordType::A,
+        ));
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(true);
+        q.set_edns(edns);
+        q
+    };
+    let m = r.answer(&q).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.metadata.authentic_data, "{m:?}");
+    assert!(
+        m.authorities
+            .iter()
+            .any(|a| a.record_type() == RecordType::NSEC)
+            && m.authorities
+                .iter()
+                .any(|a| a.record_type() == RecordType::RRSIG),
+        "{m:?}"
+    );
+
+    // a parent's NSEC span across a delegation proves nothing below the cut: test.'s
+    // span shop.test. → *.wild.test. covers www.shop.test. in canonical order
+    let r = resolver(true);
+    let (res, _) = traced(&r, "shopx.test.", RecordType::A).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NxDomain { .. })),
+        "{res:?}"
+    );
+    let (res, steps) = traced(&r, "www.shop.test.", RecordType::A).await;
+    assert!(res.is_ok() && asked(&steps), "{res:?} {steps:#?}");
+    // an empty non-terminal is NODATA, not NXDOMAIN (the span ns1.bad.test. →
+    // host.ent.test. covers ent.test. with its next name below it)
+    let (res, _) = traced(&r, "cat.test.", RecordType::A).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NxDomain { .. })),
+        "{res:?}"
+    );
+    let (res, steps) = traced(&r, "ent.test.", RecordType::A).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NoData { .. })) && from_nsec(&steps),
+        "{res:?} {steps:#?}"
+    );
+    // a wildcard: the type it lacks is NODATA from the cache, the type it has is asked
+    let (res, _) = traced(&r, "a.wild.test.", RecordType::A).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NoData { .. })),
+        "{res:?}"
+    );
+    let (res, steps) = traced(&r, "b.wild.test.", RecordType::TXT).await;
+    assert!(res.is_ok() && asked(&steps), "{res:?} {steps:#?}");
+
+    // a zone's own apex NSEC (no DS bit) says nothing of its DS, which is the parent's
+    let r = resolver(true);
+    let (res, _) = traced(&r, "nope.shop.test.", RecordType::A).await;
+    assert!(matches!(
+        res,
+        Err(hopline_dns::ResolveError::NxDomain { .. })
+    ));
+    let (res, _) = traced(&r, "shop.test.", RecordType::TXT).await;
+    assert!(
+        matches!(res, Err(hopline_dns::ResolveError::NoData { .. })),
+        "{res:?}"
+    );
+    let (res, steps) = traced(&r, "shop.test.", RecordType::DS).await;
+    assert!(res.is_ok() && asked(&steps), "{res:?} {steps:#?}");
+
+    // off: every name is asked
+    let r = resolver(false);
+    let _ = traced(&r, "nope.shop.test.", RecordType::A).await;
+    let (res, steps) = traced(&r, "nq.shop.test.", RecordType::A).await;
+    assert!(matches!(
+        res,
+        Err(hopline_dns::ResolveError::NxDomain { .. })
+    ));
+    assert!(asked(&steps) && !from_nsec(&steps), "{steps:#?}");
+}

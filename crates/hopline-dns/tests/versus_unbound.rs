@@ -149,6 +149,7 @@ async fn ours(dir: &Path, net: u8) -> (DnsServices, SocketAddr) {
             max_negative_ttl: None,
             trust_anchor: None,
             validate: None,
+            aggressive_nsec: None,
             tls: None,
         }],
         authoritative: vec![],

@@ -378,7 +378,13 @@ pub fn proves_nxdomain(qname: &Name, nsecs: &[Record]) -> Result<bool, Bogus> {
         .iter()
         .filter_map(|r| as_nsec(r).map(|n| (&r.name, n)))
         .collect();
-    let Some((owner, n)) = all.iter().find(|(o, n)| covers(o, n, qname)) else {
+    // (a span whose next name is below the name asked proves an empty non-terminal, not
+    // an absent name)
+    let lq = LowerName::new(qname);
+    let Some((owner, n)) = all
+        .iter()
+        .find(|(o, n)| covers(o, n, qname) && !lq.zone_of(&LowerName::new(n.next_domain_name())))
+    else {
         return Err(Bogus::new(
             ede::NSEC_MISSING,
             format!("no NSEC proves that {qname} does not exist"),

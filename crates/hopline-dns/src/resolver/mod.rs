@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use crate::error::ResolveError;
 use crate::hints::RootHints;
 
+mod aggressive;
 mod standing;
 mod trust;
 pub use standing::Security;
@@ -199,6 +200,7 @@ pub struct ResolverBuilder {
     max_ttl: u32,
     max_negative_ttl: u32,
     anchors: Option<Vec<Record>>,
+    aggressive_nsec: bool,
 }
 
 impl ResolverBuilder {
@@ -208,6 +210,12 @@ impl ResolverBuilder {
     /// private hierarchy) validates only when given anchors.
     pub fn trust_anchors(mut self, anchors: Vec<Record>) -> Self {
         self.anchors = Some(anchors);
+        self
+    }
+    /// Answer from validated NSEC records what they prove absent (RFC 8198; on by
+    /// default, as in Unbound and Knot Resolver).
+    pub fn aggressive_nsec(mut self, on: bool) -> Self {
+        self.aggressive_nsec = on;
         self
     }
     /// Do not validate DNSSEC.
@@ -289,6 +297,8 @@ impl ResolverBuilder {
         };
         Ok(Resolver {
             inner: Arc::new(Inner {
+                nsec: (self.aggressive_nsec && !anchors.is_empty())
+                    .then(aggressive::NsecCache::new),
                 anchors,
                 trust: moka::sync::Cache::builder()
                     .max_capacity(10_000)
@@ -367,6 +377,8 @@ fn read_hosts(path: &Path) -> Result<HashMap<String, Vec<IpAddr>>, ResolveError>
 struct Inner {
     /// DNSSEC trust anchors (none: no validation).
     anchors: Vec<Record>,
+    /// Validated NSEC records by zone, for answering from them (RFC 8198).
+    nsec: Option<aggressive::NsecCache>,
     /// Each zone's standing in the chain of trust, until the instant it may be held to.
     trust: moka::sync::Cache<LowerName, (ZoneTrust, Instant)>,
     mode: Mode,
@@ -420,6 +432,7 @@ impl Resolver {
             max_ttl: 86_400,
             max_negative_ttl: 3_600,
             anchors: None,
+            aggressive_nsec: true,
         }
     }
 
@@ -741,6 +754,10 @@ impl Resolver {
         if let Some(r) = self.cached_chain(qname, rtype, steps, &question, validate) {
             return Ok(r);
         }
+        // 2b. what validated NSEC records already prove absent
+        if validate && let Some(r) = self.proven_by_nsec(qname, rtype, steps, &question) {
+            return Ok(r);
+        }
         // 3. forwarder or the hierarchy
         match &self.inner.mode {
             Mode::Forward(servers) => self.forward(servers, qname, rtype, steps).await,
@@ -820,6 +837,67 @@ impl Resolver {
             chain.push(c);
         }
         None
+    }
+
+    /// NXDOMAIN or NODATA made from the validated NSEC records held (RFC 8198), cached
+    /// like an answer (with its proof, for DO clients).
+    fn proven_by_nsec(
+        &self,
+        qname: &Name,
+        rtype: RecordType,
+        steps: &mut Vec<TraceStep>,
+        question: &str,
+    ) -> Option<Resolved> {
+        let s = self.inner.nsec.as_ref()?.synthesize(qname, rtype)?;
+        self.store(
+            qname,
+            rtype,
+            vec![],
+            s.rcode,
+            Some(s.soa.clone()),
+            Security::Secure,
+        );
+        self.keep_sigs(qname, rtype, s.proof);
+        let kind = if s.rcode == ResponseCode::NXDomain {
+            "nxdomain"
+        } else {
+            "nodata"
+        };
+        steps.push(step(
+            "cache",
+            "",
+            question,
+            "cache",
+            format!(
+                "{kind} proven by validated NSEC records in the cache (RFC 8198), {} s",
+                s.ttl
+            ),
+            0.0,
+            Some(s.ttl),
+            false,
+        ));
+        Some(Resolved {
+            records: vec![],
+            rcode: s.rcode,
+            soa: Some(s.soa),
+            answered_by: Answered::Cache,
+            security: Security::Secure,
+        })
+    }
+
+    /// Keep the NSEC records of a secure negative answer of `zone` (RFC 8198).
+    fn learn_nsec(&self, zone: &Name, soa: Option<&Record>, resp: &Message, security: Security) {
+        if security != Security::Secure {
+            return;
+        }
+        if let Some(c) = &self.inner.nsec {
+            c.learn(
+                zone,
+                soa,
+                &proof_of(resp, &LowerName::new(zone)),
+                self.inner.max_negative_ttl,
+            );
+        }
     }
 
     fn store(
@@ -1230,6 +1308,7 @@ impl Resolver {
                 }
                 self.store(&end, rtype, vec![], rcode, soa.clone(), security);
                 self.keep_sigs(&end, rtype, proof_of(&resp, &lz));
+                self.learn_nsec(&zone, soa.as_ref(), &resp, security);
                 let why = format!("{end} does not exist");
                 negative_step(&mut steps[last], "nxdomain", why, server, soa.as_ref());
                 return Ok(Hop::Done(Resolved {
@@ -1314,6 +1393,7 @@ impl Resolver {
                     .checked(hints, &resp, name, rtype, &zone, steps, depth, sec)
                     .await?;
                 let why = format!("{name} has no {rtype} record");
+                self.learn_nsec(&zone, soa.as_ref(), &resp, security);
                 let r = self.nodata(
                     name,
                     rtype,
