@@ -61,6 +61,9 @@ pub struct Args {
     /// against --ca, or the public roots.
     #[arg(long, value_name = "URL", conflicts_with_all = ["server", "root_hints", "trace", "tls"])]
     pub https: Option<String>,
+    /// With --https: over HTTP/3 (QUIC), from the first request.
+    #[arg(long, requires = "https")]
+    pub http3: bool,
     /// A PEM file of the CA to trust for --tls or --https (e.g. `hopline cert`'s ca.pem).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
@@ -377,7 +380,11 @@ fn over_https(args: &Args, url: &str, rtype: RecordType) -> anyhow::Result<ExitC
         resolver: hopline_dns::Resolver::builder().build()?,
         extra_ca: args.ca.clone(),
         max_per_host: 1,
-        force: hopline_browser::Force::Auto,
+        force: if args.http3 {
+            hopline_browser::Force::Http3
+        } else {
+            hopline_browser::Force::Auto
+        },
         timeout: std::time::Duration::from_secs(5),
         trace_id: format!("{:032x}", rand::random::<u128>()),
         cache: None,

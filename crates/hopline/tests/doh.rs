@@ -96,6 +96,7 @@ resolver = "127.0.0.1:{unbound_port}"
 [[site]]
 listen = ["127.0.0.1:{https_port}"]
 tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
+http3 = true
   [[site.route]]
   path = "/dns-query"
   service = "doh:main"
@@ -260,6 +261,12 @@ tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
             .contains("/dns-query?dns="),
         "{json}"
     );
+    let json: serde_json::Value = serde_json::from_slice(
+        &over_https("www.doh.test", &["--https", &doh_url, "--http3", "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(json["http"]["http_version"], "HTTP/3", "{json}");
+    assert_eq!(json["records"][0]["data"], "10.9.8.6");
     // NXDOMAIN (from Unbound behind the relay) comes back as such (exit 2), not as an
     // HTTP failure
     let out = over_https("nothere.unbound.test", &["--https", &unbound_url, "--json"]);
@@ -364,6 +371,33 @@ tls = {{ cert = "certs/dns.test.pem", key = "certs/dns.test-key.pem" }}
         "{text}"
     );
     assert!(text.contains("asked over DNS over HTTPS"), "{text}");
+    // DNS over HTTPS over HTTP/3 (QUIC), the site's own listener serving it
+    let out = Command::new(BIN)
+        .args([
+            "visit",
+            &page,
+            "--doh",
+            &doh_url,
+            "--no-cache",
+            "--http3",
+            "--json",
+            "--ca",
+        ])
+        .arg(d.join("certs/ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let nav: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = nav["entries"].as_array().unwrap();
+    let dns: Vec<&serde_json::Value> = entries.iter().filter(|e| e["kind"] == "dns").collect();
+    assert_eq!(dns.len(), 2, "{nav}");
+    for e in &dns {
+        assert_eq!(
+            (e["status"].as_u64(), e["http_version"].as_str()),
+            (Some(200), Some("HTTP/3")),
+            "{e}"
+        );
+    }
     // a DoH server that answers NXDOMAIN: the visit fails with the reason
     let out = Command::new(BIN)
         .args([
