@@ -25,6 +25,14 @@
 //!   `estimate × (in_flight + 1)`; ties are broken at random.
 //! - **least connections**: the fewest in-flight requests relative to weight
 //!   (`in_flight / weight`), ties broken at random.
+//! - **ring hash** and **Maglev**: consistent hashing of a key the request brings
+//!   ([`Affinity::key`]: its client address, a header, a cookie, the URI), so the same key
+//!   keeps its server while the set of servers changes little ([`hash`]). A request
+//!   without a key is balanced round robin, as HAProxy does.
+//!
+//! A request may also name the server it is stuck to ([`Affinity::sticky`], from a
+//! sticky-session cookie): it goes there while that server may take traffic, and is
+//! balanced as any other when it may not.
 //!
 //! # Availability
 //! A server is *eligible* when its active health checks pass (`fails` failures in a row
@@ -51,6 +59,7 @@
 //! their checks may still have one that answers. [`Pool::panicking`] and
 //! [`Pool::panic_picks`] say so for status pages and metrics.
 
+pub mod hash;
 pub mod histogram;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -76,6 +85,10 @@ pub enum Algorithm {
     Fastest,
     /// Fewest in-flight requests per weight.
     LeastConnections,
+    /// Consistent hashing of the request's key on a ring of virtual nodes.
+    RingHash,
+    /// Consistent hashing of the request's key with a Maglev table.
+    Maglev,
 }
 
 impl Algorithm {
@@ -87,8 +100,24 @@ impl Algorithm {
             Algorithm::DynamicRoundRobin => "dynamic_round_robin",
             Algorithm::Fastest => "fastest",
             Algorithm::LeastConnections => "least_connections",
+            Algorithm::RingHash => "ring_hash",
+            Algorithm::Maglev => "maglev",
         }
     }
+
+    /// Does it balance by a key the request brings?
+    pub fn is_hash(self) -> bool {
+        matches!(self, Algorithm::RingHash | Algorithm::Maglev)
+    }
+}
+
+/// What a request brings to the choice of its server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Affinity {
+    /// The hash of its key ([`hash::hash_key`]), for the hashing algorithms.
+    pub key: Option<u64>,
+    /// The server its sticky-session cookie names ([`Pool::sticky_index`]).
+    pub sticky: Option<usize>,
 }
 
 /// One server as configured.
@@ -217,6 +246,13 @@ pub struct Pool {
     next: AtomicUsize,
     opts: PoolOptions,
     panic_picks: AtomicU64,
+    /// The ring (ring hash).
+    ring: Option<hash::Ring>,
+    /// The Maglev table of the servers that last took traffic, made again when they
+    /// change.
+    maglev: Mutex<Option<(SmallVec<[usize; 16]>, std::sync::Arc<hash::Maglev>)>>,
+    /// Each server's sticky-session id ([`hash::sticky_id`] of its address).
+    sticky: Vec<String>,
 }
 
 /// A picked server; finish it with the outcome (dropping it unfinished counts as a
@@ -289,7 +325,16 @@ impl Pool {
                 current: 0,
             })
             .collect();
+        let weighted: Vec<(&str, u32)> = servers
+            .iter()
+            .map(|s| (s.id.as_str(), s.weight.max(1)))
+            .collect();
+        let ring = (algorithm == Algorithm::RingHash).then(|| hash::Ring::new(&weighted));
+        let sticky = servers.iter().map(|s| hash::sticky_id(&s.id)).collect();
         Pool {
+            ring,
+            maglev: Mutex::new(None),
+            sticky,
             algorithm,
             servers: servers
                 .into_iter()
@@ -343,6 +388,42 @@ impl Pool {
     /// no server is eligible at all, any server not excluded (panic, primaries first).
     /// `None` only when every server was excluded.
     pub fn pick(&self, exclude: &[usize]) -> Option<Pick<'_>> {
+        self.pick_for(exclude, Affinity::default())
+    }
+
+    /// The server a sticky-session cookie's value names, if any.
+    pub fn sticky_index(&self, value: &str) -> Option<usize> {
+        self.sticky.iter().position(|s| s == value)
+    }
+
+    /// The sticky-session cookie's value for the server `index`.
+    pub fn sticky_value(&self, index: usize) -> &str {
+        &self.sticky[index]
+    }
+
+    /// The Maglev table of `members` (made again when they changed since the last one).
+    fn maglev_of(&self, members: &[usize]) -> std::sync::Arc<hash::Maglev> {
+        let mut cached = self.maglev.lock();
+        if let Some((m, table)) = cached.as_ref()
+            && m.as_slice() == members
+        {
+            return table.clone();
+        }
+        let weighted: Vec<(&str, u32)> = self
+            .servers
+            .iter()
+            .map(|s| (s.spec.id.as_str(), s.spec.weight))
+            .collect();
+        let table = std::sync::Arc::new(hash::Maglev::new(&weighted, |i| members.contains(&i)));
+        *cached = Some((members.iter().copied().collect(), table.clone()));
+        table
+    }
+
+    /// [`Pool::pick`] for a request that brings a key to hash, or names the server it is
+    /// stuck to ([`Affinity`]). The sticky server when it may take traffic; else, with
+    /// a hashing algorithm and a key, the key's server among those that may (a retry's
+    /// excluded ones skipped); else as [`Pool::pick`].
+    pub fn pick_for(&self, exclude: &[usize], affinity: Affinity) -> Option<Pick<'_>> {
         let now = Instant::now();
         let mut states = self.states.lock();
         // (on the stack for pools of up to 16 servers: a pick allocates nothing)
@@ -369,8 +450,30 @@ impl Pool {
         } else {
             return None;
         };
+        let hashed = match (self.algorithm, affinity.key) {
+            _ if affinity.sticky.is_some_and(|i| set.contains(&i)) => affinity.sticky,
+            (Algorithm::RingHash, Some(key)) => self
+                .ring
+                .as_ref()
+                .and_then(|r| r.pick(key, |i| set.contains(&i))),
+            (Algorithm::Maglev, Some(key)) => {
+                // the table of the servers that may take traffic, the excluded ones
+                // included (a retry must not make another table)
+                let tier = set.first().is_some_and(|&i| self.servers[i].spec.backup);
+                let members: SmallVec<[usize; 16]> = (0..self.servers.len())
+                    .filter(|&i| {
+                        self.servers[i].spec.backup == tier
+                            && (panic || Self::eligible(&states[i], now))
+                    })
+                    .collect();
+                self.maglev_of(&members)
+                    .pick_among(key, |i| set.contains(&i))
+            }
+            _ => None,
+        };
         let index = match self.algorithm {
-            Algorithm::RoundRobin => {
+            _ if hashed.is_some() => hashed.unwrap_or(set[0]),
+            Algorithm::RoundRobin | Algorithm::RingHash | Algorithm::Maglev => {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
                 set[n % set.len()]
             }
@@ -1074,12 +1177,148 @@ mod tests {
             Algorithm::DynamicRoundRobin,
             Algorithm::Fastest,
             Algorithm::LeastConnections,
+            Algorithm::RingHash,
+            Algorithm::Maglev,
         ] {
             let json = serde_json::to_string(&a).unwrap();
             assert_eq!(json, format!("\"{}\"", a.as_str()));
             let back: Algorithm = serde_json::from_str(&json).unwrap();
             assert_eq!(back, a);
         }
+    }
+
+    /// Where each of `keys` keys goes now.
+    fn by_key(p: &Pool, keys: u64) -> Vec<usize> {
+        (0..keys)
+            .map(|k| {
+                let key = hash::hash_key(format!("client-{k}").as_bytes());
+                let pick = p
+                    .pick_for(
+                        &[],
+                        Affinity {
+                            key: Some(key),
+                            sticky: None,
+                        },
+                    )
+                    .unwrap();
+                let i = pick.index();
+                pick.finish(Outcome::Success {
+                    latency: Duration::from_millis(1),
+                });
+                i
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hashing_keeps_a_key_on_its_server_and_spreads_a_down_servers_keys() {
+        for algorithm in [Algorithm::RingHash, Algorithm::Maglev] {
+            let p = Pool::new(algorithm, specs(&[(1, false); 4]), PoolOptions::default());
+            let before = by_key(&p, 4000);
+            assert_eq!(
+                before,
+                by_key(&p, 4000),
+                "{algorithm:?}: the same key, the same server"
+            );
+            let mut shares = [0usize; 4];
+            for &i in &before {
+                shares[i] += 1;
+            }
+            assert!(shares.iter().all(|&c| c > 700), "{algorithm:?}: {shares:?}");
+            // server 2 fails its health checks: its keys go to the others, spread
+            p.report_health_check(2, false);
+            p.report_health_check(2, false);
+            let during = by_key(&p, 4000);
+            let mut went = [0usize; 4];
+            let mut others_moved = 0;
+            for (b, d) in before.iter().zip(&during) {
+                assert_ne!(*d, 2);
+                if *b == 2 {
+                    went[*d] += 1;
+                } else if b != d {
+                    others_moved += 1;
+                }
+            }
+            assert!(
+                went.iter().filter(|&&c| c > 0).count() == 3,
+                "{algorithm:?}: spread over the rest: {went:?}"
+            );
+            assert!(
+                others_moved < 4000 / 20,
+                "{algorithm:?}: {others_moved} others moved"
+            );
+            // back: every key on its first server again
+            p.report_health_check(2, true);
+            p.report_health_check(2, true);
+            assert_eq!(before, by_key(&p, 4000), "{algorithm:?}");
+            // a retry skips the server tried, and the next one is the key's too
+            let key = hash::hash_key(b"client-7");
+            let first = p
+                .pick_for(
+                    &[],
+                    Affinity {
+                        key: Some(key),
+                        sticky: None,
+                    },
+                )
+                .unwrap()
+                .index();
+            let second = p
+                .pick_for(
+                    &[first],
+                    Affinity {
+                        key: Some(key),
+                        sticky: None,
+                    },
+                )
+                .unwrap()
+                .index();
+            assert_ne!(first, second);
+            let again = p
+                .pick_for(
+                    &[first],
+                    Affinity {
+                        key: Some(key),
+                        sticky: None,
+                    },
+                )
+                .unwrap()
+                .index();
+            assert_eq!(second, again);
+            // no key: round robin
+            assert_eq!(count(&p, 8), vec![2, 2, 2, 2], "{algorithm:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sticky_client_stays_while_its_server_is_up() {
+        let p = Pool::new(
+            Algorithm::RoundRobin,
+            specs(&[(1, false); 3]),
+            PoolOptions::default(),
+        );
+        let id = p.sticky_value(1).to_string();
+        assert_eq!(p.sticky_index(&id), Some(1));
+        assert_eq!(p.sticky_index("0000000000000000"), None);
+        let stuck = Affinity {
+            key: None,
+            sticky: Some(1),
+        };
+        for _ in 0..10 {
+            assert_eq!(p.pick_for(&[], stuck).unwrap().index(), 1);
+        }
+        // down: balanced as any other request, never to it
+        p.report_health_check(1, false);
+        p.report_health_check(1, false);
+        let picked: Vec<usize> = (0..10)
+            .map(|_| p.pick_for(&[], stuck).unwrap().index())
+            .collect();
+        assert!(picked.iter().all(|&i| i != 1) && picked.contains(&0) && picked.contains(&2));
+        // tried already (a retry): elsewhere too
+        p.report_health_check(1, true);
+        p.report_health_check(1, true);
+        assert_ne!(p.pick_for(&[1], stuck).unwrap().index(), 1);
+        assert_eq!(p.pick_for(&[], stuck).unwrap().index(), 1);
     }
 
     proptest::proptest! {

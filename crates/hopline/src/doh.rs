@@ -230,7 +230,16 @@ impl Relay {
                 return plain(StatusCode::BAD_REQUEST, "not a DNS query");
             }
         };
-        let answer = match hopline_dns::service::local_resolver(self.resolver) {
+        // RFC 8484 §5.1: freshness is the smallest TTL of the answer
+        let min_ttl = |m: &Message| {
+            m.answers
+                .iter()
+                .chain(&m.authorities)
+                .map(|r| r.ttl)
+                .min()
+                .unwrap_or(0)
+        };
+        let (answer, ttl) = match hopline_dns::service::local_resolver(self.resolver) {
             // the resolver runs in this process: asked directly, no socket in between
             Some(resolver) => {
                 let m = if q.metadata.recursion_desired {
@@ -243,19 +252,17 @@ impl Relay {
                         )
                     })
                 };
-                m.to_vec().unwrap_or_default()
+                (m.to_vec().unwrap_or_default(), min_ttl(&m))
             }
             None => match self.ask(&query).await {
-                Ok(a) => a,
+                Ok(a) => {
+                    let ttl = Message::from_vec(&a).map(|m| min_ttl(&m)).unwrap_or(0);
+                    (a, ttl)
+                }
                 Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("resolver: {e}")),
             },
         };
         self.answered.fetch_add(1, Ordering::Relaxed);
-        // RFC 8484 §5.1: freshness is the smallest TTL of the answer
-        let ttl = Message::from_vec(&answer)
-            .ok()
-            .and_then(|m| m.answers.iter().chain(&m.authorities).map(|r| r.ttl).min())
-            .unwrap_or(0);
         let mut r = Response::new(if head_only {
             Body::empty()
         } else {
