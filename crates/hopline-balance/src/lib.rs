@@ -237,6 +237,9 @@ struct Server {
     errors: AtomicU64,
 }
 
+/// A Maglev table and the servers it was made for.
+type MaglevFor = (SmallVec<[usize; 16]>, std::sync::Arc<hash::Maglev>);
+
 /// A pool of servers and its balancing state. `Send + Sync`; share it in an `Arc`.
 #[derive(Debug)]
 pub struct Pool {
@@ -250,7 +253,7 @@ pub struct Pool {
     ring: Option<hash::Ring>,
     /// The Maglev table of the servers that last took traffic, made again when they
     /// change.
-    maglev: Mutex<Option<(SmallVec<[usize; 16]>, std::sync::Arc<hash::Maglev>)>>,
+    maglev: Mutex<Option<MaglevFor>>,
     /// Each server's sticky-session id ([`hash::sticky_id`] of its address).
     sticky: Vec<String>,
 }
