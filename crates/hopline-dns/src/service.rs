@@ -491,6 +491,14 @@ fn build_resolver(cfg: &crate::config::ResolverService, base: &Path) -> Result<R
         Some(p) => b.hosts_file(resolve(base, p)),
         None => b,
     };
+    if !cfg.forward.is_empty() && cfg.trust_anchor.is_some() {
+        return Err(DnsError::Config(format!(
+            "resolver {}: trust_anchor with forward: a forwarding resolver does not validate \
+             (it passes on its upstream's AD bit); expected root_hints (iterate and validate) \
+             or no trust_anchor",
+            cfg.listen
+        )));
+    }
     if !cfg.forward.is_empty() {
         let servers = cfg
             .forward

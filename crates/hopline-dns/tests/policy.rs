@@ -388,3 +388,20 @@ async fn a_udp_flood_starves_neither_tcp_nor_shutdown() {
     let sent: u64 = flooders.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(sent > 10_000, "the flood was a flood: {sent} packets");
 }
+
+#[test]
+fn a_forwarding_resolver_given_a_trust_anchor_is_refused_with_why() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.key"), ". DS 1 13 2 00\n").unwrap();
+    let cfg: hopline_dns::config::DnsConfig = toml::from_str(
+        "[[resolver]]\nlisten = \"127.0.0.1:0\"\nforward = [\"127.0.0.1:53\"]\ntrust_anchor = \"root.key\"\n",
+    )
+    .unwrap();
+    let e = hopline_dns::service::DnsServices::check(&cfg, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("trust_anchor with forward") && e.contains("expected root_hints"),
+        "{e}"
+    );
+}
