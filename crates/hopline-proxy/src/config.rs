@@ -10,9 +10,20 @@ use hopline_engine::byte_size::ByteSize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// round_robin | weighted_round_robin | dynamic_round_robin | fastest | least_connections
+    /// round_robin | weighted_round_robin | dynamic_round_robin | fastest |
+    /// least_connections | ring_hash | maglev
     #[serde(default = "default_balance")]
     pub balance: hopline_balance::Algorithm,
+    /// What `ring_hash` and `maglev` hash: "client_ip" (default), "uri", "header:NAME" or
+    /// "cookie:NAME". A request without it is balanced round robin.
+    #[serde(default)]
+    pub hash_key: Option<HashKey>,
+    /// Sticky sessions: `{ cookie = "NAME" }` — the balancer sets a cookie naming the
+    /// server — or `{ learn = "JSESSIONID" }` — the origin's own session cookie carries
+    /// the server's id as a prefix (`ID~value`, stripped on the way back in). Either way
+    /// every balancer node reads it alike: no state is shared.
+    #[serde(default)]
+    pub sticky: Option<Sticky>,
     /// "IP:PORT", "host:port", or { addr, weight, backup }.
     pub servers: Spanned<Vec<Spanned<ServerEntry>>>,
     /// Active health checks.
@@ -76,6 +87,99 @@ fn default_outlier_errors() -> u32 {
 }
 fn default_fail_timeout() -> u64 {
     10_000
+}
+
+/// What a hashing balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The path and query.
+    Uri,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+}
+
+impl<'de> Deserialize<'de> for HashKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "hash_key {text:?}: expected \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\""
+            ))
+        };
+        match text.split_once(':') {
+            None if text == "client_ip" => Ok(HashKey::ClientIp),
+            None if text == "uri" => Ok(HashKey::Uri),
+            Some(("header", name)) => http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| bad()),
+            Some(("cookie", name)) if is_cookie_name(name.trim()) => {
+                Ok(HashKey::Cookie(name.trim().to_string()))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A cookie name (RFC 6265 token).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Sticky sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "StickyTable")]
+pub enum Sticky {
+    /// The balancer's own cookie names the server.
+    Insert {
+        /// Its name.
+        cookie: String,
+        /// Its Max-Age (none: a session cookie).
+        max_age_s: Option<u64>,
+    },
+    /// The origin's session cookie, prefixed with the server's id.
+    Learn {
+        /// Its name.
+        cookie: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StickyTable {
+    cookie: Option<String>,
+    learn: Option<String>,
+    max_age_s: Option<u64>,
+}
+
+impl TryFrom<StickyTable> for Sticky {
+    type Error = String;
+    fn try_from(t: StickyTable) -> Result<Sticky, String> {
+        let sticky = match (t.cookie, t.learn) {
+            (Some(cookie), None) => Sticky::Insert {
+                cookie,
+                max_age_s: t.max_age_s,
+            },
+            (None, Some(cookie)) if t.max_age_s.is_none() => Sticky::Learn { cookie },
+            (None, Some(_)) => {
+                return Err("sticky: max_age_s is for { cookie = … } (a learned cookie keeps the origin's own)".into());
+            }
+            _ => {
+                return Err("sticky: expected { cookie = \"NAME\" } (the balancer's cookie) or { learn = \"NAME\" } (the origin's session cookie)".into());
+            }
+        };
+        let (Sticky::Insert { cookie, .. } | Sticky::Learn { cookie }) = &sticky;
+        if !is_cookie_name(cookie) {
+            return Err(format!("sticky: {cookie:?} is not a cookie name"));
+        }
+        Ok(sticky)
+    }
 }
 
 /// One server of a pool.

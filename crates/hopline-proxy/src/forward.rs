@@ -303,26 +303,39 @@ pub async fn send(
     });
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.version = http::Version::HTTP_11;
+    let members = up.members();
+    // what ties the request to a server: a key to hash, a sticky-session cookie
+    let affinity = if up.hash_key.is_some() || up.sticky.is_some() {
+        crate::affinity::of_request(
+            up,
+            &members.pool,
+            &mut parts.headers,
+            path_and_query,
+            down.peer.ip(),
+        )
+    } else {
+        hopline_balance::Affinity::default()
+    };
 
     // hopline's own HTTP/1.1 client takes the bodiless idempotent requests; hyper's
     // gets the forwarding fields in its header map
     let fast = !up.http2
         && bodiless
         && !upgrade
+        && !crate::affinity::rewrites_set_cookie(up)
         && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !fast {
         forwarding.apply(&mut parts.headers);
     }
     let mut fast_head: Option<Vec<u8>> = None;
     let mut client_upgrade = client_upgrade;
-    let members = up.members();
     let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let attempts = if retryable { up.retries + 1 } else { 1 };
     // (the error made only when there is one: a request that succeeds allocates none)
     let mut last_err: Option<ProxyError> = None;
     for attempt in 0..attempts {
         // pick: a server not tried yet, from the pool's balancer
-        let Some(pick) = members.pool.pick(&tried) else {
+        let Some(pick) = members.pool.pick_for(&tried, affinity) else {
             break; // none at all (NoServer below), or none left to retry on
         };
         let idx = pick.index();
@@ -356,6 +369,9 @@ pub async fn send(
         };
         // retry: only a failed connect may go on to the next server
         match attempted {
+            Attempt::Done(Ok(resp)) if up.sticky.is_some() => {
+                return Ok(stick(resp, up, &members.pool, idx, affinity));
+            }
             Attempt::Done(answer) => return answer,
             Attempt::Retry(e) => last_err = Some(e),
         }
@@ -363,6 +379,34 @@ pub async fn send(
     Err(last_err.unwrap_or_else(|| ProxyError::NoServer {
         pool: up.name.clone(),
     }))
+}
+
+/// Sticky sessions: the response tells the client which server it is stuck to (the
+/// balancer's cookie, or the origin's session cookie with the server's id before it).
+fn stick(
+    resp: Response<UpstreamBody>,
+    up: &UpstreamPool,
+    pool: &hopline_balance::Pool,
+    index: usize,
+    affinity: hopline_balance::Affinity,
+) -> Response<UpstreamBody> {
+    let (mut parts, mut body) = resp.into_parts();
+    if let Some(v) = crate::affinity::insert_cookie(up, pool, index, affinity) {
+        let lines = match &mut body {
+            Either::Right(own) => own.relayed_mut().map(|r| &mut r.lines),
+            Either::Left(_) => None,
+        };
+        match lines {
+            Some(lines) => {
+                lines.extend_from_slice(b"set-cookie: ");
+                lines.extend_from_slice(v.as_bytes());
+                lines.extend_from_slice(b"\r\n");
+            }
+            None => append_header(&mut parts.headers, header::SET_COOKIE, &v),
+        }
+    }
+    crate::affinity::prefix_set_cookie(up, pool, index, &mut parts.headers);
+    Response::from_parts(parts, body)
 }
 
 /// What one attempt on one server came to. (Moved once per attempt: boxing the answer

@@ -2,6 +2,7 @@
 //! request to a picked server with retries, hopline's own HTTP/1.1 origin client and its
 //! idle connections, and the layer-4 (TCP/UDP) proxy.
 
+pub mod affinity;
 pub mod client_body;
 pub mod config;
 pub mod error;

@@ -53,6 +53,10 @@ pub struct UpstreamPool {
     pub http2: bool,
     /// Idle connections per server, and how long they stay.
     pub idle: IdleLimits,
+    /// What a hashing balancer hashes (set for ring_hash and maglev).
+    pub hash_key: Option<crate::config::HashKey>,
+    /// Sticky sessions.
+    pub sticky: Option<crate::config::Sticky>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -146,6 +150,12 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, String> {
         }
         resolved.push(addrs);
     }
+    if cfg.hash_key.is_some() && !cfg.balance.is_hash() {
+        return Err(format!(
+            "upstream {name}: hash_key is for balance = \"ring_hash\" or \"maglev\" (balance is {:?})",
+            cfg.balance.as_str()
+        ));
+    }
     let mut opts = PoolOptions::default();
     if let Some(h) = &cfg.health {
         opts.fails = h.fails;
@@ -187,6 +197,12 @@ pub fn build_pool(name: &str, cfg: &Upstream) -> Result<UpstreamPool, String> {
         health: cfg.health.clone(),
         http2: cfg.http2,
         idle,
+        hash_key: cfg.balance.is_hash().then(|| {
+            cfg.hash_key
+                .clone()
+                .unwrap_or(crate::config::HashKey::ClientIp)
+        }),
+        sticky: cfg.sticky.clone(),
     })
 }
 

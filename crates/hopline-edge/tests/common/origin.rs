@@ -180,6 +180,26 @@ async fn serve(mut req: Request<Incoming>, ctl: &Controls, name: &str) -> Resp {
                 r
             }
         }
+        "/session" => {
+            // an application with its own session cookie: set once, then read back
+            let cookie = req
+                .headers()
+                .get_all("cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut r = Response::new(full(format!("{name}|{cookie}")));
+            if !cookie.contains("JSESSIONID=") {
+                r.headers_mut().insert(
+                    "set-cookie",
+                    format!("JSESSIONID={name}-sess; Path=/; HttpOnly")
+                        .parse()
+                        .unwrap(),
+                );
+            }
+            r
+        }
         "/echo" => {
             let mut headers = serde_json::Map::new();
             for (k, v) in req.headers() {
