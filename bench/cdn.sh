@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# CDN and stateful balancing. This first part: hash-balanced proxying — each request
+# carries an `X-User` header (10,000 users, picked at random by wrk's Lua) that chooses its
+# server by consistent hashing over 3 origins — nginx `hash $http_x_user consistent`,
+# HAProxy `balance hdr(X-User)` + `hash-type consistent`, hopline `ring_hash` and `maglev`
+# with `hash_key = "header:x-user"`, ONE worker each on CPU 0; the origins (one nginx, 1
+# worker, 3 ports) and wrk on CPU 1. The figure is the proxy's CPU per request.
+#   bench/cdn.sh                  # ROUNDS=3 DURATION=10s CONNS=64
+source "$(dirname "$0")/lib.sh"
+ports_free 18190 18191 18192 18194 18195 18196 18197
+need nginx haproxy wrk taskset python3
+ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
+build_hopline
+work=$(mktemp -d /tmp/hopline-bench.XXXXXX); chmod 755 "$work"
+cleanup() { for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; sleep 0.2; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/public" "$work/origin" "$work/nginx"
+printf 'hello world\n\n' > "$work/public/small.txt"
+O1=127.0.0.1:18194; O2=127.0.0.1:18195; O3=127.0.0.1:18196
+cat > "$work/origin/nginx.conf" <<NGX
+worker_processes 1; pid $work/origin.nginxpid; error_log $work/origin/error.log warn;
+events { worker_connections 20000; }
+http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_requests 1000000;
+  types { text/plain txt; }
+  server { listen $O1 backlog=4096; listen $O2 backlog=4096; listen $O3 backlog=4096; root $work/public; } }
+NGX
+cat > "$work/nginx/nginx.conf" <<NGX
+worker_processes 1; pid $work/proxy.nginxpid; error_log $work/nginx/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream origin { hash \$http_x_user consistent; server $O1; server $O2; server $O3; keepalive 256; }
+  server { listen 127.0.0.1:18191 backlog=4096;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+cat > "$work/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 9900
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:18192
+  default_backend be
+backend be
+  balance hdr(X-User)
+  hash-type consistent
+  server o1 $O1
+  server o2 $O2
+  server o3 $O3
+HAP
+hop_conf() { # balance port
+cat <<HOP
+threads = 1
+access_log = "off"
+[limits]
+max_connections = 30000
+keepalive_requests = 1000000
+keepalive_timeout_ms = 300000
+header_timeout_ms = 300000
+[upstream.origin]
+balance = "$1"
+hash_key = "header:x-user"
+servers = ["$O1", "$O2", "$O3"]
+max_idle_per_server = 256
+[[site]]
+listen = ["127.0.0.1:$2"]
+  [[site.route]]
+  path = "/"
+  proxy = "origin"
+HOP
+}
+hop_conf ring_hash 18190 > "$work/ring.toml"
+hop_conf maglev 18197 > "$work/maglev.toml"
+cat > "$work/users.lua" <<'LUA'
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/small.txt", { ["X-User"] = "user-" .. math.random(1, 10000) })
+end
+LUA
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+taskset -c "$LOAD_CPU" nginx -c "$work/origin/nginx.conf" -p "$work/origin" -g 'daemon off;' & echo $! > "$work/origin.pid"
+wait_port 127.0.0.1 18194
+
+start_nginx() { taskset -c "$SERVER_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18191; }
+start_haproxy() { taskset -c "$SERVER_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18192; }
+start_ring() { RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/ring.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18190; }
+start_maglev() { RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/maglev.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18197; }
+stop_server() { local p; p=$(cat "$work/server.pid"); kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; rm -f "$work/server.pid"; }
+port_of() { case $1 in nginx) echo 18191;; haproxy) echo 18192;; ring) echo 18190;; maglev) echo 18197;; esac; }
+
+declare -A R
+echo "# hash-balanced proxying: wrk -t1 -c$CONNS -d$DURATION -s users.lua (X-User of 10,000), $ROUNDS rounds; proxy on CPU $SERVER_CPU, origins + wrk on CPU $LOAD_CPU"
+printf '%-8s %-5s %10s %9s %9s %8s\n' proxy round req/s p50_ms p99_ms cpu_us
+for round in $(seq 1 "$ROUNDS"); do
+  order="nginx haproxy ring maglev"; [ $((round % 2)) -eq 0 ] && order="maglev ring haproxy nginx"
+  for srv in $order; do
+    "start_$srv"; port=$(port_of "$srv")
+    export WRK_PID; WRK_PID=$(cat "$work/server.pid")
+    taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNS" -d1s -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1   # warm-up
+    res=$(wrk_run "http://127.0.0.1:$port/" -t1 "-c$CONNS" "-d$DURATION" -s "$work/users.lua")
+    read -r rps p50 p99 cpu _ <<<"$res"
+    R["$srv,rps"]+="$rps "; R["$srv,cpu"]+="$cpu "
+    printf '%-8s %-5s %10s %9s %9s %8s %s\n' "$srv" "$round" "$rps" "$p50" "$p99" "$cpu" "$(cut -d' ' -f5- <<<"$res")"
+    stop_server
+  done
+done
+echo
+echo "# medians (req/s; proxy CPU µs per request)"
+n=$(median ${R[nginx,cpu]}); a=$(median ${R[haproxy,cpu]})
+best=$(python3 -c "print(min($n, $a))")
+for srv in nginx haproxy ring maglev; do
+  c=$(median ${R[$srv,cpu]})
+  printf '%-8s %10s req/s %8s µs/req   vs best peer %s\n' "$srv" "$(median ${R[$srv,rps]})" "$c" "$(python3 -c "print(f'{$c/$best:.2f}x')")"
+done
