@@ -22,6 +22,11 @@ pub struct CacheConfig {
     /// "Hopline-Cache-Control": it takes precedence over `CDN-Cache-Control`, which takes
     /// precedence over `Cache-Control`, for this cache's decisions; it is not forwarded.
     pub targeted_field: Option<String>,
+    /// Store a response's `Set-Cookie` with it and replay it on hits (RFC 9111 allows it;
+    /// default false: a fresh response that sets a cookie is stored without the cookie,
+    /// which only the client that caused the miss gets).
+    #[serde(default)]
+    pub store_set_cookie: bool,
 }
 
 /// The disk tier.

@@ -173,6 +173,29 @@ pub fn normalize(h: &mut HeaderMap) {
     }
 }
 
+/// Is a targeted cache-control field (RFC 9213) usable: a valid Structured Fields
+/// dictionary (RFC 8941) whose time directives are integers? A field that is not is
+/// ignored as a whole (the cache then follows `Cache-Control`).
+pub fn valid_targeted(values: &[HeaderValue]) -> bool {
+    let text: Vec<&str> = match values.iter().map(|v| v.to_str()).collect() {
+        Ok(t) => t,
+        Err(_) => return false,
+    };
+    let Ok(dict) = sfv::Parser::new(&text.join(", ")).parse_dictionary() else {
+        return false;
+    };
+    dict.iter().all(|(k, member)| match k.as_str() {
+        "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error" => matches!(
+            member,
+            sfv::ListEntry::Item(sfv::Item {
+                bare_item: sfv::BareItem::Integer(_),
+                ..
+            })
+        ),
+        _ => true,
+    })
+}
+
 /// The `Cache-Status` value (RFC 9211).
 pub fn cache_status(name: &str, what: &str, ttl: Option<i64>, detail: Option<&str>) -> HeaderValue {
     let mut s = format!("{name}; {what}");
@@ -234,6 +257,17 @@ pub fn response_head(stored: &Stored, mut parts: http::response::Parts) -> http:
         },
         None => {
             parts.headers.remove(header::DATE);
+        }
+    }
+    // a cookie stored with the response (`store_set_cookie`): its freshness was judged
+    // without it, so the policy's head lacks it
+    if !parts.headers.contains_key(header::SET_COOKIE) {
+        for (k, v) in &stored.headers {
+            if k == "set-cookie"
+                && let Ok(v) = HeaderValue::from_bytes(v)
+            {
+                parts.headers.append(header::SET_COOKIE, v);
+            }
         }
     }
     // a targeted field decided for the cache: clients get the origin's own fields back

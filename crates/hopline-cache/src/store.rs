@@ -58,6 +58,8 @@ pub struct HttpCache {
     pub max_object: u64,
     /// Targeted cache-control fields, most specific first (RFC 9213).
     targeted: Vec<header::HeaderName>,
+    /// Keep `Set-Cookie` in stored responses.
+    store_set_cookie: bool,
     inflight: parking_lot::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     revalidating: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Counters.
@@ -162,6 +164,7 @@ impl HttpCache {
                 .filter_map(|f| header::HeaderName::from_bytes(f.trim().as_bytes()).ok())
                 .chain([header::HeaderName::from_static("cdn-cache-control")])
                 .collect(),
+            store_set_cookie: cfg.store_set_cookie,
             inflight: parking_lot::Mutex::new(HashMap::new()),
             revalidating: parking_lot::Mutex::new(Default::default()),
             stats: CacheStats::default(),
@@ -278,11 +281,55 @@ impl HttpCache {
         as_get: &http::request::Parts,
         res: &mut http::response::Parts,
     ) -> Admission {
+        // the cache reads the fields canonical (`No-CaChE` is no-cache); clients — this
+        // one and every hit — get them as the origin wrote them
+        let raw_cc: Vec<HeaderValue> = res
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .cloned()
+            .collect();
+        let raw_expires = res.headers.get(header::EXPIRES).cloned();
         normalize(&mut res.headers);
+        let changed = !res
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .eq(raw_cc.iter())
+            || res.headers.get(header::EXPIRES) != raw_expires.as_ref();
         let judged = self.for_storage(res);
         self.strip_own_targeted(&mut res.headers);
-        let stored = judged.unwrap_or_else(|| res.clone());
-        let policy = self.storable(as_get, &stored);
+        let mut stored = judged.unwrap_or_else(|| res.clone());
+        if changed {
+            stored.headers.remove(&CLIENT_CACHE_CONTROL);
+            stored.headers.remove(&CLIENT_EXPIRES);
+            res.headers.remove(header::CACHE_CONTROL);
+            for v in &raw_cc {
+                stored
+                    .headers
+                    .append(CLIENT_CACHE_CONTROL.clone(), v.clone());
+                res.headers.append(header::CACHE_CONTROL, v.clone());
+            }
+            match &raw_expires {
+                Some(e) => {
+                    stored.headers.insert(CLIENT_EXPIRES.clone(), e.clone());
+                    res.headers.insert(header::EXPIRES, e.clone());
+                }
+                None => {
+                    res.headers.remove(header::EXPIRES);
+                }
+            }
+        }
+        // (http-cache-semantics gives a shared cache no freshness for a response that
+        // sets a cookie unless it is `public`; with `store_set_cookie` the cookie is the
+        // operator's choice to replay, so freshness is judged without it)
+        let policy = if self.store_set_cookie && stored.headers.contains_key(header::SET_COOKIE) {
+            let mut judged = stored.clone();
+            judged.headers.remove(header::SET_COOKIE);
+            self.storable(as_get, &judged)
+        } else {
+            self.storable(as_get, &stored)
+        };
         Admission { stored, policy }
     }
 
@@ -302,7 +349,10 @@ impl HttpCache {
     pub fn targeted(&self, res: &http::response::Parts) -> Option<http::response::Parts> {
         for name in &self.targeted {
             let values: Vec<HeaderValue> = res.headers.get_all(name).iter().cloned().collect();
-            if values.is_empty() {
+            // (a field that is no valid Structured Fields dictionary, or whose
+            // directives have values of the wrong type, is ignored as a whole: RFC 9213
+            // §2.1)
+            if values.is_empty() || !crate::freshness::valid_targeted(&values) {
                 continue;
             }
             let mut p = res.clone();
@@ -334,7 +384,10 @@ impl HttpCache {
     pub fn for_storage(&self, res: &http::response::Parts) -> Option<http::response::Parts> {
         let mut judged = self.targeted(res);
         let base = judged.as_ref().unwrap_or(res);
-        if base.headers.contains_key(header::SET_COOKIE) && explicitly_fresh(&base.headers) {
+        if !self.store_set_cookie
+            && base.headers.contains_key(header::SET_COOKIE)
+            && explicitly_fresh(&base.headers)
+        {
             let mut p = judged.take().unwrap_or_else(|| res.clone());
             p.headers.remove(header::SET_COOKIE);
             judged = Some(p);
@@ -619,6 +672,7 @@ mod tests {
                 disk: None,
                 max_object: ByteSize(1000),
                 targeted_field: None,
+                store_set_cookie: false,
             },
         )
         .unwrap()
@@ -996,6 +1050,7 @@ mod tests {
             }),
             max_object: ByteSize(1 << 20),
             targeted_field: None,
+            store_set_cookie: false,
         };
         let rq = req("/a", &[]);
         let rs = res(200, &[("cache-control", "max-age=60")]);

@@ -519,3 +519,76 @@ async fn set_cookie_responses_are_stored_without_the_cookie() {
     );
     assert_eq!(o.hits(), 1);
 }
+
+#[tokio::test]
+async fn store_set_cookie_keeps_the_cookie_for_hits_when_asked() {
+    let (o, t) = setup("max-age=60", "store_set_cookie = true").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("set-cookie".into(), "lang=fr; Path=/".into()));
+    let (_, cs, _, h) = get(&t, "/obj/k", &[]).await;
+    assert!(cs.contains("stored"), "{cs}");
+    assert_eq!(h["set-cookie"], "lang=fr; Path=/");
+    let (_, cs, _, h) = get(&t, "/obj/k", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(
+        h["set-cookie"], "lang=fr; Path=/",
+        "stored with the response"
+    );
+    assert_eq!(o.hits(), 1);
+}
+
+#[tokio::test]
+async fn directives_reach_clients_as_the_origin_wrote_them() {
+    // read case-insensitively (a hit: max-age), passed on unchanged, on the miss and the hit
+    let (o, t) = setup("Public, Max-Age=60, Must-Revalidate", "").await;
+    let (_, cs, _, h) = get(&t, "/obj/n", &[]).await;
+    assert!(cs.contains("stored"), "{cs}");
+    assert_eq!(h["cache-control"], "Public, Max-Age=60, Must-Revalidate");
+    let (_, cs, _, h) = get(&t, "/obj/n", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(h["cache-control"], "Public, Max-Age=60, Must-Revalidate");
+    assert!(h.get("x-hopline-client-cache-control").is_none());
+    assert_eq!(o.hits(), 1);
+    // `No-CaChE` is no-cache for the cache (revalidated every time), and kept as written
+    let (o, t) = setup("max-age=60, No-CaChE", "").await;
+    let (_, _, _, h) = get(&t, "/obj/n", &[]).await;
+    assert_eq!(h["cache-control"], "max-age=60, No-CaChE");
+    let (_, cs, _, h) = get(&t, "/obj/n", &[]).await;
+    assert!(!cs.contains("; hit"), "no-cache must revalidate: {cs}");
+    assert_eq!(h["cache-control"], "max-age=60, No-CaChE");
+    assert_eq!(o.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_targeted_field_with_a_value_of_the_wrong_type_is_ignored_whole() {
+    // CDN-Cache-Control: s-maxage must be an integer; a string makes the whole field
+    // invalid (RFC 9213 §2.1), and Cache-Control decides
+    for bad in [
+        "max-age=60, s-maxage=\"30\"",
+        "max-age=60, s-maxage=3.5",
+        "max-age=(60)",
+        "max-age=60,,",
+    ] {
+        let (o, t) = setup("no-store", "").await;
+        o.ctl
+            .obj_headers
+            .lock()
+            .push(("cdn-cache-control".into(), bad.into()));
+        get(&t, "/obj/v", &[]).await;
+        let (_, cs, _, _) = get(&t, "/obj/v", &[]).await;
+        assert!(!cs.contains("hit"), "{bad}: {cs}");
+        assert_eq!(o.hits(), 2, "{bad}");
+    }
+    // ...and a valid one still decides
+    let (o, t) = setup("no-store", "").await;
+    o.ctl.obj_headers.lock().push((
+        "cdn-cache-control".into(),
+        "max-age=60, s-maxage=30, foo=\"bar\"".into(),
+    ));
+    get(&t, "/obj/v", &[]).await;
+    let (_, cs, _, _) = get(&t, "/obj/v", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(o.hits(), 1);
+}
