@@ -73,6 +73,118 @@ fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
     )
 }
 
+/// What `POST /.hopline/purge` takes: one of `url` (absolute), `prefix` (absolute),
+/// `host`, `tag`, `all`; and `soft`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    host: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    soft: bool,
+}
+
+/// The cache keys a purge request names (a host: both schemes).
+fn purge_targets(p: &PurgeRequest) -> Result<Vec<hopline_cache::store::PurgeTarget>, String> {
+    use hopline_cache::store::PurgeTarget;
+    let absolute = |u: &str, what: &str| -> Result<String, String> {
+        let uri: http::Uri = u.parse().map_err(|_| {
+            format!("{what} {u:?}: expected an absolute URL, e.g. https://shop.test/app.css")
+        })?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(format!(
+                "{what} {u:?}: expected an absolute URL, e.g. https://shop.test/app.css"
+            ));
+        };
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        Ok(hopline_cache::store::key(scheme == "https", host, target))
+    };
+    let named = [
+        p.url.is_some(),
+        p.prefix.is_some(),
+        p.host.is_some(),
+        p.tag.is_some(),
+        p.all,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if named != 1 {
+        return Err("expected exactly one of url, prefix, host, tag, all".into());
+    }
+    Ok(if let Some(u) = &p.url {
+        vec![PurgeTarget::Url(absolute(u, "url")?)]
+    } else if let Some(u) = &p.prefix {
+        vec![PurgeTarget::Prefix(absolute(u, "prefix")?)]
+    } else if let Some(h) = &p.host {
+        if h.is_empty() || h.contains(['/', ' ']) {
+            return Err(format!("host {h:?}: expected a host name, e.g. shop.test"));
+        }
+        vec![
+            PurgeTarget::Prefix(hopline_cache::store::key(false, h, "/")),
+            PurgeTarget::Prefix(hopline_cache::store::key(true, h, "/")),
+        ]
+    } else if let Some(t) = &p.tag {
+        if t.is_empty() || t.len() > hopline_cache::tags::MAX_TAG_LEN || t.contains([' ', ',']) {
+            return Err(format!(
+                "tag {t:?}: expected one surrogate key (no spaces or commas)"
+            ));
+        }
+        vec![PurgeTarget::Tag(t.clone())]
+    } else {
+        vec![PurgeTarget::All]
+    })
+}
+
+/// `POST /.hopline/purge` with a JSON body: purge every cache of this node; the answer
+/// says how many objects each dropped (or marked stale).
+async fn purge_json(view: &dyn AdminView, req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let bad = |why: String| {
+        reply(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            serde_json::json!({"error": why}).to_string() + "\n",
+        )
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return bad("the body is over 64 KiB or broken".into()),
+    };
+    let p: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return bad(format!(
+                "{e} (expected e.g. {{\"tag\": \"product-42\", \"soft\": true}})"
+            ));
+        }
+    };
+    let targets = match purge_targets(&p) {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    let table = view.snapshot();
+    let mut caches = serde_json::Map::new();
+    let mut total = 0;
+    for (name, cache) in &table.caches {
+        let n: u64 = targets.iter().map(|t| cache.purge(t, p.soft)).sum();
+        total += n;
+        caches.insert(name.clone(), n.into());
+    }
+    reply(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({"purged": total, "soft": p.soft, "caches": caches}).to_string() + "\n",
+    )
+}
+
 async fn answer(
     view: Arc<dyn AdminView>,
     req: Request<Incoming>,
@@ -92,6 +204,9 @@ async fn answer(
     }
     if req.method().as_str() == "PURGE" {
         return purge(&*view, &req);
+    }
+    if req.method() == Method::POST && req.uri().path() == "/.hopline/purge" {
+        return purge_json(&*view, req).await;
     }
     if req.method() == Method::GET
         && let Some(id) = req.uri().path().strip_prefix("/.hopline/trace/")
@@ -121,7 +236,7 @@ async fn answer(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "admin endpoints: GET / (the dashboard), GET /.hopline/events (its snapshots, server-sent events), GET /.hopline/status, GET /metrics, GET /.hopline/trace/TRACE_ID, PURGE /path (or /prefix*)\n"
+            "admin endpoints: GET / (the dashboard), GET /.hopline/events (its snapshots, server-sent events), GET /.hopline/status, GET /metrics, GET /.hopline/trace/TRACE_ID, PURGE /path (or /prefix*), POST /.hopline/purge {\"tag\"|\"url\"|\"prefix\"|\"host\"|\"all\", \"soft\"}\n"
                 .into(),
         ),
     }

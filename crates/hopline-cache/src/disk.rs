@@ -200,6 +200,48 @@ impl Disk {
         ok
     }
 
+    /// Every entry's key and the tags its variants carry (the surrogate-key index is
+    /// rebuilt from this at start), reading only each file's head.
+    pub fn keys_and_tags(&self) -> Vec<(String, Vec<Box<str>>)> {
+        #[derive(Deserialize)]
+        struct Meta {
+            key: String,
+            stored: Vec<Stored>,
+        }
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let Ok(mut f) = std::fs::File::open(e.path()) else {
+                continue;
+            };
+            let mut head = [0u8; 10];
+            if std::io::Read::read_exact(&mut f, &mut head).is_err()
+                || &head[..MAGIC.len()] != MAGIC
+            {
+                continue;
+            }
+            let meta_len = u32::from_be_bytes(head[MAGIC.len()..].try_into().expect("4")) as usize;
+            let mut meta = vec![0u8; meta_len.min(16 << 20)];
+            if std::io::Read::read_exact(&mut f, &mut meta).is_err() {
+                continue;
+            }
+            if let Ok(m) = serde_json::from_slice::<Meta>(&meta) {
+                let mut tags: Vec<Box<str>> = Vec::new();
+                for s in &m.stored {
+                    for t in crate::tags::of_stored(&s.headers) {
+                        if !tags.contains(&t) {
+                            tags.push(t);
+                        }
+                    }
+                }
+                out.push((m.key, tags));
+            }
+        }
+        out
+    }
+
     /// Prefix purge on disk: file names are digests, so read each file's key.
     pub fn purge_prefix(&self, prefix: &str, already: &[String]) -> u64 {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {

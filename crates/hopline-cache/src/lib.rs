@@ -7,4 +7,5 @@ pub mod disk;
 pub mod freshness;
 pub mod store;
 pub mod stored;
+pub mod tags;
 pub mod tee;

@@ -62,8 +62,23 @@ pub struct HttpCache {
     store_set_cookie: bool,
     inflight: parking_lot::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     revalidating: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Surrogate keys: tag → the keys that carry it.
+    tags: Arc<parking_lot::Mutex<crate::tags::TagIndex>>,
     /// Counters.
     pub stats: CacheStats,
+}
+
+/// What a purge aims at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeTarget {
+    /// One URL (every variant).
+    Url(String),
+    /// Every key starting with this.
+    Prefix(String),
+    /// Every object carrying this surrogate key.
+    Tag(String),
+    /// Everything.
+    All,
 }
 
 impl std::fmt::Debug for HttpCache {
@@ -89,6 +104,35 @@ pub fn key(tls: bool, host: &str, path_and_query: &str) -> String {
         host.to_ascii_lowercase(),
         path_and_query
     )
+}
+
+/// The tags the variants of one key carry, together.
+fn tags_of(variants: &[Arc<Stored>]) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    for s in variants {
+        for t in crate::tags::of_stored(&s.headers) {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// The conditional request that revalidates `stored` (its validators as preconditions).
+fn conditional(req: &http::request::Parts, stored: &Stored) -> http::request::Parts {
+    let mut c = req.clone();
+    for (k, v) in &stored.headers {
+        let name = match k.as_str() {
+            "etag" => header::IF_NONE_MATCH,
+            "last-modified" => header::IF_MODIFIED_SINCE,
+            _ => continue,
+        };
+        if let Ok(v) = HeaderValue::from_bytes(v) {
+            c.headers.insert(name, v);
+        }
+    }
+    c
 }
 
 fn variant_of(req: &HeaderMap, res: &HeaderMap) -> String {
@@ -142,17 +186,34 @@ pub struct Admission {
 impl HttpCache {
     /// A cache from its config (relative disk paths resolved by the caller).
     pub fn new(name: &str, cfg: &CacheConfig) -> std::io::Result<HttpCache> {
+        let tags: Arc<parking_lot::Mutex<crate::tags::TagIndex>> = Arc::default();
+        let evicted = tags.clone();
+        let disk = match &cfg.disk {
+            Some(d) => Some(Disk::open(&d.path, d.size.0)?),
+            None => None,
+        };
+        let on_disk = disk.is_some();
         let mem = moka::sync::Cache::builder()
             .max_capacity(cfg.memory.0.max(1))
             .weigher(|k: &String, v: &Arc<Vec<Arc<Stored>>>| -> u32 {
                 let size: usize = v.iter().map(|s| s.body.len() + 512).sum::<usize>() + k.len();
                 size.min(u32::MAX as usize) as u32
             })
+            // an object the memory tier let go of leaves the tag index (unless the disk
+            // tier still holds it); removals and replacements are indexed where they are
+            // made
+            .eviction_listener(move |k: Arc<String>, v: Arc<Vec<Arc<Stored>>>, cause| {
+                if cause.was_evicted() && !on_disk {
+                    evicted.lock().remove(&k, &tags_of(&v));
+                }
+            })
             .build();
-        let disk = match &cfg.disk {
-            Some(d) => Some(Disk::open(&d.path, d.size.0)?),
-            None => None,
-        };
+        if let Some(d) = &disk {
+            let mut ix = tags.lock();
+            for (key, t) in d.keys_and_tags() {
+                ix.add(&key, &t);
+            }
+        }
         Ok(HttpCache {
             name: name.to_string(),
             mem,
@@ -167,6 +228,7 @@ impl HttpCache {
             store_set_cookie: cfg.store_set_cookie,
             inflight: parking_lot::Mutex::new(HashMap::new()),
             revalidating: parking_lot::Mutex::new(Default::default()),
+            tags,
             stats: CacheStats::default(),
         })
     }
@@ -200,6 +262,22 @@ impl HttpCache {
         let now = SystemTime::now();
         for stored in variants.iter() {
             match stored.policy.before_request(req, now) {
+                // soft-purged: stale since the purge, whatever its freshness says — served
+                // stale while one request revalidates when stale-while-revalidate allows
+                BeforeRequest::Fresh(parts) if stored.soft_purged_at.is_some() => {
+                    let since = stored
+                        .soft_purged_at
+                        .and_then(|at| now.duration_since(at).ok())
+                        .unwrap_or_default();
+                    if !stored.swr.is_zero()
+                        && since <= stored.swr
+                        && !request_forbids_stale(&req.headers)
+                        && !response_forbids_stale(stored)
+                    {
+                        return Lookup::StaleWhileRevalidate(stored.clone(), parts);
+                    }
+                    return Lookup::Revalidate(stored.clone(), conditional(req, stored));
+                }
                 BeforeRequest::Fresh(parts) => return Lookup::Fresh(stored.clone(), parts),
                 BeforeRequest::Stale {
                     request,
@@ -487,6 +565,7 @@ impl HttpCache {
             status: res.status.as_u16(),
             policy,
             body,
+            soft_purged_at: None,
         });
         let mut list: Vec<Arc<Stored>> = self
             .mem
@@ -498,12 +577,102 @@ impl HttpCache {
                     .collect()
             })
             .unwrap_or_default();
+        let before = self.mem.get(key).map(|v| tags_of(&v)).unwrap_or_default();
         list.push(stored.clone());
+        self.reindex(key, &before, &tags_of(&list));
         if let Some(d) = &self.disk {
             d.save(key, &list);
         }
         self.mem.insert(key.to_string(), Arc::new(list));
         self.stats.stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The tag index after `key`'s tags went from `before` to `after`.
+    fn reindex(&self, key: &str, before: &[Box<str>], after: &[Box<str>]) {
+        if before.is_empty() && after.is_empty() {
+            return;
+        }
+        let gone: Vec<Box<str>> = before
+            .iter()
+            .filter(|t| !after.contains(t))
+            .cloned()
+            .collect();
+        let mut ix = self.tags.lock();
+        ix.remove(key, &gone);
+        ix.add(key, after);
+    }
+
+    /// Purge what `target` names from this cache: dropped (hard), or marked stale
+    /// (`soft`: served stale while one request revalidates, as `stale-while-revalidate`
+    /// allows). Returns how many keys it touched. Purging what is not there is nothing.
+    pub fn purge(&self, target: &PurgeTarget, soft: bool) -> u64 {
+        let keys: Vec<String> = match target {
+            PurgeTarget::Url(k) => vec![k.clone()],
+            PurgeTarget::Tag(t) => self.tags.lock().keys_of(t),
+            PurgeTarget::Prefix(p) => {
+                if !soft {
+                    return self.purge_prefix(p);
+                }
+                self.mem
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(p.as_str()))
+                    .map(|(k, _)| (*k).clone())
+                    .collect()
+            }
+            PurgeTarget::All => {
+                if !soft {
+                    let n = self.purge_prefix("");
+                    *self.tags.lock() = Default::default();
+                    return n;
+                }
+                self.mem.iter().map(|(k, _)| (*k).clone()).collect()
+            }
+        };
+        let mut n = 0;
+        for k in &keys {
+            n += if soft {
+                self.soft_purge(k)
+            } else {
+                self.invalidate(k)
+            };
+        }
+        // a soft purge of a prefix (or everything) cannot mark what only the disk tier
+        // holds without reading it all: that is dropped instead
+        if soft && let (Some(d), PurgeTarget::Prefix(_) | PurgeTarget::All) = (&self.disk, target) {
+            let prefix = match target {
+                PurgeTarget::Prefix(p) => p.as_str(),
+                _ => "",
+            };
+            n += d.purge_prefix(prefix, &keys);
+        }
+        n
+    }
+
+    /// Mark every variant of `key` stale from now (both tiers). 1 if it was there.
+    fn soft_purge(&self, key: &str) -> u64 {
+        let Some(variants) = self.variants(key) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let list: Vec<Arc<Stored>> = variants
+            .iter()
+            .map(|s| {
+                let mut s = (**s).clone();
+                s.soft_purged_at.get_or_insert(now);
+                Arc::new(s)
+            })
+            .collect();
+        if let Some(d) = &self.disk {
+            d.save(key, &list);
+        }
+        self.mem.insert(key.to_string(), Arc::new(list));
+        self.stats.purged.fetch_add(1, Ordering::Relaxed);
+        1
+    }
+
+    /// (tags, keys) in the surrogate-key index.
+    pub fn tag_index_len(&self) -> (usize, usize) {
+        self.tags.lock().len()
     }
 
     /// A 304 answered a revalidation: take the new headers, keep the body.
@@ -525,6 +694,7 @@ impl HttpCache {
                     sie: directive_secs(&res.headers, "stale-if-error").unwrap_or(old.sie),
                     variant: old.variant.clone(),
                     headers: header_list(&new_head.headers),
+                    soft_purged_at: None,
                 };
                 let mut list: Vec<Arc<Stored>> = self
                     .mem
@@ -555,7 +725,8 @@ impl HttpCache {
     /// Drop every variant of a key (both tiers). Returns how many keys went.
     pub fn invalidate(&self, key: &str) -> u64 {
         let mut n = 0;
-        if self.mem.remove(key).is_some() {
+        if let Some(v) = self.mem.remove(key) {
+            self.tags.lock().remove(key, &tags_of(&v));
             n = 1;
         }
         if let Some(d) = &self.disk

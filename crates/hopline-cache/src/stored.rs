@@ -25,6 +25,9 @@ pub struct Stored {
     pub variant: String,
     /// The response headers as stored (for serving stale copies).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Soft-purged at this time: stale from then on, whatever its freshness said.
+    #[serde(default)]
+    pub soft_purged_at: Option<std::time::SystemTime>,
 }
 
 pub fn header_list(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {

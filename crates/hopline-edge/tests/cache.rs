@@ -592,3 +592,139 @@ async fn a_targeted_field_with_a_value_of_the_wrong_type_is_ignored_whole() {
     assert!(cs.contains("hit"), "{cs}");
     assert_eq!(o.hits(), 1);
 }
+
+/// `POST /.hopline/purge` on the node's admin listener: (status, JSON answer).
+async fn purge(t: &TestServer, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let admin = t.server.admin_addr().unwrap();
+    let r = client()
+        .post(format!("http://{admin}/.hopline/purge"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn purge_by_tag_url_prefix_and_host_through_the_admin_api() {
+    let (o, t) = setup("max-age=60", "").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("surrogate-key".into(), "catalog p{path}".into()));
+    for p in ["/obj/a", "/obj/b", "/obj/c/1"] {
+        get(&t, p, &[]).await;
+    }
+    assert_eq!(o.hits(), 3);
+    // one tag: one object
+    let (s, v) = purge(&t, serde_json::json!({"tag": "p/obj/a"})).await;
+    assert_eq!(
+        (s, v["purged"].as_u64(), v["caches"]["pop"].as_u64()),
+        (StatusCode::OK, Some(1), Some(1)),
+        "{v}"
+    );
+    let (_, cs, _, _) = get(&t, "/obj/a", &[]).await;
+    assert!(cs.contains("fwd=miss"), "{cs}");
+    let (_, cs, _, _) = get(&t, "/obj/b", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(o.hits(), 4);
+    // the tag every object carries: all three; again: none (idempotent)
+    let (_, v) = purge(&t, serde_json::json!({"tag": "catalog"})).await;
+    assert_eq!(v["purged"], 3, "{v}");
+    let (_, v) = purge(&t, serde_json::json!({"tag": "catalog"})).await;
+    assert_eq!(v["purged"], 0, "{v}");
+    for p in ["/obj/a", "/obj/b", "/obj/c/1"] {
+        get(&t, p, &[]).await;
+    }
+    assert_eq!(o.hits(), 7);
+    // a URL, a prefix, a host
+    let (_, v) = purge(&t, serde_json::json!({"url": t.url("/obj/a")})).await;
+    assert_eq!(v["purged"], 1, "{v}");
+    let prefix = t.url("/obj/c/");
+    let (_, v) = purge(&t, serde_json::json!({"prefix": prefix})).await;
+    assert_eq!(v["purged"], 1, "{v}");
+    let (_, v) = purge(&t, serde_json::json!({"host": "127.0.0.1"})).await;
+    assert_eq!(v["purged"], 1, "only /obj/b was left: {v}");
+    // refused, saying why
+    for (body, why) in [
+        (
+            serde_json::json!({"tag": "a", "url": "http://x/"}),
+            "exactly one of",
+        ),
+        (serde_json::json!({"url": "/relative"}), "absolute URL"),
+        (serde_json::json!({"tag": "two words"}), "one surrogate key"),
+        (serde_json::json!({"tags": "x"}), "unknown field"),
+    ] {
+        let (s, v) = purge(&t, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(v["error"].as_str().unwrap().contains(why), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_purge_serves_stale_while_exactly_one_request_revalidates() {
+    let (o, t) = setup("max-age=600, stale-while-revalidate=60", "").await;
+    o.ctl
+        .obj_headers
+        .lock()
+        .push(("cache-tag".into(), "hot".into()));
+    get(&t, "/obj/hot", &[]).await;
+    let (_, cs, _, _) = get(&t, "/obj/hot", &[]).await;
+    assert!(cs.contains("hit"), "{cs}");
+    *o.ctl.obj_body.lock() = "version 2".into();
+    let (_, v) = purge(&t, serde_json::json!({"tag": "hot", "soft": true})).await;
+    assert_eq!(
+        (v["purged"].as_u64(), v["soft"].as_bool()),
+        (Some(1), Some(true)),
+        "{v}"
+    );
+    assert_eq!(o.hits(), 1);
+    // 1,000 requests at once: every one answered at once (stale), one origin request
+    let c = client();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (c, url) = (c.clone(), t.url("/obj/hot"));
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                r.text().await.unwrap()
+            })
+        })
+        .collect();
+    let mut old = 0;
+    for task in tasks {
+        if task.await.unwrap() == "version 1" {
+            old += 1;
+        }
+    }
+    assert!(old > 0, "served stale while revalidating");
+    // (the background revalidation may finish after the last answer on a busy machine)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while o.hits() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(o.hits(), 2, "exactly one origin request");
+    // the revalidation brought the new version, fresh again
+    let (_, cs, body, _) = get(&t, "/obj/hot", &[]).await;
+    assert_eq!(body, "version 2");
+    assert!(cs.contains("hit"), "{cs}");
+    assert_eq!(o.hits(), 2);
+    // without stale-while-revalidate a soft-purged object is revalidated before it is served
+    let (o, t) = setup("max-age=600", "").await;
+    get(&t, "/obj/x", &[]).await;
+    let (_, v) = purge(&t, serde_json::json!({"all": true, "soft": true})).await;
+    assert_eq!(v["purged"], 1, "{v}");
+    let (_, cs, body, _) = get(&t, "/obj/x", &[]).await;
+    assert_eq!(body, "version 1");
+    assert!(
+        cs.contains("fwd=stale") || cs.contains("revalidated"),
+        "{cs}"
+    );
+    assert_eq!(
+        (o.hits(), o.ctl.not_modified.load(Ordering::Relaxed)),
+        (2, 1)
+    );
+    let (_, cs, _, _) = get(&t, "/obj/x", &[]).await;
+    assert!(cs.contains("hit"), "fresh again after the 304: {cs}");
+}

@@ -9,6 +9,7 @@ mod instances;
 mod listen;
 mod notify;
 mod products;
+mod purge;
 mod resolve;
 mod runtime;
 mod serve;
@@ -44,6 +45,8 @@ enum Command {
     Dns(dns::Args),
     /// Load a URL the way a browser does and show every hop as a waterfall.
     Visit(visit::Args),
+    /// Purge a node's CDN caches: by tag (surrogate key), URL, prefix, host or all.
+    Purge(purge::Args),
     /// Show the hops one traced request took (from an edge's admin listener).
     Trace(trace::Args),
     /// Publish an event on a real-time channel.
@@ -140,6 +143,7 @@ fn main() -> std::process::ExitCode {
         Command::Resolve(args) => resolve::run(args),
         Command::Dns(args) => dns::run(args),
         Command::Visit(args) => visit::run(args),
+        Command::Purge(args) => purge::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Publish(args) => listen::run_publish(args),
         Command::Listen(args) => listen::run_listen(args),

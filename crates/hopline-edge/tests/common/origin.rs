@@ -172,9 +172,10 @@ async fn serve(mut req: Request<Incoming>, ctl: &Controls, name: &str) -> Resp {
                 r.headers_mut()
                     .insert("content-type", "text/plain".parse().unwrap());
                 for (k, v) in ctl.obj_headers.lock().iter() {
+                    // (`{path}` in a value: the request's path, for per-object fields)
                     r.headers_mut().append(
                         hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                        v.parse().unwrap(),
+                        v.replace("{path}", &path).parse().unwrap(),
                     );
                 }
                 r
