@@ -59,11 +59,12 @@ fn purge(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Body> {
     for cache in table.caches.values() {
         for tls in [false, true] {
             let key = hopline_cache::store::key(tls, &host, target.trim_end_matches('*'));
-            purged += if target.ends_with('*') {
-                cache.purge_prefix(&key)
+            let what = if target.ends_with('*') {
+                hopline_cache::store::PurgeTarget::Prefix(key)
             } else {
-                cache.invalidate(&key)
+                hopline_cache::store::PurgeTarget::Url(key)
             };
+            purged += cache.purge_everywhere(&what, false);
         }
     }
     reply(
@@ -174,7 +175,10 @@ async fn purge_json(view: &dyn AdminView, req: Request<Incoming>) -> Response<Bo
     let mut caches = serde_json::Map::new();
     let mut total = 0;
     for (name, cache) in &table.caches {
-        let n: u64 = targets.iter().map(|t| cache.purge(t, p.soft)).sum();
+        let n: u64 = targets
+            .iter()
+            .map(|t| cache.purge_everywhere(t, p.soft))
+            .sum();
         total += n;
         caches.insert(name.clone(), n.into());
     }

@@ -86,5 +86,6 @@ pub fn cache_json(c: &hopline_cache::store::HttpCache) -> serde_json::Value {
         "disk_hits": n(&st.disk_hits),
         "disk_corrupt": n(&st.disk_corrupt),
         "purged": n(&st.purged),
+        "shared_purge": c.broadcast_status(),
     })
 }

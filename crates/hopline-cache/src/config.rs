@@ -27,6 +27,23 @@ pub struct CacheConfig {
     /// which only the client that caused the miss gets).
     #[serde(default)]
     pub store_set_cookie: bool,
+    /// Purges shared by the PoPs of one CDN through a Redis stream:
+    /// `{ redis = "redis://127.0.0.1:6379", stream = "hopline:purge:NAME", keep = 100000 }`.
+    #[serde(default)]
+    pub shared_purge: Option<SharedPurge>,
+}
+
+/// `shared_purge = { … }` of a cache.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedPurge {
+    /// The Redis server every PoP reaches.
+    pub redis: String,
+    /// The stream's key (default `hopline:purge:` + the cache's name).
+    pub stream: Option<String>,
+    /// Purges the stream keeps (default 100,000): a PoP away longer than that many
+    /// purges cannot replay what it missed, so it marks everything stale instead.
+    pub keep: Option<u64>,
 }
 
 /// The disk tier.

@@ -64,8 +64,19 @@ pub struct HttpCache {
     revalidating: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Surrogate keys: tag → the keys that carry it.
     tags: Arc<parking_lot::Mutex<crate::tags::TagIndex>>,
+    /// Where this cache's purges go beside itself (the other PoPs of a CDN).
+    broadcast: std::sync::OnceLock<Arc<dyn PurgeBroadcast>>,
     /// Counters.
     pub stats: CacheStats,
+}
+
+/// Where a cache's purges go beside itself (the other PoPs of one CDN), and how that
+/// stands (for the status page).
+pub trait PurgeBroadcast: Send + Sync {
+    /// Tell the others (never blocks; what cannot be sent yet is sent later).
+    fn publish(&self, target: &PurgeTarget, soft: bool);
+    /// Connected, behind, gaps…
+    fn status(&self) -> serde_json::Value;
 }
 
 /// What a purge aims at.
@@ -229,6 +240,7 @@ impl HttpCache {
             inflight: parking_lot::Mutex::new(HashMap::new()),
             revalidating: parking_lot::Mutex::new(Default::default()),
             tags,
+            broadcast: std::sync::OnceLock::new(),
             stats: CacheStats::default(),
         })
     }
@@ -648,6 +660,25 @@ impl HttpCache {
         n
     }
 
+    /// Purge here and tell the other PoPs (when the cache shares its purges).
+    pub fn purge_everywhere(&self, target: &PurgeTarget, soft: bool) -> u64 {
+        let n = self.purge(target, soft);
+        if let Some(b) = self.broadcast.get() {
+            b.publish(target, soft);
+        }
+        n
+    }
+
+    /// Share this cache's purges through `b` (once; later calls are ignored).
+    pub fn set_broadcast(&self, b: Arc<dyn PurgeBroadcast>) {
+        let _ = self.broadcast.set(b);
+    }
+
+    /// The shared purges' state, when the cache shares them.
+    pub fn broadcast_status(&self) -> Option<serde_json::Value> {
+        self.broadcast.get().map(|b| b.status())
+    }
+
     /// Mark every variant of `key` stale from now (both tiers). 1 if it was there.
     fn soft_purge(&self, key: &str) -> u64 {
         let Some(variants) = self.variants(key) else {
@@ -844,6 +875,7 @@ mod tests {
                 max_object: ByteSize(1000),
                 targeted_field: None,
                 store_set_cookie: false,
+                shared_purge: None,
             },
         )
         .unwrap()
@@ -1222,6 +1254,7 @@ mod tests {
             max_object: ByteSize(1 << 20),
             targeted_field: None,
             store_set_cookie: false,
+            shared_purge: None,
         };
         let rq = req("/a", &[]);
         let rs = res(200, &[("cache-control", "max-age=60")]);

@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod error;
+pub mod purge_channel;
 pub mod request;
 pub mod server;
 

@@ -309,12 +309,20 @@ pub fn compile(
         let cache = match previous.and_then(|p| p.caches.get(name)) {
             // keep a cache's contents across reloads
             Some(old) => old.clone(),
-            None => Arc::new(hopline_cache::store::HttpCache::new(name, c).map_err(|e| {
-                EdgeError::Io {
-                    what: format!("cache {name}: disk tier"),
-                    source: e,
+            None => {
+                let cache =
+                    Arc::new(hopline_cache::store::HttpCache::new(name, c).map_err(|e| {
+                        EdgeError::Io {
+                            what: format!("cache {name}: disk tier"),
+                            source: e,
+                        }
+                    })?);
+                if let Some(shared) = &c.shared_purge {
+                    crate::purge_channel::attach(name, &cache, shared)
+                        .map_err(EdgeError::Conflict)?;
                 }
-            })?),
+                cache
+            }
         };
         caches.insert(name.clone(), cache);
     }
