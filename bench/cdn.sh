@@ -5,9 +5,16 @@
 # HAProxy `balance hdr(X-User)` + `hash-type consistent`, hopline `ring_hash` and `maglev`
 # with `hash_key = "header:x-user"`, ONE worker each on CPU 0; the origins (one nginx, 1
 # worker, 3 ports) and wrk on CPU 1. The figure is the proxy's CPU per request.
-#   bench/cdn.sh                  # ROUNDS=3 DURATION=10s CONNS=64
+# Then, with PART=purge (or all): purges shared by 4 PoPs (hopline, threads = 1, all on
+# CPU 0) through one redis-server (CPU 1): latency from the API call at PoP 1 to the
+# purge applied at the last PoP (p50 / p99 over PURGES tag purges, one after another),
+# and throughput (PURGES_TP URL purges over 8 keep-alive connections to PoP 1, until the
+# last PoP applied them all) — bench/purge-client.py drives both.
+#   bench/cdn.sh                  # ROUNDS=3 DURATION=10s CONNS=64 PART=all
+#   PART=purge bench/cdn.sh       # PURGES=500 PURGES_TP=20000
 source "$(dirname "$0")/lib.sh"
-ports_free 18190 18191 18192 18194 18195 18196 18197
+PART="${PART:-all}"
+ports_free 18190 18191 18192 18194 18195 18196 18197 18199 18201 18202 18203 18204 18211 18212 18213 18214
 need nginx haproxy wrk taskset python3
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
 build_hopline
@@ -95,6 +102,7 @@ stop_server() { local p; p=$(cat "$work/server.pid"); kill -TERM "$p" 2>/dev/nul
 port_of() { case $1 in nginx) echo 18191;; haproxy) echo 18192;; ring) echo 18190;; maglev) echo 18197;; esac; }
 
 declare -A R
+if [ "$PART" = all ] || [ "$PART" = hash ]; then
 echo "# hash-balanced proxying: wrk -t1 -c$CONNS -d$DURATION -s users.lua (X-User of 10,000), $ROUNDS rounds; proxy on CPU $SERVER_CPU, origins + wrk on CPU $LOAD_CPU"
 printf '%-8s %-5s %10s %9s %9s %8s\n' proxy round req/s p50_ms p99_ms cpu_us
 for round in $(seq 1 "$ROUNDS"); do
@@ -118,3 +126,41 @@ for srv in nginx haproxy ring maglev; do
   c=$(median ${R[$srv,cpu]})
   printf '%-8s %10s req/s %8s µs/req   vs best peer %s\n' "$srv" "$(median ${R[$srv,rps]})" "$c" "$(python3 -c "print(f'{$c/$best:.2f}x')")"
 done
+fi
+
+if [ "$PART" = all ] || [ "$PART" = purge ]; then
+  need redis-server
+  PURGES="${PURGES:-500}"; PURGES_TP="${PURGES_TP:-20000}"
+  taskset -c "$LOAD_CPU" redis-server --port 18199 --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & echo $! > "$work/redis.pid"
+  wait_port 127.0.0.1 18199
+  admins=""
+  for n in 1 2 3 4; do
+    cat > "$work/pop$n.toml" <<HOP
+threads = 1
+access_log = "off"
+[admin]
+listen = "127.0.0.1:1820$n"
+[cache.pop]
+memory = "64MiB"
+shared_purge = { redis = "redis://127.0.0.1:18199", stream = "hopline:purge:bench" }
+[upstream.origin]
+servers = ["$O1"]
+[[site]]
+listen = ["127.0.0.1:1821$n"]
+  [[site.route]]
+  path = "/"
+  proxy = "origin"
+  cache = "pop"
+HOP
+    RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/pop$n.toml" 2>>"$work/hopline.log" & echo $! > "$work/pop$n.pid"
+    wait_port 127.0.0.1 "1820$n"
+    admins="$admins 127.0.0.1:1820$n"
+  done
+  sleep 1   # every follower connected
+  echo
+  echo "# shared purges, 4 PoPs on CPU $SERVER_CPU, redis-server and the client on CPU $LOAD_CPU"
+  # shellcheck disable=SC2086
+  echo "latency    $(taskset -c "$LOAD_CPU" python3 "$(dirname "$0")/purge-client.py" latency $admins --count "$PURGES")"
+  # shellcheck disable=SC2086
+  echo "throughput $(taskset -c "$LOAD_CPU" python3 "$(dirname "$0")/purge-client.py" throughput $admins --count "$PURGES_TP" --connections 8)"
+fi
