@@ -14,7 +14,7 @@
 #   PART=purge bench/cdn.sh       # PURGES=500 PURGES_TP=20000
 source "$(dirname "$0")/lib.sh"
 PART="${PART:-all}"
-ports_free 18190 18191 18192 18194 18195 18196 18197 18199 18201 18202 18203 18204 18211 18212 18213 18214
+ports_free 18190 18191 18192 18194 18195 18196 18197 18199 18201 18202 18203 18204 18211 18212 18213 18214 18231 18232 18233 18234
 need nginx haproxy wrk taskset python3
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"
 build_hopline
@@ -29,7 +29,8 @@ worker_processes 1; pid $work/origin.nginxpid; error_log $work/origin/error.log 
 events { worker_connections 20000; }
 http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_requests 1000000;
   types { text/plain txt; }
-  server { listen $O1 backlog=4096; listen $O2 backlog=4096; listen $O3 backlog=4096; root $work/public; } }
+  server { listen $O1 backlog=4096; listen $O2 backlog=4096; listen $O3 backlog=4096; root $work/public;
+    location /obj/ { default_type text/plain; add_header Cache-Control "max-age=3600"; add_header Surrogate-Key "all"; add_header xkey "all"; return 200 "object"; } } }
 NGX
 cat > "$work/nginx/nginx.conf" <<NGX
 worker_processes 1; pid $work/proxy.nginxpid; error_log $work/nginx/error.log warn;
@@ -163,4 +164,64 @@ HOP
   echo "latency    $(taskset -c "$LOAD_CPU" python3 "$(dirname "$0")/purge-client.py" latency $admins --count "$PURGES")"
   # shellcheck disable=SC2086
   echo "throughput $(taskset -c "$LOAD_CPU" python3 "$(dirname "$0")/purge-client.py" throughput $admins --count "$PURGES_TP" --connections 8)"
+fi
+
+# PART=tags: purging 10,000 objects on one node — hopline by tag and by prefix, Varnish 7.1
+# with vmod xkey by tag (`xkey.purge`). Each filled with /obj/0..9999 through it first;
+# wall time of the purge and the server's CPU for it. (nginx with Debian's
+# libnginx-mod-http-cache-purge 2.3 is left out: its worker dies on signal 11 at the
+# first purge, in either of the module's two syntaxes, with Debian's nginx-light 1.22.)
+if [ "$PART" = all ] || [ "$PART" = tags ]; then
+  need varnishd
+  N="${OBJECTS:-10000}"
+  cat > "$work/tags.toml" <<HOP
+threads = 1
+access_log = "off"
+[admin]
+listen = "127.0.0.1:18232"
+[cache.pop]
+memory = "256MiB"
+[upstream.origin]
+servers = ["$O1"]
+[[site]]
+listen = ["127.0.0.1:18231"]
+  [[site.route]]
+  path = "/"
+  proxy = "origin"
+  cache = "pop"
+HOP
+  cat > "$work/xkey.vcl" <<VCL
+vcl 4.1;
+import xkey;
+backend default { .host = "127.0.0.1"; .port = "${O1##*:}"; }
+sub vcl_recv {
+  if (req.method == "PURGE") {
+    return (synth(200, xkey.purge(req.http.xkey-purge)));
+  }
+}
+VCL
+  PC="$(dirname "$0")/purge-client.py"
+  echo
+  echo "# purge $N objects on one node (server on CPU $SERVER_CPU, client on CPU $LOAD_CPU)"
+  printf '%-22s %10s %10s %10s\n' what purged wall_ms cpu_ms
+  cpu_ms() { python3 -c "print(round(($2 - $1) * 1000 / $(getconf CLK_TCK), 1))"; }
+  for what in hopline_tag hopline_prefix; do
+    RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/tags.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"
+    wait_port 127.0.0.1 18232
+    taskset -c "$LOAD_CPU" python3 "$PC" fill 127.0.0.1:18231 --count "$N" >/dev/null
+    pid=$(cat "$work/server.pid"); c0=$(cpu_ticks "$pid"); t0=$(date +%s%N)
+    body='{"tag": "all"}'; [ "$what" = hopline_prefix ] && body="{\"prefix\": \"http://127.0.0.1:18231/obj/\"}"
+    out=$(curl -s -d "$body" http://127.0.0.1:18232/.hopline/purge)
+    t1=$(date +%s%N); c1=$(cpu_ticks "$pid")
+    printf '%-22s %10s %10s %10s\n' "$what" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['purged'])" "$out")" "$(( (t1 - t0) / 1000000 ))" "$(cpu_ms "$c0" "$c1")"
+    stop_server
+  done
+  taskset -c "$SERVER_CPU" varnishd -F -j none -n "$work/varnish" -a 127.0.0.1:18234 -f "$work/xkey.vcl" -s malloc,256m >/dev/null 2>&1 & echo $! > "$work/server.pid"
+  wait_port 127.0.0.1 18234
+  taskset -c "$LOAD_CPU" python3 "$PC" fill 127.0.0.1:18234 --count "$N" >/dev/null
+  pid=$(cat "$work/server.pid"); c0=$(cpu_ticks "$pid"); t0=$(date +%s%N)
+  out=$(curl -s -i -X PURGE -H 'xkey-purge: all' http://127.0.0.1:18234/ | head -1 | tr -d '\r')
+  t1=$(date +%s%N); c1=$(cpu_ticks "$pid")
+  printf '%-22s %10s %10s %10s\n' varnish_xkey_tag "$(awk '{print $3}' <<<"$out")" "$(( (t1 - t0) / 1000000 ))" "$(cpu_ms "$c0" "$c1")"
+  stop_server
 fi

@@ -96,14 +96,41 @@ def throughput(args):
                       "seconds": round(everywhere, 3)}))
 
 
+def fill(args):
+    """GET /obj/0 .. /obj/N-1 through a proxy (ADMIN = the proxy's IP:PORT here), twice:
+    the second pass must be hits (counted by the proxy's own header when it has one)."""
+    c = conn(args.admins[0])
+    for _ in range(2):
+        for i in range(args.count):
+            c.request("GET", f"/obj/{i}")
+            r = c.getresponse()
+            r.read()
+            if r.status != 200:
+                raise SystemExit(f"/obj/{i}: {r.status}")
+    print(json.dumps({"filled": args.count}))
+
+
+def purge_urls(args):
+    """PURGE /obj/0 .. /obj/N-1 one by one on keep-alive (nginx ngx_cache_purge)."""
+    c = conn(args.admins[0])
+    t0 = time.perf_counter()
+    gone = 0
+    for i in range(args.count):
+        c.request("PURGE", f"/obj/{i}")
+        r = c.getresponse()
+        r.read()
+        gone += r.status == 200
+    print(json.dumps({"purged": gone, "seconds": round(time.perf_counter() - t0, 4)}))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["latency", "throughput"])
+    p.add_argument("mode", choices=["latency", "throughput", "fill", "purge-urls"])
     p.add_argument("admins", nargs="+")
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--connections", type=int, default=8)
     args = p.parse_args()
-    {"latency": latency, "throughput": throughput}[args.mode](args)
+    {"latency": latency, "throughput": throughput, "fill": fill, "purge-urls": purge_urls}[args.mode](args)
 
 
 if __name__ == "__main__":

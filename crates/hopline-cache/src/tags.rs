@@ -21,13 +21,27 @@ pub const MAX_TAG_LEN: usize = 128;
 /// The tags of a response's `Surrogate-Key` (space separated) and `Cache-Tag` (comma
 /// separated) fields, deduplicated, in order.
 pub fn of_response(h: &HeaderMap) -> Vec<Box<str>> {
-    let mut out: Vec<Box<str>> = Vec::new();
     let fields = h
         .get_all("surrogate-key")
         .iter()
         .chain(h.get_all("cache-tag").iter())
-        .filter_map(|v| v.to_str().ok());
-    for v in fields {
+        .map(|v| v.as_bytes());
+    collect(fields)
+}
+
+/// The tags of a stored head (its header list), read in place.
+pub fn of_stored(headers: &[(String, Vec<u8>)]) -> Vec<Box<str>> {
+    collect(
+        headers
+            .iter()
+            .filter(|(k, _)| k == "surrogate-key" || k == "cache-tag")
+            .map(|(_, v)| v.as_slice()),
+    )
+}
+
+fn collect<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    for v in fields.filter_map(|v| std::str::from_utf8(v).ok()) {
         for t in v.split([' ', ',', '\t']).map(str::trim) {
             if t.is_empty() || t.len() > MAX_TAG_LEN || out.iter().any(|o| &**o == t) {
                 continue;
@@ -39,22 +53,6 @@ pub fn of_response(h: &HeaderMap) -> Vec<Box<str>> {
         }
     }
     out
-}
-
-/// The tags of a stored head (its header list).
-pub fn of_stored(headers: &[(String, Vec<u8>)]) -> Vec<Box<str>> {
-    let mut h = HeaderMap::new();
-    for (k, v) in headers {
-        if (k == "surrogate-key" || k == "cache-tag")
-            && let Ok(v) = http::HeaderValue::from_bytes(v)
-        {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).expect("a known name"),
-                v,
-            );
-        }
-    }
-    of_response(&h)
 }
 
 /// Tag → the keys that carry it.

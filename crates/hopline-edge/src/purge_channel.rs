@@ -135,12 +135,14 @@ async fn publish(ch: Arc<PurgeChannel>, cache: Weak<HttpCache>) {
         if cache.strong_count() == 0 {
             return;
         }
-        let next = ch.state.lock().pending.front().cloned();
-        let Some((target, soft)) = next else {
+        // what is waiting goes in one round trip (a pipeline of XADDs), in order
+        let batch: Vec<(PurgeTarget, bool)> =
+            ch.state.lock().pending.iter().take(512).cloned().collect();
+        if batch.is_empty() {
             // (woken by a purge, or now and then to notice the cache is gone)
             let _ = tokio::time::timeout(Duration::from_secs(1), ch.wake.notified()).await;
             continue;
-        };
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match ch.connect(CALL_TIMEOUT).await {
@@ -152,36 +154,39 @@ async fn publish(ch: Arc<PurgeChannel>, cache: Weak<HttpCache>) {
                 }
             },
         };
-        let (kind, value) = match &target {
-            PurgeTarget::Url(v) => ("url", v.as_str()),
-            PurgeTarget::Prefix(v) => ("prefix", v.as_str()),
-            PurgeTarget::Tag(v) => ("tag", v.as_str()),
-            PurgeTarget::All => ("all", ""),
-        };
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&ch.stream).arg("MAXLEN");
-        if ch.keep >= 1000 {
-            // (trimmed by whole macro nodes: cheaper, and keeps at least `keep`)
-            cmd.arg("~");
+        let mut pipe = redis::pipe();
+        for (target, soft) in &batch {
+            let (kind, value) = match target {
+                PurgeTarget::Url(v) => ("url", v.as_str()),
+                PurgeTarget::Prefix(v) => ("prefix", v.as_str()),
+                PurgeTarget::Tag(v) => ("tag", v.as_str()),
+                PurgeTarget::All => ("all", ""),
+            };
+            let cmd = pipe.cmd("XADD").arg(&ch.stream).arg("MAXLEN");
+            if ch.keep >= 1000 {
+                // (trimmed by whole macro nodes: cheaper, and keeps at least `keep`)
+                cmd.arg("~");
+            }
+            cmd.arg(ch.keep)
+                .arg("*")
+                .arg("n")
+                .arg(&ch.node)
+                .arg("k")
+                .arg(kind)
+                .arg("v")
+                .arg(value)
+                .arg("s")
+                .arg(if *soft { "1" } else { "0" })
+                .ignore();
         }
-        let sent: redis::RedisResult<Value> = cmd
-            .arg(ch.keep)
-            .arg("*")
-            .arg("n")
-            .arg(&ch.node)
-            .arg("k")
-            .arg(kind)
-            .arg("v")
-            .arg(value)
-            .arg("s")
-            .arg(if soft { "1" } else { "0" })
-            .query_async(c)
-            .await;
+        let sent: redis::RedisResult<()> = pipe.query_async(c).await;
         match sent {
-            Ok(_) => {
+            Ok(()) => {
                 let mut s = ch.state.lock();
-                s.pending.pop_front();
-                s.published += 1;
+                for _ in 0..batch.len() {
+                    s.pending.pop_front();
+                }
+                s.published += batch.len() as u64;
             }
             Err(e) => {
                 conn = None;
