@@ -83,7 +83,7 @@ async fn consistent_hashing_moves_only_a_killed_servers_keys_and_brings_them_bac
         // c dies: its users move (every request still answered, by a retry), spread over
         // the others; the others' users stay where they were
         let c_addr = origins[2].addr;
-        origins[2].kill();
+        gone(&mut origins[2]).await;
         let during = owners(&url, users).await;
         let _ = owners(&url, users).await; // (c ejected by now)
         let during_settled = owners(&url, users).await;
@@ -121,6 +121,22 @@ async fn consistent_hashing_moves_only_a_killed_servers_keys_and_brings_them_bac
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Kill an origin and wait until it is gone for good: its listener refuses, and its
+/// open connections (aborted with it, asynchronously) had time to close.
+async fn gone(o: &mut Origin) {
+    o.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(o.addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} still accepts",
+            o.addr
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// The sticky cookie a response set, as `name=value`.
@@ -185,7 +201,7 @@ async fn a_sticky_cookie_holds_across_two_balancers_and_moves_when_its_server_di
     assert_eq!(echo["headers"]["cookie"], "theme=dark", "{echo}");
     // its server dies: the client moves, and the cookie is written anew
     let i = ["a", "b", "c"].iter().position(|n| *n == server).unwrap();
-    origins[i].kill();
+    gone(&mut origins[i]).await;
     let r = c
         .get(two.url("/"))
         .header("cookie", cookie.clone())
