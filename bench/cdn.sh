@@ -162,8 +162,30 @@ HOP
   echo "# shared purges, 4 PoPs on CPU $SERVER_CPU, redis-server and the client on CPU $LOAD_CPU"
   # shellcheck disable=SC2086
   echo "latency    $(taskset -c "$LOAD_CPU" python3 "$(dirname "$0")/purge-client.py" latency $admins --count "$PURGES")"
-  # shellcheck disable=SC2086
-  echo "throughput $(taskset -c "$LOAD_CPU" python3 "$(dirname "$0")/purge-client.py" throughput $admins --count "$PURGES_TP" --connections 8)"
+  # throughput: wrk POSTs URL purges to PoP 1 for 5 s (8 connections), then the others'
+  # status pages are read until each applied everything PoP 1 published
+  cat > "$work/purge.lua" <<'LUA'
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/.hopline/purge", {["content-type"] = "application/json"}, '{"url": "https://shop.test/bench/' .. counter .. '"}')
+end
+LUA
+  field() { curl -s "http://127.0.0.1:$1/.hopline/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['caches']['pop']['shared_purge']['$2'])"; }
+  base=$(field 18202 applied); pub0=$(field 18201 published)
+  t0=$(date +%s%N)
+  acc=$(taskset -c "$LOAD_CPU" wrk -t1 -c8 -d5s -s "$work/purge.lua" http://127.0.0.1:18201/ | awk '/Requests\/sec/ {print $2}')
+  for _ in $(seq 1 600); do
+    pub=$(( $(field 18201 published) - pub0 )); low=$pub
+    for n in 2 3 4; do
+      a=$(( $(field "1820$n" applied) - base ))
+      if [ "$a" -lt "$low" ]; then low=$a; fi
+    done
+    if [ "$low" -ge "$pub" ]; then break; fi
+    sleep 0.05
+  done
+  t1=$(date +%s%N)
+  echo "throughput wrk: accepted at PoP 1 ${acc%.*}/s; $pub purges applied at all 4 PoPs in $(( (t1 - t0) / 1000000 )) ms: $(python3 -c "print(round($pub * 1e9 / ($t1 - $t0)))")/s"
 fi
 
 # PART=tags: purging 10,000 objects on one node — hopline by tag and by prefix, Varnish 7.1
