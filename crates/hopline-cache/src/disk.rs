@@ -200,14 +200,9 @@ impl Disk {
         ok
     }
 
-    /// Every entry's key and the tags its variants carry (the surrogate-key index is
-    /// rebuilt from this at start), reading only each file's head.
-    pub fn keys_and_tags(&self) -> Vec<(String, Vec<Box<str>>)> {
-        #[derive(Deserialize)]
-        struct Meta {
-            key: String,
-            stored: Vec<Stored>,
-        }
+    /// Each entry file's path and its meta JSON (the key, the variants), read from the
+    /// file's head only.
+    fn metas(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -224,9 +219,23 @@ impl Disk {
             }
             let meta_len = u32::from_be_bytes(head[MAGIC.len()..].try_into().expect("4")) as usize;
             let mut meta = vec![0u8; meta_len.min(16 << 20)];
-            if std::io::Read::read_exact(&mut f, &mut meta).is_err() {
-                continue;
+            if std::io::Read::read_exact(&mut f, &mut meta).is_ok() {
+                out.push((e.path(), meta));
             }
+        }
+        out
+    }
+
+    /// Every entry's key and the tags its variants carry (the surrogate-key index is
+    /// rebuilt from this at start).
+    pub fn keys_and_tags(&self) -> Vec<(String, Vec<Box<str>>)> {
+        #[derive(Deserialize)]
+        struct Meta {
+            key: String,
+            stored: Vec<Stored>,
+        }
+        let mut out = Vec::new();
+        for (_, meta) in self.metas() {
             if let Ok(m) = serde_json::from_slice::<Meta>(&meta) {
                 let mut tags: Vec<Box<str>> = Vec::new();
                 for s in &m.stored {
@@ -244,32 +253,16 @@ impl Disk {
 
     /// Prefix purge on disk: file names are digests, so read each file's key.
     pub fn purge_prefix(&self, prefix: &str, already: &[String]) -> u64 {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return 0;
-        };
+        #[derive(Deserialize)]
+        struct KeyOnly {
+            key: String,
+        }
         let mut n = 0;
-        for e in rd.flatten() {
-            let Ok(data) = std::fs::read(e.path()) else {
-                continue;
-            };
-            if data.len() < MAGIC.len() + 4 {
-                continue;
-            }
-            let meta_len =
-                u32::from_be_bytes(data[MAGIC.len()..MAGIC.len() + 4].try_into().expect("4"))
-                    as usize;
-            let start = MAGIC.len() + 4;
-            let Some(meta) = data.get(start..start + meta_len) else {
-                continue;
-            };
-            #[derive(Deserialize)]
-            struct KeyOnly {
-                key: String,
-            }
-            if let Ok(k) = serde_json::from_slice::<KeyOnly>(meta)
+        for (path, meta) in self.metas() {
+            if let Ok(k) = serde_json::from_slice::<KeyOnly>(&meta)
                 && k.key.starts_with(prefix)
                 && !already.contains(&k.key)
-                && std::fs::remove_file(e.path()).is_ok()
+                && std::fs::remove_file(path).is_ok()
             {
                 n += 1;
             }
