@@ -16,20 +16,22 @@ use hopline_edge::{Config, Server};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Everything listens on loopback: DNS resolver 127.0.0.1:5300 (authoritative 127.0.0.1:5354),
-PoPs 127.0.0.2:8443 and 127.0.0.3:8443, load balancer 127.0.0.4:8080, origins
-127.0.0.5-7:8080, admin 127.0.0.1:9900. When one of these is taken by another program, the
+PoPs 127.0.0.2:8443 and 127.0.0.3:8443 (with --pops N, pop-3 to pop-8 on 127.0.0.8-13),
+load balancer 127.0.0.4:8080, origins 127.0.0.5-7:8080, admin 127.0.0.1:9900. When one of these is taken by another program, the
 built-in topology moves all its ports by 10000 (15300, 18443, …; then 20000, …) and says
 so; --port-offset N picks the shift. The local CA lives in the user's data folder.
 
 While it runs, from another terminal:
   hopline visit https://www.shop.test:8443/        # finds the resolver and CA by itself
   curl -s http://127.0.0.1:9900/.hopline/status
+  hopline purge --tag shop                         # every PoP drops the shop's pages
 and in a browser: http://127.0.0.1:9900/ — the live dashboard (topology, req/s, latency,
 pool states, recent requests and their hops).
 
 Examples:
   hopline up
   hopline up --once
+  hopline up --pops 4                      # a CDN of four PoPs, DNS spreading over them
   hopline up --port-offset 20000           # every port + 20000: PoPs on 28443, …
   hopline up --print-config > my.toml && hopline up --config my.toml")]
 pub struct Args {
@@ -50,6 +52,76 @@ pub struct Args {
     /// Folder for the CA, the demo site and the state file (default: the user's data folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// How many CDN points of presence the built-in topology has (1-8, default 2): each a
+    /// site with its own cache on its own loopback address, all in the DNS pool of
+    /// www.shop.test.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=MAX_POPS as i64))]
+    pub pops: Option<u8>,
+}
+
+/// The most PoPs `--pops` makes (each on an address of its own in 127.0.0.x).
+const MAX_POPS: usize = 8;
+
+/// The loopback address of PoP `k` (1-based): .2 and .3 as ever, then after the balancer
+/// and the origins (.4-.7), .8 to .13.
+fn pop_addr(k: usize) -> String {
+    match k {
+        1 => "127.0.0.2".into(),
+        2 => "127.0.0.3".into(),
+        k => format!("127.0.0.{}", k + 5),
+    }
+}
+
+/// The built-in topology with `n` PoPs instead of two: pop-1's site repeated for each
+/// (its name, address and cache changed), a cache each, and all of them in the DNS pool.
+fn with_pops(topology: &str, n: usize) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        (1..=MAX_POPS).contains(&n),
+        "--pops {n}: between 1 and {MAX_POPS}"
+    );
+    let shape =
+        || anyhow::anyhow!("the built-in topology's PoPs are not where --pops expects them");
+    let first = topology
+        .find("[[site]]\nname = \"pop-1\"")
+        .ok_or_else(shape)?;
+    let second = topology
+        .find("[[site]]\nname = \"pop-2\"")
+        .ok_or_else(shape)?;
+    // pop-2's site ends where the next section (its comment, or a site) begins
+    let rest = &topology[second + 1..];
+    let end = [rest.find("\n# ----"), rest.find("\n[[site]]")]
+        .into_iter()
+        .flatten()
+        .min()
+        .ok_or_else(shape)?;
+    let after = second + 1 + end + 1;
+    let block = &topology[first..second];
+    let sites: String = (1..=n)
+        .map(|k| {
+            block
+                .replace("\"pop-1\"", &format!("\"pop-{k}\""))
+                .replace("\"127.0.0.2:", &format!("\"{}:", pop_addr(k)))
+                .replace("\"pop1\"", &format!("\"pop{k}\""))
+        })
+        .collect();
+    let caches_from = "[cache.pop1]\nmemory = \"64MiB\"\n[cache.pop2]\nmemory = \"64MiB\"\n";
+    let caches: String = (1..=n)
+        .map(|k| format!("[cache.pop{k}]\nmemory = \"64MiB\"\n"))
+        .collect();
+    let pool_from = "addresses = [\"127.0.0.2\", \"127.0.0.3\"]";
+    let pool = format!(
+        "addresses = [{}]",
+        (1..=n)
+            .map(|k| format!("\"{}\"", pop_addr(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    anyhow::ensure!(
+        topology.contains(caches_from) && topology.contains(pool_from),
+        shape()
+    );
+    let t = format!("{}{sites}{}", &topology[..first], &topology[after..]);
+    Ok(t.replace(caches_from, &caches).replace(pool_from, &pool))
 }
 
 const TOPOLOGY: &str = include_str!("../../../examples/up/topology.toml");
@@ -163,7 +235,7 @@ fn taken(topology: &str) -> Vec<std::net::SocketAddr> {
 
 /// The port shift to run the built-in topology with: the one asked for, else 0, else the
 /// first of 10000…40000 whose ports are all free (said on stderr).
-fn choose_offset(asked: Option<u16>) -> anyhow::Result<u16> {
+fn choose_offset(topology: &str, asked: Option<u16>) -> anyhow::Result<u16> {
     if let Some(o) = asked {
         anyhow::ensure!(
             PORTS.iter().all(|p| (*p as u32 + o as u32) < 65536),
@@ -172,12 +244,12 @@ fn choose_offset(asked: Option<u16>) -> anyhow::Result<u16> {
         );
         return Ok(o);
     }
-    let busy = taken(TOPOLOGY);
+    let busy = taken(topology);
     if busy.is_empty() {
         return Ok(0);
     }
     for o in [10000, 20000, 30000, 40000] {
-        if taken(&with_ports(TOPOLOGY, o)).is_empty() {
+        if taken(&with_ports(topology, o)).is_empty() {
             eprintln!(
                 "hopline up: {}; moving every port by {o} (PoPs on {}, resolver on {}); --port-offset N chooses",
                 who_holds(&busy),
@@ -268,19 +340,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &["localhost".into(), "127.0.0.1".into()],
     )?;
     let data = std::fs::canonicalize(&data).unwrap_or(data);
+    anyhow::ensure!(
+        args.pops.is_none() || args.config.is_none(),
+        "--pops shapes the built-in topology; a --config file has the PoPs it lists \
+         (`hopline up --pops N --print-config` prints one with N)"
+    );
+    let topology = with_pops(TOPOLOGY, args.pops.map_or(2, usize::from))?;
     if args.print_config {
-        let o = choose_offset(Some(args.port_offset.unwrap_or(0)))?;
+        let o = choose_offset(&topology, Some(args.port_offset.unwrap_or(0)))?;
         let own = instance_dir(&data, Some(9900 + o));
         std::fs::create_dir_all(&own)?;
-        print!("{}", absolute_paths(&with_ports(TOPOLOGY, o), &data, &own));
+        print!("{}", absolute_paths(&with_ports(&topology, o), &data, &own));
         return Ok(ExitCode::SUCCESS);
     }
     let (config_path, own) = match &args.config {
         Some(p) => (p.clone(), None),
         None => {
-            let o = choose_offset(args.port_offset)?;
+            let o = choose_offset(&topology, args.port_offset)?;
             if args.port_offset.is_some() {
-                let busy = taken(&with_ports(TOPOLOGY, o));
+                let busy = taken(&with_ports(&topology, o));
                 anyhow::ensure!(
                     busy.is_empty(),
                     "--port-offset {o}: {}; stop it, or pick another offset",
@@ -290,7 +368,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let own = instance_dir(&data, Some(9900 + o));
             std::fs::create_dir_all(&own).with_context(|| format!("creating {}", own.display()))?;
             let p = own.join("topology.toml");
-            std::fs::write(&p, absolute_paths(&with_ports(TOPOLOGY, o), &data, &own))
+            std::fs::write(&p, absolute_paths(&with_ports(&topology, o), &data, &own))
                 .with_context(|| format!("writing {}", p.display()))?;
             (p, Some(own))
         }
@@ -360,6 +438,18 @@ async fn up(
         .find(|l| l.starts_with("127.0.0.5:"))
         .map_or("127.0.0.5:8080", |l| l.as_str());
     let sink = format!("http://{sink}/hooks/orders");
+    // the CDN's points of presence: the sites whose "/" is cached (their listen addresses)
+    let pops: Vec<std::net::SocketAddr> = config
+        .site
+        .iter()
+        .filter(|s| {
+            s.route
+                .iter()
+                .any(|r| r.path.get_ref() == "/" && r.cache.is_some())
+        })
+        .filter_map(|s| s.listen.get_ref().first())
+        .filter_map(|l| l.get_ref().parse().ok())
+        .collect();
     let products = crate::products::Products::new();
     let services = match products.load(&path) {
         Ok(s) => s,
@@ -565,6 +655,20 @@ async fn up(
                 app.key, app.secret
             );
         }
+        if let (Some(admin), false) = (admin, pops.is_empty()) {
+            println!(
+                "purge on every PoP:        hopline purge --tag shop --admin {admin}   ({} PoPs)",
+                pops.len()
+            );
+            println!(
+                "each PoP's Cache-Status:   for a in {}; do curl -sI --cacert {} --resolve www.shop.test:{pop_port}:$a {front}/ | grep -i cache-status; done",
+                pops.iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                ca.display()
+            );
+        }
         if shop.is_some() {
             println!("live orders (every 3 s):   hopline listen {front}/live/orders --via sse");
             if let Some(secret) = &demo_secret {
@@ -693,5 +797,39 @@ mod tests {
             "listen = [\"127.0.0.2:9443\"]\nlisten = [\"127.0.0.1:10443\"]\ndirectory = \"https://127.0.0.1:10443/acme/directory\"\ntls_port = 9443\n"
         );
         assert_eq!(with_ports(TOPOLOGY, 0), TOPOLOGY);
+    }
+
+    #[test]
+    fn pops_are_made_from_pop_1() {
+        assert_eq!(with_pops(TOPOLOGY, 2).unwrap(), TOPOLOGY);
+        assert!(with_pops(TOPOLOGY, 0).is_err() && with_pops(TOPOLOGY, 9).is_err());
+        for n in 1..=MAX_POPS {
+            let t = with_pops(TOPOLOGY, n).unwrap();
+            let v: toml::Table = toml::from_str(&t).unwrap_or_else(|e| panic!("{n} PoPs: {e}"));
+            let pops: Vec<&toml::Table> = v["site"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s.as_table())
+                .filter(|s| s["name"].as_str().is_some_and(|x| x.starts_with("pop-")))
+                .collect();
+            assert_eq!(pops.len(), n);
+            assert_eq!(v["cache"].as_table().unwrap().len(), n);
+            for (k, s) in pops.iter().enumerate() {
+                assert_eq!(s["name"].as_str(), Some(format!("pop-{}", k + 1).as_str()));
+                let cache = s["route"][0]["cache"].as_str().unwrap();
+                assert_eq!(cache, format!("pop{}", k + 1));
+            }
+            // every listen address once: no PoP lands on the balancer or an origin
+            let mut all = listen_addrs(&t);
+            let len = all.len();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), len, "{n} PoPs: an address twice");
+            let pool = t.lines().find(|l| l.starts_with("addresses = [")).unwrap();
+            assert_eq!(pool.matches("127.0.0.").count(), n, "{pool}");
+            // the comment before the balancer is kept
+            assert!(t.contains("# ---- the load balancer ----"));
+        }
     }
 }
