@@ -33,6 +33,38 @@ pub fn free_port() -> u16 {
 
 /// Whether `program` is installed. When it is not: panics in CI (`CI` set), otherwise
 /// prints a loud SKIPPED line naming the Debian `package` and answers false.
+/// A port shift for `hopline up`'s built-in topology whose every address is free: tried
+/// from `first` in steps of 200 (`slots` of them, starting at one picked by the pid so
+/// parallel runs spread), with its PoPs on `pops` (pop-1 and pop-2 are 127.0.0.2 and .3).
+pub fn free_up_offset(first: u16, slots: u16, pops: &[&str]) -> u16 {
+    use std::net::{TcpListener, UdpSocket};
+    let start = (std::process::id() % slots as u32) as u16;
+    for k in 0..slots {
+        let off = first + ((start + k) % slots) * 200;
+        let mut tcp: Vec<(&str, u16)> = vec![
+            ("127.0.0.1", 5300),
+            ("127.0.0.1", 5354),
+            ("127.0.0.1", 9900),
+            ("127.0.0.1", 9443),
+            ("127.0.0.4", 8080),
+            ("127.0.0.5", 8080),
+            ("127.0.0.6", 8080),
+            ("127.0.0.7", 8080),
+        ];
+        tcp.extend(pops.iter().map(|a| (*a, 8443)));
+        let free = tcp
+            .iter()
+            .all(|(ip, p)| TcpListener::bind((*ip, p + off)).is_ok())
+            && [5300, 5354]
+                .iter()
+                .all(|p| UdpSocket::bind(("127.0.0.1", p + off)).is_ok());
+        if free {
+            return off;
+        }
+    }
+    panic!("no free port offset for the topology of hopline up");
+}
+
 pub fn peer_installed(program: &str, version_arg: &str, package: &str) -> bool {
     if Command::new(program)
         .arg(version_arg)

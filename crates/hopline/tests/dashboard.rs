@@ -8,7 +8,7 @@
 //! the entry's time). Screenshots go to `target/screenshots/`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,35 +21,6 @@ use hopline_testkit::Browser;
 const BIN: &str = env!("CARGO_BIN_EXE_hopline");
 
 /// A shift of the built-in topology's ports whose every address is free now.
-fn free_offset() -> u16 {
-    let start = 40000 + (std::process::id() % 60) as u16 * 200;
-    for k in 0..60u16 {
-        let off = 40000 + (start - 40000 + k * 200) % 12000;
-        let tcp = [
-            ("127.0.0.1", 5300),
-            ("127.0.0.1", 5354),
-            ("127.0.0.1", 9900),
-            ("127.0.0.1", 9443),
-            ("127.0.0.2", 8443),
-            ("127.0.0.3", 8443),
-            ("127.0.0.4", 8080),
-            ("127.0.0.5", 8080),
-            ("127.0.0.6", 8080),
-            ("127.0.0.7", 8080),
-        ];
-        let free = tcp
-            .iter()
-            .all(|(ip, p)| TcpListener::bind((*ip, p + off)).is_ok())
-            && [5300, 5354]
-                .iter()
-                .all(|p| UdpSocket::bind(("127.0.0.1", p + off)).is_ok());
-        if free {
-            return off;
-        }
-    }
-    panic!("no free port offset for the topology");
-}
-
 /// Kills the `up` process when the test ends, however it ends.
 struct Up {
     child: std::process::Child,
@@ -114,7 +85,7 @@ fn the_dashboard_and_the_waterfall_in_a_real_browser() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let off = free_offset();
+    let off = hopline_testkit::free_up_offset(40000, 60, &["127.0.0.2", "127.0.0.3"]);
     let printed = Command::new(BIN)
         .args([
             "up",

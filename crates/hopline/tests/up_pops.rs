@@ -4,7 +4,7 @@
 //! Runs on a port offset of its own (52000-55400), beside the other `up` tests.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,34 +12,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_hopline");
 
 /// The four PoPs' addresses (pop-1, pop-2, pop-3, pop-4).
 const POPS: [&str; 4] = ["127.0.0.2", "127.0.0.3", "127.0.0.8", "127.0.0.9"];
-
-fn free_offset() -> u16 {
-    let start = (std::process::id() % 17) as u16;
-    for k in 0..17u16 {
-        let off = 52000 + ((start + k) % 17) * 200;
-        let mut tcp: Vec<(&str, u16)> = vec![
-            ("127.0.0.1", 5300),
-            ("127.0.0.1", 5354),
-            ("127.0.0.1", 9900),
-            ("127.0.0.1", 9443),
-            ("127.0.0.4", 8080),
-            ("127.0.0.5", 8080),
-            ("127.0.0.6", 8080),
-            ("127.0.0.7", 8080),
-        ];
-        tcp.extend(POPS.iter().map(|a| (*a, 8443)));
-        let free = tcp
-            .iter()
-            .all(|(ip, p)| TcpListener::bind((*ip, p + off)).is_ok())
-            && [5300, 5354]
-                .iter()
-                .all(|p| UdpSocket::bind(("127.0.0.1", p + off)).is_ok());
-        if free {
-            return off;
-        }
-    }
-    panic!("no free port offset for the topology");
-}
 
 /// Kills the `up` process when the test ends, however it ends.
 struct Up(std::process::Child);
@@ -94,7 +66,7 @@ fn up_with_four_pops_purges_every_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("1..=8"), "{err}");
 
-    let off = free_offset();
+    let off = hopline_testkit::free_up_offset(52000, 17, &POPS);
     let mut child = Command::new(BIN)
         .args([
             "up",
