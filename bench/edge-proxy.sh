@@ -128,20 +128,28 @@ fi
 # The same proxies with their access logs ON, to a file (nginx: `access_log FILE combined
 # buffer=64k`, hopline: `access_log = "FILE"`, buffered 64 KiB per thread the same way);
 # 1 KiB file, ROUNDS rounds. LOG_ROW=0 skips it. HAProxy logs only through syslog: left out.
+# LOG_FILE=small.txt LOG_PIPELINE=16: another file, N requests per write (the server the
+# bottleneck, so the log's own cost shows); LOG_OFF=1 also runs both with the log off in
+# the same rounds, and prints what the log adds to each.
 if [ "${LOG_ROW:-1}" = 1 ]; then
+  LOG_FILE="${LOG_FILE:-1k.bin}"; LOG_PIPELINE="${LOG_PIPELINE:-1}"
+  log_args=(-t1 "-c$CONNS" "-d$DURATION")
+  if [ "$LOG_PIPELINE" -gt 1 ]; then PIPELINE="$LOG_PIPELINE" pipeline_script "$work/pipeline.lua"; log_args+=(-s "$work/pipeline.lua"); fi
+  export PIPELINE="$LOG_PIPELINE"
+  log_set="nginx_log hopline_log"; [ "${LOG_OFF:-0}" = 1 ] && log_set="nginx nginx_log hopline hopline_log"
   sed -e "s#access_log off;#access_log $work/nginx/access.log combined buffer=64k;#" "$work/nginx/nginx.conf" > "$work/nginx/nginx-log.conf"
   sed -e "s#^access_log = \"off\"#access_log = \"$work/hopline-access.log\"#" "$work/hopline.toml" > "$work/hopline-log.toml"
   start_nginx_log() { taskset -c "$SERVER_CPU" nginx -c "$work/nginx/nginx-log.conf" -p "$work/nginx" -g 'daemon off;' & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18091; }
   start_hopline_log() { RUST_LOG=warn taskset -c "$SERVER_CPU" "$HOPLINE" serve "$work/hopline-log.toml" 2>>"$work/hopline.log" & echo $! > "$work/server.pid"; wait_port 127.0.0.1 18093; }
   echo
-  echo "# access log on (to a file, 64 KiB buffers): wrk -t1 -c$CONNS -d$DURATION, 1k.bin, $ROUNDS rounds"
+  echo "# access log on (to a file, 64 KiB buffers): wrk -t1 -c$CONNS -d$DURATION, $LOG_FILE, pipelined x$LOG_PIPELINE, $ROUNDS rounds"
   printf '%-12s %-5s %10s %9s %9s %8s %10s\n' proxy round req/s p50_ms p99_ms cpu_us log_lines
   for round in $(seq 1 "$ROUNDS"); do
-    for srv in nginx_log hopline_log; do
+    for srv in $log_set; do
       rm -f "$work/nginx/access.log" "$work/hopline-access.log"
-      "start_$srv"; port=18091; [ "$srv" = hopline_log ] && port=18093
+      "start_$srv"; port=18091; case $srv in hopline*) port=18093;; esac
       export WRK_PID; WRK_PID=$(cat "$work/server.pid")
-      res=$(wrk_run "http://127.0.0.1:$port/1k.bin" -t1 "-c$CONNS" "-d$DURATION")
+      res=$(wrk_run "http://127.0.0.1:$port/$LOG_FILE" "${log_args[@]}")
       stop_server
       lines=0; for f in "$work/nginx/access.log" "$work/hopline-access.log"; do [ -f "$f" ] && lines=$(wc -l < "$f"); done
       read -r rps p50 p99 cpu _ <<<"$res"
@@ -151,6 +159,10 @@ if [ "${LOG_ROW:-1}" = 1 ]; then
   done
   n=$(median ${R[nginx_log,rps]}); h=$(median ${R[hopline_log,rps]}); nc=$(median ${R[nginx_log,cpu]}); hc=$(median ${R[hopline_log,cpu]})
   echo "medians with log: nginx $n req/s ${nc} µs/req  hopline $h req/s ${hc} µs/req  (h/nginx req/s $(python3 -c "print(f'{$h/$n:.2f}x')"), cpu hop/ngx $(python3 -c "print(f'{$hc/$nc:.2f}x' if $nc else 'n/a')"))"
+  if [ "${LOG_OFF:-0}" = 1 ]; then
+    no=$(median ${R[nginx,cpu]}); ho=$(median ${R[hopline,cpu]})
+    echo "medians log off: nginx ${no} µs/req  hopline ${ho} µs/req (cpu hop/ngx $(python3 -c "print(f'{$ho/$no:.2f}x' if $no else 'n/a')")); the log adds: nginx $(python3 -c "print(f'{$nc-$no:.2f}')") µs, hopline $(python3 -c "print(f'{$hc-$ho:.2f}')") µs"
+  fi
 fi
 
 # RSS holding IDLE idle keep-alive client connections, each of which made one request

@@ -160,6 +160,37 @@ impl Drop for AccessLog {
 /// A thread's buffer of lines, shared with the flusher.
 type SharedBuf = Arc<Mutex<Vec<u8>>>;
 
+/// A text field of a log line, held the cheapest way the request allows: its target
+/// and fields share the request's own bytes (a reference count, no copy), a refused
+/// head's are copied, an absent one is `-`.
+#[derive(Debug, Clone, Default)]
+pub enum LogText {
+    #[default]
+    Dash,
+    Owned(Box<str>),
+    Header(http::HeaderValue),
+    Path(http::uri::PathAndQuery),
+    Authority(http::uri::Authority),
+}
+
+impl LogText {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            LogText::Dash => b"-",
+            LogText::Owned(s) => s.as_bytes(),
+            LogText::Header(v) => v.as_bytes(),
+            LogText::Path(p) => p.as_str().as_bytes(),
+            LogText::Authority(a) => a.as_str().as_bytes(),
+        }
+    }
+}
+
+impl From<Option<String>> for LogText {
+    fn from(s: Option<String>) -> LogText {
+        s.map_or(LogText::Dash, |s| LogText::Owned(s.into_boxed_str()))
+    }
+}
+
 /// One request's line, filled as the request goes and written at the end.
 pub struct LogRecord {
     pub log: Arc<AccessLog>,
@@ -167,14 +198,16 @@ pub struct LogRecord {
     /// `None`: the request line could not be read; the line shows `"-"` in place of
     /// `"METHOD target VERSION"` (nginx's `$request` for such a request).
     pub method: Option<http::Method>,
-    pub target: String,
+    pub target: LogText,
     pub version: http::Version,
-    pub host: String,
+    /// The Host (or the target's authority); its port is left out of the line.
+    pub host: LogText,
     pub status: u16,
     pub bytes: u64,
     pub start: Instant,
-    pub user_agent: String,
-    pub site: std::sync::Arc<str>,
+    pub user_agent: LogText,
+    /// The site's name, set when the response is known (`None`: `-`).
+    pub site: Option<std::sync::Arc<str>>,
     /// The W3C trace id of the request's `traceparent`, if it had one.
     pub trace: Option<String>,
 }
@@ -197,12 +230,49 @@ fn with_date(f: impl FnOnce(&str)) {
     });
 }
 
+/// `host[:port]` or `[v6]:port` without the port (bytes of a field, as
+/// [`crate::host::without_port`] on text).
+fn without_port(h: &[u8]) -> &[u8] {
+    match std::str::from_utf8(h) {
+        Ok(s) => crate::host::without_port(s).as_bytes(),
+        Err(_) => h,
+    }
+}
+
+/// `"text"` escaped as Rust's `{:?}` does (the line's format since the start), without
+/// the formatting machinery when there is nothing to escape (nearly every User-Agent).
+fn quoted(out: &mut Vec<u8>, text: &[u8]) {
+    if text
+        .iter()
+        .all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{:?}", String::from_utf8_lossy(text));
+    }
+}
+
 impl LogRecord {
     pub fn finish(&self) {
         let us = self.start.elapsed().as_micros().min(u64::MAX as u128) as u64;
         self.log.append(|out| {
             let mut n = itoa::Buffer::new();
-            let _ = write!(out, "{}", self.client.ip());
+            match self.client.ip() {
+                // the common case without the formatting machinery
+                std::net::IpAddr::V4(ip) => {
+                    for (i, o) in ip.octets().iter().enumerate() {
+                        if i > 0 {
+                            out.push(b'.');
+                        }
+                        out.extend_from_slice(n.format(*o).as_bytes());
+                    }
+                }
+                ip => {
+                    let _ = write!(out, "{ip}");
+                }
+            }
             out.extend_from_slice(b" [");
             with_date(|d| out.extend_from_slice(d.as_bytes()));
             out.extend_from_slice(b"] \"");
@@ -236,16 +306,15 @@ impl LogRecord {
             }
             out.extend_from_slice(n.format(frac).as_bytes());
             out.extend_from_slice(b"ms host=");
-            out.extend_from_slice(if self.host.is_empty() {
-                b"-"
-            } else {
-                self.host.as_bytes()
-            });
+            let host = without_port(self.host.as_bytes());
+            out.extend_from_slice(if host.is_empty() { b"-" } else { host });
             out.extend_from_slice(b" site=");
-            out.extend_from_slice(self.site.as_bytes());
+            out.extend_from_slice(self.site.as_deref().unwrap_or("-").as_bytes());
             out.extend_from_slice(b" trace=");
             out.extend_from_slice(self.trace.as_deref().unwrap_or("-").as_bytes());
-            let _ = writeln!(out, " ua={:?}", self.user_agent);
+            out.extend_from_slice(b" ua=");
+            quoted(out, self.user_agent.as_bytes());
+            out.push(b'\n');
         });
     }
 }
@@ -259,14 +328,14 @@ mod tests {
             log: log.clone(),
             client: "127.0.0.1:5000".parse().unwrap(),
             method: Some(http::Method::GET),
-            target: target.into(),
+            target: LogText::Owned(target.into()),
             version: http::Version::HTTP_11,
-            host: "shop.test".into(),
+            host: LogText::Header(http::HeaderValue::from_static("shop.test:8443")),
             status: 200,
             bytes: 13,
             start: Instant::now(),
-            user_agent: "curl/8".into(),
-            site: "s".into(),
+            user_agent: LogText::Header(http::HeaderValue::from_static("curl/8")),
+            site: Some("s".into()),
             trace: None,
         }
     }
@@ -305,6 +374,33 @@ mod tests {
     }
 
     #[test]
+    fn fields_are_escaped_and_v6_clients_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(Some(path.to_str().unwrap()))
+            .unwrap()
+            .unwrap();
+        let mut r = record(&log, "/q?a=1");
+        r.client = "[::1]:5000".parse().unwrap();
+        r.user_agent = LogText::Owned("say \"hi\" \\o/".into());
+        r.host = LogText::Authority("[::1]:8443".parse().unwrap());
+        r.finish();
+        let mut r = record(&log, "/");
+        r.client = "10.200.3.45:1".parse().unwrap();
+        r.finish();
+        log.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("::1 ["), "{text}");
+        assert!(lines[0].contains("\"GET /q?a=1 HTTP/1.1\""), "{text}");
+        assert!(
+            lines[0].ends_with("host=[::1] site=s trace=- ua=\"say \\\"hi\\\" \\\\o/\""),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("10.200.3.45 ["), "{text}");
+    }
+
+    #[test]
     fn a_request_line_never_read_is_a_dash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
@@ -314,8 +410,8 @@ mod tests {
         let mut r = record(&log, "");
         r.method = None;
         r.status = 400;
-        r.host = String::new();
-        r.user_agent = "-".into();
+        r.host = LogText::Dash;
+        r.user_agent = LogText::Dash;
         r.finish();
         drop(r);
         drop(log);

@@ -33,7 +33,7 @@ use crate::request::compress;
 use crate::request::files::{self, FileCache};
 use crate::request::router::{Handler, ListenerTable, Route, SiteTable, Table};
 use hopline_admin::counters::{Metrics, Sampler, TraceHop, TraceLog};
-use hopline_engine::access_log::{AccessLog, LogRecord};
+use hopline_engine::access_log::{AccessLog, LogRecord, LogText};
 use hopline_engine::body::{Body, RequestBody};
 use hopline_engine::h1::codec::Seen;
 use hopline_engine::h1::connection::Refusal;
@@ -101,7 +101,7 @@ pub(crate) async fn handle(
         .flatten();
 
     // 2. watch: trace and access-log record
-    let (watch, sampled) = Watch::begin(path, conn, route, host, &req);
+    let (watch, sampled) = Watch::begin(path, conn, route, &req);
     let mut req = req;
     if let Some(traceparent) = sampled {
         req.headers_mut().insert(TRACEPARENT.clone(), traceparent);
@@ -199,7 +199,6 @@ impl Watch {
         path: &PathState,
         conn: &ConnInfo,
         route: Option<&Route>,
-        host: &str,
         req: &Request<RequestBody>,
     ) -> (Watch, Option<HeaderValue>) {
         // `VERSION-TRACEID-SPAN-FLAGS`: the trace id (logged) and the span after it
@@ -241,23 +240,25 @@ impl Watch {
                 log,
                 client: conn.peer,
                 method: Some(req.method().clone()),
+                // the request's own bytes, shared (no copy per request)
                 target: req
                     .uri()
                     .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "/".into()),
+                    .map_or(LogText::Owned("/".into()), |p| LogText::Path(p.clone())),
                 version: req.version(),
-                host: host.to_string(),
+                host: match (req.uri().authority(), req.headers().get(header::HOST)) {
+                    (Some(a), _) => LogText::Authority(a.clone()),
+                    (None, Some(h)) if h.to_str().is_ok() => LogText::Header(h.clone()),
+                    _ => LogText::Dash,
+                },
                 status: 0,
                 bytes: 0,
                 start,
-                user_agent: req
-                    .headers()
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_string(),
-                site: Arc::from("-"),
+                user_agent: match req.headers().get(header::USER_AGENT) {
+                    Some(v) if v.to_str().is_ok() => LogText::Header(v.clone()),
+                    _ => LogText::Dash,
+                },
+                site: None,
                 trace: traced.as_ref().map(|(id, _, _)| id.clone()),
             })
         });
@@ -310,7 +311,7 @@ impl Watch {
             None => resp,
             Some(mut record) => {
                 record.status = resp.status().as_u16();
-                record.site = site.name.clone();
+                record.site = Some(site.name.clone());
                 let (parts, body) = resp.into_parts();
                 Response::from_parts(parts, body.with_log(record))
             }
@@ -362,14 +363,18 @@ pub(crate) fn refused(path: &PathState, conn: &ConnInfo, refusal: Refusal) {
         log,
         client: conn.peer,
         method,
-        target,
+        target: LogText::Owned(target.into_boxed_str()),
         version,
-        host: host.to_string(),
+        host: if host.is_empty() {
+            LogText::Dash
+        } else {
+            LogText::Owned(host.into())
+        },
         status: status.as_u16(),
         bytes,
         start,
-        user_agent: user_agent.unwrap_or_else(|| "-".into()),
-        site: site.name.clone(),
+        user_agent: user_agent.into(),
+        site: Some(site.name.clone()),
         trace: None,
     }
     .finish();
