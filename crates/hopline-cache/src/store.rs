@@ -620,6 +620,11 @@ impl HttpCache {
     pub fn purge(&self, target: &PurgeTarget, soft: bool) -> u64 {
         let keys: Vec<String> = match target {
             PurgeTarget::Url(k) => vec![k.clone()],
+            PurgeTarget::Tag(t) if !soft => {
+                // the tag leaves the index at once; each object then leaves its other tags
+                let keys = self.tags.lock().take(t);
+                return keys.iter().map(|k| self.invalidate(k)).sum();
+            }
             PurgeTarget::Tag(t) => self.tags.lock().keys_of(t),
             PurgeTarget::Prefix(p) => {
                 if !soft {

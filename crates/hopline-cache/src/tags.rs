@@ -55,12 +55,16 @@ fn collect<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Vec<Box<str>> {
     out
 }
 
+/// The index's hasher: foldhash, seeded per process (tags and keys come from origins and
+/// clients, so not a fixed seed; SipHash was a third of a purge's time).
+type Hasher = foldhash::fast::RandomState;
+
 /// Tag → the keys that carry it.
 #[derive(Debug, Default)]
 pub struct TagIndex {
-    by_tag: HashMap<Box<str>, HashSet<Arc<str>>>,
-    /// Each indexed key's text, held once.
-    keys: HashMap<Arc<str>, u32>,
+    by_tag: HashMap<Box<str>, HashSet<Arc<str>, Hasher>, Hasher>,
+    /// Each indexed key's text, held once, and how many tags list it.
+    keys: HashMap<Arc<str>, u32, Hasher>,
 }
 
 impl TagIndex {
@@ -109,6 +113,25 @@ impl TagIndex {
                 self.keys.remove(key);
             }
         }
+    }
+
+    /// Take `tag` out of the index, with the list of keys that carried it (each still
+    /// listed under its other tags, for the caller to remove as it drops the object).
+    pub fn take(&mut self, tag: &str) -> Vec<Arc<str>> {
+        let Some(set) = self.by_tag.remove(tag) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(set.len());
+        for k in set {
+            if let Some(n) = self.keys.get_mut(&k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.keys.remove(&k);
+                }
+            }
+            out.push(k);
+        }
+        out
     }
 
     /// The keys that carry `tag`.
@@ -170,5 +193,16 @@ mod tests {
         assert_eq!(ix.len(), (1, 1));
         ix.remove("k2", &t(&["b"]));
         assert!(ix.is_empty() && ix.len() == (0, 0));
+        // a tag taken whole: its keys stay under their other tags until removed
+        ix.add("k1", &t(&["a", "b"]));
+        ix.add("k2", &t(&["b"]));
+        let mut taken: Vec<String> = ix.take("b").iter().map(|k| k.to_string()).collect();
+        taken.sort();
+        assert_eq!(taken, ["k1", "k2"]);
+        assert_eq!(ix.len(), (1, 1), "k2 had only b; k1 is still under a");
+        assert_eq!(ix.keys_of("a"), ["k1"]);
+        ix.remove("k1", &t(&["a", "b"]));
+        assert!(ix.is_empty());
+        assert!(ix.take("nothing").is_empty());
     }
 }
