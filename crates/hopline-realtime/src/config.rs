@@ -45,6 +45,68 @@ pub struct RealtimeConfig {
     /// SSE `retry:` field sent to browsers (ms before they reconnect).
     #[serde(default = "default_retry")]
     pub sse_retry_ms: u64,
+    /// The application's say on connections, subscriptions and publications:
+    /// `{ connect = "http://…", subscribe = "http://…", publish = "http://…",
+    /// timeout_ms = 1000, on_error = "deny", headers = ["cookie", "authorization"] }`.
+    #[serde(default)]
+    pub hooks: Option<Hooks>,
+}
+
+/// `hooks = { … }` of a hub: URLs the hub asks (HTTP POST, JSON) before it lets a client
+/// connect, subscribe or publish; the answer allows, denies, or (publish) rewrites.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Asked when a WebSocket connects (before the 101).
+    #[serde(default, deserialize_with = "hook_url")]
+    pub connect: Option<String>,
+    /// Asked for every subscription (WebSocket, SSE, polls).
+    #[serde(default, deserialize_with = "hook_url")]
+    pub subscribe: Option<String>,
+    /// Asked for every publication; its answer may replace the data.
+    #[serde(default, deserialize_with = "hook_url")]
+    pub publish: Option<String>,
+    /// How long an answer may take.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_ms: u64,
+    /// What a hook that fails (timeout, refused, 5xx, not JSON) means: "deny" (503) or
+    /// "allow".
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The client's request fields passed on to the hook (lower case).
+    #[serde(default = "default_hook_headers")]
+    pub headers: Vec<String>,
+}
+
+/// What a failing hook means.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Deny,
+    Allow,
+}
+
+fn hook_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = s
+        .strip_prefix("http://")
+        .and_then(|_| s.parse::<http::Uri>().ok())
+        .is_some_and(|u| u.authority().is_some());
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "a hook is an http:// URL of the application (e.g. \"http://127.0.0.1:3000/hooks/subscribe\"), found {s:?}"
+        )));
+    }
+    Ok(Some(s))
+}
+
+fn default_hook_timeout() -> u64 {
+    1000
+}
+
+fn default_hook_headers() -> Vec<String> {
+    vec!["cookie".into(), "authorization".into()]
 }
 
 // Checks made while the file is read, so that an error names the value's line and column.
@@ -122,6 +184,7 @@ impl Default for RealtimeConfig {
             engine: default_engine(),
             max_subscriptions: default_max_subscriptions(),
             sse_retry_ms: default_retry(),
+            hooks: None,
         }
     }
 }

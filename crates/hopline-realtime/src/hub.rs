@@ -176,6 +176,8 @@ pub struct Hub {
     engine: HubEngine,
     /// Set when the server shuts down: long-lived subscribers end.
     closing: watch::Sender<bool>,
+    /// The client of the app hooks.
+    hooks: crate::hooks::HookClient,
 }
 
 impl Hub {
@@ -189,10 +191,30 @@ impl Hub {
             metrics: Arc::default(),
             engine,
             closing: watch::channel(false).0,
+            hooks: Default::default(),
         });
         let registry: Weak<dyn ChannelRegistry> = Arc::downgrade(&hub) as _;
         hub.engine.start(registry);
         Ok(hub)
+    }
+
+    /// Ask the application's hook for `ask.event` (allowed at once when there is none).
+    pub async fn hook(
+        &self,
+        settings: &Settings,
+        ask: crate::hooks::Ask<'_>,
+    ) -> crate::hooks::Verdict {
+        if settings.config.hooks.is_none() {
+            return crate::hooks::Verdict::Allow(None);
+        }
+        self.hooks
+            .ask(
+                &self.name,
+                settings.config.hooks.as_ref(),
+                &self.metrics,
+                ask,
+            )
+            .await
     }
 
     /// The settings in force.

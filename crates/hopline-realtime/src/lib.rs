@@ -9,6 +9,8 @@
 //! - [`engine`]: what orders publications — in memory, or Redis Streams for several
 //!   nodes;
 //! - [`hub`]: the channels of one section and its engine;
+//! - [`hooks`]: the application's say (HTTP) on connections, subscriptions and
+//!   publications;
 //! - [`service`] and [`session`]: the HTTP (polls and Server-Sent Events) and WebSocket
 //!   faces, as an edge [`hopline_edge::RouteService`].
 //!
@@ -30,6 +32,7 @@ pub mod config;
 mod direct;
 pub mod engine;
 mod frames;
+pub mod hooks;
 pub mod hub;
 pub mod metrics;
 pub mod product;

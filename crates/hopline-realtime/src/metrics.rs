@@ -33,6 +33,12 @@ pub struct Metrics {
     /// Channels of this node let go because they were deleted (here or, with the shared
     /// engine, on another node); their subscribers were told.
     pub channels_deleted: AtomicU64,
+    /// App hooks that allowed (or rewrote).
+    pub hooks_allowed: AtomicU64,
+    /// App hooks that denied.
+    pub hooks_denied: AtomicU64,
+    /// App hooks that failed (timeout, refused, 5xx, not JSON): `on_error` decided.
+    pub hooks_failed: AtomicU64,
 }
 
 /// What the hub says of itself beside its counters.
@@ -70,6 +76,11 @@ pub fn status(hub: &HubState, m: &Metrics) -> serde_json::Value {
         "slow_consumers_cut": n(&m.slow_consumers),
         "websocket_violations": n(&m.ws_violations),
         "channels_deleted": n(&m.channels_deleted),
+        "hooks": {
+            "allowed": n(&m.hooks_allowed),
+            "denied": n(&m.hooks_denied),
+            "failed": n(&m.hooks_failed),
+        },
     })
 }
 
@@ -125,6 +136,21 @@ pub fn prometheus(hub: &HubState, m: &Metrics, out: &mut String) {
             "channels_deleted_total",
             "Channels let go because they were deleted (their subscribers told).",
             n(&m.channels_deleted),
+        ),
+        (
+            "hooks_allowed_total",
+            "App hook answers that allowed (or rewrote).",
+            n(&m.hooks_allowed),
+        ),
+        (
+            "hooks_denied_total",
+            "App hook answers that denied.",
+            n(&m.hooks_denied),
+        ),
+        (
+            "hooks_failed_total",
+            "App hooks that failed (timeout, refused, 5xx, not JSON); on_error decided.",
+            n(&m.hooks_failed),
         ),
     ] {
         let _ = writeln!(

@@ -21,6 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::channel::Channel;
 use crate::channel_log::{Read, Start};
 use crate::frames::{json_string, poll_json};
+use crate::hooks::{Ask, Event, Verdict, pick_headers};
 use crate::hub::Hub;
 use crate::request::{MAX_CHANNEL, Query, authorize, bearer, parse_query, valid_channel};
 
@@ -132,30 +133,77 @@ async fn handle(
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("400 {e}\n")),
     };
     let settings = hub.settings();
+    let hook_headers = pick_headers(settings.config.hooks.as_ref(), req.headers());
     if is_websocket(&req) {
         if !channel.is_empty() && !valid_channel(&channel) {
             return text(StatusCode::BAD_REQUEST, bad_channel(&channel));
         }
-        return crate::session::upgrade(hub, &mut req, channel, query, settings);
+        if settings.config.hooks.is_some() {
+            // the application's say on the connection, and on the channel in its URL
+            let token = bearer(req.headers(), &query);
+            let claims = token_claims(&settings.config.subscribe, token);
+            let mut events = vec![Event::Connect];
+            if !channel.is_empty() {
+                events.push(Event::Subscribe);
+            }
+            for event in events {
+                let ask = Ask {
+                    event,
+                    channel: &channel,
+                    transport: "websocket",
+                    client: Some(ctx.peer),
+                    claims: claims.as_ref(),
+                    headers: &hook_headers,
+                    data: None,
+                };
+                if let Verdict::Deny(s, m) = hub.hook(&settings, ask).await {
+                    return text(s, format!("{} {m}\n", s.as_u16()));
+                }
+            }
+        }
+        // (kept by the connection only when the hub has hooks to ask)
+        let client = settings.config.hooks.is_some().then(|| {
+            Box::new(crate::session::Client {
+                peer: ctx.peer,
+                hook_headers,
+            })
+        });
+        return crate::session::upgrade(hub, &mut req, channel, query, settings, client);
     }
     if !valid_channel(&channel) {
         return text(StatusCode::BAD_REQUEST, bad_channel(&channel));
     }
     match *req.method() {
-        Method::POST => publish(hub, req, channel, query).await,
+        Method::POST => publish(hub, req, channel, query, ctx.peer, hook_headers).await,
         Method::GET | Method::HEAD if query.info => channel_info(&hub, &req, &channel, &query),
         Method::DELETE => delete(&hub, &req, &channel, &query).await,
         Method::GET | Method::HEAD => {
             let token = bearer(req.headers(), &query);
-            if let Err((s, m)) = authorize(&settings.config.subscribe, token, &channel, "subscribe")
-            {
-                return unauthorized(s, m);
-            }
+            let claims = match authorize(&settings.config.subscribe, token, &channel, "subscribe") {
+                Ok(c) => c,
+                Err((s, m)) => return unauthorized(s, m),
+            };
             let wants_sse = req
                 .headers()
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/event-stream"));
+            let ask = Ask {
+                event: Event::Subscribe,
+                channel: &channel,
+                transport: match (wants_sse, query.wait) {
+                    (true, _) => "sse",
+                    (false, true) => "long_poll",
+                    (false, false) => "poll",
+                },
+                client: Some(ctx.peer),
+                claims: claims.as_ref(),
+                headers: &hook_headers,
+                data: None,
+            };
+            if let Verdict::Deny(s, m) = hub.hook(&settings, ask).await {
+                return text(s, format!("{} {m}\n", s.as_u16()));
+            }
             // Last-Event-ID (what browsers send when they reconnect, to the same URL)
             // before ?since= or ?last=
             let last_event_id = req
@@ -284,6 +332,17 @@ fn not_a_publisher(
         .map(|(s, m)| unauthorized(s, m))
 }
 
+/// The claims of `token` when the hub checks tokens and it verifies (for the hooks).
+pub(crate) fn token_claims(
+    access: &crate::config::Access,
+    token: Option<&str>,
+) -> Option<crate::token::Claims> {
+    match (access, token) {
+        (crate::config::Access::Jwt { secret }, Some(t)) => crate::token::verify(t, secret).ok(),
+        _ => None,
+    }
+}
+
 fn bad_channel(name: &str) -> String {
     format!(
         "400 bad channel name {:?}: 1 to {MAX_CHANNEL} characters of A-Z a-z 0-9 _ - . :\n",
@@ -369,18 +428,21 @@ async fn publish(
     req: Request<RequestBody>,
     channel: String,
     query: Query,
+    peer: std::net::SocketAddr,
+    hook_headers: Vec<(String, String)>,
 ) -> Response<Body> {
     use http_body_util::BodyExt;
     let settings = hub.settings();
     let token = bearer(req.headers(), &query).map(str::to_string);
-    if let Err((s, m)) = authorize(
+    let claims = match authorize(
         &settings.config.publish,
         token.as_deref(),
         &channel,
         "publish",
     ) {
-        return unauthorized(s, m);
-    }
+        Ok(c) => c,
+        Err((s, m)) => return unauthorized(s, m),
+    };
     let max = settings.max_message;
     if let Some(len) = req
         .headers()
@@ -407,6 +469,20 @@ async fn publish(
             );
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("400 request body: {e}\n")),
+    };
+    let ask = Ask {
+        event: Event::Publish,
+        channel: &channel,
+        transport: "http",
+        client: Some(peer),
+        claims: claims.as_ref(),
+        headers: &hook_headers,
+        data: Some(&data),
+    };
+    let data = match hub.hook(&settings, ask).await {
+        Verdict::Allow(Some(other)) => other,
+        Verdict::Allow(None) => data,
+        Verdict::Deny(s, m) => return text(s, format!("{} {m}\n", s.as_u16())),
     };
     match hub.publish(&channel, data).await {
         Ok(p) => json(

@@ -31,6 +31,7 @@ use crate::channel::{Channel, Registration};
 use crate::channel_log::{Behind, Event, Position, Start};
 use crate::direct::{Kind, Shared, Stopped, Watch};
 use crate::frames::ws_frame;
+use crate::hooks::{self, Ask, Verdict};
 use crate::hub::{Hub, Settings};
 use crate::request::{Query, authorize, bearer, check_last, valid_channel};
 use crate::ws::{self, Decoder, Deflate, Deflater, Message, Opcode, code};
@@ -70,6 +71,14 @@ fn subscribe_start(v: &serde_json::Value, history: usize) -> Result<Start, Strin
     }
 }
 
+/// Who is at the other end, for the application's hooks.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub peer: std::net::SocketAddr,
+    /// The handshake's fields the hooks pass on.
+    pub hook_headers: Vec<(String, String)>,
+}
+
 /// Check the handshake, answer 101 (or 200 to an HTTP/2 extended CONNECT) and start the
 /// connection's task once the edge hands the raw stream over.
 pub(crate) fn upgrade(
@@ -78,6 +87,7 @@ pub(crate) fn upgrade(
     channel: String,
     query: Query,
     settings: Arc<Settings>,
+    client: Option<Box<Client>>,
 ) -> Response<Body> {
     let h2 = req.version() == http::Version::HTTP_2;
     let headers = req.headers();
@@ -157,7 +167,7 @@ pub(crate) fn upgrade(
     let first = (!channel.is_empty()).then_some((channel, start));
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(io) => run(io, hub, settings, deflate, token, first).await,
+            Ok(io) => run(io, hub, settings, deflate, token, first, client).await,
             Err(e) => tracing::debug!(target: "hopline::realtime", "WebSocket upgrade failed: {e}"),
         }
     });
@@ -198,6 +208,8 @@ struct Conn {
     hub: Arc<Hub>,
     settings: Arc<Settings>,
     token: Option<String>,
+    /// Who the peer is, kept only when the hub has hooks (a connection stays small).
+    client: Option<Box<Client>>,
     subs: Vec<Sub>,
     deflater: Option<Deflater>,
     /// Bytes to send that were made for this connection (replies, compressed frames).
@@ -361,6 +373,33 @@ impl Conn {
         Ok(())
     }
 
+    /// The application's hook for a command of this connection (allowed when none).
+    async fn ask(
+        &self,
+        event: hooks::Event,
+        channel: &str,
+        claims: Option<&crate::token::Claims>,
+        data: Option<&[u8]>,
+    ) -> Verdict {
+        let Some(client) = &self.client else {
+            return Verdict::Allow(None);
+        };
+        self.hub
+            .hook(
+                &self.settings,
+                Ask {
+                    event,
+                    channel,
+                    transport: "websocket",
+                    client: Some(client.peer),
+                    claims,
+                    headers: &client.hook_headers,
+                    data,
+                },
+            )
+            .await
+    }
+
     async fn command(&mut self, text: &[u8]) -> Result<(), End> {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(text) else {
             self.reply(serde_json::json!({"type": "error", "message": "expected a JSON object with a \"type\""}));
@@ -378,7 +417,14 @@ impl Conn {
         match kind {
             "ping" => self.reply(serde_json::json!({"type": "pong"})),
             "subscribe" => {
-                if let Err((_, m)) = authorize(&self.settings.config.subscribe, self.token.as_deref(), &channel, "subscribe") {
+                let claims = match authorize(&self.settings.config.subscribe, self.token.as_deref(), &channel, "subscribe") {
+                    Ok(c) => c,
+                    Err((_, m)) => {
+                        self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
+                        return Ok(());
+                    }
+                };
+                if let Verdict::Deny(_, m) = self.ask(hooks::Event::Subscribe, &channel, claims.as_ref(), None).await {
                     self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
                     return Ok(());
                 }
@@ -398,10 +444,13 @@ impl Conn {
                 self.reply(serde_json::json!({"type": "unsubscribed", "channel": channel}));
             }
             "publish" => {
-                if let Err((_, m)) = authorize(&self.settings.config.publish, self.token.as_deref(), &channel, "publish") {
-                    self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
-                    return Ok(());
-                }
+                let claims = match authorize(&self.settings.config.publish, self.token.as_deref(), &channel, "publish") {
+                    Ok(c) => c,
+                    Err((_, m)) => {
+                        self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
+                        return Ok(());
+                    }
+                };
                 let data = match &v["data"] {
                     serde_json::Value::String(s) => Bytes::from(s.clone()),
                     serde_json::Value::Null => Bytes::new(),
@@ -410,6 +459,14 @@ impl Conn {
                 if data.len() > self.settings.max_message {
                     return Err(End::Close(code::TOO_BIG, "publication over max_message".into()));
                 }
+                let data = match self.ask(hooks::Event::Publish, &channel, claims.as_ref(), Some(&data)).await {
+                    Verdict::Allow(Some(other)) => other,
+                    Verdict::Allow(None) => data,
+                    Verdict::Deny(_, m) => {
+                        self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
+                        return Ok(());
+                    }
+                };
                 match self.hub.publish(&channel, data).await {
                     Ok(p) => self.reply(serde_json::json!({"type": "published", "channel": channel, "epoch": &*p.position.epoch, "offset": p.position.offset})),
                     Err(e) => self.reply(serde_json::json!({"type": "error", "channel": channel, "message": e.to_string()})),
@@ -489,6 +546,7 @@ async fn run(
     deflate: Option<Deflate>,
     token: Option<String>,
     first: Option<(String, Start)>,
+    client: Option<Box<Client>>,
 ) {
     hub.metrics.ws_open.fetch_add(1, Ordering::Relaxed);
     let shared = Shared::new(io, Kind::WebSocket);
@@ -496,6 +554,7 @@ async fn run(
         hub: hub.clone(),
         settings,
         token,
+        client,
         subs: Vec::new(),
         deflater: deflate.map(Deflater::new),
         out: BytesMut::new(),
@@ -709,7 +768,7 @@ mod tests {
         let size = rt.block_on(async {
             let hub = crate::hub::Hub::new("t", &crate::config::RealtimeConfig::default()).unwrap();
             let settings = hub.settings();
-            let f = super::run(Box::new(a), hub, settings, None, None, None);
+            let f = super::run(Box::new(a), hub, settings, None, None, None, None);
             std::mem::size_of_val(&f)
         });
         assert!(size <= 1400, "the session future grew to {size} bytes");
@@ -728,6 +787,7 @@ mod tests {
             hub: hub.clone(),
             settings: hub.settings(),
             token: None,
+            client: None,
             subs: Vec::new(),
             deflater: None,
             out: bytes::BytesMut::new(),

@@ -199,3 +199,17 @@ pub fn hub_counter(
     let hub = edge.hubs.get("live").unwrap();
     counter(&hub.metrics).load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// The next WebSocket message, as JSON (5 s at most).
+pub async fn next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    serde_json::from_str::<serde_json::Value>(m.to_text().unwrap()).unwrap()
+}
