@@ -268,6 +268,24 @@ async fn a_message_is_accepted_delivered_signed_and_traced_on(engine: Engine) {
         assert_eq!(body["body"], "order 42 paid");
         assert_eq!(body["id"], id.as_str());
     }
+    // and the Standard Webhooks reference library (PyPI `standardwebhooks`) verifies it
+    let delivery = {
+        let got = sink.got.lock();
+        let d = &got[0];
+        let h = |n: &str| d.headers[n].to_str().unwrap().to_string();
+        serde_json::json!({
+            "secret": api.whsec,
+            "body": d.body,
+            "headers": {
+                "webhook-id": h("webhook-id"),
+                "webhook-timestamp": h("webhook-timestamp"),
+                "webhook-signature": h("webhook-signature"),
+            },
+        })
+    };
+    if let Some(py) = standardwebhooks_python() {
+        verify_with_reference_library(py, &delivery);
+    }
     // the list and the analytics see it
     let (s, v) = call(
         &api,
@@ -893,6 +911,68 @@ fn hmac_hex(secret: &str, body: &str) -> String {
 
 /// Debian's python3-aiosmtpd (the system Python's: pyenv's may lack it). Outside CI a
 /// missing sink skips loudly; in CI it fails.
+/// A Python that has the Standard Webhooks reference library (`pip install
+/// standardwebhooks`; .ci/run installs it).
+fn standardwebhooks_python() -> Option<&'static str> {
+    for py in ["python3", "/usr/bin/python3"] {
+        let ok = std::process::Command::new(py)
+            .args(["-c", "import standardwebhooks"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("the standardwebhooks Python library is required in CI (.ci/run installs it)");
+    }
+    eprintln!(
+        "\n!!! SKIPPED: the standardwebhooks Python library is not installed (pip install standardwebhooks) !!!\n"
+    );
+    None
+}
+
+/// `Webhook(secret).verify(body, headers)` of the reference library accepts the delivery,
+/// and refuses it with one byte of the body changed or the signature of another secret.
+fn verify_with_reference_library(py: &str, delivery: &serde_json::Value) {
+    use std::io::Write;
+    let script = r#"
+import json, sys
+from standardwebhooks import Webhook, WebhookVerificationError
+x = json.load(sys.stdin)
+wh = Webhook(x["secret"])
+payload = wh.verify(x["body"], x["headers"])
+assert payload["body"] == "order 42 paid", payload
+for body, secret in ((x["body"].replace("42", "43"), x["secret"]), (x["body"], "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQQ==")):
+    try:
+        Webhook(secret).verify(body, x["headers"])
+    except WebhookVerificationError:
+        continue
+    sys.exit("a tampered delivery verified")
+print("verified")
+"#;
+    let mut child = std::process::Command::new(py)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(delivery.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified"),
+        "standardwebhooks: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn smtp_sink_python() -> Option<&'static str> {
     for py in ["/usr/bin/python3", "python3"] {
         let ok = std::process::Command::new(py)
