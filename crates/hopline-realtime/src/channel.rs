@@ -33,6 +33,72 @@ pub struct Channel {
     /// again meanwhile (a new epoch) is not taken into this log (its subscribers are told
     /// of the deletion, not of a lost position).
     deleting: AtomicBool,
+    /// Who is subscribed here (WebSocket subscriptions, SSE streams), when the hub keeps
+    /// presence.
+    presence: Mutex<slab::Slab<Member>>,
+}
+
+/// One subscriber of a channel, as presence shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Member {
+    /// The connection's id (one per WebSocket connection or SSE stream).
+    #[serde(serialize_with = "as_str")]
+    pub client: Arc<str>,
+    /// The token's `sub` claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The token's `info` claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+    /// `websocket` or `sse`.
+    pub transport: &'static str,
+    /// When it subscribed (Unix ms).
+    pub since_ms: u64,
+}
+
+fn as_str<S: serde::Serializer>(s: &Arc<str>, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(s)
+}
+
+/// A member's place in its channel's presence: it leaves when this is dropped.
+pub struct Presence {
+    ch: Arc<Channel>,
+    key: usize,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.ch.presence.lock().try_remove(self.key);
+    }
+}
+
+impl Channel {
+    /// `member` joins the channel's presence until the returned guard is dropped.
+    pub fn join(self: &Arc<Self>, member: Member) -> Presence {
+        let key = self.presence.lock().insert(member);
+        Presence {
+            ch: self.clone(),
+            key,
+        }
+    }
+
+    /// Who is subscribed now.
+    pub fn members(&self) -> Vec<Member> {
+        self.presence
+            .lock()
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// (subscribers, distinct `sub`s among them).
+    pub fn presence_counts(&self) -> (usize, usize) {
+        let p = self.presence.lock();
+        let mut users: Vec<&str> = p.iter().filter_map(|(_, m)| m.sub.as_deref()).collect();
+        users.sort_unstable();
+        users.dedup();
+        (p.len(), users.len())
+    }
 }
 
 impl Channel {
@@ -46,6 +112,7 @@ impl Channel {
             metrics,
             gone: AtomicBool::new(false),
             deleting: AtomicBool::new(false),
+            presence: Mutex::new(slab::Slab::new()),
         }
     }
 

@@ -50,6 +50,10 @@ pub struct RealtimeConfig {
     /// timeout_ms = 1000, on_error = "deny", headers = ["cookie", "authorization"] }`.
     #[serde(default)]
     pub hooks: Option<Hooks>,
+    /// Keep who is subscribed to each channel (WebSocket and SSE): `GET
+    /// /live/CHANNEL?presence`, the WebSocket `presence` command.
+    #[serde(default)]
+    pub presence: bool,
 }
 
 /// `hooks = { … }` of a hub: URLs the hub asks (HTTP POST, JSON) before it lets a client
@@ -185,6 +189,7 @@ impl Default for RealtimeConfig {
             max_subscriptions: default_max_subscriptions(),
             sse_retry_ms: default_retry(),
             hooks: None,
+            presence: false,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Query {
     pub wait: bool,
     /// `?info`: the channel's state instead of its events (publishers only).
     pub info: bool,
+    /// `?presence` (who is subscribed) or `?presence=stats` (how many), publishers only.
+    pub presence: Option<PresenceAsk>,
     pub token: Option<String>,
 }
 
@@ -46,6 +48,18 @@ pub(crate) fn parse_query(q: Option<&str>) -> Result<Query, String> {
             "last" => out.last = Some(parse_last(&v)?),
             "wait" => out.wait = matches!(v.as_str(), "1" | "true" | "yes"),
             "info" => out.info = !matches!(v.as_str(), "0" | "false" | "no"),
+            "presence" => {
+                out.presence = match v.as_str() {
+                    "" | "1" | "true" | "yes" => Some(PresenceAsk::Members),
+                    "stats" => Some(PresenceAsk::Stats),
+                    "0" | "false" | "no" => None,
+                    other => {
+                        return Err(format!(
+                            "bad presence={other:?}: expected ?presence or ?presence=stats"
+                        ));
+                    }
+                }
+            }
             "token" => out.token = Some(v),
             _ => {}
         }
@@ -117,6 +131,13 @@ pub(crate) fn bearer<'a>(headers: &'a http::HeaderMap, query: &'a Query) -> Opti
 
 /// Check `access` for `channel` with `token`: `Ok(claims)` (None when open), or the
 /// status and message to answer.
+/// What `?presence` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceAsk {
+    Members,
+    Stats,
+}
+
 pub(crate) fn authorize(
     access: &Access,
     token: Option<&str>,

@@ -176,6 +176,9 @@ async fn handle(
     match *req.method() {
         Method::POST => publish(hub, req, channel, query, ctx.peer, hook_headers).await,
         Method::GET | Method::HEAD if query.info => channel_info(&hub, &req, &channel, &query),
+        Method::GET | Method::HEAD if query.presence.is_some() => {
+            presence(&hub, &req, &channel, &query)
+        }
         Method::DELETE => delete(&hub, &req, &channel, &query).await,
         Method::GET | Method::HEAD => {
             let token = bearer(req.headers(), &query);
@@ -225,7 +228,16 @@ async fn handle(
             };
             if wants_sse {
                 let since = ch.resolve(&start);
-                crate::sse::respond(hub, ch, since, req.version(), ctx.send_timeout)
+                let member = settings.config.presence.then(|| {
+                    ch.join(crate::channel::Member {
+                        client: new_client_id(),
+                        sub: claims.as_ref().and_then(|c| c.sub.clone()),
+                        info: claims.as_ref().and_then(|c| c.info.clone()),
+                        transport: "sse",
+                        since_ms: crate::channel_log::now_ms(),
+                    })
+                });
+                crate::sse::respond(hub, ch, since, req.version(), ctx.send_timeout, member)
             } else if query.wait {
                 long_poll(hub, ch, start).await
             } else {
@@ -315,6 +327,40 @@ async fn delete(
             json(StatusCode::OK, Bytes::from(body.to_string()))
         }
     }
+}
+
+/// A new connection's id for presence: 16 hex digits, random.
+pub(crate) fn new_client_id() -> Arc<str> {
+    format!("{:016x}", rand::random::<u64>()).into()
+}
+
+/// `GET /live/CHANNEL?presence` (who is subscribed on this node: WebSocket subscriptions
+/// and SSE streams, with their token's `sub` and `info`) or `?presence=stats` (how many,
+/// and how many distinct `sub`s). Publishers' access; 404 when the hub keeps no presence.
+fn presence(hub: &Hub, req: &Request<RequestBody>, channel: &str, query: &Query) -> Response<Body> {
+    if let Some(refused) = not_a_publisher(hub, req, channel, query) {
+        return refused;
+    }
+    if !hub.settings().config.presence {
+        return text(
+            StatusCode::NOT_FOUND,
+            "404 this hub keeps no presence (set presence = true in its section)\n",
+        );
+    }
+    let (members, users) = hub
+        .existing(channel)
+        .map(|c| c.presence_counts())
+        .unwrap_or((0, 0));
+    let mut body = serde_json::json!({"channel": channel, "members": members, "users": users});
+    if query.presence == Some(crate::request::PresenceAsk::Members) {
+        body["clients"] = serde_json::to_value(
+            hub.existing(channel)
+                .map(|c| c.members())
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+    }
+    json(StatusCode::OK, Bytes::from(body.to_string()))
 }
 
 /// The refusal for a request that needs a publisher's access to `channel` and has not

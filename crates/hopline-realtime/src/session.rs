@@ -194,6 +194,8 @@ struct Sub {
     ch: Arc<Channel>,
     pos: Position,
     rx: watch::Receiver<u64>,
+    /// Its place in the channel's presence (when the hub keeps it): left when dropped.
+    _presence: Option<crate::channel::Presence>,
 }
 
 /// Why a connection ends.
@@ -210,6 +212,8 @@ struct Conn {
     token: Option<String>,
     /// Who the peer is, kept only when the hub has hooks (a connection stays small).
     client: Option<Box<Client>>,
+    /// The connection's id in presence (made at its first subscription, when kept).
+    presence_id: Option<Arc<str>>,
     subs: Vec<Sub>,
     deflater: Option<Deflater>,
     /// Bytes to send that were made for this connection (replies, compressed frames).
@@ -304,7 +308,30 @@ impl Conn {
         };
         self.reply(serde_json::json!({"type": "subscribed", "channel": channel,
             "epoch": &*pos.epoch, "offset": pos.offset, "recovered": recovered}));
-        self.subs.push(Sub { ch, pos, rx });
+        let presence = self.settings.config.presence.then(|| {
+            // one id for the connection, its token's sub and info
+            let client = self
+                .presence_id
+                .get_or_insert_with(crate::service::new_client_id)
+                .clone();
+            let claims = crate::service::token_claims(
+                &self.settings.config.subscribe,
+                self.token.as_deref(),
+            );
+            ch.join(crate::channel::Member {
+                client,
+                sub: claims.as_ref().and_then(|c| c.sub.clone()),
+                info: claims.and_then(|c| c.info),
+                transport: "websocket",
+                since_ms: crate::channel_log::now_ms(),
+            })
+        });
+        self.subs.push(Sub {
+            ch,
+            pos,
+            rx,
+            _presence: presence,
+        });
         Ok(())
     }
 
@@ -407,7 +434,7 @@ impl Conn {
         };
         let kind = v["type"].as_str().unwrap_or("");
         let channel = v["channel"].as_str().unwrap_or("").to_string();
-        let needs_channel = matches!(kind, "subscribe" | "unsubscribe" | "publish");
+        let needs_channel = matches!(kind, "subscribe" | "unsubscribe" | "publish" | "presence");
         if needs_channel && !valid_channel(&channel) {
             self.reply(
                 serde_json::json!({"type": "error", "message": "bad or missing channel name"}),
@@ -437,6 +464,21 @@ impl Conn {
                 };
                 self.take_over();
                 self.subscribe(&channel, start).await?;
+            }
+            "presence" => {
+                // subscribers' access to the channel, as for subscribing
+                if let Err((_, m)) = authorize(&self.settings.config.subscribe, self.token.as_deref(), &channel, "subscribe") {
+                    self.reply(serde_json::json!({"type": "error", "channel": channel, "message": m}));
+                    return Ok(());
+                }
+                if !self.settings.config.presence {
+                    self.reply(serde_json::json!({"type": "error", "channel": channel, "message": "this hub keeps no presence"}));
+                    return Ok(());
+                }
+                let ch = self.hub.existing(&channel);
+                let (members, users) = ch.as_ref().map(|c| c.presence_counts()).unwrap_or((0, 0));
+                let clients = ch.map(|c| c.members()).unwrap_or_default();
+                self.reply(serde_json::json!({"type": "presence", "channel": channel, "members": members, "users": users, "clients": clients}));
             }
             "unsubscribe" => {
                 self.take_over();
@@ -472,7 +514,7 @@ impl Conn {
                     Err(e) => self.reply(serde_json::json!({"type": "error", "channel": channel, "message": e.to_string()})),
                 }
             }
-            _ => self.reply(serde_json::json!({"type": "error", "message": "unknown type (subscribe, unsubscribe, publish, ping)"})),
+            _ => self.reply(serde_json::json!({"type": "error", "message": "unknown type (subscribe, unsubscribe, publish, presence, ping)"})),
         }
         Ok(())
     }
@@ -555,6 +597,7 @@ async fn run(
         settings,
         token,
         client,
+        presence_id: None,
         subs: Vec::new(),
         deflater: deflate.map(Deflater::new),
         out: BytesMut::new(),
@@ -788,6 +831,7 @@ mod tests {
             settings: hub.settings(),
             token: None,
             client: None,
+            presence_id: None,
             subs: Vec::new(),
             deflater: None,
             out: bytes::BytesMut::new(),

@@ -36,6 +36,7 @@ pub(crate) fn respond(
     since: Option<Position>,
     version: http::Version,
     send_timeout: Duration,
+    presence: Option<crate::channel::Presence>,
 ) -> Response<Body> {
     let settings = hub.settings();
     let read = ch.read(since.as_ref(), 0);
@@ -59,6 +60,12 @@ pub(crate) fn respond(
     // when they can (crate::direct); the body below serves HTTP/2 and HTTP/1.0
     let direct = (version == http::Version::HTTP_11)
         .then(|| (first.clone(), pos.clone(), hub.clone(), ch.clone()));
+    // the stream's place in presence lives as long as whichever writes the stream
+    let (body_presence, task_presence) = if direct.is_some() {
+        (None, presence)
+    } else {
+        (presence, None)
+    };
     hub.metrics.sse_open.fetch_add(1, Ordering::Relaxed);
     let rx = ch.subscribe();
     let closing = hub.closing();
@@ -74,6 +81,7 @@ pub(crate) fn respond(
         ch,
         hub,
         was_up: true,
+        _presence: body_presence,
     };
     let mut r = Body::stream(body).event_stream();
     let h = r.headers_mut();
@@ -87,6 +95,7 @@ pub(crate) fn respond(
             if let Ok(io) = taken.await {
                 socket_stream(io, hub, ch, pos, first, send_timeout).await;
             }
+            drop(task_presence);
         });
     }
     r
@@ -118,6 +127,7 @@ struct SseBody {
     client_queue: u64,
     ended: bool,
     was_up: bool,
+    _presence: Option<crate::channel::Presence>,
 }
 
 impl Drop for SseBody {

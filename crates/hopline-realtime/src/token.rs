@@ -14,9 +14,12 @@ pub struct Claims {
     /// Expiry, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
-    /// Subject (free text, for logs).
+    /// Subject (free text, for logs; presence shows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// Free JSON about the client (presence shows it), e.g. `{"name": "Ada"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -85,6 +88,7 @@ mod tests {
             channels: vec!["orders".into(), "news.*".into()],
             exp: Some(now() + 60),
             sub: None,
+            info: None,
         };
         let t = sign(&c, SECRET);
         let back = verify(&t, SECRET).unwrap();
@@ -106,6 +110,7 @@ mod tests {
             channels: vec!["*".into()],
             exp: None,
             sub: None,
+            info: None,
         };
         assert!(verify(&sign(&all, SECRET), SECRET).unwrap().allows("x"));
         // alg=none and other algorithms are refused

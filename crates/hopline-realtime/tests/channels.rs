@@ -344,6 +344,7 @@ async fn tokens_limits_and_bad_input() {
             channels: vec!["*".into()],
             exp: None,
             sub: None,
+            info: None,
         },
         "another-secret-entirely-here",
     );

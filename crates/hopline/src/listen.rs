@@ -41,12 +41,13 @@ pub struct Reach {
 #[command(after_help = "\
 Examples:
   hopline publish http://127.0.0.1:8080/live/orders '{\"id\": 42}' --secret \"$SECRET\"
-  hopline publish https://www.shop.test:8443/live/orders 'hello' --token \"$JWT\" --json")]
+  hopline publish https://www.shop.test:8443/live/orders 'hello' --token \"$JWT\" --json
+  hopline publish http://127.0.0.1:8080/live/orders --presence --secret \"$SECRET\"   # who is subscribed")]
 pub struct PublishArgs {
     /// The channel URL (`…/PREFIX/CHANNEL`).
     pub url: String,
     /// The event's data (`-` reads standard input).
-    #[arg(required_unless_present_any = ["info", "delete"])]
+    #[arg(required_unless_present_any = ["info", "delete", "presence"])]
     pub data: Option<String>,
     /// Publish nothing: show the channel's state (position, history, subscribers on that
     /// node), as a publisher may see it.
@@ -56,6 +57,10 @@ pub struct PublishArgs {
     /// node, are told and let go; the next publication starts it under a new epoch).
     #[arg(long, conflicts_with_all = ["data", "info"])]
     pub delete: bool,
+    /// Publish nothing: show who is subscribed on that node (WebSocket and SSE; the
+    /// hub needs `presence = true`), with their token's sub and info.
+    #[arg(long, conflicts_with_all = ["data", "info", "delete"])]
+    pub presence: bool,
     /// A channel token (HS256 JWT) to send as `Authorization: Bearer`.
     #[arg(long, conflicts_with = "secret")]
     pub token: Option<String>,
@@ -473,6 +478,7 @@ fn subscribe_token(args: &ListenArgs, channel: &str) -> Option<String> {
                     channels: vec![channel.to_string()],
                     exp: None,
                     sub: Some("hopline listen".into()),
+                    info: None,
                 },
                 s,
             )
@@ -820,6 +826,7 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
                         channels: vec![channel.clone()],
                         exp: None,
                         sub: Some("hopline publish".into()),
+                        info: None,
                     },
                     s,
                 )
@@ -832,6 +839,8 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         let mut http = Http::new(dialer.clone(), Arc::default());
         let (method, path) = if args.info {
             (http::Method::GET, dialer.path_with(&[("info", "1".into())]))
+        } else if args.presence {
+            (http::Method::GET, dialer.path_with(&[("presence", "1".into())]))
         } else if args.delete {
             (http::Method::DELETE, dialer.path_with(&[]))
         } else {
@@ -857,6 +866,26 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
                 v["oldest_offset"],
                 v["subscribers"],
             );
+        } else if args.presence && !args.json {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            println!(
+                "{channel}: {} subscriber(s) on that node, {} distinct user(s)",
+                v["members"], v["users"]
+            );
+            for m in v["clients"].as_array().into_iter().flatten() {
+                let since = m["since_ms"].as_u64().map_or(String::new(), |t| {
+                    let ago = hopline_realtime::hub::now_ms().saturating_sub(t);
+                    format!(", for {:.1} s", ago as f64 / 1000.0)
+                });
+                println!(
+                    "  {}  {}  sub={}{}{}",
+                    m["client"].as_str().unwrap_or("?"),
+                    m["transport"].as_str().unwrap_or("?"),
+                    m["sub"].as_str().unwrap_or("-"),
+                    m.get("info").map(|i| format!(" info={i}")).unwrap_or_default(),
+                    since
+                );
+            }
         } else if args.delete && !args.json {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             println!(
@@ -981,6 +1010,7 @@ async fn compare(args: &ListenArgs, dialer: Dialer) -> anyhow::Result<ExitCode> 
                     channels: vec![channel.clone()],
                     exp: None,
                     sub: Some("hopline listen --compare".into()),
+                    info: None,
                 },
                 s,
             )

@@ -66,6 +66,7 @@ pub fn token(channels: &[&str]) -> String {
             channels: channels.iter().map(|c| c.to_string()).collect(),
             exp: None,
             sub: None,
+            info: None,
         },
         SECRET,
     )
