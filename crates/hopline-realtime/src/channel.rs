@@ -35,7 +35,14 @@ pub struct Channel {
     deleting: AtomicBool,
     /// Who is subscribed here (WebSocket subscriptions, SSE streams), when the hub keeps
     /// presence.
-    presence: Mutex<slab::Slab<Member>>,
+    presence: Mutex<Members>,
+}
+
+/// A channel's members, and how many of them each `sub` has (counts read in O(1)).
+#[derive(Debug, Default)]
+struct Members {
+    all: slab::Slab<Member>,
+    users: std::collections::HashMap<String, u32, foldhash::fast::RandomState>,
 }
 
 /// One subscriber of a channel, as presence shows it.
@@ -68,14 +75,29 @@ pub struct Presence {
 
 impl Drop for Presence {
     fn drop(&mut self) {
-        self.ch.presence.lock().try_remove(self.key);
+        let mut p = self.ch.presence.lock();
+        let Some(m) = p.all.try_remove(self.key) else {
+            return;
+        };
+        if let Some(sub) = m.sub
+            && let Some(n) = p.users.get_mut(&sub)
+        {
+            *n -= 1;
+            if *n == 0 {
+                p.users.remove(&sub);
+            }
+        }
     }
 }
 
 impl Channel {
     /// `member` joins the channel's presence until the returned guard is dropped.
     pub fn join(self: &Arc<Self>, member: Member) -> Presence {
-        let key = self.presence.lock().insert(member);
+        let mut p = self.presence.lock();
+        if let Some(sub) = &member.sub {
+            *p.users.entry(sub.clone()).or_default() += 1;
+        }
+        let key = p.all.insert(member);
         Presence {
             ch: self.clone(),
             key,
@@ -86,6 +108,7 @@ impl Channel {
     pub fn members(&self) -> Vec<Member> {
         self.presence
             .lock()
+            .all
             .iter()
             .map(|(_, m)| m.clone())
             .collect()
@@ -94,10 +117,7 @@ impl Channel {
     /// (subscribers, distinct `sub`s among them).
     pub fn presence_counts(&self) -> (usize, usize) {
         let p = self.presence.lock();
-        let mut users: Vec<&str> = p.iter().filter_map(|(_, m)| m.sub.as_deref()).collect();
-        users.sort_unstable();
-        users.dedup();
-        (p.len(), users.len())
+        (p.all.len(), p.users.len())
     }
 }
 
@@ -112,7 +132,7 @@ impl Channel {
             metrics,
             gone: AtomicBool::new(false),
             deleting: AtomicBool::new(false),
-            presence: Mutex::new(slab::Slab::new()),
+            presence: Mutex::default(),
         }
     }
 
@@ -372,5 +392,38 @@ pub(crate) struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.channel.unregister(self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_and_distinct_users_are_counted_as_they_come_and_go() {
+        let log = ChannelLog::new(crate::channel_log::Retention {
+            history: 10,
+            ttl: std::time::Duration::from_secs(60),
+        });
+        let ch = Arc::new(Channel::new("room", log, Arc::default()));
+        let member = |sub: Option<&str>| Member {
+            client: "c".into(),
+            sub: sub.map(str::to_string),
+            info: None,
+            transport: "websocket",
+            since_ms: 0,
+        };
+        let a1 = ch.join(member(Some("ada")));
+        let a2 = ch.join(member(Some("ada")));
+        let anon = ch.join(member(None));
+        let b = ch.join(member(Some("bob")));
+        assert_eq!(ch.presence_counts(), (4, 2));
+        drop(a1);
+        assert_eq!(ch.presence_counts(), (3, 2), "ada is still there once");
+        drop(a2);
+        assert_eq!(ch.presence_counts(), (2, 1));
+        drop((anon, b));
+        assert_eq!(ch.presence_counts(), (0, 0));
+        assert!(ch.members().is_empty());
     }
 }
