@@ -167,6 +167,22 @@ pub(crate) fn authorize(
     }
 }
 
+/// A new connection's id for presence: 16 hex digits, random.
+pub(crate) fn new_client_id() -> std::sync::Arc<str> {
+    format!("{:016x}", rand::random::<u64>()).into()
+}
+
+/// The claims of `token` when the hub checks tokens and it verifies (for the hooks).
+pub(crate) fn token_claims(
+    access: &crate::config::Access,
+    token: Option<&str>,
+) -> Option<crate::token::Claims> {
+    match (access, token) {
+        (crate::config::Access::Jwt { secret }, Some(t)) => crate::token::verify(t, secret).ok(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,7 +141,7 @@ async fn handle(
         if settings.config.hooks.is_some() {
             // the application's say on the connection, and on the channel in its URL
             let token = bearer(req.headers(), &query);
-            let claims = token_claims(&settings.config.subscribe, token);
+            let claims = crate::request::token_claims(&settings.config.subscribe, token);
             let mut events = vec![Event::Connect];
             if !channel.is_empty() {
                 events.push(Event::Subscribe);
@@ -230,7 +230,7 @@ async fn handle(
                 let since = ch.resolve(&start);
                 let member = settings.config.presence.then(|| {
                     ch.join(crate::channel::Member {
-                        client: new_client_id(),
+                        client: crate::request::new_client_id(),
                         sub: claims.as_ref().and_then(|c| c.sub.clone()),
                         info: claims.as_ref().and_then(|c| c.info.clone()),
                         transport: "sse",
@@ -329,11 +329,6 @@ async fn delete(
     }
 }
 
-/// A new connection's id for presence: 16 hex digits, random.
-pub(crate) fn new_client_id() -> Arc<str> {
-    format!("{:016x}", rand::random::<u64>()).into()
-}
-
 /// `GET /live/CHANNEL?presence` (who is subscribed on this node: WebSocket subscriptions
 /// and SSE streams, with their token's `sub` and `info`) or `?presence=stats` (how many,
 /// and how many distinct `sub`s). Publishers' access; 404 when the hub keeps no presence.
@@ -376,17 +371,6 @@ fn not_a_publisher(
     authorize(&settings.config.publish, token, channel, "publish")
         .err()
         .map(|(s, m)| unauthorized(s, m))
-}
-
-/// The claims of `token` when the hub checks tokens and it verifies (for the hooks).
-pub(crate) fn token_claims(
-    access: &crate::config::Access,
-    token: Option<&str>,
-) -> Option<crate::token::Claims> {
-    match (access, token) {
-        (crate::config::Access::Jwt { secret }, Some(t)) => crate::token::verify(t, secret).ok(),
-        _ => None,
-    }
 }
 
 fn bad_channel(name: &str) -> String {

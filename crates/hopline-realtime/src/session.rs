@@ -312,9 +312,9 @@ impl Conn {
             // one id for the connection, its token's sub and info
             let client = self
                 .presence_id
-                .get_or_insert_with(crate::service::new_client_id)
+                .get_or_insert_with(crate::request::new_client_id)
                 .clone();
-            let claims = crate::service::token_claims(
+            let claims = crate::request::token_claims(
                 &self.settings.config.subscribe,
                 self.token.as_deref(),
             );
