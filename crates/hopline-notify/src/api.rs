@@ -11,6 +11,8 @@
 //! - `GET /v1/messages/{id}` → the message, its attempts and its status changes;
 //! - `GET /v1/messages?status=&channel=&since=&before=&limit=` → a page, newest first;
 //! - `POST /v1/messages/{id}/retry` → a dead, failed or expired message queued again;
+//! - `POST /v1/messages/retry?status=&since=&channel=&to=` → every such message of the
+//!   app (default: dead and failed) queued again, e.g. all that failed for one endpoint;
 //! - `DELETE /v1/messages/{id}` → a queued (e.g. scheduled) message cancelled;
 //! - `GET /v1/analytics?from=&to=` → per channel and status: counts, latency percentiles.
 
@@ -305,6 +307,9 @@ async fn handle(
             ),
             Err(e) => store_error(e),
         },
+        (&Method::POST, ["v1", "messages", "retry"]) => {
+            retry_many(&svc, &app, parts.uri.query()).await
+        }
         (&Method::POST, ["v1", "messages", id, "retry"]) => {
             match svc.store.replay(&app, id, now_ms()).await {
                 Ok(()) => {
@@ -698,15 +703,9 @@ async fn list(svc: &Service, app: &str, query: Option<&str>) -> Response<Body> {
         match k.as_str() {
             "status" => status = Some(v),
             "channel" => channel = Some(v),
-            "since" => match time_param(&v) {
-                Some(t) => since = Some(t),
-                None => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_query",
-                        "since: Unix seconds or RFC 3339",
-                    );
-                }
+            "since" => match since_param(&v) {
+                Ok(t) => since = Some(t),
+                Err(r) => return r,
             },
             "before" => before = Some(v),
             "limit" => match v.parse::<usize>() {
@@ -732,6 +731,107 @@ async fn list(svc: &Service, app: &str, query: Option<&str>) -> Response<Body> {
         }
         Err(e) => store_error(e),
     }
+}
+
+/// `since=`: Unix seconds or RFC 3339, or the 400 that says so.
+#[allow(clippy::result_large_err)] // a refusal, made once per request at most
+fn since_param(v: &str) -> Result<u64, Response<Body>> {
+    time_param(v).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "since: Unix seconds or RFC 3339",
+        )
+    })
+}
+
+/// Most messages one bulk retry queues again.
+const RETRY_MANY_MAX: usize = 10_000;
+
+/// `POST /v1/messages/retry?status=dead,failed&since=&channel=&to=`: every message of the
+/// app in those statuses (default dead and failed; `expired` may be asked) accepted since
+/// `since`, of that channel and to that recipient (an endpoint's URL), queued again —
+/// at most 10,000 a call (`"more": true` when there were more: call again).
+async fn retry_many(svc: &Service, app: &str, query: Option<&str>) -> Response<Body> {
+    let (mut statuses, mut channel, mut since, mut to) = (
+        vec!["dead".to_string(), "failed".to_string()],
+        None,
+        None,
+        None,
+    );
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "status" => {
+                statuses = v.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = statuses
+                    .iter()
+                    .find(|s| !matches!(s.as_str(), "dead" | "failed" | "expired"))
+                {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_query",
+                        format!("status: dead, failed or expired (comma separated), not {bad:?}"),
+                    );
+                }
+            }
+            "channel" => channel = Some(v),
+            "to" => to = Some(v),
+            "since" => match since_param(&v) {
+                Ok(t) => since = Some(t),
+                Err(r) => return r,
+            },
+            _ => {}
+        }
+    }
+    let now = now_ms();
+    let mut ids: Vec<String> = Vec::new();
+    let mut more = false;
+    'statuses: for status in &statuses {
+        let mut before: Option<String> = None;
+        loop {
+            let page = match svc
+                .store
+                .list(
+                    app,
+                    Some(status.clone()),
+                    channel.clone(),
+                    since,
+                    before.clone(),
+                    500,
+                )
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => return store_error(e),
+            };
+            let last = page.last().map(|m| m.id.clone());
+            let full = page.len() == 500;
+            for m in page {
+                if to.as_deref().is_some_and(|t| t != m.to) {
+                    continue;
+                }
+                if ids.len() == RETRY_MANY_MAX {
+                    more = true;
+                    break 'statuses;
+                }
+                if let Err(e) = svc.store.replay(app, &m.id, now).await {
+                    return store_error(e);
+                }
+                ids.push(m.id);
+            }
+            if !full {
+                break;
+            }
+            before = last;
+        }
+    }
+    if !ids.is_empty() {
+        svc.wake.notify_one();
+    }
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"retried": ids.len(), "ids": ids, "more": more}),
+    )
 }
 
 fn percentile(v: &mut [f64], p: f64) -> Option<f64> {

@@ -543,6 +543,31 @@ async fn retries_honour_retry_after_then_dead_letter_and_replay_on(engine: Engin
         before,
         "a disabled endpoint gets nothing"
     );
+    // everything that failed for one endpoint since a time, queued again at once: the
+    // 404 to /hook (now answered 200), not the two for /gone
+    let hook_failed = call(&api, "GET", "/v1/messages?status=failed", "").await.1["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["to"] == to.as_str())
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(hook_failed.len(), 1);
+    let q = format!(
+        "/v1/messages/retry?status=failed&since=0&to={}",
+        to.replace(':', "%3A").replace('/', "%2F")
+    );
+    let (s, v) = call(&api, "POST", &q, "").await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["retried"], 1, "{v}");
+    assert_eq!(v["ids"][0], hook_failed[0].as_str());
+    assert_eq!(v["more"], false);
+    wait_status(&api, &hook_failed[0], "delivered").await;
+    let (s, v) = call(&api, "POST", "/v1/messages/retry?status=sent", "").await;
+    assert_eq!(s, 400, "{v}");
+    // nothing left that failed for /hook; the disabled /gone ones stay failed unless asked
+    let (_, v) = call(&api, "POST", &q, "").await;
+    assert_eq!(v["retried"], 0, "{v}");
 }
 
 #[tokio::test]

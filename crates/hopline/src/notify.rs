@@ -32,6 +32,37 @@ enum Command {
     Status(StatusArgs),
     /// Counts and latencies per channel and status (GET /v1/analytics).
     Stats(StatsArgs),
+    /// Queue again one message, or every dead or failed one since a time (e.g. all that
+    /// failed for one endpoint).
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  hopline notify retry msg_00001m9… --url $URL --app $KEY --secret $SECRET
+  hopline notify retry --since 2h --to https://shop.example/hooks --app $KEY --secret $SECRET
+  hopline notify retry --since 1d --status dead,failed,expired --channel webhook --json ...")]
+struct RetryArgs {
+    /// One message to queue again (else: every message the filters pick).
+    id: Option<String>,
+    /// How far back, e.g. 30m, 2h, 1d (with no id).
+    #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+    since: Option<String>,
+    /// Only messages to this recipient (an endpoint's URL, an address).
+    #[arg(long, conflicts_with = "id")]
+    to: Option<String>,
+    /// Only this channel (webhook, email, sms, push).
+    #[arg(long, conflicts_with = "id")]
+    channel: Option<String>,
+    /// Which statuses (comma separated): dead, failed, expired.
+    #[arg(long, default_value = "dead,failed", conflicts_with = "id")]
+    status: String,
+    #[command(flatten)]
+    api: Api,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -372,12 +403,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     v["status"].as_str().unwrap_or("?")
                 );
             }
-            if !status.is_success() {
-                bail!(
-                    "{status}: {}",
-                    v["error"]["message"].as_str().unwrap_or(&v.to_string())
-                );
-            }
+            answered(status, &v)?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Stats(a) => crate::runtime::runtime(1)?.block_on(async move {
@@ -391,18 +417,50 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &[],
             )
             .await?;
-            if !status.is_success() {
-                bail!(
-                    "{status}: {}",
-                    v["error"]["message"].as_str().unwrap_or(&v.to_string())
-                );
-            }
+            answered(status, &v)?;
             if a.json {
                 println!("{v}");
                 return Ok(ExitCode::SUCCESS);
             }
             println!("messages accepted in the last {}:\n", a.since);
             print!("{}", stats_table(&v));
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Retry(a) => crate::runtime::runtime(1)?.block_on(async move {
+            let path = match (&a.id, &a.since) {
+                (Some(id), _) => format!("/v1/messages/{id}/retry"),
+                (None, Some(since)) => {
+                    let from = hopline_notify::now_ms() / 1000 - parse_since(since)?;
+                    let mut q = url::form_urlencoded::Serializer::new(String::new());
+                    q.append_pair("status", &a.status);
+                    q.append_pair("since", &from.to_string());
+                    if let Some(to) = &a.to {
+                        q.append_pair("to", to);
+                    }
+                    if let Some(c) = &a.channel {
+                        q.append_pair("channel", c);
+                    }
+                    format!("/v1/messages/retry?{}", q.finish())
+                }
+                (None, None) => bail!("give a message id, or --since"),
+            };
+            let (status, v) = call(&a.api, http::Method::POST, &path, Bytes::new(), &[]).await?;
+            answered(status, &v)?;
+            if a.json {
+                println!("{v}");
+            } else if let Some(id) = &a.id {
+                println!("{id} queued again");
+            } else {
+                println!(
+                    "{} message(s) queued again{}",
+                    v["retried"],
+                    if v["more"] == true {
+                        " (more match: run it again)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }),
         Command::Status(a) => crate::runtime::runtime(1)?.block_on(async move {
@@ -518,6 +576,17 @@ fn attempt_line(t: &serde_json::Value) -> String {
 
 /// `stats` as a table whose columns are as wide as their widest cell (names left,
 /// numbers right, two spaces between).
+/// The API's refusal as an error: its status and message.
+fn answered(status: http::StatusCode, v: &serde_json::Value) -> anyhow::Result<()> {
+    if !status.is_success() {
+        bail!(
+            "{status}: {}",
+            v["error"]["message"].as_str().unwrap_or(&v.to_string())
+        );
+    }
+    Ok(())
+}
+
 fn stats_table(v: &serde_json::Value) -> String {
     const HEADER: [&str; 7] = [
         "channel",

@@ -319,7 +319,11 @@ listen = ["127.0.0.1:{port}"]
 
 /// A webhook endpoint on loopback answering 200 to every request.
 async fn sink() -> std::net::SocketAddr {
-    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    sink_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+}
+
+/// The same endpoint on a listener of the caller's.
+fn sink_on(sink: tokio::net::TcpListener) -> std::net::SocketAddr {
     let addr = sink.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = sink.accept().await {
@@ -380,6 +384,75 @@ fn status_follow_prints_the_block_once_then_only_changes() {
         out.lines().last(),
         Some("  → dead"),
         "ends with the final status:\n{out}"
+    );
+}
+
+/// `retry --since --to` queues again what went dead for one endpoint (and only that),
+/// once the endpoint answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_queues_again_what_died_for_one_endpoint() {
+    let service = Service::start(r#"["0s"]"#);
+    let (down, other) = (hopline_testkit::free_port(), hopline_testkit::free_port());
+    let hook = format!("http://127.0.0.1:{down}/hook");
+    let service = tokio::task::spawn_blocking(move || {
+        let ids: Vec<String> = (0..2).map(|_| service.send(&hook)).collect();
+        service.send(&format!("http://127.0.0.1:{other}/hook"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&service.notify(&["stats", "--json"])).unwrap();
+            let dead: u64 = v["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|g| g["status"] == "dead")
+                .map(|g| g["count"].as_u64().unwrap())
+                .sum();
+            if dead == 3 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stats: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (service, ids, hook)
+    })
+    .await
+    .unwrap();
+    let (service, ids, hook) = service;
+    // the endpoint is back
+    sink_on(
+        tokio::net::TcpListener::bind(("127.0.0.1", down))
+            .await
+            .unwrap(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let out = service.notify(&["retry", "--since", "1h", "--to", &hook, "--json"]);
+        let text = service.notify(&["retry", "--since", "1h", "--to", &hook]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for id in &ids {
+            loop {
+                let v: serde_json::Value =
+                    serde_json::from_str(&service.notify(&["status", id, "--json"])).unwrap();
+                if v["message"]["status"] == "delivered" {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{v}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        (out, text)
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.0).unwrap();
+    assert_eq!(
+        v["retried"], 2,
+        "the two for that endpoint, not the other: {v}"
+    );
+    assert_eq!(
+        out.1.trim(),
+        "0 message(s) queued again",
+        "already queued: nothing dead is left for it"
     );
 }
 
