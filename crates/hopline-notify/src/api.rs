@@ -14,6 +14,8 @@
 //! - `POST /v1/messages/retry?status=&since=&channel=&to=` → every such message of the
 //!   app (default: dead and failed) queued again, e.g. all that failed for one endpoint;
 //! - `DELETE /v1/messages/{id}` → a queued (e.g. scheduled) message cancelled;
+//! - `POST /v1/endpoints/enable?url=` → a webhook endpoint disabled by its 410 enabled
+//!   again;
 //! - `GET /v1/analytics?from=&to=` → per channel and status: counts, latency percentiles.
 
 use std::sync::Arc;
@@ -280,6 +282,7 @@ async fn handle(
             ["v1", "messages"]
                 | ["v1", "messages", _]
                 | ["v1", "messages", _, "retry"]
+                | ["v1", "endpoints", "enable"]
                 | ["v1", "analytics"]
         );
     if !known {
@@ -329,6 +332,26 @@ async fn handle(
                     &serde_json::json!({"id": id, "status": "cancelled"}),
                 ),
                 Err(e) => store_error(e),
+            }
+        }
+        (&Method::POST, ["v1", "endpoints", "enable"]) => {
+            let url = query_pairs(parts.uri.query())
+                .into_iter()
+                .find(|(k, _)| k == "url")
+                .map(|(_, v)| v);
+            match url {
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    "url: the webhook endpoint to enable again",
+                ),
+                Some(url) => match svc.store.enable(&url).await {
+                    Ok(was) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({"url": url, "enabled": true, "was_disabled": was}),
+                    ),
+                    Err(e) => store_error(e),
+                },
             }
         }
         (&Method::GET, ["v1", "analytics"]) => analytics(&svc, &app, parts.uri.query()).await,

@@ -568,6 +568,38 @@ async fn retries_honour_retry_after_then_dead_letter_and_replay_on(engine: Engin
     // nothing left that failed for /hook; the disabled /gone ones stay failed unless asked
     let (_, v) = call(&api, "POST", &q, "").await;
     assert_eq!(v["retried"], 0, "{v}");
+    // /gone fixed by its owner: enabled again by the API, its failed messages replayed
+    // and delivered
+    let gone_q = gone.replace(':', "%3A").replace('/', "%2F");
+    let (s, v) = call(
+        &api,
+        "POST",
+        &format!("/v1/endpoints/enable?url={gone_q}"),
+        "",
+    )
+    .await;
+    assert_eq!((s, v["was_disabled"].as_bool()), (200, Some(true)), "{v}");
+    let (_, v) = call(
+        &api,
+        "POST",
+        &format!("/v1/endpoints/enable?url={gone_q}"),
+        "",
+    )
+    .await;
+    assert_eq!(v["was_disabled"], false, "{v}");
+    let (s, v) = call(
+        &api,
+        "POST",
+        &format!("/v1/messages/retry?status=failed&to={gone_q}"),
+        "",
+    )
+    .await;
+    assert_eq!((s, v["retried"].as_u64()), (202, Some(2)), "{v}");
+    for id in v["ids"].as_array().unwrap() {
+        wait_status(&api, id.as_str().unwrap(), "delivered").await;
+    }
+    let (s, _) = call(&api, "POST", "/v1/endpoints/enable", "").await;
+    assert_eq!(s, 400);
 }
 
 #[tokio::test]

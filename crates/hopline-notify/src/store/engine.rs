@@ -85,6 +85,9 @@ pub(crate) trait Engine {
     /// Is `url` a disabled webhook endpoint?
     async fn disabled(&self, url: &str) -> Result<bool, StoreError>;
 
+    /// Enable a disabled webhook endpoint again; whether it was disabled.
+    async fn enable(&self, url: &str) -> Result<bool, StoreError>;
+
     /// Remove up to `limit` finished messages accepted before `before_ms` and idempotency
     /// keys older than `idempotency_before_ms`.
     async fn purge(

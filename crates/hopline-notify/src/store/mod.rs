@@ -201,6 +201,12 @@ impl Store {
         on_engine!(self, s => s.disabled(url).await)
     }
 
+    /// Enable a disabled webhook endpoint again (after its owner fixed it); whether it
+    /// was disabled.
+    pub async fn enable(&self, url: &str) -> Result<bool, StoreError> {
+        on_engine!(self, s => s.enable(url).await)
+    }
+
     /// With a shared engine: was this nonce seen by any node (and remember it)? `None`
     /// when the store does not keep nonces (the node's own cache does).
     pub async fn nonce_seen(

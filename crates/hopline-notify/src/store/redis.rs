@@ -990,6 +990,20 @@ impl Engine for RedisStore {
         }
     }
 
+    /// Enable a disabled webhook endpoint again; whether it was disabled.
+    async fn enable(&self, url: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let r: redis::RedisResult<u64> = redis::cmd("SREM")
+            .arg(format!("{}:disabled", self.prefix))
+            .arg(url)
+            .query_async(&mut c)
+            .await;
+        match r {
+            Ok(n) => Ok(n > 0),
+            Err(e) => Err(self.failed(e).await),
+        }
+    }
+
     /// Is `url` a disabled webhook endpoint?
     async fn disabled(&self, url: &str) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;

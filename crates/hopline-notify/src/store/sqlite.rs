@@ -54,6 +54,10 @@ enum Op {
         now_ms: u64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    Enable {
+        url: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     Callback {
         id: String,
         channel: String,
@@ -464,6 +468,15 @@ impl Engine for SqliteStore {
         Ok(self.disabled.read().contains(url))
     }
 
+    /// Enable a disabled webhook endpoint again; whether it was disabled.
+    async fn enable(&self, url: &str) -> Result<bool, StoreError> {
+        let u = url.to_string();
+        let was = self.call(|reply| Op::Enable { url: u, reply }).await?;
+        // (after the commit)
+        self.disabled.write().remove(url);
+        Ok(was)
+    }
+
     /// Remove up to `limit` finished messages accepted before `before_ms` and idempotency
     /// keys older than `idempotency_before_ms` (one writer batch; see [`purge`]).
     async fn purge(
@@ -737,6 +750,7 @@ fn fail(op: Op, e: &StoreError) {
         }
         Op::Callback { reply, .. } => drop(reply.send(Err(e.clone()))),
         Op::Purge { reply, .. } => drop(reply.send(Err(e.clone()))),
+        Op::Enable { reply, .. } => drop(reply.send(Err(e.clone()))),
     }
 }
 
@@ -776,6 +790,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> Answer {
                 "UPDATE messages SET status = 'queued', attempts = 0, next_ms = ?2, expires_ms = NULL, updated_ms = ?2 WHERE id = ?1",
                 "replayed (only dead, failed or expired ones)",
             );
+            answer(reply, r)
+        }
+        Op::Enable { url, reply } => {
+            let r = tx
+                .execute("DELETE FROM disabled_endpoints WHERE url = ?1", [&url])
+                .map(|n| n > 0)
+                .map_err(sql_err);
             answer(reply, r)
         }
         Op::Purge {
