@@ -125,16 +125,7 @@ pub fn pick_headers(hooks: Option<&Hooks>, headers: &HeaderMap) -> Vec<(String, 
 
 impl HookClient {
     /// Ask the application (when `hooks` has a URL for the event; else allowed).
-    pub async fn ask(
-        &self,
-        hub: &str,
-        hooks: Option<&Hooks>,
-        metrics: &Metrics,
-        ask: Ask<'_>,
-    ) -> Verdict {
-        let Some(hooks) = hooks else {
-            return Verdict::Allow(None);
-        };
+    pub async fn ask(&self, hub: &str, hooks: &Hooks, metrics: &Metrics, ask: Ask<'_>) -> Verdict {
         let Some(url) = ask.event.url(hooks) else {
             return Verdict::Allow(None);
         };
@@ -169,7 +160,6 @@ impl HookClient {
         let mut body = serde_json::json!({
             "event": ask.event.name(),
             "hub": hub,
-            "channel": ask.channel,
             "transport": ask.transport,
             "client": ask.client.map(|c| c.to_string()),
             "claims": ask.claims,
@@ -179,8 +169,9 @@ impl HookClient {
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect::<serde_json::Map<_, _>>(),
         });
-        if ask.event == Event::Connect || ask.channel.is_empty() {
-            body.as_object_mut().map(|o| o.remove("channel"));
+        // (a connection has no channel)
+        if ask.event != Event::Connect && !ask.channel.is_empty() {
+            body["channel"] = ask.channel.into();
         }
         if let Some(d) = ask.data {
             body["data"] = String::from_utf8_lossy(d).into_owned().into();

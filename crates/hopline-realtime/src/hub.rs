@@ -204,17 +204,10 @@ impl Hub {
         settings: &Settings,
         ask: crate::hooks::Ask<'_>,
     ) -> crate::hooks::Verdict {
-        if settings.config.hooks.is_none() {
-            return crate::hooks::Verdict::Allow(None);
+        match &settings.config.hooks {
+            None => crate::hooks::Verdict::Allow(None),
+            Some(hooks) => self.hooks.ask(&self.name, hooks, &self.metrics, ask).await,
         }
-        self.hooks
-            .ask(
-                &self.name,
-                settings.config.hooks.as_ref(),
-                &self.metrics,
-                ask,
-            )
-            .await
     }
 
     /// The settings in force.

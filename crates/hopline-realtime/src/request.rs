@@ -183,6 +183,22 @@ pub(crate) fn token_claims(
     }
 }
 
+/// What presence shows of `channel` (held here or not): members, distinct users, and
+/// with `clients` every member.
+pub(crate) fn presence_view(
+    channel: &str,
+    held: Option<&crate::channel::Channel>,
+    clients: bool,
+) -> serde_json::Value {
+    let (members, users) = held.map_or((0, 0), |c| c.presence_counts());
+    let mut v = serde_json::json!({"channel": channel, "members": members, "users": users});
+    if clients {
+        v["clients"] =
+            serde_json::to_value(held.map(|c| c.members()).unwrap_or_default()).unwrap_or_default();
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

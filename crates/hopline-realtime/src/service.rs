@@ -342,19 +342,11 @@ fn presence(hub: &Hub, req: &Request<RequestBody>, channel: &str, query: &Query)
             "404 this hub keeps no presence (set presence = true in its section)\n",
         );
     }
-    let (members, users) = hub
-        .existing(channel)
-        .map(|c| c.presence_counts())
-        .unwrap_or((0, 0));
-    let mut body = serde_json::json!({"channel": channel, "members": members, "users": users});
-    if query.presence == Some(crate::request::PresenceAsk::Members) {
-        body["clients"] = serde_json::to_value(
-            hub.existing(channel)
-                .map(|c| c.members())
-                .unwrap_or_default(),
-        )
-        .unwrap_or_default();
-    }
+    let body = crate::request::presence_view(
+        channel,
+        hub.existing(channel).as_deref(),
+        query.presence == Some(crate::request::PresenceAsk::Members),
+    );
     json(StatusCode::OK, Bytes::from(body.to_string()))
 }
 

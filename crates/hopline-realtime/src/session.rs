@@ -475,10 +475,9 @@ impl Conn {
                     self.reply(serde_json::json!({"type": "error", "channel": channel, "message": "this hub keeps no presence"}));
                     return Ok(());
                 }
-                let ch = self.hub.existing(&channel);
-                let (members, users) = ch.as_ref().map(|c| c.presence_counts()).unwrap_or((0, 0));
-                let clients = ch.map(|c| c.members()).unwrap_or_default();
-                self.reply(serde_json::json!({"type": "presence", "channel": channel, "members": members, "users": users, "clients": clients}));
+                let mut v = crate::request::presence_view(&channel, self.hub.existing(&channel).as_deref(), true);
+                v["type"] = "presence".into();
+                self.reply(v);
             }
             "unsubscribe" => {
                 self.take_over();
